@@ -1,0 +1,69 @@
+"""The registry of agents the service may call: the only URLs it ever calls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTimeouts:
+    """Per-attempt httpx timeouts, seconds."""
+
+    connect: float = 5.0
+    read: float = 30.0
+    write: float = 10.0
+    pool: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    name: str
+    url: str
+    timeouts: AgentTimeouts = field(default_factory=AgentTimeouts)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    retry_budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
+    # Calls in flight to this agent at once, across all workflows of this process.
+    concurrency: int = 32
+
+    @property
+    def process_url(self) -> str:
+        return self.url.rstrip("/") + "/process"
+
+    @property
+    def health_url(self) -> str:
+        return self.url.rstrip("/") + "/health"
+
+
+class AgentRegistry(Mapping[str, AgentSpec]):
+    """Immutable name -> AgentSpec mapping; unknown names are never called."""
+
+    def __init__(self, specs: Mapping[str, AgentSpec] | list[AgentSpec]) -> None:
+        items = list(specs.values()) if isinstance(specs, Mapping) else list(specs)
+        self._specs = {spec.name: spec for spec in items}
+
+    def __getitem__(self, name: str) -> AgentSpec:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+# Defaults from the original plan (DESIGN.md "Every agent call").
+DEFAULT_BREAKERS: dict[str, BreakerConfig] = {
+    "nlp": BreakerConfig(fail_max=5, reset_timeout_s=60.0),
+    "data": BreakerConfig(fail_max=3, reset_timeout_s=120.0),
+    "viz": BreakerConfig(fail_max=5, reset_timeout_s=60.0),
+}
+DEFAULT_RETRIES: dict[str, RetryConfig] = {
+    "nlp": RetryConfig(max_attempts=3, base_delay_s=1.0, max_delay_s=30.0),
+    "data": RetryConfig(max_attempts=2, base_delay_s=2.0, max_delay_s=60.0),
+    "viz": RetryConfig(max_attempts=3, base_delay_s=1.0, max_delay_s=30.0),
+}
+DEFAULT_PORTS: dict[str, int] = {"nlp": 8001, "data": 8002, "viz": 8003}
