@@ -1,0 +1,129 @@
+"""Parsing and checking request bodies: every problem becomes an ApiError a frontend can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+
+from orchestrator.api.errors import BadRequest, UnsupportedMediaType
+
+Mode = Literal["sync", "async"]
+_MODES: tuple[Mode, ...] = ("sync", "async")
+_QUERY_FIELDS = frozenset({"query", "mode", "workflow"})
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRequest:
+    query: str | None
+    mode: Mode
+    workflow: dict[str, Any] | None
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (aiohttp answers 413 past client_max_size)."""
+    if request.content_type not in ("application/json", "application/octet-stream", ""):
+        # octet-stream is what aiohttp reports when no Content-Type was sent at all.
+        raise UnsupportedMediaType(
+            f"expected Content-Type application/json, got {request.content_type!r}",
+            details={"content_type": request.content_type},
+        )
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequest("the request body is empty; send a JSON object", code="empty_body")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest(
+            f"expected a JSON object, got {_json_type(body)}", code="invalid_body"
+        )
+    return body
+
+
+def parse_query_request(body: dict[str, Any], *, max_query_chars: int) -> QueryRequest:
+    unknown = sorted(set(body) - _QUERY_FIELDS)
+    if unknown:
+        raise BadRequest(
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(_QUERY_FIELDS))}",
+            code="unknown_field",
+            details={"fields": unknown},
+        )
+    workflow = body.get("workflow")
+    if workflow is not None and not isinstance(workflow, dict):
+        raise _wrong_type("workflow", "an object", workflow)
+    query = _parse_query(body, required=workflow is None, max_chars=max_query_chars)
+    mode = body.get("mode", "sync")
+    if not isinstance(mode, str):
+        raise _wrong_type("mode", "a string", mode)
+    if mode not in _MODES:
+        raise BadRequest(
+            f"unknown mode {mode!r}; use 'sync' or 'async'",
+            code="invalid_mode",
+            details={"field": "mode", "allowed": list(_MODES)},
+        )
+    return QueryRequest(query=query, mode=mode, workflow=workflow)  # type: ignore[arg-type]
+
+
+def parse_workflow_body(body: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(body) - {"workflow"})
+    if unknown:
+        raise BadRequest(
+            f"unknown field(s): {', '.join(unknown)}; send {{\"workflow\": {{...}}}}",
+            code="unknown_field",
+            details={"fields": unknown},
+        )
+    if "workflow" not in body:
+        raise BadRequest("missing field 'workflow'", code="missing_field", details={"field": "workflow"})
+    workflow = body["workflow"]
+    if not isinstance(workflow, dict):
+        raise _wrong_type("workflow", "an object", workflow)
+    return workflow
+
+
+def _parse_query(body: dict[str, Any], *, required: bool, max_chars: int) -> str | None:
+    if "query" not in body or body["query"] is None:
+        if required:
+            raise BadRequest(
+                "missing field 'query' (a non-empty string), or send a 'workflow'",
+                code="missing_field",
+                details={"field": "query"},
+            )
+        return None
+    query = body["query"]
+    if not isinstance(query, str):
+        raise _wrong_type("query", "a string", query)
+    if not query.strip():
+        raise BadRequest("'query' is empty", code="empty_query", details={"field": "query"})
+    if len(query) > max_chars:
+        raise BadRequest(
+            f"'query' is {len(query)} characters; the limit is {max_chars}",
+            code="query_too_long",
+            details={"field": "query", "length": len(query), "limit": max_chars},
+        )
+    return query
+
+
+def _wrong_type(field: str, expected: str, value: object) -> BadRequest:
+    return BadRequest(
+        f"'{field}' must be {expected}, got {_json_type(value)}",
+        code="invalid_type",
+        details={"field": field, "expected": expected, "got": _json_type(value)},
+    )
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"

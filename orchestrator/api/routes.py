@@ -1,0 +1,172 @@
+"""The HTTP routes (DESIGN.md "API"). Errors are raised, never built here: see api/errors.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from orchestrator.api.errors import NotFound, error_response
+from orchestrator.api.requests import parse_query_request, parse_workflow_body, read_json_object
+from orchestrator.api.services import SERVICES
+from orchestrator.chain import CHAIN_NAME
+from orchestrator.dag.parse import definition_schema
+from orchestrator.dag.plan import plan_workflow
+from state.models import WorkflowState, WorkflowStatus
+
+routes = web.RouteTableDef()
+
+
+def json_response(data: Any, *, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+@routes.post("/api/query")
+async def query(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await read_json_object(request)
+    req = parse_query_request(body, max_query_chars=services.settings.max_query_chars)
+    if req.workflow is not None:
+        workflow = services.compile(req.workflow)
+        inputs = dict(workflow.definition.inputs)
+        if req.query is not None:
+            inputs["query"] = req.query
+    else:
+        workflow = services.chain
+        inputs = {"query": req.query}
+    orchestrator = services.orchestrator
+    state = await orchestrator.submit(workflow, inputs)
+    if req.mode == "async":
+        response = json_response(_accepted(state), status=202)
+        response.headers["Location"] = _status_url(state.workflow_id)
+        return response
+    state = await orchestrator.wait(state.workflow_id)
+    return json_response(_workflow_body(state), status=_status_code(state))
+
+
+@routes.get("/api/workflow/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    client = services.client
+    agents = {}
+    for name, breaker in client.breakers().items():
+        snap = breaker.snapshot()
+        agents[name] = {"retries": client.retries.get(name, 0), "breaker_trips": snap.trips,
+                        "breaker_state": snap.state.value, "calls": snap.calls,
+                        "failures": snap.failures, "rejections": snap.rejections}
+    body = services.orchestrator.metrics.snapshot()
+    body["agents"] = agents
+    body["retries_total"] = sum(a["retries"] for a in agents.values())
+    body["breaker_trips_total"] = sum(a["breaker_trips"] for a in agents.values())
+    return json_response(body)
+
+
+@routes.get("/api/workflow/{workflow_id}/status")
+async def status(request: web.Request) -> web.Response:
+    orchestrator = request.app[SERVICES].orchestrator
+    state = await orchestrator.status(request.match_info["workflow_id"])
+    return json_response(_workflow_body(state))
+
+
+@routes.post("/api/workflow/{workflow_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    orchestrator = request.app[SERVICES].orchestrator
+    state = await orchestrator.cancel(request.match_info["workflow_id"])
+    body = _workflow_body(state)
+    body["cancel_requested"] = True
+    # 202 when the replica running it has not confirmed the stop within the wait.
+    return json_response(body, status=200 if state.status.is_terminal else 202)
+
+
+@routes.get("/api/circuit-breakers/status")
+async def breakers(request: web.Request) -> web.Response:
+    client = request.app[SERVICES].client
+    body = {
+        name: {**breaker.snapshot().to_dict(), "url": client.registry[name].url}
+        for name, breaker in client.breakers().items()
+    }
+    return json_response({"breakers": body})
+
+
+@routes.post("/api/circuit-breakers/{agent}/open")
+async def force_open(request: web.Request) -> web.Response:
+    breaker = _breaker(request)
+    breaker.force_open()
+    return json_response(breaker.snapshot().to_dict())
+
+
+@routes.post("/api/circuit-breakers/{agent}/reset")
+async def reset(request: web.Request) -> web.Response:
+    breaker = _breaker(request)
+    breaker.reset()
+    return json_response(breaker.snapshot().to_dict())
+
+
+@routes.post("/api/workflows/validate")
+async def validate(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    raw = parse_workflow_body(await read_json_object(request))
+    workflow = services.compile(raw)
+    return json_response({"valid": True, "plan": plan_workflow(workflow).to_dict()})
+
+
+@routes.get("/api/workflows/schema")
+async def schema(request: web.Request) -> web.Response:
+    return json_response(definition_schema())
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    store = request.app[SERVICES].orchestrator.store
+    if await store.ping():
+        return json_response({"status": "ready", "state_store": store.backend})
+    return error_response(503, "not_ready", f"state store ({store.backend}) is not reachable")
+
+
+def _breaker(request: web.Request) -> Any:
+    client = request.app[SERVICES].client
+    name = request.match_info["agent"]
+    if name not in client.registry:
+        raise NotFound(f"no agent {name!r}; known: {', '.join(client.registry)}",
+                       code="agent_not_found", details={"agent": name})
+    return client.breaker(name)
+
+
+def _status_url(workflow_id: str) -> str:
+    return f"/api/workflow/{workflow_id}/status"
+
+
+def _accepted(state: WorkflowState) -> dict[str, Any]:
+    return {
+        "workflow_id": state.workflow_id,
+        "status": state.status.value,
+        "links": {
+            "status": _status_url(state.workflow_id),
+            "cancel": f"/api/workflow/{state.workflow_id}/cancel",
+        },
+    }
+
+
+def _workflow_body(state: WorkflowState) -> dict[str, Any]:
+    body = state.to_dict()
+    body["duration_ms"] = (
+        round((state.finished_at - state.created_at) * 1000.0, 3) if state.finished_at else None
+    )
+    if state.definition_name == CHAIN_NAME and isinstance(state.result, dict):
+        # The chain's frontend contract: intent, data and chart at the top level.
+        for key in ("intent", "data", "chart"):
+            body[key] = state.result.get(key)
+    return body
+
+
+def _status_code(state: WorkflowState) -> int:
+    if state.status is WorkflowStatus.FAILED:
+        timed_out = state.error is not None and state.error.code == "workflow_timeout"
+        return 504 if timed_out else 502
+    return 200

@@ -1,0 +1,149 @@
+"""The `orchestrator` console script: serve the API, run a reference agent, or both."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, cast
+
+from aiohttp import web
+
+from agents.reference import start_agent
+from agents.registry import DEFAULT_PORTS, AgentRegistry
+from orchestrator.app import create_app
+from orchestrator.logs import configure_logging
+from orchestrator.settings import ConfigError, Settings
+
+_EXAMPLE = (
+    "curl -s -X POST {url}/api/query -H 'Content-Type: application/json' "
+    "-d '{{\"query\": \"average revenue by region in 2024\"}}'"
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    if args.command == "agent":
+        port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
+        print(f"{args.kind} agent listening on http://{args.host}:{port}", flush=True)
+        asyncio.run(_serve_forever([_agent_starter(args.kind, args.host, args.port)]))
+        return 0
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    settings = dataclasses.replace(settings, host=host, port=port)
+    if args.command == "up":
+        agents = {
+            name: dataclasses.replace(spec, url=f"http://{host}:{args.agents_base_port + offset}")
+            for offset, (name, spec) in enumerate(
+                (n, settings.agents[n]) for n in ("nlp", "data", "viz")
+            )
+        }
+        settings = dataclasses.replace(
+            settings, agents=AgentRegistry({**dict(settings.agents), **agents})
+        )
+        starters = [
+            _agent_starter(name, host, args.agents_base_port + offset)
+            for offset, name in enumerate(("nlp", "data", "viz"))
+        ]
+    else:
+        starters = []
+    _announce(settings)
+    asyncio.run(_serve_forever([*starters, _api_starter(settings)]))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="Agent orchestration service: runs NLP -> Data -> Viz and any DAG of agent "
+        "tasks behind per-agent circuit breakers and retries.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the API with settings from the environment",
+        description="Run the orchestrator API. Agents, state store (REDIS_URL) and limits come "
+        "from the environment and ORCH_CONFIG; see the README.",
+    )
+    up = sub.add_parser(
+        "up",
+        help="run the API and the three reference agents together (embedded state store)",
+        description="Start the NLP, Data and Viz reference agents and the API in one process, "
+        "with the in-memory state store unless REDIS_URL is set. For trying the service out.",
+    )
+    for p in (serve, up):
+        p.add_argument("--host", default=None, help="interface to bind (default ORCH_HOST or 127.0.0.1)")
+        p.add_argument("--port", type=int, default=None, help="API port (default ORCH_PORT or 8000)")
+    up.add_argument(
+        "--agents-base-port",
+        type=int,
+        default=DEFAULT_PORTS["nlp"],
+        help="port of the NLP agent; Data and Viz take the next two (default 8001)",
+    )
+    agent = sub.add_parser(
+        "agent",
+        help="run one reference agent",
+        description="Run one reference agent (nlp, data or viz) speaking the agent contract.",
+    )
+    agent.add_argument("kind", choices=["nlp", "data", "viz"])
+    agent.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
+    agent.add_argument("--port", type=int, default=None, help="port (nlp 8001, data 8002, viz 8003)")
+    return parser
+
+
+def _announce(settings: Settings) -> None:
+    url = f"http://{settings.host}:{settings.port}"
+    store = f"redis ({settings.redis_url})" if settings.redis_url else "memory (embedded)"
+    agents = ", ".join(f"{name}={spec.url}" for name, spec in settings.agents.items())
+    print(f"orchestrator listening on {url} | state store: {store} | agents: {agents}", flush=True)
+    print(f"try: {_EXAMPLE.format(url=url)}", flush=True)
+
+
+_Starter = Callable[[], Awaitable[web.AppRunner]]
+_Kind = Literal["nlp", "data", "viz"]
+
+
+def _agent_starter(kind: str, host: str, port: int | None) -> _Starter:
+    async def start() -> web.AppRunner:
+        chosen = DEFAULT_PORTS[kind] if port is None else port
+        runner, _ = await start_agent(cast(_Kind, kind), host=host, port=chosen)
+        return runner
+
+    return start
+
+
+def _api_starter(settings: Settings) -> _Starter:
+    async def start() -> web.AppRunner:
+        runner = web.AppRunner(create_app(settings), handler_cancellation=True)
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        return runner
+
+    return start
+
+
+async def _serve_forever(starters: Sequence[_Starter]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    runners: list[web.AppRunner] = []
+    try:
+        for start in starters:
+            runners.append(await start())
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()

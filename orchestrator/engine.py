@@ -1,0 +1,210 @@
+"""WorkflowOrchestrator: accept a compiled workflow, run it to a terminal state, cancel it.
+
+Each accepted workflow runs in its own task, detached from the request that
+started it: a client that disconnects from a sync request does not stop the
+workflow, and every accepted workflow reaches a terminal state that is written
+to the store. Cancellation reaches the task from any replica through the store
+(flag + pub/sub), with a periodic flag check as a safety net for a missed message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from orchestrator.dag.runner import DagRunner
+from orchestrator.dag.validate import CompiledWorkflow
+from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
+from orchestrator.metrics import WorkflowMetrics
+from state.models import StepStatus, WorkflowError, WorkflowState, WorkflowStatus
+from state.store import StateStore
+
+log = structlog.get_logger(__name__)
+
+# How often a replica re-reads the cancel flags of the workflows it runs, in case a
+# pub/sub message was lost (e.g. during a Redis reconnect).
+_CANCEL_POLL_S = 1.0
+# How long a cancel request waits for the workflow to reach its terminal state.
+_CANCEL_WAIT_S = 5.0
+_TERMINAL_WRITE_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class _Running:
+    task: asyncio.Task[None]
+    state: WorkflowState
+
+
+class WorkflowOrchestrator:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        runner: DagRunner,
+        metrics: WorkflowMetrics | None = None,
+        replica_id: str | None = None,
+        shutdown_grace_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.metrics = metrics or WorkflowMetrics()
+        self.replica_id = replica_id or uuid.uuid4().hex[:12]
+        self._shutdown_grace_s = shutdown_grace_s
+        self._running: dict[str, _Running] = {}
+        self._background: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        cancellations = await self.store.subscribe_cancellations()
+
+        async def listen() -> None:
+            async for workflow_id in cancellations:
+                self._cancel_local(workflow_id, reason="cancel requested")
+
+        self._background = [
+            asyncio.create_task(listen(), name="cancel-listener"),
+            asyncio.create_task(self._poll_cancel_flags(), name="cancel-poller"),
+        ]
+
+    async def close(self) -> None:
+        """Let running workflows finish for a grace period, then cancel the rest."""
+        tasks = [r.task for r in self._running.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._shutdown_grace_s)
+        for workflow_id in list(self._running):
+            self._cancel_local(workflow_id, reason="replica shutting down")
+        if tasks:
+            await asyncio.wait(tasks)
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def running(self) -> Mapping[str, WorkflowState]:
+        return {wid: r.state for wid, r in self._running.items()}
+
+    async def submit(self, workflow: CompiledWorkflow, inputs: Mapping[str, Any]) -> WorkflowState:
+        """Accept a workflow: write its first state and start it. Returns at once."""
+        state = WorkflowState(
+            workflow_id=uuid.uuid4().hex,
+            definition_name=workflow.definition.name,
+            inputs=dict(inputs),
+            owner=self.replica_id,
+        )
+        await self.store.save(state)
+        self.metrics.record_started()
+        task = asyncio.create_task(self._run(workflow, state), name=f"workflow-{state.workflow_id}")
+        self._running[state.workflow_id] = _Running(task, state)
+        task.add_done_callback(lambda _: self._running.pop(state.workflow_id, None))
+        return state
+
+    async def wait(self, workflow_id: str) -> WorkflowState:
+        """Wait for a workflow this replica runs; the caller's cancellation does not stop it."""
+        running = self._running.get(workflow_id)
+        if running is None:
+            return await self.status(workflow_id)
+        # shield: a client that disconnects cancels this wait, never the workflow.
+        await asyncio.shield(running.task)
+        return running.state
+
+    async def status(self, workflow_id: str) -> WorkflowState:
+        state = await self.store.get(workflow_id)
+        if state is None:
+            raise WorkflowNotFound(workflow_id)
+        return state
+
+    async def cancel(self, workflow_id: str) -> WorkflowState:
+        """Cancel a workflow wherever it runs and return its state once it has stopped.
+
+        Idempotent while it is running; a finished workflow raises WorkflowAlreadyFinished.
+        """
+        state = await self.status(workflow_id)
+        if state.status.is_terminal:
+            raise WorkflowAlreadyFinished(workflow_id, status=state.status)
+        await self.store.request_cancel(workflow_id)
+        running = self._running.get(workflow_id)
+        if running is not None:
+            self._cancel_local(workflow_id, reason="cancel requested")
+            await asyncio.wait({running.task}, timeout=_CANCEL_WAIT_S)
+            return running.state
+        return await self._await_terminal(workflow_id)
+
+    async def _await_terminal(self, workflow_id: str) -> WorkflowState:
+        # Another replica runs it: its listener stops it; watch the document until it says so.
+        deadline = time.monotonic() + _CANCEL_WAIT_S
+        state = await self.status(workflow_id)
+        while not state.status.is_terminal and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            state = await self.status(workflow_id)
+        return state
+
+    def _cancel_local(self, workflow_id: str, *, reason: str) -> None:
+        running = self._running.get(workflow_id)
+        if running is not None and not running.task.done():
+            log.info("workflow_cancelling", workflow_id=workflow_id, reason=reason)
+            if reason != "cancel requested" and running.state.error is None:
+                running.state.error = WorkflowError(code="replica_shutdown", message=reason)
+            running.task.cancel()
+
+    async def _poll_cancel_flags(self) -> None:
+        while True:
+            await asyncio.sleep(_CANCEL_POLL_S)
+            for workflow_id in list(self._running):
+                try:
+                    if await self.store.cancel_requested(workflow_id):
+                        self._cancel_local(workflow_id, reason="cancel requested")
+                except Exception:  # a store hiccup must not kill the poller
+                    log.warning("cancel_poll_failed", workflow_id=workflow_id, exc_info=True)
+
+    async def _run(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
+        structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
+        try:
+            if await self.store.cancel_requested(state.workflow_id):
+                raise asyncio.CancelledError
+            await self.runner.run(workflow, state, on_transition=self._persist)
+        except asyncio.CancelledError:
+            # The runner marks and persists CANCELLED itself; this covers a cancel that
+            # arrived before the runner started.
+            if not state.status.is_terminal:
+                _mark_cancelled(state)
+                await self._persist(state)
+        except Exception as exc:  # a bug in a node kind must still end the workflow
+            log.exception("workflow_crashed")
+            if not state.status.is_terminal:
+                state.status = WorkflowStatus.FAILED
+                state.error = WorkflowError(code="internal_error", message=f"internal error: {exc}")
+                state.finished_at = time.time()
+                await self._persist(state)
+        finally:
+            self.metrics.record_finished(state)
+            log.info("workflow_finished", status=state.status.value)
+
+    async def _persist(self, state: WorkflowState) -> None:
+        state.updated_at = time.time()
+        attempts = _TERMINAL_WRITE_ATTEMPTS if state.status.is_terminal else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.store.save(state)
+                return
+            except Exception:
+                log.warning("state_write_failed", attempt=attempt, exc_info=True)
+                if attempt < attempts:
+                    await asyncio.sleep(0.05 * 2**attempt)
+
+
+def _mark_cancelled(state: WorkflowState) -> None:
+    now = time.time()
+    for step in state.steps.values():
+        if step.status is StepStatus.RUNNING:
+            step.status = StepStatus.CANCELLED
+            step.finished_at = now
+    state.status = WorkflowStatus.CANCELLED
+    state.finished_at = now

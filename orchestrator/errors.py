@@ -1,0 +1,27 @@
+"""Errors of the orchestrator layer (the API maps each to a status in one middleware).
+
+    OrchestratorError
+    ├── WorkflowNotFound          unknown or expired workflow id        -> 404
+    └── WorkflowAlreadyFinished   cancel of a terminal workflow         -> 409
+"""
+
+from __future__ import annotations
+
+from state.models import WorkflowStatus
+
+
+class OrchestratorError(Exception):
+    pass
+
+
+class WorkflowNotFound(OrchestratorError):
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no workflow {workflow_id!r} (unknown, or its state has expired)")
+        self.workflow_id = workflow_id
+
+
+class WorkflowAlreadyFinished(OrchestratorError):
+    def __init__(self, workflow_id: str, *, status: WorkflowStatus) -> None:
+        super().__init__(f"workflow {workflow_id!r} already finished with status {status.value!r}")
+        self.workflow_id = workflow_id
+        self.status = status

@@ -1,0 +1,243 @@
+"""Settings: the only code that reads the environment (and the optional TOML file).
+
+`Settings.from_env(environ)` reads:
+
+- ORCH_HOST / ORCH_PORT          where the API listens (127.0.0.1:8000)
+- REDIS_URL                      Redis state store; unset = embedded in-memory store
+- ORCH_STATE_TTL_S               TTL of every workflow key, refreshed on write (3600)
+- ORCH_KEY_PREFIX                Redis key prefix ("orch:")
+- ORCH_CONFIG                    optional TOML file, one table per agent (below)
+- NLP_AGENT_URL, DATA_AGENT_URL, VIZ_AGENT_URL   override the agents' URLs
+- ORCH_LOG_LEVEL                 "info"
+- ORCH_MAX_QUERY_CHARS, ORCH_MAX_BODY_BYTES, ORCH_WORKFLOW_TIMEOUT_S, ORCH_MAX_PARALLEL
+- ORCH_HTTP_TRANSPORT            "aiohttp" (default) or "httpx"
+
+TOML layout::
+
+    [agents.nlp]
+    url = "http://127.0.0.1:8001"
+    concurrency = 32
+    [agents.nlp.timeouts]   # connect, read, write, pool (seconds)
+    read = 10
+    [agents.nlp.breaker]    # fail_max, reset_timeout_s, success_threshold, half_open_max_calls
+    fail_max = 5
+    [agents.nlp.retry]      # max_attempts, base_delay_s, max_delay_s, max_retry_after_s
+    max_attempts = 3
+
+Any agent table beyond nlp/data/viz registers another agent (it then needs `url`).
+A bad file stops start-up with a `ConfigError` naming the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agents.registry import (
+    DEFAULT_BREAKERS,
+    DEFAULT_PORTS,
+    DEFAULT_RETRIES,
+    AgentRegistry,
+    AgentSpec,
+    AgentTimeouts,
+)
+from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
+from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
+
+
+class ConfigError(ValueError):
+    """The environment or the config file is unusable; start-up must stop."""
+
+    def __init__(self, message: str, *, source: str, key: str) -> None:
+        super().__init__(f"{source}: {key}: {message}")
+        self.source = source
+        self.key = key
+
+
+_URL_ENV = {"nlp": "NLP_AGENT_URL", "data": "DATA_AGENT_URL", "viz": "VIZ_AGENT_URL"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None
+    state_ttl_s: int = DEFAULT_TTL_S
+    key_prefix: str = DEFAULT_PREFIX
+    log_level: str = "info"
+    http_transport: str = "aiohttp"
+    max_query_chars: int = 2_000
+    max_body_bytes: int = 1_048_576
+    workflow_timeout_s: float = 120.0
+    max_parallel: int = 10
+    max_nodes: int = 10_000
+    agents: AgentRegistry = field(default_factory=lambda: default_registry())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        src = "environment"
+        config_path = env.get("ORCH_CONFIG")
+        specs = {spec.name: spec for spec in default_registry().values()}
+        if config_path:
+            specs = _load_agent_file(Path(config_path), specs)
+        for name, var in _URL_ENV.items():
+            if env.get(var):
+                specs[name] = dataclasses.replace(specs[name], url=_check_url(env[var], src, var))
+        transport = env.get("ORCH_HTTP_TRANSPORT", "aiohttp")
+        if transport not in ("aiohttp", "httpx"):
+            raise ConfigError("must be 'aiohttp' or 'httpx'", source=src, key="ORCH_HTTP_TRANSPORT")
+        return cls(
+            host=env.get("ORCH_HOST", "127.0.0.1"),
+            port=_env_int(env, "ORCH_PORT", 8000, minimum=0),
+            redis_url=env.get("REDIS_URL") or None,
+            state_ttl_s=_env_int(env, "ORCH_STATE_TTL_S", DEFAULT_TTL_S, minimum=1),
+            key_prefix=env.get("ORCH_KEY_PREFIX", DEFAULT_PREFIX),
+            log_level=env.get("ORCH_LOG_LEVEL", "info").lower(),
+            http_transport=transport,
+            max_query_chars=_env_int(env, "ORCH_MAX_QUERY_CHARS", 2_000, minimum=1),
+            max_body_bytes=_env_int(env, "ORCH_MAX_BODY_BYTES", 1_048_576, minimum=1_024),
+            workflow_timeout_s=_env_float(env, "ORCH_WORKFLOW_TIMEOUT_S", 120.0),
+            max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", 10, minimum=1),
+            agents=AgentRegistry(specs),
+        )
+
+
+def default_registry(host: str = "127.0.0.1") -> AgentRegistry:
+    return AgentRegistry(
+        [
+            AgentSpec(
+                name=name,
+                url=f"http://{host}:{port}",
+                breaker=DEFAULT_BREAKERS[name],
+                retry=DEFAULT_RETRIES[name],
+            )
+            for name, port in DEFAULT_PORTS.items()
+        ]
+    )
+
+
+def _env_int(env: Mapping[str, str], key: str, default: int, *, minimum: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"expected an integer, got {raw!r}", source="environment", key=key) from None
+    if value < minimum:
+        raise ConfigError(f"must be >= {minimum}, got {value}", source="environment", key=key)
+    return value
+
+
+def _env_float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"expected a number, got {raw!r}", source="environment", key=key) from None
+    if value <= 0:
+        raise ConfigError(f"must be > 0, got {value}", source="environment", key=key)
+    return value
+
+
+def _check_url(url: str, source: str, key: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"expected an http(s) URL, got {url!r}", source=source, key=key)
+    return url
+
+
+def _load_agent_file(path: Path, specs: dict[str, AgentSpec]) -> dict[str, AgentSpec]:
+    source = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=source, key="ORCH_CONFIG") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", source=source, key="ORCH_CONFIG") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", source=source, key="(file)") from exc
+    unknown = set(raw) - {"agents"}
+    if unknown:
+        raise ConfigError("unknown top-level table", source=source, key=sorted(unknown)[0])
+    agents = raw.get("agents", {})
+    if not isinstance(agents, dict):
+        raise ConfigError("must be a table of agent tables", source=source, key="agents")
+    out = dict(specs)
+    for name, table in agents.items():
+        key = f"agents.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError("must be a table", source=source, key=key)
+        out[name] = _agent_from_table(name, table, out.get(name), source)
+    return out
+
+
+_AGENT_KEYS = {"url", "concurrency", "timeouts", "breaker", "retry", "retry_budget"}
+
+
+def _agent_from_table(
+    name: str, table: dict[str, Any], base: AgentSpec | None, source: str
+) -> AgentSpec:
+    key = f"agents.{name}"
+    unknown = set(table) - _AGENT_KEYS
+    if unknown:
+        raise ConfigError("unknown key", source=source, key=f"{key}.{sorted(unknown)[0]}")
+    if base is None:
+        if "url" not in table:
+            raise ConfigError("a new agent needs a url", source=source, key=f"{key}.url")
+        base = AgentSpec(name=name, url=str(table["url"]))
+    url = base.url
+    if "url" in table:
+        if not isinstance(table["url"], str):
+            raise ConfigError("must be a string", source=source, key=f"{key}.url")
+        url = _check_url(table["url"], source, f"{key}.url")
+    concurrency = base.concurrency
+    if "concurrency" in table:
+        concurrency = _positive(table["concurrency"], int, source, f"{key}.concurrency")
+    return dataclasses.replace(
+        base,
+        url=url,
+        concurrency=concurrency,
+        timeouts=_overlay(base.timeouts, table.get("timeouts"), source, f"{key}.timeouts"),
+        breaker=_overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker"),
+        retry=_overlay(base.retry, table.get("retry"), source, f"{key}.retry"),
+        retry_budget=_overlay(
+            base.retry_budget, table.get("retry_budget"), source, f"{key}.retry_budget"
+        ),
+    )
+
+
+_C = TypeVar("_C", AgentTimeouts, BreakerConfig, RetryConfig, RetryBudgetConfig)
+
+
+def _overlay(base: _C, table: object, source: str, key: str) -> _C:
+    """Return `base` with the table's values, each checked against the field's type."""
+    if table is None:
+        return base
+    if not isinstance(table, dict):
+        raise ConfigError("must be a table", source=source, key=key)
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    changes: dict[str, Any] = {}
+    for name, value in table.items():
+        if name not in fields:
+            allowed = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key (allowed: {allowed})", source=source, key=f"{key}.{name}")
+        want = int if isinstance(getattr(base, name), int) else float
+        changes[name] = _positive(value, want, source, f"{key}.{name}")
+    return dataclasses.replace(base, **changes)
+
+
+def _positive(value: object, want: type[int] | type[float], source: str, key: str) -> Any:
+    ok_types: tuple[type, ...] = (int,) if want is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok_types):
+        raise ConfigError(f"expected {want.__name__}, got {value!r}", source=source, key=key)
+    if value <= 0:
+        raise ConfigError(f"must be > 0, got {value!r}", source=source, key=key)
+    return want(value)
