@@ -1,0 +1,103 @@
+"""Integration fixtures: real reference agents on 127.0.0.1 ports, the real API in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from agents.reference import start_agent
+from agents.registry import AgentRegistry
+from circuit.config import BreakerConfig, RetryConfig
+from orchestrator.app import create_app
+from orchestrator.settings import Settings, default_registry
+
+# Fast retries so failure paths finish quickly; the policy itself is unit-tested in tests/circuit.
+FAST_RETRY = RetryConfig(max_attempts=2, base_delay_s=0.001, max_delay_s=0.005)
+
+
+@dataclasses.dataclass
+class RunningAgent:
+    name: str
+    port: int
+    runner: web.AppRunner
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def control(self, **options: Any) -> None:
+        async with httpx.AsyncClient() as client:
+            response = await client.post(f"{self.url}/control", json=options)
+            response.raise_for_status()
+
+    async def stats(self) -> dict[str, int]:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{self.url}/stats")
+            response.raise_for_status()
+            stats: dict[str, int] = response.json()
+            return stats
+
+
+Agents = dict[str, RunningAgent]
+
+
+@pytest.fixture
+async def agents() -> AsyncIterator[Agents]:
+    running: Agents = {}
+    try:
+        for name in ("nlp", "data", "viz"):
+            runner, port = await start_agent(name, host="127.0.0.1", port=0)  # type: ignore[arg-type]
+            running[name] = RunningAgent(name, port, runner)
+        yield running
+    finally:
+        for agent in running.values():
+            await agent.runner.cleanup()
+
+
+def settings_for(agents: Agents, **overrides: Any) -> Settings:
+    specs = [
+        dataclasses.replace(
+            spec,
+            url=agents[spec.name].url,
+            retry=FAST_RETRY,
+            breaker=BreakerConfig(fail_max=3, reset_timeout_s=60.0),
+        )
+        for spec in default_registry().values()
+    ]
+    return Settings(agents=AgentRegistry(specs), **overrides)
+
+
+ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+def api(
+    agents: Agents, aiohttp_client: ClientFactory
+) -> Callable[..., Awaitable[TestClient[web.Request, web.Application]]]:
+    """Start the API against the running agents: `client = await api(store=..., **settings)`."""
+
+    async def make(**kwargs: Any) -> TestClient[web.Request, web.Application]:
+        store = kwargs.pop("store", None)
+        replica_id = kwargs.pop("replica_id", None)
+        app = create_app(settings_for(agents, **kwargs), store=store, replica_id=replica_id)
+        return await aiohttp_client(app)
+
+    return make
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[bool]], *, attempts: int = 250, interval_s: float = 0.02
+) -> None:
+    """Await a condition another process or task brings about (bounded; no fixed sleeps)."""
+    for _ in range(attempts):
+        if await probe():
+            return
+        await asyncio.sleep(interval_s)
+    raise AssertionError("condition not reached in time")

@@ -1,0 +1,77 @@
+"""Two orchestrator instances on one real Redis: shared status, cancel from either, TTL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from state.redis import RedisStateStore
+from tests.integration.conftest import Agents, eventually
+
+pytestmark = pytest.mark.redis
+
+QUESTION = "number of orders by channel"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test:{uuid.uuid4().hex[:8]}:"
+
+
+async def test_status_and_cancel_work_from_the_other_replica(
+    api: Any, agents: Agents, redis_url: str, prefix: str
+) -> None:
+    """A workflow started on replica A is visible on B, and a cancel sent to B stops it on A."""
+    await agents["data"].control(delay_ms=60_000)
+    a = await api(store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="a")
+    b = await api(store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="b")
+    accepted = await (await a.post("/api/query", json={"query": QUESTION, "mode": "async"})).json()
+    workflow_id = accepted["workflow_id"]
+
+    async def data_in_flight() -> bool:
+        return (await agents["data"].stats())["in_flight"] == 1
+
+    await eventually(data_in_flight)
+    seen_by_b = await (await b.get(f"/api/workflow/{workflow_id}/status")).json()
+    assert seen_by_b["status"] == "running"
+    assert seen_by_b["owner"] == "a"
+    assert seen_by_b["steps"]["data"]["status"] == "running"
+
+    response = await b.post(f"/api/workflow/{workflow_id}/cancel")
+    assert response.status == 200
+    body = await response.json()
+    assert body["status"] == "cancelled"
+    assert body["steps"]["nlp"]["status"] == "completed"
+
+    async def agent_saw_abort() -> bool:
+        return (await agents["data"].stats())["cancelled"] == 1
+
+    await eventually(agent_saw_abort)
+    assert (await agents["viz"].stats())["requests"] == 0
+    on_a = await (await a.get(f"/api/workflow/{workflow_id}/status")).json()
+    assert on_a["status"] == "cancelled"
+
+
+async def test_finished_workflow_readable_from_both_then_gone_after_ttl(
+    api: Any, redis_url: str, prefix: str
+) -> None:
+    """State lives in Redis with the configured TTL; after it, both replicas answer 404."""
+    a = await api(store=RedisStateStore.from_url(redis_url, prefix=prefix, ttl_s=1))
+    b = await api(store=RedisStateStore.from_url(redis_url, prefix=prefix, ttl_s=1))
+    done = await (await a.post("/api/query", json={"query": QUESTION})).json()
+    url = f"/api/workflow/{done['workflow_id']}/status"
+    assert (await b.get(url)).status == 200
+
+    async def expired() -> bool:
+        return (await a.get(url)).status == 404 and (await b.get(url)).status == 404
+
+    await eventually(expired, attempts=150, interval_s=0.05)
+
+
+async def test_readiness_reports_redis(api: Any, redis_url: str, prefix: str) -> None:
+    client = await api(store=RedisStateStore.from_url(redis_url, prefix=prefix))
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert (await ready.json())["state_store"] == "redis"
