@@ -1,0 +1,218 @@
+"""The retry policy for agent calls: tenacity's `AsyncRetrying` with our stop and wait rules.
+
+- wait: exponential backoff with full jitter, or the agent's `Retry-After` (capped
+  at `max_retry_after_s`) when that is longer.
+- stop: after `max_attempts`; before a wait that would reach the deadline; when the
+  agent's retry budget refuses. The caller then gets the last error unchanged.
+- never retried, whatever the caller's classifier says: `asyncio.CancelledError`
+  (tenacity catches `BaseException`, so a catch-all predicate would retry it),
+  any other non-`Exception`, and `CircuitOpenError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from circuit.config import RetryBudgetConfig, RetryConfig
+from circuit.errors import CircuitOpenError
+
+__all__ = [
+    "RetryBudget",
+    "backoff_delay",
+    "call_with_retry",
+    "parse_retry_after",
+]
+
+T = TypeVar("T")
+
+# Budget counts are kept in this many time buckets per window, so memory stays
+# constant however busy the agent is; a count expires up to one bucket early.
+_BUDGET_BUCKETS = 20
+
+_default_rng = random.Random()
+
+
+class RetryBudget:
+    """Retries allowed for one agent: fewer than `ratio` * recent calls + `floor` per window.
+
+    Shared by every caller of the agent, so that when it fails, retries add at most
+    ~`ratio` to the load instead of multiplying it by `max_attempts`.
+    """
+
+    def __init__(
+        self, config: RetryBudgetConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if config.window_s <= 0:
+            raise ValueError(f"window_s must be > 0, got {config.window_s}")
+        if config.ratio < 0 or config.floor < 0:
+            raise ValueError("ratio and floor must be >= 0")
+        self.config = config
+        self._clock = clock
+        self._bucket_s = config.window_s / _BUDGET_BUCKETS
+        self._calls = _WindowCounter()
+        self._retries = _WindowCounter()
+
+    def record_call(self) -> None:
+        """Count a first attempt."""
+        self._calls.add(self._clock(), self._bucket_s)
+
+    def try_spend(self) -> bool:
+        """Consume one retry and return True if the budget allows it; else False."""
+        now = self._clock()
+        horizon = now - self.config.window_s
+        calls = self._calls.total(horizon)
+        retries = self._retries.total(horizon)
+        if retries >= self.config.floor + self.config.ratio * calls:
+            return False
+        self._retries.add(now, self._bucket_s)
+        return True
+
+
+class _WindowCounter:
+    """Event counts in time buckets: [[bucket start, count], ...], oldest first."""
+
+    def __init__(self) -> None:
+        self._buckets: deque[list[float]] = deque()
+
+    def add(self, now: float, bucket_s: float) -> None:
+        if self._buckets and now - self._buckets[-1][0] < bucket_s:
+            self._buckets[-1][1] += 1
+        else:
+            self._buckets.append([now, 1])
+
+    def total(self, horizon: float) -> float:
+        while self._buckets and self._buckets[0][0] <= horizon:
+            self._buckets.popleft()
+        return sum(count for _, count in self._buckets)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (RFC 9110 §10.2.3).
+
+    Accepts delay-seconds (a non-negative number; fractions are tolerated) or an
+    HTTP-date, taken relative to `now` (epoch seconds, default the current time); a
+    date in the past gives 0. Returns None when absent or unparseable (including a
+    negative number); never a negative value.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _seconds_until_http_date(text, time.time() if now is None else now)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _seconds_until_http_date(text: str, now: float) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        # HTTP-dates are always GMT; obsolete formats may come without a zone.
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def backoff_delay(attempt: int, config: RetryConfig, rng: random.Random) -> float:
+    """Full-jitter backoff after failed attempt `attempt` (1-based).
+
+    uniform(0, min(max_delay_s, base_delay_s * 2 ** (attempt - 1))).
+    """
+    try:
+        # ldexp scales by a power of two exactly, and raises rather than returning inf.
+        ceiling = math.ldexp(config.base_delay_s, max(0, attempt - 1))
+    except OverflowError:
+        ceiling = math.inf
+    return rng.uniform(0.0, min(config.max_delay_s, ceiling))
+
+
+def _is_never_retried(exc: BaseException) -> bool:
+    return not isinstance(exc, Exception) or isinstance(exc, CircuitOpenError)
+
+
+async def call_with_retry(
+    fn: Callable[[int], Awaitable[T]],
+    *,
+    config: RetryConfig,
+    is_retryable: Callable[[BaseException], bool],
+    retry_after_s: Callable[[BaseException], float | None] = lambda e: None,
+    budget: RetryBudget | None = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+) -> T:
+    """Call `fn(attempt)` (attempt 1-based) until it returns or the policy gives up.
+
+    An exception is retried only if `is_retryable` says so and it is neither a
+    cancellation (nor any other non-`Exception`) nor a `CircuitOpenError`. Waits are
+    `max(backoff_delay(...), min(retry_after_s(error), config.max_retry_after_s))`.
+    Stops after `config.max_attempts`, when the next wait would reach `deadline`
+    (on `clock`), or when `budget` refuses a retry; then re-raises the last error
+    itself (never `tenacity.RetryError`). `on_retry(next_attempt, error, delay_s)` is
+    called once before each wait.
+    """
+    jitter = rng if rng is not None else _default_rng
+
+    def should_retry(exc: BaseException) -> bool:
+        return not _is_never_retried(exc) and is_retryable(exc)
+
+    def wait(state: RetryCallState) -> float:
+        delay = backoff_delay(state.attempt_number, config, jitter)
+        hinted = retry_after_s(_error(state))
+        if hinted is not None and hinted > 0:
+            delay = max(delay, min(hinted, config.max_retry_after_s))
+        return delay
+
+    def stop(state: RetryCallState) -> bool:
+        # tenacity runs `wait` before `stop`, so the upcoming sleep is known here.
+        if state.attempt_number >= config.max_attempts:
+            return True
+        if deadline is not None and clock() + state.upcoming_sleep >= deadline:
+            return True
+        # Spend last, so a retry that was going to stop anyway costs nothing.
+        return budget is not None and not budget.try_spend()
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None:
+            on_retry(state.attempt_number + 1, _error(state), state.upcoming_sleep)
+
+    retrying = AsyncRetrying(
+        sleep=sleep,
+        stop=stop,
+        wait=wait,
+        retry=retry_if_exception(should_retry),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    if budget is not None:
+        budget.record_call()
+    async for attempt in retrying:
+        with attempt:
+            return await fn(attempt.retry_state.attempt_number)
+    raise AssertionError("unreachable: tenacity returns or re-raises the last error")
+
+
+def _error(state: RetryCallState) -> BaseException:
+    outcome = state.outcome
+    error = None if outcome is None else outcome.exception()
+    if error is None:
+        raise AssertionError("tenacity asked to retry without a failed attempt")
+    return error
