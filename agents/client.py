@@ -1,0 +1,395 @@
+"""`AgentClient`: every call to an agent, and the one place foreign errors become ours.
+
+One call is `deadline( retry( breaker( bulkhead( timeout( HTTP ) ) ) ) )`:
+
+- **retry** (`circuit.retry.call_with_retry`): retries timeouts, connection errors,
+  5xx and 429 (honouring `Retry-After`), bounded by the attempts, the deadline and the
+  agent's retry budget. Every attempt carries the same `Idempotency-Key`.
+- **breaker** (one `AsyncCircuitBreaker` per agent): every attempt goes through it.
+  Connection errors, timeouts, 5xx and contract violations are failures; other 4xx are
+  successes (the agent is alive); a 429 is neutral back-pressure. Open: the call fails
+  with `AgentUnavailable` and nothing is sent.
+- **bulkhead**: an `asyncio.Semaphore(spec.concurrency)` per agent, inside the breaker
+  so a refused call never queues.
+- **timeout**: httpx's per-agent connect/read/write/pool timeouts for each attempt,
+  plus an overall cap when the caller gives `timeout_s` or a deadline.
+
+Cancellation propagates untouched: never retried, never counted, the request aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+import httpx
+import orjson
+import structlog
+
+from agents.errors import (
+    AgentBadResponse,
+    AgentConnectionError,
+    AgentError,
+    AgentHTTPError,
+    AgentRejected,
+    AgentTimeout,
+    AgentUnavailable,
+    TimeoutPhase,
+    UnknownAgent,
+)
+from agents.registry import AgentRegistry, AgentSpec
+from agents.transport import create_http_client
+from circuit.breaker import AsyncCircuitBreaker, BreakerState, CircuitOpenError, Outcome
+from circuit.config import RetryConfig
+from circuit.retry import RetryBudget, call_with_retry, parse_retry_after
+
+__all__ = ["AgentCallResult", "AgentClient", "create_http_client"]
+
+logger = structlog.get_logger(__name__)
+
+# Everything a transport may raise that is not ours. httpx_aiohttp lets some aiohttp
+# errors through unmapped; TimeoutError comes from our own per-attempt cap.
+_FOREIGN_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError, CircuitOpenError)
+
+_HTTPX_TIMEOUT_PHASES: tuple[tuple[type[httpx.TimeoutException], TimeoutPhase], ...] = (
+    (httpx.ConnectTimeout, "connect"),
+    (httpx.ReadTimeout, "read"),
+    (httpx.WriteTimeout, "write"),
+    (httpx.PoolTimeout, "pool"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCallResult:
+    """An agent's `data` object, how many attempts it took, and how long in all."""
+
+    data: dict[str, Any]
+    attempts: int
+    duration_s: float
+
+
+@dataclass(slots=True)
+class _Call:
+    """One `AgentClient.call`: what every attempt sends, and the attempts so far."""
+
+    spec: AgentSpec
+    workflow_id: str
+    step_id: str
+    body: bytes
+    headers: dict[str, str]
+    timeout: httpx.Timeout
+    timeout_s: float | None
+    deadline: float | None
+    attempts: int = 0
+
+
+class AgentClient:
+    """Calls registered agents over one shared `httpx.AsyncClient`.
+
+    `clock` (monotonic seconds; deadlines are on it), `sleep` (retry backoff) and `rng`
+    (jitter) are injectable so tests run instantly. The caller owns `http` and closes it.
+    """
+
+    def __init__(
+        self,
+        registry: AgentRegistry,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.registry = registry
+        self._http = http
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self._breakers = {
+            name: AsyncCircuitBreaker(
+                name, spec.breaker, clock=clock, on_state_change=_log_state_change
+            )
+            for name, spec in registry.items()
+        }
+        self._bulkheads = {
+            name: asyncio.Semaphore(spec.concurrency) for name, spec in registry.items()
+        }
+        self._budgets = {
+            name: RetryBudget(spec.retry_budget, clock=clock) for name, spec in registry.items()
+        }
+        self._retries = dict.fromkeys(registry, 0)
+        self.retries: Mapping[str, int] = MappingProxyType(self._retries)
+        """Retries made so far per agent (metrics)."""
+
+    def breaker(self, agent: str) -> AsyncCircuitBreaker:
+        """The breaker of a registered agent; `UnknownAgent` otherwise."""
+        self._spec(agent)
+        return self._breakers[agent]
+
+    def breakers(self) -> Mapping[str, AsyncCircuitBreaker]:
+        return MappingProxyType(self._breakers)
+
+    async def call(
+        self,
+        agent: str,
+        payload: Mapping[str, Any],
+        *,
+        workflow_id: str,
+        step_id: str,
+        retry: RetryConfig | None = None,
+        timeout_s: float | None = None,
+        deadline: float | None = None,
+    ) -> AgentCallResult:
+        """POST `payload` to the agent's `/process`; return its `data`.
+
+        `retry` replaces the agent's retry policy for this call; `timeout_s` replaces its
+        read timeout and caps each attempt as a whole; `deadline` (on `clock`) bounds
+        every attempt and every backoff. Raises an `AgentError` whose `attempts` is the
+        number of attempts sent, `TypeError` if `payload` is not JSON-serialisable, and
+        lets `asyncio.CancelledError` through untouched.
+        """
+        spec = self._spec(agent, workflow_id=workflow_id, step_id=step_id)
+        call = _Call(
+            spec=spec,
+            workflow_id=workflow_id,
+            step_id=step_id,
+            body=_encode({"workflow_id": workflow_id, "step_id": step_id, "input": payload}),
+            headers={
+                "content-type": "application/json",
+                "idempotency-key": f"{workflow_id}:{step_id}",
+            },
+            timeout=httpx.Timeout(
+                connect=spec.timeouts.connect,
+                read=spec.timeouts.read if timeout_s is None else timeout_s,
+                write=spec.timeouts.write,
+                pool=spec.timeouts.pool,
+            ),
+            timeout_s=timeout_s,
+            deadline=deadline,
+        )
+        log = logger.bind(agent=agent, workflow_id=workflow_id, step=step_id)
+        started = self._clock()
+
+        def on_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
+            self._retries[agent] += 1
+            log.warning(
+                "agent_retry",
+                attempt=attempt,
+                delay_s=round(delay_s, 3),
+                error=getattr(exc, "code", type(exc).__name__),
+                reason=str(exc),
+            )
+
+        try:
+            data = await call_with_retry(
+                lambda _attempt: self._attempt(call),
+                config=spec.retry if retry is None else retry,
+                is_retryable=_is_retryable,
+                retry_after_s=_retry_after_s,
+                # call_with_retry records every call in the budget and spends it per retry.
+                budget=self._budgets[agent],
+                deadline=deadline,
+                clock=self._clock,
+                sleep=self._sleep,
+                rng=self._rng,
+                on_retry=on_retry,
+            )
+        except AgentError as exc:
+            exc.attempts = call.attempts
+            log.info("agent_call_failed", attempts=call.attempts, error=exc.code, reason=str(exc))
+            raise
+        duration_s = self._clock() - started
+        log.debug("agent_call_done", attempts=call.attempts, duration_s=round(duration_s, 4))
+        return AgentCallResult(data=data, attempts=call.attempts, duration_s=duration_s)
+
+    async def health(self, agent: str) -> bool:
+        """True when the agent's `GET /health` answers 200. Bypasses breaker and retries."""
+        spec = self._spec(agent)
+        t = spec.timeouts
+        try:
+            response = await self._http.get(
+                spec.health_url,
+                timeout=httpx.Timeout(t.connect, read=t.read, write=t.write, pool=t.pool),
+            )
+        except _FOREIGN_ERRORS as exc:
+            error = _translate(exc, agent=agent, timeout=None, cap_s=None, cap_phase="attempt")
+            logger.info("agent_health_failed", agent=agent, error=error.code, reason=str(error))
+            return False
+        return response.status_code == 200
+
+    # -- one attempt: breaker( bulkhead( timeout( HTTP ) ) ) ---------------------------
+
+    async def _attempt(self, call: _Call) -> dict[str, Any]:
+        if call.deadline is not None and self._clock() >= call.deadline:
+            raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        breaker = self._breakers[call.spec.name]
+        try:
+            return await breaker.call(lambda: self._bulkheaded(call), classify=_classify)
+        except CircuitOpenError as exc:
+            raise _translate(exc, **_ctx(call)) from exc
+
+    async def _bulkheaded(self, call: _Call) -> dict[str, Any]:
+        bulkhead = self._bulkheads[call.spec.name]
+        wait_s = None if call.deadline is None else call.deadline - self._clock()
+        try:
+            async with asyncio.timeout(wait_s):
+                await bulkhead.acquire()
+        except TimeoutError as exc:
+            raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
+        try:
+            return await self._send(call)
+        finally:
+            bulkhead.release()
+
+    async def _send(self, call: _Call) -> dict[str, Any]:
+        cap_s, cap_phase = self._attempt_cap(call)
+        if cap_s is not None and cap_s <= 0:
+            raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        call.attempts += 1
+        try:
+            async with asyncio.timeout(cap_s):
+                response = await self._http.post(
+                    call.spec.process_url,
+                    content=call.body,
+                    headers=call.headers,
+                    timeout=call.timeout,
+                )
+        except _FOREIGN_ERRORS as exc:
+            raise _translate(
+                exc, **_ctx(call), timeout=call.timeout, cap_s=cap_s, cap_phase=cap_phase
+            ) from exc
+        return _parse(response, call)
+
+    def _attempt_cap(self, call: _Call) -> tuple[float | None, TimeoutPhase]:
+        """The whole attempt's time limit: `timeout_s`, or less if the deadline is nearer."""
+        if call.deadline is not None:
+            remaining = max(0.0, call.deadline - self._clock())
+            if call.timeout_s is None or remaining < call.timeout_s:
+                return remaining, "deadline"
+        return call.timeout_s, "attempt"
+
+    def _spec(
+        self, agent: str, *, workflow_id: str | None = None, step_id: str | None = None
+    ) -> AgentSpec:
+        try:
+            return self.registry[agent]
+        except KeyError:
+            raise UnknownAgent(
+                agent=agent, known=self.registry, workflow_id=workflow_id, step_id=step_id
+            ) from None
+
+
+# -- translation and classification -----------------------------------------------------
+
+
+def _ctx(call: _Call) -> dict[str, Any]:
+    return {"agent": call.spec.name, "workflow_id": call.workflow_id, "step_id": call.step_id}
+
+
+def _translate(
+    exc: BaseException,
+    *,
+    agent: str,
+    workflow_id: str | None = None,
+    step_id: str | None = None,
+    timeout: httpx.Timeout | None = None,
+    cap_s: float | None = None,
+    cap_phase: TimeoutPhase = "attempt",
+) -> AgentError:
+    """The one place a foreign error (httpx, aiohttp, our time cap, the breaker) becomes ours."""
+    ctx: dict[str, Any] = {"agent": agent, "workflow_id": workflow_id, "step_id": step_id}
+    if isinstance(exc, CircuitOpenError):
+        return AgentUnavailable(retry_after_s=exc.retry_after_s, **ctx)
+    cause = exc.__cause__
+    # httpx_aiohttp maps every aiohttp.ClientConnectionError (reset, server disconnected)
+    # to httpx.ConnectTimeout; a cause that is no timeout says what really happened.
+    disguised = isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
+        cause, TimeoutError
+    )
+    if isinstance(exc, httpx.TimeoutException) and not disguised:
+        phase: TimeoutPhase = next(
+            (p for t, p in _HTTPX_TIMEOUT_PHASES if isinstance(exc, t)), "read"
+        )
+        limit = None if timeout is None else getattr(timeout, phase)
+        return AgentTimeout(phase=phase, timeout_s=limit, **ctx)
+    if isinstance(exc, httpx.DecodingError):
+        return AgentBadResponse(reason=f"body could not be decoded ({exc})", **ctx)
+    if isinstance(exc, httpx.HTTPError | aiohttp.ClientError):
+        detail = cause if disguised and cause is not None else exc
+        return AgentConnectionError(reason=f"{type(detail).__name__}: {detail}".rstrip(": "), **ctx)
+    if isinstance(exc, TimeoutError):
+        return AgentTimeout(phase=cap_phase, timeout_s=cap_s, **ctx)
+    raise TypeError(f"not a foreign agent-call error: {exc!r}") from exc
+
+
+def _parse(response: httpx.Response, call: _Call) -> dict[str, Any]:
+    """Check an answer against the agent contract: 2xx `{"status": "success", "data": {...}}`."""
+    status = response.status_code
+    ctx = _ctx(call)
+    if status == 429 or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        raise AgentHTTPError(status=status, body=response.content, retry_after_s=retry_after, **ctx)
+    if 400 <= status < 500:
+        raise AgentRejected(status=status, body=response.content, **ctx)
+    if not 200 <= status < 300:
+        raise AgentBadResponse(
+            reason=f"unexpected HTTP {status}", status=status, body=response.content, **ctx
+        )
+    try:
+        document = orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise AgentBadResponse(
+            reason="body is not JSON", status=status, body=response.content, **ctx
+        ) from exc
+    if not isinstance(document, dict):
+        reason = f"body is a JSON {type(document).__name__}, not an object"
+    elif document.get("status") != "success":
+        reason = f"status is {document.get('status')!r}, not 'success'"
+    elif not isinstance(document.get("data"), dict):
+        reason = "`data` is missing or not an object"
+    else:
+        data: dict[str, Any] = document["data"]
+        return data
+    raise AgentBadResponse(reason=reason, status=status, body=response.content, **ctx)
+
+
+def _classify(exc: BaseException) -> Outcome:
+    """How an attempt's error counts for the agent's breaker."""
+    if isinstance(exc, AgentTimeout) and exc.phase in ("deadline", "bulkhead"):
+        return Outcome.NEUTRAL  # the caller's budget ran out, not the agent's fault
+    if isinstance(exc, AgentRejected):
+        return Outcome.SUCCESS  # the agent is alive; our request was bad
+    if isinstance(exc, AgentHTTPError) and exc.status == 429:
+        return Outcome.NEUTRAL  # back-pressure from a live agent, handled by retry
+    return Outcome.FAILURE
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, AgentTimeout):
+        return exc.phase not in ("deadline", "bulkhead")
+    if isinstance(exc, AgentRejected):
+        return False
+    return isinstance(exc, AgentHTTPError | AgentConnectionError)
+
+
+def _retry_after_s(exc: BaseException) -> float | None:
+    return exc.retry_after_s if isinstance(exc, AgentHTTPError) else None
+
+
+def _encode(document: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(document, default=_json_default)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _log_state_change(name: str, old: BreakerState, new: BreakerState) -> None:
+    logger.warning("breaker_state_change", agent=name, old=old.value, new=new.value)
