@@ -1,0 +1,17 @@
+"""Workflow state: value types, the `StateStore` contract, and its backends.
+
+Backends are imported from their modules (`state.memory.MemoryStateStore`,
+`state.redis.RedisStateStore`), so `import state` never pulls in redis.
+"""
+
+from state.cancellations import CancellationStream
+from state.models import WorkflowState, WorkflowStatus
+from state.store import StateStore, StateStoreError
+
+__all__ = [
+    "CancellationStream",
+    "StateStore",
+    "StateStoreError",
+    "WorkflowState",
+    "WorkflowStatus",
+]

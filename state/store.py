@@ -1,6 +1,7 @@
 """The `StateStore` contract every backend (memory, Redis) fulfils.
 
-Contract (tests/contract runs the same suite against every implementation):
+Contract (tests/state/test_store_contract.py runs one suite against every
+implementation):
 
 - `save` writes the whole document and (re)sets its TTL, and the TTL of every
   other key of that workflow, in the same operation.
@@ -8,20 +9,41 @@ Contract (tests/contract runs the same suite against every implementation):
   terminal writes nothing and returns False (a late writer never flips a
   finished workflow back).
 - `get` returns None for an unknown or expired workflow.
-- `request_cancel` sets a cancel flag (readable with `cancel_requested`, with the
-  workflow's TTL) and notifies every subscriber of `cancellations()`, in this
-  process or any other process on the same backend. It never rewrites the
-  document, which belongs to the replica running the workflow.
-- `cancellations()` yields workflow ids as their cancel is requested, from the
-  moment the iterator has started (`subscribe` returns once listening).
+- `request_cancel` sets a cancel flag (readable with `cancel_requested`, expiring
+  with the workflow's document, or after `ttl_s` if there is none) and notifies
+  every subscriber of `subscribe_cancellations()`, in this process or any other
+  process on the same backend. It never rewrites the document, which belongs to
+  the replica running the workflow.
+- `subscribe_cancellations()` returns once listening; its iterator yields
+  workflow ids as their cancel is requested from then on (at least once: after a
+  lost connection the Redis store replays every standing cancel flag, so an id
+  may come twice). The iterator ends when the store is closed, or when the
+  caller closes it (`CancellationStream.aclose()`).
+- Backend failures surface as `StateStoreError`, never as the backend's own
+  exceptions; `ping` returns False instead of raising.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Protocol
 
+from state.cancellations import CancellationStream
 from state.models import WorkflowState
+
+
+class StateStoreError(Exception):
+    """The backend failed (unreachable, timed out, refused the command).
+
+    Raised `from` the backend's own exception, which stays on `__cause__`.
+    """
+
+    def __init__(
+        self, message: str, *, backend: str, operation: str, workflow_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.operation = operation
+        self.workflow_id = workflow_id
 
 
 class StateStore(Protocol):
@@ -47,12 +69,18 @@ class StateStore(Protocol):
 
     async def cancel_requested(self, workflow_id: str) -> bool: ...
 
-    async def subscribe_cancellations(self) -> AsyncIterator[str]:
-        """Start listening; the returned iterator yields workflow ids to cancel."""
+    async def subscribe_cancellations(self) -> CancellationStream:
+        """Start listening; the returned iterator yields workflow ids to cancel.
+
+        Returns once the subscription is live (for Redis: SUBSCRIBE confirmed).
+        `aclose()` on the stream (or `async with`) stops it early.
+        """
         ...
 
     async def ping(self) -> bool:
         """True when the backend answers (readiness)."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release connections; every subscription's iterator then ends."""
+        ...

@@ -1,0 +1,96 @@
+"""Every Redis key, channel and TTL default of the state layer, in one place.
+
+Layout under one prefix (default ``orch:``), for a workflow ``<id>``::
+
+    orch:wf:{<id>}          hash  the workflow document (fields below)      TTL, refreshed on save
+    orch:wf:{<id>}:cancel   str   cancel flag ("1")                         same expiry as the doc
+    orch:wf:{<id>}:idem     hash  idempotency keys, step -> key  (reserved) refreshed on save
+    orch:wf:{<id>}:lease    str   owner lease + fencing token   (reserved) its own short TTL
+    orch:cancel             chan  pub/sub: message = workflow id to cancel
+
+The ``{<id>}`` braces are a Redis Cluster hash tag: every key of one workflow
+lands in the same slot, so the Lua scripts that touch them stay legal there.
+
+The document is a hash rather than a plain string so that the "terminal is
+final" check in the save script reads one short field (`DOC_STATUS_FIELD`)
+instead of decoding the whole JSON document in Lua on every write.
+
+Reserved keys are named here so nothing else claims them; no code uses them yet:
+
+- the **lease** (`lease_key`) will hold ``<replica>:<generation>`` with a short
+  TTL renewed by the owner's heartbeat; it is deliberately *not* in
+  `refreshed_keys`, because its expiry is how a dead owner is detected.
+- the **idempotency** hash (`idempotency_key`) will map a step (attempt) to the
+  ``Idempotency-Key`` sent to its agent, so a resumed workflow reuses the key;
+  it lives exactly as long as the document.
+"""
+
+from __future__ import annotations
+
+DEFAULT_TTL_S = 3600
+DEFAULT_PREFIX = "orch:"
+
+# Fields of the document hash.
+DOC_JSON_FIELD = "doc"
+DOC_STATUS_FIELD = "status"
+
+CANCEL_FLAG_VALUE = "1"
+
+
+def workflow_key(prefix: str, workflow_id: str) -> str:
+    """The workflow document (a hash: `DOC_JSON_FIELD`, `DOC_STATUS_FIELD`)."""
+    return f"{prefix}wf:{{{workflow_id}}}"
+
+
+def cancel_flag_key(prefix: str, workflow_id: str) -> str:
+    """Set when a cancel was requested; expires with the document."""
+    return f"{workflow_key(prefix, workflow_id)}:cancel"
+
+
+def idempotency_key(prefix: str, workflow_id: str) -> str:
+    """Reserved: hash of step -> Idempotency-Key; expires with the document."""
+    return f"{workflow_key(prefix, workflow_id)}:idem"
+
+
+def lease_key(prefix: str, workflow_id: str) -> str:
+    """Reserved: the owner lease (replica and fencing generation), own short TTL."""
+    return f"{workflow_key(prefix, workflow_id)}:lease"
+
+
+def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
+    """Every key that shares the document's TTL, the document first.
+
+    `save` (re)sets the TTL of all of them in the same atomic write, so none of
+    them outlives or predeceases the others.
+    """
+    return (
+        workflow_key(prefix, workflow_id),
+        cancel_flag_key(prefix, workflow_id),
+        idempotency_key(prefix, workflow_id),
+    )
+
+
+def cancel_channel(prefix: str) -> str:
+    """One pub/sub channel per prefix; each message is a workflow id."""
+    return f"{prefix}cancel"
+
+
+def cancel_flag_pattern(prefix: str) -> str:
+    """A SCAN MATCH pattern for every cancel flag under `prefix` (glob-escaped)."""
+    head, tail = _cancel_flag_parts(prefix)
+    return f"{_glob_escape(head)}*{_glob_escape(tail)}"
+
+
+def workflow_id_of_cancel_flag(prefix: str, key: str) -> str:
+    """The workflow id inside a key matched by `cancel_flag_pattern`."""
+    head, tail = _cancel_flag_parts(prefix)
+    return key[len(head) : len(key) - len(tail)]
+
+
+def _cancel_flag_parts(prefix: str) -> tuple[str, str]:
+    head, _, tail = cancel_flag_key(prefix, "\0").partition("\0")
+    return head, tail
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)

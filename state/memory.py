@@ -1,0 +1,149 @@
+"""The embedded `StateStore`: one process, no Redis, the same contract.
+
+TTLs run on an injected clock (`time.monotonic` by default; tests pass a fake):
+an expired entry is invisible at once and removed lazily, on its next access
+or by a periodic sweep piggy-backed on writes. Documents are kept serialised
+(orjson of `to_dict`), exactly what Redis would hold, so a caller can never
+alias or mutate stored state, and a document Redis could not store fails
+here too.
+
+Every method runs without awaiting anything, so each is atomic with respect to
+other coroutines (the asyncio counterpart of the Redis store's Lua scripts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from state.cancellations import CancellationStream
+from state.keys import DEFAULT_TTL_S
+from state.models import WorkflowState
+
+# Upper bound on how long an expired entry may linger before a write sweeps it.
+_MAX_SWEEP_INTERVAL_S = 60.0
+
+
+@dataclass(slots=True, frozen=True)
+class _Doc:
+    blob: bytes
+    terminal: bool
+    expires_at: float
+
+
+class MemoryStateStore:
+    """In-process store with Redis-like TTLs and cancellation fan-out.
+
+    `ttl_s` is how long every entry of a workflow lives after its last write;
+    `clock` returns seconds on a monotonic scale and decides expiry.
+    """
+
+    def __init__(
+        self, *, ttl_s: int = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._docs: dict[str, _Doc] = {}
+        self._cancel_flags: dict[str, float] = {}  # workflow id -> expires_at
+        # None is the end-of-stream marker a closing store sends every subscriber.
+        self._subscribers: set[asyncio.Queue[str | None]] = set()
+        self._closed = False
+        self._next_sweep = clock() + self._sweep_interval
+
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl_s
+
+    @property
+    def backend(self) -> str:
+        return "memory"
+
+    @property
+    def _sweep_interval(self) -> float:
+        return min(float(self._ttl_s), _MAX_SWEEP_INTERVAL_S)
+
+    async def save(self, state: WorkflowState) -> bool:
+        now = self._clock()
+        stored = self._live_doc(state.workflow_id, now)
+        if stored is not None and stored.terminal:
+            return False
+        expires_at = now + self._ttl_s
+        self._docs[state.workflow_id] = _Doc(
+            blob=orjson.dumps(state.to_dict()),
+            terminal=state.status.is_terminal,
+            expires_at=expires_at,
+        )
+        # Keys of one workflow share one expiry, as the Redis save script does.
+        if self._live_flag(state.workflow_id, now):
+            self._cancel_flags[state.workflow_id] = expires_at
+        self._maybe_sweep(now)
+        return True
+
+    async def get(self, workflow_id: str) -> WorkflowState | None:
+        stored = self._live_doc(workflow_id, self._clock())
+        if stored is None:
+            return None
+        return WorkflowState.from_dict(orjson.loads(stored.blob))
+
+    async def request_cancel(self, workflow_id: str) -> None:
+        now = self._clock()
+        stored = self._live_doc(workflow_id, now)
+        self._cancel_flags[workflow_id] = (
+            stored.expires_at if stored is not None else now + self._ttl_s
+        )
+        for queue in self._subscribers:
+            queue.put_nowait(workflow_id)
+        self._maybe_sweep(now)
+
+    async def cancel_requested(self, workflow_id: str) -> bool:
+        return self._live_flag(workflow_id, self._clock())
+
+    async def subscribe_cancellations(self) -> CancellationStream:
+        if self._closed:
+            raise RuntimeError("MemoryStateStore is closed")
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        # Registered before returning: a cancel requested from now on reaches it.
+        self._subscribers.add(queue)
+
+        async def release() -> None:
+            self._subscribers.discard(queue)
+
+        return CancellationStream(queue, release)
+
+    async def ping(self) -> bool:
+        return not self._closed
+
+    async def close(self) -> None:
+        self._closed = True
+        for queue in self._subscribers:
+            queue.put_nowait(None)
+        self._subscribers.clear()
+
+    def _live_doc(self, workflow_id: str, now: float) -> _Doc | None:
+        stored = self._docs.get(workflow_id)
+        if stored is not None and stored.expires_at <= now:
+            del self._docs[workflow_id]
+            return None
+        return stored
+
+    def _live_flag(self, workflow_id: str, now: float) -> bool:
+        expires_at = self._cancel_flags.get(workflow_id)
+        if expires_at is not None and expires_at <= now:
+            del self._cancel_flags[workflow_id]
+            return False
+        return expires_at is not None
+
+    def _maybe_sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._sweep_interval
+        for workflow_id in [k for k, d in self._docs.items() if d.expires_at <= now]:
+            del self._docs[workflow_id]
+        for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
+            del self._cancel_flags[workflow_id]

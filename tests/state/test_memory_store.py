@@ -1,0 +1,67 @@
+"""Memory-only behaviour: lazy expiry sweeping, subscriber bookkeeping, closed store."""
+
+from __future__ import annotations
+
+import pytest
+
+from state.memory import MemoryStateStore
+from state.models import WorkflowStatus
+from tests.state.conftest import FakeClock, make_state, new_id
+
+
+async def test_expired_entries_are_swept_by_later_writes() -> None:
+    """Workflows nobody reads again do not pile up: a later write drops them."""
+    clock = FakeClock()
+    store = MemoryStateStore(ttl_s=10, clock=clock)
+    old = [make_state() for _ in range(5)]
+    for state in old:
+        await store.save(state)
+        await store.request_cancel(state.workflow_id)
+    await store.request_cancel(new_id())  # a flag with no document
+
+    clock.advance(11)
+    fresh = make_state()
+    await store.save(fresh)
+
+    assert list(store._docs) == [fresh.workflow_id]
+    assert store._cancel_flags == {}
+
+
+async def test_expired_entry_is_dropped_on_access_before_any_sweep() -> None:
+    """Reading an expired workflow removes it at once, and a new save starts afresh."""
+    clock = FakeClock()
+    store = MemoryStateStore(ttl_s=100, clock=clock)
+    done = make_state(status=WorkflowStatus.COMPLETED)
+    await store.save(done)
+    clock.advance(100)
+
+    assert await store.get(done.workflow_id) is None
+    assert done.workflow_id not in store._docs
+    # The expired terminal copy no longer blocks a save under the same id.
+    restarted = make_state(done.workflow_id, WorkflowStatus.RUNNING)
+    assert await store.save(restarted) is True
+
+
+async def test_closed_subscription_is_released_even_if_never_iterated() -> None:
+    """aclose() on an unread stream unregisters it, so cancels no longer queue up for it."""
+    store = MemoryStateStore()
+    cancellations = await store.subscribe_cancellations()
+    async with await store.subscribe_cancellations():
+        assert len(store._subscribers) == 2
+    await cancellations.aclose()
+    assert store._subscribers == set()
+
+
+async def test_closed_store_refuses_subscriptions_and_is_not_ready() -> None:
+    """After close, ping is False and subscribing is an error, not a silent dead stream."""
+    store = MemoryStateStore()
+    await store.close()
+    assert await store.ping() is False
+    with pytest.raises(RuntimeError):
+        await store.subscribe_cancellations()
+
+
+def test_ttl_must_be_positive() -> None:
+    """A zero TTL would expire every document at once: refused up front."""
+    with pytest.raises(ValueError):
+        MemoryStateStore(ttl_s=0)

@@ -1,0 +1,284 @@
+"""Redis-only behaviour: the key layout on the wire, real expiry, failures, reconnection."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from state import keys
+from state.cancellations import CancellationStream
+from state.models import WorkflowStatus
+from state.redis import RedisStateStore
+from state.store import StateStoreError
+from tests.state.conftest import RedisBackend, make_state, new_id
+
+pytestmark = pytest.mark.redis
+
+EVENT_TIMEOUT_S = 5.0
+
+
+async def next_id(cancellations: CancellationStream) -> str:
+    async with asyncio.timeout(EVENT_TIMEOUT_S):
+        return await anext(cancellations)
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], *, every_s: float = 0.05, up_to_s: float = 5.0
+) -> bool:
+    """Poll `predicate()` until true, for a bounded time; the server acts asynchronously."""
+    for _ in range(int(up_to_s / every_s)):
+        if await predicate():
+            return True
+        await asyncio.sleep(every_s)
+    return await predicate()
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A URL on a 127.0.0.1 port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+async def test_save_gives_every_key_of_the_workflow_a_ttl(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """After save, every key under the prefix expires within ttl_s (none lives forever)."""
+    store = await redis_backend.new(ttl_s=2, prefix="ttl:")
+    state = make_state()
+    await store.request_cancel(state.workflow_id)
+    await store.save(state)
+
+    found = sorted([k.decode() async for k in redis_client.scan_iter(match="ttl:*")])
+    assert found == sorted(
+        [
+            keys.workflow_key("ttl:", state.workflow_id),
+            keys.cancel_flag_key("ttl:", state.workflow_id),
+        ]
+    )
+    for key in found:
+        assert 0 < await redis_client.pttl(key) <= 2000, key
+
+
+async def test_keys_really_expire(redis_backend: RedisBackend) -> None:
+    """With a 1 s TTL, Redis itself drops the document and the flag."""
+    store = await redis_backend.new(ttl_s=1)
+    state = make_state()
+    await store.save(state)
+    await store.request_cancel(state.workflow_id)
+    assert await store.get(state.workflow_id) == state
+
+    async def gone() -> bool:
+        return await store.get(state.workflow_id) is None
+
+    assert await wait_until(gone)
+    assert await store.cancel_requested(state.workflow_id) is False
+
+
+async def test_wire_layout_matches_state_keys(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """The document is a hash (doc JSON + status) and cancels are published as bare ids."""
+    store = await redis_backend.new(prefix="wire:")
+    state = make_state(status=WorkflowStatus.DEGRADED)
+    await store.save(state)
+    stored = await redis_client.hgetall(keys.workflow_key("wire:", state.workflow_id))
+    assert stored[keys.DOC_STATUS_FIELD.encode()] == b"degraded"
+    assert keys.DOC_JSON_FIELD.encode() in stored
+
+    async with redis_client.pubsub() as pubsub:
+        await pubsub.subscribe(keys.cancel_channel("wire:"))
+        await store.request_cancel(state.workflow_id)
+        async with asyncio.timeout(EVENT_TIMEOUT_S):
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    break
+    assert message["data"] == state.workflow_id.encode()
+    flag = await redis_client.get(keys.cancel_flag_key("wire:", state.workflow_id))
+    assert flag == keys.CANCEL_FLAG_VALUE.encode()
+
+
+async def test_works_with_a_decoding_client(redis_backend: RedisBackend) -> None:
+    """A client built with decode_responses=True reads documents and cancels alike."""
+    store = await redis_backend.new(decode_responses=True)
+    cancellations = await store.subscribe_cancellations()
+    state = make_state()
+    await store.save(state)
+    await store.request_cancel(state.workflow_id)
+
+    assert await store.get(state.workflow_id) == state
+    assert await next_id(cancellations) == state.workflow_id
+    await cancellations.aclose()
+
+
+# redis-py reconnects a pub/sub connection by itself when its retries allow; with
+# retries off the error reaches the store, which must reconnect on its own.
+RETRY_POLICIES = {"client-retries": {}, "no-client-retries": {"retry": Retry(NoBackoff(), 0)}}
+
+
+@pytest.mark.parametrize("client_kwargs", RETRY_POLICIES.values(), ids=RETRY_POLICIES.keys())
+async def test_subscription_survives_a_dropped_connection(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis, client_kwargs: dict[str, Any]
+) -> None:
+    """After Redis drops the pub/sub connection, cancels still reach the subscriber."""
+    store = await redis_backend.new(**client_kwargs)
+    cancellations = await store.subscribe_cancellations()
+    killed = await redis_client.client_kill_filter(_type="pubsub")
+    assert killed == 1
+
+    workflow_id = new_id()
+    await store.request_cancel(workflow_id)
+    assert await next_id(cancellations) == workflow_id  # live, or replayed from the flag
+
+    later = new_id()
+    await store.request_cancel(later)
+    async with asyncio.timeout(EVENT_TIMEOUT_S):
+        while await anext(cancellations) != later:
+            pass
+    await cancellations.aclose()
+
+
+@pytest.mark.parametrize("client_kwargs", RETRY_POLICIES.values(), ids=RETRY_POLICIES.keys())
+async def test_cancels_missed_while_disconnected_are_replayed(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis, client_kwargs: dict[str, Any]
+) -> None:
+    """A flag set while the subscriber was away is delivered on reconnect, prefix-exact."""
+    prefix = "we?rd*[1]:"  # glob characters must not widen the replay's SCAN
+    store = await redis_backend.new(prefix=prefix, **client_kwargs)
+    cancellations = await store.subscribe_cancellations()
+    missed = new_id()
+    # Never published: only the replay can deliver it. The foreign flag would match an
+    # unescaped pattern and must not be delivered.
+    await redis_client.set(keys.cancel_flag_key(prefix, missed), "1", ex=60)
+    await redis_client.set(keys.cancel_flag_key("weXrdY1:", "foreign"), "1", ex=60)
+
+    assert await redis_client.client_kill_filter(_type="pubsub") == 1
+    assert await next_id(cancellations) == missed
+
+    await store.request_cancel("marker")
+    rest: list[str] = []
+    async with asyncio.timeout(EVENT_TIMEOUT_S):
+        while (workflow_id := await anext(cancellations)) != "marker":
+            rest.append(workflow_id)
+    assert "foreign" not in rest
+    await cancellations.aclose()
+
+
+async def test_closing_a_subscription_unsubscribes_on_the_server(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """aclose() and store.close() release the pub/sub connections."""
+    store = await redis_backend.new(prefix="numsub:")
+    channel = keys.cancel_channel("numsub:")
+    first = await store.subscribe_cancellations()
+    await store.subscribe_cancellations()
+
+    async def subscribers() -> int:
+        [(_, count)] = await redis_client.pubsub_numsub(channel)
+        return int(count)
+
+    assert await subscribers() == 2
+    await first.aclose()
+
+    async def one_left() -> bool:
+        return await subscribers() == 1
+
+    async def none_left() -> bool:
+        return await subscribers() == 0
+
+    assert await wait_until(one_left)
+    await store.close()
+    assert await wait_until(none_left)
+
+
+async def test_close_leaves_an_injected_client_open(redis_client: aioredis.Redis) -> None:
+    """A store built on a caller's client does not close it; its subscriptions do end."""
+    store = RedisStateStore(redis_client, prefix="injected:")
+    cancellations = await store.subscribe_cancellations()
+    await store.close()
+
+    assert await redis_client.ping() is True
+    with pytest.raises(StopAsyncIteration):
+        await next_id(cancellations)
+
+
+async def test_close_closes_a_client_built_from_url(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """from_url's client is the store's own: close() disconnects it."""
+    name = f"owned-{new_id()}"
+    store = RedisStateStore.from_url(redis_url, client_name=name)
+    assert await store.ping()
+
+    async def connected() -> int:
+        return sum(1 for c in await redis_client.client_list() if c.get("name") == name)
+
+    assert await connected() == 1
+    await store.close()
+
+    async def gone() -> bool:
+        return await connected() == 0
+
+    assert await wait_until(gone)
+
+
+async def test_ping_is_false_when_nothing_listens(closed_port_url: str) -> None:
+    """Readiness fails, without raising, when Redis is unreachable."""
+    store = RedisStateStore.from_url(closed_port_url, retry=Retry(NoBackoff(), 0))
+    try:
+        assert await store.ping() is False
+    finally:
+        await store.close()
+
+
+async def test_ping_is_bounded_by_its_timeout(closed_port_url: str) -> None:
+    """Even with the client's own retries, ping answers False within ping_timeout_s."""
+    store = RedisStateStore.from_url(closed_port_url, ping_timeout_s=0.05)
+    try:
+        assert await store.ping() is False
+    finally:
+        await store.close()
+
+
+async def test_backend_failures_become_state_store_errors(closed_port_url: str) -> None:
+    """Every operation on an unreachable Redis raises StateStoreError from the redis error."""
+    store = RedisStateStore.from_url(closed_port_url, retry=Retry(NoBackoff(), 0))
+    workflow_id = new_id()
+    operations = {
+        "save": lambda: store.save(make_state(workflow_id)),
+        "get": lambda: store.get(workflow_id),
+        "request_cancel": lambda: store.request_cancel(workflow_id),
+        "cancel_requested": lambda: store.cancel_requested(workflow_id),
+    }
+    try:
+        for operation, call in operations.items():
+            with pytest.raises(StateStoreError) as caught:
+                await call()
+            assert caught.value.backend == "redis"
+            assert caught.value.operation == operation
+            assert caught.value.workflow_id == workflow_id
+            assert isinstance(caught.value.__cause__, RedisConnectionError)
+
+        with pytest.raises(StateStoreError) as caught:
+            await store.subscribe_cancellations()
+        assert caught.value.operation == "subscribe_cancellations"
+    finally:
+        await store.close()
+
+
+async def test_ttl_must_be_positive(closed_port_url: str) -> None:
+    """A zero TTL would make Redis delete every document at once: refused up front."""
+    client = aioredis.Redis.from_url(closed_port_url)
+    with pytest.raises(ValueError):
+        RedisStateStore(client, ttl_s=0)
+    await client.aclose()
