@@ -1,0 +1,556 @@
+"""Sandboxed expressions for conditions and filters in workflow definitions.
+
+Clients send these inside workflow JSON, so nothing here may run arbitrary code.
+The language is a small, pure subset of Python expressions: literals (str, int,
+float, bool, None, lists, tuples, dicts, sets), arithmetic, comparisons, ``in``,
+``and``/``or``/``not``, ternaries, subscripts and slices, ``a.b`` as key lookup,
+and calls to the functions in ALLOWED_FUNCTIONS. Two layers keep it that way:
+
+1. ``compile_expression`` parses with :mod:`ast` and checks every node against an
+   allow-list before anything runs: no name or attribute starting with ``_``, no
+   call except to an allowed function by name (so no method calls), no lambdas,
+   comprehensions, f-strings, walrus or unpacking; source length, node count and
+   nesting depth are capped.
+2. ``Expression.evaluate`` runs the checked tree on simpleeval's
+   ``EvalWithCompoundTypes`` with its lookups replaced: a name is a key of the
+   scope, ``a.b`` is ``a["b"]`` on a mapping and nothing else (``getattr`` is never
+   called), and the operators refuse results too big to build (``9**9**9``,
+   ``'a'*10**9``, ``[0]*10**9``, ``1<<10**9``, ``'%999999999d' % 1``).
+
+```
+ValueError
+└── ExpressionError    # refused at compile time, or failed at run time; .expr, .reason
+```
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator as op
+import types
+import warnings
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from simpleeval import EvalWithCompoundTypes
+
+from orchestrator.dag.paths import json_type, with_article
+
+__all__ = [
+    "ALLOWED_FUNCTIONS",
+    "MAX_DEPTH",
+    "MAX_INT_BITS",
+    "MAX_NODES",
+    "MAX_SEQUENCE_LENGTH",
+    "MAX_SOURCE_LENGTH",
+    "MAX_VALUE_SIZE",
+    "Expression",
+    "ExpressionError",
+    "compile_expression",
+]
+
+MAX_SOURCE_LENGTH = 1_000
+MAX_NODES = 400
+# simpleeval recurses ~3 Python frames per tree level; 50 levels stays far from the
+# interpreter's recursion limit whatever the caller's own stack depth.
+MAX_DEPTH = 50
+# Integers built by the expression (``**``, ``*``, ``<<``) stay below this many bits.
+MAX_INT_BITS = 4_096
+# Strings, lists and tuples built by ``*`` or ``+`` hold at most this many items.
+MAX_SEQUENCE_LENGTH = 100_000
+# A repeated sequence's total size, nested items and string characters included:
+# ``[data.rows] * 1000`` is cheap to build but expensive to compare or print.
+MAX_VALUE_SIZE = 1_000_000
+_MAX_ROUND_DIGITS = 100
+_MESSAGE_SOURCE_CHARS = 120
+
+
+class ExpressionError(ValueError):
+    """An expression was refused (compile time) or failed (run time).
+
+    `expr` is the source as written, `reason` says what is wrong in words meant
+    for the person who wrote the expression. The message is both, e.g.
+    ``expression 'x.__class__': access to '__class__' is not allowed``.
+    """
+
+    def __init__(self, reason: str, *, expr: str) -> None:
+        shown = expr if len(expr) <= _MESSAGE_SOURCE_CHARS else expr[:_MESSAGE_SOURCE_CHARS] + "…"
+        super().__init__(f"expression {shown!r}: {reason}")
+        self.expr = expr
+        self.reason = reason
+
+
+class _Refused(Exception):
+    """Raised inside the evaluator; Expression.evaluate turns it into ExpressionError."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# -- allowed functions ---------------------------------------------------------------
+
+
+def _sum(values: Iterable[Any], start: int | float = 0) -> int | float:
+    # Only numbers: builtin sum over lists or strings concatenates in quadratic time.
+    total = start
+    for value in values:
+        if not isinstance(value, int | float):
+            raise _Refused(f"sum() adds numbers, not {json_type(value)} values")
+        total += value
+    return total
+
+
+def _round(number: Any, ndigits: int | None = None) -> Any:
+    # round(5, -10**9) computes 10**(10**9) before it answers.
+    if ndigits is not None and (not isinstance(ndigits, int) or abs(ndigits) > _MAX_ROUND_DIGITS):
+        raise _Refused(f"round() takes at most {_MAX_ROUND_DIGITS} digits")
+    return round(number, ndigits)
+
+
+def _sorted(values: Iterable[Any], *, reverse: bool = False) -> list[Any]:
+    # No key=: it would take a callable, and expressions have none to give.
+    return sorted(values, reverse=bool(reverse))
+
+
+def _lower(text: Any) -> str:
+    if not isinstance(text, str):
+        raise _Refused(f"lower() takes a string, not {json_type(text)}")
+    return text.lower()
+
+
+def _upper(text: Any) -> str:
+    if not isinstance(text, str):
+        raise _Refused(f"upper() takes a string, not {json_type(text)}")
+    return text.upper()
+
+
+ALLOWED_FUNCTIONS: Mapping[str, Callable[..., Any]] = types.MappingProxyType(
+    {
+        "abs": abs,
+        "all": all,
+        "any": any,
+        "bool": bool,
+        "float": float,
+        "int": int,
+        "len": len,
+        "lower": _lower,
+        "max": max,
+        "min": min,
+        "round": _round,
+        "sorted": _sorted,
+        "str": str,
+        "sum": _sum,
+        "upper": _upper,
+    }
+)
+# Keyword arguments each function accepts; every other keyword is refused at compile time.
+_ALLOWED_KEYWORDS: Mapping[str, frozenset[str]] = {
+    "round": frozenset({"ndigits"}),
+    "sorted": frozenset({"reverse"}),
+}
+
+# -- bounded operators ----------------------------------------------------------------
+
+_SEQUENCE_TYPES = (str, list, tuple)
+
+
+def _power(base: Any, exponent: Any) -> Any:
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
+        if exponent * math.log2(abs(base)) > MAX_INT_BITS:
+            raise _Refused(f"the result of ** would exceed {MAX_INT_BITS} bits")
+    return base**exponent
+
+
+def _multiply(left: Any, right: Any) -> Any:
+    if isinstance(left, int) and isinstance(right, int):
+        if left.bit_length() + right.bit_length() > MAX_INT_BITS + 1:
+            raise _Refused(f"the result of * would exceed {MAX_INT_BITS} bits")
+        return left * right
+    if isinstance(left, _SEQUENCE_TYPES) and isinstance(right, int):
+        return _repeat(left, right)
+    if isinstance(left, int) and isinstance(right, _SEQUENCE_TYPES):
+        return _repeat(right, left)
+    return left * right
+
+
+def _repeat(sequence: str | list[Any] | tuple[Any, ...], times: int) -> Any:
+    if times > 1:
+        if len(sequence) * times > MAX_SEQUENCE_LENGTH:
+            raise _Refused(
+                f"repeating {with_article(json_type(sequence))} of length {len(sequence)} "
+                f"would make more than {MAX_SEQUENCE_LENGTH} items"
+            )
+        if not isinstance(sequence, str):
+            _check_size(sequence, MAX_VALUE_SIZE // times)
+    return sequence * times
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _check_size(value: Any, limit: int) -> None:
+    """Refuse if `value`, counted as a tree (shared items counted each time), exceeds `limit`."""
+
+    memo: dict[int, int] = {}
+
+    def size(item: Any) -> int:
+        if isinstance(item, str):
+            return max(1, len(item))
+        children: Iterable[Any]
+        if isinstance(item, Mapping):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple | set | frozenset):
+            children = item
+        else:
+            return 1
+        # Memoised by identity so a structure full of shared references is measured in
+        # time proportional to its distinct parts, not to its (possibly huge) tree size.
+        known = memo.get(id(item))
+        if known is not None:
+            return known
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise _TooBig
+        memo[id(item)] = total
+        return total
+
+    try:
+        size(value)
+    except _TooBig:
+        raise _Refused(
+            f"repeating this value would build more than {MAX_VALUE_SIZE} items"
+        ) from None
+
+
+def _add(left: Any, right: Any) -> Any:
+    if (
+        isinstance(left, _SEQUENCE_TYPES)
+        and isinstance(right, _SEQUENCE_TYPES)
+        and len(left) + len(right) > MAX_SEQUENCE_LENGTH
+    ):
+        raise _Refused(f"the result of + would have more than {MAX_SEQUENCE_LENGTH} items")
+    return left + right
+
+
+def _left_shift(value: Any, count: Any) -> Any:
+    if isinstance(value, int) and isinstance(count, int) and value and count > 0:
+        if value.bit_length() + count > MAX_INT_BITS:
+            raise _Refused(f"the result of << would exceed {MAX_INT_BITS} bits")
+    return value << count
+
+
+def _modulo(left: Any, right: Any) -> Any:
+    # '%' on a string is printf formatting: '%0999999999d' % 1 builds a gigabyte.
+    if isinstance(left, str | bytes):
+        raise _Refused("'%' formatting of strings is not allowed")
+    return left % right
+
+
+_OPERATORS: Mapping[type[ast.AST], Callable[..., Any]] = {
+    ast.Add: _add,
+    ast.Sub: op.sub,
+    ast.Mult: _multiply,
+    ast.Div: op.truediv,
+    ast.FloorDiv: op.floordiv,
+    ast.Mod: _modulo,
+    ast.Pow: _power,
+    ast.LShift: _left_shift,
+    ast.RShift: op.rshift,
+    ast.BitOr: op.or_,
+    ast.BitXor: op.xor,
+    ast.BitAnd: op.and_,
+    ast.Not: op.not_,
+    ast.USub: op.neg,
+    ast.UAdd: op.pos,
+    ast.Invert: op.invert,
+    ast.Eq: op.eq,
+    ast.NotEq: op.ne,
+    ast.Lt: op.lt,
+    ast.LtE: op.le,
+    ast.Gt: op.gt,
+    ast.GtE: op.ge,
+    ast.In: lambda left, right: left in right,
+    ast.NotIn: lambda left, right: left not in right,
+    ast.Is: lambda left, right: left is right,
+    ast.IsNot: lambda left, right: left is not right,
+}
+
+# -- compile-time checks --------------------------------------------------------------
+
+_PLAIN_NODES = (
+    ast.BoolOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.IfExp,
+    ast.Subscript,
+    ast.Slice,
+    ast.List,
+    ast.Tuple,
+    ast.Set,
+)
+# Operator and context nodes carry no code of their own; BinOp checks its operator.
+_MARKER_NODES = (ast.expr_context, ast.operator, ast.boolop, ast.unaryop, ast.cmpop)
+_CONSTANT_TYPES = (str, int, float, bool, type(None))
+_REFUSED_SYNTAX: Mapping[type[ast.AST], str] = {
+    ast.Lambda: "lambda functions are",
+    ast.ListComp: "comprehensions are",
+    ast.SetComp: "comprehensions are",
+    ast.DictComp: "comprehensions are",
+    ast.GeneratorExp: "generator expressions are",
+    ast.JoinedStr: "f-strings are",
+    ast.FormattedValue: "f-strings are",
+    ast.NamedExpr: "assignment expressions (:=) are",
+    ast.Starred: "unpacking with * is",
+    ast.Await: "await is",
+    ast.Yield: "yield is",
+    ast.YieldFrom: "yield is",
+}
+_OPERATOR_SYMBOLS: Mapping[type[ast.AST], str] = {ast.MatMult: "@"}
+
+
+def _refuse(reason: str) -> NoReturn:
+    raise _Refused(reason)
+
+
+def _check_call(node: ast.Call) -> None:
+    func = node.func
+    allowed = ", ".join(sorted(ALLOWED_FUNCTIONS))
+    if isinstance(func, ast.Attribute):
+        if func.attr.startswith("_"):
+            _refuse(f"access to {func.attr!r} is not allowed")
+        _refuse(f"calling methods ('.{func.attr}()') is not allowed; functions: {allowed}")
+    if not isinstance(func, ast.Name):
+        _refuse(f"only these functions can be called: {allowed}")
+    if func.id.startswith("_"):
+        _refuse(f"access to {func.id!r} is not allowed")
+    if func.id not in ALLOWED_FUNCTIONS:
+        _refuse(f"function {func.id!r} is not allowed; functions: {allowed}")
+    accepted = _ALLOWED_KEYWORDS.get(func.id, frozenset())
+    for keyword in node.keywords:
+        if keyword.arg is None:
+            _refuse("unpacking with ** is not allowed")
+        if keyword.arg not in accepted:
+            _refuse(f"{func.id}() takes no keyword argument {keyword.arg!r}")
+
+
+def _check_name(node: ast.Name, extra_names: Collection[str]) -> None:
+    if node.id.startswith("_"):
+        _refuse(f"access to {node.id!r} is not allowed")
+    if node.id in ALLOWED_FUNCTIONS and node.id not in extra_names:
+        _refuse(f"{node.id!r} is a function; call it as {node.id}(...)")
+
+
+def _check_node(node: ast.AST, extra_names: Collection[str]) -> None:
+    if isinstance(node, ast.Name):
+        _check_name(node, extra_names)
+    elif isinstance(node, ast.Attribute):
+        if node.attr.startswith("_"):
+            _refuse(f"access to {node.attr!r} is not allowed")
+    elif isinstance(node, ast.Call):
+        _check_call(node)
+    elif isinstance(node, ast.Constant):
+        if not isinstance(node.value, _CONSTANT_TYPES):
+            _refuse(f"literals of type {type(node.value).__name__} are not allowed")
+    elif isinstance(node, ast.BinOp):
+        if type(node.op) not in _OPERATORS:
+            symbol = _OPERATOR_SYMBOLS.get(type(node.op), type(node.op).__name__)
+            _refuse(f"operator {symbol!r} is not allowed")
+    elif isinstance(node, ast.Dict):
+        if any(key is None for key in node.keys):
+            _refuse("unpacking with ** is not allowed")
+    elif not isinstance(node, _PLAIN_NODES):
+        what = _REFUSED_SYNTAX.get(type(node), f"{type(node).__name__} expressions are")
+        _refuse(f"{what} not allowed")
+
+
+def _children(node: ast.AST) -> Iterable[ast.AST]:
+    if isinstance(node, ast.Call):
+        # The callee is a function name, checked by _check_call, not a value read.
+        yield from node.args
+        yield from (keyword.value for keyword in node.keywords)
+        return
+    for child in ast.iter_child_nodes(node):
+        if not isinstance(child, _MARKER_NODES):
+            yield child
+
+
+def _check_tree(tree: ast.Expression, extra_names: Collection[str]) -> frozenset[str]:
+    """Check every node; return the root names read."""
+    names: set[str] = set()
+    count = 0
+    stack: list[tuple[ast.AST, int]] = [(tree.body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            _refuse(f"expression is too complex (more than {MAX_NODES} parts)")
+        if depth > MAX_DEPTH:
+            _refuse(f"expression is nested too deeply (more than {MAX_DEPTH} levels)")
+        _check_node(node, extra_names)
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        stack.extend((child, depth + 1) for child in _children(node))
+    return frozenset(names)
+
+
+def _parse(source: str) -> ast.Expression:
+    try:
+        # The parser warns about things like an invalid escape ('\\d'); those strings
+        # mean what Python makes of them, and a client's input must not spam our logs.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        where = f" at column {exc.offset}" if exc.offset else ""
+        _refuse(f"invalid syntax{where}: {exc.msg}")
+    except (ValueError, RecursionError, MemoryError) as exc:
+        _refuse(f"cannot parse: {exc}")
+
+
+def compile_expression(source: str, *, extra_names: Collection[str] = ()) -> Expression:
+    """Parse and check `source`; raises ExpressionError if it is malformed or not allowed.
+
+    `extra_names` are names the caller binds itself at evaluation time (``item`` in a
+    filter); they are allowed, and left out of ``Expression.names`` because they are
+    not read from other steps.
+    """
+    if not isinstance(source, str):
+        raise ExpressionError(
+            f"an expression must be a string, not {json_type(source)}", expr=repr(source)
+        )
+    try:
+        if not source.strip():
+            _refuse("expression is empty")
+        if len(source) > MAX_SOURCE_LENGTH:
+            _refuse(
+                f"expression is too long ({len(source)} characters; "
+                f"the limit is {MAX_SOURCE_LENGTH})"
+            )
+        for name in extra_names:
+            if not name.isidentifier() or name.startswith("_"):
+                _refuse(f"invalid extra name {name!r}")
+        tree = _parse(source)
+        names = _check_tree(tree, extra_names)
+    except _Refused as exc:
+        raise ExpressionError(exc.reason, expr=source) from None
+    extra = frozenset(extra_names)
+    return Expression(source=source, names=names - extra, extra_names=extra, _tree=tree)
+
+
+# -- evaluation -----------------------------------------------------------------------
+
+
+def _describe(node: ast.AST) -> str:
+    return ast.unparse(node)
+
+
+class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]  # simpleeval is untyped
+    """simpleeval with name, key and call lookups confined to data and ALLOWED_FUNCTIONS."""
+
+    def __init__(self, scope: Mapping[str, Any]) -> None:
+        super().__init__(operators=_OPERATORS, functions={}, names={})
+        self._scope = scope
+
+    def _check_disallowed_items(self, item: Any) -> None:
+        # simpleeval walks every intermediate container here, which costs time per node
+        # proportional to the data. Our lookups never reach a module or function (names
+        # are scope keys, a.b is a key lookup, calls go through ALLOWED_FUNCTIONS), so a
+        # shallow check is kept only as a last line of defence.
+        if isinstance(item, types.ModuleType) or callable(item):
+            raise _Refused(f"{type(item).__name__} values are not allowed")
+
+    def _eval_name(self, node: ast.Name) -> Any:
+        try:
+            return self._scope[node.id]
+        except KeyError:
+            raise _Refused(f"name {node.id!r} is not defined") from None
+
+    def _eval_attribute(self, node: ast.Attribute) -> Any:
+        return _get_key(self._eval(node.value), node.attr, node.value)
+
+    def _eval_subscript(self, node: ast.Subscript) -> Any:
+        container = self._eval(node.value)
+        key = self._eval(node.slice)
+        if isinstance(container, Mapping):
+            return _get_key(container, key, node.value)
+        if not isinstance(container, list | tuple | str):
+            raise _Refused(
+                f"{_describe(node.value)} is {with_article(json_type(container))}; "
+                "it cannot be indexed"
+            )
+        try:
+            return container[key]
+        except IndexError:
+            raise _Refused(
+                f"index {key!r} out of range for {_describe(node.value)} (length {len(container)})"
+            ) from None
+
+    def _eval_call(self, node: ast.Call) -> Any:
+        # _check_call already refused anything else; re-checked so this method alone
+        # can never call something outside ALLOWED_FUNCTIONS.
+        func = node.func
+        if not isinstance(func, ast.Name) or func.id not in ALLOWED_FUNCTIONS:
+            raise _Refused("only allowed functions can be called")
+        args = [self._eval(arg) for arg in node.args]
+        kwargs: dict[str, Any] = {}
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                raise _Refused("unpacking with ** is not allowed")
+            kwargs[keyword.arg] = self._eval(keyword.value)
+        return ALLOWED_FUNCTIONS[func.id](*args, **kwargs)
+
+
+def _get_key(container: Any, key: Any, container_node: ast.AST) -> Any:
+    if not isinstance(container, Mapping):
+        raise _Refused(
+            f"{_describe(container_node)} is {with_article(json_type(container))}, "
+            f"not an object; cannot read {key!r} from it"
+        )
+    try:
+        return container[key]
+    except KeyError:
+        raise _Refused(f"key {key!r} not found in {_describe(container_node)}") from None
+
+
+def _runtime_reason(exc: Exception) -> str:
+    if isinstance(exc, _Refused):
+        return exc.reason
+    if isinstance(exc, ZeroDivisionError):
+        return "division by zero"
+    if isinstance(exc, RecursionError):
+        return "value is nested too deeply"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A checked expression, ready to evaluate any number of times.
+
+    `names` are the root names it reads (``data`` in ``len(data.rows) > 1``), not
+    function names and not `extra_names`. Build one with compile_expression.
+    """
+
+    source: str
+    names: frozenset[str]
+    _tree: ast.Expression = field(repr=False, compare=False)
+    extra_names: frozenset[str] = frozenset()
+
+    def evaluate(self, scope: Mapping[str, Any]) -> Any:
+        """Evaluate against `scope` (root name -> value); raises only ExpressionError.
+
+        Missing names or keys, type errors, division by zero and values too big to
+        build all become ExpressionError with a message naming the problem.
+        """
+        try:
+            return _Evaluator(scope).eval(self.source, previously_parsed=self._tree.body)
+        except Exception as exc:  # every failure in user-written code is the user's error
+            raise ExpressionError(_runtime_reason(exc), expr=self.source) from exc
