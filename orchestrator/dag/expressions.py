@@ -106,7 +106,7 @@ def _sum(values: Iterable[Any], start: int | float = 0) -> int | float:
 def _round(number: Any, ndigits: int | None = None) -> Any:
     # round(5, -10**9) computes 10**(10**9) before it answers.
     if ndigits is not None and (not isinstance(ndigits, int) or abs(ndigits) > _MAX_ROUND_DIGITS):
-        raise _Refused(f"round() takes at most {_MAX_ROUND_DIGITS} digits")
+        raise _Refused(f"round() takes a whole number of digits, at most {_MAX_ROUND_DIGITS}")
     return round(number, ndigits)
 
 
@@ -339,19 +339,13 @@ def _check_call(node: ast.Call) -> None:
             _refuse(f"{func.id}() takes no keyword argument {keyword.arg!r}")
 
 
-def _check_name(node: ast.Name, extra_names: Collection[str]) -> None:
-    if node.id.startswith("_"):
-        _refuse(f"access to {node.id!r} is not allowed")
-    if node.id in ALLOWED_FUNCTIONS and node.id not in extra_names:
-        _refuse(f"{node.id!r} is a function; call it as {node.id}(...)")
-
-
-def _check_node(node: ast.AST, extra_names: Collection[str]) -> None:
-    if isinstance(node, ast.Name):
-        _check_name(node, extra_names)
-    elif isinstance(node, ast.Attribute):
-        if node.attr.startswith("_"):
-            _refuse(f"access to {node.attr!r} is not allowed")
+def _check_node(node: ast.AST) -> None:
+    # A name is always a scope read (a step may be called "max"); only a call's callee
+    # refers to a function, and that is checked by _check_call.
+    if isinstance(node, ast.Name | ast.Attribute):
+        name = node.id if isinstance(node, ast.Name) else node.attr
+        if name.startswith("_"):
+            _refuse(f"access to {name!r} is not allowed")
     elif isinstance(node, ast.Call):
         _check_call(node)
     elif isinstance(node, ast.Constant):
@@ -380,7 +374,7 @@ def _children(node: ast.AST) -> Iterable[ast.AST]:
             yield child
 
 
-def _check_tree(tree: ast.Expression, extra_names: Collection[str]) -> frozenset[str]:
+def _check_tree(tree: ast.Expression) -> frozenset[str]:
     """Check every node; return the root names read."""
     names: set[str] = set()
     count = 0
@@ -392,7 +386,7 @@ def _check_tree(tree: ast.Expression, extra_names: Collection[str]) -> frozenset
             _refuse(f"expression is too complex (more than {MAX_NODES} parts)")
         if depth > MAX_DEPTH:
             _refuse(f"expression is nested too deeply (more than {MAX_DEPTH} levels)")
-        _check_node(node, extra_names)
+        _check_node(node)
         if isinstance(node, ast.Name):
             names.add(node.id)
         stack.extend((child, depth + 1) for child in _children(node))
@@ -436,7 +430,7 @@ def compile_expression(source: str, *, extra_names: Collection[str] = ()) -> Exp
             if not name.isidentifier() or name.startswith("_"):
                 _refuse(f"invalid extra name {name!r}")
         tree = _parse(source)
-        names = _check_tree(tree, extra_names)
+        names = _check_tree(tree)
     except _Refused as exc:
         raise ExpressionError(exc.reason, expr=source) from None
     extra = frozenset(extra_names)
