@@ -40,7 +40,7 @@ def create_app(
     http: httpx.AsyncClient | None = None,
     replica_id: str | None = None,
 ) -> web.Application:
-    """Build the API. `store` and `http` are injected by tests; the app closes only what it opened."""
+    """Build the API; tests inject `store` and `http`. The app closes only what it opened."""
     app = web.Application(
         middlewares=[error_middleware],
         client_max_size=settings.max_body_bytes,
@@ -51,7 +51,9 @@ def create_app(
         own_store = store is None
         own_http = http is None
         the_store = store if store is not None else create_store(settings)
-        the_http = http if http is not None else create_http_client(transport=settings.http_transport)
+        the_http = (
+            http if http is not None else create_http_client(transport=settings.http_transport)
+        )
         client = AgentClient(settings.agents, the_http)
         kinds = default_kinds()
         runner = DagRunner(

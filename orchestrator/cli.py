@@ -21,7 +21,7 @@ from orchestrator.settings import ConfigError, Settings
 
 _EXAMPLE = (
     "curl -s -X POST {url}/api/query -H 'Content-Type: application/json' "
-    "-d '{{\"query\": \"average revenue by region in 2024\"}}'"
+    '-d \'{{"query": "average revenue by region in 2024"}}\''
 )
 
 
@@ -83,8 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         "with the in-memory state store unless REDIS_URL is set. For trying the service out.",
     )
     for p in (serve, up):
-        p.add_argument("--host", default=None, help="interface to bind (default ORCH_HOST or 127.0.0.1)")
-        p.add_argument("--port", type=int, default=None, help="API port (default ORCH_PORT or 8000)")
+        p.add_argument(
+            "--host", default=None, help="interface to bind (default ORCH_HOST or 127.0.0.1)"
+        )
+        p.add_argument(
+            "--port", type=int, default=None, help="API port (default ORCH_PORT or 8000)"
+        )
     up.add_argument(
         "--agents-base-port",
         type=int,
@@ -98,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("kind", choices=["nlp", "data", "viz"])
     agent.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
-    agent.add_argument("--port", type=int, default=None, help="port (nlp 8001, data 8002, viz 8003)")
+    agent.add_argument(
+        "--port", type=int, default=None, help="port (nlp 8001, data 8002, viz 8003)"
+    )
     return parser
 
 

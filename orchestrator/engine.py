@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,42 @@ _TERMINAL_WRITE_ATTEMPTS = 5
 class _Running:
     task: asyncio.Task[None]
     state: WorkflowState
+
+
+class _StateWriter:
+    """Writes a workflow's document after transitions without holding the workflow up.
+
+    Transitions only mark the document dirty; one writer task at a time writes the
+    latest snapshot, so a burst of transitions costs one or two writes and the
+    nodes never wait on the store. Writes stay in order (one writer), and the
+    terminal document is always written last and awaited (`flush`).
+    """
+
+    def __init__(
+        self, persist: Callable[[WorkflowState], Awaitable[None]], state: WorkflowState
+    ) -> None:
+        self._persist = persist
+        self._state = state
+        self._dirty = False
+        self._task: asyncio.Task[None] | None = None
+
+    def mark_dirty(self) -> None:
+        self._dirty = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+
+    async def flush(self) -> None:
+        while self._task is not None and not self._task.done():
+            # shield: the workflow task may be cancelled while its final write is in flight.
+            await asyncio.shield(self._task)
+        if self._dirty:
+            self._dirty = False
+            await self._persist(self._state)
+
+    async def _drain(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            await self._persist(self._state)
 
 
 class WorkflowOrchestrator:
@@ -166,24 +202,31 @@ class WorkflowOrchestrator:
 
     async def _run(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
+        writer = _StateWriter(self._persist, state)
+
+        async def on_transition(current: WorkflowState) -> None:
+            writer.mark_dirty()
+            if current.status.is_terminal:
+                await writer.flush()
+
         try:
             if await self.store.cancel_requested(state.workflow_id):
                 raise asyncio.CancelledError
-            await self.runner.run(workflow, state, on_transition=self._persist)
+            await self.runner.run(workflow, state, on_transition=on_transition)
         except asyncio.CancelledError:
-            # The runner marks and persists CANCELLED itself; this covers a cancel that
-            # arrived before the runner started.
+            # The runner marks CANCELLED itself; this covers a cancel that arrived
+            # before the runner started.
             if not state.status.is_terminal:
                 _mark_cancelled(state)
-                await self._persist(state)
         except Exception as exc:  # a bug in a node kind must still end the workflow
             log.exception("workflow_crashed")
             if not state.status.is_terminal:
                 state.status = WorkflowStatus.FAILED
                 state.error = WorkflowError(code="internal_error", message=f"internal error: {exc}")
                 state.finished_at = time.time()
-                await self._persist(state)
         finally:
+            writer.mark_dirty()
+            await writer.flush()
             self.metrics.record_finished(state)
             log.info("workflow_finished", status=state.status.value)
 

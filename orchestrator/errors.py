@@ -1,8 +1,8 @@
 """Errors of the orchestrator layer (the API maps each to a status in one middleware).
 
-    OrchestratorError
-    ├── WorkflowNotFound          unknown or expired workflow id        -> 404
-    └── WorkflowAlreadyFinished   cancel of a terminal workflow         -> 409
+OrchestratorError
+├── WorkflowNotFound          unknown or expired workflow id        -> 404
+└── WorkflowAlreadyFinished   cancel of a terminal workflow         -> 409
 """
 
 from __future__ import annotations

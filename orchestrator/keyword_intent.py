@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 _METRICS = ("revenue", "profit", "cost", "units")
-_METRIC_SYNONYMS = {"sales": "revenue", "income": "revenue", "margin": "profit", "quantity": "units"}
+_METRIC_SYNONYMS = {
+    "sales": "revenue",
+    "income": "revenue",
+    "margin": "profit",
+    "quantity": "units",
+}
 _DIMENSIONS = ("region", "country", "product", "category", "channel", "year", "quarter", "month")
 _AGGREGATIONS = (
     (re.compile(r"\b(average|avg|mean)\b"), "avg"),

@@ -129,7 +129,9 @@ def _env_int(env: Mapping[str, str], key: str, default: int, *, minimum: int) ->
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"expected an integer, got {raw!r}", source="environment", key=key) from None
+        raise ConfigError(
+            f"expected an integer, got {raw!r}", source="environment", key=key
+        ) from None
     if value < minimum:
         raise ConfigError(f"must be >= {minimum}, got {value}", source="environment", key=key)
     return value
@@ -142,7 +144,9 @@ def _env_float(env: Mapping[str, str], key: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"expected a number, got {raw!r}", source="environment", key=key) from None
+        raise ConfigError(
+            f"expected a number, got {raw!r}", source="environment", key=key
+        ) from None
     if value <= 0:
         raise ConfigError(f"must be > 0, got {value}", source="environment", key=key)
     return value
@@ -228,7 +232,9 @@ def _overlay(base: _C, table: object, source: str, key: str) -> _C:
     for name, value in table.items():
         if name not in fields:
             allowed = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown key (allowed: {allowed})", source=source, key=f"{key}.{name}")
+            raise ConfigError(
+                f"unknown key (allowed: {allowed})", source=source, key=f"{key}.{name}"
+            )
         want = int if isinstance(getattr(base, name), int) else float
         changes[name] = _positive(value, want, source, f"{key}.{name}")
     return dataclasses.replace(base, **changes)

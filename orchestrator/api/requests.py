@@ -38,9 +38,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from None
     if not isinstance(body, dict):
-        raise BadRequest(
-            f"expected a JSON object, got {_json_type(body)}", code="invalid_body"
-        )
+        raise BadRequest(f"expected a JSON object, got {_json_type(body)}", code="invalid_body")
     return body
 
 
@@ -72,12 +70,14 @@ def parse_workflow_body(body: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(body) - {"workflow"})
     if unknown:
         raise BadRequest(
-            f"unknown field(s): {', '.join(unknown)}; send {{\"workflow\": {{...}}}}",
+            f'unknown field(s): {", ".join(unknown)}; send {{"workflow": {{...}}}}',
             code="unknown_field",
             details={"fields": unknown},
         )
     if "workflow" not in body:
-        raise BadRequest("missing field 'workflow'", code="missing_field", details={"field": "workflow"})
+        raise BadRequest(
+            "missing field 'workflow'", code="missing_field", details={"field": "workflow"}
+        )
     workflow = body["workflow"]
     if not isinstance(workflow, dict):
         raise _wrong_type("workflow", "an object", workflow)

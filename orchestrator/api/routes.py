@@ -52,9 +52,14 @@ async def metrics(request: web.Request) -> web.Response:
     agents = {}
     for name, breaker in client.breakers().items():
         snap = breaker.snapshot()
-        agents[name] = {"retries": client.retries.get(name, 0), "breaker_trips": snap.trips,
-                        "breaker_state": snap.state.value, "calls": snap.calls,
-                        "failures": snap.failures, "rejections": snap.rejections}
+        agents[name] = {
+            "retries": client.retries.get(name, 0),
+            "breaker_trips": snap.trips,
+            "breaker_state": snap.state.value,
+            "calls": snap.calls,
+            "failures": snap.failures,
+            "rejections": snap.rejections,
+        }
     body = services.orchestrator.metrics.snapshot()
     body["agents"] = agents
     body["retries_total"] = sum(a["retries"] for a in agents.values())
@@ -133,8 +138,11 @@ def _breaker(request: web.Request) -> Any:
     client = request.app[SERVICES].client
     name = request.match_info["agent"]
     if name not in client.registry:
-        raise NotFound(f"no agent {name!r}; known: {', '.join(client.registry)}",
-                       code="agent_not_found", details={"agent": name})
+        raise NotFound(
+            f"no agent {name!r}; known: {', '.join(client.registry)}",
+            code="agent_not_found",
+            details={"agent": name},
+        )
     return client.breaker(name)
 
 

@@ -59,7 +59,8 @@ async def test_body_over_the_size_limit_is_413(api: Any) -> None:
     """A body over the configured limit is refused with 413 before it is parsed."""
     client = await api(max_body_bytes=2_048)
     response = await client.post(
-        "/api/query", data=b'{"query": "' + b"x" * 4_096 + b'"}',
+        "/api/query",
+        data=b'{"query": "' + b"x" * 4_096 + b'"}',
         headers={"Content-Type": "application/json"},
     )
     error = await _error(response, 413)
@@ -68,7 +69,9 @@ async def test_body_over_the_size_limit_is_413(api: Any) -> None:
 
 async def test_wrong_content_type_is_415(api: Any) -> None:
     client = await api()
-    response = await client.post("/api/query", data="query=x", headers={"Content-Type": "text/plain"})
+    response = await client.post(
+        "/api/query", data="query=x", headers={"Content-Type": "text/plain"}
+    )
     assert (await _error(response, 415))["code"] == "unsupported_media_type"
 
 

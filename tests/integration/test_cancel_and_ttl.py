@@ -16,7 +16,9 @@ async def test_cancel_mid_flight_aborts_the_call_and_starts_nothing_after(
     """Cancel aborts the in-flight Data request (the agent sees it), Viz is never called."""
     await agents["data"].control(delay_ms=60_000)
     client = await api()
-    accepted = await (await client.post("/api/query", json={"query": QUESTION, "mode": "async"})).json()
+    accepted = await (
+        await client.post("/api/query", json={"query": QUESTION, "mode": "async"})
+    ).json()
     workflow_id = accepted["workflow_id"]
 
     async def data_in_flight() -> bool:

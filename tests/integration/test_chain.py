@@ -10,7 +10,7 @@ QUESTION = "average revenue by region in 2024"
 
 
 async def test_happy_path_returns_intent_data_chart_and_steps(api: Any) -> None:
-    """A plain query runs the chain and answers with intent, rows, a Vega-Lite spec and step details."""
+    """A plain query answers with intent, rows, a Vega-Lite spec and each step's details."""
     client = await api()
     response = await client.post("/api/query", json={"query": QUESTION})
     assert response.status == 200
@@ -33,7 +33,7 @@ async def test_happy_path_returns_intent_data_chart_and_steps(api: Any) -> None:
 
 
 async def test_nlp_down_falls_back_to_keyword_parser(api: Any, agents: Agents) -> None:
-    """With the NLP agent failing, the keyword parser supplies the intent and the answer is degraded."""
+    """With NLP failing, the keyword parser supplies the intent; the answer is degraded."""
     await agents["nlp"].control(fail_rate=1.0)
     client = await api()
     response = await client.post("/api/query", json={"query": QUESTION})
@@ -60,7 +60,9 @@ async def test_nlp_breaker_open_still_answers_through_fallback(api: Any, agents:
     seen = (await agents["nlp"].stats())["requests"]
     body = await (await client.post("/api/query", json={"query": QUESTION})).json()
     assert body["status"] == "degraded"
-    assert "open" in body["fallbacks"][0]["reason"] or "unavailable" in body["fallbacks"][0]["reason"]
+    assert (
+        "open" in body["fallbacks"][0]["reason"] or "unavailable" in body["fallbacks"][0]["reason"]
+    )
     assert (await agents["nlp"].stats())["requests"] == seen
 
 
