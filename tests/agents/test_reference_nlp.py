@@ -9,10 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.reference import create_agent_app
+from agents.reference import lexicon as lx
 from agents.reference.dataset import COLUMNS, DIMENSIONS
 from agents.reference.intent import AGGREGATIONS, CHART_HINTS, OPERATORS
 from agents.reference.intent import parse_intent as parse_via_intent_module
 from agents.reference.parser import MAX_QUERY_CHARS, UnrecognisedQuery, parse_intent
+from agents.reference.query import build_query
+from agents.reference.validation import validate_intent
 
 
 def _f(field: str, op: str, value: Any) -> dict[str, Any]:
@@ -255,6 +258,29 @@ def test_parser_never_produces_an_invalid_intent(question: str) -> None:
         assert item["field"] in COLUMNS
         assert item["op"] in OPERATORS
     assert intent["limit"] is None or intent["limit"] > 0
+
+
+_VOCABULARY = sorted(
+    {
+        *(w.replace("_", " ") for table in (lx.AGGREGATION_WORDS, lx.METRIC_WORDS,
+          lx.DIMENSION_WORDS, lx.PERIODIC_WORDS, lx.VALUE_WORDS, lx.COMPARATORS,
+          lx.YEAR_PREPOSITIONS, lx.CHART_WORDS, lx.MONTH_WORDS, lx.NUMBER_WORDS) for w in table),
+        *lx.GROUP_TRIGGERS, *lx.NEGATORS, *lx.DESCENDING_WORDS, *lx.ASCENDING_WORDS,
+        *lx.COMPARE_WORDS, *lx.TREND_WORDS, "which", "and", "in", "of", "between", "to",
+        "2022", "2023", "2024", "1999", "5", "1000", "$2,500", "10k", "2022-2024",
+    }
+)  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_VOCABULARY), min_size=1, max_size=12).map(" ".join))
+def test_every_parsed_question_runs_on_the_data_agent(question: str) -> None:
+    """Property: whatever known words a question strings together, its intent is valid SQL."""
+    try:
+        intent = parse_intent(question)
+    except UnrecognisedQuery:
+        return
+    assert validate_intent(dict(intent)) == intent
+    build_query(intent)
 
 
 def _envelope(payload: dict[str, Any]) -> dict[str, Any]:
