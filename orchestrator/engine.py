@@ -184,7 +184,7 @@ class WorkflowOrchestrator:
 
     def _cancel_local(self, workflow_id: str, *, reason: str) -> None:
         running = self._running.get(workflow_id)
-        if running is not None and not running.task.done():
+        if running is not None and not running.task.done() and not running.task.cancelling():
             log.info("workflow_cancelling", workflow_id=workflow_id, reason=reason)
             if reason != "cancel requested" and running.state.error is None:
                 running.state.error = WorkflowError(code="replica_shutdown", message=reason)

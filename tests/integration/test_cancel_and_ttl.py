@@ -32,7 +32,9 @@ async def test_cancel_mid_flight_aborts_the_call_and_starts_nothing_after(
     assert body["steps"]["nlp"]["status"] == "completed"
     assert body["steps"]["nlp"]["output"]["intent"]["metric"] == "profit"
     assert body["steps"]["data"]["status"] == "cancelled"
-    assert body["steps"]["viz"]["status"] == "pending"
+    # Viz never started: cancelled before it was dispatched.
+    assert body["steps"]["viz"]["status"] == "cancelled"
+    assert body["steps"]["viz"]["started_at"] is None
 
     async def agent_saw_abort() -> bool:
         return (await agents["data"].stats())["cancelled"] == 1
