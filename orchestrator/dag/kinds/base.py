@@ -1,0 +1,265 @@
+"""The contract between the engine and node kinds, and what a running node is given.
+
+A node kind is an object with a `name`, the JSON Schema of the fields it accepts
+(`params_schema`, merged into the published definition schema), a `compile` step run
+once at validation, and an async `run`. `BaseKind` gives `validate` and `references`
+for free from `compile`. Kinds never see the state store or other nodes' steps; the
+runner hands them a `NodeContext`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from agents.errors import AgentError
+from agents.registry import AgentRegistry
+from circuit.config import RetryConfig
+from orchestrator.dag.errors import DefinitionError, NodeError, Problem
+from orchestrator.dag.expressions import Expression, ExpressionError, compile_expression
+from orchestrator.dag.model import NodeDef
+from orchestrator.dag.paths import PathError, split_path
+from orchestrator.dag.templates import Template, TemplateError, compile_template
+
+
+class AgentCallResult(Protocol):
+    """What an agent call returns: the agent's `data` and how many attempts it took."""
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+    @property
+    def attempts(self) -> int: ...
+
+
+class AgentCaller(Protocol):
+    """Calls a registered agent through the resilience stack (agents.client.AgentClient).
+
+    Raises `agents.errors.AgentError` (with `.code` and `.attempts`) when the call
+    fails. `deadline` is on the event loop's clock (`loop.time()`, i.e. monotonic).
+    """
+
+    async def call(
+        self,
+        agent: str,
+        payload: Mapping[str, Any],
+        *,
+        workflow_id: str,
+        step_id: str,
+        retry: RetryConfig | None = None,
+        timeout_s: float | None = None,
+        deadline: float | None = None,
+    ) -> AgentCallResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A kind's compiled params. Subclasses add what `run` needs.
+
+    `references`: root names the node reads at run time ("inputs", node ids) — each
+    node id must be an ancestor. `agents`: agent names the node may call.
+    """
+
+    references: frozenset[str] = frozenset()
+    agents: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class NodeContext:
+    """Everything a running node may use, and what it reports back.
+
+    `scope` maps "inputs" and every finished ancestor's id to its output (None for
+    one that produced none); `unavailable` names the ancestors that produced none
+    (skipped or failed), so templates reading them render null instead of failing.
+    `dependency_outputs` are the direct dependencies that produced an output, in
+    `depends_on` order. The kind sets `input` (the rendered input, kept on a failed
+    step) and the agent calls add to `attempts`.
+    """
+
+    workflow_id: str
+    node: NodeDef
+    compiled: Compiled
+    scope: Mapping[str, Any]
+    unavailable: AbstractSet[str]
+    dependency_outputs: list[tuple[str, Any]]
+    caller: AgentCaller
+    registry: AgentRegistry
+    deadline: float | None = None
+    input: Any = None
+    attempts: int = 0
+    agent: str | None = field(default=None)
+
+    def render(self, template: Template) -> Any:
+        """Render a template over the scope; references to nodes without output are null."""
+        missing: Literal["error", "null"] = (
+            "null" if template.references & self.unavailable else "error"
+        )
+        try:
+            return template.render(self.scope, missing=missing)
+        except TemplateError as exc:
+            raise NodeError(str(exc), code="template_error", node_id=self.node.id) from exc
+
+    def evaluate(self, expression: Expression, extra: Mapping[str, Any] | None = None) -> Any:
+        scope = self.scope if not extra else {**self.scope, **extra}
+        try:
+            return expression.evaluate(scope)
+        except ExpressionError as exc:
+            raise NodeError(str(exc), code="expression_error", node_id=self.node.id) from exc
+
+    def retry_for(self, agent: str, override: Mapping[str, Any] | None) -> RetryConfig | None:
+        """The agent's retry policy with the node's override fields replaced."""
+        if not override:
+            return None
+        base = self.registry[agent].retry if agent in self.registry else RetryConfig()
+        return dataclasses.replace(base, **dict(override))
+
+    async def call_agent(
+        self,
+        agent: str,
+        payload: Mapping[str, Any],
+        *,
+        retry: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Call `agent` (a registry name, never a URL); counts attempts either way."""
+        self.agent = agent
+        try:
+            result = await self.caller.call(
+                agent,
+                payload,
+                workflow_id=self.workflow_id,
+                step_id=self.node.id,
+                retry=self.retry_for(agent, retry),
+                timeout_s=timeout_s,
+                deadline=self.deadline,
+            )
+        except AgentError as exc:
+            self.attempts += exc.attempts
+            raise
+        self.attempts += result.attempts
+        return dict(result.data)
+
+    def dependency_output(self) -> Any:
+        """The output of the node's only dependency (None if it produced none)."""
+        (dep,) = self.node.depends_on
+        return self.scope.get(dep)
+
+
+@runtime_checkable
+class NodeKind(Protocol):
+    """A kind of node. Register instances on a `NodeKindRegistry`.
+
+    - `name`: the `kind` value in definitions.
+    - `params_schema`: JSON Schema (Draft 2020-12) object for the kind's own fields,
+      e.g. `{"required": ["op"], "properties": {"op": {...}}}`; any field neither it
+      nor the common node fields declare is refused.
+    - `fan_in`: True for kinds that combine their dependencies (aggregate): such a
+      node runs when some of its dependencies were skipped, over the ones that were
+      not, and is skipped only when all were. Any other node is skipped as soon as
+      one dependency was skipped. (A failed dependency skips every dependent.)
+    - `compile(node)`: check and precompile the params once; raise DefinitionError
+      with Problems whose `path` is relative to the node ("input", "cases/0/when").
+    - `run(node, ctx)`: produce the node's output (JSON); raise NodeError or
+      AgentError on failure. Cancellation must be allowed to propagate.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def params_schema(self) -> Mapping[str, Any]: ...
+
+    @property
+    def fan_in(self) -> bool: ...
+
+    def compile(self, node: NodeDef) -> Compiled: ...
+
+    def validate(self, node: NodeDef) -> list[Problem]: ...
+
+    def references(self, node: NodeDef) -> set[str]: ...
+
+    async def run(self, node: NodeDef, ctx: NodeContext) -> Any: ...
+
+
+class BaseKind:
+    """Convenience base: `validate` and `references` derived from `compile`."""
+
+    name: str = ""
+    params_schema: Mapping[str, Any] = {}
+    fan_in: bool = False
+
+    def compile(self, node: NodeDef) -> Compiled:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def validate(self, node: NodeDef) -> list[Problem]:
+        try:
+            self.compile(node)
+        except DefinitionError as exc:
+            return exc.problems
+        return []
+
+    def references(self, node: NodeDef) -> set[str]:
+        return set(self.compile(node).references)
+
+
+class ProblemCollector:
+    """Gathers Problems while compiling one node's params; `raise_if_any` at the end."""
+
+    def __init__(self, node: NodeDef) -> None:
+        self.node = node
+        self.problems: list[Problem] = []
+
+    def add(self, code: str, message: str, path: str | None = None) -> None:
+        self.problems.append(
+            Problem(
+                code=code,
+                message=f"node {self.node.id!r}: {message}",
+                node_id=self.node.id,
+                path=path,
+            )
+        )
+
+    def template(self, value: Any, path: str) -> Template | None:
+        try:
+            return compile_template(value)
+        except TemplateError as exc:
+            self.add("invalid_template", str(exc), path)
+            return None
+
+    def expression(
+        self, source: Any, path: str, *, extra_names: tuple[str, ...] = ()
+    ) -> Expression | None:
+        try:
+            return compile_expression(source, extra_names=extra_names)
+        except ExpressionError as exc:
+            self.add("invalid_expression", str(exc), path)
+            return None
+
+    def dot_path(self, source: Any, path: str) -> tuple[str, ...] | None:
+        try:
+            return split_path(source)
+        except PathError as exc:
+            self.add("invalid_path", str(exc), path)
+            return None
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise DefinitionError(self.problems)
+
+
+def to_json(value: Any) -> Any:
+    """Tuples and sets an expression may build become lists, so outputs stay JSON."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, set | frozenset):
+        items = [to_json(v) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    return value

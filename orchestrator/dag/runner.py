@@ -1,0 +1,500 @@
+"""Runs a `CompiledWorkflow` eagerly and records every node transition in its state.
+
+A node starts the moment all its dependencies are done (graphlib's
+`TopologicalSorter.get_ready/done`), never waiting for a "level"; at most
+`options.max_parallel` nodes run at any moment (each agent's own limit is the
+client's bulkhead). Per node, in order:
+
+- skipped, without running, if a dependency failed; if a dependency was skipped
+  (fan-in kinds: only if every dependency was); or if its `when` is false;
+- otherwise run by its kind under its `timeout_s`; a failure (agent error, node
+  error, any exception of the kind) goes to the node's `fallback` when it has one
+  (the step completes with `fallback` = the reason, the workflow ends degraded);
+- a failure without fallback: `on_failure: continue` marks the step failed, its
+  dependents are skipped and the workflow ends degraded; `stop` cancels every
+  running node and fails the workflow.
+
+The workflow's `timeout_s` fails it with "workflow_timeout"; cancelling the task
+that runs `run` cancels every running node, records the workflow as cancelled
+(shielded, so the record is written) and re-raises. Node tasks never outlive
+`run`. Steps already COMPLETED in the given state (a resumed workflow) are not
+run again: their output is reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from graphlib import TopologicalSorter
+from types import MappingProxyType
+from typing import Any
+
+import structlog
+
+from agents.errors import AgentError
+from agents.registry import AgentRegistry
+from orchestrator.dag.errors import NodeError, NodeTimeout
+from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
+from orchestrator.dag.model import FallbackKind, OnFailure
+from orchestrator.dag.validate import INPUTS, CompiledNode, CompiledWorkflow
+from state.models import (
+    StepError,
+    StepState,
+    StepStatus,
+    WorkflowError,
+    WorkflowState,
+    WorkflowStatus,
+)
+
+__all__ = ["AgentCaller", "BuiltinFallback", "DagRunner", "OnTransition"]
+
+BuiltinFallback = Callable[[Mapping[str, Any]], Awaitable[Any]]
+OnTransition = Callable[[WorkflowState], Awaitable[None]]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What a node task produced: an output, or an error; `fallback` says why the
+    output came from the fallback."""
+
+    output: Any = None
+    error: BaseException | None = None
+    fallback: str | None = None
+    input: Any = None
+    attempts: int = 0
+    agent: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None and self.fallback is None
+
+
+def error_code(exc: BaseException) -> str:
+    """The step's error type: an AgentError's or NodeError's code, else "internal_error"."""
+    if isinstance(exc, AgentError | NodeError):
+        return exc.code
+    return "internal_error"
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, AgentError | NodeError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _TimedOut(Exception):
+    """The workflow's own timeout_s ran out."""
+
+
+class _StopWorkflow(Exception):
+    def __init__(self, error: WorkflowError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class DagRunner:
+    """Runs compiled workflows. One runner serves any number of workflows at once.
+
+    `agents` makes the agent calls (agents.client.AgentClient); `registry` supplies
+    each agent's retry policy for per-node overrides; `kinds` is only used when a
+    workflow was compiled without one (kinds travel inside the compiled nodes);
+    `builtins` are the built-in fallbacks by name; `clock` stamps the steps.
+    """
+
+    def __init__(
+        self,
+        *,
+        agents: AgentCaller,
+        registry: AgentRegistry,
+        kinds: NodeKindRegistry | None = None,
+        builtins: Mapping[str, BuiltinFallback] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.agents = agents
+        self.registry = registry
+        self.kinds = kinds or default_kinds()
+        self.builtins: Mapping[str, BuiltinFallback] = dict(builtins or {})
+        self.clock = clock
+
+    async def run(
+        self, workflow: CompiledWorkflow, state: WorkflowState, *, on_transition: OnTransition
+    ) -> None:
+        """Run `workflow`, recording into `state` and calling `on_transition` after
+        each change (see the module docstring); returns when the state is terminal."""
+        await _Execution(self, workflow, state, on_transition).run()
+
+
+class _Execution:
+    """One run of one workflow: the scheduler loop and the bookkeeping."""
+
+    def __init__(
+        self,
+        runner: DagRunner,
+        workflow: CompiledWorkflow,
+        state: WorkflowState,
+        on_transition: OnTransition,
+    ) -> None:
+        self.runner = runner
+        self.workflow = workflow
+        self.state = state
+        self.on_transition = on_transition
+        self.options = workflow.definition.options
+        self.loop = asyncio.get_running_loop()
+        inputs = {**workflow.definition.inputs, **(state.inputs or {})}
+        state.inputs = inputs
+        self.scope: dict[str, Any] = {INPUTS: inputs}
+        self.unavailable: set[str] = set()
+        self.failed: set[str] = set()
+        self.skipped: set[str] = set()
+        self.running: dict[asyncio.Task[_Outcome], str] = {}
+        self.runnable: deque[str] = deque()
+        self.degraded = False
+        self.deadline: float | None = None
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    async def emit(self) -> None:
+        self.state.updated_at = self.runner.clock()
+        await self.on_transition(self.state)
+
+    def _init_steps(self) -> set[str]:
+        """Fresh PENDING steps, keeping COMPLETED ones of a resumed run; returns those."""
+        done: set[str] = set()
+        previous = self.state.steps
+        steps: dict[str, StepState] = {}
+        for node_id, cn in self.workflow.nodes.items():
+            old = previous.get(node_id)
+            if old is not None and old.status is StepStatus.COMPLETED:
+                steps[node_id] = old
+                self.scope[node_id] = old.output
+                self.degraded = self.degraded or old.fallback is not None
+                done.add(node_id)
+            else:
+                steps[node_id] = StepState(step_id=node_id, kind=cn.node.kind, agent=cn.agent)
+        self.state.steps = steps
+        return done
+
+    def _skip(self, node_id: str, reason: str) -> None:
+        step = self.state.steps[node_id]
+        step.status = StepStatus.SKIPPED
+        step.skip_reason = reason
+        step.finished_at = self.runner.clock()
+        self.skipped.add(node_id)
+        self.unavailable.add(node_id)
+        self.scope[node_id] = None
+
+    def _skip_reason(self, cn: CompiledNode) -> str | None:
+        deps = self.workflow.dependencies[cn.id]
+        for d in deps:
+            if d in self.failed:
+                return f"dependency {d!r} failed"
+        skipped = [d for d in deps if d in self.skipped]
+        if skipped and (not cn.kind.fan_in or len(skipped) == len(deps)):
+            if len(skipped) == len(deps) and len(deps) > 1:
+                return "all dependencies were skipped"
+            return f"dependency {skipped[0]!r} was skipped"
+        return None
+
+    # -- the scheduler -------------------------------------------------------------
+
+    async def run(self) -> None:
+        state = self.state
+        done = self._init_steps()
+        state.status = WorkflowStatus.RUNNING
+        state.error = None
+        state.finished_at = None
+        if self.options.timeout_s is not None:
+            self.deadline = self.loop.time() + self.options.timeout_s
+        await self.emit()
+        sorter: TopologicalSorter[str] = TopologicalSorter(self.workflow.dependencies)
+        sorter.prepare()
+        try:
+            try:
+                await self._schedule(sorter, done)
+            except _StopWorkflow as stop:
+                await self._abort("workflow failed")
+                self._finish(WorkflowStatus.FAILED, stop.error)
+            except _TimedOut:
+                await self._abort("workflow timed out")
+                timeout = self.options.timeout_s or 0.0
+                self._finish(
+                    WorkflowStatus.FAILED,
+                    WorkflowError(
+                        code="workflow_timeout",
+                        message=f"workflow {self.workflow.name!r} timed out after {timeout:g} s",
+                    ),
+                )
+            else:
+                self._finish(WorkflowStatus.DEGRADED if self.degraded else WorkflowStatus.COMPLETED)
+        except asyncio.CancelledError:
+            await self._abort("workflow cancelled")
+            state.status = WorkflowStatus.CANCELLED
+            state.finished_at = self.runner.clock()
+            await self._emit_final()
+            raise
+        finally:
+            await self._reap()
+        await self._emit_final()
+
+    async def _emit_final(self) -> None:
+        # The terminal record must be written even if the task running us is being
+        # cancelled: the write runs in its own task, shielded.
+        await asyncio.shield(asyncio.ensure_future(self.emit()))
+
+    async def _schedule(self, sorter: TopologicalSorter[str], done: set[str]) -> None:
+        while sorter.is_active():
+            for node_id in sorter.get_ready():
+                if node_id in done:
+                    sorter.done(node_id)
+                    continue
+                reason = self._skip_reason(self.workflow.nodes[node_id])
+                if reason is None:
+                    self.runnable.append(node_id)
+                    continue
+                self._skip(node_id, reason)
+                sorter.done(node_id)
+                await self.emit()
+            await self._dispatch(sorter)
+            # With nothing running, the nodes settled above released new ready ones.
+            if self.running:
+                await self._wait_one(sorter)
+
+    async def _dispatch(self, sorter: TopologicalSorter[str]) -> None:
+        while self.runnable and len(self.running) < self.options.max_parallel:
+            node_id = self.runnable.popleft()
+            cn = self.workflow.nodes[node_id]
+            pre_error: NodeError | None = None
+            if cn.when is not None:
+                try:
+                    go = cn.when.evaluate(self.scope)
+                except Exception as exc:
+                    pre_error = NodeError(
+                        f"node {node_id!r}: 'when': {exc}",
+                        code="expression_error",
+                        node_id=node_id,
+                    )
+                else:
+                    if not go:
+                        self._skip(node_id, f"'when' is false: {cn.node.when}")
+                        sorter.done(node_id)
+                        await self.emit()
+                        continue
+            step = self.state.steps[node_id]
+            step.status = StepStatus.RUNNING
+            step.started_at = self.runner.clock()
+            task = asyncio.create_task(self._execute(cn, pre_error), name=f"dag:{node_id}")
+            self.running[task] = node_id
+            await self.emit()
+
+    async def _wait_one(self, sorter: TopologicalSorter[str]) -> None:
+        timeout = None if self.deadline is None else max(0.0, self.deadline - self.loop.time())
+        finished, _ = await asyncio.wait(
+            self.running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not finished:
+            raise _TimedOut
+        # Settle in definition order so transitions are recorded deterministically, and
+        # all of them: a node that finished with the one that stops the workflow keeps
+        # its result.
+        stop: _StopWorkflow | None = None
+        for task in sorted(finished, key=lambda t: self.workflow.nodes[self.running[t]].index):
+            node_id = self.running.pop(task)
+            try:
+                await self._settle(node_id, task.result())
+            except _StopWorkflow as exc:
+                stop = stop or exc
+            sorter.done(node_id)
+        if stop is not None:
+            raise stop
+
+    async def _settle(self, node_id: str, outcome: _Outcome) -> None:
+        cn = self.workflow.nodes[node_id]
+        step = self.state.steps[node_id]
+        step.finished_at = self.runner.clock()
+        step.attempts = outcome.attempts
+        if outcome.agent is not None:
+            step.agent = step.agent or outcome.agent
+        if outcome.error is not None:
+            step.error = StepError(
+                type=error_code(outcome.error),
+                message=error_message(outcome.error),
+                agent=outcome.agent,
+                attempts=outcome.attempts,
+                input=outcome.input,
+            )
+        if not outcome.failed:
+            step.status = StepStatus.COMPLETED
+            step.output = outcome.output
+            step.fallback = outcome.fallback
+            self.scope[node_id] = outcome.output
+            self.degraded = self.degraded or outcome.fallback is not None
+            await self.emit()
+            return
+        step.status = StepStatus.FAILED
+        self.failed.add(node_id)
+        self.unavailable.add(node_id)
+        self.scope[node_id] = None
+        assert outcome.error is not None
+        log.info(
+            "dag.node_failed",
+            workflow_id=self.state.workflow_id,
+            step=node_id,
+            agent=outcome.agent,
+            error=error_code(outcome.error),
+        )
+        if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
+            self.degraded = True
+            await self.emit()
+            return
+        agent = outcome.agent
+        on_agent = f" (agent {agent!r})" if agent else ""
+        raise _StopWorkflow(
+            WorkflowError(
+                code=error_code(outcome.error),
+                message=f"node {node_id!r}{on_agent} failed: {error_message(outcome.error)}",
+                step_id=node_id,
+                agent=agent,
+            )
+        )
+
+    # -- one node --------------------------------------------------------------------
+
+    def _context(self, cn: CompiledNode, deadline: float | None) -> NodeContext:
+        deps = self.workflow.dependencies[cn.id]
+        return NodeContext(
+            workflow_id=self.state.workflow_id,
+            node=cn.node,
+            compiled=cn.compiled,
+            scope=MappingProxyType(self.scope),
+            unavailable=self.unavailable,
+            dependency_outputs=[(d, self.scope[d]) for d in deps if d not in self.unavailable],
+            caller=self.runner.agents,
+            registry=self.runner.registry,
+            deadline=deadline,
+            agent=cn.agent,
+        )
+
+    def _node_deadline(self, cn: CompiledNode) -> float | None:
+        deadlines = [d for d in (self.deadline,) if d is not None]
+        if cn.node.timeout_s is not None:
+            deadlines.append(self.loop.time() + cn.node.timeout_s)
+        return min(deadlines) if deadlines else None
+
+    async def _execute(self, cn: CompiledNode, pre_error: NodeError | None) -> _Outcome:
+        ctx = self._context(cn, self._node_deadline(cn))
+        try:
+            if pre_error is not None:
+                raise pre_error
+            output = await self._run_bounded(cn, ctx)
+            return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
+        except Exception as exc:  # any failure of the node is the node's, never the engine's
+            error: BaseException = exc
+        if cn.node.fallback is None:
+            return _Outcome(error=error, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
+        return await self._fallback(cn, ctx, error)
+
+    async def _run_bounded(self, cn: CompiledNode, ctx: NodeContext) -> Any:
+        if cn.node.timeout_s is None:
+            return await cn.kind.run(cn.node, ctx)
+        budget = asyncio.timeout(cn.node.timeout_s)
+        try:
+            async with budget:
+                return await cn.kind.run(cn.node, ctx)
+        except TimeoutError as exc:
+            if budget.expired():
+                raise NodeTimeout(
+                    node_id=cn.id, timeout_s=cn.node.timeout_s, agent=ctx.agent
+                ) from exc
+            raise
+
+    async def _fallback(self, cn: CompiledNode, ctx: NodeContext, error: BaseException) -> _Outcome:
+        fb = cn.node.fallback
+        assert fb is not None
+        reason = error_message(error)
+        node_input = ctx.input
+        try:
+            if fb.kind is FallbackKind.VALUE:
+                output = copy.deepcopy(fb.value)
+            elif fb.kind is FallbackKind.BUILTIN:
+                builtin = self.runner.builtins[str(fb.target)]
+                arg = node_input if isinstance(node_input, Mapping) else {"value": node_input}
+                output = await self._bounded(cn, builtin(arg))
+            else:
+                payload = ctx.render(cn.fallback_input) if cn.fallback_input else node_input
+                if not isinstance(payload, Mapping):
+                    payload = {}
+                ctx.deadline = self._node_deadline(cn)
+                output = await self._bounded(cn, ctx.call_agent(str(fb.target), payload))
+        except Exception as fb_exc:
+            failure = NodeError(
+                f"{reason}; fallback failed: {error_message(fb_exc)}",
+                code=error_code(error),
+                node_id=cn.id,
+                agent=ctx.agent,
+            )
+            return _Outcome(
+                error=failure, input=node_input, attempts=ctx.attempts, agent=_agent_of(error, ctx)
+            )
+        return _Outcome(
+            output=output,
+            error=error,
+            fallback=reason,
+            input=node_input,
+            attempts=ctx.attempts,
+            agent=_agent_of(error, ctx),
+        )
+
+    async def _bounded(self, cn: CompiledNode, awaitable: Awaitable[Any]) -> Any:
+        if cn.node.timeout_s is None:
+            return await awaitable
+        async with asyncio.timeout(cn.node.timeout_s):
+            return await awaitable
+
+    # -- endings -----------------------------------------------------------------------
+
+    async def _reap(self) -> None:
+        """Cancel and await every node task still running: none outlives the run."""
+        tasks = list(self.running)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.running.clear()
+
+    async def _abort(self, reason: str) -> None:
+        """Cancel every running node; every step that has not finished is CANCELLED."""
+        now = self.runner.clock()
+        for node_id in self.running.values():
+            step = self.state.steps[node_id]
+            step.status = StepStatus.CANCELLED
+            step.finished_at = now
+        await self._reap()
+        for step in self.state.steps.values():
+            if step.status is StepStatus.PENDING:
+                step.status = StepStatus.CANCELLED
+                step.skip_reason = reason
+
+    def _finish(self, status: WorkflowStatus, error: WorkflowError | None = None) -> None:
+        state = self.state
+        state.status = status
+        state.error = error
+        state.result = self._result()
+        state.finished_at = self.runner.clock()
+
+    def _result(self) -> Any:
+        template = self.workflow.output
+        if template is None:
+            return {sink: self.scope.get(sink) for sink in self.workflow.sinks}
+        return template.render(self.scope, missing="null")
+
+
+def _agent_of(error: BaseException, ctx: NodeContext) -> str | None:
+    if isinstance(error, AgentError):
+        return error.agent
+    return ctx.agent

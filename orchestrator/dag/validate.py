@@ -1,0 +1,371 @@
+"""Checks a definition against the registries and the graph, and compiles it once.
+
+Every problem is collected before anything runs, each with its node id:
+duplicate or reserved ids, unknown kinds, dependencies, agents and built-ins,
+cycles (one concrete cycle per strongly connected component, listing its nodes),
+malformed templates and expressions, and reads of nodes that are not ancestors
+(a node may only read what is guaranteed to have finished before it starts).
+`compile_workflow` adds the structural checks of `parse` and returns the
+`CompiledWorkflow` the runner executes: templates and expressions compiled once.
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+
+from orchestrator.dag.errors import DefinitionError, Problem
+from orchestrator.dag.expressions import ALLOWED_FUNCTIONS, Expression, ExpressionError
+from orchestrator.dag.expressions import compile_expression as _compile_expression
+from orchestrator.dag.graph import Layering, ancestor_test, dependents_of, find_cycles, layer
+from orchestrator.dag.kinds import Compiled, NodeKind, NodeKindRegistry, default_kinds
+from orchestrator.dag.model import FallbackKind, NodeDef, WorkflowDef
+from orchestrator.dag.parse import DEFAULT_MAX_NODES, parse_lenient
+from orchestrator.dag.templates import Template, TemplateError, compile_template
+
+INPUTS = "inputs"
+# Ids that would collide with names expressions and templates already give meaning to.
+RESERVED_IDS: frozenset[str] = frozenset(
+    {INPUTS, "item", *ALLOWED_FUNCTIONS, *keyword.kwlist, "true", "false", "null"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledNode:
+    """A node ready to run: its kind, compiled params, `when` and fallback input."""
+
+    node: NodeDef
+    index: int
+    kind: NodeKind
+    compiled: Compiled
+    when: Expression | None = None
+    fallback_input: Template | None = None
+
+    @property
+    def id(self) -> str:
+        return self.node.id
+
+    @property
+    def agent(self) -> str | None:
+        """The agent the node calls, when it calls exactly one (agent nodes)."""
+        return next(iter(self.compiled.agents)) if len(self.compiled.agents) == 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledWorkflow:
+    """A definition that passed every check, compiled once; safe to run many times."""
+
+    definition: WorkflowDef
+    nodes: Mapping[str, CompiledNode]
+    dependencies: Mapping[str, tuple[str, ...]]
+    dependents: Mapping[str, tuple[str, ...]]
+    layering: Layering
+    sinks: tuple[str, ...]
+    output: Template | None = None
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+
+@dataclass(slots=True)
+class _Analysis:
+    problems: list[Problem] = field(default_factory=list)
+    compiled: dict[str, CompiledNode] = field(default_factory=dict)
+    deps: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    layering: Layering | None = None
+    output: Template | None = None
+
+    def add(
+        self,
+        code: str,
+        message: str,
+        node_id: str | None = None,
+        path: str | None = None,
+        nodes: tuple[str, ...] = (),
+    ) -> None:
+        self.problems.append(Problem(code, message, node_id, path, nodes))
+
+
+def validate_definition(
+    defn: WorkflowDef,
+    *,
+    agents: Collection[str],
+    kinds: NodeKindRegistry | None = None,
+    builtins: Collection[str] = (),
+) -> list[Problem]:
+    """Every problem of `defn` against the registries and as a graph ([] if none)."""
+    return _analyse(defn, agents=agents, kinds=kinds or default_kinds(), builtins=builtins).problems
+
+
+def compile_workflow(
+    raw: object,
+    *,
+    agents: Collection[str],
+    kinds: NodeKindRegistry | None = None,
+    builtins: Collection[str] = (),
+    max_nodes: int = DEFAULT_MAX_NODES,
+) -> CompiledWorkflow:
+    """Parse (unless `raw` is already a WorkflowDef), validate and compile.
+
+    Raises DefinitionError with the structural and the semantic problems together.
+    """
+    kinds = kinds or default_kinds()
+    if isinstance(raw, WorkflowDef):
+        defn, problems, malformed = raw, [], set[str]()
+        if len(raw.nodes) > max_nodes:
+            raise DefinitionError(
+                [
+                    Problem(
+                        "too_many_nodes",
+                        f"the workflow has {len(raw.nodes)} nodes; the limit is {max_nodes}",
+                        path="nodes",
+                    )
+                ]
+            )
+    else:
+        parsed = parse_lenient(raw, max_nodes=max_nodes, kinds=kinds)
+        if parsed.definition is None:
+            raise DefinitionError(parsed.problems)
+        defn, problems, malformed = parsed.definition, parsed.problems, parsed.malformed
+    analysis = _analyse(defn, agents=agents, kinds=kinds, builtins=builtins, malformed=malformed)
+    problems = problems + analysis.problems
+    if problems:
+        raise DefinitionError(problems)
+    assert analysis.layering is not None
+    dependents = dependents_of(analysis.deps)
+    return CompiledWorkflow(
+        definition=defn,
+        nodes=analysis.compiled,
+        dependencies=analysis.deps,
+        dependents={n: tuple(ds) for n, ds in dependents.items()},
+        layering=analysis.layering,
+        sinks=tuple(n for n, ds in dependents.items() if not ds),
+        output=analysis.output,
+    )
+
+
+def _analyse(
+    defn: WorkflowDef,
+    *,
+    agents: Collection[str],
+    kinds: NodeKindRegistry,
+    builtins: Collection[str],
+    malformed: Collection[str] = (),
+) -> _Analysis:
+    out = _Analysis()
+    first = _check_ids(defn, out)
+    agent_names = agents if isinstance(agents, set | frozenset | Mapping) else set(agents)
+    reads: list[tuple[NodeDef, int, frozenset[str], str]] = []
+    for i, node in enumerate(defn.nodes):
+        if first.get(node.id) != i:
+            continue  # a duplicate: reported, and left out of the graph
+        out.deps[node.id] = tuple(d for d in node.depends_on if d in first)
+        for d in node.depends_on:
+            if d not in first:
+                out.add(
+                    "unknown_dependency",
+                    f"node {node.id!r} depends on {d!r}, which is not a node",
+                    node.id,
+                    f"nodes/{i}/depends_on",
+                )
+        compiled = _compile_node(node, i, kinds, node.id in malformed, agent_names, builtins, out)
+        if compiled is not None:
+            out.compiled[node.id] = compiled
+            reads.append((node, i, compiled.compiled.references, f"nodes/{i}"))
+            if compiled.when is not None:
+                reads.append((node, i, compiled.when.names, f"nodes/{i}/when"))
+            if compiled.fallback_input is not None:
+                reads.append(
+                    (node, i, compiled.fallback_input.references, f"nodes/{i}/fallback/input")
+                )
+    out.layering = layering = layer(out.deps)
+    if layering.blocked:
+        for cycle in find_cycles(out.deps, layering.blocked):
+            shown = " -> ".join([*cycle, cycle[0]])
+            out.add(
+                "cycle",
+                f"dependency cycle: {shown} (each depends on the next)",
+                cycle[0],
+                f"nodes/{first[cycle[0]]}/depends_on",
+                tuple(cycle),
+            )
+    else:
+        _check_reads(reads, first, ancestor_test(out.deps), out)
+    _check_output(defn, first, out)
+    return out
+
+
+def _check_ids(defn: WorkflowDef, out: _Analysis) -> dict[str, int]:
+    first: dict[str, int] = {}
+    for i, node in enumerate(defn.nodes):
+        if node.id in first:
+            out.add(
+                "duplicate_id",
+                f"node id {node.id!r} is used more than once (nodes #{first[node.id]} and #{i})",
+                node.id,
+                f"nodes/{i}/id",
+            )
+            continue
+        first[node.id] = i
+        if node.id in RESERVED_IDS:
+            out.add(
+                "reserved_id",
+                f"node id {node.id!r} is reserved; choose another",
+                node.id,
+                f"nodes/{i}/id",
+            )
+    return first
+
+
+def _compile_node(
+    node: NodeDef,
+    i: int,
+    kinds: NodeKindRegistry,
+    malformed: bool,
+    agents: Collection[str],
+    builtins: Collection[str],
+    out: _Analysis,
+) -> CompiledNode | None:
+    kind = kinds.get(node.kind)
+    if kind is None:
+        known = ", ".join(sorted(kinds))
+        out.add(
+            "unknown_kind",
+            f"node {node.id!r}: unknown kind {node.kind!r} (known: {known})",
+            node.id,
+            f"nodes/{i}/kind",
+        )
+        return None
+    ok = True
+    compiled: Compiled | None = None
+    if not malformed:
+        try:
+            compiled = kind.compile(node)
+        except DefinitionError as exc:
+            ok = False
+            for p in exc.problems:
+                path = f"nodes/{i}/{p.path}" if p.path else f"nodes/{i}"
+                out.problems.append(Problem(p.code, p.message, node.id, path, p.nodes))
+        if compiled is not None:
+            for agent in sorted(compiled.agents):
+                if agent not in agents:
+                    ok = False
+                    out.add(
+                        "unknown_agent",
+                        _unknown_agent(node, agent, agents),
+                        node.id,
+                        f"nodes/{i}/agent",
+                    )
+    when = _when(node, i, out)
+    ok = ok and (node.when is None or when is not None)
+    fallback_input, fallback_ok = _fallback(node, i, agents, builtins, out)
+    if not ok or not fallback_ok or compiled is None:
+        return None
+    return CompiledNode(node, i, kind, compiled, when, fallback_input)
+
+
+def _unknown_agent(node: NodeDef, agent: str, agents: Collection[str]) -> str:
+    known = ", ".join(sorted(agents)) or "none"
+    return f"node {node.id!r}: unknown agent {agent!r} (registered: {known})"
+
+
+def _when(node: NodeDef, i: int, out: _Analysis) -> Expression | None:
+    if node.when is None:
+        return None
+    try:
+        return _compile_expression(node.when)
+    except ExpressionError as exc:
+        out.add(
+            "invalid_expression", f"node {node.id!r}: 'when': {exc}", node.id, f"nodes/{i}/when"
+        )
+        return None
+
+
+def _fallback(
+    node: NodeDef, i: int, agents: Collection[str], builtins: Collection[str], out: _Analysis
+) -> tuple[Template | None, bool]:
+    fb = node.fallback
+    if fb is None:
+        return None, True
+    if fb.kind is FallbackKind.BUILTIN and fb.target not in builtins:
+        known = ", ".join(sorted(builtins)) or "none"
+        out.add(
+            "unknown_builtin",
+            f"node {node.id!r}: unknown built-in fallback {fb.target!r} (known: {known})",
+            node.id,
+            f"nodes/{i}/fallback/builtin",
+        )
+        return None, False
+    if fb.kind is not FallbackKind.AGENT:
+        return None, True
+    ok = True
+    if fb.target not in agents:
+        ok = False
+        out.add(
+            "unknown_agent",
+            _unknown_agent(node, str(fb.target), agents) + " (fallback)",
+            node.id,
+            f"nodes/{i}/fallback/agent",
+        )
+    if fb.input is None:
+        return None, ok
+    try:
+        return compile_template(fb.input), ok
+    except TemplateError as exc:
+        out.add(
+            "invalid_template",
+            f"node {node.id!r}: fallback input: {exc}",
+            node.id,
+            f"nodes/{i}/fallback/input",
+        )
+        return None, False
+
+
+def _check_reads(
+    reads: list[tuple[NodeDef, int, frozenset[str], str]],
+    first: Mapping[str, int],
+    is_ancestor: Callable[[str, str], bool],
+    out: _Analysis,
+) -> None:
+    for node, _i, names, path in reads:
+        for name in sorted(names):
+            if name == INPUTS:
+                continue
+            if name == node.id:
+                out.add(
+                    "invalid_reference", f"node {node.id!r} reads its own output", node.id, path
+                )
+            elif name not in first:
+                out.add(
+                    "unknown_reference",
+                    f"node {node.id!r} reads {name!r}, which is neither 'inputs' nor a node",
+                    node.id,
+                    path,
+                )
+            elif not is_ancestor(name, node.id):
+                out.add(
+                    "not_an_ancestor",
+                    f"node {node.id!r} reads {name!r}, which it does not depend on "
+                    f"(directly or indirectly): add {name!r} to its depends_on",
+                    node.id,
+                    path,
+                )
+
+
+def _check_output(defn: WorkflowDef, first: Mapping[str, int], out: _Analysis) -> None:
+    if defn.output is None:
+        return
+    try:
+        out.output = compile_template(defn.output)
+    except TemplateError as exc:
+        out.add("invalid_template", f"output: {exc}", path="output")
+        return
+    for name in sorted(out.output.references):
+        if name != INPUTS and name not in first:
+            out.add(
+                "unknown_reference",
+                f"output reads {name!r}, which is neither 'inputs' nor a node",
+                path="output",
+            )
