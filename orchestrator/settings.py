@@ -36,7 +36,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from agents.registry import (
     DEFAULT_BREAKERS,
@@ -70,7 +70,7 @@ class Settings:
     state_ttl_s: int = DEFAULT_TTL_S
     key_prefix: str = DEFAULT_PREFIX
     log_level: str = "info"
-    http_transport: str = "aiohttp"
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     max_query_chars: int = 2_000
     max_body_bytes: int = 1_048_576
     workflow_timeout_s: float = 120.0
@@ -89,9 +89,18 @@ class Settings:
         for name, var in _URL_ENV.items():
             if env.get(var):
                 specs[name] = dataclasses.replace(specs[name], url=_check_url(env[var], src, var))
-        transport = env.get("ORCH_HTTP_TRANSPORT", "aiohttp")
-        if transport not in ("aiohttp", "httpx"):
-            raise ConfigError("must be 'aiohttp' or 'httpx'", source=src, key="ORCH_HTTP_TRANSPORT")
+        transport: Literal["aiohttp", "httpx"]
+        match env.get("ORCH_HTTP_TRANSPORT", "aiohttp"):
+            case "aiohttp":
+                transport = "aiohttp"
+            case "httpx":
+                transport = "httpx"
+            case other:
+                raise ConfigError(
+                    f"must be 'aiohttp' or 'httpx', got {other!r}",
+                    source=src,
+                    key="ORCH_HTTP_TRANSPORT",
+                )
         return cls(
             host=env.get("ORCH_HOST", "127.0.0.1"),
             port=_env_int(env, "ORCH_PORT", 8000, minimum=0),
@@ -241,9 +250,11 @@ def _overlay(base: _C, table: object, source: str, key: str) -> _C:
 
 
 def _positive(value: object, want: type[int] | type[float], source: str, key: str) -> Any:
-    ok_types: tuple[type, ...] = (int,) if want is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, ok_types):
+    # bool is an int subclass; `true` is never a sensible count or duration.
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"expected {want.__name__}, got {value!r}", source=source, key=key)
+    if want is int and not isinstance(value, int):
+        raise ConfigError(f"expected int, got {value!r}", source=source, key=key)
     if value <= 0:
         raise ConfigError(f"must be > 0, got {value!r}", source=source, key=key)
     return want(value)

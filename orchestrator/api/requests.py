@@ -63,7 +63,7 @@ def parse_query_request(body: dict[str, Any], *, max_query_chars: int) -> QueryR
             code="invalid_mode",
             details={"field": "mode", "allowed": list(_MODES)},
         )
-    return QueryRequest(query=query, mode=mode, workflow=workflow)  # type: ignore[arg-type]
+    return QueryRequest(query=query, mode=mode, workflow=workflow)
 
 
 def parse_workflow_body(body: dict[str, Any]) -> dict[str, Any]:
