@@ -17,6 +17,7 @@ from agents.registry import AgentRegistry
 from circuit.config import BreakerConfig, RetryConfig
 from orchestrator.app import create_app
 from orchestrator.settings import Settings, default_registry
+from state.store import StateStore
 
 # Fast retries so failure paths finish quickly; the policy itself is unit-tested in tests/circuit.
 FAST_RETRY = RetryConfig(max_attempts=2, base_delay_s=0.001, max_delay_s=0.005)
@@ -78,18 +79,26 @@ ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-def api(
+async def api(
     agents: Agents, aiohttp_client: ClientFactory
-) -> Callable[..., Awaitable[TestClient[web.Request, web.Application]]]:
-    """Start the API against the running agents: `client = await api(store=..., **settings)`."""
+) -> AsyncIterator[Callable[..., Awaitable[TestClient[web.Request, web.Application]]]]:
+    """Start the API against the running agents: `client = await api(store=..., **settings)`.
+
+    Stores handed in are closed at the end (the app only closes what it opened).
+    """
+    stores: list[StateStore] = []
 
     async def make(**kwargs: Any) -> TestClient[web.Request, web.Application]:
         store = kwargs.pop("store", None)
+        if store is not None:
+            stores.append(store)
         replica_id = kwargs.pop("replica_id", None)
         app = create_app(settings_for(agents, **kwargs), store=store, replica_id=replica_id)
         return await aiohttp_client(app)
 
-    return make
+    yield make
+    for store in stores:
+        await store.close()
 
 
 async def eventually(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -121,6 +122,15 @@ async def test_works_with_a_decoding_client(redis_backend: RedisBackend) -> None
     await cancellations.aclose()
 
 
+async def kill_pubsub_connections(redis_client: aioredis.Redis, name: str) -> int:
+    """Drop only this test's pub/sub connections, never another client's on the same server."""
+    clients = await redis_client.client_list(_type="pubsub")
+    ids = [c["id"] for c in clients if c.get("name") == name]
+    for client_id in ids:
+        await redis_client.client_kill_filter(_id=client_id)
+    return len(ids)
+
+
 # redis-py reconnects a pub/sub connection by itself when its retries allow; with
 # retries off the error reaches the store, which must reconnect on its own.
 RETRY_POLICIES = {"client-retries": {}, "no-client-retries": {"retry": Retry(NoBackoff(), 0)}}
@@ -131,10 +141,10 @@ async def test_subscription_survives_a_dropped_connection(
     redis_backend: RedisBackend, redis_client: aioredis.Redis, client_kwargs: dict[str, Any]
 ) -> None:
     """After Redis drops the pub/sub connection, cancels still reach the subscriber."""
-    store = await redis_backend.new(**client_kwargs)
+    name = f"t{uuid.uuid4().hex[:12]}"
+    store = await redis_backend.new(client_name=name, **client_kwargs)
     cancellations = await store.subscribe_cancellations()
-    killed = await redis_client.client_kill_filter(_type="pubsub")
-    assert killed == 1
+    assert await kill_pubsub_connections(redis_client, name) == 1
 
     workflow_id = new_id()
     await store.request_cancel(workflow_id)
@@ -154,7 +164,8 @@ async def test_cancels_missed_while_disconnected_are_replayed(
 ) -> None:
     """A flag set while the subscriber was away is delivered on reconnect, prefix-exact."""
     prefix = "we?rd*[1]:"  # glob characters must not widen the replay's SCAN
-    store = await redis_backend.new(prefix=prefix, **client_kwargs)
+    name = f"t{uuid.uuid4().hex[:12]}"
+    store = await redis_backend.new(prefix=prefix, client_name=name, **client_kwargs)
     cancellations = await store.subscribe_cancellations()
     missed = new_id()
     # Never published: only the replay can deliver it. The foreign flag would match an
@@ -162,7 +173,7 @@ async def test_cancels_missed_while_disconnected_are_replayed(
     await redis_client.set(keys.cancel_flag_key(prefix, missed), "1", ex=60)
     await redis_client.set(keys.cancel_flag_key("weXrdY1:", "foreign"), "1", ex=60)
 
-    assert await redis_client.client_kill_filter(_type="pubsub") == 1
+    assert await kill_pubsub_connections(redis_client, name) == 1
     assert await next_id(cancellations) == missed
 
     await store.request_cancel("marker")
