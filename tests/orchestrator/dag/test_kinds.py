@@ -1,0 +1,198 @@
+"""Built-in node kinds: condition, transform, aggregate, validate and agent input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from state.models import StepStatus, WorkflowStatus
+
+from .conftest import FakeAgents, Harness, agent
+
+ROWS = [
+    {"region": "eu", "revenue": 120, "meta": {"code": "EU"}},
+    {"region": "us", "revenue": 80, "meta": {"code": "US"}},
+    {"region": "apac", "revenue": 30, "meta": {"code": "AP"}},
+]
+
+
+async def run_one(harness: Harness, fake: FakeAgents, node: dict[str, Any], **data: Any) -> Any:
+    """Run `src` (an agent answering `data`) then `node` depending on it; node's step."""
+    fake.behaviours["src"] = data or {"rows": ROWS}
+    run = await harness.run(
+        {
+            "options": {"on_failure": "continue"},
+            "nodes": [agent("src"), {"depends_on": ["src"], **node}],
+        }
+    )
+    return run.step(node["id"])
+
+
+async def test_condition_outputs_the_expression_value(harness: Harness, fake: FakeAgents) -> None:
+    step = await run_one(
+        harness, fake, {"id": "c", "kind": "condition", "expr": "sum([1, 2]) + len(src.rows)"}
+    )
+    assert step.output == {"value": 6}
+
+
+async def test_transform_select_filter_map(harness: Harness, fake: FakeAgents) -> None:
+    """select the rows, keep revenue > 50, then project two fields (one nested)."""
+    step = await run_one(
+        harness,
+        fake,
+        {
+            "id": "t",
+            "kind": "transform",
+            "select": "rows",
+            "filter": "item.revenue > 50",
+            "map": {"name": "region", "code": "meta.code"},
+        },
+    )
+    assert step.output == {"value": [{"name": "eu", "code": "EU"}, {"name": "us", "code": "US"}]}
+
+
+async def test_transform_from_a_source_template_and_map_over_an_object(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    step = await run_one(
+        harness,
+        fake,
+        {"id": "t", "kind": "transform", "source": "{{ src.rows.0 }}", "map": {"r": "region"}},
+    )
+    assert step.output == {"value": {"r": "eu"}}
+
+
+async def test_transform_select_alone(harness: Harness, fake: FakeAgents) -> None:
+    """The issue's example: select a dot path of the one dependency's output."""
+    step = await run_one(
+        harness,
+        fake,
+        {"id": "label", "kind": "transform", "select": "echo.label"},
+        echo={"label": "hello"},
+    )
+    assert step.output == {"value": "hello"}
+
+
+async def test_transform_filter_on_a_non_list_fails(harness: Harness, fake: FakeAgents) -> None:
+    step = await run_one(
+        harness, fake, {"id": "t", "kind": "transform", "filter": "item > 1"}, rows=ROWS
+    )
+    assert step.status is StepStatus.FAILED
+    assert step.error.type == "invalid_input"
+
+
+@pytest.mark.parametrize(
+    ("op", "path", "expected"),
+    [
+        ("sum", "value", 60),
+        ("avg", "value", 20),
+        ("min", "value", 10),
+        ("max", "value", 30),
+        ("count", "value", 3),
+        ("concat", "items", [1, 2, 3, 4, 5, 6]),
+        ("count", "items", 6),
+        ("sum", "items", 21),
+        ("merge", "obj", {"k": "c", "a": 1, "b": 2, "c": 3}),
+    ],
+)
+async def test_aggregate_ops(
+    harness: Harness, fake: FakeAgents, op: str, path: str, expected: Any
+) -> None:
+    """The issue's fan-in example and every op, reading `path` in each dependency."""
+    for i, name in enumerate(("a", "b", "c"), start=1):
+        fake.behaviours[name] = {
+            "value": i * 10,
+            "items": [2 * i - 1, 2 * i],
+            "obj": {"k": name, name: i},
+        }
+    run = await harness.run(
+        {
+            "nodes": [
+                agent("a"),
+                agent("b"),
+                agent("c"),
+                {
+                    "id": "total",
+                    "kind": "aggregate",
+                    "depends_on": ["a", "b", "c"],
+                    "op": op,
+                    "path": path,
+                },
+            ]
+        }
+    )
+    assert run.step("total").output == {"value": expected}
+
+
+async def test_aggregate_of_non_numbers_fails(harness: Harness, fake: FakeAgents) -> None:
+    fake.behaviours["a"] = {"v": "x"}
+    run = await harness.run(
+        {
+            "options": {"on_failure": "continue"},
+            "nodes": [
+                agent("a"),
+                {"id": "s", "kind": "aggregate", "depends_on": ["a"], "op": "sum", "path": "v"},
+            ],
+        }
+    )
+    assert run.step("s").error.type == "invalid_input"
+
+
+async def test_validate_passes_a_matching_value_through(harness: Harness, fake: FakeAgents) -> None:
+    schema = {"type": "object", "required": ["rows"], "properties": {"rows": {"type": "array"}}}
+    step = await run_one(harness, fake, {"id": "v", "kind": "validate", "schema": schema})
+    assert step.output == {"value": {"rows": ROWS}}
+
+
+async def test_validate_fails_with_the_schema_errors(harness: Harness, fake: FakeAgents) -> None:
+    """The failure lists each schema error with where it is."""
+    schema = {
+        "type": "array",
+        "items": {"type": "object", "properties": {"revenue": {"type": "integer", "minimum": 100}}},
+    }
+    step = await run_one(
+        harness, fake, {"id": "v", "kind": "validate", "source": "{{ src.rows }}", "schema": schema}
+    )
+    assert step.status is StepStatus.FAILED
+    assert step.error.type == "validation_failed"
+    assert "2 schema error(s)" in step.error.message
+    assert "1/revenue: 80 is less than the minimum of 100" in step.error.message
+    assert step.error.input == ROWS
+
+
+async def test_validate_never_fetches_remote_refs(harness: Harness, fake: FakeAgents) -> None:
+    """A $ref to a URL is not retrieved: the node fails with invalid_schema."""
+    schema = {"$ref": "http://127.0.0.1:9/schema.json"}
+    step = await run_one(harness, fake, {"id": "v", "kind": "validate", "schema": schema})
+    assert step.status is StepStatus.FAILED
+    assert step.error.type == "invalid_schema"
+
+
+async def test_agent_input_must_render_to_an_object(harness: Harness, fake: FakeAgents) -> None:
+    fake.behaviours["src"] = {"rows": ROWS}
+    run = await harness.run(
+        {"nodes": [agent("src"), agent("b", depends_on=["src"], input="{{ src.rows }}")]}
+    )
+    assert run.state.status is WorkflowStatus.FAILED
+    assert run.step("b").error.type == "invalid_input"
+    assert run.step("b").error.input == ROWS
+    assert [c.step_id for c in fake.calls] == ["src"]
+
+
+async def test_template_reading_a_skipped_ancestor_renders_null(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """An aggregate ran past a skipped branch; a later node reading that branch gets null."""
+    run = await harness.run(
+        {
+            "nodes": [
+                agent("a"),
+                agent("b", when="False"),
+                {"id": "j", "kind": "aggregate", "depends_on": ["a", "b"], "op": "count"},
+                agent("c", depends_on=["j"], input={"b": "{{ b.agent }}", "n": "{{ j.value }}"}),
+            ]
+        }
+    )
+    assert run.step("c").status is StepStatus.COMPLETED
+    assert fake.calls[-1].payload == {"b": None, "n": 1}
