@@ -36,8 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "agent":
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
-        print(f"{args.kind} agent listening on http://{args.host}:{port}", flush=True)
-        asyncio.run(_serve_forever([_agent_starter(args.kind, args.host, args.port)]))
+        ready = f"{args.kind} agent listening on http://{args.host}:{port}"
+        asyncio.run(_serve_forever([_agent_starter(args.kind, args.host, port)], ready))
         return 0
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
@@ -58,8 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     else:
         starters = []
-    _announce(settings)
-    asyncio.run(_serve_forever([*starters, _api_starter(settings)]))
+    asyncio.run(_serve_forever([*starters, _api_starter(settings)], _announcement(settings)))
     return 0
 
 
@@ -108,12 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _announce(settings: Settings) -> None:
+def _announcement(settings: Settings) -> str:
     url = f"http://{settings.host}:{settings.port}"
     store = f"redis ({settings.redis_url})" if settings.redis_url else "memory (embedded)"
     agents = ", ".join(f"{name}={spec.url}" for name, spec in settings.agents.items())
-    print(f"orchestrator listening on {url} | state store: {store} | agents: {agents}", flush=True)
-    print(f"try: {_EXAMPLE.format(url=url)}", flush=True)
+    return (
+        f"orchestrator listening on {url} | state store: {store} | agents: {agents}\n"
+        f"try: {_EXAMPLE.format(url=url)}"
+    )
 
 
 _Starter = Callable[[], Awaitable[web.AppRunner]]
@@ -139,7 +140,8 @@ def _api_starter(settings: Settings) -> _Starter:
     return start
 
 
-async def _serve_forever(starters: Sequence[_Starter]) -> None:
+async def _serve_forever(starters: Sequence[_Starter], ready: str) -> None:
+    """Start everything, print `ready` once every socket listens, run until SIGINT/SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -149,6 +151,7 @@ async def _serve_forever(starters: Sequence[_Starter]) -> None:
     try:
         for start in starters:
             runners.append(await start())
+        print(ready, flush=True)
         await stop.wait()
     finally:
         for runner in reversed(runners):

@@ -1,0 +1,113 @@
+"""The `orchestrator` console script: help texts, config errors, and `up` for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["serve", "--help"], ["up", "--help"], ["agent", "--help"]]
+)
+def test_every_command_explains_itself(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: orchestrator" in out
+    assert len(out.splitlines()) > 3
+
+
+def test_bad_config_stops_start_up_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "orch.toml"
+    config.write_text("[agents.data.breaker]\nfail_max = -1\n", encoding="utf-8")
+    monkeypatch.setenv("ORCH_CONFIG", str(config))
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err
+    assert "agents.data.breaker.fail_max" in err
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _consecutive_free_ports() -> int:
+    """A base port with the next two free as well (the agents take base, base+1, base+2)."""
+    for _ in range(50):
+        (base,) = _free_ports(1)
+        try:
+            probes = []
+            for port in (base, base + 1, base + 2):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                probes.append(s)
+            for s in probes:
+                s.close()
+            return base
+        except OSError:
+            for s in probes:
+                s.close()
+    raise RuntimeError("no three consecutive free ports")
+
+
+def test_up_starts_api_and_agents_and_answers_a_query() -> None:
+    """`orchestrator up` prints its URL and store, answers the README's query, stops on SIGINT."""
+    (api_port,) = _free_ports(1)
+    base = _consecutive_free_ports()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ORCH_CONFIG")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "up",
+            "--port",
+            str(api_port),
+            "--agents-base-port",
+            str(base),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert f"http://127.0.0.1:{api_port}" in first
+        assert "state store: memory" in first
+        assert f"nlp=http://127.0.0.1:{base}" in first
+        assert "curl" in proc.stdout.readline()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/api/query",
+            data=json.dumps({"query": "average revenue by region in 2024"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        # The line is printed once every socket listens: no waiting needed.
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.loads(response.read())
+        assert body["status"] == "completed"
+        assert body["chart"]["mark"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0

@@ -1,0 +1,122 @@
+"""Settings.from_env: defaults, environment overrides, and config files that stop start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.settings import ConfigError, Settings
+
+
+def test_defaults_follow_the_design() -> None:
+    settings = Settings.from_env({})
+    assert settings.redis_url is None
+    assert settings.state_ttl_s == 3600
+    assert set(settings.agents) == {"nlp", "data", "viz"}
+    data = settings.agents["data"]
+    assert (data.breaker.fail_max, data.breaker.reset_timeout_s) == (3, 120.0)
+    assert (data.retry.max_attempts, data.retry.base_delay_s, data.retry.max_delay_s) == (
+        2,
+        2.0,
+        60.0,
+    )
+    nlp = settings.agents["nlp"]
+    assert (nlp.breaker.fail_max, nlp.retry.max_attempts, nlp.retry.max_delay_s) == (5, 3, 30.0)
+    assert settings.agents["viz"].url == "http://127.0.0.1:8003"
+
+
+def test_environment_overrides() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://r:6379/0",
+            "ORCH_STATE_TTL_S": "60",
+            "NLP_AGENT_URL": "http://nlp.internal:9001",
+            "ORCH_PORT": "9000",
+            "ORCH_HTTP_TRANSPORT": "httpx",
+        }
+    )
+    assert settings.redis_url == "redis://r:6379/0"
+    assert settings.state_ttl_s == 60
+    assert settings.agents["nlp"].url == "http://nlp.internal:9001"
+    assert settings.port == 9000
+    assert settings.http_transport == "httpx"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"ORCH_STATE_TTL_S": "soon"}, "ORCH_STATE_TTL_S"),
+        ({"ORCH_STATE_TTL_S": "0"}, "ORCH_STATE_TTL_S"),
+        ({"DATA_AGENT_URL": "data:8002"}, "DATA_AGENT_URL"),
+        ({"ORCH_HTTP_TRANSPORT": "curl"}, "ORCH_HTTP_TRANSPORT"),
+    ],
+)
+def test_bad_environment_names_the_variable(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert info.value.key == key
+    assert key in str(info.value)
+
+
+def test_config_file_tunes_agents_and_registers_new_ones(tmp_path: Path) -> None:
+    path = tmp_path / "orch.toml"
+    path.write_text(
+        """
+[agents.data]
+concurrency = 4
+[agents.data.breaker]
+fail_max = 7
+half_open_max_calls = 2
+[agents.data.retry]
+max_attempts = 4
+base_delay_s = 0.5
+[agents.data.timeouts]
+read = 12.5
+
+[agents.summariser]
+url = "http://127.0.0.1:9100"
+""",
+        encoding="utf-8",
+    )
+    settings = Settings.from_env({"ORCH_CONFIG": str(path), "DATA_AGENT_URL": "http://d:1"})
+    data = settings.agents["data"]
+    assert data.concurrency == 4
+    assert (data.breaker.fail_max, data.breaker.half_open_max_calls) == (7, 2)
+    assert data.breaker.reset_timeout_s == 120.0  # untouched keys keep their defaults
+    assert (data.retry.max_attempts, data.retry.base_delay_s) == (4, 0.5)
+    assert data.timeouts.read == 12.5
+    assert data.url == "http://d:1"  # the environment wins over the file
+    assert settings.agents["summariser"].url == "http://127.0.0.1:9100"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("[agents.data.breaker]\nfail_max = 'three'\n", "agents.data.breaker.fail_max", "int"),
+        ("[agents.data.breaker]\nfail_max = 0\n", "agents.data.breaker.fail_max", "> 0"),
+        ("[agents.data.breaker]\nfail_maks = 3\n", "agents.data.breaker.fail_maks", "unknown"),
+        ("[agents.data.retry]\nmax_attempts = 2.5\n", "agents.data.retry.max_attempts", "int"),
+        ("[agents.data]\nurl = 'ftp://x'\n", "agents.data.url", "http"),
+        ("[agents.new]\nconcurrency = 2\n", "agents.new.url", "url"),
+        ("[agents.data]\nspeed = 1\n", "agents.data.speed", "unknown"),
+        ("[agent.data]\nurl = 'http://x'\n", "agent", "unknown"),
+        ("[agents.data\n", "(file)", "TOML"),
+    ],
+)
+def test_bad_config_file_names_file_key_and_problem(
+    tmp_path: Path, text: str, key: str, words: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ORCH_CONFIG": str(path)})
+    message = str(info.value)
+    assert info.value.key == key
+    assert str(path) in message
+    assert words in message
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        Settings.from_env({"ORCH_CONFIG": str(tmp_path / "nope.toml")})
