@@ -11,7 +11,7 @@ from agents.client import AgentClient, create_http_client
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
-from orchestrator.chain import CHAIN_DEFINITION
+from orchestrator.chain import chain_definition
 from orchestrator.dag.kinds import default_kinds
 from orchestrator.dag.runner import BuiltinFallback, DagRunner
 from orchestrator.dag.validate import compile_workflow
@@ -61,7 +61,9 @@ def create_app(
         )
         orchestrator = WorkflowOrchestrator(store=the_store, runner=runner, replica_id=replica_id)
         chain = compile_workflow(
-            CHAIN_DEFINITION,
+            chain_definition(
+                timeout_s=settings.workflow_timeout_s, max_parallel=settings.max_parallel
+            ),
             agents=list(settings.agents),
             kinds=kinds,
             builtins=list(BUILTIN_FALLBACKS),

@@ -8,6 +8,7 @@ chart (`degraded`); a `data` failure stops the workflow (`failed`).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 CHAIN_NAME = "chain"
@@ -49,3 +50,10 @@ CHAIN_DEFINITION: dict[str, Any] = {
         "chart": "{{ viz.spec }}",
     },
 }
+
+
+def chain_definition(*, timeout_s: float, max_parallel: int) -> dict[str, Any]:
+    """The chain with this deployment's workflow deadline and parallelism."""
+    definition = copy.deepcopy(CHAIN_DEFINITION)
+    definition["options"].update(timeout_s=timeout_s, max_parallel=max_parallel)
+    return definition

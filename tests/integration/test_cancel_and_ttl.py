@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+from orchestrator.api.services import SERVICES
 from state.memory import MemoryStateStore
 from tests.integration.conftest import Agents, eventually
 
@@ -74,3 +77,47 @@ async def test_status_is_404_after_the_ttl(api: Any) -> None:
     response = await client.get(url)
     assert response.status == 404
     assert (await response.json())["error"]["code"] == "workflow_not_found"
+
+
+async def test_client_disconnect_does_not_stop_the_workflow(api: Any, agents: Agents) -> None:
+    """A sync caller that goes away leaves its workflow running, to end in a terminal state."""
+    await agents["data"].control(delay_ms=60_000)
+    client = await api()
+    orchestrator = client.app[SERVICES].orchestrator
+    request = asyncio.ensure_future(client.post("/api/query", json={"query": QUESTION}))
+
+    async def data_in_flight() -> bool:
+        return (await agents["data"].stats())["in_flight"] == 1
+
+    await eventually(data_in_flight)
+    request.cancel()  # the frontend gives up and closes the connection
+    with contextlib.suppress(asyncio.CancelledError):
+        await request
+    (workflow_id,) = orchestrator.running
+    status = await (await client.get(f"/api/workflow/{workflow_id}/status")).json()
+    assert status["status"] == "running"
+    assert (await agents["data"].stats())["cancelled"] == 0
+    body = await (await client.post(f"/api/workflow/{workflow_id}/cancel")).json()
+    assert body["status"] == "cancelled"
+
+
+async def test_hanging_agent_ends_in_workflow_timeout(api: Any, agents: Agents) -> None:
+    """An agent that never answers cannot keep a workflow open past its deadline."""
+    await agents["data"].control(delay_ms=60_000)
+    client = await api(workflow_timeout_s=0.3)
+    response = await client.post("/api/query", json={"query": QUESTION})
+    body = await response.json()
+    assert body["status"] == "failed"
+    # The workflow deadline reaches the agent call as its deadline too: whichever
+    # notices first names the failure.
+    assert (response.status, body["error"]["code"]) in {
+        (504, "workflow_timeout"),
+        (502, "agent_timeout"),
+    }
+    assert "timed out" in body["error"]["message"]
+    assert body["steps"]["nlp"]["status"] == "completed"
+
+    async def agent_saw_abort() -> bool:
+        return (await agents["data"].stats())["cancelled"] == 1
+
+    await eventually(agent_saw_abort)
