@@ -29,12 +29,14 @@ def dependents_of(deps: Deps) -> dict[str, list[str]]:
 class Layering:
     """Kahn's algorithm's result. `order` is a topological order of the acyclic part;
     `levels[i]` holds the nodes whose longest dependency chain has i edges; `blocked`
-    are nodes on or downstream of a cycle (empty for a DAG)."""
+    are nodes on or downstream of a cycle (empty for a DAG); `dependents` the
+    reversed edges."""
 
     order: list[str]
     levels: list[list[str]]
     level_of: dict[str, int]
     blocked: list[str]
+    dependents: dict[str, list[str]]
 
 
 def layer(deps: Deps) -> Layering:
@@ -62,7 +64,9 @@ def layer(deps: Deps) -> Layering:
                     nxt.append(m)
         frontier = nxt
     blocked = [n for n in deps if n not in level_of]
-    return Layering(order=order, levels=levels, level_of=level_of, blocked=blocked)
+    return Layering(
+        order=order, levels=levels, level_of=level_of, blocked=blocked, dependents=dependents
+    )
 
 
 class _Tarjan:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from orchestrator.dag.errors import DefinitionError, Problem
 from orchestrator.dag.expressions import ALLOWED_FUNCTIONS, Expression, ExpressionError
 from orchestrator.dag.expressions import compile_expression as _compile_expression
-from orchestrator.dag.graph import Layering, ancestor_test, dependents_of, find_cycles, layer
+from orchestrator.dag.graph import Layering, ancestor_test, find_cycles, layer
 from orchestrator.dag.kinds import Compiled, NodeKind, NodeKindRegistry, default_kinds
 from orchestrator.dag.model import FallbackKind, NodeDef, WorkflowDef
-from orchestrator.dag.parse import DEFAULT_MAX_NODES, parse_lenient
+from orchestrator.dag.parse import DEFAULT_MAX_NODES, gc_paused, parse_lenient
 from orchestrator.dag.templates import Template, TemplateError, compile_template
 
 INPUTS = "inputs"
@@ -31,9 +31,12 @@ RESERVED_IDS: frozenset[str] = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CompiledNode:
-    """A node ready to run: its kind, compiled params, `when` and fallback input."""
+    """A node ready to run: its kind, compiled params, `when` and fallback input.
+
+    Read-only by contract (not frozen: building 10,000 of them is on the API's path).
+    """
 
     node: NodeDef
     index: int
@@ -96,7 +99,10 @@ def validate_definition(
     builtins: Collection[str] = (),
 ) -> list[Problem]:
     """Every problem of `defn` against the registries and as a graph ([] if none)."""
-    return _analyse(defn, agents=agents, kinds=kinds or default_kinds(), builtins=builtins).problems
+    with gc_paused():
+        return _analyse(
+            defn, agents=agents, kinds=kinds or default_kinds(), builtins=builtins
+        ).problems
 
 
 def compile_workflow(
@@ -111,7 +117,24 @@ def compile_workflow(
 
     Raises DefinitionError with the structural and the semantic problems together.
     """
-    kinds = kinds or default_kinds()
+    with gc_paused():
+        return _compile(
+            raw,
+            agents=agents,
+            kinds=kinds or default_kinds(),
+            builtins=builtins,
+            max_nodes=max_nodes,
+        )
+
+
+def _compile(
+    raw: object,
+    *,
+    agents: Collection[str],
+    kinds: NodeKindRegistry,
+    builtins: Collection[str],
+    max_nodes: int,
+) -> CompiledWorkflow:
     if isinstance(raw, WorkflowDef):
         defn, problems, malformed = raw, [], set[str]()
         if len(raw.nodes) > max_nodes:
@@ -134,7 +157,7 @@ def compile_workflow(
     if problems:
         raise DefinitionError(problems)
     assert analysis.layering is not None
-    dependents = dependents_of(analysis.deps)
+    dependents = analysis.layering.dependents
     return CompiledWorkflow(
         definition=defn,
         nodes=analysis.compiled,
@@ -156,30 +179,34 @@ def _analyse(
 ) -> _Analysis:
     out = _Analysis()
     first = _check_ids(defn, out)
-    agent_names = agents if isinstance(agents, set | frozenset | Mapping) else set(agents)
+    agent_names = frozenset(agents)
+    ids = set(first)
+    # (node, its index, root names read, where they are read: "" params, "when", ...)
     reads: list[tuple[NodeDef, int, frozenset[str], str]] = []
     for i, node in enumerate(defn.nodes):
         if first.get(node.id) != i:
             continue  # a duplicate: reported, and left out of the graph
-        out.deps[node.id] = tuple(d for d in node.depends_on if d in first)
-        for d in node.depends_on:
-            if d not in first:
-                out.add(
-                    "unknown_dependency",
-                    f"node {node.id!r} depends on {d!r}, which is not a node",
-                    node.id,
-                    f"nodes/{i}/depends_on",
-                )
+        deps = node.depends_on
+        if not ids.issuperset(deps):
+            for d in deps:
+                if d not in first:
+                    out.add(
+                        "unknown_dependency",
+                        f"node {node.id!r} depends on {d!r}, which is not a node",
+                        node.id,
+                        f"nodes/{i}/depends_on",
+                    )
+            deps = tuple(d for d in deps if d in first)
+        out.deps[node.id] = deps
         compiled = _compile_node(node, i, kinds, node.id in malformed, agent_names, builtins, out)
-        if compiled is not None:
-            out.compiled[node.id] = compiled
-            reads.append((node, i, compiled.compiled.references, f"nodes/{i}"))
-            if compiled.when is not None:
-                reads.append((node, i, compiled.when.names, f"nodes/{i}/when"))
-            if compiled.fallback_input is not None:
-                reads.append(
-                    (node, i, compiled.fallback_input.references, f"nodes/{i}/fallback/input")
-                )
+        if compiled is None:
+            continue
+        out.compiled[node.id] = compiled
+        reads.append((node, i, compiled.compiled.references, ""))
+        if compiled.when is not None:
+            reads.append((node, i, compiled.when.names, "/when"))
+        if compiled.fallback_input is not None:
+            reads.append((node, i, compiled.fallback_input.references, "/fallback/input"))
     out.layering = layering = layer(out.deps)
     if layering.blocked:
         for cycle in find_cycles(out.deps, layering.blocked):
@@ -192,7 +219,7 @@ def _analyse(
                 tuple(cycle),
             )
     else:
-        _check_reads(reads, first, ancestor_test(out.deps), out)
+        _check_reads(reads, first, out.deps, out)
     _check_output(defn, first, out)
     return out
 
@@ -224,7 +251,7 @@ def _compile_node(
     i: int,
     kinds: NodeKindRegistry,
     malformed: bool,
-    agents: Collection[str],
+    agents: frozenset[str],
     builtins: Collection[str],
     out: _Analysis,
 ) -> CompiledNode | None:
@@ -248,20 +275,21 @@ def _compile_node(
             for p in exc.problems:
                 path = f"nodes/{i}/{p.path}" if p.path else f"nodes/{i}"
                 out.problems.append(Problem(p.code, p.message, node.id, path, p.nodes))
-        if compiled is not None:
-            for agent in sorted(compiled.agents):
-                if agent not in agents:
-                    ok = False
-                    out.add(
-                        "unknown_agent",
-                        _unknown_agent(node, agent, agents),
-                        node.id,
-                        f"nodes/{i}/agent",
-                    )
-    when = _when(node, i, out)
-    ok = ok and (node.when is None or when is not None)
-    fallback_input, fallback_ok = _fallback(node, i, agents, builtins, out)
-    if not ok or not fallback_ok or compiled is None:
+        unknown = () if compiled is None or compiled.agents <= agents else compiled.agents - agents
+        for agent in sorted(unknown):
+            ok = False
+            out.add(
+                "unknown_agent", _unknown_agent(node, agent, agents), node.id, f"nodes/{i}/agent"
+            )
+    when = None
+    if node.when is not None:
+        when = _when(node, i, out)
+        ok = ok and when is not None
+    fallback_input = None
+    if node.fallback is not None:
+        fallback_input, fallback_ok = _fallback(node, i, agents, builtins, out)
+        ok = ok and fallback_ok
+    if not ok or compiled is None:
         return None
     return CompiledNode(node, i, kind, compiled, when, fallback_input)
 
@@ -326,11 +354,20 @@ def _fallback(
 def _check_reads(
     reads: list[tuple[NodeDef, int, frozenset[str], str]],
     first: Mapping[str, int],
-    is_ancestor: Callable[[str, str], bool],
+    deps: Mapping[str, tuple[str, ...]],
     out: _Analysis,
 ) -> None:
-    for node, _i, names, path in reads:
-        for name in sorted(names):
+    is_ancestor: Callable[[str, str], bool] | None = None
+    for node, i, names, where in reads:
+        direct = deps[node.id]
+        # Fast path: "inputs" and direct dependencies, which is nearly every read.
+        rest = names.difference(direct)
+        if not rest or (len(rest) == 1 and INPUTS in rest):
+            continue
+        if is_ancestor is None:
+            is_ancestor = ancestor_test(deps)
+        path = f"nodes/{i}{where}"
+        for name in sorted(rest):
             if name == INPUTS:
                 continue
             if name == node.id:

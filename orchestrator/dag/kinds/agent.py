@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -11,10 +12,19 @@ from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, Problem
 from orchestrator.dag.model import NodeDef
 from orchestrator.dag.paths import json_type, with_article
 from orchestrator.dag.schema import builtin_params_schema
-from orchestrator.dag.templates import Template
+from orchestrator.dag.templates import Template, TemplateError, compile_template
 
 # The RetryConfig fields a node may override; the rest stay the agent's.
 RETRY_OVERRIDES = frozenset({"max_attempts", "base_delay_s", "max_delay_s"})
+
+
+# No `input`: the agent gets {}. Compiled once; templates are immutable.
+_NO_INPUT = compile_template({})
+
+
+@functools.lru_cache(maxsize=1024)
+def _agent_set(agent: str) -> frozenset[str]:
+    return frozenset((agent,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +47,39 @@ class AgentKind(BaseKind):
     fan_in = False
 
     def compile(self, node: NodeDef) -> AgentParams:
+        params = node.params
+        agent = params.get("agent")
+        raw_input = params.get("input")
+        retry = params.get("retry")
+        template: Template | None = _NO_INPUT
+        if raw_input is not None:
+            try:
+                template = compile_template(raw_input)
+            except TemplateError:
+                template = None
+        retry_ok = retry is None or (isinstance(retry, Mapping) and set(retry) <= RETRY_OVERRIDES)
+        if template is None or not retry_ok or not isinstance(agent, str) or not agent:
+            self._refuse(node)
+        assert template is not None and isinstance(agent, str)
+        return AgentParams(
+            references=template.references,
+            agents=_agent_set(agent),
+            agent=agent,
+            input=template,
+            retry=dict(retry) if retry else None,
+        )
+
+    @staticmethod
+    def _refuse(node: NodeDef) -> None:
+        """Collect every problem of the params and raise (the slow path, errors only)."""
         collect = ProblemCollector(node)
-        agent = node.params.get("agent")
+        params = node.params
+        agent = params.get("agent")
         if not isinstance(agent, str) or not agent:
             collect.add("invalid_value", "'agent' must name a registered agent", "agent")
-        template = collect.template(node.params.get("input", {}), "input")
-        retry = node.params.get("retry")
+        if params.get("input") is not None:
+            collect.template(params["input"], "input")
+        retry = params.get("retry")
         if retry is not None and not (isinstance(retry, Mapping) and set(retry) <= RETRY_OVERRIDES):
             collect.add(
                 "invalid_value",
@@ -50,14 +87,6 @@ class AgentKind(BaseKind):
                 "retry",
             )
         collect.raise_if_any()
-        assert template is not None and isinstance(agent, str)
-        return AgentParams(
-            references=template.references,
-            agents=frozenset({agent}),
-            agent=agent,
-            input=template,
-            retry=dict(retry) if retry else None,
-        )
 
     async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
         params = cast(AgentParams, ctx.compiled)
