@@ -400,18 +400,7 @@ class _Execution:
         return await self._fallback(cn, ctx, error)
 
     async def _run_bounded(self, cn: CompiledNode, ctx: NodeContext) -> Any:
-        if cn.node.timeout_s is None:
-            return await cn.kind.run(cn.node, ctx)
-        budget = asyncio.timeout(cn.node.timeout_s)
-        try:
-            async with budget:
-                return await cn.kind.run(cn.node, ctx)
-        except TimeoutError as exc:
-            if budget.expired():
-                raise NodeTimeout(
-                    node_id=cn.id, timeout_s=cn.node.timeout_s, agent=ctx.agent
-                ) from exc
-            raise
+        return await self._bounded(cn, ctx, cn.kind.run(cn.node, ctx))
 
     async def _fallback(self, cn: CompiledNode, ctx: NodeContext, error: BaseException) -> _Outcome:
         fb = cn.node.fallback
@@ -424,13 +413,13 @@ class _Execution:
             elif fb.kind is FallbackKind.BUILTIN:
                 builtin = self.runner.builtins[str(fb.target)]
                 arg = node_input if isinstance(node_input, Mapping) else {"value": node_input}
-                output = await self._bounded(cn, builtin(arg))
+                output = await self._bounded(cn, ctx, builtin(arg))
             else:
                 payload = ctx.render(cn.fallback_input) if cn.fallback_input else node_input
                 if not isinstance(payload, Mapping):
                     payload = {}
                 ctx.deadline = self._node_deadline(cn)
-                output = await self._bounded(cn, ctx.call_agent(str(fb.target), payload))
+                output = await self._bounded(cn, ctx, ctx.call_agent(str(fb.target), payload))
         except Exception as fb_exc:
             failure = NodeError(
                 f"{reason}; fallback failed: {error_message(fb_exc)}",
@@ -450,11 +439,19 @@ class _Execution:
             agent=_agent_of(error, ctx),
         )
 
-    async def _bounded(self, cn: CompiledNode, awaitable: Awaitable[Any]) -> Any:
-        if cn.node.timeout_s is None:
-            return await awaitable
-        async with asyncio.timeout(cn.node.timeout_s):
-            return await awaitable
+    async def _bounded(self, cn: CompiledNode, ctx: NodeContext, work: Awaitable[Any]) -> Any:
+        """Await `work` under the node's timeout_s (if any); NodeTimeout when it runs out."""
+        timeout_s = cn.node.timeout_s
+        if timeout_s is None:
+            return await work
+        budget = asyncio.timeout(timeout_s)
+        try:
+            async with budget:
+                return await work
+        except TimeoutError as exc:
+            if budget.expired():
+                raise NodeTimeout(node_id=cn.id, timeout_s=timeout_s, agent=ctx.agent) from exc
+            raise
 
     # -- endings -----------------------------------------------------------------------
 

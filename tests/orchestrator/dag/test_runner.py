@@ -603,3 +603,23 @@ def test_compiled_workflow_is_reusable() -> None:
         return out
 
     assert asyncio.run(go()) == [WorkflowStatus.COMPLETED] * 2
+
+
+async def test_a_fallback_is_bounded_by_the_node_timeout(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """A hanging built-in fallback times out like the node would, and the node fails."""
+    fake.behaviours["a"] = AgentHTTPError(agent="a", status=500)
+    never = asyncio.Event()
+
+    async def hang(payload: Any) -> Any:
+        await never.wait()
+
+    run = await harness.run(
+        {"nodes": [agent("a", timeout_s=0.02, fallback={"builtin": "hang"})]},
+        builtins={"hang": hang},
+    )
+    error = run.step("a").error
+    assert run.state.status is WorkflowStatus.FAILED
+    assert error.type == "agent_http_error"
+    assert "fallback failed: node 'a' timed out after 0.02 s" in error.message
