@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 
 from orchestrator.dag.errors import DefinitionError
 from orchestrator.dag.parse import parse_definition
@@ -75,6 +75,7 @@ def test_plan_of_a_bare_definition_with_a_cycle_raises() -> None:
 
 
 @given(dags(max_nodes=25))
+@settings(deadline=None)  # timing belongs in bench/, not in a flaky test
 def test_plan_levels_are_a_valid_layering(deps: dict[str, tuple[str, ...]]) -> None:
     """Parsed, compiled and planned: each node once, every dependency on an earlier level."""
     plan = plan_workflow(compile_def(definition(deps)))
