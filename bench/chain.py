@@ -179,13 +179,12 @@ async def _floor(stub_port: int, concurrency: int, count: int) -> Row:
 
 
 async def _engine(name: str, stub_port: int, store: Any, concurrency: int, count: int) -> Row:
-    from orchestrator.dag.runner import DagRunner
-    from orchestrator.dag.validate import compile_workflow
-
     from agents.client import AgentClient, create_http_client
     from orchestrator.app import BUILTIN_FALLBACKS
     from orchestrator.chain import CHAIN_DEFINITION
     from orchestrator.dag.kinds import default_kinds
+    from orchestrator.dag.runner import DagRunner
+    from orchestrator.dag.validate import compile_workflow
     from orchestrator.engine import WorkflowOrchestrator
 
     registry = _registry(stub_port)
