@@ -5,7 +5,8 @@ Layout under one prefix (default ``orch:``), for a workflow ``<id>``::
     orch:wf:{<id>}          hash  the workflow document (fields below)      TTL, refreshed on save
     orch:wf:{<id>}:cancel   str   cancel flag ("1")                         same expiry as the doc
     orch:wf:{<id>}:idem     hash  idempotency keys, step -> key  (reserved) refreshed on save
-    orch:wf:{<id>}:lease    str   owner lease + fencing token   (reserved) its own short TTL
+    orch:wf:{<id>}:lease    str   owner replica id                          its own short TTL
+    orch:running            set   ids of workflows someone claimed and has not released
     orch:cancel             chan  pub/sub: message = workflow id to cancel
 
 The ``{<id>}`` braces are a Redis Cluster hash tag: every key of one workflow
@@ -15,11 +16,13 @@ The document is a hash rather than a plain string so that the "terminal is
 final" check in the save script reads one short field (`DOC_STATUS_FIELD`)
 instead of decoding the whole JSON document in Lua on every write.
 
-Reserved keys are named here so nothing else claims them; no code uses them yet:
+Keys beyond the document and the cancel flag:
 
-- the **lease** (`lease_key`) will hold ``<replica>:<generation>`` with a short
-  TTL renewed by the owner's heartbeat; it is deliberately *not* in
-  `refreshed_keys`, because its expiry is how a dead owner is detected.
+- the **lease** (`lease_key`, state/leases.py) holds the owner replica's id with a
+  short TTL renewed by the owner's heartbeat; it is deliberately *not* in
+  `refreshed_keys`, because its expiry is how a dead owner is detected. The
+  running index (`running_index_key`) is what the other replicas scan for such
+  orphans.
 - the **idempotency** hash (`idempotency_key`) will map a step (attempt) to the
   ``Idempotency-Key`` sent to its agent, so a resumed workflow reuses the key;
   it lives exactly as long as the document.
@@ -53,8 +56,13 @@ def idempotency_key(prefix: str, workflow_id: str) -> str:
 
 
 def lease_key(prefix: str, workflow_id: str) -> str:
-    """Reserved: the owner lease (replica and fencing generation), own short TTL."""
+    """The owner lease (the replica id), with its own short TTL."""
     return f"{workflow_key(prefix, workflow_id)}:lease"
+
+
+def running_index_key(prefix: str) -> str:
+    """Set of workflow ids under a lease: scanned for orphans whose lease expired."""
+    return f"{prefix}running"
 
 
 def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:

@@ -1,0 +1,87 @@
+"""Owner leases, one contract over both implementations: claim, renew, release, orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from state.leases import LeaseStore, MemoryLeases, RedisLeases
+from tests.state.conftest import FakeClock
+
+# Expire leases: memory moves its fake clock; Redis waits out a real (short) lease.
+Expire = Callable[[], Awaitable[None]]
+LEASE_S = 0.2
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def leases(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[Callable[[], LeaseStore], Expire]]:
+    if request.param == "memory":
+        clock = FakeClock()
+        shared = MemoryLeases(clock=clock)
+
+        async def advance() -> None:
+            clock.advance(LEASE_S + 0.01)
+
+        yield (lambda: shared), advance
+        return
+    url: str = request.getfixturevalue("redis_url")
+    client = aioredis.Redis.from_url(url)
+    prefix = f"lease-test:{uuid.uuid4().hex[:8]}:"
+
+    async def wait_out() -> None:
+        await asyncio.sleep(LEASE_S + 0.05)  # a real TTL has to pass: nothing to await instead
+
+    try:
+        yield (lambda: RedisLeases(client, prefix=prefix)), wait_out
+    finally:
+        await client.aclose()
+
+
+async def test_one_owner_at_a_time(leases: Any) -> None:
+    new, _ = leases
+    a, b = new(), new()
+    assert await a.claim("w1", "replica-a", lease_s=LEASE_S)
+    assert not await b.claim("w1", "replica-b", lease_s=LEASE_S)
+    assert await b.orphans() == []
+
+
+async def test_an_expired_lease_is_an_orphan_and_can_be_taken_over(leases: Any) -> None:
+    """A lapsed lease is an orphan; another replica takes it over; the old owner learns it."""
+    new, expire = leases
+    a, b = new(), new()
+    await a.claim("w1", "replica-a", lease_s=LEASE_S)
+    await a.claim("w2", "replica-a", lease_s=LEASE_S)
+    await expire()
+    assert await b.orphans() == ["w1", "w2"]
+    assert await b.claim("w1", "replica-b", lease_s=60)
+    assert await b.orphans() == ["w2"]
+    # w1 was taken over; w2 lapsed but nobody took it, so the late heartbeat keeps it.
+    assert await a.renew(["w1", "w2"], "replica-a", lease_s=60) == {"w2"}
+    assert await b.orphans() == []
+
+
+async def test_renew_keeps_the_lease_alive(leases: Any) -> None:
+    new, expire = leases
+    a = new()
+    await a.claim("w1", "replica-a", lease_s=60)
+    assert await a.renew(["w1"], "replica-a", lease_s=60) == {"w1"}
+    assert await a.renew([], "replica-a", lease_s=60) == set()
+    assert await a.orphans() == []
+
+
+async def test_release_unlists_and_frees_only_the_owners_lease(leases: Any) -> None:
+    new, expire = leases
+    a, b = new(), new()
+    await a.claim("w1", "replica-a", lease_s=60)
+    await b.release("w1", "replica-b")  # not b's: nothing happens
+    assert not await b.claim("w1", "replica-b", lease_s=60)
+    await a.release("w1", "replica-a")
+    assert await b.orphans() == []
+    assert await b.claim("w1", "replica-b", lease_s=60)
