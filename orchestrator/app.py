@@ -11,14 +11,15 @@ from agents.client import AgentClient, create_http_client
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
-from orchestrator.chain import chain_definition
+from orchestrator.chain import CHAIN_NAME, chain_definition
 from orchestrator.dag.kinds import default_kinds
 from orchestrator.dag.runner import BuiltinFallback, DagRunner
-from orchestrator.dag.validate import compile_workflow
+from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
 from orchestrator.settings import Settings
 from state.memory import MemoryStateStore
+from state.models import WorkflowState
 from state.redis import RedisStateStore
 from state.store import StateStore
 
@@ -59,7 +60,6 @@ def create_app(
         runner = DagRunner(
             agents=client, registry=settings.agents, kinds=kinds, builtins=BUILTIN_FALLBACKS
         )
-        orchestrator = WorkflowOrchestrator(store=the_store, runner=runner, replica_id=replica_id)
         chain = compile_workflow(
             chain_definition(
                 timeout_s=settings.workflow_timeout_s, max_parallel=settings.max_parallel
@@ -68,8 +68,24 @@ def create_app(
             kinds=kinds,
             builtins=list(BUILTIN_FALLBACKS),
         )
-        await orchestrator.start()
-        app[SERVICES] = Services(
+
+        def resolve(state: WorkflowState) -> CompiledWorkflow:
+            # A resumed workflow: the chain by name, a client's DAG from its stored definition.
+            if state.definition is None and state.definition_name == CHAIN_NAME:
+                return chain
+            return services.compile(state.definition)
+
+        orchestrator = WorkflowOrchestrator(
+            store=the_store,
+            runner=runner,
+            replica_id=replica_id,
+            leases=the_store.leases(),
+            lease_s=settings.lease_s,
+            shutdown_grace_s=settings.shutdown_grace_s,
+            resolve=resolve,
+            handoff_on_shutdown=the_store.backend != "memory",
+        )
+        services = Services(
             settings=settings,
             orchestrator=orchestrator,
             client=client,
@@ -77,6 +93,8 @@ def create_app(
             builtins=BUILTIN_FALLBACKS,
             chain=chain,
         )
+        await orchestrator.start()
+        app[SERVICES] = services
         try:
             yield
         finally:

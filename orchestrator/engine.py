@@ -5,6 +5,12 @@ started it: a client that disconnects from a sync request does not stop the
 workflow, and every accepted workflow reaches a terminal state that is written
 to the store. Cancellation reaches the task from any replica through the store
 (flag + pub/sub), with a periodic flag check as a safety net for a missed message.
+
+With a `LeaseStore`, the replica running a workflow holds its lease and renews it
+(heartbeat). Every replica periodically looks for orphans — workflows whose
+owner stopped renewing, i.e. died — claims them and resumes them from their last
+written state: completed steps are kept, the rest run again. A replica that finds
+it lost a lease (it was presumed dead) stops that workflow and writes nothing more.
 """
 
 from __future__ import annotations
@@ -23,8 +29,12 @@ from orchestrator.dag.runner import DagRunner
 from orchestrator.dag.validate import CompiledWorkflow
 from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
 from orchestrator.metrics import WorkflowMetrics
+from state.leases import LeaseStore
 from state.models import StepStatus, WorkflowError, WorkflowState, WorkflowStatus
 from state.store import StateStore
+
+# How a resumed workflow finds its compiled definition again.
+DefinitionResolver = Callable[[WorkflowState], CompiledWorkflow]
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +50,8 @@ _TERMINAL_WRITE_ATTEMPTS = 5
 class _Running:
     task: asyncio.Task[None]
     state: WorkflowState
+    # Set when another replica took the lease over: this one must write nothing more.
+    fenced: bool = False
 
 
 class _StateWriter:
@@ -87,12 +99,22 @@ class WorkflowOrchestrator:
         metrics: WorkflowMetrics | None = None,
         replica_id: str | None = None,
         shutdown_grace_s: float = 5.0,
+        leases: LeaseStore | None = None,
+        lease_s: float = 15.0,
+        resolve: DefinitionResolver | None = None,
+        handoff_on_shutdown: bool = False,
     ) -> None:
         self.store = store
         self.runner = runner
         self.metrics = metrics or WorkflowMetrics()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self._shutdown_grace_s = shutdown_grace_s
+        self._leases = leases
+        self._lease_s = lease_s
+        self._resolve = resolve
+        # With shared leases, a replica shutting down leaves its unfinished workflows
+        # to the others (their leases lapse and they resume them) instead of cancelling.
+        self._handoff = handoff_on_shutdown and leases is not None
         self._running: dict[str, _Running] = {}
         self._background: list[asyncio.Task[None]] = []
 
@@ -107,14 +129,24 @@ class WorkflowOrchestrator:
             asyncio.create_task(listen(), name="cancel-listener"),
             asyncio.create_task(self._poll_cancel_flags(), name="cancel-poller"),
         ]
+        if self._leases is not None:
+            self._background += [
+                asyncio.create_task(self._heartbeat(self._leases), name="lease-heartbeat"),
+                asyncio.create_task(self._reconcile_forever(), name="reconciler"),
+            ]
 
     async def close(self) -> None:
         """Let running workflows finish for a grace period, then cancel the rest."""
         tasks = [r.task for r in self._running.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=self._shutdown_grace_s)
-        for workflow_id in list(self._running):
-            self._cancel_local(workflow_id, reason="replica shutting down")
+        for workflow_id, running in list(self._running.items()):
+            if self._handoff:
+                log.info("workflow_handed_off", workflow_id=workflow_id)
+                running.fenced = True
+                running.task.cancel()
+            else:
+                self._cancel_local(workflow_id, reason="replica shutting down")
         if tasks:
             await asyncio.wait(tasks)
         for task in self._background:
@@ -127,20 +159,36 @@ class WorkflowOrchestrator:
     def running(self) -> Mapping[str, WorkflowState]:
         return {wid: r.state for wid, r in self._running.items()}
 
-    async def submit(self, workflow: CompiledWorkflow, inputs: Mapping[str, Any]) -> WorkflowState:
-        """Accept a workflow: write its first state and start it. Returns at once."""
+    async def submit(
+        self,
+        workflow: CompiledWorkflow,
+        inputs: Mapping[str, Any],
+        *,
+        definition: Mapping[str, Any] | None = None,
+    ) -> WorkflowState:
+        """Accept a workflow: write its first state and start it. Returns at once.
+
+        `definition` is the client's raw definition, kept in the state so another
+        replica can resume the workflow; built-in workflows are found by name.
+        """
         state = WorkflowState(
             workflow_id=uuid.uuid4().hex,
             definition_name=workflow.definition.name,
             inputs=dict(inputs),
             owner=self.replica_id,
+            definition=dict(definition) if definition is not None else None,
         )
         await self.store.save(state)
+        if self._leases is not None:
+            await self._leases.claim(state.workflow_id, self.replica_id, lease_s=self._lease_s)
         self.metrics.record_started()
+        self._start(workflow, state)
+        return state
+
+    def _start(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
         task = asyncio.create_task(self._run(workflow, state), name=f"workflow-{state.workflow_id}")
         self._running[state.workflow_id] = _Running(task, state)
         task.add_done_callback(lambda _: self._running.pop(state.workflow_id, None))
-        return state
 
     async def wait(self, workflow_id: str) -> WorkflowState:
         """Wait for a workflow this replica runs; the caller's cancellation does not stop it."""
@@ -200,9 +248,77 @@ class WorkflowOrchestrator:
                 except Exception:  # a store hiccup must not kill the poller
                     log.warning("cancel_poll_failed", workflow_id=workflow_id, exc_info=True)
 
+    async def _heartbeat(self, leases: LeaseStore) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            ids = list(self._running)
+            try:
+                held = await leases.renew(ids, self.replica_id, lease_s=self._lease_s)
+            except Exception:  # Redis away: keep running; the next beat tries again
+                log.warning("lease_renew_failed", exc_info=True)
+                continue
+            for workflow_id in set(ids) - held:
+                running = self._running.get(workflow_id)
+                if running is not None and not running.state.status.is_terminal:
+                    log.warning("lease_lost", workflow_id=workflow_id)
+                    running.fenced = True
+                    running.task.cancel()
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except Exception:
+                log.warning("reconcile_failed", exc_info=True)
+            await asyncio.sleep(self._lease_s / 2)
+
+    async def reconcile(self) -> list[str]:
+        """Claim and resume every orphaned workflow; returns the ids this replica took."""
+        leases = self._leases
+        if leases is None:
+            return []
+        taken: list[str] = []
+        for workflow_id in await leases.orphans():
+            if workflow_id in self._running:
+                continue
+            state = await self.store.get(workflow_id)
+            if state is None or state.status.is_terminal:
+                await leases.release(workflow_id, self.replica_id)  # stale index entry
+                continue
+            if not await leases.claim(workflow_id, self.replica_id, lease_s=self._lease_s):
+                continue  # another replica was quicker
+            taken.append(workflow_id)
+            self._resume(state)
+        return taken
+
+    def _resume(self, state: WorkflowState) -> None:
+        log.info("workflow_resuming", workflow_id=state.workflow_id, previous_owner=state.owner)
+        state.owner = self.replica_id
+        self.metrics.record_started()
+        try:
+            if self._resolve is None:
+                raise LookupError("this replica cannot resolve definitions")
+            workflow = self._resolve(state)
+        except Exception as exc:  # e.g. the definition no longer validates here
+            state.status = WorkflowStatus.FAILED
+            state.error = WorkflowError(
+                code="resume_failed", message=f"could not resume the workflow: {exc}"
+            )
+            state.finished_at = time.time()
+            task = asyncio.create_task(self._finish_unresumable(state))
+            self._running[state.workflow_id] = _Running(task, state)
+            task.add_done_callback(lambda _: self._running.pop(state.workflow_id, None))
+            return
+        self._start(workflow, state)
+
+    async def _finish_unresumable(self, state: WorkflowState) -> None:
+        await self._persist(state)
+        self.metrics.record_finished(state)
+        await self._release(state.workflow_id)
+
     async def _run(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
-        writer = _StateWriter(self._persist, state)
+        writer = _StateWriter(self._persist_unless_fenced, state)
 
         async def on_transition(current: WorkflowState) -> None:
             writer.mark_dirty()
@@ -227,8 +343,26 @@ class WorkflowOrchestrator:
         finally:
             writer.mark_dirty()
             await writer.flush()
-            self.metrics.record_finished(state)
-            log.info("workflow_finished", status=state.status.value)
+            if not self._is_fenced(state.workflow_id):
+                self.metrics.record_finished(state)
+                log.info("workflow_finished", status=state.status.value)
+                await self._release(state.workflow_id)
+
+    async def _release(self, workflow_id: str) -> None:
+        if self._leases is None:
+            return
+        try:
+            await self._leases.release(workflow_id, self.replica_id)
+        except Exception:  # the lease then lapses and the reconciler tidies the index
+            log.warning("lease_release_failed", workflow_id=workflow_id, exc_info=True)
+
+    def _is_fenced(self, workflow_id: str) -> bool:
+        running = self._running.get(workflow_id)
+        return running is not None and running.fenced
+
+    async def _persist_unless_fenced(self, state: WorkflowState) -> None:
+        if not self._is_fenced(state.workflow_id):
+            await self._persist(state)
 
     async def _persist(self, state: WorkflowState) -> None:
         state.updated_at = time.time()

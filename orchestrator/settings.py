@@ -11,6 +11,8 @@
 - ORCH_LOG_LEVEL                 "info"
 - ORCH_MAX_QUERY_CHARS, ORCH_MAX_BODY_BYTES, ORCH_WORKFLOW_TIMEOUT_S, ORCH_MAX_PARALLEL
 - ORCH_HTTP_TRANSPORT            "aiohttp" (default) or "httpx"
+- ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
+- ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
 
 TOML layout::
 
@@ -76,6 +78,10 @@ class Settings:
     workflow_timeout_s: float = 120.0
     max_parallel: int = 10
     max_nodes: int = 10_000
+    # Owner lease: a replica silent this long is presumed dead and its workflows resumed.
+    lease_s: float = 15.0
+    # On shutdown, running workflows get this long to finish before being handed off/cancelled.
+    shutdown_grace_s: float = 5.0
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
 
     @classmethod
@@ -113,6 +119,8 @@ class Settings:
             max_body_bytes=_env_int(env, "ORCH_MAX_BODY_BYTES", 1_048_576, minimum=1_024),
             workflow_timeout_s=_env_float(env, "ORCH_WORKFLOW_TIMEOUT_S", 120.0),
             max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", 10, minimum=1),
+            lease_s=_env_float(env, "ORCH_LEASE_S", 15.0),
+            shutdown_grace_s=_env_float(env, "ORCH_SHUTDOWN_GRACE_S", 5.0),
             agents=AgentRegistry(specs),
         )
 

@@ -22,6 +22,7 @@ import orjson
 
 from state.cancellations import CancellationStream
 from state.keys import DEFAULT_TTL_S
+from state.leases import MemoryLeases
 from state.models import WorkflowState
 
 # Upper bound on how long an expired entry may linger before a write sweeps it.
@@ -63,6 +64,10 @@ class MemoryStateStore:
     @property
     def backend(self) -> str:
         return "memory"
+
+    def leases(self) -> MemoryLeases:
+        """Owner leases on the same clock; one process, so nobody else resumes its work."""
+        return MemoryLeases(clock=self._clock)
 
     @property
     def _sweep_interval(self) -> float:

@@ -175,6 +175,8 @@ class WorkflowState:
     finished_at: float | None = None
     # Which replica runs it; status readers use it for display only.
     owner: str | None = None
+    # The client's definition (None for built-in workflows), so any replica can resume it.
+    definition: JSON = None
 
     @property
     def fallbacks(self) -> list[dict[str, JSON]]:
@@ -199,6 +201,7 @@ class WorkflowState:
             "updated_at": self.updated_at,
             "finished_at": self.finished_at,
             "owner": self.owner,
+            "definition": self.definition,
         }
 
     @classmethod
@@ -216,4 +219,5 @@ class WorkflowState:
             updated_at=raw["updated_at"],
             finished_at=raw.get("finished_at"),
             owner=raw.get("owner"),
+            definition=raw.get("definition"),
         )

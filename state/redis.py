@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from state import keys
 from state.cancellations import CancellationStream
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
+from state.leases import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
 from state.store import StateStoreError
 
@@ -133,6 +134,10 @@ class RedisStateStore:
     @property
     def prefix(self) -> str:
         return self._prefix
+
+    def leases(self) -> RedisLeases:
+        """Owner leases on the same Redis and prefix (shared by every replica)."""
+        return RedisLeases(self._client, prefix=self._prefix)
 
     async def save(self, state: WorkflowState) -> bool:
         blob = orjson.dumps(state.to_dict())

@@ -25,10 +25,13 @@ implementation):
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from state.cancellations import CancellationStream
 from state.models import WorkflowState
+
+if TYPE_CHECKING:
+    from state.leases import LeaseStore
 
 
 class StateStoreError(Exception):
@@ -79,6 +82,10 @@ class StateStore(Protocol):
 
     async def ping(self) -> bool:
         """True when the backend answers (readiness)."""
+        ...
+
+    def leases(self) -> LeaseStore:
+        """Owner leases on the same backend (state/leases.py)."""
         ...
 
     async def close(self) -> None:

@@ -36,7 +36,7 @@ async def query(request: web.Request) -> web.Response:
         workflow = services.chain
         inputs = {"query": req.query}
     orchestrator = services.orchestrator
-    state = await orchestrator.submit(workflow, inputs)
+    state = await orchestrator.submit(workflow, inputs, definition=req.workflow)
     if req.mode == "async":
         response = json_response(_accepted(state), status=202)
         response.headers["Location"] = _status_url(state.workflow_id)

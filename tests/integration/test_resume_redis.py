@@ -1,0 +1,154 @@
+"""A replica that dies or shuts down does not strand its workflows (real Redis, real agents)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from agents.reference import parse_intent
+from orchestrator.api.services import SERVICES
+from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
+from state.redis import RedisStateStore
+from tests.integration.conftest import Agents, eventually
+
+pytestmark = pytest.mark.redis
+
+QUESTION = "total revenue by channel"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test:{uuid.uuid4().hex[:8]}:"
+
+
+async def _status(client: Any, workflow_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = await (await client.get(f"/api/workflow/{workflow_id}/status")).json()
+    return body
+
+
+async def test_an_orphaned_workflow_is_resumed_without_rerunning_completed_steps(
+    api: Any, agents: Agents, redis_url: str, prefix: str
+) -> None:
+    """What a dead replica left half-done is finished by another; its completed NLP step is kept."""
+    store = RedisStateStore.from_url(redis_url, prefix=prefix)
+    now = time.time()
+    nlp = StepState(
+        step_id="nlp",
+        kind="agent",
+        agent="nlp",
+        status=StepStatus.COMPLETED,
+        attempts=1,
+        started_at=now - 1,
+        finished_at=now - 0.9,
+        output={"intent": dict(parse_intent(QUESTION))},
+    )
+    data = StepState(
+        step_id="data",
+        kind="agent",
+        agent="data",
+        status=StepStatus.RUNNING,
+        attempts=1,
+        started_at=now - 0.9,
+    )
+    viz = StepState(step_id="viz", kind="agent", agent="viz")
+    orphan = WorkflowState(
+        workflow_id=uuid.uuid4().hex,
+        definition_name="chain",
+        status=WorkflowStatus.RUNNING,
+        inputs={"query": QUESTION},
+        steps={"nlp": nlp, "data": data, "viz": viz},
+        owner="dead",
+    )
+    assert await store.save(orphan)
+    assert await store.leases().claim(orphan.workflow_id, "dead", lease_s=0.05)
+
+    survivor = await api(
+        store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="survivor", lease_s=0.3
+    )
+
+    async def finished() -> bool:
+        return (await _status(survivor, orphan.workflow_id))["status"] == "completed"
+
+    await eventually(finished)
+    body = await _status(survivor, orphan.workflow_id)
+    assert body["owner"] == "survivor"
+    assert body["steps"]["nlp"]["started_at"] == nlp.started_at  # kept, not run again
+    assert body["steps"]["data"]["status"] == "completed"
+    assert body["result"]["chart"] is not None
+    assert (await agents["nlp"].stats())["requests"] == 0
+    assert (await agents["data"].stats())["requests"] == 1
+    assert await store.leases().orphans() == []
+    await store.close()
+
+
+async def test_a_live_owners_workflow_is_left_alone(
+    api: Any, agents: Agents, redis_url: str, prefix: str
+) -> None:
+    """While its owner heartbeats, no other replica takes a workflow over."""
+    await agents["data"].control(delay_ms=60_000)
+    owner = await api(
+        store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="owner", lease_s=0.3
+    )
+    other = await api(
+        store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="other", lease_s=0.3
+    )
+    accepted = await (
+        await owner.post("/api/query", json={"query": QUESTION, "mode": "async"})
+    ).json()
+    workflow_id = accepted["workflow_id"]
+
+    async def data_in_flight() -> bool:
+        return (await agents["data"].stats())["in_flight"] == 1
+
+    await eventually(data_in_flight)
+    # Several lease periods pass: the heartbeat keeps the lease, nobody resumes it.
+    for _ in range(3):
+        taken = await _reconcile(other)
+        assert taken == []
+    assert (await _status(other, workflow_id))["owner"] == "owner"
+    assert (await agents["data"].stats())["requests"] == 1
+    await owner.post(f"/api/workflow/{workflow_id}/cancel")
+
+
+async def test_shutdown_hands_running_workflows_to_another_replica(
+    api: Any, agents: Agents, redis_url: str, prefix: str
+) -> None:
+    """A replica stopped mid-workflow writes nothing more; another resumes and finishes it."""
+    await agents["data"].control(delay_ms=60_000)
+    leaving = await api(
+        store=RedisStateStore.from_url(redis_url, prefix=prefix),
+        replica_id="leaving",
+        lease_s=0.3,
+        shutdown_grace_s=0.05,
+    )
+    staying = await api(
+        store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="staying", lease_s=0.3
+    )
+    accepted = await (
+        await leaving.post("/api/query", json={"query": QUESTION, "mode": "async"})
+    ).json()
+    workflow_id = accepted["workflow_id"]
+
+    async def data_in_flight() -> bool:
+        return (await agents["data"].stats())["in_flight"] == 1
+
+    await eventually(data_in_flight)
+    await agents["data"].control(delay_ms=0)
+    await leaving.close()
+    assert (await _status(staying, workflow_id))["status"] == "running"  # not cancelled
+
+    async def finished() -> bool:
+        return (await _status(staying, workflow_id))["status"] == "completed"
+
+    await eventually(finished)
+    body = await _status(staying, workflow_id)
+    assert body["owner"] == "staying"
+    assert (await agents["nlp"].stats())["requests"] == 1  # NLP was not run again
+
+
+async def _reconcile(client: Any) -> list[str]:
+    taken: list[str] = await client.app[SERVICES].orchestrator.reconcile()
+    return taken
