@@ -7,9 +7,11 @@ import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from agents.reference import parse_intent
 from orchestrator.api.services import SERVICES
+from state import keys
 from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
 from state.redis import RedisStateStore
 from tests.integration.conftest import Agents, eventually
@@ -152,3 +154,43 @@ async def test_shutdown_hands_running_workflows_to_another_replica(
 async def _reconcile(client: Any) -> list[str]:
     taken: list[str] = await client.app[SERVICES].orchestrator.reconcile()
     return taken
+
+
+async def test_a_replica_that_lost_its_lease_stops_and_writes_nothing(
+    api: Any, agents: Agents, redis_url: str, prefix: str
+) -> None:
+    """Presumed dead and taken over, a replica stops the workflow without touching its state."""
+    await agents["data"].control(delay_ms=60_000)
+    store = RedisStateStore.from_url(redis_url, prefix=prefix)
+    paused = await api(
+        store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="paused", lease_s=0.3
+    )
+    accepted = await (
+        await paused.post("/api/query", json={"query": QUESTION, "mode": "async"})
+    ).json()
+    workflow_id = accepted["workflow_id"]
+
+    async def data_in_flight() -> bool:
+        return (await agents["data"].stats())["in_flight"] == 1
+
+    await eventually(data_in_flight)
+    # Another replica decided `paused` was dead and took the workflow over.
+    redis = aioredis.Redis.from_url(redis_url)
+    await redis.delete(keys.lease_key(prefix, workflow_id))
+    await redis.aclose()
+    assert await store.leases().claim(workflow_id, "thief", lease_s=60)
+    orchestrator = paused.app[SERVICES].orchestrator
+
+    async def stopped() -> bool:
+        return workflow_id not in orchestrator.running
+
+    await eventually(stopped)
+    body = await _status(paused, workflow_id)
+    assert body["status"] == "running"  # the cancel was not written over the new owner's state
+    assert body["steps"]["data"]["status"] == "running"
+
+    async def agent_saw_abort() -> bool:
+        return (await agents["data"].stats())["cancelled"] == 1
+
+    await eventually(agent_saw_abort)
+    await store.close()
