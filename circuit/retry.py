@@ -169,9 +169,58 @@ async def call_with_retry(
     itself (never `tenacity.RetryError`). `on_retry(next_attempt, error, delay_s)` is
     called once before each wait.
     """
-    jitter = rng if rng is not None else _default_rng
+    if budget is not None:
+        budget.record_call()
+    # Fast path: most calls succeed on the first attempt, so make it before building
+    # tenacity's machinery. A failure that may be retried is handed to tenacity as
+    # attempt 1's outcome (`replay` below), so the stop, wait and before-sleep
+    # decisions are tenacity's, exactly as if it had made the first attempt itself.
+    try:
+        return await fn(1)
+    except BaseException as exc:
+        if _is_never_retried(exc) or not is_retryable(exc):
+            raise
+        first_error = exc
+
+    retrying = _policy(
+        first_error,
+        config=config,
+        is_retryable=is_retryable,
+        retry_after_s=retry_after_s,
+        budget=budget,
+        deadline=deadline,
+        clock=clock,
+        sleep=sleep,
+        jitter=rng if rng is not None else _default_rng,
+        on_retry=on_retry,
+    )
+    async for attempt in retrying:
+        with attempt:
+            number = attempt.retry_state.attempt_number
+            if number == 1:
+                raise first_error  # replay: attempt 1 was made above
+            return await fn(number)
+    raise AssertionError("unreachable: tenacity returns or re-raises the last error")
+
+
+def _policy(
+    first_error: BaseException,
+    *,
+    config: RetryConfig,
+    is_retryable: Callable[[BaseException], bool],
+    retry_after_s: Callable[[BaseException], float | None],
+    budget: RetryBudget | None,
+    deadline: float | None,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+    jitter: random.Random,
+    on_retry: Callable[[int, BaseException, float], None] | None,
+) -> AsyncRetrying:
+    """tenacity's `AsyncRetrying` with our stop and wait rules (see `call_with_retry`)."""
 
     def should_retry(exc: BaseException) -> bool:
+        if exc is first_error:
+            return True  # already classified by call_with_retry: ask once per error
         return not _is_never_retried(exc) and is_retryable(exc)
 
     def wait(state: RetryCallState) -> float:
@@ -187,14 +236,14 @@ async def call_with_retry(
             return True
         if deadline is not None and clock() + state.upcoming_sleep >= deadline:
             return True
-        # Spend last, so a retry that was going to stop anyway costs nothing.
+        # Spend last, so a retry that was going to stop anyway costs no budget.
         return budget is not None and not budget.try_spend()
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None:
             on_retry(state.attempt_number + 1, _error(state), state.upcoming_sleep)
 
-    retrying = AsyncRetrying(
+    return AsyncRetrying(
         sleep=sleep,
         stop=stop,
         wait=wait,
@@ -202,12 +251,6 @@ async def call_with_retry(
         before_sleep=before_sleep,
         reraise=True,
     )
-    if budget is not None:
-        budget.record_call()
-    async for attempt in retrying:
-        with attempt:
-            return await fn(attempt.retry_state.attempt_number)
-    raise AssertionError("unreachable: tenacity returns or re-raises the last error")
 
 
 def _error(state: RetryCallState) -> BaseException:
