@@ -74,6 +74,30 @@ class AgentCallResult:
     duration_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What every call to one agent shares: its parsed URL and default timeouts."""
+
+    url: httpx.URL
+    timeout: httpx.Timeout
+    # The request extensions httpx derives from `timeout` (httpx copies them per request).
+    extensions: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, spec: AgentSpec) -> _Target:
+        t = spec.timeouts
+        timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
+        return cls(
+            url=httpx.URL(spec.process_url),
+            timeout=timeout,
+            extensions={"timeout": timeout.as_dict()},
+        )
+
+    def with_read(self, read_s: float) -> httpx.Timeout:
+        t = self.timeout
+        return httpx.Timeout(connect=t.connect, read=read_s, write=t.write, pool=t.pool)
+
+
 @dataclass(slots=True)
 class _Call:
     """One `AgentClient.call`: what every attempt sends, and the attempts so far."""
@@ -81,9 +105,11 @@ class _Call:
     spec: AgentSpec
     workflow_id: str
     step_id: str
+    url: httpx.URL
     body: bytes
     headers: dict[str, str]
     timeout: httpx.Timeout
+    extensions: Mapping[str, Any]
     timeout_s: float | None
     deadline: float | None
     attempts: int = 0
@@ -122,6 +148,9 @@ class AgentClient:
         self._budgets = {
             name: RetryBudget(spec.retry_budget, clock=clock) for name, spec in registry.items()
         }
+        # Built once per agent rather than per call: httpx parses a str URL and turns a
+        # Timeout into its extension dict on every request.
+        self._targets = {name: _Target.of(spec) for name, spec in registry.items()}
         self._retries = dict.fromkeys(registry, 0)
         self.retries: Mapping[str, int] = MappingProxyType(self._retries)
         """Retries made so far per agent (metrics)."""
@@ -154,31 +183,37 @@ class AgentClient:
         lets `asyncio.CancelledError` through untouched.
         """
         spec = self._spec(agent, workflow_id=workflow_id, step_id=step_id)
+        target = self._targets[agent]
+        if timeout_s is None:
+            timeout, extensions = target.timeout, target.extensions
+        else:
+            timeout = target.with_read(timeout_s)
+            extensions = {"timeout": timeout.as_dict()}
         call = _Call(
             spec=spec,
             workflow_id=workflow_id,
             step_id=step_id,
+            url=target.url,
             body=_encode({"workflow_id": workflow_id, "step_id": step_id, "input": payload}),
             headers={
                 "content-type": "application/json",
                 "idempotency-key": f"{workflow_id}:{step_id}",
             },
-            timeout=httpx.Timeout(
-                connect=spec.timeouts.connect,
-                read=spec.timeouts.read if timeout_s is None else timeout_s,
-                write=spec.timeouts.write,
-                pool=spec.timeouts.pool,
-            ),
+            timeout=timeout,
+            extensions=extensions,
             timeout_s=timeout_s,
             deadline=deadline,
         )
-        log = logger.bind(agent=agent, workflow_id=workflow_id, step=step_id)
+        # Passed per line rather than bound up front: binding copies the context on
+        # every call, and most calls log nothing at the configured level.
+        where = {"agent": agent, "workflow_id": workflow_id, "step": step_id}
         started = self._clock()
 
         def on_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
             self._retries[agent] += 1
-            log.warning(
+            logger.warning(
                 "agent_retry",
+                **where,
                 attempt=attempt,
                 delay_s=round(delay_s, 3),
                 error=getattr(exc, "code", type(exc).__name__),
@@ -201,10 +236,18 @@ class AgentClient:
             )
         except AgentError as exc:
             exc.attempts = call.attempts
-            log.info("agent_call_failed", attempts=call.attempts, error=exc.code, reason=str(exc))
+            logger.info(
+                "agent_call_failed",
+                **where,
+                attempts=call.attempts,
+                error=exc.code,
+                reason=str(exc),
+            )
             raise
         duration_s = self._clock() - started
-        log.debug("agent_call_done", attempts=call.attempts, duration_s=round(duration_s, 4))
+        logger.debug(
+            "agent_call_done", **where, attempts=call.attempts, duration_s=round(duration_s, 4)
+        )
         return AgentCallResult(data=data, attempts=call.attempts, duration_s=duration_s)
 
     async def health(self, agent: str) -> bool:
@@ -235,12 +278,15 @@ class AgentClient:
 
     async def _bulkheaded(self, call: _Call) -> dict[str, Any]:
         bulkhead = self._bulkheads[call.spec.name]
-        wait_s = None if call.deadline is None else call.deadline - self._clock()
-        try:
-            async with asyncio.timeout(wait_s):
-                await bulkhead.acquire()
-        except TimeoutError as exc:
-            raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
+        if bulkhead.locked():
+            wait_s = None if call.deadline is None else call.deadline - self._clock()
+            try:
+                async with asyncio.timeout(wait_s):
+                    await bulkhead.acquire()
+            except TimeoutError as exc:
+                raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
+        else:
+            await bulkhead.acquire()  # a free slot: taken at once, nothing to time out
         try:
             return await self._send(call)
         finally:
@@ -252,13 +298,19 @@ class AgentClient:
             raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
         call.attempts += 1
         try:
-            async with asyncio.timeout(cap_s):
-                response = await self._http.post(
-                    call.spec.process_url,
-                    content=call.body,
-                    headers=call.headers,
-                    timeout=call.timeout,
-                )
+            # Exactly what `post()` does, minus re-parsing the URL and the Timeout.
+            request = self._http.build_request(
+                "POST",
+                call.url,
+                content=call.body,
+                headers=call.headers,
+                extensions=call.extensions,
+            )
+            if cap_s is None:
+                response = await self._http.send(request)
+            else:
+                async with asyncio.timeout(cap_s):
+                    response = await self._http.send(request)
         except _FOREIGN_ERRORS as exc:
             raise _translate(
                 exc, **_ctx(call), timeout=call.timeout, cap_s=cap_s, cap_phase=cap_phase

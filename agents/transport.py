@@ -2,9 +2,19 @@
 
 httpx's default transport checks every pooled connection with a `poll()` on each
 request, so its cost grows with the number in flight; httpx over aiohttp's connection
-pool (`httpx_aiohttp.AiohttpTransport`) keeps httpx's API at aiohttp's speed.
-`python -m bench.transport` measures both against aiohttp's own client (at 50 in
-flight: httpx's pool ~15x the floor's time per call, httpx over aiohttp ~3-4x).
+pool keeps httpx's API at close to aiohttp's speed. `python -m bench.transport`
+measures both against aiohttp's own client.
+
+The aiohttp transport is `AgentTransport`, a leaner `httpx_aiohttp.AiohttpTransport`:
+same pool, same error mapping, but it hands aiohttp the request's headers without
+re-decoding them one by one, reuses one `aiohttp.ClientTimeout` per distinct set of
+timeouts, and reads an answer's body in one `read()` instead of 16 KiB chunks through
+an async generator (agents answer with small JSON documents that are read whole anyway).
+
+The client itself (`AgentHTTPClient`) keeps no cookies: agents are stateless, and a
+cookie one workflow's call received must not ride along on every other workflow's
+calls. That also spares httpx's per-response cookie extraction, which builds urllib
+request/response adapters for every answer.
 
 Over aiohttp, httpx's connect/read/pool timeouts map to aiohttp's sock_connect /
 sock_read / connect; aiohttp has no write timeout, so `write` is not enforced there
@@ -13,10 +23,22 @@ sock_read / connect; aiohttp has no write timeout, so `write` is not enforced th
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
+
+__all__ = [
+    "DEFAULT_KEEPALIVE_EXPIRY_S",
+    "DEFAULT_MAX_CONNECTIONS",
+    "AgentHTTPClient",
+    "AgentTransport",
+    "TransportName",
+    "create_http_client",
+]
 
 TransportName = Literal["aiohttp", "httpx"]
 
@@ -27,6 +49,123 @@ DEFAULT_MAX_CONNECTIONS = 128
 # agent does, and never write a request into a socket the agent is closing.
 DEFAULT_KEEPALIVE_EXPIRY_S = 15.0
 
+# Distinct timeout sets are few (one per agent, plus per-call overrides); past this
+# many the cache starts over rather than grow without bound.
+_MAX_CACHED_TIMEOUTS = 256
+
+
+class _InertCookies(httpx.Cookies):
+    """A cookie store that stays empty: answers' `Set-Cookie` headers are ignored."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        raise TypeError("the agent HTTP client keeps no cookies; pass them per request")
+
+
+class AgentHTTPClient(httpx.AsyncClient):
+    """An `httpx.AsyncClient` that keeps no cookies (see the module docstring).
+
+    Takes `httpx.AsyncClient`'s keyword arguments except `cookies`; everything else is
+    plain httpx, and cookies given for one request are still sent with it.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        if kwargs.get("cookies"):
+            raise TypeError("the agent HTTP client keeps no cookies; pass them per request")
+        self._inert_cookies = _InertCookies()
+        super().__init__(**kwargs)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._inert_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        if cookies:
+            raise TypeError("the agent HTTP client keeps no cookies; pass them per request")
+
+
+class _BodyStream(httpx.AsyncByteStream):
+    """An aiohttp answer's body for httpx, read in one piece."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with map_aiohttp_exceptions():
+            body = await self._response.read()
+        if body:
+            yield body
+
+    async def aclose(self) -> None:
+        with map_aiohttp_exceptions():
+            await self._response.__aexit__(None, None, None)
+
+
+class AgentTransport(AiohttpTransport):
+    """httpx over aiohttp's connection pool, with less work per request.
+
+    Same constructor, pool, timeouts and error mapping as `AiohttpTransport`.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._timeouts: dict[
+            tuple[float | None, float | None, float | None], aiohttp.ClientTimeout
+        ] = {}
+
+    def _client_timeout(self, timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
+        cached = self._timeouts.get(key)
+        if cached is None:
+            if len(self._timeouts) >= _MAX_CACHED_TIMEOUTS:
+                self._timeouts.clear()
+            cached = self._timeouts[key] = aiohttp.ClientTimeout(
+                sock_connect=key[0], sock_read=key[1], connect=key[2]
+            )
+        return cached
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # The generic path (proxies, SNI overrides, unread request streams) stays the
+        # parent's; the agent client's requests never use any of them.
+        if (
+            self.proxy is not None
+            or "sni_hostname" in request.extensions
+            or not isinstance(request.stream, httpx.ByteStream)
+        ):
+            return await super().handle_async_request(request)
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        data: bytes | None = request.content or None
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
+        ]
+        with map_aiohttp_exceptions():
+            response = await self.client.request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=self._client_timeout(request.extensions.get("timeout", {})),
+            ).__aenter__()
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_BodyStream(response),
+            request=request,
+            extensions=extensions,
+        )
+
 
 def create_http_client(
     *,
@@ -34,12 +173,13 @@ def create_http_client(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
 ) -> httpx.AsyncClient:
-    """A keep-alive `httpx.AsyncClient` for `AgentClient`; close it with `aclose()`.
+    """A keep-alive `AgentHTTPClient` for `AgentClient`; close it with `aclose()`.
 
     `transport="aiohttp"` (the default, the faster one in bench/transport.py) runs httpx
-    over aiohttp's pool; `"httpx"` uses httpx's own. Timeouts are set per request by
-    `AgentClient`, redirects are not followed, and proxies from the environment are
-    ignored: agents are called only at the URLs of the registry.
+    over aiohttp's pool (`AgentTransport`); `"httpx"` uses httpx's own. Timeouts are set
+    per request by `AgentClient`, redirects are not followed, cookies are not kept, and
+    proxies from the environment are ignored: agents are called only at the URLs of the
+    registry.
     """
     limits = httpx.Limits(
         max_connections=max_connections,
@@ -47,11 +187,11 @@ def create_http_client(
         keepalive_expiry=keepalive_expiry_s,
     )
     if transport == "aiohttp":
-        return httpx.AsyncClient(
-            transport=AiohttpTransport(limits=limits, trust_env=False),
+        return AgentHTTPClient(
+            transport=AgentTransport(limits=limits, trust_env=False),
             trust_env=False,
             follow_redirects=False,
         )
     if transport == "httpx":
-        return httpx.AsyncClient(limits=limits, trust_env=False, follow_redirects=False)
+        return AgentHTTPClient(limits=limits, trust_env=False, follow_redirects=False)
     raise ValueError(f"unknown transport {transport!r}: expected 'aiohttp' or 'httpx'")
