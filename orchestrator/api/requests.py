@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from orchestrator.api.errors import BadRequest, UnsupportedMediaType
+from orchestrator.dag.paths import json_type
 
 Mode = Literal["sync", "async"]
 _MODES: tuple[Mode, ...] = ("sync", "async")
@@ -38,7 +39,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from None
     if not isinstance(body, dict):
-        raise BadRequest(f"expected a JSON object, got {_json_type(body)}", code="invalid_body")
+        raise BadRequest(f"expected a JSON object, got {json_type(body)}", code="invalid_body")
     return body
 
 
@@ -109,21 +110,7 @@ def _parse_query(body: dict[str, Any], *, required: bool, max_chars: int) -> str
 
 def _wrong_type(field: str, expected: str, value: object) -> BadRequest:
     return BadRequest(
-        f"'{field}' must be {expected}, got {_json_type(value)}",
+        f"'{field}' must be {expected}, got {json_type(value)}",
         code="invalid_type",
-        details={"field": field, "expected": expected, "got": _json_type(value)},
+        details={"field": field, "expected": expected, "got": json_type(value)},
     )
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
