@@ -60,18 +60,24 @@ class _StateWriter:
     Transitions only mark the document dirty; one writer task at a time writes the
     latest snapshot, so a burst of transitions costs one or two writes and the
     nodes never wait on the store. Writes stay in order (one writer), and the
-    terminal document is always written last and awaited (`flush`).
+    terminal document is always written last and awaited (`flush`). `persist`
+    returns whether the store now holds the document it was given; once that was
+    a terminal one, `final` is True and nothing more is written: the store would
+    refuse it anyway (a terminal document is final).
     """
 
     def __init__(
-        self, persist: Callable[[WorkflowState], Awaitable[None]], state: WorkflowState
+        self, persist: Callable[[WorkflowState], Awaitable[bool]], state: WorkflowState
     ) -> None:
         self._persist = persist
         self._state = state
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
+        self.final = False
 
     def mark_dirty(self) -> None:
+        if self.final:
+            return
         self._dirty = True
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
@@ -81,13 +87,21 @@ class _StateWriter:
             # shield: the workflow task may be cancelled while its final write is in flight.
             await asyncio.shield(self._task)
         if self._dirty:
-            self._dirty = False
-            await self._persist(self._state)
+            await self._write()
 
     async def _drain(self) -> None:
         while self._dirty:
-            self._dirty = False
-            await self._persist(self._state)
+            await self._write()
+
+    async def _write(self) -> None:
+        self._dirty = False
+        if self.final:
+            return  # marked dirty while the terminal write was in flight
+        # Both stores serialise the document before their first await, so the status
+        # read here is the one written.
+        terminal = self._state.status.is_terminal
+        if await self._persist(self._state) and terminal:
+            self.final = True
 
 
 class WorkflowOrchestrator:
@@ -341,8 +355,11 @@ class WorkflowOrchestrator:
                 state.error = WorkflowError(code="internal_error", message=f"internal error: {exc}")
                 state.finished_at = time.time()
         finally:
-            writer.mark_dirty()
-            await writer.flush()
+            # The runner writes the terminal document itself; write it here only if it
+            # did not (a cancel before the runner started, a crash, a failed write).
+            if not writer.final:
+                writer.mark_dirty()
+                await writer.flush()
             if not self._is_fenced(state.workflow_id):
                 self.metrics.record_finished(state)
                 log.info("workflow_finished", status=state.status.value)
@@ -360,21 +377,25 @@ class WorkflowOrchestrator:
         running = self._running.get(workflow_id)
         return running is not None and running.fenced
 
-    async def _persist_unless_fenced(self, state: WorkflowState) -> None:
-        if not self._is_fenced(state.workflow_id):
-            await self._persist(state)
+    async def _persist_unless_fenced(self, state: WorkflowState) -> bool:
+        if self._is_fenced(state.workflow_id):
+            return False
+        return await self._persist(state)
 
-    async def _persist(self, state: WorkflowState) -> None:
+    async def _persist(self, state: WorkflowState) -> bool:
+        """Save `state`; True once the store holds it (or an already terminal copy)."""
         state.updated_at = time.time()
         attempts = _TERMINAL_WRITE_ATTEMPTS if state.status.is_terminal else 1
         for attempt in range(1, attempts + 1):
             try:
+                # False: the stored copy is terminal already, which is just as final.
                 await self.store.save(state)
-                return
+                return True
             except Exception:
                 log.warning("state_write_failed", attempt=attempt, exc_info=True)
                 if attempt < attempts:
                     await asyncio.sleep(0.05 * 2**attempt)
+        return False
 
 
 def _mark_cancelled(state: WorkflowState) -> None:
