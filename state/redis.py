@@ -10,6 +10,10 @@ half a transition:
   is no document), then PUBLISH the id on the prefix's cancel channel. The flag
   is set first, so a subscriber woken by the message always sees it.
 
+Commands issued in the same turn of the event loop (saves, reads, cancel checks
+of many workflows at once) go to Redis together, as one pipeline on one pooled
+connection (`_Batcher`); a command issued alone goes as itself.
+
 Each cancellation subscription holds its own pub/sub connection, read by a
 task that feeds a queue. When that connection drops, the task reconnects with
 a short jittered backoff and replays every standing cancel flag, since Redis
@@ -21,8 +25,10 @@ Redis errors become `StateStoreError` here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import copy
+import hashlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,7 +36,7 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from state import keys
 from state.cancellations import CancellationStream
@@ -42,16 +48,14 @@ from state.store import StateStoreError
 log = structlog.get_logger(__name__)
 
 _TERMINAL_STATUSES = tuple(s.value for s in WorkflowStatus if s.is_terminal)
+_TERMINAL_LUA = ", ".join(f"['{status}'] = true" for status in _TERMINAL_STATUSES)
 
 # KEYS[1] document hash, KEYS[2..] keys sharing its TTL.
-# ARGV[1] document JSON, ARGV[2] its status, ARGV[3] TTL seconds, ARGV[4..] terminal statuses.
+# ARGV[1] document JSON, ARGV[2] its status, ARGV[3] TTL seconds.
 _SAVE_LUA = f"""
+local terminal = {{{_TERMINAL_LUA}}}
 local stored = redis.call('HGET', KEYS[1], '{keys.DOC_STATUS_FIELD}')
-if stored then
-  for i = 4, #ARGV do
-    if stored == ARGV[i] then return 0 end
-  end
-end
+if stored and terminal[stored] then return 0 end
 redis.call('HSET', KEYS[1], '{keys.DOC_JSON_FIELD}', ARGV[1], '{keys.DOC_STATUS_FIELD}', ARGV[2])
 for i = 1, #KEYS do
   redis.call('EXPIRE', KEYS[i], ARGV[3])
@@ -103,7 +107,8 @@ class RedisStateStore:
         self._ttl_s = ttl_s
         self._ping_timeout_s = ping_timeout_s
         self._owns_client = False
-        self._save_script = client.register_script(_SAVE_LUA)
+        self._batcher = _Batcher(client)
+        self._save_sha = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
         self._cancel_script = client.register_script(_CANCEL_LUA)
         self._subscriptions: set[_Subscription] = set()
 
@@ -141,17 +146,24 @@ class RedisStateStore:
 
     async def save(self, state: WorkflowState) -> bool:
         blob = orjson.dumps(state.to_dict())
+        refreshed = keys.refreshed_keys(self._prefix, state.workflow_id)
         async with self._translate("save", state.workflow_id):
-            written = await self._save_script(
-                keys=list(keys.refreshed_keys(self._prefix, state.workflow_id)),
-                args=[blob, state.status.value, self._ttl_s, *_TERMINAL_STATUSES],
-            )
+            written = await self._eval_save(refreshed, (blob, state.status.value, self._ttl_s))
         return bool(written)
+
+    async def _eval_save(self, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
+        command = ("EVALSHA", self._save_sha, len(script_keys), *script_keys, *args)
+        try:
+            return await self._batcher.call(command)
+        except NoScriptError:
+            # Redis restarted or its script cache was flushed: load it and go again.
+            await self._client.script_load(_SAVE_LUA)
+            return await self._batcher.call(command)
 
     async def get(self, workflow_id: str) -> WorkflowState | None:
         key = keys.workflow_key(self._prefix, workflow_id)
         async with self._translate("get", workflow_id):
-            raw = await self._client.hget(key, keys.DOC_JSON_FIELD)
+            raw = await self._batcher.call(("HGET", key, keys.DOC_JSON_FIELD))
         if raw is None:
             return None
         return WorkflowState.from_dict(orjson.loads(raw))
@@ -169,7 +181,7 @@ class RedisStateStore:
     async def cancel_requested(self, workflow_id: str) -> bool:
         key = keys.cancel_flag_key(self._prefix, workflow_id)
         async with self._translate("cancel_requested", workflow_id):
-            found = await self._client.exists(key)
+            found = await self._batcher.call(("EXISTS", key))
         return bool(found)
 
     async def subscribe_cancellations(self) -> CancellationStream:
@@ -195,6 +207,7 @@ class RedisStateStore:
         subscriptions, self._subscriptions = self._subscriptions, set()
         for subscription in subscriptions:
             await subscription.stop()
+        await self._batcher.drain()
         if self._owns_client:
             await self._client.aclose()
 
@@ -211,6 +224,85 @@ class RedisStateStore:
                 operation=operation,
                 workflow_id=workflow_id,
             ) from exc
+
+
+class _Batcher:
+    """Sends the commands issued in one turn of the event loop to Redis together.
+
+    The first command of a turn opens a batch and a task that sends it once the
+    turn's other callbacks have run, so commands issued meanwhile join it. A batch
+    of one is sent as that command; a larger one as one pipeline (one round trip and
+    one pooled connection instead of one each). Every caller awaits its own
+    command's future, so a cancelled caller never fails anyone else's command (its
+    own may still run, as it could have before). Errors stay per command: a
+    `ResponseError` (e.g. `NoScriptError`) fails only its command; a connection
+    error fails every command of the batch.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._open: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue `command` (e.g. `("EXISTS", key)`); the future gets its reply."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._open is None:
+            self._open = []
+            task = loop.create_task(self._send())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        self._open.append((command, future))
+        return future
+
+    async def drain(self) -> None:
+        """Wait until every batch queued so far has been answered."""
+        while self._sending:
+            await asyncio.wait(list(self._sending))
+
+    async def _send(self) -> None:
+        batch, self._open = self._open or [], None
+        try:
+            if len(batch) == 1:
+                command = batch[0][0]
+                replies: list[Any] = [
+                    await self._client.execute_command(*command)  # type: ignore[no-untyped-call]
+                ]
+            else:
+                pipeline = self._client.pipeline(transaction=False)
+                for command, _ in batch:
+                    pipeline.execute_command(*command)
+                replies = await pipeline.execute(raise_on_error=False)
+        except BaseException as exc:
+            for _, future in batch:
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    future.set_exception(_own_copy(exc))
+                else:
+                    future.cancel()  # the sender itself was cancelled (loop shutting down)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue  # its caller was cancelled
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+
+def _own_copy(exc: BaseException) -> BaseException:
+    """A copy of `exc` per waiting caller, so each raise keeps its own traceback."""
+    try:
+        mine = copy.copy(exc)
+    except Exception:
+        return exc
+    mine.__cause__ = exc.__cause__
+    mine.__context__ = exc.__context__
+    return mine
 
 
 class _Subscription:

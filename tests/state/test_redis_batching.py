@@ -1,0 +1,116 @@
+"""RedisStateStore sends the commands issued in one event-loop turn together (one pipeline)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from state.models import WorkflowStatus
+from state.redis import RedisStateStore
+from state.store import StateStoreError
+from tests.state.conftest import RedisBackend, make_state
+
+pytestmark = pytest.mark.redis
+
+
+async def connections_named(client: aioredis.Redis, name: str) -> int:
+    clients = await client.client_list()
+    return sum(1 for c in clients if c.get("name") == name)
+
+
+async def test_operations_issued_together_share_one_connection(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """Fifty saves, reads and cancel checks at once all answer right, over one connection."""
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    store = await redis_backend.new(client_name=name)
+    states = [make_state() for _ in range(50)]
+    assert all(await asyncio.gather(*(store.save(s) for s in states)))
+    await store.request_cancel(states[0].workflow_id)
+
+    got, flags = await asyncio.gather(
+        asyncio.gather(*(store.get(s.workflow_id) for s in states)),
+        asyncio.gather(*(store.cancel_requested(s.workflow_id) for s in states)),
+    )
+
+    assert [g.to_dict() if g else None for g in got] == [s.to_dict() for s in states]
+    assert flags == [True] + [False] * 49
+    assert await connections_named(redis_client, name) == 1
+
+
+async def test_a_refused_save_fails_only_itself(redis_backend: RedisBackend) -> None:
+    """In one batch, a save over a terminal document is refused and the others are written."""
+    store = await redis_backend.new()
+    finished = make_state(status=WorkflowStatus.COMPLETED)
+    assert await store.save(finished)
+    late = make_state(finished.workflow_id, status=WorkflowStatus.RUNNING)
+    fresh = [make_state() for _ in range(3)]
+
+    results = await asyncio.gather(store.save(late), *(store.save(s) for s in fresh))
+
+    assert results == [False, True, True, True]
+    stored = await store.get(finished.workflow_id)
+    assert stored is not None and stored.status is WorkflowStatus.COMPLETED
+
+
+async def test_saves_reload_a_flushed_script(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """After Redis lost its script cache, saves alone and in a batch still go through."""
+    store = await redis_backend.new()
+    assert await store.save(make_state())
+    await redis_client.script_flush()
+    assert await store.save(make_state())
+    await redis_client.script_flush()
+    states = [make_state() for _ in range(5)]
+    assert all(await asyncio.gather(*(store.save(s) for s in states)))
+    for state in states:
+        assert await store.get(state.workflow_id) is not None
+
+
+async def test_a_cancelled_caller_does_not_fail_the_rest_of_its_batch(
+    redis_backend: RedisBackend,
+) -> None:
+    """Cancelling one caller while its batch is in flight leaves the others' answers intact."""
+    store = await redis_backend.new()
+    states = [make_state() for _ in range(3)]
+    tasks = [asyncio.create_task(store.save(s)) for s in states]
+    await asyncio.sleep(0)  # every save has joined the batch, which is now being sent
+    tasks[1].cancel()
+    first, second, third = await asyncio.gather(*tasks, return_exceptions=True)
+    assert first is True and third is True
+    assert isinstance(second, asyncio.CancelledError)
+    assert await store.get(states[2].workflow_id) is not None
+
+
+async def test_a_lost_connection_fails_every_command_of_the_batch() -> None:
+    """Each caller of a batch that cannot reach Redis gets its own StateStoreError."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisStateStore.from_url(f"redis://127.0.0.1:{port}/0", retry=Retry(NoBackoff(), 0))
+    try:
+        states = [make_state() for _ in range(3)]
+        errors = await asyncio.gather(
+            store.save(states[0]),
+            store.get(states[1].workflow_id),
+            store.cancel_requested(states[2].workflow_id),
+            return_exceptions=True,
+        )
+    finally:
+        await store.close()
+    assert [type(e) for e in errors] == [StateStoreError] * 3
+    assert [e.operation for e in errors if isinstance(e, StateStoreError)] == [
+        "save",
+        "get",
+        "cancel_requested",
+    ]
+    assert all(isinstance(e.__cause__, RedisConnectionError) for e in errors)
+    assert len({id(e.__cause__) for e in errors}) == 3  # one exception per caller
