@@ -4,6 +4,8 @@ Rows, each at concurrency 1 and 50, each with its ratio to the floor measured in
 the same run:
 
 - floor: the same three calls made directly with aiohttp's client, no orchestration
+- httpx: the same three calls through the agent HTTP client (`create_http_client`,
+  httpx over aiohttp), no orchestration: what httpx alone adds to the floor
 - engine/memory: WorkflowOrchestrator in-process, in-memory state store
 - engine/redis: the same with the Redis state store (needs REDIS_URL)
 - service/memory, service/redis: the whole service through its HTTP API (own process)
@@ -178,6 +180,32 @@ async def _floor(stub_port: int, concurrency: int, count: int) -> Row:
         )
 
 
+async def _httpx_calls(stub_port: int, concurrency: int, count: int) -> Row:
+    from agents.client import create_http_client
+
+    base = f"http://127.0.0.1:{stub_port}"
+    async with create_http_client() as http:
+
+        async def post(agent: str, payload: dict[str, Any]) -> dict[str, Any]:
+            body = orjson.dumps({"workflow_id": "w", "step_id": agent, "input": payload})
+            r = await http.post(
+                f"{base}/{agent}/process",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
+            data: dict[str, Any] = orjson.loads(r.content)["data"]
+            return data
+
+        async def one() -> None:
+            nlp = await post("nlp", {"query": "average revenue by region in 2024"})
+            data = await post("data", {"intent": nlp["intent"]})
+            await post("viz", {"intent": nlp["intent"], **data})
+
+        return await _drive(
+            "httpx (agent client, 3 direct calls)", one, concurrency=concurrency, count=count
+        )
+
+
 async def _engine(name: str, stub_port: int, store: Any, concurrency: int, count: int) -> Row:
     from agents.client import AgentClient, create_http_client
     from orchestrator.app import BUILTIN_FALLBACKS
@@ -252,6 +280,7 @@ async def main(count: int) -> None:
         for conc in (1, 50):
             n = count if conc == 50 else max(count // 4, 100)
             rows.append(await _floor(stub_port, conc, n))
+            rows.append(await _httpx_calls(stub_port, conc, n))
             rows.append(
                 await _engine("engine, memory store", stub_port, MemoryStateStore(), conc, n)
             )
