@@ -332,4 +332,5 @@ if __name__ == "__main__":
         "--workflows", type=int, default=2_000, help="workflows per row at concurrency 50"
     )
     args = parser.parse_args()
-    asyncio.run(main(args.workflows))
+    # Bounded however the run goes: a bench must stop by itself.
+    asyncio.run(asyncio.wait_for(main(args.workflows), timeout=900))

@@ -131,6 +131,8 @@ class WorkflowOrchestrator:
         self._handoff = handoff_on_shutdown and leases is not None
         self._running: dict[str, _Running] = {}
         self._background: list[asyncio.Task[None]] = []
+        # Writes owed by workflows whose task was cancelled before its body could run.
+        self._finishers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         cancellations = await self.store.subscribe_cancellations()
@@ -163,6 +165,8 @@ class WorkflowOrchestrator:
                 self._cancel_local(workflow_id, reason="replica shutting down")
         if tasks:
             await asyncio.wait(tasks)
+        if self._finishers:
+            await asyncio.wait(list(self._finishers))
         for task in self._background:
             task.cancel()
         for task in self._background:
@@ -201,8 +205,30 @@ class WorkflowOrchestrator:
 
     def _start(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
         task = asyncio.create_task(self._run(workflow, state), name=f"workflow-{state.workflow_id}")
-        self._running[state.workflow_id] = _Running(task, state)
-        task.add_done_callback(lambda _: self._running.pop(state.workflow_id, None))
+        running = _Running(task, state)
+        self._running[state.workflow_id] = running
+        task.add_done_callback(lambda _: self._on_done(running))
+
+    def _on_done(self, running: _Running) -> None:
+        self._running.pop(running.state.workflow_id, None)
+        state = running.state
+        if running.task.cancelled() and not running.fenced and not state.status.is_terminal:
+            # Cancelled before `_run` got to run at all (same event-loop turn as submit):
+            # its finally never ran, but the store is still owed a terminal state.
+            _mark_cancelled(state)
+            self._finish_later(state)
+
+    def _finish_later(self, state: WorkflowState) -> None:
+        """Write a terminal state that no workflow task will write (it never ran)."""
+
+        async def finish() -> None:
+            await self._persist(state)
+            self.metrics.record_finished(state)
+            await self._release(state.workflow_id)
+
+        finisher = asyncio.create_task(finish())
+        self._finishers.add(finisher)
+        finisher.add_done_callback(self._finishers.discard)
 
     async def wait(self, workflow_id: str) -> WorkflowState:
         """Wait for a workflow this replica runs; the caller's cancellation does not stop it."""
@@ -210,7 +236,12 @@ class WorkflowOrchestrator:
         if running is None:
             return await self.status(workflow_id)
         # shield: a client that disconnects cancels this wait, never the workflow.
-        await asyncio.shield(running.task)
+        try:
+            await asyncio.shield(running.task)
+        except asyncio.CancelledError:
+            if not running.task.cancelled():
+                raise  # our caller went away
+            # The workflow was cancelled before it started; _on_done marked it.
         return running.state
 
     async def status(self, workflow_id: str) -> WorkflowState:
@@ -319,16 +350,9 @@ class WorkflowOrchestrator:
                 code="resume_failed", message=f"could not resume the workflow: {exc}"
             )
             state.finished_at = time.time()
-            task = asyncio.create_task(self._finish_unresumable(state))
-            self._running[state.workflow_id] = _Running(task, state)
-            task.add_done_callback(lambda _: self._running.pop(state.workflow_id, None))
+            self._finish_later(state)
             return
         self._start(workflow, state)
-
-    async def _finish_unresumable(self, state: WorkflowState) -> None:
-        await self._persist(state)
-        self.metrics.record_finished(state)
-        await self._release(state.workflow_id)
 
     async def _run(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)

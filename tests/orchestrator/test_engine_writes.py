@@ -137,3 +137,18 @@ async def test_a_cancel_before_the_runner_starts_is_written_once(
     assert store.saved == [WorkflowStatus.PENDING, WorkflowStatus.CANCELLED]
     stored = await store.get(state.workflow_id)
     assert stored is not None and stored.status is WorkflowStatus.CANCELLED
+
+
+async def test_a_cancel_in_the_same_turn_as_submit_still_ends_cancelled(
+    engine: tuple[WorkflowOrchestrator, RecordingStore], chain: CompiledWorkflow
+) -> None:
+    """A task cancelled before its body ever ran still leaves a terminal document behind."""
+    orchestrator, store = engine
+    state = await orchestrator.submit(chain, {"query": "revenue by region"})
+    orchestrator._cancel_local(state.workflow_id, reason="cancel requested")  # no await between
+    done = await orchestrator.wait(state.workflow_id)
+    assert done.status is WorkflowStatus.CANCELLED
+    await orchestrator.close()  # waits for the owed write
+    stored = await store.get(state.workflow_id)
+    assert stored is not None and stored.status is WorkflowStatus.CANCELLED
+    assert orchestrator.metrics.snapshot()["workflows"]["by_status"]["cancelled"] == 1
