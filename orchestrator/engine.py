@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from orchestrator.dag.runner import DagRunner
 from orchestrator.dag.validate import CompiledWorkflow
 from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
 from orchestrator.metrics import WorkflowMetrics
+from orchestrator.state_writer import StateWriter
 from state.leases import LeaseStore
 from state.models import StepStatus, WorkflowError, WorkflowState, WorkflowStatus
 from state.store import StateStore
@@ -52,56 +53,6 @@ class _Running:
     state: WorkflowState
     # Set when another replica took the lease over: this one must write nothing more.
     fenced: bool = False
-
-
-class _StateWriter:
-    """Writes a workflow's document after transitions without holding the workflow up.
-
-    Transitions only mark the document dirty; one writer task at a time writes the
-    latest snapshot, so a burst of transitions costs one or two writes and the
-    nodes never wait on the store. Writes stay in order (one writer), and the
-    terminal document is always written last and awaited (`flush`). `persist`
-    returns whether the store now holds the document it was given; once that was
-    a terminal one, `final` is True and nothing more is written: the store would
-    refuse it anyway (a terminal document is final).
-    """
-
-    def __init__(
-        self, persist: Callable[[WorkflowState], Awaitable[bool]], state: WorkflowState
-    ) -> None:
-        self._persist = persist
-        self._state = state
-        self._dirty = False
-        self._task: asyncio.Task[None] | None = None
-        self.final = False
-
-    def mark_dirty(self) -> None:
-        if self.final:
-            return
-        self._dirty = True
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-
-    async def flush(self) -> None:
-        while self._task is not None and not self._task.done():
-            # shield: the workflow task may be cancelled while its final write is in flight.
-            await asyncio.shield(self._task)
-        if self._dirty:
-            await self._write()
-
-    async def _drain(self) -> None:
-        while self._dirty:
-            await self._write()
-
-    async def _write(self) -> None:
-        self._dirty = False
-        if self.final:
-            return  # marked dirty while the terminal write was in flight
-        # Both stores serialise the document before their first await, so the status
-        # read here is the one written.
-        terminal = self._state.status.is_terminal
-        if await self._persist(self._state) and terminal:
-            self.final = True
 
 
 class WorkflowOrchestrator:
@@ -356,7 +307,7 @@ class WorkflowOrchestrator:
 
     async def _run(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
-        writer = _StateWriter(self._persist_unless_fenced, state)
+        writer = StateWriter(self._persist_unless_fenced, state)
 
         async def on_transition(current: WorkflowState) -> None:
             writer.mark_dirty()
