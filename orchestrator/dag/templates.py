@@ -39,6 +39,9 @@ __all__ = ["MAX_DEPTH", "Template", "TemplateError", "compile_template"]
 MAX_DEPTH = 64
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+# A string that is exactly one placeholder holding a well-formed path (split_path's
+# rule: segments of [A-Za-z0-9_-] joined by dots). Its `\s` is str.strip()'s whitespace.
+_WHOLE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
 _OPEN = "{{"
 
 
@@ -66,20 +69,23 @@ class TemplateError(ValueError):
         self.location = location
 
 
-@dataclass(frozen=True, slots=True)
+# The compiled nodes are private and never mutated after compile; they are not frozen
+# because a frozen dataclass takes three times as long to build (10,000-node workflows).
+@dataclass(slots=True)
 class _Ref:
     path: str
     segments: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Whole:
+@dataclass(slots=True)
+class _Whole(_Ref):
+    """A string that is exactly one placeholder: its own reference, with where it is."""
+
     text: str
     location: str
-    ref: _Ref
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Interpolated:
     text: str
     location: str
@@ -102,9 +108,23 @@ def _format(value: Any) -> str:
         return str(value)
 
 
-def _parse_string(text: str, location: str) -> _Node:
+def _parse_string(text: str, location: str, found: dict[str, str]) -> _Node:
+    """Compile one string; `found` collects each path read (path -> its root name)."""
     if _OPEN not in text:
         return text
+    whole = _WHOLE.fullmatch(text)
+    if whole is not None:
+        # The common case, "{{ path }}": one regex both finds and validates the path
+        # (split_path's rule), giving what the general scanner below would give.
+        path = whole.group(1)
+        segments = tuple(path.split("."))
+        found.setdefault(path, segments[0])
+        return _Whole(path, segments, text, location)
+    return _scan(text, location, found)
+
+
+def _scan(text: str, location: str, found: dict[str, str]) -> _Node:
+    """The general case: any number of placeholders, text around them, malformed ones."""
 
     def fail(reason: str, path: str | None = None) -> TemplateError:
         return TemplateError(reason, template=text, path=path, location=location)
@@ -137,8 +157,10 @@ def _parse_string(text: str, location: str) -> _Node:
         raise fail("unclosed '{{'")
     if rest:
         parts.append(rest)
+    for ref in refs:
+        found.setdefault(ref.path, ref.segments[0])
     if len(parts) == 1 and isinstance(parts[0], _Ref):
-        return _Whole(text, location, parts[0])
+        return _Whole(parts[0].path, parts[0].segments, text, location)
     return _Interpolated(text, location, tuple(parts))
 
 
@@ -151,15 +173,19 @@ def _join(location: str, key: str | int) -> str:
     return f"{location}.{key}" if location else str(key)
 
 
-def _compile(value: Any, location: str, depth: int) -> _Node:
+def _compile(value: Any, location: str, depth: int, found: dict[str, str]) -> _Node:
+    """Compile `value` (at `location`, `depth` levels down); paths read go to `found`."""
     if depth > MAX_DEPTH:
         raise TemplateError(
             f"nested more than {MAX_DEPTH} levels deep", template=_short(value), location=location
         )
     if isinstance(value, str):
-        return _parse_string(value, location)
+        return _parse_string(value, location, found)
     if isinstance(value, Mapping):
         compiled: dict[str, Any] = {}
+        # Node inputs are mostly objects of strings: those are compiled here rather than
+        # by a call per item (the depth check above is `strings_ok` for them).
+        strings_ok = depth < MAX_DEPTH
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TemplateError(
@@ -167,28 +193,21 @@ def _compile(value: Any, location: str, depth: int) -> _Node:
                     template=_short(key),
                     location=location,
                 )
-            compiled[key] = _compile(item, _join(location, key), depth + 1)
+            where = f"{location}.{key}" if location else str(key)
+            if strings_ok and type(item) is str:
+                compiled[key] = item if _OPEN not in item else _parse_string(item, where, found)
+            else:
+                compiled[key] = _compile(item, where, depth + 1, found)
         return compiled
     if isinstance(value, list | tuple):
-        return [_compile(item, _join(location, i), depth + 1) for i, item in enumerate(value)]
+        return [
+            _compile(item, _join(location, i), depth + 1, found) for i, item in enumerate(value)
+        ]
     if value is None or isinstance(value, bool | int | float):
         return value
     raise TemplateError(
         f"{json_type(value)} is not a JSON value", template=_short(value), location=location
     )
-
-
-def _collect(node: _Node, into: list[_Ref]) -> None:
-    if isinstance(node, _Whole):
-        into.append(node.ref)
-    elif isinstance(node, _Interpolated):
-        into.extend(part for part in node.parts if isinstance(part, _Ref))
-    elif isinstance(node, dict):
-        for item in node.values():
-            _collect(item, into)
-    elif isinstance(node, list):
-        for item in node:
-            _collect(item, into)
 
 
 _Missing = Literal["error", "null"]
@@ -210,7 +229,7 @@ def _lookup(
 
 def _render(node: _Node, scope: Mapping[str, Any], missing: _Missing) -> Any:
     if isinstance(node, _Whole):
-        return _lookup(scope, node.ref, node, missing)[1]
+        return _lookup(scope, node, node, missing)[1]
     if isinstance(node, _Interpolated):
         pieces: list[str] = []
         for part in node.parts:
@@ -228,7 +247,7 @@ def _render(node: _Node, scope: Mapping[str, Any], missing: _Missing) -> Any:
     return node
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Template:
     """A checked template, ready to render any number of times.
 
@@ -260,9 +279,7 @@ def compile_template(value: Any) -> Template:
     Raises TemplateError on a malformed placeholder (unclosed, empty, bad path),
     a non-string object key, a non-JSON value, or nesting deeper than MAX_DEPTH.
     """
-    compiled = _compile(value, "", 0)
-    refs: list[_Ref] = []
-    _collect(compiled, refs)
-    paths = tuple(dict.fromkeys(ref.path for ref in refs))
-    references = frozenset(ref.segments[0] for ref in refs)
-    return Template(raw=value, references=references, paths=paths, _compiled=compiled)
+    # One walk compiles and collects every path (-> its root name) in order of first use.
+    found: dict[str, str] = {}
+    compiled = _compile(value, "", 0, found)
+    return Template(value, frozenset(found.values()), tuple(found), compiled)

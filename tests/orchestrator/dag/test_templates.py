@@ -411,3 +411,52 @@ def test_a_path_outside_the_scope_never_renders_something_else(
     assert caught.value.path == f"{name}.x"
     assert compile_template("{{ " + name + " }}").render(scope, missing="null") is None
     assert compile_template("[{{ " + name + " }}]").render(scope, missing="null") == "[]"
+
+
+# The alphabet of placeholders and their near misses: braces, dots, path characters, and
+# whitespace both ASCII and Unicode (str.strip() removes all of it).
+_NEAR_PLACEHOLDERS = st.one_of(
+    st.builds(
+        "".join,
+        st.tuples(
+            st.sampled_from(["{{", "{{ ", "{{\n", "{{\u00a0", "{{\x1c", " {{", "{", "{{{"]),
+            st.text(alphabet="a9_-.$ {}\u2003", max_size=8),
+            st.sampled_from(["}}", " }}", "\t}}", "\u2003}}", "}} ", "}", "}}}", ""]),
+        ),
+    ),
+    st.lists(
+        st.sampled_from([*"{}.a9_- \t\n\x1c\u00a0\u2003$(", "{{", "}}", "{{ ", " }}", "ab.c"]),
+        max_size=8,
+    ).map("".join),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_NEAR_PLACEHOLDERS)
+def test_the_whole_placeholder_fast_path_agrees_with_the_scanner(text: str) -> None:
+    """Whatever the string, the one-regex fast path compiles it as the general scanner does."""
+    from orchestrator.dag import templates
+
+    fast: dict[str, str] = {}
+    slow: dict[str, str] = {}
+    try:
+        expected = templates._scan(text, "at", slow)
+    except TemplateError as exc:
+        with pytest.raises(TemplateError) as caught:
+            templates._parse_string(text, "at", fast)
+        assert (caught.value.reason, caught.value.path) == (exc.reason, exc.path)
+        return
+    if "{{" not in text:
+        assert templates._parse_string(text, "at", fast) == text
+        return
+    assert templates._parse_string(text, "at", fast) == expected
+    assert fast == slow
+
+
+@pytest.mark.parametrize("text", ["{{ a.b }}", "{{a}}", "{{\u00a0a-1.0_x\n}}", "{{ a }}}"])
+def test_whole_placeholders_compile_alike_either_way(text: str) -> None:
+    """The common "{{ path }}" forms (and a near miss) give the same template as the scanner."""
+    from orchestrator.dag import templates
+
+    found: dict[str, str] = {}
+    assert templates._parse_string(text, "", {}) == templates._scan(text, "", found)
