@@ -146,6 +146,8 @@ ALLOWED_FUNCTIONS: Mapping[str, Callable[..., Any]] = types.MappingProxyType(
         "upper": _upper,
     }
 )
+# For messages: the functions that may be called.
+_ALLOWED_LIST = ", ".join(sorted(ALLOWED_FUNCTIONS))
 # Keyword arguments each function accepts; every other keyword is refused at compile time.
 _ALLOWED_KEYWORDS: Mapping[str, frozenset[str]] = {
     "round": frozenset({"ndigits"}),
@@ -297,6 +299,7 @@ _PLAIN_NODES = (
 # Operator and context nodes carry no code of their own; BinOp checks its operator.
 _MARKER_NODES = (ast.expr_context, ast.operator, ast.boolop, ast.unaryop, ast.cmpop)
 _CONSTANT_TYPES = (str, int, float, bool, type(None))
+_NAMED_NODES = (ast.Name, ast.Attribute)
 _REFUSED_SYNTAX: Mapping[type[ast.AST], str] = {
     ast.Lambda: "lambda functions are",
     ast.ListComp: "comprehensions are",
@@ -320,7 +323,7 @@ def _refuse(reason: str) -> NoReturn:
 
 def _check_call(node: ast.Call) -> None:
     func = node.func
-    allowed = ", ".join(sorted(ALLOWED_FUNCTIONS))
+    allowed = _ALLOWED_LIST
     if isinstance(func, ast.Attribute):
         if func.attr.startswith("_"):
             _refuse(f"access to {func.attr!r} is not allowed")
@@ -342,7 +345,7 @@ def _check_call(node: ast.Call) -> None:
 def _check_node(node: ast.AST) -> None:
     # A name is always a scope read (a step may be called "max"); only a call's callee
     # refers to a function, and that is checked by _check_call.
-    if isinstance(node, ast.Name | ast.Attribute):
+    if isinstance(node, _NAMED_NODES):
         name = node.id if isinstance(node, ast.Name) else node.attr
         if name.startswith("_"):
             _refuse(f"access to {name!r} is not allowed")
@@ -363,15 +366,37 @@ def _check_node(node: ast.AST) -> None:
         _refuse(f"{what} not allowed")
 
 
-def _children(node: ast.AST) -> Iterable[ast.AST]:
+# Fields that, by Python's grammar (ast's ASDL), never hold an expression: contexts,
+# operators and identifiers. Every other field of every node is looked at, so a node
+# type this module does not know of still has all its sub-expressions checked.
+_NOT_EXPRESSION_FIELDS = frozenset({"ctx", "op", "ops", "id", "attr", "kind"})
+_FIELDS: dict[type[ast.AST], tuple[str, ...]] = {}
+
+
+def _children(node: ast.AST) -> list[ast.AST]:
+    """The expression nodes under `node`, in ast.iter_child_nodes order."""
     if isinstance(node, ast.Call):
         # The callee is a function name, checked by _check_call, not a value read.
-        yield from node.args
-        yield from (keyword.value for keyword in node.keywords)
-        return
-    for child in ast.iter_child_nodes(node):
-        if not isinstance(child, _MARKER_NODES):
-            yield child
+        return [*node.args, *(keyword.value for keyword in node.keywords)]
+    kind = type(node)
+    fields = _FIELDS.get(kind)
+    if fields is None:
+        fields = _FIELDS[kind] = tuple(
+            name for name in node._fields if name not in _NOT_EXPRESSION_FIELDS
+        )
+    children: list[ast.AST] = []
+    for name in fields:
+        value = getattr(node, name, None)
+        if isinstance(value, ast.AST):
+            if not isinstance(value, _MARKER_NODES):
+                children.append(value)
+        elif isinstance(value, list):
+            children.extend(
+                item
+                for item in value
+                if isinstance(item, ast.AST) and not isinstance(item, _MARKER_NODES)
+            )
+    return children
 
 
 def _check_tree(tree: ast.Expression) -> frozenset[str]:
@@ -386,10 +411,19 @@ def _check_tree(tree: ast.Expression) -> frozenset[str]:
             _refuse(f"expression is too complex (more than {MAX_NODES} parts)")
         if depth > MAX_DEPTH:
             _refuse(f"expression is nested too deeply (more than {MAX_DEPTH} levels)")
-        _check_node(node)
+        # The two leaves of nearly every expression, checked inline (as _check_node would).
         if isinstance(node, ast.Name):
-            names.add(node.id)
-        stack.extend((child, depth + 1) for child in _children(node))
+            name = node.id
+            if name.startswith("_"):
+                _refuse(f"access to {name!r} is not allowed")
+            names.add(name)
+        elif isinstance(node, ast.Constant):
+            value = node.value
+            if not isinstance(value, _CONSTANT_TYPES):
+                _refuse(f"literals of type {type(value).__name__} are not allowed")
+        else:
+            _check_node(node)
+            stack.extend([(child, depth + 1) for child in _children(node)])
     return frozenset(names)
 
 

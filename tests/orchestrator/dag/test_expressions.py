@@ -243,6 +243,75 @@ def test_sandbox_escapes_are_refused_at_compile_time(source: str, reason: str) -
     assert str(error) == f"expression {source!r}: {error.reason}"
 
 
+# Every place an expression can sit inside an allowed one: the checker must reach it.
+_POSITIONS = [
+    "1 if c else ({})",
+    "({}) if c else 1",
+    "1 if ({}) else 2",
+    "x[({}):2]",
+    "x[1:2:({})]",
+    "x[({})]",
+    "({})[0]",
+    "({}).key",
+    "{{'k': ({})}}",
+    "{{({}): 1}}",
+    "[1, ({})]",
+    "(1, ({}))",
+    "{{1, ({})}}",
+    "a < b < ({})",
+    "not ({})",
+    "a and ({})",
+    "-({})",
+    "1 + ({})",
+    "max(1, ({}))",
+    "round(1, ndigits=({}))",
+]
+_NESTED_ESCAPES = [
+    ("x.__class__", "access to '__class__' is not allowed"),
+    ("_hidden", "access to '_hidden' is not allowed"),
+    ("open('/etc/passwd')", "function 'open' is not allowed"),
+    ("lambda: 1", "lambda functions are not allowed"),
+    ("[y for y in z]", "comprehensions are not allowed"),
+    ('f"{x}"', "f-strings are not allowed"),
+    ("x.upper()", "calling methods ('.upper()') is not allowed"),
+    ("y := 1", "assignment expressions (:=) are not allowed"),
+    ("b'bytes'", "literals of type bytes are not allowed"),
+    ("a @ b", "operator '@' is not allowed"),
+]
+
+
+@pytest.mark.parametrize("position", _POSITIONS)
+@pytest.mark.parametrize(("escape", "reason"), _NESTED_ESCAPES)
+def test_escapes_are_found_wherever_they_are_nested(
+    position: str, escape: str, reason: str
+) -> None:
+    """A refused construct deep inside an allowed one is refused just the same."""
+    source = position.format(escape)
+    with pytest.raises(ExpressionError) as caught:
+        compile_expression(source)
+    assert reason in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "source", [p.format("q.r[0]") for p in _POSITIONS] + [e for e, _ in ESCAPES]
+)
+def test_the_checker_walks_every_child_expression(source: str) -> None:
+    """_children lists exactly ast's child expressions (the callee of a call excepted)."""
+    from orchestrator.dag import expressions
+
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError:
+        return
+    markers = (ast.expr_context, ast.operator, ast.boolop, ast.unaryop, ast.cmpop)
+    for node in ast.walk(tree.body):
+        if isinstance(node, ast.Call):
+            expected = [*node.args, *(k.value for k in node.keywords)]
+        else:
+            expected = [c for c in ast.iter_child_nodes(node) if not isinstance(c, markers)]
+        assert expressions._children(node) == expected
+
+
 def test_error_message_has_the_documented_shape() -> None:
     """The message quotes the expression and then the reason, for people to read."""
     with pytest.raises(ExpressionError, match=r"^expression 'x.__class__': access to '__class__'"):
