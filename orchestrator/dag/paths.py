@@ -90,7 +90,7 @@ def split_path(path: str) -> tuple[str, ...]:
 def resolve_segments(root: Mapping[str, Any], segments: Sequence[str]) -> Any:
     """Resolve already-split segments against `root`; raises PathError.
 
-    Lets callers that resolve the same path many times (templates) split it once.
+    For callers that hold paths already validated (templates, transforms).
     """
     path = ".".join(segments)
     current: Any = root

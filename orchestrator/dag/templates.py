@@ -41,8 +41,12 @@ MAX_DEPTH = 64
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 # A string that is exactly one placeholder holding a well-formed path (split_path's
 # rule: segments of [A-Za-z0-9_-] joined by dots). Its `\s` is str.strip()'s whitespace.
-_WHOLE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
+# Groups: the path, its root name.
+_WHOLE = re.compile(r"\{\{\s*(([A-Za-z0-9_-]+)(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
 _OPEN = "{{"
+# Tuples, not `list | tuple` unions: a union in a function body is built on every call.
+_ARRAYS = (list, tuple)
+_SCALARS = (bool, int, float)
 
 
 class TemplateError(ValueError):
@@ -73,8 +77,10 @@ class TemplateError(ValueError):
 # because a frozen dataclass takes three times as long to build (10,000-node workflows).
 @dataclass(slots=True)
 class _Ref:
+    # A validated path, split again when rendered: a tuple of its segments per
+    # placeholder would cost more at compile (allocation, memory, GC) than the split
+    # costs at render, which happens once per node run, next to an agent call.
     path: str
-    segments: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -116,10 +122,9 @@ def _parse_string(text: str, location: str, found: dict[str, str]) -> _Node:
     if whole is not None:
         # The common case, "{{ path }}": one regex both finds and validates the path
         # (split_path's rule), giving what the general scanner below would give.
-        path = whole.group(1)
-        segments = tuple(path.split("."))
-        found.setdefault(path, segments[0])
-        return _Whole(path, segments, text, location)
+        path, root = whole.group(1, 2)
+        found.setdefault(path, root)
+        return _Whole(path, text, location)
     return _scan(text, location, found)
 
 
@@ -130,7 +135,6 @@ def _scan(text: str, location: str, found: dict[str, str]) -> _Node:
         return TemplateError(reason, template=text, path=path, location=location)
 
     parts: list[str | _Ref] = []
-    refs: list[_Ref] = []
     end = 0
     for match in _PLACEHOLDER.finditer(text):
         before = text[end : match.start()]
@@ -146,21 +150,19 @@ def _scan(text: str, location: str, found: dict[str, str]) -> _Node:
             segments = split_path(path)
         except PathError as exc:
             raise fail(f"invalid path {path!r}: {exc.reason}", path) from exc
-        ref = _Ref(path, segments)
+        found.setdefault(path, segments[0])
+        ref = _Ref(path)
         if before:
             parts.append(before)
         parts.append(ref)
-        refs.append(ref)
         end = match.end()
     rest = text[end:]
     if _OPEN in rest:
         raise fail("unclosed '{{'")
     if rest:
         parts.append(rest)
-    for ref in refs:
-        found.setdefault(ref.path, ref.segments[0])
     if len(parts) == 1 and isinstance(parts[0], _Ref):
-        return _Whole(parts[0].path, parts[0].segments, text, location)
+        return _Whole(parts[0].path, text, location)
     return _Interpolated(text, location, tuple(parts))
 
 
@@ -181,7 +183,7 @@ def _compile(value: Any, location: str, depth: int, found: dict[str, str]) -> _N
         )
     if isinstance(value, str):
         return _parse_string(value, location, found)
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         compiled: dict[str, Any] = {}
         # Node inputs are mostly objects of strings: those are compiled here rather than
         # by a call per item (the depth check above is `strings_ok` for them).
@@ -199,11 +201,11 @@ def _compile(value: Any, location: str, depth: int, found: dict[str, str]) -> _N
             else:
                 compiled[key] = _compile(item, where, depth + 1, found)
         return compiled
-    if isinstance(value, list | tuple):
+    if isinstance(value, _ARRAYS):
         return [
             _compile(item, _join(location, i), depth + 1, found) for i, item in enumerate(value)
         ]
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or isinstance(value, _SCALARS):
         return value
     raise TemplateError(
         f"{json_type(value)} is not a JSON value", template=_short(value), location=location
@@ -218,7 +220,7 @@ def _lookup(
 ) -> tuple[bool, Any]:
     """(found, value); raises TemplateError for a missing path when `missing` is "error"."""
     try:
-        return True, resolve_segments(scope, ref.segments)
+        return True, resolve_segments(scope, ref.path.split("."))
     except PathError as exc:
         if missing == "null":
             return False, None
