@@ -12,7 +12,7 @@ malformed templates and expressions, and reads of nodes that are not ancestors
 from __future__ import annotations
 
 import keyword
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.dag.errors import DefinitionError, Problem
@@ -202,11 +202,16 @@ def _analyse(
         if compiled is None:
             continue
         out.compiled[node.id] = compiled
-        reads.append((node, i, compiled.compiled.references, ""))
-        if compiled.when is not None:
+        # Reads of "inputs" and of direct dependencies (nearly all of them) are settled
+        # here; the rest wait for the whole graph (_check_reads).
+        names = compiled.compiled.references
+        if names and not _direct(names, deps):
+            reads.append((node, i, names, ""))
+        if compiled.when is not None and not _direct(compiled.when.names, deps):
             reads.append((node, i, compiled.when.names, "/when"))
-        if compiled.fallback_input is not None:
-            reads.append((node, i, compiled.fallback_input.references, "/fallback/input"))
+        fallback = compiled.fallback_input
+        if fallback is not None and not _direct(fallback.references, deps):
+            reads.append((node, i, fallback.references, "/fallback/input"))
     out.layering = layering = layer(out.deps)
     if layering.blocked:
         for cycle in find_cycles(out.deps, layering.blocked):
@@ -351,23 +356,24 @@ def _fallback(
         return None, False
 
 
+def _direct(names: frozenset[str], deps: tuple[str, ...]) -> bool:
+    """Whether every name is "inputs" or one of `deps` (no graph search needed)."""
+    rest = names.difference(deps)
+    return not rest or (len(rest) == 1 and INPUTS in rest)
+
+
 def _check_reads(
     reads: list[tuple[NodeDef, int, frozenset[str], str]],
     first: Mapping[str, int],
     deps: Mapping[str, tuple[str, ...]],
     out: _Analysis,
 ) -> None:
-    is_ancestor: Callable[[str, str], bool] | None = None
+    if not reads:
+        return
+    is_ancestor = ancestor_test(deps)
     for node, i, names, where in reads:
-        direct = deps[node.id]
-        # Fast path: "inputs" and direct dependencies, which is nearly every read.
-        rest = names.difference(direct)
-        if not rest or (len(rest) == 1 and INPUTS in rest):
-            continue
-        if is_ancestor is None:
-            is_ancestor = ancestor_test(deps)
         path = f"nodes/{i}{where}"
-        for name in sorted(rest):
+        for name in sorted(names.difference(deps[node.id])):
             if name == INPUTS:
                 continue
             if name == node.id:
