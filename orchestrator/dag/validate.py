@@ -12,7 +12,7 @@ malformed templates and expressions, and reads of nodes that are not ancestors
 from __future__ import annotations
 
 import keyword
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.dag.errors import DefinitionError, Problem
@@ -62,7 +62,6 @@ class CompiledWorkflow:
     definition: WorkflowDef
     nodes: Mapping[str, CompiledNode]
     dependencies: Mapping[str, tuple[str, ...]]
-    dependents: Mapping[str, tuple[str, ...]]
     layering: Layering
     sinks: tuple[str, ...]
     output: Template | None = None
@@ -70,6 +69,11 @@ class CompiledWorkflow:
     @property
     def name(self) -> str:
         return self.definition.name
+
+    @property
+    def dependents(self) -> Mapping[str, Sequence[str]]:
+        """Node -> the nodes that depend on it directly (read-only by contract)."""
+        return self.layering.dependents
 
 
 @dataclass(slots=True)
@@ -162,9 +166,8 @@ def _compile(
         definition=defn,
         nodes=analysis.compiled,
         dependencies=analysis.deps,
-        dependents={n: tuple(ds) for n, ds in dependents.items()},
         layering=analysis.layering,
-        sinks=tuple(n for n, ds in dependents.items() if not ds),
+        sinks=tuple([n for n, ds in dependents.items() if not ds]),
         output=analysis.output,
     )
 
@@ -280,12 +283,15 @@ def _compile_node(
             for p in exc.problems:
                 path = f"nodes/{i}/{p.path}" if p.path else f"nodes/{i}"
                 out.problems.append(Problem(p.code, p.message, node.id, path, p.nodes))
-        unknown = () if compiled is None or compiled.agents <= agents else compiled.agents - agents
-        for agent in sorted(unknown):
+        if compiled is not None and not compiled.agents <= agents:
             ok = False
-            out.add(
-                "unknown_agent", _unknown_agent(node, agent, agents), node.id, f"nodes/{i}/agent"
-            )
+            for agent in sorted(compiled.agents - agents):
+                out.add(
+                    "unknown_agent",
+                    _unknown_agent(node, agent, agents),
+                    node.id,
+                    f"nodes/{i}/agent",
+                )
     when = None
     if node.when is not None:
         when = _when(node, i, out)

@@ -34,6 +34,11 @@ class AgentParams(Compiled):
     retry: Mapping[str, Any] | None = None
 
 
+@functools.lru_cache(maxsize=1024)
+def _plain_params(agent: str) -> AgentParams:
+    return AgentParams(agents=_agent_set(agent), agent=agent, input=_NO_INPUT)
+
+
 class AgentKind(BaseKind):
     """`{"kind": "agent", "agent": name, "input": template, "retry": {...}}`.
 
@@ -51,6 +56,10 @@ class AgentKind(BaseKind):
         agent = params.get("agent")
         raw_input = params.get("input")
         retry = params.get("retry")
+        if raw_input is None and retry is None and type(agent) is str and agent:
+            # No input, no retry override: the same (immutable) params for every such
+            # node calling this agent.
+            return _plain_params(agent)
         template: Template | None = _NO_INPUT
         if raw_input is not None:
             try:
@@ -61,12 +70,9 @@ class AgentKind(BaseKind):
         if template is None or not retry_ok or not isinstance(agent, str) or not agent:
             self._refuse(node)
         assert template is not None and isinstance(agent, str)
+        # Positional: (references, agents, agent, input, retry), as declared.
         return AgentParams(
-            references=template.references,
-            agents=_agent_set(agent),
-            agent=agent,
-            input=template,
-            retry=dict(retry) if retry else None,
+            template.references, _agent_set(agent), agent, template, dict(retry) if retry else None
         )
 
     @staticmethod

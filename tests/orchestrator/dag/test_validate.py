@@ -175,6 +175,43 @@ def test_compile_accepts_a_parsed_definition() -> None:
     assert compiled.nodes["a"].agent == "a"
 
 
+def test_compiled_workflow_knows_each_nodes_dependents() -> None:
+    """dependents reverses depends_on; sinks are the nodes nothing depends on."""
+    compiled = compile_workflow(
+        {
+            "nodes": [
+                agent("a"),
+                agent("b", depends_on=["a"]),
+                agent("c", depends_on=["a", "b"]),
+                agent("d"),
+            ]
+        },
+        agents=set(AGENTS),
+    )
+    assert {n: list(ds) for n, ds in compiled.dependents.items()} == {
+        "a": ["b", "c"],
+        "b": ["c"],
+        "c": [],
+        "d": [],
+    }
+    assert compiled.sinks == ("c", "d")
+
+
+def test_agent_nodes_without_input_get_the_empty_input_and_their_own_agent() -> None:
+    """Plain agent nodes share compiled params per agent; each still calls its own agent."""
+    compiled = compile_workflow(
+        {"nodes": [agent("x", "a"), agent("y", "b"), agent("z", "a")]}, agents=set(AGENTS)
+    )
+    nodes = compiled.nodes
+    assert [nodes[n].agent for n in "xyz"] == ["a", "b", "a"]
+    for n in "xyz":
+        params = nodes[n].compiled
+        assert params.references == frozenset()
+        assert params.input.render({}) == {}  # type: ignore[attr-defined]
+        assert params.retry is None  # type: ignore[attr-defined]
+    assert nodes["x"].compiled is nodes["z"].compiled
+
+
 async def test_a_kind_registered_outside_the_engine_validates_and_runs() -> None:
     """The kind registry is open: a custom kind checks its params and runs in a DAG."""
     from agents.registry import AgentRegistry
