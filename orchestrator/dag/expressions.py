@@ -64,6 +64,7 @@ MAX_SEQUENCE_LENGTH = 100_000
 # ``[data.rows] * 1000`` is cheap to build but expensive to compare or print.
 MAX_VALUE_SIZE = 1_000_000
 _MAX_ROUND_DIGITS = 100
+_NO_NAMES: frozenset[str] = frozenset()
 _MESSAGE_SOURCE_CHARS = 120
 
 
@@ -467,8 +468,10 @@ def compile_expression(source: str, *, extra_names: Collection[str] = ()) -> Exp
         names = _check_tree(tree)
     except _Refused as exc:
         raise ExpressionError(exc.reason, expr=source) from None
+    if not extra_names:  # the common case: no set arithmetic, one shared empty set
+        return Expression(source, names, tree, _NO_NAMES)
     extra = frozenset(extra_names)
-    return Expression(source=source, names=names - extra, extra_names=extra, _tree=tree)
+    return Expression(source, names - extra, tree, extra)
 
 
 # -- evaluation -----------------------------------------------------------------------
@@ -559,7 +562,7 @@ def _runtime_reason(exc: Exception) -> str:
     return text if text else type(exc).__name__
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Expression:
     """A checked expression, ready to evaluate any number of times.
 

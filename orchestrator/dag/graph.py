@@ -41,29 +41,35 @@ class Layering:
 
 def layer(deps: Deps) -> Layering:
     """Topological order and longest-path layering; nodes on/after cycles go to `blocked`."""
-    dependents = dependents_of(deps)
-    remaining = {n: len(ds) for n, ds in deps.items()}
+    # dependents_of and the in-degree count, in one pass over the edges.
+    dependents: dict[str, list[str]] = {n: [] for n in deps}
+    remaining: dict[str, int] = {}
+    frontier: list[str] = []
+    for n, ds in deps.items():
+        if ds:
+            remaining[n] = len(ds)
+            for d in ds:
+                dependents[d].append(n)
+        else:
+            frontier.append(n)
     level_of: dict[str, int] = {}
-    frontier = [n for n, count in remaining.items() if count == 0]
-    for n in frontier:
-        level_of[n] = 0
     order: list[str] = []
     levels: list[list[str]] = []
     # Level by level: every node of level i+1 is released by the last of its deps, which
     # sits on level i, so one pass over the frontier assigns the longest-path level.
     while frontier:
+        level_of.update(dict.fromkeys(frontier, len(levels)))
         levels.append(frontier)
         order.extend(frontier)
         nxt: list[str] = []
-        depth = len(levels)
         for n in frontier:
             for m in dependents[n]:
-                remaining[m] -= 1
-                if remaining[m] == 0:
-                    level_of[m] = depth
+                left = remaining[m] - 1
+                remaining[m] = left
+                if not left:
                     nxt.append(m)
         frontier = nxt
-    blocked = [n for n in deps if n not in level_of]
+    blocked = [n for n in deps if n not in level_of] if len(order) < len(deps) else []
     return Layering(
         order=order, levels=levels, level_of=level_of, blocked=blocked, dependents=dependents
     )
@@ -215,27 +221,33 @@ def ancestor_test(deps: Deps) -> Callable[[str, str], bool]:
 
 
 def critical_path(
-    order: Sequence[str], deps: Deps, weight: Callable[[str], float]
+    order: Sequence[str], deps: Deps, weight: Callable[[str], float] | float
 ) -> tuple[list[str], float]:
     """The heaviest dependency chain (sum of node weights) and its weight; needs a
-    topological `order`. Ties go to the node earliest in `order`."""
+    topological `order`. `weight` is a function of the node, or one weight for all.
+    Ties go to the node earliest in `order`."""
     best: dict[str, float] = {}
     via: dict[str, str | None] = {}
     end: str | None = None
+    end_cost = 0.0
+    weigh = weight if callable(weight) else None
+    constant = 0.0 if callable(weight) else float(weight)
     for node in order:
         prev: str | None = None
         prev_cost = 0.0
         for d in deps[node]:
-            if prev is None or best[d] > prev_cost:
-                prev, prev_cost = d, best[d]
-        best[node] = prev_cost + weight(node)
+            cost = best[d]
+            if prev is None or cost > prev_cost:
+                prev, prev_cost = d, cost
+        cost = prev_cost + (weigh(node) if weigh is not None else constant)
+        best[node] = cost
         via[node] = prev
-        if end is None or best[node] > best[end]:
-            end = node
+        if end is None or cost > end_cost:
+            end, end_cost = node, cost
     path: list[str] = []
     cursor = end
     while cursor is not None:
         path.append(cursor)
         cursor = via[cursor]
     path.reverse()
-    return path, (best[end] if end is not None else 0.0)
+    return path, end_cost

@@ -71,12 +71,12 @@ def plan_workflow(defn_or_compiled: WorkflowDef | CompiledWorkflow) -> Plan:
         path, length = critical_path(layering.order, deps, lambda n: estimates.get(n) or 0.0)
         unit: Literal["nodes", "ms"] = "ms"
     else:
-        path, length = critical_path(layering.order, deps, lambda n: 1.0)
+        path, length = critical_path(layering.order, deps, 1.0)
         unit = "nodes"
     widest = max((len(level) for level in layering.levels), default=0)
     return Plan(
         levels=[list(level) for level in layering.levels],
-        dependencies={n: list(ds) for n, ds in deps.items()},
+        dependencies=dict(zip(deps, map(list, deps.values()), strict=True)),
         critical_path=path,
         max_parallelism=min(widest, defn.options.max_parallel),
         critical_path_length=length,
