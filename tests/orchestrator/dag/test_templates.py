@@ -308,6 +308,21 @@ def test_nesting_is_capped() -> None:
     assert compile_template(deep[0]).render({}) == deep[0]
 
 
+@pytest.mark.parametrize("leaf", ["{{ a.b }}", "plain", 1])
+def test_nesting_cap_counts_object_levels_too(leaf: Any) -> None:
+    """A value under MAX_DEPTH objects compiles; one level more is refused, whatever it is."""
+
+    def nest(levels: int) -> Any:
+        value = leaf
+        for _ in range(levels):
+            value = {"k": value}
+        return value
+
+    assert compile_template(nest(MAX_DEPTH)).references <= {"a"}
+    with pytest.raises(TemplateError, match=f"nested more than {MAX_DEPTH} levels"):
+        compile_template(nest(MAX_DEPTH + 1))
+
+
 def test_dunder_paths_only_ever_read_keys() -> None:
     """A dunder-looking path is a syntactically valid key lookup, so it finds nothing."""
     template = compile_template("{{ inputs.__class__ }}")
