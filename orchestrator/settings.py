@@ -139,33 +139,35 @@ def default_registry(host: str = "127.0.0.1") -> AgentRegistry:
     )
 
 
-def _env_int(env: Mapping[str, str], key: str, default: int, *, minimum: int) -> int:
+_N = TypeVar("_N", int, float)
+
+
+def _env_number(
+    env: Mapping[str, str], key: str, default: _N, *, parse: type[_N], minimum: _N
+) -> _N:
+    """`key` parsed with `parse` (int or float), at least `minimum`; `default` when unset."""
     raw = env.get(key)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(
-            f"expected an integer, got {raw!r}", source="environment", key=key
-        ) from None
+        kind = "an integer" if parse is int else "a number"
+        raise ConfigError(f"expected {kind}, got {raw!r}", source="environment", key=key) from None
     if value < minimum:
         raise ConfigError(f"must be >= {minimum}, got {value}", source="environment", key=key)
     return value
 
 
+def _env_int(env: Mapping[str, str], key: str, default: int, *, minimum: int) -> int:
+    return _env_number(env, key, default, parse=int, minimum=minimum)
+
+
 def _env_float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"expected a number, got {raw!r}", source="environment", key=key
-        ) from None
-    if value <= 0:
-        raise ConfigError(f"must be > 0, got {value}", source="environment", key=key)
+    # Durations: a zero or negative one would make no sense anywhere they are used.
+    value = _env_number(env, key, default, parse=float, minimum=0.0)
+    if value == 0:
+        raise ConfigError("must be > 0, got 0.0", source="environment", key=key)
     return value
 
 
