@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-
-class FakeClock:
-    """A clock that stands still until `advance` moves it."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fakes import FakeClock
 
 
 class FakeSleep:

@@ -16,7 +16,7 @@ from circuit import (
     CircuitOpenError,
     Outcome,
 )
-from tests.circuit.conftest import FakeClock
+from tests.fakes import FakeClock
 
 
 class AgentDown(Exception):

@@ -23,7 +23,8 @@ from circuit import (
     call_with_retry,
     parse_retry_after,
 )
-from tests.circuit.conftest import FakeClock, FakeSleep
+from tests.circuit.conftest import FakeSleep
+from tests.fakes import FakeClock
 
 
 class Unavailable(Exception):

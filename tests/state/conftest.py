@@ -30,19 +30,7 @@ from state.models import (
 )
 from state.redis import RedisStateStore
 from state.store import StateStore
-
-
-class FakeClock:
-    """A monotonic clock that stands still until `advance` moves it."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fakes import FakeClock
 
 
 class MemoryBackend:

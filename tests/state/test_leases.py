@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from state.leases import LeaseStore, MemoryLeases, RedisLeases
-from tests.state.conftest import FakeClock
+from tests.fakes import FakeClock
 
 # Expire leases: memory moves its fake clock; Redis waits out a real (short) lease.
 Expire = Callable[[], Awaitable[None]]

@@ -6,7 +6,8 @@ import pytest
 
 from state.memory import MemoryStateStore
 from state.models import WorkflowStatus
-from tests.state.conftest import FakeClock, make_state, new_id
+from tests.fakes import FakeClock
+from tests.state.conftest import make_state, new_id
 
 
 async def test_expired_entries_are_swept_by_later_writes() -> None:
