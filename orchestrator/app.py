@@ -29,7 +29,13 @@ BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_in
 def create_store(settings: Settings) -> StateStore:
     if settings.redis_url:
         return RedisStateStore.from_url(
-            settings.redis_url, prefix=settings.key_prefix, ttl_s=settings.state_ttl_s
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            ttl_s=settings.state_ttl_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            command_timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
         )
     return MemoryStateStore(ttl_s=settings.state_ttl_s)
 

@@ -6,6 +6,10 @@
 - REDIS_URL                      Redis state store; unset = embedded in-memory store
 - ORCH_STATE_TTL_S               TTL of every workflow key, refreshed on write (3600)
 - ORCH_KEY_PREFIX                Redis key prefix ("orch:")
+- ORCH_REDIS_CONNECT_TIMEOUT_S   bound on connecting to Redis (1.0)
+- ORCH_REDIS_TIMEOUT_S           bound on each Redis command (1.0)
+- ORCH_REDIS_MAX_CONNECTIONS     connections in the Redis pool, pub/sub included (64)
+- ORCH_REDIS_POOL_TIMEOUT_S      how long a command waits for a free pooled connection (2.0)
 - ORCH_CONFIG                    optional TOML file, one table per agent (below)
 - NLP_AGENT_URL, DATA_AGENT_URL, VIZ_AGENT_URL   override the agents' URLs
 - ORCH_LOG_LEVEL                 "info"
@@ -71,6 +75,11 @@ class Settings:
     redis_url: str | None = None
     state_ttl_s: int = DEFAULT_TTL_S
     key_prefix: str = DEFAULT_PREFIX
+    # Redis faults: nothing waits on Redis longer than these before the API answers 503.
+    redis_connect_timeout_s: float = 1.0
+    redis_timeout_s: float = 1.0
+    redis_max_connections: int = 64
+    redis_pool_timeout_s: float = 2.0
     log_level: str = "info"
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     max_query_chars: int = 2_000
@@ -113,6 +122,10 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             state_ttl_s=_env_int(env, "ORCH_STATE_TTL_S", DEFAULT_TTL_S, minimum=1),
             key_prefix=env.get("ORCH_KEY_PREFIX", DEFAULT_PREFIX),
+            redis_connect_timeout_s=_env_float(env, "ORCH_REDIS_CONNECT_TIMEOUT_S", 1.0),
+            redis_timeout_s=_env_float(env, "ORCH_REDIS_TIMEOUT_S", 1.0),
+            redis_max_connections=_env_int(env, "ORCH_REDIS_MAX_CONNECTIONS", 64, minimum=4),
+            redis_pool_timeout_s=_env_float(env, "ORCH_REDIS_POOL_TIMEOUT_S", 2.0),
             log_level=env.get("ORCH_LOG_LEVEL", "info").lower(),
             http_transport=transport,
             max_query_chars=_env_int(env, "ORCH_MAX_QUERY_CHARS", 2_000, minimum=1),

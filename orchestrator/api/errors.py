@@ -8,6 +8,9 @@
     ├── UnsupportedMediaType  415
     └── Unprocessable         422
 
+A state store that cannot be reached (or cannot keep up) is a 503
+`state_store_unavailable` with `Retry-After`, never a 500.
+
 Other exceptions are mapped by walking their MRO through `_HANDLERS` (starlette's
 way), so a new error type needs one entry here and no try/except in any route.
 Anything unmapped is a 500 with a generic message; the traceback goes to the log,
@@ -25,8 +28,12 @@ from aiohttp import web
 
 from orchestrator.dag.errors import DefinitionError
 from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
+from state.store import StateStoreError
 
 log = structlog.get_logger(__name__)
+
+# What a client is told to wait before retrying while the state store is away.
+STORE_RETRY_AFTER_S = 1
 
 
 class ApiError(Exception):
@@ -95,6 +102,19 @@ def _already_finished(exc: BaseException) -> web.Response:
     return error_response(409, "workflow_finished", str(exc), details)
 
 
+def _store_unavailable(exc: BaseException) -> web.Response:
+    assert isinstance(exc, StateStoreError)
+    log.warning("state_store_unavailable", operation=exc.operation, error=str(exc))
+    response = error_response(
+        503,
+        "state_store_unavailable",
+        "the state store is unreachable or overloaded; retry shortly",
+        {"backend": exc.backend, "operation": exc.operation},
+    )
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+    return response
+
+
 def _http_exception(exc: BaseException) -> web.Response:
     # aiohttp's own: unknown route (404), wrong method (405), body over client_max_size (413).
     assert isinstance(exc, web.HTTPException)
@@ -118,6 +138,7 @@ _HANDLERS: dict[type[BaseException], Callable[[BaseException], web.Response]] = 
     DefinitionError: _definition_error,
     WorkflowNotFound: _not_found,
     WorkflowAlreadyFinished: _already_finished,
+    StateStoreError: _store_unavailable,
     web.HTTPException: _http_exception,
 }
 
