@@ -86,6 +86,10 @@ class _Running:
     token: int | None
     # Set when another replica took the lease over: this one must write nothing more.
     fenced: bool = False
+    # Clock time when the lease was last known to be ours (claim or renew).
+    confirmed_at: float = 0.0
+    # True while the store refuses this workflow's writes (an outage): they are retried.
+    write_failing: bool = False
     # Resolved once the state is terminal in memory (its write may still be pending).
     finished: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -232,7 +236,7 @@ class WorkflowOrchestrator:
         task = asyncio.create_task(
             self._run(workflow, state, token), name=f"workflow-{state.workflow_id}"
         )
-        running = _Running(task, state, token)
+        running = _Running(task, state, token, confirmed_at=self._clock())
         self._running[state.workflow_id] = running
         task.add_done_callback(lambda _: self._on_done(running))
 
@@ -373,11 +377,16 @@ class WorkflowOrchestrator:
             for wid, r in self._running.items()
             if r.token is not None and not r.fenced
         }
+        now = self._clock()
         try:
             kept = await leases.renew(held, self.replica_id, lease_s=self._lease_s)
         except Exception:  # Redis away: keep running; the next beat tries again
             log.warning("lease_renew_failed", exc_info=True)
             return
+        for workflow_id in kept:
+            running = self._running.get(workflow_id)
+            if running is not None:
+                running.confirmed_at = max(running.confirmed_at, now)
         for workflow_id in set(held) - kept:
             running = self._running.get(workflow_id)
             if running is not None and running.token == held[workflow_id]:
@@ -438,24 +447,26 @@ class WorkflowOrchestrator:
         self, workflow: CompiledWorkflow, state: WorkflowState, token: int | None
     ) -> None:
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
-
-        async def persist(current: WorkflowState) -> bool:
-            if self._is_fenced(current.workflow_id):
-                return False
-            return await self._persist(current, token)
-
-        writer = StateWriter(persist, state)
+        writer = self._writer(state, token)
 
         async def on_transition(current: WorkflowState) -> None:
             writer.mark_dirty()
             if current.status.is_terminal:
+                if self._write_failing(current.workflow_id):
+                    # The store is away: the outcome is known, waiting callers get it now.
+                    self._mark_finished(current.workflow_id)
                 await writer.flush()
                 self._mark_finished(current.workflow_id)
+
+        async def before_start() -> None:
+            await self._confirm_lease(state.workflow_id)
 
         try:
             if await self._cancel_requested(state.workflow_id):
                 raise asyncio.CancelledError
-            await self.runner.run(workflow, state, on_transition=on_transition)
+            await self.runner.run(
+                workflow, state, on_transition=on_transition, before_start=before_start
+            )
         except asyncio.CancelledError:
             # The runner marks CANCELLED itself; this covers a cancel that arrived
             # before the runner started.
@@ -468,22 +479,70 @@ class WorkflowOrchestrator:
                 state.error = WorkflowError(code="internal_error", message=f"internal error: {exc}")
                 state.finished_at = time.time()
         finally:
-            # The runner writes the terminal document itself; write it here only if it
-            # did not (a cancel before the runner started, a crash, a write still owed).
-            if not writer.final:
-                writer.mark_dirty()
-                await writer.flush()
-            self._mark_finished(state.workflow_id)
-            if not self._is_fenced(state.workflow_id) and writer.final:
-                self.metrics.record_finished(state)
-                log.info("workflow_finished", status=state.status.value)
-                await self._release(state.workflow_id)
+            await self._finish(state, writer)
+
+    def _writer(self, state: WorkflowState, token: int | None) -> StateWriter:
+        async def persist(current: WorkflowState) -> bool:
+            if self._is_fenced(current.workflow_id):
+                return False
+            return await self._persist(current, token)
+
+        return StateWriter(persist, state)
+
+    async def _finish(self, state: WorkflowState, writer: StateWriter) -> None:
+        # The runner writes the terminal document itself; write it here only if it
+        # did not (a cancel before the runner started, a crash, a write still owed).
+        if not writer.final:
+            writer.mark_dirty()
+            await writer.flush()
+        self._mark_finished(state.workflow_id)
+        if not self._is_fenced(state.workflow_id) and writer.final:
+            self.metrics.record_finished(state)
+            log.info("workflow_finished", status=state.status.value)
+            await self._release(state.workflow_id)
+
+    async def _confirm_lease(self, workflow_id: str) -> None:
+        """Before a step starts: make sure the lease is still ours if the heartbeat is late.
+
+        A replica that was frozen (or cut off) longer than its heartbeat may have been
+        presumed dead and its workflow resumed elsewhere; it must not start steps the
+        new owner runs. When the store cannot be asked (an outage) the step starts:
+        running workflows keep running, and fencing still guards the document.
+        """
+        running = self._running.get(workflow_id)
+        leases = self._leases
+        if running is None or running.token is None or leases is None:
+            return
+        if self._clock() - running.confirmed_at <= self._lease_s / 2:
+            return
+        now = self._clock()
+        try:
+            kept = await leases.renew(
+                {workflow_id: running.token}, self.replica_id, lease_s=self._lease_s
+            )
+        except StateStoreError:
+            log.warning("lease_unconfirmed_store_unavailable", workflow_id=workflow_id)
+            return
+        if workflow_id in kept:
+            running.confirmed_at = max(running.confirmed_at, now)
+            return
+        self._fence(workflow_id)
+        raise asyncio.CancelledError
 
     async def _cancel_requested(self, workflow_id: str) -> bool:
         try:
             return await self.store.cancel_requested(workflow_id)
         except StateStoreError:
             return False  # the store is away: run; the poller and listener catch up later
+
+    def _write_failing(self, workflow_id: str) -> bool:
+        running = self._running.get(workflow_id)
+        return running is not None and running.write_failing
+
+    def _set_write_failing(self, workflow_id: str, failing: bool) -> None:
+        running = self._running.get(workflow_id)
+        if running is not None:
+            running.write_failing = failing
 
     def _mark_finished(self, workflow_id: str) -> None:
         running = self._running.get(workflow_id)
@@ -516,11 +575,13 @@ class WorkflowOrchestrator:
             try:
                 # False: the stored copy is terminal already, which is just as final.
                 await self.store.save(state, token=token)
+                self._set_write_failing(state.workflow_id, False)
                 return True
             except LeaseLost:
                 self._fence(state.workflow_id)
                 return False
             except StateStoreError:
+                self._set_write_failing(state.workflow_id, True)
                 if state.status.is_terminal:
                     # The outcome is known: waiting callers get it from memory now.
                     self._mark_finished(state.workflow_id)
