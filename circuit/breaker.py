@@ -58,6 +58,8 @@ __all__ = [
     "Forced",
     "Outcome",
     "StateChangeCallback",
+    "open_wait_s",
+    "validate_config",
 ]
 
 T = TypeVar("T")
@@ -197,7 +199,7 @@ class AsyncCircuitBreaker:
         on_state_change: StateChangeCallback | None = None,
         listeners: Iterable[pybreaker.CircuitBreakerListener] = (),
     ) -> None:
-        _validate(config)
+        validate_config(config)
         self.name = name
         self.config = config
         self._clock = clock
@@ -493,14 +495,13 @@ def open_wait_s(config: BreakerConfig, level: int, rng: random.Random) -> float:
     if level <= 0:
         return config.reset_timeout_s
     exponent = min(level, 64)  # far beyond any cap; keeps the power finite
-    wait = min(
-        config.max_reset_timeout_s,
-        config.reset_timeout_s * config.backoff_multiplier**exponent,
-    )
+    cap = max(config.max_reset_timeout_s, config.reset_timeout_s)
+    wait = min(cap, config.reset_timeout_s * config.backoff_multiplier**exponent)
     return wait * (1.0 - config.backoff_jitter * rng.random())
 
 
-def _validate(config: BreakerConfig) -> None:
+def validate_config(config: BreakerConfig) -> None:
+    """Raise `ValueError` naming the first field with a value no breaker can work with."""
     checks: list[tuple[str, bool]] = [
         ("fail_max", config.fail_max >= 1),
         ("success_threshold", config.success_threshold >= 1),
@@ -512,7 +513,7 @@ def _validate(config: BreakerConfig) -> None:
         ("slow_call_rate_threshold", 0 < config.slow_call_rate_threshold <= 100),
         ("slow_call_duration_s", config.slow_call_duration_s > 0),
         ("backoff_multiplier", config.backoff_multiplier >= 1),
-        ("max_reset_timeout_s", config.max_reset_timeout_s >= config.reset_timeout_s),
+        ("max_reset_timeout_s", config.max_reset_timeout_s >= 0),
         ("backoff_jitter", 0 <= config.backoff_jitter < 1),
         ("follow_share", 0 < config.follow_share <= 1),
         ("policy", config.policy in ("consecutive", "rate")),

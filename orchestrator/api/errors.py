@@ -23,6 +23,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from circuit.errors import BreakerBoardError
 from orchestrator.dag.errors import DefinitionError
 from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
 
@@ -95,6 +96,19 @@ def _already_finished(exc: BaseException) -> web.Response:
     return error_response(409, "workflow_finished", str(exc), details)
 
 
+def _board_unavailable(exc: BaseException) -> web.Response:
+    # An ops action that could not be recorded for the deployment changed nothing.
+    assert isinstance(exc, BreakerBoardError)
+    response = error_response(
+        503,
+        "breaker_board_unavailable",
+        f"the shared breaker board ({exc.backend}) is not reachable; nothing was changed",
+        {"backend": exc.backend, "operation": exc.operation},
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def _http_exception(exc: BaseException) -> web.Response:
     # aiohttp's own: unknown route (404), wrong method (405), body over client_max_size (413).
     assert isinstance(exc, web.HTTPException)
@@ -118,6 +132,7 @@ _HANDLERS: dict[type[BaseException], Callable[[BaseException], web.Response]] = 
     DefinitionError: _definition_error,
     WorkflowNotFound: _not_found,
     WorkflowAlreadyFinished: _already_finished,
+    BreakerBoardError: _board_unavailable,
     web.HTTPException: _http_exception,
 }
 

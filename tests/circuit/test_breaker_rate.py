@@ -352,7 +352,7 @@ async def test_outcomes_of_calls_in_flight_across_a_forced_mode_are_ignored(
     [("window_size", 0), ("minimum_calls", 0), ("failure_rate_threshold", 0.0),
      ("failure_rate_threshold", 101.0), ("slow_call_rate_threshold", 0.0),
      ("slow_call_duration_s", 0.0), ("backoff_multiplier", 0.5), ("backoff_jitter", 1.0),
-     ("max_reset_timeout_s", 1.0), ("follow_share", 0.0), ("policy", "sometimes"),
+     ("max_reset_timeout_s", -1.0), ("follow_share", 0.0), ("policy", "sometimes"),
      ("window_type", "forever"), ("share", "all")],
 )  # fmt: skip
 def test_rejects_nonsensical_rate_config(field: str, value: object) -> None:
