@@ -8,6 +8,9 @@ import httpx
 from aiohttp import web
 
 from agents.client import AgentClient, create_http_client
+from circuit.board import BreakerBoard, MemoryBreakerBoard
+from circuit.board_redis import RedisBreakerBoard
+from circuit.sharing import BreakerSync
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
@@ -40,14 +43,28 @@ def create_store(settings: Settings) -> StateStore:
     return MemoryStateStore(ttl_s=settings.state_ttl_s)
 
 
+def create_breaker_board(settings: Settings) -> BreakerBoard:
+    """Where replicas share breakers: Redis when the state is there, else this process."""
+    ttl_s = max(2.0, 8 * settings.breaker_sync_s)
+    if settings.redis_url:
+        return RedisBreakerBoard.from_url(
+            settings.redis_url, prefix=settings.key_prefix, report_ttl_s=ttl_s
+        )
+    return MemoryBreakerBoard(report_ttl_s=ttl_s)
+
+
 def create_app(
     settings: Settings,
     *,
     store: StateStore | None = None,
     http: httpx.AsyncClient | None = None,
     replica_id: str | None = None,
+    breaker_board: BreakerBoard | None = None,
 ) -> web.Application:
-    """Build the API; tests inject `store` and `http`. The app closes only what it opened."""
+    """Build the API; tests inject `store`, `http` and `breaker_board`.
+
+    The app closes only what it opened.
+    """
     app = web.Application(
         middlewares=[error_middleware],
         client_max_size=settings.max_body_bytes,
@@ -57,6 +74,8 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
         own_http = http is None
+        own_board = breaker_board is None
+        board = breaker_board if breaker_board is not None else create_breaker_board(settings)
         the_store = store if store is not None else create_store(settings)
         the_http = (
             http if http is not None else create_http_client(transport=settings.http_transport)
@@ -91,6 +110,12 @@ def create_app(
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
         )
+        breakers = BreakerSync(
+            client.breakers(),
+            board,
+            replica=orchestrator.replica_id,
+            interval_s=settings.breaker_sync_s,
+        )
         services = Services(
             settings=settings,
             orchestrator=orchestrator,
@@ -98,13 +123,19 @@ def create_app(
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
             chain=chain,
+            breakers=breakers,
         )
+        # Ops modes in force (open / disabled) apply before the first request is served.
+        await breakers.start()
         await orchestrator.start()
         app[SERVICES] = services
         try:
             yield
         finally:
             await orchestrator.close()
+            await breakers.close()
+            if own_board:
+                await board.close()
             if own_http:
                 await the_http.aclose()
             if own_store:

@@ -17,6 +17,8 @@
 - ORCH_HTTP_TRANSPORT            "aiohttp" (default) or "httpx"
 - ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
 - ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
+- ORCH_BREAKER_SYNC_S            how often a replica publishes its breakers and applies the
+                                 deployment's ops modes (0.25; reports live 8x that, >= 2 s)
 
 TOML layout::
 
@@ -25,8 +27,8 @@ TOML layout::
     concurrency = 32
     [agents.nlp.timeouts]   # connect, read, write, pool (seconds)
     read = 10
-    [agents.nlp.breaker]    # fail_max, reset_timeout_s, success_threshold, half_open_max_calls
-    fail_max = 5
+    [agents.nlp.breaker]    # policy, window_type, window_size, failure_rate_threshold, ...
+    policy = "rate"         # (every BreakerConfig field; see the README's breaker table)
     [agents.nlp.retry]      # max_attempts, base_delay_s, max_delay_s, max_retry_after_s
     max_attempts = 3
 
@@ -52,6 +54,7 @@ from agents.registry import (
     AgentSpec,
     AgentTimeouts,
 )
+from circuit.breaker import validate_config
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 
@@ -91,6 +94,8 @@ class Settings:
     lease_s: float = 15.0
     # On shutdown, running workflows get this long to finish before being handed off/cancelled.
     shutdown_grace_s: float = 5.0
+    # Breaker sharing: publish / apply-ops cycle of each replica (circuit/sharing.py).
+    breaker_sync_s: float = 0.25
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
 
     @classmethod
@@ -134,6 +139,7 @@ class Settings:
             max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", 10, minimum=1),
             lease_s=_env_float(env, "ORCH_LEASE_S", 15.0),
             shutdown_grace_s=_env_float(env, "ORCH_SHUTDOWN_GRACE_S", 5.0),
+            breaker_sync_s=_env_float(env, "ORCH_BREAKER_SYNC_S", 0.25),
             agents=AgentRegistry(specs),
         )
 
@@ -237,12 +243,17 @@ def _agent_from_table(
     concurrency = base.concurrency
     if "concurrency" in table:
         concurrency = _positive(table["concurrency"], int, source, f"{key}.concurrency")
+    breaker = _overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker")
+    try:
+        validate_config(breaker)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=source, key=f"{key}.breaker") from None
     return dataclasses.replace(
         base,
         url=url,
         concurrency=concurrency,
         timeouts=_overlay(base.timeouts, table.get("timeouts"), source, f"{key}.timeouts"),
-        breaker=_overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker"),
+        breaker=breaker,
         retry=_overlay(base.retry, table.get("retry"), source, f"{key}.retry"),
         retry_budget=_overlay(
             base.retry_budget, table.get("retry_budget"), source, f"{key}.retry_budget"
@@ -267,17 +278,42 @@ def _overlay(base: _C, table: object, source: str, key: str) -> _C:
             raise ConfigError(
                 f"unknown key (allowed: {allowed})", source=source, key=f"{key}.{name}"
             )
-        want = int if isinstance(getattr(base, name), int) else float
-        changes[name] = _positive(value, want, source, f"{key}.{name}")
+        current = getattr(base, name)
+        if isinstance(current, str):
+            choices = _CHOICES[name]
+            if value not in choices:
+                raise ConfigError(
+                    f"must be one of {', '.join(map(repr, choices))}, got {value!r}",
+                    source=source,
+                    key=f"{key}.{name}",
+                )
+            changes[name] = value
+        elif name in _MAY_BE_ZERO:
+            changes[name] = _positive(value, float, source, f"{key}.{name}", zero_ok=True)
+        else:
+            want = int if isinstance(current, int) else float
+            changes[name] = _positive(value, want, source, f"{key}.{name}")
     return dataclasses.replace(base, **changes)
 
 
-def _positive(value: object, want: type[int] | type[float], source: str, key: str) -> Any:
+# The string-valued fields of the tables, and what each may be.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "policy": ("rate", "consecutive"),
+    "window_type": ("count", "time"),
+    "share": ("view", "follow"),
+}
+# Fields where 0 is meaningful (no jitter).
+_MAY_BE_ZERO = frozenset({"backoff_jitter"})
+
+
+def _positive(
+    value: object, want: type[int] | type[float], source: str, key: str, *, zero_ok: bool = False
+) -> Any:
     # bool is an int subclass; `true` is never a sensible count or duration.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"expected {want.__name__}, got {value!r}", source=source, key=key)
     if want is int and not isinstance(value, int):
         raise ConfigError(f"expected int, got {value!r}", source=source, key=key)
-    if value <= 0:
+    if value < 0 or (value == 0 and not zero_ok):
         raise ConfigError(f"must be > 0, got {value!r}", source=source, key=key)
     return want(value)

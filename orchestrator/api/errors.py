@@ -26,6 +26,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from circuit.errors import BreakerBoardError
 from orchestrator.dag.errors import DefinitionError
 from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
 from state.store import StateStoreError
@@ -115,6 +116,19 @@ def _store_unavailable(exc: BaseException) -> web.Response:
     return response
 
 
+def _board_unavailable(exc: BaseException) -> web.Response:
+    # An ops action that could not be recorded for the deployment changed nothing.
+    assert isinstance(exc, BreakerBoardError)
+    response = error_response(
+        503,
+        "breaker_board_unavailable",
+        f"the shared breaker board ({exc.backend}) is not reachable; nothing was changed",
+        {"backend": exc.backend, "operation": exc.operation},
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def _http_exception(exc: BaseException) -> web.Response:
     # aiohttp's own: unknown route (404), wrong method (405), body over client_max_size (413).
     assert isinstance(exc, web.HTTPException)
@@ -139,6 +153,7 @@ _HANDLERS: dict[type[BaseException], Callable[[BaseException], web.Response]] = 
     WorkflowNotFound: _not_found,
     WorkflowAlreadyFinished: _already_finished,
     StateStoreError: _store_unavailable,
+    BreakerBoardError: _board_unavailable,
     web.HTTPException: _http_exception,
 }
 
