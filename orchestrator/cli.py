@@ -35,10 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
-    if args.command == "keys":
+    if args.command == "keys":  # a one-shot command: prints, logs nothing
         return asyncio.run(run_keys_command(args, settings))
     if args.command == "agent":
+        configure_logging(settings.log_level)
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
         ready = f"{args.kind} agent listening on http://{args.host}:{port}"
         asyncio.run(_serve_forever([_agent_starter(args.kind, args.host, port)], ready))
@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnsafeExposure as exc:
         print(f"orchestrator: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level)
     if args.command == "up":
         agents = {
             name: dataclasses.replace(spec, url=f"http://{host}:{args.agents_base_port + offset}")
