@@ -119,6 +119,10 @@ class Settings:
             origins = tuple(check_origin(o, "ORCH_CORS_ORIGINS") for o in origins)
         except AccessConfigError as exc:
             raise ConfigError(str(exc), source=src, key=exc.key) from None
+        if access.redis_keys and not env.get("REDIS_URL"):
+            raise ConfigError(
+                "[access] redis_keys = true needs REDIS_URL", source=src, key="REDIS_URL"
+            )
         access = dataclasses.replace(
             access,
             cors_origins=tuple(dict.fromkeys((*access.cors_origins, *origins))),

@@ -144,3 +144,12 @@ def test_with_keys_any_address_is_fine(tmp_path: Path) -> None:
 def test_bad_insecure_flag_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="ORCH_INSECURE"):
         Settings.from_env({"ORCH_INSECURE": "maybe"})
+
+
+def test_keys_in_redis_need_redis(tmp_path: Path) -> None:
+    config = tmp_path / "orch.toml"
+    config.write_text("[access]\nredis_keys = true\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        Settings.from_env({"ORCH_CONFIG": str(config)})
+    access = Settings.from_env({"ORCH_CONFIG": str(config), "REDIS_URL": "redis://h:1/0"}).access
+    assert access.enabled and access.redis_keys

@@ -6,11 +6,15 @@ The table below must name every route of the catalog (orchestrator/api/catalog.p
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import structlog
 
+from orchestrator.access.keys import RedisKeyStore
+from orchestrator.access.principal import UNLIMITED, Role
 from orchestrator.api.catalog import ENDPOINTS, Endpoint
 from tests.integration.conftest import Agents, eventually
 from tests.integration.principals import KEYS, access_config, auth
@@ -190,3 +194,25 @@ async def test_ops_actions_and_auth_failures_are_audited(api: Any) -> None:
     text = repr(logs)
     assert all(key not in text for key in KEYS.values())
     assert "orch_guess" not in text
+
+
+async def test_keys_kept_in_redis_work_on_every_replica(api: Any, redis_url: str) -> None:
+    """A key created in Redis (`orchestrator keys create --redis`) opens both replicas."""
+    prefix = f"test-rk-{uuid.uuid4().hex[:8]}:"
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        store = RedisKeyStore(client, prefix=prefix, default_limits=UNLIMITED)
+        key = await store.create(key_id="shared", tenant="initech", roles=frozenset({Role.OPS}))
+        config = access_config(redis_keys=True)
+        for _ in range(2):
+            replica = await api(access=config, redis_url=redis_url, key_prefix=prefix)
+            ok = await replica.get("/api/workflow/metrics", headers={"X-API-Key": key})
+            assert ok.status == 200
+            denied = await replica.get("/api/workflows/schema", headers={"X-API-Key": key})
+            assert denied.status == 403
+        # The file's keys still work alongside.
+        assert (await replica.get("/api/workflows/schema", headers=auth("user_a"))).status == 200
+    finally:
+        async for k in client.scan_iter(match=prefix + "*"):
+            await client.delete(k)
+        await client.aclose()
