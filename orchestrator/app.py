@@ -5,12 +5,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from agents.client import AgentClient, create_http_client
 from circuit.board import BreakerBoard, MemoryBreakerBoard
 from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
+from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
+from orchestrator.api.access import (
+    ACCESS,
+    Access,
+    auth_middleware,
+    browser_middleware,
+    json_body_middleware,
+)
+from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
@@ -23,6 +33,7 @@ from orchestrator.keyword_intent import keyword_intent_fallback
 from orchestrator.settings import Settings
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
+from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
 from state.redis import RedisStateStore
 from state.store import StateStore
 
@@ -53,6 +64,23 @@ def create_breaker_board(settings: Settings) -> BreakerBoard:
     return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
+def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
+    """Key stores and quotas: on Redis when REDIS_URL is set (shared by every replica)."""
+    client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    config = settings.access
+    stores: list[KeyStore] = [StaticKeyStore(config.keys)]
+    if config.redis_keys:
+        if client is None:
+            raise ValueError("[access] redis_keys = true needs REDIS_URL")
+        stores.append(
+            RedisKeyStore(client, prefix=settings.key_prefix, default_limits=config.default_limits)
+        )
+    quotas: Quotas = (
+        RedisQuotas(client, prefix=settings.key_prefix) if client is not None else MemoryQuotas()
+    )
+    return Access(config=config, authenticator=Authenticator(stores), quotas=quotas), client
+
+
 def create_app(
     settings: Settings,
     *,
@@ -66,10 +94,16 @@ def create_app(
     The app closes only what it opened.
     """
     app = web.Application(
-        middlewares=[error_middleware],
+        # Outermost first: browser checks (their headers reach every response), errors to
+        # JSON, then who is calling, then the body's media type.
+        middlewares=[browser_middleware, error_middleware, auth_middleware, json_body_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
+    access, access_redis = create_access(settings)
+    app[ACCESS] = access
+    admission = Admission(access.quotas, settings.access, state_ttl_s=settings.state_ttl_s)
+    app[ADMISSION] = admission
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
@@ -136,6 +170,9 @@ def create_app(
             await breakers.close()
             if own_board:
                 await board.close()
+            await admission.close()
+            if access_redis is not None:
+                await access_redis.aclose()
             if own_http:
                 await the_http.aclose()
             if own_store:
