@@ -10,6 +10,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
+from orchestrator.dag.budget import measure
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector
 from orchestrator.dag.kinds.transform import source_problem
@@ -74,10 +75,20 @@ class ValidateKind(BaseKind):
         return ValidateParams(references=frozenset(refs), source=source, validator=validator)
 
     async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
+        # Checking a big document against a client's schema is CPU work: off the loop
+        # when it does not fit the inline slice (ctx.compute).
+        return await ctx.compute(lambda: self._check(node, ctx))
+
+    @staticmethod
+    def _check(node: NodeDef, ctx: NodeContext) -> Any:
         params = cast(ValidateParams, ctx.compiled)
         assert params.validator is not None
         value = ctx.render(params.source) if params.source else ctx.dependency_output()
         ctx.input = value
+        # Validation walks the document: charged by its size, which also sends a big one
+        # off the event loop (NodeContext.compute).
+        size = measure(value, max(0, ctx.budget.ops_left))
+        ctx.charge(size, what="validate")
         try:
             errors = sorted(params.validator.iter_errors(value), key=lambda e: list(e.path))
         except Exception as exc:  # an unresolvable $ref and the like: the schema's fault
