@@ -39,12 +39,12 @@ __all__ = ["MAX_DEPTH", "Template", "TemplateError", "compile_template"]
 # Deeper than any real node input, and far from the interpreter's recursion limit.
 MAX_DEPTH = 64
 
-_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 # A string that is exactly one placeholder holding a well-formed path (split_path's
 # rule: segments of [A-Za-z0-9_-] joined by dots). Its `\s` is str.strip()'s whitespace.
 # Groups: the path, its root name.
 _WHOLE = re.compile(r"\{\{\s*(([A-Za-z0-9_-]+)(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
 _OPEN = "{{"
+_CLOSE = "}}"
 # Tuples, not `list | tuple` unions: a union in a function body is built on every call.
 _ARRAYS = (list, tuple)
 _SCALARS = (bool, int, float)
@@ -137,11 +137,14 @@ def _scan(text: str, location: str, found: dict[str, str]) -> _Node:
 
     parts: list[str | _Ref] = []
     end = 0
-    for match in _PLACEHOLDER.finditer(text):
-        before = text[end : match.start()]
-        if _OPEN in before:
+    # str.find, not a regex: `\{\{(.*?)\}\}` retried at every "{{" of a string with no
+    # "}}" scans to its end each time, quadratic in the string's length.
+    while (start := text.find(_OPEN, end)) != -1:
+        close = text.find(_CLOSE, start + 2)
+        if close == -1:
             raise fail("unclosed '{{'")
-        content = match.group(1)
+        before = text[end:start]
+        content = text[start + 2 : close]
         if _OPEN in content:
             raise fail("unclosed '{{' before another '{{'")
         path = content.strip()
@@ -156,7 +159,7 @@ def _scan(text: str, location: str, found: dict[str, str]) -> _Node:
         if before:
             parts.append(before)
         parts.append(ref)
-        end = match.end()
+        end = close + 2
     rest = text[end:]
     if _OPEN in rest:
         raise fail("unclosed '{{'")
