@@ -19,6 +19,7 @@ TOML layout::
     [agents.nlp]
     url = "http://127.0.0.1:8001"
     concurrency = 32
+    max_response_bytes = 4194304   # largest answer read (default 4 MiB)
     [agents.nlp.timeouts]   # connect, read, write, pool (seconds)
     read = 10
     [agents.nlp.breaker]    # fail_max, reset_timeout_s, success_threshold, half_open_max_calls
@@ -202,7 +203,15 @@ def _load_agent_file(path: Path, specs: dict[str, AgentSpec]) -> dict[str, Agent
     return out
 
 
-_AGENT_KEYS = {"url", "concurrency", "timeouts", "breaker", "retry", "retry_budget"}
+_AGENT_KEYS = {
+    "url",
+    "concurrency",
+    "max_response_bytes",
+    "timeouts",
+    "breaker",
+    "retry",
+    "retry_budget",
+}
 
 
 def _agent_from_table(
@@ -224,10 +233,16 @@ def _agent_from_table(
     concurrency = base.concurrency
     if "concurrency" in table:
         concurrency = _positive(table["concurrency"], int, source, f"{key}.concurrency")
+    max_response = base.max_response_bytes
+    if "max_response_bytes" in table:
+        max_response = _positive(
+            table["max_response_bytes"], int, source, f"{key}.max_response_bytes"
+        )
     return dataclasses.replace(
         base,
         url=url,
         concurrency=concurrency,
+        max_response_bytes=max_response,
         timeouts=_overlay(base.timeouts, table.get("timeouts"), source, f"{key}.timeouts"),
         breaker=_overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker"),
         retry=_overlay(base.retry, table.get("retry"), source, f"{key}.retry"),
