@@ -68,8 +68,11 @@ class WorkflowOrchestrator:
         lease_s: float = 15.0,
         resolve: DefinitionResolver | None = None,
         handoff_on_shutdown: bool = False,
+        write_pace: float = 4.0,
     ) -> None:
         self.store = store
+        # StateWriter pacing (see there): keeps writing linear in a workflow's size.
+        self._write_pace = write_pace
         self.runner = runner
         self.metrics = metrics or WorkflowMetrics()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
@@ -307,7 +310,7 @@ class WorkflowOrchestrator:
 
     async def _run(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
-        writer = StateWriter(self._persist_unless_fenced, state)
+        writer = StateWriter(self._persist_unless_fenced, state, pace=self._write_pace)
 
         async def on_transition(current: WorkflowState) -> None:
             writer.mark_dirty()
