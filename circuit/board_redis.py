@@ -60,6 +60,7 @@ class RedisBreakerBoard:
         forced_ttl_s: int = DEFAULT_FORCED_TTL_S,
         timeout_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        owns_client: bool = False,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -68,7 +69,8 @@ class RedisBreakerBoard:
         self._forced_ttl_s = forced_ttl_s
         self._timeout_s = timeout_s
         self._clock = clock
-        self._owns_client = False
+        # True: `close()` closes `client` too (the caller handed it over).
+        self._owns_client = owns_client
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisBreakerBoard:
@@ -98,7 +100,12 @@ class RedisBreakerBoard:
             names: list[Any] = await self._client.zrange(replicas_key(self._prefix), 0, -1)
             if not names:
                 return []
-            blobs = await self._client.mget([report_key(self._prefix, _text(n)) for n in names])
+            # GETs in a plain pipeline, not one MGET: on a Redis Cluster the reports live
+            # in different slots, which one MGET may not span.
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.get(report_key(self._prefix, _text(name)))
+            blobs = await pipe.execute()
         out = []
         for blob in blobs:
             if blob is None:

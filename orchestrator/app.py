@@ -35,6 +35,7 @@ from state.memory import MemoryStateStore
 from state.models import WorkflowState
 from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
 from state.redis import RedisStateStore
+from state.redis_client import connect
 from state.store import StateStore
 
 BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_intent_fallback}
@@ -46,27 +47,37 @@ def create_store(settings: Settings) -> StateStore:
             settings.redis_url,
             prefix=settings.key_prefix,
             ttl_s=settings.state_ttl_s,
+            retention_s=settings.retention_s,
+            history_shards=settings.history_shards,
+            cluster=settings.redis_cluster,
             connect_timeout_s=settings.redis_connect_timeout_s,
             command_timeout_s=settings.redis_timeout_s,
             max_connections=settings.redis_max_connections,
             pool_timeout_s=settings.redis_pool_timeout_s,
         )
-    return MemoryStateStore(ttl_s=settings.state_ttl_s)
+    return MemoryStateStore(ttl_s=settings.state_ttl_s, retention_s=settings.retention_s)
 
 
 def create_breaker_board(settings: Settings) -> BreakerBoard:
     """Where replicas share breakers: Redis when the state is there, else this process."""
     ttl_s = max(2.0, 8 * settings.breaker_sync_s)
     if settings.redis_url:
-        return RedisBreakerBoard.from_url(
-            settings.redis_url, prefix=settings.key_prefix, report_ttl_s=ttl_s
+        return RedisBreakerBoard(
+            connect(settings.redis_url, cluster=settings.redis_cluster),  # type: ignore[arg-type]
+            prefix=settings.key_prefix,
+            report_ttl_s=ttl_s,
+            owns_client=True,
         )
     return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
-def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
+def create_access(
+    settings: Settings,
+) -> tuple[Access, aioredis.Redis | aioredis.RedisCluster | None]:
     """Key stores and quotas: on Redis when REDIS_URL is set (shared by every replica)."""
-    client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    client = (
+        connect(settings.redis_url, cluster=settings.redis_cluster) if settings.redis_url else None
+    )
     config = settings.access
     stores: list[KeyStore] = [StaticKeyStore(config.keys)]
     if config.redis_keys:

@@ -3,13 +3,15 @@
 Each accepted workflow runs in its own task, detached from the request that
 started it: a client that disconnects from a sync request does not stop the
 workflow, and every accepted workflow reaches a terminal state that is written
-to the store. Cancellation reaches the task from any replica through the store
-(flag + pub/sub), with a periodic flag check as a safety net for a missed message.
+to the store. Cancellation reaches the task from any replica through the store:
+a flag plus a message addressed to the owner replica only (nothing polls; after
+a lost subscription the store replays the flags of this replica's own workflows).
 
-With a `LeaseStore`, the replica running a workflow holds its lease and renews it
-(heartbeat). Every replica periodically looks for orphans — workflows whose
-owner stopped renewing, i.e. died — claims them and resumes them from their last
-written state: completed steps are kept, the rest run again. Every write of the
+With a `LeaseStore`, the replica running a workflow owns it and beats one
+heartbeat for all its workflows. Every replica periodically asks for orphans —
+the workflows of replicas whose heartbeat lapsed, i.e. that died — claims them
+and resumes them from their last written state: completed steps are kept, the
+rest run again. Every write of the
 document carries the lease token of the claim that took it (fencing): a replica
 that was presumed dead gets `LeaseLost` from the store, stops that workflow and
 writes nothing more, so the new owner's progress is never overwritten.
@@ -40,7 +42,12 @@ import structlog
 
 from orchestrator.dag.runner import DagRunner
 from orchestrator.dag.validate import CompiledWorkflow
-from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
+from orchestrator.errors import (
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    WorkflowAlreadyFinished,
+    WorkflowNotFound,
+)
 from orchestrator.metrics import WorkflowMetrics
 from orchestrator.state_writer import StateWriter
 from state.leases import LeaseStore
@@ -52,9 +59,6 @@ DefinitionResolver = Callable[[WorkflowState], CompiledWorkflow]
 
 log = structlog.get_logger(__name__)
 
-# How often a replica re-reads the cancel flags of the workflows it runs, in case a
-# pub/sub message was lost (e.g. during a Redis reconnect).
-_CANCEL_POLL_S = 1.0
 # How long a cancel request waits for the workflow to reach its terminal state.
 _CANCEL_WAIT_S = 5.0
 # Backoff of a write the store did not take: full jitter, doubling, capped.
@@ -142,7 +146,7 @@ class WorkflowOrchestrator:
     async def start(self) -> None:
         """Start listening and the background loops. Works with the store unreachable:
         the subscriptions connect and the loops retry once it answers."""
-        cancellations = await self.store.subscribe_cancellations()
+        cancellations = await self.store.subscribe_cancellations(self.replica_id)
         finishes = await self.store.subscribe_finishes()
 
         async def listen_cancels() -> None:
@@ -158,7 +162,6 @@ class WorkflowOrchestrator:
         self._background = [
             asyncio.create_task(listen_cancels(), name="cancel-listener"),
             asyncio.create_task(listen_finishes(), name="finish-listener"),
-            asyncio.create_task(self._poll_cancel_flags(), name="cancel-poller"),
         ]
         if self._leases is not None:
             self._background += [
@@ -206,6 +209,8 @@ class WorkflowOrchestrator:
         *,
         definition: Mapping[str, Any] | None = None,
         tenant: str | None = None,
+        workflow_id: str | None = None,
+        submit_key: str | None = None,
     ) -> WorkflowState:
         """Accept a workflow: claim it, write its first state and start it. Returns at once.
 
@@ -215,7 +220,8 @@ class WorkflowOrchestrator:
         `tenant` is who submitted it (the API answers 404 to other tenants).
         """
         state = WorkflowState(
-            workflow_id=uuid.uuid4().hex,
+            workflow_id=workflow_id or uuid.uuid4().hex,
+            submit_key=submit_key,
             definition_name=workflow.definition.name,
             inputs=dict(inputs),
             owner=self.replica_id,
@@ -235,6 +241,48 @@ class WorkflowOrchestrator:
         self.metrics.record_started()
         self._start(workflow, state, token)
         return state
+
+    async def submit_once(
+        self,
+        idempotency_key: str,
+        digest: str,
+        workflow: CompiledWorkflow,
+        inputs: Mapping[str, Any],
+        *,
+        definition: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
+    ) -> tuple[WorkflowState, bool]:
+        """`submit`, at most once per (tenant, Idempotency-Key), on any replica.
+
+        Returns the workflow and whether it was already there (True: nothing new ran).
+        `digest` identifies the request: the same key with another digest raises
+        `IdempotencyKeyReused`; while the key's first submit has not stored its
+        workflow yet, `IdempotencyKeyInProgress`.
+        """
+        workflow_id = uuid.uuid4().hex
+        found = await self.store.reserve_submit(
+            tenant, idempotency_key, workflow_id=workflow_id, digest=digest
+        )
+        if found is not None:
+            existing_id, existing_digest = found
+            if existing_digest != digest:
+                raise IdempotencyKeyReused(idempotency_key, workflow_id=existing_id)
+            try:
+                return await self.status(existing_id), True
+            except WorkflowNotFound:
+                raise IdempotencyKeyInProgress(
+                    idempotency_key, workflow_id=existing_id
+                ) from None
+        try:
+            state = await self.submit(
+                workflow, inputs, definition=definition, tenant=tenant,
+                workflow_id=workflow_id, submit_key=idempotency_key,
+            )
+        except BaseException:
+            with contextlib.suppress(StateStoreError):
+                await self.store.release_submit(tenant, idempotency_key, workflow_id=workflow_id)
+            raise
+        return state, False
 
     def _start(
         self, workflow: CompiledWorkflow, state: WorkflowState, token: int | None
@@ -360,17 +408,6 @@ class WorkflowOrchestrator:
         if running.task is not asyncio.current_task():
             running.task.cancel()
 
-    async def _poll_cancel_flags(self) -> None:
-        while True:
-            await self._clock.sleep(_CANCEL_POLL_S)
-            for workflow_id in list(self._running):
-                try:
-                    if await self.store.cancel_requested(workflow_id):
-                        self._cancel_local(workflow_id, reason="cancel requested")
-                except Exception:  # a store hiccup must not kill the poller
-                    log.warning("cancel_poll_failed", workflow_id=workflow_id, exc_info=True)
-                    break  # the store is away: no point asking for every workflow
-
     async def _heartbeat(self, leases: LeaseStore) -> None:
         while True:
             await self._clock.sleep(self._lease_s / 3)
@@ -407,21 +444,24 @@ class WorkflowOrchestrator:
             await self._clock.sleep(self._lease_s / 2)
 
     async def reconcile(self) -> list[str]:
-        """Claim and resume every orphaned workflow; returns the ids this replica took."""
+        """Claim and resume the workflows of dead replicas; returns the ids this replica took."""
         leases = self._leases
         if leases is None:
             return []
         taken: list[str] = []
-        for workflow_id in await leases.orphans():
+        orphans = await leases.orphans(lease_s=self._lease_s)
+        for orphan in orphans:
+            workflow_id = orphan.workflow_id
             if workflow_id in self._running:
                 continue
             state = await self.store.get(workflow_id)
             if state is None or state.status.is_terminal:
-                await leases.release(workflow_id, self.replica_id)  # stale index entry
-                continue
-            token = await leases.claim(workflow_id, self.replica_id, lease_s=self._lease_s)
+                continue  # finished (or gone) before its owner died: nothing to resume
+            token = await leases.claim(
+                workflow_id, self.replica_id, lease_s=self._lease_s, previous=orphan.owner
+            )
             if token is None:
-                continue  # another replica was quicker
+                continue  # not the dead replica's any more (released, or another took it)
             # Read again under the new lease: the old owner may have written in between.
             state = await self.store.get(workflow_id)
             if state is None or state.status.is_terminal:
@@ -429,6 +469,8 @@ class WorkflowOrchestrator:
                 continue
             taken.append(workflow_id)
             self._resume(state, token)
+        for dead in sorted({orphan.owner for orphan in orphans}):
+            await leases.bury(dead)
         return taken
 
     def _resume(self, state: WorkflowState, token: int) -> None:

@@ -2,7 +2,9 @@
 
 OrchestratorError
 ├── WorkflowNotFound          unknown or expired workflow id        -> 404
-└── WorkflowAlreadyFinished   cancel of a terminal workflow         -> 409
+├── WorkflowAlreadyFinished   cancel of a terminal workflow         -> 409
+├── IdempotencyKeyReused      an Idempotency-Key sent with another body -> 422
+└── IdempotencyKeyInProgress  the key's first submit has not stored its workflow yet -> 409
 """
 
 from __future__ import annotations
@@ -25,3 +27,23 @@ class WorkflowAlreadyFinished(OrchestratorError):
         super().__init__(f"workflow {workflow_id!r} already finished with status {status.value!r}")
         self.workflow_id = workflow_id
         self.status = status
+
+
+class IdempotencyKeyReused(OrchestratorError):
+    """The same Idempotency-Key came with a different request: refused, nothing run."""
+
+    def __init__(self, key: str, *, workflow_id: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was used for a different request (workflow {workflow_id!r})"
+        )
+        self.key = key
+        self.workflow_id = workflow_id
+
+
+class IdempotencyKeyInProgress(OrchestratorError):
+    """The key's first request is still being accepted (on this or another replica)."""
+
+    def __init__(self, key: str, *, workflow_id: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r}: the first request is still being accepted")
+        self.key = key
+        self.workflow_id = workflow_id

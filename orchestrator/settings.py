@@ -3,8 +3,12 @@
 `Settings.from_env(environ)` reads:
 
 - ORCH_HOST / ORCH_PORT          where the API listens (127.0.0.1:8000)
-- REDIS_URL                      Redis state store; unset = embedded in-memory store
-- ORCH_STATE_TTL_S               TTL of every workflow key, refreshed on write (3600)
+- REDIS_URL                      Redis state store; unset = embedded in-memory store;
+                                 redis+cluster://host:port names a Redis Cluster
+- ORCH_REDIS_CLUSTER             "1": REDIS_URL (redis://) names a Redis Cluster node
+- ORCH_STATE_TTL_S               TTL of a running workflow's keys, refreshed on write (3600)
+- ORCH_RETENTION_S               how long a finished workflow (status, history) is kept (3600)
+- ORCH_HISTORY_SHARDS            keys the history index is spread over (1; 8 on a Cluster)
 - ORCH_KEY_PREFIX                Redis key prefix ("orch:")
 - ORCH_REDIS_CONNECT_TIMEOUT_S   bound on connecting to Redis (1.0)
 - ORCH_REDIS_TIMEOUT_S           bound on each Redis command (1.0)
@@ -62,7 +66,7 @@ from agents.registry import (
 from circuit.breaker import validate_config
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 from orchestrator.access.config import AccessConfig, AccessConfigError, check_origin, parse_access
-from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
+from state.keys import DEFAULT_PREFIX, DEFAULT_RETENTION_S, DEFAULT_TTL_S
 
 
 class ConfigError(ValueError):
@@ -83,6 +87,11 @@ class Settings:
     port: int = 8000
     redis_url: str | None = None
     state_ttl_s: int = DEFAULT_TTL_S
+    # A finished workflow is compacted and kept this long (status, history, Idempotency-Key).
+    retention_s: int = DEFAULT_RETENTION_S
+    redis_cluster: bool = False
+    # None: 1 on a single Redis, 8 on a Cluster (each shard one slot).
+    history_shards: int | None = None
     key_prefix: str = DEFAULT_PREFIX
     # Redis faults: nothing waits on Redis longer than these before the API answers 503.
     redis_connect_timeout_s: float = 1.0
@@ -148,6 +157,12 @@ class Settings:
             port=_env_int(env, "ORCH_PORT", 8000, minimum=0),
             redis_url=env.get("REDIS_URL") or None,
             state_ttl_s=_env_int(env, "ORCH_STATE_TTL_S", DEFAULT_TTL_S, minimum=1),
+            retention_s=_env_int(env, "ORCH_RETENTION_S", DEFAULT_RETENTION_S, minimum=1),
+            redis_cluster=_env_flag(env, "ORCH_REDIS_CLUSTER"),
+            history_shards=(
+                _env_int(env, "ORCH_HISTORY_SHARDS", 1, minimum=1)
+                if env.get("ORCH_HISTORY_SHARDS") else None
+            ),
             key_prefix=env.get("ORCH_KEY_PREFIX", DEFAULT_PREFIX),
             redis_connect_timeout_s=_env_float(env, "ORCH_REDIS_CONNECT_TIMEOUT_S", 1.0),
             redis_timeout_s=_env_float(env, "ORCH_REDIS_TIMEOUT_S", 1.0),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: install what is needed (venv, packages, redis-server,
-# chromium), start a private Redis on 127.0.0.1, then run ruff, mypy --strict and the whole
+# chromium), start a private Redis and a 3-master Redis Cluster on 127.0.0.1, then run ruff, mypy --strict and the whole
 # pytest suite.
 # Extra arguments go to pytest (e.g. -k cancel).
 set -euo pipefail
@@ -16,7 +16,11 @@ fi
 if [ -z "${REDIS_URL:-}" ]; then
   eval "$(bash scripts/redis.sh)"
 fi
-export REDIS_URL
+# A local 3-master Redis Cluster: the store contract suite runs on it too.
+if [ -z "${REDIS_CLUSTER_URL:-}" ]; then
+  eval "$(bash scripts/redis-cluster.sh)"
+fi
+export REDIS_URL REDIS_CLUSTER_URL
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"

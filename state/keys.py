@@ -1,51 +1,61 @@
 """Every Redis key, channel and TTL default of the state layer, in one place.
 
-Layout under one prefix (default ``orch:``), for a workflow ``<id>``::
+Layout under one prefix (default ``orch:``), for a workflow ``<id>`` run by the
+replica ``<r>``::
 
-    orch:wf:{<id>}          hash  the workflow document (fields below)      TTL, refreshed on save
-                                  + the lease generation (fencing token)
-    orch:wf:{<id>}:cancel   str   cancel flag ("1")                         same expiry as the doc
-    orch:wf:{<id>}:idem     hash  idempotency keys, step -> key  (reserved) refreshed on save
-    orch:wf:{<id>}:lease    str   owner replica id                          its own short TTL
-    orch:running            set   ids of workflows someone claimed and has not released;
-                                  TTL refreshed by every claim and heartbeat
-    orch:cancel             chan  pub/sub: message = workflow id to cancel
-    orch:finished           chan  pub/sub: message = workflow id whose terminal document was written
+    orch:wf:{<id>}            hash  the workflow, written field by field (below)  TTL, refreshed
+    orch:wf:{<id>}:cancel     str   cancel flag ("1")                    same expiry as the doc
+    orch:rep:{<r>}:wfs        set   ids of the workflows <r> owns        TTL, refreshed on claim
+    orch:rep:{<r>}:cancel     chan  cancels for <r> only (SPUBLISH on Cluster)
+    orch:{replicas}           zset  replica -> heartbeat deadline (ms, Redis TIME)   no TTL
+    orch:{replicas}:dead      zset  replica -> when it was declared dead (pruned after the TTL)
+    orch:{replicas}:reaping   zset  dead replica -> until when a survivor resumes its list
+    orch:hist:{<n>}           zset  history shard n: "<created ms>:<id>" (lexical, score 0)
+    orch:hist:{<n>}:exp       zset  the same members, score = when the workflow expires (ms)
+    orch:idem:{<tenant>:<key>} hash Idempotency-Key of a submit: workflow id + body digest
+    orch:cancel               chan  cancels of workflows nobody claimed (no owner to address)
+    orch:finished             chan  ids of *watched* workflows whose terminal document was written
 
-The ``{<id>}`` braces are a Redis Cluster hash tag: every key of one workflow
-lands in the same slot, so the Lua scripts that touch them stay legal there.
+Fields of the workflow hash while it runs (a transition writes only the fields it
+changed: `DOC_HEADER_FIELD` plus one `step:<id>` per changed step):
 
-The document is a hash rather than a plain string so that the "terminal is
-final" check in the save script reads one short field (`DOC_STATUS_FIELD`)
-instead of decoding the whole JSON document in Lua on every write.
+    head     JSON: status, timestamps, error, owner, tenant, definition name
+    spec     JSON: inputs and the client's definition; written once, at the first save
+    order    JSON list of step ids (written when the set of steps changes)
+    step:<s> JSON of one step
+    result   JSON of the result (written when it changes)
+    status   the status alone, so the write script checks "terminal is final" cheaply
+    lease_gen  the fencing token; owner  the replica holding it; watched  "1": publish its finish
 
-Keys beyond the document and the cancel flag:
+A terminal write **compacts** the hash to `DOC_JSON_FIELD` (the whole final
+document without the client's definition, which only a resume needed), plus
+`status`, `lease_gen` and `owner`, and gives it the terminal *retention*
+(`ORCH_RETENTION_S`) instead of the running TTL.
 
-- the **lease** (`lease_key`, state/leases.py) holds the owner replica's id with a
-  short TTL renewed by the owner's heartbeat; it is deliberately *not* in
-  `refreshed_keys`, because its expiry is how a dead owner is detected. The
-  running index (`running_index_key`) is what the other replicas scan for such
-  orphans.
-- the **lease generation** (`DOC_LEASE_GEN_FIELD`, a field of the document
-  hash) grows by one with every claim and is the owner's fencing token: the
-  save script refuses a write whose token is not the current generation, in
-  the same script that writes. It lives in the document hash (not in the lease
-  key) because it must outlive a lapsed lease, and so that the per-step writes
-  planned for the document (one hash field per step, same ``{<id>}`` tag) check
-  it in the same slot.
-- the **idempotency** hash (`idempotency_key`) will map a step (attempt) to the
-  ``Idempotency-Key`` sent to its agent, so a resumed workflow reuses the key;
-  it lives exactly as long as the document.
+Every ``{...}`` is a Redis Cluster hash tag: the keys one script touches share one
+tag (one workflow, one replica, the replica table, one history shard), so every
+script is legal on a Cluster. Nothing spans tags in one script; indexes that span
+workflows (replica lists, history shards) are written by separate commands.
 """
 
 from __future__ import annotations
 
+import zlib
+
 DEFAULT_TTL_S = 3600
+DEFAULT_RETENTION_S = 3600
 DEFAULT_PREFIX = "orch:"
 
-# Fields of the document hash.
+# Fields of the workflow hash.
 DOC_JSON_FIELD = "doc"
+DOC_HEADER_FIELD = "head"
+DOC_SPEC_FIELD = "spec"
+DOC_ORDER_FIELD = "order"
+DOC_RESULT_FIELD = "result"
+DOC_STEP_PREFIX = "step:"
 DOC_STATUS_FIELD = "status"
+DOC_OWNER_FIELD = "owner"
+DOC_WATCHED_FIELD = "watched"
 # The fencing token: the generation of the workflow's latest lease claim.
 DOC_LEASE_GEN_FIELD = "lease_gen"
 
@@ -53,7 +63,7 @@ CANCEL_FLAG_VALUE = "1"
 
 
 def workflow_key(prefix: str, workflow_id: str) -> str:
-    """The workflow document (a hash: `DOC_JSON_FIELD`, `DOC_STATUS_FIELD`)."""
+    """The workflow hash (fields above)."""
     return f"{prefix}wf:{{{workflow_id}}}"
 
 
@@ -62,63 +72,69 @@ def cancel_flag_key(prefix: str, workflow_id: str) -> str:
     return f"{workflow_key(prefix, workflow_id)}:cancel"
 
 
-def idempotency_key(prefix: str, workflow_id: str) -> str:
-    """Reserved: hash of step -> Idempotency-Key; expires with the document."""
-    return f"{workflow_key(prefix, workflow_id)}:idem"
-
-
-def lease_key(prefix: str, workflow_id: str) -> str:
-    """The owner lease (the replica id), with its own short TTL."""
-    return f"{workflow_key(prefix, workflow_id)}:lease"
-
-
-def running_index_key(prefix: str) -> str:
-    """Set of workflow ids under a lease: scanned for orphans whose lease expired."""
-    return f"{prefix}running"
-
-
 def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
-    """Every key that shares the document's TTL, the document first.
+    """Every key of one workflow (one hash tag), the document first.
 
     `save` (re)sets the TTL of all of them in the same atomic write, so none of
     them outlives or predeceases the others.
     """
-    return (
-        workflow_key(prefix, workflow_id),
-        cancel_flag_key(prefix, workflow_id),
-        idempotency_key(prefix, workflow_id),
-    )
+    return (workflow_key(prefix, workflow_id), cancel_flag_key(prefix, workflow_id))
+
+
+def replica_workflows_key(prefix: str, replica: str) -> str:
+    """The ids of the workflows `replica` owns: examined only once it is dead."""
+    return f"{prefix}rep:{{{replica}}}:wfs"
+
+
+def replica_cancel_channel(prefix: str, replica: str) -> str:
+    """Cancels for the workflows `replica` owns (a sharded channel on Cluster)."""
+    return f"{prefix}rep:{{{replica}}}:cancel"
+
+
+def replicas_key(prefix: str) -> str:
+    """Replica -> heartbeat deadline (ms): one entry per replica, not per workflow."""
+    return f"{prefix}{{replicas}}"
+
+
+def dead_replicas_key(prefix: str) -> str:
+    return f"{prefix}{{replicas}}:dead"
+
+
+def reaping_key(prefix: str) -> str:
+    return f"{prefix}{{replicas}}:reaping"
+
+
+def history_key(prefix: str, shard: int) -> str:
+    """One shard of the history index (members "<created ms, 15 digits>:<id>")."""
+    return f"{prefix}hist:{{{shard}}}"
+
+
+def history_expiry_key(prefix: str, shard: int) -> str:
+    return f"{history_key(prefix, shard)}:exp"
+
+
+def history_shard(workflow_id: str, shards: int) -> int:
+    """Which history shard lists `workflow_id` (stable across replicas and restarts)."""
+    return zlib.crc32(workflow_id.encode()) % shards
+
+
+def history_member(created_ms: int, workflow_id: str) -> str:
+    return f"{created_ms:015d}:{workflow_id}"
+
+
+def submit_key(prefix: str, tenant: str | None, idempotency_key: str) -> str:
+    """An Idempotency-Key of POST /api/query, per tenant (two tenants may pick the same)."""
+    return f"{prefix}idem:{{{tenant or ''}:{idempotency_key}}}"
 
 
 def cancel_channel(prefix: str) -> str:
-    """One pub/sub channel per prefix; each message is a workflow id."""
+    """Cancels of workflows with no owner to address (nobody ever claimed them)."""
     return f"{prefix}cancel"
 
 
 def finished_channel(prefix: str) -> str:
-    """One pub/sub channel per prefix; each message is the id of a workflow that just ended."""
+    """Ids of watched workflows that just ended (see `DOC_WATCHED_FIELD`)."""
     return f"{prefix}finished"
-
-
-def cancel_flag_pattern(prefix: str) -> str:
-    """A SCAN MATCH pattern for every cancel flag under `prefix` (glob-escaped)."""
-    head, tail = _cancel_flag_parts(prefix)
-    return f"{_glob_escape(head)}*{_glob_escape(tail)}"
-
-
-def workflow_id_of_cancel_flag(prefix: str, key: str) -> str:
-    """The workflow id inside a key matched by `cancel_flag_pattern`."""
-    head, tail = _cancel_flag_parts(prefix)
-    return key[len(head) : len(key) - len(tail)]
-
-
-def _cancel_flag_parts(prefix: str) -> tuple[str, str]:
-    head, _, tail = cancel_flag_key(prefix, "\0").partition("\0")
-    return head, tail
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
 
 
 # Access (orchestrator/access, state/ratelimit.py): keys shared by every replica.

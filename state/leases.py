@@ -1,32 +1,39 @@
-"""Owner leases: how a replica says "I am running this workflow", and how others notice it died.
+"""Owner leases: a workflow's owner, per-replica liveness, and takeover of a dead replica's work.
 
-Contract (both implementations, one test suite in tests/state/test_leases.py):
+Liveness is per *replica*, not per workflow: a replica beats one heartbeat entry
+(`renew`), whatever it runs; the workflows it owns are listed under it. Only when
+a replica's heartbeat lapses is its list examined — by one survivor, which
+reserves the dead replica for a while (`orphans`), claims each workflow with
+the dead owner as `previous`, then `bury`s it. Nothing grows with replicas x
+running workflows: a heartbeat is one command, a reconcile one command while
+nobody died.
 
-- `claim` takes the lease of a workflow for `owner` if nobody holds it (or the
-  holder's lease has expired), bumps the workflow's lease generation and lists
-  the workflow in the running index — all in one atomic operation, so a crash
-  can never leave a lease that is not listed (and so never found again). It
-  returns the new generation: the owner's fencing token, which every write of
-  the document then carries (`StateStore.save(..., token=)`); None when the
-  lease is held by someone else.
-- `renew` extends the leases `owner` still holds, re-takes those that lapsed
-  with nobody claiming them since (the generation is still the owner's token: a
-  late heartbeat is not a death), and returns exactly those; a lease another
-  replica took over is not renewed and not returned, so the old owner learns it
-  lost the workflow and must stop writing it (the store would refuse anyway).
-- `release` drops the lease if `owner` holds it and unlists the workflow.
-- `orphans` lists workflows in the running index whose lease has expired: their
-  owner stopped heartbeating. Whoever then `claim`s one resumes it.
+Contract (both implementations, one suite in tests/state/test_leases.py):
 
-A lease lives `lease_s` seconds unless renewed; the owner renews well before
-(the engine every `lease_s / 3`).
+- `claim(w, owner)` makes `owner` the owner of `w` if it has none (or its owner
+  is `previous`, a replica `orphans` reported dead), bumps the workflow's lease
+  generation, lists `w` under `owner` and keeps `owner`'s heartbeat alive; it
+  returns the new generation, the fencing token every write of the document then
+  carries (`StateStore.save(..., token=)`), or None when someone else owns it.
+- `renew(held, owner)` is the heartbeat. It returns the workflows of `held` (id ->
+  token) still `owner`'s: all of them, unless `owner` was declared dead since its
+  last beat — then exactly those nobody took over (checked one by one, only then),
+  and `owner` is alive again from this beat on.
+- `release(w, owner)` drops `owner`'s ownership of `w` (not a newer owner's).
+- `orphans()` declares the replicas whose heartbeat lapsed dead, reserves them
+  for the caller (for `lease_s`; another survivor takes over a reservation that
+  lapses) and returns their listed workflows with the dead owner; `bury(dead)`
+  drops a dead replica's list once its workflows were claimed or found finished
+  (`orphans` buries a dead replica that owned nothing itself).
+
+A heartbeat lives `lease_s` seconds; the engine beats every `lease_s / 3`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -37,121 +44,181 @@ from state.redis_batch import Batcher, LuaScript
 from state.store import StateStoreError
 
 
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    workflow_id: str
+    # The replica that owned it and stopped beating.
+    owner: str
+
+
 class LeaseStore(Protocol):
-    async def claim(self, workflow_id: str, owner: str, *, lease_s: float) -> int | None:
-        """Take the lease; the new generation (fencing token), or None if someone holds it."""
+    async def claim(
+        self, workflow_id: str, owner: str, *, lease_s: float, previous: str | None = None
+    ) -> int | None:
+        """Take ownership; the new generation (fencing token), or None if someone holds it."""
         ...
 
     async def renew(
         self, held: Mapping[str, int], owner: str, *, lease_s: float
     ) -> set[str]:
-        """Extend the leases in `held` (workflow id -> token) still ours; returns those."""
+        """Heartbeat of `owner`; returns the workflows of `held` (id -> token) still its own."""
         ...
 
     async def release(self, workflow_id: str, owner: str) -> None: ...
 
-    async def orphans(self) -> list[str]: ...
+    async def orphans(self, *, lease_s: float = 15.0) -> list[Orphan]: ...
+
+    async def bury(self, dead: str) -> None: ...
 
 
+@dataclass(slots=True)
+class _MemoryLease:
+    generation: int = 0
+    owner: str | None = None
+
+
+@dataclass(slots=True)
 class MemoryLeases:
     """Leases for the embedded store: one process, so they only guard against our own bugs.
 
     The memory store reads `generation()` to fence its saves.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._leases: dict[str, tuple[str, float]] = {}
-        self._running: set[str] = set()
-        self._generations: dict[str, int] = {}
-
-    def _holder(self, workflow_id: str) -> str | None:
-        lease = self._leases.get(workflow_id)
-        if lease is None or lease[1] <= self._clock():
-            return None
-        return lease[0]
+    clock: Callable[[], float] = time.monotonic
+    _leases: dict[str, _MemoryLease] = field(default_factory=dict)
+    _beats: dict[str, float] = field(default_factory=dict)  # replica -> deadline
+    _dead: set[str] = field(default_factory=set)
+    _reaping: dict[str, float] = field(default_factory=dict)
+    _lists: dict[str, set[str]] = field(default_factory=dict)
 
     def generation(self, workflow_id: str) -> int | None:
         """The current fencing token of `workflow_id` (None: never claimed)."""
-        return self._generations.get(workflow_id)
+        lease = self._leases.get(workflow_id)
+        return lease.generation if lease is not None else None
+
+    def owner(self, workflow_id: str) -> str | None:
+        lease = self._leases.get(workflow_id)
+        return lease.owner if lease is not None else None
 
     def forget(self, workflow_id: str) -> None:
-        """The workflow's document expired: drop its generation unless a lease is live."""
-        if self._holder(workflow_id) is None:
-            self._generations.pop(workflow_id, None)
-            self._leases.pop(workflow_id, None)
-            self._running.discard(workflow_id)
+        """The workflow's document expired: its generation goes with it."""
+        self._leases.pop(workflow_id, None)
 
-    async def claim(self, workflow_id: str, owner: str, *, lease_s: float) -> int | None:
-        if self._holder(workflow_id) is not None:
+    async def claim(
+        self, workflow_id: str, owner: str, *, lease_s: float, previous: str | None = None
+    ) -> int | None:
+        lease = self._leases.setdefault(workflow_id, _MemoryLease())
+        if lease.owner is not None and lease.owner != previous:
             return None
-        token = self._generations.get(workflow_id, 0) + 1
-        self._generations[workflow_id] = token
-        self._leases[workflow_id] = (owner, self._clock() + lease_s)
-        self._running.add(workflow_id)
-        return token
+        lease.generation += 1
+        lease.owner = owner
+        self._lists.setdefault(owner, set()).add(workflow_id)
+        if owner not in self._dead:
+            self._beats[owner] = max(self._beats.get(owner, 0.0), self.clock() + lease_s)
+        return lease.generation
 
     async def renew(
         self, held: Mapping[str, int], owner: str, *, lease_s: float
     ) -> set[str]:
-        kept = {
-            wid
-            for wid, token in held.items()
-            if self._holder(wid) in (owner, None) and self._generations.get(wid) == token
-        }
-        for wid in kept:
-            self._leases[wid] = (owner, self._clock() + lease_s)
+        if owner in self._dead or owner not in self._beats:
+            kept = {
+                wid for wid, token in held.items()
+                if (lease := self._leases.get(wid)) is not None
+                and lease.owner == owner and lease.generation == token
+            }
+            self._dead.discard(owner)
+        else:
+            kept = set(held)
+        self._beats[owner] = self.clock() + lease_s
         return kept
 
     async def release(self, workflow_id: str, owner: str) -> None:
-        holder = self._holder(workflow_id)
-        if holder is None or holder == owner:
-            self._leases.pop(workflow_id, None)
-            self._running.discard(workflow_id)
+        lease = self._leases.get(workflow_id)
+        if lease is not None and lease.owner == owner:
+            lease.owner = None
+        self._lists.get(owner, set()).discard(workflow_id)
 
-    async def orphans(self) -> list[str]:
-        return sorted(wid for wid in self._running if self._holder(wid) is None)
+    async def orphans(self, *, lease_s: float = 15.0) -> list[Orphan]:
+        now = self.clock()
+        for replica in [r for r, deadline in self._beats.items() if deadline <= now]:
+            del self._beats[replica]
+            self._dead.add(replica)
+            self._reaping[replica] = 0.0
+        mine = [r for r, until in self._reaping.items() if until <= now]
+        for replica in mine:
+            self._reaping[replica] = now + lease_s
+            if not self._lists.get(replica):
+                await self.bury(replica)  # it owned nothing: nothing to resume
+        return [
+            Orphan(wid, replica)
+            for replica in sorted(mine)
+            for wid in sorted(self._lists.get(replica, ()))
+        ]
+
+    async def bury(self, dead: str) -> None:
+        self._reaping.pop(dead, None)
+        self._lists.pop(dead, None)
 
 
 _GEN = keys.DOC_LEASE_GEN_FIELD
+_OWNER = keys.DOC_OWNER_FIELD
 
-# KEYS[1] lease, KEYS[2] document hash (holds the generation), KEYS[3] running index.
-# ARGV[1] owner, ARGV[2] lease ms, ARGV[3] TTL seconds of the workflow's keys, ARGV[4] id.
-# Returns the new generation, or 0 when the lease is held.
+# KEYS[1] the workflow hash. ARGV[1] owner, ARGV[2] previous owner ("" none), ARGV[3] TTL s.
+# Returns the new generation, 0 when someone else owns it, -1 when the caller already does.
 _CLAIM = LuaScript(f"""
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local gen = redis.call('HINCRBY', KEYS[2], '{_GEN}', 1)
-if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
+local holder = redis.call('HGET', KEYS[1], '{_OWNER}')
+if holder == ARGV[1] then return -1 end
+if holder and holder ~= '' and holder ~= ARGV[2] then return 0 end
+local gen = redis.call('HINCRBY', KEYS[1], '{_GEN}', 1)
+redis.call('HSET', KEYS[1], '{_OWNER}', ARGV[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return gen
 """)
 
-# KEYS: the running index, then (lease, document) pairs. ARGV[1] owner, ARGV[2] lease ms,
-# ARGV[3] TTL seconds of the index, then one token per pair.
-# Renew the leases this owner holds, or that lapsed with its token still current.
-_RENEW = LuaScript(f"""
-local held = {{}}
-for i = 2, #KEYS, 2 do
-  local holder = redis.call('GET', KEYS[i])
-  local gen = redis.call('HGET', KEYS[i + 1], '{_GEN}')
-  if (holder == ARGV[1] or holder == false) and gen == ARGV[3 + i / 2] then
-    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
-    table.insert(held, i / 2)
-  end
-end
-if #held > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-return held
+# KEYS[1] replicas, KEYS[2] dead replicas. ARGV[1] replica, ARGV[2] lease ms,
+# ARGV[3] 1 = a heartbeat (clears a death, reports it), 0 = a claim (extends only the living),
+# ARGV[4] TTL s: a deployment where nobody beat that long leaves no table behind.
+# Returns 1 when the replica was alive, 0 when it had been declared dead (or never beat).
+_BEAT = LuaScript("""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dead = redis.call('ZSCORE', KEYS[2], ARGV[1])
+local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if ARGV[3] == '0' and dead then return 0 end
+if ARGV[3] == '1' and dead then redis.call('ZREM', KEYS[2], ARGV[1]) end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+if dead or (ARGV[3] == '1' and not known) then return 0 end
+return 1
 """)
 
-# KEYS[1] lease, KEYS[2] running index. ARGV[1] owner, ARGV[2] workflow id.
-# Drop the lease only if it is ours (a replica that lost it must not free the new owner's).
-_RELEASE = LuaScript("""
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], ARGV[2])
+# KEYS[1] replicas, KEYS[2] dead, KEYS[3] reaping. ARGV[1] reservation ms, ARGV[2] how long
+# a death is remembered (ms). Declares lapsed replicas dead and reserves for the caller
+# those nobody is reaping (or whose reaper's reservation lapsed); returns them.
+_REAP = LuaScript("""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, r in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  redis.call('ZREM', KEYS[1], r)
+  redis.call('ZADD', KEYS[2], now, r)
+  redis.call('ZADD', KEYS[3], 0, r)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+local mine = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+for _, r in ipairs(mine) do
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), r)
+end
+for i = 2, 3 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2] / 1000) end
+end
+return mine
+""")
+
+# KEYS[1] the workflow hash. ARGV[1] owner. Drop the ownership only if it is ours.
+_RELEASE = LuaScript(f"""
+if redis.call('HGET', KEYS[1], '{_OWNER}') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], '{_OWNER}')
   return 1
 end
 return 0
@@ -159,85 +226,121 @@ return 0
 
 
 class RedisLeases:
-    """Leases as keys with a PX expiry, a generation in the document hash, and a running index.
+    """Ownership in the workflow hash; heartbeats in one sorted set; a list per replica.
 
     `ttl_s` is the TTL of the workflow's keys (the generation lives as long as the
-    document). Commands go through `batcher` (the store's) when given.
+    document) and of the replica lists. Commands go through `batcher` (the store's).
     """
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | aioredis.RedisCluster,
         *,
         prefix: str = keys.DEFAULT_PREFIX,
         ttl_s: int = keys.DEFAULT_TTL_S,
         batcher: Batcher | None = None,
     ) -> None:
-        self._client = client
         self._prefix = prefix
         self._ttl_s = ttl_s
-        self._running_key = keys.running_index_key(prefix)
         self._batcher = batcher if batcher is not None else Batcher(client)
+        self._replicas = (keys.replicas_key(prefix), keys.dead_replicas_key(prefix))
 
-    async def claim(self, workflow_id: str, owner: str, *, lease_s: float) -> int | None:
-        script_keys = (
-            keys.lease_key(self._prefix, workflow_id),
-            keys.workflow_key(self._prefix, workflow_id),
-            self._running_key,
-        )
+    async def claim(
+        self, workflow_id: str, owner: str, *, lease_s: float, previous: str | None = None
+    ) -> int | None:
+        listed = keys.replica_workflows_key(self._prefix, owner)
         try:
+            # Listed before owned: a crash in between leaves a stale list entry (skipped
+            # when examined), never an owned workflow nobody would find.
+            await self._batcher.call(("SADD", listed, workflow_id))
+            await self._batcher.call(("EXPIRE", listed, self._ttl_s))
             token = await self._batcher.eval(
-                _CLAIM, script_keys, (owner, _ms(lease_s), self._ttl_s, workflow_id)
+                _CLAIM,
+                (keys.workflow_key(self._prefix, workflow_id),),
+                (owner, previous or "", self._ttl_s),
             )
+            if token > 0:
+                await self._beat(owner, lease_s, heartbeat=False)
+            elif token == 0:
+                await self._batcher.call(("SREM", listed, workflow_id))
         except (RedisError, OSError) as exc:
             raise _error("claim", workflow_id, exc) from exc
-        return int(token) or None
+        return int(token) if token > 0 else None
 
     async def renew(
         self, held: Mapping[str, int], owner: str, *, lease_s: float
     ) -> set[str]:
-        ids = list(held)
-        if not ids:
-            return set()
-        script_keys = [self._running_key]
-        for wid in ids:
-            script_keys += [
-                keys.lease_key(self._prefix, wid),
-                keys.workflow_key(self._prefix, wid),
-            ]
-        args = [owner, _ms(lease_s), self._ttl_s, *(held[wid] for wid in ids)]
         try:
-            kept = await self._batcher.eval(_RENEW, script_keys, args)
+            alive = await self._beat(owner, lease_s, heartbeat=True)
+            if alive or not held:
+                return set(held)
+            # Declared dead since the last beat: keep only what nobody took over.
+            ids = list(held)
+            stored = [
+                await self._batcher.call(
+                    ("HMGET", keys.workflow_key(self._prefix, wid), _OWNER, _GEN)
+                )
+                for wid in ids
+            ]
         except (RedisError, OSError) as exc:
             raise _error("renew", None, exc) from exc
-        return {ids[int(i) - 1] for i in kept}
+        return {
+            wid
+            for wid, (holder, gen) in zip(ids, stored, strict=True)
+            if _text(holder) == owner and _text(gen) == str(held[wid])
+        }
+
+    async def _beat(self, owner: str, lease_s: float, *, heartbeat: bool) -> int:
+        args = (owner, _ms(lease_s), 1 if heartbeat else 0, self._ttl_s)
+        return int(await self._batcher.eval(_BEAT, self._replicas, args))
 
     async def release(self, workflow_id: str, owner: str) -> None:
-        script_keys = (keys.lease_key(self._prefix, workflow_id), self._running_key)
         try:
-            await self._batcher.eval(_RELEASE, script_keys, (owner, workflow_id))
+            await self._batcher.eval(
+                _RELEASE, (keys.workflow_key(self._prefix, workflow_id),), (owner,)
+            )
+            await self._batcher.call(
+                ("SREM", keys.replica_workflows_key(self._prefix, owner), workflow_id)
+            )
         except (RedisError, OSError) as exc:
             raise _error("release", workflow_id, exc) from exc
 
-    async def orphans(self) -> list[str]:
+    async def orphans(self, *, lease_s: float = 15.0) -> list[Orphan]:
         try:
-            members = sorted(
-                m.decode() if isinstance(m, bytes) else str(m)
-                for m in await self._batcher.call(("SMEMBERS", self._running_key))
+            reaped = await self._batcher.eval(
+                _REAP,
+                (*self._replicas, keys.reaping_key(self._prefix)),
+                (_ms(lease_s), self._ttl_s * 1000),
             )
-            if not members:
-                return []
-            # Issued in one turn: one pipeline, one round trip.
-            alive = await asyncio.gather(
-                *(self._batcher.call(("EXISTS", keys.lease_key(self._prefix, w))) for w in members)
-            )
+            found: list[Orphan] = []
+            for raw in reaped:
+                dead = _text(raw)
+                members = await self._batcher.call(
+                    ("SMEMBERS", keys.replica_workflows_key(self._prefix, dead))
+                )
+                if not members:
+                    await self.bury(dead)  # it owned nothing: nothing to resume
+                found += [Orphan(wid, dead) for wid in sorted(_text(m) for m in members)]
         except (RedisError, OSError) as exc:
             raise _error("orphans", None, exc) from exc
-        return [wid for wid, live in zip(members, alive, strict=True) if not live]
+        return found
+
+    async def bury(self, dead: str) -> None:
+        try:
+            await self._batcher.call(("DEL", keys.replica_workflows_key(self._prefix, dead)))
+            await self._batcher.call(("ZREM", keys.reaping_key(self._prefix), dead))
+        except (RedisError, OSError) as exc:
+            raise _error("bury", None, exc) from exc
 
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _error(operation: str, workflow_id: str | None, exc: Exception) -> StateStoreError:

@@ -2,10 +2,10 @@
 
 TTLs run on an injected clock (`time.monotonic` by default; tests pass a fake):
 an expired entry is invisible at once and removed lazily, on its next access
-or by a periodic sweep piggy-backed on writes. Documents are kept serialised
-(orjson of `to_dict`), exactly what Redis would hold, so a caller can never
-alias or mutate stored state, and a document Redis could not store fails
-here too.
+or by a periodic sweep piggy-backed on writes. A workflow is kept as the same
+serialised fields Redis holds (state/layout.py: written field by field while it
+runs, compacted when it ends), so a caller can never alias or mutate stored
+state, and a document Redis could not store fails here too.
 
 Every method runs without awaiting anything, so each is atomic with respect to
 other coroutines (the asyncio counterpart of the Redis store's Lua scripts).
@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
+from state import keys
 from state.cancellations import WorkflowIdStream
+from state.history import HistoryPage, HistoryQuery, encode_cursor, member_of
 from state.keys import DEFAULT_TTL_S
+from state.layout import FieldCache, WriteStats, assemble, compacted
 from state.leases import MemoryLeases
 from state.models import WorkflowState
 from state.store import LeaseLost
@@ -30,40 +33,63 @@ from state.store import LeaseLost
 _MAX_SWEEP_INTERVAL_S = 60.0
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class _Doc:
-    blob: bytes
+    fields: dict[str, bytes]
     terminal: bool
     expires_at: float
+    watched: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Subscriber:
+    queue: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    owner: str | None = None
 
 
 class MemoryStateStore:
     """In-process store with Redis-like TTLs and cancellation fan-out.
 
-    `ttl_s` is how long every entry of a workflow lives after its last write;
-    `clock` returns seconds on a monotonic scale and decides expiry.
+    `ttl_s` is how long every entry of a running workflow lives after its last
+    write, `retention_s` how long a finished one is kept; `clock` returns seconds
+    on a monotonic scale and decides expiry.
     """
 
     def __init__(
-        self, *, ttl_s: int = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        ttl_s: int = DEFAULT_TTL_S,
+        retention_s: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
         self._ttl_s = ttl_s
+        self._retention_s = retention_s if retention_s is not None else ttl_s
+        if self._retention_s <= 0:
+            raise ValueError(f"retention_s must be positive, got {retention_s}")
         self._clock = clock
         self._docs: dict[str, _Doc] = {}
         self._cancel_flags: dict[str, float] = {}  # workflow id -> expires_at
+        # (tenant, Idempotency-Key) -> (workflow id, digest, expires_at)
+        self._submits: dict[tuple[str | None, str], tuple[str, str, float]] = {}
         # None is the end-of-stream marker a closing store sends every subscriber.
-        self._subscribers: set[asyncio.Queue[str | None]] = set()
-        self._finish_subscribers: set[asyncio.Queue[str | None]] = set()
-        # One lease table per store: saves are fenced against its generations.
+        self._subscribers: set[_Subscriber] = set()
+        self._finish_subscribers: set[_Subscriber] = set()
+        # One lease table per store: saves are fenced by its generations.
         self._leases = MemoryLeases(clock=clock)
+        self._fields = FieldCache()
+        self.write_stats = WriteStats()
         self._closed = False
         self._next_sweep = clock() + self._sweep_interval
 
     @property
     def ttl_s(self) -> int:
         return self._ttl_s
+
+    @property
+    def retention_s(self) -> int:
+        return self._retention_s
 
     @property
     def backend(self) -> str:
@@ -79,23 +105,41 @@ class MemoryStateStore:
 
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         now = self._clock()
-        stored = self._live_doc(state.workflow_id, now)
-        if self._leases.generation(state.workflow_id) != token:
-            raise LeaseLost(state.workflow_id, token=token)
+        workflow_id = state.workflow_id
+        stored = self._live_doc(workflow_id, now)
+        if self._leases.generation(workflow_id) != token:
+            self._fields.forget(workflow_id)
+            raise LeaseLost(workflow_id, token=token)
         if stored is not None and stored.terminal:
             return False
-        expires_at = now + self._ttl_s
-        self._docs[state.workflow_id] = _Doc(
-            blob=orjson.dumps(state.to_dict()),
-            terminal=state.status.is_terminal,
-            expires_at=expires_at,
-        )
-        # Keys of one workflow share one expiry, as the Redis save script does.
-        if self._live_flag(state.workflow_id, now):
-            self._cancel_flags[state.workflow_id] = expires_at
-        if state.status.is_terminal:
-            for queue in self._finish_subscribers:
-                queue.put_nowait(state.workflow_id)
+        terminal = state.status.is_terminal
+        if terminal:
+            fields = compacted(state)
+            self._fields.forget(workflow_id)
+            expires_at = now + self._retention_s
+            self._docs[workflow_id] = _Doc(dict(fields), True, expires_at)
+            self._cancel_flags.pop(workflow_id, None)
+            submit = (state.tenant, state.submit_key or "")
+            if state.submit_key is not None and submit in self._submits:
+                wid, digest, _ = self._submits[submit]
+                self._submits[submit] = (wid, digest, expires_at)
+        else:
+            full = stored is None or keys.DOC_SPEC_FIELD not in stored.fields
+            changes = self._fields.changes(state, full=full)
+            fields = changes.fields
+            expires_at = now + self._ttl_s
+            merged = {} if stored is None else stored.fields
+            merged.update(fields)
+            watched = stored is not None and stored.watched
+            self._docs[workflow_id] = _Doc(merged, False, expires_at, watched)
+            self._fields.remember(changes)
+            # Keys of one workflow share one expiry, as the Redis save script does.
+            if self._live_flag(workflow_id, now):
+                self._cancel_flags[workflow_id] = expires_at
+        self.write_stats.add(fields)
+        if terminal and stored is not None and stored.watched:
+            for subscriber in self._finish_subscribers:
+                subscriber.queue.put_nowait(workflow_id)
         self._maybe_sweep(now)
         return True
 
@@ -103,7 +147,7 @@ class MemoryStateStore:
         stored = self._live_doc(workflow_id, self._clock())
         if stored is None:
             return None
-        return WorkflowState.from_dict(orjson.loads(stored.blob))
+        return assemble(stored.fields)
 
     async def request_cancel(self, workflow_id: str) -> None:
         now = self._clock()
@@ -111,30 +155,82 @@ class MemoryStateStore:
         self._cancel_flags[workflow_id] = (
             stored.expires_at if stored is not None else now + self._ttl_s
         )
-        for queue in self._subscribers:
-            queue.put_nowait(workflow_id)
+        if stored is not None:
+            stored.watched = True
+        owner = self._leases.owner(workflow_id)
+        for subscriber in self._subscribers:
+            # To the owner only; a workflow nobody claimed goes to everyone.
+            if owner is None or subscriber.owner == owner:
+                subscriber.queue.put_nowait(workflow_id)
         self._maybe_sweep(now)
+
+    async def watch_finish(self, workflow_id: str) -> None:
+        stored = self._live_doc(workflow_id, self._clock())
+        if stored is not None:
+            stored.watched = True
 
     async def cancel_requested(self, workflow_id: str) -> bool:
         return self._live_flag(workflow_id, self._clock())
 
-    async def subscribe_cancellations(self) -> WorkflowIdStream:
-        return self._subscribe(self._subscribers)
+    async def subscribe_cancellations(self, owner: str | None = None) -> WorkflowIdStream:
+        return self._subscribe(self._subscribers, owner)
 
     async def subscribe_finishes(self) -> WorkflowIdStream:
-        return self._subscribe(self._finish_subscribers)
+        return self._subscribe(self._finish_subscribers, None)
 
-    def _subscribe(self, subscribers: set[asyncio.Queue[str | None]]) -> WorkflowIdStream:
+    def _subscribe(self, subscribers: set[_Subscriber], owner: str | None) -> WorkflowIdStream:
         if self._closed:
             raise RuntimeError("MemoryStateStore is closed")
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        subscriber = _Subscriber(owner=owner)
         # Registered before returning: an id published from now on reaches it.
-        subscribers.add(queue)
+        subscribers.add(subscriber)
 
         async def release() -> None:
-            subscribers.discard(queue)
+            subscribers.discard(subscriber)
 
-        return WorkflowIdStream(queue, release)
+        return WorkflowIdStream(subscriber.queue, release)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        now = self._clock()
+        upper, lower = query.upper_member(), query.lower_member()
+        heads = []
+        for workflow_id in list(self._docs):
+            stored = self._live_doc(workflow_id, now)
+            if stored is None or keys.DOC_HEADER_FIELD not in stored.fields:
+                continue
+            head = orjson.loads(stored.fields[keys.DOC_HEADER_FIELD])
+            member = member_of(head)
+            if (upper is None or member < upper) and (lower is None or member >= lower):
+                heads.append((member, head))
+        heads.sort(key=lambda pair: pair[0], reverse=True)
+        entries = []
+        for examined, (member, head) in enumerate(heads, start=1):
+            if query.accepts(head):
+                head.pop("submit_key", None)
+                entries.append(head)
+            if len(entries) == query.limit or examined >= query.scan_budget:
+                more = examined < len(heads)
+                return HistoryPage(entries, encode_cursor(member) if more else None)
+        return HistoryPage(entries, None)
+
+    async def reserve_submit(
+        self, tenant: str | None, idempotency_key: str, *, workflow_id: str, digest: str
+    ) -> tuple[str, str] | None:
+        key = (tenant, idempotency_key)
+        now = self._clock()
+        found = self._submits.get(key)
+        if found is not None and found[2] > now:
+            return found[0], found[1]
+        self._submits[key] = (workflow_id, digest, now + self._ttl_s)
+        return None
+
+    async def release_submit(
+        self, tenant: str | None, idempotency_key: str, *, workflow_id: str
+    ) -> None:
+        key = (tenant, idempotency_key)
+        found = self._submits.get(key)
+        if found is not None and found[0] == workflow_id:
+            del self._submits[key]
 
     async def ping(self) -> bool:
         return not self._closed
@@ -142,8 +238,8 @@ class MemoryStateStore:
     async def close(self) -> None:
         self._closed = True
         for subscribers in (self._subscribers, self._finish_subscribers):
-            for queue in subscribers:
-                queue.put_nowait(None)
+            for subscriber in subscribers:
+                subscriber.queue.put_nowait(None)
             subscribers.clear()
 
     def _live_doc(self, workflow_id: str, now: float) -> _Doc | None:
@@ -151,6 +247,7 @@ class MemoryStateStore:
         if stored is not None and stored.expires_at <= now:
             del self._docs[workflow_id]
             self._leases.forget(workflow_id)
+            self._fields.forget(workflow_id)
             return None
         return stored
 
@@ -166,7 +263,8 @@ class MemoryStateStore:
             return
         self._next_sweep = now + self._sweep_interval
         for workflow_id in [k for k, d in self._docs.items() if d.expires_at <= now]:
-            del self._docs[workflow_id]
-            self._leases.forget(workflow_id)
+            self._live_doc(workflow_id, now)
         for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
             del self._cancel_flags[workflow_id]
+        for key in [k for k, v in self._submits.items() if v[2] <= now]:
+            del self._submits[key]

@@ -1,7 +1,8 @@
 """Workflow and step state: the documents every store keeps, as plain value types.
 
-A `WorkflowState` is rewritten on every transition (the whole document, one
-write), so any replica reading it sees a consistent picture. `to_dict` /
+A `WorkflowState` is saved after its transitions; stores write only the fields
+that changed (state/layout.py) in one atomic write, so any replica reading it
+sees a consistent picture. `to_dict` /
 `from_dict` are the only (de)serialisation path; stores add nothing to it.
 """
 
@@ -179,6 +180,8 @@ class WorkflowState:
     definition: JSON = None
     # The tenant that submitted it: only that tenant (and admins) can see or cancel it.
     tenant: str | None = None
+    # The Idempotency-Key it was submitted with (per tenant), if any.
+    submit_key: str | None = None
 
     @property
     def fallbacks(self) -> list[dict[str, JSON]]:
@@ -205,6 +208,7 @@ class WorkflowState:
             "owner": self.owner,
             "definition": self.definition,
             "tenant": self.tenant,
+            "submit_key": self.submit_key,
         }
 
     @classmethod
@@ -224,4 +228,5 @@ class WorkflowState:
             owner=raw.get("owner"),
             definition=raw.get("definition"),
             tenant=raw.get("tenant"),
+            submit_key=raw.get("submit_key"),
         )

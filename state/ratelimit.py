@@ -137,7 +137,9 @@ return 1
 class RedisQuotas:
     """Quotas shared by every replica on one Redis (one Lua script per operation)."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, client: aioredis.Redis | aioredis.RedisCluster, *, prefix: str = DEFAULT_PREFIX
+    ) -> None:
         self._client = client
         self._prefix = prefix
         self._take = client.register_script(_TAKE_LUA)

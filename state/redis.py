@@ -39,20 +39,23 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from state import keys
 from state.cancellations import WorkflowIdStream
+from state.history import HistoryPage, HistoryQuery
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
+from state.layout import FieldCache, WriteStats, assemble, compacted
 from state.leases import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
 from state.redis_batch import Batcher, LuaScript
+from state.redis_client import connect
+from state.redis_history import RedisHistory
 from state.store import LeaseLost, StateStoreError
 
 log = structlog.get_logger(__name__)
@@ -60,33 +63,74 @@ log = structlog.get_logger(__name__)
 _TERMINAL_STATUSES = tuple(s.value for s in WorkflowStatus if s.is_terminal)
 _TERMINAL_LUA = ", ".join(f"['{status}'] = true" for status in _TERMINAL_STATUSES)
 
-# KEYS[1] document hash, KEYS[2..] keys sharing its TTL.
-# ARGV[1] document JSON, ARGV[2] its status, ARGV[3] TTL seconds,
-# ARGV[4] the writer's lease token ("" for none), ARGV[5] finished channel, ARGV[6] id.
+# KEYS[1] workflow hash, KEYS[2] cancel flag.
+# ARGV[1] the writer's lease token ("" for none), ARGV[2] status, ARGV[3] TTL seconds,
+# ARGV[4] "1" when only changed fields are sent (the spec must be there already),
+# ARGV[5] finished channel, ARGV[6] workflow id, then field/value pairs.
+# Returns -1 stale token, 0 already terminal, -2 partial write of a missing document, 1 written.
 _SAVE = LuaScript(f"""
 local terminal = {{{_TERMINAL_LUA}}}
-local stored = redis.call('HMGET', KEYS[1], '{keys.DOC_STATUS_FIELD}', '{keys.DOC_LEASE_GEN_FIELD}')
-if (stored[2] or '') ~= ARGV[4] then return -1 end
+local stored = redis.call('HMGET', KEYS[1], '{keys.DOC_STATUS_FIELD}', '{keys.DOC_LEASE_GEN_FIELD}',
+  '{keys.DOC_OWNER_FIELD}', '{keys.DOC_WATCHED_FIELD}')
+if (stored[2] or '') ~= ARGV[1] then return -1 end
 if stored[1] and terminal[stored[1]] then return 0 end
-redis.call('HSET', KEYS[1], '{keys.DOC_JSON_FIELD}', ARGV[1], '{keys.DOC_STATUS_FIELD}', ARGV[2])
+if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[1], '{keys.DOC_SPEC_FIELD}') == 0 then
+  return -2
+end
+if terminal[ARGV[2]] then
+  -- Compaction: the per-step fields give way to the final document.
+  redis.call('DEL', KEYS[1], KEYS[2])
+  if stored[2] then redis.call('HSET', KEYS[1], '{keys.DOC_LEASE_GEN_FIELD}', stored[2]) end
+  if stored[3] then redis.call('HSET', KEYS[1], '{keys.DOC_OWNER_FIELD}', stored[3]) end
+end
+redis.call('HSET', KEYS[1], '{keys.DOC_STATUS_FIELD}', ARGV[2])
+local n = #ARGV
+for i = 7, n, 1000 do  -- chunks: unpack() of a 10,000-step first write would overflow the stack
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, n)))
+end
 for i = 1, #KEYS do
   redis.call('EXPIRE', KEYS[i], ARGV[3])
 end
-if terminal[ARGV[2]] then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+if terminal[ARGV[2]] and stored[4] then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
 """)
 
-# KEYS[1] document hash, KEYS[2] cancel flag.
-# ARGV[1] TTL seconds when there is no document, ARGV[2] channel, ARGV[3] workflow id.
+# KEYS[1] workflow hash, KEYS[2] cancel flag.
+# ARGV[1] TTL seconds when there is no document. Returns the owner ("" when none).
+# Marks the workflow watched: its finish is published for the canceller's wait.
 _CANCEL = LuaScript(f"""
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl > 0 then
   redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'PX', pttl)
+  redis.call('HSET', KEYS[1], '{keys.DOC_WATCHED_FIELD}', '1')
 else
   redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'EX', ARGV[1])
 end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+return redis.call('HGET', KEYS[1], '{keys.DOC_OWNER_FIELD}') or ''
+""")
+
+# KEYS[1] an Idempotency-Key of a submit. ARGV[1] workflow id, ARGV[2] body digest, ARGV[3] TTL s.
+# Returns the stored {id, digest} when the key is taken, else takes it (and returns nil).
+_RESERVE = LuaScript("""
+local found = redis.call('HMGET', KEYS[1], 'id', 'digest')
+if found[1] then return found end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'digest', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return nil
+""")
+
+# KEYS[1] an Idempotency-Key. ARGV[1] workflow id: drop the key only if it still names it.
+_UNRESERVE = LuaScript("""
+if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
+""")
+
+# KEYS[1] workflow hash. Publish this workflow's finish (for a waiter on another replica).
+_WATCH = LuaScript(f"""
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], '{keys.DOC_WATCHED_FIELD}', '1')
+end
+return redis.call('HGET', KEYS[1], '{keys.DOC_STATUS_FIELD}') or ''
 """)
 
 # Reconnect backoff of a lost subscription: full jitter, doubling, capped.
@@ -95,33 +139,46 @@ _BACKOFF_CAP_S = 2.0
 
 
 class RedisStateStore:
-    """The Redis-backed store.
+    """The Redis-backed store (a single Redis or a Redis Cluster).
 
     `client` is used as given and left open by `close()` (its owner closes it);
     `from_url` builds one that `close()` does close. `prefix` namespaces every
-    key and channel; `ttl_s` is how long a workflow's keys live after its last
-    write; `ping_timeout_s` bounds the readiness probe and the wait for a
-    subscription to be confirmed.
+    key and channel; `ttl_s` is how long a running workflow's keys live after its
+    last write, `retention_s` how long a finished one is kept; `history_shards`
+    spreads the history index over that many keys (one slot each on a Cluster);
+    `ping_timeout_s` bounds the readiness probe and the wait for a subscription.
     """
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | aioredis.RedisCluster,
         *,
         prefix: str = DEFAULT_PREFIX,
         ttl_s: int = DEFAULT_TTL_S,
+        retention_s: int | None = None,
+        history_shards: int | None = None,
         ping_timeout_s: float = 2.0,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
         self._client = client
+        self._cluster = isinstance(client, aioredis.RedisCluster)
         self._prefix = prefix
         self._ttl_s = ttl_s
+        self._retention_s = retention_s if retention_s is not None else ttl_s
+        if self._retention_s <= 0:
+            raise ValueError(f"retention_s must be positive, got {retention_s}")
+        self._shards = history_shards or (8 if self._cluster else 1)
         self._ping_timeout_s = ping_timeout_s
         self._owns_client = False
         self._batcher = Batcher(client)
         self._leases = RedisLeases(client, prefix=prefix, ttl_s=ttl_s, batcher=self._batcher)
         self._subscriptions: set[_Subscription] = set()
+        self._fields = FieldCache()
+        self.write_stats = WriteStats()
+        self._history = RedisHistory(
+            self._batcher, prefix=prefix, shards=self._shards, ttl_s=ttl_s
+        )
 
     @classmethod
     def from_url(
@@ -130,6 +187,9 @@ class RedisStateStore:
         *,
         prefix: str = DEFAULT_PREFIX,
         ttl_s: int = DEFAULT_TTL_S,
+        retention_s: int | None = None,
+        history_shards: int | None = None,
+        cluster: bool = False,
         connect_timeout_s: float = 1.0,
         command_timeout_s: float = 1.0,
         max_connections: int = 64,
@@ -138,21 +198,29 @@ class RedisStateStore:
     ) -> RedisStateStore:
         """A store on a client of its own for `url`, which `close()` closes.
 
-        Connecting and each command are bounded by `connect_timeout_s` and
-        `command_timeout_s`; at most `max_connections` are open at once (pub/sub
-        included), and a command waits up to `pool_timeout_s` for a free one.
-        `client_kwargs` go to the connection pool (e.g. `client_name`).
+        `url` names a Redis Cluster when it starts with ``redis+cluster://`` (or
+        ``rediss+cluster://``) or when `cluster` is set. Connecting and each command
+        are bounded by `connect_timeout_s` and `command_timeout_s`; at most
+        `max_connections` are open at once (per node on a Cluster), and a command
+        waits up to `pool_timeout_s` for a free one.
         """
-        pool = aioredis.BlockingConnectionPool.from_url(
+        client = connect(
             url,
+            cluster=cluster,
+            connect_timeout_s=connect_timeout_s,
+            command_timeout_s=command_timeout_s,
             max_connections=max_connections,
-            timeout=pool_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=command_timeout_s,
+            pool_timeout_s=pool_timeout_s,
             **client_kwargs,
         )
-        client = aioredis.Redis.from_pool(pool)
-        store = cls(client, prefix=prefix, ttl_s=ttl_s, ping_timeout_s=command_timeout_s)
+        store = cls(
+            client,
+            prefix=prefix,
+            ttl_s=ttl_s,
+            retention_s=retention_s,
+            history_shards=history_shards,
+            ping_timeout_s=command_timeout_s,
+        )
         store._owns_client = True
         return store
 
@@ -161,12 +229,20 @@ class RedisStateStore:
         return self._ttl_s
 
     @property
+    def retention_s(self) -> int:
+        return self._retention_s
+
+    @property
     def backend(self) -> str:
-        return "redis"
+        return "redis-cluster" if self._cluster else "redis"
 
     @property
     def prefix(self) -> str:
         return self._prefix
+
+    @property
+    def client(self) -> aioredis.Redis | aioredis.RedisCluster:
+        return self._client
 
     def leases(self) -> RedisLeases:
         """Owner leases on the same Redis, prefix and pipeline (shared by every replica)."""
@@ -174,39 +250,76 @@ class RedisStateStore:
 
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         workflow_id = state.workflow_id
-        blob = orjson.dumps(state.to_dict())
-        args = (
-            blob,
-            state.status.value,
-            self._ttl_s,
+        terminal = state.status.is_terminal
+        first = not self._fields.knows(workflow_id)
+        # Serialised before the first await: what is sent is the state of this instant.
+        changes = None if terminal else self._fields.changes(state)
+        fields = compacted(state) if changes is None else changes.fields
+        written = await self._write(state, fields, token, partial=not (terminal or first))
+        if written == -2:  # the document expired (or another replica wrote it): send it whole
+            changes = self._fields.changes(state, full=True)
+            fields = changes.fields
+            written = await self._write(state, fields, token, partial=False)
+        if written == -1:
+            self._fields.forget(workflow_id)
+            raise LeaseLost(workflow_id, token=token)
+        self.write_stats.add(fields)
+        if changes is None:
+            self._fields.forget(workflow_id)
+        else:
+            self._fields.remember(changes)
+        if written == 1 and (first or terminal):
+            # The history index and the submit key live in other slots: separate commands.
+            async with self._translate("save_index", workflow_id):
+                await self._history.index(state, terminal=terminal, retention_s=self._retention_s)
+                if terminal and state.submit_key is not None:
+                    key = keys.submit_key(self._prefix, state.tenant, state.submit_key)
+                    await self._batcher.call(("EXPIRE", key, self._retention_s))
+        return written == 1
+
+    async def _write(
+        self, state: WorkflowState, fields: dict[str, bytes], token: int | None, *, partial: bool
+    ) -> int:
+        workflow_id = state.workflow_id
+        terminal = state.status.is_terminal
+        args: list[Any] = [
             "" if token is None else str(token),
+            state.status.value,
+            self._retention_s if terminal else self._ttl_s,
+            "1" if partial else "0",
             keys.finished_channel(self._prefix),
             workflow_id,
-        )
+        ]
+        for name, value in fields.items():
+            args += (name, value)
         async with self._translate("save", workflow_id):
-            written = await self._batcher.eval(
-                _SAVE, keys.refreshed_keys(self._prefix, workflow_id), args
-            )
-        if written == -1:
-            raise LeaseLost(workflow_id, token=token)
-        return bool(written)
+            script_keys = keys.refreshed_keys(self._prefix, workflow_id)
+            return int(await self._batcher.eval(_SAVE, script_keys, args))
 
     async def get(self, workflow_id: str) -> WorkflowState | None:
         key = keys.workflow_key(self._prefix, workflow_id)
         async with self._translate("get", workflow_id):
-            raw = await self._batcher.call(("HGET", key, keys.DOC_JSON_FIELD))
-        if raw is None:
-            return None
-        return WorkflowState.from_dict(orjson.loads(raw))
+            raw = await self._batcher.call(("HGETALL", key))
+        return assemble({_text(k): v for k, v in raw.items()}) if raw else None
 
     async def request_cancel(self, workflow_id: str) -> None:
-        script_keys = (
-            keys.workflow_key(self._prefix, workflow_id),
-            keys.cancel_flag_key(self._prefix, workflow_id),
-        )
-        args = (self._ttl_s, keys.cancel_channel(self._prefix), workflow_id)
+        script_keys = keys.refreshed_keys(self._prefix, workflow_id)
         async with self._translate("request_cancel", workflow_id):
-            await self._batcher.eval(_CANCEL, script_keys, args)
+            owner = _text(await self._batcher.eval(_CANCEL, script_keys, (self._ttl_s,)))
+            # To the owner only; a workflow nobody claimed (no leases) goes to everyone.
+            if owner:
+                await self._publish(keys.replica_cancel_channel(self._prefix, owner), workflow_id,
+                                    sharded=self._cluster)
+            else:
+                await self._publish(keys.cancel_channel(self._prefix), workflow_id, sharded=False)
+
+    async def _publish(self, channel: str, message: str, *, sharded: bool) -> None:
+        await self._batcher.call(("SPUBLISH" if sharded else "PUBLISH", channel, message))
+
+    async def watch_finish(self, workflow_id: str) -> None:
+        key = keys.workflow_key(self._prefix, workflow_id)
+        async with self._translate("watch_finish", workflow_id):
+            await self._batcher.eval(_WATCH, (key,), ())
 
     async def cancel_requested(self, workflow_id: str) -> bool:
         key = keys.cancel_flag_key(self._prefix, workflow_id)
@@ -214,27 +327,81 @@ class RedisStateStore:
             found = await self._batcher.call(("EXISTS", key))
         return bool(found)
 
-    async def subscribe_cancellations(self) -> WorkflowIdStream:
-        return await self._subscribe(keys.cancel_channel(self._prefix), self._replay_cancel_flags)
+    async def subscribe_cancellations(self, owner: str | None = None) -> WorkflowIdStream:
+        channels = [_Channel(keys.cancel_channel(self._prefix), sharded=False)]
+        if owner is not None:
+            channels.append(
+                _Channel(keys.replica_cancel_channel(self._prefix, owner), sharded=self._cluster)
+            )
+
+        async def replay(queue: asyncio.Queue[str | None]) -> None:
+            if owner is not None:
+                await self._replay_cancel_flags(owner, queue)
+
+        return await self._subscribe(channels, replay)
 
     async def subscribe_finishes(self) -> WorkflowIdStream:
-        return await self._subscribe(keys.finished_channel(self._prefix), None)
+        return await self._subscribe(
+            [_Channel(keys.finished_channel(self._prefix), sharded=False)], None
+        )
 
-    async def _subscribe(self, channel: str, replay: _Replay | None) -> WorkflowIdStream:
-        subscription = _Subscription(self._client, channel, replay, self._ping_timeout_s)
-        await subscription.start()
-        self._subscriptions.add(subscription)
+    async def _subscribe(
+        self, channels: list[_Channel], replay: _Replay | None
+    ) -> WorkflowIdStream:
+        subscriptions = [
+            _Subscription(self._client, channel, replay if i == len(channels) - 1 else None,
+                          self._ping_timeout_s)
+            for i, channel in enumerate(channels)
+        ]
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        for subscription in subscriptions:
+            subscription.queue = queue
+            await subscription.start()
+            self._subscriptions.add(subscription)
 
         async def release() -> None:
-            self._subscriptions.discard(subscription)
-            await subscription.stop()
+            for subscription in subscriptions:
+                self._subscriptions.discard(subscription)
+                await subscription.stop(end=False)
+            queue.put_nowait(None)
 
-        return WorkflowIdStream(subscription.queue, release)
+        return WorkflowIdStream(queue, release)
 
-    async def _replay_cancel_flags(self, queue: asyncio.Queue[str | None]) -> None:
-        pattern = keys.cancel_flag_pattern(self._prefix)
-        async for key in self._client.scan_iter(match=pattern, count=1000):
-            queue.put_nowait(keys.workflow_id_of_cancel_flag(self._prefix, _text(key)))
+    async def _replay_cancel_flags(self, owner: str, queue: asyncio.Queue[str | None]) -> None:
+        # Only this replica's own workflows, listed under it: no keyspace scan.
+        members = await self._batcher.call(
+            ("SMEMBERS", keys.replica_workflows_key(self._prefix, owner))
+        )
+        ids = sorted(_text(m) for m in members)
+        flags = await asyncio.gather(
+            *(self._batcher.call(("EXISTS", keys.cancel_flag_key(self._prefix, w))) for w in ids)
+        )
+        for workflow_id, flagged in zip(ids, flags, strict=True):
+            if flagged:
+                queue.put_nowait(workflow_id)
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        async with self._translate("history"):
+            return await self._history.page(query)
+
+    async def reserve_submit(
+        self, tenant: str | None, idempotency_key: str, *, workflow_id: str, digest: str
+    ) -> tuple[str, str] | None:
+        key = keys.submit_key(self._prefix, tenant, idempotency_key)
+        async with self._translate("reserve_submit", workflow_id):
+            found = await self._batcher.eval(
+                _RESERVE, (key,), (workflow_id, digest, self._ttl_s)
+            )
+        if not found:
+            return None
+        return _text(found[0]), _text(found[1])
+
+    async def release_submit(
+        self, tenant: str | None, idempotency_key: str, *, workflow_id: str
+    ) -> None:
+        key = keys.submit_key(self._prefix, tenant, idempotency_key)
+        async with self._translate("release_submit", workflow_id):
+            await self._batcher.eval(_UNRESERVE, (key,), (workflow_id,))
 
     async def ping(self) -> bool:
         try:
@@ -270,8 +437,15 @@ class RedisStateStore:
 _Replay = Callable[[asyncio.Queue[str | None]], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Channel:
+    name: str
+    # A sharded channel (SSUBSCRIBE/SPUBLISH): on a Cluster it lives on one shard only.
+    sharded: bool
+
+
 class _Subscription:
-    """One SUBSCRIBE on its own connection, pumped into `queue` by a task.
+    """One SUBSCRIBE (or SSUBSCRIBE) on its own connection, pumped into `queue` by a task.
 
     `queue` gets workflow ids, then None once the subscription is stopped. When
     Redis is unreachable at `start`, the task keeps trying in the background.
@@ -279,17 +453,19 @@ class _Subscription:
 
     def __init__(
         self,
-        client: aioredis.Redis,
-        channel: str,
+        client: aioredis.Redis | aioredis.RedisCluster,
+        channel: _Channel,
         replay: _Replay | None,
         confirm_timeout_s: float,
     ) -> None:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._client = client
-        self._channel = channel
+        self._channel = channel.name
+        self._sharded = channel.sharded
+        self._kinds = ("ssubscribe", "smessage") if channel.sharded else ("subscribe", "message")
         self._replay = replay
         self._confirm_timeout_s = confirm_timeout_s
-        self._pubsub: PubSub | None = None
+        self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -301,7 +477,7 @@ class _Subscription:
                         error=repr(exc))
         self._task = asyncio.create_task(self._pump(), name=f"subscription:{self._channel}")
 
-    async def stop(self) -> None:
+    async def stop(self, *, end: bool = True) -> None:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -309,17 +485,24 @@ class _Subscription:
             # still propagates, the task's own CancelledError does not.
             await asyncio.wait([task])
         await self._close_pubsub()
-        self.queue.put_nowait(None)
+        if end:
+            self.queue.put_nowait(None)
 
-    async def _subscribe(self) -> PubSub:
-        pubsub = self._client.pubsub()
+    async def _subscribe(self) -> Any:
+        if isinstance(self._client, aioredis.RedisCluster):
+            # Its pub/sub finds a channel's node in the slot table: load it first.
+            await self._client.initialize()
+        pubsub: Any = self._client.pubsub()
         try:
             async with asyncio.timeout(self._confirm_timeout_s):
-                await pubsub.subscribe(self._channel)
-                while not _is_type(await pubsub.get_message(timeout=None), "subscribe"):
+                if self._sharded:
+                    await pubsub.ssubscribe(self._channel)
+                else:
+                    await pubsub.subscribe(self._channel)
+                while not _is_type(await self._next_message(pubsub), self._kinds[0]):
                     pass
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            await pubsub.aclose()
             raise
         return pubsub
 
@@ -353,13 +536,20 @@ class _Subscription:
                 )
                 await asyncio.sleep(delay)
 
-    async def _forward(self, pubsub: PubSub) -> None:
-        while True:
+    async def _next_message(self, pubsub: Any) -> dict[str, Any] | None:
+        if self._sharded:
+            message: dict[str, Any] | None = await pubsub.get_sharded_message(timeout=None)
+        else:
             message = await pubsub.get_message(timeout=None)
-            if _is_type(message, "message"):
+        return message
+
+    async def _forward(self, pubsub: Any) -> None:
+        while True:
+            message = await self._next_message(pubsub)
+            if _is_type(message, self._kinds[1]):
                 assert message is not None
                 self.queue.put_nowait(_text(message["data"]))
-            elif _is_type(message, "subscribe"):
+            elif _is_type(message, self._kinds[0]):
                 # redis-py reconnected and re-subscribed by itself: anything
                 # published in between is lost, so replay what can be replayed.
                 await self._replay_missed()
@@ -371,12 +561,14 @@ class _Subscription:
     async def _close_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            await pubsub.aclose()
 
 
 def _is_type(message: dict[str, Any] | None, kind: str) -> bool:
     return message is not None and message.get("type") == kind
 
 
-def _text(value: bytes | str) -> str:
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
     return value.decode() if isinstance(value, bytes) else value

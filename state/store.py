@@ -3,8 +3,12 @@
 Contract (tests/state/test_store_contract.py runs one suite against every
 implementation):
 
-- `save` writes the whole document and (re)sets its TTL, and the TTL of every
-  other key of that workflow, in the same operation.
+- `save` writes the document and (re)sets its TTL, and the TTL of every other
+  key of that workflow, in the same operation. It sends only what changed since
+  this store's last save of the workflow (the header and the changed steps;
+  inputs and definition once), counted in `write_stats`. A terminal save
+  compacts the workflow (the final document without the client's definition)
+  and keeps it for `retention_s` instead of `ttl_s`.
 - Fencing: an owner's `save` carries its lease token (the generation its
   `leases().claim` returned). The store refuses, with `LeaseLost` and without
   writing, a save whose token is not the workflow's current generation,
@@ -16,18 +20,27 @@ implementation):
 - `get` returns None for an unknown or expired workflow.
 - `request_cancel` sets a cancel flag (readable with `cancel_requested`, expiring
   with the workflow's document, or after `ttl_s` if there is none) and notifies
-  every subscriber of `subscribe_cancellations()`, in this process or any other
-  process on the same backend. It never rewrites the document, which belongs to
-  the replica running the workflow.
-- `subscribe_cancellations()` returns once listening; its iterator yields
+  the workflow's owner only — the subscribers of `subscribe_cancellations(owner)`
+  in any process on the same backend — or, for a workflow nobody claimed, every
+  subscriber. It never rewrites the document's fields, which belong to the
+  replica running the workflow (it marks the workflow watched, below).
+- `subscribe_cancellations(owner)` returns once listening; its iterator yields
   workflow ids as their cancel is requested from then on (at least once: after a
-  lost connection the Redis store replays every standing cancel flag, so an id
-  may come twice). The iterator ends when the store is closed, or when the
-  caller closes it (`CancellationStream.aclose()`).
-- A `save` that writes a terminal document notifies every subscriber of
-  `subscribe_finishes()` (any process on the same backend) with the workflow
-  id: a caller waiting for a workflow to end is woken, it does not poll. A
+  lost connection the Redis store replays the standing cancel flags of the
+  workflows listed under `owner` — never a keyspace scan — so an id may come
+  twice). The iterator ends when the store is closed, or when the caller closes
+  it (`CancellationStream.aclose()`).
+- A `save` that writes the terminal document of a *watched* workflow (a cancel
+  was requested, or someone called `watch_finish`) notifies every subscriber of
+  `subscribe_finishes()` (any process on the same backend) with the workflow id:
+  a caller waiting for a workflow to end is woken, it does not poll. A
   notification is a wake-up, not a record: after one, read the document.
+- `history(query)` lists workflows newest first (state/history.py); an entry
+  goes when its document expires.
+- `reserve_submit(tenant, key, workflow_id=, digest=)` takes a tenant's
+  Idempotency-Key for a new workflow atomically across replicas, or returns the (id, digest) already
+  holding it; it expires with the workflow (`ttl_s`, then `retention_s` from its
+  terminal save). `release_submit` frees a key whose submit failed.
 - Backend failures surface as `StateStoreError`, never as the backend's own
   exceptions; `ping` returns False instead of raising. A Redis store that
   cannot reach Redis when a subscription starts still returns the stream, and
@@ -46,6 +59,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from state.cancellations import CancellationStream, WorkflowIdStream
+from state.history import HistoryPage, HistoryQuery
 from state.models import WorkflowState
 
 if TYPE_CHECKING:
@@ -106,12 +120,16 @@ class StateStore(Protocol):
     async def get(self, workflow_id: str) -> WorkflowState | None: ...
 
     async def request_cancel(self, workflow_id: str) -> None:
-        """Set the cancel flag and notify every replica."""
+        """Set the cancel flag and notify the workflow's owner."""
+        ...
+
+    async def watch_finish(self, workflow_id: str) -> None:
+        """Have this workflow's terminal write published to `subscribe_finishes()`."""
         ...
 
     async def cancel_requested(self, workflow_id: str) -> bool: ...
 
-    async def subscribe_cancellations(self) -> CancellationStream:
+    async def subscribe_cancellations(self, owner: str | None = None) -> CancellationStream:
         """Start listening; the returned iterator yields workflow ids to cancel.
 
         Returns once the subscription is live (for Redis: SUBSCRIBE confirmed).
@@ -123,6 +141,24 @@ class StateStore(Protocol):
         """Start listening; the iterator yields ids of workflows whose terminal document
         was just written (by any replica). Same lifetime rules as cancellations."""
         ...
+
+    async def history(self, query: HistoryQuery) -> HistoryPage:
+        """One page of workflows, newest first; raises `BadCursor` for a forged cursor."""
+        ...
+
+    async def reserve_submit(
+        self, tenant: str | None, idempotency_key: str, *, workflow_id: str, digest: str
+    ) -> tuple[str, str] | None:
+        """Take the key for `workflow_id`; or the (id, digest) that already holds it.
+
+        A workflow saved with `submit_key` = the key (and its tenant) keeps it alive
+        for its retention once it ends.
+        """
+        ...
+
+    async def release_submit(
+        self, tenant: str | None, idempotency_key: str, *, workflow_id: str
+    ) -> None: ...
 
     async def ping(self) -> bool:
         """True when the backend answers (readiness)."""

@@ -70,3 +70,33 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """The test Redis Cluster (scripts/redis-cluster.sh); skip locally, fail in CI, when none."""
+    url = os.environ.get("REDIS_CLUSTER_URL", "").strip()
+    if url:
+        return url
+    if _in_ci():
+        pytest.fail(
+            "REDIS_CLUSTER_URL is not set and CI=true: the cluster tests must run in CI. "
+            'Start one with `eval "$(scripts/redis-cluster.sh)"` before pytest.',
+            pytrace=False,
+        )
+    pytest.skip('needs a Redis Cluster: run `eval "$(scripts/redis-cluster.sh)"`')
+
+
+@pytest.fixture
+def redis_cluster_prefix(redis_cluster_url: str) -> Iterator[str]:
+    """Like `redis_prefix`, on the cluster: its keys are deleted from every node after."""
+    token = f"{RUN_ID}-{next(_TEST_NUMBERS)}"
+    yield f"t:{token}:"
+    from state.redis_client import is_cluster_url
+
+    url = redis_cluster_url
+    if is_cluster_url(url):
+        url = "redis://" + url.split("://", 1)[1]
+    with redis.RedisCluster.from_url(url) as client:
+        for key in list(client.scan_iter(match=f"*{token}:*", count=1000)):
+            client.delete(key)

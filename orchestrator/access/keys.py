@@ -106,7 +106,7 @@ class RedisKeyStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | aioredis.RedisCluster,
         *,
         prefix: str,
         default_limits: Limits,

@@ -70,7 +70,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "workflows",
         description="A plain `query` runs the NLP -> Data -> Viz chain; with `workflow` runs "
         "that DAG. `mode: sync` (default) answers with the result; `async` answers 202 at "
-        "once. The workflow belongs to the caller's tenant.",
+        "once. The workflow belongs to the caller's tenant. With an `Idempotency-Key` "
+        "header (1-255 printable ASCII characters) a retry with the same key and body "
+        "returns the same workflow (header `Idempotent-Replayed: true`) and runs nothing; "
+        "the same key with another body is a 422. Keys are per tenant and expire with "
+        "the workflow.",
         body=ref("QueryRequest"),
         replies={
             200: Reply("finished: completed, degraded or cancelled", ref("Workflow")),
@@ -92,8 +96,36 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "unknown_field",
             ),
             403: ("agent_not_allowed",),
-            422: ("invalid_workflow",),
+            409: ("idempotency_key_in_progress",),
+            422: ("invalid_workflow", "idempotency_key_reused"),
             429: ("too_many_workflows", "tenant_quota_exceeded"),
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/api/workflows",
+        Role.USER,
+        "History: workflows, newest first",
+        "workflows",
+        description="A user sees its tenant's workflows, an admin every tenant's. Follow "
+        "`next_cursor` (also in a `Link` header) until it is null; a page may hold fewer "
+        "than `limit` entries when filters drop most of what it examined. Entries go when "
+        "their workflow expires.",
+        query={
+            "status": (
+                {"type": "string"},
+                "comma-separated statuses (pending, running, completed, degraded, failed, "
+                "cancelled)",
+            ),
+            "definition": ({"type": "string"}, "the definition's name (e.g. chain)"),
+            "since": ({"type": "string"}, "created at or after: epoch seconds or ISO 8601"),
+            "until": ({"type": "string"}, "created before: epoch seconds or ISO 8601"),
+            "limit": ({"type": "integer", "minimum": 1, "maximum": 200}, "entries (50)"),
+            "cursor": ({"type": "string"}, "the `next_cursor` of the previous page"),
+        },
+        replies={200: Reply("one page", ref("History"))},
+        errors={
+            400: ("unknown_parameter", "invalid_parameter", "invalid_cursor"),
         },
     ),
     Endpoint(

@@ -32,7 +32,13 @@ from aiohttp import web
 
 from circuit.errors import BreakerBoardError
 from orchestrator.dag.errors import DefinitionError
-from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
+from orchestrator.errors import (
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    WorkflowAlreadyFinished,
+    WorkflowNotFound,
+)
+from state.history import BadCursor
 from state.store import StateStoreError
 
 log = structlog.get_logger(__name__)
@@ -133,6 +139,24 @@ def _already_finished(exc: BaseException) -> web.Response:
     return error_response(409, "workflow_finished", str(exc), details)
 
 
+def _idempotency_reused(exc: BaseException) -> web.Response:
+    assert isinstance(exc, IdempotencyKeyReused)
+    details = {"idempotency_key": exc.key, "workflow_id": exc.workflow_id}
+    return error_response(422, "idempotency_key_reused", str(exc), details)
+
+
+def _idempotency_in_progress(exc: BaseException) -> web.Response:
+    assert isinstance(exc, IdempotencyKeyInProgress)
+    details = {"idempotency_key": exc.key, "workflow_id": exc.workflow_id}
+    response = error_response(409, "idempotency_key_in_progress", str(exc), details)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _bad_cursor(exc: BaseException) -> web.Response:
+    return error_response(400, "invalid_cursor", str(exc), None)
+
+
 def _store_unavailable(exc: BaseException) -> web.Response:
     assert isinstance(exc, StateStoreError)
     log.warning("state_store_unavailable", operation=exc.operation, error=str(exc))
@@ -182,6 +206,9 @@ _HANDLERS: dict[type[BaseException], Callable[[BaseException], web.Response]] = 
     DefinitionError: _definition_error,
     WorkflowNotFound: _not_found,
     WorkflowAlreadyFinished: _already_finished,
+    IdempotencyKeyReused: _idempotency_reused,
+    IdempotencyKeyInProgress: _idempotency_in_progress,
+    BadCursor: _bad_cursor,
     StateStoreError: _store_unavailable,
     BreakerBoardError: _board_unavailable,
     web.HTTPException: _http_exception,

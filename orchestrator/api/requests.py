@@ -1,8 +1,11 @@
-"""Parsing and checking request bodies: every problem becomes an ApiError a frontend can act on."""
+"""Parsing and checking requests: every problem becomes an ApiError a frontend can act on."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -10,6 +13,8 @@ from aiohttp import web
 
 from orchestrator.api.errors import BadRequest, UnsupportedMediaType
 from orchestrator.dag.paths import json_type
+from state.history import DEFAULT_LIMIT, MAX_LIMIT, HistoryQuery, decode_cursor
+from state.models import WorkflowStatus
 
 Mode = Literal["sync", "async"]
 _MODES: tuple[Mode, ...] = ("sync", "async")
@@ -113,4 +118,92 @@ def _wrong_type(field: str, expected: str, value: object) -> BadRequest:
         f"'{field}' must be {expected}, got {json_type(value)}",
         code="invalid_type",
         details={"field": field, "expected": expected, "got": json_type(value)},
+    )
+
+
+# Idempotency-Key: printable ASCII, as Stripe and the IETF draft use it.
+_MAX_IDEMPOTENCY_KEY = 255
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """The Idempotency-Key header of a submit (None when absent)."""
+    if value is None:
+        return None
+    if not 0 < len(value) <= _MAX_IDEMPOTENCY_KEY or not all(" " <= c <= "~" for c in value):
+        raise BadRequest(
+            f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+            code="invalid_idempotency_key",
+            details={"header": "Idempotency-Key"},
+        )
+    return value
+
+
+def request_digest(body: dict[str, Any]) -> str:
+    """What makes two submits "the same request": their JSON body, key order aside."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+_HISTORY_PARAMS = frozenset({"status", "definition", "since", "until", "limit", "cursor"})
+
+
+def parse_history_query(
+    params: Mapping[str, str], *, tenant: str, all_tenants: bool
+) -> HistoryQuery:
+    """GET /api/workflows' query string; a user sees only its tenant's workflows."""
+    unknown = sorted(set(params) - _HISTORY_PARAMS)
+    if unknown:
+        raise BadRequest(
+            f"unknown parameter(s): {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(_HISTORY_PARAMS))}",
+            code="unknown_parameter",
+            details={"parameters": unknown},
+        )
+    statuses = frozenset(s for s in params.get("status", "").split(",") if s)
+    known = {s.value for s in WorkflowStatus}
+    if statuses - known:
+        raise _bad_parameter("status", f"one or more of {', '.join(sorted(known))}")
+    limit = DEFAULT_LIMIT
+    if "limit" in params:
+        raw = params["limit"]
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise _bad_parameter("limit", f"an integer from 1 to {MAX_LIMIT}")
+        limit = int(raw)
+    definition = params.get("definition") or None
+    cursor = params.get("cursor") or None
+    if cursor is not None:
+        decode_cursor(cursor)  # a forged one is a 400 now, not deep in the store
+    return HistoryQuery(
+        limit=limit,
+        cursor=cursor,
+        status=statuses,
+        definition=definition,
+        since=_timestamp(params, "since"),
+        until=_timestamp(params, "until"),
+        tenant=tenant,
+        all_tenants=all_tenants,
+    )
+
+
+def _timestamp(params: Mapping[str, str], name: str) -> float | None:
+    raw = params.get(name)
+    if not raw:
+        return None
+    try:
+        return float(raw)  # epoch seconds
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _bad_parameter(name, "epoch seconds or an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _bad_parameter(name: str, expected: str) -> BadRequest:
+    return BadRequest(
+        f"parameter {name!r} must be {expected}",
+        code="invalid_parameter",
+        details={"parameter": name, "expected": expected},
     )

@@ -14,7 +14,14 @@ from orchestrator.api.access import ACCESS, principal
 from orchestrator.api.admission import ADMISSION
 from orchestrator.api.errors import Forbidden, NotFound, error_response
 from orchestrator.api.openapi import docs_page, openapi_document
-from orchestrator.api.requests import parse_query_request, parse_workflow_body, read_json_object
+from orchestrator.api.requests import (
+    parse_history_query,
+    parse_idempotency_key,
+    parse_query_request,
+    parse_workflow_body,
+    read_json_object,
+    request_digest,
+)
 from orchestrator.api.services import SERVICES
 from orchestrator.chain import CHAIN_NAME
 from orchestrator.dag.parse import definition_schema
@@ -37,6 +44,7 @@ async def query(request: web.Request) -> web.Response:
     who = principal(request)
     body = await read_json_object(request)
     req = parse_query_request(body, max_query_chars=services.settings.max_query_chars)
+    idempotency_key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
     allowed = request.app[ACCESS].config.tenant(who.tenant).agents
     if req.workflow is not None:
         workflow = services.compile(req.workflow, agents=allowed)
@@ -53,9 +61,18 @@ async def query(request: web.Request) -> web.Response:
         who, is_async=req.mode == "async", timeout_s=workflow.definition.options.timeout_s
     )
     try:
-        state = await orchestrator.submit(
-            workflow, inputs, definition=req.workflow, tenant=who.tenant
-        )
+        if idempotency_key is None:
+            state = await orchestrator.submit(
+                workflow, inputs, definition=req.workflow, tenant=who.tenant
+            )
+        else:
+            state, existed = await orchestrator.submit_once(
+                idempotency_key, request_digest(body), workflow, inputs,
+                definition=req.workflow, tenant=who.tenant,
+            )
+            if existed:  # a retry of an accepted submit: the same workflow, nothing new runs
+                await admission.abandon(ticket)
+                return await _replay_response(request, state, req.mode)
     except BaseException:
         await admission.abandon(ticket)
         raise
@@ -67,6 +84,31 @@ async def query(request: web.Request) -> web.Response:
         return response
     state = await orchestrator.wait(state.workflow_id)
     return json_response(_workflow_body(state), status=_status_code(state))
+
+
+async def _replay_response(request: web.Request, state: WorkflowState, mode: str) -> web.Response:
+    orchestrator = request.app[SERVICES].orchestrator
+    if mode == "sync" and not state.status.is_terminal:
+        state = await orchestrator.wait(state.workflow_id)
+    if state.status.is_terminal and mode == "sync":
+        response = json_response(_workflow_body(state), status=_status_code(state))
+    else:
+        response = json_response(_accepted(state), status=202)
+        response.headers["Location"] = _status_url(state.workflow_id)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@routes.get("/api/workflows")
+async def history(request: web.Request) -> web.Response:
+    who = principal(request)
+    query = parse_history_query(request.query, tenant=who.tenant, all_tenants=who.all_tenants)
+    page = await request.app[SERVICES].orchestrator.store.history(query)
+    body: dict[str, Any] = {"workflows": page.entries, "next_cursor": page.cursor}
+    response = json_response(body)
+    if page.cursor is not None:
+        response.headers["Link"] = f'</api/workflows?cursor={page.cursor}>; rel="next"'
+    return response
 
 
 @routes.get("/api/workflow/metrics")

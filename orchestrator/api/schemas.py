@@ -173,6 +173,27 @@ SCHEMAS: dict[str, Any] = {
         },
         fallbacks={"type": "integer"},
     ),
+    "History": _object(
+        {
+            "workflows": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "workflow_id": {"type": "string"},
+                        "definition_name": {"type": "string"},
+                        "status": {"enum": [s.value for s in WorkflowStatus]},
+                        "created_at": {"type": "number"},
+                    },
+                    updated_at={"type": "number"},
+                    finished_at=_NUM_OR_NULL,
+                    owner=_STR_OR_NULL,
+                    tenant=_STR_OR_NULL,
+                    error=_WORKFLOW_ERROR,
+                ),
+            },
+            "next_cursor": _STR_OR_NULL,
+        }
+    ),
     "Health": _object({"status": {"const": "ok"}}),
     "Ready": _object({"status": {"const": "ready"}, "state_store": {"type": "string"}}),
 }

@@ -51,6 +51,7 @@ EXPECTED: dict[tuple[str, str], dict[Caller, int]] = {
     ("POST", "/api/circuit-breakers/{agent}/enable"): _OPS,
     ("POST", "/api/workflows/validate"): _USER,
     ("GET", "/api/workflows/schema"): _USER,
+    ("GET", "/api/workflows"): _USER,
     ("GET", "/healthz"): _PUBLIC,
     ("GET", "/readyz"): _PUBLIC,
     ("GET", "/api/openapi.json"): _PUBLIC,

@@ -174,11 +174,13 @@ async def test_a_replica_that_lost_its_lease_stops_and_writes_nothing(
         return (await agents["data"].stats())["in_flight"] == 1
 
     await eventually(data_in_flight)
-    # Another replica decided `paused` was dead and took the workflow over.
+    # Another replica decided `paused` was dead (what the reaping script records) and
+    # took the workflow over.
     redis = aioredis.Redis.from_url(redis_url)
-    await redis.delete(keys.lease_key(prefix, workflow_id))
+    await redis.zrem(keys.replicas_key(prefix), "paused")
+    await redis.zadd(keys.dead_replicas_key(prefix), {"paused": time.time() * 1000})
     await redis.aclose()
-    assert await store.leases().claim(workflow_id, "thief", lease_s=60)
+    assert await store.leases().claim(workflow_id, "thief", lease_s=60, previous="paused")
     orchestrator = paused.app[SERVICES].orchestrator
 
     async def stopped() -> bool:

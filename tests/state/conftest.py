@@ -29,6 +29,7 @@ from state.models import (
     WorkflowStatus,
 )
 from state.redis import RedisStateStore
+from state.redis_client import connect
 from state.store import StateStore
 from tests.fakes import FakeClock
 
@@ -40,8 +41,10 @@ class MemoryBackend:
         self.clock = FakeClock()
         self._stores: list[MemoryStateStore] = []
 
-    async def new(self, *, ttl_s: int = keys.DEFAULT_TTL_S) -> MemoryStateStore:
-        store = MemoryStateStore(ttl_s=ttl_s, clock=self.clock)
+    async def new(
+        self, *, ttl_s: int = keys.DEFAULT_TTL_S, retention_s: int | None = None
+    ) -> MemoryStateStore:
+        store = MemoryStateStore(ttl_s=ttl_s, retention_s=retention_s, clock=self.clock)
         self._stores.append(store)
         return store
 
@@ -54,6 +57,9 @@ class MemoryBackend:
     async def elapse(self, store: StateStore, workflow_id: str, seconds: float) -> None:
         self.clock.advance(seconds)
 
+    async def elapse_key(self, store: StateStore, key: str, seconds: float) -> None:
+        self.clock.advance(seconds)
+
     async def aclose(self) -> None:
         for store in self._stores:
             await store.close()
@@ -62,7 +68,9 @@ class MemoryBackend:
 class RedisBackend:
     name = "redis"
 
-    def __init__(self, url: str, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(
+        self, url: str, client: aioredis.Redis | aioredis.RedisCluster, prefix: str
+    ) -> None:
         self.url = url
         self.client = client
         # This test's own prefix (tests/conftest.py): stores made here live under it.
@@ -70,18 +78,27 @@ class RedisBackend:
         self._stores: list[RedisStateStore] = []
 
     async def new(
-        self, *, ttl_s: int = keys.DEFAULT_TTL_S, prefix: str = "", **client_kwargs: Any
+        self,
+        *,
+        ttl_s: int = keys.DEFAULT_TTL_S,
+        retention_s: int | None = None,
+        prefix: str = "",
+        **client_kwargs: Any,
     ) -> RedisStateStore:
         """A store under this test's prefix (`prefix` is appended to it)."""
         if not prefix.startswith(self.prefix):
             prefix = self.prefix + prefix
-        store = RedisStateStore.from_url(self.url, prefix=prefix, ttl_s=ttl_s, **client_kwargs)
+        store = RedisStateStore.from_url(
+            self.url, prefix=prefix, ttl_s=ttl_s, retention_s=retention_s, **client_kwargs
+        )
         self._stores.append(store)
         return store
 
     async def peer(self, store: StateStore) -> StateStore:
         assert isinstance(store, RedisStateStore)
-        return await self.new(ttl_s=store.ttl_s, prefix=store.prefix)
+        return await self.new(
+            ttl_s=store.ttl_s, retention_s=store.retention_s, prefix=store.prefix
+        )
 
     async def isolated(self, store: StateStore) -> StateStore:
         assert isinstance(store, RedisStateStore)
@@ -90,32 +107,52 @@ class RedisBackend:
 
     async def elapse(self, store: StateStore, workflow_id: str, seconds: float) -> None:
         assert isinstance(store, RedisStateStore)
-        for key in (
-            *keys.refreshed_keys(store.prefix, workflow_id),
-            keys.lease_key(store.prefix, workflow_id),
-        ):
-            remaining_ms = await self.client.pttl(key)
-            if remaining_ms < 0:  # -2: no key, -1: no TTL (left alone so a test can see it)
-                continue
-            left = remaining_ms - int(seconds * 1000)
-            if left <= 0:
-                await self.client.delete(key)
-            else:
-                await self.client.pexpire(key, left)
+        # Heartbeats age too: every replica's deadline moves closer by `seconds`.
+        replicas = keys.replicas_key(store.prefix)
+        for member, score in await self.client.zrange(replicas, 0, -1, withscores=True):
+            await self.client.zadd(replicas, {member: score - int(seconds * 1000)})
+        for key in keys.refreshed_keys(store.prefix, workflow_id):
+            await self.elapse_key(store, key, seconds)
+
+    async def elapse_key(self, store: StateStore, key: str, seconds: float) -> None:
+        remaining_ms = await self.client.pttl(key)
+        if remaining_ms < 0:  # -2: no key, -1: no TTL (left alone so a test can see it)
+            return
+        left = remaining_ms - int(seconds * 1000)
+        if left <= 0:
+            await self.client.delete(key)
+        else:
+            await self.client.pexpire(key, left)
 
     async def aclose(self) -> None:
         for store in self._stores:
             await store.close()
 
 
+class ClusterBackend(RedisBackend):
+    name = "cluster"
+
+
 Backend = MemoryBackend | RedisBackend
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 def _new_backend(request: pytest.FixtureRequest) -> Backend:
-    # Synchronous, so it may pull the async redis fixtures in only for the redis run.
+    # Synchronous, so it may pull the async redis fixtures in only for the redis runs.
     if request.param == "memory":
         return MemoryBackend()
+    if request.param == "cluster":
+        return ClusterBackend(
+            request.getfixturevalue("redis_cluster_url"),
+            request.getfixturevalue("redis_cluster_client"),
+            request.getfixturevalue("redis_cluster_prefix"),
+        )
     return RedisBackend(
         request.getfixturevalue("redis_url"),
         request.getfixturevalue("redis_client"),
@@ -141,6 +178,16 @@ async def redis_backend(
         yield made
     finally:
         await made.aclose()
+
+
+@pytest.fixture
+async def redis_cluster_client(redis_cluster_url: str) -> AsyncIterator[aioredis.RedisCluster]:
+    client = connect(redis_cluster_url)
+    assert isinstance(client, aioredis.RedisCluster)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

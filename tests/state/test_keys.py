@@ -1,8 +1,9 @@
-"""The Redis key layout: one hash tag per workflow, exact cancel-flag matching."""
+"""The Redis key layout: every multi-key script's keys share one Cluster hash slot."""
 
 from __future__ import annotations
 
 import pytest
+from redis.crc import key_slot
 
 from state import keys
 
@@ -10,44 +11,64 @@ WEIRD_IDS = ["abc123", "with{braces}", "a}b", "star*and?q[1]", "ünï"]
 PREFIXES = ["orch:", "", "t*[x]?\\:"]
 
 
+def _slot(key: str) -> int:
+    return key_slot(key.encode())
+
+
 @pytest.mark.parametrize("prefix", PREFIXES)
 @pytest.mark.parametrize("workflow_id", WEIRD_IDS)
-def test_every_key_of_a_workflow_shares_its_prefix_and_hash_tag(
+def test_every_key_of_a_workflow_shares_its_prefix_and_slot(
     prefix: str, workflow_id: str
 ) -> None:
-    """All keys sit under the prefix with the same {id} cluster hash tag, so Lua may touch them."""
-    all_keys = (*keys.refreshed_keys(prefix, workflow_id), keys.lease_key(prefix, workflow_id))
+    """The save and cancel scripts touch the refreshed keys together: one slot on a Cluster."""
+    all_keys = keys.refreshed_keys(prefix, workflow_id)
     doc = keys.workflow_key(prefix, workflow_id)
     assert len(set(all_keys)) == len(all_keys)
+    assert all_keys[0] == doc
     for key in all_keys:
         assert key.startswith(doc)
-        assert key.startswith(prefix)
-
-
-def test_the_document_comes_first_and_the_lease_keeps_its_own_ttl() -> None:
-    """save's script treats the first refreshed key as the document; the lease is not refreshed."""
-    refreshed = keys.refreshed_keys("p:", "w")
-    assert refreshed[0] == keys.workflow_key("p:", "w")
-    assert keys.cancel_flag_key("p:", "w") in refreshed
-    assert keys.idempotency_key("p:", "w") in refreshed
-    assert keys.lease_key("p:", "w") not in refreshed
+        assert _slot(key) == _slot(doc)
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-@pytest.mark.parametrize("workflow_id", WEIRD_IDS)
-def test_workflow_id_is_recovered_from_its_cancel_flag(prefix: str, workflow_id: str) -> None:
-    """The replay after a reconnect turns a flag key back into the exact workflow id."""
-    key = keys.cancel_flag_key(prefix, workflow_id)
-    assert keys.workflow_id_of_cancel_flag(prefix, key) == workflow_id
+def test_the_replica_table_is_one_slot(prefix: str) -> None:
+    """The heartbeat and reaping scripts touch the three replica sets together."""
+    slots = {
+        _slot(keys.replicas_key(prefix)),
+        _slot(keys.dead_replicas_key(prefix)),
+        _slot(keys.reaping_key(prefix)),
+    }
+    assert len(slots) == 1
 
 
-def test_cancel_flag_pattern_escapes_glob_characters() -> None:
-    """A prefix's glob characters are literal in the SCAN pattern; only the id is a wildcard."""
-    assert keys.cancel_flag_pattern("orch:") == "orch:wf:{*}:cancel"
-    assert keys.cancel_flag_pattern("t*[x]?\\:") == "t\\*\\[x\\]\\?\\\\:wf:{*}:cancel"
+@pytest.mark.parametrize("shard", range(8))
+def test_a_history_shard_and_its_expiries_share_a_slot(shard: int) -> None:
+    assert _slot(keys.history_key("orch:", shard)) == _slot(keys.history_expiry_key("orch:", shard))
 
 
-def test_one_cancel_channel_per_prefix() -> None:
-    """Replicas on different prefixes never hear each other's cancels."""
-    assert keys.cancel_channel("a:") != keys.cancel_channel("b:")
+def test_history_shards_spread_over_slots() -> None:
+    """On a Cluster the shards of the history index land in different slots."""
+    assert len({_slot(keys.history_key("orch:", s)) for s in range(8)}) == 8
+
+
+def test_a_workflow_always_lands_in_the_same_history_shard() -> None:
+    assert keys.history_shard("abc", 8) == keys.history_shard("abc", 8)
+    assert {keys.history_shard(f"w{i}", 8) for i in range(200)} == set(range(8))
+
+
+def test_history_members_sort_by_creation_time() -> None:
+    early = keys.history_member(999, "zzz")
+    late = keys.history_member(1000, "aaa")
+    assert early < late
+
+
+def test_submit_keys_are_per_tenant() -> None:
+    assert keys.submit_key("p:", "a", "k") != keys.submit_key("p:", "b", "k")
+    assert keys.submit_key("p:", None, "k") != keys.submit_key("p:", "a", "k")
+
+
+def test_cancels_are_addressed_per_replica_and_prefix() -> None:
+    """A cancel reaches its owner only; replicas on different prefixes never hear each other."""
+    assert keys.replica_cancel_channel("a:", "r1") != keys.replica_cancel_channel("a:", "r2")
+    assert keys.replica_cancel_channel("a:", "r1") != keys.replica_cancel_channel("b:", "r1")
     assert keys.cancel_channel(keys.DEFAULT_PREFIX) == "orch:cancel"

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from state.leases import LeaseStore, MemoryLeases, RedisLeases
+from state.leases import LeaseStore, MemoryLeases, Orphan, RedisLeases
+from state.redis_batch import Batcher
 from tests.fakes import FakeClock
 
 # Expire leases: memory moves its fake clock; Redis waits out a real (short) lease.
@@ -48,25 +49,45 @@ async def test_one_owner_at_a_time(leases: Any) -> None:
     a, b = new(), new()
     assert await a.claim("w1", "replica-a", lease_s=LEASE_S)
     assert not await b.claim("w1", "replica-b", lease_s=LEASE_S)
+    assert not await a.claim("w1", "replica-a", lease_s=LEASE_S)  # already its own
     assert await b.orphans() == []
 
 
-async def test_an_expired_lease_is_an_orphan_and_can_be_taken_over(leases: Any) -> None:
-    """A lapsed lease is an orphan; another replica takes it over; the old owner learns it."""
+async def test_a_silent_replicas_workflows_are_orphans_and_can_be_taken_over(
+    leases: Any,
+) -> None:
+    """A replica whose heartbeat lapsed is dead: its listed workflows are reported once,
+    to one survivor, which claims them naming the dead owner; the old owner learns it."""
     new, expire = leases
-    a, b = new(), new()
+    a, b, c = new(), new(), new()
     t1 = await a.claim("w1", "replica-a", lease_s=LEASE_S)
     t2 = await a.claim("w2", "replica-a", lease_s=LEASE_S)
     await expire()
-    assert await b.orphans() == ["w1", "w2"]
-    assert await b.claim("w1", "replica-b", lease_s=60)
-    assert await b.orphans() == ["w2"]
-    # w1 was taken over; w2 lapsed but nobody took it, so the late heartbeat keeps it.
+    found = await b.orphans(lease_s=60)
+    assert found == [Orphan("w1", "replica-a"), Orphan("w2", "replica-a")]
+    assert await c.orphans(lease_s=60) == []  # reserved for b: c does not duplicate the work
+    assert not await c.claim("w1", "replica-c", lease_s=60)  # the owner must be named
+    assert await b.claim("w1", "replica-b", lease_s=60, previous="replica-a")
+    await b.bury("replica-a")
+    assert await c.orphans(lease_s=60) == []
+    # a comes back: w1 was taken over; w2 was not (b left it), so the late beat keeps it.
     assert await a.renew({"w1": t1, "w2": t2}, "replica-a", lease_s=60) == {"w2"}
-    assert await b.orphans() == []
+    # And a is alive again: its next beat keeps everything it holds.
+    assert await a.renew({"w2": t2}, "replica-a", lease_s=60) == {"w2"}
 
 
-async def test_renew_keeps_the_lease_alive(leases: Any) -> None:
+async def test_a_lapsed_reservation_passes_to_another_survivor(leases: Any) -> None:
+    """A survivor that dies while resuming a dead replica's list does not strand it."""
+    new, expire = leases
+    a, b, c = new(), new(), new()
+    await a.claim("w1", "replica-a", lease_s=LEASE_S)
+    await expire()
+    assert await b.orphans(lease_s=LEASE_S) == [Orphan("w1", "replica-a")]
+    await expire()  # b never finished
+    assert await c.orphans(lease_s=60) == [Orphan("w1", "replica-a")]
+
+
+async def test_renew_keeps_the_owner_alive(leases: Any) -> None:
     new, expire = leases
     a = new()
     token = await a.claim("w1", "replica-a", lease_s=60)
@@ -76,7 +97,7 @@ async def test_renew_keeps_the_lease_alive(leases: Any) -> None:
     assert await a.orphans() == []
 
 
-async def test_release_unlists_and_frees_only_the_owners_lease(leases: Any) -> None:
+async def test_release_frees_only_the_owners_workflow(leases: Any) -> None:
     new, expire = leases
     a, b = new(), new()
     await a.claim("w1", "replica-a", lease_s=60)
@@ -95,7 +116,7 @@ async def test_every_claim_hands_out_a_greater_generation(leases: Any) -> None:
     assert first is not None and first >= 1
     assert await b.claim("w1", "replica-b", lease_s=LEASE_S) is None
     await expire()
-    second = await b.claim("w1", "replica-b", lease_s=60)
+    second = await b.claim("w1", "replica-b", lease_s=60, previous="replica-a")
     assert second is not None and second > first
     await b.release("w1", "replica-b")
     third = await a.claim("w1", "replica-a", lease_s=60)
@@ -103,24 +124,61 @@ async def test_every_claim_hands_out_a_greater_generation(leases: Any) -> None:
     assert await a.claim("other", "replica-a", lease_s=60) == 1  # per workflow
 
 
-async def test_a_lapsed_lease_is_not_renewed_after_another_claim_came_and_went(
-    leases: Any,
-) -> None:
-    """Renew checks the token, not only the holder: a newer claim, even released, wins."""
+async def test_a_dead_replica_is_not_renewed_into_a_newer_claim(leases: Any) -> None:
+    """Renew after a death checks the token, not only the owner: a newer claim, even
+    released since, wins."""
     new, expire = leases
     a, b = new(), new()
     old = await a.claim("w1", "replica-a", lease_s=LEASE_S)
     assert old is not None
     await expire()
-    assert await b.claim("w1", "replica-b", lease_s=60)
+    assert await b.orphans(lease_s=60)
+    assert await b.claim("w1", "replica-b", lease_s=60, previous="replica-a")
     await b.release("w1", "replica-b")
     assert await a.renew({"w1": old}, "replica-a", lease_s=60) == set()
 
 
 async def test_a_claim_is_listed_at_once(leases: Any) -> None:
-    """Claim lists the workflow in the same step: once it lapses it is an orphan."""
+    """Claim lists the workflow under its owner in the same call: once the owner dies
+    it is an orphan."""
     new, expire = leases
     a = new()
     assert await a.claim("w1", "replica-a", lease_s=LEASE_S)
     await expire()
-    assert await a.orphans() == ["w1"]
+    assert await a.orphans() == [Orphan("w1", "replica-a")]
+
+
+async def test_a_dead_replica_that_owned_nothing_is_buried_at_once(leases: Any) -> None:
+    new, expire = leases
+    a, b = new(), new()
+    await a.renew({}, "replica-a", lease_s=LEASE_S)
+    await expire()
+    assert await b.orphans(lease_s=LEASE_S) == []
+    await expire()
+    assert await b.orphans(lease_s=60) == []  # not reserved again: it is gone
+
+
+@pytest.mark.redis
+async def test_liveness_costs_one_command_per_beat_whatever_a_replica_runs(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A heartbeat and a quiet reconcile are one command each, for 1 or 1,000 workflows:
+    Redis work grows with replicas, not with replicas x running workflows."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        batcher = Batcher(client)
+        leases = RedisLeases(client, prefix=redis_prefix, batcher=batcher)
+        held = {}
+        for i in range(1000):
+            token = await leases.claim(f"w{i}", "replica-a", lease_s=60)
+            assert token is not None
+            held[f"w{i}"] = token
+        for workload in ({"w0": held["w0"]}, held):
+            before = batcher.commands_sent
+            assert await leases.renew(workload, "replica-a", lease_s=60) == set(workload)
+            assert batcher.commands_sent - before == 1
+        before = batcher.commands_sent
+        assert await leases.orphans() == []
+        assert batcher.commands_sent - before == 1
+    finally:
+        await client.aclose()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -16,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from state import keys
 from state.cancellations import CancellationStream
+from state.history import HistoryPage, HistoryQuery
 from state.models import WorkflowStatus
 from state.redis import RedisStateStore
 from state.store import StateStoreError
@@ -24,6 +27,14 @@ from tests.state.conftest import RedisBackend, make_state, new_id
 pytestmark = pytest.mark.redis
 
 EVENT_TIMEOUT_S = 5.0
+
+
+class _AnyEntry:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, dict) and isinstance(other.get("workflow_id"), str)
+
+
+ANY_ENTRY = _AnyEntry()
 
 
 async def next_id(cancellations: CancellationStream) -> str:
@@ -54,28 +65,34 @@ def closed_port_url() -> str:
 async def test_save_gives_every_key_of_the_workflow_a_ttl(
     redis_backend: RedisBackend, redis_client: aioredis.Redis
 ) -> None:
-    """After claim, save, cancel and heartbeat, every key under the prefix expires (none
-    lives forever): document, cancel flag, lease and the running index."""
+    """After claim, save, cancel, heartbeat and a death, every key under the prefix
+    expires (none lives forever): document, cancel flag, the owner's list, the replica
+    table and the history index, the index no later than twice the longer TTL."""
     store = await redis_backend.new(ttl_s=2, prefix="ttl:")
     prefix = store.prefix
     state = make_state()
-    token = await store.leases().claim(state.workflow_id, "me", lease_s=1)
+    token = await store.leases().claim(state.workflow_id, "me", lease_s=0.05)
     assert token is not None
     await store.request_cancel(state.workflow_id)
     await store.save(state, token=token)
-    assert await store.leases().renew({state.workflow_id: token}, "me", lease_s=1)
+    assert await store.leases().renew({state.workflow_id: token}, "me", lease_s=0.05)
+    await asyncio.sleep(0.1)  # "me" dies: a real heartbeat deadline has to pass
+    assert await store.leases().orphans(lease_s=1)
 
     found = sorted([k.decode() async for k in redis_client.scan_iter(match=f"{prefix}*")])
     assert found == sorted(
         [
             keys.workflow_key(prefix, state.workflow_id),
             keys.cancel_flag_key(prefix, state.workflow_id),
-            keys.lease_key(prefix, state.workflow_id),
-            keys.running_index_key(prefix),
+            keys.replica_workflows_key(prefix, "me"),
+            keys.dead_replicas_key(prefix),
+            keys.reaping_key(prefix),
+            keys.history_key(prefix, 0),
+            keys.history_expiry_key(prefix, 0),
         ]
     )
     for key in found:
-        assert 0 < await redis_client.pttl(key) <= 2000, key
+        assert 0 < await redis_client.pttl(key) <= 4000, key
 
 
 async def test_keys_really_expire(redis_backend: RedisBackend) -> None:
@@ -96,17 +113,34 @@ async def test_keys_really_expire(redis_backend: RedisBackend) -> None:
 async def test_wire_layout_matches_state_keys(
     redis_backend: RedisBackend, redis_client: aioredis.Redis
 ) -> None:
-    """The document is a hash (doc JSON + status) and cancels are published as bare ids."""
+    """A running workflow is a hash of a header, its spec, one field per step and its
+    result; a finished one is compacted to the final document and its header; cancels
+    go to the owner's channel as bare ids."""
     store = await redis_backend.new(prefix="wire:")
     prefix = store.prefix
-    state = make_state(status=WorkflowStatus.DEGRADED)
-    await store.save(state)
+    state = make_state(status=WorkflowStatus.RUNNING)
+    state.definition = {"name": "mine", "nodes": [{"id": "x"}]}
+    token = await store.leases().claim(state.workflow_id, "owner-1", lease_s=60)
+    await store.save(state, token=token)
     stored = await redis_client.hgetall(keys.workflow_key(prefix, state.workflow_id))
-    assert stored[keys.DOC_STATUS_FIELD.encode()] == b"degraded"
-    assert keys.DOC_JSON_FIELD.encode() in stored
+    assert {k.decode() for k in stored} == {
+        keys.DOC_STATUS_FIELD, keys.DOC_LEASE_GEN_FIELD, keys.DOC_OWNER_FIELD,
+        keys.DOC_HEADER_FIELD, keys.DOC_SPEC_FIELD, keys.DOC_ORDER_FIELD,
+        keys.DOC_RESULT_FIELD, *(keys.DOC_STEP_PREFIX + s for s in state.steps),
+    }
+    assert stored[keys.DOC_STATUS_FIELD.encode()] == b"running"
+
+    finished = dataclasses.replace(state, status=WorkflowStatus.DEGRADED)
+    await store.save(finished, token=token)
+    stored = await redis_client.hgetall(keys.workflow_key(prefix, state.workflow_id))
+    assert {k.decode() for k in stored} == {
+        keys.DOC_STATUS_FIELD, keys.DOC_LEASE_GEN_FIELD, keys.DOC_OWNER_FIELD,
+        keys.DOC_HEADER_FIELD, keys.DOC_JSON_FIELD,
+    }
+    assert orjson.loads(stored[keys.DOC_JSON_FIELD.encode()])["definition"] is None
 
     async with redis_client.pubsub() as pubsub:
-        await pubsub.subscribe(keys.cancel_channel(prefix))
+        await pubsub.subscribe(keys.replica_cancel_channel(prefix, "owner-1"))
         await store.request_cancel(state.workflow_id)
         async with asyncio.timeout(EVENT_TIMEOUT_S):
             async for message in pubsub.listen():
@@ -120,12 +154,14 @@ async def test_wire_layout_matches_state_keys(
 async def test_works_with_a_decoding_client(redis_backend: RedisBackend) -> None:
     """A client built with decode_responses=True reads documents and cancels alike."""
     store = await redis_backend.new(decode_responses=True)
-    cancellations = await store.subscribe_cancellations()
+    cancellations = await store.subscribe_cancellations("me")
     state = make_state()
-    await store.save(state)
+    token = await store.leases().claim(state.workflow_id, "me", lease_s=60)
+    await store.save(state, token=token)
     await store.request_cancel(state.workflow_id)
 
     assert await store.get(state.workflow_id) == state
+    assert await store.history(HistoryQuery()) == HistoryPage([ANY_ENTRY], None)
     assert await next_id(cancellations) == state.workflow_id
     await cancellations.aclose()
 
@@ -151,14 +187,17 @@ async def test_subscription_survives_a_dropped_connection(
     """After Redis drops the pub/sub connection, cancels still reach the subscriber."""
     name = f"t{uuid.uuid4().hex[:12]}"
     store = await redis_backend.new(client_name=name, **client_kwargs)
-    cancellations = await store.subscribe_cancellations()
-    assert await kill_pubsub_connections(redis_client, name) == 1
+    cancellations = await store.subscribe_cancellations("me")
+    # One connection for this replica's own channel, one for unclaimed workflows.
+    assert await kill_pubsub_connections(redis_client, name) == 2
 
     workflow_id = new_id()
+    await store.leases().claim(workflow_id, "me", lease_s=60)
     await store.request_cancel(workflow_id)
     assert await next_id(cancellations) == workflow_id  # live, or replayed from the flag
 
     later = new_id()
+    await store.leases().claim(later, "me", lease_s=60)
     await store.request_cancel(later)
     async with asyncio.timeout(EVENT_TIMEOUT_S):
         while await anext(cancellations) != later:
@@ -170,22 +209,23 @@ async def test_subscription_survives_a_dropped_connection(
 async def test_cancels_missed_while_disconnected_are_replayed(
     redis_backend: RedisBackend, redis_client: aioredis.Redis, client_kwargs: dict[str, Any]
 ) -> None:
-    """A flag set while the subscriber was away is delivered on reconnect, prefix-exact."""
-    # Glob characters must not widen the replay's SCAN.
+    """A flag set while the subscriber was away is delivered on reconnect: the flags of
+    the workflows listed under this replica, and no other (no keyspace scan)."""
     name = f"t{uuid.uuid4().hex[:12]}"
     store = await redis_backend.new(prefix="we?rd*[1]:", client_name=name, **client_kwargs)
     prefix = store.prefix
-    cancellations = await store.subscribe_cancellations()
+    cancellations = await store.subscribe_cancellations("me")
     missed = new_id()
-    # Never published: only the replay can deliver it. The foreign flag would match an
-    # unescaped pattern and must not be delivered.
+    await store.leases().claim(missed, "me", lease_s=60)
+    # Never published: only the replay can deliver it. Another replica's flag must not be.
     await redis_client.set(keys.cancel_flag_key(prefix, missed), "1", ex=60)
-    foreign = redis_backend.prefix + "weXrdY1:"
-    await redis_client.set(keys.cancel_flag_key(foreign, "foreign"), "1", ex=60)
+    await store.leases().claim("foreign", "someone-else", lease_s=60)
+    await redis_client.set(keys.cancel_flag_key(prefix, "foreign"), "1", ex=60)
 
-    assert await kill_pubsub_connections(redis_client, name) == 1
+    assert await kill_pubsub_connections(redis_client, name) == 2
     assert await next_id(cancellations) == missed
 
+    await store.leases().claim("marker", "me", lease_s=60)
     await store.request_cancel("marker")
     rest: list[str] = []
     async with asyncio.timeout(EVENT_TIMEOUT_S):

@@ -7,8 +7,11 @@ import dataclasses
 
 import pytest
 
+from state import keys
 from state.cancellations import CancellationStream
-from state.models import StepState, WorkflowStatus
+from state.history import BadCursor, HistoryPage, HistoryQuery
+from state.leases import Orphan
+from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
 from state.store import LeaseLost, StateStore
 from tests.state.conftest import Backend, make_state, new_id
 
@@ -323,8 +326,9 @@ async def test_ping_is_true_when_the_backend_answers(store: StateStore) -> None:
 async def test_store_reports_its_backend_and_ttl(backend: Backend) -> None:
     """`backend` and `ttl_s` describe the store for start-up lines and logs."""
     store = await backend.new(ttl_s=42)
-    assert store.backend == backend.name
+    assert store.backend == {"cluster": "redis-cluster"}.get(backend.name, backend.name)
     assert store.ttl_s == 42
+    assert store.retention_s == 42  # retention defaults to the TTL
 
 
 # --- fencing: lease tokens on every owner write ---------------------------------------------
@@ -344,8 +348,10 @@ async def test_a_stale_owners_write_is_refused_and_the_new_owners_progress_survi
     assert await old_owner.save(state, token=old_token)
 
     await backend.elapse(old_owner, state.workflow_id, LEASE_S + 1)  # "old" froze
-    assert await new_owner.leases().orphans() == [state.workflow_id]
-    new_token = await new_owner.leases().claim(state.workflow_id, "new", lease_s=LEASE_S)
+    assert await new_owner.leases().orphans() == [Orphan(state.workflow_id, "old")]
+    new_token = await new_owner.leases().claim(
+        state.workflow_id, "new", lease_s=LEASE_S, previous="old"
+    )
     assert new_token is not None and new_token > old_token
     progress = dataclasses.replace(state, owner="new", result={"by": "new"})
     assert await new_owner.save(progress, token=new_token)
@@ -397,9 +403,11 @@ async def test_concurrent_claims_hand_the_lease_to_exactly_one(backend: Backend)
         )
     )
 
-    assert [t for t in tokens if t is not None] == [1]
+    winners = [t for t in tokens if t is not None]
+    assert winners == [1]
     await backend.elapse(first, workflow_id, LEASE_S + 1)
-    assert await first.leases().orphans() == [workflow_id]
+    orphans = await first.leases().orphans()
+    assert [o.workflow_id for o in orphans] == [workflow_id]
 
 
 async def test_the_generation_expires_with_the_document(backend: Backend) -> None:
@@ -428,8 +436,14 @@ async def test_a_terminal_write_notifies_finish_subscribers_on_every_replica(
     finishes = await waiter.subscribe_finishes()
     state = make_state(status=WorkflowStatus.RUNNING)
     other = make_state(status=WorkflowStatus.RUNNING)
+    unwatched = make_state(status=WorkflowStatus.RUNNING)
 
-    await writer.save(state)  # not terminal: no notification
+    for running in (state, other, unwatched):
+        await writer.save(running)  # not terminal: no notification
+    await waiter.watch_finish(state.workflow_id)
+    await waiter.request_cancel(other.workflow_id)  # a cancel watches too
+    # Nobody waits for this one: its finish costs no message at all.
+    await writer.save(dataclasses.replace(unwatched, status=WorkflowStatus.COMPLETED))
     await writer.save(dataclasses.replace(other, status=WorkflowStatus.CANCELLED))
     await writer.save(dataclasses.replace(state, status=WorkflowStatus.COMPLETED))
     await writer.save(dataclasses.replace(state, status=WorkflowStatus.FAILED))  # refused
@@ -439,3 +453,317 @@ async def test_a_terminal_write_notifies_finish_subscribers_on_every_replica(
     await waiter.close()
     async with asyncio.timeout(EVENT_TIMEOUT_S):
         assert [wid async for wid in finishes] == []
+
+
+# --- writes proportional to the change ------------------------------------------------------
+
+
+def _chain(steps: int) -> WorkflowState:
+    state = make_state(status=WorkflowStatus.RUNNING)
+    state.definition = {"name": "big", "nodes": [{"id": f"n{i}", "agent": "nlp"}
+                                                 for i in range(steps)]}
+    state.steps = {f"n{i}": StepState(step_id=f"n{i}", kind="agent", agent="nlp")
+                   for i in range(steps)}
+    return state
+
+
+async def _transition_cost(
+    store: StateStore, state: WorkflowState, step_id: str
+) -> tuple[int, int]:
+    before = dataclasses.replace(store.write_stats)
+    step = state.steps[step_id]
+    step.status = StepStatus.COMPLETED
+    step.output = {"rows": [1, 2, 3]}
+    assert await store.save(state)
+    after = store.write_stats
+    return after.fields - before.fields, after.nbytes - before.nbytes
+
+
+@pytest.mark.parametrize("steps", [3, 1000])
+async def test_a_transition_writes_the_header_and_the_changed_step_only(
+    store: StateStore, steps: int
+) -> None:
+    """One step's transition sends two fields (header + that step), whatever the size;
+    the definition went once, with the first save; reads still see the whole document."""
+    state = _chain(steps)
+    assert await store.save(state)
+    first = dataclasses.replace(store.write_stats)
+    assert first.fields >= steps + 3  # header, spec, order, result and every step
+
+    fields, nbytes = await _transition_cost(store, state, "n1")
+
+    assert fields == 2
+    assert nbytes < 1_000
+    assert await store.get(state.workflow_id) == state
+
+
+async def test_transition_cost_does_not_grow_with_the_workflow(backend: Backend) -> None:
+    small, big = await backend.new(), await backend.new()
+    small_state, big_state = _chain(3), _chain(1000)
+    assert await small.save(small_state)
+    assert await big.save(big_state)
+    _, small_bytes = await _transition_cost(small, small_state, "n2")
+    _, big_bytes = await _transition_cost(big, big_state, "n2")
+    assert big_bytes - small_bytes < 20  # digits of timestamps and ids, nothing per node
+
+
+async def test_a_step_that_changes_while_its_write_is_in_flight_is_written_next_time(
+    store: StateStore,
+) -> None:
+    """What a save remembers as written is what it sent, not what the state became
+    while the write was in flight (a step finishing meanwhile)."""
+    state = _chain(3)
+    assert await store.save(state)
+    state.steps["n0"].status = StepStatus.RUNNING
+    saving = asyncio.create_task(store.save(state))
+    await asyncio.sleep(0)  # the save has serialised the state and is waiting on the backend
+    state.steps["n0"].status = StepStatus.COMPLETED
+    assert await saving
+    assert await store.save(state)
+    assert await store.get(state.workflow_id) == state
+
+
+async def test_a_store_that_never_wrote_the_workflow_writes_it_whole(backend: Backend) -> None:
+    """A replica that took a workflow over knows nothing of what was written: its first
+    save sends everything, and the document reads back whole."""
+    writer = await backend.new()
+    taker = await backend.peer(writer)
+    state = _chain(5)
+    assert await writer.save(state)
+    state.steps["n0"].status = StepStatus.COMPLETED
+    assert await taker.save(state)
+    assert await writer.get(state.workflow_id) == state
+
+
+async def test_a_partial_write_of_an_expired_document_is_sent_whole(backend: Backend) -> None:
+    store = await backend.new(ttl_s=10)
+    state = _chain(4)
+    assert await store.save(state)
+    await backend.elapse(store, state.workflow_id, 11)
+    state.steps["n3"].status = StepStatus.RUNNING
+    assert await store.save(state)
+    assert await store.get(state.workflow_id) == state
+
+
+# --- terminal compaction and retention ------------------------------------------------------
+
+
+async def test_a_finished_workflow_is_compacted_and_kept_for_the_retention(
+    backend: Backend,
+) -> None:
+    """A terminal write keeps what status needs (not the client's definition) for
+    `retention_s`, apart from the running TTL."""
+    store = await backend.new(ttl_s=100, retention_s=10)
+    running, finished = _chain(3), _chain(3)
+    assert await store.save(running)
+    assert await store.save(finished)
+    done = dataclasses.replace(finished, status=WorkflowStatus.COMPLETED, result={"ok": 1})
+    assert await store.save(done)
+
+    stored = await store.get(done.workflow_id)
+    assert stored == dataclasses.replace(done, definition=None)
+    assert (await store.get(running.workflow_id)) == running  # a running one keeps it
+
+    await backend.elapse(store, done.workflow_id, 11)
+    await backend.elapse(store, running.workflow_id, 11)
+    assert await store.get(done.workflow_id) is None
+    assert await store.get(running.workflow_id) == running
+
+
+# --- history --------------------------------------------------------------------------------
+
+
+async def _submitted(
+    store: StateStore, n: int, *, tenant: str | None = None, name: str = "chain"
+) -> list[WorkflowState]:
+    made = []
+    for i in range(n):
+        state = make_state(status=WorkflowStatus.RUNNING)
+        state.created_at = 1_700_000_000.0 + i
+        state.definition_name = name
+        state.tenant = tenant
+        assert await store.save(state)
+        made.append(state)
+    return made
+
+
+async def test_history_lists_newest_first_across_pages(store: StateStore) -> None:
+    """Pages follow an opaque cursor; together they list every workflow once, newest first."""
+    made = await _submitted(store, 7)
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        page = await store.history(HistoryQuery(limit=3, cursor=cursor))
+        assert len(page.entries) <= 3
+        seen += [e["workflow_id"] for e in page.entries]
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert seen == [s.workflow_id for s in reversed(made)]
+
+
+async def test_a_new_workflow_does_not_shift_a_followed_cursor(store: StateStore) -> None:
+    made = await _submitted(store, 4)
+    page = await store.history(HistoryQuery(limit=2))
+    newer = make_state()
+    newer.created_at = 1_800_000_000.0
+    assert await store.save(newer)
+    rest = await store.history(HistoryQuery(limit=10, cursor=page.cursor))
+    assert [e["workflow_id"] for e in rest.entries] == [made[1].workflow_id, made[0].workflow_id]
+
+
+async def test_history_filters_by_status_definition_time_and_tenant(store: StateStore) -> None:
+    mine = await _submitted(store, 3, tenant="a", name="chain")
+    theirs = await _submitted(store, 2, tenant="b", name="report")
+    done = dataclasses.replace(mine[0], status=WorkflowStatus.COMPLETED)
+    assert await store.save(done)
+
+    def ids(page: HistoryPage) -> set[str]:
+        return {e["workflow_id"] for e in page.entries}
+
+    by_status = await store.history(HistoryQuery(status=frozenset({"completed"})))
+    assert ids(by_status) == {done.workflow_id}
+    by_name = await store.history(HistoryQuery(definition="report"))
+    assert ids(by_name) == {s.workflow_id for s in theirs}
+    window = await store.history(HistoryQuery(since=1_700_000_001.0, until=1_700_000_002.0))
+    assert ids(window) == {mine[1].workflow_id, theirs[1].workflow_id}
+    tenant_a = await store.history(HistoryQuery(tenant="a", all_tenants=False))
+    assert ids(tenant_a) == {s.workflow_id for s in mine}
+    entry = next(e for e in by_status.entries)
+    assert entry["status"] == "completed" and entry["definition_name"] == "chain"
+    assert "steps" not in entry and "definition" not in entry
+
+
+async def test_a_sparse_filter_still_pages_within_its_scan_budget(store: StateStore) -> None:
+    """A page examines at most `scan_budget` entries: it may come back short, with a cursor."""
+    wanted = await _submitted(store, 1, name="rare")
+    await _submitted(store, 6, name="common")
+    query = HistoryQuery(limit=5, definition="rare", scan_budget=3)
+    found: list[str] = []
+    page = await store.history(query)
+    for _ in range(10):
+        found += [e["workflow_id"] for e in page.entries]
+        if page.cursor is None:
+            break
+        page = await store.history(dataclasses.replace(query, cursor=page.cursor))
+    assert found == [wanted[0].workflow_id]
+
+
+async def test_a_forged_cursor_is_refused(store: StateStore) -> None:
+    with pytest.raises(BadCursor):
+        await store.history(HistoryQuery(cursor="not-a-cursor!"))
+
+
+async def test_history_entries_expire_with_their_workflows(backend: Backend) -> None:
+    store = await backend.new(ttl_s=100, retention_s=10)
+    kept, gone = await _submitted(store, 2)
+    assert await store.save(dataclasses.replace(gone, status=WorkflowStatus.FAILED))
+    await backend.elapse(store, gone.workflow_id, 11)
+    page = await store.history(HistoryQuery())
+    assert [e["workflow_id"] for e in page.entries] == [kept.workflow_id]
+
+
+async def test_history_is_the_same_from_another_replica(backend: Backend) -> None:
+    store = await backend.new()
+    other = await backend.peer(store)
+    made = await _submitted(store, 3)
+    page = await other.history(HistoryQuery())
+    assert [e["workflow_id"] for e in page.entries] == [s.workflow_id for s in reversed(made)]
+
+
+# --- idempotent submits ---------------------------------------------------------------------
+
+
+async def test_a_submit_key_is_taken_once_across_replicas(backend: Backend) -> None:
+    first = await backend.new()
+    replicas = [first] + [await backend.peer(first) for _ in range(3)]
+    key = new_id()
+    answers = await asyncio.gather(
+        *(
+            r.reserve_submit("t", key, workflow_id=f"w{i}", digest="d")
+            for i, r in enumerate(replicas)
+        )
+    )
+    winners = [i for i, a in enumerate(answers) if a is None]
+    assert len(winners) == 1
+    assert all(a == (f"w{winners[0]}", "d") for a in answers if a is not None)
+
+
+async def test_a_released_submit_key_can_be_taken_again(store: StateStore) -> None:
+    key = new_id()
+    assert await store.reserve_submit("t", key, workflow_id="w1", digest="d") is None
+    assert await store.reserve_submit("other-tenant", key, workflow_id="w9", digest="z") is None
+    await store.release_submit("t", key, workflow_id="other")  # not its holder: kept
+    assert await store.reserve_submit("t", key, workflow_id="w2", digest="e") == ("w1", "d")
+    await store.release_submit("t", key, workflow_id="w1")
+    assert await store.reserve_submit("t", key, workflow_id="w2", digest="e") is None
+
+
+async def test_a_submit_key_expires_with_its_workflow(backend: Backend) -> None:
+    """The key lives the running TTL, then the retention from the workflow's terminal write."""
+    store = await backend.new(ttl_s=100, retention_s=10)
+    key = new_id()
+    state = make_state(status=WorkflowStatus.RUNNING)
+    state.submit_key, state.tenant = key, "t"
+    assert await store.reserve_submit("t", key, workflow_id=state.workflow_id, digest="d") is None
+    assert await store.save(state)
+    assert await store.save(dataclasses.replace(state, status=WorkflowStatus.COMPLETED))
+    submit_key = keys.submit_key(getattr(store, "prefix", ""), "t", key)
+    await backend.elapse_key(store, submit_key, 9)
+    assert await store.reserve_submit("t", key, workflow_id="again", digest="d") == (
+        state.workflow_id, "d"
+    )
+    await backend.elapse_key(store, submit_key, 2)
+    assert await store.reserve_submit("t", key, workflow_id="again", digest="d") is None
+
+
+# --- owner-addressed cancels and per-replica liveness ---------------------------------------
+
+
+async def test_a_cancel_reaches_the_owner_only(backend: Backend) -> None:
+    """Only the replica that owns a workflow hears its cancel; the others hear nothing."""
+    first = await backend.new()
+    owner_view = await backend.peer(first)
+    bystander_view = await backend.peer(first)
+    owner = await owner_view.subscribe_cancellations("owner")
+    bystander = await bystander_view.subscribe_cancellations("bystander")
+    state = make_state()
+    token = await owner_view.leases().claim(state.workflow_id, "owner", lease_s=LEASE_S)
+    assert await owner_view.save(state, token=token)
+    other = make_state()
+    other_token = await bystander_view.leases().claim(
+        other.workflow_id, "bystander", lease_s=LEASE_S
+    )
+    assert await bystander_view.save(other, token=other_token)
+
+    await first.request_cancel(state.workflow_id)
+    await first.request_cancel(other.workflow_id)
+
+    assert await next_id(owner) == state.workflow_id
+    assert await next_id(bystander) == other.workflow_id  # its own, not the owner's
+    await owner.aclose()
+    await bystander.aclose()
+
+
+async def test_a_dead_replicas_workflow_is_taken_over_by_one_survivor(backend: Backend) -> None:
+    """Liveness is per replica: once its heartbeat lapses, one survivor finds its
+    workflows, claims them naming it, and they resume under a greater token."""
+    dead = await backend.new()
+    survivors = [await backend.peer(dead) for _ in range(3)]
+    state = make_state()
+    old = await dead.leases().claim(state.workflow_id, "dead", lease_s=LEASE_S)
+    assert await dead.save(state, token=old)
+    for i, survivor in enumerate(survivors):
+        await survivor.leases().renew({}, f"survivor-{i}", lease_s=LEASE_S * 100)
+
+    await backend.elapse(dead, state.workflow_id, LEASE_S + 1)
+    found = await asyncio.gather(*(s.leases().orphans(lease_s=LEASE_S) for s in survivors))
+
+    assert sorted(len(f) for f in found) == [0, 0, 1]
+    taker = next(i for i, f in enumerate(found) if f)
+    new = await survivors[taker].leases().claim(
+        state.workflow_id, f"survivor-{taker}", lease_s=LEASE_S, previous="dead"
+    )
+    assert new is not None and old is not None and new > old
+    await survivors[taker].leases().bury("dead")
+    assert await survivors[taker].get(state.workflow_id) == state

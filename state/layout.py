@@ -1,0 +1,166 @@
+"""How a `WorkflowState` is laid out as hash fields, and what a save must send.
+
+Both stores keep a workflow as fields (state/keys.py lists them): a small header,
+the inputs and definition written once (`spec`), the step order, one field per
+step and the result. `FieldCache` remembers, per workflow this process writes,
+a cheap fingerprint of every field it last sent, so a transition sends the
+header plus the steps that changed — not the whole document. A step's
+fingerprint holds the identity of its output and error: the engine replaces
+them, it never mutates them in place (the runner assigns new values).
+
+A terminal state is written *compacted*: one JSON of the whole final document
+without the client's definition (only a resume needed it) and the header (for
+history), in place of the per-step fields.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from state import keys
+from state.models import StepState, WorkflowState
+
+# Workflows whose fingerprints a process remembers; an evicted one is written whole once.
+_CACHE_WORKFLOWS = 10_000
+
+
+@dataclass(slots=True)
+class WriteStats:
+    """What saves sent to the backend: counts for tests and bench/."""
+
+    saves: int = 0
+    fields: int = 0
+    nbytes: int = 0
+
+    def add(self, fields: Mapping[str, bytes]) -> None:
+        self.saves += 1
+        self.fields += len(fields)
+        self.nbytes += sum(len(k) + len(v) for k, v in fields.items())
+
+
+def header(state: WorkflowState) -> dict[str, Any]:
+    """The small fields status and history read (no steps, inputs, result or definition)."""
+    return {
+        "workflow_id": state.workflow_id,
+        "definition_name": state.definition_name,
+        "status": state.status.value,
+        "error": state.error.to_dict() if state.error else None,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "finished_at": state.finished_at,
+        "owner": state.owner,
+        "tenant": state.tenant,
+        "submit_key": state.submit_key,
+    }
+
+
+def _step_print(step: StepState) -> tuple[Any, ...]:
+    return (
+        step.status, step.attempts, step.started_at, step.finished_at, step.fallback,
+        step.skip_reason, step.kind, step.agent, id(step.output), id(step.error),
+    )
+
+
+@dataclass(slots=True)
+class _Written:
+    order: tuple[str, ...] = ()
+    steps: dict[str, tuple[Any, ...]] | None = None
+    result_id: int | None = None
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one save sends, and the fingerprints to remember once the backend took it.
+
+    Both are taken in the same instant: the state may change while the write is in
+    flight, and what is remembered must be what was sent.
+    """
+
+    workflow_id: str
+    fields: dict[str, bytes]
+    written: _Written
+
+
+class FieldCache:
+    """Per workflow: fingerprints of the fields this process last wrote."""
+
+    def __init__(self, capacity: int = _CACHE_WORKFLOWS) -> None:
+        self._capacity = capacity
+        self._written: OrderedDict[str, _Written] = OrderedDict()
+
+    def changes(self, state: WorkflowState, *, full: bool = False) -> Changes:
+        """The fields to send for `state`: all of them the first time (or with `full`)."""
+        written = None if full else self._written.get(state.workflow_id)
+        fields = {keys.DOC_HEADER_FIELD: orjson.dumps(header(state))}
+        order = tuple(state.steps)
+        prints = {sid: _step_print(s) for sid, s in state.steps.items()}
+        if written is None:
+            fields[keys.DOC_SPEC_FIELD] = orjson.dumps(
+                {"inputs": state.inputs, "definition": state.definition}
+            )
+        if written is None or written.order != order:
+            fields[keys.DOC_ORDER_FIELD] = orjson.dumps(order)
+        old_prints = written.steps if written is not None and written.steps else {}
+        for sid, step in state.steps.items():
+            if old_prints.get(sid) != prints[sid]:
+                fields[keys.DOC_STEP_PREFIX + sid] = orjson.dumps(step.to_dict())
+        if written is None or written.result_id != id(state.result):
+            fields[keys.DOC_RESULT_FIELD] = orjson.dumps(state.result)
+        return Changes(state.workflow_id, fields, _Written(order, prints, id(state.result)))
+
+    def remember(self, changes: Changes) -> None:
+        """The backend now holds what `changes` sent."""
+        self._written[changes.workflow_id] = changes.written
+        self._written.move_to_end(changes.workflow_id)
+        while len(self._written) > self._capacity:
+            self._written.popitem(last=False)
+
+    def forget(self, workflow_id: str) -> None:
+        self._written.pop(workflow_id, None)
+
+    def knows(self, workflow_id: str) -> bool:
+        return workflow_id in self._written
+
+
+def compacted(state: WorkflowState) -> dict[str, bytes]:
+    """The fields of a finished workflow: the final document (no definition) and its header."""
+    document = state.to_dict()
+    document["definition"] = None
+    return {
+        keys.DOC_JSON_FIELD: orjson.dumps(document),
+        keys.DOC_HEADER_FIELD: orjson.dumps(header(state)),
+    }
+
+
+def assemble(fields: Mapping[str, bytes]) -> WorkflowState | None:
+    """The document from its stored fields (either layout); None when there is none."""
+    whole = fields.get(keys.DOC_JSON_FIELD)
+    if whole is not None:
+        return WorkflowState.from_dict(orjson.loads(whole))
+    head = fields.get(keys.DOC_HEADER_FIELD)
+    if head is None:
+        return None  # only a lease claim so far: no document was written yet
+    document = orjson.loads(head)
+    spec = orjson.loads(fields.get(keys.DOC_SPEC_FIELD, b"{}"))
+    document["inputs"] = spec.get("inputs") or {}
+    document["definition"] = spec.get("definition")
+    order = orjson.loads(fields.get(keys.DOC_ORDER_FIELD, b"[]"))
+    document["steps"] = {
+        sid: orjson.loads(fields[keys.DOC_STEP_PREFIX + sid])
+        for sid in order
+        if keys.DOC_STEP_PREFIX + sid in fields
+    }
+    document["result"] = orjson.loads(fields.get(keys.DOC_RESULT_FIELD, b"null"))
+    return WorkflowState.from_dict(document)
+
+
+def summary(head: bytes) -> dict[str, Any]:
+    """A history entry from a stored header."""
+    document: dict[str, Any] = orjson.loads(head)
+    document.pop("submit_key", None)
+    return document
