@@ -135,7 +135,8 @@ async def test_racing_submits_with_one_key_run_once(
 async def test_the_same_key_with_another_body_is_a_422(api: Any, agents: Agents) -> None:
     client = await api()
     headers = {"Idempotency-Key": "k1"}
-    assert (await client.post("/api/query", json={"query": QUESTION}, headers=headers)).status == 200
+    first = await client.post("/api/query", json={"query": QUESTION}, headers=headers)
+    assert first.status == 200
     other = await client.post("/api/query", json={"query": "revenue by region"}, headers=headers)
     assert other.status == 422
     assert (await other.json())["error"]["code"] == "idempotency_key_reused"
