@@ -14,20 +14,24 @@ import os
 import shutil
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-# Ports these tests may take (checked free before use); the suite's own range.
-PORTS = range(21100, 21200)
+# Ports these tests may take (checked free before use): the suite's own range,
+# redis-servers in the lower half, orchestrator processes in the upper.
+PORTS = range(21100, 21150)
+REPLICA_PORTS = range(21150, 21200)
 
 
-def free_port(ports: range = PORTS) -> int:
-    """A port of `ports` nothing listens on (bind-checked)."""
+def free_port(ports: range = PORTS, *, taken: Collection[int] = ()) -> int:
+    """A port of `ports` nothing listens on (bind-checked), other than those `taken`."""
     for port in ports:
+        if port in taken:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
