@@ -114,8 +114,11 @@ class WorkflowOrchestrator:
         resolve: DefinitionResolver | None = None,
         handoff_on_shutdown: bool = False,
         clock: Clock | None = None,
+        write_pace: float = 4.0,
     ) -> None:
         self.store = store
+        # StateWriter pacing (see there): keeps writing linear in a workflow's size.
+        self._write_pace = write_pace
         self.runner = runner
         self.metrics = metrics or WorkflowMetrics()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
@@ -202,12 +205,14 @@ class WorkflowOrchestrator:
         inputs: Mapping[str, Any],
         *,
         definition: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
     ) -> WorkflowState:
         """Accept a workflow: claim it, write its first state and start it. Returns at once.
 
         `definition` is the client's raw definition, kept in the state so another
         replica can resume the workflow; built-in workflows are found by name.
         Raises `StateStoreError` (nothing accepted) when the store cannot take it.
+        `tenant` is who submitted it (the API answers 404 to other tenants).
         """
         state = WorkflowState(
             workflow_id=uuid.uuid4().hex,
@@ -215,6 +220,7 @@ class WorkflowOrchestrator:
             inputs=dict(inputs),
             owner=self.replica_id,
             definition=dict(definition) if definition is not None else None,
+            tenant=tenant,
         )
         token: int | None = None
         if self._leases is not None:
@@ -492,7 +498,7 @@ class WorkflowOrchestrator:
                 return False
             return await self._persist(current, token)
 
-        return StateWriter(persist, state)
+        return StateWriter(persist, state, pace=self._write_pace)
 
     async def _finish(self, state: WorkflowState, writer: StateWriter) -> None:
         # The runner writes the terminal document itself; write it here only if it
