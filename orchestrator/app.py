@@ -34,7 +34,7 @@ from orchestrator.settings import Settings
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
 from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
-from state.redis import RedisStateStore
+from state.redis import RedisStateStore, bounded_client
 from state.store import StateStore
 
 BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_intent_fallback}
@@ -54,19 +54,37 @@ def create_store(settings: Settings) -> StateStore:
     return MemoryStateStore(ttl_s=settings.state_ttl_s)
 
 
+def _bounded_redis(settings: Settings) -> aioredis.Redis:
+    """A Redis client with the state store's bounds (timeouts, blocking pool)."""
+    assert settings.redis_url is not None
+    return bounded_client(
+        settings.redis_url,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        command_timeout_s=settings.redis_timeout_s,
+        max_connections=settings.redis_max_connections,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+    )
+
+
 def create_breaker_board(settings: Settings) -> BreakerBoard:
     """Where replicas share breakers: Redis when the state is there, else this process."""
     ttl_s = max(2.0, 8 * settings.breaker_sync_s)
     if settings.redis_url:
         return RedisBreakerBoard.from_url(
-            settings.redis_url, prefix=settings.key_prefix, report_ttl_s=ttl_s
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            report_ttl_s=ttl_s,
+            client_kwargs={
+                "socket_connect_timeout": settings.redis_connect_timeout_s,
+                "socket_timeout": settings.redis_timeout_s,
+            },
         )
     return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
 def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
     """Key stores and quotas: on Redis when REDIS_URL is set (shared by every replica)."""
-    client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    client = _bounded_redis(settings) if settings.redis_url else None
     config = settings.access
     stores: list[KeyStore] = [StaticKeyStore(config.keys)]
     if config.redis_keys:

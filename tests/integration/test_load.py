@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from orchestrator.access.config import AccessConfig
+from orchestrator.access.principal import UNLIMITED
 from orchestrator.api.services import SERVICES
 from orchestrator.app import create_app
 from tests.integration.conftest import Agents, eventually, settings_for
@@ -43,6 +45,8 @@ async def test_a_burst_of_submits_on_a_small_pool_never_answers_5xx_and_leaks_no
         key_prefix=redis_prefix,
         redis_max_connections=8,
         redis_pool_timeout_s=5.0,
+        # The burst is about the state store: no per-key or per-tenant limits in the way.
+        access=AccessConfig(default_limits=UNLIMITED, max_async_workflows=0),
     )
     before = open_descriptors()
     app = create_app(settings)
