@@ -314,8 +314,15 @@ class WorkflowOrchestrator:
             return state
         if state.status.is_terminal:
             raise WorkflowAlreadyFinished(workflow_id, status=state.status)
-        await self.store.request_cancel(workflow_id)
         running = self._running.get(workflow_id)
+        try:
+            await self.store.request_cancel(workflow_id)
+        except StateStoreError:
+            if running is None or running.fenced:
+                raise
+            # The store is away but the workflow runs here: stop it anyway; its
+            # cancelled document is written like any other once the store is back.
+            log.warning("cancel_flag_not_stored", workflow_id=workflow_id)
         if running is not None:
             self._cancel_local(workflow_id, reason="cancel requested")
             await asyncio.wait({running.finished}, timeout=_CANCEL_WAIT_S)
