@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from orchestrator.access.config import TenantPolicy
@@ -38,6 +39,7 @@ async def test_over_the_rate_is_429_with_retry_after(api: Any) -> None:
     assert (await client.get("/api/workflows/schema", headers=auth("user_b"))).status == 200
 
 
+@pytest.mark.redis
 async def test_rate_limit_holds_across_two_instances_on_one_redis(api: Any, redis_url: str) -> None:
     """Two replicas share one bucket per key: 3 requests in all, wherever they land."""
     prefix = f"test-rl-{uuid.uuid4().hex[:8]}:"
@@ -92,6 +94,7 @@ async def test_tenant_cap_on_async_workflows_held_in_state(api: Any) -> None:
     assert (await client.post("/api/query", json=body, headers=auth("user_b"))).status == 202
 
 
+@pytest.mark.redis
 async def test_tenant_cap_is_shared_through_redis(api: Any, redis_url: str) -> None:
     prefix = f"test-if-{uuid.uuid4().hex[:8]}:"
     try:

@@ -196,6 +196,7 @@ async def test_ops_actions_and_auth_failures_are_audited(api: Any) -> None:
     assert "orch_guess" not in text
 
 
+@pytest.mark.redis
 async def test_keys_kept_in_redis_work_on_every_replica(api: Any, redis_url: str) -> None:
     """A key created in Redis (`orchestrator keys create --redis`) opens both replicas."""
     prefix = f"test-rk-{uuid.uuid4().hex[:8]}:"
