@@ -9,6 +9,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from agents.client import AgentClient, create_http_client
+from circuit.board import BreakerBoard, MemoryBreakerBoard
+from circuit.board_redis import RedisBreakerBoard
+from circuit.sharing import BreakerSync
 from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
 from orchestrator.api.access import (
     ACCESS,
@@ -40,9 +43,25 @@ BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_in
 def create_store(settings: Settings) -> StateStore:
     if settings.redis_url:
         return RedisStateStore.from_url(
-            settings.redis_url, prefix=settings.key_prefix, ttl_s=settings.state_ttl_s
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            ttl_s=settings.state_ttl_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            command_timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
         )
     return MemoryStateStore(ttl_s=settings.state_ttl_s)
+
+
+def create_breaker_board(settings: Settings) -> BreakerBoard:
+    """Where replicas share breakers: Redis when the state is there, else this process."""
+    ttl_s = max(2.0, 8 * settings.breaker_sync_s)
+    if settings.redis_url:
+        return RedisBreakerBoard.from_url(
+            settings.redis_url, prefix=settings.key_prefix, report_ttl_s=ttl_s
+        )
+    return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
 def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
@@ -68,8 +87,12 @@ def create_app(
     store: StateStore | None = None,
     http: httpx.AsyncClient | None = None,
     replica_id: str | None = None,
+    breaker_board: BreakerBoard | None = None,
 ) -> web.Application:
-    """Build the API; tests inject `store` and `http`. The app closes only what it opened."""
+    """Build the API; tests inject `store`, `http` and `breaker_board`.
+
+    The app closes only what it opened.
+    """
     app = web.Application(
         # Outermost first: browser checks (their headers reach every response), errors to
         # JSON, then who is calling, then the body's media type.
@@ -85,6 +108,8 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
         own_http = http is None
+        own_board = breaker_board is None
+        board = breaker_board if breaker_board is not None else create_breaker_board(settings)
         the_store = store if store is not None else create_store(settings)
         the_http = (
             http if http is not None else create_http_client(transport=settings.http_transport)
@@ -119,6 +144,12 @@ def create_app(
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
         )
+        breakers = BreakerSync(
+            client.breakers(),
+            board,
+            replica=orchestrator.replica_id,
+            interval_s=settings.breaker_sync_s,
+        )
         services = Services(
             settings=settings,
             orchestrator=orchestrator,
@@ -126,13 +157,19 @@ def create_app(
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
             chain=chain,
+            breakers=breakers,
         )
+        # Ops modes in force (open / disabled) apply before the first request is served.
+        await breakers.start()
         await orchestrator.start()
         app[SERVICES] = services
         try:
             yield
         finally:
             await orchestrator.close()
+            await breakers.close()
+            if own_board:
+                await board.close()
             await admission.close()
             if access_redis is not None:
                 await access_redis.aclose()

@@ -146,7 +146,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "operations",
         description="Every call to the agent then fails at once until reset. Audited.",
         replies={200: Reply("the breaker after the change", ref("Breaker"))},
-        errors={404: ("agent_not_found",)},
+        errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
     ),
     Endpoint(
         "POST",
@@ -156,7 +156,28 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "operations",
         description="Audited.",
         replies={200: Reply("the breaker after the change", ref("Breaker"))},
-        errors={404: ("agent_not_found",)},
+        errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/circuit-breakers/{agent}/disable",
+        Role.OPS,
+        "Disable an agent's breaker (held closed) on every replica",
+        "operations",
+        description="For emergencies: every call is admitted until `enable` or `reset`. "
+        "Audited.",
+        replies={200: Reply("the breaker after the change", ref("Breaker"))},
+        errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/circuit-breakers/{agent}/enable",
+        Role.OPS,
+        "Lift a forced mode: the breaker follows its policy again",
+        "operations",
+        description="Audited.",
+        replies={200: Reply("the breaker after the change", ref("Breaker"))},
+        errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
     ),
     Endpoint(
         "POST",

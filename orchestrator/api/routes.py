@@ -8,6 +8,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from circuit.breaker import Forced
 from orchestrator.access.principal import Principal
 from orchestrator.api.access import ACCESS, principal
 from orchestrator.api.admission import ADMISSION
@@ -111,28 +112,42 @@ async def cancel(request: web.Request) -> web.Response:
 
 @routes.get("/api/circuit-breakers/status")
 async def breakers(request: web.Request) -> web.Response:
-    client = request.app[SERVICES].client
-    body = {
-        name: {**breaker.snapshot().to_dict(), "url": client.registry[name].url}
-        for name, breaker in client.breakers().items()
-    }
-    return json_response({"breakers": body})
+    services = request.app[SERVICES]
+    body = await services.breakers.view()
+    for name, entry in body["breakers"].items():
+        entry["url"] = services.client.registry[name].url
+    return json_response(body)
+
+
+# Ops actions, for every replica: open (held open until reset), reset (lift any mode,
+# close), disable (held closed, every call admitted), enable (lift it). The last wins.
+# One route each, so the route table (api/catalog.py) gives each its role and audit text.
+async def _breaker_action(request: web.Request, mode: Forced | None, event: str) -> web.Response:
+    services = request.app[SERVICES]
+    name = _agent_name(request)
+    breaker = await services.breakers.force(name, mode)
+    _audit(request, event)
+    return json_response(breaker.snapshot().to_dict())
 
 
 @routes.post("/api/circuit-breakers/{agent}/open")
 async def force_open(request: web.Request) -> web.Response:
-    breaker = _breaker(request)
-    breaker.force_open()
-    _audit(request, "breaker_forced_open")
-    return json_response(breaker.snapshot().to_dict())
+    return await _breaker_action(request, Forced.OPEN, "breaker_forced_open")
 
 
 @routes.post("/api/circuit-breakers/{agent}/reset")
 async def reset(request: web.Request) -> web.Response:
-    breaker = _breaker(request)
-    breaker.reset()
-    _audit(request, "breaker_reset")
-    return json_response(breaker.snapshot().to_dict())
+    return await _breaker_action(request, None, "breaker_reset")
+
+
+@routes.post("/api/circuit-breakers/{agent}/disable")
+async def disable(request: web.Request) -> web.Response:
+    return await _breaker_action(request, Forced.DISABLED, "breaker_disabled")
+
+
+@routes.post("/api/circuit-breakers/{agent}/enable")
+async def enable(request: web.Request) -> web.Response:
+    return await _breaker_action(request, None, "breaker_enabled")
 
 
 @routes.post("/api/workflows/validate")
@@ -213,7 +228,7 @@ def _audit(request: web.Request, event: str) -> None:
     )
 
 
-def _breaker(request: web.Request) -> Any:
+def _agent_name(request: web.Request) -> str:
     client = request.app[SERVICES].client
     name = request.match_info["agent"]
     if name not in client.registry:
@@ -222,7 +237,7 @@ def _breaker(request: web.Request) -> Any:
             code="agent_not_found",
             details={"agent": name},
         )
-    return client.breaker(name)
+    return name
 
 
 def _status_url(workflow_id: str) -> str:

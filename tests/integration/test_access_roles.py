@@ -47,6 +47,8 @@ EXPECTED: dict[tuple[str, str], dict[Caller, int]] = {
     ("GET", "/api/circuit-breakers/status"): _OPS,
     ("POST", "/api/circuit-breakers/{agent}/open"): _OPS,
     ("POST", "/api/circuit-breakers/{agent}/reset"): _OPS,
+    ("POST", "/api/circuit-breakers/{agent}/disable"): _OPS,
+    ("POST", "/api/circuit-breakers/{agent}/enable"): _OPS,
     ("POST", "/api/workflows/validate"): _USER,
     ("GET", "/api/workflows/schema"): _USER,
     ("GET", "/healthz"): _PUBLIC,
