@@ -66,7 +66,18 @@ def create_breaker_board(settings: Settings) -> BreakerBoard:
 
 def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
     """Key stores and quotas: on Redis when REDIS_URL is set (shared by every replica)."""
-    client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    client = None
+    if settings.redis_url:
+        # Bounded like the state store's client: a Redis that is down or frozen answers
+        # 503 state_store_unavailable within a second or two, never a hung request.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=64,
+            timeout=2.0,
+            socket_connect_timeout=1.0,
+            socket_timeout=1.0,
+        )
+        client = aioredis.Redis.from_pool(pool)
     config = settings.access
     stores: list[KeyStore] = [StaticKeyStore(config.keys)]
     if config.redis_keys:

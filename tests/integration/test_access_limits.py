@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from orchestrator.access.config import TenantPolicy
 from orchestrator.access.principal import UNLIMITED, Limits
+from state.memory import MemoryStateStore
 from tests.integration.conftest import Agents, eventually
 from tests.integration.principals import access_config, auth
 
@@ -136,3 +137,13 @@ async def test_agents_restricted_per_tenant(api: Any) -> None:
     # Tenant B has no restriction.
     other = await client.post("/api/query", json={"query": "x"}, headers=auth("user_b"))
     assert other.status == 200
+
+
+async def test_redis_down_for_limits_is_503_with_retry_after(api: Any) -> None:
+    """Limits that cannot be read answer 503 state_store_unavailable, never a 500 or a hang."""
+    config = access_config(limits=_THREE_THEN_STOP)
+    client = await api(access=config, redis_url="redis://127.0.0.1:1/0", store=MemoryStateStore())
+    response = await client.get("/api/workflows/schema", headers=auth("user_a"))
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    assert (await response.json())["error"]["code"] == "state_store_unavailable"
