@@ -13,7 +13,7 @@ from orchestrator.access.principal import Principal
 from orchestrator.api.access import ACCESS, principal
 from orchestrator.api.admission import ADMISSION
 from orchestrator.api.errors import Forbidden, NotFound, error_response
-from orchestrator.api.openapi import docs_page, openapi_document
+from orchestrator.api.openapi import docs_csp, docs_page, openapi_document
 from orchestrator.api.requests import parse_query_request, parse_workflow_body, read_json_object
 from orchestrator.api.services import SERVICES
 from orchestrator.chain import CHAIN_NAME
@@ -185,11 +185,7 @@ async def openapi(request: web.Request) -> web.Response:
 @routes.get("/api/docs")
 async def docs(request: web.Request) -> web.Response:
     response = web.Response(text=docs_page(), content_type="text/html")
-    # Nothing but this page and the service's own JSON may load: no CDN, no other origin.
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
+    response.headers["Content-Security-Policy"] = docs_csp()
     return response
 
 

@@ -71,6 +71,7 @@ async def test_the_docs_page_loads_nothing_from_outside(api: Any) -> None:
     assert response.content_type == "text/html"
     csp = response.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "script-src 'sha256-" in csp
     page = await response.text()
     for needle in ("src=", "http://", "https://", "<link", "@import", "url("):
         assert needle not in page, needle
