@@ -12,8 +12,9 @@ Contract (tests/state/test_quotas_contract.py runs one suite against both):
 - Backend failures raise `StateStoreError`.
 
 The Redis implementation runs each operation atomically on one key (`take` and
-`acquire` as Lua scripts, `release` as one ZREM) and reads the clock with Redis `TIME`, so every replica sees one bucket and one clock:
-a limit holds across replicas. The memory one is for the embedded store.
+`acquire` as Lua scripts, `release` as one ZREM) and reads the clock with Redis
+`TIME`, so every replica sees one bucket and one clock: a limit holds across
+replicas. The memory one is for the embedded store.
 """
 
 from __future__ import annotations
