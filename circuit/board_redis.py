@@ -71,11 +71,8 @@ class RedisBreakerBoard:
         self._owns_client = False
 
     @classmethod
-    def from_url(
-        cls, url: str, *, client_kwargs: Mapping[str, Any] | None = None, **kwargs: Any
-    ) -> RedisBreakerBoard:
-        """A board on a client of its own (`client_kwargs` go to it, e.g. timeouts)."""
-        board = cls(aioredis.Redis.from_url(url, **dict(client_kwargs or {})), **kwargs)
+    def from_url(cls, url: str, **kwargs: Any) -> RedisBreakerBoard:
+        board = cls(aioredis.Redis.from_url(url), **kwargs)
         board._owns_client = True
         return board
 

@@ -49,6 +49,7 @@ from redis.exceptions import RedisError
 
 from state import keys
 from state.cancellations import WorkflowIdStream
+from state.connect import connect
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.leases import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
@@ -143,7 +144,7 @@ class RedisStateStore:
         included), and a command waits up to `pool_timeout_s` for a free one.
         `client_kwargs` go to the connection pool (e.g. `client_name`).
         """
-        client = bounded_client(
+        client = connect(
             url,
             connect_timeout_s=connect_timeout_s,
             command_timeout_s=command_timeout_s,
@@ -263,29 +264,6 @@ class RedisStateStore:
                 operation=operation,
                 workflow_id=workflow_id,
             ) from exc
-
-
-def bounded_client(
-    url: str,
-    *,
-    connect_timeout_s: float = 1.0,
-    command_timeout_s: float = 1.0,
-    max_connections: int = 64,
-    pool_timeout_s: float = 2.0,
-    **client_kwargs: Any,
-) -> aioredis.Redis:
-    """A client whose every wait is bounded: connect, each command, and a free connection
-    (a blocking pool of `max_connections`). `aclose()` closes its pool too. Every Redis
-    client of the service is built this way, so an outage is a prompt error, not a hang."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=pool_timeout_s,
-        socket_connect_timeout=connect_timeout_s,
-        socket_timeout=command_timeout_s,
-        **client_kwargs,
-    )
-    return aioredis.Redis.from_pool(pool)
 
 
 # Puts the ids that should have been published while nobody listened on the queue.
