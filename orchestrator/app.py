@@ -17,6 +17,7 @@ from orchestrator.dag.runner import BuiltinFallback, DagRunner
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
+from orchestrator.metrics import WorkflowMetrics
 from orchestrator.settings import Settings
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
@@ -31,7 +32,11 @@ def create_store(settings: Settings) -> StateStore:
         return RedisStateStore.from_url(
             settings.redis_url, prefix=settings.key_prefix, ttl_s=settings.state_ttl_s
         )
-    return MemoryStateStore(ttl_s=settings.state_ttl_s)
+    return MemoryStateStore(
+        ttl_s=settings.state_ttl_s,
+        max_workflows=settings.memory_max_workflows,
+        max_bytes=settings.memory_max_bytes,
+    )
 
 
 def create_app(
@@ -45,8 +50,16 @@ def create_app(
     app = web.Application(
         middlewares=[error_middleware],
         client_max_size=settings.max_body_bytes,
+        # Passed to every connection's handler: idle keep-alive connections are closed,
+        # and request lines and header fields stay within aiohttp's defaults.
+        handler_args={
+            "keepalive_timeout": settings.keepalive_timeout_s,
+            "max_line_size": 8190,
+            "max_field_size": 8190,
+        },
     )
     app.add_routes(routes)
+    app.on_response_prepare.append(_plain_server_header)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
@@ -58,7 +71,11 @@ def create_app(
         client = AgentClient(settings.agents, the_http)
         kinds = default_kinds()
         runner = DagRunner(
-            agents=client, registry=settings.agents, kinds=kinds, builtins=BUILTIN_FALLBACKS
+            agents=client,
+            registry=settings.agents,
+            kinds=kinds,
+            builtins=BUILTIN_FALLBACKS,
+            limits=settings.limits,
         )
         chain = compile_workflow(
             chain_definition(
@@ -84,6 +101,7 @@ def create_app(
             shutdown_grace_s=settings.shutdown_grace_s,
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
+            metrics=WorkflowMetrics(max_series=settings.max_metric_series),
         )
         services = Services(
             settings=settings,
@@ -104,5 +122,19 @@ def create_app(
             if own_store:
                 await the_store.close()
 
+    async def stop_workflows(app: web.Application) -> None:
+        # on_shutdown runs after the listening sockets closed and before aiohttp waits
+        # for in-flight requests: running workflows get their grace period here, then
+        # end (memory store) or are handed off (Redis), so the sync requests waiting
+        # on them are answered with the workflow document before connections close.
+        if SERVICES in app:
+            await app[SERVICES].orchestrator.close()
+
     app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(stop_workflows)
     return app
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would announce "Python/3.x aiohttp/3.x": versions help nobody but attackers.
+    response.headers["Server"] = "orchestrator"

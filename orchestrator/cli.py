@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _announcement(settings: Settings) -> str:
     url = f"http://{settings.host}:{settings.port}"
-    store = f"redis ({settings.redis_url})" if settings.redis_url else "memory (embedded)"
+    store = f"redis ({settings.redacted_redis_url})" if settings.redis_url else "memory (embedded)"
     agents = ", ".join(f"{name}={spec.url}" for name, spec in settings.agents.items())
     return (
         f"orchestrator listening on {url} | state store: {store} | agents: {agents}\n"
@@ -132,7 +132,11 @@ def _agent_starter(kind: str, host: str, port: int | None) -> _Starter:
 
 def _api_starter(settings: Settings) -> _Starter:
     async def start() -> web.AppRunner:
-        runner = web.AppRunner(create_app(settings), handler_cancellation=True)
+        # shutdown_timeout: in-flight requests get this long once on_shutdown has ended
+        # the workflows (after ORCH_SHUTDOWN_GRACE_S), so SIGTERM exits within grace + ~2 s.
+        runner = web.AppRunner(
+            create_app(settings), handler_cancellation=True, shutdown_timeout=2.0
+        )
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
         return runner

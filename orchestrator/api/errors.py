@@ -3,6 +3,7 @@
     ApiError (status, code, message, details)
     ├── BadRequest            400
     ├── NotFound              404
+    ├── RequestTimeout        408
     ├── Conflict              409
     ├── PayloadTooLarge       413
     ├── UnsupportedMediaType  415
@@ -47,6 +48,10 @@ class BadRequest(ApiError):
 
 class NotFound(ApiError):
     status, code = 404, "not_found"
+
+
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
 
 
 class Conflict(ApiError):

@@ -28,7 +28,7 @@ async def query(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     req = parse_query_request(body, max_query_chars=services.settings.max_query_chars)
     if req.workflow is not None:
-        workflow = services.compile(req.workflow)
+        workflow = await services.compile_off_loop(req.workflow)
         inputs = dict(workflow.definition.inputs)
         if req.query is not None:
             inputs["query"] = req.query
@@ -112,7 +112,7 @@ async def reset(request: web.Request) -> web.Response:
 async def validate(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     raw = parse_workflow_body(await read_json_object(request))
-    workflow = services.compile(raw)
+    workflow = await services.compile_off_loop(raw)
     return json_response({"valid": True, "plan": plan_workflow(workflow).to_dict()})
 
 
