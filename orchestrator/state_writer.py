@@ -11,6 +11,9 @@ from state.models import WorkflowState
 
 # Pauses shorter than this are not worth a timer: small documents are written at once.
 _MIN_PAUSE_S = 0.001
+# A write that took long because the store was away (retries) must not hold the next
+# progress write back for long: status stays at most this stale.
+_MAX_PAUSE_S = 1.0
 
 
 class StateWriter:
@@ -75,7 +78,7 @@ class StateWriter:
             started = self._clock()
             await self._write()
             ended = self._clock()
-            self._not_before = ended + (ended - started) * self._pace
+            self._not_before = ended + min((ended - started) * self._pace, _MAX_PAUSE_S)
 
     async def _write(self) -> None:
         self._dirty = False

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import functools
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from agents.client import AgentClient
+from circuit.sharing import BreakerSync
 from orchestrator.api.errors import Unprocessable
 from orchestrator.dag.budget import measure
 from orchestrator.dag.kinds import NodeKindRegistry
@@ -31,8 +33,12 @@ class Services:
     kinds: NodeKindRegistry
     builtins: Mapping[str, BuiltinFallback]
     chain: CompiledWorkflow
+    # The deployment's view of the breakers and the ops actions on them.
+    breakers: BreakerSync
 
-    async def compile_off_loop(self, raw: Any) -> CompiledWorkflow:
+    async def compile_off_loop(
+        self, raw: Any, *, agents: Collection[str] | None = None
+    ) -> CompiledWorkflow:
         """`compile`, in a worker thread when the definition is big, bounded in time.
 
         Checking a definition is CPU work linear in its size (up to max_nodes nodes and
@@ -41,8 +47,10 @@ class Services:
         ORCH_COMPILE_TIMEOUT_S is refused (422 `definition_too_complex`).
         """
         if measure(raw, _INLINE_DEFINITION_SIZE) <= _INLINE_DEFINITION_SIZE:
-            return self.compile(raw)
-        work = asyncio.get_running_loop().run_in_executor(None, self.compile, raw)
+            return self.compile(raw, agents=agents)
+        work = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self.compile, raw, agents=agents)
+        )
         try:
             async with asyncio.timeout(self.settings.compile_timeout_s):
                 return await work
@@ -53,11 +61,16 @@ class Services:
                 details={"timeout_s": self.settings.compile_timeout_s},
             ) from None
 
-    def compile(self, raw: Any) -> CompiledWorkflow:
-        """Parse and validate a client's definition against this service's agents and kinds."""
+    def compile(self, raw: Any, *, agents: Collection[str] | None = None) -> CompiledWorkflow:
+        """Parse and validate a client's definition against this service's agents and kinds.
+
+        `agents` narrows the registry (a tenant restricted to some agents); an agent
+        outside it is reported like an unknown one.
+        """
+        registered = list(self.client.registry)
         return compile_workflow(
             raw,
-            agents=list(self.client.registry),
+            agents=registered if agents is None else [a for a in registered if a in agents],
             kinds=self.kinds,
             builtins=list(self.builtins),
             max_nodes=self.settings.max_nodes,

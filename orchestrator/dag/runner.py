@@ -57,6 +57,7 @@ __all__ = ["AgentCaller", "BuiltinFallback", "DagRunner", "OnTransition"]
 
 BuiltinFallback = Callable[[Mapping[str, Any]], Awaitable[Any]]
 OnTransition = Callable[[WorkflowState], Awaitable[None]]
+BeforeStart = Callable[[], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
@@ -133,11 +134,20 @@ class DagRunner:
         self.clock = clock
 
     async def run(
-        self, workflow: CompiledWorkflow, state: WorkflowState, *, on_transition: OnTransition
+        self,
+        workflow: CompiledWorkflow,
+        state: WorkflowState,
+        *,
+        on_transition: OnTransition,
+        before_start: BeforeStart | None = None,
     ) -> None:
         """Run `workflow`, recording into `state` and calling `on_transition` after
-        each change (see the module docstring); returns when the state is terminal."""
-        await _Execution(self, workflow, state, on_transition).run()
+        each change (see the module docstring); returns when the state is terminal.
+
+        `before_start`, when given, is awaited before each node starts; the engine
+        uses it to confirm it still owns the workflow (it raises CancelledError if not).
+        """
+        await _Execution(self, workflow, state, on_transition, before_start).run()
 
 
 class _Execution:
@@ -149,11 +159,13 @@ class _Execution:
         workflow: CompiledWorkflow,
         state: WorkflowState,
         on_transition: OnTransition,
+        before_start: BeforeStart | None = None,
     ) -> None:
         self.runner = runner
         self.workflow = workflow
         self.state = state
         self.on_transition = on_transition
+        self.before_start = before_start
         self.options = workflow.definition.options
         self.loop = asyncio.get_running_loop()
         inputs = {**workflow.definition.inputs, **(state.inputs or {})}
@@ -345,6 +357,8 @@ class _Execution:
                         sorter.done(node_id)
                         await self.emit()
                         continue
+            if self.before_start is not None:
+                await self.before_start()
             step = self.state.steps[node_id]
             step.status = StepStatus.RUNNING
             step.started_at = self.runner.clock()

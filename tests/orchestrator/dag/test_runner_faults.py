@@ -212,12 +212,12 @@ class FlakyStore(MemoryStateStore):
         self.saves = 0
         self.fail_at = fail_at
 
-    async def save(self, state: WorkflowState) -> bool:
+    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         self.saves += 1
         await asyncio.sleep(0)
         if self.saves == self.fail_at:
             raise ConnectionError("store away")
-        return await super().save(state)
+        return await super().save(state, token=token)
 
 
 async def test_a_failed_state_write_at_every_point_still_leaves_a_terminal_document() -> None:
