@@ -355,16 +355,16 @@ def _agent_from_table(
     concurrency = base.concurrency
     if "concurrency" in table:
         concurrency = _positive(table["concurrency"], int, source, f"{key}.concurrency")
-    max_response = base.max_response_bytes
-    if "max_response_bytes" in table:
-        max_response = _positive(
-            table["max_response_bytes"], int, source, f"{key}.max_response_bytes"
-        )
     breaker = _overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker")
     try:
         validate_config(breaker)
     except ValueError as exc:
         raise ConfigError(str(exc), source=source, key=f"{key}.breaker") from None
+    max_response = base.max_response_bytes
+    if "max_response_bytes" in table:
+        max_response = _positive(
+            table["max_response_bytes"], int, source, f"{key}.max_response_bytes"
+        )
     return dataclasses.replace(
         base,
         url=url,
