@@ -120,6 +120,9 @@ def create_app(
             "keepalive_timeout": settings.keepalive_timeout_s,
             "max_line_size": 8190,
             "max_field_size": 8190,
+            # Bodies are never decompressed: a Content-Encoding is refused with a 415
+            # (read_json_object) instead of inflating a bomb or failing in the parser.
+            "auto_decompress": False,
         },
     )
     app.add_routes(routes)
