@@ -23,6 +23,7 @@
 - ORCH_COMPILE_TIMEOUT_S         wall-clock bound of checking one definition, off the loop (10)
 - ORCH_MAX_JSON_DEPTH            nesting depth of any JSON accepted or kept (64)
 - ORCH_BODY_TIMEOUT_S            time a client has to send a request body (10)
+- ORCH_HEADER_TIMEOUT_S          time a client has to send a request line and headers (10)
 - ORCH_KEEPALIVE_TIMEOUT_S       idle keep-alive connection closed after (15)
 - ORCH_MAX_METRIC_SERIES         distinct step series in the metrics (500; beyond: "(other)")
 - ORCH_MEMORY_MAX_WORKFLOWS, ORCH_MEMORY_MAX_BYTES   embedded store bounds (10000, 256 MiB)
@@ -118,6 +119,7 @@ class Settings:
     compile_timeout_s: float = 10.0
     max_json_depth: int = MAX_JSON_DEPTH
     body_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0
     keepalive_timeout_s: float = 15.0
     max_metric_series: int = 500
     memory_max_workflows: int = 10_000
@@ -202,6 +204,7 @@ class Settings:
             compile_timeout_s=_env_float(env, "ORCH_COMPILE_TIMEOUT_S", 10.0),
             max_json_depth=_env_int(env, "ORCH_MAX_JSON_DEPTH", MAX_JSON_DEPTH, minimum=4),
             body_timeout_s=_env_float(env, "ORCH_BODY_TIMEOUT_S", 10.0),
+            header_timeout_s=_env_float(env, "ORCH_HEADER_TIMEOUT_S", 10.0),
             keepalive_timeout_s=_env_float(env, "ORCH_KEEPALIVE_TIMEOUT_S", 15.0),
             max_metric_series=_env_int(env, "ORCH_MAX_METRIC_SERIES", 500, minimum=1),
             memory_max_workflows=_env_int(env, "ORCH_MEMORY_MAX_WORKFLOWS", 10_000, minimum=1),
