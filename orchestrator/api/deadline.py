@@ -1,5 +1,7 @@
-"""A deadline for request heads: a client must send each request line and its headers
-within `timeout_s` of their first byte, or the connection is closed.
+"""A deadline for request heads, and JSON answers to heads aiohttp would refuse in text.
+
+A client must send each request line and its headers within `timeout_s` of their
+first byte, or the connection is closed.
 
 aiohttp has no such timeout (a "slowloris" client can trickle a header byte at a
 time and hold a connection and its buffers forever), so `HeadDeadline` wraps the
@@ -11,6 +13,12 @@ incomplete at its deadline. Bodies have their own limit (ORCH_BODY_TIMEOUT_S, in
 keep-alive and body timeouts still apply). Everything is passed on to aiohttp
 unchanged; the wrapper only reads.
 
+Heads aiohttp's parser would refuse with a plain-text 400 before any middleware runs
+(so without our JSON error body, and with its version banner) are answered here in
+our format and the connection closed: a request line over 8190 bytes (414
+`request_line_too_long`), a method aiohttp does not parse (405 `method_not_allowed`),
+a header block over 64 KiB (431 `headers_too_large`).
+
 Use `serve_with_head_deadline(runner, host, port, timeout_s=...)` instead of a
 `web.TCPSite`; it returns the `asyncio.Server` (close it before `runner.cleanup()`).
 """
@@ -20,14 +28,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 __all__ = ["HeadDeadline", "serve_with_head_deadline"]
 
 _END = b"\r\n\r\n"
-# Bigger than any head aiohttp accepts (128 fields of 8 KiB): past it, aiohttp itself
-# answers 400 and the watch stops buffering.
-_MAX_HEAD = 1024 * 1024
+_MAX_LINE = 8190  # aiohttp's own max_line_size
+_MAX_HEAD = 64 * 1024
+# Methods aiohttp's parser reads (the router then answers 405 JSON for a route that
+# does not take one); any other token is refused here in JSON.
+_METHODS = frozenset(
+    b"GET HEAD POST PUT DELETE OPTIONS PATCH TRACE CONNECT PROPFIND PROPPATCH MKCOL COPY "
+    b"MOVE LOCK UNLOCK REPORT SEARCH".split()
+)
 
 
 class HeadDeadline(asyncio.Protocol):
@@ -42,10 +56,12 @@ class HeadDeadline(asyncio.Protocol):
         self._in_head = False
         self._body_left = 0
         self._watching = True
+        self._rejected = False
 
     # -- the watch
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> bool:
+        """Watch `data`; False when the connection was answered and closed here."""
         view = memoryview(data)
         while view and self._watching:
             if self._body_left:
@@ -59,17 +75,54 @@ class HeadDeadline(asyncio.Protocol):
                 self._arm()
             start = max(0, len(self._head) - 3)
             self._head += view
+            if not self._line_ok():
+                return False
             end = self._head.find(_END, start)
             if end == -1:
                 if len(self._head) > _MAX_HEAD:
-                    self._stop_watching()
-                return
+                    self._reject(431, "headers_too_large", "the request headers are too large")
+                    return False
+                return True
             rest = bytes(self._head[end + 4 :])
             head = bytes(self._head[: end + 4])
             self._in_head = False
             self._disarm()
             self._body_left = self._body_length(head)
             view = memoryview(rest)
+        return True
+
+    def _line_ok(self) -> bool:
+        eol = self._head.find(b"\r\n")
+        if eol == -1:
+            if len(self._head) > _MAX_LINE:
+                self._reject(414, "request_line_too_long", "the request line is too long")
+                return False
+            return True
+        method = bytes(self._head[: self._head.find(b" ", 0, eol)]) if eol else b""
+        if method and method not in _METHODS:
+            self._reject(405, "method_not_allowed", "this method is not supported")
+            return False
+        if eol > _MAX_LINE:
+            self._reject(414, "request_line_too_long", "the request line is too long")
+            return False
+        return True
+
+    def _reject(self, status: int, code: str, message: str) -> None:
+        self._stop_watching()
+        self._rejected = True
+        body = orjson.dumps({"error": {"code": code, "message": message, "details": None}})
+        reason = {405: "Method Not Allowed", 414: "URI Too Long"}.get(
+            status, "Request Header Fields Too Large"
+        )
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nServer: orchestrator\r\nConnection: close\r\n\r\n"
+        )
+        transport = self._transport
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(head.encode() + body)
+        if transport is not None:
+            transport.close()
 
     def _body_length(self, head: bytes) -> int:
         length = 0
@@ -110,8 +163,8 @@ class HeadDeadline(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._watching:
-            self._feed(data)
+        if self._rejected or (self._watching and not self._feed(data)):
+            return  # answered and closed here: aiohttp never sees it
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -65,3 +66,25 @@ async def test_complete_requests_on_a_kept_alive_connection_are_untouched(port: 
         # Idle between requests longer than the head deadline: idle is not a slow head.
         await asyncio.sleep(HEAD_TIMEOUT_S * 2)
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"FOO /api/query HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed"),
+        (b"GET /" + b"a" * 9_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "request_line_too_long"),
+        (b"GET /healthz HTTP/1.1\r\n" + b"X-A: " + b"b" * 70_000, 431, "headers_too_large"),
+    ],
+)
+async def test_heads_aiohttp_would_refuse_in_text_get_a_json_error(
+    port: int, request_bytes: bytes, status: int, code: str
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request_bytes)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"Server: orchestrator" in head
+    assert orjson.loads(body)["error"]["code"] == code
