@@ -22,6 +22,7 @@ from orchestrator.api.access import (
 )
 from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
+from orchestrator.api.redact import REDACTOR, AddressRedactor
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
 from orchestrator.chain import CHAIN_NAME, chain_definition
@@ -134,6 +135,7 @@ def create_app(
     app[ACCESS] = access
     admission = Admission(access.quotas, settings.access, state_ttl_s=settings.state_ttl_s)
     app[ADMISSION] = admission
+    app[REDACTOR] = AddressRedactor(settings.agents)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
