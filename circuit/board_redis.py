@@ -53,14 +53,13 @@ class RedisBreakerBoard:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | aioredis.RedisCluster,
         *,
         prefix: str = "orch:",
         report_ttl_s: float = 5.0,
         forced_ttl_s: int = DEFAULT_FORCED_TTL_S,
         timeout_s: float = 1.0,
         clock: Callable[[], float] = time.time,
-        owns_client: bool = False,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -69,8 +68,7 @@ class RedisBreakerBoard:
         self._forced_ttl_s = forced_ttl_s
         self._timeout_s = timeout_s
         self._clock = clock
-        # True: `close()` closes `client` too (the caller handed it over).
-        self._owns_client = owns_client
+        self._owns_client = False
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisBreakerBoard:

@@ -23,12 +23,14 @@ changed: `DOC_HEADER_FIELD` plus one `step:<id>` per changed step):
     spec     JSON: inputs and the client's definition; written once, at the first save
     order    JSON list of step ids (written when the set of steps changes)
     step:<s> JSON of one step
+    docz     zlib(JSON) of the final document (a finished workflow only, see below)
     result   JSON of the result (written when it changes)
     status   the status alone, so the write script checks "terminal is final" cheaply
     lease_gen  the fencing token; owner  the replica holding it; watched  "1": publish its finish
 
-A terminal write **compacts** the hash to `DOC_JSON_FIELD` (the whole final
-document without the client's definition, which only a resume needed), plus
+A terminal write **compacts** the hash to `DOC_COMPACT_FIELD` (the whole final
+document without the client's definition, which only a resume needed, as
+zlib-compressed JSON) and the header, plus
 `status`, `lease_gen` and `owner`, and gives it the terminal *retention*
 (`ORCH_RETENTION_S`) instead of the running TTL.
 
@@ -47,7 +49,7 @@ DEFAULT_RETENTION_S = 3600
 DEFAULT_PREFIX = "orch:"
 
 # Fields of the workflow hash.
-DOC_JSON_FIELD = "doc"
+DOC_COMPACT_FIELD = "docz"
 DOC_HEADER_FIELD = "head"
 DOC_SPEC_FIELD = "spec"
 DOC_ORDER_FIELD = "order"

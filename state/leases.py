@@ -183,12 +183,11 @@ _BEAT = LuaScript("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local dead = redis.call('ZSCORE', KEYS[2], ARGV[1])
-local known = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local known = ARGV[3] == '0' or redis.call('ZSCORE', KEYS[1], ARGV[1])
 if ARGV[3] == '0' and dead then return 0 end
 if ARGV[3] == '1' and dead then redis.call('ZREM', KEYS[2], ARGV[1]) end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 if dead or (ARGV[3] == '1' and not known) then return 0 end
 return 1
 """)
@@ -199,18 +198,21 @@ return 1
 _REAP = LuaScript("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for _, r in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+local died = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, r in ipairs(died) do
   redis.call('ZREM', KEYS[1], r)
   redis.call('ZADD', KEYS[2], now, r)
   redis.call('ZADD', KEYS[3], 0, r)
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
 local mine = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
-for _, r in ipairs(mine) do
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), r)
-end
-for i = 2, 3 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2] / 1000) end
+if #died > 0 or #mine > 0 then
+  -- Only when someone died: a quiet reconcile is two reads.
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+  for _, r in ipairs(mine) do
+    redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), r)
+  end
+  redis.call('EXPIRE', KEYS[2], ARGV[2] / 1000)
+  redis.call('EXPIRE', KEYS[3], ARGV[2] / 1000)
 end
 return mine
 """)

@@ -9,12 +9,17 @@ state, and a document Redis could not store fails here too.
 
 Every method runs without awaiting anything, so each is atomic with respect to
 other coroutines (the asyncio counterpart of the Redis store's Lua scripts).
+
+Memory is bounded, not only by TTL: past `max_workflows` documents or `max_bytes`
+of serialised documents, the oldest *finished* workflows are dropped first (as if
+their retention had run out). Running workflows are never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +66,8 @@ class MemoryStateStore:
         ttl_s: int = DEFAULT_TTL_S,
         retention_s: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_workflows: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
@@ -69,7 +76,12 @@ class MemoryStateStore:
         if self._retention_s <= 0:
             raise ValueError(f"retention_s must be positive, got {retention_s}")
         self._clock = clock
+        self._max_workflows = max_workflows
+        self._max_bytes = max_bytes
         self._docs: dict[str, _Doc] = {}
+        self._bytes = 0
+        # Finished workflows, oldest first: the first to go when a bound is reached.
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self._cancel_flags: dict[str, float] = {}  # workflow id -> expires_at
         # (tenant, Idempotency-Key) -> (workflow id, digest, expires_at)
         self._submits: dict[tuple[str | None, str], tuple[str, str, float]] = {}
@@ -113,11 +125,15 @@ class MemoryStateStore:
         if stored is not None and stored.terminal:
             return False
         terminal = state.status.is_terminal
+        if stored is not None:
+            self._bytes -= _size(stored.fields)
         if terminal:
             fields = compacted(state)
             self._fields.forget(workflow_id)
             expires_at = now + self._retention_s
             self._docs[workflow_id] = _Doc(dict(fields), True, expires_at)
+            self._bytes += _size(fields)
+            self._finished[workflow_id] = None
             self._cancel_flags.pop(workflow_id, None)
             submit = (state.tenant, state.submit_key or "")
             if state.submit_key is not None and submit in self._submits:
@@ -132,6 +148,7 @@ class MemoryStateStore:
             merged.update(fields)
             watched = stored is not None and stored.watched
             self._docs[workflow_id] = _Doc(merged, False, expires_at, watched)
+            self._bytes += _size(merged)
             self._fields.remember(changes)
             # Keys of one workflow share one expiry, as the Redis save script does.
             if self._live_flag(workflow_id, now):
@@ -140,6 +157,8 @@ class MemoryStateStore:
         if terminal and stored is not None and stored.watched:
             for subscriber in self._finish_subscribers:
                 subscriber.queue.put_nowait(workflow_id)
+        if terminal:
+            self._evict()
         self._maybe_sweep(now)
         return True
 
@@ -245,11 +264,33 @@ class MemoryStateStore:
     def _live_doc(self, workflow_id: str, now: float) -> _Doc | None:
         stored = self._docs.get(workflow_id)
         if stored is not None and stored.expires_at <= now:
-            del self._docs[workflow_id]
-            self._leases.forget(workflow_id)
-            self._fields.forget(workflow_id)
+            self._drop(workflow_id)
             return None
         return stored
+
+    def _drop(self, workflow_id: str) -> None:
+        stored = self._docs.pop(workflow_id, None)
+        if stored is not None:
+            self._bytes -= _size(stored.fields)
+        self._finished.pop(workflow_id, None)
+        self._leases.forget(workflow_id)
+        self._fields.forget(workflow_id)
+
+    def _evict(self) -> None:
+        """Drop the oldest finished workflows while a bound is exceeded."""
+        max_count, max_bytes = self._max_workflows, self._max_bytes
+        while self._finished and (
+            (max_count is not None and len(self._docs) > max_count)
+            or (max_bytes is not None and self._bytes > max_bytes)
+        ):
+            oldest = next(iter(self._finished))
+            self._drop(oldest)
+            self._cancel_flags.pop(oldest, None)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(documents held, their serialised bytes): what the bounds apply to."""
+        return len(self._docs), self._bytes
 
     def _live_flag(self, workflow_id: str, now: float) -> bool:
         expires_at = self._cancel_flags.get(workflow_id)
@@ -263,8 +304,12 @@ class MemoryStateStore:
             return
         self._next_sweep = now + self._sweep_interval
         for workflow_id in [k for k, d in self._docs.items() if d.expires_at <= now]:
-            self._live_doc(workflow_id, now)
+            self._drop(workflow_id)
         for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
             del self._cancel_flags[workflow_id]
         for key in [k for k, v in self._submits.items() if v[2] <= now]:
             del self._submits[key]
+
+
+def _size(fields: dict[str, bytes]) -> int:
+    return sum(len(k) + len(v) for k, v in fields.items())

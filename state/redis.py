@@ -48,13 +48,13 @@ from redis.exceptions import RedisError
 
 from state import keys
 from state.cancellations import WorkflowIdStream
+from state.connect import connect
 from state.history import HistoryPage, HistoryQuery
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.layout import FieldCache, WriteStats, assemble, compacted
 from state.leases import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
 from state.redis_batch import Batcher, LuaScript
-from state.redis_client import connect
 from state.redis_history import RedisHistory
 from state.store import LeaseLost, StateStoreError
 
@@ -83,8 +83,7 @@ if terminal[ARGV[2]] then
   if stored[2] then redis.call('HSET', KEYS[1], '{keys.DOC_LEASE_GEN_FIELD}', stored[2]) end
   if stored[3] then redis.call('HSET', KEYS[1], '{keys.DOC_OWNER_FIELD}', stored[3]) end
 end
-redis.call('HSET', KEYS[1], '{keys.DOC_STATUS_FIELD}', ARGV[2])
-local n = #ARGV
+local n = #ARGV  -- the status is the first pair (the client puts it there)
 for i = 7, n, 1000 do  -- chunks: unpack() of a 10,000-step first write would overflow the stack
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, n)))
 end
@@ -289,6 +288,8 @@ class RedisStateStore:
             "1" if partial else "0",
             keys.finished_channel(self._prefix),
             workflow_id,
+            keys.DOC_STATUS_FIELD,
+            state.status.value,
         ]
         for name, value in fields.items():
             args += (name, value)

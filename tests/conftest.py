@@ -92,7 +92,7 @@ def redis_cluster_prefix(redis_cluster_url: str) -> Iterator[str]:
     """Like `redis_prefix`, on the cluster: its keys are deleted from every node after."""
     token = f"{RUN_ID}-{next(_TEST_NUMBERS)}"
     yield f"t:{token}:"
-    from state.redis_client import is_cluster_url
+    from state.connect import is_cluster_url
 
     url = redis_cluster_url
     if is_cluster_url(url):

@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from state import keys
+from state.connect import connect
 from state.memory import MemoryStateStore
 from state.models import (
     StepError,
@@ -29,7 +30,6 @@ from state.models import (
     WorkflowStatus,
 )
 from state.redis import RedisStateStore
-from state.redis_client import connect
 from state.store import StateStore
 from tests.fakes import FakeClock
 

@@ -1,0 +1,66 @@
+"""One way to open a Redis client with bounded waits, for every part that talks to Redis.
+
+The state store, the shared breaker board and the access layer (keys, quotas) all
+reach the same Redis; each must fail fast when it is down or frozen rather than hang a
+request, so every client is built here with the same connect, command and pool bounds
+(DESIGN.md "Redis faults"). A URL may name a Redis Cluster (``redis+cluster://``), and
+then every part gets redis-py's `RedisCluster` on the same bounds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+# A single Redis or a Redis Cluster: the commands we use work on both.
+Client = aioredis.Redis | aioredis.RedisCluster
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0] in _CLUSTER_SCHEMES
+
+
+def connect(
+    url: str,
+    *,
+    cluster: bool = False,
+    connect_timeout_s: float = 1.0,
+    command_timeout_s: float = 1.0,
+    max_connections: int = 64,
+    pool_timeout_s: float = 2.0,
+    **client_kwargs: Any,
+) -> Client:
+    """A client for `url` whose connecting, commands and pool waits are all bounded.
+
+    `url` names a Redis Cluster when it starts with ``redis+cluster://`` (or
+    ``rediss+cluster://``), or when `cluster` is set: the client is then a
+    `RedisCluster` (at most `max_connections` per node). Otherwise at most
+    `max_connections` are open at once (pub/sub included), and a command waits up
+    to `pool_timeout_s` for a free one instead of failing at once when a burst has
+    them all. `client_kwargs` go to the connection pool (e.g. `client_name`).
+    """
+    scheme, sep, rest = url.partition("://")
+    if scheme in _CLUSTER_SCHEMES:
+        scheme, cluster = _CLUSTER_SCHEMES[scheme], True
+    if cluster:
+        # A cluster has one database: drop a "/<db>" path a single-Redis URL may carry.
+        nodes = rest.partition("/")[0]
+        return aioredis.RedisCluster.from_url(
+            f"{scheme}{sep}{nodes}",
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=command_timeout_s,
+            max_connections=max_connections,
+            **client_kwargs,
+        )
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=pool_timeout_s,
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=command_timeout_s,
+        **client_kwargs,
+    )
+    return aioredis.Redis.from_pool(pool)
