@@ -14,6 +14,8 @@ Contract (both implementations, one test suite in tests/state/test_leases.py):
   late heartbeat is not a death), and returns exactly those; a lease another
   replica took over is not renewed and not returned, so the old owner learns it
   lost the workflow and must stop writing it (the store would refuse anyway).
+  A workflow the backend lost entirely (no generation, no lease) is taken back
+  under the same token and listed again.
 - `release` drops the lease if `owner` holds it and unlists the workflow.
 - `orphans` lists workflows in the running index whose lease has expired: their
   owner stopped heartbeating. Whoever then `claim`s one resumes it.
