@@ -92,7 +92,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "unknown_field",
             ),
             403: ("agent_not_allowed",),
-            422: ("invalid_workflow",),
+            422: ("invalid_workflow", "definition_too_complex"),
             429: ("too_many_workflows", "tenant_quota_exceeded"),
         },
     ),
@@ -190,7 +190,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         replies={200: Reply("valid, with its plan", ref("Validated"))},
         errors={
             400: ("missing_field", "invalid_type", "unknown_field"),
-            422: ("invalid_workflow",),
+            422: ("invalid_workflow", "definition_too_complex"),
         },
     ),
     Endpoint(

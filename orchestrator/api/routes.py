@@ -40,7 +40,7 @@ async def query(request: web.Request) -> web.Response:
     req = parse_query_request(body, max_query_chars=services.settings.max_query_chars)
     allowed = request.app[ACCESS].config.tenant(who.tenant).agents
     if req.workflow is not None:
-        workflow = services.compile(req.workflow, agents=allowed)
+        workflow = await services.compile_off_loop(req.workflow, agents=allowed)
         inputs = dict(workflow.definition.inputs)
         if req.query is not None:
             inputs["query"] = req.query
@@ -155,7 +155,7 @@ async def validate(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     raw = parse_workflow_body(await read_json_object(request))
     allowed = request.app[ACCESS].config.tenant(principal(request).tenant).agents
-    workflow = services.compile(raw, agents=allowed)
+    workflow = await services.compile_off_loop(raw, agents=allowed)
     return json_response({"valid": True, "plan": plan_workflow(workflow).to_dict()})
 
 
