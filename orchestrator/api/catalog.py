@@ -112,8 +112,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Role.USER,
         "Cancel a workflow wherever it runs",
         "workflows",
-        description="Idempotent while it runs. No body is needed; a body, if sent, must be "
-        "JSON. 404 for another tenant's workflow.",
+        description="Idempotent: cancelling an already cancelled workflow answers 200 with "
+        "its document; 409 only for one that ended another way. No body is needed; a body, "
+        "if sent, must be JSON. 404 for another tenant's workflow.",
         replies={
             200: Reply("stopped; the document with status cancelled", ref("Cancelled")),
             202: Reply("cancel requested; not yet confirmed stopped", ref("Cancelled")),
