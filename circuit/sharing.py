@@ -81,6 +81,7 @@ class BreakerSync:
         # action does not undo it with what it read.
         self._version = 0
         self._board_ok = True
+        self._stopping = False
         self.cycles = 0
 
     async def start(self) -> None:
@@ -92,13 +93,21 @@ class BreakerSync:
             self._board_failed(exc)
         self._task = asyncio.create_task(self._run(), name=f"breaker-sync:{self.replica}")
 
+    async def refresh(self) -> None:
+        """Run one cycle now and wait for it (raises `BreakerBoardError`)."""
+        await self._cycle()
+
     def wake(self) -> None:
         """Run a cycle now rather than at the next tick (e.g. after a transition)."""
         self._wake.set()
 
     async def close(self) -> None:
+        # The flag as well as the cancel: on Python 3.11 a cancel that lands as a board
+        # call's timeout expires can come out as a TimeoutError, which the loop survives.
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
@@ -158,11 +167,18 @@ class BreakerSync:
     # -- the cycle ------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval_s):
-                    await self._wake.wait()
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            # A timer that sets the event rather than a timeout around the wait: nothing
+            # here can turn a cancellation into a timeout.
+            tick = loop.call_later(self._interval_s, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                tick.cancel()
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self._cycle()
             except BreakerBoardError as exc:

@@ -93,7 +93,13 @@ async def api(
         if store is not None:
             stores.append(store)
         replica_id = kwargs.pop("replica_id", None)
-        app = create_app(settings_for(agents, **kwargs), store=store, replica_id=replica_id)
+        board = kwargs.pop("breaker_board", None)
+        app = create_app(
+            settings_for(agents, **kwargs),
+            store=store,
+            replica_id=replica_id,
+            breaker_board=board,
+        )
         return await aiohttp_client(app)
 
     yield make
