@@ -5,12 +5,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from agents.client import AgentClient, create_http_client
 from circuit.board import BreakerBoard, MemoryBreakerBoard
 from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
+from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
+from orchestrator.api.access import (
+    ACCESS,
+    Access,
+    auth_middleware,
+    browser_middleware,
+    json_body_middleware,
+)
+from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
@@ -21,8 +31,10 @@ from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
 from orchestrator.settings import Settings
+from state.connect import connect
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
+from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
 from state.redis import RedisStateStore
 from state.store import StateStore
 
@@ -32,19 +44,52 @@ BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_in
 def create_store(settings: Settings) -> StateStore:
     if settings.redis_url:
         return RedisStateStore.from_url(
-            settings.redis_url, prefix=settings.key_prefix, ttl_s=settings.state_ttl_s
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            ttl_s=settings.state_ttl_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            command_timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
         )
     return MemoryStateStore(ttl_s=settings.state_ttl_s)
 
 
-def create_breaker_board(settings: Settings) -> BreakerBoard:
+def create_redis_client(settings: Settings) -> aioredis.Redis | None:
+    """The bounded client that the breaker board and the access layer share (None: no Redis)."""
+    if not settings.redis_url:
+        return None
+    return connect(
+        settings.redis_url,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        command_timeout_s=settings.redis_timeout_s,
+        max_connections=settings.redis_max_connections,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+    )
+
+
+def create_breaker_board(settings: Settings, client: aioredis.Redis | None) -> BreakerBoard:
     """Where replicas share breakers: Redis when the state is there, else this process."""
     ttl_s = max(2.0, 8 * settings.breaker_sync_s)
-    if settings.redis_url:
-        return RedisBreakerBoard.from_url(
-            settings.redis_url, prefix=settings.key_prefix, report_ttl_s=ttl_s
-        )
+    if client is not None:
+        return RedisBreakerBoard(client, prefix=settings.key_prefix, report_ttl_s=ttl_s)
     return MemoryBreakerBoard(report_ttl_s=ttl_s)
+
+
+def create_access(settings: Settings, client: aioredis.Redis | None) -> Access:
+    """Key stores and quotas: on Redis when REDIS_URL is set (shared by every replica)."""
+    config = settings.access
+    stores: list[KeyStore] = [StaticKeyStore(config.keys)]
+    if config.redis_keys:
+        if client is None:
+            raise ValueError("[access] redis_keys = true needs REDIS_URL")
+        stores.append(
+            RedisKeyStore(client, prefix=settings.key_prefix, default_limits=config.default_limits)
+        )
+    quotas: Quotas = (
+        RedisQuotas(client, prefix=settings.key_prefix) if client is not None else MemoryQuotas()
+    )
+    return Access(config=config, authenticator=Authenticator(stores), quotas=quotas)
 
 
 def create_app(
@@ -60,16 +105,29 @@ def create_app(
     The app closes only what it opened.
     """
     app = web.Application(
-        middlewares=[error_middleware],
+        # Outermost first: browser checks (their headers reach every response), errors to
+        # JSON, then who is calling, then the body's media type.
+        middlewares=[browser_middleware, error_middleware, auth_middleware, json_body_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
+    # One bounded client for the board and the access layer; the store keeps its own pool
+    # (its pub/sub connections must not starve the checks every request makes).
+    shared_redis = create_redis_client(settings)
+    access = create_access(settings, shared_redis)
+    app[ACCESS] = access
+    admission = Admission(access.quotas, settings.access, state_ttl_s=settings.state_ttl_s)
+    app[ADMISSION] = admission
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
         own_http = http is None
         own_board = breaker_board is None
-        board = breaker_board if breaker_board is not None else create_breaker_board(settings)
+        board = (
+            breaker_board
+            if breaker_board is not None
+            else create_breaker_board(settings, shared_redis)
+        )
         the_store = store if store is not None else create_store(settings)
         the_http = (
             http if http is not None else create_http_client(transport=settings.http_transport)
@@ -130,6 +188,9 @@ def create_app(
             await breakers.close()
             if own_board:
                 await board.close()
+            await admission.close()
+            if shared_redis is not None:
+                await shared_redis.aclose()
             if own_http:
                 await the_http.aclose()
             if own_store:

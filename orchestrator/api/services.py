@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +28,16 @@ class Services:
     # The deployment's view of the breakers and the ops actions on them.
     breakers: BreakerSync
 
-    def compile(self, raw: Any) -> CompiledWorkflow:
-        """Parse and validate a client's definition against this service's agents and kinds."""
+    def compile(self, raw: Any, *, agents: Collection[str] | None = None) -> CompiledWorkflow:
+        """Parse and validate a client's definition against this service's agents and kinds.
+
+        `agents` narrows the registry (a tenant restricted to some agents); an agent
+        outside it is reported like an unknown one.
+        """
+        registered = list(self.client.registry)
         return compile_workflow(
             raw,
-            agents=list(self.client.registry),
+            agents=registered if agents is None else [a for a in registered if a in agents],
             kinds=self.kinds,
             builtins=list(self.builtins),
             max_nodes=self.settings.max_nodes,
