@@ -83,6 +83,10 @@ class BreakerSync:
         self._board_ok = True
         self._stopping = False
         self.cycles = 0
+        for breaker in breakers.values():
+            # Publish a transition at once rather than at the next tick. Setting an
+            # event is all the call path pays.
+            breaker.add_observer(self._on_transition)
 
     async def start(self) -> None:
         """Apply the modes in force (bounded wait; a dead board is retried later), then run."""
@@ -92,6 +96,9 @@ class BreakerSync:
         except (BreakerBoardError, TimeoutError) as exc:
             self._board_failed(exc)
         self._task = asyncio.create_task(self._run(), name=f"breaker-sync:{self.replica}")
+
+    def _on_transition(self, name: str, old: BreakerState, new: BreakerState) -> None:
+        self._wake.set()
 
     async def refresh(self) -> None:
         """Run one cycle now and wait for it (raises `BreakerBoardError`)."""

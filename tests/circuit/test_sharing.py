@@ -241,3 +241,21 @@ async def test_a_cycle_that_read_the_board_before_a_local_action_does_not_undo_i
     gate.set()
     await cycle
     assert sync.breakers["data"].forced is Forced.OPEN
+
+
+async def test_a_transition_is_published_at_once_not_at_the_next_tick(clock: FakeClock) -> None:
+    board = MemoryBreakerBoard()
+    sync = replica("a", board, clock, minimum_calls=1)  # ticks once an hour
+    await sync.start()
+    try:
+        with pytest.raises(RuntimeError):
+            await sync.breakers["data"].call(boom)  # opens: the observer wakes the publisher
+        for _ in range(100):  # a few loop turns, not an hour
+            reports = await board.reports()
+            if reports and reports[0].breakers["data"]["state"] == "open":
+                break
+            await asyncio.sleep(0)
+        else:
+            raise AssertionError("the transition was not published")
+    finally:
+        await sync.close()
