@@ -11,6 +11,9 @@ implementations, the in-process `MemoryBreakerBoard` and `RedisBreakerBoard`):
   `Forced.DISABLED`) for an agent, or clears it with None; `forced()` returns
   every recorded mode. Modes outlive the replicas that set them (a restarted
   replica picks them up) until cleared.
+- clearing (None) also counts a reset for the agent: `resets()` returns each
+  agent's count, so every replica closes its breaker once per ops `reset` /
+  `enable`, even one that had opened by itself with no mode recorded.
 - Backend failures surface as `BreakerBoardError`; nothing here is ever awaited on
   an agent call's path (see `circuit.sharing.BreakerSync`).
 
@@ -79,6 +82,10 @@ class BreakerBoard(Protocol):
 
     async def forced(self) -> dict[str, ForcedMode]: ...
 
+    async def resets(self) -> dict[str, int]:
+        """How many times each agent's mode was cleared (ops reset / enable) so far."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -92,6 +99,7 @@ class MemoryBreakerBoard:
         self._clock = clock
         self._reports: dict[str, ReplicaReport] = {}
         self._forced: dict[str, ForcedMode] = {}
+        self._resets: dict[str, int] = {}
 
     @property
     def backend(self) -> str:
@@ -113,11 +121,15 @@ class MemoryBreakerBoard:
         check_ops_mode(mode)
         if mode is None:
             self._forced.pop(agent, None)
+            self._resets[agent] = self._resets.get(agent, 0) + 1
         else:
             self._forced[agent] = ForcedMode(mode, self._clock(), by)
 
     async def forced(self) -> dict[str, ForcedMode]:
         return dict(self._forced)
+
+    async def resets(self) -> dict[str, int]:
+        return dict(self._resets)
 
     async def close(self) -> None:
         return None

@@ -4,6 +4,7 @@ Keys, under the deployment's prefix (default ``orch:``)::
 
     orch:cb:forced          hash  agent -> {"mode", "at", "by"}    ops modes; TTL `forced_ttl_s`,
                                                                    refreshed by every publish
+    orch:cb:resets          hash  agent -> count of resets         the same TTL
     orch:cb:replicas        zset  replica -> epoch of last publish  TTL `report_ttl_s`, refreshed
     orch:cb:replica:<id>    str   that replica's report (JSON)      TTL `report_ttl_s`
 
@@ -38,6 +39,10 @@ DEFAULT_FORCED_TTL_S = 30 * 24 * 3600
 
 def forced_key(prefix: str) -> str:
     return f"{prefix}cb:forced"
+
+
+def resets_key(prefix: str) -> str:
+    return f"{prefix}cb:resets"
 
 
 def replicas_key(prefix: str) -> str:
@@ -91,6 +96,7 @@ class RedisBreakerBoard:
             pipe.zremrangebyscore(replicas, "-inf", now - self._report_ttl_s)
             pipe.pexpire(replicas, self._report_ttl_ms)
             pipe.expire(forced_key(self._prefix), self._forced_ttl_s)
+            pipe.expire(resets_key(self._prefix), self._forced_ttl_s)
             await pipe.execute()
 
     async def reports(self) -> list[ReplicaReport]:
@@ -119,7 +125,11 @@ class RedisBreakerBoard:
         key = forced_key(self._prefix)
         async with self._translate("set_forced"):
             if mode is None:
-                await self._client.hdel(key, agent)
+                pipe = self._client.pipeline(transaction=True)
+                pipe.hdel(key, agent)
+                pipe.hincrby(resets_key(self._prefix), agent, 1)
+                pipe.expire(resets_key(self._prefix), self._forced_ttl_s)
+                await pipe.execute()
                 return
             entry = ForcedMode(mode, self._clock(), by)
             pipe = self._client.pipeline(transaction=True)
@@ -139,6 +149,11 @@ class RedisBreakerBoard:
                 continue  # written by a newer version: ignore rather than fail every replica
             out[_text(agent)] = ForcedMode(mode, float(doc["at"]), str(doc["by"]))
         return out
+
+    async def resets(self) -> dict[str, int]:
+        async with self._translate("resets"):
+            raw = await self._client.hgetall(resets_key(self._prefix))
+        return {_text(agent): int(count) for agent, count in raw.items()}
 
     async def close(self) -> None:
         if self._owns_client:

@@ -4,7 +4,9 @@ A background task, every `interval_s` (and at once when woken):
 
 1. reads the ops modes on the board and applies them to the local breakers (an
    ops `open` or `disable` set on any replica reaches this one within a cycle,
-   and a replica that starts picks up the modes in force before it serves);
+   and a replica that starts picks up the modes in force before it serves); a
+   `reset` / `enable` made anywhere since the last cycle closes the local breaker,
+   whatever opened it;
 2. for agents with `share = "follow"`, holds the local breaker open while at least
    `follow_share` of the live replicas have opened it *themselves* (followers are
    not counted, so followers never keep each other open), and lets go when they
@@ -82,6 +84,9 @@ class BreakerSync:
         self._version = 0
         self._board_ok = True
         self._stopping = False
+        # Reset counts already acted on; None until the first cycle, which only records
+        # them (a starting replica's breakers are fresh anyway).
+        self._resets_seen: dict[str, int] | None = None
         self.cycles = 0
         for breaker in breakers.values():
             # Publish a transition at once rather than at the next tick. Setting an
@@ -132,7 +137,10 @@ class BreakerSync:
         breaker = self.breakers[agent]
         await self.board.set_forced(agent, mode, by=self.replica)
         self._version += 1
-        breaker.set_forced(mode)
+        if mode is None:
+            breaker.reset()  # lift any mode and close, whatever opened it
+        else:
+            breaker.set_forced(mode)
         self.wake()
         return breaker
 
@@ -196,8 +204,10 @@ class BreakerSync:
 
     async def _cycle(self) -> None:
         version = self._version
+        resets = await self.board.resets()
         forced = await self.board.forced()
         if version == self._version:
+            self._apply_resets(resets)
             self._apply_ops(forced)
         if any(b.config.share == "follow" for b in self.breakers.values()):
             self._apply_follow(await self.board.reports())
@@ -208,6 +218,16 @@ class BreakerSync:
         if not self._board_ok:
             self._board_ok = True
             logger.info("breaker_board_back", replica=self.replica)
+
+    def _apply_resets(self, resets: Mapping[str, int]) -> None:
+        seen, self._resets_seen = self._resets_seen, dict(resets)
+        if seen is None:
+            return
+        for name, count in resets.items():
+            breaker = self.breakers.get(name)
+            if breaker is not None and count > seen.get(name, 0):
+                logger.warning("breaker_reset_by_ops", agent=name)
+                breaker.reset()
 
     def _apply_ops(self, forced: Mapping[str, ForcedMode]) -> None:
         for name, breaker in self.breakers.items():

@@ -98,6 +98,17 @@ async def test_forced_modes_are_shared_and_cleared(make_board: BoardFactory) -> 
     assert set(await a.forced()) == {"viz"}
 
 
+async def test_clearing_a_mode_counts_a_reset(make_board: BoardFactory) -> None:
+    """Every clear counts, whether or not a mode was recorded: replicas act on each once."""
+    a, b = make_board(), make_board()
+    assert await b.resets() == {}
+    await a.set_forced("data", None, by="a")
+    await a.set_forced("data", Forced.DISABLED, by="a")
+    await b.set_forced("data", None, by="b")
+    await b.set_forced("viz", None, by="b")
+    assert await a.resets() == {"data": 2, "viz": 1}
+
+
 async def test_forced_modes_outlive_the_board_that_set_them(make_board: BoardFactory) -> None:
     a = make_board()
     await a.set_forced("data", Forced.OPEN, by="a")
@@ -120,6 +131,7 @@ async def test_an_unreachable_redis_is_a_board_error_within_the_timeout() -> Non
             board.reports(),
             board.forced(),
             board.set_forced("data", Forced.OPEN, by="a"),
+            board.resets(),
             board.withdraw("a"),
         ):
             with pytest.raises(BreakerBoardError) as caught:

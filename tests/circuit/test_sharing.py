@@ -67,6 +67,9 @@ class DeadBoard:
     async def forced(self) -> dict[str, ForcedMode]:
         return dict(await self._fail())
 
+    async def resets(self) -> dict[str, int]:
+        return dict(await self._fail())
+
     async def close(self) -> None:
         return None
 
@@ -259,3 +262,32 @@ async def test_a_transition_is_published_at_once_not_at_the_next_tick(clock: Fak
             raise AssertionError("the transition was not published")
     finally:
         await sync.close()
+
+
+async def test_a_reset_closes_every_replica_breaker_even_one_that_opened_itself(
+    clock: FakeClock,
+) -> None:
+    """reset on A closes B's breaker that opened on its own (no mode was ever recorded)."""
+    board = MemoryBreakerBoard()
+    a, b = replica("a", board, clock), replica("b", board, clock, minimum_calls=1)
+    for sync in (a, b):
+        await sync.refresh()
+    with pytest.raises(RuntimeError):
+        await b.breakers["data"].call(boom)
+    assert b.breakers["data"].state is BreakerState.OPEN
+    await b.refresh()
+    await a.force("data", None)
+    await b.refresh()
+    assert b.breakers["data"].state is BreakerState.CLOSED
+    with pytest.raises(RuntimeError):
+        await b.breakers["data"].call(boom)  # it may open again on its own
+    await b.refresh()  # and the old reset is not applied twice
+    assert b.breakers["data"].state is BreakerState.OPEN
+
+
+async def test_reset_closes_a_breaker_opened_by_its_own_policy(clock: FakeClock) -> None:
+    sync = replica("a", MemoryBreakerBoard(), clock, minimum_calls=1)
+    with pytest.raises(RuntimeError):
+        await sync.breakers["data"].call(boom)
+    await sync.force("data", None)
+    assert sync.breakers["data"].state is BreakerState.CLOSED

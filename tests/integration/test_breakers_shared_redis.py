@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from circuit.board_redis import RedisBreakerBoard
+from circuit.config import BreakerConfig
 from state.redis import RedisStateStore
 from tests.integration.conftest import Agents, eventually
 
@@ -33,11 +34,12 @@ async def prefix(redis_url: str) -> AsyncIterator[str]:
         await client.aclose()
 
 
-async def replica(api: Any, redis_url: str, prefix: str, name: str) -> Any:
+async def replica(api: Any, redis_url: str, prefix: str, name: str, **settings: Any) -> Any:
     return await api(
         store=RedisStateStore.from_url(redis_url, prefix=prefix),
         breaker_board=RedisBreakerBoard.from_url(redis_url, prefix=prefix, report_ttl_s=2.0),
         replica_id=name,
+        **settings,
     )
 
 
@@ -175,3 +177,62 @@ async def test_ops_action_with_redis_down_is_a_503_and_calls_still_work(
     status = await (await client.get("/api/circuit-breakers/status")).json()
     assert status["shared"]["available"] is False
     assert status["breakers"]["data"]["state"] == "closed"
+
+
+async def test_a_follower_holds_open_while_the_replica_that_found_the_agent_dead_does(
+    api: Any, agents: Agents, redis_url: str, prefix: str
+) -> None:
+    """share="follow": B opens when A's breaker opens on its own, sends nothing, closes with A."""
+    follow = BreakerConfig(
+        policy="consecutive", fail_max=3, reset_timeout_s=0.3, share="follow", follow_share=0.5
+    )
+    a = await replica(api, redis_url, prefix, "a", breaker=follow)
+    b = await replica(api, redis_url, prefix, "b", breaker=follow)
+    await agents["data"].control(fail_rate=1.0)
+    for _ in range(2):  # two attempts each: A's data breaker opens on its own
+        await a.post("/api/query", json={"query": QUESTION})
+    assert (await data_state(a))["state"] == "open"
+
+    async def b_follows() -> bool:
+        state = await data_state(b)
+        return bool(state["state"] == "open" and state["forced"] == "follow")
+
+    await eventually(b_follows, attempts=100, interval_s=0.02)
+    sent = (await agents["data"].stats())["requests"]
+    response = await b.post("/api/query", json={"query": QUESTION})
+    assert (await response.json())["error"]["code"] == "agent_unavailable"
+    assert (await agents["data"].stats())["requests"] == sent  # B did not probe it
+
+    await agents["data"].control(fail_rate=0.0)
+
+    async def a_probed_and_closed() -> bool:  # after its 0.3 s wait, A's probe succeeds
+        await a.post("/api/query", json={"query": QUESTION})
+        return bool((await data_state(a))["state"] == "closed")
+
+    await eventually(a_probed_and_closed, attempts=100, interval_s=0.05)
+
+    async def b_closed() -> bool:
+        state = await data_state(b)
+        return bool(state["state"] == "closed" and state["forced"] is None)
+
+    await eventually(b_closed, attempts=100, interval_s=0.02)
+    assert (await b.post("/api/query", json={"query": QUESTION})).status == 200
+
+
+async def test_reset_closes_a_breaker_another_replica_opened_on_its_own(
+    api: Any, agents: Agents, redis_url: str, prefix: str
+) -> None:
+    a = await replica(api, redis_url, prefix, "a")
+    b = await replica(api, redis_url, prefix, "b")
+    await agents["data"].control(fail_rate=1.0)
+    for _ in range(2):
+        await b.post("/api/query", json={"query": QUESTION})
+    assert (await data_state(b))["state"] == "open"
+    await agents["data"].control(fail_rate=0.0)
+    assert (await a.post("/api/circuit-breakers/data/reset")).status == 200
+
+    async def b_closed() -> bool:
+        return bool((await data_state(b))["state"] == "closed")
+
+    await eventually(b_closed, attempts=100, interval_s=0.02)
+    assert (await b.post("/api/query", json={"query": QUESTION})).status == 200
