@@ -22,6 +22,7 @@ from orchestrator.api.access import (
 )
 from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
+from orchestrator.api.redact import REDACTOR, AddressRedactor
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
 from orchestrator.chain import CHAIN_NAME, chain_definition
@@ -30,6 +31,7 @@ from orchestrator.dag.runner import BuiltinFallback, DagRunner
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
+from orchestrator.metrics import WorkflowMetrics
 from orchestrator.settings import Settings
 from state.connect import connect
 from state.memory import MemoryStateStore
@@ -52,7 +54,11 @@ def create_store(settings: Settings) -> StateStore:
             max_connections=settings.redis_max_connections,
             pool_timeout_s=settings.redis_pool_timeout_s,
         )
-    return MemoryStateStore(ttl_s=settings.state_ttl_s)
+    return MemoryStateStore(
+        ttl_s=settings.state_ttl_s,
+        max_workflows=settings.memory_max_workflows,
+        max_bytes=settings.memory_max_bytes,
+    )
 
 
 def create_redis_client(settings: Settings) -> aioredis.Redis | None:
@@ -109,8 +115,19 @@ def create_app(
         # JSON, then who is calling, then the body's media type.
         middlewares=[browser_middleware, error_middleware, auth_middleware, json_body_middleware],
         client_max_size=settings.max_body_bytes,
+        # Passed to every connection's handler: idle keep-alive connections are closed,
+        # and request lines and header fields stay within aiohttp's defaults.
+        handler_args={
+            "keepalive_timeout": settings.keepalive_timeout_s,
+            "max_line_size": 8190,
+            "max_field_size": 8190,
+            # Bodies are never decompressed: a Content-Encoding is refused with a 415
+            # (read_json_object) instead of inflating a bomb or failing in the parser.
+            "auto_decompress": False,
+        },
     )
     app.add_routes(routes)
+    app.on_response_prepare.append(_plain_server_header)
     # One bounded client for the board and the access layer; the store keeps its own pool
     # (its pub/sub connections must not starve the checks every request makes).
     shared_redis = create_redis_client(settings)
@@ -118,6 +135,7 @@ def create_app(
     app[ACCESS] = access
     admission = Admission(access.quotas, settings.access, state_ttl_s=settings.state_ttl_s)
     app[ADMISSION] = admission
+    app[REDACTOR] = AddressRedactor(settings.agents)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
@@ -135,7 +153,11 @@ def create_app(
         client = AgentClient(settings.agents, the_http)
         kinds = default_kinds()
         runner = DagRunner(
-            agents=client, registry=settings.agents, kinds=kinds, builtins=BUILTIN_FALLBACKS
+            agents=client,
+            registry=settings.agents,
+            kinds=kinds,
+            builtins=BUILTIN_FALLBACKS,
+            limits=settings.limits,
         )
         chain = compile_workflow(
             chain_definition(
@@ -161,6 +183,7 @@ def create_app(
             shutdown_grace_s=settings.shutdown_grace_s,
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
+            metrics=WorkflowMetrics(max_series=settings.max_metric_series),
         )
         breakers = BreakerSync(
             client.breakers(),
@@ -196,5 +219,19 @@ def create_app(
             if own_store:
                 await the_store.close()
 
+    async def stop_workflows(app: web.Application) -> None:
+        # on_shutdown runs after the listening sockets closed and before aiohttp waits
+        # for in-flight requests: running workflows get their grace period here, then
+        # end (memory store) or are handed off (Redis), so the sync requests waiting
+        # on them are answered with the workflow document before connections close.
+        if SERVICES in app:
+            await app[SERVICES].orchestrator.close()
+
     app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(stop_workflows)
     return app
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would announce "Python/3.x aiohttp/3.x": versions help nobody but attackers.
+    response.headers["Server"] = "orchestrator"
