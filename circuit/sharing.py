@@ -139,6 +139,8 @@ class BreakerSync:
         self._version += 1
         if mode is None:
             breaker.reset()  # lift any mode and close, whatever opened it
+            if self._resets_seen is not None:  # done here: the next cycle must not redo it
+                self._resets_seen[agent] = self._resets_seen.get(agent, 0) + 1
         else:
             breaker.set_forced(mode)
         self.wake()

@@ -286,8 +286,14 @@ async def test_a_reset_closes_every_replica_breaker_even_one_that_opened_itself(
 
 
 async def test_reset_closes_a_breaker_opened_by_its_own_policy(clock: FakeClock) -> None:
+    """Closed at once where it was asked, and not reset a second time by the next cycle."""
     sync = replica("a", MemoryBreakerBoard(), clock, minimum_calls=1)
+    await sync.refresh()
     with pytest.raises(RuntimeError):
         await sync.breakers["data"].call(boom)
     await sync.force("data", None)
     assert sync.breakers["data"].state is BreakerState.CLOSED
+    with pytest.raises(RuntimeError):
+        await sync.breakers["data"].call(boom)
+    await sync.refresh()
+    assert sync.breakers["data"].state is BreakerState.OPEN
