@@ -1,6 +1,7 @@
 """`BreakerSync`: one replica's breakers kept in step with the deployment, off the call path.
 
-A background task, every `interval_s` (and at once when woken):
+A background task, every `interval_s`, and at once when woken (by a local
+transition, or by the board when any replica changes an ops mode):
 
 1. reads the ops modes on the board and applies them to the local breakers (an
    ops `open` or `disable` set on any replica reaches this one within a cycle,
@@ -79,6 +80,7 @@ class BreakerSync:
         self._wall_clock = wall_clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         # Bumped by every local ops action, so a cycle that read the board before the
         # action does not undo it with what it read.
         self._version = 0
@@ -101,6 +103,15 @@ class BreakerSync:
         except (BreakerBoardError, TimeoutError) as exc:
             self._board_failed(exc)
         self._task = asyncio.create_task(self._run(), name=f"breaker-sync:{self.replica}")
+        listening = asyncio.Event()
+        self._watcher = asyncio.create_task(
+            self._watch(listening), name=f"breaker-watch:{self.replica}"
+        )
+        # Serve once listening, so no ops action after start-up waits for a poll; a
+        # board that will not listen only costs the bounded wait.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._start_timeout_s):
+                await listening.wait()
 
     def _on_transition(self, name: str, old: BreakerState, new: BreakerState) -> None:
         self._wake.set()
@@ -117,6 +128,11 @@ class BreakerSync:
         # The flag as well as the cancel: on Python 3.11 a cancel that lands as a board
         # call's timeout expires can come out as a TimeoutError, which the loop survives.
         self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._task is not None:
             self._task.cancel()
             self._wake.set()
@@ -203,6 +219,18 @@ class BreakerSync:
             except Exception:
                 # A bug here must not end sharing for the life of the process.
                 logger.exception("breaker_sync_failed", replica=self.replica)
+
+    async def _watch(self, listening: asyncio.Event) -> None:
+        """Wake the cycle when any replica changes a mode; the poll covers any gap."""
+        while not self._stopping:
+            try:
+                await self.board.watch(self.wake, listening)
+            except BreakerBoardError:
+                pass  # the cycle logs the outage; listen again after a pause
+            except Exception:
+                logger.exception("breaker_watch_failed", replica=self.replica)
+            listening.set()  # not listening, but start() need not wait any longer
+            await asyncio.sleep(max(1.0, self._interval_s))
 
     async def _cycle(self) -> None:
         version = self._version

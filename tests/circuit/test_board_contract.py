@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -139,3 +140,20 @@ async def test_an_unreachable_redis_is_a_board_error_within_the_timeout() -> Non
             assert caught.value.backend == "redis"
     finally:
         await board.close()
+
+
+async def test_watchers_hear_of_every_mode_change(make_board: BoardFactory) -> None:
+    """watch() calls back soon after any board records or clears a mode."""
+    a, b = make_board(), make_board()
+    heard, listening = asyncio.Event(), asyncio.Event()
+    watcher = asyncio.create_task(b.watch(heard.set, listening))
+    try:
+        await listening.wait()
+        for mode in (Forced.OPEN, None, Forced.DISABLED):
+            heard.clear()
+            await a.set_forced("data", mode, by="a")
+            await heard.wait()  # bounded by the test timeout
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher

@@ -236,3 +236,18 @@ async def test_reset_closes_a_breaker_another_replica_opened_on_its_own(
 
     await eventually(b_closed, attempts=100, interval_s=0.02)
     assert (await b.post("/api/query", json={"query": QUESTION})).status == 200
+
+
+async def test_ops_actions_reach_the_other_replica_by_pubsub_not_the_poll(
+    api: Any, redis_url: str, prefix: str
+) -> None:
+    """With a one-minute poll, open and reset still reach B at once (the board wakes it)."""
+    a = await replica(api, redis_url, prefix, "a", breaker_sync_s=60.0)
+    b = await replica(api, redis_url, prefix, "b", breaker_sync_s=60.0)
+    for action, want in (("open", "open"), ("reset", "closed"), ("open", "open")):
+        assert (await a.post(f"/api/circuit-breakers/data/{action}")).status == 200
+
+        async def b_obeys() -> bool:
+            return bool((await data_state(b))["state"] == want)  # noqa: B023
+
+        await eventually(b_obeys, attempts=150, interval_s=0.02)
