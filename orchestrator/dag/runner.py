@@ -5,8 +5,10 @@ A node starts the moment all its dependencies are done (graphlib's
 `options.max_parallel` nodes run at any moment (each agent's own limit is the
 client's bulkhead). Per node, in order:
 
-- skipped, without running, if a dependency failed; if a dependency was skipped
-  (fan-in kinds: only if every dependency was); or if its `when` is false;
+- skipped, without running, if its trigger rule over how its dependencies ended
+  is not met (dag/triggers.py: by default a node with one dependency needs it to
+  succeed, a join of several needs none failed and one succeeded), or if its
+  `when` is false;
 - otherwise run by its kind under its `timeout_s`; a failure (agent error, node
   error, any exception of the kind) goes to the node's `fallback` when it has one
   (the step completes with `fallback` = the reason, the workflow ends degraded);
@@ -40,6 +42,7 @@ from agents.registry import AgentRegistry
 from orchestrator.dag.errors import NodeError, NodeTimeout
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
 from orchestrator.dag.model import FallbackKind, OnFailure
+from orchestrator.dag.triggers import Outcome, unmet_reason
 from orchestrator.dag.validate import INPUTS, CompiledNode, CompiledWorkflow
 from state.models import (
     StepError,
@@ -190,16 +193,15 @@ class _Execution:
         self.scope[node_id] = None
 
     def _skip_reason(self, cn: CompiledNode) -> str | None:
-        deps = self.workflow.dependencies[cn.id]
-        for d in deps:
-            if d in self.failed:
-                return f"dependency {d!r} failed"
-        skipped = [d for d in deps if d in self.skipped]
-        if skipped and (not cn.kind.fan_in or len(skipped) == len(deps)):
-            if len(skipped) == len(deps) and len(deps) > 1:
-                return "all dependencies were skipped"
-            return f"dependency {skipped[0]!r} was skipped"
-        return None
+        outcomes = {
+            d: Outcome.FAILED
+            if d in self.failed
+            else Outcome.SKIPPED
+            if d in self.skipped
+            else Outcome.SUCCESS
+            for d in self.workflow.dependencies[cn.id]
+        }
+        return unmet_reason(cn.trigger, self.workflow.dependencies[cn.id], outcomes)
 
     # -- the scheduler -------------------------------------------------------------
 
