@@ -10,10 +10,15 @@ from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 
 @dataclass(frozen=True, slots=True)
 class AgentTimeouts:
-    """Per-attempt httpx timeouts, seconds."""
+    """Per-attempt httpx timeouts, seconds.
+
+    `read` is short enough that a hanging agent costs at most two or three attempts
+    inside a step's deadline (ORCH_STEP_TIMEOUT_S, 15 s), itself well inside a sync
+    query's wait (ORCH_SYNC_WAIT_S, 25 s); agents that think longer raise it.
+    """
 
     connect: float = 5.0
-    read: float = 30.0
+    read: float = 6.0
     write: float = 10.0
     pool: float = 5.0
 

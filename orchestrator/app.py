@@ -58,7 +58,11 @@ def create_app(
         client = AgentClient(settings.agents, the_http)
         kinds = default_kinds()
         runner = DagRunner(
-            agents=client, registry=settings.agents, kinds=kinds, builtins=BUILTIN_FALLBACKS
+            agents=client,
+            registry=settings.agents,
+            kinds=kinds,
+            builtins=BUILTIN_FALLBACKS,
+            step_timeout_s=settings.step_timeout_s,
         )
         chain = compile_workflow(
             chain_definition(

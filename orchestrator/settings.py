@@ -13,6 +13,8 @@
 - ORCH_HTTP_TRANSPORT            "aiohttp" (default) or "httpx"
 - ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
 - ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
+- ORCH_SYNC_WAIT_S               longest a sync query waits before answering 202 (25)
+- ORCH_STEP_TIMEOUT_S            deadline of a step without its own timeout_s, retries included (15)
 
 TOML layout::
 
@@ -82,6 +84,12 @@ class Settings:
     lease_s: float = 15.0
     # On shutdown, running workflows get this long to finish before being handed off/cancelled.
     shutdown_grace_s: float = 5.0
+    # A sync query answers 202 (like async) if the workflow is still running after this;
+    # below common gateway/proxy timeouts (30-60 s).
+    sync_wait_s: float = 25.0
+    # Deadline of each step without its own timeout_s (retries and backoff included),
+    # so a hanging agent ends in a failed or fallen-back step well inside sync_wait_s.
+    step_timeout_s: float = 15.0
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
 
     @classmethod
@@ -121,6 +129,8 @@ class Settings:
             max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", 10, minimum=1),
             lease_s=_env_float(env, "ORCH_LEASE_S", 15.0),
             shutdown_grace_s=_env_float(env, "ORCH_SHUTDOWN_GRACE_S", 5.0),
+            sync_wait_s=_env_float(env, "ORCH_SYNC_WAIT_S", 25.0),
+            step_timeout_s=_env_float(env, "ORCH_STEP_TIMEOUT_S", 15.0),
             agents=AgentRegistry(specs),
         )
 

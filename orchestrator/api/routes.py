@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import orjson
@@ -37,12 +39,16 @@ async def query(request: web.Request) -> web.Response:
         inputs = {"query": req.query}
     orchestrator = services.orchestrator
     state = await orchestrator.submit(workflow, inputs, definition=req.workflow)
-    if req.mode == "async":
-        response = json_response(_accepted(state), status=202)
-        response.headers["Location"] = _status_url(state.workflow_id)
-        return response
-    state = await orchestrator.wait(state.workflow_id)
-    return json_response(_workflow_body(state), status=_status_code(state))
+    if req.mode == "sync":
+        wait_s = services.settings.sync_wait_s if req.wait_s is None else req.wait_s
+        # Never outlive the caller's gateway: past wait_s the answer is async's 202,
+        # and the workflow goes on (wait() shields it from this timeout).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                state = await orchestrator.wait(state.workflow_id)
+        if state.status.is_terminal:
+            return json_response(_workflow_body(state), status=_status_code(state))
+    return _accepted_response(state)
 
 
 @routes.get("/api/workflow/metrics")
@@ -148,6 +154,12 @@ def _breaker(request: web.Request) -> Any:
 
 def _status_url(workflow_id: str) -> str:
     return f"/api/workflow/{workflow_id}/status"
+
+
+def _accepted_response(state: WorkflowState) -> web.Response:
+    response = json_response(_accepted(state), status=202)
+    response.headers["Location"] = _status_url(state.workflow_id)
+    return response
 
 
 def _accepted(state: WorkflowState) -> dict[str, Any]:

@@ -107,7 +107,10 @@ class DagRunner:
     `agents` makes the agent calls (agents.client.AgentClient); `registry` supplies
     each agent's retry policy for per-node overrides; `kinds` is only used when a
     workflow was compiled without one (kinds travel inside the compiled nodes);
-    `builtins` are the built-in fallbacks by name; `clock` stamps the steps.
+    `builtins` are the built-in fallbacks by name; `clock` stamps the steps;
+    `step_timeout_s` is the deadline of a node that sets no `timeout_s` of its own
+    (None: only the workflow's), so a hanging agent ends its step in bounded time
+    whatever its retry policy.
     """
 
     def __init__(
@@ -118,8 +121,10 @@ class DagRunner:
         kinds: NodeKindRegistry | None = None,
         builtins: Mapping[str, BuiltinFallback] | None = None,
         clock: Callable[[], float] = time.time,
+        step_timeout_s: float | None = None,
     ) -> None:
         self.agents = agents
+        self.step_timeout_s = step_timeout_s
         self.registry = registry
         self.kinds = kinds or default_kinds()
         self.builtins: Mapping[str, BuiltinFallback] = dict(builtins or {})
@@ -382,10 +387,14 @@ class _Execution:
             agent=cn.agent,
         )
 
+    def _timeout_s(self, cn: CompiledNode) -> float | None:
+        return cn.node.timeout_s if cn.node.timeout_s is not None else self.runner.step_timeout_s
+
     def _node_deadline(self, cn: CompiledNode) -> float | None:
         deadlines = [d for d in (self.deadline,) if d is not None]
-        if cn.node.timeout_s is not None:
-            deadlines.append(self.loop.time() + cn.node.timeout_s)
+        timeout_s = self._timeout_s(cn)
+        if timeout_s is not None:
+            deadlines.append(self.loop.time() + timeout_s)
         return min(deadlines) if deadlines else None
 
     async def _execute(self, cn: CompiledNode, pre_error: NodeError | None) -> _Outcome:
@@ -443,7 +452,7 @@ class _Execution:
 
     async def _bounded(self, cn: CompiledNode, ctx: NodeContext, work: Awaitable[Any]) -> Any:
         """Await `work` under the node's timeout_s (if any); NodeTimeout when it runs out."""
-        timeout_s = cn.node.timeout_s
+        timeout_s = self._timeout_s(cn)
         if timeout_s is None:
             return await work
         budget = asyncio.timeout(timeout_s)
