@@ -11,6 +11,12 @@ With a `LeaseStore`, the replica running a workflow holds its lease and renews i
 owner stopped renewing, i.e. died — claims them and resumes them from their last
 written state: completed steps are kept, the rest run again. A replica that finds
 it lost a lease (it was presumed dead) stops that workflow and writes nothing more.
+
+Pause: a flag in the store (set by any replica, read at once by the owner when
+the request reached it, else by its flag poller); the runner starts no new node
+and, once the running ones end, writes PAUSED and returns; the owner releases
+the lease, so no replica resumes it on its own. `resume` on any replica clears
+the flag, takes the lease and runs it again from its settled steps.
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ class WorkflowOrchestrator:
         # to the others (their leases lapse and they resume them) instead of cancelling.
         self._handoff = handoff_on_shutdown and leases is not None
         self._running: dict[str, _Running] = {}
+        # Workflows this replica runs whose pause was requested (here or through the store).
+        self._pausing: set[str] = set()
         self._background: list[asyncio.Task[None]] = []
         # Writes owed by workflows whose task was cancelled before its body could run.
         self._finishers: set[asyncio.Task[None]] = set()
@@ -215,7 +223,91 @@ class WorkflowOrchestrator:
             self._cancel_local(workflow_id, reason="cancel requested")
             await asyncio.wait({running.task}, timeout=_CANCEL_WAIT_S)
             return running.state
+        if state.status is WorkflowStatus.PAUSED and await self._claim(workflow_id):
+            # Nobody runs a paused workflow: whoever takes its lease writes the end.
+            _mark_cancelled(state)
+            for step in state.steps.values():
+                if step.status is StepStatus.PENDING:
+                    step.status = StepStatus.CANCELLED
+                    step.skip_reason = "workflow cancelled while paused"
+            await self._persist(state)
+            self.metrics.record_finished(state)
+            await self._release(workflow_id)
+            return await self.status(workflow_id)
+        # Another replica runs it (or is resuming it): its listener stops it.
         return await self._await_terminal(workflow_id)
+
+    async def pause(self, workflow_id: str) -> WorkflowState:
+        """Start no new node of the workflow; once the running ones have ended it is PAUSED.
+
+        Works from any replica: a flag in the store, which the owner reads at once
+        when it is this replica and within `_CANCEL_POLL_S` otherwise. Returns the
+        state as it is now (PAUSED only if it already was). Idempotent; a finished
+        workflow raises WorkflowAlreadyFinished.
+        """
+        state = await self.status(workflow_id)
+        if state.status.is_terminal:
+            raise WorkflowAlreadyFinished(workflow_id, status=state.status)
+        if state.status is not WorkflowStatus.PAUSED:
+            await self.store.set_pause(workflow_id, True)
+            running = self._running.get(workflow_id)
+            if running is not None:
+                self._pausing.add(workflow_id)
+                return running.state
+        return state
+
+    @property
+    def pausing(self) -> frozenset[str]:
+        """Ids of the workflows this replica runs whose pause it has seen requested."""
+        return frozenset(self._pausing)
+
+    async def resume(self, workflow_id: str) -> WorkflowState:
+        """Run a paused workflow again, here, from where it stopped (settled steps kept).
+
+        A workflow still draining towards its pause just goes on. Any replica may
+        resume; the lease makes sure only one does. A finished workflow raises
+        WorkflowAlreadyFinished.
+        """
+        state = await self.status(workflow_id)
+        if state.status.is_terminal:
+            raise WorkflowAlreadyFinished(workflow_id, status=state.status)
+        await self.store.set_pause(workflow_id, False)
+        self._pausing.discard(workflow_id)
+        if state.status is not WorkflowStatus.PAUSED or workflow_id in self._running:
+            return state
+        if not await self._claim(workflow_id):
+            return await self.status(workflow_id)  # another replica is resuming it
+        # Re-read under the lease: a cancel may have ended it since.
+        state = await self.status(workflow_id)
+        if state.status is not WorkflowStatus.PAUSED:
+            await self._release(workflow_id)
+            return state
+        log.info("workflow_resumed", workflow_id=workflow_id, previous_owner=state.owner)
+        state.owner = self.replica_id
+        try:
+            workflow = self._resolve_definition(state)
+        except Exception as exc:  # e.g. the definition no longer validates here
+            state.status = WorkflowStatus.FAILED
+            state.error = WorkflowError(
+                code="resume_failed", message=f"could not resume the workflow: {exc}"
+            )
+            state.finished_at = time.time()
+            await self._persist(state)
+            await self._release(workflow_id)
+            return state
+        state.status = WorkflowStatus.RUNNING  # what its task writes first
+        self._start(workflow, state)
+        return state
+
+    async def _claim(self, workflow_id: str) -> bool:
+        if self._leases is None:
+            return True
+        return await self._leases.claim(workflow_id, self.replica_id, lease_s=self._lease_s)
+
+    def _resolve_definition(self, state: WorkflowState) -> CompiledWorkflow:
+        if self._resolve is None:
+            raise LookupError("this replica cannot resolve definitions")
+        return self._resolve(state)
 
     async def _await_terminal(self, workflow_id: str) -> WorkflowState:
         # Another replica runs it: its listener stops it; watch the document until it says so.
@@ -241,6 +333,11 @@ class WorkflowOrchestrator:
                 try:
                     if await self.store.cancel_requested(workflow_id):
                         self._cancel_local(workflow_id, reason="cancel requested")
+                    # Pause and resume requested on another replica reach us here.
+                    if await self.store.pause_requested(workflow_id):
+                        self._pausing.add(workflow_id)
+                    else:
+                        self._pausing.discard(workflow_id)
                 except Exception:  # a store hiccup must not kill the poller
                     log.warning("cancel_poll_failed", workflow_id=workflow_id, exc_info=True)
 
@@ -284,6 +381,8 @@ class WorkflowOrchestrator:
             if not await leases.claim(workflow_id, self.replica_id, lease_s=self._lease_s):
                 continue  # another replica was quicker
             taken.append(workflow_id)
+            if await self.store.pause_requested(workflow_id):
+                self._pausing.add(workflow_id)  # its owner died while draining to a pause
             self._resume(state)
         return taken
 
@@ -292,9 +391,7 @@ class WorkflowOrchestrator:
         state.owner = self.replica_id
         self.metrics.record_started()
         try:
-            if self._resolve is None:
-                raise LookupError("this replica cannot resolve definitions")
-            workflow = self._resolve(state)
+            workflow = self._resolve_definition(state)
         except Exception as exc:  # e.g. the definition no longer validates here
             state.status = WorkflowStatus.FAILED
             state.error = WorkflowError(
@@ -317,7 +414,12 @@ class WorkflowOrchestrator:
         try:
             if await self.store.cancel_requested(state.workflow_id):
                 raise asyncio.CancelledError
-            await self.runner.run(workflow, state, on_transition=on_transition)
+            await self.runner.run(
+                workflow,
+                state,
+                on_transition=on_transition,
+                pause_requested=lambda: state.workflow_id in self._pausing,
+            )
         except asyncio.CancelledError:
             # The runner marks CANCELLED itself; this covers a cancel that arrived
             # before the runner started.
@@ -335,9 +437,14 @@ class WorkflowOrchestrator:
             if not writer.final:
                 writer.mark_dirty()
                 await writer.flush()
+            self._pausing.discard(state.workflow_id)
             if not self._is_fenced(state.workflow_id):
-                self.metrics.record_finished(state)
-                log.info("workflow_finished", status=state.status.value)
+                if state.status is WorkflowStatus.PAUSED:
+                    # Off the running index: no replica resumes it until asked to.
+                    log.info("workflow_paused")
+                else:
+                    self.metrics.record_finished(state)
+                    log.info("workflow_finished", status=state.status.value)
                 await self._release(state.workflow_id)
 
     async def _release(self, workflow_id: str) -> None:

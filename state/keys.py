@@ -4,6 +4,7 @@ Layout under one prefix (default ``orch:``), for a workflow ``<id>``::
 
     orch:wf:{<id>}          hash  the workflow document (fields below)      TTL, refreshed on save
     orch:wf:{<id>}:cancel   str   cancel flag ("1")                         same expiry as the doc
+    orch:wf:{<id>}:pause    str   pause flag ("1"): run no new node         same expiry as the doc
     orch:wf:{<id>}:idem     hash  idempotency keys, step -> key  (reserved) refreshed on save
     orch:wf:{<id>}:lease    str   owner replica id                          its own short TTL
     orch:running            set   ids of workflows someone claimed and has not released
@@ -50,6 +51,11 @@ def cancel_flag_key(prefix: str, workflow_id: str) -> str:
     return f"{workflow_key(prefix, workflow_id)}:cancel"
 
 
+def pause_flag_key(prefix: str, workflow_id: str) -> str:
+    """Set while a pause is requested (until resume); expires with the document."""
+    return f"{workflow_key(prefix, workflow_id)}:pause"
+
+
 def idempotency_key(prefix: str, workflow_id: str) -> str:
     """Reserved: hash of step -> Idempotency-Key; expires with the document."""
     return f"{workflow_key(prefix, workflow_id)}:idem"
@@ -75,6 +81,7 @@ def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
         workflow_key(prefix, workflow_id),
         cancel_flag_key(prefix, workflow_id),
         idempotency_key(prefix, workflow_id),
+        pause_flag_key(prefix, workflow_id),
     )
 
 

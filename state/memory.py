@@ -52,6 +52,7 @@ class MemoryStateStore:
         self._clock = clock
         self._docs: dict[str, _Doc] = {}
         self._cancel_flags: dict[str, float] = {}  # workflow id -> expires_at
+        self._pause_flags: dict[str, float] = {}  # workflow id -> expires_at
         # None is the end-of-stream marker a closing store sends every subscriber.
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         self._closed = False
@@ -87,6 +88,8 @@ class MemoryStateStore:
         # Keys of one workflow share one expiry, as the Redis save script does.
         if self._live_flag(state.workflow_id, now):
             self._cancel_flags[state.workflow_id] = expires_at
+        if self._live_flag(state.workflow_id, now, self._pause_flags):
+            self._pause_flags[state.workflow_id] = expires_at
         self._maybe_sweep(now)
         return True
 
@@ -108,6 +111,20 @@ class MemoryStateStore:
 
     async def cancel_requested(self, workflow_id: str) -> bool:
         return self._live_flag(workflow_id, self._clock())
+
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        now = self._clock()
+        if not paused:
+            self._pause_flags.pop(workflow_id, None)
+            return
+        stored = self._live_doc(workflow_id, now)
+        self._pause_flags[workflow_id] = (
+            stored.expires_at if stored is not None else now + self._ttl_s
+        )
+        self._maybe_sweep(now)
+
+    async def pause_requested(self, workflow_id: str) -> bool:
+        return self._live_flag(workflow_id, self._clock(), self._pause_flags)
 
     async def subscribe_cancellations(self) -> CancellationStream:
         if self._closed:
@@ -137,10 +154,13 @@ class MemoryStateStore:
             return None
         return stored
 
-    def _live_flag(self, workflow_id: str, now: float) -> bool:
-        expires_at = self._cancel_flags.get(workflow_id)
+    def _live_flag(
+        self, workflow_id: str, now: float, flags: dict[str, float] | None = None
+    ) -> bool:
+        flags = self._cancel_flags if flags is None else flags
+        expires_at = flags.get(workflow_id)
         if expires_at is not None and expires_at <= now:
-            del self._cancel_flags[workflow_id]
+            del flags[workflow_id]
             return False
         return expires_at is not None
 
@@ -150,5 +170,6 @@ class MemoryStateStore:
         self._next_sweep = now + self._sweep_interval
         for workflow_id in [k for k, d in self._docs.items() if d.expires_at <= now]:
             del self._docs[workflow_id]
-        for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
-            del self._cancel_flags[workflow_id]
+        for flags in (self._cancel_flags, self._pause_flags):
+            for workflow_id in [k for k, t in flags.items() if t <= now]:
+                del flags[workflow_id]

@@ -18,6 +18,8 @@ JSON = Any
 class WorkflowStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    # Stopped between nodes on request; resumable from any replica. Not terminal.
+    PAUSED = "paused"
     COMPLETED = "completed"
     DEGRADED = "degraded"
     FAILED = "failed"

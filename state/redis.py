@@ -76,6 +76,18 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
 
+# KEYS[1] document hash, KEYS[2] flag. ARGV[1] TTL seconds when there is no document.
+# The flag expires with the document, like the cancel flag.
+_FLAG_LUA = f"""
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then
+  redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'PX', pttl)
+else
+  redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'EX', ARGV[1])
+end
+return 1
+"""
+
 # How long `subscribe_cancellations` waits for Redis to confirm SUBSCRIBE.
 _SUBSCRIBE_TIMEOUT_S = 5.0
 # Reconnect backoff of a lost subscription: full jitter, doubling, capped.
@@ -110,6 +122,7 @@ class RedisStateStore:
         self._batcher = _Batcher(client)
         self._save_sha = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
         self._cancel_script = client.register_script(_CANCEL_LUA)
+        self._flag_script = client.register_script(_FLAG_LUA)
         self._subscriptions: set[_Subscription] = set()
 
     @classmethod
@@ -181,6 +194,22 @@ class RedisStateStore:
     async def cancel_requested(self, workflow_id: str) -> bool:
         key = keys.cancel_flag_key(self._prefix, workflow_id)
         async with self._translate("cancel_requested", workflow_id):
+            found = await self._batcher.call(("EXISTS", key))
+        return bool(found)
+
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        flag = keys.pause_flag_key(self._prefix, workflow_id)
+        async with self._translate("set_pause", workflow_id):
+            if not paused:
+                await self._client.delete(flag)
+                return
+            await self._flag_script(
+                keys=[keys.workflow_key(self._prefix, workflow_id), flag], args=[self._ttl_s]
+            )
+
+    async def pause_requested(self, workflow_id: str) -> bool:
+        key = keys.pause_flag_key(self._prefix, workflow_id)
+        async with self._translate("pause_requested", workflow_id):
             found = await self._batcher.call(("EXISTS", key))
         return bool(found)
 

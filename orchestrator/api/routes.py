@@ -90,6 +90,23 @@ async def cancel(request: web.Request) -> web.Response:
     return json_response(body, status=200 if state.status.is_terminal else 202)
 
 
+@routes.post("/api/workflow/{workflow_id}/pause")
+async def pause(request: web.Request) -> web.Response:
+    orchestrator = request.app[SERVICES].orchestrator
+    state = await orchestrator.pause(request.match_info["workflow_id"])
+    body = _workflow_body(state)
+    body["pause_requested"] = True
+    # 202 while the nodes that were running have not all ended yet.
+    return json_response(body, status=200 if state.status is WorkflowStatus.PAUSED else 202)
+
+
+@routes.post("/api/workflow/{workflow_id}/resume")
+async def resume(request: web.Request) -> web.Response:
+    orchestrator = request.app[SERVICES].orchestrator
+    state = await orchestrator.resume(request.match_info["workflow_id"])
+    return json_response(_workflow_body(state))
+
+
 @routes.get("/api/circuit-breakers/status")
 async def breakers(request: web.Request) -> web.Response:
     client = request.app[SERVICES].client
@@ -169,6 +186,8 @@ def _accepted(state: WorkflowState) -> dict[str, Any]:
         "links": {
             "status": _status_url(state.workflow_id),
             "cancel": f"/api/workflow/{state.workflow_id}/cancel",
+            "pause": f"/api/workflow/{state.workflow_id}/pause",
+            "resume": f"/api/workflow/{state.workflow_id}/resume",
         },
     }
 

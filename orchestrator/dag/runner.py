@@ -16,11 +16,14 @@ client's bulkhead). Per node, in order:
   dependents are skipped and the workflow ends degraded; `stop` cancels every
   running node and fails the workflow.
 
-The workflow's `timeout_s` fails it with "workflow_timeout"; cancelling the task
+A pause (`pause_requested`) starts no new node; once the running ones have ended,
+the state is PAUSED and `run` returns. Running it again resumes it. The
+workflow's `timeout_s` counts from the start of each run (a resumed workflow gets
+it afresh) and fails it with "workflow_timeout"; cancelling the task
 that runs `run` cancels every running node, records the workflow as cancelled
 (shielded, so the record is written) and re-raises. Node tasks never outlive
-`run`. Steps already COMPLETED in the given state (a resumed workflow) are not
-run again: their output is reused.
+`run`. Steps already settled in the given state (a resumed workflow: completed,
+failed with `continue`, skipped) are not run again: their outcome is reused.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ OnTransition = Callable[[WorkflowState], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
+# Steps a resumed run keeps as they are.
+_SETTLED = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED})
+
 
 @dataclass(slots=True)
 class _Outcome:
@@ -89,6 +95,14 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, AgentError | NodeError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+class _Paused(Exception):
+    """A pause was requested and the nodes that were running have ended."""
+
+
+def _never() -> bool:
+    return False
 
 
 class _TimedOut(Exception):
@@ -131,11 +145,18 @@ class DagRunner:
         self.clock = clock
 
     async def run(
-        self, workflow: CompiledWorkflow, state: WorkflowState, *, on_transition: OnTransition
+        self,
+        workflow: CompiledWorkflow,
+        state: WorkflowState,
+        *,
+        on_transition: OnTransition,
+        pause_requested: Callable[[], bool] | None = None,
     ) -> None:
         """Run `workflow`, recording into `state` and calling `on_transition` after
-        each change (see the module docstring); returns when the state is terminal."""
-        await _Execution(self, workflow, state, on_transition).run()
+        each change (see the module docstring); returns when the state is terminal,
+        or PAUSED: while `pause_requested()` is true no new node starts, and once the
+        running ones have ended the run stops there (run it again to resume)."""
+        await _Execution(self, workflow, state, on_transition, pause_requested).run()
 
 
 class _Execution:
@@ -147,8 +168,10 @@ class _Execution:
         workflow: CompiledWorkflow,
         state: WorkflowState,
         on_transition: OnTransition,
+        pause_requested: Callable[[], bool] | None = None,
     ) -> None:
         self.runner = runner
+        self.pause_requested = pause_requested or _never
         self.workflow = workflow
         self.state = state
         self.on_transition = on_transition
@@ -172,16 +195,24 @@ class _Execution:
         await self.on_transition(self.state)
 
     def _init_steps(self) -> set[str]:
-        """Fresh PENDING steps, keeping COMPLETED ones of a resumed run; returns those."""
+        """Fresh PENDING steps, keeping the settled ones (completed, failed with
+        `continue`, skipped) of a resumed run; returns those."""
         done: set[str] = set()
         previous = self.state.steps
         steps: dict[str, StepState] = {}
         for node_id, cn in self.workflow.nodes.items():
             old = previous.get(node_id)
-            if old is not None and old.status is StepStatus.COMPLETED:
+            if old is not None and old.status in _SETTLED:
                 steps[node_id] = old
                 self.scope[node_id] = old.output
                 self.degraded = self.degraded or old.fallback is not None
+                if old.status is StepStatus.FAILED:
+                    self.failed.add(node_id)
+                    self.unavailable.add(node_id)
+                    self.degraded = True
+                elif old.status is StepStatus.SKIPPED:
+                    self.skipped.add(node_id)
+                    self.unavailable.add(node_id)
                 done.add(node_id)
             else:
                 steps[node_id] = StepState(step_id=node_id, kind=cn.node.kind, agent=cn.agent)
@@ -224,6 +255,10 @@ class _Execution:
         try:
             try:
                 await self._schedule(sorter, done)
+            except _Paused:
+                state.status = WorkflowStatus.PAUSED
+                await self.emit()
+                return
             except _StopWorkflow as stop:
                 await self._abort("workflow failed")
                 self._finish(WorkflowStatus.FAILED, stop.error)
@@ -267,7 +302,10 @@ class _Execution:
                 self._skip(node_id, reason)
                 sorter.done(node_id)
                 await self.emit()
-            await self._dispatch(sorter)
+            if not self.pause_requested():
+                await self._dispatch(sorter)
+            elif self.runnable and not self.running:
+                raise _Paused
             # With nothing running, the nodes settled above released new ready ones.
             if self.running:
                 await self._wait_one(sorter)
