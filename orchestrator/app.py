@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx
 from aiohttp import web
 
 from agents.client import AgentClient, create_http_client
 from orchestrator.api.errors import error_middleware
+from orchestrator.api.requests import parse_query_request
 from orchestrator.api.routes import routes
+from orchestrator.api.schedule_routes import routes as schedule_routes
 from orchestrator.api.services import SERVICES, Services
 from orchestrator.chain import CHAIN_NAME, chain_definition
 from orchestrator.dag.kinds import default_kinds
@@ -17,10 +20,12 @@ from orchestrator.dag.runner import BuiltinFallback, DagRunner
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
+from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
 from state.redis import RedisStateStore
+from state.schedules import Schedule
 from state.store import StateStore
 
 BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_intent_fallback}
@@ -40,13 +45,16 @@ def create_app(
     store: StateStore | None = None,
     http: httpx.AsyncClient | None = None,
     replica_id: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """Build the API; tests inject `store` and `http`. The app closes only what it opened."""
+    """Build the API; tests inject `store` and `http`, and `clock` (epoch seconds) for
+    the scheduler. The app closes only what it opened."""
     app = web.Application(
         middlewares=[error_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
+    app.add_routes(schedule_routes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
@@ -89,6 +97,21 @@ def create_app(
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
         )
+        async def start_scheduled(schedule: Schedule, tick: float) -> str:
+            req = parse_query_request(schedule.request, max_query_chars=settings.max_query_chars)
+            workflow, inputs = services.prepare(req)
+            state = await orchestrator.submit(
+                workflow, inputs, definition=req.workflow, schedule_id=schedule.schedule_id
+            )
+            return state.workflow_id
+
+        scheduler = Scheduler(
+            store=the_store.schedules(),
+            start=start_scheduled,
+            clock=clock,
+            poll_s=settings.schedule_poll_s,
+            grace_s=settings.schedule_grace_s,
+        )
         services = Services(
             settings=settings,
             orchestrator=orchestrator,
@@ -96,12 +119,15 @@ def create_app(
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
             chain=chain,
+            scheduler=scheduler,
         )
         await orchestrator.start()
+        scheduler.start()
         app[SERVICES] = services
         try:
             yield
         finally:
+            await scheduler.close()
             await orchestrator.close()
             if own_http:
                 await the_http.aclose()

@@ -142,11 +142,13 @@ class WorkflowOrchestrator:
         inputs: Mapping[str, Any],
         *,
         definition: Mapping[str, Any] | None = None,
+        schedule_id: str | None = None,
     ) -> WorkflowState:
         """Accept a workflow: write its first state and start it. Returns at once.
 
         `definition` is the client's raw definition, kept in the state so another
         replica can resume the workflow; built-in workflows are found by name.
+        `schedule_id` links a run to the schedule that started it.
         """
         state = WorkflowState(
             workflow_id=uuid.uuid4().hex,
@@ -154,6 +156,7 @@ class WorkflowOrchestrator:
             inputs=dict(inputs),
             owner=self.replica_id,
             definition=dict(definition) if definition is not None else None,
+            schedule_id=schedule_id,
         )
         await self.store.save(state)
         if self._leases is not None:

@@ -14,6 +14,8 @@
 - ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
 - ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
 - ORCH_SYNC_WAIT_S               longest a sync query waits before answering 202 (25)
+- ORCH_SCHEDULE_POLL_S           how often each replica looks for due schedules (1)
+- ORCH_SCHEDULE_GRACE_S          a `skip` schedule's tick still fires this late (60)
 - ORCH_STEP_TIMEOUT_S            deadline of a step without its own timeout_s, retries included (15)
 
 TOML layout::
@@ -90,6 +92,10 @@ class Settings:
     # Deadline of each step without its own timeout_s (retries and backoff included),
     # so a hanging agent ends in a failed or fallen-back step well inside sync_wait_s.
     step_timeout_s: float = 15.0
+    # Each replica looks for due schedules this often; a tick of a `skip` schedule
+    # still fires when found up to schedule_grace_s late.
+    schedule_poll_s: float = 1.0
+    schedule_grace_s: float = 60.0
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
 
     @classmethod
@@ -131,6 +137,8 @@ class Settings:
             shutdown_grace_s=_env_float(env, "ORCH_SHUTDOWN_GRACE_S", 5.0),
             sync_wait_s=_env_float(env, "ORCH_SYNC_WAIT_S", 25.0),
             step_timeout_s=_env_float(env, "ORCH_STEP_TIMEOUT_S", 15.0),
+            schedule_poll_s=_env_float(env, "ORCH_SCHEDULE_POLL_S", 1.0),
+            schedule_grace_s=_env_float(env, "ORCH_SCHEDULE_GRACE_S", 60.0),
             agents=AgentRegistry(specs),
         )
 

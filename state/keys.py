@@ -9,6 +9,9 @@ Layout under one prefix (default ``orch:``), for a workflow ``<id>``::
     orch:wf:{<id>}:lease    str   owner replica id                          its own short TTL
     orch:running            set   ids of workflows someone claimed and has not released
     orch:cancel             chan  pub/sub: message = workflow id to cancel
+    orch:schedules          hash  schedule id -> schedule document          no TTL (until deleted)
+    orch:sched:{<sid>}:tick:<t> str  claim of one tick (SET NX)  until after the next tick
+    orch:sched:{<sid>}:runs list  the schedule's newest runs (capped)       deleted with it
 
 The ``{<id>}`` braces are a Redis Cluster hash tag: every key of one workflow
 lands in the same slot, so the Lua scripts that touch them stay legal there.
@@ -83,6 +86,21 @@ def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
         idempotency_key(prefix, workflow_id),
         pause_flag_key(prefix, workflow_id),
     )
+
+
+def schedules_key(prefix: str) -> str:
+    """Hash of every schedule document, by schedule id."""
+    return f"{prefix}schedules"
+
+
+def schedule_tick_key(prefix: str, schedule_id: str, tick: float) -> str:
+    """Claimed by the one replica that starts the run of `tick` (epoch seconds)."""
+    return f"{prefix}sched:{{{schedule_id}}}:tick:{int(tick)}"
+
+
+def schedule_runs_key(prefix: str, schedule_id: str) -> str:
+    """List of the schedule's newest runs (tick, workflow id), newest first."""
+    return f"{prefix}sched:{{{schedule_id}}}:runs"
 
 
 def cancel_channel(prefix: str) -> str:

@@ -24,6 +24,7 @@ from state.cancellations import CancellationStream
 from state.keys import DEFAULT_TTL_S
 from state.leases import MemoryLeases
 from state.models import WorkflowState
+from state.schedules import MemorySchedules
 
 # Upper bound on how long an expired entry may linger before a write sweeps it.
 _MAX_SWEEP_INTERVAL_S = 60.0
@@ -56,6 +57,7 @@ class MemoryStateStore:
         # None is the end-of-stream marker a closing store sends every subscriber.
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         self._closed = False
+        self._schedules = MemorySchedules(clock=clock)
         self._next_sweep = clock() + self._sweep_interval
 
     @property
@@ -69,6 +71,9 @@ class MemoryStateStore:
     def leases(self) -> MemoryLeases:
         """Owner leases on the same clock; one process, so nobody else resumes its work."""
         return MemoryLeases(clock=self._clock)
+
+    def schedules(self) -> MemorySchedules:
+        return self._schedules
 
     @property
     def _sweep_interval(self) -> float:

@@ -179,6 +179,8 @@ class WorkflowState:
     owner: str | None = None
     # The client's definition (None for built-in workflows), so any replica can resume it.
     definition: JSON = None
+    # The schedule that started it (None: started by a client).
+    schedule_id: str | None = None
 
     @property
     def fallbacks(self) -> list[dict[str, JSON]]:
@@ -204,6 +206,7 @@ class WorkflowState:
             "finished_at": self.finished_at,
             "owner": self.owner,
             "definition": self.definition,
+            "schedule_id": self.schedule_id,
         }
 
     @classmethod
@@ -222,4 +225,5 @@ class WorkflowState:
             finished_at=raw.get("finished_at"),
             owner=raw.get("owner"),
             definition=raw.get("definition"),
+            schedule_id=raw.get("schedule_id"),
         )

@@ -43,6 +43,7 @@ from state.cancellations import CancellationStream
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.leases import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
+from state.schedules import RedisSchedules
 from state.store import StateStoreError
 
 log = structlog.get_logger(__name__)
@@ -123,6 +124,7 @@ class RedisStateStore:
         self._save_sha = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
         self._cancel_script = client.register_script(_CANCEL_LUA)
         self._flag_script = client.register_script(_FLAG_LUA)
+        self._schedule_store = RedisSchedules(client, prefix=prefix)
         self._subscriptions: set[_Subscription] = set()
 
     @classmethod
@@ -156,6 +158,10 @@ class RedisStateStore:
     def leases(self) -> RedisLeases:
         """Owner leases on the same Redis and prefix (shared by every replica)."""
         return RedisLeases(self._client, prefix=self._prefix)
+
+    def schedules(self) -> RedisSchedules:
+        """Schedules on the same Redis and prefix (shared by every replica)."""
+        return self._schedule_store
 
     async def save(self, state: WorkflowState) -> bool:
         blob = orjson.dumps(state.to_dict())

@@ -35,6 +35,7 @@ from state.models import WorkflowState
 
 if TYPE_CHECKING:
     from state.leases import LeaseStore
+    from state.schedules import ScheduleStore
 
 
 class StateStoreError(Exception):
@@ -95,6 +96,10 @@ class StateStore(Protocol):
 
     def leases(self) -> LeaseStore:
         """Owner leases on the same backend (state/leases.py)."""
+        ...
+
+    def schedules(self) -> ScheduleStore:
+        """Schedules on the same backend (state/schedules.py); the same object every call."""
         ...
 
     async def close(self) -> None:

@@ -29,14 +29,7 @@ async def query(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await read_json_object(request)
     req = parse_query_request(body, max_query_chars=services.settings.max_query_chars)
-    if req.workflow is not None:
-        workflow = services.compile(req.workflow)
-        inputs = dict(workflow.definition.inputs)
-        if req.query is not None:
-            inputs["query"] = req.query
-    else:
-        workflow = services.chain
-        inputs = {"query": req.query}
+    workflow, inputs = services.prepare(req)
     orchestrator = services.orchestrator
     state = await orchestrator.submit(workflow, inputs, definition=req.workflow)
     if req.mode == "sync":

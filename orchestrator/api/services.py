@@ -9,10 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from agents.client import AgentClient
+from orchestrator.api.requests import QueryRequest
 from orchestrator.dag.kinds import NodeKindRegistry
 from orchestrator.dag.runner import BuiltinFallback
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
+from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
 
 
@@ -24,6 +26,17 @@ class Services:
     kinds: NodeKindRegistry
     builtins: Mapping[str, BuiltinFallback]
     chain: CompiledWorkflow
+    scheduler: Scheduler
+
+    def prepare(self, req: QueryRequest) -> tuple[CompiledWorkflow, dict[str, Any]]:
+        """The workflow a query request runs (its DAG, or the chain) and its inputs."""
+        if req.workflow is None:
+            return self.chain, {"query": req.query}
+        workflow = self.compile(req.workflow)
+        inputs = dict(workflow.definition.inputs)
+        if req.query is not None:
+            inputs["query"] = req.query
+        return workflow, inputs
 
     def compile(self, raw: Any) -> CompiledWorkflow:
         """Parse and validate a client's definition against this service's agents and kinds."""
