@@ -119,20 +119,21 @@ class MemorySchedules:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._schedules: dict[str, Schedule] = {}
+        # Kept serialised, as Redis would hold them: no caller can alias a stored one.
+        self._schedules: dict[str, bytes] = {}
         self._claims: dict[tuple[str, float], float] = {}
         self._runs: dict[str, deque[Run]] = {}
 
     async def save(self, schedule: Schedule) -> None:
-        self._schedules[schedule.schedule_id] = Schedule.from_dict(schedule.to_dict())
+        self._schedules[schedule.schedule_id] = orjson.dumps(schedule.to_dict())
 
     async def get(self, schedule_id: str) -> Schedule | None:
         found = self._schedules.get(schedule_id)
-        return None if found is None else Schedule.from_dict(found.to_dict())
+        return None if found is None else Schedule.from_dict(orjson.loads(found))
 
     async def all(self) -> list[Schedule]:
         return sorted(
-            (Schedule.from_dict(s.to_dict()) for s in self._schedules.values()),
+            (Schedule.from_dict(orjson.loads(blob)) for blob in self._schedules.values()),
             key=lambda s: (s.created_at, s.schedule_id),
         )
 
