@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 
@@ -23,6 +24,10 @@ class AgentTimeouts:
     pool: float = 5.0
 
 
+Protocol = Literal["native", "a2a"]
+PROTOCOLS: tuple[Protocol, ...] = ("native", "a2a")
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
     name: str
@@ -33,6 +38,9 @@ class AgentSpec:
     retry_budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
     # Calls in flight to this agent at once, across all workflows of this process.
     concurrency: int = 32
+    # "native": POST {url}/process (DESIGN.md "Agents"); "a2a": the Agent2Agent protocol,
+    # its card at {url}/.well-known/agent-card.json (agents/a2a.py).
+    protocol: Protocol = "native"
 
     @property
     def process_url(self) -> str:
@@ -41,6 +49,11 @@ class AgentSpec:
     @property
     def health_url(self) -> str:
         return self.url.rstrip("/") + "/health"
+
+    @property
+    def card_url(self) -> str:
+        """Where an A2A agent publishes its card."""
+        return self.url.rstrip("/") + "/.well-known/agent-card.json"
 
 
 class AgentRegistry(Mapping[str, AgentSpec]):

@@ -64,6 +64,9 @@ def create_app(
             http if http is not None else create_http_client(transport=settings.http_transport)
         )
         client = AgentClient(settings.agents, the_http)
+        # A2A agents: read their cards now (reachable? what do they offer?); one that is
+        # not up yet is read again on its first call.
+        await client.discover()
         kinds = default_kinds()
         runner = DagRunner(
             agents=client,
@@ -129,6 +132,7 @@ def create_app(
         finally:
             await scheduler.close()
             await orchestrator.close()
+            await client.aclose()
             if own_http:
                 await the_http.aclose()
             if own_store:

@@ -29,6 +29,9 @@ TOML layout::
     fail_max = 5
     [agents.nlp.retry]      # max_attempts, base_delay_s, max_delay_s, max_retry_after_s
     max_attempts = 3
+    [agents.charts]
+    url = "http://127.0.0.1:9003"
+    protocol = "a2a"        # Agent2Agent, card at url/.well-known/agent-card.json
 
 Any agent table beyond nlp/data/viz registers another agent (it then needs `url`).
 A bad file stops start-up with a `ConfigError` naming the file, the key and the problem.
@@ -48,6 +51,7 @@ from agents.registry import (
     DEFAULT_BREAKERS,
     DEFAULT_PORTS,
     DEFAULT_RETRIES,
+    PROTOCOLS,
     AgentRegistry,
     AgentSpec,
     AgentTimeouts,
@@ -220,7 +224,7 @@ def _load_agent_file(path: Path, specs: dict[str, AgentSpec]) -> dict[str, Agent
     return out
 
 
-_AGENT_KEYS = {"url", "concurrency", "timeouts", "breaker", "retry", "retry_budget"}
+_AGENT_KEYS = {"url", "concurrency", "timeouts", "breaker", "retry", "retry_budget", "protocol"}
 
 
 def _agent_from_table(
@@ -239,6 +243,16 @@ def _agent_from_table(
         if not isinstance(table["url"], str):
             raise ConfigError("must be a string", source=source, key=f"{key}.url")
         url = _check_url(table["url"], source, f"{key}.url")
+    protocol = base.protocol
+    if "protocol" in table:
+        value = table["protocol"]
+        if value not in PROTOCOLS:
+            raise ConfigError(
+                f"must be one of {', '.join(PROTOCOLS)}, got {value!r}",
+                source=source,
+                key=f"{key}.protocol",
+            )
+        protocol = value
     concurrency = base.concurrency
     if "concurrency" in table:
         concurrency = _positive(table["concurrency"], int, source, f"{key}.concurrency")
@@ -246,6 +260,7 @@ def _agent_from_table(
         base,
         url=url,
         concurrency=concurrency,
+        protocol=protocol,
         timeouts=_overlay(base.timeouts, table.get("timeouts"), source, f"{key}.timeouts"),
         breaker=_overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker"),
         retry=_overlay(base.retry, table.get("retry"), source, f"{key}.retry"),

@@ -103,11 +103,23 @@ async def resume(request: web.Request) -> web.Response:
 @routes.get("/api/circuit-breakers/status")
 async def breakers(request: web.Request) -> web.Response:
     client = request.app[SERVICES].client
+    peers = client.a2a_peers
     body = {
-        name: {**breaker.snapshot().to_dict(), "url": client.registry[name].url}
+        name: {
+            **breaker.snapshot().to_dict(),
+            "url": client.registry[name].url,
+            "protocol": client.registry[name].protocol,
+            # A2A agents: what their card says (null until it could be read).
+            **({"a2a": _card(peers, name)} if client.registry[name].protocol == "a2a" else {}),
+        }
         for name, breaker in client.breakers().items()
     }
     return json_response({"breakers": body})
+
+
+def _card(peers: Any, name: str) -> dict[str, Any] | None:
+    peer = peers.get(name)
+    return None if peer is None else dict(peer.summary())
 
 
 @routes.post("/api/circuit-breakers/{agent}/open")
