@@ -9,6 +9,9 @@ import httpx
 from aiohttp import web
 
 from agents.client import AgentClient, create_http_client
+from circuit.board import BreakerBoard, MemoryBreakerBoard
+from circuit.board_redis import RedisBreakerBoard
+from circuit.sharing import BreakerSync
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.requests import parse_query_request
 from orchestrator.api.routes import routes
@@ -34,9 +37,25 @@ BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_in
 def create_store(settings: Settings) -> StateStore:
     if settings.redis_url:
         return RedisStateStore.from_url(
-            settings.redis_url, prefix=settings.key_prefix, ttl_s=settings.state_ttl_s
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            ttl_s=settings.state_ttl_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            command_timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
         )
     return MemoryStateStore(ttl_s=settings.state_ttl_s)
+
+
+def create_breaker_board(settings: Settings) -> BreakerBoard:
+    """Where replicas share breakers: Redis when the state is there, else this process."""
+    ttl_s = max(2.0, 8 * settings.breaker_sync_s)
+    if settings.redis_url:
+        return RedisBreakerBoard.from_url(
+            settings.redis_url, prefix=settings.key_prefix, report_ttl_s=ttl_s
+        )
+    return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
 def create_app(
@@ -45,10 +64,14 @@ def create_app(
     store: StateStore | None = None,
     http: httpx.AsyncClient | None = None,
     replica_id: str | None = None,
+    breaker_board: BreakerBoard | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """Build the API; tests inject `store` and `http`, and `clock` (epoch seconds) for
-    the scheduler. The app closes only what it opened."""
+    """Build the API; tests inject `store`, `http`, `breaker_board`, and `clock` (epoch
+    seconds) for the scheduler.
+
+    The app closes only what it opened.
+    """
     app = web.Application(
         middlewares=[error_middleware],
         client_max_size=settings.max_body_bytes,
@@ -59,6 +82,8 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
         own_http = http is None
+        own_board = breaker_board is None
+        board = breaker_board if breaker_board is not None else create_breaker_board(settings)
         the_store = store if store is not None else create_store(settings)
         the_http = (
             http if http is not None else create_http_client(transport=settings.http_transport)
@@ -100,6 +125,13 @@ def create_app(
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
         )
+        breakers = BreakerSync(
+            client.breakers(),
+            board,
+            replica=orchestrator.replica_id,
+            interval_s=settings.breaker_sync_s,
+        )
+
         async def start_scheduled(schedule: Schedule, tick: float) -> str:
             req = parse_query_request(schedule.request, max_query_chars=settings.max_query_chars)
             workflow, inputs = services.prepare(req)
@@ -122,8 +154,11 @@ def create_app(
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
             chain=chain,
+            breakers=breakers,
             scheduler=scheduler,
         )
+        # Ops modes in force (open / disabled) apply before the first request is served.
+        await breakers.start()
         await orchestrator.start()
         scheduler.start()
         app[SERVICES] = services
@@ -133,6 +168,9 @@ def create_app(
             await scheduler.close()
             await orchestrator.close()
             await client.aclose()
+            await breakers.close()
+            if own_board:
+                await board.close()
             if own_http:
                 await the_http.aclose()
             if own_store:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from circuit.breaker import Forced
 from orchestrator.api.errors import NotFound, error_response
 from orchestrator.api.requests import parse_query_request, parse_workflow_body, read_json_object
 from orchestrator.api.services import SERVICES
@@ -102,37 +103,35 @@ async def resume(request: web.Request) -> web.Response:
 
 @routes.get("/api/circuit-breakers/status")
 async def breakers(request: web.Request) -> web.Response:
-    client = request.app[SERVICES].client
-    peers = client.a2a_peers
-    body = {
-        name: {
-            **breaker.snapshot().to_dict(),
-            "url": client.registry[name].url,
-            "protocol": client.registry[name].protocol,
-            # A2A agents: what their card says (null until it could be read).
-            **({"a2a": _card(peers, name)} if client.registry[name].protocol == "a2a" else {}),
-        }
-        for name, breaker in client.breakers().items()
-    }
-    return json_response({"breakers": body})
+    services = request.app[SERVICES]
+    body = await services.breakers.view()
+    peers = services.client.a2a_peers
+    for name, entry in body["breakers"].items():
+        spec = services.client.registry[name]
+        entry["url"] = spec.url
+        entry["protocol"] = spec.protocol
+        if spec.protocol == "a2a":
+            # What the agent's card says (null until it could be read).
+            peer = peers.get(name)
+            entry["a2a"] = None if peer is None else peer.summary()
+    return json_response(body)
 
 
-def _card(peers: Any, name: str) -> dict[str, Any] | None:
-    peer = peers.get(name)
-    return None if peer is None else dict(peer.summary())
+# Ops actions, for every replica: open (held open until reset), reset (lift any mode,
+# close), disable (held closed, every call admitted), enable (lift it). The last wins.
+_OPS_ACTIONS: dict[str, Forced | None] = {
+    "open": Forced.OPEN,
+    "reset": None,
+    "disable": Forced.DISABLED,
+    "enable": None,
+}
 
 
-@routes.post("/api/circuit-breakers/{agent}/open")
-async def force_open(request: web.Request) -> web.Response:
-    breaker = _breaker(request)
-    breaker.force_open()
-    return json_response(breaker.snapshot().to_dict())
-
-
-@routes.post("/api/circuit-breakers/{agent}/reset")
-async def reset(request: web.Request) -> web.Response:
-    breaker = _breaker(request)
-    breaker.reset()
+@routes.post(r"/api/circuit-breakers/{agent}/{action:open|reset|disable|enable}")
+async def breaker_action(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    name = _agent_name(request)
+    breaker = await services.breakers.force(name, _OPS_ACTIONS[request.match_info["action"]])
     return json_response(breaker.snapshot().to_dict())
 
 
@@ -162,7 +161,7 @@ async def readyz(request: web.Request) -> web.Response:
     return error_response(503, "not_ready", f"state store ({store.backend}) is not reachable")
 
 
-def _breaker(request: web.Request) -> Any:
+def _agent_name(request: web.Request) -> str:
     client = request.app[SERVICES].client
     name = request.match_info["agent"]
     if name not in client.registry:
@@ -171,7 +170,7 @@ def _breaker(request: web.Request) -> Any:
             code="agent_not_found",
             details={"agent": name},
         )
-    return client.breaker(name)
+    return name
 
 
 def _status_url(workflow_id: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from agents.client import AgentClient
+from circuit.sharing import BreakerSync
 from orchestrator.api.requests import QueryRequest
 from orchestrator.dag.kinds import NodeKindRegistry
 from orchestrator.dag.runner import BuiltinFallback
@@ -26,6 +27,8 @@ class Services:
     kinds: NodeKindRegistry
     builtins: Mapping[str, BuiltinFallback]
     chain: CompiledWorkflow
+    # The deployment's view of the breakers and the ops actions on them.
+    breakers: BreakerSync
     scheduler: Scheduler
 
     def prepare(self, req: QueryRequest) -> tuple[CompiledWorkflow, dict[str, Any]]:

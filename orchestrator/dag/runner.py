@@ -60,6 +60,7 @@ __all__ = ["AgentCaller", "BuiltinFallback", "DagRunner", "OnTransition"]
 
 BuiltinFallback = Callable[[Mapping[str, Any]], Awaitable[Any]]
 OnTransition = Callable[[WorkflowState], Awaitable[None]]
+BeforeStart = Callable[[], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
@@ -150,13 +151,20 @@ class DagRunner:
         state: WorkflowState,
         *,
         on_transition: OnTransition,
+        before_start: BeforeStart | None = None,
         pause_requested: Callable[[], bool] | None = None,
     ) -> None:
         """Run `workflow`, recording into `state` and calling `on_transition` after
         each change (see the module docstring); returns when the state is terminal,
         or PAUSED: while `pause_requested()` is true no new node starts, and once the
-        running ones have ended the run stops there (run it again to resume)."""
-        await _Execution(self, workflow, state, on_transition, pause_requested).run()
+        running ones have ended the run stops there (run it again to resume).
+
+        `before_start`, when given, is awaited before each node starts; the engine
+        uses it to confirm it still owns the workflow (it raises CancelledError if not).
+        """
+        await _Execution(
+            self, workflow, state, on_transition, before_start, pause_requested
+        ).run()
 
 
 class _Execution:
@@ -168,6 +176,7 @@ class _Execution:
         workflow: CompiledWorkflow,
         state: WorkflowState,
         on_transition: OnTransition,
+        before_start: BeforeStart | None = None,
         pause_requested: Callable[[], bool] | None = None,
     ) -> None:
         self.runner = runner
@@ -175,6 +184,7 @@ class _Execution:
         self.workflow = workflow
         self.state = state
         self.on_transition = on_transition
+        self.before_start = before_start
         self.options = workflow.definition.options
         self.loop = asyncio.get_running_loop()
         inputs = {**workflow.definition.inputs, **(state.inputs or {})}
@@ -330,6 +340,8 @@ class _Execution:
                         sorter.done(node_id)
                         await self.emit()
                         continue
+            if self.before_start is not None:
+                await self.before_start()
             step = self.state.steps[node_id]
             step.status = StepStatus.RUNNING
             step.started_at = self.runner.clock()
