@@ -6,12 +6,23 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from agents.client import AgentClient, create_http_client
 from circuit.board import BreakerBoard, MemoryBreakerBoard
 from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
+from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
+from orchestrator.access.principal import OPEN_TENANT
+from orchestrator.api.access import (
+    ACCESS,
+    Access,
+    auth_middleware,
+    browser_middleware,
+    json_body_middleware,
+)
+from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.requests import parse_query_request
 from orchestrator.api.routes import routes
@@ -27,6 +38,7 @@ from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
+from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
 from state.redis import RedisStateStore
 from state.schedules import Schedule
 from state.store import StateStore
@@ -58,6 +70,23 @@ def create_breaker_board(settings: Settings) -> BreakerBoard:
     return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
+def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
+    """Key stores and quotas: on Redis when REDIS_URL is set (shared by every replica)."""
+    client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    config = settings.access
+    stores: list[KeyStore] = [StaticKeyStore(config.keys)]
+    if config.redis_keys:
+        if client is None:
+            raise ValueError("[access] redis_keys = true needs REDIS_URL")
+        stores.append(
+            RedisKeyStore(client, prefix=settings.key_prefix, default_limits=config.default_limits)
+        )
+    quotas: Quotas = (
+        RedisQuotas(client, prefix=settings.key_prefix) if client is not None else MemoryQuotas()
+    )
+    return Access(config=config, authenticator=Authenticator(stores), quotas=quotas), client
+
+
 def create_app(
     settings: Settings,
     *,
@@ -73,11 +102,17 @@ def create_app(
     The app closes only what it opened.
     """
     app = web.Application(
-        middlewares=[error_middleware],
+        # Outermost first: browser checks (their headers reach every response), errors to
+        # JSON, then who is calling, then the body's media type.
+        middlewares=[browser_middleware, error_middleware, auth_middleware, json_body_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
     app.add_routes(schedule_routes)
+    access, access_redis = create_access(settings)
+    app[ACCESS] = access
+    admission = Admission(access.quotas, settings.access, state_ttl_s=settings.state_ttl_s)
+    app[ADMISSION] = admission
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
@@ -133,10 +168,19 @@ def create_app(
         )
 
         async def start_scheduled(schedule: Schedule, tick: float) -> str:
+            # Run as the tenant that created the schedule, with its agents as of now.
+            allowed = access.config.tenant(schedule.tenant or OPEN_TENANT).agents
             req = parse_query_request(schedule.request, max_query_chars=settings.max_query_chars)
-            workflow, inputs = services.prepare(req)
+            workflow, inputs = services.prepare(req, agents=allowed)
+            missing = services.disallowed_agents(workflow, allowed)
+            if missing:
+                raise PermissionError(f"tenant {schedule.tenant!r} may not call {missing}")
             state = await orchestrator.submit(
-                workflow, inputs, definition=req.workflow, schedule_id=schedule.schedule_id
+                workflow,
+                inputs,
+                definition=req.workflow,
+                tenant=schedule.tenant,
+                schedule_id=schedule.schedule_id,
             )
             return state.workflow_id
 
@@ -171,6 +215,9 @@ def create_app(
             await breakers.close()
             if own_board:
                 await board.close()
+            await admission.close()
+            if access_redis is not None:
+                await access_redis.aclose()
             if own_http:
                 await the_http.aclose()
             if own_store:

@@ -211,6 +211,7 @@ class WorkflowOrchestrator:
         *,
         definition: Mapping[str, Any] | None = None,
         schedule_id: str | None = None,
+        tenant: str | None = None,
     ) -> WorkflowState:
         """Accept a workflow: claim it, write its first state and start it. Returns at once.
 
@@ -218,6 +219,7 @@ class WorkflowOrchestrator:
         replica can resume the workflow; built-in workflows are found by name.
         Raises `StateStoreError` (nothing accepted) when the store cannot take it.
         `schedule_id` links a run to the schedule that started it.
+        `tenant` is who submitted it (the API answers 404 to other tenants).
         """
         state = WorkflowState(
             workflow_id=uuid.uuid4().hex,
@@ -226,6 +228,7 @@ class WorkflowOrchestrator:
             owner=self.replica_id,
             definition=dict(definition) if definition is not None else None,
             schedule_id=schedule_id,
+            tenant=tenant,
         )
         token: int | None = None
         if self._leases is not None:

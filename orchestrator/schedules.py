@@ -23,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from state.schedules import Misfire, Run, Schedule, ScheduleStore
 
@@ -58,12 +58,16 @@ def check_cron(cron: str) -> None:
         )
     if not croniter.is_valid(cron):
         raise ScheduleError(f"invalid cron expression {cron!r}", field="cron")
+    try:  # valid but impossible ("0 0 31 2 *": February 31st) never fires
+        croniter(cron, datetime.fromtimestamp(0, UTC)).get_next(float)
+    except CroniterError:
+        raise ScheduleError(f"cron expression {cron!r} never fires", field="cron") from None
 
 
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
         raise ScheduleError(f"unknown time zone {name!r}", field="timezone") from None
 
 

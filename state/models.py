@@ -181,6 +181,8 @@ class WorkflowState:
     definition: JSON = None
     # The schedule that started it (None: started by a client).
     schedule_id: str | None = None
+    # The tenant that submitted it: only that tenant (and admins) can see or cancel it.
+    tenant: str | None = None
 
     @property
     def fallbacks(self) -> list[dict[str, JSON]]:
@@ -207,6 +209,7 @@ class WorkflowState:
             "owner": self.owner,
             "definition": self.definition,
             "schedule_id": self.schedule_id,
+            "tenant": self.tenant,
         }
 
     @classmethod
@@ -226,4 +229,5 @@ class WorkflowState:
             owner=raw.get("owner"),
             definition=raw.get("definition"),
             schedule_id=raw.get("schedule_id"),
+            tenant=raw.get("tenant"),
         )

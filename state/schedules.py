@@ -58,6 +58,8 @@ class Schedule:
     misfire: Misfire = Misfire.SKIP
     paused: bool = False
     name: str | None = None
+    # The tenant that created it: its runs belong to that tenant, only it (and admins) see it.
+    tenant: str | None = None
     created_at: float = field(default_factory=time.time)
     anchor: float = field(default_factory=time.time)
 
@@ -65,6 +67,7 @@ class Schedule:
         return {
             "schedule_id": self.schedule_id,
             "name": self.name,
+            "tenant": self.tenant,
             "cron": self.cron,
             "timezone": self.timezone,
             "request": self.request,
@@ -79,6 +82,7 @@ class Schedule:
         return cls(
             schedule_id=raw["schedule_id"],
             name=raw.get("name"),
+            tenant=raw.get("tenant"),
             cron=raw["cron"],
             timezone=raw["timezone"],
             request=raw["request"],

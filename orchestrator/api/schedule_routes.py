@@ -13,8 +13,10 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from croniter import CroniterError
 
-from orchestrator.api.errors import BadRequest, NotFound, Unprocessable
+from orchestrator.api.access import ACCESS, principal
+from orchestrator.api.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from orchestrator.api.requests import parse_query_request, read_json_object
 from orchestrator.api.routes import json_response
 from orchestrator.api.services import SERVICES, Services
@@ -31,7 +33,7 @@ _MAX_NAME = 200
 async def create(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await read_json_object(request)
-    schedule = _parse(body, services)
+    schedule = _parse(body, request)
     await services.scheduler.store.save(schedule)
     response = json_response(await _body(services, schedule), status=201)
     response.headers["Location"] = f"/api/schedules/{schedule.schedule_id}"
@@ -41,7 +43,8 @@ async def create(request: web.Request) -> web.Response:
 @routes.get("/api/schedules")
 async def list_all(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    schedules = await services.scheduler.store.all()
+    who = principal(request)
+    schedules = [s for s in await services.scheduler.store.all() if who.may_see(s.tenant)]
     return json_response(
         {"schedules": [await _body(services, s, runs=False) for s in schedules]}
     )
@@ -77,16 +80,17 @@ async def resume(request: web.Request) -> web.Response:
 @routes.delete("/api/schedules/{schedule_id}")
 async def delete(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    schedule_id = request.match_info["schedule_id"]
-    if not await services.scheduler.store.delete(schedule_id):
-        raise _not_found(schedule_id)
+    schedule = await _find(request)
+    if not await services.scheduler.store.delete(schedule.schedule_id):
+        raise _not_found(schedule.schedule_id)
     return web.Response(status=204)
 
 
 async def _find(request: web.Request) -> Schedule:
+    """The schedule of the path, if the caller's tenant may see it; else a 404 (no oracle)."""
     schedule_id = request.match_info["schedule_id"]
     schedule = await request.app[SERVICES].scheduler.store.get(schedule_id)
-    if schedule is None:
+    if schedule is None or not principal(request).may_see(schedule.tenant):
         raise _not_found(schedule_id)
     return schedule
 
@@ -99,7 +103,9 @@ def _not_found(schedule_id: str) -> NotFound:
     )
 
 
-def _parse(body: dict[str, Any], services: Services) -> Schedule:
+def _parse(body: dict[str, Any], request: web.Request) -> Schedule:
+    services = request.app[SERVICES]
+    who = principal(request)
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise BadRequest(
@@ -129,11 +135,21 @@ def _parse(body: dict[str, Any], services: Services) -> Schedule:
         raise BadRequest(f"'name' is over {_MAX_NAME} characters", code="invalid_type")
     query_body: dict[str, Any] = {k: body[k] for k in ("query", "workflow") if k in body}
     req = parse_query_request(query_body, max_query_chars=services.settings.max_query_chars)
-    services.prepare(req)  # a definition that does not compile is a 422 now
+    # A definition that does not compile, or calls agents the tenant may not, fails now.
+    allowed = request.app[ACCESS].config.tenant(who.tenant).agents
+    workflow, _ = services.prepare(req, agents=allowed)
+    missing = services.disallowed_agents(workflow, allowed)
+    if missing:
+        raise Forbidden(
+            f"tenant {who.tenant!r} may not call agent(s) {', '.join(missing)}",
+            code="agent_not_allowed",
+            details={"agents": missing},
+        )
     now = services.scheduler.clock()
     return Schedule(
         schedule_id=uuid.uuid4().hex,
         name=name,
+        tenant=who.tenant,
         cron=cron,
         timezone=timezone,
         request=query_body,
@@ -158,12 +174,17 @@ def _string(body: dict[str, Any], field: str, *, required: bool = False) -> str 
     return value
 
 
+def _next_run(schedule: Schedule, now: float) -> float | None:
+    try:
+        return next_tick(schedule.cron, schedule.timezone, now)
+    except (CroniterError, ScheduleError):  # e.g. its zone left the tz database
+        return None
+
+
 async def _body(services: Services, schedule: Schedule, *, runs: bool = True) -> dict[str, Any]:
     body = schedule.to_dict()
     now = services.scheduler.clock()
-    body["next_run_at"] = (
-        None if schedule.paused else next_tick(schedule.cron, schedule.timezone, now)
-    )
+    body["next_run_at"] = None if schedule.paused else _next_run(schedule, now)
     if runs:
         body["runs"] = [
             {**run.to_dict(), "status_url": f"/api/workflow/{run.workflow_id}/status"}

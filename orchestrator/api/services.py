@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,21 +31,42 @@ class Services:
     breakers: BreakerSync
     scheduler: Scheduler
 
-    def prepare(self, req: QueryRequest) -> tuple[CompiledWorkflow, dict[str, Any]]:
-        """The workflow a query request runs (its DAG, or the chain) and its inputs."""
+    def prepare(
+        self, req: QueryRequest, *, agents: Collection[str] | None = None
+    ) -> tuple[CompiledWorkflow, dict[str, Any]]:
+        """The workflow a query request runs (its DAG, or the chain) and its inputs.
+
+        `agents` narrows the registry for a DAG (see `compile`); the chain is returned
+        as is: check it with `disallowed_agents`.
+        """
         if req.workflow is None:
             return self.chain, {"query": req.query}
-        workflow = self.compile(req.workflow)
+        workflow = self.compile(req.workflow, agents=agents)
         inputs = dict(workflow.definition.inputs)
         if req.query is not None:
             inputs["query"] = req.query
         return workflow, inputs
 
-    def compile(self, raw: Any) -> CompiledWorkflow:
-        """Parse and validate a client's definition against this service's agents and kinds."""
+    @staticmethod
+    def disallowed_agents(
+        workflow: CompiledWorkflow, agents: Collection[str] | None
+    ) -> list[str]:
+        """The agents `workflow` calls that are not in `agents` (None: every one allowed)."""
+        if agents is None:
+            return []
+        needed = frozenset().union(*(node.compiled.agents for node in workflow.nodes.values()))
+        return sorted(needed - frozenset(agents))
+
+    def compile(self, raw: Any, *, agents: Collection[str] | None = None) -> CompiledWorkflow:
+        """Parse and validate a client's definition against this service's agents and kinds.
+
+        `agents` narrows the registry (a tenant restricted to some agents); an agent
+        outside it is reported like an unknown one.
+        """
+        registered = list(self.client.registry)
         return compile_workflow(
             raw,
-            agents=list(self.client.registry),
+            agents=registered if agents is None else [a for a in registered if a in agents],
             kinds=self.kinds,
             builtins=list(self.builtins),
             max_nodes=self.settings.max_nodes,
