@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
+from orchestrator.access.config import TenantPolicy
 from orchestrator.api.services import SERVICES
 from orchestrator.app import create_app
 from state.redis import RedisStateStore
 from tests.fakes import FakeClock
 from tests.integration.conftest import Agents, settings_for
+from tests.integration.principals import access_config, auth
 
 QUESTION = "total profit by category"
 # A poll this long keeps the background loop out of the way: the tests call tick().
@@ -28,7 +30,7 @@ def at(text: str) -> float:
 async def make(agents: Agents, aiohttp_client: Any, clock: FakeClock, **kwargs: Any) -> Any:
     store = kwargs.pop("store", None)
     app = create_app(
-        settings_for(agents, schedule_poll_s=IDLE_POLL_S),
+        settings_for(agents, schedule_poll_s=IDLE_POLL_S, **kwargs.pop("settings", {})),
         store=store,
         clock=clock,
         replica_id=kwargs.pop("replica_id", None),
@@ -107,6 +109,8 @@ async def test_schedule_crud_and_a_run_linked_to_its_schedule(
         ({"cron": "* * * * *"}, 400, "missing_field"),
         ({"cron": "* * * * *", "query": QUESTION, "mode": "sync"}, 400, "unknown_field"),
         ({"cron": 5, "query": QUESTION}, 400, "invalid_type"),
+        ({"cron": "0 0 31 2 *", "query": QUESTION}, 422, "invalid_schedule"),  # never fires
+        ({"cron": "@hourly", "timezone": "A" * 300, "query": QUESTION}, 422, "invalid_schedule"),
         (
             {
                 "cron": "* * * * *",
@@ -174,3 +178,43 @@ async def test_two_instances_on_one_redis_start_each_tick_exactly_once(
         assert status["status"] == "completed"
     await a.close()
     await b.close()
+
+
+async def test_schedules_belong_to_their_tenant_and_run_as_it(
+    agents: Agents, aiohttp_client: Any
+) -> None:
+    """Another tenant neither lists, reads, pauses nor deletes a schedule (404, no
+    oracle); its runs carry the creating tenant; agents the tenant may not call are 403."""
+    clock = FakeClock(at("2026-01-01T08:59:30"))
+    tenants = {"globex": TenantPolicy(agents=frozenset({"nlp"}))}
+    client = await make(
+        agents, aiohttp_client, clock, settings={"access": access_config(tenants=tenants)}
+    )
+    created = await client.post(
+        "/api/schedules", json={"cron": "0 9 * * *", "query": QUESTION}, headers=auth("user_a")
+    )
+    assert created.status == 201
+    schedule_id = (await created.json())["schedule_id"]
+    assert (await created.json())["tenant"] == "acme"
+    url = f"/api/schedules/{schedule_id}"
+    for method, path in (("GET", url), ("POST", f"{url}/pause"), ("DELETE", url)):
+        response = await client.request(method, path, headers=auth("user_b"))
+        assert response.status == 404, (method, path)
+    listed = await (await client.get("/api/schedules", headers=auth("user_b"))).json()
+    assert listed["schedules"] == []
+    seen_by_admin = await (await client.get("/api/schedules", headers=auth("admin"))).json()
+    assert [s["schedule_id"] for s in seen_by_admin["schedules"]] == [schedule_id]
+    refused = await client.post(
+        "/api/schedules", json={"cron": "0 9 * * *", "query": QUESTION}, headers=auth("user_b")
+    )
+    assert refused.status == 403
+    assert (await refused.json())["error"]["code"] == "agent_not_allowed"
+
+    clock.advance(30)
+    services = client.app[SERVICES]
+    (workflow_id,) = await services.scheduler.tick()
+    await services.orchestrator.wait(workflow_id)
+    mine = await client.get(f"/api/workflow/{workflow_id}/status", headers=auth("user_a"))
+    assert (await mine.json())["tenant"] == "acme"
+    theirs = await client.get(f"/api/workflow/{workflow_id}/status", headers=auth("user_b"))
+    assert theirs.status == 404
