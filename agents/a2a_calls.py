@@ -8,7 +8,7 @@ deadline, retry, breaker, bulkhead and timeouts; for an agent whose
    JSON-RPC URL and the wire version (agents/a2a.py);
 2. `SendMessage` with the node's input, `messageId` = the call's idempotency key
    (the same on every retry);
-3. while the task is submitted/working, `GetTask` with a growing pause (20 ms
+3. while the task is submitted/working, `GetTask` with a growing pause (2 ms
    to 0.5 s), bounded by the attempt's cap (the step's deadline) — or, with no
    deadline at all, by ten read timeouts, after which the attempt times out and
    a retry asks again with the same messageId;
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 logger = structlog.get_logger(__name__)
 
-_POLL_FIRST_S = 0.02
+_POLL_FIRST_S = 0.002
 _POLL_MAX_S = 0.5
 # With no deadline and no per-call cap, one attempt polls at most this many read timeouts.
 _UNBOUNDED_POLL_READS = 10

@@ -64,6 +64,8 @@ BeforeStart = Callable[[], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
+# How much later than a node's deadline its backstop fires (see _bounded).
+_BACKSTOP_GRACE_S = 0.05
 # Steps a resumed run keeps as they are.
 _SETTLED = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED})
 
@@ -501,11 +503,16 @@ class _Execution:
         )
 
     async def _bounded(self, cn: CompiledNode, ctx: NodeContext, work: Awaitable[Any]) -> Any:
-        """Await `work` under the node's timeout_s (if any); NodeTimeout when it runs out."""
+        """Await `work` under the node's timeout_s (if any); NodeTimeout when it runs out.
+
+        Agent calls get the same deadline (NodeContext.deadline) and end themselves at
+        it with an AgentTimeout that counts their attempts; this bound, a moment later,
+        is the backstop for work that does not watch the deadline.
+        """
         timeout_s = self._timeout_s(cn)
         if timeout_s is None:
             return await work
-        budget = asyncio.timeout(timeout_s)
+        budget = asyncio.timeout(timeout_s + _BACKSTOP_GRACE_S)
         try:
             async with budget:
                 return await work

@@ -68,7 +68,9 @@ async def test_hanging_agent_ends_its_step_at_the_step_deadline(api: Any, agents
     body = await response.json()
     assert body["status"] == "failed"
     assert body["steps"]["data"]["status"] == "failed"
-    assert body["steps"]["data"]["error"]["type"] in ("agent_timeout", "node_timeout")
+    # The client ends the call at the step deadline itself, counting its attempts.
+    assert body["steps"]["data"]["error"]["type"] == "agent_timeout"
+    assert body["steps"]["data"]["attempts"] >= 1
     # The NLP step was not affected by the Data agent's hang.
     assert body["steps"]["nlp"]["status"] == "completed"
 
