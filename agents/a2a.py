@@ -247,7 +247,8 @@ def _peer(
     skills: tuple[str, ...],
 ) -> Peer:
     if not url.startswith(("http://", "https://")):
-        raise A2AProtocolError(f"the agent card's URL {url!r} is not http(s)")
+        # The URL itself stays out of the message: errors reach workflow documents.
+        raise A2AProtocolError("the agent card's URL is not http(s)")
     return Peer(url, version, name, description, agent_version, skills)
 
 

@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
+import orjson
 import structlog
 
 from agents.a2a import A2AProtocolError, Peer, RpcError, TaskResult, TaskState, peer_from_card
 from agents.errors import AgentBadResponse, AgentError, AgentNeedsInput, AgentTaskFailed
 from agents.registry import AgentSpec
+from agents.transport import BodyTooLarge
 
 if TYPE_CHECKING:
     from agents.client import _Call
@@ -48,7 +50,11 @@ _UNBOUNDED_POLL_READS = 10
 _CANCEL_CAP_S = 5.0
 
 Translate = Callable[..., AgentError]
-CheckStatus = Callable[[httpx.Response, "_Call"], None]
+CheckStatus = Callable[[httpx.Response, bytes, "_Call"], None]
+# Sends a request and reads its answer under a size cap (AgentClient._exchange).
+Exchange = Callable[[httpx.Request, int], Awaitable[tuple[httpx.Response, bytes]]]
+# Everything sending may raise that is not ours (AgentClient's list).
+_FOREIGN = (httpx.HTTPError, aiohttp.ClientError, BodyTooLarge)
 
 
 class A2ACalls:
@@ -61,9 +67,11 @@ class A2ACalls:
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         translate: Translate,
+        exchange: Exchange,
         check_status: CheckStatus,
     ) -> None:
         self._http = http
+        self._exchange = exchange
         self._clock = clock
         self._sleep = sleep
         self._translate = translate
@@ -86,23 +94,23 @@ class A2ACalls:
         }
         t = spec.timeouts
         timeout = httpx.Timeout(t.connect, read=t.read, write=t.write, pool=t.pool)
+        request = self._http.build_request("GET", spec.card_url, timeout=timeout)
         try:
-            response = await self._http.get(spec.card_url, timeout=timeout)
-        except (httpx.HTTPError, aiohttp.ClientError, TimeoutError) as exc:
+            # Bounded like every answer: a card is read whole, at most max_response_bytes.
+            response, body = await self._exchange(request, spec.max_response_bytes)
+        except (*_FOREIGN, TimeoutError) as exc:
             raise self._translate(exc, timeout=timeout, **ctx) from exc
         if response.status_code != 200:
             raise AgentBadResponse(
                 reason=f"agent card answered HTTP {response.status_code}",
                 status=response.status_code,
-                body=response.content,
+                body=body,
                 **ctx,
             )
         try:
-            peer = peer_from_card(spec.url, response.json())
-        except (A2AProtocolError, ValueError) as exc:
-            raise AgentBadResponse(
-                reason=f"agent card: {exc}", body=response.content, **ctx
-            ) from exc
+            peer = peer_from_card(spec.url, orjson.loads(body))
+        except (A2AProtocolError, orjson.JSONDecodeError) as exc:
+            raise AgentBadResponse(reason=f"agent card: {exc}", body=body, **ctx) from exc
         self._peers[spec.name] = peer
         return peer
 
@@ -140,18 +148,19 @@ class A2ACalls:
         return _outcome(call, result)
 
     async def _rpc(self, call: _Call, peer: Peer, body: bytes) -> TaskResult:
+        request = self._http.build_request(
+            "POST", peer.rpc_url, content=body, headers=peer.headers(), extensions=call.extensions
+        )
         try:
-            response = await self._http.post(
-                peer.rpc_url, content=body, headers=peer.headers(), extensions=call.extensions
-            )
-        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            response, answer_body = await self._exchange(request, call.spec.max_response_bytes)
+        except _FOREIGN as exc:
             raise self._translate(exc, **_ctx(call), timeout=call.timeout) from exc
-        self._check_status(response, call)
+        self._check_status(response, answer_body, call)
         try:
-            answer = peer.read(response.content)
+            answer = peer.read(answer_body)
         except A2AProtocolError as exc:
             raise AgentBadResponse(
-                reason=str(exc), status=response.status_code, body=response.content, **_ctx(call)
+                reason=str(exc), status=response.status_code, body=answer_body, **_ctx(call)
             ) from exc
         if isinstance(answer, RpcError):
             raise AgentTaskFailed(
@@ -174,14 +183,15 @@ class A2ACalls:
         self.cancels_sent[name] += 1
         try:
             async with asyncio.timeout(min(_CANCEL_CAP_S, call.spec.timeouts.read)):
-                response = await self._http.post(
-                    peer.rpc_url, content=peer.cancel_task(task_id), headers=peer.headers()
+                request = self._http.build_request(
+                    "POST", peer.rpc_url, content=peer.cancel_task(task_id), headers=peer.headers()
                 )
+                response, _ = await self._exchange(request, call.spec.max_response_bytes)
             logger.info(
                 "a2a_cancel_forwarded", agent=name, task_id=task_id, status=response.status_code
             )
         # Best effort: the task may be gone already.
-        except (httpx.HTTPError, aiohttp.ClientError, TimeoutError) as exc:
+        except (*_FOREIGN, TimeoutError) as exc:
             logger.warning("a2a_cancel_failed", agent=name, task_id=task_id, reason=str(exc))
 
     async def aclose(self) -> None:

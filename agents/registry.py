@@ -26,6 +26,7 @@ class AgentTimeouts:
 
 Protocol = Literal["native", "a2a"]
 PROTOCOLS: tuple[Protocol, ...] = ("native", "a2a")
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,9 @@ class AgentSpec:
     # "native": POST {url}/process (DESIGN.md "Agents"); "a2a": the Agent2Agent protocol,
     # its card at {url}/.well-known/agent-card.json (agents/a2a.py).
     protocol: Protocol = "native"
+    # Largest answer body read from this agent (after decompression); a bigger one is
+    # cut off while streaming and fails the call with `agent_response_too_large`.
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     @property
     def process_url(self) -> str:

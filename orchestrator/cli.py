@@ -153,6 +153,7 @@ def _announcement(settings: Settings) -> str:
     return (
         f"orchestrator listening on {url} | state store: {store} | agents: {agents}\n"
         f"try: {_EXAMPLE.format(url=url)}"
+        + (" -H 'Authorization: Bearer <your key>'" if settings.access.enabled else "")
     )
 
 

@@ -120,8 +120,11 @@ class WorkflowOrchestrator:
         resolve: DefinitionResolver | None = None,
         handoff_on_shutdown: bool = False,
         clock: Clock | None = None,
+        write_pace: float = 4.0,
     ) -> None:
         self.store = store
+        # StateWriter pacing (see there): keeps writing linear in a workflow's size.
+        self._write_pace = write_pace
         self.runner = runner
         self.metrics = metrics or WorkflowMetrics()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
@@ -602,7 +605,7 @@ class WorkflowOrchestrator:
                 return False
             return await self._persist(current, token)
 
-        return StateWriter(persist, state)
+        return StateWriter(persist, state, pace=self._write_pace)
 
     async def _finish(self, state: WorkflowState, writer: StateWriter) -> None:
         # The runner writes the terminal document itself; write it here only if it

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import re
 from importlib import resources
 from typing import Any
@@ -175,3 +177,24 @@ def _operation_id(entry: Endpoint) -> str:
 @functools.cache
 def docs_page() -> str:
     return resources.files("orchestrator.api").joinpath("docs.html").read_text("utf-8")
+
+
+@functools.cache
+def docs_csp() -> str:
+    """The docs page's Content-Security-Policy: only its own inline script and style (by
+    hash) run, and it may fetch only from this service: no CDN, no other origin."""
+    page = docs_page()
+    scripts = " ".join(_hashes(page, "script"))
+    styles = " ".join(_hashes(page, "style"))
+    return (
+        f"default-src 'none'; script-src {scripts}; style-src {styles}; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+def _hashes(page: str, tag: str) -> list[str]:
+    bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+    return [
+        "'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() + "'"
+        for b in bodies
+    ]
