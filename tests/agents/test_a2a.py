@@ -14,7 +14,12 @@ from aiohttp import web
 
 from agents.a2a import A2AVersion
 from agents.client import AgentClient
-from agents.errors import AgentNeedsInput, AgentTaskFailed, AgentTimeout
+from agents.errors import (
+    AgentNeedsInput,
+    AgentResponseTooLarge,
+    AgentTaskFailed,
+    AgentTimeout,
+)
 from agents.reference.a2a_service import A2A_SERVICE, A2AService, start_a2a_agent
 from agents.registry import AgentRegistry, AgentSpec
 from agents.transport import create_http_client
@@ -214,3 +219,25 @@ async def test_unreachable_card_is_reported_and_read_on_the_first_call(
     client = client_for("http://127.0.0.1:1", http, retry=RetryConfig(max_attempts=1))
     found = await client.discover()
     assert found["charts"] is not None and "charts" not in client.a2a_peers
+
+
+async def test_an_oversized_a2a_answer_is_cut_off() -> None:
+    """A2A answers are read under the agent's max_response_bytes like native ones."""
+    card = {
+        "name": "big",
+        "description": "",
+        "version": "1",
+        "supportedInterfaces": [
+            {"url": "http://agent.test/", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+        ],
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("agent-card.json"):
+            return httpx.Response(200, json=card)
+        return httpx.Response(200, content=b'{"jsonrpc": "2.0", "result": "' + b"x" * 5000)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = client_for("http://agent.test", http, max_response_bytes=2048)
+        with pytest.raises(AgentResponseTooLarge):
+            await client.call("charts", {"x": 1}, workflow_id="wf", step_id="s1")
