@@ -14,7 +14,7 @@ from circuit.board import BreakerBoard, MemoryBreakerBoard
 from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
 from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
-from orchestrator.access.principal import OPEN_TENANT
+from orchestrator.access.principal import OPEN_TENANT, Principal, Role
 from orchestrator.api.access import (
     ACCESS,
     Access,
@@ -195,14 +195,29 @@ def create_app(
             missing = services.disallowed_agents(workflow, allowed)
             if missing:
                 raise PermissionError(f"tenant {schedule.tenant!r} may not call {missing}")
-            state = await orchestrator.submit(
-                workflow,
-                inputs,
-                definition=req.workflow,
-                tenant=schedule.tenant,
-                schedule_id=schedule.schedule_id,
+            # A run counts against its tenant's cap on async workflows like any other
+            # (over it: this tick's run is skipped, logged as schedule_fire_failed).
+            who = Principal(
+                key_id=f"schedule:{schedule.schedule_id}",
+                tenant=schedule.tenant or OPEN_TENANT,
+                roles=frozenset({Role.USER}),
             )
-            return state.workflow_id
+            timeout_s = workflow.definition.options.timeout_s
+            ticket = await admission.admit(who, is_async=True, timeout_s=timeout_s)
+            try:
+                state = await orchestrator.submit(
+                    workflow,
+                    inputs,
+                    definition=req.workflow,
+                    tenant=schedule.tenant,
+                    schedule_id=schedule.schedule_id,
+                )
+            except BaseException:
+                await admission.abandon(ticket)
+                raise
+            workflow_id = state.workflow_id
+            admission.release_when(ticket, lambda: orchestrator.wait(workflow_id))
+            return workflow_id
 
         scheduler = Scheduler(
             store=the_store.schedules(),

@@ -218,3 +218,26 @@ async def test_schedules_belong_to_their_tenant_and_run_as_it(
     assert (await mine.json())["tenant"] == "acme"
     theirs = await client.get(f"/api/workflow/{workflow_id}/status", headers=auth("user_b"))
     assert theirs.status == 404
+
+
+async def test_scheduled_runs_count_against_the_tenants_async_quota(
+    agents: Agents, aiohttp_client: Any
+) -> None:
+    """With room for one async workflow in state, the second tick's run is not started."""
+    clock = FakeClock(at("2026-01-01T00:00:30"))
+    tenants = {"acme": TenantPolicy(max_async_workflows=1)}
+    client = await make(
+        agents, aiohttp_client, clock, settings={"access": access_config(tenants=tenants)}
+    )
+    created = await client.post(
+        "/api/schedules", json={"cron": "* * * * *", "query": QUESTION}, headers=auth("user_a")
+    )
+    schedule_id = (await created.json())["schedule_id"]
+    scheduler = client.app[SERVICES].scheduler
+    clock.advance(60)
+    (first,) = await scheduler.tick()
+    await client.app[SERVICES].orchestrator.wait(first)
+    clock.advance(60)
+    assert await scheduler.tick() == []
+    got = await (await client.get(f"/api/schedules/{schedule_id}", headers=auth("user_a"))).json()
+    assert [r["workflow_id"] for r in got["runs"]] == [first]
