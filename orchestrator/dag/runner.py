@@ -268,7 +268,8 @@ class _Execution:
     # -- the scheduler -------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run to a terminal state, whatever happens: the one place that guarantees it.
+        """Run to a terminal state, whatever happens: the one place that guarantees it
+        (or to PAUSED, when a pause was requested: see `DagRunner.run`).
 
         Any exception escaping the scheduler, a node's bookkeeping, a transition
         callback or the output template (a bug, a value no store can hold, a failed
