@@ -197,20 +197,26 @@ class AgentClient:
         return self._a2a.peers
 
     async def discover(self) -> dict[str, str | None]:
-        """Read the card of every A2A agent (at start-up): agent -> None when it was read,
-        else why not. An agent unreachable now is tried again on its first call."""
+        """Read the card of every A2A agent, all at once (at start-up): agent -> None when
+        it was read, else why not. An agent unreachable now is tried again on its first
+        call."""
+        names = [name for name, spec in self.registry.items() if spec.protocol == "a2a"]
+        outcomes = await asyncio.gather(
+            *(self._a2a.discover(self.registry[name]) for name in names),
+            return_exceptions=True,
+        )
         found: dict[str, str | None] = {}
-        for name, spec in self.registry.items():
-            if spec.protocol != "a2a":
-                continue
-            try:
-                peer = await self._a2a.discover(spec)
-            except AgentError as exc:
-                found[name] = str(exc)
-                logger.warning("a2a_card_unavailable", agent=name, error=exc.code, reason=str(exc))
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, AgentError):
+                found[name] = str(outcome)
+                logger.warning(
+                    "a2a_card_unavailable", agent=name, error=outcome.code, reason=str(outcome)
+                )
+            elif isinstance(outcome, BaseException):
+                raise outcome
             else:
                 found[name] = None
-                logger.info("a2a_card_read", agent=name, **peer.summary())
+                logger.info("a2a_card_read", agent=name, **outcome.summary())
         return found
 
     async def call(

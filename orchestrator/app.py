@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
@@ -144,9 +145,9 @@ def create_app(
             http if http is not None else create_http_client(transport=settings.http_transport)
         )
         client = AgentClient(settings.agents, the_http)
-        # A2A agents: read their cards now (reachable? what do they offer?); one that is
-        # not up yet is read again on its first call.
-        await client.discover()
+        # A2A agents: read their cards now (reachable? what do they offer?), without
+        # holding start-up up; one that is not up yet is read again on its first call.
+        discovery = asyncio.create_task(client.discover(), name="a2a-discovery")
         kinds = default_kinds()
         runner = DagRunner(
             agents=client,
@@ -244,6 +245,8 @@ def create_app(
         try:
             yield
         finally:
+            discovery.cancel()
+            await asyncio.gather(discovery, return_exceptions=True)
             await scheduler.close()
             await orchestrator.close()
             await client.aclose()

@@ -63,6 +63,13 @@ async def api(agents: Agents, a2a_viz: tuple[str, A2AService], aiohttp_client: A
 
 async def test_a2a_agent_in_a_workflow_completes(api: Any, a2a_viz: tuple[str, A2AService]) -> None:
     _, service = a2a_viz
+
+    async def card_read_at_start() -> bool:
+        breakers = (await (await api.get("/api/circuit-breakers/status")).json())["breakers"]
+        return breakers["charts"]["a2a"] is not None
+
+    await eventually(card_read_at_start)  # before any call: the start-up discovery
+    assert service.stats.requests == 0
     response = await api.post("/api/query", json={"workflow": WORKFLOW})
     assert response.status == 200
     body = await response.json()
