@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 import redis.asyncio as aioredis
@@ -36,6 +36,7 @@ from orchestrator.dag.runner import BuiltinFallback, DagRunner
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
+from orchestrator.metrics import WorkflowMetrics
 from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
 from state.connect import connect
@@ -60,7 +61,11 @@ def create_store(settings: Settings) -> StateStore:
             max_connections=settings.redis_max_connections,
             pool_timeout_s=settings.redis_pool_timeout_s,
         )
-    return MemoryStateStore(ttl_s=settings.state_ttl_s)
+    return MemoryStateStore(
+        ttl_s=settings.state_ttl_s,
+        max_workflows=settings.memory_max_workflows,
+        max_bytes=settings.memory_max_bytes,
+    )
 
 
 def create_redis_client(settings: Settings) -> aioredis.Redis | None:
@@ -100,6 +105,43 @@ def create_access(settings: Settings, client: aioredis.Redis | None) -> Access:
     return Access(config=config, authenticator=Authenticator(stores), quotas=quotas)
 
 
+async def start_scheduled_run(
+    schedule: Schedule, *, services: Services, access: Access, admission: Admission
+) -> str:
+    """Start one run of a schedule, as an async query of its tenant would be started."""
+    # Run as the tenant that created the schedule, with its agents as of now.
+    tenant = schedule.tenant or OPEN_TENANT
+    allowed = access.config.tenant(tenant).agents
+    req = parse_query_request(schedule.request, max_query_chars=services.settings.max_query_chars)
+    workflow, inputs = await services.prepare(req, agents=allowed)
+    missing = services.disallowed_agents(workflow, allowed)
+    if missing:
+        raise PermissionError(f"tenant {tenant!r} may not call {missing}")
+    # A run counts against its tenant's cap on async workflows like any other
+    # (over it: this tick's run is skipped, logged as schedule_fire_failed).
+    who = Principal(
+        key_id=f"schedule:{schedule.schedule_id}", tenant=tenant, roles=frozenset({Role.USER})
+    )
+    orchestrator = services.orchestrator
+    ticket = await admission.admit(
+        who, is_async=True, timeout_s=workflow.definition.options.timeout_s
+    )
+    try:
+        state = await orchestrator.submit(
+            workflow,
+            inputs,
+            definition=req.workflow,
+            tenant=schedule.tenant,
+            schedule_id=schedule.schedule_id,
+        )
+    except BaseException:
+        await admission.abandon(ticket)
+        raise
+    workflow_id = state.workflow_id
+    admission.release_when(ticket, lambda: orchestrator.wait(workflow_id))
+    return workflow_id
+
+
 def create_app(
     settings: Settings,
     *,
@@ -119,9 +161,20 @@ def create_app(
         # JSON, then who is calling, then the body's media type.
         middlewares=[browser_middleware, error_middleware, auth_middleware, json_body_middleware],
         client_max_size=settings.max_body_bytes,
+        # Passed to every connection's handler: idle keep-alive connections are closed,
+        # and request lines and header fields stay within aiohttp's defaults.
+        handler_args={
+            "keepalive_timeout": settings.keepalive_timeout_s,
+            "max_line_size": 8190,
+            "max_field_size": 8190,
+            # Bodies are never decompressed: a Content-Encoding is refused with a 415
+            # (read_json_object) instead of inflating a bomb or failing in the parser.
+            "auto_decompress": False,
+        },
     )
     app.add_routes(routes)
     app.add_routes(schedule_routes)
+    app.on_response_prepare.append(_plain_server_header)
     # One bounded client for the board and the access layer; the store keeps its own pool
     # (its pub/sub connections must not starve the checks every request makes).
     shared_redis = create_redis_client(settings)
@@ -155,6 +208,7 @@ def create_app(
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
             step_timeout_s=settings.step_timeout_s,
+            limits=settings.limits,
         )
         chain = compile_workflow(
             chain_definition(
@@ -180,6 +234,7 @@ def create_app(
             shutdown_grace_s=settings.shutdown_grace_s,
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
+            metrics=WorkflowMetrics(max_series=settings.max_metric_series),
         )
         breakers = BreakerSync(
             client.breakers(),
@@ -188,37 +243,10 @@ def create_app(
             interval_s=settings.breaker_sync_s,
         )
 
-        async def start_scheduled(schedule: Schedule, tick: float) -> str:
-            # Run as the tenant that created the schedule, with its agents as of now.
-            allowed = access.config.tenant(schedule.tenant or OPEN_TENANT).agents
-            req = parse_query_request(schedule.request, max_query_chars=settings.max_query_chars)
-            workflow, inputs = services.prepare(req, agents=allowed)
-            missing = services.disallowed_agents(workflow, allowed)
-            if missing:
-                raise PermissionError(f"tenant {schedule.tenant!r} may not call {missing}")
-            # A run counts against its tenant's cap on async workflows like any other
-            # (over it: this tick's run is skipped, logged as schedule_fire_failed).
-            who = Principal(
-                key_id=f"schedule:{schedule.schedule_id}",
-                tenant=schedule.tenant or OPEN_TENANT,
-                roles=frozenset({Role.USER}),
+        def start_scheduled(schedule: Schedule, tick: float) -> Awaitable[str]:
+            return start_scheduled_run(
+                schedule, services=services, access=access, admission=admission
             )
-            timeout_s = workflow.definition.options.timeout_s
-            ticket = await admission.admit(who, is_async=True, timeout_s=timeout_s)
-            try:
-                state = await orchestrator.submit(
-                    workflow,
-                    inputs,
-                    definition=req.workflow,
-                    tenant=schedule.tenant,
-                    schedule_id=schedule.schedule_id,
-                )
-            except BaseException:
-                await admission.abandon(ticket)
-                raise
-            workflow_id = state.workflow_id
-            admission.release_when(ticket, lambda: orchestrator.wait(workflow_id))
-            return workflow_id
 
         scheduler = Scheduler(
             store=the_store.schedules(),
@@ -261,5 +289,19 @@ def create_app(
             if own_store:
                 await the_store.close()
 
+    async def stop_workflows(app: web.Application) -> None:
+        # on_shutdown runs after the listening sockets closed and before aiohttp waits
+        # for in-flight requests: running workflows get their grace period here, then
+        # end (memory store) or are handed off (Redis), so the sync requests waiting
+        # on them are answered with the workflow document before connections close.
+        if SERVICES in app:
+            await app[SERVICES].orchestrator.close()
+
     app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(stop_workflows)
     return app
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would announce "Python/3.x aiohttp/3.x": versions help nobody but attackers.
+    response.headers["Server"] = "orchestrator"

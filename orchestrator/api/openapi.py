@@ -28,19 +28,21 @@ _SECURED_ERRORS: dict[int, tuple[str, ...]] = {
 _POST_ERRORS: dict[int, tuple[str, ...]] = {
     403: ("origin_not_allowed",),
     413: ("payload_too_large",),
-    415: ("unsupported_media_type",),
+    415: ("unsupported_media_type", "unsupported_content_encoding"),
 }
 _BODY_ERRORS: dict[int, tuple[str, ...]] = {
-    400: ("malformed_json", "empty_body", "invalid_body"),
+    400: ("malformed_json", "empty_body", "invalid_body", "nesting_too_deep"),
+    408: ("request_timeout",),
 }
 _STATUS_TEXT = {
     400: "the request is malformed",
     401: "no valid API key (see WWW-Authenticate)",
     403: "the key lacks the role, or the origin is not allowed",
     404: "not found (another tenant's workflow is not found either)",
+    408: "the body did not arrive in time",
     409: "conflict with the resource's state",
     413: "the body is over the size limit",
-    415: "the body is not application/json",
+    415: "the body is not application/json, or is content-encoded",
     422: "the workflow definition is invalid",
     429: "over a rate limit or quota (see Retry-After)",
     503: "a dependency is unavailable (see Retry-After)",

@@ -41,7 +41,7 @@ async def query(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     req = parse_query_request(body, max_query_chars=services.settings.max_query_chars)
     allowed = request.app[ACCESS].config.tenant(who.tenant).agents
-    workflow, inputs = services.prepare(req, agents=allowed)
+    workflow, inputs = await services.prepare(req, agents=allowed)
     if req.workflow is None:
         _check_agents(workflow, allowed, who)
     orchestrator = services.orchestrator
@@ -184,7 +184,7 @@ async def validate(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     raw = parse_workflow_body(await read_json_object(request))
     allowed = request.app[ACCESS].config.tenant(principal(request).tenant).agents
-    workflow = services.compile(raw, agents=allowed)
+    workflow = await services.compile_off_loop(raw, agents=allowed)
     return json_response({"valid": True, "plan": plan_workflow(workflow).to_dict()})
 
 

@@ -33,7 +33,7 @@ _MAX_NAME = 200
 async def create(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await read_json_object(request)
-    schedule = _parse(body, request)
+    schedule = await _parse(body, request)
     await services.scheduler.store.save(schedule)
     response = json_response(await _body(services, schedule), status=201)
     response.headers["Location"] = f"/api/schedules/{schedule.schedule_id}"
@@ -103,7 +103,7 @@ def _not_found(schedule_id: str) -> NotFound:
     )
 
 
-def _parse(body: dict[str, Any], request: web.Request) -> Schedule:
+async def _parse(body: dict[str, Any], request: web.Request) -> Schedule:
     services = request.app[SERVICES]
     who = principal(request)
     unknown = sorted(set(body) - _FIELDS)
@@ -137,7 +137,7 @@ def _parse(body: dict[str, Any], request: web.Request) -> Schedule:
     req = parse_query_request(query_body, max_query_chars=services.settings.max_query_chars)
     # A definition that does not compile, or calls agents the tenant may not, fails now.
     allowed = request.app[ACCESS].config.tenant(who.tenant).agents
-    workflow, _ = services.prepare(req, agents=allowed)
+    workflow, _ = await services.prepare(req, agents=allowed)
     missing = services.disallowed_agents(workflow, allowed)
     if missing:
         raise Forbidden(
