@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 from croniter import CroniterError, croniter
 
+from orchestrator.errors import InvalidSchedule
 from state.schedules import Misfire, Run, Schedule, ScheduleStore
 
 log = structlog.get_logger(__name__)
@@ -40,35 +41,27 @@ StartRun = Callable[[Schedule, float], Awaitable[str]]
 _CLAIM_MARGIN_S = 3600.0
 
 
-class ScheduleError(ValueError):
-    """A cron expression or a time zone that cannot be used; `field` names which."""
-
-    def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
 def check_cron(cron: str) -> None:
     """Accept 5-field cron expressions ("*/5 * * * *") and @aliases ("@hourly")."""
     fields = cron.split()
     if not (len(fields) == 5 or (len(fields) == 1 and cron.startswith("@"))):
-        raise ScheduleError(
+        raise InvalidSchedule(
             f"cron must have 5 fields (minute hour day month weekday), got {cron!r}",
             field="cron",
         )
     if not croniter.is_valid(cron):
-        raise ScheduleError(f"invalid cron expression {cron!r}", field="cron")
+        raise InvalidSchedule(f"invalid cron expression {cron!r}", field="cron")
     try:  # valid but impossible ("0 0 31 2 *": February 31st) never fires
         croniter(cron, datetime.fromtimestamp(0, UTC)).get_next(float)
     except CroniterError:
-        raise ScheduleError(f"cron expression {cron!r} never fires", field="cron") from None
+        raise InvalidSchedule(f"cron expression {cron!r} never fires", field="cron") from None
 
 
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
-        raise ScheduleError(f"unknown time zone {name!r}", field="timezone") from None
+        raise InvalidSchedule(f"unknown time zone {name!r}", field="timezone") from None
 
 
 def latest_tick(cron: str, timezone: str, now: float) -> float:
@@ -76,9 +69,7 @@ def latest_tick(cron: str, timezone: str, now: float) -> float:
     start = datetime.fromtimestamp(now, zone(timezone))
     prev: float = croniter(cron, start).get_prev(float)
     # get_prev is strictly before its start: a tick exactly at `now` is the one after prev.
-    following: float = croniter(cron, datetime.fromtimestamp(prev, zone(timezone))).get_next(
-        float
-    )
+    following: float = croniter(cron, datetime.fromtimestamp(prev, zone(timezone))).get_next(float)
     return following if following <= now else prev
 
 

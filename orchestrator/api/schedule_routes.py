@@ -16,11 +16,12 @@ from aiohttp import web
 from croniter import CroniterError
 
 from orchestrator.api.access import ACCESS, principal
-from orchestrator.api.errors import BadRequest, Forbidden, NotFound, Unprocessable
+from orchestrator.api.errors import BadRequest, Forbidden
 from orchestrator.api.requests import parse_query_request, read_json_object
 from orchestrator.api.routes import json_response
 from orchestrator.api.services import SERVICES, Services
-from orchestrator.schedules import ScheduleError, check_cron, next_tick, zone
+from orchestrator.errors import InvalidSchedule, ScheduleNotFound
+from orchestrator.schedules import check_cron, next_tick, zone
 from state.schedules import Misfire, Schedule
 
 routes = web.RouteTableDef()
@@ -45,9 +46,7 @@ async def list_all(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     who = principal(request)
     schedules = [s for s in await services.scheduler.store.all() if who.may_see(s.tenant)]
-    return json_response(
-        {"schedules": [await _body(services, s, runs=False) for s in schedules]}
-    )
+    return json_response({"schedules": [await _body(services, s, runs=False) for s in schedules]})
 
 
 @routes.get("/api/schedules/{schedule_id}")
@@ -82,7 +81,7 @@ async def delete(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     schedule = await _find(request)
     if not await services.scheduler.store.delete(schedule.schedule_id):
-        raise _not_found(schedule.schedule_id)
+        raise ScheduleNotFound(schedule.schedule_id)
     return web.Response(status=204)
 
 
@@ -91,16 +90,8 @@ async def _find(request: web.Request) -> Schedule:
     schedule_id = request.match_info["schedule_id"]
     schedule = await request.app[SERVICES].scheduler.store.get(schedule_id)
     if schedule is None or not principal(request).may_see(schedule.tenant):
-        raise _not_found(schedule_id)
+        raise ScheduleNotFound(schedule_id)
     return schedule
-
-
-def _not_found(schedule_id: str) -> NotFound:
-    return NotFound(
-        f"no schedule {schedule_id!r}",
-        code="schedule_not_found",
-        details={"schedule_id": schedule_id},
-    )
 
 
 async def _parse(body: dict[str, Any], request: web.Request) -> Schedule:
@@ -118,18 +109,11 @@ async def _parse(body: dict[str, Any], request: web.Request) -> Schedule:
     misfire = _string(body, "misfire") or Misfire.SKIP.value
     name = _string(body, "name")
     assert cron is not None
-    try:
-        check_cron(cron)
-        zone(timezone)
-    except ScheduleError as exc:
-        raise Unprocessable(
-            str(exc), code="invalid_schedule", details={"field": exc.field}
-        ) from None
+    check_cron(cron)
+    zone(timezone)
     if misfire not in {m.value for m in Misfire}:
-        raise Unprocessable(
-            f"misfire must be 'skip' or 'catch_up', got {misfire!r}",
-            code="invalid_schedule",
-            details={"field": "misfire"},
+        raise InvalidSchedule(
+            f"misfire must be 'skip' or 'catch_up', got {misfire!r}", field="misfire"
         )
     if name is not None and len(name) > _MAX_NAME:
         raise BadRequest(f"'name' is over {_MAX_NAME} characters", code="invalid_type")
@@ -177,7 +161,7 @@ def _string(body: dict[str, Any], field: str, *, required: bool = False) -> str 
 def _next_run(schedule: Schedule, now: float) -> float | None:
     try:
         return next_tick(schedule.cron, schedule.timezone, now)
-    except (CroniterError, ScheduleError):  # e.g. its zone left the tz database
+    except (CroniterError, InvalidSchedule):  # e.g. its zone left the tz database
         return None
 
 

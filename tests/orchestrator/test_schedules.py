@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from orchestrator.errors import InvalidSchedule
 from orchestrator.schedules import (
-    ScheduleError,
     Scheduler,
     check_cron,
     due_tick,
@@ -55,14 +55,14 @@ def test_time_zone_and_daylight_saving() -> None:
 
 @pytest.mark.parametrize("cron", ["* * * *", "* * * * * *", "61 * * * *", "", "nonsense"])
 def test_bad_cron_is_refused(cron: str) -> None:
-    with pytest.raises(ScheduleError) as info:
+    with pytest.raises(InvalidSchedule) as info:
         check_cron(cron)
     assert info.value.field == "cron"
 
 
 def test_aliases_and_unknown_zone() -> None:
     check_cron("@hourly")
-    with pytest.raises(ScheduleError) as info:
+    with pytest.raises(InvalidSchedule) as info:
         zone("Mars/Olympus")
     assert info.value.field == "timezone"
 
