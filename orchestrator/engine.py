@@ -475,10 +475,15 @@ class WorkflowOrchestrator:
             await self._clock.sleep(_CANCEL_POLL_S)
             for workflow_id in list(self._running):
                 try:
-                    if await self.store.cancel_requested(workflow_id):
+                    # Both flags in one round trip (the Redis store pipelines one turn's
+                    # commands); pause and resume sent to another replica reach us here.
+                    cancel, pause = await asyncio.gather(
+                        self.store.cancel_requested(workflow_id),
+                        self.store.pause_requested(workflow_id),
+                    )
+                    if cancel:
                         self._cancel_local(workflow_id, reason="cancel requested")
-                    # Pause and resume requested on another replica reach us here.
-                    if await self.store.pause_requested(workflow_id):
+                    if pause:
                         self._pausing.add(workflow_id)
                     else:
                         self._pausing.discard(workflow_id)
