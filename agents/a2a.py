@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from a2a.compat.v0_3 import types as v03
@@ -198,6 +199,7 @@ def peer_from_card(base_url: str, card: Any) -> Peer:
                 interface.protocol_version.startswith("1.")
             ):
                 return _peer(
+                    base_url,
                     interface.url or base_url,
                     A2AVersion.V1_0,
                     parsed.name,
@@ -210,6 +212,7 @@ def peer_from_card(base_url: str, card: Any) -> Peer:
                 interface.protocol_version.startswith("0.3")
             ):
                 return _peer(
+                    base_url,
                     interface.url or base_url,
                     A2AVersion.V0_3,
                     parsed.name,
@@ -229,6 +232,7 @@ def peer_from_card(base_url: str, card: Any) -> Peer:
     if transport != "JSONRPC":
         raise A2AProtocolError(f"the agent prefers transport {transport!r}; we speak JSONRPC")
     return _peer(
+        base_url,
         old.url or base_url,
         A2AVersion.V0_3,
         old.name,
@@ -239,6 +243,7 @@ def peer_from_card(base_url: str, card: Any) -> Peer:
 
 
 def _peer(
+    base_url: str,
     url: str,
     version: A2AVersion,
     name: str,
@@ -246,9 +251,16 @@ def _peer(
     agent_version: str,
     skills: tuple[str, ...],
 ) -> Peer:
+    # The registry's URLs are the only ones the service calls: a card may name a path
+    # on its agent's origin, never another host (that would send our calls anywhere).
+    # The URLs themselves stay out of the messages: errors reach workflow documents.
     if not url.startswith(("http://", "https://")):
-        # The URL itself stays out of the message: errors reach workflow documents.
         raise A2AProtocolError("the agent card's URL is not http(s)")
+    theirs, ours = urlsplit(url), urlsplit(base_url)
+    if (theirs.scheme, theirs.netloc.lower()) != (ours.scheme, ours.netloc.lower()):
+        raise A2AProtocolError(
+            "the agent card's JSON-RPC URL is on another origin than the registered agent"
+        )
     return Peer(url, version, name, description, agent_version, skills)
 
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from agents.a2a import A2AVersion
 from agents.client import AgentClient
 from agents.errors import (
+    AgentBadResponse,
     AgentNeedsInput,
     AgentResponseTooLarge,
     AgentTaskFailed,
@@ -241,3 +242,29 @@ async def test_an_oversized_a2a_answer_is_cut_off() -> None:
         client = client_for("http://agent.test", http, max_response_bytes=2048)
         with pytest.raises(AgentResponseTooLarge):
             await client.call("charts", {"x": 1}, workflow_id="wf", step_id="s1")
+
+
+async def test_a_card_pointing_at_another_origin_is_refused() -> None:
+    """The registry's URLs are the only ones called: a card naming another host is a bad
+    response, and nothing is sent there."""
+    sent: list[str] = []
+    card = {
+        "name": "sly",
+        "description": "",
+        "version": "1",
+        "supportedInterfaces": [
+            {"url": "http://10.0.0.1/rpc", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+        ],
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        return httpx.Response(200, json=card)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = client_for("http://agent.test", http, retry=RetryConfig(max_attempts=1))
+        found = await client.discover()
+        assert "another origin" in str(found["charts"])
+        with pytest.raises(AgentBadResponse):
+            await client.call("charts", {"x": 1}, workflow_id="wf", step_id="s1")
+    assert all(url.startswith("http://agent.test/") for url in sent)
