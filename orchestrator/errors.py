@@ -4,7 +4,10 @@ OrchestratorError
 ├── WorkflowNotFound          unknown or expired workflow id        -> 404
 ├── WorkflowAlreadyFinished   cancel of a terminal workflow         -> 409
 ├── IdempotencyKeyReused      an Idempotency-Key sent with another body -> 422
-└── IdempotencyKeyInProgress  the key's first submit has not stored its workflow yet -> 409
+├── IdempotencyKeyInProgress  the key's first submit has not stored its workflow yet -> 409
+├── ScheduleNotFound          unknown schedule id (or another tenant's) -> 404
+└── InvalidSchedule           a cron expression, time zone or misfire policy that
+                              cannot be used (`field` says which)   -> 422
 """
 
 from __future__ import annotations
@@ -47,3 +50,15 @@ class IdempotencyKeyInProgress(OrchestratorError):
         super().__init__(f"Idempotency-Key {key!r}: the first request is still being accepted")
         self.key = key
         self.workflow_id = workflow_id
+
+
+class ScheduleNotFound(OrchestratorError):
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"no schedule {schedule_id!r}")
+        self.schedule_id = schedule_id
+
+
+class InvalidSchedule(OrchestratorError, ValueError):
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field

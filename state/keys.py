@@ -5,6 +5,7 @@ replica ``<r>``::
 
     orch:wf:{<id>}            hash  the workflow, written field by field (below)  TTL, refreshed
     orch:wf:{<id>}:cancel     str   cancel flag ("1")                    same expiry as the doc
+    orch:wf:{<id>}:pause      str   pause flag ("1"): run no new node    same expiry as the doc
     orch:rep:{<r>}:wfs        set   ids of the workflows <r> owns        TTL, refreshed on claim
     orch:rep:{<r>}:cancel     chan  cancels for <r> only (SPUBLISH on Cluster)
     orch:{replicas}           zset  replica -> heartbeat deadline (ms, Redis TIME)   no TTL
@@ -15,6 +16,9 @@ replica ``<r>``::
     orch:idem:{<tenant>:<key>} hash Idempotency-Key of a submit: workflow id + body digest
     orch:cancel               chan  cancels of workflows nobody claimed (no owner to address)
     orch:finished             chan  ids of *watched* workflows whose terminal document was written
+    orch:schedules            hash  schedule id -> schedule document     no TTL (until deleted)
+    orch:sched:{<sid>}:tick:<t> str claim of one tick (SET NX)           until after the next tick
+    orch:sched:{<sid>}:runs   list  the schedule's newest runs (capped)  deleted with it
 
 Fields of the workflow hash while it runs (a transition writes only the fields it
 changed: `DOC_HEADER_FIELD` plus one `step:<id>` per changed step):
@@ -74,13 +78,22 @@ def cancel_flag_key(prefix: str, workflow_id: str) -> str:
     return f"{workflow_key(prefix, workflow_id)}:cancel"
 
 
+def pause_flag_key(prefix: str, workflow_id: str) -> str:
+    """Set while a pause is requested (until resume); expires with the document."""
+    return f"{workflow_key(prefix, workflow_id)}:pause"
+
+
 def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
     """Every key of one workflow (one hash tag), the document first.
 
     `save` (re)sets the TTL of all of them in the same atomic write, so none of
     them outlives or predeceases the others.
     """
-    return (workflow_key(prefix, workflow_id), cancel_flag_key(prefix, workflow_id))
+    return (
+        workflow_key(prefix, workflow_id),
+        cancel_flag_key(prefix, workflow_id),
+        pause_flag_key(prefix, workflow_id),
+    )
 
 
 def replica_workflows_key(prefix: str, replica: str) -> str:
@@ -127,6 +140,21 @@ def history_member(created_ms: int, workflow_id: str) -> str:
 def submit_key(prefix: str, tenant: str | None, idempotency_key: str) -> str:
     """An Idempotency-Key of POST /api/query, per tenant (two tenants may pick the same)."""
     return f"{prefix}idem:{{{tenant or ''}:{idempotency_key}}}"
+
+
+def schedules_key(prefix: str) -> str:
+    """Hash of every schedule document, by schedule id."""
+    return f"{prefix}schedules"
+
+
+def schedule_tick_key(prefix: str, schedule_id: str, tick: float) -> str:
+    """Claimed by the one replica that starts the run of `tick` (epoch seconds)."""
+    return f"{prefix}sched:{{{schedule_id}}}:tick:{int(tick)}"
+
+
+def schedule_runs_key(prefix: str, schedule_id: str) -> str:
+    """List of the schedule's newest runs (tick, workflow id), newest first."""
+    return f"{prefix}sched:{{{schedule_id}}}:runs"
 
 
 def cancel_channel(prefix: str) -> str:

@@ -17,8 +17,10 @@ Contract (both implementations, one suite in tests/state/test_leases.py):
   carries (`StateStore.save(..., token=)`), or None when someone else owns it.
 - `renew(held, owner)` is the heartbeat. It returns the workflows of `held` (id ->
   token) still `owner`'s: all of them, unless `owner` was declared dead since its
-  last beat — then exactly those nobody took over (checked one by one, only then),
-  and `owner` is alive again from this beat on.
+  last beat (or the backend lost its heartbeat) — then exactly those nobody took
+  over (checked one by one, only then), and `owner` is alive again from this beat
+  on. A workflow the backend lost entirely (a Redis restart without persistence)
+  is taken back under the same token and listed again.
 - `release(w, owner)` drops `owner`'s ownership of `w` (not a newer owner's).
 - `orphans()` declares the replicas whose heartbeat lapsed dead, reserves them
   for the caller (for `lease_s`; another survivor takes over a reservation that
@@ -31,6 +33,7 @@ A heartbeat lives `lease_s` seconds; the engine beats every `lease_s / 3`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -100,6 +103,13 @@ class MemoryLeases:
         lease = self._leases.get(workflow_id)
         return lease.owner if lease is not None else None
 
+    def restore(self, workflow_id: str, token: int, owner: str | None) -> bool:
+        """For the store's save: nothing of the workflow is left, so `token` is current again."""
+        if workflow_id in self._leases:
+            return False
+        self._leases[workflow_id] = _MemoryLease(token, owner)
+        return True
+
     def forget(self, workflow_id: str) -> None:
         """The workflow's document expired: its generation goes with it."""
         self._leases.pop(workflow_id, None)
@@ -121,11 +131,14 @@ class MemoryLeases:
         self, held: Mapping[str, int], owner: str, *, lease_s: float
     ) -> set[str]:
         if owner in self._dead or owner not in self._beats:
-            kept = {
-                wid for wid, token in held.items()
-                if (lease := self._leases.get(wid)) is not None
-                and lease.owner == owner and lease.generation == token
-            }
+            kept = set()
+            for wid, token in held.items():
+                lease = self._leases.get(wid)
+                if lease is None:  # everything was lost: take it back
+                    lease = self._leases[wid] = _MemoryLease(token, owner)
+                    self._lists.setdefault(owner, set()).add(wid)
+                if lease.owner == owner and lease.generation == token:
+                    kept.add(wid)
             self._dead.discard(owner)
         else:
             kept = set(held)
@@ -217,6 +230,20 @@ end
 return mine
 """)
 
+# KEYS[1] the workflow hash. ARGV[1] owner, ARGV[2] its token, ARGV[3] TTL s.
+# After a death (or a lost heartbeat table): is the workflow still ours? A workflow Redis
+# lost entirely (no hash) is taken back under the same token. Returns 1 ours, 0 not.
+_RECLAIM = LuaScript(f"""
+local stored = redis.call('HMGET', KEYS[1], '{_OWNER}', '{_GEN}')
+if not stored[1] and not stored[2] and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], '{_OWNER}', ARGV[1], '{_GEN}', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+if stored[1] == ARGV[1] and stored[2] == ARGV[2] then return 1 end
+return 0
+""")
+
 # KEYS[1] the workflow hash. ARGV[1] owner. Drop the ownership only if it is ours.
 _RELEASE = LuaScript(f"""
 if redis.call('HGET', KEYS[1], '{_OWNER}') == ARGV[1] then
@@ -278,19 +305,24 @@ class RedisLeases:
                 return set(held)
             # Declared dead since the last beat: keep only what nobody took over.
             ids = list(held)
-            stored = [
-                await self._batcher.call(
-                    ("HMGET", keys.workflow_key(self._prefix, wid), _OWNER, _GEN)
+            ours = await asyncio.gather(
+                *(
+                    self._batcher.eval(
+                        _RECLAIM,
+                        (keys.workflow_key(self._prefix, wid),),
+                        (owner, held[wid], self._ttl_s),
+                    )
+                    for wid in ids
                 )
-                for wid in ids
-            ]
+            )
+            kept = {wid for wid, mine in zip(ids, ours, strict=True) if mine}
+            if kept:  # listed again (the list may have been lost with the rest)
+                listed = keys.replica_workflows_key(self._prefix, owner)
+                await self._batcher.call(("SADD", listed, *sorted(kept)))
+                await self._batcher.call(("EXPIRE", listed, self._ttl_s))
         except (RedisError, OSError) as exc:
             raise _error("renew", None, exc) from exc
-        return {
-            wid
-            for wid, (holder, gen) in zip(ids, stored, strict=True)
-            if _text(holder) == owner and _text(gen) == str(held[wid])
-        }
+        return kept
 
     async def _beat(self, owner: str, lease_s: float, *, heartbeat: bool) -> int:
         args = (owner, _ms(lease_s), 1 if heartbeat else 0, self._ttl_s)

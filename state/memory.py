@@ -32,6 +32,7 @@ from state.keys import DEFAULT_TTL_S
 from state.layout import FieldCache, WriteStats, assemble, compacted
 from state.leases import MemoryLeases
 from state.models import WorkflowState
+from state.schedules import MemorySchedules
 from state.store import LeaseLost
 
 # Upper bound on how long an expired entry may linger before a write sweeps it.
@@ -85,6 +86,7 @@ class MemoryStateStore:
         self._cancel_flags: dict[str, float] = {}  # workflow id -> expires_at
         # (tenant, Idempotency-Key) -> (workflow id, digest, expires_at)
         self._submits: dict[tuple[str | None, str], tuple[str, str, float]] = {}
+        self._pause_flags: dict[str, float] = {}  # workflow id -> expires_at
         # None is the end-of-stream marker a closing store sends every subscriber.
         self._subscribers: set[_Subscriber] = set()
         self._finish_subscribers: set[_Subscriber] = set()
@@ -93,6 +95,7 @@ class MemoryStateStore:
         self._fields = FieldCache()
         self.write_stats = WriteStats()
         self._closed = False
+        self._schedules = MemorySchedules(clock=clock)
         self._next_sweep = clock() + self._sweep_interval
 
     @property
@@ -111,6 +114,9 @@ class MemoryStateStore:
         """Owner leases on the same clock (always the same table: saves are fenced by it)."""
         return self._leases
 
+    def schedules(self) -> MemorySchedules:
+        return self._schedules
+
     @property
     def _sweep_interval(self) -> float:
         return min(float(self._ttl_s), _MAX_SWEEP_INTERVAL_S)
@@ -119,6 +125,10 @@ class MemoryStateStore:
         now = self._clock()
         workflow_id = state.workflow_id
         stored = self._live_doc(workflow_id, now)
+        if stored is None and token is not None:
+            # Nothing of the workflow is left (as after a Redis restart without
+            # persistence): its owner writes it again, fenced by its token from now.
+            self._leases.restore(workflow_id, token, state.owner)
         if self._leases.generation(workflow_id) != token:
             self._fields.forget(workflow_id)
             raise LeaseLost(workflow_id, token=token)
@@ -134,6 +144,7 @@ class MemoryStateStore:
             self._docs[workflow_id] = _Doc(dict(fields), True, expires_at)
             self._bytes += _size(fields)
             self._finished[workflow_id] = None
+            self._pause_flags.pop(workflow_id, None)
             self._cancel_flags.pop(workflow_id, None)
             submit = (state.tenant, state.submit_key or "")
             if state.submit_key is not None and submit in self._submits:
@@ -153,6 +164,8 @@ class MemoryStateStore:
             # Keys of one workflow share one expiry, as the Redis save script does.
             if self._live_flag(workflow_id, now):
                 self._cancel_flags[workflow_id] = expires_at
+            if self._live_flag(workflow_id, now, self._pause_flags):
+                self._pause_flags[workflow_id] = expires_at
         self.write_stats.add(fields)
         if terminal and stored is not None and stored.watched:
             for subscriber in self._finish_subscribers:
@@ -176,12 +189,15 @@ class MemoryStateStore:
         )
         if stored is not None:
             stored.watched = True
+        self._notify_owner(workflow_id)
+        self._maybe_sweep(now)
+
+    def _notify_owner(self, workflow_id: str) -> None:
         owner = self._leases.owner(workflow_id)
         for subscriber in self._subscribers:
             # To the owner only; a workflow nobody claimed goes to everyone.
             if owner is None or subscriber.owner == owner:
                 subscriber.queue.put_nowait(workflow_id)
-        self._maybe_sweep(now)
 
     async def watch_finish(self, workflow_id: str) -> None:
         stored = self._live_doc(workflow_id, self._clock())
@@ -190,6 +206,21 @@ class MemoryStateStore:
 
     async def cancel_requested(self, workflow_id: str) -> bool:
         return self._live_flag(workflow_id, self._clock())
+
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        now = self._clock()
+        if not paused:
+            self._pause_flags.pop(workflow_id, None)
+        else:
+            stored = self._live_doc(workflow_id, now)
+            self._pause_flags[workflow_id] = (
+                stored.expires_at if stored is not None else now + self._ttl_s
+            )
+        self._notify_owner(workflow_id)
+        self._maybe_sweep(now)
+
+    async def pause_requested(self, workflow_id: str) -> bool:
+        return self._live_flag(workflow_id, self._clock(), self._pause_flags)
 
     async def subscribe_cancellations(self, owner: str | None = None) -> WorkflowIdStream:
         return self._subscribe(self._subscribers, owner)
@@ -286,16 +317,20 @@ class MemoryStateStore:
             oldest = next(iter(self._finished))
             self._drop(oldest)
             self._cancel_flags.pop(oldest, None)
+            self._pause_flags.pop(oldest, None)
 
     @property
     def size(self) -> tuple[int, int]:
         """(documents held, their serialised bytes): what the bounds apply to."""
         return len(self._docs), self._bytes
 
-    def _live_flag(self, workflow_id: str, now: float) -> bool:
-        expires_at = self._cancel_flags.get(workflow_id)
+    def _live_flag(
+        self, workflow_id: str, now: float, flags: dict[str, float] | None = None
+    ) -> bool:
+        flags = self._cancel_flags if flags is None else flags
+        expires_at = flags.get(workflow_id)
         if expires_at is not None and expires_at <= now:
-            del self._cancel_flags[workflow_id]
+            del flags[workflow_id]
             return False
         return expires_at is not None
 
@@ -305,8 +340,9 @@ class MemoryStateStore:
         self._next_sweep = now + self._sweep_interval
         for workflow_id in [k for k, d in self._docs.items() if d.expires_at <= now]:
             self._drop(workflow_id)
-        for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
-            del self._cancel_flags[workflow_id]
+        for flags in (self._cancel_flags, self._pause_flags):
+            for workflow_id in [k for k, t in flags.items() if t <= now]:
+                del flags[workflow_id]
         for key in [k for k, v in self._submits.items() if v[2] <= now]:
             del self._submits[key]
 

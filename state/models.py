@@ -19,6 +19,8 @@ JSON = Any
 class WorkflowStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    # Stopped between nodes on request; resumable from any replica. Not terminal.
+    PAUSED = "paused"
     COMPLETED = "completed"
     DEGRADED = "degraded"
     FAILED = "failed"
@@ -178,6 +180,8 @@ class WorkflowState:
     owner: str | None = None
     # The client's definition (None for built-in workflows), so any replica can resume it.
     definition: JSON = None
+    # The schedule that started it (None: started by a client).
+    schedule_id: str | None = None
     # The tenant that submitted it: only that tenant (and admins) can see or cancel it.
     tenant: str | None = None
     # The Idempotency-Key it was submitted with (per tenant), if any.
@@ -207,6 +211,7 @@ class WorkflowState:
             "finished_at": self.finished_at,
             "owner": self.owner,
             "definition": self.definition,
+            "schedule_id": self.schedule_id,
             "tenant": self.tenant,
             "submit_key": self.submit_key,
         }
@@ -227,6 +232,7 @@ class WorkflowState:
             finished_at=raw.get("finished_at"),
             owner=raw.get("owner"),
             definition=raw.get("definition"),
+            schedule_id=raw.get("schedule_id"),
             tenant=raw.get("tenant"),
             submit_key=raw.get("submit_key"),
         )

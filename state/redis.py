@@ -5,7 +5,10 @@ Lua script, so a workflow's keys share one expiry and a reader never sees
 half a transition:
 
 - save: refuse (-1, `LeaseLost`) if the writer's lease token is not the
-  workflow's current generation; refuse (0) if the stored status is terminal;
+  workflow's current generation (when nothing of the workflow is left at all —
+  Redis lost it — the owner's token becomes the generation again, so a running
+  workflow survives a restart without persistence); refuse (0) if the stored
+  status is terminal;
   otherwise write the document and (re)set the TTL of every key of the
   workflow, and when the new status is terminal PUBLISH the id on the
   prefix's finished channel. The fence is checked inside the writing script:
@@ -56,6 +59,7 @@ from state.leases import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
 from state.redis_batch import Batcher, LuaScript
 from state.redis_history import RedisHistory
+from state.schedules import RedisSchedules
 from state.store import LeaseLost, StateStoreError
 
 log = structlog.get_logger(__name__)
@@ -66,25 +70,33 @@ _TERMINAL_LUA = ", ".join(f"['{status}'] = true" for status in _TERMINAL_STATUSE
 # KEYS[1] workflow hash, KEYS[2] cancel flag.
 # ARGV[1] the writer's lease token ("" for none), ARGV[2] status, ARGV[3] TTL seconds,
 # ARGV[4] "1" when only changed fields are sent (the spec must be there already),
-# ARGV[5] finished channel, ARGV[6] workflow id, then field/value pairs.
+# ARGV[5] finished channel, ARGV[6] workflow id, ARGV[7] owner, then field/value pairs.
 # Returns -1 stale token, 0 already terminal, -2 partial write of a missing document, 1 written.
 _SAVE = LuaScript(f"""
 local terminal = {{{_TERMINAL_LUA}}}
 local stored = redis.call('HMGET', KEYS[1], '{keys.DOC_STATUS_FIELD}', '{keys.DOC_LEASE_GEN_FIELD}',
   '{keys.DOC_OWNER_FIELD}', '{keys.DOC_WATCHED_FIELD}')
-if (stored[2] or '') ~= ARGV[1] then return -1 end
+if not stored[1] and not stored[2] and ARGV[1] ~= '' then
+  -- Nothing of the workflow is left (Redis lost it: a restart without persistence):
+  -- no newer owner's progress to protect, so its owner writes it again, fenced from now.
+  redis.call('HSET', KEYS[1], '{keys.DOC_LEASE_GEN_FIELD}', ARGV[1],
+    '{keys.DOC_OWNER_FIELD}', ARGV[7])
+  stored[2], stored[3] = ARGV[1], ARGV[7]
+elseif (stored[2] or '') ~= ARGV[1] then
+  return -1
+end
 if stored[1] and terminal[stored[1]] then return 0 end
 if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[1], '{keys.DOC_SPEC_FIELD}') == 0 then
   return -2
 end
 if terminal[ARGV[2]] then
   -- Compaction: the per-step fields give way to the final document.
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', unpack(KEYS))
   if stored[2] then redis.call('HSET', KEYS[1], '{keys.DOC_LEASE_GEN_FIELD}', stored[2]) end
   if stored[3] then redis.call('HSET', KEYS[1], '{keys.DOC_OWNER_FIELD}', stored[3]) end
 end
 local n = #ARGV  -- the status is the first pair (the client puts it there)
-for i = 7, n, 1000 do  -- chunks: unpack() of a 10,000-step first write would overflow the stack
+for i = 8, n, 1000 do  -- chunks: unpack() of a 10,000-step first write would overflow the stack
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, n)))
 end
 for i = 1, #KEYS do
@@ -132,6 +144,18 @@ end
 return redis.call('HGET', KEYS[1], '{keys.DOC_STATUS_FIELD}') or ''
 """)
 
+# KEYS[1] workflow hash, KEYS[2] flag. ARGV[1] TTL seconds when there is no document.
+# The flag expires with the document, like the cancel flag. Returns the owner ("" none).
+_FLAG = LuaScript(f"""
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then
+  redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'PX', pttl)
+else
+  redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'EX', ARGV[1])
+end
+return redis.call('HGET', KEYS[1], '{keys.DOC_OWNER_FIELD}') or ''
+""")
+
 # Reconnect backoff of a lost subscription: full jitter, doubling, capped.
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 2.0
@@ -172,6 +196,7 @@ class RedisStateStore:
         self._owns_client = False
         self._batcher = Batcher(client)
         self._leases = RedisLeases(client, prefix=prefix, ttl_s=ttl_s, batcher=self._batcher)
+        self._schedule_store = RedisSchedules(client, prefix=prefix)
         self._subscriptions: set[_Subscription] = set()
         self._fields = FieldCache()
         self.write_stats = WriteStats()
@@ -247,6 +272,10 @@ class RedisStateStore:
         """Owner leases on the same Redis, prefix and pipeline (shared by every replica)."""
         return self._leases
 
+    def schedules(self) -> RedisSchedules:
+        """Schedules on the same Redis and prefix (shared by every replica)."""
+        return self._schedule_store
+
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         workflow_id = state.workflow_id
         terminal = state.status.is_terminal
@@ -288,6 +317,7 @@ class RedisStateStore:
             "1" if partial else "0",
             keys.finished_channel(self._prefix),
             workflow_id,
+            state.owner or "",
             keys.DOC_STATUS_FIELD,
             state.status.value,
         ]
@@ -306,16 +336,18 @@ class RedisStateStore:
     async def request_cancel(self, workflow_id: str) -> None:
         script_keys = keys.refreshed_keys(self._prefix, workflow_id)
         async with self._translate("request_cancel", workflow_id):
-            owner = _text(await self._batcher.eval(_CANCEL, script_keys, (self._ttl_s,)))
-            # To the owner only; a workflow nobody claimed (no leases) goes to everyone.
-            if owner:
-                await self._publish(keys.replica_cancel_channel(self._prefix, owner), workflow_id,
-                                    sharded=self._cluster)
-            else:
-                await self._publish(keys.cancel_channel(self._prefix), workflow_id, sharded=False)
+            owner = _text(await self._batcher.eval(_CANCEL, script_keys[:2], (self._ttl_s,)))
+            await self._notify_owner(owner, workflow_id)
 
-    async def _publish(self, channel: str, message: str, *, sharded: bool) -> None:
-        await self._batcher.call(("SPUBLISH" if sharded else "PUBLISH", channel, message))
+    async def _notify_owner(self, owner: str, workflow_id: str) -> None:
+        """To the owner only; a workflow nobody claimed (no leases) goes to everyone."""
+        if owner:
+            channel = keys.replica_cancel_channel(self._prefix, owner)
+            publish = "SPUBLISH" if self._cluster else "PUBLISH"
+            await self._batcher.call((publish, channel, workflow_id))
+        else:
+            channel = keys.cancel_channel(self._prefix)
+            await self._batcher.call(("PUBLISH", channel, workflow_id))
 
     async def watch_finish(self, workflow_id: str) -> None:
         key = keys.workflow_key(self._prefix, workflow_id)
@@ -325,6 +357,23 @@ class RedisStateStore:
     async def cancel_requested(self, workflow_id: str) -> bool:
         key = keys.cancel_flag_key(self._prefix, workflow_id)
         async with self._translate("cancel_requested", workflow_id):
+            found = await self._batcher.call(("EXISTS", key))
+        return bool(found)
+
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        flag = keys.pause_flag_key(self._prefix, workflow_id)
+        doc = keys.workflow_key(self._prefix, workflow_id)
+        async with self._translate("set_pause", workflow_id):
+            if paused:
+                owner = _text(await self._batcher.eval(_FLAG, (doc, flag), (self._ttl_s,)))
+            else:
+                await self._batcher.call(("DEL", flag))
+                owner = _text(await self._batcher.call(("HGET", doc, keys.DOC_OWNER_FIELD)))
+            await self._notify_owner(owner, workflow_id)
+
+    async def pause_requested(self, workflow_id: str) -> bool:
+        key = keys.pause_flag_key(self._prefix, workflow_id)
+        async with self._translate("pause_requested", workflow_id):
             found = await self._batcher.call(("EXISTS", key))
         return bool(found)
 
@@ -369,13 +418,20 @@ class RedisStateStore:
         return WorkflowIdStream(queue, release)
 
     async def _replay_cancel_flags(self, owner: str, queue: asyncio.Queue[str | None]) -> None:
-        # Only this replica's own workflows, listed under it: no keyspace scan.
+        # Only this replica's own workflows, listed under it: no keyspace scan. Those with
+        # a cancel or pause flag standing (EXISTS counts both in one command).
         members = await self._batcher.call(
             ("SMEMBERS", keys.replica_workflows_key(self._prefix, owner))
         )
         ids = sorted(_text(m) for m in members)
         flags = await asyncio.gather(
-            *(self._batcher.call(("EXISTS", keys.cancel_flag_key(self._prefix, w))) for w in ids)
+            *(
+                self._batcher.call(
+                    ("EXISTS", keys.cancel_flag_key(self._prefix, w),
+                     keys.pause_flag_key(self._prefix, w))
+                )
+                for w in ids
+            )
         )
         for workflow_id, flagged in zip(ids, flags, strict=True):
             if flagged:

@@ -13,7 +13,10 @@ implementation):
   `leases().claim` returned). The store refuses, with `LeaseLost` and without
   writing, a save whose token is not the workflow's current generation,
   checked in the same atomic operation as the write. A save without a token
-  is accepted only while nobody ever claimed the workflow.
+  is accepted only while nobody ever claimed the workflow. When nothing of the
+  workflow is left at all (expired, or lost by a Redis restart without
+  persistence) there is no newer owner to protect: a save with a token writes
+  it again and that token becomes the current generation.
 - A terminal document is final: `save` of a state whose stored copy is already
   terminal writes nothing and returns False (a late writer never flips a
   finished workflow back).
@@ -24,12 +27,16 @@ implementation):
   in any process on the same backend — or, for a workflow nobody claimed, every
   subscriber. It never rewrites the document's fields, which belong to the
   replica running the workflow (it marks the workflow watched, below).
+- `set_pause(id, True)` sets a pause flag (readable with `pause_requested`,
+  expiring like the cancel flag); `set_pause(id, False)` clears it. Like a
+  cancel, it never rewrites the document and is delivered to the owner's
+  `subscribe_cancellations(owner)` stream (the id: the owner reads the flags).
 - `subscribe_cancellations(owner)` returns once listening; its iterator yields
-  workflow ids as their cancel is requested from then on (at least once: after a
-  lost connection the Redis store replays the standing cancel flags of the
-  workflows listed under `owner` — never a keyspace scan — so an id may come
-  twice). The iterator ends when the store is closed, or when the caller closes
-  it (`CancellationStream.aclose()`).
+  workflow ids as their cancel (or pause, or resume) is requested from then on
+  (at least once: after a lost connection the Redis store replays the ids of the
+  workflows listed under `owner` with a cancel or pause flag standing — never a
+  keyspace scan — so an id may come twice): read its flags. The iterator ends when
+  the store is closed, or when the caller closes it (`CancellationStream.aclose()`).
 - A `save` that writes the terminal document of a *watched* workflow (a cancel
   was requested, or someone called `watch_finish`) notifies every subscriber of
   `subscribe_finishes()` (any process on the same backend) with the workflow id:
@@ -64,6 +71,7 @@ from state.models import WorkflowState
 
 if TYPE_CHECKING:
     from state.leases import LeaseStore
+    from state.schedules import ScheduleStore
 
 
 class StateError(Exception):
@@ -129,6 +137,12 @@ class StateStore(Protocol):
 
     async def cancel_requested(self, workflow_id: str) -> bool: ...
 
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        """Set (True) or clear (False) the workflow's pause flag and notify its owner."""
+        ...
+
+    async def pause_requested(self, workflow_id: str) -> bool: ...
+
     async def subscribe_cancellations(self, owner: str | None = None) -> CancellationStream:
         """Start listening; the returned iterator yields workflow ids to cancel.
 
@@ -166,6 +180,10 @@ class StateStore(Protocol):
 
     def leases(self) -> LeaseStore:
         """Owner leases on the same backend (state/leases.py)."""
+        ...
+
+    def schedules(self) -> ScheduleStore:
+        """Schedules on the same backend (state/schedules.py); the same object every call."""
         ...
 
     async def close(self) -> None:

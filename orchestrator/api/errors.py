@@ -36,6 +36,8 @@ from orchestrator.dag.errors import DefinitionError
 from orchestrator.errors import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
+    InvalidSchedule,
+    ScheduleNotFound,
     WorkflowAlreadyFinished,
     WorkflowNotFound,
 )
@@ -188,6 +190,16 @@ def _board_unavailable(exc: BaseException) -> web.Response:
     return response
 
 
+def _schedule_not_found(exc: BaseException) -> web.Response:
+    assert isinstance(exc, ScheduleNotFound)
+    return error_response(404, "schedule_not_found", str(exc), {"schedule_id": exc.schedule_id})
+
+
+def _invalid_schedule(exc: BaseException) -> web.Response:
+    assert isinstance(exc, InvalidSchedule)
+    return error_response(422, "invalid_schedule", str(exc), {"field": exc.field})
+
+
 def _http_exception(exc: BaseException) -> web.Response:
     # aiohttp's own: unknown route (404), wrong method (405), body over client_max_size (413).
     assert isinstance(exc, web.HTTPException)
@@ -214,6 +226,8 @@ _HANDLERS: dict[type[BaseException], Callable[[BaseException], web.Response]] = 
     IdempotencyKeyReused: _idempotency_reused,
     IdempotencyKeyInProgress: _idempotency_in_progress,
     BadCursor: _bad_cursor,
+    ScheduleNotFound: _schedule_not_found,
+    InvalidSchedule: _invalid_schedule,
     StateStoreError: _store_unavailable,
     BreakerBoardError: _board_unavailable,
     web.HTTPException: _http_exception,
