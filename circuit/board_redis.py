@@ -135,20 +135,21 @@ class RedisBreakerBoard:
         check_ops_mode(mode)
         key = forced_key(self._prefix)
         async with self._translate("set_forced"):
+            # MULTI on one Redis; on a Cluster the two hashes live in two slots, which one
+            # MULTI may not span, and redis-py refuses PUBLISH in a cluster pipeline: the
+            # change is written first, then announced (a listener reads it after the message).
+            cluster = isinstance(self._client, aioredis.RedisCluster)
+            pipe = self._client.pipeline(transaction=not cluster)
             if mode is None:
-                pipe = self._client.pipeline(transaction=True)
                 pipe.hdel(key, agent)
                 pipe.hincrby(resets_key(self._prefix), agent, 1)
                 pipe.expire(resets_key(self._prefix), self._forced_ttl_s)
-                pipe.publish(changes_channel(self._prefix), agent)
-                await pipe.execute()
-                return
-            entry = ForcedMode(mode, self._clock(), by)
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hset(key, agent, orjson.dumps(entry.to_dict()))
-            pipe.expire(key, self._forced_ttl_s)
-            pipe.publish(changes_channel(self._prefix), agent)
+            else:
+                entry = ForcedMode(mode, self._clock(), by)
+                pipe.hset(key, agent, orjson.dumps(entry.to_dict()))
+                pipe.expire(key, self._forced_ttl_s)
             await pipe.execute()
+            await self._client.publish(changes_channel(self._prefix), agent)
 
     async def forced(self) -> dict[str, ForcedMode]:
         async with self._translate("forced"):
@@ -171,7 +172,11 @@ class RedisBreakerBoard:
     async def watch(
         self, on_change: Callable[[], None], ready: asyncio.Event | None = None
     ) -> None:
-        pubsub = self._client.pubsub()
+        if isinstance(self._client, aioredis.RedisCluster):
+            # Its pub/sub finds a channel's node in the slot table: load it first.
+            async with self._translate("watch"):
+                await self._client.initialize()
+        pubsub: Any = self._client.pubsub()
         try:
             async with self._translate("watch"):
                 await pubsub.subscribe(changes_channel(self._prefix))
@@ -198,7 +203,7 @@ class RedisBreakerBoard:
                     on_change()
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                await pubsub.aclose()
 
     async def close(self) -> None:
         if self._owns_client:

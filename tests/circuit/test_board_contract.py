@@ -15,11 +15,18 @@ from circuit import Forced
 from circuit.board import BreakerBoard, MemoryBreakerBoard
 from circuit.board_redis import RedisBreakerBoard
 from circuit.errors import BreakerBoardError
+from state.connect import connect
 
 BoardFactory = Callable[..., BreakerBoard]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 async def make_board(request: pytest.FixtureRequest) -> AsyncIterator[BoardFactory]:
     """Boards of one kind sharing one namespace (a fresh key prefix on the test Redis)."""
     boards: list[BreakerBoard] = []
@@ -31,6 +38,25 @@ async def make_board(request: pytest.FixtureRequest) -> AsyncIterator[BoardFacto
             return shared.setdefault("board", MemoryBreakerBoard(**kwargs))
 
         yield make_memory
+        return
+    if request.param == "cluster":
+        # The board on a Redis Cluster: its own client, the test's keys deleted by the fixture.
+        cluster_url: str = request.getfixturevalue("redis_cluster_url")
+        cluster_prefix: str = request.getfixturevalue("redis_cluster_prefix")
+        clients = []
+
+        def make_cluster(**kwargs: Any) -> BreakerBoard:
+            client = connect(cluster_url)
+            clients.append(client)
+            board = RedisBreakerBoard(client, prefix=cluster_prefix, **kwargs)
+            boards.append(board)
+            return board
+
+        yield make_cluster
+        for board in boards:
+            await board.close()
+        for client in clients:
+            await client.aclose()
         return
     url: str = request.getfixturevalue("redis_url")
     prefix = f"test:{uuid.uuid4().hex[:8]}:"

@@ -8,16 +8,34 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from state.connect import connect
 from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
 from state.store import StateStoreError
 from tests.fakes import FakeClock
 from tests.integration.conftest import eventually
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 async def quotas(request: pytest.FixtureRequest) -> AsyncIterator[Quotas]:
     if request.param == "memory":
         yield MemoryQuotas()
+        return
+    if request.param == "cluster":
+        # Each bucket and pool is one key under its own hash tag: legal on a Cluster.
+        on_cluster = RedisQuotas(
+            connect(request.getfixturevalue("redis_cluster_url")),
+            prefix=request.getfixturevalue("redis_cluster_prefix"),
+        )
+        try:
+            yield on_cluster
+        finally:
+            await on_cluster.close()
         return
     url = request.getfixturevalue("redis_url")
     prefix = f"test-quotas-{uuid.uuid4().hex[:8]}:"
