@@ -35,6 +35,9 @@ from collections.abc import Mapping
 from typing import Any
 
 SCRIPT = os.path.abspath(__file__)
+# Run as a file, Python puts bench/ itself first on the path, where bench/a2a.py would
+# shadow the a2a package: drop it, and put the code under test first.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(SCRIPT)]
 sys.path.insert(0, os.environ.get("BENCH_CODE_ROOT") or os.path.dirname(os.path.dirname(SCRIPT)))
 
 import redis.asyncio as aioredis  # noqa: E402
