@@ -10,6 +10,7 @@ AgentError                      code "agent_error"        base; nothing above ca
 ├── AgentHTTPError              "agent_http_error"        5xx or 429: the agent could not serve
 │   └── AgentRejected           "agent_rejected"          other 4xx: alive, but the request was bad
 └── AgentBadResponse            "agent_bad_response"      answer breaks the agent contract
+    └── AgentResponseTooLarge   "agent_response_too_large" body past the agent's size cap
 ```
 
 Every error carries its context as keyword-only attributes: `agent`, `workflow_id`,
@@ -17,8 +18,9 @@ Every error carries its context as keyword-only attributes: `agent`, `workflow_i
 final count before the error leaves it). `code` is a stable snake_case string shown by
 the API; `details()` is the JSON-ready context the API shows next to it.
 
-`AgentClient` (agents/client.py) is the only place httpx and circuit errors become
-these; it raises them `from` the original cause.
+Transports (agents/transport.py) translate their library's errors into the small
+`TransportError` tree, once each; `AgentClient` (agents/client.py) is the only place
+those and the circuit's errors become these, raised `from` the original cause.
 """
 
 from __future__ import annotations
@@ -281,3 +283,33 @@ class AgentBadResponse(AgentError):
             "status": self.status,
             "body": self.body_excerpt,
         }
+
+
+class AgentResponseTooLarge(AgentBadResponse):
+    """The answer's body went past the agent's `max_response_bytes`: the rest was not
+    read and the connection was dropped. Counted against the breaker; never retried."""
+
+    code: ClassVar[str] = "agent_response_too_large"
+
+    def __init__(
+        self,
+        *,
+        agent: str,
+        limit_bytes: int,
+        status: int | None = None,
+        workflow_id: str | None = None,
+        step_id: str | None = None,
+        attempts: int = 0,
+    ) -> None:
+        self.limit_bytes = limit_bytes
+        super().__init__(
+            agent=agent,
+            reason=f"response body larger than {limit_bytes} bytes",
+            status=status,
+            workflow_id=workflow_id,
+            step_id=step_id,
+            attempts=attempts,
+        )
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "limit_bytes": self.limit_bytes}

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 
+DEFAULT_AGENT_CONCURRENCY = 64
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class AgentTimeouts:
-    """Per-attempt httpx timeouts, seconds."""
+    """Per-attempt timeouts of each phase of a request, seconds (agents/transport.py)."""
 
     connect: float = 5.0
     read: float = 30.0
@@ -26,8 +29,13 @@ class AgentSpec:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     retry_budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
-    # Calls in flight to this agent at once, across all workflows of this process.
-    concurrency: int = 32
+    # Calls in flight to this agent at once, across all workflows of this process
+    # (why 64: README "Defaults"). A slow agent still cannot take more than this many
+    # connections and tasks; a fast one is not held far below what one replica can do.
+    concurrency: int = DEFAULT_AGENT_CONCURRENCY
+    # Largest answer body read from this agent; past it the call fails with
+    # `agent_response_too_large` and the connection is dropped unread.
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     @property
     def process_url(self) -> str:

@@ -4,8 +4,8 @@ Rows, each at concurrency 1 and 50, each with its ratio to the floor measured in
 the same run:
 
 - floor: the same three calls made directly with aiohttp's client, no orchestration
-- httpx: the same three calls through the agent HTTP client (`create_http_client`,
-  httpx over aiohttp), no orchestration: what httpx alone adds to the floor
+- transport: the same three calls through the default agent transport, no
+  orchestration: what the transport alone adds to the floor
 - engine/memory: WorkflowOrchestrator in-process, in-memory state store
 - engine/redis: the same with the Redis state store (needs REDIS_URL)
 - service/memory, service/redis: the whole service through its HTTP API (own process)
@@ -181,19 +181,25 @@ async def _floor(stub_port: int, concurrency: int, count: int) -> Row:
 
 
 async def _httpx_calls(stub_port: int, concurrency: int, count: int) -> Row:
-    from agents.client import create_http_client
+    from agents.registry import AgentTimeouts
+    from agents.transport import create_transport
 
     base = f"http://127.0.0.1:{stub_port}"
-    async with create_http_client() as http:
+    http = create_transport()
+    timeouts = AgentTimeouts()
+    try:
 
         async def post(agent: str, payload: dict[str, Any]) -> dict[str, Any]:
             body = orjson.dumps({"workflow_id": "w", "step_id": agent, "input": payload})
-            r = await http.post(
+            r = await http.request(
+                "POST",
                 f"{base}/{agent}/process",
-                content=body,
+                body=body,
                 headers={"Content-Type": "application/json"},
+                timeouts=timeouts,
+                max_body_bytes=1 << 20,
             )
-            data: dict[str, Any] = orjson.loads(r.content)["data"]
+            data: dict[str, Any] = orjson.loads(r.body)["data"]
             return data
 
         async def one() -> None:
@@ -201,13 +207,14 @@ async def _httpx_calls(stub_port: int, concurrency: int, count: int) -> Row:
             data = await post("data", {"intent": nlp["intent"]})
             await post("viz", {"intent": nlp["intent"], **data})
 
-        return await _drive(
-            "httpx (agent client, 3 direct calls)", one, concurrency=concurrency, count=count
-        )
+        return await _drive("transport (3 direct calls)", one, concurrency=concurrency, count=count)
+    finally:
+        await http.aclose()
 
 
 async def _engine(name: str, stub_port: int, store: Any, concurrency: int, count: int) -> Row:
-    from agents.client import AgentClient, create_http_client
+    from agents.client import AgentClient
+    from agents.transport import create_transport
     from orchestrator.app import BUILTIN_FALLBACKS
     from orchestrator.chain import CHAIN_DEFINITION
     from orchestrator.dag.kinds import default_kinds
@@ -216,7 +223,7 @@ async def _engine(name: str, stub_port: int, store: Any, concurrency: int, count
     from orchestrator.engine import WorkflowOrchestrator
 
     registry = _registry(stub_port)
-    http = create_http_client()
+    http = create_transport()
     client = AgentClient(registry, http)
     kinds = default_kinds()
     runner = DagRunner(agents=client, registry=registry, kinds=kinds, builtins=BUILTIN_FALLBACKS)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
-import httpx
 from aiohttp import web
 
-from agents.client import AgentClient, create_http_client
+from agents.client import AgentClient
+from agents.transport import AgentTransport, create_transport
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
@@ -38,10 +38,13 @@ def create_app(
     settings: Settings,
     *,
     store: StateStore | None = None,
-    http: httpx.AsyncClient | None = None,
+    http: AgentTransport | None = None,
     replica_id: str | None = None,
 ) -> web.Application:
-    """Build the API; tests inject `store` and `http`. The app closes only what it opened."""
+    """Build the API; tests inject `store` and `http` (the agent transport).
+
+    The app closes only what it opened.
+    """
     app = web.Application(
         middlewares=[error_middleware],
         client_max_size=settings.max_body_bytes,
@@ -52,9 +55,7 @@ def create_app(
         own_store = store is None
         own_http = http is None
         the_store = store if store is not None else create_store(settings)
-        the_http = (
-            http if http is not None else create_http_client(transport=settings.http_transport)
-        )
+        the_http = http if http is not None else create_transport(settings.http_transport)
         client = AgentClient(settings.agents, the_http)
         kinds = default_kinds()
         runner = DagRunner(

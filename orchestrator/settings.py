@@ -18,7 +18,8 @@ TOML layout::
 
     [agents.nlp]
     url = "http://127.0.0.1:8001"
-    concurrency = 32
+    concurrency = 64             # calls in flight to this agent at once
+    max_response_bytes = 8388608 # largest answer body read (agent_response_too_large past it)
     [agents.nlp.timeouts]   # connect, read, write, pool (seconds)
     read = 10
     [agents.nlp.breaker]    # fail_max, reset_timeout_s, success_threshold, half_open_max_calls
@@ -202,7 +203,15 @@ def _load_agent_file(path: Path, specs: dict[str, AgentSpec]) -> dict[str, Agent
     return out
 
 
-_AGENT_KEYS = {"url", "concurrency", "timeouts", "breaker", "retry", "retry_budget"}
+_AGENT_KEYS = {
+    "url",
+    "concurrency",
+    "max_response_bytes",
+    "timeouts",
+    "breaker",
+    "retry",
+    "retry_budget",
+}
 
 
 def _agent_from_table(
@@ -224,10 +233,16 @@ def _agent_from_table(
     concurrency = base.concurrency
     if "concurrency" in table:
         concurrency = _positive(table["concurrency"], int, source, f"{key}.concurrency")
+    max_response_bytes = base.max_response_bytes
+    if "max_response_bytes" in table:
+        max_response_bytes = _positive(
+            table["max_response_bytes"], int, source, f"{key}.max_response_bytes"
+        )
     return dataclasses.replace(
         base,
         url=url,
         concurrency=concurrency,
+        max_response_bytes=max_response_bytes,
         timeouts=_overlay(base.timeouts, table.get("timeouts"), source, f"{key}.timeouts"),
         breaker=_overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker"),
         retry=_overlay(base.retry, table.get("retry"), source, f"{key}.retry"),

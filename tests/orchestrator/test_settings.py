@@ -65,6 +65,7 @@ def test_config_file_tunes_agents_and_registers_new_ones(tmp_path: Path) -> None
         """
 [agents.data]
 concurrency = 4
+max_response_bytes = 65536
 [agents.data.breaker]
 fail_max = 7
 half_open_max_calls = 2
@@ -81,7 +82,8 @@ url = "http://127.0.0.1:9100"
     )
     settings = Settings.from_env({"ORCH_CONFIG": str(path), "DATA_AGENT_URL": "http://d:1"})
     data = settings.agents["data"]
-    assert data.concurrency == 4
+    assert (data.concurrency, data.max_response_bytes) == (4, 65536)
+    assert settings.agents["nlp"].max_response_bytes == 8 * 1024 * 1024
     assert (data.breaker.fail_max, data.breaker.half_open_max_calls) == (7, 2)
     assert data.breaker.reset_timeout_s == 120.0  # untouched keys keep their defaults
     assert (data.retry.max_attempts, data.retry.base_delay_s) == (4, 0.5)
@@ -100,6 +102,7 @@ url = "http://127.0.0.1:9100"
         ("[agents.data]\nurl = 'ftp://x'\n", "agents.data.url", "http"),
         ("[agents.new]\nconcurrency = 2\n", "agents.new.url", "url"),
         ("[agents.data]\nspeed = 1\n", "agents.data.speed", "unknown"),
+        ("[agents.data]\nmax_response_bytes = 0\n", "agents.data.max_response_bytes", "> 0"),
         ("[agent.data]\nurl = 'http://x'\n", "agent", "unknown"),
         ("[agents.data\n", "(file)", "TOML"),
     ],
