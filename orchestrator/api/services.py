@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from agents.client import AgentClient
+from orchestrator.dag.cache import CompileCache
 from orchestrator.dag.kinds import NodeKindRegistry
 from orchestrator.dag.runner import BuiltinFallback
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
@@ -24,9 +25,19 @@ class Services:
     kinds: NodeKindRegistry
     builtins: Mapping[str, BuiltinFallback]
     chain: CompiledWorkflow
+    compiled: CompileCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.compiled = CompileCache(self._compile)
 
     def compile(self, raw: Any) -> CompiledWorkflow:
-        """Parse and validate a client's definition against this service's agents and kinds."""
+        """Parse and validate a client's definition against this service's agents and kinds.
+
+        The same definition is compiled once (orchestrator/dag/cache.py).
+        """
+        return self.compiled.get(raw)
+
+    def _compile(self, raw: Any) -> CompiledWorkflow:
         return compile_workflow(
             raw,
             agents=list(self.client.registry),
