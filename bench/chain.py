@@ -81,31 +81,32 @@ def _registry(stub_port: int) -> Any:
 
     return AgentRegistry(
         [
-            dataclasses.replace(
-                spec, url=f"http://127.0.0.1:{stub_port}/{spec.name}", concurrency=64
-            )
+            # The shipped defaults (concurrency, timeouts...): the bench measures what users get.
+            dataclasses.replace(spec, url=f"http://127.0.0.1:{stub_port}/{spec.name}")
             for spec in default_registry().values()
         ]
     )
 
 
 def _serve_api(port: int, stub_port: int, redis_url: str | None) -> None:
-    """Child process: the whole service, as `orchestrator serve` would run it."""
-    import logging
+    """Child process: the whole service, run by `orchestrator serve` as users run it
+    (its event loop choice, ORCH_EVENT_LOOP, and its start-up included)."""
+    from orchestrator.cli import main as cli_main
 
-    from orchestrator.app import create_app
-    from orchestrator.logs import configure_logging
-    from orchestrator.settings import Settings
-
-    configure_logging("error")
-    logging.disable(logging.WARNING)
-    settings = Settings(
-        port=port,
-        agents=_registry(stub_port),
-        redis_url=redis_url,
-        key_prefix=f"bench:{uuid.uuid4().hex[:6]}:",
+    base = f"http://127.0.0.1:{stub_port}"
+    os.environ.update(
+        ORCH_PORT=str(port),
+        ORCH_LOG_LEVEL="error",
+        ORCH_KEY_PREFIX=f"bench:{uuid.uuid4().hex[:6]}:",
+        NLP_AGENT_URL=f"{base}/nlp",
+        DATA_AGENT_URL=f"{base}/data",
+        VIZ_AGENT_URL=f"{base}/viz",
     )
-    web.run_app(create_app(settings), host="127.0.0.1", port=port, print=None, access_log=None)
+    os.environ.pop("REDIS_URL", None)
+    if redis_url:
+        os.environ["REDIS_URL"] = redis_url
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        cli_main(["serve"])
 
 
 async def _wait_listening(port: int) -> None:

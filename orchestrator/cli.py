@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,6 +18,7 @@ from agents.reference import start_agent
 from agents.registry import DEFAULT_PORTS, AgentRegistry
 from orchestrator.app import create_app
 from orchestrator.logs import configure_logging
+from orchestrator.loop import EventLoopUnavailable, loop_factory
 from orchestrator.settings import ConfigError, Settings
 
 _EXAMPLE = (
@@ -34,10 +36,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    try:
+        loop_name, factory = loop_factory(settings.event_loop)
+    except EventLoopUnavailable as exc:
+        print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
+        return 2
     if args.command == "agent":
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
         ready = f"{args.kind} agent listening on http://{args.host}:{port}"
-        asyncio.run(_serve_forever([_agent_starter(args.kind, args.host, port)], ready))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve_forever([_agent_starter(args.kind, args.host, port)], ready))
         return 0
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
@@ -58,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     else:
         starters = []
-    asyncio.run(_serve_forever([*starters, _api_starter(settings)], _announcement(settings)))
+    ready = _announcement(settings, loop_name)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve_forever([*starters, _api_starter(settings)], ready))
     return 0
 
 
@@ -107,12 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _announcement(settings: Settings) -> str:
+def _announcement(settings: Settings, loop_name: str = "asyncio") -> str:
     url = f"http://{settings.host}:{settings.port}"
     store = f"redis ({settings.redis_url})" if settings.redis_url else "memory (embedded)"
     agents = ", ".join(f"{name}={spec.url}" for name, spec in settings.agents.items())
     return (
-        f"orchestrator listening on {url} | state store: {store} | agents: {agents}\n"
+        f"orchestrator listening on {url} | state store: {store} | event loop: {loop_name} "
+        f"| agents: {agents}\n"
         f"try: {_EXAMPLE.format(url=url)}"
     )
 
@@ -151,6 +162,10 @@ async def _serve_forever(starters: Sequence[_Starter], ready: str) -> None:
     try:
         for start in starters:
             runners.append(await start())
+        # What start-up built (modules, schemas, compiled definitions) lives as long as the
+        # process: frozen, it is no longer re-scanned by every full garbage collection
+        # (bench/profile.py: gc is ~13 % of the service's time at 50 in flight).
+        gc.freeze()
         print(ready, flush=True)
         await stop.wait()
     finally:

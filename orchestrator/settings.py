@@ -11,6 +11,7 @@
 - ORCH_LOG_LEVEL                 "info"
 - ORCH_MAX_QUERY_CHARS, ORCH_MAX_BODY_BYTES, ORCH_WORKFLOW_TIMEOUT_S, ORCH_MAX_PARALLEL
 - ORCH_HTTP_TRANSPORT            "aiohttp" (default) or "httpx"
+- ORCH_EVENT_LOOP                "auto" (uvloop when installed), "asyncio" or "uvloop"
 - ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
 - ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
 
@@ -50,6 +51,8 @@ from agents.registry import (
     AgentTimeouts,
 )
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
+from orchestrator.dag.model import DEFAULT_MAX_PARALLEL
+from orchestrator.loop import EventLoopChoice
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 
 
@@ -74,10 +77,12 @@ class Settings:
     key_prefix: str = DEFAULT_PREFIX
     log_level: str = "info"
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    event_loop: EventLoopChoice = "auto"
     max_query_chars: int = 2_000
     max_body_bytes: int = 1_048_576
     workflow_timeout_s: float = 120.0
-    max_parallel: int = 10
+    # Nodes of one workflow running at once (why 32: README "Defaults").
+    max_parallel: int = DEFAULT_MAX_PARALLEL
     max_nodes: int = 10_000
     # Owner lease: a replica silent this long is presumed dead and its workflows resumed.
     lease_s: float = 15.0
@@ -108,6 +113,16 @@ class Settings:
                     source=src,
                     key="ORCH_HTTP_TRANSPORT",
                 )
+        event_loop: EventLoopChoice
+        match env.get("ORCH_EVENT_LOOP", "auto"):
+            case "auto" | "asyncio" | "uvloop" as chosen:
+                event_loop = chosen
+            case other:
+                raise ConfigError(
+                    f"must be 'auto', 'asyncio' or 'uvloop', got {other!r}",
+                    source=src,
+                    key="ORCH_EVENT_LOOP",
+                )
         return cls(
             host=env.get("ORCH_HOST", "127.0.0.1"),
             port=_env_int(env, "ORCH_PORT", 8000, minimum=0),
@@ -116,10 +131,11 @@ class Settings:
             key_prefix=env.get("ORCH_KEY_PREFIX", DEFAULT_PREFIX),
             log_level=env.get("ORCH_LOG_LEVEL", "info").lower(),
             http_transport=transport,
+            event_loop=event_loop,
             max_query_chars=_env_int(env, "ORCH_MAX_QUERY_CHARS", 2_000, minimum=1),
             max_body_bytes=_env_int(env, "ORCH_MAX_BODY_BYTES", 1_048_576, minimum=1_024),
             workflow_timeout_s=_env_float(env, "ORCH_WORKFLOW_TIMEOUT_S", 120.0),
-            max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", 10, minimum=1),
+            max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", DEFAULT_MAX_PARALLEL, minimum=1),
             lease_s=_env_float(env, "ORCH_LEASE_S", 15.0),
             shutdown_grace_s=_env_float(env, "ORCH_SHUTDOWN_GRACE_S", 5.0),
             agents=AgentRegistry(specs),
