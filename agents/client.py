@@ -339,8 +339,11 @@ def _translate(
     if isinstance(exc, TransportTimeout):
         return AgentTimeout(phase=exc.phase, timeout_s=exc.timeout_s, **ctx)
     if isinstance(exc, ResponseTooLarge):
-        return AgentResponseTooLarge(limit_bytes=exc.limit_bytes, **ctx)
+        return AgentResponseTooLarge(limit=exc.limit_bytes, **ctx)
     if isinstance(exc, TransportConnectionError):
+        # The library's text names addresses and ports: the log keeps it, the error
+        # (which clients see in step errors) says only what kind of failure it was.
+        logger.info("agent_connection_error", agent=agent, step=step_id, detail=exc.detail)
         return AgentConnectionError(reason=exc.reason, **ctx)
     if isinstance(exc, TimeoutError):
         return AgentTimeout(phase=cap_phase, timeout_s=cap_s, **ctx)

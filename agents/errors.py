@@ -10,7 +10,8 @@ AgentError                      code "agent_error"        base; nothing above ca
 ├── AgentHTTPError              "agent_http_error"        5xx or 429: the agent could not serve
 │   └── AgentRejected           "agent_rejected"          other 4xx: alive, but the request was bad
 └── AgentBadResponse            "agent_bad_response"      answer breaks the agent contract
-    └── AgentResponseTooLarge   "agent_response_too_large" body past the agent's size cap
+    └── AgentResponseTooLarge   "agent_response_too_large" body over the agent's
+                                                          max_response_bytes (cut off)
 ```
 
 Every error carries its context as keyword-only attributes: `agent`, `workflow_id`,
@@ -286,8 +287,12 @@ class AgentBadResponse(AgentError):
 
 
 class AgentResponseTooLarge(AgentBadResponse):
-    """The answer's body went past the agent's `max_response_bytes`: the rest was not
-    read and the connection was dropped. Counted against the breaker; never retried."""
+    """The answer's body was bigger than the agent's `max_response_bytes`.
+
+    Read as a stream and abandoned at the limit (bodies are asked for and read
+    uncompressed, so nothing inflates them), so a huge or endless answer costs at most
+    the limit in memory; the connection is dropped, not drained.
+    """
 
     code: ClassVar[str] = "agent_response_too_large"
 
@@ -295,16 +300,16 @@ class AgentResponseTooLarge(AgentBadResponse):
         self,
         *,
         agent: str,
-        limit_bytes: int,
+        limit: int,
         status: int | None = None,
         workflow_id: str | None = None,
         step_id: str | None = None,
         attempts: int = 0,
     ) -> None:
-        self.limit_bytes = limit_bytes
+        self.limit = limit
         super().__init__(
             agent=agent,
-            reason=f"response body larger than {limit_bytes} bytes",
+            reason=f"the answer is larger than {limit} bytes",
             status=status,
             workflow_id=workflow_id,
             step_id=step_id,
@@ -312,4 +317,4 @@ class AgentResponseTooLarge(AgentBadResponse):
         )
 
     def details(self) -> dict[str, Any]:
-        return {**super().details(), "limit_bytes": self.limit_bytes}
+        return {**super().details(), "limit_bytes": self.limit}

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 
 DEFAULT_AGENT_CONCURRENCY = 64
-DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +18,9 @@ class AgentTimeouts:
     read: float = 30.0
     write: float = 10.0
     pool: float = 5.0
+
+
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,7 @@ class AgentSpec:
     # (why 64: README "Defaults"). A slow agent still cannot take more than this many
     # connections and tasks; a fast one is not held far below what one replica can do.
     concurrency: int = DEFAULT_AGENT_CONCURRENCY
-    # Largest answer body read from this agent; past it the call fails with
+    # Largest answer body read from this agent (4 MiB); past it the call fails with
     # `agent_response_too_large` and the connection is dropped unread.
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 

@@ -8,9 +8,11 @@ Two implementations ship:
 - `HttpxTransport` (`ORCH_HTTP_TRANSPORT=httpx`): one `httpx.AsyncClient`, httpx's own
   pool; what the respx unit tests of `AgentClient` drive.
 
-Both keep no cookies, follow no redirects, ignore proxy variables from the
-environment (agents are called only at the registry's URLs), ask for uncompressed
-bodies and read them raw, so the size cap counts the bytes that arrive.
+Both keep no cookies, follow no redirects and ignore proxy variables from the
+environment (agents are called only at the registry's URLs). They ask for
+uncompressed bodies; an agent that compresses anyway is decoded as it streams in,
+and the size cap counts the decoded bytes, so a small compressed "bomb" stops at
+the cap too (give or take what one network chunk inflates to).
 
 A transport raises only the `TransportError` tree below (cancellation passes through
 untouched and aborts the request). Each implementation translates its library's
@@ -32,6 +34,9 @@ timeout: over aiohttp `write` is not enforced (agent requests are small, and
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -54,6 +59,7 @@ __all__ = [
     "TransportName",
     "TransportResponse",
     "TransportTimeout",
+    "connection_reason",
     "create_transport",
 ]
 
@@ -67,8 +73,8 @@ DEFAULT_MAX_CONNECTIONS = 256
 # agent does, and never write a request into a socket the agent is closing.
 DEFAULT_KEEPALIVE_EXPIRY_S = 15.0
 
-# Agents answer small JSON documents; compressed bodies would only make the size cap
-# count the wrong bytes (and invite decompression bombs).
+# Agents answer small JSON documents on a near network: compression is not worth
+# inviting (and a body that is never inflated cannot be a decompression bomb).
 _IDENTITY = "identity"
 
 
@@ -86,11 +92,16 @@ class TransportTimeout(TransportError):
 
 
 class TransportConnectionError(TransportError):
-    """The connection could not be made or broke before a whole answer arrived."""
+    """The connection could not be made or broke before a whole answer arrived.
 
-    def __init__(self, reason: str) -> None:
+    `reason` is in fixed words (clients see it in step errors); `detail` is the
+    library's own text, which names addresses and ports: for the log only.
+    """
+
+    def __init__(self, reason: str, *, detail: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail
 
 
 class ResponseTooLarge(TransportError):
@@ -134,6 +145,39 @@ class AgentTransport(Protocol):
     async def aclose(self) -> None: ...
 
 
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset by the agent",
+    errno.EPIPE: "connection reset by the agent",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ETIMEDOUT: "connection timed out",
+}
+
+
+def connection_reason(detail: BaseException) -> str:
+    """A connection failure in fixed words, never the OS's text (it names host:port)."""
+    seen: set[int] = set()
+    error: BaseException | None = detail
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, socket.gaierror):
+            return "the agent's host name could not be resolved"
+        if isinstance(error, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(error, OSError) and error.errno in _ERRNO_REASONS:
+            return _ERRNO_REASONS[error.errno]
+        if isinstance(error, aiohttp.ServerDisconnectedError | httpx.RemoteProtocolError):
+            return "the agent closed the connection"
+        if isinstance(error, aiohttp.ClientPayloadError):
+            return "the agent's answer was cut short"
+        inner = getattr(error, "os_error", None)  # aiohttp.ClientConnectorError
+        error = inner if isinstance(inner, BaseException) else error.__cause__ or error.__context__
+    if isinstance(detail, httpx.ConnectError) and "refused" in str(detail).lower():
+        return "connection refused"  # httpx's own transport keeps only the text
+    return f"connection failed ({type(detail).__name__})"
+
+
 def _too_large(declared: int | None, limit: int) -> None:
     if declared is not None and declared > limit:
         raise ResponseTooLarge(limit, declared)
@@ -170,7 +214,6 @@ class AiohttpTransport:
             ),
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
-            auto_decompress=False,
             headers={"Accept-Encoding": _IDENTITY},
         )
         return self._session
@@ -229,7 +272,7 @@ class AiohttpTransport:
         except ResponseTooLarge:
             response.close()  # drop the connection rather than drain the body
             raise
-        if declared is not None:
+        if declared is not None and "Content-Encoding" not in response.headers:
             return await response.read()  # within the cap: one read, one buffer
         parts: list[bytes] = []
         size = 0
@@ -254,9 +297,8 @@ def _from_aiohttp(exc: aiohttp.ClientError, timeouts: AgentTimeouts) -> Transpor
     if isinstance(exc, aiohttp.ServerTimeoutError):  # SocketTimeoutError: a read waited too long
         return TransportTimeout("read", timeouts.read)
     if isinstance(exc, aiohttp.ClientResponseError):  # the answer was not HTTP
-        return TransportConnectionError(f"invalid HTTP answer: {exc.message}")
-    text = str(exc)
-    return TransportConnectionError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        return TransportConnectionError("the agent's answer is not valid HTTP", detail=repr(exc))
+    return TransportConnectionError(connection_reason(exc), detail=repr(exc))
 
 
 # -- httpx --------------------------------------------------------------------------------
@@ -342,7 +384,7 @@ class HttpxTransport:
             return response.content
         parts: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():  # decoded, if the agent compressed anyway
             size += len(chunk)
             if size > limit:
                 raise ResponseTooLarge(limit)
@@ -371,8 +413,11 @@ def _from_httpx(exc: httpx.HTTPError, timeouts: AgentTimeouts) -> TransportError
     if isinstance(exc, httpx.TimeoutException):
         phase: TimeoutPhaseName = next((p for t, p in _HTTPX_PHASES if isinstance(exc, t)), "read")
         return TransportTimeout(phase, getattr(timeouts, phase))
-    text = str(exc)
-    return TransportConnectionError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    if isinstance(exc, httpx.DecodingError):
+        return TransportConnectionError("the agent's answer could not be decoded", detail=repr(exc))
+    if isinstance(exc, httpx.RemoteProtocolError) and "disconnect" not in str(exc).lower():
+        return TransportConnectionError("the agent's answer is not valid HTTP", detail=repr(exc))
+    return TransportConnectionError(connection_reason(exc), detail=repr(exc))
 
 
 def create_transport(

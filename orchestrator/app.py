@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from agents.client import AgentClient
 from agents.transport import AgentTransport, create_transport
+from circuit.board import BreakerBoard, MemoryBreakerBoard
+from circuit.board_redis import RedisBreakerBoard
+from circuit.sharing import BreakerSync
+from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
+from orchestrator.api.access import (
+    ACCESS,
+    Access,
+    auth_middleware,
+    browser_middleware,
+    json_body_middleware,
+)
+from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
@@ -20,6 +33,7 @@ from orchestrator.keyword_intent import keyword_intent_fallback
 from orchestrator.settings import Settings
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
+from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
 from state.redis import RedisStateStore
 from state.store import StateStore
 
@@ -29,9 +43,42 @@ BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_in
 def create_store(settings: Settings) -> StateStore:
     if settings.redis_url:
         return RedisStateStore.from_url(
-            settings.redis_url, prefix=settings.key_prefix, ttl_s=settings.state_ttl_s
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            ttl_s=settings.state_ttl_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            command_timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
         )
     return MemoryStateStore(ttl_s=settings.state_ttl_s)
+
+
+def create_breaker_board(settings: Settings) -> BreakerBoard:
+    """Where replicas share breakers: Redis when the state is there, else this process."""
+    ttl_s = max(2.0, 8 * settings.breaker_sync_s)
+    if settings.redis_url:
+        return RedisBreakerBoard.from_url(
+            settings.redis_url, prefix=settings.key_prefix, report_ttl_s=ttl_s
+        )
+    return MemoryBreakerBoard(report_ttl_s=ttl_s)
+
+
+def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
+    """Key stores and quotas: on Redis when REDIS_URL is set (shared by every replica)."""
+    client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    config = settings.access
+    stores: list[KeyStore] = [StaticKeyStore(config.keys)]
+    if config.redis_keys:
+        if client is None:
+            raise ValueError("[access] redis_keys = true needs REDIS_URL")
+        stores.append(
+            RedisKeyStore(client, prefix=settings.key_prefix, default_limits=config.default_limits)
+        )
+    quotas: Quotas = (
+        RedisQuotas(client, prefix=settings.key_prefix) if client is not None else MemoryQuotas()
+    )
+    return Access(config=config, authenticator=Authenticator(stores), quotas=quotas), client
 
 
 def create_app(
@@ -40,20 +87,29 @@ def create_app(
     store: StateStore | None = None,
     http: AgentTransport | None = None,
     replica_id: str | None = None,
+    breaker_board: BreakerBoard | None = None,
 ) -> web.Application:
-    """Build the API; tests inject `store` and `http` (the agent transport).
+    """Build the API; tests inject `store`, `http` (the agent transport) and `breaker_board`.
 
     The app closes only what it opened.
     """
     app = web.Application(
-        middlewares=[error_middleware],
+        # Outermost first: browser checks (their headers reach every response), errors to
+        # JSON, then who is calling, then the body's media type.
+        middlewares=[browser_middleware, error_middleware, auth_middleware, json_body_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
+    access, access_redis = create_access(settings)
+    app[ACCESS] = access
+    admission = Admission(access.quotas, settings.access, state_ttl_s=settings.state_ttl_s)
+    app[ADMISSION] = admission
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
         own_http = http is None
+        own_board = breaker_board is None
+        board = breaker_board if breaker_board is not None else create_breaker_board(settings)
         the_store = store if store is not None else create_store(settings)
         the_http = http if http is not None else create_transport(settings.http_transport)
         client = AgentClient(settings.agents, the_http)
@@ -86,6 +142,12 @@ def create_app(
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
         )
+        breakers = BreakerSync(
+            client.breakers(),
+            board,
+            replica=orchestrator.replica_id,
+            interval_s=settings.breaker_sync_s,
+        )
         services = Services(
             settings=settings,
             orchestrator=orchestrator,
@@ -93,13 +155,22 @@ def create_app(
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
             chain=chain,
+            breakers=breakers,
         )
+        # Ops modes in force (open / disabled) apply before the first request is served.
+        await breakers.start()
         await orchestrator.start()
         app[SERVICES] = services
         try:
             yield
         finally:
             await orchestrator.close()
+            await breakers.close()
+            if own_board:
+                await board.close()
+            await admission.close()
+            if access_redis is not None:
+                await access_redis.aclose()
             if own_http:
                 await the_http.aclose()
             if own_store:

@@ -6,6 +6,10 @@
 - REDIS_URL                      Redis state store; unset = embedded in-memory store
 - ORCH_STATE_TTL_S               TTL of every workflow key, refreshed on write (3600)
 - ORCH_KEY_PREFIX                Redis key prefix ("orch:")
+- ORCH_REDIS_CONNECT_TIMEOUT_S   bound on connecting to Redis (1.0)
+- ORCH_REDIS_TIMEOUT_S           bound on each Redis command (1.0)
+- ORCH_REDIS_MAX_CONNECTIONS     connections in the Redis pool, pub/sub included (64)
+- ORCH_REDIS_POOL_TIMEOUT_S      how long a command waits for a free pooled connection (2.0)
 - ORCH_CONFIG                    optional TOML file, one table per agent (below)
 - NLP_AGENT_URL, DATA_AGENT_URL, VIZ_AGENT_URL   override the agents' URLs
 - ORCH_LOG_LEVEL                 "info"
@@ -14,21 +18,27 @@
 - ORCH_EVENT_LOOP                "auto" (uvloop when installed), "asyncio" or "uvloop"
 - ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
 - ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
+- ORCH_BREAKER_SYNC_S            how often a replica publishes its breakers and applies the
+                                 deployment's ops modes (0.25; reports live 8x that, >= 2 s)
+- ORCH_INSECURE                  "1": serve without API keys on a non-loopback address anyway
+- ORCH_CORS_ORIGINS              comma-separated exact origins allowed by CORS (adds to the file's)
 
 TOML layout::
 
     [agents.nlp]
     url = "http://127.0.0.1:8001"
-    concurrency = 64             # calls in flight to this agent at once
-    max_response_bytes = 8388608 # largest answer body read (agent_response_too_large past it)
+    concurrency = 64               # calls in flight to this agent at once (bulkhead)
+    max_response_bytes = 4194304   # largest answer read (default 4 MiB)
     [agents.nlp.timeouts]   # connect, read, write, pool (seconds)
     read = 10
-    [agents.nlp.breaker]    # fail_max, reset_timeout_s, success_threshold, half_open_max_calls
-    fail_max = 5
+    [agents.nlp.breaker]    # policy, window_type, window_size, failure_rate_threshold, ...
+    policy = "rate"         # (every BreakerConfig field; see the README's breaker table)
     [agents.nlp.retry]      # max_attempts, base_delay_s, max_delay_s, max_retry_after_s
     max_attempts = 3
 
 Any agent table beyond nlp/data/viz registers another agent (it then needs `url`).
+The `[access]` (API keys, limits, CORS) and `[tenants]` tables are described in
+orchestrator/access/config.py.
 A bad file stops start-up with a `ConfigError` naming the file, the key and the problem.
 """
 
@@ -50,7 +60,9 @@ from agents.registry import (
     AgentSpec,
     AgentTimeouts,
 )
+from circuit.breaker import validate_config
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
+from orchestrator.access.config import AccessConfig, AccessConfigError, check_origin, parse_access
 from orchestrator.dag.model import DEFAULT_MAX_PARALLEL
 from orchestrator.loop import EventLoopChoice
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
@@ -75,6 +87,11 @@ class Settings:
     redis_url: str | None = None
     state_ttl_s: int = DEFAULT_TTL_S
     key_prefix: str = DEFAULT_PREFIX
+    # Redis faults: nothing waits on Redis longer than these before the API answers 503.
+    redis_connect_timeout_s: float = 1.0
+    redis_timeout_s: float = 1.0
+    redis_max_connections: int = 64
+    redis_pool_timeout_s: float = 2.0
     log_level: str = "info"
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     event_loop: EventLoopChoice = "auto"
@@ -88,7 +105,10 @@ class Settings:
     lease_s: float = 15.0
     # On shutdown, running workflows get this long to finish before being handed off/cancelled.
     shutdown_grace_s: float = 5.0
+    # Breaker sharing: publish / apply-ops cycle of each replica (circuit/sharing.py).
+    breaker_sync_s: float = 0.25
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
+    access: AccessConfig = field(default_factory=AccessConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -96,8 +116,9 @@ class Settings:
         src = "environment"
         config_path = env.get("ORCH_CONFIG")
         specs = {spec.name: spec for spec in default_registry().values()}
+        access = AccessConfig()
         if config_path:
-            specs = _load_agent_file(Path(config_path), specs)
+            specs, access = _load_file(Path(config_path), specs)
         for name, var in _URL_ENV.items():
             if env.get(var):
                 specs[name] = dataclasses.replace(specs[name], url=_check_url(env[var], src, var))
@@ -123,12 +144,30 @@ class Settings:
                     source=src,
                     key="ORCH_EVENT_LOOP",
                 )
+        origins = tuple(o.strip() for o in env.get("ORCH_CORS_ORIGINS", "").split(",") if o.strip())
+        try:
+            origins = tuple(check_origin(o, "ORCH_CORS_ORIGINS") for o in origins)
+        except AccessConfigError as exc:
+            raise ConfigError(str(exc), source=src, key=exc.key) from None
+        if access.redis_keys and not env.get("REDIS_URL"):
+            raise ConfigError(
+                "[access] redis_keys = true needs REDIS_URL", source=src, key="REDIS_URL"
+            )
+        access = dataclasses.replace(
+            access,
+            cors_origins=tuple(dict.fromkeys((*access.cors_origins, *origins))),
+            insecure=_env_flag(env, "ORCH_INSECURE"),
+        )
         return cls(
             host=env.get("ORCH_HOST", "127.0.0.1"),
             port=_env_int(env, "ORCH_PORT", 8000, minimum=0),
             redis_url=env.get("REDIS_URL") or None,
             state_ttl_s=_env_int(env, "ORCH_STATE_TTL_S", DEFAULT_TTL_S, minimum=1),
             key_prefix=env.get("ORCH_KEY_PREFIX", DEFAULT_PREFIX),
+            redis_connect_timeout_s=_env_float(env, "ORCH_REDIS_CONNECT_TIMEOUT_S", 1.0),
+            redis_timeout_s=_env_float(env, "ORCH_REDIS_TIMEOUT_S", 1.0),
+            redis_max_connections=_env_int(env, "ORCH_REDIS_MAX_CONNECTIONS", 64, minimum=4),
+            redis_pool_timeout_s=_env_float(env, "ORCH_REDIS_POOL_TIMEOUT_S", 2.0),
             log_level=env.get("ORCH_LOG_LEVEL", "info").lower(),
             http_transport=transport,
             event_loop=event_loop,
@@ -138,7 +177,9 @@ class Settings:
             max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", DEFAULT_MAX_PARALLEL, minimum=1),
             lease_s=_env_float(env, "ORCH_LEASE_S", 15.0),
             shutdown_grace_s=_env_float(env, "ORCH_SHUTDOWN_GRACE_S", 5.0),
+            breaker_sync_s=_env_float(env, "ORCH_BREAKER_SYNC_S", 0.25),
             agents=AgentRegistry(specs),
+            access=access,
         )
 
 
@@ -188,13 +229,24 @@ def _env_float(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
+def _env_flag(env: Mapping[str, str], key: str) -> bool:
+    raw = env.get(key, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"expected 1 or 0, got {raw!r}", source="environment", key=key)
+
+
 def _check_url(url: str, source: str, key: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"expected an http(s) URL, got {url!r}", source=source, key=key)
     return url
 
 
-def _load_agent_file(path: Path, specs: dict[str, AgentSpec]) -> dict[str, AgentSpec]:
+def _load_file(
+    path: Path, specs: dict[str, AgentSpec]
+) -> tuple[dict[str, AgentSpec], AccessConfig]:
     source = str(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -204,9 +256,13 @@ def _load_agent_file(path: Path, specs: dict[str, AgentSpec]) -> dict[str, Agent
         raise ConfigError(f"cannot read: {exc}", source=source, key="ORCH_CONFIG") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", source=source, key="(file)") from exc
-    unknown = set(raw) - {"agents"}
+    unknown = set(raw) - {"agents", "access", "tenants"}
     if unknown:
         raise ConfigError("unknown top-level table", source=source, key=sorted(unknown)[0])
+    try:
+        access = parse_access(raw.get("access"), raw.get("tenants"))
+    except AccessConfigError as exc:
+        raise ConfigError(str(exc), source=source, key=exc.key) from None
     agents = raw.get("agents", {})
     if not isinstance(agents, dict):
         raise ConfigError("must be a table of agent tables", source=source, key="agents")
@@ -216,7 +272,12 @@ def _load_agent_file(path: Path, specs: dict[str, AgentSpec]) -> dict[str, Agent
         if not isinstance(table, dict):
             raise ConfigError("must be a table", source=source, key=key)
         out[name] = _agent_from_table(name, table, out.get(name), source)
-    return out
+    for tenant, policy in access.tenants.items():
+        for agent in sorted((policy.agents or frozenset()) - set(out)):
+            raise ConfigError(
+                f"unknown agent {agent!r}", source=source, key=f"tenants.{tenant}.agents"
+            )
+    return out, access
 
 
 _AGENT_KEYS = {
@@ -249,18 +310,23 @@ def _agent_from_table(
     concurrency = base.concurrency
     if "concurrency" in table:
         concurrency = _positive(table["concurrency"], int, source, f"{key}.concurrency")
-    max_response_bytes = base.max_response_bytes
+    breaker = _overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker")
+    try:
+        validate_config(breaker)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=source, key=f"{key}.breaker") from None
+    max_response = base.max_response_bytes
     if "max_response_bytes" in table:
-        max_response_bytes = _positive(
+        max_response = _positive(
             table["max_response_bytes"], int, source, f"{key}.max_response_bytes"
         )
     return dataclasses.replace(
         base,
         url=url,
         concurrency=concurrency,
-        max_response_bytes=max_response_bytes,
+        max_response_bytes=max_response,
         timeouts=_overlay(base.timeouts, table.get("timeouts"), source, f"{key}.timeouts"),
-        breaker=_overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker"),
+        breaker=breaker,
         retry=_overlay(base.retry, table.get("retry"), source, f"{key}.retry"),
         retry_budget=_overlay(
             base.retry_budget, table.get("retry_budget"), source, f"{key}.retry_budget"
@@ -285,17 +351,42 @@ def _overlay(base: _C, table: object, source: str, key: str) -> _C:
             raise ConfigError(
                 f"unknown key (allowed: {allowed})", source=source, key=f"{key}.{name}"
             )
-        want = int if isinstance(getattr(base, name), int) else float
-        changes[name] = _positive(value, want, source, f"{key}.{name}")
+        current = getattr(base, name)
+        if isinstance(current, str):
+            choices = _CHOICES[name]
+            if value not in choices:
+                raise ConfigError(
+                    f"must be one of {', '.join(map(repr, choices))}, got {value!r}",
+                    source=source,
+                    key=f"{key}.{name}",
+                )
+            changes[name] = value
+        elif name in _MAY_BE_ZERO:
+            changes[name] = _positive(value, float, source, f"{key}.{name}", zero_ok=True)
+        else:
+            want = int if isinstance(current, int) else float
+            changes[name] = _positive(value, want, source, f"{key}.{name}")
     return dataclasses.replace(base, **changes)
 
 
-def _positive(value: object, want: type[int] | type[float], source: str, key: str) -> Any:
+# The string-valued fields of the tables, and what each may be.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "policy": ("rate", "consecutive"),
+    "window_type": ("count", "time"),
+    "share": ("view", "follow"),
+}
+# Fields where 0 is meaningful (no jitter).
+_MAY_BE_ZERO = frozenset({"backoff_jitter"})
+
+
+def _positive(
+    value: object, want: type[int] | type[float], source: str, key: str, *, zero_ok: bool = False
+) -> Any:
     # bool is an int subclass; `true` is never a sensible count or duration.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"expected {want.__name__}, got {value!r}", source=source, key=key)
     if want is int and not isinstance(value, int):
         raise ConfigError(f"expected int, got {value!r}", source=source, key=key)
-    if value <= 0:
+    if value < 0 or (value == 0 and not zero_ok):
         raise ConfigError(f"must be > 0, got {value!r}", source=source, key=key)
     return want(value)

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# The README's test command: install what is needed (venv, packages, redis-server),
-# start a private Redis on 127.0.0.1, then run ruff, mypy --strict and the whole pytest suite.
+# The README's test command: install what is needed (venv, packages, redis-server,
+# chromium), start a private Redis on 127.0.0.1, then run ruff, mypy --strict and the whole
+# pytest suite.
 # Extra arguments go to pytest (e.g. -k cancel).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/venv.sh test
+# Headless Chromium renders the docs page in tests/integration/test_openapi.py.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium (apt-get)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+fi
 if [ -z "${REDIS_URL:-}" ]; then
   eval "$(bash scripts/redis.sh)"
 fi

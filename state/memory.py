@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import orjson
 
-from state.cancellations import CancellationStream
+from state.cancellations import WorkflowIdStream
 from state.keys import DEFAULT_TTL_S
 from state.leases import MemoryLeases
 from state.models import WorkflowState
+from state.store import LeaseLost
 
 # Upper bound on how long an expired entry may linger before a write sweeps it.
 _MAX_SWEEP_INTERVAL_S = 60.0
@@ -54,6 +55,9 @@ class MemoryStateStore:
         self._cancel_flags: dict[str, float] = {}  # workflow id -> expires_at
         # None is the end-of-stream marker a closing store sends every subscriber.
         self._subscribers: set[asyncio.Queue[str | None]] = set()
+        self._finish_subscribers: set[asyncio.Queue[str | None]] = set()
+        # One lease table per store: saves are fenced against its generations.
+        self._leases = MemoryLeases(clock=clock)
         self._closed = False
         self._next_sweep = clock() + self._sweep_interval
 
@@ -66,16 +70,18 @@ class MemoryStateStore:
         return "memory"
 
     def leases(self) -> MemoryLeases:
-        """Owner leases on the same clock; one process, so nobody else resumes its work."""
-        return MemoryLeases(clock=self._clock)
+        """Owner leases on the same clock (always the same table: saves are fenced by it)."""
+        return self._leases
 
     @property
     def _sweep_interval(self) -> float:
         return min(float(self._ttl_s), _MAX_SWEEP_INTERVAL_S)
 
-    async def save(self, state: WorkflowState) -> bool:
+    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         now = self._clock()
         stored = self._live_doc(state.workflow_id, now)
+        if self._leases.generation(state.workflow_id) != token:
+            raise LeaseLost(state.workflow_id, token=token)
         if stored is not None and stored.terminal:
             return False
         expires_at = now + self._ttl_s
@@ -87,6 +93,9 @@ class MemoryStateStore:
         # Keys of one workflow share one expiry, as the Redis save script does.
         if self._live_flag(state.workflow_id, now):
             self._cancel_flags[state.workflow_id] = expires_at
+        if state.status.is_terminal:
+            for queue in self._finish_subscribers:
+                queue.put_nowait(state.workflow_id)
         self._maybe_sweep(now)
         return True
 
@@ -109,31 +118,39 @@ class MemoryStateStore:
     async def cancel_requested(self, workflow_id: str) -> bool:
         return self._live_flag(workflow_id, self._clock())
 
-    async def subscribe_cancellations(self) -> CancellationStream:
+    async def subscribe_cancellations(self) -> WorkflowIdStream:
+        return self._subscribe(self._subscribers)
+
+    async def subscribe_finishes(self) -> WorkflowIdStream:
+        return self._subscribe(self._finish_subscribers)
+
+    def _subscribe(self, subscribers: set[asyncio.Queue[str | None]]) -> WorkflowIdStream:
         if self._closed:
             raise RuntimeError("MemoryStateStore is closed")
         queue: asyncio.Queue[str | None] = asyncio.Queue()
-        # Registered before returning: a cancel requested from now on reaches it.
-        self._subscribers.add(queue)
+        # Registered before returning: an id published from now on reaches it.
+        subscribers.add(queue)
 
         async def release() -> None:
-            self._subscribers.discard(queue)
+            subscribers.discard(queue)
 
-        return CancellationStream(queue, release)
+        return WorkflowIdStream(queue, release)
 
     async def ping(self) -> bool:
         return not self._closed
 
     async def close(self) -> None:
         self._closed = True
-        for queue in self._subscribers:
-            queue.put_nowait(None)
-        self._subscribers.clear()
+        for subscribers in (self._subscribers, self._finish_subscribers):
+            for queue in subscribers:
+                queue.put_nowait(None)
+            subscribers.clear()
 
     def _live_doc(self, workflow_id: str, now: float) -> _Doc | None:
         stored = self._docs.get(workflow_id)
         if stored is not None and stored.expires_at <= now:
             del self._docs[workflow_id]
+            self._leases.forget(workflow_id)
             return None
         return stored
 
@@ -150,5 +167,6 @@ class MemoryStateStore:
         self._next_sweep = now + self._sweep_interval
         for workflow_id in [k for k, d in self._docs.items() if d.expires_at <= now]:
             del self._docs[workflow_id]
+            self._leases.forget(workflow_id)
         for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
             del self._cancel_flags[workflow_id]

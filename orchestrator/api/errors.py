@@ -1,12 +1,19 @@
 """HTTP errors and the one middleware that turns every exception into a JSON error.
 
-    ApiError (status, code, message, details)
+    ApiError (status, code, message, details, headers)
     ├── BadRequest            400
+    ├── Unauthorized          401  (WWW-Authenticate)
+    ├── Forbidden             403
     ├── NotFound              404
     ├── Conflict              409
     ├── PayloadTooLarge       413
     ├── UnsupportedMediaType  415
-    └── Unprocessable         422
+    ├── Unprocessable         422
+    ├── TooManyRequests       429  (Retry-After)
+    └── Unavailable           503  (Retry-After)
+
+A state store that cannot be reached (or cannot keep up) is a 503
+`state_store_unavailable` with `Retry-After`, never a 500.
 
 Other exceptions are mapped by walking their MRO through `_HANDLERS` (starlette's
 way), so a new error type needs one entry here and no try/except in any route.
@@ -16,33 +23,54 @@ never into the response.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
 
+from circuit.errors import BreakerBoardError
 from orchestrator.dag.errors import DefinitionError
 from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
+from state.store import StateStoreError
 
 log = structlog.get_logger(__name__)
+
+# What a client is told to wait before retrying while the state store is away.
+STORE_RETRY_AFTER_S = 1
 
 
 class ApiError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.details = details
+        self.headers = dict(headers or {})
 
 
 class BadRequest(ApiError):
     status, code = 400, "bad_request"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
 
 
 class NotFound(ApiError):
@@ -65,6 +93,14 @@ class Unprocessable(ApiError):
     status, code = 422, "unprocessable"
 
 
+class TooManyRequests(ApiError):
+    status, code = 429, "rate_limited"
+
+
+class Unavailable(ApiError):
+    status, code = 503, "unavailable"
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details}}
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
@@ -72,7 +108,9 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 def _api_error(exc: BaseException) -> web.Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.details)
+    response = error_response(exc.status, exc.code, exc.message, exc.details)
+    response.headers.update(exc.headers)
+    return response
 
 
 def _definition_error(exc: BaseException) -> web.Response:
@@ -93,6 +131,32 @@ def _already_finished(exc: BaseException) -> web.Response:
     assert isinstance(exc, WorkflowAlreadyFinished)
     details = {"workflow_id": exc.workflow_id, "status": exc.status.value}
     return error_response(409, "workflow_finished", str(exc), details)
+
+
+def _store_unavailable(exc: BaseException) -> web.Response:
+    assert isinstance(exc, StateStoreError)
+    log.warning("state_store_unavailable", operation=exc.operation, error=str(exc))
+    response = error_response(
+        503,
+        "state_store_unavailable",
+        "the state store is unreachable or overloaded; retry shortly",
+        {"backend": exc.backend, "operation": exc.operation},
+    )
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+    return response
+
+
+def _board_unavailable(exc: BaseException) -> web.Response:
+    # An ops action that could not be recorded for the deployment changed nothing.
+    assert isinstance(exc, BreakerBoardError)
+    response = error_response(
+        503,
+        "breaker_board_unavailable",
+        f"the shared breaker board ({exc.backend}) is not reachable; nothing was changed",
+        {"backend": exc.backend, "operation": exc.operation},
+    )
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _http_exception(exc: BaseException) -> web.Response:
@@ -118,6 +182,8 @@ _HANDLERS: dict[type[BaseException], Callable[[BaseException], web.Response]] = 
     DefinitionError: _definition_error,
     WorkflowNotFound: _not_found,
     WorkflowAlreadyFinished: _already_finished,
+    StateStoreError: _store_unavailable,
+    BreakerBoardError: _board_unavailable,
     web.HTTPException: _http_exception,
 }
 

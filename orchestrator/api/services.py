@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from agents.client import AgentClient
+from circuit.sharing import BreakerSync
 from orchestrator.dag.cache import CompileCache
 from orchestrator.dag.kinds import NodeKindRegistry
 from orchestrator.dag.runner import BuiltinFallback
@@ -25,22 +26,28 @@ class Services:
     kinds: NodeKindRegistry
     builtins: Mapping[str, BuiltinFallback]
     chain: CompiledWorkflow
+    # The deployment's view of the breakers and the ops actions on them.
+    breakers: BreakerSync
     compiled: CompileCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.compiled = CompileCache(self._compile)
 
-    def compile(self, raw: Any) -> CompiledWorkflow:
+    def compile(self, raw: Any, *, agents: Collection[str] | None = None) -> CompiledWorkflow:
         """Parse and validate a client's definition against this service's agents and kinds.
 
-        The same definition is compiled once (orchestrator/dag/cache.py).
+        `agents` narrows the registry (a tenant restricted to some agents); an agent
+        outside it is reported like an unknown one. The same definition with the same
+        agents is compiled once (orchestrator/dag/cache.py).
         """
-        return self.compiled.get(raw)
+        allowed = None if agents is None else tuple(sorted(set(agents)))
+        return self.compiled.get(raw, allowed)
 
-    def _compile(self, raw: Any) -> CompiledWorkflow:
+    def _compile(self, raw: Any, agents: tuple[str, ...] | None) -> CompiledWorkflow:
+        registered = list(self.client.registry)
         return compile_workflow(
             raw,
-            agents=list(self.client.registry),
+            agents=registered if agents is None else [a for a in registered if a in agents],
             kinds=self.kinds,
             builtins=list(self.builtins),
             max_nodes=self.settings.max_nodes,

@@ -62,7 +62,7 @@ def make_client(url: str, http: AgentTransport, **overrides: Any) -> AgentClient
         name="data",
         url=url,
         retry=RetryConfig(max_attempts=1),
-        breaker=BreakerConfig(fail_max=1),
+        breaker=BreakerConfig(policy="consecutive", fail_max=1),
         **overrides,
     )
     return AgentClient(AgentRegistry([spec]), http)
@@ -110,8 +110,11 @@ async def test_connection_refused_is_unreachable(http: AgentTransport) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     client = make_client(f"http://127.0.0.1:{port}", http)
-    with pytest.raises(AgentConnectionError):
+    with pytest.raises(AgentConnectionError) as caught:
         await client.call("data", {}, workflow_id="wf", step_id="s")
+    # Clients see the kind of failure, never the address or the OS's error text.
+    assert caught.value.reason == "connection refused"
+    assert str(port) not in str(caught.value) and "127.0.0.1" not in str(caught.value)
 
 
 async def test_agent_dropping_the_connection_is_unreachable(http: AgentTransport) -> None:

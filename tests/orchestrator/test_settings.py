@@ -83,7 +83,7 @@ url = "http://127.0.0.1:9100"
     settings = Settings.from_env({"ORCH_CONFIG": str(path), "DATA_AGENT_URL": "http://d:1"})
     data = settings.agents["data"]
     assert (data.concurrency, data.max_response_bytes) == (4, 65536)
-    assert settings.agents["nlp"].max_response_bytes == 8 * 1024 * 1024
+    assert settings.agents["nlp"].max_response_bytes == 4 * 1024 * 1024
     assert (data.breaker.fail_max, data.breaker.half_open_max_calls) == (7, 2)
     assert data.breaker.reset_timeout_s == 120.0  # untouched keys keep their defaults
     assert (data.retry.max_attempts, data.retry.base_delay_s) == (4, 0.5)

@@ -30,9 +30,9 @@ class CountingCompiler:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, raw: Any) -> CompiledWorkflow:
+    def __call__(self, raw: Any, agents: tuple[str, ...] | None) -> CompiledWorkflow:
         self.calls += 1
-        return compile_workflow(raw, agents=AGENTS)
+        return compile_workflow(raw, agents=AGENTS if agents is None else agents)
 
 
 def test_the_same_definition_is_compiled_once() -> None:
@@ -90,3 +90,15 @@ def test_huge_or_non_json_definitions_are_compiled_uncached() -> None:
     calls = compiler.calls
     assert cache.get(odd) is not cache.get(odd)
     assert (compiler.calls - calls, len(cache)) == (2, 0)
+
+
+def test_a_definition_checked_against_fewer_agents_is_its_own_entry() -> None:
+    """A tenant restricted to some agents never gets (or gives) another's compile."""
+    compiler = CountingCompiler()
+    cache = CompileCache(compiler)
+    everyone = cache.get(definition())
+    with pytest.raises(DefinitionError):
+        cache.get(definition(), ("a",))  # agent "b" is not allowed here
+    assert cache.get(definition(), ("a", "b")) is not everyone
+    assert cache.get(definition()) is everyone
+    assert compiler.calls == 3
