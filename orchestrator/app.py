@@ -141,6 +141,7 @@ def create_app(
             shutdown_grace_s=settings.shutdown_grace_s,
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
+            write_delay_s=settings.state_write_delay_s,
         )
         breakers = BreakerSync(
             client.breakers(),

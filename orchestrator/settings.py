@@ -16,6 +16,8 @@
 - ORCH_MAX_QUERY_CHARS, ORCH_MAX_BODY_BYTES, ORCH_WORKFLOW_TIMEOUT_S, ORCH_MAX_PARALLEL
 - ORCH_HTTP_TRANSPORT            "aiohttp" (default) or "httpx"
 - ORCH_EVENT_LOOP                "auto" (uvloop when installed), "asyncio" or "uvloop"
+- ORCH_STATE_WRITE_DELAY_S       write-behind: a running workflow's transitions reach the
+                                 store within this delay, coalesced (0.005; 0 = at once)
 - ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
 - ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
 - ORCH_BREAKER_SYNC_S            how often a replica publishes its breakers and applies the
@@ -95,6 +97,8 @@ class Settings:
     log_level: str = "info"
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     event_loop: EventLoopChoice = "auto"
+    # Write-behind delay of running workflows' transitions (accept and terminal: at once).
+    state_write_delay_s: float = 0.005
     max_query_chars: int = 2_000
     max_body_bytes: int = 1_048_576
     workflow_timeout_s: float = 120.0
@@ -171,6 +175,9 @@ class Settings:
             log_level=env.get("ORCH_LOG_LEVEL", "info").lower(),
             http_transport=transport,
             event_loop=event_loop,
+            state_write_delay_s=_env_number(
+                env, "ORCH_STATE_WRITE_DELAY_S", 0.005, parse=float, minimum=0.0
+            ),
             max_query_chars=_env_int(env, "ORCH_MAX_QUERY_CHARS", 2_000, minimum=1),
             max_body_bytes=_env_int(env, "ORCH_MAX_BODY_BYTES", 1_048_576, minimum=1_024),
             workflow_timeout_s=_env_float(env, "ORCH_WORKFLOW_TIMEOUT_S", 120.0),

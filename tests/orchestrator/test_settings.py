@@ -123,3 +123,12 @@ def test_bad_config_file_names_file_key_and_problem(
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         Settings.from_env({"ORCH_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_state_write_delay_is_a_few_ms_and_may_be_zero() -> None:
+    """ORCH_STATE_WRITE_DELAY_S: 5 ms by default; 0 writes every transition at once."""
+    assert Settings.from_env({}).state_write_delay_s == 0.005
+    assert Settings.from_env({"ORCH_STATE_WRITE_DELAY_S": "0"}).state_write_delay_s == 0.0
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"ORCH_STATE_WRITE_DELAY_S": "-1"})
+    assert caught.value.key == "ORCH_STATE_WRITE_DELAY_S"
