@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,6 +73,10 @@ class Agent:
         await response.write_eof()
         return response
 
+    async def gzipped(self, request: web.Request) -> web.Response:
+        """Compressed although the request asked for `identity`."""
+        return web.Response(body=gzip.compress(BIG), headers={"Content-Encoding": "gzip"})
+
     async def slow(self, request: web.Request) -> web.Response:
         self.entered.set()
         await self.release.wait()
@@ -82,6 +87,7 @@ class Agent:
         app.router.add_post("/echo", self.echo)
         app.router.add_get("/big", self.big)
         app.router.add_get("/chunked", self.chunked)
+        app.router.add_get("/gzipped", self.gzipped)
         app.router.add_get("/slow", self.slow)
         return app
 
@@ -209,6 +215,22 @@ async def test_a_body_past_the_cap_is_refused_and_the_pool_survives(
         "POST", f"{base}/echo", body=b"after", timeouts=FAST, max_body_bytes=LIMIT
     )
     assert ok.body == b"after"
+
+
+async def test_a_compressed_answer_is_decoded_and_capped_decoded(
+    served: tuple[Agent, str], transport: AgentTransport
+) -> None:
+    """An agent that compresses anyway: the body comes back decoded, and the cap counts
+    the decoded bytes (a few hundred bytes on the wire, 100 kB once inflated)."""
+    _, base = served
+    whole = await transport.request(
+        "GET", f"{base}/gzipped", timeouts=FAST, max_body_bytes=len(BIG)
+    )
+    assert whole.body == BIG
+    with pytest.raises(ResponseTooLarge):
+        await transport.request(
+            "GET", f"{base}/gzipped", timeouts=FAST, max_body_bytes=len(BIG) // 2
+        )
 
 
 # -- timeouts of each phase ------------------------------------------------------------
