@@ -22,6 +22,7 @@ from orchestrator.api.access import (
 )
 from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
+from orchestrator.api.redact import REDACTOR, AddressRedactor
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
 from orchestrator.chain import CHAIN_NAME, chain_definition
@@ -30,7 +31,9 @@ from orchestrator.dag.runner import BuiltinFallback, DagRunner
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
+from orchestrator.metrics import WorkflowMetrics
 from orchestrator.settings import Settings
+from state.connect import connect
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
 from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
@@ -51,22 +54,36 @@ def create_store(settings: Settings) -> StateStore:
             max_connections=settings.redis_max_connections,
             pool_timeout_s=settings.redis_pool_timeout_s,
         )
-    return MemoryStateStore(ttl_s=settings.state_ttl_s)
+    return MemoryStateStore(
+        ttl_s=settings.state_ttl_s,
+        max_workflows=settings.memory_max_workflows,
+        max_bytes=settings.memory_max_bytes,
+    )
 
 
-def create_breaker_board(settings: Settings) -> BreakerBoard:
+def create_redis_client(settings: Settings) -> aioredis.Redis | None:
+    """The bounded client that the breaker board and the access layer share (None: no Redis)."""
+    if not settings.redis_url:
+        return None
+    return connect(
+        settings.redis_url,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        command_timeout_s=settings.redis_timeout_s,
+        max_connections=settings.redis_max_connections,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+    )
+
+
+def create_breaker_board(settings: Settings, client: aioredis.Redis | None) -> BreakerBoard:
     """Where replicas share breakers: Redis when the state is there, else this process."""
     ttl_s = max(2.0, 8 * settings.breaker_sync_s)
-    if settings.redis_url:
-        return RedisBreakerBoard.from_url(
-            settings.redis_url, prefix=settings.key_prefix, report_ttl_s=ttl_s
-        )
+    if client is not None:
+        return RedisBreakerBoard(client, prefix=settings.key_prefix, report_ttl_s=ttl_s)
     return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
-def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
+def create_access(settings: Settings, client: aioredis.Redis | None) -> Access:
     """Key stores and quotas: on Redis when REDIS_URL is set (shared by every replica)."""
-    client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     config = settings.access
     stores: list[KeyStore] = [StaticKeyStore(config.keys)]
     if config.redis_keys:
@@ -78,7 +95,7 @@ def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
     quotas: Quotas = (
         RedisQuotas(client, prefix=settings.key_prefix) if client is not None else MemoryQuotas()
     )
-    return Access(config=config, authenticator=Authenticator(stores), quotas=quotas), client
+    return Access(config=config, authenticator=Authenticator(stores), quotas=quotas)
 
 
 def create_app(
@@ -98,24 +115,47 @@ def create_app(
         # JSON, then who is calling, then the body's media type.
         middlewares=[browser_middleware, error_middleware, auth_middleware, json_body_middleware],
         client_max_size=settings.max_body_bytes,
+        # Passed to every connection's handler: idle keep-alive connections are closed,
+        # and request lines and header fields stay within aiohttp's defaults.
+        handler_args={
+            "keepalive_timeout": settings.keepalive_timeout_s,
+            "max_line_size": 8190,
+            "max_field_size": 8190,
+            # Bodies are never decompressed: a Content-Encoding is refused with a 415
+            # (read_json_object) instead of inflating a bomb or failing in the parser.
+            "auto_decompress": False,
+        },
     )
     app.add_routes(routes)
-    access, access_redis = create_access(settings)
+    app.on_response_prepare.append(_plain_server_header)
+    # One bounded client for the board and the access layer; the store keeps its own pool
+    # (its pub/sub connections must not starve the checks every request makes).
+    shared_redis = create_redis_client(settings)
+    access = create_access(settings, shared_redis)
     app[ACCESS] = access
     admission = Admission(access.quotas, settings.access, state_ttl_s=settings.state_ttl_s)
     app[ADMISSION] = admission
+    app[REDACTOR] = AddressRedactor(settings.agents)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
         own_http = http is None
         own_board = breaker_board is None
-        board = breaker_board if breaker_board is not None else create_breaker_board(settings)
+        board = (
+            breaker_board
+            if breaker_board is not None
+            else create_breaker_board(settings, shared_redis)
+        )
         the_store = store if store is not None else create_store(settings)
         the_http = http if http is not None else create_transport(settings.http_transport)
         client = AgentClient(settings.agents, the_http)
         kinds = default_kinds()
         runner = DagRunner(
-            agents=client, registry=settings.agents, kinds=kinds, builtins=BUILTIN_FALLBACKS
+            agents=client,
+            registry=settings.agents,
+            kinds=kinds,
+            builtins=BUILTIN_FALLBACKS,
+            limits=settings.limits,
         )
         chain = compile_workflow(
             chain_definition(
@@ -142,6 +182,7 @@ def create_app(
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
             write_delay_s=settings.state_write_delay_s,
+            metrics=WorkflowMetrics(max_series=settings.max_metric_series),
         )
         breakers = BreakerSync(
             client.breakers(),
@@ -170,12 +211,26 @@ def create_app(
             if own_board:
                 await board.close()
             await admission.close()
-            if access_redis is not None:
-                await access_redis.aclose()
+            if shared_redis is not None:
+                await shared_redis.aclose()
             if own_http:
                 await the_http.aclose()
             if own_store:
                 await the_store.close()
 
+    async def stop_workflows(app: web.Application) -> None:
+        # on_shutdown runs after the listening sockets closed and before aiohttp waits
+        # for in-flight requests: running workflows get their grace period here, then
+        # end (memory store) or are handed off (Redis), so the sync requests waiting
+        # on them are answered with the workflow document before connections close.
+        if SERVICES in app:
+            await app[SERVICES].orchestrator.close()
+
     app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(stop_workflows)
     return app
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would announce "Python/3.x aiohttp/3.x": versions help nobody but attackers.
+    response.headers["Server"] = "orchestrator"

@@ -2,6 +2,9 @@
 
 Durations keep a bounded window of the most recent samples per step, so memory
 stays flat however long the process runs; p95 is computed over that window.
+Step names come from clients' definitions, so the number of distinct series is
+capped too (`max_series`): once it is reached, steps not seen before are counted
+together under `OTHER`.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from typing import Any
 from state.models import StepStatus, WorkflowState, WorkflowStatus
 
 _WINDOW = 1_000
+_MAX_SERIES = 500
+# The series every step beyond `max_series` distinct ones is counted under.
+OTHER = "(other)"
 
 
 class WorkflowMetrics:
-    def __init__(self, *, window: int = _WINDOW) -> None:
+    def __init__(self, *, window: int = _WINDOW, max_series: int = _MAX_SERIES) -> None:
         self._window = window
+        self._max_series = max_series
         self.started = 0
         self.by_status: Counter[str] = Counter()
         self._durations_ms: deque[float] = deque(maxlen=window)
@@ -34,6 +41,8 @@ class WorkflowMetrics:
             self._durations_ms.append((state.finished_at - state.created_at) * 1000.0)
         for step in state.steps.values():
             key = f"{state.definition_name}.{step.step_id}"
+            if key not in self._step_status and len(self._step_status) >= self._max_series:
+                key = OTHER
             self._step_status.setdefault(key, Counter())[step.status.value] += 1
             if step.fallback is not None:
                 self.fallbacks += 1

@@ -20,6 +20,16 @@
                                  store within this delay, coalesced (0.005; 0 = at once)
 - ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
 - ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
+- ORCH_EVAL_NODE_OPS, ORCH_EVAL_NODE_BYTES, ORCH_EVAL_WORKFLOW_OPS, ORCH_EVAL_WORKFLOW_BYTES
+                                 evaluation budgets of expressions/templates/transforms
+- ORCH_EVAL_TIMEOUT_S            wall-clock bound of one node's off-loop evaluation (10)
+- ORCH_COMPILE_TIMEOUT_S         wall-clock bound of checking one definition, off the loop (10)
+- ORCH_MAX_JSON_DEPTH            nesting depth of any JSON accepted or kept (64)
+- ORCH_BODY_TIMEOUT_S            time a client has to send a request body (10)
+- ORCH_HEADER_TIMEOUT_S          time a client has to send a request line and headers (10)
+- ORCH_KEEPALIVE_TIMEOUT_S       idle keep-alive connection closed after (15)
+- ORCH_MAX_METRIC_SERIES         distinct step series in the metrics (500; beyond: "(other)")
+- ORCH_MEMORY_MAX_WORKFLOWS, ORCH_MEMORY_MAX_BYTES   embedded store bounds (10000, 256 MiB)
 - ORCH_BREAKER_SYNC_S            how often a replica publishes its breakers and applies the
                                  deployment's ops modes (0.25; reports live 8x that, >= 2 s)
 - ORCH_INSECURE                  "1": serve without API keys on a non-loopback address anyway
@@ -65,7 +75,10 @@ from agents.registry import (
 from circuit.breaker import validate_config
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 from orchestrator.access.config import AccessConfig, AccessConfigError, check_origin, parse_access
+from orchestrator.dag.budget import DEFAULT_LIMITS as _LIMITS
+from orchestrator.dag.budget import Limits
 from orchestrator.dag.model import DEFAULT_MAX_PARALLEL
+from orchestrator.dag.values import MAX_JSON_DEPTH
 from orchestrator.loop import EventLoopChoice
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 
@@ -86,7 +99,8 @@ _URL_ENV = {"nlp": "NLP_AGENT_URL", "data": "DATA_AGENT_URL", "viz": "VIZ_AGENT_
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
-    redis_url: str | None = None
+    # repr=False: the URL may carry the Redis password; print `redacted_redis_url`.
+    redis_url: str | None = field(default=None, repr=False)
     state_ttl_s: int = DEFAULT_TTL_S
     key_prefix: str = DEFAULT_PREFIX
     # Redis faults: nothing waits on Redis longer than these before the API answers 503.
@@ -109,10 +123,25 @@ class Settings:
     lease_s: float = 15.0
     # On shutdown, running workflows get this long to finish before being handed off/cancelled.
     shutdown_grace_s: float = 5.0
+    # Evaluation budgets and the off-loop time bounds (orchestrator.dag.budget).
+    limits: Limits = field(default_factory=Limits)
+    compile_timeout_s: float = 10.0
+    max_json_depth: int = MAX_JSON_DEPTH
+    body_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 15.0
+    max_metric_series: int = 500
+    memory_max_workflows: int = 10_000
+    memory_max_bytes: int = 256 * 1024 * 1024
     # Breaker sharing: publish / apply-ops cycle of each replica (circuit/sharing.py).
     breaker_sync_s: float = 0.25
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
     access: AccessConfig = field(default_factory=AccessConfig)
+
+    @property
+    def redacted_redis_url(self) -> str | None:
+        """`redis_url` with any password replaced by `***`, for printing and logging."""
+        return None if self.redis_url is None else redact_url(self.redis_url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -184,10 +213,45 @@ class Settings:
             max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", DEFAULT_MAX_PARALLEL, minimum=1),
             lease_s=_env_float(env, "ORCH_LEASE_S", 15.0),
             shutdown_grace_s=_env_float(env, "ORCH_SHUTDOWN_GRACE_S", 5.0),
+            limits=Limits(
+                node_ops=_env_int(env, "ORCH_EVAL_NODE_OPS", _LIMITS.node_ops, minimum=1_000),
+                node_bytes=_env_int(env, "ORCH_EVAL_NODE_BYTES", _LIMITS.node_bytes, minimum=1_024),
+                workflow_ops=_env_int(
+                    env, "ORCH_EVAL_WORKFLOW_OPS", _LIMITS.workflow_ops, minimum=1_000
+                ),
+                workflow_bytes=_env_int(
+                    env, "ORCH_EVAL_WORKFLOW_BYTES", _LIMITS.workflow_bytes, minimum=1_024
+                ),
+                offload_timeout_s=_env_float(env, "ORCH_EVAL_TIMEOUT_S", _LIMITS.offload_timeout_s),
+            ),
+            compile_timeout_s=_env_float(env, "ORCH_COMPILE_TIMEOUT_S", 10.0),
+            max_json_depth=_env_int(env, "ORCH_MAX_JSON_DEPTH", MAX_JSON_DEPTH, minimum=4),
+            body_timeout_s=_env_float(env, "ORCH_BODY_TIMEOUT_S", 10.0),
+            header_timeout_s=_env_float(env, "ORCH_HEADER_TIMEOUT_S", 10.0),
+            keepalive_timeout_s=_env_float(env, "ORCH_KEEPALIVE_TIMEOUT_S", 15.0),
+            max_metric_series=_env_int(env, "ORCH_MAX_METRIC_SERIES", 500, minimum=1),
+            memory_max_workflows=_env_int(env, "ORCH_MEMORY_MAX_WORKFLOWS", 10_000, minimum=1),
+            memory_max_bytes=_env_int(
+                env, "ORCH_MEMORY_MAX_BYTES", 256 * 1024 * 1024, minimum=1_024
+            ),
             breaker_sync_s=_env_float(env, "ORCH_BREAKER_SYNC_S", 0.25),
             agents=AgentRegistry(specs),
             access=access,
         )
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its userinfo (``redis://user:secret@host``) hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    hidden = f"{user}:***" if colon else "***"
+    return f"{scheme}://{hidden}@{host}{slash}{path}"
 
 
 def default_registry(host: str = "127.0.0.1") -> AgentRegistry:

@@ -28,6 +28,8 @@ def test_compose_runs_redis_three_agents_and_the_orchestrator() -> None:
     services = _compose()["services"]
     assert set(services) == {"redis", "nlp", "data", "viz", "orchestrator"}
     assert "noeviction" in services["redis"]["command"]
+    redis_command = services["redis"]["command"]
+    assert redis_command[redis_command.index("--appendonly") + 1] == "yes"  # survives restarts
     for name in ("nlp", "data", "viz"):
         command = services[name]["command"]
         assert command[:3] == ["orchestrator", "agent", name]

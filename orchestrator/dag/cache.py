@@ -9,12 +9,15 @@ its compile must not be served to another, or the other's to it).
 Only definitions that compile are cached — a bad one is rejected afresh each time,
 with its problems — and the cache is a bounded LRU, in entries and in the size of
 the definitions it keeps. A `CompiledWorkflow` is immutable by contract and safe to
-run many times at once (the built-in chain has always been shared that way).
+run many times at once (the built-in chain has always been shared that way). Big
+definitions are compiled in worker threads (orchestrator/api/services.py), so the
+entries are guarded by a lock; compiling itself runs outside it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +50,7 @@ class CompileCache:
         self._max_entries = max_entries
         self._max_bytes = max_definition_bytes
         self._entries: OrderedDict[tuple[AgentsAllowed, bytes], CompiledWorkflow] = OrderedDict()
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -57,17 +61,19 @@ class CompileCache:
         digest = self._digest(raw)
         key = None if digest is None else (agents, digest)
         if key is not None:
-            cached = self._entries.get(key)
-            if cached is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return cached
-        self.misses += 1
+            with self._lock:
+                cached = self._entries.get(key)
+                if cached is not None:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    return cached
+                self.misses += 1
         compiled = self._compile(raw, agents)  # raises on a bad definition: nothing is cached
         if key is not None and self._max_entries > 0:
-            self._entries[key] = compiled
-            if len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+            with self._lock:
+                self._entries[key] = compiled
+                if len(self._entries) > self._max_entries:
+                    self._entries.popitem(last=False)
         return compiled
 
     def _digest(self, raw: Any) -> bytes | None:
