@@ -59,6 +59,7 @@ class StateWriter:
         self._task: asyncio.Task[None] | None = None
         self._pace = pace
         self._delay_s = delay_s
+        self._delay_until = 0.0
         self._clock = clock
         self._hurry = asyncio.Event()
         self._not_before = 0.0
@@ -72,7 +73,7 @@ class StateWriter:
             if self._delay_s > 0:
                 # Write behind: the first transition of a burst waits `delay_s` for the
                 # ones that follow it, so they cost one write between them.
-                self._not_before = max(self._not_before, self._clock() + self._delay_s)
+                self._delay_until = self._clock() + self._delay_s
             self._task = asyncio.create_task(self._drain())
 
     async def flush(self) -> None:
@@ -85,8 +86,12 @@ class StateWriter:
 
     async def _drain(self) -> None:
         while self._dirty:
-            pause = self._not_before - self._clock()
-            if pause >= _MIN_PAUSE_S and not self._hurry.is_set():
+            now = self._clock()
+            pace = self._not_before - now
+            # A pacing pause too short for a timer is skipped; the write-behind delay
+            # (asked for explicitly) is always waited.
+            pause = max(pace if pace >= _MIN_PAUSE_S else 0.0, self._delay_until - now)
+            if pause > 0 and not self._hurry.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(pause):
                         await self._hurry.wait()
