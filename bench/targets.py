@@ -226,6 +226,50 @@ async def _engine_row(
         await store.close()
 
 
+async def _saves_per_chain(delay_s: float, conc: int, n: int) -> float:
+    """State writes per chain workflow with write-behind `delay_s`, fake instant agents."""
+    from agents.client import AgentClient
+    from orchestrator.app import BUILTIN_FALLBACKS
+    from orchestrator.dag.kinds import default_kinds
+    from orchestrator.dag.runner import DagRunner
+    from orchestrator.dag.validate import compile_workflow
+    from orchestrator.engine import WorkflowOrchestrator
+    from state.memory import MemoryStateStore
+    from state.models import WorkflowState
+
+    class Counting(MemoryStateStore):
+        saves = 0
+
+        async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+            self.saves += 1
+            return await super().save(state, token=token)
+
+    registry = _registry(1)
+    kinds = default_kinds()
+    runner = DagRunner(
+        agents=AgentClient(registry, FakeTransport()),
+        registry=registry,
+        kinds=kinds,
+        builtins=BUILTIN_FALLBACKS,
+    )
+    store = Counting()
+    orchestrator = WorkflowOrchestrator(store=store, runner=runner, write_delay_s=delay_s)
+    chain = compile_workflow(
+        _chain_definition(), agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
+    )
+    await orchestrator.start()
+    try:
+
+        async def one() -> None:
+            state = await orchestrator.submit(chain, {"query": QUERY})
+            await orchestrator.wait(state.workflow_id)
+
+        await _drive("saves", one, concurrency=conc, count=n)
+        return store.saves / (n + min(50, n))
+    finally:
+        await orchestrator.close()
+
+
 # -- peak RSS in a fresh process ---------------------------------------------------------
 
 
@@ -344,6 +388,11 @@ async def main(args: argparse.Namespace) -> None:
                     "cpu", stub_port, definition, 50, args.workflows // 2, fake=True
                 )
                 cpu_per_node.setdefault(label, []).append(cpu / nodes * 1000.0)
+        saves = {
+            (conc, delay): await _saves_per_chain(delay, conc, args.workflows // 2)
+            for conc in (1, 50)
+            for delay in (0.0, 0.005)
+        }
         rss = {
             kind: _peak_rss_mb(kind, stub_port, args.workflows // 4) for kind in ("floor", "engine")
         }
@@ -353,6 +402,12 @@ async def main(args: argparse.Namespace) -> None:
             child.join(timeout=5)
     _print_rows(rows)
     _print_targets(rows, cpu_per_node, rss, redis=bool(redis_url))
+    print()
+    for (conc, delay), per_chain in saves.items():
+        print(
+            f"state writes per chain, {conc:>2} in flight, ORCH_STATE_WRITE_DELAY_S={delay:g}: "
+            f"{per_chain:.2f}"
+        )
 
 
 def _chain_definition() -> dict[str, Any]:
