@@ -355,7 +355,9 @@ class _Execution:
             pre_error: NodeError | None = None
             if cn.when is not None:
                 try:
-                    go = await ctx.compute(functools.partial(ctx.evaluate, cn.when))
+                    go = await self._until_deadline(
+                        ctx.compute(functools.partial(ctx.evaluate, cn.when))
+                    )
                 except NodeError as exc:
                     pre_error = NodeError(
                         f"node {node_id!r}: 'when': {exc}", code=exc.code, node_id=node_id
@@ -376,6 +378,16 @@ class _Execution:
             self.running[task] = node_id
             await self.emit()
         self.current = None
+
+    async def _until_deadline(self, work: Awaitable[Any]) -> Any:
+        """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
+        if self.deadline is None:
+            return await work
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                return await work
+        except TimeoutError:
+            raise _TimedOut from None
 
     def _node_done(self, task: asyncio.Task[_Outcome]) -> None:
         self.finished.append(task)
