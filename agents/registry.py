@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 
@@ -12,14 +13,21 @@ DEFAULT_AGENT_CONCURRENCY = 64
 
 @dataclass(frozen=True, slots=True)
 class AgentTimeouts:
-    """Per-attempt timeouts of each phase of a request, seconds (agents/transport.py)."""
+    """Per-attempt timeouts of each phase of a request, seconds (agents/transport.py).
+
+    `read` is short enough that a hanging agent costs at most two or three attempts
+    inside a step's deadline (ORCH_STEP_TIMEOUT_S, 15 s), itself well inside a sync
+    query's wait (ORCH_SYNC_WAIT_S, 25 s); agents that think longer raise it.
+    """
 
     connect: float = 5.0
-    read: float = 30.0
+    read: float = 6.0
     write: float = 10.0
     pool: float = 5.0
 
 
+Protocol = Literal["native", "a2a"]
+PROTOCOLS: tuple[Protocol, ...] = ("native", "a2a")
 DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
@@ -35,6 +43,9 @@ class AgentSpec:
     # (why 64: README "Defaults"). A slow agent still cannot take more than this many
     # connections and tasks; a fast one is not held far below what one replica can do.
     concurrency: int = DEFAULT_AGENT_CONCURRENCY
+    # "native": POST {url}/process (DESIGN.md "Agents"); "a2a": the Agent2Agent protocol,
+    # its card at {url}/.well-known/agent-card.json (agents/a2a.py).
+    protocol: Protocol = "native"
     # Largest answer body read from this agent (4 MiB); past it the call fails with
     # `agent_response_too_large` and the connection is dropped unread.
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
@@ -46,6 +57,11 @@ class AgentSpec:
     @property
     def health_url(self) -> str:
         return self.url.rstrip("/") + "/health"
+
+    @property
+    def card_url(self) -> str:
+        """Where an A2A agent publishes its card."""
+        return self.url.rstrip("/") + "/.well-known/agent-card.json"
 
 
 class AgentRegistry(Mapping[str, AgentSpec]):
