@@ -6,10 +6,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-import httpx
 from aiohttp import web
 
-from agents.client import AgentClient, create_http_client
+from agents.client import AgentClient
+from agents.transport import AgentTransport, create_transport
 from circuit.board import BreakerBoard, MemoryBreakerBoard
 from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
@@ -150,13 +150,13 @@ def create_app(
     settings: Settings,
     *,
     store: StateStore | None = None,
-    http: httpx.AsyncClient | None = None,
+    http: AgentTransport | None = None,
     replica_id: str | None = None,
     breaker_board: BreakerBoard | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """Build the API; tests inject `store`, `http`, `breaker_board`, and `clock` (epoch
-    seconds) for the scheduler.
+    """Build the API; tests inject `store`, `http` (the agent transport), `breaker_board`,
+    and `clock` (epoch seconds) for the scheduler.
 
     The app closes only what it opened.
     """
@@ -198,9 +198,7 @@ def create_app(
             else create_breaker_board(settings, shared_redis)
         )
         the_store = store if store is not None else create_store(settings)
-        the_http = (
-            http if http is not None else create_http_client(transport=settings.http_transport)
-        )
+        the_http = http if http is not None else create_transport(settings.http_transport)
         client = AgentClient(settings.agents, the_http)
         # A2A agents: read their cards now (reachable? what do they offer?), without
         # holding start-up up; one that is not up yet is read again on its first call.
@@ -238,6 +236,7 @@ def create_app(
             shutdown_grace_s=settings.shutdown_grace_s,
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
+            write_delay_s=settings.state_write_delay_s,
             metrics=WorkflowMetrics(max_series=settings.max_metric_series),
         )
         breakers = BreakerSync(
