@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from state.connect import connect
 from state.leases import LeaseStore, MemoryLeases, Orphan, RedisLeases
 from state.redis_batch import Batcher
 from tests.fakes import FakeClock
@@ -18,7 +19,13 @@ Expire = Callable[[], Awaitable[None]]
 LEASE_S = 0.2
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 async def leases(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[Callable[[], LeaseStore], Expire]]:
@@ -31,9 +38,13 @@ async def leases(
 
         yield (lambda: shared), advance
         return
-    url: str = request.getfixturevalue("redis_url")
-    prefix: str = request.getfixturevalue("redis_prefix")
-    client = aioredis.Redis.from_url(url)
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        prefix = request.getfixturevalue("redis_cluster_prefix")
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+    client = connect(url)
 
     async def wait_out() -> None:
         await asyncio.sleep(LEASE_S + 0.05)  # a real TTL has to pass: nothing to await instead
