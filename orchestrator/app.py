@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 import redis.asyncio as aioredis
@@ -13,6 +15,7 @@ from circuit.board import BreakerBoard, MemoryBreakerBoard
 from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
 from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
+from orchestrator.access.principal import OPEN_TENANT, Principal, Role
 from orchestrator.api.access import (
     ACCESS,
     Access,
@@ -23,7 +26,9 @@ from orchestrator.api.access import (
 from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.redact import REDACTOR, AddressRedactor
+from orchestrator.api.requests import parse_query_request
 from orchestrator.api.routes import routes
+from orchestrator.api.schedule_routes import routes as schedule_routes
 from orchestrator.api.services import SERVICES, Services
 from orchestrator.chain import CHAIN_NAME, chain_definition
 from orchestrator.dag.kinds import default_kinds
@@ -32,12 +37,14 @@ from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
 from orchestrator.metrics import WorkflowMetrics
+from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
 from state.connect import connect
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
 from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
 from state.redis import RedisStateStore
+from state.schedules import Schedule
 from state.store import StateStore
 
 BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_intent_fallback}
@@ -98,6 +105,43 @@ def create_access(settings: Settings, client: aioredis.Redis | None) -> Access:
     return Access(config=config, authenticator=Authenticator(stores), quotas=quotas)
 
 
+async def start_scheduled_run(
+    schedule: Schedule, *, services: Services, access: Access, admission: Admission
+) -> str:
+    """Start one run of a schedule, as an async query of its tenant would be started."""
+    # Run as the tenant that created the schedule, with its agents as of now.
+    tenant = schedule.tenant or OPEN_TENANT
+    allowed = access.config.tenant(tenant).agents
+    req = parse_query_request(schedule.request, max_query_chars=services.settings.max_query_chars)
+    workflow, inputs = await services.prepare(req, agents=allowed)
+    missing = services.disallowed_agents(workflow, allowed)
+    if missing:
+        raise PermissionError(f"tenant {tenant!r} may not call {missing}")
+    # A run counts against its tenant's cap on async workflows like any other
+    # (over it: this tick's run is skipped, logged as schedule_fire_failed).
+    who = Principal(
+        key_id=f"schedule:{schedule.schedule_id}", tenant=tenant, roles=frozenset({Role.USER})
+    )
+    orchestrator = services.orchestrator
+    ticket = await admission.admit(
+        who, is_async=True, timeout_s=workflow.definition.options.timeout_s
+    )
+    try:
+        state = await orchestrator.submit(
+            workflow,
+            inputs,
+            definition=req.workflow,
+            tenant=schedule.tenant,
+            schedule_id=schedule.schedule_id,
+        )
+    except BaseException:
+        await admission.abandon(ticket)
+        raise
+    workflow_id = state.workflow_id
+    admission.release_when(ticket, lambda: orchestrator.wait(workflow_id))
+    return workflow_id
+
+
 def create_app(
     settings: Settings,
     *,
@@ -105,8 +149,10 @@ def create_app(
     http: httpx.AsyncClient | None = None,
     replica_id: str | None = None,
     breaker_board: BreakerBoard | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """Build the API; tests inject `store`, `http` and `breaker_board`.
+    """Build the API; tests inject `store`, `http`, `breaker_board`, and `clock` (epoch
+    seconds) for the scheduler.
 
     The app closes only what it opened.
     """
@@ -127,6 +173,7 @@ def create_app(
         },
     )
     app.add_routes(routes)
+    app.add_routes(schedule_routes)
     app.on_response_prepare.append(_plain_server_header)
     # One bounded client for the board and the access layer; the store keeps its own pool
     # (its pub/sub connections must not starve the checks every request makes).
@@ -151,12 +198,16 @@ def create_app(
             http if http is not None else create_http_client(transport=settings.http_transport)
         )
         client = AgentClient(settings.agents, the_http)
+        # A2A agents: read their cards now (reachable? what do they offer?), without
+        # holding start-up up; one that is not up yet is read again on its first call.
+        discovery = asyncio.create_task(client.discover(), name="a2a-discovery")
         kinds = default_kinds()
         runner = DagRunner(
             agents=client,
             registry=settings.agents,
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
+            step_timeout_s=settings.step_timeout_s,
             limits=settings.limits,
         )
         chain = compile_workflow(
@@ -191,6 +242,19 @@ def create_app(
             replica=orchestrator.replica_id,
             interval_s=settings.breaker_sync_s,
         )
+
+        def start_scheduled(schedule: Schedule, tick: float) -> Awaitable[str]:
+            return start_scheduled_run(
+                schedule, services=services, access=access, admission=admission
+            )
+
+        scheduler = Scheduler(
+            store=the_store.schedules(),
+            start=start_scheduled,
+            clock=clock,
+            poll_s=settings.schedule_poll_s,
+            grace_s=settings.schedule_grace_s,
+        )
         services = Services(
             settings=settings,
             orchestrator=orchestrator,
@@ -199,15 +263,21 @@ def create_app(
             builtins=BUILTIN_FALLBACKS,
             chain=chain,
             breakers=breakers,
+            scheduler=scheduler,
         )
         # Ops modes in force (open / disabled) apply before the first request is served.
         await breakers.start()
         await orchestrator.start()
+        scheduler.start()
         app[SERVICES] = services
         try:
             yield
         finally:
+            discovery.cancel()
+            await asyncio.gather(discovery, return_exceptions=True)
+            await scheduler.close()
             await orchestrator.close()
+            await client.aclose()
             await breakers.close()
             if own_board:
                 await board.close()

@@ -29,6 +29,7 @@ from state.cancellations import WorkflowIdStream
 from state.keys import DEFAULT_TTL_S
 from state.leases import MemoryLeases
 from state.models import WorkflowState
+from state.schedules import MemorySchedules
 from state.store import LeaseLost
 
 # Upper bound on how long an expired entry may linger before a write sweeps it.
@@ -68,12 +69,14 @@ class MemoryStateStore:
         # Finished workflows, oldest first: the first to go when a bound is reached.
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._cancel_flags: dict[str, float] = {}  # workflow id -> expires_at
+        self._pause_flags: dict[str, float] = {}  # workflow id -> expires_at
         # None is the end-of-stream marker a closing store sends every subscriber.
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         self._finish_subscribers: set[asyncio.Queue[str | None]] = set()
         # One lease table per store: saves are fenced against its generations.
         self._leases = MemoryLeases(clock=clock)
         self._closed = False
+        self._schedules = MemorySchedules(clock=clock)
         self._next_sweep = clock() + self._sweep_interval
 
     @property
@@ -88,6 +91,9 @@ class MemoryStateStore:
         """Owner leases on the same clock (always the same table: saves are fenced by it)."""
         return self._leases
 
+    def schedules(self) -> MemorySchedules:
+        return self._schedules
+
     @property
     def _sweep_interval(self) -> float:
         return min(float(self._ttl_s), _MAX_SWEEP_INTERVAL_S)
@@ -95,6 +101,10 @@ class MemoryStateStore:
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         now = self._clock()
         stored = self._live_doc(state.workflow_id, now)
+        if stored is None and token is not None:
+            # Nothing of the workflow is left (as after a Redis restart without
+            # persistence): its owner writes it again, fenced by its token from now.
+            self._leases.restore(state.workflow_id, token)
         if self._leases.generation(state.workflow_id) != token:
             raise LeaseLost(state.workflow_id, token=token)
         if stored is not None and stored.terminal:
@@ -112,6 +122,8 @@ class MemoryStateStore:
         # Keys of one workflow share one expiry, as the Redis save script does.
         if self._live_flag(state.workflow_id, now):
             self._cancel_flags[state.workflow_id] = expires_at
+        if self._live_flag(state.workflow_id, now, self._pause_flags):
+            self._pause_flags[state.workflow_id] = expires_at
         if state.status.is_terminal:
             for queue in self._finish_subscribers:
                 queue.put_nowait(state.workflow_id)
@@ -136,6 +148,20 @@ class MemoryStateStore:
 
     async def cancel_requested(self, workflow_id: str) -> bool:
         return self._live_flag(workflow_id, self._clock())
+
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        now = self._clock()
+        if not paused:
+            self._pause_flags.pop(workflow_id, None)
+            return
+        stored = self._live_doc(workflow_id, now)
+        self._pause_flags[workflow_id] = (
+            stored.expires_at if stored is not None else now + self._ttl_s
+        )
+        self._maybe_sweep(now)
+
+    async def pause_requested(self, workflow_id: str) -> bool:
+        return self._live_flag(workflow_id, self._clock(), self._pause_flags)
 
     async def subscribe_cancellations(self) -> WorkflowIdStream:
         return self._subscribe(self._subscribers)
@@ -189,16 +215,20 @@ class MemoryStateStore:
             oldest = next(iter(self._finished))
             self._drop(oldest)
             self._cancel_flags.pop(oldest, None)
+            self._pause_flags.pop(oldest, None)
 
     @property
     def size(self) -> tuple[int, int]:
         """(documents held, their serialised bytes): what the bounds apply to."""
         return len(self._docs), self._bytes
 
-    def _live_flag(self, workflow_id: str, now: float) -> bool:
-        expires_at = self._cancel_flags.get(workflow_id)
+    def _live_flag(
+        self, workflow_id: str, now: float, flags: dict[str, float] | None = None
+    ) -> bool:
+        flags = self._cancel_flags if flags is None else flags
+        expires_at = flags.get(workflow_id)
         if expires_at is not None and expires_at <= now:
-            del self._cancel_flags[workflow_id]
+            del flags[workflow_id]
             return False
         return expires_at is not None
 
@@ -208,5 +238,6 @@ class MemoryStateStore:
         self._next_sweep = now + self._sweep_interval
         for workflow_id in [k for k, d in self._docs.items() if d.expires_at <= now]:
             self._drop(workflow_id)
-        for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
-            del self._cancel_flags[workflow_id]
+        for flags in (self._cancel_flags, self._pause_flags):
+            for workflow_id in [k for k, t in flags.items() if t <= now]:
+                del flags[workflow_id]

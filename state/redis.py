@@ -5,7 +5,10 @@ Lua script, so a workflow's keys share one expiry and a reader never sees
 half a transition:
 
 - save: refuse (-1, `LeaseLost`) if the writer's lease token is not the
-  workflow's current generation; refuse (0) if the stored status is terminal;
+  workflow's current generation (when nothing of the workflow is left at all —
+  Redis lost it — the owner's token becomes the generation again, so a running
+  workflow survives a restart without persistence); refuse (0) if the stored
+  status is terminal;
   otherwise write the document and (re)set the TTL of every key of the
   workflow, and when the new status is terminal PUBLISH the id on the
   prefix's finished channel. The fence is checked inside the writing script:
@@ -54,6 +57,7 @@ from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.leases import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
 from state.redis_batch import Batcher, LuaScript
+from state.schedules import RedisSchedules
 from state.store import LeaseLost, StateStoreError
 
 log = structlog.get_logger(__name__)
@@ -67,7 +71,13 @@ _TERMINAL_LUA = ", ".join(f"['{status}'] = true" for status in _TERMINAL_STATUSE
 _SAVE = LuaScript(f"""
 local terminal = {{{_TERMINAL_LUA}}}
 local stored = redis.call('HMGET', KEYS[1], '{keys.DOC_STATUS_FIELD}', '{keys.DOC_LEASE_GEN_FIELD}')
-if (stored[2] or '') ~= ARGV[4] then return -1 end
+if not stored[1] and not stored[2] and ARGV[4] ~= '' then
+  -- Nothing of the workflow is left (Redis lost it: a restart without persistence):
+  -- no newer owner's progress to protect, so its owner writes it again, fenced from now.
+  redis.call('HSET', KEYS[1], '{keys.DOC_LEASE_GEN_FIELD}', ARGV[4])
+elseif (stored[2] or '') ~= ARGV[4] then
+  return -1
+end
 if stored[1] and terminal[stored[1]] then return 0 end
 redis.call('HSET', KEYS[1], '{keys.DOC_JSON_FIELD}', ARGV[1], '{keys.DOC_STATUS_FIELD}', ARGV[2])
 for i = 1, #KEYS do
@@ -87,6 +97,18 @@ else
   redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'EX', ARGV[1])
 end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+""")
+
+# KEYS[1] document hash, KEYS[2] flag. ARGV[1] TTL seconds when there is no document.
+# The flag expires with the document, like the cancel flag.
+_FLAG = LuaScript(f"""
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then
+  redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'PX', pttl)
+else
+  redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'EX', ARGV[1])
+end
 return 1
 """)
 
@@ -122,6 +144,7 @@ class RedisStateStore:
         self._owns_client = False
         self._batcher = Batcher(client)
         self._leases = RedisLeases(client, prefix=prefix, ttl_s=ttl_s, batcher=self._batcher)
+        self._schedule_store = RedisSchedules(client, prefix=prefix)
         self._subscriptions: set[_Subscription] = set()
 
     @classmethod
@@ -172,6 +195,10 @@ class RedisStateStore:
         """Owner leases on the same Redis, prefix and pipeline (shared by every replica)."""
         return self._leases
 
+    def schedules(self) -> RedisSchedules:
+        """Schedules on the same Redis and prefix (shared by every replica)."""
+        return self._schedule_store
+
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         workflow_id = state.workflow_id
         blob = orjson.dumps(state.to_dict())
@@ -211,6 +238,21 @@ class RedisStateStore:
     async def cancel_requested(self, workflow_id: str) -> bool:
         key = keys.cancel_flag_key(self._prefix, workflow_id)
         async with self._translate("cancel_requested", workflow_id):
+            found = await self._batcher.call(("EXISTS", key))
+        return bool(found)
+
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        flag = keys.pause_flag_key(self._prefix, workflow_id)
+        async with self._translate("set_pause", workflow_id):
+            if not paused:
+                await self._batcher.call(("DEL", flag))
+                return
+            script_keys = (keys.workflow_key(self._prefix, workflow_id), flag)
+            await self._batcher.eval(_FLAG, script_keys, (self._ttl_s,))
+
+    async def pause_requested(self, workflow_id: str) -> bool:
+        key = keys.pause_flag_key(self._prefix, workflow_id)
+        async with self._translate("pause_requested", workflow_id):
             found = await self._batcher.call(("EXISTS", key))
         return bool(found)
 

@@ -63,11 +63,28 @@ _WORKFLOW = _object(
     owner=_STR_OR_NULL,
     definition={"type": ["object", "null"]},
     tenant=_STR_OR_NULL,
+    schedule_id=_STR_OR_NULL,
     duration_ms=_NUM_OR_NULL,
     intent={"description": "the chain only: the NLP agent's intent"},
     data={"description": "the chain only: the Data agent's rows"},
     chart={"description": "the chain only: the Vega-Lite spec, or null"},
 )
+
+_WINDOW = {
+    "type": ["object", "null"],
+    "description": "the rate policy's sliding window now (null under the consecutive policy)",
+    "properties": {
+        "calls": {"type": "integer"},
+        "failures": {"type": "integer"},
+        "slow": {"type": "integer"},
+        "failure_rate": {"type": "number", "description": "%"},
+        "slow_rate": {"type": "number", "description": "%"},
+    },
+}
+_FORCED = {
+    "enum": ["open", "disabled", "follow", None],
+    "description": "a mode set by ops (open, disabled) or by following other replicas",
+}
 
 _BREAKER = _object(
     {
@@ -81,6 +98,17 @@ _BREAKER = _object(
         "rejections": {"type": "integer"},
         "trips": {"type": "integer"},
     },
+    policy={"enum": ["rate", "consecutive"]},
+    forced=_FORCED,
+    window=_WINDOW,
+    window_type={"enum": ["count", "time"]},
+    window_size={"type": "integer"},
+    failure_rate_threshold={"type": "number"},
+    slow_call_duration_s={"type": "number"},
+    slow_call_rate_threshold={"type": "number"},
+    minimum_calls={"type": "integer"},
+    open_wait_s={"type": "number", "description": "this (or the last) opening's wait"},
+    backoff_level={"type": "integer", "description": "failed probes since the last close"},
     success_threshold={"type": "integer"},
     half_open_max_calls={"type": "integer"},
     opened_at=_NUM_OR_NULL,
@@ -88,6 +116,24 @@ _BREAKER = _object(
     probes_in_flight={"type": "integer"},
     successes={"type": "integer"},
     url={"type": "string", "description": "the agent's URL (status only)"},
+    replicas={
+        "type": "object",
+        "description": "status only: every live replica's state of this breaker, by replica id",
+        "additionalProperties": {"type": "object"},
+    },
+    overall={
+        "type": "object",
+        "description": "status only: the deployment's view of this breaker",
+        "properties": {
+            "state": {"enum": ["closed", "open", "partly_open", "disabled"]},
+            "forced": {"type": ["object", "null"]},
+            "replicas": {"type": "integer"},
+            "open": {"type": "integer"},
+            "half_open": {"type": "integer"},
+            "closed": {"type": "integer"},
+            "window": _WINDOW,
+        },
+    },
 )
 
 SCHEMAS: dict[str, Any] = {
@@ -118,7 +164,65 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "description": "a workflow definition: see GET /api/workflows/schema",
             },
+            "wait_s": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "maximum": 300,
+                "description": "sync only: answer 202 if not finished by then "
+                "(default ORCH_SYNC_WAIT_S)",
+            },
         },
+    },
+    "ScheduleRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["cron"],
+        "properties": {
+            "cron": {"type": "string", "description": "5 fields, or an @alias (@hourly)"},
+            "timezone": {"type": ["string", "null"], "default": "UTC"},
+            "misfire": {"enum": ["skip", "catch_up", None], "default": "skip"},
+            "name": {"type": ["string", "null"], "maxLength": 200},
+            "query": {"type": ["string", "null"], "description": "required without `workflow`"},
+            "workflow": {
+                "type": "object",
+                "description": "a workflow definition: see GET /api/workflows/schema",
+            },
+        },
+    },
+    "Schedule": _object(
+        {
+            "schedule_id": {"type": "string"},
+            "cron": {"type": "string"},
+            "timezone": {"type": "string"},
+            "misfire": {"enum": ["skip", "catch_up"]},
+            "paused": {"type": "boolean"},
+            "request": {"type": "object"},
+            "created_at": {"type": "number"},
+            "anchor": {"type": "number"},
+            "next_run_at": _NUM_OR_NULL,
+            "links": {"type": "object"},
+        },
+        name=_STR_OR_NULL,
+        tenant=_STR_OR_NULL,
+        runs={
+            "type": "array",
+            "items": _object(
+                {
+                    "tick": {"type": "number"},
+                    "workflow_id": {"type": "string"},
+                    "status_url": {"type": "string"},
+                }
+            ),
+        },
+    ),
+    "Schedules": _object(
+        {"schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}
+    ),
+    "Paused": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Workflow"},
+            _object({"pause_requested": {"const": True}}),
+        ]
     },
     "ValidateRequest": _object(
         {"workflow": {"type": "object", "description": "see GET /api/workflows/schema"}}
@@ -161,7 +265,17 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": {"$ref": "#/components/schemas/Breaker"},
             }
-        }
+        },
+        replica={"type": "string", "description": "the replica that answered"},
+        shared={
+            "type": "object",
+            "description": "the breaker board: memory (this process) or redis (every replica)",
+            "properties": {
+                "backend": {"enum": ["memory", "redis"]},
+                "available": {"type": "boolean"},
+                "replicas": {"type": "array", "items": {"type": "string"}},
+            },
+        },
     ),
     "Metrics": _object(
         {

@@ -29,6 +29,7 @@ CALLER_NAMES: tuple[Caller, ...] = (None, "user_a", "user_b", "ops", "admin")
 _USER = {None: 401, "user_a": 200, "user_b": 200, "ops": 403, "admin": 200}
 _OPS = {None: 401, "user_a": 403, "user_b": 403, "ops": 200, "admin": 200}
 _PUBLIC = dict.fromkeys(CALLER_NAMES, 200)
+_MISSING = {None: 401, "user_a": 404, "user_b": 404, "ops": 403, "admin": 404}
 
 # The workflow in the path belongs to user_a's tenant and has finished.
 EXPECTED: dict[tuple[str, str], dict[Caller, int]] = {
@@ -47,6 +48,27 @@ EXPECTED: dict[tuple[str, str], dict[Caller, int]] = {
         "ops": 403,
         "admin": 409,
     },
+    ("POST", "/api/workflow/{workflow_id}/pause"): {
+        None: 401,
+        "user_a": 409,
+        "user_b": 404,
+        "ops": 403,
+        "admin": 409,
+    },
+    ("POST", "/api/workflow/{workflow_id}/resume"): {
+        None: 401,
+        "user_a": 409,
+        "user_b": 404,
+        "ops": 403,
+        "admin": 409,
+    },
+    ("POST", "/api/schedules"): {**_USER, "user_a": 201, "user_b": 201, "admin": 201},
+    ("GET", "/api/schedules"): _USER,
+    # The schedule in the path does not exist (tenant isolation: test_schedules_api.py).
+    ("GET", "/api/schedules/{schedule_id}"): _MISSING,
+    ("DELETE", "/api/schedules/{schedule_id}"): _MISSING,
+    ("POST", "/api/schedules/{schedule_id}/pause"): _MISSING,
+    ("POST", "/api/schedules/{schedule_id}/resume"): _MISSING,
     ("GET", "/api/workflow/metrics"): _OPS,
     ("GET", "/api/circuit-breakers/status"): _OPS,
     ("POST", "/api/circuit-breakers/{agent}/open"): _OPS,
@@ -63,6 +85,7 @@ EXPECTED: dict[tuple[str, str], dict[Caller, int]] = {
 
 _BODIES: dict[str, Any] = {
     "/api/query": {"query": "revenue by region"},
+    "/api/schedules": {"cron": "0 9 * * *", "query": "revenue by region"},
     "/api/workflows/validate": {
         "workflow": {
             "name": "w",
@@ -88,7 +111,7 @@ async def _finished_workflow_of_user_a(client: Any) -> str:
 
 
 def _url(entry: Endpoint, workflow_id: str) -> str:
-    return entry.path.format(workflow_id=workflow_id, agent="nlp")
+    return entry.path.format(workflow_id=workflow_id, agent="nlp", schedule_id="0" * 32)
 
 
 @pytest.mark.parametrize("entry", ENDPOINTS, ids=lambda e: f"{e.method} {e.path}")
