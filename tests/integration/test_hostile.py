@@ -472,7 +472,12 @@ async def test_a_workflow_timeout_holds_when_its_time_goes_to_evaluation(service
     """Budgets set sky-high: the workflow's timeout_s still ends it (504), off-loop work
     is abandoned and its thread stopped at its next charge."""
     huge = dataclasses.replace(
-        Settings().limits, node_ops=10**12, workflow_ops=10**12, offload_timeout_s=60
+        Settings().limits,
+        node_ops=10**12,
+        workflow_ops=10**12,
+        node_bytes=10**12,
+        workflow_bytes=10**12,
+        offload_timeout_s=60,
     )
     client = await service(limits=huge)
     ids = list(range(20_000))
@@ -498,7 +503,12 @@ async def test_a_workflow_timeout_holds_when_its_time_goes_to_evaluation(service
 async def test_a_workflow_timeout_holds_when_a_when_takes_long(service: Any) -> None:
     """A `when` is evaluated by the scheduler itself: the deadline binds it too."""
     huge = dataclasses.replace(
-        Settings().limits, node_ops=10**12, workflow_ops=10**12, offload_timeout_s=60
+        Settings().limits,
+        node_ops=10**12,
+        workflow_ops=10**12,
+        node_bytes=10**12,
+        workflow_bytes=10**12,
+        offload_timeout_s=60,
     )
     client = await service(limits=huge)
     ids = list(range(100_000))
