@@ -9,9 +9,12 @@ from collections.abc import Awaitable, Callable
 
 from state.models import WorkflowState
 
-# Pauses shorter than this are not taken: documents that cost under ~1 ms to write (a
-# few hundred steps) are written at once, so status follows every transition.
+# Pauses shorter than this are not taken.
 _MIN_PAUSE_S = 0.005
+# Workflows with fewer steps are never paced, however long a write takes (a loaded
+# machine, a slow store): every transition of theirs is written as it happens, so a
+# replica that dies loses no progress a resumed run would have to redo.
+PACE_FROM_STEPS = 200
 # A write that took long because the store was away (retries) must not hold the next
 # progress write back for long: status stays at most this stale.
 _MAX_PAUSE_S = 1.0
@@ -32,8 +35,9 @@ class StateWriter:
     waits `pace * d` (skipped when that is under 5 ms). A document grows with
     its workflow, so without pacing a workflow of n nodes would spend O(n) per write
     on O(n) writes; paced, writing costs at most about 1/pace of the run, whatever n
-    (a 10,000-node chain: seconds, not minutes). Small workflows are never paced, and
-    `flush` cuts a pause short so the terminal write is never delayed.
+    (a 10,000-node chain: seconds, not minutes). Workflows of fewer than
+    PACE_FROM_STEPS steps are never paced, and `flush` cuts a pause short so the
+    terminal write is never delayed.
 
     With `delay_s` (ORCH_STATE_WRITE_DELAY_S, a few ms), transitions are also written
     behind on purpose: the first of a burst waits up to `delay_s` before it is
@@ -87,7 +91,8 @@ class StateWriter:
     async def _drain(self) -> None:
         while self._dirty:
             now = self._clock()
-            pace = self._not_before - now
+            big = len(self._state.steps) >= PACE_FROM_STEPS
+            pace = self._not_before - now if big else 0.0
             # A pacing pause too short for a timer is skipped; the write-behind delay
             # (asked for explicitly) is always waited.
             pause = max(pace if pace >= _MIN_PAUSE_S else 0.0, self._delay_until - now)
