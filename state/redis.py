@@ -1,21 +1,27 @@
-"""`StateStore` on Redis (`redis.asyncio`), shared by every replica.
+"""`StateStore` on Redis (`redis.asyncio`, a single Redis or a Redis Cluster), shared by
+every replica.
 
-Key layout and TTL defaults live in `state.keys`. Each write is one atomic
-Lua script, so a workflow's keys share one expiry and a reader never sees
-half a transition:
+Key layout and TTL defaults live in `state.keys`; the field layout and what a save
+sends in `state.layout`. Each write is one atomic Lua script on the keys of one
+workflow (one hash tag, so it is legal on a Cluster), so a workflow's keys share
+one expiry and a reader never sees half a transition:
 
 - save: refuse (-1, `LeaseLost`) if the writer's lease token is not the
   workflow's current generation (when nothing of the workflow is left at all —
   Redis lost it — the owner's token becomes the generation again, so a running
   workflow survives a restart without persistence); refuse (0) if the stored
-  status is terminal;
-  otherwise write the document and (re)set the TTL of every key of the
-  workflow, and when the new status is terminal PUBLISH the id on the
-  prefix's finished channel. The fence is checked inside the writing script:
-  no claim can slip in between the check and the write.
-- cancel: set the flag with the document's remaining TTL (or `ttl_s` when there
-  is no document), then PUBLISH the id on the prefix's cancel channel. The flag
-  is set first, so a subscriber woken by the message always sees it.
+  status is terminal; ask for the whole document (-2) when only changes were sent
+  and the workflow's spec is not there; otherwise write the fields sent (the
+  header and the changed steps, or the compacted final document) and (re)set the
+  TTL of every key of the workflow (the retention, for a finished one), and when
+  a *watched* workflow ends PUBLISH its id on the finished channel. The fence is
+  checked inside the writing script: no claim can slip in between.
+- cancel, pause, resume: set (or clear) the flag with the document's remaining
+  TTL, then publish the id to the owner's channel only (SPUBLISH on a Cluster),
+  or to the prefix's channel when nobody claimed the workflow. The flag is set
+  first, so an owner woken by the message always sees it.
+- the history index and Idempotency-Keys live in other slots: written by commands
+  of their own (`state.redis_history`), never inside a workflow's script.
 
 Commands issued in the same turn of the event loop (saves, reads, cancel checks,
 lease claims of many workflows at once) go to Redis together, as one pipeline
@@ -27,11 +33,12 @@ up to `pool_timeout_s` for a free connection instead of failing, and a Redis
 that is down, frozen or too slow surfaces as `StateStoreError` within those
 bounds, never as a hang.
 
-Each subscription (cancellations, finishes) holds its own pub/sub connection,
-read by a task that feeds a queue. When that connection drops — or Redis was
-not there when the subscription started — the task (re)connects with a short
-jittered backoff and, for cancellations, replays every standing cancel flag,
-since Redis pub/sub drops messages published while nobody listened.
+Each subscription (a replica's own channel, the unclaimed-cancel channel,
+finishes) holds its own pub/sub connection, read by a task that feeds a queue.
+When that connection drops — or Redis was not there when the subscription
+started — the task (re)connects with a short jittered backoff and, for a
+replica's channel, replays the ids of the workflows listed under it (never a
+scan), since Redis pub/sub drops messages published while nobody listened.
 
 Redis errors become `StateStoreError` here and nowhere else.
 """
@@ -418,24 +425,14 @@ class RedisStateStore:
         return WorkflowIdStream(queue, release)
 
     async def _replay_cancel_flags(self, owner: str, queue: asyncio.Queue[str | None]) -> None:
-        # Only this replica's own workflows, listed under it: no keyspace scan. Those with
-        # a cancel or pause flag standing (EXISTS counts both in one command).
+        # Only this replica's own workflows, listed under it: no keyspace scan. All of
+        # them, not only those with a flag standing: a resume (a flag cleared) may have
+        # been missed too, and the owner reads the flags of each.
         members = await self._batcher.call(
             ("SMEMBERS", keys.replica_workflows_key(self._prefix, owner))
         )
-        ids = sorted(_text(m) for m in members)
-        flags = await asyncio.gather(
-            *(
-                self._batcher.call(
-                    ("EXISTS", keys.cancel_flag_key(self._prefix, w),
-                     keys.pause_flag_key(self._prefix, w))
-                )
-                for w in ids
-            )
-        )
-        for workflow_id, flagged in zip(ids, flags, strict=True):
-            if flagged:
-                queue.put_nowait(workflow_id)
+        for workflow_id in sorted(_text(m) for m in members):
+            queue.put_nowait(workflow_id)
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
         async with self._translate("history"):

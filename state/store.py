@@ -33,9 +33,9 @@ implementation):
   `subscribe_cancellations(owner)` stream (the id: the owner reads the flags).
 - `subscribe_cancellations(owner)` returns once listening; its iterator yields
   workflow ids as their cancel (or pause, or resume) is requested from then on
-  (at least once: after a lost connection the Redis store replays the ids of the
-  workflows listed under `owner` with a cancel or pause flag standing — never a
-  keyspace scan — so an id may come twice): read its flags. The iterator ends when
+  (at least once: after a lost connection the Redis store replays the ids of every
+  workflow listed under `owner` — never a keyspace scan — since a cancel, pause or
+  resume may have been missed; an id may come twice): read its flags. The iterator ends when
   the store is closed, or when the caller closes it (`CancellationStream.aclose()`).
 - A `save` that writes the terminal document of a *watched* workflow (a cancel
   was requested, or someone called `watch_finish`) notifies every subscriber of
