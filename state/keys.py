@@ -7,8 +7,9 @@ replica ``<r>``::
     orch:wf:{<id>}:cancel     str   cancel flag ("1")                    same expiry as the doc
     orch:wf:{<id>}:pause      str   pause flag ("1"): run no new node    same expiry as the doc
     orch:rep:{<r>}:wfs        set   ids of the workflows <r> owns        TTL, refreshed on claim
-    orch:rep:{<r>}:cancel     chan  cancels for <r> only (SPUBLISH on Cluster)
-    orch:{replicas}           zset  replica -> heartbeat deadline (ms, Redis TIME)   no TTL
+    orch:rep:{<r>}:cancel     chan  cancel/pause/resume of <r>'s workflows only (SPUBLISH on
+                                    Cluster): the message is an id, the owner reads its flags
+    orch:{replicas}           zset  replica -> heartbeat deadline (ms, Redis TIME)   TTL, beats
     orch:{replicas}:dead      zset  replica -> when it was declared dead (pruned after the TTL)
     orch:{replicas}:reaping   zset  dead replica -> until when a survivor resumes its list
     orch:hist:{<n>}           zset  history shard n: "<created ms>:<id>" (lexical, score 0)
