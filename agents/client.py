@@ -43,6 +43,7 @@ from agents.errors import (
     TimeoutPhase,
     UnknownAgent,
 )
+from agents.observe import AgentStats, retry_listener
 from agents.registry import AgentRegistry, AgentSpec
 from agents.transport import create_http_client
 from circuit.breaker import AsyncCircuitBreaker, BreakerState, CircuitOpenError, Outcome
@@ -136,9 +137,10 @@ class AgentClient:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
+        self._stats = {name: AgentStats() for name in registry}
         self._breakers = {
             name: AsyncCircuitBreaker(
-                name, spec.breaker, clock=clock, on_state_change=_log_state_change
+                name, spec.breaker, clock=clock, on_state_change=self._on_state_change
             )
             for name, spec in registry.items()
         }
@@ -162,6 +164,13 @@ class AgentClient:
 
     def breakers(self) -> Mapping[str, AsyncCircuitBreaker]:
         return MappingProxyType(self._breakers)
+
+    def stats(self, agent: str) -> AgentStats:
+        """The live counters of a registered agent (read them, do not change them)."""
+        self._spec(agent)
+        stats = self._stats[agent]
+        stats.budget_refusals = self._budgets[agent].refusals
+        return stats
 
     async def call(
         self,
@@ -209,14 +218,21 @@ class AgentClient:
         where = {"agent": agent, "workflow_id": workflow_id, "step": step_id}
         started = self._clock()
 
+        stats = self._stats[agent]
+
         def on_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
             self._retries[agent] += 1
+            stats.retries += 1
+            code = getattr(exc, "code", type(exc).__name__)
+            listener = retry_listener.get()
+            if listener is not None:
+                listener(agent, step_id, attempt, delay_s, code)
             logger.warning(
                 "agent_retry",
                 **where,
                 attempt=attempt,
                 delay_s=round(delay_s, 3),
-                error=getattr(exc, "code", type(exc).__name__),
+                error=code,
                 reason=str(exc),
             )
 
@@ -236,6 +252,7 @@ class AgentClient:
             )
         except AgentError as exc:
             exc.attempts = call.attempts
+            stats.outcomes[exc.code] += 1
             logger.info(
                 "agent_call_failed",
                 **where,
@@ -244,6 +261,7 @@ class AgentClient:
                 reason=str(exc),
             )
             raise
+        stats.outcomes["success"] += 1
         duration_s = self._clock() - started
         logger.debug(
             "agent_call_done", **where, attempts=call.attempts, duration_s=round(duration_s, 4)
@@ -271,25 +289,35 @@ class AgentClient:
         if call.deadline is not None and self._clock() >= call.deadline:
             raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
         breaker = self._breakers[call.spec.name]
-        try:
-            return await breaker.call(lambda: self._bulkheaded(call), classify=_classify)
-        except CircuitOpenError as exc:
-            raise _translate(exc, **_ctx(call)) from exc
+        # Every line logged during this attempt carries its number (reset afterwards, so
+        # a caller outside a node task keeps its own context).
+        with structlog.contextvars.bound_contextvars(attempt=call.attempts + 1):
+            try:
+                return await breaker.call(lambda: self._bulkheaded(call), classify=_classify)
+            except CircuitOpenError as exc:
+                raise _translate(exc, **_ctx(call)) from exc
 
     async def _bulkheaded(self, call: _Call) -> dict[str, Any]:
         bulkhead = self._bulkheads[call.spec.name]
+        stats = self._stats[call.spec.name]
         if bulkhead.locked():
             wait_s = None if call.deadline is None else call.deadline - self._clock()
+            stats.bulkhead_waits += 1
+            waited_from = self._clock()
             try:
                 async with asyncio.timeout(wait_s):
                     await bulkhead.acquire()
             except TimeoutError as exc:
                 raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
+            finally:
+                stats.bulkhead_wait_s += self._clock() - waited_from
         else:
             await bulkhead.acquire()  # a free slot: taken at once, nothing to time out
+        stats.in_flight += 1
         try:
             return await self._send(call)
         finally:
+            stats.in_flight -= 1
             bulkhead.release()
 
     async def _send(self, call: _Call) -> dict[str, Any]:
@@ -297,6 +325,7 @@ class AgentClient:
         if cap_s is not None and cap_s <= 0:
             raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
         call.attempts += 1
+        self._stats[call.spec.name].attempts += 1
         try:
             # Exactly what `post()` does, minus re-parsing the URL and the Timeout.
             request = self._http.build_request(
@@ -324,6 +353,10 @@ class AgentClient:
             if call.timeout_s is None or remaining < call.timeout_s:
                 return remaining, "deadline"
         return call.timeout_s, "attempt"
+
+    def _on_state_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
+        self._stats[name].transitions[(old.value, new.value)] += 1
+        logger.warning("breaker_state_change", agent=name, old=old.value, new=new.value)
 
     def _spec(
         self, agent: str, *, workflow_id: str | None = None, step_id: str | None = None
@@ -441,7 +474,3 @@ def _json_default(value: object) -> object:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def _log_state_change(name: str, old: BreakerState, new: BreakerState) -> None:
-    logger.warning("breaker_state_change", agent=name, old=old.value, new=new.value)

@@ -357,7 +357,7 @@ class AsyncCircuitBreaker:
                 self._on_state_change(self.name, old, new)
             except Exception:
                 # An observer's bug must not break the call path or the state machine.
-                logger.exception("breaker.on_state_change_failed", breaker=self.name)
+                logger.exception("breaker_listener_failed", breaker=self.name)
 
 
 def _validate(config: BreakerConfig) -> None:

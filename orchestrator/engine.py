@@ -25,9 +25,11 @@ from typing import Any
 
 import structlog
 
+from agents.observe import retry_listener
 from orchestrator.dag.runner import DagRunner
 from orchestrator.dag.validate import CompiledWorkflow
 from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
+from orchestrator.events import EventRecorder
 from orchestrator.metrics import WorkflowMetrics
 from orchestrator.state_writer import StateWriter
 from state.leases import LeaseStore
@@ -150,7 +152,7 @@ class WorkflowOrchestrator:
         await self.store.save(state)
         if self._leases is not None:
             await self._leases.claim(state.workflow_id, self.replica_id, lease_s=self._lease_s)
-        self.metrics.record_started()
+        self.metrics.record_started(state)
         self._start(workflow, state)
         return state
 
@@ -175,6 +177,7 @@ class WorkflowOrchestrator:
         async def finish() -> None:
             await self._persist(state)
             self.metrics.record_finished(state)
+            await EventRecorder(self.store, state).finish(state)
             await self._release(state.workflow_id)
 
         finisher = asyncio.create_task(finish())
@@ -290,7 +293,7 @@ class WorkflowOrchestrator:
     def _resume(self, state: WorkflowState) -> None:
         log.info("workflow_resuming", workflow_id=state.workflow_id, previous_owner=state.owner)
         state.owner = self.replica_id
-        self.metrics.record_started()
+        self.metrics.record_started(state)
         try:
             if self._resolve is None:
                 raise LookupError("this replica cannot resolve definitions")
@@ -306,10 +309,15 @@ class WorkflowOrchestrator:
         self._start(workflow, state)
 
     async def _run(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
+        # Bound once, in this workflow's own task: every line and every agent call made
+        # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
         writer = StateWriter(self._persist_unless_fenced, state)
+        events = EventRecorder(self.store, state)
+        retry_listener.set(events.retrying)
 
         async def on_transition(current: WorkflowState) -> None:
+            events.workflow(current)
             writer.mark_dirty()
             if current.status.is_terminal:
                 await writer.flush()
@@ -317,7 +325,9 @@ class WorkflowOrchestrator:
         try:
             if await self.store.cancel_requested(state.workflow_id):
                 raise asyncio.CancelledError
-            await self.runner.run(workflow, state, on_transition=on_transition)
+            await self.runner.run(
+                workflow, state, on_transition=on_transition, on_step=events.step
+            )
         except asyncio.CancelledError:
             # The runner marks CANCELLED itself; this covers a cancel that arrived
             # before the runner started.
@@ -338,6 +348,8 @@ class WorkflowOrchestrator:
             if not self._is_fenced(state.workflow_id):
                 self.metrics.record_finished(state)
                 log.info("workflow_finished", status=state.status.value)
+                # After the terminal document: a reader told "finished" finds it so.
+                await events.finish(state)
                 await self._release(state.workflow_id)
 
     async def _release(self, workflow_id: str) -> None:

@@ -6,6 +6,8 @@ Layout under one prefix (default ``orch:``), for a workflow ``<id>``::
     orch:wf:{<id>}:cancel   str   cancel flag ("1")                         same expiry as the doc
     orch:wf:{<id>}:idem     hash  idempotency keys, step -> key  (reserved) refreshed on save
     orch:wf:{<id>}:lease    str   owner replica id                          its own short TTL
+    orch:wf:{<id>}:events   list  progress events, JSON, seq = position     same expiry as the doc
+    orch:events:{<id>}      chan  pub/sub: "<seq> <event JSON>"
     orch:running            set   ids of workflows someone claimed and has not released
     orch:cancel             chan  pub/sub: message = workflow id to cancel
 
@@ -60,6 +62,17 @@ def lease_key(prefix: str, workflow_id: str) -> str:
     return f"{workflow_key(prefix, workflow_id)}:lease"
 
 
+def events_key(prefix: str, workflow_id: str) -> str:
+    """The workflow's progress events, oldest first; an event's sequence number is its
+    1-based position. Expires with the document."""
+    return f"{workflow_key(prefix, workflow_id)}:events"
+
+
+def events_channel(prefix: str, workflow_id: str) -> str:
+    """Pub/sub channel of one workflow's events; each message is "<seq> <event JSON>"."""
+    return f"{prefix}events:{workflow_id}"
+
+
 def running_index_key(prefix: str) -> str:
     """Set of workflow ids under a lease: scanned for orphans whose lease expired."""
     return f"{prefix}running"
@@ -75,6 +88,7 @@ def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
         workflow_key(prefix, workflow_id),
         cancel_flag_key(prefix, workflow_id),
         idempotency_key(prefix, workflow_id),
+        events_key(prefix, workflow_id),
     )
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from state.cancellations import CancellationStream
+from state.events import EventStream, StoredEvent
 from state.keys import DEFAULT_TTL_S
 from state.leases import MemoryLeases
 from state.models import WorkflowState
@@ -34,6 +36,13 @@ class _Doc:
     blob: bytes
     terminal: bool
     expires_at: float
+
+
+@dataclass(slots=True)
+class _EventLog:
+    expires_at: float
+    # Serialised, like documents: a subscriber can never alias another's copy.
+    blobs: list[bytes] = field(default_factory=list)
 
 
 class MemoryStateStore:
@@ -54,6 +63,8 @@ class MemoryStateStore:
         self._cancel_flags: dict[str, float] = {}  # workflow id -> expires_at
         # None is the end-of-stream marker a closing store sends every subscriber.
         self._subscribers: set[asyncio.Queue[str | None]] = set()
+        self._events: dict[str, _EventLog] = {}
+        self._event_subscribers: dict[str, set[asyncio.Queue[StoredEvent | None]]] = {}
         self._closed = False
         self._next_sweep = clock() + self._sweep_interval
 
@@ -87,6 +98,9 @@ class MemoryStateStore:
         # Keys of one workflow share one expiry, as the Redis save script does.
         if self._live_flag(state.workflow_id, now):
             self._cancel_flags[state.workflow_id] = expires_at
+        log = self._live_events(state.workflow_id, now)
+        if log is not None:
+            log.expires_at = expires_at
         self._maybe_sweep(now)
         return True
 
@@ -121,6 +135,42 @@ class MemoryStateStore:
 
         return CancellationStream(queue, release)
 
+    async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
+        now = self._clock()
+        blob = orjson.dumps(event)
+        log = self._live_events(workflow_id, now)
+        if log is None:
+            log = self._events[workflow_id] = _EventLog(expires_at=now + self._ttl_s)
+        log.blobs.append(blob)
+        log.expires_at = now + self._ttl_s
+        seq = len(log.blobs)
+        for queue in self._event_subscribers.get(workflow_id, ()):
+            queue.put_nowait((seq, orjson.loads(blob)))
+        self._maybe_sweep(now)
+        return seq
+
+    async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
+        log = self._live_events(workflow_id, self._clock())
+        if log is None:
+            return []
+        start = max(after, 0)
+        return [(start + i + 1, orjson.loads(b)) for i, b in enumerate(log.blobs[start:])]
+
+    async def subscribe_events(self, workflow_id: str) -> EventStream:
+        if self._closed:
+            raise RuntimeError("MemoryStateStore is closed")
+        queue: asyncio.Queue[StoredEvent | None] = asyncio.Queue()
+        self._event_subscribers.setdefault(workflow_id, set()).add(queue)
+
+        async def release() -> None:
+            queues = self._event_subscribers.get(workflow_id)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._event_subscribers[workflow_id]
+
+        return EventStream(queue, release)
+
     async def ping(self) -> bool:
         return not self._closed
 
@@ -129,6 +179,10 @@ class MemoryStateStore:
         for queue in self._subscribers:
             queue.put_nowait(None)
         self._subscribers.clear()
+        for queues in self._event_subscribers.values():
+            for event_queue in queues:
+                event_queue.put_nowait(None)
+        self._event_subscribers.clear()
 
     def _live_doc(self, workflow_id: str, now: float) -> _Doc | None:
         stored = self._docs.get(workflow_id)
@@ -144,6 +198,13 @@ class MemoryStateStore:
             return False
         return expires_at is not None
 
+    def _live_events(self, workflow_id: str, now: float) -> _EventLog | None:
+        log = self._events.get(workflow_id)
+        if log is not None and log.expires_at <= now:
+            del self._events[workflow_id]
+            return None
+        return log
+
     def _maybe_sweep(self, now: float) -> None:
         if now < self._next_sweep:
             return
@@ -152,3 +213,5 @@ class MemoryStateStore:
             del self._docs[workflow_id]
         for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
             del self._cancel_flags[workflow_id]
+        for workflow_id in [k for k, e in self._events.items() if e.expires_at <= now]:
+            del self._events[workflow_id]

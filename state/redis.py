@@ -28,7 +28,7 @@ import asyncio
 import copy
 import hashlib
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,6 +40,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from state import keys
 from state.cancellations import CancellationStream
+from state.events import EventStream, StoredEvent
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.leases import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
@@ -76,6 +77,15 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
 
+# KEYS[1] event list. ARGV[1] event JSON, ARGV[2] TTL seconds, ARGV[3] channel.
+# The list position is the sequence number: assigned here, atomically, for every replica.
+_APPEND_EVENT_LUA = """
+local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], seq .. ' ' .. ARGV[1])
+return seq
+"""
+
 # How long `subscribe_cancellations` waits for Redis to confirm SUBSCRIBE.
 _SUBSCRIBE_TIMEOUT_S = 5.0
 # Reconnect backoff of a lost subscription: full jitter, doubling, capped.
@@ -110,7 +120,9 @@ class RedisStateStore:
         self._batcher = _Batcher(client)
         self._save_sha = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
         self._cancel_script = client.register_script(_CANCEL_LUA)
+        self._append_event_script = client.register_script(_APPEND_EVENT_LUA)
         self._subscriptions: set[_Subscription] = set()
+        self._event_subscriptions: set[_EventSubscription] = set()
 
     @classmethod
     def from_url(
@@ -196,6 +208,36 @@ class RedisStateStore:
 
         return CancellationStream(subscription.queue, release)
 
+    async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
+        blob = orjson.dumps(event)
+        async with self._translate("append_event", workflow_id):
+            seq = await self._append_event_script(
+                keys=[keys.events_key(self._prefix, workflow_id)],
+                args=[blob, self._ttl_s, keys.events_channel(self._prefix, workflow_id)],
+            )
+        return int(seq)
+
+    async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
+        start = max(after, 0)
+        key = keys.events_key(self._prefix, workflow_id)
+        async with self._translate("events_since", workflow_id):
+            blobs = await self._batcher.call(("LRANGE", key, start, -1))
+        return [(start + i + 1, orjson.loads(blob)) for i, blob in enumerate(blobs)]
+
+    async def subscribe_events(self, workflow_id: str) -> EventStream:
+        subscription = _EventSubscription(
+            self._client, keys.events_channel(self._prefix, workflow_id)
+        )
+        async with self._translate("subscribe_events", workflow_id):
+            await subscription.start()
+        self._event_subscriptions.add(subscription)
+
+        async def release() -> None:
+            self._event_subscriptions.discard(subscription)
+            await subscription.stop()
+
+        return EventStream(subscription.queue, release)
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(self._ping_timeout_s):
@@ -207,6 +249,9 @@ class RedisStateStore:
         subscriptions, self._subscriptions = self._subscriptions, set()
         for subscription in subscriptions:
             await subscription.stop()
+        event_subscriptions, self._event_subscriptions = self._event_subscriptions, set()
+        for event_subscription in event_subscriptions:
+            await event_subscription.stop()
         await self._batcher.drain()
         if self._owns_client:
             await self._client.aclose()
@@ -351,7 +396,7 @@ class _Subscription:
         except Exception:
             # A bug, not a lost connection: say so loudly and end the stream rather
             # than leave its reader waiting forever.
-            log.exception("cancel subscription failed", channel=self._channel)
+            log.exception("cancel_subscription_failed", channel=self._channel)
             self.queue.put_nowait(None)
 
     async def _pump_until_cancelled(self) -> None:
@@ -368,7 +413,7 @@ class _Subscription:
                 delay = random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt))
                 attempt += 1
                 log.warning(
-                    "cancel subscription lost; reconnecting",
+                    "cancel_subscription_lost",
                     channel=self._channel,
                     error=repr(exc),
                     retry_in_s=round(delay, 3),
@@ -395,6 +440,59 @@ class _Subscription:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+
+class _EventSubscription:
+    """One workflow's event channel on its own connection, pumped into `queue`.
+
+    Unlike the cancel subscription it does not reconnect: a lost connection ends
+    the stream (None on the queue) and the reader resumes from the event log, as
+    an SSE client does with `Last-Event-ID`.
+    """
+
+    def __init__(self, client: aioredis.Redis, channel: str) -> None:
+        self.queue: asyncio.Queue[StoredEvent | None] = asyncio.Queue()
+        self._client = client
+        self._channel = channel
+        self._pubsub: PubSub | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
+                await pubsub.subscribe(self._channel)
+                while not _is_type(await pubsub.get_message(timeout=None), "subscribe"):
+                    pass
+        except BaseException:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            raise
+        self._pubsub = pubsub
+        self._task = asyncio.create_task(self._pump(pubsub), name=f"events:{self._channel}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        self.queue.put_nowait(None)
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if _is_type(message, "message"):
+                    assert message is not None
+                    seq, _, blob = _text(message["data"]).partition(" ")
+                    self.queue.put_nowait((int(seq), orjson.loads(blob)))
+        except (RedisError, OSError) as exc:
+            log.warning("event_subscription_lost", channel=self._channel, error=repr(exc))
+        except Exception:
+            log.exception("event_subscription_failed", channel=self._channel)
+        self.queue.put_nowait(None)
 
 
 def _is_type(message: dict[str, Any] | None, kind: str) -> bool:

@@ -19,15 +19,23 @@ implementation):
   lost connection the Redis store replays every standing cancel flag, so an id
   may come twice). The iterator ends when the store is closed, or when the
   caller closes it (`CancellationStream.aclose()`).
+- `append_event` appends a JSON object to the workflow's event log, numbers it
+  (1, 2, 3, ... per workflow, by the store, whichever replica appends) and
+  publishes it to every `subscribe_events` stream of that workflow on any
+  replica. The log shares the document's TTL. `events_since(id, after)` returns
+  the logged events with a sequence number above `after`, in order.
+  `subscribe_events(id)` returns once listening (state/events.py).
 - Backend failures surface as `StateStoreError`, never as the backend's own
   exceptions; `ping` returns False instead of raising.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from state.cancellations import CancellationStream
+from state.events import EventStream, StoredEvent
 from state.models import WorkflowState
 
 if TYPE_CHECKING:
@@ -78,6 +86,18 @@ class StateStore(Protocol):
         Returns once the subscription is live (for Redis: SUBSCRIBE confirmed).
         `aclose()` on the stream (or `async with`) stops it early.
         """
+        ...
+
+    async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
+        """Log and publish a progress event; returns its sequence number."""
+        ...
+
+    async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
+        """The logged events numbered above `after`, oldest first."""
+        ...
+
+    async def subscribe_events(self, workflow_id: str) -> EventStream:
+        """Start listening to one workflow's events; returns once the subscription is live."""
         ...
 
     async def ping(self) -> bool:

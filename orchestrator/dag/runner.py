@@ -50,10 +50,12 @@ from state.models import (
     WorkflowStatus,
 )
 
-__all__ = ["AgentCaller", "BuiltinFallback", "DagRunner", "OnTransition"]
+__all__ = ["AgentCaller", "BuiltinFallback", "DagRunner", "OnStep", "OnTransition"]
 
 BuiltinFallback = Callable[[Mapping[str, Any]], Awaitable[Any]]
 OnTransition = Callable[[WorkflowState], Awaitable[None]]
+# Told which step just changed, before the `on_transition` of that change (progress events).
+OnStep = Callable[[StepState], None]
 
 log = structlog.get_logger(__name__)
 
@@ -123,11 +125,18 @@ class DagRunner:
         self.clock = clock
 
     async def run(
-        self, workflow: CompiledWorkflow, state: WorkflowState, *, on_transition: OnTransition
+        self,
+        workflow: CompiledWorkflow,
+        state: WorkflowState,
+        *,
+        on_transition: OnTransition,
+        on_step: OnStep | None = None,
     ) -> None:
         """Run `workflow`, recording into `state` and calling `on_transition` after
-        each change (see the module docstring); returns when the state is terminal."""
-        await _Execution(self, workflow, state, on_transition).run()
+        each change (see the module docstring); returns when the state is terminal.
+        `on_step(step)` is called with the step each change was about (not for the
+        steps an abort cancels at once: the terminal state shows those)."""
+        await _Execution(self, workflow, state, on_transition, on_step).run()
 
 
 class _Execution:
@@ -139,8 +148,10 @@ class _Execution:
         workflow: CompiledWorkflow,
         state: WorkflowState,
         on_transition: OnTransition,
+        on_step: OnStep | None = None,
     ) -> None:
         self.runner = runner
+        self.on_step = on_step
         self.workflow = workflow
         self.state = state
         self.on_transition = on_transition
@@ -159,8 +170,10 @@ class _Execution:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    async def emit(self) -> None:
+    async def emit(self, step: StepState | None = None) -> None:
         self.state.updated_at = self.runner.clock()
+        if step is not None and self.on_step is not None:
+            self.on_step(step)
         await self.on_transition(self.state)
 
     def _init_steps(self) -> set[str]:
@@ -259,7 +272,7 @@ class _Execution:
                     continue
                 self._skip(node_id, reason)
                 sorter.done(node_id)
-                await self.emit()
+                await self.emit(self.state.steps[node_id])
             await self._dispatch(sorter)
             # With nothing running, the nodes settled above released new ready ones.
             if self.running:
@@ -283,14 +296,14 @@ class _Execution:
                     if not go:
                         self._skip(node_id, f"'when' is false: {cn.node.when}")
                         sorter.done(node_id)
-                        await self.emit()
+                        await self.emit(self.state.steps[node_id])
                         continue
             step = self.state.steps[node_id]
             step.status = StepStatus.RUNNING
             step.started_at = self.runner.clock()
             task = asyncio.create_task(self._execute(cn, pre_error), name=f"dag:{node_id}")
             self.running[task] = node_id
-            await self.emit()
+            await self.emit(step)
 
     async def _wait_one(self, sorter: TopologicalSorter[str]) -> None:
         timeout = None if self.deadline is None else max(0.0, self.deadline - self.loop.time())
@@ -334,7 +347,7 @@ class _Execution:
             step.fallback = outcome.fallback
             self.scope[node_id] = outcome.output
             self.degraded = self.degraded or outcome.fallback is not None
-            await self.emit()
+            await self.emit(step)
             return
         step.status = StepStatus.FAILED
         self.failed.add(node_id)
@@ -342,7 +355,7 @@ class _Execution:
         self.scope[node_id] = None
         assert outcome.error is not None
         log.info(
-            "dag.node_failed",
+            "node_failed",
             workflow_id=self.state.workflow_id,
             step=node_id,
             agent=outcome.agent,
@@ -350,7 +363,7 @@ class _Execution:
         )
         if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
             self.degraded = True
-            await self.emit()
+            await self.emit(step)
             return
         agent = outcome.agent
         on_agent = f" (agent {agent!r})" if agent else ""
@@ -387,6 +400,8 @@ class _Execution:
         return min(deadlines) if deadlines else None
 
     async def _execute(self, cn: CompiledNode, pre_error: NodeError | None) -> _Outcome:
+        # This node's own task: every line logged inside it carries the step and agent.
+        structlog.contextvars.bind_contextvars(step=cn.id, agent=cn.agent)
         ctx = self._context(cn, self._node_deadline(cn))
         try:
             if pre_error is not None:
