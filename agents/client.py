@@ -31,6 +31,8 @@ import aiohttp
 import httpx
 import orjson
 import structlog
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from agents.errors import (
     AgentBadResponse,
@@ -57,6 +59,8 @@ logger = structlog.get_logger(__name__)
 # Everything a transport may raise that is not ours. httpx_aiohttp lets some aiohttp
 # errors through unmapped; TimeoutError comes from our own per-attempt cap.
 _FOREIGN_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError, CircuitOpenError)
+
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 _HTTPX_TIMEOUT_PHASES: tuple[tuple[type[httpx.TimeoutException], TimeoutPhase], ...] = (
     (httpx.ConnectTimeout, "connect"),
@@ -114,6 +118,8 @@ class _Call:
     timeout_s: float | None
     deadline: float | None
     attempts: int = 0
+    # The backoff slept before the next attempt (its span says so).
+    retry_delay_s: float | None = None
 
 
 class AgentClient:
@@ -121,6 +127,8 @@ class AgentClient:
 
     `clock` (monotonic seconds; deadlines are on it), `sleep` (retry backoff) and `rng`
     (jitter) are injectable so tests run instantly. The caller owns `http` and closes it.
+    With a `tracer` every attempt is a span and sends its W3C `traceparent`; without
+    one nothing of tracing runs.
     """
 
     def __init__(
@@ -131,8 +139,10 @@ class AgentClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.registry = registry
+        self._tracer = tracer
         self._http = http
         self._clock = clock
         self._sleep = sleep
@@ -221,6 +231,7 @@ class AgentClient:
         stats = self._stats[agent]
 
         def on_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
+            call.retry_delay_s = delay_s
             self._retries[agent] += 1
             stats.retries += 1
             code = getattr(exc, "code", type(exc).__name__)
@@ -288,6 +299,42 @@ class AgentClient:
     async def _attempt(self, call: _Call) -> dict[str, Any]:
         if call.deadline is not None and self._clock() >= call.deadline:
             raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        if self._tracer is not None:
+            return await self._traced_attempt(call, self._tracer)
+        return await self._gated(call)
+
+    async def _traced_attempt(self, call: _Call, tracer: Tracer) -> dict[str, Any]:
+        name = call.spec.name
+        attributes: dict[str, str | int | float] = {
+            "agent": name,
+            "attempt": call.attempts + 1,
+            "breaker.state": self._breakers[name].state.value,
+            "workflow.id": call.workflow_id,
+            "step": call.step_id,
+        }
+        if call.retry_delay_s is not None:
+            attributes["retry.delay_s"] = round(call.retry_delay_s, 6)
+        with tracer.start_as_current_span(
+            f"agent {name}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            # The span is current: the agent gets it as its parent.
+            _PROPAGATOR.inject(call.headers)
+            try:
+                data = await self._gated(call)
+            except AgentError as exc:
+                span.set_attribute("error.type", exc.code)
+                if isinstance(exc, AgentHTTPError):
+                    span.set_attribute("http.response.status_code", exc.status)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+            span.set_attribute("http.response.status_code", 200)
+            return data
+
+    async def _gated(self, call: _Call) -> dict[str, Any]:
         breaker = self._breakers[call.spec.name]
         # Every line logged during this attempt carries its number (reset afterwards, so
         # a caller outside a node task keeps its own context).

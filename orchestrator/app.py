@@ -6,9 +6,14 @@ from collections.abc import AsyncIterator, Mapping
 
 import httpx
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 from agents.client import AgentClient, create_http_client
+from orchestrator.api import events as event_routes
+from orchestrator.api import ops as ops_routes
 from orchestrator.api.errors import error_middleware
+from orchestrator.api.middleware import request_id_middleware
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
 from orchestrator.chain import CHAIN_NAME, chain_definition
@@ -17,7 +22,10 @@ from orchestrator.dag.runner import BuiltinFallback, DagRunner
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
+from orchestrator.metered_store import MeteredStore
+from orchestrator.metrics import AgentCollector, StoreMetrics, WorkflowMetrics
 from orchestrator.settings import Settings
+from orchestrator.tracing import configured_tracer_provider, tracer_of
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
 from state.redis import RedisStateStore
@@ -40,25 +48,53 @@ def create_app(
     store: StateStore | None = None,
     http: httpx.AsyncClient | None = None,
     replica_id: str | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> web.Application:
-    """Build the API; tests inject `store` and `http`. The app closes only what it opened."""
+    """Build the API; tests inject `store`, `http` and `tracer_provider` (e.g. one with an
+    in-memory exporter). The app closes only what it opened."""
     app = web.Application(
-        middlewares=[error_middleware],
+        # The request id first: error responses carry it too.
+        middlewares=[request_id_middleware, error_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
+    app.add_routes(event_routes.routes)
+    app.add_routes(ops_routes.routes)
+    app[event_routes.OPEN_STREAMS] = event_routes.OpenStreams()
+    app.on_shutdown.append(event_routes.close_open_streams)
+    injected_provider = tracer_provider
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
         own_http = http is None
-        the_store = store if store is not None else create_store(settings)
+        # This app's own registry: never the process-global one.
+        registry = CollectorRegistry()
+        metrics = WorkflowMetrics(
+            registry=registry,
+            definitions=settings.metrics_definitions,
+            max_step_labels=settings.metrics_max_steps,
+        )
+        inner_store = store if store is not None else create_store(settings)
+        the_store = MeteredStore(inner_store, StoreMetrics(registry))
+        provider = (
+            injected_provider
+            if injected_provider is not None
+            else configured_tracer_provider(settings)
+        )
+        own_provider = injected_provider is None and provider is not None
+        tracer = tracer_of(provider)
         the_http = (
             http if http is not None else create_http_client(transport=settings.http_transport)
         )
-        client = AgentClient(settings.agents, the_http)
+        client = AgentClient(settings.agents, the_http, tracer=tracer)
+        registry.register(AgentCollector(client))
         kinds = default_kinds()
         runner = DagRunner(
-            agents=client, registry=settings.agents, kinds=kinds, builtins=BUILTIN_FALLBACKS
+            agents=client,
+            registry=settings.agents,
+            kinds=kinds,
+            builtins=BUILTIN_FALLBACKS,
+            tracer=tracer,
         )
         chain = compile_workflow(
             chain_definition(
@@ -84,6 +120,8 @@ def create_app(
             shutdown_grace_s=settings.shutdown_grace_s,
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
+            metrics=metrics,
+            tracer=tracer,
         )
         services = Services(
             settings=settings,
@@ -92,6 +130,9 @@ def create_app(
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
             chain=chain,
+            metrics=metrics,
+            resolve=resolve,
+            tracing=tracer is not None,
         )
         await orchestrator.start()
         app[SERVICES] = services
@@ -103,6 +144,8 @@ def create_app(
                 await the_http.aclose()
             if own_store:
                 await the_store.close()
+            if own_provider and provider is not None:
+                provider.shutdown()
 
     app.cleanup_ctx.append(resources)
     return app

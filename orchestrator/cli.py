@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "agent":
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
         ready = f"{args.kind} agent listening on http://{args.host}:{port}"

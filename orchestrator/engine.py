@@ -19,11 +19,13 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Tracer
 
 from agents.observe import retry_listener
 from orchestrator.dag.runner import DagRunner
@@ -40,6 +42,9 @@ from state.store import StateStore
 DefinitionResolver = Callable[[WorkflowState], CompiledWorkflow]
 
 log = structlog.get_logger(__name__)
+
+# Finished workflows this replica remembers for the ops page (GET /api/ops/workflows).
+RECENT_WORKFLOWS = 50
 
 # How often a replica re-reads the cancel flags of the workflows it runs, in case a
 # pub/sub message was lost (e.g. during a Redis reconnect).
@@ -70,8 +75,10 @@ class WorkflowOrchestrator:
         lease_s: float = 15.0,
         resolve: DefinitionResolver | None = None,
         handoff_on_shutdown: bool = False,
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
+        self._tracer = tracer
         self.runner = runner
         self.metrics = metrics or WorkflowMetrics()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
@@ -83,6 +90,7 @@ class WorkflowOrchestrator:
         # to the others (their leases lapse and they resume them) instead of cancelling.
         self._handoff = handoff_on_shutdown and leases is not None
         self._running: dict[str, _Running] = {}
+        self._recent: deque[WorkflowState] = deque(maxlen=RECENT_WORKFLOWS)
         self._background: list[asyncio.Task[None]] = []
         # Writes owed by workflows whose task was cancelled before its body could run.
         self._finishers: set[asyncio.Task[None]] = set()
@@ -129,6 +137,11 @@ class WorkflowOrchestrator:
     @property
     def running(self) -> Mapping[str, WorkflowState]:
         return {wid: r.state for wid, r in self._running.items()}
+
+    @property
+    def recent(self) -> list[WorkflowState]:
+        """The last workflows this replica finished, newest first (at most RECENT_WORKFLOWS)."""
+        return list(self._recent)
 
     async def submit(
         self,
@@ -177,6 +190,7 @@ class WorkflowOrchestrator:
         async def finish() -> None:
             await self._persist(state)
             self.metrics.record_finished(state)
+            self._recent.appendleft(state)
             await EventRecorder(self.store, state).finish(state)
             await self._release(state.workflow_id)
 
@@ -309,6 +323,23 @@ class WorkflowOrchestrator:
         self._start(workflow, state)
 
     async def _run(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
+        if self._tracer is None:
+            await self._run_traced_or_not(workflow, state)
+            return
+        with self._tracer.start_as_current_span(
+            "workflow",
+            attributes={
+                "workflow.id": state.workflow_id,
+                "workflow.definition": state.definition_name,
+            },
+        ) as span:
+            # Current in this task: the node tasks it spawns copy it, so nodes are children.
+            try:
+                await self._run_traced_or_not(workflow, state)
+            finally:
+                span.set_attribute("workflow.status", state.status.value)
+
+    async def _run_traced_or_not(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
         # Bound once, in this workflow's own task: every line and every agent call made
         # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
@@ -347,6 +378,7 @@ class WorkflowOrchestrator:
                 await writer.flush()
             if not self._is_fenced(state.workflow_id):
                 self.metrics.record_finished(state)
+                self._recent.appendleft(state)
                 log.info("workflow_finished", status=state.status.value)
                 # After the terminal document: a reader told "finished" finds it so.
                 await events.finish(state)

@@ -13,6 +13,14 @@
 - ORCH_HTTP_TRANSPORT            "aiohttp" (default) or "httpx"
 - ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
 - ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
+- ORCH_LOG_FORMAT                "json" (default) or "console" (readable lines for a terminal)
+- ORCH_METRICS_DEFINITIONS       comma-separated definition names kept as Prometheus labels
+                                 (besides the built-in chain; any other name is "other")
+- ORCH_METRICS_MAX_STEPS         distinct step-id labels per such definition (50)
+- ORCH_SSE_KEEPALIVE_S           idle time before an event stream sends a keep-alive comment (15)
+- OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT   turn tracing on (OTLP/HTTP);
+  OTEL_SERVICE_NAME names the service ("agent-orchestrator"); OTEL_SDK_DISABLED=true keeps it off.
+  The exporter reads the other standard OTEL_* variables itself.
 
 TOML layout::
 
@@ -82,6 +90,14 @@ class Settings:
     lease_s: float = 15.0
     # On shutdown, running workflows get this long to finish before being handed off/cancelled.
     shutdown_grace_s: float = 5.0
+    log_format: Literal["json", "console"] = "json"
+    metrics_definitions: tuple[str, ...] = ()
+    metrics_max_steps: int = 50
+    sse_keepalive_s: float = 15.0
+    # Tracing is on only when an OTLP endpoint is configured (or a provider is injected):
+    # the full OTLP/HTTP traces URL.
+    otel_endpoint: str | None = None
+    otel_service_name: str = "agent-orchestrator"
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
 
     @classmethod
@@ -107,6 +123,22 @@ class Settings:
                     source=src,
                     key="ORCH_HTTP_TRANSPORT",
                 )
+        log_format: Literal["json", "console"]
+        match env.get("ORCH_LOG_FORMAT", "json").lower():
+            case "json":
+                log_format = "json"
+            case "console":
+                log_format = "console"
+            case other:
+                raise ConfigError(
+                    f"must be 'json' or 'console', got {other!r}", source=src, key="ORCH_LOG_FORMAT"
+                )
+        otel_disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+        # The signal-specific variable is the full URL; the general one is a base URL
+        # the traces path is appended to (the OTLP exporter specification).
+        otel_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None
+        if otel_endpoint is None and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            otel_endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
         return cls(
             host=env.get("ORCH_HOST", "127.0.0.1"),
             port=_env_int(env, "ORCH_PORT", 8000, minimum=0),
@@ -121,6 +153,16 @@ class Settings:
             max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", 10, minimum=1),
             lease_s=_env_float(env, "ORCH_LEASE_S", 15.0),
             shutdown_grace_s=_env_float(env, "ORCH_SHUTDOWN_GRACE_S", 5.0),
+            log_format=log_format,
+            metrics_definitions=tuple(
+                name.strip()
+                for name in env.get("ORCH_METRICS_DEFINITIONS", "").split(",")
+                if name.strip()
+            ),
+            metrics_max_steps=_env_int(env, "ORCH_METRICS_MAX_STEPS", 50, minimum=1),
+            sse_keepalive_s=_env_float(env, "ORCH_SSE_KEEPALIVE_S", 15.0),
+            otel_endpoint=None if otel_disabled else (otel_endpoint or None),
+            otel_service_name=env.get("OTEL_SERVICE_NAME") or "agent-orchestrator",
             agents=AgentRegistry(specs),
         )
 

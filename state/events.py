@@ -52,6 +52,7 @@ class EventStream(AsyncIterator[StoredEvent]):
             return
         self._closed = True
         await self._release()
+        self._queue.put_nowait(None)  # wakes a reader already waiting in __anext__
 
     async def __aenter__(self) -> EventStream:
         return self

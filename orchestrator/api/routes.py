@@ -7,12 +7,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from orchestrator.api.errors import NotFound, error_response
+from orchestrator.api.errors import BadRequest, NotFound, error_response
+from orchestrator.api.pictures import svg_of
 from orchestrator.api.requests import parse_query_request, parse_workflow_body, read_json_object
 from orchestrator.api.services import SERVICES
 from orchestrator.chain import CHAIN_NAME
 from orchestrator.dag.parse import definition_schema
 from orchestrator.dag.plan import plan_workflow
+from orchestrator.tracing import incoming_context
 from state.models import WorkflowState, WorkflowStatus
 
 routes = web.RouteTableDef()
@@ -36,7 +38,9 @@ async def query(request: web.Request) -> web.Response:
         workflow = services.chain
         inputs = {"query": req.query}
     orchestrator = services.orchestrator
-    state = await orchestrator.submit(workflow, inputs, definition=req.workflow)
+    # An incoming W3C traceparent becomes the workflow span's parent (tracing on only).
+    with incoming_context(request.headers, enabled=services.tracing):
+        state = await orchestrator.submit(workflow, inputs, definition=req.workflow)
     if req.mode == "async":
         response = json_response(_accepted(state), status=202)
         response.headers["Location"] = _status_url(state.workflow_id)
@@ -113,6 +117,15 @@ async def validate(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     raw = parse_workflow_body(await read_json_object(request))
     workflow = services.compile(raw)
+    fmt = request.query.get("format", "json")
+    if fmt == "svg":
+        return svg_of(workflow)
+    if fmt != "json":
+        raise BadRequest(
+            f"format must be 'json' or 'svg', got {fmt[:20]!r}",
+            code="invalid_format",
+            details={"field": "format"},
+        )
     return json_response({"valid": True, "plan": plan_workflow(workflow).to_dict()})
 
 
@@ -157,6 +170,8 @@ def _accepted(state: WorkflowState) -> dict[str, Any]:
         "links": {
             "status": _status_url(state.workflow_id),
             "cancel": f"/api/workflow/{state.workflow_id}/cancel",
+            "events": f"/api/workflow/{state.workflow_id}/events",
+            "plan": f"/api/workflow/{state.workflow_id}/plan.svg",
         },
     }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,9 @@ from orchestrator.dag.kinds import NodeKindRegistry
 from orchestrator.dag.runner import BuiltinFallback
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
+from orchestrator.metrics import WorkflowMetrics
 from orchestrator.settings import Settings
+from state.models import WorkflowState
 
 
 @dataclass(slots=True)
@@ -24,6 +26,12 @@ class Services:
     kinds: NodeKindRegistry
     builtins: Mapping[str, BuiltinFallback]
     chain: CompiledWorkflow
+    metrics: WorkflowMetrics
+    # A stored workflow's compiled definition (the chain by name, a client's DAG from its
+    # stored definition).
+    resolve: Callable[[WorkflowState], CompiledWorkflow]
+    # Whether traces are on (an incoming traceparent is then honoured).
+    tracing: bool = False
 
     def compile(self, raw: Any) -> CompiledWorkflow:
         """Parse and validate a client's definition against this service's agents and kinds."""

@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Tracer
 
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
@@ -106,7 +107,8 @@ class DagRunner:
     `agents` makes the agent calls (agents.client.AgentClient); `registry` supplies
     each agent's retry policy for per-node overrides; `kinds` is only used when a
     workflow was compiled without one (kinds travel inside the compiled nodes);
-    `builtins` are the built-in fallbacks by name; `clock` stamps the steps.
+    `builtins` are the built-in fallbacks by name; `clock` stamps the steps; with a
+    `tracer` each node runs in a span `node <id>`.
     """
 
     def __init__(
@@ -117,8 +119,10 @@ class DagRunner:
         kinds: NodeKindRegistry | None = None,
         builtins: Mapping[str, BuiltinFallback] | None = None,
         clock: Callable[[], float] = time.time,
+        tracer: Tracer | None = None,
     ) -> None:
         self.agents = agents
+        self.tracer = tracer
         self.registry = registry
         self.kinds = kinds or default_kinds()
         self.builtins: Mapping[str, BuiltinFallback] = dict(builtins or {})
@@ -402,6 +406,22 @@ class _Execution:
     async def _execute(self, cn: CompiledNode, pre_error: NodeError | None) -> _Outcome:
         # This node's own task: every line logged inside it carries the step and agent.
         structlog.contextvars.bind_contextvars(step=cn.id, agent=cn.agent)
+        tracer = self.runner.tracer
+        if tracer is None:
+            return await self._execute_node(cn, pre_error)
+        attributes = {"workflow.id": self.state.workflow_id, "step": cn.id, "kind": cn.node.kind}
+        if cn.agent is not None:
+            attributes["agent"] = cn.agent
+        with tracer.start_as_current_span(f"node {cn.id}", attributes=attributes) as span:
+            outcome = await self._execute_node(cn, pre_error)
+            status = "failed" if outcome.failed else "completed"
+            span.set_attribute("step.status", "fell_back" if outcome.fallback else status)
+            span.set_attribute("step.attempts", outcome.attempts)
+            if outcome.error is not None:
+                span.set_attribute("error.type", error_code(outcome.error))
+            return outcome
+
+    async def _execute_node(self, cn: CompiledNode, pre_error: NodeError | None) -> _Outcome:
         ctx = self._context(cn, self._node_deadline(cn))
         try:
             if pre_error is not None:

@@ -1,0 +1,103 @@
+"""`MeteredStore`: any `StateStore`, with the latency and errors of each operation measured."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from orchestrator.metrics import StoreMetrics
+from state.cancellations import CancellationStream
+from state.events import EventStream, StoredEvent
+from state.models import WorkflowState
+from state.store import StateStore
+
+if TYPE_CHECKING:
+    from state.leases import LeaseStore
+
+T = TypeVar("T")
+
+
+class MeteredStore:
+    """Delegates every call to `inner`; times it into `metrics` by operation.
+
+    An operation that raises counts as an error (and its time is still observed).
+    Subscriptions are timed until they are live, not while they stream.
+    """
+
+    def __init__(self, inner: StateStore, metrics: StoreMetrics) -> None:
+        self.inner = inner
+        backend = inner.backend
+        self._latency = {
+            op: metrics.latency.labels(backend, op) for op in _OPERATIONS
+        }
+        self._errors = {op: metrics.errors.labels(backend, op) for op in _OPERATIONS}
+
+    @property
+    def ttl_s(self) -> int:
+        return self.inner.ttl_s
+
+    @property
+    def backend(self) -> str:
+        return self.inner.backend
+
+    def leases(self) -> LeaseStore:
+        return self.inner.leases()
+
+    async def save(self, state: WorkflowState) -> bool:
+        return await self._timed("save", self.inner.save, state)
+
+    async def get(self, workflow_id: str) -> WorkflowState | None:
+        return await self._timed("get", self.inner.get, workflow_id)
+
+    async def request_cancel(self, workflow_id: str) -> None:
+        await self._timed("request_cancel", self.inner.request_cancel, workflow_id)
+
+    async def cancel_requested(self, workflow_id: str) -> bool:
+        return await self._timed("cancel_requested", self.inner.cancel_requested, workflow_id)
+
+    async def subscribe_cancellations(self) -> CancellationStream:
+        return await self._timed("subscribe_cancellations", self.inner.subscribe_cancellations)
+
+    async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
+        return await self._timed("append_event", self.inner.append_event, workflow_id, event)
+
+    async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
+        return await self._timed("events_since", self.inner.events_since, workflow_id, after)
+
+    async def subscribe_events(self, workflow_id: str) -> EventStream:
+        return await self._timed("subscribe_events", self.inner.subscribe_events, workflow_id)
+
+    async def ping(self) -> bool:
+        started = time.perf_counter()
+        ok = await self.inner.ping()
+        self._latency["ping"].observe(time.perf_counter() - started)
+        if not ok:
+            self._errors["ping"].inc()
+        return ok
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def _timed(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return await fn(*args)
+        except Exception:
+            self._errors[op].inc()
+            raise
+        finally:
+            self._latency[op].observe(time.perf_counter() - started)
+
+
+_OPERATIONS = (
+    "save",
+    "get",
+    "request_cancel",
+    "cancel_requested",
+    "subscribe_cancellations",
+    "append_event",
+    "events_since",
+    "subscribe_events",
+    "ping",
+)
