@@ -336,13 +336,13 @@ class AgentClient:
 
     async def _gated(self, call: _Call) -> dict[str, Any]:
         breaker = self._breakers[call.spec.name]
-        # Every line logged during this attempt carries its number (reset afterwards, so
-        # a caller outside a node task keeps its own context).
-        with structlog.contextvars.bound_contextvars(attempt=call.attempts + 1):
-            try:
-                return await breaker.call(lambda: self._bulkheaded(call), classify=_classify)
-            except CircuitOpenError as exc:
-                raise _translate(exc, **_ctx(call)) from exc
+        # Every line logged from here on in this task (the node's own) carries the number of
+        # the attempt it is about, up to the call's final result.
+        structlog.contextvars.bind_contextvars(attempt=call.attempts + 1)
+        try:
+            return await breaker.call(lambda: self._bulkheaded(call), classify=_classify)
+        except CircuitOpenError as exc:
+            raise _translate(exc, **_ctx(call)) from exc
 
     async def _bulkheaded(self, call: _Call) -> dict[str, Any]:
         bulkhead = self._bulkheads[call.spec.name]

@@ -360,9 +360,11 @@ class _Execution:
         assert outcome.error is not None
         log.info(
             "node_failed",
+            # Settled in the workflow's task, not the node's: its context is given here.
             workflow_id=self.state.workflow_id,
             step=node_id,
             agent=outcome.agent,
+            attempt=outcome.attempts,
             error=error_code(outcome.error),
         )
         if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
@@ -405,7 +407,8 @@ class _Execution:
 
     async def _execute(self, cn: CompiledNode, pre_error: NodeError | None) -> _Outcome:
         # This node's own task: every line logged inside it carries the step and agent.
-        structlog.contextvars.bind_contextvars(step=cn.id, agent=cn.agent)
+        # (`attempt` is 0 until the agent client makes one.)
+        structlog.contextvars.bind_contextvars(step=cn.id, agent=cn.agent, attempt=0)
         tracer = self.runner.tracer
         if tracer is None:
             return await self._execute_node(cn, pre_error)

@@ -93,7 +93,13 @@ async def api(
         if store is not None:
             stores.append(store)
         replica_id = kwargs.pop("replica_id", None)
-        app = create_app(settings_for(agents, **kwargs), store=store, replica_id=replica_id)
+        provider = kwargs.pop("tracer_provider", None)
+        app = create_app(
+            settings_for(agents, **kwargs),
+            store=store,
+            replica_id=replica_id,
+            tracer_provider=provider,
+        )
         return await aiohttp_client(app)
 
     yield make

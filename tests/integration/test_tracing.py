@@ -1,0 +1,113 @@
+"""OpenTelemetry: spans per workflow, node and attempt; traceparent to agents and from clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from orchestrator.settings import Settings
+from orchestrator.tracing import configured_tracer_provider
+from tests.integration.conftest import Agents
+
+QUESTION = "average revenue by region in 2024"
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_PARENT = "00f067aa0ba902b7"
+
+
+@pytest.fixture
+def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    yield provider, memory
+    provider.shutdown()
+
+
+def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+async def test_spans_nest_workflow_node_attempt_and_agents_join_the_trace(
+    api: Any, agents: Agents, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """One trace: workflow > node > agent attempt, with attributes; each agent got traceparent."""
+    provider, memory = exporter
+    await agents["viz"].control(fail_rate=1.0)
+    client = await api(tracer_provider=provider)
+    body = await (await client.post("/api/query", json={"query": QUESTION})).json()
+    assert body["status"] == "degraded"
+
+    spans = memory.get_finished_spans()
+    (workflow,) = by_name(spans, "workflow")
+    assert workflow.attributes is not None
+    assert workflow.attributes["workflow.id"] == body["workflow_id"]
+    assert workflow.attributes["workflow.status"] == "degraded"
+    trace_id = workflow.context.trace_id
+    assert all(s.context.trace_id == trace_id for s in spans)
+
+    (viz_node,) = by_name(spans, "node viz")
+    assert viz_node.parent is not None and viz_node.parent.span_id == workflow.context.span_id
+    assert viz_node.attributes is not None and viz_node.attributes["step.status"] == "failed"
+    viz_attempts = sorted(by_name(spans, "agent viz"), key=lambda s: s.start_time or 0)
+    assert [s.attributes["attempt"] for s in viz_attempts if s.attributes] == [1, 2]
+    first, second = viz_attempts
+    assert first.parent is not None and first.parent.span_id == viz_node.context.span_id
+    assert first.attributes is not None and second.attributes is not None
+    assert first.attributes["breaker.state"] == "closed"
+    assert first.attributes["http.response.status_code"] == 503
+    assert first.attributes["error.type"] == "agent_http_error"
+    assert "retry.delay_s" not in first.attributes
+    assert second.attributes["retry.delay_s"] >= 0
+    assert not first.status.is_ok
+
+    # The agent saw the attempt span as the parent of its own work.
+    # (The flags byte says "sampled", and may add the W3C level-2 "random" bit.)
+    seen = [p.rsplit("-", 1)[0] for p in (await agents["viz"].stats())["traceparents"]]
+    assert seen == [f"00-{trace_id:032x}-{span.context.span_id:016x}" for span in viz_attempts]
+    (data_attempt,) = by_name(spans, "agent data")
+    (data_seen,) = (await agents["data"].stats())["traceparents"]
+    assert data_seen.startswith(f"00-{trace_id:032x}-{data_attempt.context.span_id:016x}-")
+    assert int(data_seen[-2:], 16) & 1  # sampled
+
+
+async def test_an_incoming_traceparent_becomes_the_workflow_parent(
+    api: Any, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """POST /api/query with traceparent: the workflow span joins the caller's trace."""
+    provider, memory = exporter
+    client = await api(tracer_provider=provider)
+    headers = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_PARENT}-01"}
+    await client.post("/api/query", json={"query": QUESTION}, headers=headers)
+    (workflow,) = by_name(memory.get_finished_spans(), "workflow")
+    assert f"{workflow.context.trace_id:032x}" == CLIENT_TRACE
+    assert workflow.parent is not None and f"{workflow.parent.span_id:016x}" == CLIENT_PARENT
+
+
+async def test_tracing_off_sends_no_traceparent(api: Any, agents: Agents) -> None:
+    """Not configured: no provider, and agents get no traceparent header."""
+    assert configured_tracer_provider(Settings()) is None
+    client = await api()
+    headers = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_PARENT}-01"}
+    await client.post("/api/query", json={"query": QUESTION}, headers=headers)
+    for name in ("nlp", "data", "viz"):
+        assert (await agents[name].stats())["traceparents"] == []
+
+
+def test_an_otlp_endpoint_turns_tracing_on() -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT builds the SDK provider; OTEL_SDK_DISABLED keeps it off."""
+    on = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert on.otel_endpoint == "http://127.0.0.1:4318/v1/traces"
+    provider = configured_tracer_provider(on)
+    assert isinstance(provider, TracerProvider)
+    provider.shutdown()
+    traces = Settings.from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://h:1/x"})
+    assert traces.otel_endpoint == "http://h:1/x"
+    off = Settings.from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"}
+    )
+    assert off.otel_endpoint is None
