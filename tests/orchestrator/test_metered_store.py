@@ -38,12 +38,13 @@ async def test_operations_are_timed_and_failures_counted() -> None:
     assert await store.ping() is True
 
     count = "orch_state_store_operation_seconds_count"
+    errors = "orch_state_store_errors_total"
     assert sample(registry, count, backend="memory", operation="save") == 1
     assert sample(registry, count, backend="memory", operation="append_event") == 1
     assert sample(registry, count, backend="memory", operation="get") == 1
-    assert sample(registry, "orch_state_store_errors_total", backend="memory", operation="get") == 1
-    assert sample(registry, "orch_state_store_errors_total", backend="memory", operation="save") == 0
+    assert sample(registry, errors, backend="memory", operation="get") == 1
+    assert sample(registry, errors, backend="memory", operation="save") == 0
     assert store.backend == "memory" and store.ttl_s == inner.ttl_s
     await store.close()
     assert await store.ping() is False
-    assert sample(registry, "orch_state_store_errors_total", backend="memory", operation="ping") == 1
+    assert sample(registry, errors, backend="memory", operation="ping") == 1
