@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command: install what is needed (venv, packages, redis-server),
-# start a private Redis on 127.0.0.1, then run ruff, mypy --strict and the whole pytest suite.
+# The README's test command: install what is needed (venv, packages, redis-server, and
+# Debian's chromium for the ops page's browser test), start a private Redis on 127.0.0.1,
+# then run ruff, mypy --strict and the whole pytest suite.
 # Extra arguments go to pytest (e.g. -k cancel).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,6 +11,12 @@ if [ -z "${REDIS_URL:-}" ]; then
   eval "$(bash scripts/redis.sh)"
 fi
 export REDIS_URL
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium with apt-get (the ops page's browser test drives it headless)"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+fi
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"
