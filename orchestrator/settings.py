@@ -18,6 +18,7 @@
                                  (besides the built-in chain; any other name is "other")
 - ORCH_METRICS_MAX_STEPS         distinct step-id labels per such definition (50)
 - ORCH_SSE_KEEPALIVE_S           idle time before an event stream sends a keep-alive comment (15)
+- ORCH_SSE_MAX_STREAMS           event streams one replica serves at once; more get 503 (256)
 - OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT   turn tracing on (OTLP/HTTP);
   OTEL_SERVICE_NAME names the service ("agent-orchestrator"); OTEL_SDK_DISABLED=true keeps it off.
   The exporter reads the other standard OTEL_* variables itself.
@@ -94,6 +95,7 @@ class Settings:
     metrics_definitions: tuple[str, ...] = ()
     metrics_max_steps: int = 50
     sse_keepalive_s: float = 15.0
+    sse_max_streams: int = 256
     # Tracing is on only when an OTLP endpoint is configured (or a provider is injected):
     # the full OTLP/HTTP traces URL.
     otel_endpoint: str | None = None
@@ -161,6 +163,7 @@ class Settings:
             ),
             metrics_max_steps=_env_int(env, "ORCH_METRICS_MAX_STEPS", 50, minimum=1),
             sse_keepalive_s=_env_float(env, "ORCH_SSE_KEEPALIVE_S", 15.0),
+            sse_max_streams=_env_int(env, "ORCH_SSE_MAX_STREAMS", 256, minimum=1),
             otel_endpoint=None if otel_disabled else (otel_endpoint or None),
             otel_service_name=env.get("OTEL_SERVICE_NAME") or "agent-orchestrator",
             agents=AgentRegistry(specs),

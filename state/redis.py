@@ -120,7 +120,7 @@ class RedisStateStore:
         self._batcher = _Batcher(client)
         self._save_sha = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
         self._cancel_script = client.register_script(_CANCEL_LUA)
-        self._append_event_script = client.register_script(_APPEND_EVENT_LUA)
+        self._append_event_sha = hashlib.sha1(_APPEND_EVENT_LUA.encode()).hexdigest()
         self._subscriptions: set[_Subscription] = set()
         self._event_subscriptions: set[_EventSubscription] = set()
 
@@ -210,11 +210,18 @@ class RedisStateStore:
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
         blob = orjson.dumps(event)
+        channel = keys.events_channel(self._prefix, workflow_id)
+        # Through the batcher: a turn's events and document writes share one round trip.
+        command = (
+            "EVALSHA", self._append_event_sha, 1, keys.events_key(self._prefix, workflow_id),
+            blob, self._ttl_s, channel,
+        )
         async with self._translate("append_event", workflow_id):
-            seq = await self._append_event_script(
-                keys=[keys.events_key(self._prefix, workflow_id)],
-                args=[blob, self._ttl_s, keys.events_channel(self._prefix, workflow_id)],
-            )
+            try:
+                seq = await self._batcher.call(command)
+            except NoScriptError:
+                await self._client.script_load(_APPEND_EVENT_LUA)
+                seq = await self._batcher.call(command)
         return int(seq)
 
     async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from orchestrator.api.errors import BadRequest
+from orchestrator.api.errors import ApiError, BadRequest
 from orchestrator.api.middleware import REQUEST_ID_HEADER, request_id
 from orchestrator.api.services import SERVICES
 from orchestrator.errors import WorkflowNotFound
@@ -32,6 +32,10 @@ from state.events import EventStream, StoredEvent
 from state.store import StateStore
 
 routes = web.RouteTableDef()
+
+
+class TooManyStreams(ApiError):
+    status, code = 503, "too_many_streams"
 
 # Reconnect delay the browser's EventSource should use (ms).
 _RETRY_MS = 1000
@@ -70,9 +74,16 @@ async def workflow_events(request: web.Request) -> web.StreamResponse:
     after = _resume_point(request)
     if await store.get(workflow_id) is None:
         raise WorkflowNotFound(workflow_id)
+    streams = request.app[OPEN_STREAMS]
+    limit = services.settings.sse_max_streams
+    if len(streams) >= limit:
+        # Each stream holds a subscription (for Redis, a connection): bounded per replica.
+        raise TooManyStreams(
+            f"this replica already serves {limit} event streams; retry shortly",
+            details={"limit": limit},
+        )
     # Subscribe before reading the log: nothing can fall between the two.
     subscription = await store.subscribe_events(workflow_id)
-    streams = request.app[OPEN_STREAMS]
     streams.add(subscription)
     try:
         response = web.StreamResponse(

@@ -169,3 +169,18 @@ async def test_a_second_replica_streams_the_workflow_and_resumes(
     ]
     on_a = await read_events(await a.get(f"/api/workflow/{workflow_id}/events"))
     assert on_a == events
+
+
+async def test_streams_per_replica_are_capped(api: Any, agents: Agents) -> None:
+    """Past ORCH_SSE_MAX_STREAMS open streams, another gets 503 too_many_streams."""
+    await agents["data"].control(delay_ms=500)
+    client = await api(sse_max_streams=1)
+    accepted = await submit(client)
+    first = await client.get(accepted["links"]["events"])
+    assert first.status == 200
+    await read_events(first, limit=1)  # it is open and streaming
+    second = await client.get(accepted["links"]["events"])
+    assert second.status == 503
+    assert (await second.json())["error"]["code"] == "too_many_streams"
+    rest = await read_events(first)
+    assert rest[-1].event == "workflow.completed"
