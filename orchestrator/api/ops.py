@@ -24,6 +24,7 @@ from state.models import WorkflowState
 
 routes = web.RouteTableDef()
 
+
 @routes.get("/metrics")
 async def prometheus_metrics(request: web.Request) -> web.Response:
     registry = request.app[SERVICES].metrics.registry
