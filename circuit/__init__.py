@@ -7,8 +7,10 @@ from circuit.breaker import (
     AsyncCircuitBreaker,
     BreakerSnapshot,
     BreakerState,
+    Forced,
     Outcome,
     StateChangeCallback,
+    open_wait_s,
 )
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 from circuit.errors import CircuitError, CircuitOpenError
@@ -21,6 +23,7 @@ __all__ = [
     "BreakerState",
     "CircuitError",
     "CircuitOpenError",
+    "Forced",
     "Outcome",
     "RetryBudget",
     "RetryBudgetConfig",
@@ -28,5 +31,6 @@ __all__ = [
     "StateChangeCallback",
     "backoff_delay",
     "call_with_retry",
+    "open_wait_s",
     "parse_retry_after",
 ]

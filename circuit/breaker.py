@@ -9,14 +9,23 @@ open -> half-open timer reads `datetime.now` so it cannot be driven by a test cl
 So `AsyncCircuitBreaker` admits calls itself and only *records* outcomes into
 pybreaker, after the `await`:
 
-- open: refuse with `CircuitOpenError`; nothing is called. Once `reset_timeout_s`
-  has passed on the injected clock the gate moves pybreaker to half-open.
+- what opens it is the policy: `consecutive` leaves it to pybreaker's `fail_max`;
+  `rate` (the default) keeps a `SlidingWindow` of closed-state outcomes here and
+  opens pybreaker when the failure or slow-call rate reaches its threshold over at
+  least `minimum_calls` calls (pybreaker's own counter is then never the trigger).
+- open: refuse with `CircuitOpenError`; nothing is called. Once the open wait has
+  passed on the injected clock the gate moves pybreaker to half-open. The wait is
+  `reset_timeout_s` after a close, and grows by `backoff_multiplier` (jittered,
+  capped at `max_reset_timeout_s`) each time a half-open probe fails.
 - half-open: at most `half_open_max_calls` probes run at once; the rest are refused.
 - every state change bumps a generation; an outcome is recorded only if the
   generation is still the one the call was admitted under, so a slow call from an
   earlier state can neither re-open nor close the breaker.
 - cancellation (and other non-`Exception` exits) records nothing and frees the
   probe slot.
+- a forced mode set by ops (or by `share = "follow"`) overrides all of that:
+  `Forced.OPEN` / `Forced.FOLLOW` hold it open (no half-open), `Forced.DISABLED`
+  holds it closed and admits every call, recording nothing into the state machine.
 
 It is meant for one event loop; nothing here is thread-safe, and nothing needs to
 be, because admission and recording never await.
@@ -26,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -37,14 +48,18 @@ import structlog
 
 from circuit.config import BreakerConfig
 from circuit.errors import CircuitOpenError
+from circuit.window import SlidingWindow, WindowCounts
 
 __all__ = [
     "AsyncCircuitBreaker",
     "BreakerSnapshot",
     "BreakerState",
     "CircuitOpenError",
+    "Forced",
     "Outcome",
     "StateChangeCallback",
+    "open_wait_s",
+    "validate_config",
 ]
 
 T = TypeVar("T")
@@ -56,6 +71,14 @@ class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+class Forced(StrEnum):
+    """A mode that overrides the policy until it is lifted."""
+
+    OPEN = "open"  # ops: open, no probes, until reset
+    DISABLED = "disabled"  # ops: closed, every call admitted, nothing recorded, until enabled
+    FOLLOW = "follow"  # share="follow": open while enough other replicas have it open
 
 
 class Outcome(Enum):
@@ -88,7 +111,10 @@ def _succeed() -> None:
 class BreakerSnapshot:
     """A breaker's state and counters at one moment, for the status endpoint and metrics.
 
-    `failure_count` is pybreaker's consecutive-failure counter. `calls` counts admitted
+    `failure_count` is pybreaker's consecutive-failure counter; `window` the rate policy's
+    sliding-window counts (None under `consecutive`). `open_wait_s` is the wait of the
+    current (or last) opening and `backoff_level` how many failed probes grew it since
+    the last close; `forced` is the mode ops (or following) imposed. `calls` counts admitted
     calls; `successes` / `failures` count classified outcomes, including late ones the
     state machine ignored; `rejections` counts refused calls; `trips` counts entries
     into the open state. `opened_at` (epoch s) is when it last opened, kept after it
@@ -97,9 +123,20 @@ class BreakerSnapshot:
 
     name: str
     state: BreakerState
+    policy: str
+    forced: Forced | None
     failure_count: int
     fail_max: int
+    window: WindowCounts | None
+    window_type: str
+    window_size: int
+    failure_rate_threshold: float
+    slow_call_duration_s: float
+    slow_call_rate_threshold: float
+    minimum_calls: int
     reset_timeout_s: float
+    open_wait_s: float
+    backoff_level: int
     success_threshold: int
     half_open_max_calls: int
     opened_at: float | None
@@ -112,8 +149,10 @@ class BreakerSnapshot:
     trips: int
 
     def to_dict(self) -> dict[str, object]:
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["state"] = self.state.value
+        data["forced"] = None if self.forced is None else self.forced.value
+        data["window"] = None if self.window is None else self.window.to_dict()
         return data
 
 
@@ -121,6 +160,7 @@ class BreakerSnapshot:
 class _Ticket:
     generation: int
     probe: bool
+    started: float
 
 
 class _TransitionListener(pybreaker.CircuitBreakerListener):
@@ -139,8 +179,9 @@ class _TransitionListener(pybreaker.CircuitBreakerListener):
 class AsyncCircuitBreaker:
     """An asyncio-safe circuit breaker around one pybreaker state machine.
 
-    `clock` (monotonic seconds) drives the open -> half-open timer; `wall_clock`
-    (epoch seconds) only stamps `opened_at` / `half_open_at` for reporting.
+    `clock` (monotonic seconds) drives the open -> half-open timer, the time-based
+    window and slow-call timing; `wall_clock` (epoch seconds) only stamps
+    `opened_at` / `half_open_at` for reporting; `rng` jitters the backed-off waits.
     `on_state_change(name, old, new)` is called once per state change, after the
     state machine has settled; an exception from it is logged, never propagated
     into the call path. `listeners` are extra pybreaker listeners, which see every
@@ -154,21 +195,28 @@ class AsyncCircuitBreaker:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
         on_state_change: StateChangeCallback | None = None,
         listeners: Iterable[pybreaker.CircuitBreakerListener] = (),
     ) -> None:
-        _validate(config)
+        validate_config(config)
         self.name = name
         self.config = config
         self._clock = clock
         self._wall_clock = wall_clock
+        self._rng = rng if rng is not None else random.Random()
         self._on_state_change = on_state_change
+        self._rate = config.policy == "rate"
+        self._window = SlidingWindow(config.window_type, config.window_size, clock=clock)
+        self._forced: Forced | None = None
         # Bumped on every transition; outcomes of calls admitted under an older one are ignored.
         self._generation = 0
         # Probes of the current generation only; a transition starts a fresh count.
         self._probes = 0
         self._opened_mono: float | None = None
         self._opened_wall: float | None = None
+        self._open_wait_s = config.reset_timeout_s
+        self._backoff_level = 0
         self._pending: list[tuple[BreakerState, BreakerState]] = []
         self._calls = 0
         self._successes = 0
@@ -176,7 +224,9 @@ class AsyncCircuitBreaker:
         self._rejections = 0
         self._trips = 0
         self._breaker = pybreaker.CircuitBreaker(
-            fail_max=config.fail_max,
+            # Under the rate policy the window decides when to open; pybreaker's
+            # consecutive counter must never get there first.
+            fail_max=config.fail_max if not self._rate else sys.maxsize,
             # Informational only: the gate never hands pybreaker a call while open,
             # so pybreaker's own datetime-based timer never runs.
             reset_timeout=config.reset_timeout_s,
@@ -187,9 +237,13 @@ class AsyncCircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        """The current state; OPEN turns HALF_OPEN here once the reset timeout has passed."""
+        """The current state; OPEN turns HALF_OPEN here once the open wait has passed."""
         self._refresh()
         return self._current()
+
+    @property
+    def forced(self) -> Forced | None:
+        return self._forced
 
     async def call(
         self,
@@ -221,17 +275,29 @@ class AsyncCircuitBreaker:
     def snapshot(self) -> BreakerSnapshot:
         self._refresh()
         state = self._current()
+        config = self.config
         half_open_at = None
-        if state is BreakerState.OPEN and self._opened_wall is not None:
-            half_open_at = self._opened_wall + self.config.reset_timeout_s
+        if state is BreakerState.OPEN and self._opened_wall is not None and self._forced is None:
+            half_open_at = self._opened_wall + self._open_wait_s
         return BreakerSnapshot(
             name=self.name,
             state=state,
+            policy=config.policy,
+            forced=self._forced,
             failure_count=self._breaker.fail_counter,
-            fail_max=self.config.fail_max,
-            reset_timeout_s=self.config.reset_timeout_s,
-            success_threshold=self.config.success_threshold,
-            half_open_max_calls=self.config.half_open_max_calls,
+            fail_max=config.fail_max,
+            window=self._window.counts() if self._rate else None,
+            window_type=config.window_type,
+            window_size=config.window_size,
+            failure_rate_threshold=config.failure_rate_threshold,
+            slow_call_duration_s=config.slow_call_duration_s,
+            slow_call_rate_threshold=config.slow_call_rate_threshold,
+            minimum_calls=config.minimum_calls,
+            reset_timeout_s=config.reset_timeout_s,
+            open_wait_s=self._open_wait_s,
+            backoff_level=self._backoff_level,
+            success_threshold=config.success_threshold,
+            half_open_max_calls=config.half_open_max_calls,
             opened_at=self._opened_wall,
             half_open_at=half_open_at,
             probes_in_flight=self._probes,
@@ -243,24 +309,48 @@ class AsyncCircuitBreaker:
         )
 
     def force_open(self) -> None:
-        """Open now (a trip, unless already open); the reset timer restarts now."""
+        """Open now (a trip, unless already open); the open timer restarts now."""
         self._breaker.open()
         self._flush()
 
     def reset(self) -> None:
-        """Close now and clear the state machine's counters; in-flight outcomes are ignored."""
+        """Close now, lift any forced mode, clear the counters and the window.
+
+        In-flight outcomes are ignored; the open wait goes back to its base.
+        """
+        self._forced = None
         self._breaker.close()
+        self._flush()
+
+    def set_forced(self, forced: Forced | None) -> None:
+        """Impose a mode (see `Forced`), or lift it with None (the breaker then closes).
+
+        Setting the mode already in force changes nothing, so a replica can re-apply
+        the deployment's modes as often as it likes.
+        """
+        if forced is self._forced:
+            return
+        self._forced = forced
+        if forced is Forced.OPEN or forced is Forced.FOLLOW:
+            self._breaker.open()
+        else:
+            # DISABLED, or lifted: a fresh closed breaker (new generation, empty window).
+            self._breaker.close()
         self._flush()
 
     # -- gate ---------------------------------------------------------------------
 
     def _admit(self) -> _Ticket:
+        if self._forced is Forced.DISABLED:
+            self._calls += 1
+            return _Ticket(generation=self._generation, probe=False, started=self._clock())
         self._refresh()
         state = self._current()
         if state is BreakerState.OPEN:
             self._rejections += 1
             raise CircuitOpenError(
-                f"circuit {self.name!r} is open",
+                f"circuit {self.name!r} is open"
+                + ("" if self._forced is None else f" ({self._forced.value})"),
                 name=self.name,
                 retry_after_s=self._remaining_open_s(),
             )
@@ -276,7 +366,7 @@ class AsyncCircuitBreaker:
                 )
             self._probes += 1
         self._calls += 1
-        return _Ticket(generation=self._generation, probe=probe)
+        return _Ticket(generation=self._generation, probe=probe, started=self._clock())
 
     def _release(self, ticket: _Ticket) -> None:
         if ticket.probe and ticket.generation == self._generation:
@@ -289,14 +379,30 @@ class AsyncCircuitBreaker:
             self._successes += 1
         else:
             self._failures += 1
-        if ticket.generation != self._generation:
-            return  # late: the breaker has moved on since this call was admitted
-        if outcome is Outcome.SUCCESS:
+        if ticket.generation != self._generation or self._forced is not None:
+            return  # late (the breaker moved on since admission), or a forced mode rules
+        failed = outcome is Outcome.FAILURE
+        slow = self._rate and self._clock() - ticket.started >= self.config.slow_call_duration_s
+        if ticket.probe and slow:
+            failed = True  # a probe that answers slowly has not shown the agent recovered
+        if not failed:
             self._breaker.call(_succeed)
         else:
-            assert exc is not None, "a FAILURE outcome always comes from an exception"
-            self._record_failure(exc)
+            self._record_failure(exc if exc is not None else _SlowCall(self.name))
+        if self._rate and not ticket.probe and self._current() is BreakerState.CLOSED:
+            self._window.record(failed=outcome is Outcome.FAILURE, slow=slow)
+            if self._window_says_open():
+                self._breaker.open()
         self._flush()
+
+    def _window_says_open(self) -> bool:
+        counts = self._window.counts()
+        if counts.calls < self.config.minimum_calls:
+            return False
+        return (
+            counts.failure_rate >= self.config.failure_rate_threshold
+            or counts.slow_rate >= self.config.slow_call_rate_threshold
+        )
 
     def _record_failure(self, exc: Exception) -> None:
         # Feed the real exception through pybreaker so its listeners see it; keep the
@@ -317,7 +423,11 @@ class AsyncCircuitBreaker:
             exc.__traceback__ = traceback
 
     def _refresh(self) -> None:
-        if self._current() is BreakerState.OPEN and self._remaining_open_s() <= 0.0:
+        if (
+            self._forced is None
+            and self._current() is BreakerState.OPEN
+            and self._remaining_open_s() <= 0.0
+        ):
             self._breaker.half_open()
             self._flush()
 
@@ -327,7 +437,7 @@ class AsyncCircuitBreaker:
     def _remaining_open_s(self) -> float:
         if self._opened_mono is None:
             return 0.0
-        return max(0.0, self._opened_mono + self.config.reset_timeout_s - self._clock())
+        return max(0.0, self._opened_mono + self._open_wait_s - self._clock())
 
     # -- transitions --------------------------------------------------------------
 
@@ -339,12 +449,19 @@ class AsyncCircuitBreaker:
         self._generation += 1
         self._probes = 0
         if new is BreakerState.OPEN:
+            if old is BreakerState.HALF_OPEN:
+                self._backoff_level += 1  # the probe failed: wait longer this time
+            self._open_wait_s = open_wait_s(self.config, self._backoff_level, self._rng)
             self._opened_mono = self._clock()
             self._opened_wall = self._wall_clock()
             if old is not BreakerState.OPEN:
                 self._trips += 1
         else:
             self._opened_mono = None
+        if new is BreakerState.CLOSED:
+            self._backoff_level = 0
+            self._open_wait_s = self.config.reset_timeout_s
+            self._window.reset()
         if old is not None and old is not new:
             self._pending.append((old, new))
 
@@ -360,12 +477,49 @@ class AsyncCircuitBreaker:
                 logger.exception("breaker_listener_failed", breaker=self.name)
 
 
-def _validate(config: BreakerConfig) -> None:
-    if config.fail_max < 1:
-        raise ValueError(f"fail_max must be >= 1, got {config.fail_max}")
-    if config.success_threshold < 1:
-        raise ValueError(f"success_threshold must be >= 1, got {config.success_threshold}")
-    if config.half_open_max_calls < 1:
-        raise ValueError(f"half_open_max_calls must be >= 1, got {config.half_open_max_calls}")
-    if config.reset_timeout_s < 0:
-        raise ValueError(f"reset_timeout_s must be >= 0, got {config.reset_timeout_s}")
+class _SlowCall(Exception):
+    """What pybreaker's listeners see when a half-open probe succeeded too slowly."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"circuit {name!r}: the half-open probe was slow")
+
+
+def open_wait_s(config: BreakerConfig, level: int, rng: random.Random) -> float:
+    """How long an opening lasts after `level` failed probes since the last close.
+
+    Level 0 waits exactly `reset_timeout_s`; each level multiplies it by
+    `backoff_multiplier`, capped at `max_reset_timeout_s`, then draws it from
+    `[wait * (1 - backoff_jitter), wait]` so replicas that opened together do not
+    all probe together again.
+    """
+    if level <= 0:
+        return config.reset_timeout_s
+    exponent = min(level, 64)  # far beyond any cap; keeps the power finite
+    cap = max(config.max_reset_timeout_s, config.reset_timeout_s)
+    wait = min(cap, config.reset_timeout_s * config.backoff_multiplier**exponent)
+    return wait * (1.0 - config.backoff_jitter * rng.random())
+
+
+def validate_config(config: BreakerConfig) -> None:
+    """Raise `ValueError` naming the first field with a value no breaker can work with."""
+    checks: list[tuple[str, bool]] = [
+        ("fail_max", config.fail_max >= 1),
+        ("success_threshold", config.success_threshold >= 1),
+        ("half_open_max_calls", config.half_open_max_calls >= 1),
+        ("reset_timeout_s", config.reset_timeout_s >= 0),
+        ("window_size", config.window_size >= 1),
+        ("minimum_calls", config.minimum_calls >= 1),
+        ("failure_rate_threshold", 0 < config.failure_rate_threshold <= 100),
+        ("slow_call_rate_threshold", 0 < config.slow_call_rate_threshold <= 100),
+        ("slow_call_duration_s", config.slow_call_duration_s > 0),
+        ("backoff_multiplier", config.backoff_multiplier >= 1),
+        ("max_reset_timeout_s", config.max_reset_timeout_s >= 0),
+        ("backoff_jitter", 0 <= config.backoff_jitter < 1),
+        ("follow_share", 0 < config.follow_share <= 1),
+        ("policy", config.policy in ("consecutive", "rate")),
+        ("window_type", config.window_type in ("count", "time")),
+        ("share", config.share in ("view", "follow")),
+    ]
+    for field, ok in checks:
+        if not ok:
+            raise ValueError(f"{field} has a nonsensical value: {getattr(config, field)!r}")

@@ -3,18 +3,50 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+BreakerPolicy = Literal["consecutive", "rate"]
+WindowType = Literal["count", "time"]
+SharePolicy = Literal["view", "follow"]
 
 
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
-    # Consecutive failures that open the breaker.
+    """One agent's breaker. Defaults keep a ~30 %-flaky agent closed and cut a dead one off.
+
+    `policy = "rate"` (the default) opens on the sliding window's failure or slow-call
+    rate, the model Resilience4j users know; `policy = "consecutive"` opens after
+    `fail_max` failures in a row (the original behaviour).
+    """
+
+    policy: BreakerPolicy = "rate"
+    # consecutive: failures in a row that open the breaker.
     fail_max: int = 5
-    # Seconds the breaker stays open before it admits half-open probes.
+    # rate: the window is the last `window_size` calls ("count") or seconds ("time").
+    window_type: WindowType = "count"
+    window_size: int = 100
+    # rate: open when at least this share (%) of the window's calls failed ...
+    failure_rate_threshold: float = 60.0
+    # ... or when at least this share (%) took `slow_call_duration_s` or longer ...
+    slow_call_duration_s: float = 10.0
+    slow_call_rate_threshold: float = 80.0
+    # ... but never on fewer calls than this (a cold window proves nothing).
+    minimum_calls: int = 20
+    # Seconds the breaker stays open before it admits half-open probes (the base wait).
     reset_timeout_s: float = 60.0
+    # A failed probe re-opens with the wait multiplied by this, jittered, capped below.
+    backoff_multiplier: float = 2.0
+    max_reset_timeout_s: float = 600.0
+    # A re-open's wait is drawn from [wait * (1 - jitter), wait], so replicas drift apart.
+    backoff_jitter: float = 0.2
     # Successful probes in half-open needed to close again.
     success_threshold: int = 1
     # Probes admitted at once in half-open; every other caller fails fast.
     half_open_max_calls: int = 1
+    # Across replicas: "view" publishes and obeys ops actions; "follow" also opens
+    # when `follow_share` of the live replicas have opened this breaker themselves.
+    share: SharePolicy = "view"
+    follow_share: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)

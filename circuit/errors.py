@@ -2,7 +2,9 @@
 
 ```
 CircuitError                  base of every error this package raises itself
-└── CircuitOpenError          a call was refused by a breaker; nothing was sent
+├── CircuitOpenError          a call was refused by a breaker; nothing was sent
+└── BreakerBoardError         the shared breaker board (Redis) failed; raised only to
+                              ops actions, never on the call path
 ```
 
 The retry policy raises no errors of its own: when it gives up, the caller gets the
@@ -28,3 +30,16 @@ class CircuitOpenError(CircuitError):
         super().__init__(message)
         self.name = name
         self.retry_after_s = retry_after_s
+
+
+class BreakerBoardError(CircuitError):
+    """The board that shares breakers across replicas could not be read or written.
+
+    Raised `from` the backend's own exception. Calls never see it: only the
+    publisher (which logs it and carries on) and ops actions (a 503 at the API).
+    """
+
+    def __init__(self, message: str, *, backend: str, operation: str) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.operation = operation

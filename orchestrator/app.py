@@ -10,6 +10,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from agents.client import AgentClient, create_http_client
+from circuit.board import BreakerBoard, MemoryBreakerBoard
+from circuit.board_redis import RedisBreakerBoard
+from circuit.sharing import BreakerSync
 from orchestrator.api import events as event_routes
 from orchestrator.api import ops as ops_routes
 from orchestrator.api.errors import error_middleware
@@ -37,9 +40,25 @@ BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_in
 def create_store(settings: Settings) -> StateStore:
     if settings.redis_url:
         return RedisStateStore.from_url(
-            settings.redis_url, prefix=settings.key_prefix, ttl_s=settings.state_ttl_s
+            settings.redis_url,
+            prefix=settings.key_prefix,
+            ttl_s=settings.state_ttl_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            command_timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
+            pool_timeout_s=settings.redis_pool_timeout_s,
         )
     return MemoryStateStore(ttl_s=settings.state_ttl_s)
+
+
+def create_breaker_board(settings: Settings) -> BreakerBoard:
+    """Where replicas share breakers: Redis when the state is there, else this process."""
+    ttl_s = max(2.0, 8 * settings.breaker_sync_s)
+    if settings.redis_url:
+        return RedisBreakerBoard.from_url(
+            settings.redis_url, prefix=settings.key_prefix, report_ttl_s=ttl_s
+        )
+    return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
 def create_app(
@@ -48,10 +67,14 @@ def create_app(
     store: StateStore | None = None,
     http: httpx.AsyncClient | None = None,
     replica_id: str | None = None,
+    breaker_board: BreakerBoard | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> web.Application:
-    """Build the API; tests inject `store`, `http` and `tracer_provider` (e.g. one with an
-    in-memory exporter). The app closes only what it opened."""
+    """Build the API; tests inject `store`, `http`, `breaker_board` and `tracer_provider`
+    (e.g. one with an in-memory exporter).
+
+    The app closes only what it opened.
+    """
     app = web.Application(
         # The request id first: error responses carry it too.
         middlewares=[request_id_middleware, error_middleware],
@@ -67,6 +90,8 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
         own_http = http is None
+        own_board = breaker_board is None
+        board = breaker_board if breaker_board is not None else create_breaker_board(settings)
         # This app's own registry: never the process-global one.
         registry = CollectorRegistry()
         metrics = WorkflowMetrics(
@@ -123,6 +148,12 @@ def create_app(
             metrics=metrics,
             tracer=tracer,
         )
+        breakers = BreakerSync(
+            client.breakers(),
+            board,
+            replica=orchestrator.replica_id,
+            interval_s=settings.breaker_sync_s,
+        )
         services = Services(
             settings=settings,
             orchestrator=orchestrator,
@@ -130,16 +161,22 @@ def create_app(
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
             chain=chain,
+            breakers=breakers,
             metrics=metrics,
             resolve=resolve,
             tracing=tracer is not None,
         )
+        # Ops modes in force (open / disabled) apply before the first request is served.
+        await breakers.start()
         await orchestrator.start()
         app[SERVICES] = services
         try:
             yield
         finally:
             await orchestrator.close()
+            await breakers.close()
+            if own_board:
+                await board.close()
             if own_http:
                 await the_http.aclose()
             if own_store:

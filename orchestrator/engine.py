@@ -9,20 +9,33 @@ to the store. Cancellation reaches the task from any replica through the store
 With a `LeaseStore`, the replica running a workflow holds its lease and renews it
 (heartbeat). Every replica periodically looks for orphans — workflows whose
 owner stopped renewing, i.e. died — claims them and resumes them from their last
-written state: completed steps are kept, the rest run again. A replica that finds
-it lost a lease (it was presumed dead) stops that workflow and writes nothing more.
+written state: completed steps are kept, the rest run again. Every write of the
+document carries the lease token of the claim that took it (fencing): a replica
+that was presumed dead gets `LeaseLost` from the store, stops that workflow and
+writes nothing more, so the new owner's progress is never overwritten.
+
+When the store is unreachable, workflows keep running and their writes are
+retried with jittered backoff until it answers — the terminal one above all,
+never dropped — while this replica answers status for the workflows it holds
+from memory. Only a replica shutting down during the outage gives up its
+pending writes, after its grace period; their leases then lapse and another
+replica resumes those workflows from their last stored state.
+
+Timing goes through an injected `Clock` (its `sleep`), so heartbeat, lease
+expiry and reconcile are unit-tested on a fake clock without real time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
 from opentelemetry.trace import Tracer
@@ -36,30 +49,62 @@ from orchestrator.metrics import WorkflowMetrics
 from orchestrator.state_writer import StateWriter
 from state.leases import LeaseStore
 from state.models import StepStatus, WorkflowError, WorkflowState, WorkflowStatus
-from state.store import StateStore
+from state.store import LeaseLost, StateStore, StateStoreError
 
 # How a resumed workflow finds its compiled definition again.
 DefinitionResolver = Callable[[WorkflowState], CompiledWorkflow]
 
-log = structlog.get_logger(__name__)
-
 # Finished workflows this replica remembers for the ops page (GET /api/ops/workflows).
 RECENT_WORKFLOWS = 50
+
+log = structlog.get_logger(__name__)
 
 # How often a replica re-reads the cancel flags of the workflows it runs, in case a
 # pub/sub message was lost (e.g. during a Redis reconnect).
 _CANCEL_POLL_S = 1.0
 # How long a cancel request waits for the workflow to reach its terminal state.
 _CANCEL_WAIT_S = 5.0
-_TERMINAL_WRITE_ATTEMPTS = 5
+# Backoff of a write the store did not take: full jitter, doubling, capped.
+_WRITE_BACKOFF_BASE_S = 0.05
+_WRITE_BACKOFF_CAP_S = 2.0
+
+
+class Clock(Protocol):
+    """Monotonic seconds, and a sleep on the same scale (tests pass a fake)."""
+
+    def __call__(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def __call__(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 @dataclass(slots=True)
 class _Running:
     task: asyncio.Task[None]
     state: WorkflowState
+    # The lease generation this replica's writes carry (None: no leases in use).
+    token: int | None
     # Set when another replica took the lease over: this one must write nothing more.
     fenced: bool = False
+    # Clock time when the lease was last known to be ours (claim or renew).
+    confirmed_at: float = 0.0
+    # True while the store refuses this workflow's writes (an outage): they are retried.
+    write_failing: bool = False
+    # Resolved once the state is terminal in memory (its write may still be pending).
+    finished: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def mark_finished(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
 
 
 class WorkflowOrchestrator:
@@ -75,6 +120,7 @@ class WorkflowOrchestrator:
         lease_s: float = 15.0,
         resolve: DefinitionResolver | None = None,
         handoff_on_shutdown: bool = False,
+        clock: Clock | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self.store = store
@@ -86,6 +132,7 @@ class WorkflowOrchestrator:
         self._leases = leases
         self._lease_s = lease_s
         self._resolve = resolve
+        self._clock: Clock = clock if clock is not None else SystemClock()
         # With shared leases, a replica shutting down leaves its unfinished workflows
         # to the others (their leases lapse and they resume them) instead of cancelling.
         self._handoff = handoff_on_shutdown and leases is not None
@@ -94,16 +141,30 @@ class WorkflowOrchestrator:
         self._background: list[asyncio.Task[None]] = []
         # Writes owed by workflows whose task was cancelled before its body could run.
         self._finishers: set[asyncio.Task[None]] = set()
+        # Callers waiting for a workflow another replica runs to end (woken by pub/sub).
+        self._finish_waiters: dict[str, set[asyncio.Future[None]]] = {}
+        # Set at the end of shutdown: writes still failing then are abandoned.
+        self._abandon_writes = False
 
     async def start(self) -> None:
+        """Start listening and the background loops. Works with the store unreachable:
+        the subscriptions connect and the loops retry once it answers."""
         cancellations = await self.store.subscribe_cancellations()
+        finishes = await self.store.subscribe_finishes()
 
-        async def listen() -> None:
+        async def listen_cancels() -> None:
             async for workflow_id in cancellations:
                 self._cancel_local(workflow_id, reason="cancel requested")
 
+        async def listen_finishes() -> None:
+            async for workflow_id in finishes:
+                for waiter in self._finish_waiters.get(workflow_id, ()):
+                    if not waiter.done():
+                        waiter.set_result(None)
+
         self._background = [
-            asyncio.create_task(listen(), name="cancel-listener"),
+            asyncio.create_task(listen_cancels(), name="cancel-listener"),
+            asyncio.create_task(listen_finishes(), name="finish-listener"),
             asyncio.create_task(self._poll_cancel_flags(), name="cancel-poller"),
         ]
         if self._leases is not None:
@@ -113,21 +174,28 @@ class WorkflowOrchestrator:
             ]
 
     async def close(self) -> None:
-        """Let running workflows finish for a grace period, then cancel the rest."""
+        """Let running workflows finish for a grace period, then hand off or cancel the rest."""
         tasks = [r.task for r in self._running.values()]
         if tasks:
             await asyncio.wait(tasks, timeout=self._shutdown_grace_s)
         for workflow_id, running in list(self._running.items()):
-            if self._handoff:
+            if running.task.done():
+                continue
+            if self._handoff and not running.state.status.is_terminal:
                 log.info("workflow_handed_off", workflow_id=workflow_id)
                 running.fenced = True
                 running.task.cancel()
             else:
                 self._cancel_local(workflow_id, reason="replica shutting down")
-        if tasks:
-            await asyncio.wait(tasks)
-        if self._finishers:
-            await asyncio.wait(list(self._finishers))
+        pending = [t for t in tasks if not t.done()] + list(self._finishers)
+        if pending:
+            await asyncio.wait(pending, timeout=self._shutdown_grace_s)
+        # Whatever is still unwritten now waits on an unreachable store: give up on it
+        # (the lease lapses and another replica resumes the workflow from its last write).
+        self._abandon_writes = True
+        pending = [t for t in tasks if not t.done()] + list(self._finishers)
+        if pending:
+            await asyncio.wait(pending)
         for task in self._background:
             task.cancel()
         for task in self._background:
@@ -150,10 +218,11 @@ class WorkflowOrchestrator:
         *,
         definition: Mapping[str, Any] | None = None,
     ) -> WorkflowState:
-        """Accept a workflow: write its first state and start it. Returns at once.
+        """Accept a workflow: claim it, write its first state and start it. Returns at once.
 
         `definition` is the client's raw definition, kept in the state so another
         replica can resume the workflow; built-in workflows are found by name.
+        Raises `StateStoreError` (nothing accepted) when the store cannot take it.
         """
         state = WorkflowState(
             workflow_id=uuid.uuid4().hex,
@@ -162,16 +231,27 @@ class WorkflowOrchestrator:
             owner=self.replica_id,
             definition=dict(definition) if definition is not None else None,
         )
-        await self.store.save(state)
+        token: int | None = None
         if self._leases is not None:
-            await self._leases.claim(state.workflow_id, self.replica_id, lease_s=self._lease_s)
+            # Claim first: a crash before the save leaves a listed lease with no
+            # document, which the reconciler drops; never a document nobody lists.
+            token = await self._leases.claim(
+                state.workflow_id, self.replica_id, lease_s=self._lease_s
+            )
+            if token is None:  # a fresh uuid4 is never held: a broken lease store
+                raise RuntimeError(f"could not claim new workflow {state.workflow_id}")
+        await self.store.save(state, token=token)
         self.metrics.record_started(state)
-        self._start(workflow, state)
+        self._start(workflow, state, token)
         return state
 
-    def _start(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
-        task = asyncio.create_task(self._run(workflow, state), name=f"workflow-{state.workflow_id}")
-        running = _Running(task, state)
+    def _start(
+        self, workflow: CompiledWorkflow, state: WorkflowState, token: int | None
+    ) -> None:
+        task = asyncio.create_task(
+            self._run(workflow, state, token), name=f"workflow-{state.workflow_id}"
+        )
+        running = _Running(task, state, token, confirmed_at=self._clock())
         self._running[state.workflow_id] = running
         task.add_done_callback(lambda _: self._on_done(running))
 
@@ -182,38 +262,54 @@ class WorkflowOrchestrator:
             # Cancelled before `_run` got to run at all (same event-loop turn as submit):
             # its finally never ran, but the store is still owed a terminal state.
             _mark_cancelled(state)
-            self._finish_later(state)
+            self._finish_later(state, running.token)
+        running.mark_finished()
 
-    def _finish_later(self, state: WorkflowState) -> None:
+    def _finish_later(self, state: WorkflowState, token: int | None) -> None:
         """Write a terminal state that no workflow task will write (it never ran)."""
 
         async def finish() -> None:
-            await self._persist(state)
-            self.metrics.record_finished(state)
-            self._recent.appendleft(state)
-            await EventRecorder(self.store, state).finish(state)
-            await self._release(state.workflow_id)
+            if await self._persist(state, token):
+                self.metrics.record_finished(state)
+                self._recent.appendleft(state)
+                await EventRecorder(self.store, state).finish(state)
+                await self._release(state.workflow_id)
 
         finisher = asyncio.create_task(finish())
         self._finishers.add(finisher)
         finisher.add_done_callback(self._finishers.discard)
 
     async def wait(self, workflow_id: str) -> WorkflowState:
-        """Wait for a workflow this replica runs; the caller's cancellation does not stop it."""
+        """Wait for a workflow this replica runs; the caller's cancellation does not stop it.
+
+        Returns once the state is terminal in memory, even if the store has not
+        taken its write yet (it is being retried).
+        """
         running = self._running.get(workflow_id)
         if running is None:
             return await self.status(workflow_id)
         # shield: a client that disconnects cancels this wait, never the workflow.
-        try:
-            await asyncio.shield(running.task)
-        except asyncio.CancelledError:
-            if not running.task.cancelled():
-                raise  # our caller went away
-            # The workflow was cancelled before it started; _on_done marked it.
+        await asyncio.shield(running.finished)
+        if running.fenced:
+            return await self.status(workflow_id)  # another replica owns it now
         return running.state
 
     async def status(self, workflow_id: str) -> WorkflowState:
-        state = await self.store.get(workflow_id)
+        """The stored document; this replica's own copy while it holds a newer one.
+
+        A workflow this replica runs is answered from memory when the store is
+        unreachable, or when its finish is not stored yet.
+        """
+        running = self._running.get(workflow_id)
+        try:
+            state = await self.store.get(workflow_id)
+        except StateStoreError:
+            if running is not None and not running.fenced:
+                return running.state
+            raise
+        if running is not None and not running.fenced and running.state.status.is_terminal:
+            if state is None or not state.status.is_terminal:
+                return running.state
         if state is None:
             raise WorkflowNotFound(workflow_id)
         return state
@@ -221,27 +317,40 @@ class WorkflowOrchestrator:
     async def cancel(self, workflow_id: str) -> WorkflowState:
         """Cancel a workflow wherever it runs and return its state once it has stopped.
 
-        Idempotent while it is running; a finished workflow raises WorkflowAlreadyFinished.
+        Idempotent: cancelling a cancelled workflow returns its document. Any other
+        finished workflow raises WorkflowAlreadyFinished.
         """
         state = await self.status(workflow_id)
+        if state.status is WorkflowStatus.CANCELLED:
+            return state
         if state.status.is_terminal:
             raise WorkflowAlreadyFinished(workflow_id, status=state.status)
         await self.store.request_cancel(workflow_id)
         running = self._running.get(workflow_id)
         if running is not None:
             self._cancel_local(workflow_id, reason="cancel requested")
-            await asyncio.wait({running.task}, timeout=_CANCEL_WAIT_S)
-            return running.state
+            await asyncio.wait({running.finished}, timeout=_CANCEL_WAIT_S)
+            if not running.fenced:
+                return running.state
         return await self._await_terminal(workflow_id)
 
     async def _await_terminal(self, workflow_id: str) -> WorkflowState:
-        # Another replica runs it: its listener stops it; watch the document until it says so.
-        deadline = time.monotonic() + _CANCEL_WAIT_S
-        state = await self.status(workflow_id)
-        while not state.status.is_terminal and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        """Another replica runs it: wait for its finish notification (bounded), then read."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._finish_waiters.setdefault(workflow_id, set())
+        waiters.add(waiter)  # before reading: a finish from now on wakes us
+        try:
             state = await self.status(workflow_id)
-        return state
+            if state.status.is_terminal:
+                return state
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CANCEL_WAIT_S):
+                    await waiter
+            return await self.status(workflow_id)
+        finally:
+            waiters.discard(waiter)
+            if not waiters:
+                self._finish_waiters.pop(workflow_id, None)
 
     def _cancel_local(self, workflow_id: str, *, reason: str) -> None:
         running = self._running.get(workflow_id)
@@ -251,31 +360,54 @@ class WorkflowOrchestrator:
                 running.state.error = WorkflowError(code="replica_shutdown", message=reason)
             running.task.cancel()
 
+    def _fence(self, workflow_id: str) -> None:
+        """Another replica owns the workflow now: stop it here and write nothing more."""
+        running = self._running.get(workflow_id)
+        if running is None or running.fenced:
+            return
+        log.warning("lease_lost", workflow_id=workflow_id)
+        running.fenced = True
+        running.mark_finished()
+        if running.task is not asyncio.current_task():
+            running.task.cancel()
+
     async def _poll_cancel_flags(self) -> None:
         while True:
-            await asyncio.sleep(_CANCEL_POLL_S)
+            await self._clock.sleep(_CANCEL_POLL_S)
             for workflow_id in list(self._running):
                 try:
                     if await self.store.cancel_requested(workflow_id):
                         self._cancel_local(workflow_id, reason="cancel requested")
                 except Exception:  # a store hiccup must not kill the poller
                     log.warning("cancel_poll_failed", workflow_id=workflow_id, exc_info=True)
+                    break  # the store is away: no point asking for every workflow
 
     async def _heartbeat(self, leases: LeaseStore) -> None:
         while True:
-            await asyncio.sleep(self._lease_s / 3)
-            ids = list(self._running)
-            try:
-                held = await leases.renew(ids, self.replica_id, lease_s=self._lease_s)
-            except Exception:  # Redis away: keep running; the next beat tries again
-                log.warning("lease_renew_failed", exc_info=True)
-                continue
-            for workflow_id in set(ids) - held:
-                running = self._running.get(workflow_id)
-                if running is not None and not running.state.status.is_terminal:
-                    log.warning("lease_lost", workflow_id=workflow_id)
-                    running.fenced = True
-                    running.task.cancel()
+            await self._clock.sleep(self._lease_s / 3)
+            await self.heartbeat_once(leases)
+
+    async def heartbeat_once(self, leases: LeaseStore) -> None:
+        """Renew the leases of every workflow running here; fence those another replica took."""
+        held = {
+            wid: r.token
+            for wid, r in self._running.items()
+            if r.token is not None and not r.fenced
+        }
+        now = self._clock()
+        try:
+            kept = await leases.renew(held, self.replica_id, lease_s=self._lease_s)
+        except Exception:  # Redis away: keep running; the next beat tries again
+            log.warning("lease_renew_failed", exc_info=True)
+            return
+        for workflow_id in kept:
+            running = self._running.get(workflow_id)
+            if running is not None:
+                running.confirmed_at = max(running.confirmed_at, now)
+        for workflow_id in set(held) - kept:
+            running = self._running.get(workflow_id)
+            if running is not None and running.token == held[workflow_id]:
+                self._fence(workflow_id)
 
     async def _reconcile_forever(self) -> None:
         while True:
@@ -283,7 +415,7 @@ class WorkflowOrchestrator:
                 await self.reconcile()
             except Exception:
                 log.warning("reconcile_failed", exc_info=True)
-            await asyncio.sleep(self._lease_s / 2)
+            await self._clock.sleep(self._lease_s / 2)
 
     async def reconcile(self) -> list[str]:
         """Claim and resume every orphaned workflow; returns the ids this replica took."""
@@ -298,13 +430,19 @@ class WorkflowOrchestrator:
             if state is None or state.status.is_terminal:
                 await leases.release(workflow_id, self.replica_id)  # stale index entry
                 continue
-            if not await leases.claim(workflow_id, self.replica_id, lease_s=self._lease_s):
+            token = await leases.claim(workflow_id, self.replica_id, lease_s=self._lease_s)
+            if token is None:
                 continue  # another replica was quicker
+            # Read again under the new lease: the old owner may have written in between.
+            state = await self.store.get(workflow_id)
+            if state is None or state.status.is_terminal:
+                await leases.release(workflow_id, self.replica_id)
+                continue
             taken.append(workflow_id)
-            self._resume(state)
+            self._resume(state, token)
         return taken
 
-    def _resume(self, state: WorkflowState) -> None:
+    def _resume(self, state: WorkflowState, token: int) -> None:
         log.info("workflow_resuming", workflow_id=state.workflow_id, previous_owner=state.owner)
         state.owner = self.replica_id
         self.metrics.record_started(state)
@@ -318,13 +456,15 @@ class WorkflowOrchestrator:
                 code="resume_failed", message=f"could not resume the workflow: {exc}"
             )
             state.finished_at = time.time()
-            self._finish_later(state)
+            self._finish_later(state, token)
             return
-        self._start(workflow, state)
+        self._start(workflow, state, token)
 
-    async def _run(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
+    async def _run(
+        self, workflow: CompiledWorkflow, state: WorkflowState, token: int | None
+    ) -> None:
         if self._tracer is None:
-            await self._run_traced_or_not(workflow, state)
+            await self._run_workflow(workflow, state, token)
             return
         with self._tracer.start_as_current_span(
             "workflow",
@@ -335,29 +475,55 @@ class WorkflowOrchestrator:
         ) as span:
             # Current in this task: the node tasks it spawns copy it, so nodes are children.
             try:
-                await self._run_traced_or_not(workflow, state)
+                await self._run_workflow(workflow, state, token)
             finally:
                 span.set_attribute("workflow.status", state.status.value)
 
-    async def _run_traced_or_not(self, workflow: CompiledWorkflow, state: WorkflowState) -> None:
+    async def _run_workflow(
+        self, workflow: CompiledWorkflow, state: WorkflowState, token: int | None
+    ) -> None:
         # Bound once, in this workflow's own task: every line and every agent call made
         # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
-        writer = StateWriter(self._persist_unless_fenced, state)
+        writer = self._writer(state, token)
         events = EventRecorder(self.store, state)
         retry_listener.set(events.retrying)
+
+        recorded = False
+
+        def record_end() -> None:
+            # Once, as soon as the terminal document is written: a caller woken by
+            # `_mark_finished` then finds the workflow counted in the metrics.
+            nonlocal recorded
+            if recorded or not writer.final or self._is_fenced(state.workflow_id):
+                return
+            recorded = True
+            self.metrics.record_finished(state)
+            self._recent.appendleft(state)
 
         async def on_transition(current: WorkflowState) -> None:
             events.workflow(current)
             writer.mark_dirty()
             if current.status.is_terminal:
+                if self._write_failing(current.workflow_id):
+                    # The store is away: the outcome is known, waiting callers get it now.
+                    self._mark_finished(current.workflow_id)
                 await writer.flush()
+                record_end()
+                self._mark_finished(current.workflow_id)
+
+        async def before_start() -> None:
+            await self._confirm_lease(state.workflow_id)
 
         try:
-            if await self.store.cancel_requested(state.workflow_id):
+            if await self._cancel_requested(state.workflow_id):
                 raise asyncio.CancelledError
             await self.runner.run(
-                workflow, state, on_transition=on_transition, on_step=events.step
+                workflow,
+                state,
+                on_transition=on_transition,
+                before_start=before_start,
+                on_step=events.step,
             )
         except asyncio.CancelledError:
             # The runner marks CANCELLED itself; this covers a cancel that arrived
@@ -371,18 +537,83 @@ class WorkflowOrchestrator:
                 state.error = WorkflowError(code="internal_error", message=f"internal error: {exc}")
                 state.finished_at = time.time()
         finally:
-            # The runner writes the terminal document itself; write it here only if it
-            # did not (a cancel before the runner started, a crash, a failed write).
-            if not writer.final:
-                writer.mark_dirty()
-                await writer.flush()
-            if not self._is_fenced(state.workflow_id):
-                self.metrics.record_finished(state)
-                self._recent.appendleft(state)
-                log.info("workflow_finished", status=state.status.value)
-                # After the terminal document: a reader told "finished" finds it so.
-                await events.finish(state)
-                await self._release(state.workflow_id)
+            await self._finish(state, writer, events, record_end)
+
+    def _writer(self, state: WorkflowState, token: int | None) -> StateWriter:
+        async def persist(current: WorkflowState) -> bool:
+            if self._is_fenced(current.workflow_id):
+                return False
+            return await self._persist(current, token)
+
+        return StateWriter(persist, state)
+
+    async def _finish(
+        self,
+        state: WorkflowState,
+        writer: StateWriter,
+        events: EventRecorder,
+        record_end: Callable[[], None],
+    ) -> None:
+        # The runner writes the terminal document itself; write it here only if it
+        # did not (a cancel before the runner started, a crash, a write still owed).
+        if not writer.final:
+            writer.mark_dirty()
+            await writer.flush()
+        record_end()
+        self._mark_finished(state.workflow_id)
+        if not self._is_fenced(state.workflow_id) and writer.final:
+            log.info("workflow_finished", status=state.status.value)
+            # After the terminal document: a reader told "finished" finds it so.
+            await events.finish(state)
+            await self._release(state.workflow_id)
+
+    async def _confirm_lease(self, workflow_id: str) -> None:
+        """Before a step starts: make sure the lease is still ours if the heartbeat is late.
+
+        A replica that was frozen (or cut off) longer than its heartbeat may have been
+        presumed dead and its workflow resumed elsewhere; it must not start steps the
+        new owner runs. When the store cannot be asked (an outage) the step starts:
+        running workflows keep running, and fencing still guards the document.
+        """
+        running = self._running.get(workflow_id)
+        leases = self._leases
+        if running is None or running.token is None or leases is None:
+            return
+        if self._clock() - running.confirmed_at <= self._lease_s / 2:
+            return
+        now = self._clock()
+        try:
+            kept = await leases.renew(
+                {workflow_id: running.token}, self.replica_id, lease_s=self._lease_s
+            )
+        except StateStoreError:
+            log.warning("lease_unconfirmed_store_unavailable", workflow_id=workflow_id)
+            return
+        if workflow_id in kept:
+            running.confirmed_at = max(running.confirmed_at, now)
+            return
+        self._fence(workflow_id)
+        raise asyncio.CancelledError
+
+    async def _cancel_requested(self, workflow_id: str) -> bool:
+        try:
+            return await self.store.cancel_requested(workflow_id)
+        except StateStoreError:
+            return False  # the store is away: run; the poller and listener catch up later
+
+    def _write_failing(self, workflow_id: str) -> bool:
+        running = self._running.get(workflow_id)
+        return running is not None and running.write_failing
+
+    def _set_write_failing(self, workflow_id: str, failing: bool) -> None:
+        running = self._running.get(workflow_id)
+        if running is not None:
+            running.write_failing = failing
+
+    def _mark_finished(self, workflow_id: str) -> None:
+        running = self._running.get(workflow_id)
+        if running is not None:
+            running.mark_finished()
 
     async def _release(self, workflow_id: str) -> None:
         if self._leases is None:
@@ -396,25 +627,45 @@ class WorkflowOrchestrator:
         running = self._running.get(workflow_id)
         return running is not None and running.fenced
 
-    async def _persist_unless_fenced(self, state: WorkflowState) -> bool:
-        if self._is_fenced(state.workflow_id):
-            return False
-        return await self._persist(state)
+    async def _persist(self, state: WorkflowState, token: int | None) -> bool:
+        """Save `state` until the store holds it (or an already terminal copy).
 
-    async def _persist(self, state: WorkflowState) -> bool:
-        """Save `state`; True once the store holds it (or an already terminal copy)."""
-        state.updated_at = time.time()
-        attempts = _TERMINAL_WRITE_ATTEMPTS if state.status.is_terminal else 1
-        for attempt in range(1, attempts + 1):
+        A store error is retried with jittered backoff for as long as it lasts: a
+        running workflow's writes are kept, never dropped. False when this replica
+        lost the lease (it is fenced), when shutdown abandoned the write, or on a
+        bug (a document the store cannot encode).
+        """
+        attempt = 0
+        while True:
+            state.updated_at = time.time()
             try:
                 # False: the stored copy is terminal already, which is just as final.
-                await self.store.save(state)
+                await self.store.save(state, token=token)
+                self._set_write_failing(state.workflow_id, False)
                 return True
+            except LeaseLost:
+                self._fence(state.workflow_id)
+                return False
+            except StateStoreError:
+                self._set_write_failing(state.workflow_id, True)
+                if state.status.is_terminal:
+                    # The outcome is known: waiting callers get it from memory now.
+                    self._mark_finished(state.workflow_id)
+                if self._abandon_writes:
+                    log.error("state_write_abandoned", workflow_id=state.workflow_id)
+                    return False
+                delay = random.uniform(
+                    0, min(_WRITE_BACKOFF_CAP_S, _WRITE_BACKOFF_BASE_S * 2**attempt)
+                )
+                attempt += 1
+                log.warning(
+                    "state_write_failed", attempt=attempt, retry_in_s=round(delay, 3),
+                    exc_info=attempt == 1,
+                )
+                await self._clock.sleep(delay)
             except Exception:
-                log.warning("state_write_failed", attempt=attempt, exc_info=True)
-                if attempt < attempts:
-                    await asyncio.sleep(0.05 * 2**attempt)
-        return False
+                log.exception("state_write_failed_bug", workflow_id=state.workflow_id)
+                return False
 
 
 def _mark_cancelled(state: WorkflowState) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.metrics import StoreMetrics
-from state.cancellations import CancellationStream
+from state.cancellations import CancellationStream, WorkflowIdStream
 from state.events import EventStream, StoredEvent
 from state.models import WorkflowState
 from state.store import StateStore
@@ -44,8 +44,15 @@ class MeteredStore:
     def leases(self) -> LeaseStore:
         return self.inner.leases()
 
-    async def save(self, state: WorkflowState) -> bool:
-        return await self._timed("save", self.inner.save, state)
+    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+        started = time.perf_counter()
+        try:
+            return await self.inner.save(state, token=token)
+        except Exception:
+            self._errors["save"].inc()
+            raise
+        finally:
+            self._latency["save"].observe(time.perf_counter() - started)
 
     async def get(self, workflow_id: str) -> WorkflowState | None:
         return await self._timed("get", self.inner.get, workflow_id)
@@ -58,6 +65,9 @@ class MeteredStore:
 
     async def subscribe_cancellations(self) -> CancellationStream:
         return await self._timed("subscribe_cancellations", self.inner.subscribe_cancellations)
+
+    async def subscribe_finishes(self) -> WorkflowIdStream:
+        return await self._timed("subscribe_finishes", self.inner.subscribe_finishes)
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
         return await self._timed("append_event", self.inner.append_event, workflow_id, event)
@@ -96,6 +106,7 @@ _OPERATIONS = (
     "request_cancel",
     "cancel_requested",
     "subscribe_cancellations",
+    "subscribe_finishes",
     "append_event",
     "events_since",
     "subscribe_events",

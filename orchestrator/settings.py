@@ -6,6 +6,10 @@
 - REDIS_URL                      Redis state store; unset = embedded in-memory store
 - ORCH_STATE_TTL_S               TTL of every workflow key, refreshed on write (3600)
 - ORCH_KEY_PREFIX                Redis key prefix ("orch:")
+- ORCH_REDIS_CONNECT_TIMEOUT_S   bound on connecting to Redis (1.0)
+- ORCH_REDIS_TIMEOUT_S           bound on each Redis command (1.0)
+- ORCH_REDIS_MAX_CONNECTIONS     connections in the Redis pool, pub/sub included (64)
+- ORCH_REDIS_POOL_TIMEOUT_S      how long a command waits for a free pooled connection (2.0)
 - ORCH_CONFIG                    optional TOML file, one table per agent (below)
 - NLP_AGENT_URL, DATA_AGENT_URL, VIZ_AGENT_URL   override the agents' URLs
 - ORCH_LOG_LEVEL                 "info"
@@ -22,6 +26,8 @@
 - OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT   turn tracing on (OTLP/HTTP);
   OTEL_SERVICE_NAME names the service ("agent-orchestrator"); OTEL_SDK_DISABLED=true keeps it off.
   The exporter reads the other standard OTEL_* variables itself.
+- ORCH_BREAKER_SYNC_S            how often a replica publishes its breakers and applies the
+                                 deployment's ops modes (0.25; reports live 8x that, >= 2 s)
 
 TOML layout::
 
@@ -30,8 +36,8 @@ TOML layout::
     concurrency = 32
     [agents.nlp.timeouts]   # connect, read, write, pool (seconds)
     read = 10
-    [agents.nlp.breaker]    # fail_max, reset_timeout_s, success_threshold, half_open_max_calls
-    fail_max = 5
+    [agents.nlp.breaker]    # policy, window_type, window_size, failure_rate_threshold, ...
+    policy = "rate"         # (every BreakerConfig field; see the README's breaker table)
     [agents.nlp.retry]      # max_attempts, base_delay_s, max_delay_s, max_retry_after_s
     max_attempts = 3
 
@@ -57,6 +63,7 @@ from agents.registry import (
     AgentSpec,
     AgentTimeouts,
 )
+from circuit.breaker import validate_config
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 
@@ -80,6 +87,11 @@ class Settings:
     redis_url: str | None = None
     state_ttl_s: int = DEFAULT_TTL_S
     key_prefix: str = DEFAULT_PREFIX
+    # Redis faults: nothing waits on Redis longer than these before the API answers 503.
+    redis_connect_timeout_s: float = 1.0
+    redis_timeout_s: float = 1.0
+    redis_max_connections: int = 64
+    redis_pool_timeout_s: float = 2.0
     log_level: str = "info"
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     max_query_chars: int = 2_000
@@ -100,6 +112,8 @@ class Settings:
     # the full OTLP/HTTP traces URL.
     otel_endpoint: str | None = None
     otel_service_name: str = "agent-orchestrator"
+    # Breaker sharing: publish / apply-ops cycle of each replica (circuit/sharing.py).
+    breaker_sync_s: float = 0.25
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
 
     @classmethod
@@ -147,6 +161,10 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             state_ttl_s=_env_int(env, "ORCH_STATE_TTL_S", DEFAULT_TTL_S, minimum=1),
             key_prefix=env.get("ORCH_KEY_PREFIX", DEFAULT_PREFIX),
+            redis_connect_timeout_s=_env_float(env, "ORCH_REDIS_CONNECT_TIMEOUT_S", 1.0),
+            redis_timeout_s=_env_float(env, "ORCH_REDIS_TIMEOUT_S", 1.0),
+            redis_max_connections=_env_int(env, "ORCH_REDIS_MAX_CONNECTIONS", 64, minimum=4),
+            redis_pool_timeout_s=_env_float(env, "ORCH_REDIS_POOL_TIMEOUT_S", 2.0),
             log_level=env.get("ORCH_LOG_LEVEL", "info").lower(),
             http_transport=transport,
             max_query_chars=_env_int(env, "ORCH_MAX_QUERY_CHARS", 2_000, minimum=1),
@@ -166,6 +184,7 @@ class Settings:
             sse_max_streams=_env_int(env, "ORCH_SSE_MAX_STREAMS", 256, minimum=1),
             otel_endpoint=None if otel_disabled else (otel_endpoint or None),
             otel_service_name=env.get("OTEL_SERVICE_NAME") or "agent-orchestrator",
+            breaker_sync_s=_env_float(env, "ORCH_BREAKER_SYNC_S", 0.25),
             agents=AgentRegistry(specs),
         )
 
@@ -269,12 +288,17 @@ def _agent_from_table(
     concurrency = base.concurrency
     if "concurrency" in table:
         concurrency = _positive(table["concurrency"], int, source, f"{key}.concurrency")
+    breaker = _overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker")
+    try:
+        validate_config(breaker)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=source, key=f"{key}.breaker") from None
     return dataclasses.replace(
         base,
         url=url,
         concurrency=concurrency,
         timeouts=_overlay(base.timeouts, table.get("timeouts"), source, f"{key}.timeouts"),
-        breaker=_overlay(base.breaker, table.get("breaker"), source, f"{key}.breaker"),
+        breaker=breaker,
         retry=_overlay(base.retry, table.get("retry"), source, f"{key}.retry"),
         retry_budget=_overlay(
             base.retry_budget, table.get("retry_budget"), source, f"{key}.retry_budget"
@@ -299,17 +323,42 @@ def _overlay(base: _C, table: object, source: str, key: str) -> _C:
             raise ConfigError(
                 f"unknown key (allowed: {allowed})", source=source, key=f"{key}.{name}"
             )
-        want = int if isinstance(getattr(base, name), int) else float
-        changes[name] = _positive(value, want, source, f"{key}.{name}")
+        current = getattr(base, name)
+        if isinstance(current, str):
+            choices = _CHOICES[name]
+            if value not in choices:
+                raise ConfigError(
+                    f"must be one of {', '.join(map(repr, choices))}, got {value!r}",
+                    source=source,
+                    key=f"{key}.{name}",
+                )
+            changes[name] = value
+        elif name in _MAY_BE_ZERO:
+            changes[name] = _positive(value, float, source, f"{key}.{name}", zero_ok=True)
+        else:
+            want = int if isinstance(current, int) else float
+            changes[name] = _positive(value, want, source, f"{key}.{name}")
     return dataclasses.replace(base, **changes)
 
 
-def _positive(value: object, want: type[int] | type[float], source: str, key: str) -> Any:
+# The string-valued fields of the tables, and what each may be.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "policy": ("rate", "consecutive"),
+    "window_type": ("count", "time"),
+    "share": ("view", "follow"),
+}
+# Fields where 0 is meaningful (no jitter).
+_MAY_BE_ZERO = frozenset({"backoff_jitter"})
+
+
+def _positive(
+    value: object, want: type[int] | type[float], source: str, key: str, *, zero_ok: bool = False
+) -> Any:
     # bool is an int subclass; `true` is never a sensible count or duration.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"expected {want.__name__}, got {value!r}", source=source, key=key)
     if want is int and not isinstance(value, int):
         raise ConfigError(f"expected int, got {value!r}", source=source, key=key)
-    if value <= 0:
+    if value < 0 or (value == 0 and not zero_ok):
         raise ConfigError(f"must be > 0, got {value!r}", source=source, key=key)
     return want(value)

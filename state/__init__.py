@@ -4,14 +4,17 @@ Backends are imported from their modules (`state.memory.MemoryStateStore`,
 `state.redis.RedisStateStore`), so `import state` never pulls in redis.
 """
 
-from state.cancellations import CancellationStream
+from state.cancellations import CancellationStream, WorkflowIdStream
 from state.models import WorkflowState, WorkflowStatus
-from state.store import StateStore, StateStoreError
+from state.store import LeaseLost, StateError, StateStore, StateStoreError
 
 __all__ = [
     "CancellationStream",
+    "LeaseLost",
+    "StateError",
     "StateStore",
     "StateStoreError",
     "WorkflowState",
+    "WorkflowIdStream",
     "WorkflowStatus",
 ]

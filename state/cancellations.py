@@ -1,4 +1,5 @@
-"""`CancellationStream`: what `StateStore.subscribe_cancellations()` returns.
+"""`WorkflowIdStream`: what `StateStore.subscribe_cancellations()` and
+`subscribe_finishes()` return (`CancellationStream` is its older name).
 
 Not an async generator on purpose: `aclose()` on a generator that was never
 iterated skips its `finally`, which would leak the subscription (for Redis, a
@@ -12,8 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 
 
-class CancellationStream(AsyncIterator[str]):
-    """Workflow ids to cancel, in the order the cancels were requested.
+class WorkflowIdStream(AsyncIterator[str]):
+    """Workflow ids, in the order they were published (cancels requested, workflows finished).
 
     Iteration ends when the store closes (it sends None on the queue) or after
     `aclose()`, which releases the subscription even if iteration never started.
@@ -43,7 +44,7 @@ class CancellationStream(AsyncIterator[str]):
         self._closed = True
         await self._release()
 
-    async def __aenter__(self) -> CancellationStream:
+    async def __aenter__(self) -> WorkflowIdStream:
         return self
 
     async def __aexit__(
@@ -53,3 +54,7 @@ class CancellationStream(AsyncIterator[str]):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+# The name from before finishes were streamed too; the same class.
+CancellationStream = WorkflowIdStream

@@ -3,13 +3,16 @@
 Layout under one prefix (default ``orch:``), for a workflow ``<id>``::
 
     orch:wf:{<id>}          hash  the workflow document (fields below)      TTL, refreshed on save
+                                  + the lease generation (fencing token)
     orch:wf:{<id>}:cancel   str   cancel flag ("1")                         same expiry as the doc
     orch:wf:{<id>}:idem     hash  idempotency keys, step -> key  (reserved) refreshed on save
     orch:wf:{<id>}:lease    str   owner replica id                          its own short TTL
     orch:wf:{<id>}:events   list  progress events, JSON, seq = position     same expiry as the doc
     orch:events:{<id>}      chan  pub/sub: "<seq> <event JSON>"
-    orch:running            set   ids of workflows someone claimed and has not released
+    orch:running            set   ids of workflows someone claimed and has not released;
+                                  TTL refreshed by every claim and heartbeat
     orch:cancel             chan  pub/sub: message = workflow id to cancel
+    orch:finished           chan  pub/sub: message = workflow id whose terminal document was written
 
 The ``{<id>}`` braces are a Redis Cluster hash tag: every key of one workflow
 lands in the same slot, so the Lua scripts that touch them stay legal there.
@@ -25,6 +28,13 @@ Keys beyond the document and the cancel flag:
   `refreshed_keys`, because its expiry is how a dead owner is detected. The
   running index (`running_index_key`) is what the other replicas scan for such
   orphans.
+- the **lease generation** (`DOC_LEASE_GEN_FIELD`, a field of the document
+  hash) grows by one with every claim and is the owner's fencing token: the
+  save script refuses a write whose token is not the current generation, in
+  the same script that writes. It lives in the document hash (not in the lease
+  key) because it must outlive a lapsed lease, and so that the per-step writes
+  planned for the document (one hash field per step, same ``{<id>}`` tag) check
+  it in the same slot.
 - the **idempotency** hash (`idempotency_key`) will map a step (attempt) to the
   ``Idempotency-Key`` sent to its agent, so a resumed workflow reuses the key;
   it lives exactly as long as the document.
@@ -38,6 +48,8 @@ DEFAULT_PREFIX = "orch:"
 # Fields of the document hash.
 DOC_JSON_FIELD = "doc"
 DOC_STATUS_FIELD = "status"
+# The fencing token: the generation of the workflow's latest lease claim.
+DOC_LEASE_GEN_FIELD = "lease_gen"
 
 CANCEL_FLAG_VALUE = "1"
 
@@ -95,6 +107,11 @@ def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
 def cancel_channel(prefix: str) -> str:
     """One pub/sub channel per prefix; each message is a workflow id."""
     return f"{prefix}cancel"
+
+
+def finished_channel(prefix: str) -> str:
+    """One pub/sub channel per prefix; each message is the id of a workflow that just ended."""
+    return f"{prefix}finished"
 
 
 def cancel_flag_pattern(prefix: str) -> str:

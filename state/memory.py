@@ -21,11 +21,12 @@ from typing import Any
 
 import orjson
 
-from state.cancellations import CancellationStream
+from state.cancellations import WorkflowIdStream
 from state.events import EventStream, StoredEvent
 from state.keys import DEFAULT_TTL_S
 from state.leases import MemoryLeases
 from state.models import WorkflowState
+from state.store import LeaseLost
 
 # Upper bound on how long an expired entry may linger before a write sweeps it.
 _MAX_SWEEP_INTERVAL_S = 60.0
@@ -65,6 +66,9 @@ class MemoryStateStore:
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         self._events: dict[str, _EventLog] = {}
         self._event_subscribers: dict[str, set[asyncio.Queue[StoredEvent | None]]] = {}
+        self._finish_subscribers: set[asyncio.Queue[str | None]] = set()
+        # One lease table per store: saves are fenced against its generations.
+        self._leases = MemoryLeases(clock=clock)
         self._closed = False
         self._next_sweep = clock() + self._sweep_interval
 
@@ -77,16 +81,18 @@ class MemoryStateStore:
         return "memory"
 
     def leases(self) -> MemoryLeases:
-        """Owner leases on the same clock; one process, so nobody else resumes its work."""
-        return MemoryLeases(clock=self._clock)
+        """Owner leases on the same clock (always the same table: saves are fenced by it)."""
+        return self._leases
 
     @property
     def _sweep_interval(self) -> float:
         return min(float(self._ttl_s), _MAX_SWEEP_INTERVAL_S)
 
-    async def save(self, state: WorkflowState) -> bool:
+    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         now = self._clock()
         stored = self._live_doc(state.workflow_id, now)
+        if self._leases.generation(state.workflow_id) != token:
+            raise LeaseLost(state.workflow_id, token=token)
         if stored is not None and stored.terminal:
             return False
         expires_at = now + self._ttl_s
@@ -101,6 +107,9 @@ class MemoryStateStore:
         log = self._live_events(state.workflow_id, now)
         if log is not None:
             log.expires_at = expires_at
+        if state.status.is_terminal:
+            for queue in self._finish_subscribers:
+                queue.put_nowait(state.workflow_id)
         self._maybe_sweep(now)
         return True
 
@@ -123,17 +132,23 @@ class MemoryStateStore:
     async def cancel_requested(self, workflow_id: str) -> bool:
         return self._live_flag(workflow_id, self._clock())
 
-    async def subscribe_cancellations(self) -> CancellationStream:
+    async def subscribe_cancellations(self) -> WorkflowIdStream:
+        return self._subscribe(self._subscribers)
+
+    async def subscribe_finishes(self) -> WorkflowIdStream:
+        return self._subscribe(self._finish_subscribers)
+
+    def _subscribe(self, subscribers: set[asyncio.Queue[str | None]]) -> WorkflowIdStream:
         if self._closed:
             raise RuntimeError("MemoryStateStore is closed")
         queue: asyncio.Queue[str | None] = asyncio.Queue()
-        # Registered before returning: a cancel requested from now on reaches it.
-        self._subscribers.add(queue)
+        # Registered before returning: an id published from now on reaches it.
+        subscribers.add(queue)
 
         async def release() -> None:
-            self._subscribers.discard(queue)
+            subscribers.discard(queue)
 
-        return CancellationStream(queue, release)
+        return WorkflowIdStream(queue, release)
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
         now = self._clock()
@@ -176,9 +191,10 @@ class MemoryStateStore:
 
     async def close(self) -> None:
         self._closed = True
-        for queue in self._subscribers:
-            queue.put_nowait(None)
-        self._subscribers.clear()
+        for subscribers in (self._subscribers, self._finish_subscribers):
+            for queue in subscribers:
+                queue.put_nowait(None)
+            subscribers.clear()
         for queues in self._event_subscribers.values():
             for event_queue in queues:
                 event_queue.put_nowait(None)
@@ -188,6 +204,7 @@ class MemoryStateStore:
         stored = self._docs.get(workflow_id)
         if stored is not None and stored.expires_at <= now:
             del self._docs[workflow_id]
+            self._leases.forget(workflow_id)
             return None
         return stored
 
@@ -211,6 +228,7 @@ class MemoryStateStore:
         self._next_sweep = now + self._sweep_interval
         for workflow_id in [k for k, d in self._docs.items() if d.expires_at <= now]:
             del self._docs[workflow_id]
+            self._leases.forget(workflow_id)
         for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
             del self._cancel_flags[workflow_id]
         for workflow_id in [k for k, e in self._events.items() if e.expires_at <= now]:

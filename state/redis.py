@@ -4,20 +4,31 @@ Key layout and TTL defaults live in `state.keys`. Each write is one atomic
 Lua script, so a workflow's keys share one expiry and a reader never sees
 half a transition:
 
-- save: refuse if the stored status is terminal; otherwise write the document
-  and (re)set the TTL of every key of the workflow.
+- save: refuse (-1, `LeaseLost`) if the writer's lease token is not the
+  workflow's current generation; refuse (0) if the stored status is terminal;
+  otherwise write the document and (re)set the TTL of every key of the
+  workflow, and when the new status is terminal PUBLISH the id on the
+  prefix's finished channel. The fence is checked inside the writing script:
+  no claim can slip in between the check and the write.
 - cancel: set the flag with the document's remaining TTL (or `ttl_s` when there
   is no document), then PUBLISH the id on the prefix's cancel channel. The flag
   is set first, so a subscriber woken by the message always sees it.
 
-Commands issued in the same turn of the event loop (saves, reads, cancel checks
-of many workflows at once) go to Redis together, as one pipeline on one pooled
-connection (`_Batcher`); a command issued alone goes as itself.
+Commands issued in the same turn of the event loop (saves, reads, cancel checks,
+lease claims of many workflows at once) go to Redis together, as one pipeline
+on one pooled connection (`state.redis_batch.Batcher`).
 
-Each cancellation subscription holds its own pub/sub connection, read by a
-task that feeds a queue. When that connection drops, the task reconnects with
-a short jittered backoff and replays every standing cancel flag, since Redis
-pub/sub drops messages published while nobody listened.
+Faults: `from_url` builds a client whose connect and command timeouts are
+bounded (default 1 s each) on a *blocking* pool of bounded size: a burst waits
+up to `pool_timeout_s` for a free connection instead of failing, and a Redis
+that is down, frozen or too slow surfaces as `StateStoreError` within those
+bounds, never as a hang.
+
+Each subscription (cancellations, finishes) holds its own pub/sub connection,
+read by a task that feeds a queue. When that connection drops — or Redis was
+not there when the subscription started — the task (re)connects with a short
+jittered backoff and, for cancellations, replays every standing cancel flag,
+since Redis pub/sub drops messages published while nobody listened.
 
 Redis errors become `StateStoreError` here and nowhere else.
 """
@@ -25,10 +36,8 @@ Redis errors become `StateStoreError` here and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import copy
-import hashlib
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,15 +45,16 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.client import PubSub
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from state import keys
-from state.cancellations import CancellationStream
+from state.cancellations import WorkflowIdStream
 from state.events import EventStream, StoredEvent
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.leases import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
-from state.store import StateStoreError
+from state.redis_batch import Batcher, LuaScript
+from state.store import LeaseLost, StateStoreError
 
 log = structlog.get_logger(__name__)
 
@@ -52,21 +62,24 @@ _TERMINAL_STATUSES = tuple(s.value for s in WorkflowStatus if s.is_terminal)
 _TERMINAL_LUA = ", ".join(f"['{status}'] = true" for status in _TERMINAL_STATUSES)
 
 # KEYS[1] document hash, KEYS[2..] keys sharing its TTL.
-# ARGV[1] document JSON, ARGV[2] its status, ARGV[3] TTL seconds.
-_SAVE_LUA = f"""
+# ARGV[1] document JSON, ARGV[2] its status, ARGV[3] TTL seconds,
+# ARGV[4] the writer's lease token ("" for none), ARGV[5] finished channel, ARGV[6] id.
+_SAVE = LuaScript(f"""
 local terminal = {{{_TERMINAL_LUA}}}
-local stored = redis.call('HGET', KEYS[1], '{keys.DOC_STATUS_FIELD}')
-if stored and terminal[stored] then return 0 end
+local stored = redis.call('HMGET', KEYS[1], '{keys.DOC_STATUS_FIELD}', '{keys.DOC_LEASE_GEN_FIELD}')
+if (stored[2] or '') ~= ARGV[4] then return -1 end
+if stored[1] and terminal[stored[1]] then return 0 end
 redis.call('HSET', KEYS[1], '{keys.DOC_JSON_FIELD}', ARGV[1], '{keys.DOC_STATUS_FIELD}', ARGV[2])
 for i = 1, #KEYS do
   redis.call('EXPIRE', KEYS[i], ARGV[3])
 end
+if terminal[ARGV[2]] then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
-"""
+""")
 
 # KEYS[1] document hash, KEYS[2] cancel flag.
 # ARGV[1] TTL seconds when there is no document, ARGV[2] channel, ARGV[3] workflow id.
-_CANCEL_LUA = f"""
+_CANCEL = LuaScript(f"""
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl > 0 then
   redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'PX', pttl)
@@ -75,19 +88,17 @@ else
 end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
-"""
+""")
 
 # KEYS[1] event list. ARGV[1] event JSON, ARGV[2] TTL seconds, ARGV[3] channel.
 # The list position is the sequence number: assigned here, atomically, for every replica.
-_APPEND_EVENT_LUA = """
+_APPEND_EVENT = LuaScript("""
 local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('PUBLISH', ARGV[3], seq .. ' ' .. ARGV[1])
 return seq
-"""
+""")
 
-# How long `subscribe_cancellations` waits for Redis to confirm SUBSCRIBE.
-_SUBSCRIBE_TIMEOUT_S = 5.0
 # Reconnect backoff of a lost subscription: full jitter, doubling, capped.
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 2.0
@@ -98,8 +109,9 @@ class RedisStateStore:
 
     `client` is used as given and left open by `close()` (its owner closes it);
     `from_url` builds one that `close()` does close. `prefix` namespaces every
-    key and the cancel channel; `ttl_s` is how long a workflow's keys live after
-    its last write; `ping_timeout_s` bounds the readiness probe.
+    key and channel; `ttl_s` is how long a workflow's keys live after its last
+    write; `ping_timeout_s` bounds the readiness probe and the wait for a
+    subscription to be confirmed.
     """
 
     def __init__(
@@ -117,10 +129,8 @@ class RedisStateStore:
         self._ttl_s = ttl_s
         self._ping_timeout_s = ping_timeout_s
         self._owns_client = False
-        self._batcher = _Batcher(client)
-        self._save_sha = hashlib.sha1(_SAVE_LUA.encode()).hexdigest()
-        self._cancel_script = client.register_script(_CANCEL_LUA)
-        self._append_event_sha = hashlib.sha1(_APPEND_EVENT_LUA.encode()).hexdigest()
+        self._batcher = Batcher(client)
+        self._leases = RedisLeases(client, prefix=prefix, ttl_s=ttl_s, batcher=self._batcher)
         self._subscriptions: set[_Subscription] = set()
         self._event_subscriptions: set[_EventSubscription] = set()
 
@@ -131,12 +141,29 @@ class RedisStateStore:
         *,
         prefix: str = DEFAULT_PREFIX,
         ttl_s: int = DEFAULT_TTL_S,
-        ping_timeout_s: float = 2.0,
+        connect_timeout_s: float = 1.0,
+        command_timeout_s: float = 1.0,
+        max_connections: int = 64,
+        pool_timeout_s: float = 2.0,
         **client_kwargs: Any,
     ) -> RedisStateStore:
-        """A store on a client of its own for `url`; `client_kwargs` go to `Redis.from_url`."""
-        client = aioredis.Redis.from_url(url, **client_kwargs)
-        store = cls(client, prefix=prefix, ttl_s=ttl_s, ping_timeout_s=ping_timeout_s)
+        """A store on a client of its own for `url`, which `close()` closes.
+
+        Connecting and each command are bounded by `connect_timeout_s` and
+        `command_timeout_s`; at most `max_connections` are open at once (pub/sub
+        included), and a command waits up to `pool_timeout_s` for a free one.
+        `client_kwargs` go to the connection pool (e.g. `client_name`).
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=command_timeout_s,
+            **client_kwargs,
+        )
+        client = aioredis.Redis.from_pool(pool)
+        store = cls(client, prefix=prefix, ttl_s=ttl_s, ping_timeout_s=command_timeout_s)
         store._owns_client = True
         return store
 
@@ -153,24 +180,27 @@ class RedisStateStore:
         return self._prefix
 
     def leases(self) -> RedisLeases:
-        """Owner leases on the same Redis and prefix (shared by every replica)."""
-        return RedisLeases(self._client, prefix=self._prefix)
+        """Owner leases on the same Redis, prefix and pipeline (shared by every replica)."""
+        return self._leases
 
-    async def save(self, state: WorkflowState) -> bool:
+    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+        workflow_id = state.workflow_id
         blob = orjson.dumps(state.to_dict())
-        refreshed = keys.refreshed_keys(self._prefix, state.workflow_id)
-        async with self._translate("save", state.workflow_id):
-            written = await self._eval_save(refreshed, (blob, state.status.value, self._ttl_s))
+        args = (
+            blob,
+            state.status.value,
+            self._ttl_s,
+            "" if token is None else str(token),
+            keys.finished_channel(self._prefix),
+            workflow_id,
+        )
+        async with self._translate("save", workflow_id):
+            written = await self._batcher.eval(
+                _SAVE, keys.refreshed_keys(self._prefix, workflow_id), args
+            )
+        if written == -1:
+            raise LeaseLost(workflow_id, token=token)
         return bool(written)
-
-    async def _eval_save(self, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
-        command = ("EVALSHA", self._save_sha, len(script_keys), *script_keys, *args)
-        try:
-            return await self._batcher.call(command)
-        except NoScriptError:
-            # Redis restarted or its script cache was flushed: load it and go again.
-            await self._client.script_load(_SAVE_LUA)
-            return await self._batcher.call(command)
 
     async def get(self, workflow_id: str) -> WorkflowState | None:
         key = keys.workflow_key(self._prefix, workflow_id)
@@ -181,14 +211,13 @@ class RedisStateStore:
         return WorkflowState.from_dict(orjson.loads(raw))
 
     async def request_cancel(self, workflow_id: str) -> None:
+        script_keys = (
+            keys.workflow_key(self._prefix, workflow_id),
+            keys.cancel_flag_key(self._prefix, workflow_id),
+        )
+        args = (self._ttl_s, keys.cancel_channel(self._prefix), workflow_id)
         async with self._translate("request_cancel", workflow_id):
-            await self._cancel_script(
-                keys=[
-                    keys.workflow_key(self._prefix, workflow_id),
-                    keys.cancel_flag_key(self._prefix, workflow_id),
-                ],
-                args=[self._ttl_s, keys.cancel_channel(self._prefix), workflow_id],
-            )
+            await self._batcher.eval(_CANCEL, script_keys, args)
 
     async def cancel_requested(self, workflow_id: str) -> bool:
         key = keys.cancel_flag_key(self._prefix, workflow_id)
@@ -196,32 +225,36 @@ class RedisStateStore:
             found = await self._batcher.call(("EXISTS", key))
         return bool(found)
 
-    async def subscribe_cancellations(self) -> CancellationStream:
-        subscription = _Subscription(self._client, self._prefix)
-        async with self._translate("subscribe_cancellations"):
-            await subscription.start()
+    async def subscribe_cancellations(self) -> WorkflowIdStream:
+        return await self._subscribe(keys.cancel_channel(self._prefix), self._replay_cancel_flags)
+
+    async def subscribe_finishes(self) -> WorkflowIdStream:
+        return await self._subscribe(keys.finished_channel(self._prefix), None)
+
+    async def _subscribe(self, channel: str, replay: _Replay | None) -> WorkflowIdStream:
+        subscription = _Subscription(self._client, channel, replay, self._ping_timeout_s)
+        await subscription.start()
         self._subscriptions.add(subscription)
 
         async def release() -> None:
             self._subscriptions.discard(subscription)
             await subscription.stop()
 
-        return CancellationStream(subscription.queue, release)
+        return WorkflowIdStream(subscription.queue, release)
+
+    async def _replay_cancel_flags(self, queue: asyncio.Queue[str | None]) -> None:
+        pattern = keys.cancel_flag_pattern(self._prefix)
+        async for key in self._client.scan_iter(match=pattern, count=1000):
+            queue.put_nowait(keys.workflow_id_of_cancel_flag(self._prefix, _text(key)))
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
         blob = orjson.dumps(event)
-        channel = keys.events_channel(self._prefix, workflow_id)
+        args = (blob, self._ttl_s, keys.events_channel(self._prefix, workflow_id))
         # Through the batcher: a turn's events and document writes share one round trip.
-        command = (
-            "EVALSHA", self._append_event_sha, 1, keys.events_key(self._prefix, workflow_id),
-            blob, self._ttl_s, channel,
-        )
         async with self._translate("append_event", workflow_id):
-            try:
-                seq = await self._batcher.call(command)
-            except NoScriptError:
-                await self._client.script_load(_APPEND_EVENT_LUA)
-                seq = await self._batcher.call(command)
+            seq = await self._batcher.eval(
+                _APPEND_EVENT, (keys.events_key(self._prefix, workflow_id),), args
+            )
         return int(seq)
 
     async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
@@ -233,7 +266,7 @@ class RedisStateStore:
 
     async def subscribe_events(self, workflow_id: str) -> EventStream:
         subscription = _EventSubscription(
-            self._client, keys.events_channel(self._prefix, workflow_id)
+            self._client, keys.events_channel(self._prefix, workflow_id), self._ping_timeout_s
         )
         async with self._translate("subscribe_events", workflow_id):
             await subscription.start()
@@ -278,102 +311,39 @@ class RedisStateStore:
             ) from exc
 
 
-class _Batcher:
-    """Sends the commands issued in one turn of the event loop to Redis together.
-
-    The first command of a turn opens a batch and a task that sends it once the
-    turn's other callbacks have run, so commands issued meanwhile join it. A batch
-    of one is sent as that command; a larger one as one pipeline (one round trip and
-    one pooled connection instead of one each). Every caller awaits its own
-    command's future, so a cancelled caller never fails anyone else's command (its
-    own may still run, as it could have before). Errors stay per command: a
-    `ResponseError` (e.g. `NoScriptError`) fails only its command; a connection
-    error fails every command of the batch.
-    """
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
-        self._open: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] | None = None
-        self._sending: set[asyncio.Task[None]] = set()
-
-    def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Queue `command` (e.g. `("EXISTS", key)`); the future gets its reply."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if self._open is None:
-            self._open = []
-            task = loop.create_task(self._send())
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
-        self._open.append((command, future))
-        return future
-
-    async def drain(self) -> None:
-        """Wait until every batch queued so far has been answered."""
-        while self._sending:
-            await asyncio.wait(list(self._sending))
-
-    async def _send(self) -> None:
-        batch, self._open = self._open or [], None
-        try:
-            if len(batch) == 1:
-                command = batch[0][0]
-                replies: list[Any] = [
-                    await self._client.execute_command(*command)  # type: ignore[no-untyped-call]
-                ]
-            else:
-                pipeline = self._client.pipeline(transaction=False)
-                for command, _ in batch:
-                    pipeline.execute_command(*command)
-                replies = await pipeline.execute(raise_on_error=False)
-        except BaseException as exc:
-            for _, future in batch:
-                if future.done():
-                    continue
-                if isinstance(exc, Exception):
-                    future.set_exception(_own_copy(exc))
-                else:
-                    future.cancel()  # the sender itself was cancelled (loop shutting down)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue  # its caller was cancelled
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-
-
-def _own_copy(exc: BaseException) -> BaseException:
-    """A copy of `exc` per waiting caller, so each raise keeps its own traceback."""
-    try:
-        mine = copy.copy(exc)
-    except Exception:
-        return exc
-    mine.__cause__ = exc.__cause__
-    mine.__context__ = exc.__context__
-    return mine
+# Puts the ids that should have been published while nobody listened on the queue.
+_Replay = Callable[[asyncio.Queue[str | None]], Awaitable[None]]
 
 
 class _Subscription:
     """One SUBSCRIBE on its own connection, pumped into `queue` by a task.
 
-    `queue` gets workflow ids, then None once the subscription is stopped.
+    `queue` gets workflow ids, then None once the subscription is stopped. When
+    Redis is unreachable at `start`, the task keeps trying in the background.
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        channel: str,
+        replay: _Replay | None,
+        confirm_timeout_s: float,
+    ) -> None:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._client = client
-        self._prefix = prefix
-        self._channel = keys.cancel_channel(prefix)
+        self._channel = channel
+        self._replay = replay
+        self._confirm_timeout_s = confirm_timeout_s
         self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._pubsub = await self._subscribe()
-        self._task = asyncio.create_task(self._pump(), name=f"cancellations:{self._channel}")
+        try:
+            self._pubsub = await self._subscribe()
+        except (RedisError, OSError) as exc:
+            # Redis is away: start anyway, the pump connects (and replays) once it is back.
+            log.warning("subscription_deferred", channel=self._channel, error=repr(exc))
+        self._task = asyncio.create_task(self._pump(), name=f"subscription:{self._channel}")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -388,7 +358,7 @@ class _Subscription:
     async def _subscribe(self) -> PubSub:
         pubsub = self._client.pubsub()
         try:
-            async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
+            async with asyncio.timeout(self._confirm_timeout_s):
                 await pubsub.subscribe(self._channel)
                 while not _is_type(await pubsub.get_message(timeout=None), "subscribe"):
                     pass
@@ -403,7 +373,7 @@ class _Subscription:
         except Exception:
             # A bug, not a lost connection: say so loudly and end the stream rather
             # than leave its reader waiting forever.
-            log.exception("cancel_subscription_failed", channel=self._channel)
+            log.exception("subscription_failed", channel=self._channel)
             self.queue.put_nowait(None)
 
     async def _pump_until_cancelled(self) -> None:
@@ -412,7 +382,7 @@ class _Subscription:
             try:
                 if self._pubsub is None:
                     self._pubsub = await self._subscribe()
-                    await self._replay_flags()
+                    await self._replay_missed()
                 attempt = 0
                 await self._forward(self._pubsub)
             except (RedisError, OSError) as exc:
@@ -420,7 +390,7 @@ class _Subscription:
                 delay = random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt))
                 attempt += 1
                 log.warning(
-                    "cancel_subscription_lost",
+                    "subscription_lost",
                     channel=self._channel,
                     error=repr(exc),
                     retry_in_s=round(delay, 3),
@@ -435,13 +405,12 @@ class _Subscription:
                 self.queue.put_nowait(_text(message["data"]))
             elif _is_type(message, "subscribe"):
                 # redis-py reconnected and re-subscribed by itself: anything
-                # published in between is lost, so replay the standing flags.
-                await self._replay_flags()
+                # published in between is lost, so replay what can be replayed.
+                await self._replay_missed()
 
-    async def _replay_flags(self) -> None:
-        pattern = keys.cancel_flag_pattern(self._prefix)
-        async for key in self._client.scan_iter(match=pattern, count=1000):
-            self.queue.put_nowait(keys.workflow_id_of_cancel_flag(self._prefix, _text(key)))
+    async def _replay_missed(self) -> None:
+        if self._replay is not None:
+            await self._replay(self.queue)
 
     async def _close_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -457,17 +426,18 @@ class _EventSubscription:
     an SSE client does with `Last-Event-ID`.
     """
 
-    def __init__(self, client: aioredis.Redis, channel: str) -> None:
+    def __init__(self, client: aioredis.Redis, channel: str, confirm_timeout_s: float) -> None:
         self.queue: asyncio.Queue[StoredEvent | None] = asyncio.Queue()
         self._client = client
         self._channel = channel
+        self._confirm_timeout_s = confirm_timeout_s
         self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         pubsub = self._client.pubsub()
         try:
-            async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
+            async with asyncio.timeout(self._confirm_timeout_s):
                 await pubsub.subscribe(self._channel)
                 while not _is_type(await pubsub.get_message(timeout=None), "subscribe"):
                     pass

@@ -5,6 +5,11 @@ implementation):
 
 - `save` writes the whole document and (re)sets its TTL, and the TTL of every
   other key of that workflow, in the same operation.
+- Fencing: an owner's `save` carries its lease token (the generation its
+  `leases().claim` returned). The store refuses, with `LeaseLost` and without
+  writing, a save whose token is not the workflow's current generation,
+  checked in the same atomic operation as the write. A save without a token
+  is accepted only while nobody ever claimed the workflow.
 - A terminal document is final: `save` of a state whose stored copy is already
   terminal writes nothing and returns False (a late writer never flips a
   finished workflow back).
@@ -25,8 +30,21 @@ implementation):
   replica. The log shares the document's TTL. `events_since(id, after)` returns
   the logged events with a sequence number above `after`, in order.
   `subscribe_events(id)` returns once listening (state/events.py).
+- A `save` that writes a terminal document notifies every subscriber of
+  `subscribe_finishes()` (any process on the same backend) with the workflow
+  id: a caller waiting for a workflow to end is woken, it does not poll. A
+  notification is a wake-up, not a record: after one, read the document.
 - Backend failures surface as `StateStoreError`, never as the backend's own
-  exceptions; `ping` returns False instead of raising.
+  exceptions; `ping` returns False instead of raising. A Redis store that
+  cannot reach Redis when a subscription starts still returns the stream, and
+  starts listening (replaying standing cancel flags) once Redis answers.
+
+Errors::
+
+    StateError
+    ├── StateStoreError   the backend failed: unreachable, timed out, no pooled
+    │                     connection free in time (the API answers 503)
+    └── LeaseLost         a fenced write refused: another replica owns the workflow now
 """
 
 from __future__ import annotations
@@ -34,7 +52,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from state.cancellations import CancellationStream
+from state.cancellations import CancellationStream, WorkflowIdStream
 from state.events import EventStream, StoredEvent
 from state.models import WorkflowState
 
@@ -42,7 +60,11 @@ if TYPE_CHECKING:
     from state.leases import LeaseStore
 
 
-class StateStoreError(Exception):
+class StateError(Exception):
+    """Root of the state layer's errors."""
+
+
+class StateStoreError(StateError):
     """The backend failed (unreachable, timed out, refused the command).
 
     Raised `from` the backend's own exception, which stays on `__cause__`.
@@ -57,6 +79,19 @@ class StateStoreError(Exception):
         self.workflow_id = workflow_id
 
 
+class LeaseLost(StateError):
+    """A write carried a lease token that is no longer the workflow's current one.
+
+    The writer was presumed dead and another replica claimed the workflow: it must
+    stop the workflow and write nothing more (the new owner's progress stands).
+    """
+
+    def __init__(self, workflow_id: str, *, token: int | None) -> None:
+        super().__init__(f"workflow {workflow_id!r}: lease token {token} is not current")
+        self.workflow_id = workflow_id
+        self.token = token
+
+
 class StateStore(Protocol):
     @property
     def ttl_s(self) -> int:
@@ -68,8 +103,12 @@ class StateStore(Protocol):
         """Short name for logs and start-up lines: "memory" or "redis"."""
         ...
 
-    async def save(self, state: WorkflowState) -> bool:
-        """Write the document and refresh the workflow's TTL; False if already terminal."""
+    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+        """Write the document and refresh the workflow's TTL; False if already terminal.
+
+        Raises `LeaseLost` (writing nothing) when `token` is not the current lease
+        generation of the workflow.
+        """
         ...
 
     async def get(self, workflow_id: str) -> WorkflowState | None: ...
@@ -98,6 +137,11 @@ class StateStore(Protocol):
 
     async def subscribe_events(self, workflow_id: str) -> EventStream:
         """Start listening to one workflow's events; returns once the subscription is live."""
+        ...
+
+    async def subscribe_finishes(self) -> WorkflowIdStream:
+        """Start listening; the iterator yields ids of workflows whose terminal document
+        was just written (by any replica). Same lifetime rules as cancellations."""
         ...
 
     async def ping(self) -> bool:

@@ -4,16 +4,21 @@ Start one with `eval "$(scripts/redis.sh)"` (a private server on 127.0.0.1:6390,
 URL on db 15). Without REDIS_URL the redis tests skip locally and fail in CI
 (CI=true): a CI run that silently skipped them would prove nothing.
 
-The tests FLUSHDB the database in REDIS_URL before and after each test: never
-point it at a database holding data you want to keep.
+Nothing is ever flushed: every test that touches Redis works under its own key
+prefix (`redis_prefix`: this run's id plus a counter), and only the keys under
+it are deleted afterwards. Two suites (CI and a developer, two worktrees) can
+share one Redis without breaking each other.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 
@@ -36,13 +41,32 @@ def redis_url() -> str:
     pytest.skip('needs Redis: run `eval "$(scripts/redis.sh)"` to start one and set REDIS_URL')
 
 
+# One id per pytest run, and a counter per test: every prefix is unique to one test.
+RUN_ID = uuid.uuid4().hex[:10]
+_TEST_NUMBERS = itertools.count(1)
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix no other test or run uses; every key containing it is deleted after.
+
+    Synchronous (a blocking client for the clean-up), so async fixtures can pull it
+    in with `request.getfixturevalue`.
+    """
+    token = f"{RUN_ID}-{next(_TEST_NUMBERS)}"
+    yield f"t:{token}:"
+    with redis.Redis.from_url(redis_url) as client:
+        # Derived prefixes ("t:<token>:other-") are covered too: match the token anywhere.
+        doomed = list(client.scan_iter(match=f"*{token}:*", count=1000))
+        if doomed:
+            client.delete(*doomed)
+
+
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A client on a database flushed before and after the test."""
+    """A plain client on the test Redis; write only under `redis_prefix` with it."""
     client = aioredis.Redis.from_url(redis_url)
     try:
-        await client.flushdb()
         yield client
-        await client.flushdb()
     finally:
         await client.aclose()

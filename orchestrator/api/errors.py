@@ -8,6 +8,9 @@
     ├── UnsupportedMediaType  415
     └── Unprocessable         422
 
+A state store that cannot be reached (or cannot keep up) is a 503
+`state_store_unavailable` with `Retry-After`, never a 500.
+
 Other exceptions are mapped by walking their MRO through `_HANDLERS` (starlette's
 way), so a new error type needs one entry here and no try/except in any route.
 Anything unmapped is a 500 with a generic message; the traceback goes to the log,
@@ -23,10 +26,15 @@ import orjson
 import structlog
 from aiohttp import web
 
+from circuit.errors import BreakerBoardError
 from orchestrator.dag.errors import DefinitionError
 from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
+from state.store import StateStoreError
 
 log = structlog.get_logger(__name__)
+
+# What a client is told to wait before retrying while the state store is away.
+STORE_RETRY_AFTER_S = 1
 
 
 class ApiError(Exception):
@@ -95,6 +103,32 @@ def _already_finished(exc: BaseException) -> web.Response:
     return error_response(409, "workflow_finished", str(exc), details)
 
 
+def _store_unavailable(exc: BaseException) -> web.Response:
+    assert isinstance(exc, StateStoreError)
+    log.warning("state_store_unavailable", operation=exc.operation, error=str(exc))
+    response = error_response(
+        503,
+        "state_store_unavailable",
+        "the state store is unreachable or overloaded; retry shortly",
+        {"backend": exc.backend, "operation": exc.operation},
+    )
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
+    return response
+
+
+def _board_unavailable(exc: BaseException) -> web.Response:
+    # An ops action that could not be recorded for the deployment changed nothing.
+    assert isinstance(exc, BreakerBoardError)
+    response = error_response(
+        503,
+        "breaker_board_unavailable",
+        f"the shared breaker board ({exc.backend}) is not reachable; nothing was changed",
+        {"backend": exc.backend, "operation": exc.operation},
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def _http_exception(exc: BaseException) -> web.Response:
     # aiohttp's own: unknown route (404), wrong method (405), body over client_max_size (413).
     assert isinstance(exc, web.HTTPException)
@@ -118,6 +152,8 @@ _HANDLERS: dict[type[BaseException], Callable[[BaseException], web.Response]] = 
     DefinitionError: _definition_error,
     WorkflowNotFound: _not_found,
     WorkflowAlreadyFinished: _already_finished,
+    StateStoreError: _store_unavailable,
+    BreakerBoardError: _board_unavailable,
     web.HTTPException: _http_exception,
 }
 

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from circuit.breaker import Forced
 from orchestrator.api.errors import BadRequest, NotFound, error_response
 from orchestrator.api.pictures import svg_of
 from orchestrator.api.requests import parse_query_request, parse_workflow_body, read_json_object
@@ -90,25 +91,28 @@ async def cancel(request: web.Request) -> web.Response:
 
 @routes.get("/api/circuit-breakers/status")
 async def breakers(request: web.Request) -> web.Response:
-    client = request.app[SERVICES].client
-    body = {
-        name: {**breaker.snapshot().to_dict(), "url": client.registry[name].url}
-        for name, breaker in client.breakers().items()
-    }
-    return json_response({"breakers": body})
+    services = request.app[SERVICES]
+    body = await services.breakers.view()
+    for name, entry in body["breakers"].items():
+        entry["url"] = services.client.registry[name].url
+    return json_response(body)
 
 
-@routes.post("/api/circuit-breakers/{agent}/open")
-async def force_open(request: web.Request) -> web.Response:
-    breaker = _breaker(request)
-    breaker.force_open()
-    return json_response(breaker.snapshot().to_dict())
+# Ops actions, for every replica: open (held open until reset), reset (lift any mode,
+# close), disable (held closed, every call admitted), enable (lift it). The last wins.
+_OPS_ACTIONS: dict[str, Forced | None] = {
+    "open": Forced.OPEN,
+    "reset": None,
+    "disable": Forced.DISABLED,
+    "enable": None,
+}
 
 
-@routes.post("/api/circuit-breakers/{agent}/reset")
-async def reset(request: web.Request) -> web.Response:
-    breaker = _breaker(request)
-    breaker.reset()
+@routes.post(r"/api/circuit-breakers/{agent}/{action:open|reset|disable|enable}")
+async def breaker_action(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    name = _agent_name(request)
+    breaker = await services.breakers.force(name, _OPS_ACTIONS[request.match_info["action"]])
     return json_response(breaker.snapshot().to_dict())
 
 
@@ -147,7 +151,7 @@ async def readyz(request: web.Request) -> web.Response:
     return error_response(503, "not_ready", f"state store ({store.backend}) is not reachable")
 
 
-def _breaker(request: web.Request) -> Any:
+def _agent_name(request: web.Request) -> str:
     client = request.app[SERVICES].client
     name = request.match_info["agent"]
     if name not in client.registry:
@@ -156,7 +160,7 @@ def _breaker(request: web.Request) -> Any:
             code="agent_not_found",
             details={"agent": name},
         )
-    return client.breaker(name)
+    return name
 
 
 def _status_url(workflow_id: str) -> str:

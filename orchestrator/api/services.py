@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from agents.client import AgentClient
+from circuit.sharing import BreakerSync
 from orchestrator.dag.kinds import NodeKindRegistry
 from orchestrator.dag.runner import BuiltinFallback
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
@@ -26,6 +27,8 @@ class Services:
     kinds: NodeKindRegistry
     builtins: Mapping[str, BuiltinFallback]
     chain: CompiledWorkflow
+    # The deployment's view of the breakers and the ops actions on them.
+    breakers: BreakerSync
     metrics: WorkflowMetrics
     # A stored workflow's compiled definition (the chain by name, a client's DAG from its
     # stored definition).

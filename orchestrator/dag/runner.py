@@ -57,6 +57,7 @@ BuiltinFallback = Callable[[Mapping[str, Any]], Awaitable[Any]]
 OnTransition = Callable[[WorkflowState], Awaitable[None]]
 # Told which step just changed, before the `on_transition` of that change (progress events).
 OnStep = Callable[[StepState], None]
+BeforeStart = Callable[[], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
@@ -134,13 +135,18 @@ class DagRunner:
         state: WorkflowState,
         *,
         on_transition: OnTransition,
+        before_start: BeforeStart | None = None,
         on_step: OnStep | None = None,
     ) -> None:
         """Run `workflow`, recording into `state` and calling `on_transition` after
         each change (see the module docstring); returns when the state is terminal.
+
+        `before_start`, when given, is awaited before each node starts; the engine
+        uses it to confirm it still owns the workflow (it raises CancelledError if not).
         `on_step(step)` is called with the step each change was about (not for the
-        steps an abort cancels at once: the terminal state shows those)."""
-        await _Execution(self, workflow, state, on_transition, on_step).run()
+        steps an abort cancels at once: the terminal state shows those).
+        """
+        await _Execution(self, workflow, state, on_transition, before_start, on_step).run()
 
 
 class _Execution:
@@ -152,6 +158,7 @@ class _Execution:
         workflow: CompiledWorkflow,
         state: WorkflowState,
         on_transition: OnTransition,
+        before_start: BeforeStart | None = None,
         on_step: OnStep | None = None,
     ) -> None:
         self.runner = runner
@@ -159,6 +166,7 @@ class _Execution:
         self.workflow = workflow
         self.state = state
         self.on_transition = on_transition
+        self.before_start = before_start
         self.options = workflow.definition.options
         self.loop = asyncio.get_running_loop()
         inputs = {**workflow.definition.inputs, **(state.inputs or {})}
@@ -302,6 +310,8 @@ class _Execution:
                         sorter.done(node_id)
                         await self.emit(self.state.steps[node_id])
                         continue
+            if self.before_start is not None:
+                await self.before_start()
             step = self.state.steps[node_id]
             step.status = StepStatus.RUNNING
             step.started_at = self.runner.clock()

@@ -53,7 +53,7 @@ def spec(**overrides: Any) -> AgentSpec:
     fields: dict[str, Any] = {
         "name": "data",
         "url": BASE,
-        "breaker": BreakerConfig(fail_max=3, reset_timeout_s=60.0),
+        "breaker": BreakerConfig(policy="consecutive", fail_max=3, reset_timeout_s=60.0),
         "retry": RetryConfig(max_attempts=3, base_delay_s=1.0, max_delay_s=30.0),
         "retry_budget": RetryBudgetConfig(ratio=0.2, floor=10, window_s=10.0),
     }
@@ -296,7 +296,7 @@ async def test_timeout_is_retried_until_max_attempts(
 ) -> None:
     """A read timeout on every attempt ends in AgentTimeout after max_attempts."""
     route = router.post(PROCESS).mock(side_effect=httpx.ReadTimeout("slow"))
-    client = make_client(spec(breaker=BreakerConfig(fail_max=10)))
+    client = make_client(spec(breaker=BreakerConfig(policy="consecutive", fail_max=10)))
     with pytest.raises(AgentTimeout) as caught:
         await call(client)
     error = caught.value
@@ -325,7 +325,7 @@ async def test_connection_error_is_agent_unreachable(
 async def test_per_node_retry_override(router: respx.MockRouter, make_client: MakeClient) -> None:
     """`retry=` replaces the agent's retry policy for that one call, in both directions."""
     route = router.post(PROCESS).mock(return_value=httpx.Response(500))
-    client = make_client(spec(breaker=BreakerConfig(fail_max=50)))
+    client = make_client(spec(breaker=BreakerConfig(policy="consecutive", fail_max=50)))
     with pytest.raises(AgentHTTPError) as caught:
         await call(client, retry=RetryConfig(max_attempts=1))
     assert (caught.value.attempts, route.call_count) == (1, 1)
@@ -341,7 +341,7 @@ async def test_retry_budget_stops_a_storm(
     route = router.post(PROCESS).mock(return_value=httpx.Response(500))
     client = make_client(
         spec(
-            breaker=BreakerConfig(fail_max=1000),
+            breaker=BreakerConfig(policy="consecutive", fail_max=1000),
             retry=RetryConfig(max_attempts=5),
             retry_budget=RetryBudgetConfig(ratio=0.0, floor=3, window_s=3600.0),
         )
@@ -412,7 +412,12 @@ async def test_open_breaker_ends_the_retries_of_a_call(
 ) -> None:
     """When a call's own failures open the breaker, its next retry is refused unsent."""
     route = router.post(PROCESS).mock(return_value=httpx.Response(500))
-    client = make_client(spec(breaker=BreakerConfig(fail_max=2), retry=RetryConfig(max_attempts=5)))
+    client = make_client(
+        spec(
+            breaker=BreakerConfig(policy="consecutive", fail_max=2),
+            retry=RetryConfig(max_attempts=5),
+        )
+    )
     with pytest.raises(AgentUnavailable) as caught:
         await call(client)
     assert route.call_count == 2
@@ -427,7 +432,7 @@ async def test_breaker_half_opens_after_reset_timeout_and_closes_on_success(
     router.post(PROCESS).mock(side_effect=[httpx.Response(500), ok()])
     client = make_client(
         spec(
-            breaker=BreakerConfig(fail_max=1, reset_timeout_s=60.0),
+            breaker=BreakerConfig(policy="consecutive", fail_max=1, reset_timeout_s=60.0),
             retry=RetryConfig(max_attempts=1),
         )
     )
@@ -443,7 +448,7 @@ async def test_state_changes_and_retries_are_logged_once_each(
 ) -> None:
     """One warning per retry (with agent, workflow, step, attempt) and per breaker transition."""
     router.post(PROCESS).mock(return_value=httpx.Response(500))
-    client = make_client(spec(breaker=BreakerConfig(fail_max=2)))
+    client = make_client(spec(breaker=BreakerConfig(policy="consecutive", fail_max=2)))
     with structlog.testing.capture_logs() as logs, pytest.raises(AgentUnavailable):
         await call(client)
     retries = [e for e in logs if e["event"] == "agent_retry"]
@@ -517,7 +522,10 @@ async def test_cancelled_call_propagates_and_is_not_a_failure(make_client: MakeC
     """Cancelling an in-flight call raises CancelledError: no retry, no breaker record."""
     agent = HangingAgent()
     async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
-        client = make_client(spec(concurrency=1, breaker=BreakerConfig(fail_max=1)), client=http)
+        client = make_client(
+            spec(concurrency=1, breaker=BreakerConfig(policy="consecutive", fail_max=1)),
+            client=http,
+        )
         task = asyncio.create_task(call(client))
         await agent.entered.wait()
         task.cancel()

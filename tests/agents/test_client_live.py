@@ -63,7 +63,7 @@ def make_client(url: str, http: httpx.AsyncClient, **overrides: Any) -> AgentCli
         name="data",
         url=url,
         retry=RetryConfig(max_attempts=1),
-        breaker=BreakerConfig(fail_max=1),
+        breaker=BreakerConfig(policy="consecutive", fail_max=1),
         **overrides,
     )
     return AgentClient(AgentRegistry([spec]), http)

@@ -83,13 +83,16 @@ def make_breaker(clock: FakeClock, wall_clock: FakeClock) -> BreakerFactory:
         reset_timeout_s: float = 30.0,
         success_threshold: int = 1,
         half_open_max_calls: int = 1,
+        backoff_multiplier: float = 1.0,  # a fixed open wait; backoff has its own tests
         **kwargs: object,
     ) -> AsyncCircuitBreaker:
         config = BreakerConfig(
+            policy="consecutive",
             fail_max=fail_max,
             reset_timeout_s=reset_timeout_s,
             success_threshold=success_threshold,
             half_open_max_calls=half_open_max_calls,
+            backoff_multiplier=backoff_multiplier,
         )
         return AsyncCircuitBreaker("nlp", config, clock=clock, wall_clock=wall_clock, **kwargs)
 
@@ -307,17 +310,18 @@ async def test_success_threshold_probes_close_it(
 async def test_failure_in_half_open_reopens_with_a_new_trip(
     make_breaker: BreakerFactory, clock: FakeClock
 ) -> None:
-    """A failed probe re-opens it at once, counts a trip and restarts the reset timer."""
-    breaker = make_breaker(success_threshold=2, reset_timeout_s=30.0)
+    """A failed probe re-opens it at once, counts a trip and restarts the (backed-off) timer."""
+    breaker = make_breaker(success_threshold=2, reset_timeout_s=30.0, backoff_multiplier=2.0)
     await trip_and_half_open(breaker, clock)
     await breaker.call(ok)
     await fail_times(breaker, 1)
     snap = breaker.snapshot()
     assert snap.state is BreakerState.OPEN
     assert snap.trips == 2
-    clock.advance(29.0)
+    assert 48.0 <= snap.open_wait_s <= 60.0  # 30 s doubled, less up to 20 % jitter
+    clock.advance(snap.open_wait_s - 0.001)
     assert breaker.state is BreakerState.OPEN
-    clock.advance(1.0)
+    clock.advance(0.002)
     assert breaker.state is BreakerState.HALF_OPEN
     # the success before the failure does not carry over into the new half-open
     await breaker.call(ok)
@@ -564,10 +568,14 @@ async def test_snapshot_reports_state_counters_and_times(
     assert as_dict["state"] == "half_open"
     assert as_dict["opened_at"] == opened_wall
     assert set(as_dict) == {
-        "name", "state", "failure_count", "fail_max", "reset_timeout_s", "success_threshold",
-        "half_open_max_calls", "opened_at", "half_open_at", "probes_in_flight", "calls",
-        "successes", "failures", "rejections", "trips",
+        "name", "state", "policy", "forced", "failure_count", "fail_max", "window",
+        "window_type", "window_size", "failure_rate_threshold", "slow_call_duration_s",
+        "slow_call_rate_threshold", "minimum_calls", "reset_timeout_s", "open_wait_s",
+        "backoff_level", "success_threshold", "half_open_max_calls", "opened_at",
+        "half_open_at", "probes_in_flight", "calls", "successes", "failures", "rejections",
+        "trips",
     }  # fmt: skip
+    assert (as_dict["policy"], as_dict["forced"], as_dict["window"]) == ("consecutive", None, None)
 
 
 async def test_force_open_opens_now_and_restarts_the_timer(

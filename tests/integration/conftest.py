@@ -68,7 +68,7 @@ def settings_for(agents: Agents, **overrides: Any) -> Settings:
             spec,
             url=agents[spec.name].url,
             retry=FAST_RETRY,
-            breaker=BreakerConfig(fail_max=3, reset_timeout_s=60.0),
+            breaker=BreakerConfig(policy="consecutive", fail_max=3, reset_timeout_s=60.0),
         )
         for spec in default_registry().values()
     ]

@@ -9,6 +9,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from tests.integration.conftest import Agents
+from tests.integration.sse import read_events
 
 QUESTION = "average revenue by region in 2024"
 
@@ -23,7 +24,9 @@ async def test_every_line_in_a_workflow_and_node_carries_its_context(
         response = await client.post(
             "/api/query", json={"query": QUESTION}, headers={"X-Request-ID": "req-42"}
         )
-    body = await response.json()
+        body = await response.json()
+        # The stream ends with the terminal event, logged after `workflow_finished`.
+        await read_events(await client.get(f"/api/workflow/{body['workflow_id']}/events"))
     assert response.headers["X-Request-ID"] == "req-42"
     mine = [e for e in logs if e.get("workflow_id") == body["workflow_id"]]
     wanted = {"agent_retry", "agent_call_failed", "node_failed"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -16,8 +15,8 @@ QUESTION = "number of orders by channel"
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"test:{uuid.uuid4().hex[:8]}:"
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix  # this test's own keys, deleted after it (tests/conftest.py)
 
 
 async def test_status_and_cancel_work_from_the_other_replica(

@@ -22,8 +22,8 @@ QUESTION = "total revenue by channel"
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"test:{uuid.uuid4().hex[:8]}:"
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix  # this test's own keys, deleted after it (tests/conftest.py)
 
 
 async def _status(client: Any, workflow_id: str) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -19,6 +20,18 @@ CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_PARENT = "00f067aa0ba902b7"
 
 
+class WorkflowEnded(SpanProcessor):
+    """Sets `done` when a `workflow` span ends: a sync answer can come before the
+    workflow's task (and so its span) has finished."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.name == "workflow":
+            self.done.set()
+
+
 @pytest.fixture
 def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     memory = InMemorySpanExporter()
@@ -26,6 +39,16 @@ def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.add_span_processor(SimpleSpanProcessor(memory))
     yield provider, memory
     provider.shutdown()
+
+
+async def workflow_spans(provider: TracerProvider, memory: InMemorySpanExporter, send: Any) -> Any:
+    """Run `send()` and return the finished spans once the workflow span has ended."""
+    ended = WorkflowEnded()
+    provider.add_span_processor(ended)
+    result = await send()
+    async with asyncio.timeout(10):
+        await ended.done.wait()
+    return result, memory.get_finished_spans()
 
 
 def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
@@ -39,10 +62,12 @@ async def test_spans_nest_workflow_node_attempt_and_agents_join_the_trace(
     provider, memory = exporter
     await agents["viz"].control(fail_rate=1.0)
     client = await api(tracer_provider=provider)
-    body = await (await client.post("/api/query", json={"query": QUESTION})).json()
-    assert body["status"] == "degraded"
 
-    spans = memory.get_finished_spans()
+    async def send() -> Any:
+        return await (await client.post("/api/query", json={"query": QUESTION})).json()
+
+    body, spans = await workflow_spans(provider, memory, send)
+    assert body["status"] == "degraded"
     (workflow,) = by_name(spans, "workflow")
     assert workflow.attributes is not None
     assert workflow.attributes["workflow.id"] == body["workflow_id"]
@@ -82,8 +107,12 @@ async def test_an_incoming_traceparent_becomes_the_workflow_parent(
     provider, memory = exporter
     client = await api(tracer_provider=provider)
     headers = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_PARENT}-01"}
-    await client.post("/api/query", json={"query": QUESTION}, headers=headers)
-    (workflow,) = by_name(memory.get_finished_spans(), "workflow")
+
+    async def send() -> Any:
+        return await client.post("/api/query", json={"query": QUESTION}, headers=headers)
+
+    _, spans = await workflow_spans(provider, memory, send)
+    (workflow,) = by_name(spans, "workflow")
     assert f"{workflow.context.trace_id:032x}" == CLIENT_TRACE
     assert workflow.parent is not None and f"{workflow.parent.span_id:016x}" == CLIENT_PARENT
 

@@ -45,9 +45,9 @@ class RecordingStore(MemoryStateStore):
         self.saved: list[WorkflowStatus] = []
         self.all_cancelled = all_cancelled
 
-    async def save(self, state: WorkflowState) -> bool:
+    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         self.saved.append(state.status)
-        written = await super().save(state)
+        written = await super().save(state, token=token)
         await asyncio.sleep(0)
         return written
 

@@ -62,14 +62,19 @@ class MemoryBackend:
 class RedisBackend:
     name = "redis"
 
-    def __init__(self, url: str, client: aioredis.Redis) -> None:
+    def __init__(self, url: str, client: aioredis.Redis, prefix: str) -> None:
         self.url = url
         self.client = client
+        # This test's own prefix (tests/conftest.py): stores made here live under it.
+        self.prefix = prefix
         self._stores: list[RedisStateStore] = []
 
     async def new(
-        self, *, ttl_s: int = keys.DEFAULT_TTL_S, prefix: str = "test:", **client_kwargs: Any
+        self, *, ttl_s: int = keys.DEFAULT_TTL_S, prefix: str = "", **client_kwargs: Any
     ) -> RedisStateStore:
+        """A store under this test's prefix (`prefix` is appended to it)."""
+        if not prefix.startswith(self.prefix):
+            prefix = self.prefix + prefix
         store = RedisStateStore.from_url(self.url, prefix=prefix, ttl_s=ttl_s, **client_kwargs)
         self._stores.append(store)
         return store
@@ -80,7 +85,8 @@ class RedisBackend:
 
     async def isolated(self, store: StateStore) -> StateStore:
         assert isinstance(store, RedisStateStore)
-        return await self.new(ttl_s=store.ttl_s, prefix="other-" + store.prefix)
+        own = store.prefix[len(self.prefix) :]
+        return await self.new(ttl_s=store.ttl_s, prefix="other-" + own)
 
     async def elapse(self, store: StateStore, workflow_id: str, seconds: float) -> None:
         assert isinstance(store, RedisStateStore)
@@ -111,7 +117,9 @@ def _new_backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "memory":
         return MemoryBackend()
     return RedisBackend(
-        request.getfixturevalue("redis_url"), request.getfixturevalue("redis_client")
+        request.getfixturevalue("redis_url"),
+        request.getfixturevalue("redis_client"),
+        request.getfixturevalue("redis_prefix"),
     )
 
 
@@ -126,9 +134,9 @@ async def backend(_new_backend: Backend) -> AsyncIterator[Backend]:
 
 @pytest.fixture
 async def redis_backend(
-    redis_url: str, redis_client: aioredis.Redis
+    redis_url: str, redis_client: aioredis.Redis, redis_prefix: str
 ) -> AsyncIterator[RedisBackend]:
-    made = RedisBackend(redis_url, redis_client)
+    made = RedisBackend(redis_url, redis_client, redis_prefix)
     try:
         yield made
     finally:

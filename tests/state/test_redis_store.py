@@ -54,17 +54,24 @@ def closed_port_url() -> str:
 async def test_save_gives_every_key_of_the_workflow_a_ttl(
     redis_backend: RedisBackend, redis_client: aioredis.Redis
 ) -> None:
-    """After save, every key under the prefix expires within ttl_s (none lives forever)."""
+    """After claim, save, cancel and heartbeat, every key under the prefix expires (none
+    lives forever): document, cancel flag, lease and the running index."""
     store = await redis_backend.new(ttl_s=2, prefix="ttl:")
+    prefix = store.prefix
     state = make_state()
+    token = await store.leases().claim(state.workflow_id, "me", lease_s=1)
+    assert token is not None
     await store.request_cancel(state.workflow_id)
-    await store.save(state)
+    await store.save(state, token=token)
+    assert await store.leases().renew({state.workflow_id: token}, "me", lease_s=1)
 
-    found = sorted([k.decode() async for k in redis_client.scan_iter(match="ttl:*")])
+    found = sorted([k.decode() async for k in redis_client.scan_iter(match=f"{prefix}*")])
     assert found == sorted(
         [
-            keys.workflow_key("ttl:", state.workflow_id),
-            keys.cancel_flag_key("ttl:", state.workflow_id),
+            keys.workflow_key(prefix, state.workflow_id),
+            keys.cancel_flag_key(prefix, state.workflow_id),
+            keys.lease_key(prefix, state.workflow_id),
+            keys.running_index_key(prefix),
         ]
     )
     for key in found:
@@ -91,21 +98,22 @@ async def test_wire_layout_matches_state_keys(
 ) -> None:
     """The document is a hash (doc JSON + status) and cancels are published as bare ids."""
     store = await redis_backend.new(prefix="wire:")
+    prefix = store.prefix
     state = make_state(status=WorkflowStatus.DEGRADED)
     await store.save(state)
-    stored = await redis_client.hgetall(keys.workflow_key("wire:", state.workflow_id))
+    stored = await redis_client.hgetall(keys.workflow_key(prefix, state.workflow_id))
     assert stored[keys.DOC_STATUS_FIELD.encode()] == b"degraded"
     assert keys.DOC_JSON_FIELD.encode() in stored
 
     async with redis_client.pubsub() as pubsub:
-        await pubsub.subscribe(keys.cancel_channel("wire:"))
+        await pubsub.subscribe(keys.cancel_channel(prefix))
         await store.request_cancel(state.workflow_id)
         async with asyncio.timeout(EVENT_TIMEOUT_S):
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     break
     assert message["data"] == state.workflow_id.encode()
-    flag = await redis_client.get(keys.cancel_flag_key("wire:", state.workflow_id))
+    flag = await redis_client.get(keys.cancel_flag_key(prefix, state.workflow_id))
     assert flag == keys.CANCEL_FLAG_VALUE.encode()
 
 
@@ -163,15 +171,17 @@ async def test_cancels_missed_while_disconnected_are_replayed(
     redis_backend: RedisBackend, redis_client: aioredis.Redis, client_kwargs: dict[str, Any]
 ) -> None:
     """A flag set while the subscriber was away is delivered on reconnect, prefix-exact."""
-    prefix = "we?rd*[1]:"  # glob characters must not widen the replay's SCAN
+    # Glob characters must not widen the replay's SCAN.
     name = f"t{uuid.uuid4().hex[:12]}"
-    store = await redis_backend.new(prefix=prefix, client_name=name, **client_kwargs)
+    store = await redis_backend.new(prefix="we?rd*[1]:", client_name=name, **client_kwargs)
+    prefix = store.prefix
     cancellations = await store.subscribe_cancellations()
     missed = new_id()
     # Never published: only the replay can deliver it. The foreign flag would match an
     # unescaped pattern and must not be delivered.
     await redis_client.set(keys.cancel_flag_key(prefix, missed), "1", ex=60)
-    await redis_client.set(keys.cancel_flag_key("weXrdY1:", "foreign"), "1", ex=60)
+    foreign = redis_backend.prefix + "weXrdY1:"
+    await redis_client.set(keys.cancel_flag_key(foreign, "foreign"), "1", ex=60)
 
     assert await kill_pubsub_connections(redis_client, name) == 1
     assert await next_id(cancellations) == missed
@@ -190,7 +200,7 @@ async def test_closing_a_subscription_unsubscribes_on_the_server(
 ) -> None:
     """aclose() and store.close() release the pub/sub connections."""
     store = await redis_backend.new(prefix="numsub:")
-    channel = keys.cancel_channel("numsub:")
+    channel = keys.cancel_channel(store.prefix)
     first = await store.subscribe_cancellations()
     await store.subscribe_cancellations()
 
@@ -212,9 +222,11 @@ async def test_closing_a_subscription_unsubscribes_on_the_server(
     assert await wait_until(none_left)
 
 
-async def test_close_leaves_an_injected_client_open(redis_client: aioredis.Redis) -> None:
+async def test_close_leaves_an_injected_client_open(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
     """A store built on a caller's client does not close it; its subscriptions do end."""
-    store = RedisStateStore(redis_client, prefix="injected:")
+    store = RedisStateStore(redis_client, prefix=redis_prefix)
     cancellations = await store.subscribe_cancellations()
     await store.close()
 
@@ -254,7 +266,7 @@ async def test_ping_is_false_when_nothing_listens(closed_port_url: str) -> None:
 
 async def test_ping_is_bounded_by_its_timeout(closed_port_url: str) -> None:
     """Even with the client's own retries, ping answers False within ping_timeout_s."""
-    store = RedisStateStore.from_url(closed_port_url, ping_timeout_s=0.05)
+    store = RedisStateStore.from_url(closed_port_url, command_timeout_s=0.05)
     try:
         assert await store.ping() is False
     finally:
@@ -281,8 +293,9 @@ async def test_backend_failures_become_state_store_errors(closed_port_url: str) 
             assert isinstance(caught.value.__cause__, RedisConnectionError)
 
         with pytest.raises(StateStoreError) as caught:
-            await store.subscribe_cancellations()
-        assert caught.value.operation == "subscribe_cancellations"
+            await store.leases().claim(workflow_id, "me", lease_s=1)
+        assert caught.value.operation == "lease_claim"
+        assert isinstance(caught.value.__cause__, RedisConnectionError)
     finally:
         await store.close()
 

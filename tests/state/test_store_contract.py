@@ -9,7 +9,7 @@ import pytest
 
 from state.cancellations import CancellationStream
 from state.models import StepState, WorkflowStatus
-from state.store import StateStore
+from state.store import LeaseLost, StateStore
 from tests.state.conftest import Backend, make_state, new_id
 
 TERMINAL = [s for s in WorkflowStatus if s.is_terminal]
@@ -325,3 +325,117 @@ async def test_store_reports_its_backend_and_ttl(backend: Backend) -> None:
     store = await backend.new(ttl_s=42)
     assert store.backend == backend.name
     assert store.ttl_s == 42
+
+
+# --- fencing: lease tokens on every owner write ---------------------------------------------
+
+LEASE_S = 10.0
+
+
+async def test_a_stale_owners_write_is_refused_and_the_new_owners_progress_survives(
+    backend: Backend,
+) -> None:
+    """A replica presumed dead comes back and writes with its old token: refused, nothing lost."""
+    old_owner = await backend.new()
+    new_owner = await backend.peer(old_owner)
+    state = make_state()
+    old_token = await old_owner.leases().claim(state.workflow_id, "old", lease_s=LEASE_S)
+    assert old_token is not None
+    assert await old_owner.save(state, token=old_token)
+
+    await backend.elapse(old_owner, state.workflow_id, LEASE_S + 1)  # "old" froze
+    assert await new_owner.leases().orphans() == [state.workflow_id]
+    new_token = await new_owner.leases().claim(state.workflow_id, "new", lease_s=LEASE_S)
+    assert new_token is not None and new_token > old_token
+    progress = dataclasses.replace(state, owner="new", result={"by": "new"})
+    assert await new_owner.save(progress, token=new_token)
+
+    stale = dataclasses.replace(state, status=WorkflowStatus.FAILED, result={"by": "old"})
+    with pytest.raises(LeaseLost) as refused:
+        await old_owner.save(stale, token=old_token)
+    assert refused.value.workflow_id == state.workflow_id
+    assert refused.value.token == old_token
+    with pytest.raises(LeaseLost):
+        await old_owner.save(stale)  # no token at all: just as stale
+
+    assert await new_owner.get(state.workflow_id) == progress
+    # The new owner carries on; its terminal write is not blocked by the refused one.
+    done = dataclasses.replace(progress, status=WorkflowStatus.COMPLETED)
+    assert await new_owner.save(done, token=new_token)
+    assert await old_owner.get(state.workflow_id) == done
+
+
+async def test_a_token_that_was_never_handed_out_is_refused(store: StateStore) -> None:
+    state = make_state()
+    token = await store.leases().claim(state.workflow_id, "me", lease_s=LEASE_S)
+    assert token is not None
+    with pytest.raises(LeaseLost):
+        await store.save(state, token=token + 1)
+    assert await store.get(state.workflow_id) is None
+    assert await store.save(state, token=token)
+
+
+async def test_an_unclaimed_workflow_takes_writes_without_a_token(store: StateStore) -> None:
+    """Without leases (a single engine, tests) a save needs no token; with one it must not."""
+    state = make_state()
+    assert await store.save(state)
+    with pytest.raises(LeaseLost):
+        await store.save(state, token=1)
+
+
+async def test_concurrent_claims_hand_the_lease_to_exactly_one(backend: Backend) -> None:
+    """Claim is one atomic operation: of many racing replicas exactly one wins, listed."""
+    first = await backend.new()
+    replicas = [first] + [await backend.peer(first) for _ in range(4)]
+    workflow_id = new_id()
+
+    tokens = await asyncio.gather(
+        *(
+            r.leases().claim(workflow_id, f"replica-{i}", lease_s=LEASE_S)
+            for i, r in enumerate(replicas)
+            for _ in range(3)
+        )
+    )
+
+    assert [t for t in tokens if t is not None] == [1]
+    await backend.elapse(first, workflow_id, LEASE_S + 1)
+    assert await first.leases().orphans() == [workflow_id]
+
+
+async def test_the_generation_expires_with_the_document(backend: Backend) -> None:
+    """The fencing token lives exactly as long as the workflow's other keys."""
+    store = await backend.new(ttl_s=100)
+    state = make_state()
+    token = await store.leases().claim(state.workflow_id, "me", lease_s=LEASE_S)
+    assert await store.save(state, token=token)
+    await store.leases().release(state.workflow_id, "me")
+
+    await backend.elapse(store, state.workflow_id, 101)
+
+    assert await store.get(state.workflow_id) is None
+    assert await store.save(state)  # nothing left to fence against: a fresh workflow
+
+
+# --- finish notifications ---------------------------------------------------------------------
+
+
+async def test_a_terminal_write_notifies_finish_subscribers_on_every_replica(
+    backend: Backend,
+) -> None:
+    """A waiter learns that a workflow ended from a notification, not by polling."""
+    writer = await backend.new()
+    waiter = await backend.peer(writer)
+    finishes = await waiter.subscribe_finishes()
+    state = make_state(status=WorkflowStatus.RUNNING)
+    other = make_state(status=WorkflowStatus.RUNNING)
+
+    await writer.save(state)  # not terminal: no notification
+    await writer.save(dataclasses.replace(other, status=WorkflowStatus.CANCELLED))
+    await writer.save(dataclasses.replace(state, status=WorkflowStatus.COMPLETED))
+    await writer.save(dataclasses.replace(state, status=WorkflowStatus.FAILED))  # refused
+
+    assert await next_id(finishes) == other.workflow_id
+    assert await next_id(finishes) == state.workflow_id
+    await waiter.close()
+    async with asyncio.timeout(EVENT_TIMEOUT_S):
+        assert [wid async for wid in finishes] == []

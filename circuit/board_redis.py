@@ -1,0 +1,161 @@
+"""`RedisBreakerBoard`: the breaker board on Redis, so every replica sees every other.
+
+Keys, under the deployment's prefix (default ``orch:``)::
+
+    orch:cb:forced          hash  agent -> {"mode", "at", "by"}    ops modes; TTL `forced_ttl_s`,
+                                                                   refreshed by every publish
+    orch:cb:replicas        zset  replica -> epoch of last publish  TTL `report_ttl_s`, refreshed
+    orch:cb:replica:<id>    str   that replica's report (JSON)      TTL `report_ttl_s`
+
+A report's own TTL is what makes a dead replica drop out; the sorted set only
+lists who to read (no SCAN) and is pruned of entries older than the TTL. The
+forced modes must survive restarts "until undone", but every key here has a TTL
+like the rest of the layout: a long one (30 days by default) that each live
+replica's publish pushes back, so it only lapses when no replica has run for that
+long. Every command runs under `timeout_s`, and a failure is a `BreakerBoardError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from circuit.board import ForcedMode, ReplicaReport, check_ops_mode
+from circuit.breaker import Forced
+from circuit.errors import BreakerBoardError
+
+__all__ = ["RedisBreakerBoard"]
+
+DEFAULT_FORCED_TTL_S = 30 * 24 * 3600
+
+
+def forced_key(prefix: str) -> str:
+    return f"{prefix}cb:forced"
+
+
+def replicas_key(prefix: str) -> str:
+    return f"{prefix}cb:replicas"
+
+
+def report_key(prefix: str, replica: str) -> str:
+    return f"{prefix}cb:replica:{replica}"
+
+
+class RedisBreakerBoard:
+    """The board on `client` (left open by `close()` unless built by `from_url`)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "orch:",
+        report_ttl_s: float = 5.0,
+        forced_ttl_s: int = DEFAULT_FORCED_TTL_S,
+        timeout_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._report_ttl_ms = max(1, round(report_ttl_s * 1000))
+        self._report_ttl_s = report_ttl_s
+        self._forced_ttl_s = forced_ttl_s
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._owns_client = False
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisBreakerBoard:
+        board = cls(aioredis.Redis.from_url(url), **kwargs)
+        board._owns_client = True
+        return board
+
+    @property
+    def backend(self) -> str:
+        return "redis"
+
+    async def publish(self, replica: str, breakers: Mapping[str, Mapping[str, Any]]) -> None:
+        now = self._clock()
+        blob = orjson.dumps({"replica": replica, "at": now, "breakers": breakers})
+        replicas = replicas_key(self._prefix)
+        async with self._translate("publish"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(report_key(self._prefix, replica), blob, px=self._report_ttl_ms)
+            pipe.zadd(replicas, {replica: now})
+            pipe.zremrangebyscore(replicas, "-inf", now - self._report_ttl_s)
+            pipe.pexpire(replicas, self._report_ttl_ms)
+            pipe.expire(forced_key(self._prefix), self._forced_ttl_s)
+            await pipe.execute()
+
+    async def reports(self) -> list[ReplicaReport]:
+        async with self._translate("reports"):
+            names: list[Any] = await self._client.zrange(replicas_key(self._prefix), 0, -1)
+            if not names:
+                return []
+            blobs = await self._client.mget([report_key(self._prefix, _text(n)) for n in names])
+        out = []
+        for blob in blobs:
+            if blob is None:
+                continue  # expired: that replica stopped publishing
+            doc = orjson.loads(blob)
+            out.append(ReplicaReport(doc["replica"], float(doc["at"]), doc["breakers"]))
+        return sorted(out, key=lambda report: report.replica)
+
+    async def withdraw(self, replica: str) -> None:
+        async with self._translate("withdraw"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.delete(report_key(self._prefix, replica))
+            pipe.zrem(replicas_key(self._prefix), replica)
+            await pipe.execute()
+
+    async def set_forced(self, agent: str, mode: Forced | None, *, by: str) -> None:
+        check_ops_mode(mode)
+        key = forced_key(self._prefix)
+        async with self._translate("set_forced"):
+            if mode is None:
+                await self._client.hdel(key, agent)
+                return
+            entry = ForcedMode(mode, self._clock(), by)
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(key, agent, orjson.dumps(entry.to_dict()))
+            pipe.expire(key, self._forced_ttl_s)
+            await pipe.execute()
+
+    async def forced(self) -> dict[str, ForcedMode]:
+        async with self._translate("forced"):
+            raw = await self._client.hgetall(forced_key(self._prefix))
+        out = {}
+        for agent, blob in raw.items():
+            doc = orjson.loads(blob)
+            try:
+                mode = Forced(doc["mode"])
+            except ValueError:
+                continue  # written by a newer version: ignore rather than fail every replica
+            out[_text(agent)] = ForcedMode(mode, float(doc["at"]), str(doc["by"]))
+        return out
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    @asynccontextmanager
+    async def _translate(self, operation: str) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                yield
+        except (RedisError, OSError) as exc:  # OSError covers TimeoutError
+            raise BreakerBoardError(
+                f"breaker board ({operation}) failed: {type(exc).__name__}: {exc}",
+                backend="redis",
+                operation=operation,
+            ) from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

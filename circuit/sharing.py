@@ -1,0 +1,256 @@
+"""`BreakerSync`: one replica's breakers kept in step with the deployment, off the call path.
+
+A background task, every `interval_s` (and at once when woken):
+
+1. reads the ops modes on the board and applies them to the local breakers (an
+   ops `open` or `disable` set on any replica reaches this one within a cycle,
+   and a replica that starts picks up the modes in force before it serves);
+2. for agents with `share = "follow"`, holds the local breaker open while at least
+   `follow_share` of the live replicas have opened it *themselves* (followers are
+   not counted, so followers never keep each other open), and lets go when they
+   close, so a dead agent is probed by the replicas that found it dead, not by all;
+3. publishes this replica's breakers (state, mode, window counts, open wait).
+
+Agent calls never wait for any of this: the breakers are plain in-memory objects
+and the task only reads and sets them between its own awaits. A slow or
+unreachable board delays the next cycle and is logged (once per outage); calls
+go on with the last modes applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from circuit.board import BreakerBoard, ForcedMode, ReplicaReport
+from circuit.breaker import AsyncCircuitBreaker, BreakerSnapshot, BreakerState, Forced
+from circuit.errors import BreakerBoardError
+
+__all__ = ["BreakerSync", "summary"]
+
+logger = structlog.get_logger(__name__)
+
+# Ops modes a board can hold; a local FOLLOW is never overwritten by their absence.
+_OPS = (Forced.OPEN, Forced.DISABLED)
+
+
+def summary(snap: BreakerSnapshot) -> dict[str, Any]:
+    """What a replica publishes about one breaker."""
+    return {
+        "state": snap.state.value,
+        "forced": None if snap.forced is None else snap.forced.value,
+        "window": None if snap.window is None else snap.window.to_dict(),
+        "open_wait_s": snap.open_wait_s,
+        "backoff_level": snap.backoff_level,
+        "opened_at": snap.opened_at,
+        "half_open_at": snap.half_open_at,
+        "calls": snap.calls,
+        "failures": snap.failures,
+        "rejections": snap.rejections,
+        "trips": snap.trips,
+    }
+
+
+class BreakerSync:
+    """Publishes `breakers` to `board` as `replica` and applies the deployment's modes."""
+
+    def __init__(
+        self,
+        breakers: Mapping[str, AsyncCircuitBreaker],
+        board: BreakerBoard,
+        *,
+        replica: str,
+        interval_s: float = 0.25,
+        start_timeout_s: float = 2.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.breakers = breakers
+        self.board = board
+        self.replica = replica
+        self._interval_s = interval_s
+        self._start_timeout_s = start_timeout_s
+        self._wall_clock = wall_clock
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        # Bumped by every local ops action, so a cycle that read the board before the
+        # action does not undo it with what it read.
+        self._version = 0
+        self._board_ok = True
+        self.cycles = 0
+
+    async def start(self) -> None:
+        """Apply the modes in force (bounded wait; a dead board is retried later), then run."""
+        try:
+            async with asyncio.timeout(self._start_timeout_s):
+                await self._cycle()
+        except (BreakerBoardError, TimeoutError) as exc:
+            self._board_failed(exc)
+        self._task = asyncio.create_task(self._run(), name=f"breaker-sync:{self.replica}")
+
+    def wake(self) -> None:
+        """Run a cycle now rather than at the next tick (e.g. after a transition)."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            async with asyncio.timeout(self._start_timeout_s):
+                await self.board.withdraw(self.replica)
+        except (BreakerBoardError, TimeoutError):
+            pass  # its report expires on its own
+
+    async def force(self, agent: str, mode: Forced | None) -> AsyncCircuitBreaker:
+        """An ops action for every replica: record it on the board, then apply it here.
+
+        Raises `BreakerBoardError` (nothing changed anywhere) when the board fails.
+        """
+        breaker = self.breakers[agent]
+        await self.board.set_forced(agent, mode, by=self.replica)
+        self._version += 1
+        breaker.set_forced(mode)
+        self.wake()
+        return breaker
+
+    async def view(self) -> dict[str, Any]:
+        """This replica's breakers, every live replica's, and an overall view per agent."""
+        local = {name: b.snapshot() for name, b in self.breakers.items()}
+        try:
+            reports = await self.board.reports()
+            forced = await self.board.forced()
+            available = True
+        except BreakerBoardError:
+            reports, forced, available = [], {}, False
+        per_replica: dict[str, Mapping[str, Mapping[str, Any]]] = {
+            r.replica: r.breakers for r in reports
+        }
+        per_replica[self.replica] = {name: summary(snap) for name, snap in local.items()}
+        agents = {}
+        for name, snap in local.items():
+            states = {
+                replica: dict(breakers[name])
+                for replica, breakers in sorted(per_replica.items())
+                if name in breakers
+            }
+            agents[name] = {
+                **snap.to_dict(),
+                "replicas": states,
+                "overall": _overall(states, forced.get(name)),
+            }
+        return {
+            "replica": self.replica,
+            "shared": {
+                "backend": self.board.backend,
+                "available": available,
+                "replicas": sorted(per_replica),
+            },
+            "breakers": agents,
+        }
+
+    # -- the cycle ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._cycle()
+            except BreakerBoardError as exc:
+                self._board_failed(exc)
+            except Exception:
+                # A bug here must not end sharing for the life of the process.
+                logger.exception("breaker_sync_failed", replica=self.replica)
+
+    async def _cycle(self) -> None:
+        version = self._version
+        forced = await self.board.forced()
+        if version == self._version:
+            self._apply_ops(forced)
+        if any(b.config.share == "follow" for b in self.breakers.values()):
+            self._apply_follow(await self.board.reports())
+        await self.board.publish(
+            self.replica, {name: summary(b.snapshot()) for name, b in self.breakers.items()}
+        )
+        self.cycles += 1
+        if not self._board_ok:
+            self._board_ok = True
+            logger.info("breaker_board_back", replica=self.replica)
+
+    def _apply_ops(self, forced: Mapping[str, ForcedMode]) -> None:
+        for name, breaker in self.breakers.items():
+            entry = forced.get(name)
+            if entry is not None:
+                if breaker.forced is not entry.mode:
+                    logger.warning("breaker_forced", agent=name, mode=entry.mode.value, by=entry.by)
+                breaker.set_forced(entry.mode)
+            elif breaker.forced in _OPS:
+                logger.warning("breaker_forced", agent=name, mode=None)
+                breaker.set_forced(None)  # lifted on another replica
+
+    def _apply_follow(self, reports: list[ReplicaReport]) -> None:
+        others = [r for r in reports if r.replica != self.replica]
+        live = len(others) + 1
+        for name, breaker in self.breakers.items():
+            if breaker.config.share != "follow" or breaker.forced in _OPS:
+                continue
+            opened = sum(1 for r in others if _opened_itself(r.breakers.get(name)))
+            follow = opened / live >= breaker.config.follow_share
+            if follow and breaker.forced is None and breaker.state is BreakerState.CLOSED:
+                logger.warning("breaker_follows", agent=name, opened=opened, replicas=live)
+                breaker.set_forced(Forced.FOLLOW)
+            elif not follow and breaker.forced is Forced.FOLLOW:
+                breaker.set_forced(None)
+
+    def _board_failed(self, exc: BaseException) -> None:
+        if self._board_ok:
+            logger.warning("breaker_board_unavailable", replica=self.replica, reason=str(exc))
+        self._board_ok = False
+
+
+def _opened_itself(entry: Mapping[str, Any] | None) -> bool:
+    """Open or half-open on its own (or by ops), not because it follows the others."""
+    if entry is None:
+        return False
+    return entry.get("state") in ("open", "half_open") and entry.get("forced") != "follow"
+
+
+def _overall(states: Mapping[str, Mapping[str, Any]], forced: ForcedMode | None) -> dict[str, Any]:
+    counts = {"open": 0, "half_open": 0, "closed": 0}
+    calls = failures = slow = 0
+    for entry in states.values():
+        counts[str(entry.get("state"))] = counts.get(str(entry.get("state")), 0) + 1
+        window = entry.get("window") or {}
+        calls += int(window.get("calls", 0))
+        failures += int(window.get("failures", 0))
+        slow += int(window.get("slow", 0))
+    if forced is not None:
+        state = "open" if forced.mode is Forced.OPEN else "disabled"
+    elif counts["closed"] == len(states):
+        state = "closed"
+    elif counts["open"] == len(states):
+        state = "open"
+    else:
+        state = "partly_open"
+    return {
+        "state": state,
+        "forced": None if forced is None else forced.to_dict(),
+        "replicas": len(states),
+        **counts,
+        "window": {
+            "calls": calls,
+            "failures": failures,
+            "slow": slow,
+            "failure_rate": round(100.0 * failures / calls, 2) if calls else 0.0,
+            "slow_rate": round(100.0 * slow / calls, 2) if calls else 0.0,
+        },
+    }

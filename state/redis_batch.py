@@ -1,0 +1,117 @@
+"""`Batcher`: the commands issued in one event-loop turn go to Redis as one pipeline.
+
+Shared by the Redis store and its leases, so a burst of submits (a claim and a
+save each) costs a few round trips on a few pooled connections, not one
+connection per command. `Batcher.eval` runs a Lua script by its SHA and loads
+it when Redis lost its script cache (a restart, SCRIPT FLUSH).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+
+class LuaScript:
+    """A script's source and SHA1, computed once."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+class Batcher:
+    """Sends the commands issued in one turn of the event loop to Redis together.
+
+    The first command of a turn opens a batch and a task that sends it once the
+    turn's other callbacks have run, so commands issued meanwhile join it. A batch
+    of one is sent as that command; a larger one as one pipeline (one round trip and
+    one pooled connection instead of one each). Every caller awaits its own
+    command's future, so a cancelled caller never fails anyone else's command (its
+    own may still run, as it could have before). Errors stay per command: a
+    `ResponseError` (e.g. `NoScriptError`) fails only its command; a connection
+    error fails every command of the batch.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._open: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue `command` (e.g. `("EXISTS", key)`); the future gets its reply."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._open is None:
+            self._open = []
+            task = loop.create_task(self._send())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        self._open.append((command, future))
+        return future
+
+    async def eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA `script`; on NOSCRIPT (Redis restarted, cache flushed) load it and go again."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await self.call(command)
+        except NoScriptError:
+            # Batched like any command: a burst that all missed loads it in one round trip.
+            await self.call(("SCRIPT", "LOAD", script.source))
+            return await self.call(command)
+
+    async def drain(self) -> None:
+        """Wait until every batch queued so far has been answered."""
+        while self._sending:
+            await asyncio.wait(list(self._sending))
+
+    async def _send(self) -> None:
+        batch, self._open = self._open or [], None
+        try:
+            if len(batch) == 1:
+                command = batch[0][0]
+                replies: list[Any] = [
+                    await self._client.execute_command(*command)  # type: ignore[no-untyped-call]
+                ]
+            else:
+                pipeline = self._client.pipeline(transaction=False)
+                for command, _ in batch:
+                    pipeline.execute_command(*command)
+                replies = await pipeline.execute(raise_on_error=False)
+        except BaseException as exc:
+            for _, future in batch:
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    future.set_exception(own_copy(exc))
+                else:
+                    future.cancel()  # the sender itself was cancelled (loop shutting down)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue  # its caller was cancelled
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+
+def own_copy(exc: BaseException) -> BaseException:
+    """A copy of `exc` per waiting caller, so each raise keeps its own traceback."""
+    try:
+        mine = copy.copy(exc)
+    except Exception:
+        return exc
+    mine.__cause__ = exc.__cause__
+    mine.__context__ = exc.__context__
+    return mine

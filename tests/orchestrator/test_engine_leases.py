@@ -1,0 +1,341 @@
+"""Heartbeat, lease expiry, reconcile, fencing and store outages in the engine, on a fake clock.
+
+Two engines share one memory store (as two replicas share Redis) and one
+`FakeClock`, which paces their loops and decides when leases expire: no real
+time passes. Agents are fakes behind httpx.MockTransport that count calls and
+hold the data step until the test lets it answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from agents.client import AgentClient
+from agents.registry import AgentRegistry
+from orchestrator.app import BUILTIN_FALLBACKS
+from orchestrator.chain import CHAIN_DEFINITION
+from orchestrator.dag.kinds import default_kinds
+from orchestrator.dag.runner import DagRunner
+from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
+from orchestrator.engine import WorkflowOrchestrator
+from orchestrator.errors import WorkflowAlreadyFinished
+from orchestrator.settings import default_registry
+from state.memory import MemoryStateStore
+from state.models import StepStatus, WorkflowState, WorkflowStatus
+from state.store import StateStoreError
+from tests.fakes import FakeClock, settle
+
+LEASE_S = 3.0
+ANSWERS: dict[str, Any] = {
+    "nlp": {"intent": {"metric": "revenue", "group_by": ["region"]}},
+    "data": {"columns": ["region"], "rows": [{"region": "EMEA"}]},
+    "viz": {"spec": {"mark": "bar"}},
+}
+
+
+class Agents:
+    """Fake agents: count calls; the data agent answers only once `release_data` is set."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.release_data = asyncio.Event()
+        self.data_waiting = asyncio.Event()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        name = request.url.host.split(".")[0]
+        self.calls[name] += 1
+        if name == "data":
+            self.data_waiting.set()
+            await self.release_data.wait()
+        body = orjson.dumps({"status": "success", "data": ANSWERS[name]})
+        return httpx.Response(200, content=body)
+
+
+class OutageStore(MemoryStateStore):
+    """The memory store, with a switch that makes every call fail like an unreachable Redis."""
+
+    def __init__(self, *, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.down = False
+        self.refused_while_down = 0
+
+    def _check(self, operation: str) -> None:
+        if self.down:
+            self.refused_while_down += 1
+            raise StateStoreError("store down", backend="memory", operation=operation)
+
+    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+        self._check("save")
+        return await super().save(state, token=token)
+
+    async def get(self, workflow_id: str) -> WorkflowState | None:
+        self._check("get")
+        return await super().get(workflow_id)
+
+    async def cancel_requested(self, workflow_id: str) -> bool:
+        self._check("cancel_requested")
+        return await super().cancel_requested(workflow_id)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> OutageStore:
+    return OutageStore(clock=clock)
+
+
+@pytest.fixture
+def fake_agents() -> Agents:
+    return Agents()
+
+
+@pytest.fixture
+async def http(fake_agents: Agents) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake_agents)) as client:
+        yield client
+
+
+@pytest.fixture
+def registry() -> AgentRegistry:
+    return AgentRegistry(
+        [
+            dataclasses.replace(spec, url=f"http://{spec.name}.agent.test")
+            for spec in default_registry().values()
+        ]
+    )
+
+
+@pytest.fixture
+def chain(registry: AgentRegistry) -> CompiledWorkflow:
+    return compile_workflow(
+        CHAIN_DEFINITION,
+        agents=list(registry),
+        kinds=default_kinds(),
+        builtins=list(BUILTIN_FALLBACKS),
+    )
+
+
+@pytest.fixture
+async def make_engine(
+    http: httpx.AsyncClient,
+    registry: AgentRegistry,
+    store: OutageStore,
+    clock: FakeClock,
+    chain: CompiledWorkflow,
+) -> AsyncIterator[Any]:
+    made: list[WorkflowOrchestrator] = []
+
+    def make(replica_id: str) -> WorkflowOrchestrator:
+        runner = DagRunner(
+            agents=AgentClient(registry, http),
+            registry=registry,
+            kinds=default_kinds(),
+            builtins=BUILTIN_FALLBACKS,
+        )
+        engine = WorkflowOrchestrator(
+            store=store,
+            runner=runner,
+            replica_id=replica_id,
+            leases=store.leases(),
+            lease_s=LEASE_S,
+            resolve=lambda _: chain,
+            clock=clock,
+            shutdown_grace_s=0.5,
+        )
+        made.append(engine)
+        return engine
+
+    yield make
+    store.down = False
+    for engine in made:
+        await engine.close()
+    await store.close()
+
+
+async def test_the_heartbeat_keeps_a_running_workflows_lease(
+    make_engine: Any, chain: CompiledWorkflow, clock: FakeClock, fake_agents: Agents
+) -> None:
+    """While its owner beats every lease_s / 3, no other replica finds an orphan."""
+    owner, other = make_engine("owner"), make_engine("other")
+    await owner.start()
+    state = await owner.submit(chain, {"query": "revenue by region"})
+    await fake_agents.data_waiting.wait()
+
+    for _ in range(9):  # three lease periods
+        await clock.tick(LEASE_S / 3)
+        assert await other.reconcile() == []
+    assert state.workflow_id in owner.running
+    fake_agents.release_data.set()
+    finished = await owner.wait(state.workflow_id)
+    assert finished.status is WorkflowStatus.COMPLETED
+
+
+async def test_a_silent_owners_workflow_is_resumed_after_its_lease(
+    make_engine: Any, chain: CompiledWorkflow, clock: FakeClock, fake_agents: Agents
+) -> None:
+    """No heartbeat (the owner froze): just before lease_s nothing happens; after, the
+    other replica's reconciler resumes it, keeping the completed NLP step."""
+    frozen, survivor = make_engine("frozen"), make_engine("survivor")
+    state = await frozen.submit(chain, {"query": "revenue by region"})  # frozen never beats
+    await fake_agents.data_waiting.wait()
+    await survivor.start()  # reconciles at once, then every lease_s / 2
+    await settle()
+    assert survivor.running == {}
+
+    await clock.tick(LEASE_S / 2)
+    assert survivor.running == {}  # the lease has not expired yet
+    await clock.tick(LEASE_S / 2 + 0.01)
+    assert state.workflow_id in survivor.running
+
+    fake_agents.release_data.set()
+    done = await survivor.wait(state.workflow_id)
+    assert done.status is WorkflowStatus.COMPLETED
+    assert done.owner == "survivor"
+    assert fake_agents.calls["nlp"] == 1  # completed before the freeze: kept
+
+
+async def test_a_frozen_owner_that_comes_back_starts_nothing_and_writes_nothing(
+    make_engine: Any,
+    chain: CompiledWorkflow,
+    clock: FakeClock,
+    fake_agents: Agents,
+    store: OutageStore,
+) -> None:
+    """Fencing: the old owner's data answer arrives after the takeover; it does not start
+    viz (the new owner does) and its writes are refused, so the new owner's state stands."""
+    frozen, survivor = make_engine("frozen"), make_engine("survivor")
+    state = await frozen.submit(chain, {"query": "revenue by region"})
+    await fake_agents.data_waiting.wait()
+    clock.advance(LEASE_S + 0.01)
+    assert await survivor.reconcile() == [state.workflow_id]
+
+    fake_agents.release_data.set()  # both data calls answer: the frozen one's first
+    done = await survivor.wait(state.workflow_id)
+
+    assert done.status is WorkflowStatus.COMPLETED
+    assert fake_agents.calls == Counter({"nlp": 1, "data": 2, "viz": 1})
+    await settle()
+    assert frozen.running == {}
+    stored = await store.get(state.workflow_id)
+    assert stored is not None and stored.owner == "survivor"
+    assert stored.status is WorkflowStatus.COMPLETED
+    assert frozen.metrics.snapshot()["workflows"]["finished"] == 0
+
+
+async def test_a_lost_lease_found_by_the_heartbeat_stops_the_workflow(
+    make_engine: Any, chain: CompiledWorkflow, clock: FakeClock, fake_agents: Agents,
+    store: OutageStore,
+) -> None:
+    """The heartbeat learns another replica holds the lease: the workflow stops here."""
+    owner, thief = make_engine("owner"), make_engine("thief")
+    await owner.start()
+    state = await owner.submit(chain, {"query": "revenue by region"})
+    await fake_agents.data_waiting.wait()
+    clock.advance(LEASE_S + 0.01)  # owner's heartbeat is due but has not run yet
+    assert await thief.reconcile() == [state.workflow_id]
+    await clock.tick(0)
+    await settle()
+    assert state.workflow_id not in owner.running
+    stored = await store.get(state.workflow_id)
+    assert stored is not None and stored.owner == "thief"
+    fake_agents.release_data.set()
+    assert (await thief.wait(state.workflow_id)).status is WorkflowStatus.COMPLETED
+
+
+async def test_writes_during_a_store_outage_are_retried_until_it_returns(
+    make_engine: Any,
+    chain: CompiledWorkflow,
+    clock: FakeClock,
+    fake_agents: Agents,
+    store: OutageStore,
+) -> None:
+    """The store goes away mid-run: the workflow finishes, its terminal write is kept and
+    retried with backoff, status answers from memory, and the write lands after."""
+    owner = make_engine("owner")
+    await owner.start()
+    state = await owner.submit(chain, {"query": "revenue by region"})
+    await fake_agents.data_waiting.wait()
+    store.down = True
+    fake_agents.release_data.set()
+
+    finished = await owner.wait(state.workflow_id)  # known in memory, write pending
+    assert finished.status is WorkflowStatus.COMPLETED
+    assert (await owner.status(state.workflow_id)).status is WorkflowStatus.COMPLETED
+    for _ in range(20):  # a long outage: many backoff rounds, nothing dropped
+        await clock.tick(2.0)
+    assert store.refused_while_down > 10
+    assert state.workflow_id in owner.running  # still owes its write
+
+    store.down = False
+    await clock.tick(2.0)
+    await settle()
+    stored = await store.get(state.workflow_id)
+    assert stored is not None and stored.status is WorkflowStatus.COMPLETED
+    assert stored.steps["viz"].status is StepStatus.COMPLETED
+    assert owner.running == {}
+    assert await store.leases().orphans() == []
+
+
+async def test_status_of_a_workflow_this_replica_does_not_hold_is_an_error_in_an_outage(
+    make_engine: Any, store: OutageStore
+) -> None:
+    owner = make_engine("owner")
+    store.down = True
+    with pytest.raises(StateStoreError):
+        await owner.status("unknown")
+
+
+async def test_cancel_waits_for_the_owners_finish_notification(
+    make_engine: Any, chain: CompiledWorkflow, fake_agents: Agents
+) -> None:
+    """A cancel sent to a replica that does not run the workflow returns the cancelled
+    document once the owner's terminal write is published; a second cancel is a no-op."""
+    owner, other = make_engine("owner"), make_engine("other")
+    await owner.start()
+    await other.start()
+    state = await owner.submit(chain, {"query": "revenue by region"})
+    await fake_agents.data_waiting.wait()
+
+    cancelled = await other.cancel(state.workflow_id)
+
+    assert cancelled.status is WorkflowStatus.CANCELLED
+    assert cancelled.owner == "owner"
+    again = await other.cancel(state.workflow_id)
+    assert again.status is WorkflowStatus.CANCELLED
+    assert again.finished_at == cancelled.finished_at
+
+
+async def test_cancel_of_a_workflow_that_ended_otherwise_still_raises(
+    make_engine: Any, chain: CompiledWorkflow, fake_agents: Agents
+) -> None:
+    owner = make_engine("owner")
+    await owner.start()
+    fake_agents.release_data.set()
+    state = await owner.submit(chain, {"query": "revenue by region"})
+    await owner.wait(state.workflow_id)
+    with pytest.raises(WorkflowAlreadyFinished) as caught:
+        await owner.cancel(state.workflow_id)
+    assert caught.value.status is WorkflowStatus.COMPLETED
+
+
+async def test_no_waiter_is_left_behind(
+    make_engine: Any, chain: CompiledWorkflow, fake_agents: Agents
+) -> None:
+    owner, other = make_engine("owner"), make_engine("other")
+    await owner.start()
+    await other.start()
+    state = await owner.submit(chain, {"query": "x"})
+    await fake_agents.data_waiting.wait()
+    await asyncio.gather(other.cancel(state.workflow_id), other.cancel(state.workflow_id))
+    assert other._finish_waiters == {}
