@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
+import redis.asyncio as aioredis
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -13,8 +14,17 @@ from agents.client import AgentClient, create_http_client
 from circuit.board import BreakerBoard, MemoryBreakerBoard
 from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
+from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
 from orchestrator.api import events as event_routes
 from orchestrator.api import ops as ops_routes
+from orchestrator.api.access import (
+    ACCESS,
+    Access,
+    auth_middleware,
+    browser_middleware,
+    json_body_middleware,
+)
+from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.middleware import request_id_middleware
 from orchestrator.api.routes import routes
@@ -31,6 +41,7 @@ from orchestrator.settings import Settings
 from orchestrator.tracing import configured_tracer_provider, tracer_of
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
+from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
 from state.redis import RedisStateStore
 from state.store import StateStore
 
@@ -61,6 +72,23 @@ def create_breaker_board(settings: Settings) -> BreakerBoard:
     return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
+def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
+    """Key stores and quotas: on Redis when REDIS_URL is set (shared by every replica)."""
+    client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    config = settings.access
+    stores: list[KeyStore] = [StaticKeyStore(config.keys)]
+    if config.redis_keys:
+        if client is None:
+            raise ValueError("[access] redis_keys = true needs REDIS_URL")
+        stores.append(
+            RedisKeyStore(client, prefix=settings.key_prefix, default_limits=config.default_limits)
+        )
+    quotas: Quotas = (
+        RedisQuotas(client, prefix=settings.key_prefix) if client is not None else MemoryQuotas()
+    )
+    return Access(config=config, authenticator=Authenticator(stores), quotas=quotas), client
+
+
 def create_app(
     settings: Settings,
     *,
@@ -76,8 +104,16 @@ def create_app(
     The app closes only what it opened.
     """
     app = web.Application(
-        # The request id first: error responses carry it too.
-        middlewares=[request_id_middleware, error_middleware],
+        # Outermost first: the request id (every response carries it, every line of the
+        # request logs it), browser checks (their headers reach every response), errors
+        # to JSON, then who is calling, then the body's media type.
+        middlewares=[
+            request_id_middleware,
+            browser_middleware,
+            error_middleware,
+            auth_middleware,
+            json_body_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
@@ -86,6 +122,10 @@ def create_app(
     app[event_routes.OPEN_STREAMS] = event_routes.OpenStreams()
     app.on_shutdown.append(event_routes.close_open_streams)
     injected_provider = tracer_provider
+    access, access_redis = create_access(settings)
+    app[ACCESS] = access
+    admission = Admission(access.quotas, settings.access, state_ttl_s=settings.state_ttl_s)
+    app[ADMISSION] = admission
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
@@ -177,6 +217,9 @@ def create_app(
             await breakers.close()
             if own_board:
                 await board.close()
+            await admission.close()
+            if access_redis is not None:
+                await access_redis.aclose()
             if own_http:
                 await the_http.aclose()
             if own_store:

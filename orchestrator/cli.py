@@ -15,7 +15,9 @@ from aiohttp import web
 
 from agents.reference import start_agent
 from agents.registry import DEFAULT_PORTS, AgentRegistry
+from orchestrator.access.exposure import UnsafeExposure, access_mode
 from orchestrator.app import create_app
+from orchestrator.keys_cli import add_keys_parser, run_keys_command
 from orchestrator.logs import configure_logging
 from orchestrator.settings import ConfigError, Settings
 
@@ -33,8 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "keys":  # a one-shot command: prints, logs nothing
+        return asyncio.run(run_keys_command(args, settings))
     if args.command == "agent":
+        configure_logging(settings.log_level, settings.log_format)
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
         ready = f"{args.kind} agent listening on http://{args.host}:{port}"
         asyncio.run(_serve_forever([_agent_starter(args.kind, args.host, port)], ready))
@@ -42,6 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     settings = dataclasses.replace(settings, host=host, port=port)
+    if args.insecure:
+        settings = dataclasses.replace(
+            settings, access=dataclasses.replace(settings.access, insecure=True)
+        )
+    try:
+        mode = access_mode(settings.access, host)
+    except UnsafeExposure as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "up":
         agents = {
             name: dataclasses.replace(spec, url=f"http://{host}:{args.agents_base_port + offset}")
@@ -58,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     else:
         starters = []
-    asyncio.run(_serve_forever([*starters, _api_starter(settings)], _announcement(settings)))
+    ready = f"{_announcement(settings)}\n{mode}"
+    asyncio.run(_serve_forever([*starters, _api_starter(settings)], ready))
     return 0
 
 
@@ -88,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--port", type=int, default=None, help="API port (default ORCH_PORT or 8000)"
         )
+        p.add_argument(
+            "--insecure",
+            action="store_true",
+            help="with no API keys configured, listen on a non-loopback address anyway "
+            "(everyone who can reach it is admin); also ORCH_INSECURE=1",
+        )
     up.add_argument(
         "--agents-base-port",
         type=int,
@@ -99,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run one reference agent",
         description="Run one reference agent (nlp, data or viz) speaking the agent contract.",
     )
+    add_keys_parser(sub)
     agent.add_argument("kind", choices=["nlp", "data", "viz"])
     agent.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     agent.add_argument(

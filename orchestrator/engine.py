@@ -217,12 +217,14 @@ class WorkflowOrchestrator:
         inputs: Mapping[str, Any],
         *,
         definition: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
     ) -> WorkflowState:
         """Accept a workflow: claim it, write its first state and start it. Returns at once.
 
         `definition` is the client's raw definition, kept in the state so another
         replica can resume the workflow; built-in workflows are found by name.
         Raises `StateStoreError` (nothing accepted) when the store cannot take it.
+        `tenant` is who submitted it (the API answers 404 to other tenants).
         """
         state = WorkflowState(
             workflow_id=uuid.uuid4().hex,
@@ -230,6 +232,7 @@ class WorkflowOrchestrator:
             inputs=dict(inputs),
             owner=self.replica_id,
             definition=dict(definition) if definition is not None else None,
+            tenant=tenant,
         )
         token: int | None = None
         if self._leases is not None:

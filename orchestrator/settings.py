@@ -28,6 +28,8 @@
   The exporter reads the other standard OTEL_* variables itself.
 - ORCH_BREAKER_SYNC_S            how often a replica publishes its breakers and applies the
                                  deployment's ops modes (0.25; reports live 8x that, >= 2 s)
+- ORCH_INSECURE                  "1": serve without API keys on a non-loopback address anyway
+- ORCH_CORS_ORIGINS              comma-separated exact origins allowed by CORS (adds to the file's)
 
 TOML layout::
 
@@ -42,6 +44,8 @@ TOML layout::
     max_attempts = 3
 
 Any agent table beyond nlp/data/viz registers another agent (it then needs `url`).
+The `[access]` (API keys, limits, CORS) and `[tenants]` tables are described in
+orchestrator/access/config.py.
 A bad file stops start-up with a `ConfigError` naming the file, the key and the problem.
 """
 
@@ -65,6 +69,7 @@ from agents.registry import (
 )
 from circuit.breaker import validate_config
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
+from orchestrator.access.config import AccessConfig, AccessConfigError, check_origin, parse_access
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 
 
@@ -115,6 +120,7 @@ class Settings:
     # Breaker sharing: publish / apply-ops cycle of each replica (circuit/sharing.py).
     breaker_sync_s: float = 0.25
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
+    access: AccessConfig = field(default_factory=AccessConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,8 +128,9 @@ class Settings:
         src = "environment"
         config_path = env.get("ORCH_CONFIG")
         specs = {spec.name: spec for spec in default_registry().values()}
+        access = AccessConfig()
         if config_path:
-            specs = _load_agent_file(Path(config_path), specs)
+            specs, access = _load_file(Path(config_path), specs)
         for name, var in _URL_ENV.items():
             if env.get(var):
                 specs[name] = dataclasses.replace(specs[name], url=_check_url(env[var], src, var))
@@ -155,6 +162,20 @@ class Settings:
         otel_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None
         if otel_endpoint is None and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             otel_endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+        origins = tuple(o.strip() for o in env.get("ORCH_CORS_ORIGINS", "").split(",") if o.strip())
+        try:
+            origins = tuple(check_origin(o, "ORCH_CORS_ORIGINS") for o in origins)
+        except AccessConfigError as exc:
+            raise ConfigError(str(exc), source=src, key=exc.key) from None
+        if access.redis_keys and not env.get("REDIS_URL"):
+            raise ConfigError(
+                "[access] redis_keys = true needs REDIS_URL", source=src, key="REDIS_URL"
+            )
+        access = dataclasses.replace(
+            access,
+            cors_origins=tuple(dict.fromkeys((*access.cors_origins, *origins))),
+            insecure=_env_flag(env, "ORCH_INSECURE"),
+        )
         return cls(
             host=env.get("ORCH_HOST", "127.0.0.1"),
             port=_env_int(env, "ORCH_PORT", 8000, minimum=0),
@@ -186,6 +207,7 @@ class Settings:
             otel_service_name=env.get("OTEL_SERVICE_NAME") or "agent-orchestrator",
             breaker_sync_s=_env_float(env, "ORCH_BREAKER_SYNC_S", 0.25),
             agents=AgentRegistry(specs),
+            access=access,
         )
 
 
@@ -235,13 +257,24 @@ def _env_float(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
+def _env_flag(env: Mapping[str, str], key: str) -> bool:
+    raw = env.get(key, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"expected 1 or 0, got {raw!r}", source="environment", key=key)
+
+
 def _check_url(url: str, source: str, key: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"expected an http(s) URL, got {url!r}", source=source, key=key)
     return url
 
 
-def _load_agent_file(path: Path, specs: dict[str, AgentSpec]) -> dict[str, AgentSpec]:
+def _load_file(
+    path: Path, specs: dict[str, AgentSpec]
+) -> tuple[dict[str, AgentSpec], AccessConfig]:
     source = str(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -251,9 +284,13 @@ def _load_agent_file(path: Path, specs: dict[str, AgentSpec]) -> dict[str, Agent
         raise ConfigError(f"cannot read: {exc}", source=source, key="ORCH_CONFIG") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", source=source, key="(file)") from exc
-    unknown = set(raw) - {"agents"}
+    unknown = set(raw) - {"agents", "access", "tenants"}
     if unknown:
         raise ConfigError("unknown top-level table", source=source, key=sorted(unknown)[0])
+    try:
+        access = parse_access(raw.get("access"), raw.get("tenants"))
+    except AccessConfigError as exc:
+        raise ConfigError(str(exc), source=source, key=exc.key) from None
     agents = raw.get("agents", {})
     if not isinstance(agents, dict):
         raise ConfigError("must be a table of agent tables", source=source, key="agents")
@@ -263,7 +300,12 @@ def _load_agent_file(path: Path, specs: dict[str, AgentSpec]) -> dict[str, Agent
         if not isinstance(table, dict):
             raise ConfigError("must be a table", source=source, key=key)
         out[name] = _agent_from_table(name, table, out.get(name), source)
-    return out
+    for tenant, policy in access.tenants.items():
+        for agent in sorted((policy.agents or frozenset()) - set(out)):
+            raise ConfigError(
+                f"unknown agent {agent!r}", source=source, key=f"tenants.{tenant}.agents"
+            )
+    return out, access
 
 
 _AGENT_KEYS = {"url", "concurrency", "timeouts", "breaker", "retry", "retry_budget"}

@@ -7,16 +7,17 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/venv.sh test
+# Headless Chromium renders the docs page (tests/integration/test_openapi.py) and drives
+# the ops page (tests/integration/test_ops_browser.py).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium (apt-get)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+fi
 if [ -z "${REDIS_URL:-}" ]; then
   eval "$(bash scripts/redis.sh)"
 fi
 export REDIS_URL
-if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
-  echo "== installing chromium with apt-get (the ops page's browser test drives it headless)"
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
-fi
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"

@@ -133,3 +133,29 @@ def _cancel_flag_parts(prefix: str) -> tuple[str, str]:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "\\*?[]" else c for c in text)
+
+
+# Access (orchestrator/access, state/ratelimit.py): keys shared by every replica.
+#
+#    orch:apikey:<sha256 hex>   hash  one API key's record (id, tenant, roles, limits)  no TTL
+#    orch:apikeys               hash  key id -> sha256 hex, to list and revoke keys     no TTL
+#    orch:rl:{<bucket>}         hash  a token bucket (tokens, ts)       expires once full again
+#    orch:slots:{<pool>}        zset  members held (in-flight workflows), score = expiry ms
+
+
+def api_key_key(prefix: str, digest_hex: str) -> str:
+    """One API key's record, found by the SHA-256 of the key (the key is never stored)."""
+    return f"{prefix}apikey:{digest_hex}"
+
+
+def api_key_index_key(prefix: str) -> str:
+    """Key id -> digest, so `orchestrator keys list/revoke` work by id."""
+    return f"{prefix}apikeys"
+
+
+def rate_bucket_key(prefix: str, bucket: str) -> str:
+    return f"{prefix}rl:{{{bucket}}}"
+
+
+def slots_key(prefix: str, pool: str) -> str:
+    return f"{prefix}slots:{{{pool}}}"

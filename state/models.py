@@ -177,6 +177,8 @@ class WorkflowState:
     owner: str | None = None
     # The client's definition (None for built-in workflows), so any replica can resume it.
     definition: JSON = None
+    # The tenant that submitted it: only that tenant (and admins) can see or cancel it.
+    tenant: str | None = None
 
     @property
     def fallbacks(self) -> list[dict[str, JSON]]:
@@ -202,6 +204,7 @@ class WorkflowState:
             "finished_at": self.finished_at,
             "owner": self.owner,
             "definition": self.definition,
+            "tenant": self.tenant,
         }
 
     @classmethod
@@ -220,4 +223,5 @@ class WorkflowState:
             finished_at=raw.get("finished_at"),
             owner=raw.get("owner"),
             definition=raw.get("definition"),
+            tenant=raw.get("tenant"),
         )

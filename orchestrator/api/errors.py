@@ -1,12 +1,16 @@
 """HTTP errors and the one middleware that turns every exception into a JSON error.
 
-    ApiError (status, code, message, details)
+    ApiError (status, code, message, details, headers)
     ├── BadRequest            400
+    ├── Unauthorized          401  (WWW-Authenticate)
+    ├── Forbidden             403
     ├── NotFound              404
     ├── Conflict              409
     ├── PayloadTooLarge       413
     ├── UnsupportedMediaType  415
-    └── Unprocessable         422
+    ├── Unprocessable         422
+    ├── TooManyRequests       429  (Retry-After)
+    └── Unavailable           503  (Retry-After)
 
 A state store that cannot be reached (or cannot keep up) is a 503
 `state_store_unavailable` with `Retry-After`, never a 500.
@@ -19,7 +23,7 @@ never into the response.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -41,16 +45,32 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.details = details
+        self.headers = dict(headers or {})
 
 
 class BadRequest(ApiError):
     status, code = 400, "bad_request"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
 
 
 class NotFound(ApiError):
@@ -73,6 +93,14 @@ class Unprocessable(ApiError):
     status, code = 422, "unprocessable"
 
 
+class TooManyRequests(ApiError):
+    status, code = 429, "rate_limited"
+
+
+class Unavailable(ApiError):
+    status, code = 503, "unavailable"
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details}}
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
@@ -80,7 +108,9 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 def _api_error(exc: BaseException) -> web.Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.details)
+    response = error_response(exc.status, exc.code, exc.message, exc.details)
+    response.headers.update(exc.headers)
+    return response
 
 
 def _definition_error(exc: BaseException) -> web.Response:

@@ -25,8 +25,8 @@ from aiohttp import web
 
 from orchestrator.api.errors import ApiError, BadRequest
 from orchestrator.api.middleware import REQUEST_ID_HEADER, request_id
+from orchestrator.api.routes import visible_state
 from orchestrator.api.services import SERVICES
-from orchestrator.errors import WorkflowNotFound
 from orchestrator.events import is_terminal, workflow_event
 from state.events import EventStream, StoredEvent
 from state.store import StateStore
@@ -72,8 +72,7 @@ async def workflow_events(request: web.Request) -> web.StreamResponse:
     store = services.orchestrator.store
     workflow_id = request.match_info["workflow_id"]
     after = _resume_point(request)
-    if await store.get(workflow_id) is None:
-        raise WorkflowNotFound(workflow_id)
+    await visible_state(request)  # 404 when unknown, expired or another tenant's
     streams = request.app[OPEN_STREAMS]
     limit = services.settings.sse_max_streams
     if len(streams) >= limit:

@@ -1,10 +1,8 @@
-"""Operator routes: Prometheus `/metrics`, the `/ops` page, plan pictures, workflow lists.
+"""Operator routes: Prometheus `/metrics`, the `/ops` page and the workflow lists it shows.
 
     GET  /metrics                      Prometheus text format (this app's registry)
     GET  /ops                          the ops page (orchestrator/ops/page.html, no CDN)
     GET  /api/ops/workflows            running and recently finished workflows on this replica
-    POST /api/workflows/plan.svg       the plan of a submitted definition as SVG
-    GET  /api/workflow/{id}/plan.svg   a workflow's plan, nodes coloured by step status
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from orchestrator.api.pictures import svg_of
-from orchestrator.api.requests import parse_workflow_body, read_json_object
 from orchestrator.api.routes import json_response
 from orchestrator.api.services import SERVICES
 from state.models import WorkflowState
@@ -60,20 +56,6 @@ async def ops_workflows(request: web.Request) -> web.Response:
         "source": "replica",
     }
     return json_response(body)
-
-
-@routes.post("/api/workflows/plan.svg")
-async def submitted_plan_svg(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    raw = parse_workflow_body(await read_json_object(request))
-    return svg_of(services.compile(raw))
-
-
-@routes.get("/api/workflow/{workflow_id}/plan.svg")
-async def workflow_plan_svg(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    state = await services.orchestrator.status(request.match_info["workflow_id"])
-    return svg_of(services.resolve(state), state)
 
 
 def _summary(state: WorkflowState) -> dict[str, Any]:

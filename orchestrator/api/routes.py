@@ -5,20 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from circuit.breaker import Forced
-from orchestrator.api.errors import BadRequest, NotFound, error_response
+from orchestrator.access.principal import Principal
+from orchestrator.api.access import ACCESS, principal
+from orchestrator.api.admission import ADMISSION
+from orchestrator.api.errors import Forbidden, NotFound, error_response
+from orchestrator.api.openapi import docs_page, openapi_document
 from orchestrator.api.pictures import svg_of
 from orchestrator.api.requests import parse_query_request, parse_workflow_body, read_json_object
 from orchestrator.api.services import SERVICES
 from orchestrator.chain import CHAIN_NAME
 from orchestrator.dag.parse import definition_schema
 from orchestrator.dag.plan import plan_workflow
+from orchestrator.dag.validate import CompiledWorkflow
+from orchestrator.errors import WorkflowNotFound
 from orchestrator.tracing import incoming_context
 from state.models import WorkflowState, WorkflowStatus
 
 routes = web.RouteTableDef()
+log = structlog.get_logger(__name__)
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
@@ -28,20 +36,35 @@ def json_response(data: Any, *, status: int = 200) -> web.Response:
 @routes.post("/api/query")
 async def query(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    who = principal(request)
     body = await read_json_object(request)
     req = parse_query_request(body, max_query_chars=services.settings.max_query_chars)
+    allowed = request.app[ACCESS].config.tenant(who.tenant).agents
     if req.workflow is not None:
-        workflow = services.compile(req.workflow)
+        workflow = services.compile(req.workflow, agents=allowed)
         inputs = dict(workflow.definition.inputs)
         if req.query is not None:
             inputs["query"] = req.query
     else:
         workflow = services.chain
+        _check_agents(workflow, allowed, who)
         inputs = {"query": req.query}
     orchestrator = services.orchestrator
-    # An incoming W3C traceparent becomes the workflow span's parent (tracing on only).
-    with incoming_context(request.headers, enabled=services.tracing):
-        state = await orchestrator.submit(workflow, inputs, definition=req.workflow)
+    admission = request.app[ADMISSION]
+    ticket = await admission.admit(
+        who, is_async=req.mode == "async", timeout_s=workflow.definition.options.timeout_s
+    )
+    try:
+        # An incoming W3C traceparent becomes the workflow span's parent (tracing on only).
+        with incoming_context(request.headers, enabled=services.tracing):
+            state = await orchestrator.submit(
+                workflow, inputs, definition=req.workflow, tenant=who.tenant
+            )
+    except BaseException:
+        await admission.abandon(ticket)
+        raise
+    workflow_id = state.workflow_id
+    admission.release_when(ticket, lambda: orchestrator.wait(workflow_id))
     if req.mode == "async":
         response = json_response(_accepted(state), status=202)
         response.headers["Location"] = _status_url(state.workflow_id)
@@ -74,15 +97,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/api/workflow/{workflow_id}/status")
 async def status(request: web.Request) -> web.Response:
-    orchestrator = request.app[SERVICES].orchestrator
-    state = await orchestrator.status(request.match_info["workflow_id"])
+    state = await visible_state(request)
     return json_response(_workflow_body(state))
 
 
 @routes.post("/api/workflow/{workflow_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
+    if request.body_exists:
+        await read_json_object(request)  # a body is optional; when sent it must be JSON
     orchestrator = request.app[SERVICES].orchestrator
-    state = await orchestrator.cancel(request.match_info["workflow_id"])
+    state = await visible_state(request)
+    state = await orchestrator.cancel(state.workflow_id)
     body = _workflow_body(state)
     body["cancel_requested"] = True
     # 202 when the replica running it has not confirmed the stop within the wait.
@@ -100,37 +125,57 @@ async def breakers(request: web.Request) -> web.Response:
 
 # Ops actions, for every replica: open (held open until reset), reset (lift any mode,
 # close), disable (held closed, every call admitted), enable (lift it). The last wins.
-_OPS_ACTIONS: dict[str, Forced | None] = {
-    "open": Forced.OPEN,
-    "reset": None,
-    "disable": Forced.DISABLED,
-    "enable": None,
-}
-
-
-@routes.post(r"/api/circuit-breakers/{agent}/{action:open|reset|disable|enable}")
-async def breaker_action(request: web.Request) -> web.Response:
+# One route each, so the route table (api/catalog.py) gives each its role and audit text.
+async def _breaker_action(request: web.Request, mode: Forced | None, event: str) -> web.Response:
     services = request.app[SERVICES]
     name = _agent_name(request)
-    breaker = await services.breakers.force(name, _OPS_ACTIONS[request.match_info["action"]])
+    breaker = await services.breakers.force(name, mode)
+    _audit(request, event)
     return json_response(breaker.snapshot().to_dict())
+
+
+@routes.post("/api/circuit-breakers/{agent}/open")
+async def force_open(request: web.Request) -> web.Response:
+    return await _breaker_action(request, Forced.OPEN, "breaker_forced_open")
+
+
+@routes.post("/api/circuit-breakers/{agent}/reset")
+async def reset(request: web.Request) -> web.Response:
+    return await _breaker_action(request, None, "breaker_reset")
+
+
+@routes.post("/api/circuit-breakers/{agent}/disable")
+async def disable(request: web.Request) -> web.Response:
+    return await _breaker_action(request, Forced.DISABLED, "breaker_disabled")
+
+
+@routes.post("/api/circuit-breakers/{agent}/enable")
+async def enable(request: web.Request) -> web.Response:
+    return await _breaker_action(request, None, "breaker_enabled")
 
 
 @routes.post("/api/workflows/validate")
 async def validate(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     raw = parse_workflow_body(await read_json_object(request))
-    workflow = services.compile(raw)
-    fmt = request.query.get("format", "json")
-    if fmt == "svg":
-        return svg_of(workflow)
-    if fmt != "json":
-        raise BadRequest(
-            f"format must be 'json' or 'svg', got {fmt[:20]!r}",
-            code="invalid_format",
-            details={"field": "format"},
-        )
+    allowed = request.app[ACCESS].config.tenant(principal(request).tenant).agents
+    workflow = services.compile(raw, agents=allowed)
     return json_response({"valid": True, "plan": plan_workflow(workflow).to_dict()})
+
+
+@routes.post("/api/workflows/plan.svg")
+async def submitted_plan_svg(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    raw = parse_workflow_body(await read_json_object(request))
+    allowed = request.app[ACCESS].config.tenant(principal(request).tenant).agents
+    return svg_of(services.compile(raw, agents=allowed))
+
+
+@routes.get("/api/workflow/{workflow_id}/plan.svg")
+async def workflow_plan_svg(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    state = await visible_state(request)
+    return svg_of(services.resolve(state), state)
 
 
 @routes.get("/api/workflows/schema")
@@ -149,6 +194,57 @@ async def readyz(request: web.Request) -> web.Response:
     if await store.ping():
         return json_response({"status": "ready", "state_store": store.backend})
     return error_response(503, "not_ready", f"state store ({store.backend}) is not reachable")
+
+
+@routes.get("/api/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document())
+
+
+@routes.get("/api/docs")
+async def docs(request: web.Request) -> web.Response:
+    response = web.Response(text=docs_page(), content_type="text/html")
+    # Nothing but this page and the service's own JSON may load: no CDN, no other origin.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return response
+
+
+async def visible_state(request: web.Request) -> WorkflowState:
+    """The workflow of the path, if the caller's tenant may see it; else a 404 (no oracle)."""
+    workflow_id = request.match_info["workflow_id"]
+    state = await request.app[SERVICES].orchestrator.status(workflow_id)
+    if not principal(request).may_see(state.tenant):
+        raise WorkflowNotFound(workflow_id)
+    return state
+
+
+def _check_agents(
+    workflow: CompiledWorkflow, allowed: frozenset[str] | None, who: Principal
+) -> None:
+    if allowed is None:
+        return
+    needed = frozenset().union(*(node.compiled.agents for node in workflow.nodes.values()))
+    missing = sorted(needed - allowed)
+    if missing:
+        raise Forbidden(
+            f"tenant {who.tenant!r} may not call agent(s) {', '.join(missing)}",
+            code="agent_not_allowed",
+            details={"agents": missing},
+        )
+
+
+def _audit(request: web.Request, event: str) -> None:
+    who = principal(request)
+    log.warning(
+        event,
+        agent=request.match_info["agent"],
+        key_id=who.key_id,
+        tenant=who.tenant,
+        remote=request.remote,
+    )
 
 
 def _agent_name(request: web.Request) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +36,16 @@ class Services:
     # Whether traces are on (an incoming traceparent is then honoured).
     tracing: bool = False
 
-    def compile(self, raw: Any) -> CompiledWorkflow:
-        """Parse and validate a client's definition against this service's agents and kinds."""
+    def compile(self, raw: Any, *, agents: Collection[str] | None = None) -> CompiledWorkflow:
+        """Parse and validate a client's definition against this service's agents and kinds.
+
+        `agents` narrows the registry (a tenant restricted to some agents); an agent
+        outside it is reported like an unknown one.
+        """
+        registered = list(self.client.registry)
         return compile_workflow(
             raw,
-            agents=list(self.client.registry),
+            agents=registered if agents is None else [a for a in registered if a in agents],
             kinds=self.kinds,
             builtins=list(self.builtins),
             max_nodes=self.settings.max_nodes,

@@ -98,6 +98,7 @@ def test_up_starts_api_and_agents_and_answers_a_query() -> None:
         assert "state store: memory" in first
         assert f"nlp=http://127.0.0.1:{base}" in first
         assert "curl" in proc.stdout.readline()
+        assert "access: OPEN" in proc.stdout.readline()  # no keys: says so, loopback only
         request = urllib.request.Request(
             f"http://127.0.0.1:{api_port}/api/query",
             data=json.dumps({"query": "average revenue by region in 2024"}).encode(),

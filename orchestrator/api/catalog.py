@@ -1,0 +1,335 @@
+"""The route table: for every route, the role it needs and how OpenAPI describes it.
+
+This is the ONE place a route's access rule lives. The auth middleware
+(api/access.py) reads `required_role`, the OpenAPI document (api/openapi.py) is
+built from `ENDPOINTS`, and the tests check that every route the app serves has an
+entry here and vice versa, and drive every entry with every role.
+
+Adding a route = one `Endpoint(...)` below (plus its handler in routes.py). What an
+entry gets without saying: routes with a role document 401/403/429/503 and the
+security schemes; every POST documents 403 `origin_not_allowed`, 413 and 415; a
+JSON body documents the 400 body errors; a path parameter documents 404 `not_found`.
+
+`role=None` is public (health probes, the contract itself). A role of `USER` means
+"its own tenant's workflows": handlers answer 404 for another tenant's (no oracle
+for ids). `ADMIN` holds every role and sees every tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.access.principal import Role
+
+JSONSchema = Mapping[str, Any]
+
+
+def ref(name: str) -> JSONSchema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A success response: its description and body (a schema, in `media_type`)."""
+
+    description: str
+    schema: JSONSchema | None = None
+    media_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    role: Role | None
+    summary: str
+    tag: str
+    replies: Mapping[int, Reply]
+    description: str = ""
+    # JSON request body (None: the route reads no body).
+    body: JSONSchema | None = None
+    # Error statuses this route itself answers -> the error codes it uses.
+    errors: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    # Query parameters: name -> (schema, description).
+    query: Mapping[str, tuple[JSONSchema, str]] = field(default_factory=dict)
+
+
+_WORKFLOW = {
+    200: Reply("the workflow document", ref("Workflow")),
+}
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/api/query",
+        Role.USER,
+        "Run a query (the chain) or a workflow DAG",
+        "workflows",
+        description="A plain `query` runs the NLP -> Data -> Viz chain; with `workflow` runs "
+        "that DAG. `mode: sync` (default) answers with the result; `async` answers 202 at "
+        "once. The workflow belongs to the caller's tenant.",
+        body=ref("QueryRequest"),
+        replies={
+            200: Reply("finished: completed, degraded or cancelled", ref("Workflow")),
+            202: Reply(
+                "accepted (async)",
+                ref("Accepted"),
+                headers={"Location": "the workflow's status URL"},
+            ),
+            502: Reply("the workflow failed (an agent it needed failed)", ref("Workflow")),
+            504: Reply("the workflow's deadline passed", ref("Workflow")),
+        },
+        errors={
+            400: (
+                "missing_field",
+                "invalid_type",
+                "empty_query",
+                "query_too_long",
+                "invalid_mode",
+                "unknown_field",
+            ),
+            403: ("agent_not_allowed",),
+            422: ("invalid_workflow",),
+            429: ("too_many_workflows", "tenant_quota_exceeded"),
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/api/workflow/{workflow_id}/status",
+        Role.USER,
+        "A workflow's state",
+        "workflows",
+        description="404 when unknown, expired, or another tenant's.",
+        replies=_WORKFLOW,
+        errors={404: ("workflow_not_found",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/workflow/{workflow_id}/cancel",
+        Role.USER,
+        "Cancel a workflow wherever it runs",
+        "workflows",
+        description="Idempotent while it runs. No body is needed; a body, if sent, must be "
+        "JSON. 404 for another tenant's workflow.",
+        replies={
+            200: Reply("stopped; the document with status cancelled", ref("Cancelled")),
+            202: Reply("cancel requested; not yet confirmed stopped", ref("Cancelled")),
+        },
+        errors={404: ("workflow_not_found",), 409: ("workflow_finished",)},
+    ),
+    Endpoint(
+        "GET",
+        "/api/workflow/metrics",
+        Role.OPS,
+        "Workflow and agent totals",
+        "operations",
+        replies={
+            200: Reply("totals, success rate, durations, retries, breaker trips", ref("Metrics"))
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/api/circuit-breakers/status",
+        Role.OPS,
+        "Every agent's breaker, with the agent's URL",
+        "operations",
+        replies={200: Reply("breakers by agent name", ref("Breakers"))},
+    ),
+    Endpoint(
+        "POST",
+        "/api/circuit-breakers/{agent}/open",
+        Role.OPS,
+        "Force an agent's breaker open",
+        "operations",
+        description="Every call to the agent then fails at once until reset. Audited.",
+        replies={200: Reply("the breaker after the change", ref("Breaker"))},
+        errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/circuit-breakers/{agent}/reset",
+        Role.OPS,
+        "Close an agent's breaker",
+        "operations",
+        description="Audited.",
+        replies={200: Reply("the breaker after the change", ref("Breaker"))},
+        errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/circuit-breakers/{agent}/disable",
+        Role.OPS,
+        "Disable an agent's breaker (held closed) on every replica",
+        "operations",
+        description="For emergencies: every call is admitted until `enable` or `reset`. "
+        "Audited.",
+        replies={200: Reply("the breaker after the change", ref("Breaker"))},
+        errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/circuit-breakers/{agent}/enable",
+        Role.OPS,
+        "Lift a forced mode: the breaker follows its policy again",
+        "operations",
+        description="Audited.",
+        replies={200: Reply("the breaker after the change", ref("Breaker"))},
+        errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/workflows/validate",
+        Role.USER,
+        "Validate a workflow definition and plan it",
+        "workflows",
+        body=ref("ValidateRequest"),
+        replies={200: Reply("valid, with its plan", ref("Validated"))},
+        errors={
+            400: ("missing_field", "invalid_type", "unknown_field"),
+            422: ("invalid_workflow",),
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/api/workflows/plan.svg",
+        Role.USER,
+        "A workflow definition's plan as a picture",
+        "workflows",
+        description="The definition is validated as by `/api/workflows/validate`; the plan is "
+        "drawn one column per level, one box per node, one curve per dependency (the "
+        "critical path highlighted).",
+        body=ref("ValidateRequest"),
+        replies={200: Reply("an SVG document", {"type": "string"}, media_type="image/svg+xml")},
+        errors={
+            400: ("missing_field", "invalid_type", "unknown_field"),
+            403: ("agent_not_allowed",),
+            422: ("invalid_workflow",),
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/api/workflow/{workflow_id}/plan.svg",
+        Role.USER,
+        "A workflow's plan as a picture, nodes coloured by their steps' status",
+        "workflows",
+        description="Each node is a `<g class=\"node st-<status>\" data-node=\"<id>\">`; "
+        "404 for another tenant's workflow.",
+        replies={200: Reply("an SVG document", {"type": "string"}, media_type="image/svg+xml")},
+        errors={404: ("workflow_not_found",), 422: ("invalid_workflow",)},
+    ),
+    Endpoint(
+        "GET",
+        "/api/workflow/{workflow_id}/events",
+        Role.USER,
+        "A workflow's progress as Server-Sent Events",
+        "workflows",
+        description="Replays what already happened (after `Last-Event-ID`, or `after`), then "
+        "follows the workflow live from whichever replica runs it, and ends after the "
+        "terminal event. Each event: `id` (a per-workflow sequence number), `event` (its "
+        "type: `workflow.running`, `step.started`, `step.retrying`, `step.completed`, "
+        "`step.fell_back`, `step.failed`, `step.skipped`, `step.cancelled`, "
+        "`workflow.<terminal status>`), `data` (JSON). 404 for another tenant's workflow.",
+        query={
+            "after": (
+                {"type": "integer", "minimum": 0},
+                "resume after this event id (the `Last-Event-ID` header does the same)",
+            )
+        },
+        replies={
+            200: Reply(
+                "an event stream", {"type": "string"}, media_type="text/event-stream"
+            )
+        },
+        errors={
+            400: ("invalid_event_id",),
+            404: ("workflow_not_found",),
+            503: ("too_many_streams",),
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        Role.OPS,
+        "Prometheus metrics",
+        "operations",
+        description="Workflows, steps, agent calls, retries, breakers, bulkheads and the "
+        "state store, in the Prometheus text format (README: the metrics list).",
+        replies={
+            200: Reply(
+                "Prometheus text exposition format", {"type": "string"}, media_type="text/plain"
+            )
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/api/ops/workflows",
+        Role.OPS,
+        "Running and recently finished workflows (this replica)",
+        "operations",
+        replies={200: Reply("workflow summaries", ref("OpsWorkflows"))},
+    ),
+    Endpoint(
+        "GET",
+        "/ops",
+        None,
+        "The ops page (breakers, workflows, a workflow's DAG live; no external files)",
+        "operations",
+        description="The page itself holds no data: every request it makes carries the key "
+        "typed into it and needs that route's role (ops for breakers and lists; a key that "
+        "may see the workflow for its DAG and events).",
+        replies={200: Reply("an HTML page", {"type": "string"}, media_type="text/html")},
+    ),
+    Endpoint(
+        "GET",
+        "/api/workflows/schema",
+        Role.USER,
+        "The JSON Schema of workflow definitions",
+        "workflows",
+        replies={200: Reply("a JSON Schema (draft 2020-12)", {"type": "object"})},
+    ),
+    Endpoint(
+        "GET",
+        "/healthz",
+        None,
+        "Liveness",
+        "service",
+        replies={200: Reply("alive", ref("Health"))},
+    ),
+    Endpoint(
+        "GET",
+        "/readyz",
+        None,
+        "Readiness: the state store answers",
+        "service",
+        replies={200: Reply("ready", ref("Ready"))},
+        errors={503: ("not_ready",)},
+    ),
+    Endpoint(
+        "GET",
+        "/api/openapi.json",
+        None,
+        "This document",
+        "service",
+        replies={200: Reply("OpenAPI 3.1", {"type": "object"})},
+    ),
+    Endpoint(
+        "GET",
+        "/api/docs",
+        None,
+        "The API documentation page (renders this document; no external files)",
+        "service",
+        replies={200: Reply("an HTML page", {"type": "string"}, media_type="text/html")},
+    ),
+)
+
+_BY_ROUTE: dict[tuple[str, str], Endpoint] = {(e.method, e.path): e for e in ENDPOINTS}
+if len(_BY_ROUTE) != len(ENDPOINTS):
+    raise RuntimeError("two catalog entries for one method and path")
+
+
+def endpoint(method: str, path: str) -> Endpoint | None:
+    """The entry of a route (`path` is aiohttp's canonical form: `/a/{name}/b`)."""
+    return _BY_ROUTE.get(("GET" if method == "HEAD" else method, path))

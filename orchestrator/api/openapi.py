@@ -1,0 +1,177 @@
+"""The OpenAPI 3.1 document, built from the route table (api/catalog.py), and the docs page."""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+from typing import Any
+
+from orchestrator.api.catalog import ENDPOINTS, Endpoint, Reply
+from orchestrator.api.schemas import SCHEMAS
+
+_PARAM = re.compile(r"{(\w+)}")
+_PARAM_TEXT = {
+    "workflow_id": "the id `POST /api/query` answered with",
+    "agent": "a registered agent's name",
+}
+
+# Errors every route of a kind can answer, beyond the codes its catalog entry lists.
+_SECURED_ERRORS: dict[int, tuple[str, ...]] = {
+    401: ("unauthorized", "invalid_key"),
+    403: ("forbidden",),
+    429: ("rate_limited",),
+    503: ("state_store_unavailable",),
+}
+_POST_ERRORS: dict[int, tuple[str, ...]] = {
+    403: ("origin_not_allowed",),
+    413: ("payload_too_large",),
+    415: ("unsupported_media_type",),
+}
+_BODY_ERRORS: dict[int, tuple[str, ...]] = {
+    400: ("malformed_json", "empty_body", "invalid_body"),
+}
+_STATUS_TEXT = {
+    400: "the request is malformed",
+    401: "no valid API key (see WWW-Authenticate)",
+    403: "the key lacks the role, or the origin is not allowed",
+    404: "not found (another tenant's workflow is not found either)",
+    409: "conflict with the resource's state",
+    413: "the body is over the size limit",
+    415: "the body is not application/json",
+    422: "the workflow definition is invalid",
+    429: "over a rate limit or quota (see Retry-After)",
+    503: "a dependency is unavailable (see Retry-After)",
+}
+_ERROR_HEADERS = {
+    401: {"WWW-Authenticate": 'Bearer realm="orchestrator"'},
+    429: {"Retry-After": "seconds to wait"},
+    503: {"Retry-After": "seconds to wait"},
+}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for entry in ENDPOINTS:
+        paths.setdefault(entry.path, {})[entry.method.lower()] = _operation(entry)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Agent orchestrator",
+            "version": "1",
+            "description": "Runs NLP -> Data -> Viz and any DAG of agent tasks behind "
+            "per-agent circuit breakers and retries. Roles: `user` (its tenant's "
+            "workflows), `ops` (breakers, metrics), `admin` (everything, every tenant). "
+            "Each operation's `x-required-role` says which it needs.",
+        },
+        "servers": [{"url": "/"}],
+        "tags": [{"name": t} for t in ("workflows", "operations", "service")],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
+
+
+def _operation(entry: Endpoint) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": _operation_id(entry),
+        "summary": entry.summary,
+        "tags": [entry.tag],
+        "x-required-role": entry.role.value if entry.role else None,
+        "responses": _responses(entry),
+    }
+    if entry.description:
+        op["description"] = entry.description
+    params = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "description": _PARAM_TEXT.get(name, name),
+            "schema": {"type": "string"},
+        }
+        for name in _PARAM.findall(entry.path)
+    ]
+    params += [
+        {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+        for name, (schema, text) in entry.query.items()
+    ]
+    if params:
+        op["parameters"] = params
+    if entry.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": entry.body}},
+        }
+    op["security"] = [{"bearer": []}, {"apiKey": []}] if entry.role else []
+    return op
+
+
+def _responses(entry: Endpoint) -> dict[str, Any]:
+    out: dict[str, Any] = {str(status): _reply(reply) for status, reply in entry.replies.items()}
+    for status, codes in sorted(_error_codes(entry).items()):
+        out[str(status)] = {
+            "description": _STATUS_TEXT.get(status, "error") + ": " + ", ".join(codes),
+            "content": {"application/json": {"schema": _error_schema(codes)}},
+        }
+        if status in _ERROR_HEADERS:
+            out[str(status)]["headers"] = {
+                name: {"description": text, "schema": {"type": "string"}}
+                for name, text in _ERROR_HEADERS[status].items()
+            }
+    return out
+
+
+def _error_codes(entry: Endpoint) -> dict[int, tuple[str, ...]]:
+    merged: dict[int, list[str]] = {}
+    sources = [entry.errors]
+    if entry.role is not None:
+        sources.append(_SECURED_ERRORS)
+    if entry.method == "POST":
+        sources.append(_POST_ERRORS)
+    if entry.body is not None:
+        sources.append(_BODY_ERRORS)
+    if _PARAM.search(entry.path):
+        sources.append({404: ("not_found",)})
+    for source in sources:
+        for status, codes in source.items():
+            merged.setdefault(status, [])
+            merged[status] += [c for c in codes if c not in merged[status]]
+    return {status: tuple(codes) for status, codes in merged.items()}
+
+
+def _error_schema(codes: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "allOf": [
+            {"$ref": "#/components/schemas/Error"},
+            {"properties": {"error": {"properties": {"code": {"enum": list(codes)}}}}},
+        ]
+    }
+
+
+def _reply(reply: Reply) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": reply.description}
+    if reply.schema is not None:
+        out["content"] = {reply.media_type: {"schema": dict(reply.schema)}}
+    if reply.headers:
+        out["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in reply.headers.items()
+        }
+    return out
+
+
+def _operation_id(entry: Endpoint) -> str:
+    words = re.sub(r"[{}]", "", entry.path).replace("-", "_").split("/")
+    return entry.method.lower() + "_" + "_".join(w for w in words if w and w != "api")
+
+
+@functools.cache
+def docs_page() -> str:
+    return resources.files("orchestrator.api").joinpath("docs.html").read_text("utf-8")
