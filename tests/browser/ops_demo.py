@@ -26,6 +26,7 @@ from aiohttp import web
 
 from agents.reference import start_agent
 from agents.registry import AgentRegistry
+from orchestrator.access.config import AccessConfig
 from orchestrator.app import create_app
 from orchestrator.settings import Settings, default_registry
 from tests.browser.cdp import Page, chromium_path, launch, png_distinct_colours
@@ -40,9 +41,14 @@ class Demo:
     base_url: str
     agent_urls: dict[str, str]
     http: aiohttp.ClientSession
+    # With API keys configured: the key the test types into the page and uses itself.
+    key: str | None = None
 
     async def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        async with self.http.request(method, self.base_url + path, **kwargs) as response:
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        async with self.http.request(
+            method, self.base_url + path, headers=headers, **kwargs
+        ) as response:
             return await response.json()
 
     async def control(self, agent: str, **options: Any) -> None:
@@ -51,7 +57,9 @@ class Demo:
 
 
 @contextlib.asynccontextmanager
-async def serve_demo() -> AsyncIterator[Demo]:
+async def serve_demo(
+    access: AccessConfig | None = None, key: str | None = None
+) -> AsyncIterator[Demo]:
     runners: list[web.AppRunner] = []
     try:
         urls: dict[str, str] = {}
@@ -60,7 +68,10 @@ async def serve_demo() -> AsyncIterator[Demo]:
             runners.append(runner)
             urls[name] = f"http://127.0.0.1:{port}"
         specs = [dataclasses.replace(s, url=urls[s.name]) for s in default_registry().values()]
-        app = create_app(Settings(agents=AgentRegistry(specs)))
+        settings = Settings(agents=AgentRegistry(specs))
+        if access is not None:
+            settings = dataclasses.replace(settings, access=access)
+        app = create_app(settings)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         runners.append(runner)
@@ -68,7 +79,7 @@ async def serve_demo() -> AsyncIterator[Demo]:
         await site.start()
         port = runner.addresses[0][1]
         async with aiohttp.ClientSession() as http:
-            yield Demo(f"http://127.0.0.1:{port}", urls, http)
+            yield Demo(f"http://127.0.0.1:{port}", urls, http, key)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
@@ -81,6 +92,15 @@ async def breaker_state(demo: Demo, agent: str) -> str:
 
 async def drive_ops_page(demo: Demo, page: Page, screenshot: Path) -> bytes:
     await page.navigate(demo.base_url + "/ops")
+    if demo.key is not None:
+        # Keys are configured: without one the page says so (its requests get 401)...
+        await page.wait_for(
+            "document.getElementById('error').textContent.includes('unauthorized')"
+        )
+        # ...and once the key is typed in (kept for the tab), it works.
+        await page.evaluate(f"sessionStorage.setItem('orch-api-key', {demo.key!r}), true")
+        await page.navigate(demo.base_url + "/ops")
+        page.errors.clear()  # the 401s above were expected
     rows = await page.wait_for(
         "document.querySelectorAll('#breakers tbody tr').length === 3 && "
         "[...document.querySelectorAll('#breakers tbody tr')].map(r => r.dataset.agent)"

@@ -9,6 +9,7 @@ import pytest
 
 from tests.browser.cdp import chromium_path, launch, png_distinct_colours
 from tests.browser.ops_demo import drive_ops_page, serve_demo
+from tests.integration.principals import KEYS, access_config
 
 
 @pytest.fixture
@@ -31,3 +32,14 @@ async def test_the_ops_page_works_in_chromium(chromium: str, tmp_path: Path) -> 
         data = await drive_ops_page(demo, page, shot)
     assert shot.read_bytes() == data
     assert png_distinct_colours(data) >= 16  # not a blank page
+
+
+@pytest.mark.timeout(120)
+async def test_the_ops_page_works_with_api_keys(chromium: str, tmp_path: Path) -> None:
+    """Keys configured: 401 shown until a key is typed; then the same scenario passes."""
+    async with (
+        serve_demo(access=access_config(), key=KEYS["admin"]) as demo,
+        launch(chromium) as page,
+    ):
+        data = await drive_ops_page(demo, page, tmp_path / "ops.png")
+    assert png_distinct_colours(data) >= 16
