@@ -120,6 +120,7 @@ class EventRecorder:
         self._status: WorkflowStatus | None = None
         self._queue: deque[Event] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._failed = 0
 
     def workflow(self, state: WorkflowState) -> None:
         if state.status is self._status or state.status.is_terminal:
@@ -157,6 +158,8 @@ class EventRecorder:
         while self._task is not None and not self._task.done():
             # shield: the workflow task may be cancelled while its last events are written.
             await asyncio.shield(self._task)
+        if self._failed:
+            log.warning("events_dropped", count=self._failed)
 
     def _push(self, event: Event) -> None:
         self._queue.append(event)
@@ -169,4 +172,7 @@ class EventRecorder:
             try:
                 await self._store.append_event(self._workflow_id, event)
             except Exception:
-                log.warning("event_write_failed", event_type=event["type"], exc_info=True)
+                # Once per workflow: during a store outage every transition would fail.
+                self._failed += 1
+                if self._failed == 1:
+                    log.warning("event_write_failed", event_type=event["type"], exc_info=True)
