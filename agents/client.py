@@ -20,7 +20,10 @@ Cancellation propagates untouched: never retried, never counted, the request abo
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ from agents.errors import (
     AgentError,
     AgentHTTPError,
     AgentRejected,
+    AgentResponseTooLarge,
     AgentTimeout,
     AgentUnavailable,
     TimeoutPhase,
@@ -47,7 +51,7 @@ from agents.errors import (
 )
 from agents.observe import AgentStats, retry_listener
 from agents.registry import AgentRegistry, AgentSpec
-from agents.transport import create_http_client
+from agents.transport import BodyTooLarge, create_http_client, read_body
 from circuit.breaker import AsyncCircuitBreaker, BreakerState, CircuitOpenError, Outcome
 from circuit.config import RetryConfig
 from circuit.retry import RetryBudget, call_with_retry, parse_retry_after
@@ -58,7 +62,13 @@ logger = structlog.get_logger(__name__)
 
 # Everything a transport may raise that is not ours. httpx_aiohttp lets some aiohttp
 # errors through unmapped; TimeoutError comes from our own per-attempt cap.
-_FOREIGN_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError, CircuitOpenError)
+_FOREIGN_ERRORS = (
+    httpx.HTTPError,
+    aiohttp.ClientError,
+    TimeoutError,
+    CircuitOpenError,
+    BodyTooLarge,
+)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -284,15 +294,18 @@ class AgentClient:
         spec = self._spec(agent)
         t = spec.timeouts
         try:
-            response = await self._http.get(
+            # Streamed and never read: only the status matters, whatever the body's size.
+            async with self._http.stream(
+                "GET",
                 spec.health_url,
                 timeout=httpx.Timeout(t.connect, read=t.read, write=t.write, pool=t.pool),
-            )
+            ) as response:
+                status = response.status_code
         except _FOREIGN_ERRORS as exc:
             error = _translate(exc, agent=agent, timeout=None, cap_s=None, cap_phase="attempt")
             logger.info("agent_health_failed", agent=agent, error=error.code, reason=str(error))
             return False
-        return response.status_code == 200
+        return status == 200
 
     # -- one attempt: breaker( bulkhead( timeout( HTTP ) ) ) ---------------------------
 
@@ -383,15 +396,23 @@ class AgentClient:
                 extensions=call.extensions,
             )
             if cap_s is None:
-                response = await self._http.send(request)
+                response, body = await self._exchange(request, call.spec.max_response_bytes)
             else:
                 async with asyncio.timeout(cap_s):
-                    response = await self._http.send(request)
+                    response, body = await self._exchange(request, call.spec.max_response_bytes)
         except _FOREIGN_ERRORS as exc:
             raise _translate(
                 exc, **_ctx(call), timeout=call.timeout, cap_s=cap_s, cap_phase=cap_phase
             ) from exc
-        return _parse(response, call)
+        return _parse(response, body, call)
+
+    async def _exchange(self, request: httpx.Request, limit: int) -> tuple[httpx.Response, bytes]:
+        """Send, then read the answer's body under the agent's size cap (streamed)."""
+        response = await self._http.send(request, stream=True)
+        try:
+            return response, await read_body(response, limit=limit)
+        finally:
+            await response.aclose()
 
     def _attempt_cap(self, call: _Call) -> tuple[float | None, TimeoutPhase]:
         """The whole attempt's time limit: `timeout_s`, or less if the deadline is nearer."""
@@ -437,6 +458,8 @@ def _translate(
     ctx: dict[str, Any] = {"agent": agent, "workflow_id": workflow_id, "step_id": step_id}
     if isinstance(exc, CircuitOpenError):
         return AgentUnavailable(retry_after_s=exc.retry_after_s, **ctx)
+    if isinstance(exc, BodyTooLarge):
+        return AgentResponseTooLarge(limit=exc.limit, **ctx)
     cause = exc.__cause__
     # httpx_aiohttp maps every aiohttp.ClientConnectionError (reset, server disconnected)
     # to httpx.ConnectTimeout; a cause that is no timeout says what really happened.
@@ -453,30 +476,64 @@ def _translate(
         return AgentBadResponse(reason=f"body could not be decoded ({exc})", **ctx)
     if isinstance(exc, httpx.HTTPError | aiohttp.ClientError):
         detail = cause if disguised and cause is not None else exc
-        return AgentConnectionError(reason=f"{type(detail).__name__}: {detail}".rstrip(": "), **ctx)
+        # The OS's text names addresses and ports: the log keeps it, the error (which
+        # clients see in step errors) says only what kind of failure it was.
+        logger.info("agent_connection_error", agent=agent, step=step_id, detail=repr(detail))
+        return AgentConnectionError(reason=_connection_reason(detail), **ctx)
     if isinstance(exc, TimeoutError):
         return AgentTimeout(phase=cap_phase, timeout_s=cap_s, **ctx)
     raise TypeError(f"not a foreign agent-call error: {exc!r}") from exc
 
 
-def _parse(response: httpx.Response, call: _Call) -> dict[str, Any]:
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset by the agent",
+    errno.EPIPE: "connection reset by the agent",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ETIMEDOUT: "connection timed out",
+}
+
+
+def _connection_reason(detail: BaseException) -> str:
+    """A connection failure in fixed words, never the OS's text (it names host:port)."""
+    seen: set[int] = set()
+    error: BaseException | None = detail
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, socket.gaierror):
+            return "the agent's host name could not be resolved"
+        if isinstance(error, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(error, OSError) and error.errno in _ERRNO_REASONS:
+            return _ERRNO_REASONS[error.errno]
+        if isinstance(error, aiohttp.ServerDisconnectedError | httpx.RemoteProtocolError):
+            return "the agent closed the connection"
+        inner = getattr(error, "os_error", None)  # aiohttp.ClientConnectorError
+        error = inner if isinstance(inner, BaseException) else error.__cause__ or error.__context__
+    if isinstance(detail, httpx.ConnectError) and "refused" in str(detail).lower():
+        return "connection refused"  # httpx's own transport keeps only the text
+    return f"connection failed ({type(detail).__name__})"
+
+
+def _parse(response: httpx.Response, body: bytes, call: _Call) -> dict[str, Any]:
     """Check an answer against the agent contract: 2xx `{"status": "success", "data": {...}}`."""
     status = response.status_code
     ctx = _ctx(call)
     if status == 429 or status >= 500:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-        raise AgentHTTPError(status=status, body=response.content, retry_after_s=retry_after, **ctx)
+        raise AgentHTTPError(status=status, body=body, retry_after_s=retry_after, **ctx)
     if 400 <= status < 500:
-        raise AgentRejected(status=status, body=response.content, **ctx)
+        raise AgentRejected(status=status, body=body, **ctx)
     if not 200 <= status < 300:
         raise AgentBadResponse(
-            reason=f"unexpected HTTP {status}", status=status, body=response.content, **ctx
+            reason=f"unexpected HTTP {status}", status=status, body=body, **ctx
         )
     try:
-        document = orjson.loads(response.content)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise AgentBadResponse(
-            reason="body is not JSON", status=status, body=response.content, **ctx
+            reason="body is not JSON", status=status, body=body, **ctx
         ) from exc
     if not isinstance(document, dict):
         reason = f"body is a JSON {type(document).__name__}, not an object"
@@ -487,7 +544,7 @@ def _parse(response: httpx.Response, call: _Call) -> dict[str, Any]:
     else:
         data: dict[str, Any] = document["data"]
         return data
-    raise AgentBadResponse(reason=reason, status=status, body=response.content, **ctx)
+    raise AgentBadResponse(reason=reason, status=status, body=body, **ctx)
 
 
 def _classify(exc: BaseException) -> Outcome:

@@ -10,6 +10,8 @@ AgentError                      code "agent_error"        base; nothing above ca
 ├── AgentHTTPError              "agent_http_error"        5xx or 429: the agent could not serve
 │   └── AgentRejected           "agent_rejected"          other 4xx: alive, but the request was bad
 └── AgentBadResponse            "agent_bad_response"      answer breaks the agent contract
+    └── AgentResponseTooLarge   "agent_response_too_large" body over the agent's
+                                                          max_response_bytes (cut off)
 ```
 
 Every error carries its context as keyword-only attributes: `agent`, `workflow_id`,
@@ -281,3 +283,36 @@ class AgentBadResponse(AgentError):
             "status": self.status,
             "body": self.body_excerpt,
         }
+
+
+class AgentResponseTooLarge(AgentBadResponse):
+    """The answer's body was bigger than the agent's `max_response_bytes`.
+
+    Read as a stream and abandoned at the limit (before decompression can inflate it
+    further), so a huge or endless answer costs at most the limit in memory.
+    """
+
+    code: ClassVar[str] = "agent_response_too_large"
+
+    def __init__(
+        self,
+        *,
+        agent: str,
+        limit: int,
+        status: int | None = None,
+        workflow_id: str | None = None,
+        step_id: str | None = None,
+        attempts: int = 0,
+    ) -> None:
+        self.limit = limit
+        super().__init__(
+            agent=agent,
+            reason=f"the answer is larger than {limit} bytes",
+            status=status,
+            workflow_id=workflow_id,
+            step_id=step_id,
+            attempts=attempts,
+        )
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "limit_bytes": self.limit}

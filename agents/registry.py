@@ -18,6 +18,9 @@ class AgentTimeouts:
     pool: float = 5.0
 
 
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
     name: str
@@ -28,6 +31,9 @@ class AgentSpec:
     retry_budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
     # Calls in flight to this agent at once, across all workflows of this process.
     concurrency: int = 32
+    # Largest answer body read from this agent (after decompression); a bigger one is
+    # cut off while streaming and fails the call with `agent_response_too_large`.
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     @property
     def process_url(self) -> str:

@@ -7,9 +7,14 @@ measures both against aiohttp's own client.
 
 The aiohttp transport is `AgentTransport`, a leaner `httpx_aiohttp.AiohttpTransport`:
 same pool, same error mapping, but it hands aiohttp the request's headers without
-re-decoding them one by one, reuses one `aiohttp.ClientTimeout` per distinct set of
-timeouts, and reads an answer's body in one `read()` instead of 16 KiB chunks through
-an async generator (agents answer with small JSON documents that are read whole anyway).
+re-decoding them one by one, and reuses one `aiohttp.ClientTimeout` per distinct set of
+timeouts. Its body stream yields what aiohttp has buffered, chunk by chunk, so the
+size cap below sees a big answer grow rather than after it was read whole.
+
+**The response size cap lives here**: `read_body(response, limit=...)` is how every
+answer is read (streamed, decoded, counted as it arrives); past the limit it stops
+reading and raises `BodyTooLarge`, which `AgentClient` turns into
+`agent_response_too_large`. A later transport keeps the same function.
 
 The client itself (`AgentHTTPClient`) keeps no cookies: agents are stateless, and a
 cookie one workflow's call received must not ride along on every other workflow's
@@ -32,12 +37,14 @@ from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 __all__ = [
+    "BodyTooLarge",
     "DEFAULT_KEEPALIVE_EXPIRY_S",
     "DEFAULT_MAX_CONNECTIONS",
     "AgentHTTPClient",
     "AgentTransport",
     "TransportName",
     "create_http_client",
+    "read_body",
 ]
 
 TransportName = Literal["aiohttp", "httpx"]
@@ -87,8 +94,37 @@ class AgentHTTPClient(httpx.AsyncClient):
             raise TypeError("the agent HTTP client keeps no cookies; pass them per request")
 
 
+class BodyTooLarge(Exception):
+    """An answer's body went past the reader's limit; reading stopped there."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response body larger than {limit} bytes")
+        self.limit = limit
+
+
+async def read_body(response: httpx.Response, *, limit: int) -> bytes:
+    """The body of a response sent with `stream=True`, at most `limit` bytes once decoded.
+
+    A `Content-Length` over the limit is refused before reading; otherwise chunks are
+    counted as they arrive (after any Content-Encoding is undone, so a compressed bomb
+    stops at the limit too) and reading stops the moment the total passes it. The
+    caller closes the response.
+    """
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class _BodyStream(httpx.AsyncByteStream):
-    """An aiohttp answer's body for httpx, read in one piece."""
+    """An aiohttp answer's body for httpx, as aiohttp receives it."""
 
     __slots__ = ("_response",)
 
@@ -97,9 +133,8 @@ class _BodyStream(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with map_aiohttp_exceptions():
-            body = await self._response.read()
-        if body:
-            yield body
+            async for chunk in self._response.content.iter_any():
+                yield chunk
 
     async def aclose(self) -> None:
         with map_aiohttp_exceptions():

@@ -39,6 +39,7 @@ from orchestrator.metered_store import MeteredStore
 from orchestrator.metrics import AgentCollector, StoreMetrics, WorkflowMetrics
 from orchestrator.settings import Settings
 from orchestrator.tracing import configured_tracer_provider, tracer_of
+from state.connect import connect
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
 from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
@@ -62,19 +63,29 @@ def create_store(settings: Settings) -> StateStore:
     return MemoryStateStore(ttl_s=settings.state_ttl_s)
 
 
-def create_breaker_board(settings: Settings) -> BreakerBoard:
+def create_redis_client(settings: Settings) -> aioredis.Redis | None:
+    """The bounded client that the breaker board and the access layer share (None: no Redis)."""
+    if not settings.redis_url:
+        return None
+    return connect(
+        settings.redis_url,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        command_timeout_s=settings.redis_timeout_s,
+        max_connections=settings.redis_max_connections,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+    )
+
+
+def create_breaker_board(settings: Settings, client: aioredis.Redis | None) -> BreakerBoard:
     """Where replicas share breakers: Redis when the state is there, else this process."""
     ttl_s = max(2.0, 8 * settings.breaker_sync_s)
-    if settings.redis_url:
-        return RedisBreakerBoard.from_url(
-            settings.redis_url, prefix=settings.key_prefix, report_ttl_s=ttl_s
-        )
+    if client is not None:
+        return RedisBreakerBoard(client, prefix=settings.key_prefix, report_ttl_s=ttl_s)
     return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
-def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
+def create_access(settings: Settings, client: aioredis.Redis | None) -> Access:
     """Key stores and quotas: on Redis when REDIS_URL is set (shared by every replica)."""
-    client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
     config = settings.access
     stores: list[KeyStore] = [StaticKeyStore(config.keys)]
     if config.redis_keys:
@@ -86,7 +97,7 @@ def create_access(settings: Settings) -> tuple[Access, aioredis.Redis | None]:
     quotas: Quotas = (
         RedisQuotas(client, prefix=settings.key_prefix) if client is not None else MemoryQuotas()
     )
-    return Access(config=config, authenticator=Authenticator(stores), quotas=quotas), client
+    return Access(config=config, authenticator=Authenticator(stores), quotas=quotas)
 
 
 def create_app(
@@ -122,7 +133,10 @@ def create_app(
     app[event_routes.OPEN_STREAMS] = event_routes.OpenStreams()
     app.on_shutdown.append(event_routes.close_open_streams)
     injected_provider = tracer_provider
-    access, access_redis = create_access(settings)
+    # One bounded client for the board and the access layer; the store keeps its own pool
+    # (its pub/sub connections must not starve the checks every request makes).
+    shared_redis = create_redis_client(settings)
+    access = create_access(settings, shared_redis)
     app[ACCESS] = access
     admission = Admission(access.quotas, settings.access, state_ttl_s=settings.state_ttl_s)
     app[ADMISSION] = admission
@@ -131,7 +145,11 @@ def create_app(
         own_store = store is None
         own_http = http is None
         own_board = breaker_board is None
-        board = breaker_board if breaker_board is not None else create_breaker_board(settings)
+        board = (
+            breaker_board
+            if breaker_board is not None
+            else create_breaker_board(settings, shared_redis)
+        )
         # This app's own registry: never the process-global one.
         registry = CollectorRegistry()
         metrics = WorkflowMetrics(
@@ -218,8 +236,8 @@ def create_app(
             if own_board:
                 await board.close()
             await admission.close()
-            if access_redis is not None:
-                await access_redis.aclose()
+            if shared_redis is not None:
+                await shared_redis.aclose()
             if own_http:
                 await the_http.aclose()
             if own_store:

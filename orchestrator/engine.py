@@ -121,10 +121,13 @@ class WorkflowOrchestrator:
         resolve: DefinitionResolver | None = None,
         handoff_on_shutdown: bool = False,
         clock: Clock | None = None,
+        write_pace: float = 4.0,
         tracer: Tracer | None = None,
     ) -> None:
         self.store = store
         self._tracer = tracer
+        # StateWriter pacing (see there): keeps writing linear in a workflow's size.
+        self._write_pace = write_pace
         self.runner = runner
         self.metrics = metrics or WorkflowMetrics()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
@@ -548,7 +551,7 @@ class WorkflowOrchestrator:
                 return False
             return await self._persist(current, token)
 
-        return StateWriter(persist, state)
+        return StateWriter(persist, state, pace=self._write_pace)
 
     async def _finish(
         self,

@@ -36,6 +36,7 @@ TOML layout::
     [agents.nlp]
     url = "http://127.0.0.1:8001"
     concurrency = 32
+    max_response_bytes = 4194304   # largest answer read (default 4 MiB)
     [agents.nlp.timeouts]   # connect, read, write, pool (seconds)
     read = 10
     [agents.nlp.breaker]    # policy, window_type, window_size, failure_rate_threshold, ...
@@ -308,7 +309,15 @@ def _load_file(
     return out, access
 
 
-_AGENT_KEYS = {"url", "concurrency", "timeouts", "breaker", "retry", "retry_budget"}
+_AGENT_KEYS = {
+    "url",
+    "concurrency",
+    "max_response_bytes",
+    "timeouts",
+    "breaker",
+    "retry",
+    "retry_budget",
+}
 
 
 def _agent_from_table(
@@ -335,10 +344,16 @@ def _agent_from_table(
         validate_config(breaker)
     except ValueError as exc:
         raise ConfigError(str(exc), source=source, key=f"{key}.breaker") from None
+    max_response = base.max_response_bytes
+    if "max_response_bytes" in table:
+        max_response = _positive(
+            table["max_response_bytes"], int, source, f"{key}.max_response_bytes"
+        )
     return dataclasses.replace(
         base,
         url=url,
         concurrency=concurrency,
+        max_response_bytes=max_response,
         timeouts=_overlay(base.timeouts, table.get("timeouts"), source, f"{key}.timeouts"),
         breaker=breaker,
         retry=_overlay(base.retry, table.get("retry"), source, f"{key}.retry"),

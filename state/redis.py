@@ -49,6 +49,7 @@ from redis.exceptions import RedisError
 
 from state import keys
 from state.cancellations import WorkflowIdStream
+from state.connect import connect
 from state.events import EventStream, StoredEvent
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.leases import RedisLeases
@@ -154,15 +155,14 @@ class RedisStateStore:
         included), and a command waits up to `pool_timeout_s` for a free one.
         `client_kwargs` go to the connection pool (e.g. `client_name`).
         """
-        pool = aioredis.BlockingConnectionPool.from_url(
+        client = connect(
             url,
+            connect_timeout_s=connect_timeout_s,
+            command_timeout_s=command_timeout_s,
             max_connections=max_connections,
-            timeout=pool_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=command_timeout_s,
+            pool_timeout_s=pool_timeout_s,
             **client_kwargs,
         )
-        client = aioredis.Redis.from_pool(pool)
         store = cls(client, prefix=prefix, ttl_s=ttl_s, ping_timeout_s=command_timeout_s)
         store._owns_client = True
         return store

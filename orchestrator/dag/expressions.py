@@ -11,11 +11,15 @@ and calls to the functions in ALLOWED_FUNCTIONS. Two layers keep it that way:
    call except to an allowed function by name (so no method calls), no lambdas,
    comprehensions, f-strings, walrus or unpacking; source length, node count and
    nesting depth are capped.
-2. ``Expression.evaluate`` runs the checked tree on simpleeval's
-   ``EvalWithCompoundTypes`` with its lookups replaced: a name is a key of the
-   scope, ``a.b`` is ``a["b"]`` on a mapping and nothing else (``getattr`` is never
-   called), and the operators refuse results too big to build (``9**9**9``,
-   ``'a'*10**9``, ``[0]*10**9``, ``1<<10**9``, ``'%999999999d' % 1``).
+2. ``Expression.evaluate`` walks the checked tree with our own small evaluator (it
+   was simpleeval with its private hooks overridden; owning the ~200 lines lets every
+   step be charged to a budget): a name is a key of the scope, ``a.b`` is ``a["b"]``
+   on a mapping and nothing else (``getattr`` is never called), and the operators
+   refuse results too big to build (``9**9**9``, ``'a'*10**9``, ``[0]*10**9``,
+   ``1<<10**9``, ``'%999999999d' % 1``).
+3. Every node evaluated and every item an operation walks is charged to a
+   :class:`~orchestrator.dag.budget.Budget` (operations and bytes, per node and per
+   workflow) as evaluation goes, so no expression can run or grow without bound.
 
 ```
 ValueError
@@ -34,8 +38,14 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from simpleeval import EvalWithCompoundTypes
-
+from orchestrator.dag.budget import (
+    DEFAULT_LIMITS,
+    Budget,
+    BudgetExceeded,
+    EvaluationStopped,
+    NeedsOffload,
+    measure,
+)
 from orchestrator.dag.paths import json_type, with_article
 
 __all__ = [
@@ -53,7 +63,7 @@ __all__ = [
 
 MAX_SOURCE_LENGTH = 1_000
 MAX_NODES = 400
-# simpleeval recurses ~3 Python frames per tree level; 50 levels stays far from the
+# The evaluator recurses ~2 Python frames per tree level; 50 levels stays far from the
 # interpreter's recursion limit whatever the caller's own stack depth.
 MAX_DEPTH = 50
 # Integers built by the expression (``**``, ``*``, ``<<``) stay below this many bits.
@@ -180,6 +190,11 @@ def _multiply(left: Any, right: Any) -> Any:
 
 
 def _repeat(sequence: str | list[Any] | tuple[Any, ...], times: int) -> Any:
+    _check_repeat(sequence, times)
+    return sequence * times
+
+
+def _check_repeat(sequence: str | list[Any] | tuple[Any, ...], times: int) -> None:
     if times > 1:
         if len(sequence) * times > MAX_SEQUENCE_LENGTH:
             raise _Refused(
@@ -188,7 +203,6 @@ def _repeat(sequence: str | list[Any] | tuple[Any, ...], times: int) -> Any:
             )
         if not isinstance(sequence, str):
             _check_size(sequence, MAX_VALUE_SIZE // times)
-    return sequence * times
 
 
 class _TooBig(Exception):
@@ -481,33 +495,82 @@ def _describe(node: ast.AST) -> str:
     return ast.unparse(node)
 
 
-class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]  # simpleeval is untyped
-    """simpleeval with name, key and call lookups confined to data and ALLOWED_FUNCTIONS."""
+_COMPARE_COST_CAP = 1 << 40
 
-    def __init__(self, scope: Mapping[str, Any]) -> None:
-        super().__init__(operators=_OPERATORS, functions={}, names={})
+
+def _width(value: Any) -> int:
+    """Items an operation on `value` walks (shallow): its length, or 1 for a scalar."""
+    if isinstance(value, str | list | tuple | dict | set | frozenset):
+        return len(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 1 + value.bit_length() // 64
+    return 1
+
+
+def _out_bytes(value: Any) -> int:
+    """Bytes charged for a value an operation just built (its shallow size)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        return 8 * len(value)
+    return 0
+
+
+class _Evaluator:
+    """Walks a checked tree; every node and every item an operation touches is charged.
+
+    Names are keys of the scope, ``a.b`` is ``a["b"]`` on a mapping and nothing else
+    (``getattr`` is never called), and calls go only to ALLOWED_FUNCTIONS: the tree was
+    checked by compile_expression, and each method re-checks what it relies on.
+    """
+
+    __slots__ = ("_budget", "_scope")
+
+    def __init__(self, scope: Mapping[str, Any], budget: Budget) -> None:
         self._scope = scope
+        self._budget = budget
 
-    def _check_disallowed_items(self, item: Any) -> None:
-        # simpleeval walks every intermediate container here, which costs time per node
-        # proportional to the data. Our lookups never reach a module or function (names
-        # are scope keys, a.b is a key lookup, calls go through ALLOWED_FUNCTIONS), so a
-        # shallow check is kept only as a last line of defence.
-        if isinstance(item, types.ModuleType) or callable(item):
-            raise _Refused(f"{type(item).__name__} values are not allowed")
+    def eval(self, node: ast.AST) -> Any:
+        self._budget.spend(1)
+        method = _DISPATCH.get(type(node))
+        if method is None:
+            raise _Refused(f"{type(node).__name__} expressions are not allowed")
+        value = method(self, node)
+        # Scopes hold JSON; should a caller put anything else there, it is not reachable.
+        if callable(value) or isinstance(value, types.ModuleType):
+            raise _Refused(f"{type(value).__name__} values are not allowed")
+        return value
 
-    def _eval_name(self, node: ast.Name) -> Any:
+    def _charge(self, ops: int, value: Any = None) -> None:
+        self._budget.spend(ops, _out_bytes(value))
+
+    def _sized(self, value: Any) -> int:
+        """The deep size of `value`, charged; raises BudgetExceeded before walking past it."""
+        limit = max(0, min(self._budget.bytes_left, self._budget.ops_left))
+        size = measure(value, limit)
+        self._budget.spend(size, size)
+        return size
+
+    # -- leaves and lookups
+
+    def _constant(self, node: ast.Constant) -> Any:
+        value = node.value
+        if not isinstance(value, _CONSTANT_TYPES):
+            raise _Refused(f"literals of type {type(value).__name__} are not allowed")
+        return value
+
+    def _name(self, node: ast.Name) -> Any:
         try:
             return self._scope[node.id]
         except KeyError:
             raise _Refused(f"name {node.id!r} is not defined") from None
 
-    def _eval_attribute(self, node: ast.Attribute) -> Any:
-        return _get_key(self._eval(node.value), node.attr, node.value)
+    def _attribute(self, node: ast.Attribute) -> Any:
+        return _get_key(self.eval(node.value), node.attr, node.value)
 
-    def _eval_subscript(self, node: ast.Subscript) -> Any:
-        container = self._eval(node.value)
-        key = self._eval(node.slice)
+    def _subscript(self, node: ast.Subscript) -> Any:
+        container = self.eval(node.value)
+        key = self.eval(node.slice)
         if isinstance(container, Mapping):
             return _get_key(container, key, node.value)
         if not isinstance(container, list | tuple | str):
@@ -515,6 +578,12 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]  # simpleeval is 
                 f"{_describe(node.value)} is {with_article(json_type(container))}; "
                 "it cannot be indexed"
             )
+        if isinstance(key, slice):
+            result = container[key]
+            self._charge(len(result), result)
+            return result
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise _Refused(f"index must be a whole number, not {json_type(key)}")
         try:
             return container[key]
         except IndexError:
@@ -522,19 +591,161 @@ class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]  # simpleeval is 
                 f"index {key!r} out of range for {_describe(node.value)} (length {len(container)})"
             ) from None
 
-    def _eval_call(self, node: ast.Call) -> Any:
-        # _check_call already refused anything else; re-checked so this method alone
-        # can never call something outside ALLOWED_FUNCTIONS.
+    def _slice(self, node: ast.Slice) -> slice:
+        parts = [None if p is None else self.eval(p) for p in (node.lower, node.upper, node.step)]
+        for part in parts:
+            if part is not None and (isinstance(part, bool) or not isinstance(part, int)):
+                raise _Refused(f"slice bounds must be whole numbers, not {json_type(part)}")
+        return slice(*parts)
+
+    # -- literals
+
+    def _list(self, node: ast.List) -> list[Any]:
+        items = [self.eval(e) for e in node.elts]
+        self._charge(len(items), items)
+        return items
+
+    def _tuple(self, node: ast.Tuple) -> tuple[Any, ...]:
+        items = tuple(self.eval(e) for e in node.elts)
+        self._charge(len(items), items)
+        return items
+
+    def _set(self, node: ast.Set) -> set[Any]:
+        items = [self.eval(e) for e in node.elts]
+        try:
+            result = set(items)
+        except TypeError:
+            raise _Refused("set items must be numbers, strings or tuples of them") from None
+        self._charge(len(items), result)
+        return result
+
+    def _dict(self, node: ast.Dict) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        for key_node, value_node in zip(node.keys, node.values, strict=True):
+            if key_node is None:
+                raise _Refused("unpacking with ** is not allowed")
+            key = self.eval(key_node)
+            try:
+                result[key] = self.eval(value_node)
+            except TypeError:
+                raise _Refused(f"{json_type(key)} values cannot be object keys") from None
+        self._charge(len(result), result)
+        return result
+
+    # -- operators
+
+    def _binop(self, node: ast.BinOp) -> Any:
+        operator = _OPERATORS.get(type(node.op))
+        if operator is None:
+            raise _Refused(f"operator {type(node.op).__name__} is not allowed")
+        left = self.eval(node.left)
+        right = self.eval(node.right)
+        self._charge_binop(node.op, left, right)
+        result = operator(left, right)
+        self._charge(0, result)
+        return result
+
+    def _charge_binop(self, operator: ast.operator, left: Any, right: Any) -> None:
+        # Charged before the operation: its cost follows from the operands' sizes.
+        if isinstance(operator, ast.Mult) and isinstance(left, int) != isinstance(right, int):
+            sequence, times = (left, right) if isinstance(right, int) else (right, left)
+            if isinstance(sequence, _SEQUENCE_TYPES) and isinstance(times, int) and times > 1:
+                _check_repeat(sequence, times)  # the fixed caps first: clearer messages
+                # The items are shared, but whoever reads or prints the result walks them all.
+                unit = len(sequence) if isinstance(sequence, str) else self._sized(sequence)
+                self._budget.spend(max(1, unit) * (times - 1), max(1, unit) * (times - 1))
+                return
+        self._budget.spend(_width(left) + _width(right))
+
+    def _unaryop(self, node: ast.UnaryOp) -> Any:
+        operator = _OPERATORS.get(type(node.op))
+        if operator is None:
+            raise _Refused(f"operator {type(node.op).__name__} is not allowed")
+        operand = self.eval(node.operand)
+        self._budget.spend(_width(operand))
+        return operator(operand)
+
+    def _boolop(self, node: ast.BoolOp) -> Any:
+        is_and = isinstance(node.op, ast.And)
+        value: Any = None
+        for operand in node.values:
+            value = self.eval(operand)
+            if bool(value) != is_and:
+                return value
+        return value
+
+    def _compare(self, node: ast.Compare) -> bool:
+        left = self.eval(node.left)
+        for op_node, right_node in zip(node.ops, node.comparators, strict=True):
+            right = self.eval(right_node)
+            operator = _OPERATORS.get(type(op_node))
+            if operator is None:
+                raise _Refused(f"comparison {type(op_node).__name__} is not allowed")
+            if isinstance(op_node, ast.In | ast.NotIn):
+                # `x in list` compares x with every item.
+                self._budget.spend(_width(right) * max(1, min(_width(left), 64)))
+            elif isinstance(left, list | tuple | dict) and isinstance(right, list | tuple | dict):
+                # Comparing two containers may walk both, items included.
+                self._sized(left if _width(left) <= _width(right) else right)
+            else:
+                self._budget.spend(min(_width(left), _width(right)))
+            if not operator(left, right):
+                return False
+            left = right
+        return True
+
+    def _ifexp(self, node: ast.IfExp) -> Any:
+        return self.eval(node.body) if self.eval(node.test) else self.eval(node.orelse)
+
+    # -- calls
+
+    def _call(self, node: ast.Call) -> Any:
         func = node.func
         if not isinstance(func, ast.Name) or func.id not in ALLOWED_FUNCTIONS:
             raise _Refused("only allowed functions can be called")
-        args = [self._eval(arg) for arg in node.args]
+        args = [self.eval(arg) for arg in node.args]
         kwargs: dict[str, Any] = {}
         for keyword in node.keywords:
             if keyword.arg is None:
                 raise _Refused("unpacking with ** is not allowed")
-            kwargs[keyword.arg] = self._eval(keyword.value)
-        return ALLOWED_FUNCTIONS[func.id](*args, **kwargs)
+            kwargs[keyword.arg] = self.eval(keyword.value)
+        self._charge_call(func.id, args)
+        result = ALLOWED_FUNCTIONS[func.id](*args, **kwargs)
+        self._charge(0, result)
+        return result
+
+    def _charge_call(self, name: str, args: list[Any]) -> None:
+        if not args:
+            return
+        first = args[0]
+        if name == "str":
+            # str() of a nested value is as big as the value: sized before it is built.
+            if not isinstance(first, str | int | float | bool | None):
+                self._sized(first)
+            return
+        width = sum(_width(arg) for arg in args)
+        if name == "sorted":
+            width *= max(1, width.bit_length())
+        self._budget.spend(width)
+
+
+_DISPATCH: Mapping[type[ast.AST], Callable[[_Evaluator, Any], Any]] = {
+    ast.Constant: _Evaluator._constant,
+    ast.Name: _Evaluator._name,
+    ast.Attribute: _Evaluator._attribute,
+    ast.Subscript: _Evaluator._subscript,
+    ast.Slice: _Evaluator._slice,
+    ast.List: _Evaluator._list,
+    ast.Tuple: _Evaluator._tuple,
+    ast.Set: _Evaluator._set,
+    ast.Dict: _Evaluator._dict,
+    ast.BinOp: _Evaluator._binop,
+    ast.UnaryOp: _Evaluator._unaryop,
+    ast.BoolOp: _Evaluator._boolop,
+    ast.Compare: _Evaluator._compare,
+    ast.IfExp: _Evaluator._ifexp,
+    ast.Call: _Evaluator._call,
+}
 
 
 def _get_key(container: Any, key: Any, container_node: ast.AST) -> Any:
@@ -547,6 +758,8 @@ def _get_key(container: Any, key: Any, container_node: ast.AST) -> Any:
         return container[key]
     except KeyError:
         raise _Refused(f"key {key!r} not found in {_describe(container_node)}") from None
+    except TypeError:
+        raise _Refused(f"{json_type(key)} values cannot be object keys") from None
 
 
 def _runtime_reason(exc: Exception) -> str:
@@ -562,6 +775,10 @@ def _runtime_reason(exc: Exception) -> str:
     return text if text else type(exc).__name__
 
 
+# Raised through Expression.evaluate untouched: the caller decides what they mean.
+_BUDGET_SIGNALS = (BudgetExceeded, NeedsOffload, EvaluationStopped)
+
+
 @dataclass(frozen=True, slots=True)
 class Expression:
     """A checked expression, ready to evaluate any number of times.
@@ -575,13 +792,19 @@ class Expression:
     _tree: ast.Expression = field(repr=False, compare=False)
     extra_names: frozenset[str] = frozenset()
 
-    def evaluate(self, scope: Mapping[str, Any]) -> Any:
-        """Evaluate against `scope` (root name -> value); raises only ExpressionError.
+    def evaluate(self, scope: Mapping[str, Any], budget: Budget | None = None) -> Any:
+        """Evaluate against `scope` (root name -> value), spending from `budget`.
 
         Missing names or keys, type errors, division by zero and values too big to
-        build all become ExpressionError with a message naming the problem.
+        build all become ExpressionError with a message naming the problem. The
+        budget's own signals (BudgetExceeded, NeedsOffload, EvaluationStopped) pass
+        through as they are. Without a budget, a fresh one of the default node size.
         """
+        if budget is None:
+            budget = Budget(ops=DEFAULT_LIMITS.node_ops, nbytes=DEFAULT_LIMITS.node_bytes)
         try:
-            return _Evaluator(scope).eval(self.source, previously_parsed=self._tree.body)
+            return _Evaluator(scope, budget).eval(self._tree.body)
+        except _BUDGET_SIGNALS:
+            raise
         except Exception as exc:  # every failure in user-written code is the user's error
             raise ExpressionError(_runtime_reason(exc), expr=self.source) from exc

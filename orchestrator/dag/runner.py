@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,10 +39,12 @@ from opentelemetry.trace import Tracer
 
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
+from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits
 from orchestrator.dag.errors import NodeError, NodeTimeout
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
 from orchestrator.dag.model import FallbackKind, OnFailure
 from orchestrator.dag.validate import INPUTS, CompiledNode, CompiledWorkflow
+from orchestrator.dag.values import UnstorableValue, json_value
 from state.models import (
     StepError,
     StepState,
@@ -96,6 +99,10 @@ class _TimedOut(Exception):
     """The workflow's own timeout_s ran out."""
 
 
+class _OutputError(Exception):
+    """The output template ran out of budget or built a value no store can hold."""
+
+
 class _StopWorkflow(Exception):
     def __init__(self, error: WorkflowError) -> None:
         super().__init__(error.message)
@@ -108,7 +115,8 @@ class DagRunner:
     `agents` makes the agent calls (agents.client.AgentClient); `registry` supplies
     each agent's retry policy for per-node overrides; `kinds` is only used when a
     workflow was compiled without one (kinds travel inside the compiled nodes);
-    `builtins` are the built-in fallbacks by name; `clock` stamps the steps; with a
+    `builtins` are the built-in fallbacks by name; `clock` stamps the steps; `limits`
+    sizes the evaluation budgets (per node, per workflow; orchestrator.dag.budget); with a
     `tracer` each node runs in a span `node <id>`.
     """
 
@@ -120,9 +128,11 @@ class DagRunner:
         kinds: NodeKindRegistry | None = None,
         builtins: Mapping[str, BuiltinFallback] | None = None,
         clock: Callable[[], float] = time.time,
+        limits: Limits = DEFAULT_LIMITS,
         tracer: Tracer | None = None,
     ) -> None:
         self.agents = agents
+        self.limits = limits
         self.tracer = tracer
         self.registry = registry
         self.kinds = kinds or default_kinds()
@@ -179,6 +189,10 @@ class _Execution:
         self.runnable: deque[str] = deque()
         self.degraded = False
         self.deadline: float | None = None
+        # Every expression, template and transform of this run spends from here.
+        self.budget = Budget.for_workflow(runner.limits)
+        # The node being dispatched or settled: where an escaping error is pinned.
+        self.current: str | None = None
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -229,6 +243,22 @@ class _Execution:
     # -- the scheduler -------------------------------------------------------------
 
     async def run(self) -> None:
+        """Run to a terminal state, whatever happens: the one place that guarantees it.
+
+        Any exception escaping the scheduler, a node's bookkeeping, a transition
+        callback or the output template (a bug, a value no store can hold, a failed
+        write) ends the workflow FAILED with an `internal_error` on the step it
+        concerned (DESIGN.md "Untrusted input"). Cancellation is re-raised after
+        the CANCELLED state is recorded.
+        """
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._crash(exc)
+
+    async def _run(self) -> None:
         state = self.state
         done = self._init_steps()
         state.status = WorkflowStatus.RUNNING
@@ -259,13 +289,43 @@ class _Execution:
                 self._finish(WorkflowStatus.DEGRADED if self.degraded else WorkflowStatus.COMPLETED)
         except asyncio.CancelledError:
             await self._abort("workflow cancelled")
-            state.status = WorkflowStatus.CANCELLED
-            state.finished_at = self.runner.clock()
+            if not state.status.is_terminal:
+                state.status = WorkflowStatus.CANCELLED
+                state.finished_at = self.runner.clock()
             await self._emit_final()
             raise
         finally:
             await self._reap()
         await self._emit_final()
+
+    async def _crash(self, exc: Exception) -> None:
+        state = self.state
+        node_id = self.current
+        log.error(
+            "runner_internal_error",
+            workflow_id=state.workflow_id,
+            step=node_id,
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=exc,
+        )
+        terminal = state.status.is_terminal
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        await self._abort("workflow failed")
+        if not terminal:
+            if node_id is not None and node_id in state.steps:
+                step = state.steps[node_id]
+                step.status = StepStatus.FAILED
+                step.finished_at = step.finished_at or self.runner.clock()
+                step.error = StepError(type="internal_error", message=message, agent=step.agent)
+                message = f"node {node_id!r} failed: {message}"
+            state.status = WorkflowStatus.FAILED
+            state.error = WorkflowError(code="internal_error", message=message, step_id=node_id)
+            state.result = None
+            state.finished_at = self.runner.clock()
+        try:
+            await self._emit_final()
+        except Exception:  # the engine writes the terminal state itself when this fails
+            log.warning("final_emit_failed", workflow_id=state.workflow_id, exc_info=True)
 
     async def _emit_final(self) -> None:
         # The terminal record must be written even if the task running us is being
@@ -293,16 +353,16 @@ class _Execution:
     async def _dispatch(self, sorter: TopologicalSorter[str]) -> None:
         while self.runnable and len(self.running) < self.options.max_parallel:
             node_id = self.runnable.popleft()
+            self.current = node_id
             cn = self.workflow.nodes[node_id]
+            ctx = self._context(cn, self._node_deadline(cn))
             pre_error: NodeError | None = None
             if cn.when is not None:
                 try:
-                    go = cn.when.evaluate(self.scope)
-                except Exception as exc:
+                    go = await ctx.compute(functools.partial(ctx.evaluate, cn.when))
+                except NodeError as exc:
                     pre_error = NodeError(
-                        f"node {node_id!r}: 'when': {exc}",
-                        code="expression_error",
-                        node_id=node_id,
+                        f"node {node_id!r}: 'when': {exc}", code=exc.code, node_id=node_id
                     )
                 else:
                     if not go:
@@ -315,9 +375,10 @@ class _Execution:
             step = self.state.steps[node_id]
             step.status = StepStatus.RUNNING
             step.started_at = self.runner.clock()
-            task = asyncio.create_task(self._execute(cn, pre_error), name=f"dag:{node_id}")
+            task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
             self.running[task] = node_id
             await self.emit(step)
+        self.current = None
 
     async def _wait_one(self, sorter: TopologicalSorter[str]) -> None:
         timeout = None if self.deadline is None else max(0.0, self.deadline - self.loop.time())
@@ -332,11 +393,13 @@ class _Execution:
         stop: _StopWorkflow | None = None
         for task in sorted(finished, key=lambda t: self.workflow.nodes[self.running[t]].index):
             node_id = self.running.pop(task)
+            self.current = node_id
             try:
                 await self._settle(node_id, task.result())
             except _StopWorkflow as exc:
                 stop = stop or exc
             sorter.done(node_id)
+        self.current = None
         if stop is not None:
             raise stop
 
@@ -407,6 +470,8 @@ class _Execution:
             registry=self.runner.registry,
             deadline=deadline,
             agent=cn.agent,
+            budget=self.budget.child(self.runner.limits),
+            limits=self.runner.limits,
         )
 
     def _node_deadline(self, cn: CompiledNode) -> float | None:
@@ -415,18 +480,20 @@ class _Execution:
             deadlines.append(self.loop.time() + cn.node.timeout_s)
         return min(deadlines) if deadlines else None
 
-    async def _execute(self, cn: CompiledNode, pre_error: NodeError | None) -> _Outcome:
+    async def _execute(
+        self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
+    ) -> _Outcome:
         # This node's own task: every line logged inside it carries the step and agent.
         # (`attempt` is 0 until the agent client makes one.)
         structlog.contextvars.bind_contextvars(step=cn.id, agent=cn.agent, attempt=0)
         tracer = self.runner.tracer
         if tracer is None:
-            return await self._execute_node(cn, pre_error)
+            return await self._execute_node(cn, ctx, pre_error)
         attributes = {"workflow.id": self.state.workflow_id, "step": cn.id, "kind": cn.node.kind}
         if cn.agent is not None:
             attributes["agent"] = cn.agent
         with tracer.start_as_current_span(f"node {cn.id}", attributes=attributes) as span:
-            outcome = await self._execute_node(cn, pre_error)
+            outcome = await self._execute_node(cn, ctx, pre_error)
             status = "failed" if outcome.failed else "completed"
             span.set_attribute("step.status", "fell_back" if outcome.fallback else status)
             span.set_attribute("step.attempts", outcome.attempts)
@@ -434,12 +501,13 @@ class _Execution:
                 span.set_attribute("error.type", error_code(outcome.error))
             return outcome
 
-    async def _execute_node(self, cn: CompiledNode, pre_error: NodeError | None) -> _Outcome:
-        ctx = self._context(cn, self._node_deadline(cn))
+    async def _execute_node(
+        self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
+    ) -> _Outcome:
         try:
             if pre_error is not None:
                 raise pre_error
-            output = await self._run_bounded(cn, ctx)
+            output = _storable(cn, await self._run_bounded(cn, ctx))
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
@@ -468,6 +536,7 @@ class _Execution:
                     payload = {}
                 ctx.deadline = self._node_deadline(cn)
                 output = await self._bounded(cn, ctx, ctx.call_agent(str(fb.target), payload))
+            output = _storable(cn, output)
         except Exception as fb_exc:
             failure = NodeError(
                 f"{reason}; fallback failed: {error_message(fb_exc)}",
@@ -514,29 +583,52 @@ class _Execution:
 
     async def _abort(self, reason: str) -> None:
         """Cancel every running node; every step that has not finished is CANCELLED."""
-        now = self.runner.clock()
-        for node_id in self.running.values():
-            step = self.state.steps[node_id]
-            step.status = StepStatus.CANCELLED
-            step.finished_at = now
         await self._reap()
+        now = self.runner.clock()
         for step in self.state.steps.values():
-            if step.status is StepStatus.PENDING:
+            if step.status is StepStatus.RUNNING:
+                step.status = StepStatus.CANCELLED
+                step.finished_at = now
+            elif step.status is StepStatus.PENDING:
                 step.status = StepStatus.CANCELLED
                 step.skip_reason = reason
 
     def _finish(self, status: WorkflowStatus, error: WorkflowError | None = None) -> None:
         state = self.state
+        try:
+            state.result = self._result()
+        except _OutputError as exc:
+            state.result = None
+            status = WorkflowStatus.FAILED
+            error = error or WorkflowError(
+                code="output_error", message=f"the workflow's output could not be built: {exc}"
+            )
         state.status = status
         state.error = error
-        state.result = self._result()
         state.finished_at = self.runner.clock()
 
     def _result(self) -> Any:
         template = self.workflow.output
         if template is None:
             return {sink: self.scope.get(sink) for sink in self.workflow.sinks}
-        return template.render(self.scope, missing="null")
+        # The output template spends from what is left of the workflow's budget, and its
+        # result crosses the same boundary as every step output.
+        budget = Budget(
+            ops=max(0, self.budget.ops_left), nbytes=max(0, self.budget.bytes_left),
+            scope="workflow",
+        )
+        try:
+            return json_value(template.render(self.scope, missing="null", budget=budget))
+        except (BudgetExceeded, UnstorableValue) as exc:
+            raise _OutputError(str(exc)) from exc
+
+
+def _storable(cn: CompiledNode, output: Any) -> Any:
+    """A node's output as JSON both stores can carry (orchestrator.dag.values), or its error."""
+    try:
+        return json_value(output)
+    except UnstorableValue as exc:
+        raise NodeError(f"node {cn.id!r}: output: {exc}", code=exc.code, node_id=cn.id) from exc
 
 
 def _agent_of(error: BaseException, ctx: NodeContext) -> str | None:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import orjson
 
+from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, measure
 from orchestrator.dag.paths import PathError, json_type, resolve_segments, split_path
 
 __all__ = ["MAX_DEPTH", "Template", "TemplateError", "compile_template"]
@@ -38,12 +39,12 @@ __all__ = ["MAX_DEPTH", "Template", "TemplateError", "compile_template"]
 # Deeper than any real node input, and far from the interpreter's recursion limit.
 MAX_DEPTH = 64
 
-_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 # A string that is exactly one placeholder holding a well-formed path (split_path's
 # rule: segments of [A-Za-z0-9_-] joined by dots). Its `\s` is str.strip()'s whitespace.
 # Groups: the path, its root name.
 _WHOLE = re.compile(r"\{\{\s*(([A-Za-z0-9_-]+)(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
 _OPEN = "{{"
+_CLOSE = "}}"
 # Tuples, not `list | tuple` unions: a union in a function body is built on every call.
 _ARRAYS = (list, tuple)
 _SCALARS = (bool, int, float)
@@ -136,11 +137,14 @@ def _scan(text: str, location: str, found: dict[str, str]) -> _Node:
 
     parts: list[str | _Ref] = []
     end = 0
-    for match in _PLACEHOLDER.finditer(text):
-        before = text[end : match.start()]
-        if _OPEN in before:
+    # str.find, not a regex: `\{\{(.*?)\}\}` retried at every "{{" of a string with no
+    # "}}" scans to its end each time, quadratic in the string's length.
+    while (start := text.find(_OPEN, end)) != -1:
+        close = text.find(_CLOSE, start + 2)
+        if close == -1:
             raise fail("unclosed '{{'")
-        content = match.group(1)
+        before = text[end:start]
+        content = text[start + 2 : close]
         if _OPEN in content:
             raise fail("unclosed '{{' before another '{{'")
         path = content.strip()
@@ -155,7 +159,7 @@ def _scan(text: str, location: str, found: dict[str, str]) -> _Node:
         if before:
             parts.append(before)
         parts.append(ref)
-        end = match.end()
+        end = close + 2
     rest = text[end:]
     if _OPEN in rest:
         raise fail("unclosed '{{'")
@@ -229,23 +233,54 @@ def _lookup(
         ) from exc
 
 
-def _render(node: _Node, scope: Mapping[str, Any], missing: _Missing) -> Any:
+class _Meter:
+    """Charges a render to its budget: every placeholder's value by its size, once per
+    distinct value (a value repeated N times is charged N times, measured once)."""
+
+    __slots__ = ("budget", "sizes")
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.sizes: dict[int, int] = {}
+
+    def value(self, value: Any) -> None:
+        if value is None or isinstance(value, _SCALARS):
+            self.budget.spend(1, 8)
+            return
+        if isinstance(value, str):
+            self.budget.spend(1, len(value))
+            return
+        size = self.sizes.get(id(value))
+        if size is None:
+            size = measure(value, max(0, self.budget.bytes_left))
+            self.sizes[id(value)] = size
+        self.budget.spend(1 + size // 64, size)
+
+
+def _render(node: _Node, scope: Mapping[str, Any], missing: _Missing, meter: _Meter) -> Any:
     if isinstance(node, _Whole):
-        return _lookup(scope, node, node, missing)[1]
+        value = _lookup(scope, node, node, missing)[1]
+        meter.value(value)
+        return value
     if isinstance(node, _Interpolated):
         pieces: list[str] = []
         for part in node.parts:
             if isinstance(part, str):
+                meter.budget.spend(1, len(part))
                 pieces.append(part)
                 continue
             found, value = _lookup(scope, part, node, missing)
             if found:
+                # Sized before it is formatted: str() of a big value is as big as the value.
+                meter.value(value)
                 pieces.append(_format(value))
         return "".join(pieces)
     if isinstance(node, dict):
-        return {key: _render(item, scope, missing) for key, item in node.items()}
+        meter.budget.spend(len(node), 8 * len(node))
+        return {key: _render(item, scope, missing, meter) for key, item in node.items()}
     if isinstance(node, list):
-        return [_render(item, scope, missing) for item in node]
+        meter.budget.spend(len(node), 8 * len(node))
+        return [_render(item, scope, missing, meter) for item in node]
     return node
 
 
@@ -263,16 +298,27 @@ class Template:
     paths: tuple[str, ...]
     _compiled: Any = field(repr=False, compare=False)
 
-    def render(self, scope: Mapping[str, Any], *, missing: _Missing = "error") -> Any:
-        """Render against `scope` (root name -> value).
+    def render(
+        self,
+        scope: Mapping[str, Any],
+        *,
+        missing: _Missing = "error",
+        budget: Budget | None = None,
+    ) -> Any:
+        """Render against `scope` (root name -> value), spending from `budget`.
 
         A path that does not resolve raises TemplateError naming it with
         ``missing="error"``; with ``missing="null"`` it renders as None when it is
-        the whole value and as ``""`` inside a string.
+        the whole value and as ``""`` inside a string. Every value placed in the
+        result is charged by its size (bytes), so a template repeating a big value
+        stops with BudgetExceeded instead of growing the process; without a budget,
+        a fresh one of the default node size.
         """
         if missing not in ("error", "null"):
             raise ValueError(f"missing must be 'error' or 'null', not {missing!r}")
-        return _render(self._compiled, scope, missing)
+        if budget is None:
+            budget = Budget(ops=DEFAULT_LIMITS.node_ops, nbytes=DEFAULT_LIMITS.node_bytes)
+        return _render(self._compiled, scope, missing, _Meter(budget))
 
 
 def compile_template(value: Any) -> Template:

@@ -98,7 +98,8 @@ class AgentKind(BaseKind):
         params = cast(AgentParams, ctx.compiled)
         assert params.input is not None
         ctx.agent = params.agent
-        payload = ctx.render(params.input)
+        template = params.input
+        payload = await ctx.compute(lambda: ctx.render(template))
         ctx.input = payload
         if not isinstance(payload, Mapping):
             raise NodeError(

@@ -9,20 +9,30 @@ runner hands them a `NodeContext`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
 from circuit.config import RetryConfig
+from orchestrator.dag.budget import (
+    DEFAULT_LIMITS,
+    Budget,
+    BudgetExceeded,
+    Limits,
+    NeedsOffload,
+)
 from orchestrator.dag.errors import DefinitionError, NodeError, Problem
 from orchestrator.dag.expressions import Expression, ExpressionError, compile_expression
 from orchestrator.dag.model import NodeDef
 from orchestrator.dag.paths import PathError, split_path
 from orchestrator.dag.templates import Template, TemplateError, compile_template
+
+_T = TypeVar("_T")
 
 
 class AgentCallResult(Protocol):
@@ -91,23 +101,86 @@ class NodeContext:
     input: Any = None
     attempts: int = 0
     agent: str | None = field(default=None)
+    budget: Budget = field(default_factory=lambda: Budget.for_workflow().child())
+    limits: Limits = DEFAULT_LIMITS
 
     def render(self, template: Template) -> Any:
-        """Render a template over the scope; references to nodes without output are null."""
+        """Render a template over the scope; references to nodes without output are null.
+
+        Spends from the node's budget: `template_budget_exceeded` when it runs out.
+        """
         missing: Literal["error", "null"] = (
             "null" if template.references & self.unavailable else "error"
         )
         try:
-            return template.render(self.scope, missing=missing)
+            return template.render(self.scope, missing=missing, budget=self.budget)
         except TemplateError as exc:
             raise NodeError(str(exc), code="template_error", node_id=self.node.id) from exc
+        except BudgetExceeded as exc:
+            raise NodeError(
+                f"node {self.node.id!r}: template: {exc}",
+                code="template_budget_exceeded",
+                node_id=self.node.id,
+            ) from exc
 
     def evaluate(self, expression: Expression, extra: Mapping[str, Any] | None = None) -> Any:
+        """Evaluate over the scope (plus `extra` names), spending from the node's budget:
+        `expression_budget_exceeded` when it runs out."""
         scope = self.scope if not extra else {**self.scope, **extra}
         try:
-            return expression.evaluate(scope)
+            return expression.evaluate(scope, self.budget)
         except ExpressionError as exc:
             raise NodeError(str(exc), code="expression_error", node_id=self.node.id) from exc
+        except BudgetExceeded as exc:
+            raise NodeError(
+                f"node {self.node.id!r}: expression {expression.source!r}: {exc}",
+                code="expression_budget_exceeded",
+                node_id=self.node.id,
+            ) from exc
+
+    def charge(self, ops: int, nbytes: int = 0, *, what: str) -> None:
+        """Spend from the node's budget for work a kind does itself (`what` names it)."""
+        try:
+            self.budget.spend(ops, nbytes)
+        except BudgetExceeded as exc:
+            raise NodeError(
+                f"node {self.node.id!r}: {what}: {exc}",
+                code="expression_budget_exceeded",
+                node_id=self.node.id,
+            ) from exc
+
+    async def compute(self, work: Callable[[], _T]) -> _T:
+        """Run pure CPU work (rendering, evaluating, checking) without stalling the loop.
+
+        `work` runs on the event loop first, within a small slice of the budget
+        (`limits.inline_ops` / `inline_bytes`): most work fits and pays no thread hop.
+        Work that does not fit is redone from the start in a worker thread (it is pure,
+        so redoing it is safe), bounded by the node's budget and by
+        `limits.offload_timeout_s`; if the node is cancelled or times out meanwhile,
+        the budget is stopped so the thread ends at its next charge.
+        """
+        budget = self.budget
+        budget.inline(self.limits.inline_ops, self.limits.inline_bytes)
+        try:
+            return work()
+        except NeedsOffload:
+            pass
+        finally:
+            budget.offloaded()
+        future = asyncio.get_running_loop().run_in_executor(None, work)
+        try:
+            async with asyncio.timeout(self.limits.offload_timeout_s):
+                return await future
+        except TimeoutError as exc:
+            raise NodeError(
+                f"node {self.node.id!r}: evaluation took longer than "
+                f"{self.limits.offload_timeout_s:g} s",
+                code="evaluation_timeout",
+                node_id=self.node.id,
+            ) from exc
+        finally:
+            if not future.done() or future.cancelled():
+                budget.stop()
 
     def retry_for(self, agent: str, override: Mapping[str, Any] | None) -> RetryConfig | None:
         """The agent's retry policy with the node's override fields replaced."""

@@ -61,6 +61,10 @@ class ConditionKind(BaseKind):
         return ConditionParams(references=names, cases=tuple(cases), default=cast(str, default))
 
     async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
+        return await ctx.compute(lambda: self._choose(ctx))
+
+    @staticmethod
+    def _choose(ctx: NodeContext) -> Any:
         params = cast(ConditionParams, ctx.compiled)
         if params.expr is not None:
             return {"value": to_json(ctx.evaluate(params.expr))}

@@ -94,6 +94,9 @@ class TransformKind(BaseKind):
         )
 
     async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
+        return await ctx.compute(lambda: self._transform(node, ctx))
+
+    def _transform(self, node: NodeDef, ctx: NodeContext) -> Any:
         params = cast(TransformParams, ctx.compiled)
         value = ctx.render(params.source) if params.source else ctx.dependency_output()
         ctx.input = value
@@ -102,7 +105,7 @@ class TransformKind(BaseKind):
         if params.filter is not None:
             value = self._filter(node, ctx, params.filter, value)
         if params.has_map:
-            value = self._map(node, params.map, value)
+            value = self._map(node, ctx, params.map, value)
         return {"value": to_json(value)}
 
     @staticmethod
@@ -116,8 +119,16 @@ class TransformKind(BaseKind):
         return [item for item in value if ctx.evaluate(expr, {ITEM: item})]
 
     @staticmethod
-    def _map(node: NodeDef, mapping: tuple[tuple[str, tuple[str, ...]], ...], value: Any) -> Any:
+    def _map(
+        node: NodeDef,
+        ctx: NodeContext,
+        mapping: tuple[tuple[str, tuple[str, ...]], ...],
+        value: Any,
+    ) -> Any:
         def project(item: Any) -> dict[str, Any]:
+            # Charged per item as the list is built: a map over a huge list stops at
+            # the node's budget instead of after the whole list exists.
+            ctx.charge(len(mapping), 8 * len(mapping), what="map")
             return {key: resolve_in(item, segs, node.id) for key, segs in mapping}
 
         if isinstance(value, list):

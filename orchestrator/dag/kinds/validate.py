@@ -1,15 +1,23 @@
-"""`validate`: check an upstream output against a JSON Schema; fail with the errors."""
+"""`validate`: check an upstream output against a client's JSON Schema; fail with the errors.
+
+The schema comes from the client, so it is applied with jsonschema-rs configured to
+do nothing but check: no `$ref` is ever resolved over the network or from the file
+system (a retriever that refuses everything; any reference that does not point inside
+the document is a definition problem naming the node), and `pattern` /
+`patternProperties` run on Rust's `regex` engine, which matches in linear time (no
+lookaround or backreferences: such a pattern is refused when the definition is
+checked), with each pattern's length and compiled size capped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-import jsonschema
-from jsonschema.exceptions import SchemaError
-from jsonschema.protocols import Validator
+import jsonschema_rs
 
+from orchestrator.dag.budget import measure
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector
 from orchestrator.dag.kinds.transform import source_problem
@@ -19,12 +27,64 @@ from orchestrator.dag.templates import Template
 
 # Errors listed in the failure message; the count says how many there were in all.
 MAX_LISTED_ERRORS = 10
+# Characters of one error message (a message quotes the instance, which may be big).
+MAX_ERROR_CHARS = 300
+# A `pattern` (or `patternProperties` key) longer than this is refused at compile time.
+MAX_PATTERN_CHARS = 1_000
+# Compiled size of one regular expression, and of its lazy DFA cache (bytes).
+_REGEX = jsonschema_rs.RegexOptions(size_limit=1 << 20, dfa_size_limit=1 << 20)
+_REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
 @dataclass(frozen=True, slots=True)
 class ValidateParams(Compiled):
     source: Template | None = None
-    validator: Validator | None = None
+    validator: Any = None  # a jsonschema_rs validator (untyped)
+
+
+def _refuse_retrieval(uri: str) -> Any:
+    raise ValueError(f"reference {uri!r} is outside the schema; only '#...' references resolve")
+
+
+def _walk(schema: Any) -> Iterator[tuple[str, Any, Mapping[str, Any]]]:
+    """(keyword, value, containing object) for every keyword of every object in `schema`."""
+    stack = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            for key, value in item.items():
+                yield key, value, item
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _schema_problems(schema: Mapping[str, Any]) -> list[str]:
+    """External references and oversized patterns, found before the schema is built."""
+    ids = {
+        value.split("#", 1)[0]
+        for key, value, _ in _walk(schema)
+        if key in ("$id", "id") and isinstance(value, str)
+    }
+    problems: list[str] = []
+    for key, value, _ in _walk(schema):
+        if key in _REF_KEYWORDS and isinstance(value, str):
+            base = value.split("#", 1)[0]
+            if base and base not in ids:
+                problems.append(
+                    f"{key} {value!r} points outside the schema; only references inside "
+                    "the document resolve"
+                )
+        elif key == "pattern" and isinstance(value, str) and len(value) > MAX_PATTERN_CHARS:
+            problems.append(f"a pattern is longer than {MAX_PATTERN_CHARS} characters")
+        elif key == "patternProperties" and isinstance(value, Mapping):
+            if any(len(str(p)) > MAX_PATTERN_CHARS for p in value):
+                problems.append(f"a pattern is longer than {MAX_PATTERN_CHARS} characters")
+    return problems
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def _where(path: Any) -> str:
@@ -32,11 +92,30 @@ def _where(path: Any) -> str:
     return "/".join(parts) if parts else "(root)"
 
 
+def build_validator(schema: Any) -> Any:
+    """A checking-only validator for a client's schema; ValueError says what is wrong."""
+    if isinstance(schema, bool):  # true accepts all, false nothing
+        schema = {} if schema else {"not": {}}
+    if not isinstance(schema, Mapping):
+        raise ValueError("'schema' must be a JSON Schema object")
+    problems = _schema_problems(schema)
+    if problems:
+        raise ValueError("; ".join(problems))
+    try:
+        return jsonschema_rs.validator_for(
+            dict(schema), retriever=_refuse_retrieval, pattern_options=_REGEX
+        )
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+        message = getattr(exc, "message", None) or str(exc).split("\n", 1)[0]
+        raise ValueError(f"invalid JSON Schema: {_short(message)}") from None
+
+
 class ValidateKind(BaseKind):
     """`{"source": template, "schema": {...}}`: passes the source through as
     `{"value": source}` if it validates (the schema's own `$schema` picks the draft,
     default 2020-12); otherwise fails with `validation_failed` listing the errors.
-    Remote `$ref`s are never fetched. `source` defaults to the one dependency's output.
+    `$ref`s resolve only inside the schema. `source` defaults to the one dependency's
+    output.
     """
 
     name = "validate"
@@ -53,42 +132,42 @@ class ValidateKind(BaseKind):
         else:
             source_problem(node, collect)
             refs |= set(node.depends_on)
-        schema = node.params.get("schema")
-        validator: Validator | None = None
-        if not isinstance(schema, Mapping | bool):
-            collect.add("invalid_schema", "'schema' must be a JSON Schema object", "schema")
-        else:
-            # Boolean schemas as their object equivalents: true accepts all, false nothing.
-            if isinstance(schema, bool):
-                schema = {} if schema else {"not": {}}
-            schema = dict(schema)
-            cls = jsonschema.validators.validator_for(
-                schema, default=jsonschema.Draft202012Validator
-            )
-            try:
-                cls.check_schema(schema)
-                validator = cls(schema)
-            except SchemaError as exc:
-                collect.add("invalid_schema", f"invalid JSON Schema: {exc.message}", "schema")
+        validator = None
+        try:
+            validator = build_validator(node.params.get("schema"))
+        except ValueError as exc:
+            collect.add("invalid_schema", str(exc), "schema")
         collect.raise_if_any()
         return ValidateParams(references=frozenset(refs), source=source, validator=validator)
 
     async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
+        # Checking a big document is CPU work: off the loop when it does not fit the
+        # inline slice (NodeContext.compute).
+        return await ctx.compute(lambda: self._check(node, ctx))
+
+    @staticmethod
+    def _check(node: NodeDef, ctx: NodeContext) -> Any:
         params = cast(ValidateParams, ctx.compiled)
         assert params.validator is not None
         value = ctx.render(params.source) if params.source else ctx.dependency_output()
         ctx.input = value
+        # Validation walks the document: charged by its size, which also sends a big one
+        # off the event loop.
+        ctx.charge(measure(value, max(0, ctx.budget.ops_left)), what="validate")
         try:
-            errors = sorted(params.validator.iter_errors(value), key=lambda e: list(e.path))
-        except Exception as exc:  # an unresolvable $ref and the like: the schema's fault
+            errors = sorted(
+                params.validator.iter_errors(value), key=lambda e: [str(p) for p in e.instance_path]
+            )
+        except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
             raise NodeError(
-                f"node {node.id!r}: schema could not be applied: {exc}",
+                f"node {node.id!r}: schema could not be applied: {_short(str(exc))}",
                 code="invalid_schema",
                 node_id=node.id,
             ) from exc
         if errors:
             listed = "; ".join(
-                f"{_where(e.absolute_path)}: {e.message}" for e in errors[:MAX_LISTED_ERRORS]
+                f"{_where(e.instance_path)}: {_short(e.message)}"
+                for e in errors[:MAX_LISTED_ERRORS]
             )
             more = len(errors) - MAX_LISTED_ERRORS
             tail = f"; and {more} more" if more > 0 else ""

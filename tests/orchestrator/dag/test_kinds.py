@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from orchestrator.dag.errors import DefinitionError
 from state.models import StepStatus, WorkflowStatus
 
-from .conftest import FakeAgents, Harness, agent
+from .conftest import FakeAgents, Harness, agent, compile_def
 
 ROWS = [
     {"region": "eu", "revenue": 120, "meta": {"code": "EU"}},
@@ -161,12 +162,50 @@ async def test_validate_fails_with_the_schema_errors(harness: Harness, fake: Fak
     assert step.error.input == ROWS
 
 
-async def test_validate_never_fetches_remote_refs(harness: Harness, fake: FakeAgents) -> None:
-    """A $ref to a URL is not retrieved: the node fails with invalid_schema."""
-    schema = {"$ref": "http://127.0.0.1:9/schema.json"}
+@pytest.mark.parametrize(
+    "ref", ["http://127.0.0.1:9/schema.json", "file:///etc/passwd", "other.json#/x"]
+)
+def test_validate_refuses_refs_outside_the_schema(ref: str) -> None:
+    """A $ref that does not point inside the document is a definition problem naming the node."""
+    schema = {"type": "object", "properties": {"a": {"$ref": ref}}}
+    with pytest.raises(DefinitionError) as caught:
+        compile_def({"nodes": [agent("a"), validate_node(schema)]})
+    (problem,) = caught.value.problems
+    assert (problem.code, problem.node_id) == ("invalid_schema", "v")
+    assert "outside the schema" in problem.message
+
+
+async def test_validate_resolves_refs_inside_the_schema(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    schema = {
+        "$id": "urn:example:rows",
+        "$defs": {"rows": {"type": "array"}},
+        "type": "object",
+        "properties": {"rows": {"$ref": "#/$defs/rows"}, "again": {"$ref": "urn:example:rows"}},
+    }
     step = await run_one(harness, fake, {"id": "v", "kind": "validate", "schema": schema})
-    assert step.status is StepStatus.FAILED
-    assert step.error.type == "invalid_schema"
+    assert step.output == {"value": {"rows": ROWS}}
+
+
+async def test_validate_patterns_run_in_linear_time(harness: Harness, fake: FakeAgents) -> None:
+    """A pattern that backtracks catastrophically in Python's re is answered at once."""
+    schema = {"properties": {"s": {"pattern": "^(a+)+$"}}}
+    node = {"id": "v", "kind": "validate", "schema": schema}
+    step = await run_one(harness, fake, node, s="a" * 100_000 + "!")
+    assert step.error.type == "validation_failed"
+    assert len(step.error.message) < 1_000  # the 100 kB instance is not quoted in full
+
+
+def test_validate_refuses_patterns_it_cannot_run_in_linear_time() -> None:
+    for pattern in ["(a)\\1", "(?<=a)b", "x" * 1_001]:
+        with pytest.raises(DefinitionError) as caught:
+            compile_def({"nodes": [agent("a"), validate_node({"pattern": pattern})]})
+        assert caught.value.problems[0].code == "invalid_schema"
+
+
+def validate_node(schema: Any) -> dict[str, Any]:
+    return {"id": "v", "kind": "validate", "depends_on": ["a"], "schema": schema}
 
 
 async def test_agent_input_must_render_to_an_object(harness: Harness, fake: FakeAgents) -> None:

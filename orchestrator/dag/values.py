@@ -1,0 +1,112 @@
+"""The one boundary every value crosses before it is kept in a workflow's state.
+
+Step outputs (agent answers, expression results, transforms) and workflow results
+must be JSON that both stores can carry, so `json_value` makes them so, the same
+way for every source:
+
+- integers outside what orjson (both stores' serialiser) carries, -2**63 .. 2**64-1,
+  become floats, exactly as orjson itself reads such a number from a request body;
+  one too big even for a float is refused;
+- NaN and infinities are refused (JSON has no such numbers);
+- tuples and sets become lists (sets sorted when their items allow), object keys
+  become strings;
+- nesting deeper than `max_depth` is refused: it could not be written, read back
+  or rendered without deep recursion.
+
+Anything else (a Python object a node kind let through) is refused, so a buggy kind
+cannot leave a value the store would choke on.
+
+```
+ValueError
+└── UnstorableValue     # .code: "value_out_of_range" | "nesting_too_deep" | "not_json"
+```
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["MAX_JSON_DEPTH", "UnstorableValue", "json_depth", "json_value"]
+
+# Deeper than any real document; far below orjson's own limit (1024) and the
+# interpreter's recursion limit, with room for the state document around it.
+MAX_JSON_DEPTH = 64
+
+_MIN_INT = -(2**63)
+_MAX_INT = 2**64 - 1
+
+
+class UnstorableValue(ValueError):
+    """A value cannot be kept as JSON; `code` says why (the step's error type)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def json_value(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`value` as plain JSON (see the module docstring); raises UnstorableValue."""
+    return _convert(value, max_depth, 0)
+
+
+def _convert(value: Any, max_depth: int, depth: int) -> Any:
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        if _MIN_INT <= value <= _MAX_INT:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise UnstorableValue(
+                f"the number {_digits(value)} is too large to store", code="value_out_of_range"
+            ) from None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise UnstorableValue(f"{value} is not a JSON number", code="value_out_of_range")
+    if depth >= max_depth:
+        raise UnstorableValue(
+            f"the value is nested more than {max_depth} levels deep", code="nesting_too_deep"
+        )
+    if isinstance(value, dict):
+        return {
+            key if isinstance(key, str) else str(key): _convert(item, max_depth, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_convert(item, max_depth, depth + 1) for item in value]
+    if isinstance(value, set | frozenset):
+        items = [_convert(item, max_depth, depth + 1) for item in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    raise UnstorableValue(f"a {type(value).__name__} is not a JSON value", code="not_json")
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep `value` nests (a scalar is 0), counting at most to `limit + 1`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def _digits(value: int) -> str:
+    # str() of a huge int is itself slow (and Python caps it at 4300 digits).
+    return f"of {value.bit_length()} bits"
