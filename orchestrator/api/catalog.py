@@ -241,7 +241,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         replies={
             200: Reply(
                 "an event stream", {"type": "string"}, media_type="text/event-stream"
-            )
+            ),
+            204: Reply("nothing more: the client's last event was the terminal one"),
         },
         errors={
             400: ("invalid_event_id",),

@@ -6,13 +6,15 @@ The stream first replays what already happened (everything after `Last-Event-ID`
 or after `?after=N`; from the start otherwise), then follows the workflow live
 from whichever replica runs it (the store's pub/sub), and ends after the terminal
 event. Sequence numbers come from the store, so a client that reconnects with
-`Last-Event-ID` gets every later event exactly once.
+`Last-Event-ID` gets every later event exactly once; one whose last event was the
+terminal one gets 204, which tells a browser's EventSource to stop reconnecting.
 
 An idle stream sends a comment every `ORCH_SSE_KEEPALIVE_S`; at that moment it
 also checks the document, so a workflow that finished without its terminal event
 (the event write failed) still ends the stream, with an event built from the
-document (no `id`). A stream whose subscription is lost ends; the client's
-reconnect resumes it.
+document (no `id`); for a workflow already finished when the stream opens, that
+check comes after a second, not a whole keep-alive period. A stream whose
+subscription is lost ends; the client's reconnect resumes it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class TooManyStreams(ApiError):
 
 # Reconnect delay the browser's EventSource should use (ms).
 _RETRY_MS = 1000
+# A finished workflow's stream waits this long for a terminal event still being written.
+_TERMINAL_GRACE_S = 1.0
 _MAX_EVENT_ID = 2**53
 
 
@@ -72,7 +76,11 @@ async def workflow_events(request: web.Request) -> web.StreamResponse:
     store = services.orchestrator.store
     workflow_id = request.match_info["workflow_id"]
     after = _resume_point(request)
-    await visible_state(request)  # 404 when unknown, expired or another tenant's
+    state = await visible_state(request)  # 404 when unknown, expired or another tenant's
+    if state.status.is_terminal and after > 0 and await _had_the_end(store, workflow_id, after):
+        # The client already has the terminal event: 204 tells an EventSource to stop
+        # reconnecting (the SSE specification), instead of replaying the end forever.
+        return web.Response(status=204, headers={REQUEST_ID_HEADER: request_id(request)})
     streams = request.app[OPEN_STREAMS]
     limit = services.settings.sse_max_streams
     if len(streams) >= limit:
@@ -99,8 +107,11 @@ async def workflow_events(request: web.Request) -> web.StreamResponse:
             await response.write(f"retry: {_RETRY_MS}\n\n".encode())
             await stream.send_all(await store.events_since(workflow_id, after))
             if not stream.finished:
-                await _follow(stream, subscription, store, workflow_id,
-                              services.settings.sse_keepalive_s)
+                keepalive_s = services.settings.sse_keepalive_s
+                # Already finished: its terminal event is being written or was lost; give
+                # it a moment, not a whole keep-alive period, before ending from the document.
+                first_s = min(keepalive_s, _TERMINAL_GRACE_S) if state.status.is_terminal else None
+                await _follow(stream, subscription, store, workflow_id, keepalive_s, first_s)
         except ConnectionResetError:
             pass  # the client went away
         return response
@@ -110,15 +121,21 @@ async def workflow_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _follow(
-    stream: _Stream, subscription: EventStream, store: StateStore, workflow_id: str,
+    stream: _Stream,
+    subscription: EventStream,
+    store: StateStore,
+    workflow_id: str,
     keepalive_s: float,
+    first_s: float | None,
 ) -> None:
+    wait_s = keepalive_s if first_s is None else first_s
     while not stream.finished:
         try:
-            async with asyncio.timeout(keepalive_s):
+            async with asyncio.timeout(wait_s):
                 seq, event = await anext(subscription)
         except TimeoutError:
             await _idle(stream, store, workflow_id)
+            wait_s = keepalive_s
             continue
         except StopAsyncIteration:
             return  # store closing or subscription lost: the client reconnects and resumes
@@ -130,6 +147,12 @@ async def _follow(
             if seq <= stream.last:
                 continue
         await stream.send(seq, event)
+
+
+async def _had_the_end(store: StateStore, workflow_id: str, after: int) -> bool:
+    """Whether event `after` (the client's last) is the workflow's terminal event."""
+    logged = await store.events_since(workflow_id, after - 1)
+    return bool(logged) and logged[0][0] == after and is_terminal(logged[0][1])
 
 
 async def _idle(stream: _Stream, store: StateStore, workflow_id: str) -> None:

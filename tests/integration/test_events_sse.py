@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from state.memory import MemoryStateStore
 from state.redis import RedisStateStore
+from state.store import StateStoreError
 from tests.integration.conftest import Agents, eventually
 from tests.integration.sse import SseEvent, read_events
 
@@ -184,3 +187,34 @@ async def test_streams_per_replica_are_capped(api: Any, agents: Agents) -> None:
     assert (await second.json())["error"]["code"] == "too_many_streams"
     rest = await read_events(first)
     assert rest[-1].event == "workflow.completed"
+
+
+async def test_a_client_that_has_the_end_gets_204(api: Any) -> None:
+    """Reconnecting after the terminal event: 204, so an EventSource stops reconnecting."""
+    client = await api()
+    body = await (await client.post("/api/query", json={"query": QUESTION})).json()
+    url = f"/api/workflow/{body['workflow_id']}/events"
+    full = await read_events(await client.get(url))
+    done = await client.get(url, headers={"Last-Event-ID": str(full[-1].id)})
+    assert done.status == 204
+    before_end = await read_events(await client.get(url, headers={"Last-Event-ID": "1"}))
+    assert before_end == full[1:]
+
+
+class LosingStore(MemoryStateStore):
+    """Keeps documents but loses every event (as a store outage during the run would)."""
+
+    async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
+        raise StateStoreError("lost", backend="memory", operation="append_event")
+
+
+async def test_a_finished_workflow_without_events_ends_from_its_document(api: Any) -> None:
+    """Events lost: the stream still ends, promptly (not after the 15 s keep-alive), with a
+    terminal event built from the document (no id: nothing to resume from)."""
+    client = await api(store=LosingStore())
+    body = await (await client.post("/api/query", json={"query": QUESTION})).json()
+    events = await read_events(
+        await client.get(f"/api/workflow/{body['workflow_id']}/events"), timeout_s=5.0
+    )
+    assert [(e.id, e.event) for e in events] == [(None, "workflow.completed")]
+    assert events[0].data["status"] == "completed"
