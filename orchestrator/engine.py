@@ -141,6 +141,7 @@ class WorkflowOrchestrator:
         self._handoff = handoff_on_shutdown and leases is not None
         self._running: dict[str, _Running] = {}
         self._recent: deque[WorkflowState] = deque(maxlen=RECENT_WORKFLOWS)
+        self.metrics.track_running(lambda: len(self._running))
         self._background: list[asyncio.Task[None]] = []
         # Writes owed by workflows whose task was cancelled before its body could run.
         self._finishers: set[asyncio.Task[None]] = set()

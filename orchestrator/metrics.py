@@ -22,7 +22,7 @@ each (the rest "other"). Agent names, statuses and error codes are fixed sets.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -119,14 +119,17 @@ class WorkflowMetrics:
             ["definition", "step"], registry=r,
         )
 
+    def track_running(self, count: Callable[[], int]) -> None:
+        """Read the running gauge from the engine at scrape time: a workflow handed off or
+        fenced (it never "finishes" here) then leaves it, which counting could miss."""
+        self.running.set_function(count)
+
     def record_started(self, state: WorkflowState) -> None:
         self.started.labels(self.labels.definition(state.definition_name)).inc()
-        self.running.inc()
 
     def record_finished(self, state: WorkflowState) -> None:
         definition = self.labels.definition(state.definition_name)
         status = state.status.value
-        self.running.dec()
         self.finished.labels(definition, status).inc()
         if state.finished_at is not None:
             self.duration.labels(definition, status).observe(
