@@ -339,11 +339,13 @@ class AgentClient:
             try:
                 data = await self._gated(call)
             except AgentError as exc:
+                span.set_attribute("outcome", exc.code)
                 span.set_attribute("error.type", exc.code)
                 if isinstance(exc, AgentHTTPError):
                     span.set_attribute("http.response.status_code", exc.status)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 raise
+            span.set_attribute("outcome", "success")
             span.set_attribute("http.response.status_code", 200)
             return data
 

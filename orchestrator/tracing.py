@@ -10,7 +10,7 @@ tests and several apps in one process stay apart.
 Spans: `workflow` (engine; attributes workflow.id, workflow.definition,
 workflow.status), `node <id>` (runner; step, kind, agent, step.status),
 `agent <name>` per attempt (agent client; agent, attempt, breaker.state,
-retry.delay_s before it, http.status_code / error.type). Each attempt sends the
+retry.delay_s before it, outcome, http.response.status_code, error.type). Each attempt sends the
 W3C `traceparent` of its span, so an agent's own spans join the workflow's trace.
 An incoming `traceparent` on `POST /api/query` becomes the workflow span's parent.
 """

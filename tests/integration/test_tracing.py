@@ -86,6 +86,7 @@ async def test_spans_nest_workflow_node_attempt_and_agents_join_the_trace(
     assert first.attributes["breaker.state"] == "closed"
     assert first.attributes["http.response.status_code"] == 503
     assert first.attributes["error.type"] == "agent_http_error"
+    assert first.attributes["outcome"] == "agent_http_error"
     assert "retry.delay_s" not in first.attributes
     assert second.attributes["retry.delay_s"] >= 0
     assert not first.status.is_ok
