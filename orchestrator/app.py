@@ -27,6 +27,7 @@ from orchestrator.api.access import (
 from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.middleware import request_id_middleware
+from orchestrator.api.redact import REDACTOR, AddressRedactor
 from orchestrator.api.routes import routes
 from orchestrator.api.services import SERVICES, Services
 from orchestrator.chain import CHAIN_NAME, chain_definition
@@ -60,7 +61,11 @@ def create_store(settings: Settings) -> StateStore:
             max_connections=settings.redis_max_connections,
             pool_timeout_s=settings.redis_pool_timeout_s,
         )
-    return MemoryStateStore(ttl_s=settings.state_ttl_s)
+    return MemoryStateStore(
+        ttl_s=settings.state_ttl_s,
+        max_workflows=settings.memory_max_workflows,
+        max_bytes=settings.memory_max_bytes,
+    )
 
 
 def create_redis_client(settings: Settings) -> aioredis.Redis | None:
@@ -126,6 +131,16 @@ def create_app(
             json_body_middleware,
         ],
         client_max_size=settings.max_body_bytes,
+        # Passed to every connection's handler: idle keep-alive connections are closed,
+        # and request lines and header fields stay within aiohttp's defaults.
+        handler_args={
+            "keepalive_timeout": settings.keepalive_timeout_s,
+            "max_line_size": 8190,
+            "max_field_size": 8190,
+            # Bodies are never decompressed: a Content-Encoding is refused with a 415
+            # (read_json_object) instead of inflating a bomb or failing in the parser.
+            "auto_decompress": False,
+        },
     )
     app.add_routes(routes)
     app.add_routes(event_routes.routes)
@@ -133,6 +148,7 @@ def create_app(
     app[event_routes.OPEN_STREAMS] = event_routes.OpenStreams()
     app.on_shutdown.append(event_routes.close_open_streams)
     injected_provider = tracer_provider
+    app.on_response_prepare.append(_plain_server_header)
     # One bounded client for the board and the access layer; the store keeps its own pool
     # (its pub/sub connections must not starve the checks every request makes).
     shared_redis = create_redis_client(settings)
@@ -140,6 +156,7 @@ def create_app(
     app[ACCESS] = access
     admission = Admission(access.quotas, settings.access, state_ttl_s=settings.state_ttl_s)
     app[ADMISSION] = admission
+    app[REDACTOR] = AddressRedactor(settings.agents)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own_store = store is None
@@ -156,6 +173,7 @@ def create_app(
             registry=registry,
             definitions=settings.metrics_definitions,
             max_step_labels=settings.metrics_max_steps,
+            max_series=settings.max_metric_series,
         )
         inner_store = store if store is not None else create_store(settings)
         the_store = MeteredStore(inner_store, StoreMetrics(registry))
@@ -177,6 +195,7 @@ def create_app(
             registry=settings.agents,
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
+            limits=settings.limits,
             tracer=tracer,
         )
         chain = compile_workflow(
@@ -245,5 +264,19 @@ def create_app(
             if own_provider and provider is not None:
                 provider.shutdown()
 
+    async def stop_workflows(app: web.Application) -> None:
+        # on_shutdown runs after the listening sockets closed and before aiohttp waits
+        # for in-flight requests: running workflows get their grace period here, then
+        # end (memory store) or are handed off (Redis), so the sync requests waiting
+        # on them are answered with the workflow document before connections close.
+        if SERVICES in app:
+            await app[SERVICES].orchestrator.close()
+
     app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(stop_workflows)
     return app
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would announce "Python/3.x aiohttp/3.x": versions help nobody but attackers.
+    response.headers["Server"] = "orchestrator"

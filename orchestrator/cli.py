@@ -16,6 +16,7 @@ from aiohttp import web
 from agents.reference import start_agent
 from agents.registry import DEFAULT_PORTS, AgentRegistry
 from orchestrator.access.exposure import UnsafeExposure, access_mode
+from orchestrator.api.deadline import serve_with_head_deadline
 from orchestrator.app import create_app
 from orchestrator.keys_cli import add_keys_parser, run_keys_command
 from orchestrator.logs import configure_logging
@@ -131,11 +132,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _announcement(settings: Settings) -> str:
     url = f"http://{settings.host}:{settings.port}"
-    store = f"redis ({settings.redis_url})" if settings.redis_url else "memory (embedded)"
+    store = f"redis ({settings.redacted_redis_url})" if settings.redis_url else "memory (embedded)"
     agents = ", ".join(f"{name}={spec.url}" for name, spec in settings.agents.items())
     return (
         f"orchestrator listening on {url} | state store: {store} | agents: {agents}\n"
         f"try: {_EXAMPLE.format(url=url)}"
+        + (" -H 'Authorization: Bearer <your key>'" if settings.access.enabled else "")
     )
 
 
@@ -154,9 +156,26 @@ def _agent_starter(kind: str, host: str, port: int | None) -> _Starter:
 
 def _api_starter(settings: Settings) -> _Starter:
     async def start() -> web.AppRunner:
-        runner = web.AppRunner(create_app(settings), handler_cancellation=True)
+        app = create_app(settings)
+        listening: list[asyncio.Server] = []
+
+        async def stop_listening(app: web.Application) -> None:
+            # First thing on shutdown: no new connections (what a site's stop() does).
+            for server in listening:
+                server.close()
+
+        app.on_shutdown.insert(0, stop_listening)
+        # shutdown_timeout: in-flight requests get this long once on_shutdown has ended
+        # the workflows (after ORCH_SHUTDOWN_GRACE_S), so SIGTERM exits within grace + ~2 s.
+        runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0)
         await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        # Not a TCPSite: every connection is wrapped so a request head that trickles in
+        # is cut off after ORCH_HEADER_TIMEOUT_S (aiohttp has no such timeout).
+        listening.append(
+            await serve_with_head_deadline(
+                runner, settings.host, settings.port, timeout_s=settings.header_timeout_s
+            )
+        )
         return runner
 
     return start

@@ -332,8 +332,15 @@ class WorkflowOrchestrator:
             return state
         if state.status.is_terminal:
             raise WorkflowAlreadyFinished(workflow_id, status=state.status)
-        await self.store.request_cancel(workflow_id)
         running = self._running.get(workflow_id)
+        try:
+            await self.store.request_cancel(workflow_id)
+        except StateStoreError:
+            if running is None or running.fenced:
+                raise
+            # The store is away but the workflow runs here: stop it anyway; its
+            # cancelled document is written like any other once the store is back.
+            log.warning("cancel_flag_not_stored", workflow_id=workflow_id)
         if running is not None:
             self._cancel_local(workflow_id, reason="cancel requested")
             await asyncio.wait({running.finished}, timeout=_CANCEL_WAIT_S)
@@ -385,8 +392,8 @@ class WorkflowOrchestrator:
                 try:
                     if await self.store.cancel_requested(workflow_id):
                         self._cancel_local(workflow_id, reason="cancel requested")
-                except Exception:  # a store hiccup must not kill the poller
-                    log.warning("cancel_poll_failed", workflow_id=workflow_id, exc_info=True)
+                except StateStoreError as exc:  # a store hiccup must not kill the poller
+                    log.warning("cancel_poll_failed", workflow_id=workflow_id, error=str(exc))
                     break  # the store is away: no point asking for every workflow
 
     async def _heartbeat(self, leases: LeaseStore) -> None:
@@ -404,8 +411,11 @@ class WorkflowOrchestrator:
         now = self._clock()
         try:
             kept = await leases.renew(held, self.replica_id, lease_s=self._lease_s)
-        except Exception:  # Redis away: keep running; the next beat tries again
-            log.warning("lease_renew_failed", exc_info=True)
+        except StateStoreError as exc:  # Redis away: keep running; the next beat tries again
+            log.warning("lease_renew_failed", error=str(exc))
+            return
+        except Exception:  # a bug must not stop the heartbeat for good
+            log.exception("lease_renew_failed")
             return
         for workflow_id in kept:
             running = self._running.get(workflow_id)
@@ -420,8 +430,10 @@ class WorkflowOrchestrator:
         while True:
             try:
                 await self.reconcile()
+            except StateStoreError as exc:
+                log.warning("reconcile_failed", error=str(exc))
             except Exception:
-                log.warning("reconcile_failed", exc_info=True)
+                log.exception("reconcile_failed")
             await self._clock.sleep(self._lease_s / 2)
 
     async def reconcile(self) -> list[str]:
@@ -653,7 +665,7 @@ class WorkflowOrchestrator:
             except LeaseLost:
                 self._fence(state.workflow_id)
                 return False
-            except StateStoreError:
+            except StateStoreError as exc:
                 self._set_write_failing(state.workflow_id, True)
                 if state.status.is_terminal:
                     # The outcome is known: waiting callers get it from memory now.
@@ -666,8 +678,11 @@ class WorkflowOrchestrator:
                 )
                 attempt += 1
                 log.warning(
-                    "state_write_failed", attempt=attempt, retry_in_s=round(delay, 3),
-                    exc_info=attempt == 1,
+                    "state_write_failed",
+                    workflow_id=state.workflow_id,
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                    error=str(exc),
                 )
                 await self._clock.sleep(delay)
             except Exception:

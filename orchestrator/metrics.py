@@ -14,9 +14,10 @@ several apps in one process stay apart. Three sources feed it:
   errors of every state-store operation.
 
 Label values stay bounded whatever clients send: a definition name is a label only
-if it is the built-in chain or listed in `ORCH_METRICS_DEFINITIONS` (else "other");
+if it is the built-in chain or listed in `ORCH_METRICS_DEFINITIONS` (else "(other)");
 step ids only under such a definition, at most `ORCH_METRICS_MAX_STEPS` distinct ids
-each (the rest "other"). Agent names, statuses and error codes are fixed sets.
+each and `ORCH_MAX_METRIC_SERIES` in all (the rest "(other)"). Agent names, statuses
+and error codes are fixed sets.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from state.models import StepStatus, WorkflowState, WorkflowStatus
 if TYPE_CHECKING:
     from agents.client import AgentClient
 
-OTHER = "other"
+# Parenthesised so that it can never be a real definition or step name.
+OTHER = "(other)"
 DEFAULT_MAX_STEP_LABELS = 50
+DEFAULT_MAX_SERIES = 500
 # Built-in definitions whose names are always labels (the chain, orchestrator/chain.py).
 BUILTIN_DEFINITIONS = ("chain",)
 
@@ -55,10 +58,14 @@ _FINISHED = (
 class LabelCap:
     """Maps client-chosen names onto a bounded label set."""
 
-    def __init__(self, definitions: Iterable[str] = (), *, max_steps: int) -> None:
+    def __init__(
+        self, definitions: Iterable[str] = (), *, max_steps: int, max_series: int
+    ) -> None:
         self.definitions = frozenset((*BUILTIN_DEFINITIONS, *definitions))
         self.max_steps = max_steps
+        self.max_series = max_series
         self._steps: dict[str, set[str]] = {}
+        self._total = 0
 
     def definition(self, name: str) -> str:
         return name if name in self.definitions else OTHER
@@ -69,8 +76,9 @@ class LabelCap:
         seen = self._steps.setdefault(definition_label, set())
         if step_id in seen:
             return step_id
-        if len(seen) < self.max_steps:
+        if len(seen) < self.max_steps and self._total < self.max_series:
             seen.add(step_id)
+            self._total += 1
             return step_id
         return OTHER
 
@@ -84,9 +92,10 @@ class WorkflowMetrics:
         registry: CollectorRegistry | None = None,
         definitions: Iterable[str] = (),
         max_step_labels: int = DEFAULT_MAX_STEP_LABELS,
+        max_series: int = DEFAULT_MAX_SERIES,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.labels = LabelCap(definitions, max_steps=max_step_labels)
+        self.labels = LabelCap(definitions, max_steps=max_step_labels, max_series=max_series)
         r = self.registry
         self.started = Counter(
             "orch_workflows_started", "Workflows started (or resumed)", ["definition"], registry=r
@@ -156,7 +165,9 @@ class WorkflowMetrics:
         steps: dict[str, dict[str, Any]] = {}
         for (definition, step), per_status in _histograms(self.step_duration, "step").items():
             completed = per_status.get(StepStatus.COMPLETED.value)
-            steps[f"{definition}.{step}"] = {
+            # Every step of a client-invented definition is counted under one key.
+            key = OTHER if definition == OTHER else f"{definition}.{step}"
+            steps[key] = {
                 "statuses": {status: h.count for status, h in sorted(per_status.items())},
                 **_summary(completed),
             }

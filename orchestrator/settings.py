@@ -26,6 +26,16 @@
 - OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT   turn tracing on (OTLP/HTTP);
   OTEL_SERVICE_NAME names the service ("agent-orchestrator"); OTEL_SDK_DISABLED=true keeps it off.
   The exporter reads the other standard OTEL_* variables itself.
+- ORCH_EVAL_NODE_OPS, ORCH_EVAL_NODE_BYTES, ORCH_EVAL_WORKFLOW_OPS, ORCH_EVAL_WORKFLOW_BYTES
+                                 evaluation budgets of expressions/templates/transforms
+- ORCH_EVAL_TIMEOUT_S            wall-clock bound of one node's off-loop evaluation (10)
+- ORCH_COMPILE_TIMEOUT_S         wall-clock bound of checking one definition, off the loop (10)
+- ORCH_MAX_JSON_DEPTH            nesting depth of any JSON accepted or kept (64)
+- ORCH_BODY_TIMEOUT_S            time a client has to send a request body (10)
+- ORCH_HEADER_TIMEOUT_S          time a client has to send a request line and headers (10)
+- ORCH_KEEPALIVE_TIMEOUT_S       idle keep-alive connection closed after (15)
+- ORCH_MAX_METRIC_SERIES         distinct step series in the metrics (500; beyond: "(other)")
+- ORCH_MEMORY_MAX_WORKFLOWS, ORCH_MEMORY_MAX_BYTES   embedded store bounds (10000, 256 MiB)
 - ORCH_BREAKER_SYNC_S            how often a replica publishes its breakers and applies the
                                  deployment's ops modes (0.25; reports live 8x that, >= 2 s)
 - ORCH_INSECURE                  "1": serve without API keys on a non-loopback address anyway
@@ -71,6 +81,9 @@ from agents.registry import (
 from circuit.breaker import validate_config
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 from orchestrator.access.config import AccessConfig, AccessConfigError, check_origin, parse_access
+from orchestrator.dag.budget import DEFAULT_LIMITS as _LIMITS
+from orchestrator.dag.budget import Limits
+from orchestrator.dag.values import MAX_JSON_DEPTH
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 
 
@@ -90,7 +103,8 @@ _URL_ENV = {"nlp": "NLP_AGENT_URL", "data": "DATA_AGENT_URL", "viz": "VIZ_AGENT_
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
-    redis_url: str | None = None
+    # repr=False: the URL may carry the Redis password; print `redacted_redis_url`.
+    redis_url: str | None = field(default=None, repr=False)
     state_ttl_s: int = DEFAULT_TTL_S
     key_prefix: str = DEFAULT_PREFIX
     # Redis faults: nothing waits on Redis longer than these before the API answers 503.
@@ -118,10 +132,25 @@ class Settings:
     # the full OTLP/HTTP traces URL.
     otel_endpoint: str | None = None
     otel_service_name: str = "agent-orchestrator"
+    # Evaluation budgets and the off-loop time bounds (orchestrator.dag.budget).
+    limits: Limits = field(default_factory=Limits)
+    compile_timeout_s: float = 10.0
+    max_json_depth: int = MAX_JSON_DEPTH
+    body_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 15.0
+    max_metric_series: int = 500
+    memory_max_workflows: int = 10_000
+    memory_max_bytes: int = 256 * 1024 * 1024
     # Breaker sharing: publish / apply-ops cycle of each replica (circuit/sharing.py).
     breaker_sync_s: float = 0.25
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
     access: AccessConfig = field(default_factory=AccessConfig)
+
+    @property
+    def redacted_redis_url(self) -> str | None:
+        """`redis_url` with any password replaced by `***`, for printing and logging."""
+        return None if self.redis_url is None else redact_url(self.redis_url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -206,10 +235,45 @@ class Settings:
             sse_max_streams=_env_int(env, "ORCH_SSE_MAX_STREAMS", 256, minimum=1),
             otel_endpoint=None if otel_disabled else (otel_endpoint or None),
             otel_service_name=env.get("OTEL_SERVICE_NAME") or "agent-orchestrator",
+            limits=Limits(
+                node_ops=_env_int(env, "ORCH_EVAL_NODE_OPS", _LIMITS.node_ops, minimum=1_000),
+                node_bytes=_env_int(env, "ORCH_EVAL_NODE_BYTES", _LIMITS.node_bytes, minimum=1_024),
+                workflow_ops=_env_int(
+                    env, "ORCH_EVAL_WORKFLOW_OPS", _LIMITS.workflow_ops, minimum=1_000
+                ),
+                workflow_bytes=_env_int(
+                    env, "ORCH_EVAL_WORKFLOW_BYTES", _LIMITS.workflow_bytes, minimum=1_024
+                ),
+                offload_timeout_s=_env_float(env, "ORCH_EVAL_TIMEOUT_S", _LIMITS.offload_timeout_s),
+            ),
+            compile_timeout_s=_env_float(env, "ORCH_COMPILE_TIMEOUT_S", 10.0),
+            max_json_depth=_env_int(env, "ORCH_MAX_JSON_DEPTH", MAX_JSON_DEPTH, minimum=4),
+            body_timeout_s=_env_float(env, "ORCH_BODY_TIMEOUT_S", 10.0),
+            header_timeout_s=_env_float(env, "ORCH_HEADER_TIMEOUT_S", 10.0),
+            keepalive_timeout_s=_env_float(env, "ORCH_KEEPALIVE_TIMEOUT_S", 15.0),
+            max_metric_series=_env_int(env, "ORCH_MAX_METRIC_SERIES", 500, minimum=1),
+            memory_max_workflows=_env_int(env, "ORCH_MEMORY_MAX_WORKFLOWS", 10_000, minimum=1),
+            memory_max_bytes=_env_int(
+                env, "ORCH_MEMORY_MAX_BYTES", 256 * 1024 * 1024, minimum=1_024
+            ),
             breaker_sync_s=_env_float(env, "ORCH_BREAKER_SYNC_S", 0.25),
             agents=AgentRegistry(specs),
             access=access,
         )
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its userinfo (``redis://user:secret@host``) hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    hidden = f"{user}:***" if colon else "***"
+    return f"{scheme}://{hidden}@{host}{slash}{path}"
 
 
 def default_registry(host: str = "127.0.0.1") -> AgentRegistry:

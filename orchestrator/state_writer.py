@@ -9,8 +9,12 @@ from collections.abc import Awaitable, Callable
 
 from state.models import WorkflowState
 
-# Pauses shorter than this are not worth a timer: small documents are written at once.
-_MIN_PAUSE_S = 0.001
+# Pauses shorter than this are not taken: documents that cost under ~1 ms to write (a
+# few hundred steps) are written at once, so status follows every transition.
+_MIN_PAUSE_S = 0.005
+# A write that took long because the store was away (retries) must not hold the next
+# progress write back for long: status stays at most this stale.
+_MAX_PAUSE_S = 1.0
 
 
 class StateWriter:
@@ -25,7 +29,7 @@ class StateWriter:
     refuse it anyway (a terminal document is final).
 
     Writes are paced: after a write that took `d` seconds, the next non-terminal one
-    waits `pace * d` (skipped when that is under a millisecond). A document grows with
+    waits `pace * d` (skipped when that is under 5 ms). A document grows with
     its workflow, so without pacing a workflow of n nodes would spend O(n) per write
     on O(n) writes; paced, writing costs at most about 1/pace of the run, whatever n
     (a 10,000-node chain: seconds, not minutes). Small workflows are never paced, and
@@ -75,7 +79,7 @@ class StateWriter:
             started = self._clock()
             await self._write()
             ended = self._clock()
-            self._not_before = ended + (ended - started) * self._pace
+            self._not_before = ended + min((ended - started) * self._pace, _MAX_PAUSE_S)
 
     async def _write(self) -> None:
         self._dirty = False

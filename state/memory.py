@@ -9,12 +9,17 @@ here too.
 
 Every method runs without awaiting anything, so each is atomic with respect to
 other coroutines (the asyncio counterpart of the Redis store's Lua scripts).
+
+Memory is bounded, not only by TTL: past `max_workflows` documents or `max_bytes`
+of serialised documents, the oldest *finished* workflows are dropped first (as if
+their TTL had run out). Running workflows are never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,13 +59,23 @@ class MemoryStateStore:
     """
 
     def __init__(
-        self, *, ttl_s: int = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        ttl_s: int = DEFAULT_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+        max_workflows: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
         self._ttl_s = ttl_s
         self._clock = clock
+        self._max_workflows = max_workflows
+        self._max_bytes = max_bytes
         self._docs: dict[str, _Doc] = {}
+        self._bytes = 0
+        # Finished workflows, oldest first: the first to go when a bound is reached.
+        self._finished: OrderedDict[str, None] = OrderedDict()
         self._cancel_flags: dict[str, float] = {}  # workflow id -> expires_at
         # None is the end-of-stream marker a closing store sends every subscriber.
         self._subscribers: set[asyncio.Queue[str | None]] = set()
@@ -96,11 +111,15 @@ class MemoryStateStore:
         if stored is not None and stored.terminal:
             return False
         expires_at = now + self._ttl_s
-        self._docs[state.workflow_id] = _Doc(
-            blob=orjson.dumps(state.to_dict()),
-            terminal=state.status.is_terminal,
-            expires_at=expires_at,
-        )
+        blob = orjson.dumps(state.to_dict())
+        if stored is not None:
+            self._bytes -= len(stored.blob)
+        self._bytes += len(blob)
+        terminal = state.status.is_terminal
+        self._docs[state.workflow_id] = _Doc(blob=blob, terminal=terminal, expires_at=expires_at)
+        if terminal:
+            self._finished[state.workflow_id] = None
+            self._evict()
         # Keys of one workflow share one expiry, as the Redis save script does.
         if self._live_flag(state.workflow_id, now):
             self._cancel_flags[state.workflow_id] = expires_at
@@ -203,10 +222,32 @@ class MemoryStateStore:
     def _live_doc(self, workflow_id: str, now: float) -> _Doc | None:
         stored = self._docs.get(workflow_id)
         if stored is not None and stored.expires_at <= now:
-            del self._docs[workflow_id]
-            self._leases.forget(workflow_id)
+            self._drop(workflow_id)
             return None
         return stored
+
+    def _drop(self, workflow_id: str) -> None:
+        stored = self._docs.pop(workflow_id, None)
+        if stored is not None:
+            self._bytes -= len(stored.blob)
+        self._finished.pop(workflow_id, None)
+        self._leases.forget(workflow_id)
+
+    def _evict(self) -> None:
+        """Drop the oldest finished workflows while a bound is exceeded."""
+        max_count, max_bytes = self._max_workflows, self._max_bytes
+        while self._finished and (
+            (max_count is not None and len(self._docs) > max_count)
+            or (max_bytes is not None and self._bytes > max_bytes)
+        ):
+            oldest = next(iter(self._finished))
+            self._drop(oldest)
+            self._cancel_flags.pop(oldest, None)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(documents held, their serialised bytes): what the bounds apply to."""
+        return len(self._docs), self._bytes
 
     def _live_flag(self, workflow_id: str, now: float) -> bool:
         expires_at = self._cancel_flags.get(workflow_id)
@@ -227,8 +268,7 @@ class MemoryStateStore:
             return
         self._next_sweep = now + self._sweep_interval
         for workflow_id in [k for k, d in self._docs.items() if d.expires_at <= now]:
-            del self._docs[workflow_id]
-            self._leases.forget(workflow_id)
+            self._drop(workflow_id)
         for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
             del self._cancel_flags[workflow_id]
         for workflow_id in [k for k, e in self._events.items() if e.expires_at <= now]:

@@ -11,9 +11,10 @@ Contract (tests/state/test_quotas_contract.py runs one suite against both):
 - `release(pool, member)` removes it; releasing an absent member does nothing.
 - Backend failures raise `StateStoreError`.
 
-The Redis implementation runs each operation as one Lua script on one key and
-reads the clock with Redis `TIME`, so every replica sees one bucket and one clock:
-a limit holds across replicas. The memory one is for the embedded store.
+The Redis implementation runs each operation atomically on one key (`take` and
+`acquire` as Lua scripts, `release` as one ZREM) and reads the clock with Redis
+`TIME`, so every replica sees one bucket and one clock: a limit holds across
+replicas. The memory one is for the embedded store.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ return 1
 
 
 class RedisQuotas:
-    """Quotas shared by every replica on one Redis (one Lua script per operation)."""
+    """Quotas shared by every replica on one Redis (one atomic step per operation)."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client

@@ -30,6 +30,8 @@ def test_compose_runs_redis_three_agents_and_the_orchestrator() -> None:
     services = {name: svc for name, svc in every.items() if not svc.get("profiles")}
     assert set(services) == {"redis", "nlp", "data", "viz", "orchestrator"}
     assert "noeviction" in services["redis"]["command"]
+    redis_command = services["redis"]["command"]
+    assert redis_command[redis_command.index("--appendonly") + 1] == "yes"  # survives restarts
     for name in ("nlp", "data", "viz"):
         command = services[name]["command"]
         assert command[:3] == ["orchestrator", "agent", name]

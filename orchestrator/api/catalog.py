@@ -92,7 +92,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "unknown_field",
             ),
             403: ("agent_not_allowed",),
-            422: ("invalid_workflow",),
+            422: ("invalid_workflow", "definition_too_complex"),
             429: ("too_many_workflows", "tenant_quota_exceeded"),
         },
     ),
@@ -112,8 +112,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Role.USER,
         "Cancel a workflow wherever it runs",
         "workflows",
-        description="Idempotent while it runs. No body is needed; a body, if sent, must be "
-        "JSON. 404 for another tenant's workflow.",
+        description="Idempotent: cancelling an already cancelled workflow answers 200 with "
+        "its document; 409 only for one that ended another way. No body is needed; a body, "
+        "if sent, must be JSON. 404 for another tenant's workflow.",
         replies={
             200: Reply("stopped; the document with status cancelled", ref("Cancelled")),
             202: Reply("cancel requested; not yet confirmed stopped", ref("Cancelled")),
@@ -189,7 +190,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         replies={200: Reply("valid, with its plan", ref("Validated"))},
         errors={
             400: ("missing_field", "invalid_type", "unknown_field"),
-            422: ("invalid_workflow",),
+            422: ("invalid_workflow", "definition_too_complex"),
         },
     ),
     Endpoint(

@@ -5,6 +5,7 @@
     ├── Unauthorized          401  (WWW-Authenticate)
     ├── Forbidden             403
     ├── NotFound              404
+    ├── RequestTimeout        408
     ├── Conflict              409
     ├── PayloadTooLarge       413
     ├── UnsupportedMediaType  415
@@ -75,6 +76,10 @@ class Forbidden(ApiError):
 
 class NotFound(ApiError):
     status, code = 404, "not_found"
+
+
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
 
 
 class Conflict(ApiError):

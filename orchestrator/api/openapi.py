@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import re
 from importlib import resources
 from typing import Any
@@ -26,19 +28,21 @@ _SECURED_ERRORS: dict[int, tuple[str, ...]] = {
 _POST_ERRORS: dict[int, tuple[str, ...]] = {
     403: ("origin_not_allowed",),
     413: ("payload_too_large",),
-    415: ("unsupported_media_type",),
+    415: ("unsupported_media_type", "unsupported_content_encoding"),
 }
 _BODY_ERRORS: dict[int, tuple[str, ...]] = {
-    400: ("malformed_json", "empty_body", "invalid_body"),
+    400: ("malformed_json", "empty_body", "invalid_body", "nesting_too_deep"),
+    408: ("request_timeout",),
 }
 _STATUS_TEXT = {
     400: "the request is malformed",
     401: "no valid API key (see WWW-Authenticate)",
     403: "the key lacks the role, or the origin is not allowed",
     404: "not found (another tenant's workflow is not found either)",
+    408: "the body did not arrive in time",
     409: "conflict with the resource's state",
     413: "the body is over the size limit",
-    415: "the body is not application/json",
+    415: "the body is not application/json, or is content-encoded",
     422: "the workflow definition is invalid",
     429: "over a rate limit or quota (see Retry-After)",
     503: "a dependency is unavailable (see Retry-After)",
@@ -175,3 +179,24 @@ def _operation_id(entry: Endpoint) -> str:
 @functools.cache
 def docs_page() -> str:
     return resources.files("orchestrator.api").joinpath("docs.html").read_text("utf-8")
+
+
+@functools.cache
+def docs_csp() -> str:
+    """The docs page's Content-Security-Policy: only its own inline script and style (by
+    hash) run, and it may fetch only from this service: no CDN, no other origin."""
+    page = docs_page()
+    scripts = " ".join(_hashes(page, "script"))
+    styles = " ".join(_hashes(page, "style"))
+    return (
+        f"default-src 'none'; script-src {scripts}; style-src {styles}; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+def _hashes(page: str, tag: str) -> list[str]:
+    bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+    return [
+        "'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() + "'"
+        for b in bodies
+    ]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
-from orchestrator.api.errors import BadRequest, UnsupportedMediaType
+from orchestrator.api.errors import BadRequest, RequestTimeout, UnsupportedMediaType
+from orchestrator.api.services import SERVICES
 from orchestrator.dag.paths import json_type
+from orchestrator.dag.values import json_depth
 
 Mode = Literal["sync", "async"]
 _MODES: tuple[Mode, ...] = ("sync", "async")
@@ -24,22 +27,53 @@ class QueryRequest:
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object (aiohttp answers 413 past client_max_size)."""
+    """The request body as a JSON object (aiohttp answers 413 past client_max_size).
+
+    The body must arrive within ORCH_BODY_TIMEOUT_S (a stalled upload is a 408) and
+    nest at most ORCH_MAX_JSON_DEPTH levels (400 `nesting_too_deep`); a
+    Content-Encoding other than identity is a 415.
+    """
+    settings = request.app[SERVICES].settings
     if request.content_type not in ("application/json", "application/octet-stream", ""):
         # octet-stream is what aiohttp reports when no Content-Type was sent at all.
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.content_type!r}",
             details={"content_type": request.content_type},
         )
-    raw = await request.read()
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported; send the body uncompressed",
+            code="unsupported_content_encoding",
+            details={"content_encoding": encoding},
+        )
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {settings.body_timeout_s:g} s",
+            details={"timeout_s": settings.body_timeout_s},
+        ) from None
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON object", code="empty_body")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower():  # orjson's own depth limit (1024)
+            raise BadRequest(
+                "the JSON body is nested too deeply", code="nesting_too_deep"
+            ) from None
         raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from None
     if not isinstance(body, dict):
         raise BadRequest(f"expected a JSON object, got {json_type(body)}", code="invalid_body")
+    limit = settings.max_json_depth
+    if json_depth(body, limit) > limit:
+        raise BadRequest(
+            f"the JSON body is nested more than {limit} levels deep",
+            code="nesting_too_deep",
+            details={"limit": limit},
+        )
     return body
 
 

@@ -9,12 +9,13 @@ import structlog
 from aiohttp import web
 
 from circuit.breaker import Forced
-from orchestrator.access.principal import Principal
+from orchestrator.access.principal import Principal, Role
 from orchestrator.api.access import ACCESS, principal
 from orchestrator.api.admission import ADMISSION
 from orchestrator.api.errors import Forbidden, NotFound, error_response
-from orchestrator.api.openapi import docs_page, openapi_document
+from orchestrator.api.openapi import docs_csp, docs_page, openapi_document
 from orchestrator.api.pictures import svg_of
+from orchestrator.api.redact import REDACTOR
 from orchestrator.api.requests import parse_query_request, parse_workflow_body, read_json_object
 from orchestrator.api.services import SERVICES
 from orchestrator.chain import CHAIN_NAME
@@ -41,7 +42,7 @@ async def query(request: web.Request) -> web.Response:
     req = parse_query_request(body, max_query_chars=services.settings.max_query_chars)
     allowed = request.app[ACCESS].config.tenant(who.tenant).agents
     if req.workflow is not None:
-        workflow = services.compile(req.workflow, agents=allowed)
+        workflow = await services.compile_off_loop(req.workflow, agents=allowed)
         inputs = dict(workflow.definition.inputs)
         if req.query is not None:
             inputs["query"] = req.query
@@ -70,7 +71,7 @@ async def query(request: web.Request) -> web.Response:
         response.headers["Location"] = _status_url(state.workflow_id)
         return response
     state = await orchestrator.wait(state.workflow_id)
-    return json_response(_workflow_body(state), status=_status_code(state))
+    return _workflow_response(request, state, status=_status_code(state))
 
 
 @routes.get("/api/workflow/metrics")
@@ -98,7 +99,7 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/api/workflow/{workflow_id}/status")
 async def status(request: web.Request) -> web.Response:
     state = await visible_state(request)
-    return json_response(_workflow_body(state))
+    return _workflow_response(request, state)
 
 
 @routes.post("/api/workflow/{workflow_id}/cancel")
@@ -108,10 +109,9 @@ async def cancel(request: web.Request) -> web.Response:
     orchestrator = request.app[SERVICES].orchestrator
     state = await visible_state(request)
     state = await orchestrator.cancel(state.workflow_id)
-    body = _workflow_body(state)
-    body["cancel_requested"] = True
     # 202 when the replica running it has not confirmed the stop within the wait.
-    return json_response(body, status=200 if state.status.is_terminal else 202)
+    status = 200 if state.status.is_terminal else 202
+    return _workflow_response(request, state, status=status, cancel_requested=True)
 
 
 @routes.get("/api/circuit-breakers/status")
@@ -159,7 +159,7 @@ async def validate(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     raw = parse_workflow_body(await read_json_object(request))
     allowed = request.app[ACCESS].config.tenant(principal(request).tenant).agents
-    workflow = services.compile(raw, agents=allowed)
+    workflow = await services.compile_off_loop(raw, agents=allowed)
     return json_response({"valid": True, "plan": plan_workflow(workflow).to_dict()})
 
 
@@ -204,11 +204,7 @@ async def openapi(request: web.Request) -> web.Response:
 @routes.get("/api/docs")
 async def docs(request: web.Request) -> web.Response:
     response = web.Response(text=docs_page(), content_type="text/html")
-    # Nothing but this page and the service's own JSON may load: no CDN, no other origin.
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
+    response.headers["Content-Security-Policy"] = docs_csp()
     return response
 
 
@@ -274,6 +270,16 @@ def _accepted(state: WorkflowState) -> dict[str, Any]:
             "plan": f"/api/workflow/{state.workflow_id}/plan.svg",
         },
     }
+
+
+def _workflow_response(
+    request: web.Request, state: WorkflowState, *, status: int = 200, **extra: Any
+) -> web.Response:
+    """The workflow document; agent addresses in it are only for callers with `ops`."""
+    body = orjson.dumps({**_workflow_body(state), **extra})
+    if not principal(request).has(Role.OPS):
+        body = request.app[REDACTOR](body)
+    return web.Response(status=status, body=body, content_type="application/json")
 
 
 def _workflow_body(state: WorkflowState) -> dict[str, Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from orchestrator.access.config import TenantPolicy
 from orchestrator.access.principal import UNLIMITED, Limits
+from state.memory import MemoryStateStore
 from tests.integration.conftest import Agents, eventually
 from tests.integration.principals import access_config, auth
 
@@ -38,6 +40,7 @@ async def test_over_the_rate_is_429_with_retry_after(api: Any) -> None:
     assert (await client.get("/api/workflows/schema", headers=auth("user_b"))).status == 200
 
 
+@pytest.mark.redis
 async def test_rate_limit_holds_across_two_instances_on_one_redis(api: Any, redis_url: str) -> None:
     """Two replicas share one bucket per key: 3 requests in all, wherever they land."""
     prefix = f"test-rl-{uuid.uuid4().hex[:8]}:"
@@ -92,6 +95,7 @@ async def test_tenant_cap_on_async_workflows_held_in_state(api: Any) -> None:
     assert (await client.post("/api/query", json=body, headers=auth("user_b"))).status == 202
 
 
+@pytest.mark.redis
 async def test_tenant_cap_is_shared_through_redis(api: Any, redis_url: str) -> None:
     prefix = f"test-if-{uuid.uuid4().hex[:8]}:"
     try:
@@ -133,3 +137,13 @@ async def test_agents_restricted_per_tenant(api: Any) -> None:
     # Tenant B has no restriction.
     other = await client.post("/api/query", json={"query": "x"}, headers=auth("user_b"))
     assert other.status == 200
+
+
+async def test_redis_down_for_limits_is_503_with_retry_after(api: Any) -> None:
+    """Limits that cannot be read answer 503 state_store_unavailable, never a 500 or a hang."""
+    config = access_config(limits=_THREE_THEN_STOP)
+    client = await api(access=config, redis_url="redis://127.0.0.1:1/0", store=MemoryStateStore())
+    response = await client.get("/api/workflows/schema", headers=auth("user_a"))
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    assert (await response.json())["error"]["code"] == "state_store_unavailable"

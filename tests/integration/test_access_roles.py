@@ -9,14 +9,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 import structlog
+from aiohttp import web
 
+from agents.registry import AgentRegistry, AgentSpec
 from orchestrator.access.keys import RedisKeyStore
 from orchestrator.access.principal import UNLIMITED, Role
 from orchestrator.api.catalog import ENDPOINTS, Endpoint
-from tests.integration.conftest import Agents, eventually
+from orchestrator.api.redact import AddressRedactor
+from tests.integration.conftest import Agents, RunningAgent, eventually
 from tests.integration.principals import KEYS, access_config, auth
 
 Caller = str | None
@@ -83,7 +87,10 @@ _BODIES: dict[str, Any] = {
 
 
 def test_the_table_covers_every_route() -> None:
-    assert set(EXPECTED) == {(e.method, e.path) for e in ENDPOINTS}
+    catalog = {(e.method, e.path) for e in ENDPOINTS}
+    missing = sorted(catalog - set(EXPECTED))
+    assert not missing, f"add a row to EXPECTED (caller -> status) for: {missing}"
+    assert set(EXPECTED) <= catalog, sorted(set(EXPECTED) - catalog)
 
 
 async def _finished_workflow_of_user_a(client: Any) -> str:
@@ -212,6 +219,7 @@ async def test_ops_actions_and_auth_failures_are_audited(api: Any) -> None:
     assert "orch_guess" not in text
 
 
+@pytest.mark.redis
 async def test_keys_kept_in_redis_work_on_every_replica(api: Any, redis_url: str) -> None:
     """A key created in Redis (`orchestrator keys create --redis`) opens both replicas."""
     prefix = f"test-rk-{uuid.uuid4().hex[:8]}:"
@@ -232,3 +240,55 @@ async def test_keys_kept_in_redis_work_on_every_replica(api: Any, redis_url: str
         async for k in client.scan_iter(match=prefix + "*"):
             await client.delete(k)
         await client.aclose()
+
+
+async def test_agent_addresses_are_only_for_ops(api: Any, agents: Agents) -> None:
+    """A user reading why its workflow failed never learns where the agents live, even
+    when an agent's own error page names its address (it lands in the step's error)."""
+
+    async def process(request: web.Request) -> web.Response:
+        return web.Response(status=400, text=f"no route on {request.host} ({request.url})")
+
+    app = web.Application()
+    app.router.add_post("/process", process)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await agents["data"].runner.cleanup()
+    agents["data"] = RunningAgent("data", port, runner)  # the fixture cleans it up
+    address = f"127.0.0.1:{port}"
+
+    client = await api(access=access_config())
+    response = await client.post(
+        "/api/query", json={"query": "revenue by region"}, headers=auth("user_a")
+    )
+    assert response.status == 502
+    text = await response.text()
+    assert "no route on <agent data>" in text
+    assert address not in text
+    workflow_id = (await response.json())["workflow_id"]
+    url = f"/api/workflow/{workflow_id}/status"
+    assert address not in await (await client.get(url, headers=auth("user_a"))).text()
+    # admin holds ops, which sees the agents' URLs in the breaker status anyway.
+    assert address in await (await client.get(url, headers=auth("admin"))).text()
+
+
+def test_the_redactor_replaces_every_form_of_an_address() -> None:
+    registry = AgentRegistry(
+        [
+            AgentSpec(name="data", url="http://10.0.0.5:8002/"),
+            AgentSpec(name="viz", url="https://viz.internal"),
+        ]
+    )
+    redact = AddressRedactor(registry)
+    raw = (
+        b'{"e": "Cannot connect to host 10.0.0.5:8002 ssl:default '
+        b"[Connect call failed ('10.0.0.5', 8002)] at http://10.0.0.5:8002/process; "
+        b'https://viz.internal/process, viz.internal:443"}'
+    )
+    out = redact(raw)
+    assert b"10.0.0.5" not in out and b"viz.internal" not in out
+    assert out.count(b"<agent data>") == 3 and out.count(b"<agent viz>") == 2
+    orjson.loads(out)

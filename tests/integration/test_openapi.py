@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from orchestrator.api.catalog import ENDPOINTS
 from orchestrator.api.openapi import openapi_document
@@ -70,6 +71,7 @@ async def test_the_docs_page_loads_nothing_from_outside(api: Any) -> None:
     assert response.content_type == "text/html"
     csp = response.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "script-src 'sha256-" in csp
     page = await response.text()
     for needle in ("src=", "http://", "https://", "<link", "@import", "url("):
         assert needle not in page, needle
@@ -108,3 +110,31 @@ def test_chromium_renders_every_operation(docs_url: str) -> None:
     for entry in ENDPOINTS:
         assert f">{entry.path}<" in dom
     assert '<p id="error"></p>' in dom  # no load error shown
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def test_every_schema_is_valid_and_every_ref_resolves() -> None:
+    """OpenAPI 3.1 schemas are JSON Schema 2020-12: each one checks, and no $ref dangles."""
+    doc = openapi_document()
+    components = doc["components"]["schemas"]
+    for schema in components.values():
+        Draft202012Validator.check_schema(schema)
+    refs = {n["$ref"] for n in _walk(doc) if isinstance(n, dict) and "$ref" in n}
+    assert refs, "the document uses components"
+    for ref in refs:
+        prefix = "#/components/schemas/"
+        assert ref.startswith(prefix) and ref[len(prefix) :] in components, ref
+    for item in doc["paths"].values():
+        for op in item.values():
+            for response in op["responses"].values():
+                for media in response.get("content", {}).values():
+                    Draft202012Validator.check_schema(media["schema"])

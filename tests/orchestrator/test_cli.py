@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -112,3 +113,66 @@ def test_up_starts_api_and_agents_and_answers_a_query() -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+def _post(url: str, body: dict[str, object], timeout: float = 30) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_sigterm_answers_waiting_sync_clients_and_exits_after_the_grace() -> None:
+    """SIGTERM: no new connections, running workflows get ORCH_SHUTDOWN_GRACE_S, then end
+    `cancelled` (memory store); a sync client still waiting gets the workflow document."""
+    import threading
+    import time
+
+    (api_port,) = _free_ports(1)
+    base = _consecutive_free_ports()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ORCH_CONFIG")}
+    env["ORCH_SHUTDOWN_GRACE_S"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "up", "--port", str(api_port),
+         "--agents-base-port", str(base)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    answers: list[tuple[int, dict[str, object]]] = []
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        proc.stdout.readline()
+        # The NLP agent now takes a minute: the workflow is still running at SIGTERM.
+        _post(f"http://127.0.0.1:{base}/control", {"delay_ms": 60_000})
+        client = threading.Thread(
+            target=lambda: answers.append(
+                _post(f"http://127.0.0.1:{api_port}/api/query", {"query": "revenue by region"})
+            )
+        )
+        client.start()
+        for _ in range(500):  # until the agent holds the request (another process: polled)
+            with urllib.request.urlopen(f"http://127.0.0.1:{base}/stats", timeout=5) as r:
+                if json.loads(r.read())["in_flight"] >= 1:
+                    break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the workflow never reached the agent")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        client.join(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ((status, body),) = answers
+    assert status == 200
+    assert body["status"] == "cancelled"
+    error = body["error"]
+    assert isinstance(error, dict) and error["code"] == "replica_shutdown"

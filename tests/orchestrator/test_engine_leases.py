@@ -84,6 +84,10 @@ class OutageStore(MemoryStateStore):
         self._check("cancel_requested")
         return await super().cancel_requested(workflow_id)
 
+    async def request_cancel(self, workflow_id: str) -> None:
+        self._check("request_cancel")
+        await super().request_cancel(workflow_id)
+
 
 @pytest.fixture
 def clock() -> FakeClock:
@@ -339,3 +343,24 @@ async def test_no_waiter_is_left_behind(
     await fake_agents.data_waiting.wait()
     await asyncio.gather(other.cancel(state.workflow_id), other.cancel(state.workflow_id))
     assert other._finish_waiters == {}
+
+
+async def test_a_workflow_running_here_can_be_cancelled_while_the_store_is_away(
+    make_engine: Any, chain: CompiledWorkflow, clock: FakeClock, fake_agents: Agents,
+    store: OutageStore,
+) -> None:
+    """The owner stops it at once; the cancelled document is stored when the store is back."""
+    owner = make_engine("owner")
+    await owner.start()
+    state = await owner.submit(chain, {"query": "revenue by region"})
+    await fake_agents.data_waiting.wait()
+    store.down = True
+
+    cancelled = await owner.cancel(state.workflow_id)
+
+    assert cancelled.status is WorkflowStatus.CANCELLED
+    store.down = False
+    await clock.tick(2.0)
+    await settle()
+    stored = await store.get(state.workflow_id)
+    assert stored is not None and stored.status is WorkflowStatus.CANCELLED

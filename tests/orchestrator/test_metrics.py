@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.metrics import WorkflowMetrics, quantile
+from orchestrator.metrics import OTHER, WorkflowMetrics, quantile
 from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
 
 
@@ -61,11 +61,11 @@ def test_label_cardinality_stays_bounded_after_1000_random_workflows() -> None:
                 definitions.add(sample.labels["definition"])
             if "step" in sample.labels:
                 steps.add((sample.labels["definition"], sample.labels["step"]))
-    assert definitions == {"chain", "report", "other"}
-    # At most max_step_labels ids per listed definition, plus "other".
+    assert definitions == {"chain", "report", OTHER}
+    # At most max_step_labels ids per listed definition, plus OTHER.
     for definition in ("chain", "report"):
         assert len({s for d, s in steps if d == definition}) <= 5 + 1
-    assert {s for d, s in steps if d == "other"} == {"other"}
+    assert {s for d, s in steps if d == OTHER} == {OTHER}
 
 
 def test_snapshot_summarises_counts_statuses_and_durations() -> None:
@@ -96,3 +96,20 @@ def test_quantile_interpolates_inside_the_bucket_like_prometheus() -> None:
     assert quantile(0.75, buckets) == pytest.approx(0.3)
     assert quantile(0.5, {float("inf"): 0.0}) is None
     assert quantile(0.99, {1.0: 0.0, float("inf"): 5.0}) == 1.0
+
+
+def test_step_series_beyond_the_overall_cap_are_counted_together() -> None:
+    """ORCH_MAX_METRIC_SERIES bounds step labels across all listed definitions."""
+    rng = random.Random(3)
+    metrics = WorkflowMetrics(definitions=["a", "b"], max_step_labels=50, max_series=5)
+    for name in ("a", "b"):
+        for _ in range(3):
+            state = finished_workflow(name, [f"s{i}" for i in range(4)], rng)
+            metrics.record_finished(state)
+    steps = metrics.snapshot()["steps"]
+    named = [key for key in steps if not key.endswith(OTHER)]
+    assert len(named) == 5  # a.s0..a.s3 and b.s0; the rest of b's under b.(other)
+    assert steps[f"b.{OTHER}"]["statuses"] and sum(steps[f"b.{OTHER}"]["statuses"].values()) == 9
+    # Client-invented definitions: all their steps under one key.
+    metrics.record_finished(finished_workflow("made-up", ["x", "y"], rng))
+    assert sum(metrics.snapshot()["steps"][OTHER]["statuses"].values()) == 2

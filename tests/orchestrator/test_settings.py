@@ -120,3 +120,38 @@ def test_bad_config_file_names_file_key_and_problem(
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         Settings.from_env({"ORCH_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_hostile_input_limits_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "ORCH_EVAL_NODE_OPS": "5000",
+            "ORCH_EVAL_WORKFLOW_BYTES": "2048",
+            "ORCH_EVAL_TIMEOUT_S": "2.5",
+            "ORCH_COMPILE_TIMEOUT_S": "3",
+            "ORCH_MAX_JSON_DEPTH": "20",
+            "ORCH_BODY_TIMEOUT_S": "4",
+            "ORCH_KEEPALIVE_TIMEOUT_S": "6",
+            "ORCH_MAX_METRIC_SERIES": "7",
+            "ORCH_MEMORY_MAX_WORKFLOWS": "8",
+            "ORCH_MEMORY_MAX_BYTES": "9999",
+        }
+    )
+    assert (settings.limits.node_ops, settings.limits.workflow_bytes) == (5000, 2048)
+    assert settings.limits.offload_timeout_s == 2.5
+    assert (settings.compile_timeout_s, settings.max_json_depth) == (3.0, 20)
+    assert (settings.body_timeout_s, settings.keepalive_timeout_s) == (4.0, 6.0)
+    assert settings.max_metric_series == 7
+    assert (settings.memory_max_workflows, settings.memory_max_bytes) == (8, 9999)
+
+
+def test_the_redis_password_is_redacted_wherever_the_url_is_shown() -> None:
+    from orchestrator.settings import redact_url
+
+    assert redact_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact_url("redis://user:pw@h/1") == "redis://user:***@h/1"
+    assert redact_url("rediss://token@h") == "rediss://***@h"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+    settings = Settings.from_env({"REDIS_URL": "redis://:pw@h:6379/0"})
+    assert "pw" not in repr(settings)
+    assert settings.redacted_redis_url == "redis://:***@h:6379/0"

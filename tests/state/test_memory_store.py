@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from state.memory import MemoryStateStore
@@ -66,3 +67,29 @@ def test_ttl_must_be_positive() -> None:
     """A zero TTL would expire every document at once: refused up front."""
     with pytest.raises(ValueError):
         MemoryStateStore(ttl_s=0)
+
+
+async def test_finished_workflows_are_bounded_by_count_oldest_first() -> None:
+    """Past max_workflows, the oldest finished documents go; running ones always stay."""
+    store = MemoryStateStore(max_workflows=3)
+    running = make_state()
+    await store.save(running)
+    finished = [make_state(status=WorkflowStatus.COMPLETED) for _ in range(4)]
+    for state in finished:
+        await store.save(state)
+    assert await store.get(running.workflow_id) is not None
+    kept = [await store.get(s.workflow_id) is not None for s in finished]
+    assert kept == [False, False, True, True]
+    assert store.size[0] == 3
+
+
+async def test_finished_workflows_are_bounded_by_bytes() -> None:
+    one = len(orjson.dumps(make_state().to_dict()))
+    store = MemoryStateStore(max_bytes=int(one * 2.5))
+    states = [make_state(status=WorkflowStatus.FAILED) for _ in range(5)]
+    for state in states:
+        await store.save(state)
+    count, used = store.size
+    assert count == 2 and used <= one * 2.5
+    assert await store.get(states[-1].workflow_id) is not None
+    assert await store.get(states[0].workflow_id) is None

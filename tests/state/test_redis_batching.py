@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from state.models import WorkflowStatus
 from state.redis import RedisStateStore
 from state.store import StateStoreError
+from tests.redis_server import redis_server
 from tests.state.conftest import RedisBackend, make_state
 
 pytestmark = pytest.mark.redis
@@ -60,19 +62,34 @@ async def test_a_refused_save_fails_only_itself(redis_backend: RedisBackend) -> 
     assert stored is not None and stored.status is WorkflowStatus.COMPLETED
 
 
-async def test_saves_reload_a_flushed_script(
-    redis_backend: RedisBackend, redis_client: aioredis.Redis
-) -> None:
-    """After Redis lost its script cache, saves alone and in a batch still go through."""
-    store = await redis_backend.new()
-    assert await store.save(make_state())
-    await redis_client.script_flush()
-    assert await store.save(make_state())
-    await redis_client.script_flush()
-    states = [make_state() for _ in range(5)]
-    assert all(await asyncio.gather(*(store.save(s) for s in states)))
-    for state in states:
-        assert await store.get(state.workflow_id) is not None
+async def test_saves_reload_a_flushed_script(tmp_path: Path) -> None:
+    """After Redis lost its script cache, saves, claims and batches still go through.
+
+    On a redis-server of its own: SCRIPT FLUSH on the shared test Redis would pull the
+    scripts from under another suite using it.
+    """
+    async for server in redis_server(tmp_path, aof=False):
+        store = RedisStateStore.from_url(server.url)
+        admin = aioredis.Redis.from_url(server.url)
+        try:
+            assert await store.save(make_state())
+            await admin.script_flush()
+            assert await store.save(make_state())
+            await admin.script_flush()
+            states = [make_state() for _ in range(5)]
+            tokens = await asyncio.gather(
+                *(store.leases().claim(s.workflow_id, "me", lease_s=5) for s in states)
+            )
+            assert all(tokens)
+            saved = await asyncio.gather(
+                *(store.save(s, token=t) for s, t in zip(states, tokens, strict=True))
+            )
+            assert all(saved)
+            for state in states:
+                assert await store.get(state.workflow_id) is not None
+        finally:
+            await admin.aclose()
+            await store.close()
 
 
 async def test_a_cancelled_caller_does_not_fail_the_rest_of_its_batch(

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from state.cancellations import CancellationStream
 from state.models import WorkflowStatus
 from state.redis import RedisStateStore
 from state.store import StateStoreError
+from tests.redis_server import RedisServer, require_redis_server
 from tests.state.conftest import RedisBackend, make_state, new_id
 
 pytestmark = pytest.mark.redis
@@ -306,3 +308,41 @@ async def test_ttl_must_be_positive(closed_port_url: str) -> None:
     with pytest.raises(ValueError):
         RedisStateStore(client, ttl_s=0)
     await client.aclose()
+
+
+async def test_a_pool_with_no_free_connection_waits_then_fails_as_state_store_error(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The pool is bounded and blocking: a command waits for a connection up to
+    pool_timeout_s, then fails as StateStoreError (503 at the API), never hangs."""
+    store = RedisStateStore.from_url(
+        redis_url, prefix=redis_prefix, max_connections=1, pool_timeout_s=0.05
+    )
+    try:
+        assert await store.get("nothing") is None  # the one connection works
+        held = await store.subscribe_cancellations()  # ... and is now held by pub/sub
+        with pytest.raises(StateStoreError) as caught:
+            await store.get("nothing")
+        assert caught.value.operation == "get"
+        await held.aclose()  # given back: commands run again
+        assert await store.get("nothing") is None
+    finally:
+        await store.close()
+
+
+async def test_a_subscription_started_while_redis_is_away_listens_once_it_is_back(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    """Start-up without Redis: the stream is returned at once, and once Redis answers it
+    subscribes and replays the cancel flags standing by then."""
+    server = RedisServer(require_redis_server(), tmp_path, aof=False)  # not started
+    store = RedisStateStore.from_url(server.url, prefix=redis_prefix, command_timeout_s=0.2)
+    try:
+        cancellations = await store.subscribe_cancellations()
+        await server.start()
+        await store.request_cancel("while-away")  # maybe before the pump has reconnected:
+        assert await next_id(cancellations) == "while-away"  # then the replay delivers it
+        await cancellations.aclose()
+    finally:
+        await store.close()
+        await server.kill()

@@ -1,0 +1,132 @@
+"""A private redis-server a test starts, stops, restarts and freezes itself.
+
+Outage and crash tests need a Redis they may break without touching the shared
+one in REDIS_URL: this starts `redis-server` on 127.0.0.1 on a port of its own
+(from `PORTS`, the range reserved for these tests), with its files in a
+temporary folder, optionally with AOF (`appendfsync always`) so a restart keeps
+everything. Locally a missing `redis-server` skips; with CI=true it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Collection
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+# Ports these tests may take (checked free before use): the suite's own range,
+# redis-servers in the lower half, orchestrator processes in the upper.
+PORTS = range(21100, 21150)
+REPLICA_PORTS = range(21150, 21200)
+
+
+def free_port(ports: range = PORTS, *, taken: Collection[int] = ()) -> int:
+    """A port of `ports` nothing listens on (bind-checked), other than those `taken`."""
+    for port in ports:
+        if port in taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
+
+
+def require_redis_server() -> str:
+    path = shutil.which("redis-server")
+    if path is not None:
+        return path
+    if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+        pytest.fail("redis-server is not installed and CI=true", pytrace=False)
+    pytest.skip("needs redis-server on PATH (scripts/redis.sh installs it)")
+
+
+class RedisServer:
+    """One redis-server process: `start`, `kill` (SIGKILL), `stop` (SIGTERM), `freeze`
+    (SIGSTOP), `thaw` (SIGCONT). Restarting reuses its port and folder (its AOF)."""
+
+    def __init__(self, binary: str, folder: Path, *, aof: bool) -> None:
+        self.binary = binary
+        self.folder = folder
+        self.aof = aof
+        self.port = free_port()
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        args = [
+            self.binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.folder),
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--appendonly", "yes" if self.aof else "no",
+            "--appendfsync", "always",
+            "--logfile", str(self.folder / "redis.log"),
+        ]  # fmt: skip
+        self.process = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        await self._until(lambda up: up, "answer PING")
+
+    async def kill(self) -> None:
+        await self._end(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        await self._end(signal.SIGTERM)
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    async def _end(self, sig: signal.Signals) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGCONT)  # a frozen server cannot act on SIGTERM
+        process.send_signal(sig)
+        async with asyncio.timeout(10):
+            await process.wait()
+
+    async def _until(self, want: Callable[[bool], bool], what: str) -> None:
+        for _ in range(200):  # bounded: 200 x 25 ms
+            if want(await self.ping()):
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"redis-server on {self.port} did not {what}")
+
+    async def ping(self) -> bool:
+        client = aioredis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(await client.ping())
+        except (OSError, RedisError):
+            return False
+        finally:
+            await client.aclose()
+
+
+async def redis_server(tmp_path: Path, *, aof: bool) -> AsyncIterator[RedisServer]:
+    """Body of a fixture: a started server, killed at the end whatever the test did."""
+    server = RedisServer(require_redis_server(), tmp_path, aof=aof)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
