@@ -33,10 +33,17 @@ async def test_status_and_cancel_work_from_the_other_replica(
         return (await agents["data"].stats())["in_flight"] == 1
 
     await eventually(data_in_flight)
+
+    # The agent can see the request before A's write of the transition lands (writes are
+    # behind the run, never in front of it), so B waits for the document to show it.
+    async def b_sees_data_running() -> bool:
+        seen = await (await b.get(f"/api/workflow/{workflow_id}/status")).json()
+        return bool(seen["steps"]["data"]["status"] == "running")
+
+    await eventually(b_sees_data_running)
     seen_by_b = await (await b.get(f"/api/workflow/{workflow_id}/status")).json()
     assert seen_by_b["status"] == "running"
     assert seen_by_b["owner"] == "a"
-    assert seen_by_b["steps"]["data"]["status"] == "running"
 
     response = await b.post(f"/api/workflow/{workflow_id}/cancel")
     assert response.status == 200
