@@ -33,7 +33,7 @@ from tests.browser.cdp import Page, chromium_path, launch, png_distinct_colours
 
 QUESTION = "average revenue by region in 2024"
 # Slow enough that the page sees the chain's steps run one after another.
-STEP_DELAY_MS = 400
+STEP_DELAY_MS = 700
 
 
 @dataclass

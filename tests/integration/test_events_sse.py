@@ -176,7 +176,7 @@ async def test_a_second_replica_streams_the_workflow_and_resumes(
 
 async def test_streams_per_replica_are_capped(api: Any, agents: Agents) -> None:
     """Past ORCH_SSE_MAX_STREAMS open streams, another gets 503 too_many_streams."""
-    await agents["data"].control(delay_ms=500)
+    await agents["data"].control(delay_ms=60_000)  # runs until cancelled below
     client = await api(sse_max_streams=1)
     accepted = await submit(client)
     first = await client.get(accepted["links"]["events"])
@@ -185,8 +185,9 @@ async def test_streams_per_replica_are_capped(api: Any, agents: Agents) -> None:
     second = await client.get(accepted["links"]["events"])
     assert second.status == 503
     assert (await second.json())["error"]["code"] == "too_many_streams"
+    await client.post(accepted["links"]["cancel"])
     rest = await read_events(first)
-    assert rest[-1].event == "workflow.completed"
+    assert rest[-1].event == "workflow.cancelled"
 
 
 async def test_a_client_that_has_the_end_gets_204(api: Any) -> None:
