@@ -11,6 +11,12 @@ implementations, the in-process `MemoryBreakerBoard` and `RedisBreakerBoard`):
   `Forced.DISABLED`) for an agent, or clears it with None; `forced()` returns
   every recorded mode. Modes outlive the replicas that set them (a restarted
   replica picks them up) until cleared.
+- clearing (None) also counts a reset for the agent: `resets()` returns each
+  agent's count, so every replica closes its breaker once per ops `reset` /
+  `enable`, even one that had opened by itself with no mode recorded.
+- `watch(on_change)` calls `on_change()` soon after any replica records or clears a
+  mode, until cancelled, so replicas need not wait for their next poll; it may end
+  with `BreakerBoardError` when the backend fails (the poll still covers it).
 - Backend failures surface as `BreakerBoardError`; nothing here is ever awaited on
   an agent call's path (see `circuit.sharing.BreakerSync`).
 
@@ -19,6 +25,7 @@ With the memory board the deployment is this one process, so the view is itself.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -79,6 +86,19 @@ class BreakerBoard(Protocol):
 
     async def forced(self) -> dict[str, ForcedMode]: ...
 
+    async def resets(self) -> dict[str, int]:
+        """How many times each agent's mode was cleared (ops reset / enable) so far."""
+        ...
+
+    async def watch(
+        self, on_change: Callable[[], None], ready: asyncio.Event | None = None
+    ) -> None:
+        """Call `on_change()` after every mode change anywhere; runs until cancelled.
+
+        Sets `ready` once listening (changes from then on are heard).
+        """
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -92,6 +112,8 @@ class MemoryBreakerBoard:
         self._clock = clock
         self._reports: dict[str, ReplicaReport] = {}
         self._forced: dict[str, ForcedMode] = {}
+        self._resets: dict[str, int] = {}
+        self._watchers: set[Callable[[], None]] = set()
 
     @property
     def backend(self) -> str:
@@ -113,11 +135,28 @@ class MemoryBreakerBoard:
         check_ops_mode(mode)
         if mode is None:
             self._forced.pop(agent, None)
+            self._resets[agent] = self._resets.get(agent, 0) + 1
         else:
             self._forced[agent] = ForcedMode(mode, self._clock(), by)
+        for on_change in list(self._watchers):
+            on_change()
 
     async def forced(self) -> dict[str, ForcedMode]:
         return dict(self._forced)
+
+    async def resets(self) -> dict[str, int]:
+        return dict(self._resets)
+
+    async def watch(
+        self, on_change: Callable[[], None], ready: asyncio.Event | None = None
+    ) -> None:
+        self._watchers.add(on_change)
+        if ready is not None:
+            ready.set()
+        try:
+            await asyncio.Future()  # until cancelled
+        finally:
+            self._watchers.discard(on_change)
 
     async def close(self) -> None:
         return None

@@ -4,6 +4,8 @@ Keys, under the deployment's prefix (default ``orch:``)::
 
     orch:cb:forced          hash  agent -> {"mode", "at", "by"}    ops modes; TTL `forced_ttl_s`,
                                                                    refreshed by every publish
+    orch:cb:resets          hash  agent -> count of resets         the same TTL
+    orch:cb:changes         chan  pub/sub: an agent whose mode changed (wakes every replica)
     orch:cb:replicas        zset  replica -> epoch of last publish  TTL `report_ttl_s`, refreshed
     orch:cb:replica:<id>    str   that replica's report (JSON)      TTL `report_ttl_s`
 
@@ -18,6 +20,7 @@ long. Every command runs under `timeout_s`, and a failure is a `BreakerBoardErro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -38,6 +41,14 @@ DEFAULT_FORCED_TTL_S = 30 * 24 * 3600
 
 def forced_key(prefix: str) -> str:
     return f"{prefix}cb:forced"
+
+
+def resets_key(prefix: str) -> str:
+    return f"{prefix}cb:resets"
+
+
+def changes_channel(prefix: str) -> str:
+    return f"{prefix}cb:changes"
 
 
 def replicas_key(prefix: str) -> str:
@@ -91,6 +102,7 @@ class RedisBreakerBoard:
             pipe.zremrangebyscore(replicas, "-inf", now - self._report_ttl_s)
             pipe.pexpire(replicas, self._report_ttl_ms)
             pipe.expire(forced_key(self._prefix), self._forced_ttl_s)
+            pipe.expire(resets_key(self._prefix), self._forced_ttl_s)
             await pipe.execute()
 
     async def reports(self) -> list[ReplicaReport]:
@@ -119,12 +131,18 @@ class RedisBreakerBoard:
         key = forced_key(self._prefix)
         async with self._translate("set_forced"):
             if mode is None:
-                await self._client.hdel(key, agent)
+                pipe = self._client.pipeline(transaction=True)
+                pipe.hdel(key, agent)
+                pipe.hincrby(resets_key(self._prefix), agent, 1)
+                pipe.expire(resets_key(self._prefix), self._forced_ttl_s)
+                pipe.publish(changes_channel(self._prefix), agent)
+                await pipe.execute()
                 return
             entry = ForcedMode(mode, self._clock(), by)
             pipe = self._client.pipeline(transaction=True)
             pipe.hset(key, agent, orjson.dumps(entry.to_dict()))
             pipe.expire(key, self._forced_ttl_s)
+            pipe.publish(changes_channel(self._prefix), agent)
             await pipe.execute()
 
     async def forced(self) -> dict[str, ForcedMode]:
@@ -139,6 +157,43 @@ class RedisBreakerBoard:
                 continue  # written by a newer version: ignore rather than fail every replica
             out[_text(agent)] = ForcedMode(mode, float(doc["at"]), str(doc["by"]))
         return out
+
+    async def resets(self) -> dict[str, int]:
+        async with self._translate("resets"):
+            raw = await self._client.hgetall(resets_key(self._prefix))
+        return {_text(agent): int(count) for agent, count in raw.items()}
+
+    async def watch(
+        self, on_change: Callable[[], None], ready: asyncio.Event | None = None
+    ) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            async with self._translate("watch"):
+                await pubsub.subscribe(changes_channel(self._prefix))
+                while True:  # the confirmation: from here on, every PUBLISH reaches us
+                    message = await pubsub.get_message(timeout=self._timeout_s / 2)
+                    if message is not None and message.get("type") == "subscribe":
+                        break
+            if ready is not None:
+                ready.set()
+            while True:
+                try:
+                    # A bounded read that comes back empty rather than one that outlasts
+                    # the client's command timeout and fails.
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=self._timeout_s / 2
+                    )
+                except (RedisError, OSError) as exc:
+                    raise BreakerBoardError(
+                        f"breaker board (watch) failed: {type(exc).__name__}: {exc}",
+                        backend="redis",
+                        operation="watch",
+                    ) from exc
+                if message is not None and message.get("type") == "message":
+                    on_change()
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
 
     async def close(self) -> None:
         if self._owns_client:

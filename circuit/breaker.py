@@ -205,7 +205,9 @@ class AsyncCircuitBreaker:
         self._clock = clock
         self._wall_clock = wall_clock
         self._rng = rng if rng is not None else random.Random()
-        self._on_state_change = on_state_change
+        self._observers: list[StateChangeCallback] = (
+            [] if on_state_change is None else [on_state_change]
+        )
         self._rate = config.policy == "rate"
         self._window = SlidingWindow(config.window_type, config.window_size, clock=clock)
         self._forced: Forced | None = None
@@ -244,6 +246,10 @@ class AsyncCircuitBreaker:
     @property
     def forced(self) -> Forced | None:
         return self._forced
+
+    def add_observer(self, on_state_change: StateChangeCallback) -> None:
+        """Also call `on_state_change(name, old, new)` on every state change (see __init__)."""
+        self._observers.append(on_state_change)
 
     async def call(
         self,
@@ -467,14 +473,13 @@ class AsyncCircuitBreaker:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
-        if self._on_state_change is None:
-            return
         for old, new in pending:
-            try:
-                self._on_state_change(self.name, old, new)
-            except Exception:
-                # An observer's bug must not break the call path or the state machine.
-                logger.exception("breaker_listener_failed", breaker=self.name)
+            for observer in self._observers:
+                try:
+                    observer(self.name, old, new)
+                except Exception:
+                    # An observer's bug must not break the call path or the state machine.
+                    logger.exception("breaker_listener_failed", breaker=self.name)
 
 
 class _SlowCall(Exception):

@@ -1,10 +1,13 @@
 """`BreakerSync`: one replica's breakers kept in step with the deployment, off the call path.
 
-A background task, every `interval_s` (and at once when woken):
+A background task, every `interval_s`, and at once when woken (by a local
+transition, or by the board when any replica changes an ops mode):
 
 1. reads the ops modes on the board and applies them to the local breakers (an
    ops `open` or `disable` set on any replica reaches this one within a cycle,
-   and a replica that starts picks up the modes in force before it serves);
+   and a replica that starts picks up the modes in force before it serves); a
+   `reset` / `enable` made anywhere since the last cycle closes the local breaker,
+   whatever opened it;
 2. for agents with `share = "follow"`, holds the local breaker open while at least
    `follow_share` of the live replicas have opened it *themselves* (followers are
    not counted, so followers never keep each other open), and lets go when they
@@ -77,11 +80,20 @@ class BreakerSync:
         self._wall_clock = wall_clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         # Bumped by every local ops action, so a cycle that read the board before the
         # action does not undo it with what it read.
         self._version = 0
         self._board_ok = True
+        self._stopping = False
+        # Reset counts already acted on; None until the first cycle, which only records
+        # them (a starting replica's breakers are fresh anyway).
+        self._resets_seen: dict[str, int] | None = None
         self.cycles = 0
+        for breaker in breakers.values():
+            # Publish a transition at once rather than at the next tick. Setting an
+            # event is all the call path pays.
+            breaker.add_observer(self._on_transition)
 
     async def start(self) -> None:
         """Apply the modes in force (bounded wait; a dead board is retried later), then run."""
@@ -91,14 +103,39 @@ class BreakerSync:
         except (BreakerBoardError, TimeoutError) as exc:
             self._board_failed(exc)
         self._task = asyncio.create_task(self._run(), name=f"breaker-sync:{self.replica}")
+        listening = asyncio.Event()
+        self._watcher = asyncio.create_task(
+            self._watch(listening), name=f"breaker-watch:{self.replica}"
+        )
+        # Serve once listening, so no ops action after start-up waits for a poll; a
+        # board that will not listen only costs the bounded wait.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._start_timeout_s):
+                await listening.wait()
+
+    def _on_transition(self, name: str, old: BreakerState, new: BreakerState) -> None:
+        self._wake.set()
+
+    async def refresh(self) -> None:
+        """Run one cycle now and wait for it (raises `BreakerBoardError`)."""
+        await self._cycle()
 
     def wake(self) -> None:
         """Run a cycle now rather than at the next tick (e.g. after a transition)."""
         self._wake.set()
 
     async def close(self) -> None:
+        # The flag as well as the cancel: on Python 3.11 a cancel that lands as a board
+        # call's timeout expires can come out as a TimeoutError, which the loop survives.
+        self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._task is not None:
             self._task.cancel()
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
@@ -116,7 +153,12 @@ class BreakerSync:
         breaker = self.breakers[agent]
         await self.board.set_forced(agent, mode, by=self.replica)
         self._version += 1
-        breaker.set_forced(mode)
+        if mode is None:
+            breaker.reset()  # lift any mode and close, whatever opened it
+            if self._resets_seen is not None:  # done here: the next cycle must not redo it
+                self._resets_seen[agent] = self._resets_seen.get(agent, 0) + 1
+        else:
+            breaker.set_forced(mode)
         self.wake()
         return breaker
 
@@ -158,11 +200,18 @@ class BreakerSync:
     # -- the cycle ------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval_s):
-                    await self._wake.wait()
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            # A timer that sets the event rather than a timeout around the wait: nothing
+            # here can turn a cancellation into a timeout.
+            tick = loop.call_later(self._interval_s, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                tick.cancel()
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self._cycle()
             except BreakerBoardError as exc:
@@ -171,10 +220,24 @@ class BreakerSync:
                 # A bug here must not end sharing for the life of the process.
                 logger.exception("breaker_sync_failed", replica=self.replica)
 
+    async def _watch(self, listening: asyncio.Event) -> None:
+        """Wake the cycle when any replica changes a mode; the poll covers any gap."""
+        while not self._stopping:
+            try:
+                await self.board.watch(self.wake, listening)
+            except BreakerBoardError:
+                pass  # the cycle logs the outage; listen again after a pause
+            except Exception:
+                logger.exception("breaker_watch_failed", replica=self.replica)
+            listening.set()  # not listening, but start() need not wait any longer
+            await asyncio.sleep(max(1.0, self._interval_s))
+
     async def _cycle(self) -> None:
         version = self._version
+        resets = await self.board.resets()
         forced = await self.board.forced()
         if version == self._version:
+            self._apply_resets(resets)
             self._apply_ops(forced)
         if any(b.config.share == "follow" for b in self.breakers.values()):
             self._apply_follow(await self.board.reports())
@@ -185,6 +248,16 @@ class BreakerSync:
         if not self._board_ok:
             self._board_ok = True
             logger.info("breaker_board_back", replica=self.replica)
+
+    def _apply_resets(self, resets: Mapping[str, int]) -> None:
+        seen, self._resets_seen = self._resets_seen, dict(resets)
+        if seen is None:
+            return
+        for name, count in resets.items():
+            breaker = self.breakers.get(name)
+            if breaker is not None and count > seen.get(name, 0):
+                logger.warning("breaker_reset_by_ops", agent=name)
+                breaker.reset()
 
     def _apply_ops(self, forced: Mapping[str, ForcedMode]) -> None:
         for name, breaker in self.breakers.items():

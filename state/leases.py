@@ -14,6 +14,8 @@ Contract (both implementations, one test suite in tests/state/test_leases.py):
   late heartbeat is not a death), and returns exactly those; a lease another
   replica took over is not renewed and not returned, so the old owner learns it
   lost the workflow and must stop writing it (the store would refuse anyway).
+  A workflow the backend lost entirely (no generation, no lease) is taken back
+  under the same token and listed again.
 - `release` drops the lease if `owner` holds it and unlists the workflow.
 - `orphans` lists workflows in the running index whose lease has expired: their
   owner stopped heartbeating. Whoever then `claim`s one resumes it.
@@ -94,14 +96,23 @@ class MemoryLeases:
     async def renew(
         self, held: Mapping[str, int], owner: str, *, lease_s: float
     ) -> set[str]:
-        kept = {
-            wid
-            for wid, token in held.items()
-            if self._holder(wid) in (owner, None) and self._generations.get(wid) == token
-        }
-        for wid in kept:
-            self._leases[wid] = (owner, self._clock() + lease_s)
+        kept: set[str] = set()
+        for wid, token in held.items():
+            holder = self._holder(wid)
+            if holder is None and wid not in self._generations:
+                self._generations[wid] = token  # everything was lost: take it back
+            if holder in (owner, None) and self._generations.get(wid) == token:
+                self._leases[wid] = (owner, self._clock() + lease_s)
+                self._running.add(wid)
+                kept.add(wid)
         return kept
+
+    def restore(self, workflow_id: str, token: int) -> bool:
+        """For the store's save: nothing of the workflow is left, so `token` is current again."""
+        if workflow_id in self._generations or self._holder(workflow_id) is not None:
+            return False
+        self._generations[workflow_id] = token
+        return True
 
     async def release(self, workflow_id: str, owner: str) -> None:
         holder = self._holder(workflow_id)
@@ -129,16 +140,26 @@ return gen
 """)
 
 # KEYS: the running index, then (lease, document) pairs. ARGV[1] owner, ARGV[2] lease ms,
-# ARGV[3] TTL seconds of the index, then one token per pair.
-# Renew the leases this owner holds, or that lapsed with its token still current.
+# ARGV[3] TTL seconds, then (token, workflow id) per pair: pair k at ARGV[2 + 2k], ARGV[3 + 2k].
+# Renew the leases this owner holds, or that lapsed with its token still current; a
+# workflow Redis lost entirely (no document hash) is taken back under the same token
+# and listed again, so it can still be found if this owner dies later.
 _RENEW = LuaScript(f"""
 local held = {{}}
 for i = 2, #KEYS, 2 do
+  local k = i / 2
+  local token, id = ARGV[2 + 2 * k], ARGV[3 + 2 * k]
   local holder = redis.call('GET', KEYS[i])
   local gen = redis.call('HGET', KEYS[i + 1], '{_GEN}')
-  if (holder == ARGV[1] or holder == false) and gen == ARGV[3 + i / 2] then
+  if gen == false and holder == false and redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    redis.call('HSET', KEYS[i + 1], '{_GEN}', token)
+    redis.call('EXPIRE', KEYS[i + 1], ARGV[3])
+    gen = token
+  end
+  if (holder == ARGV[1] or holder == false) and gen == token then
     redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
-    table.insert(held, i / 2)
+    redis.call('SADD', KEYS[1], id)
+    table.insert(held, k)
   end
 end
 if #held > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
@@ -205,7 +226,9 @@ class RedisLeases:
                 keys.lease_key(self._prefix, wid),
                 keys.workflow_key(self._prefix, wid),
             ]
-        args = [owner, _ms(lease_s), self._ttl_s, *(held[wid] for wid in ids)]
+        args: list[str | int] = [owner, _ms(lease_s), self._ttl_s]
+        for wid in ids:
+            args += [held[wid], wid]
         try:
             kept = await self._batcher.eval(_RENEW, script_keys, args)
         except (RedisError, OSError) as exc:

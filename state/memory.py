@@ -106,6 +106,10 @@ class MemoryStateStore:
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         now = self._clock()
         stored = self._live_doc(state.workflow_id, now)
+        if stored is None and token is not None:
+            # Nothing of the workflow is left (as after a Redis restart without
+            # persistence): its owner writes it again, fenced by its token from now.
+            self._leases.restore(state.workflow_id, token)
         if self._leases.generation(state.workflow_id) != token:
             raise LeaseLost(state.workflow_id, token=token)
         if stored is not None and stored.terminal:

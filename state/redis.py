@@ -5,7 +5,10 @@ Lua script, so a workflow's keys share one expiry and a reader never sees
 half a transition:
 
 - save: refuse (-1, `LeaseLost`) if the writer's lease token is not the
-  workflow's current generation; refuse (0) if the stored status is terminal;
+  workflow's current generation (when nothing of the workflow is left at all —
+  Redis lost it — the owner's token becomes the generation again, so a running
+  workflow survives a restart without persistence); refuse (0) if the stored
+  status is terminal;
   otherwise write the document and (re)set the TTL of every key of the
   workflow, and when the new status is terminal PUBLISH the id on the
   prefix's finished channel. The fence is checked inside the writing script:
@@ -68,7 +71,13 @@ _TERMINAL_LUA = ", ".join(f"['{status}'] = true" for status in _TERMINAL_STATUSE
 _SAVE = LuaScript(f"""
 local terminal = {{{_TERMINAL_LUA}}}
 local stored = redis.call('HMGET', KEYS[1], '{keys.DOC_STATUS_FIELD}', '{keys.DOC_LEASE_GEN_FIELD}')
-if (stored[2] or '') ~= ARGV[4] then return -1 end
+if not stored[1] and not stored[2] and ARGV[4] ~= '' then
+  -- Nothing of the workflow is left (Redis lost it: a restart without persistence):
+  -- no newer owner's progress to protect, so its owner writes it again, fenced from now.
+  redis.call('HSET', KEYS[1], '{keys.DOC_LEASE_GEN_FIELD}', ARGV[4])
+elseif (stored[2] or '') ~= ARGV[4] then
+  return -1
+end
 if stored[1] and terminal[stored[1]] then return 0 end
 redis.call('HSET', KEYS[1], '{keys.DOC_JSON_FIELD}', ARGV[1], '{keys.DOC_STATUS_FIELD}', ARGV[2])
 for i = 1, #KEYS do

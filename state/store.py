@@ -9,7 +9,10 @@ implementation):
   `leases().claim` returned). The store refuses, with `LeaseLost` and without
   writing, a save whose token is not the workflow's current generation,
   checked in the same atomic operation as the write. A save without a token
-  is accepted only while nobody ever claimed the workflow.
+  is accepted only while nobody ever claimed the workflow. When nothing of the
+  workflow is left at all (expired, or lost by a Redis restart without
+  persistence) there is no newer owner to protect: a save with a token writes
+  it again and that token becomes the current generation.
 - A terminal document is final: `save` of a state whose stored copy is already
   terminal writes nothing and returns False (a late writer never flips a
   finished workflow back).

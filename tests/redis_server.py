@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,13 @@ REPLICA_PORTS = range(21150, 21200)
 
 
 def free_port(ports: range = PORTS, *, taken: Collection[int] = ()) -> int:
-    """A port of `ports` nothing listens on (bind-checked), other than those `taken`."""
-    for port in ports:
+    """A port of `ports` nothing listens on (bind-checked), other than those `taken`.
+
+    Tried in random order: suites running at once on one machine (CI, a developer,
+    other worktrees) rarely reach for the same port, and callers confirm that what
+    answers on it is their own process (`RedisServer` by its pid).
+    """
+    for port in random.sample(list(ports), len(ports)):
         if port in taken:
             continue
         with socket.socket() as sock:
@@ -66,21 +72,40 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
-        args = [
-            self.binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.folder),
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            "--appendonly", "yes" if self.aof else "no",
-            "--appendfsync", "always",
-            "--logfile", str(self.folder / "redis.log"),
-        ]  # fmt: skip
-        self.process = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
-        await self._until(lambda up: up, "answer PING")
+        for _ in range(5):  # another suite may have taken the port meanwhile: pick again
+            args = [
+                self.binary,
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--dir", str(self.folder),
+                "--save", "",
+                "--maxmemory-policy", "noeviction",
+                "--appendonly", "yes" if self.aof else "no",
+                "--appendfsync", "always",
+                "--logfile", str(self.folder / "redis.log"),
+            ]  # fmt: skip
+            self.process = await asyncio.create_subprocess_exec(
+                *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
+            if await self._answering():
+                return
+            await self.kill()
+            if self.aof:
+                raise AssertionError(f"redis-server could not take port {self.port} again")
+            self.port = free_port()
+        raise AssertionError("redis-server did not start")
+
+    async def _answering(self) -> bool:
+        """True once *this* process answers on the port (checked by its pid: a server of
+        another suite on the same port does not count); False if it exited."""
+        assert self.process is not None
+        for _ in range(200):  # bounded: 200 x 25 ms
+            if self.process.returncode is not None:
+                return False
+            if await self.pid() == self.process.pid:
+                return True
+            await asyncio.sleep(0.025)
+        return False
 
     async def kill(self) -> None:
         await self._end(signal.SIGKILL)
@@ -105,19 +130,14 @@ class RedisServer:
         async with asyncio.timeout(10):
             await process.wait()
 
-    async def _until(self, want: Callable[[bool], bool], what: str) -> None:
-        for _ in range(200):  # bounded: 200 x 25 ms
-            if want(await self.ping()):
-                return
-            await asyncio.sleep(0.025)
-        raise AssertionError(f"redis-server on {self.port} did not {what}")
-
-    async def ping(self) -> bool:
+    async def pid(self) -> int | None:
+        """The process id of the redis-server answering on our port, if any."""
         client = aioredis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
         try:
-            return bool(await client.ping())
+            info = await client.info("server")
+            return int(info["process_id"])
         except (OSError, RedisError):
-            return False
+            return None
         finally:
             await client.aclose()
 

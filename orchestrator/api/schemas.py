@@ -69,6 +69,22 @@ _WORKFLOW = _object(
     chart={"description": "the chain only: the Vega-Lite spec, or null"},
 )
 
+_WINDOW = {
+    "type": ["object", "null"],
+    "description": "the rate policy's sliding window now (null under the consecutive policy)",
+    "properties": {
+        "calls": {"type": "integer"},
+        "failures": {"type": "integer"},
+        "slow": {"type": "integer"},
+        "failure_rate": {"type": "number", "description": "%"},
+        "slow_rate": {"type": "number", "description": "%"},
+    },
+}
+_FORCED = {
+    "enum": ["open", "disabled", "follow", None],
+    "description": "a mode set by ops (open, disabled) or by following other replicas",
+}
+
 _BREAKER = _object(
     {
         "name": {"type": "string"},
@@ -81,6 +97,17 @@ _BREAKER = _object(
         "rejections": {"type": "integer"},
         "trips": {"type": "integer"},
     },
+    policy={"enum": ["rate", "consecutive"]},
+    forced=_FORCED,
+    window=_WINDOW,
+    window_type={"enum": ["count", "time"]},
+    window_size={"type": "integer"},
+    failure_rate_threshold={"type": "number"},
+    slow_call_duration_s={"type": "number"},
+    slow_call_rate_threshold={"type": "number"},
+    minimum_calls={"type": "integer"},
+    open_wait_s={"type": "number", "description": "this (or the last) opening's wait"},
+    backoff_level={"type": "integer", "description": "failed probes since the last close"},
     success_threshold={"type": "integer"},
     half_open_max_calls={"type": "integer"},
     opened_at=_NUM_OR_NULL,
@@ -88,6 +115,24 @@ _BREAKER = _object(
     probes_in_flight={"type": "integer"},
     successes={"type": "integer"},
     url={"type": "string", "description": "the agent's URL (status only)"},
+    replicas={
+        "type": "object",
+        "description": "status only: every live replica's state of this breaker, by replica id",
+        "additionalProperties": {"type": "object"},
+    },
+    overall={
+        "type": "object",
+        "description": "status only: the deployment's view of this breaker",
+        "properties": {
+            "state": {"enum": ["closed", "open", "partly_open", "disabled"]},
+            "forced": {"type": ["object", "null"]},
+            "replicas": {"type": "integer"},
+            "open": {"type": "integer"},
+            "half_open": {"type": "integer"},
+            "closed": {"type": "integer"},
+            "window": _WINDOW,
+        },
+    },
 )
 
 SCHEMAS: dict[str, Any] = {
@@ -168,7 +213,17 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": {"$ref": "#/components/schemas/Breaker"},
             }
-        }
+        },
+        replica={"type": "string", "description": "the replica that answered"},
+        shared={
+            "type": "object",
+            "description": "the breaker board: memory (this process) or redis (every replica)",
+            "properties": {
+                "backend": {"enum": ["memory", "redis"]},
+                "available": {"type": "boolean"},
+                "replicas": {"type": "array", "items": {"type": "string"}},
+            },
+        },
     ),
     "Metrics": _object(
         {

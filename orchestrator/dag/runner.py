@@ -359,7 +359,9 @@ class _Execution:
             pre_error: NodeError | None = None
             if cn.when is not None:
                 try:
-                    go = await ctx.compute(functools.partial(ctx.evaluate, cn.when))
+                    go = await self._until_deadline(
+                        ctx.compute(functools.partial(ctx.evaluate, cn.when))
+                    )
                 except NodeError as exc:
                     pre_error = NodeError(
                         f"node {node_id!r}: 'when': {exc}", code=exc.code, node_id=node_id
@@ -379,6 +381,16 @@ class _Execution:
             self.running[task] = node_id
             await self.emit(step)
         self.current = None
+
+    async def _until_deadline(self, work: Awaitable[Any]) -> Any:
+        """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
+        if self.deadline is None:
+            return await work
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                return await work
+        except TimeoutError:
+            raise _TimedOut from None
 
     async def _wait_one(self, sorter: TopologicalSorter[str]) -> None:
         timeout = None if self.deadline is None else max(0.0, self.deadline - self.loop.time())

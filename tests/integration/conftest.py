@@ -62,14 +62,14 @@ async def agents() -> AsyncIterator[Agents]:
             await agent.runner.cleanup()
 
 
-def settings_for(agents: Agents, **overrides: Any) -> Settings:
+def settings_for(
+    agents: Agents, *, breaker: BreakerConfig | None = None, **overrides: Any
+) -> Settings:
+    """Settings for the running agents; every agent gets `breaker` (default: 3 in a row)."""
+    if breaker is None:
+        breaker = BreakerConfig(policy="consecutive", fail_max=3, reset_timeout_s=60.0)
     specs = [
-        dataclasses.replace(
-            spec,
-            url=agents[spec.name].url,
-            retry=FAST_RETRY,
-            breaker=BreakerConfig(policy="consecutive", fail_max=3, reset_timeout_s=60.0),
-        )
+        dataclasses.replace(spec, url=agents[spec.name].url, retry=FAST_RETRY, breaker=breaker)
         for spec in default_registry().values()
     ]
     return Settings(agents=AgentRegistry(specs), **overrides)
@@ -93,11 +93,13 @@ async def api(
         if store is not None:
             stores.append(store)
         replica_id = kwargs.pop("replica_id", None)
+        board = kwargs.pop("breaker_board", None)
         provider = kwargs.pop("tracer_provider", None)
         app = create_app(
             settings_for(agents, **kwargs),
             store=store,
             replica_id=replica_id,
+            breaker_board=board,
             tracer_provider=provider,
         )
         return await aiohttp_client(app)

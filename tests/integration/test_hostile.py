@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -449,3 +450,58 @@ async def test_a_10000_node_chain_compiles_and_runs_while_healthz_answers(servic
     assert status == 200, body["error"]
     assert body["status"] == "completed"
     assert len(body["steps"]) == 10_000
+
+
+async def test_a_workflow_timeout_holds_when_its_time_goes_to_evaluation(service: Any) -> None:
+    """Budgets set sky-high: the workflow's timeout_s still ends it (504), off-loop work
+    is abandoned and its thread stopped at its next charge."""
+    huge = dataclasses.replace(
+        Settings().limits, node_ops=10**12, workflow_ops=10**12, offload_timeout_s=60
+    )
+    client = await service(limits=huge)
+    ids = list(range(20_000))
+    workflow = {
+        "name": "slow-filter",
+        "inputs": {"rows": [{"id": -i} for i in range(20_000)], "ids": ids},
+        "options": {"timeout_s": 0.5},
+        "nodes": [
+            {
+                "id": "f",
+                "kind": "transform",
+                "source": "{{ inputs.rows }}",
+                "filter": "item.id in inputs.ids",  # 20,000 x 20,000 comparisons
+            }
+        ],
+    }
+    async with healthz_keeps_answering(client):
+        status, body = await run_workflow(client, workflow)
+    assert status == 504
+    assert body["error"]["code"] == "workflow_timeout"
+
+
+async def test_a_workflow_timeout_holds_when_a_when_takes_long(service: Any) -> None:
+    """A `when` is evaluated by the scheduler itself: the deadline binds it too."""
+    huge = dataclasses.replace(
+        Settings().limits, node_ops=10**12, workflow_ops=10**12, offload_timeout_s=60
+    )
+    client = await service(limits=huge)
+    ids = list(range(100_000))
+    random.Random(7).shuffle(ids)
+    workflow = {
+        "name": "slow-when",
+        "inputs": {"ids": ids},
+        "options": {"timeout_s": 0.3},
+        "nodes": [
+            {
+                "id": "t",
+                "kind": "transform",
+                "source": "{{ inputs }}",
+                "select": "ids",
+                "when": " and ".join(["sorted(inputs.ids)[0] == 0"] * 30),
+            }
+        ],
+    }
+    async with healthz_keeps_answering(client):
+        status, body = await run_workflow(client, workflow)
+    assert status == 504, body["error"]
+    assert body["error"]["code"] == "workflow_timeout"

@@ -105,6 +105,10 @@ async def start_replica(
         async def ready() -> bool:
             if process.returncode is not None:
                 raise AssertionError(f"replica exited: {log_path.read_text()}")
+            # Its own announcement first (printed once its socket is bound): a replica of
+            # another suite on the same port must never pass for ours.
+            if "orchestrator listening on" not in log_path.read_text(errors="replace"):
+                return False
             try:
                 return (await replica.http.get("/readyz")).status_code == 200
             except httpx.TransportError:

@@ -150,3 +150,49 @@ async def test_a_frozen_redis_gets_503_within_the_timeouts_and_recovers(
     await eventually(ready_now)
     done = await client.post("/api/query", json={"query": QUESTION})
     assert done.status == 200
+
+
+async def test_a_restart_without_persistence_loses_finished_workflows_not_running_ones(
+    aiohttp_client: Any, agents: Agents, data_gate: GatedAgent, tmp_path: Path
+) -> None:
+    """Redis restarted empty (no AOF): a finished workflow's status is gone (404), but the
+    one still running is written again by its owner and finishes normally."""
+    server = RedisServer(require_redis_server(), tmp_path, aof=False)
+    await server.start()
+    try:
+        client = await _api_on(aiohttp_client, agents, data_gate, server)
+        orchestrator = client.app[SERVICES].orchestrator
+        first = await client.post("/api/query", json={"query": QUESTION, "mode": "async"})
+        finished_id = (await first.json())["workflow_id"]
+        await data_gate.arrived.wait()
+        data_gate.opened.set()
+
+        async def first_done() -> bool:
+            return finished_id not in orchestrator.running
+
+        await eventually(first_done)
+        data_gate.opened.clear()
+        data_gate.arrived.clear()
+        second = await client.post("/api/query", json={"query": QUESTION, "mode": "async"})
+        running_id = (await second.json())["workflow_id"]
+        await data_gate.arrived.wait()
+
+        await server.kill()
+        await server.start()  # empty: nothing was persisted
+        data_gate.opened.set()
+
+        async def rewritten() -> bool:
+            return running_id not in orchestrator.running
+
+        await eventually(rewritten, attempts=500)
+        gone = await client.get(f"/api/workflow/{finished_id}/status")
+        assert gone.status == 404
+        prefix = client.app[SERVICES].settings.key_prefix
+        reader = RedisStateStore.from_url(server.url, prefix=prefix)
+        try:
+            state = await reader.get(running_id)
+            assert state is not None and state.status.value == "completed"
+        finally:
+            await reader.close()
+    finally:
+        await server.kill()

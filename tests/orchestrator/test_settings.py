@@ -102,6 +102,18 @@ url = "http://127.0.0.1:9100"
         ("[agents.data]\nspeed = 1\n", "agents.data.speed", "unknown"),
         ("[agent.data]\nurl = 'http://x'\n", "agent", "unknown"),
         ("[agents.data\n", "(file)", "TOML"),
+        ("[agents.data.breaker]\npolicy = 'often'\n", "agents.data.breaker.policy", "'rate'"),
+        ("[agents.data.breaker]\nwindow_type = 1\n", "agents.data.breaker.window_type", "count"),
+        (
+            "[agents.data.breaker]\nfailure_rate_threshold = 150\n",
+            "agents.data.breaker",
+            "failure_rate_threshold",
+        ),
+        (
+            "[agents.data.breaker]\nbackoff_jitter = -0.1\n",
+            "agents.data.breaker.backoff_jitter",
+            ">",
+        ),
     ],
 )
 def test_bad_config_file_names_file_key_and_problem(
@@ -120,6 +132,37 @@ def test_bad_config_file_names_file_key_and_problem(
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         Settings.from_env({"ORCH_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_breaker_defaults_are_rate_based_and_keep_the_seed_waits() -> None:
+    """The seed's per-agent open waits stay; fail_max stays for the consecutive policy."""
+    agents = Settings.from_env({}).agents
+    for name, fail_max, wait in (("nlp", 5, 60.0), ("data", 3, 120.0), ("viz", 5, 60.0)):
+        breaker = agents[name].breaker
+        assert breaker.policy == "rate"
+        window = (breaker.window_type, breaker.window_size, breaker.minimum_calls)
+        assert window == ("count", 100, 20)
+        assert breaker.failure_rate_threshold == 60.0
+        assert (breaker.fail_max, breaker.reset_timeout_s) == (fail_max, wait)
+    assert Settings.from_env({}).breaker_sync_s == 0.25
+
+
+def test_breaker_policy_settings_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "agents.toml"
+    path.write_text(
+        "[agents.data.breaker]\n"
+        'policy = "consecutive"\nfail_max = 4\n'
+        "[agents.nlp.breaker]\n"
+        'window_type = "time"\nwindow_size = 30\nfailure_rate_threshold = 50\n'
+        'minimum_calls = 10\nslow_call_duration_s = 2.5\nbackoff_jitter = 0\nshare = "follow"\n',
+        encoding="utf-8",
+    )
+    agents = Settings.from_env({"ORCH_CONFIG": str(path), "ORCH_BREAKER_SYNC_S": "0.1"}).agents
+    assert (agents["data"].breaker.policy, agents["data"].breaker.fail_max) == ("consecutive", 4)
+    nlp = agents["nlp"].breaker
+    assert (nlp.window_type, nlp.window_size, nlp.minimum_calls) == ("time", 30, 10)
+    assert (nlp.failure_rate_threshold, nlp.slow_call_duration_s) == (50.0, 2.5)
+    assert (nlp.backoff_jitter, nlp.share) == (0.0, "follow")
 
 
 def test_hostile_input_limits_come_from_the_environment() -> None:

@@ -19,7 +19,7 @@ from state import keys
 from state.cancellations import CancellationStream
 from state.models import WorkflowStatus
 from state.redis import RedisStateStore
-from state.store import StateStoreError
+from state.store import LeaseLost, StateStoreError
 from tests.redis_server import RedisServer, require_redis_server
 from tests.state.conftest import RedisBackend, make_state, new_id
 
@@ -346,3 +346,28 @@ async def test_a_subscription_started_while_redis_is_away_listens_once_it_is_bac
     finally:
         await store.close()
         await server.kill()
+
+
+async def test_a_heartbeat_after_redis_lost_everything_takes_the_workflow_back(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """A restart without persistence drops the lease, the generation and the running
+    index: the owner's next renew restores all three, so the workflow stays findable."""
+    store = await redis_backend.new()
+    prefix = store.prefix
+    state = make_state()
+    token = await store.leases().claim(state.workflow_id, "owner", lease_s=5)
+    assert token is not None
+    assert await store.save(state, token=token)
+    lost = [k async for k in redis_client.scan_iter(match=f"{prefix}*")]
+    await redis_client.delete(*lost)
+
+    assert await store.leases().renew({state.workflow_id: token}, "owner", lease_s=5) == {
+        state.workflow_id
+    }
+
+    assert await redis_client.get(keys.lease_key(prefix, state.workflow_id)) == b"owner"
+    assert await redis_client.sismember(keys.running_index_key(prefix), state.workflow_id)
+    assert await store.save(state, token=token)  # the restored generation is the token
+    with pytest.raises(LeaseLost):
+        await store.save(state, token=token + 1)

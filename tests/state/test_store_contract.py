@@ -439,3 +439,26 @@ async def test_a_terminal_write_notifies_finish_subscribers_on_every_replica(
     await waiter.close()
     async with asyncio.timeout(EVENT_TIMEOUT_S):
         assert [wid async for wid in finishes] == []
+
+
+async def test_an_owner_writes_again_a_workflow_the_backend_lost_entirely(
+    backend: Backend,
+) -> None:
+    """Every key of it gone (as after a Redis restart without persistence): the owner's
+    next write recreates the document under its token, and fencing holds from there."""
+    store = await backend.new(ttl_s=100)
+    other = await backend.peer(store)
+    state = make_state()
+    token = await store.leases().claim(state.workflow_id, "owner", lease_s=LEASE_S)
+    assert token is not None
+    assert await store.save(state, token=token)
+
+    await backend.elapse(store, state.workflow_id, 101)  # everything of it expired
+    assert await store.get(state.workflow_id) is None
+    assert await store.save(state, token=token)
+    assert await other.get(state.workflow_id) == state
+
+    newer = await other.leases().claim(state.workflow_id, "other", lease_s=LEASE_S)
+    assert newer is not None and newer > token
+    with pytest.raises(LeaseLost):
+        await store.save(state, token=token)

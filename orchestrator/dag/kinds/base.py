@@ -156,7 +156,8 @@ class NodeContext:
         (`limits.inline_ops` / `inline_bytes`): most work fits and pays no thread hop.
         Work that does not fit is redone from the start in a worker thread (it is pure,
         so redoing it is safe), bounded by the node's budget and by
-        `limits.offload_timeout_s`; if the node is cancelled or times out meanwhile,
+        `limits.offload_timeout_s` (`evaluation_timeout`); if the node is cancelled or
+        times out meanwhile (its timeout_s, its workflow's deadline),
         the budget is stopped so the thread ends at its next charge.
         """
         budget = self.budget
@@ -168,13 +169,15 @@ class NodeContext:
         finally:
             budget.offloaded()
         future = asyncio.get_running_loop().run_in_executor(None, work)
+        # The node's own timeout_s and its workflow's deadline cancel this await from
+        # outside (the runner's timeouts); `finally` then stops the thread's budget.
+        limit_s = self.limits.offload_timeout_s
         try:
-            async with asyncio.timeout(self.limits.offload_timeout_s):
+            async with asyncio.timeout(limit_s):
                 return await future
         except TimeoutError as exc:
             raise NodeError(
-                f"node {self.node.id!r}: evaluation took longer than "
-                f"{self.limits.offload_timeout_s:g} s",
+                f"node {self.node.id!r}: evaluation took longer than {limit_s:g} s",
                 code="evaluation_timeout",
                 node_id=self.node.id,
             ) from exc

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+import structlog
 
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
@@ -102,11 +103,16 @@ async def _run(
         seen.append(current.to_dict())
 
     runner = DagRunner(agents=agents, registry=_registry())
-    task = asyncio.create_task(runner.run(compiled, state, on_transition=on_transition))
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    # Captured, not rendered: the internal errors are logged with their tracebacks.
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(runner.run(compiled, state, on_transition=on_transition))
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    if fail_transition_at and state.error is not None and state.error.code == "internal_error":
+        # An escape from the engine itself is logged, traceback included, once.
+        assert [e["event"] for e in logs].count("dag.internal_error") == 1
     return state, seen, calls
 
 
@@ -197,9 +203,10 @@ async def test_a_buggy_node_kind_fails_its_step_and_the_workflow(mode: str, code
     async def on_transition(_: WorkflowState) -> None:
         return None
 
-    await DagRunner(agents=FakeAgents(), registry=_registry(), kinds=kinds).run(
-        compiled, state, on_transition=on_transition
-    )
+    with structlog.testing.capture_logs():
+        await DagRunner(agents=FakeAgents(), registry=_registry(), kinds=kinds).run(
+            compiled, state, on_transition=on_transition
+        )
     assert state.status is WorkflowStatus.FAILED
     assert state.steps["x"].error is not None and state.steps["x"].error.type == code
 
