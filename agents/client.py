@@ -37,6 +37,8 @@ import structlog
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from agents.a2a import Peer
+from agents.a2a_calls import A2ACalls
 from agents.errors import (
     AgentBadResponse,
     AgentConnectionError,
@@ -44,6 +46,7 @@ from agents.errors import (
     AgentHTTPError,
     AgentRejected,
     AgentResponseTooLarge,
+    AgentTaskFailed,
     AgentTimeout,
     AgentUnavailable,
     TimeoutPhase,
@@ -130,6 +133,8 @@ class _Call:
     attempts: int = 0
     # The backoff slept before the next attempt (its span says so).
     retry_delay_s: float | None = None
+    # A2A agents: the node's input, sent as a data part by agents/a2a.py.
+    payload: Mapping[str, Any] | None = None
 
 
 class AgentClient:
@@ -173,6 +178,14 @@ class AgentClient:
         # Built once per agent rather than per call: httpx parses a str URL and turns a
         # Timeout into its extension dict on every request.
         self._targets = {name: _Target.of(spec) for name, spec in registry.items()}
+        self._a2a = A2ACalls(
+            http,
+            clock=clock,
+            sleep=sleep,
+            translate=_translate,
+            exchange=self._exchange,
+            check_status=_check_status,
+        )
         self._retries = dict.fromkeys(registry, 0)
         self.retries: Mapping[str, int] = MappingProxyType(self._retries)
         """Retries made so far per agent (metrics)."""
@@ -191,6 +204,38 @@ class AgentClient:
         stats = self._stats[agent]
         stats.budget_refusals = self._budgets[agent].refusals
         return stats
+    async def aclose(self) -> None:
+        """Wait for side requests still in flight (CancelTask forwarded to A2A agents).
+        The HTTP client is the caller's and stays open."""
+        await self._a2a.aclose()
+
+    @property
+    def a2a_peers(self) -> Mapping[str, Peer]:
+        """The A2A agents whose card has been read, as their cards describe them."""
+        return self._a2a.peers
+
+    async def discover(self) -> dict[str, str | None]:
+        """Read the card of every A2A agent, all at once (at start-up): agent -> None when
+        it was read, else why not. An agent unreachable now is tried again on its first
+        call."""
+        names = [name for name, spec in self.registry.items() if spec.protocol == "a2a"]
+        outcomes = await asyncio.gather(
+            *(self._a2a.discover(self.registry[name]) for name in names),
+            return_exceptions=True,
+        )
+        found: dict[str, str | None] = {}
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, AgentError):
+                found[name] = str(outcome)
+                logger.warning(
+                    "a2a_card_unavailable", agent=name, error=outcome.code, reason=str(outcome)
+                )
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                found[name] = None
+                logger.info("a2a_card_read", agent=name, **outcome.summary())
+        return found
 
     async def call(
         self,
@@ -218,12 +263,20 @@ class AgentClient:
         else:
             timeout = target.with_read(timeout_s)
             extensions = {"timeout": timeout.as_dict()}
+        a2a_agent = spec.protocol == "a2a"
+        if a2a_agent:
+            # Built per attempt (the agent's card decides the version); a payload that is
+            # not JSON still fails here, before anything is sent.
+            _encode(payload)
+            body = b""
+        else:
+            body = _encode({"workflow_id": workflow_id, "step_id": step_id, "input": payload})
         call = _Call(
             spec=spec,
             workflow_id=workflow_id,
             step_id=step_id,
             url=target.url,
-            body=_encode({"workflow_id": workflow_id, "step_id": step_id, "input": payload}),
+            body=body,
             headers={
                 "content-type": "application/json",
                 "idempotency-key": f"{workflow_id}:{step_id}",
@@ -232,6 +285,7 @@ class AgentClient:
             extensions=extensions,
             timeout_s=timeout_s,
             deadline=deadline,
+            payload=payload if a2a_agent else None,
         )
         # Passed per line rather than bound up front: binding copies the context on
         # every call, and most calls log nothing at the configured level.
@@ -386,6 +440,8 @@ class AgentClient:
         cap_s, cap_phase = self._attempt_cap(call)
         if cap_s is not None and cap_s <= 0:
             raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        if call.payload is not None:
+            return await self._a2a.send(call, cap_s, cap_phase)
         call.attempts += 1
         self._stats[call.spec.name].attempts += 1
         try:
@@ -518,8 +574,8 @@ def _connection_reason(detail: BaseException) -> str:
     return f"connection failed ({type(detail).__name__})"
 
 
-def _parse(response: httpx.Response, body: bytes, call: _Call) -> dict[str, Any]:
-    """Check an answer against the agent contract: 2xx `{"status": "success", "data": {...}}`."""
+def _check_status(response: httpx.Response, body: bytes, call: _Call) -> None:
+    """The HTTP status of an answer: 429/5xx, other 4xx and non-2xx become our errors."""
     status = response.status_code
     ctx = _ctx(call)
     if status == 429 or status >= 500:
@@ -531,6 +587,13 @@ def _parse(response: httpx.Response, body: bytes, call: _Call) -> dict[str, Any]
         raise AgentBadResponse(
             reason=f"unexpected HTTP {status}", status=status, body=body, **ctx
         )
+
+
+def _parse(response: httpx.Response, body: bytes, call: _Call) -> dict[str, Any]:
+    """Check an answer against the agent contract: 2xx `{"status": "success", "data": {...}}`."""
+    _check_status(response, body, call)
+    status = response.status_code
+    ctx = _ctx(call)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -551,6 +614,9 @@ def _parse(response: httpx.Response, body: bytes, call: _Call) -> dict[str, Any]
 
 def _classify(exc: BaseException) -> Outcome:
     """How an attempt's error counts for the agent's breaker."""
+    if isinstance(exc, AgentTaskFailed):
+        # An A2A agent that answered: its fault only if its task failed on its side.
+        return Outcome.FAILURE if exc.agent_fault else Outcome.SUCCESS
     if isinstance(exc, AgentTimeout) and exc.phase in ("deadline", "bulkhead"):
         return Outcome.NEUTRAL  # the caller's budget ran out, not the agent's fault
     if isinstance(exc, AgentRejected):

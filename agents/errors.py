@@ -9,9 +9,13 @@ AgentError                      code "agent_error"        base; nothing above ca
 ├── AgentConnectionError        "agent_unreachable"       refused, reset, DNS, protocol error
 ├── AgentHTTPError              "agent_http_error"        5xx or 429: the agent could not serve
 │   └── AgentRejected           "agent_rejected"          other 4xx: alive, but the request was bad
-└── AgentBadResponse            "agent_bad_response"      answer breaks the agent contract
-    └── AgentResponseTooLarge   "agent_response_too_large" body over the agent's
-                                                          max_response_bytes (cut off)
+├── AgentBadResponse            "agent_bad_response"      answer breaks the agent contract
+│   └── AgentResponseTooLarge   "agent_response_too_large" body over the agent's
+│                                                         max_response_bytes (cut off)
+└── AgentTaskFailed             "agent_task_failed"       an A2A task ended failed, rejected or
+    │                                                     canceled, or JSON-RPC said error
+    └── AgentNeedsInput         "agent_needs_input"       an A2A task wants input or auth: no
+                                                          retry can help
 ```
 
 Every error carries its context as keyword-only attributes: `agent`, `workflow_id`,
@@ -316,3 +320,59 @@ class AgentResponseTooLarge(AgentBadResponse):
 
     def details(self) -> dict[str, Any]:
         return {**super().details(), "limit_bytes": self.limit}
+
+
+class AgentTaskFailed(AgentError):
+    """An A2A agent answered, and its task ended without a result: `state` is "failed",
+    "rejected", "canceled" or "error" (a JSON-RPC error object). Never retried: the
+    same messageId would get the same task back. Counts against the breaker unless
+    the agent refused the request (rejected, or a JSON-RPC error other than internal).
+    """
+
+    code: ClassVar[str] = "agent_task_failed"
+
+    def __init__(
+        self,
+        *,
+        agent: str,
+        state: str,
+        reason: str = "",
+        task_id: str | None = None,
+        agent_fault: bool = True,
+        workflow_id: str | None = None,
+        step_id: str | None = None,
+        attempts: int = 0,
+    ) -> None:
+        self.state = state
+        self.reason = reason
+        self.task_id = task_id
+        self.agent_fault = agent_fault
+        tail = f": {body_excerpt(reason)}" if reason else ""
+        super().__init__(
+            self._describe(agent, state) + tail,
+            agent=agent,
+            workflow_id=workflow_id,
+            step_id=step_id,
+            attempts=attempts,
+        )
+
+    def _describe(self, agent: str, state: str) -> str:
+        return f"agent {agent!r}: A2A task ended {state}"
+
+    def details(self) -> dict[str, Any]:
+        return {
+            **super().details(),
+            "state": self.state,
+            "task_id": self.task_id,
+            "reason": body_excerpt(self.reason),
+        }
+
+
+class AgentNeedsInput(AgentTaskFailed):
+    """The A2A task stopped in input-required or auth-required: the agent wants a
+    conversation this service does not hold. Not retried, not a breaker failure."""
+
+    code: ClassVar[str] = "agent_needs_input"
+
+    def _describe(self, agent: str, state: str) -> str:
+        return f"agent {agent!r} needs more than one message ({state}); the step cannot go on"

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 
 
 @dataclass(frozen=True, slots=True)
 class AgentTimeouts:
-    """Per-attempt httpx timeouts, seconds."""
+    """Per-attempt httpx timeouts, seconds.
+
+    `read` is short enough that a hanging agent costs at most two or three attempts
+    inside a step's deadline (ORCH_STEP_TIMEOUT_S, 15 s), itself well inside a sync
+    query's wait (ORCH_SYNC_WAIT_S, 25 s); agents that think longer raise it.
+    """
 
     connect: float = 5.0
-    read: float = 30.0
+    read: float = 6.0
     write: float = 10.0
     pool: float = 5.0
 
 
+Protocol = Literal["native", "a2a"]
+PROTOCOLS: tuple[Protocol, ...] = ("native", "a2a")
 DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
@@ -31,6 +39,9 @@ class AgentSpec:
     retry_budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
     # Calls in flight to this agent at once, across all workflows of this process.
     concurrency: int = 32
+    # "native": POST {url}/process (DESIGN.md "Agents"); "a2a": the Agent2Agent protocol,
+    # its card at {url}/.well-known/agent-card.json (agents/a2a.py).
+    protocol: Protocol = "native"
     # Largest answer body read from this agent (after decompression); a bigger one is
     # cut off while streaming and fails the call with `agent_response_too_large`.
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
@@ -42,6 +53,11 @@ class AgentSpec:
     @property
     def health_url(self) -> str:
         return self.url.rstrip("/") + "/health"
+
+    @property
+    def card_url(self) -> str:
+        """Where an A2A agent publishes its card."""
+        return self.url.rstrip("/") + "/.well-known/agent-card.json"
 
 
 class AgentRegistry(Mapping[str, AgentSpec]):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 import redis.asyncio as aioredis
@@ -15,6 +17,7 @@ from circuit.board import BreakerBoard, MemoryBreakerBoard
 from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
 from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
+from orchestrator.access.principal import OPEN_TENANT, Principal, Role
 from orchestrator.api import events as event_routes
 from orchestrator.api import ops as ops_routes
 from orchestrator.api.access import (
@@ -28,7 +31,9 @@ from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.middleware import request_id_middleware
 from orchestrator.api.redact import REDACTOR, AddressRedactor
+from orchestrator.api.requests import parse_query_request
 from orchestrator.api.routes import routes
+from orchestrator.api.schedule_routes import routes as schedule_routes
 from orchestrator.api.services import SERVICES, Services
 from orchestrator.chain import CHAIN_NAME, chain_definition
 from orchestrator.dag.kinds import default_kinds
@@ -38,6 +43,7 @@ from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
 from orchestrator.metered_store import MeteredStore
 from orchestrator.metrics import AgentCollector, StoreMetrics, WorkflowMetrics
+from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
 from orchestrator.tracing import configured_tracer_provider, tracer_of
 from state.connect import connect
@@ -45,6 +51,7 @@ from state.memory import MemoryStateStore
 from state.models import WorkflowState
 from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
 from state.redis import RedisStateStore
+from state.schedules import Schedule
 from state.store import StateStore
 
 BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_intent_fallback}
@@ -105,6 +112,43 @@ def create_access(settings: Settings, client: aioredis.Redis | None) -> Access:
     return Access(config=config, authenticator=Authenticator(stores), quotas=quotas)
 
 
+async def start_scheduled_run(
+    schedule: Schedule, *, services: Services, access: Access, admission: Admission
+) -> str:
+    """Start one run of a schedule, as an async query of its tenant would be started."""
+    # Run as the tenant that created the schedule, with its agents as of now.
+    tenant = schedule.tenant or OPEN_TENANT
+    allowed = access.config.tenant(tenant).agents
+    req = parse_query_request(schedule.request, max_query_chars=services.settings.max_query_chars)
+    workflow, inputs = await services.prepare(req, agents=allowed)
+    missing = services.disallowed_agents(workflow, allowed)
+    if missing:
+        raise PermissionError(f"tenant {tenant!r} may not call {missing}")
+    # A run counts against its tenant's cap on async workflows like any other
+    # (over it: this tick's run is skipped, logged as schedule_fire_failed).
+    who = Principal(
+        key_id=f"schedule:{schedule.schedule_id}", tenant=tenant, roles=frozenset({Role.USER})
+    )
+    orchestrator = services.orchestrator
+    ticket = await admission.admit(
+        who, is_async=True, timeout_s=workflow.definition.options.timeout_s
+    )
+    try:
+        state = await orchestrator.submit(
+            workflow,
+            inputs,
+            definition=req.workflow,
+            tenant=schedule.tenant,
+            schedule_id=schedule.schedule_id,
+        )
+    except BaseException:
+        await admission.abandon(ticket)
+        raise
+    workflow_id = state.workflow_id
+    admission.release_when(ticket, lambda: orchestrator.wait(workflow_id))
+    return workflow_id
+
+
 def create_app(
     settings: Settings,
     *,
@@ -113,9 +157,10 @@ def create_app(
     replica_id: str | None = None,
     breaker_board: BreakerBoard | None = None,
     tracer_provider: TracerProvider | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """Build the API; tests inject `store`, `http`, `breaker_board` and `tracer_provider`
-    (e.g. one with an in-memory exporter).
+    """Build the API; tests inject `store`, `http`, `breaker_board`, `tracer_provider` (e.g.
+    one with an in-memory exporter) and `clock` (epoch seconds) for the scheduler.
 
     The app closes only what it opened.
     """
@@ -148,6 +193,7 @@ def create_app(
     app[event_routes.OPEN_STREAMS] = event_routes.OpenStreams()
     app.on_shutdown.append(event_routes.close_open_streams)
     injected_provider = tracer_provider
+    app.add_routes(schedule_routes)
     app.on_response_prepare.append(_plain_server_header)
     # One bounded client for the board and the access layer; the store keeps its own pool
     # (its pub/sub connections must not starve the checks every request makes).
@@ -189,12 +235,16 @@ def create_app(
         )
         client = AgentClient(settings.agents, the_http, tracer=tracer)
         registry.register(AgentCollector(client))
+        # A2A agents: read their cards now (reachable? what do they offer?), without
+        # holding start-up up; one that is not up yet is read again on its first call.
+        discovery = asyncio.create_task(client.discover(), name="a2a-discovery")
         kinds = default_kinds()
         runner = DagRunner(
             agents=client,
             registry=settings.agents,
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
+            step_timeout_s=settings.step_timeout_s,
             limits=settings.limits,
             tracer=tracer,
         )
@@ -231,6 +281,19 @@ def create_app(
             replica=orchestrator.replica_id,
             interval_s=settings.breaker_sync_s,
         )
+
+        def start_scheduled(schedule: Schedule, tick: float) -> Awaitable[str]:
+            return start_scheduled_run(
+                schedule, services=services, access=access, admission=admission
+            )
+
+        scheduler = Scheduler(
+            store=the_store.schedules(),
+            start=start_scheduled,
+            clock=clock,
+            poll_s=settings.schedule_poll_s,
+            grace_s=settings.schedule_grace_s,
+        )
         services = Services(
             settings=settings,
             orchestrator=orchestrator,
@@ -242,15 +305,21 @@ def create_app(
             metrics=metrics,
             resolve=resolve,
             tracing=tracer is not None,
+            scheduler=scheduler,
         )
         # Ops modes in force (open / disabled) apply before the first request is served.
         await breakers.start()
         await orchestrator.start()
+        scheduler.start()
         app[SERVICES] = services
         try:
             yield
         finally:
+            discovery.cancel()
+            await asyncio.gather(discovery, return_exceptions=True)
+            await scheduler.close()
             await orchestrator.close()
+            await client.aclose()
             await breakers.close()
             if own_board:
                 await board.close()

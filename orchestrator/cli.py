@@ -14,6 +14,9 @@ from typing import Literal, cast
 from aiohttp import web
 
 from agents.reference import start_agent
+from agents.reference.a2a_service import VERSIONS as A2A_VERSIONS
+from agents.reference.a2a_service import Version as A2AVersion
+from agents.reference.a2a_service import start_a2a_agent
 from agents.registry import DEFAULT_PORTS, AgentRegistry
 from orchestrator.access.exposure import UnsafeExposure, access_mode
 from orchestrator.api.deadline import serve_with_head_deadline
@@ -41,8 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "agent":
         configure_logging(settings.log_level, settings.log_format)
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
-        ready = f"{args.kind} agent listening on http://{args.host}:{port}"
-        asyncio.run(_serve_forever([_agent_starter(args.kind, args.host, port)], ready))
+        if args.a2a is not None:
+            ready = (
+                f"{args.kind} agent (A2A v{args.a2a}) listening on http://{args.host}:{port}"
+                f" | card: http://{args.host}:{port}/.well-known/agent-card.json"
+            )
+            starter = _a2a_starter(args.kind, args.host, port, args.a2a)
+        else:
+            ready = f"{args.kind} agent listening on http://{args.host}:{port}"
+            starter = _agent_starter(args.kind, args.host, port)
+        asyncio.run(_serve_forever([starter], ready))
         return 0
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
@@ -127,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument(
         "--port", type=int, default=None, help="port (nlp 8001, data 8002, viz 8003)"
     )
+    agent.add_argument(
+        "--a2a",
+        choices=list(A2A_VERSIONS),
+        default=None,
+        help="speak the Agent2Agent protocol (JSON-RPC) of this version instead of POST /process",
+    )
     return parser
 
 
@@ -149,6 +166,16 @@ def _agent_starter(kind: str, host: str, port: int | None) -> _Starter:
     async def start() -> web.AppRunner:
         chosen = DEFAULT_PORTS[kind] if port is None else port
         runner, _ = await start_agent(cast(_Kind, kind), host=host, port=chosen)
+        return runner
+
+    return start
+
+
+def _a2a_starter(kind: str, host: str, port: int, version: str) -> _Starter:
+    async def start() -> web.AppRunner:
+        runner, _ = await start_a2a_agent(
+            cast(_Kind, kind), host=host, port=port, version=cast(A2AVersion, version)
+        )
         return runner
 
     return start

@@ -23,6 +23,12 @@ replica resumes those workflows from their last stored state.
 
 Timing goes through an injected `Clock` (its `sleep`), so heartbeat, lease
 expiry and reconcile are unit-tested on a fake clock without real time.
+
+Pause: a flag in the store (set by any replica, read at once by the owner when
+the request reached it, else by its flag poller); the runner starts no new node
+and, once the running ones end, writes PAUSED and returns; the owner releases
+the lease, so no replica resumes it on its own. `resume` on any replica clears
+the flag, takes the lease and runs it again from its settled steps.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 from opentelemetry.trace import Tracer
@@ -149,6 +155,8 @@ class WorkflowOrchestrator:
         self._finish_waiters: dict[str, set[asyncio.Future[None]]] = {}
         # Set at the end of shutdown: writes still failing then are abandoned.
         self._abandon_writes = False
+        # Workflows this replica runs whose pause was requested (here or through the store).
+        self._pausing: set[str] = set()
 
     async def start(self) -> None:
         """Start listening and the background loops. Works with the store unreachable:
@@ -221,6 +229,7 @@ class WorkflowOrchestrator:
         inputs: Mapping[str, Any],
         *,
         definition: Mapping[str, Any] | None = None,
+        schedule_id: str | None = None,
         tenant: str | None = None,
     ) -> WorkflowState:
         """Accept a workflow: claim it, write its first state and start it. Returns at once.
@@ -228,6 +237,7 @@ class WorkflowOrchestrator:
         `definition` is the client's raw definition, kept in the state so another
         replica can resume the workflow; built-in workflows are found by name.
         Raises `StateStoreError` (nothing accepted) when the store cannot take it.
+        `schedule_id` links a run to the schedule that started it.
         `tenant` is who submitted it (the API answers 404 to other tenants).
         """
         state = WorkflowState(
@@ -236,6 +246,7 @@ class WorkflowOrchestrator:
             inputs=dict(inputs),
             owner=self.replica_id,
             definition=dict(definition) if definition is not None else None,
+            schedule_id=schedule_id,
             tenant=tenant,
         )
         token: int | None = None
@@ -346,7 +357,99 @@ class WorkflowOrchestrator:
             await asyncio.wait({running.finished}, timeout=_CANCEL_WAIT_S)
             if not running.fenced:
                 return running.state
+        if state.status is WorkflowStatus.PAUSED:
+            token = await self._claim(workflow_id)
+            if token is not False:
+                # Nobody runs a paused workflow: whoever takes its lease writes the end.
+                return await self._cancel_paused(state, token)
+        # Another replica runs it (or is resuming it): its listener stops it.
         return await self._await_terminal(workflow_id)
+
+    async def _cancel_paused(self, state: WorkflowState, token: int | None) -> WorkflowState:
+        _mark_cancelled(state)
+        for step in state.steps.values():
+            if step.status is StepStatus.PENDING:
+                step.status = StepStatus.CANCELLED
+                step.skip_reason = "workflow cancelled while paused"
+        if await self._persist(state, token):
+            self.metrics.record_finished(state)
+        await self._release(state.workflow_id)
+        return await self.status(state.workflow_id)
+
+    async def pause(self, workflow_id: str) -> WorkflowState:
+        """Start no new node of the workflow; once the running ones have ended it is PAUSED.
+
+        Works from any replica: a flag in the store, which the owner reads at once
+        when it is this replica and within `_CANCEL_POLL_S` otherwise. Returns the
+        state as it is now (PAUSED only if it already was). Idempotent; a finished
+        workflow raises WorkflowAlreadyFinished.
+        """
+        state = await self.status(workflow_id)
+        if state.status.is_terminal:
+            raise WorkflowAlreadyFinished(workflow_id, status=state.status)
+        if state.status is not WorkflowStatus.PAUSED:
+            await self.store.set_pause(workflow_id, True)
+            running = self._running.get(workflow_id)
+            if running is not None:
+                self._pausing.add(workflow_id)
+                return running.state
+        return state
+
+    @property
+    def pausing(self) -> frozenset[str]:
+        """Ids of the workflows this replica runs whose pause it has seen requested."""
+        return frozenset(self._pausing)
+
+    async def resume(self, workflow_id: str) -> WorkflowState:
+        """Run a paused workflow again, here, from where it stopped (settled steps kept).
+
+        A workflow still draining towards its pause just goes on. Any replica may
+        resume; the lease makes sure only one does. A finished workflow raises
+        WorkflowAlreadyFinished.
+        """
+        state = await self.status(workflow_id)
+        if state.status.is_terminal:
+            raise WorkflowAlreadyFinished(workflow_id, status=state.status)
+        await self.store.set_pause(workflow_id, False)
+        self._pausing.discard(workflow_id)
+        if state.status is not WorkflowStatus.PAUSED or workflow_id in self._running:
+            return state
+        token = await self._claim(workflow_id)
+        if token is False:
+            return await self.status(workflow_id)  # another replica is resuming it
+        # Re-read under the lease: a cancel may have ended it since.
+        state = await self.status(workflow_id)
+        if state.status is not WorkflowStatus.PAUSED:
+            await self._release(workflow_id)
+            return state
+        log.info("workflow_resumed", workflow_id=workflow_id, previous_owner=state.owner)
+        state.owner = self.replica_id
+        try:
+            workflow = self._resolve_definition(state)
+        except Exception as exc:  # e.g. the definition no longer validates here
+            state.status = WorkflowStatus.FAILED
+            state.error = WorkflowError(
+                code="resume_failed", message=f"could not resume the workflow: {exc}"
+            )
+            state.finished_at = time.time()
+            await self._persist(state, token)
+            await self._release(workflow_id)
+            return state
+        state.status = WorkflowStatus.RUNNING  # what its task writes first
+        self._start(workflow, state, token)
+        return state
+
+    async def _claim(self, workflow_id: str) -> int | None | Literal[False]:
+        """Take a workflow's lease: its token (None without leases), False if held."""
+        if self._leases is None:
+            return None
+        token = await self._leases.claim(workflow_id, self.replica_id, lease_s=self._lease_s)
+        return False if token is None else token
+
+    def _resolve_definition(self, state: WorkflowState) -> CompiledWorkflow:
+        if self._resolve is None:
+            raise LookupError("this replica cannot resolve definitions")
+        return self._resolve(state)
 
     async def _await_terminal(self, workflow_id: str) -> WorkflowState:
         """Another replica runs it: wait for its finish notification (bounded), then read."""
@@ -390,8 +493,18 @@ class WorkflowOrchestrator:
             await self._clock.sleep(_CANCEL_POLL_S)
             for workflow_id in list(self._running):
                 try:
-                    if await self.store.cancel_requested(workflow_id):
+                    # Both flags in one round trip (the Redis store pipelines one turn's
+                    # commands); pause and resume sent to another replica reach us here.
+                    cancel, pause = await asyncio.gather(
+                        self.store.cancel_requested(workflow_id),
+                        self.store.pause_requested(workflow_id),
+                    )
+                    if cancel:
                         self._cancel_local(workflow_id, reason="cancel requested")
+                    if pause:
+                        self._pausing.add(workflow_id)
+                    else:
+                        self._pausing.discard(workflow_id)
                 except StateStoreError as exc:  # a store hiccup must not kill the poller
                     log.warning("cancel_poll_failed", workflow_id=workflow_id, error=str(exc))
                     break  # the store is away: no point asking for every workflow
@@ -458,6 +571,8 @@ class WorkflowOrchestrator:
                 await leases.release(workflow_id, self.replica_id)
                 continue
             taken.append(workflow_id)
+            if await self.store.pause_requested(workflow_id):
+                self._pausing.add(workflow_id)  # its owner died while draining to a pause
             self._resume(state, token)
         return taken
 
@@ -466,9 +581,7 @@ class WorkflowOrchestrator:
         state.owner = self.replica_id
         self.metrics.record_started(state)
         try:
-            if self._resolve is None:
-                raise LookupError("this replica cannot resolve definitions")
-            workflow = self._resolve(state)
+            workflow = self._resolve_definition(state)
         except Exception as exc:  # e.g. the definition no longer validates here
             state.status = WorkflowStatus.FAILED
             state.error = WorkflowError(
@@ -543,6 +656,7 @@ class WorkflowOrchestrator:
                 on_transition=on_transition,
                 before_start=before_start,
                 on_step=events.step,
+                pause_requested=lambda: state.workflow_id in self._pausing,
             )
         except asyncio.CancelledError:
             # The runner marks CANCELLED itself; this covers a cancel that arrived
@@ -580,7 +694,14 @@ class WorkflowOrchestrator:
             await writer.flush()
         record_end()
         self._mark_finished(state.workflow_id)
-        if not self._is_fenced(state.workflow_id) and writer.final:
+        self._pausing.discard(state.workflow_id)
+        if self._is_fenced(state.workflow_id):
+            return
+        if state.status is WorkflowStatus.PAUSED:
+            # Off the running index: no replica resumes it until asked to.
+            log.info("workflow_paused")
+            await self._release(state.workflow_id)
+        elif writer.final:
             log.info("workflow_finished", status=state.status.value)
             # After the terminal document: a reader told "finished" finds it so.
             await events.finish(state)

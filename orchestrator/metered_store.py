@@ -14,6 +14,7 @@ from state.store import StateStore
 
 if TYPE_CHECKING:
     from state.leases import LeaseStore
+    from state.schedules import ScheduleStore
 
 T = TypeVar("T")
 
@@ -44,6 +45,9 @@ class MeteredStore:
     def leases(self) -> LeaseStore:
         return self.inner.leases()
 
+    def schedules(self) -> ScheduleStore:
+        return self.inner.schedules()
+
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         started = time.perf_counter()
         try:
@@ -62,6 +66,12 @@ class MeteredStore:
 
     async def cancel_requested(self, workflow_id: str) -> bool:
         return await self._timed("cancel_requested", self.inner.cancel_requested, workflow_id)
+
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        await self._timed("set_pause", self.inner.set_pause, workflow_id, paused)
+
+    async def pause_requested(self, workflow_id: str) -> bool:
+        return await self._timed("pause_requested", self.inner.pause_requested, workflow_id)
 
     async def subscribe_cancellations(self) -> CancellationStream:
         return await self._timed("subscribe_cancellations", self.inner.subscribe_cancellations)
@@ -105,6 +115,8 @@ _OPERATIONS = (
     "get",
     "request_cancel",
     "cancel_requested",
+    "set_pause",
+    "pause_requested",
     "subscribe_cancellations",
     "subscribe_finishes",
     "append_event",

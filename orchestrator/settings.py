@@ -38,6 +38,10 @@
 - ORCH_MEMORY_MAX_WORKFLOWS, ORCH_MEMORY_MAX_BYTES   embedded store bounds (10000, 256 MiB)
 - ORCH_BREAKER_SYNC_S            how often a replica publishes its breakers and applies the
                                  deployment's ops modes (0.25; reports live 8x that, >= 2 s)
+- ORCH_SYNC_WAIT_S               longest a sync query waits before answering 202 (25)
+- ORCH_SCHEDULE_POLL_S           how often each replica looks for due schedules (1)
+- ORCH_SCHEDULE_GRACE_S          a `skip` schedule's tick still fires this late (60)
+- ORCH_STEP_TIMEOUT_S            deadline of a step without its own timeout_s, retries included (15)
 - ORCH_INSECURE                  "1": serve without API keys on a non-loopback address anyway
 - ORCH_CORS_ORIGINS              comma-separated exact origins allowed by CORS (adds to the file's)
 
@@ -53,6 +57,9 @@ TOML layout::
     policy = "rate"         # (every BreakerConfig field; see the README's breaker table)
     [agents.nlp.retry]      # max_attempts, base_delay_s, max_delay_s, max_retry_after_s
     max_attempts = 3
+    [agents.charts]
+    url = "http://127.0.0.1:9003"
+    protocol = "a2a"        # Agent2Agent, card at url/.well-known/agent-card.json
 
 Any agent table beyond nlp/data/viz registers another agent (it then needs `url`).
 The `[access]` (API keys, limits, CORS) and `[tenants]` tables are described in
@@ -74,6 +81,7 @@ from agents.registry import (
     DEFAULT_BREAKERS,
     DEFAULT_PORTS,
     DEFAULT_RETRIES,
+    PROTOCOLS,
     AgentRegistry,
     AgentSpec,
     AgentTimeouts,
@@ -144,6 +152,16 @@ class Settings:
     memory_max_bytes: int = 256 * 1024 * 1024
     # Breaker sharing: publish / apply-ops cycle of each replica (circuit/sharing.py).
     breaker_sync_s: float = 0.25
+    # A sync query answers 202 (like async) if the workflow is still running after this;
+    # below common gateway/proxy timeouts (30-60 s).
+    sync_wait_s: float = 25.0
+    # Deadline of each step without its own timeout_s (retries and backoff included),
+    # so a hanging agent ends in a failed or fallen-back step well inside sync_wait_s.
+    step_timeout_s: float = 15.0
+    # Each replica looks for due schedules this often; a tick of a `skip` schedule
+    # still fires when found up to schedule_grace_s late.
+    schedule_poll_s: float = 1.0
+    schedule_grace_s: float = 60.0
     agents: AgentRegistry = field(default_factory=lambda: default_registry())
     access: AccessConfig = field(default_factory=AccessConfig)
 
@@ -257,6 +275,10 @@ class Settings:
                 env, "ORCH_MEMORY_MAX_BYTES", 256 * 1024 * 1024, minimum=1_024
             ),
             breaker_sync_s=_env_float(env, "ORCH_BREAKER_SYNC_S", 0.25),
+            sync_wait_s=_env_float(env, "ORCH_SYNC_WAIT_S", 25.0),
+            step_timeout_s=_env_float(env, "ORCH_STEP_TIMEOUT_S", 15.0),
+            schedule_poll_s=_env_float(env, "ORCH_SCHEDULE_POLL_S", 1.0),
+            schedule_grace_s=_env_float(env, "ORCH_SCHEDULE_GRACE_S", 60.0),
             agents=AgentRegistry(specs),
             access=access,
         )
@@ -381,6 +403,7 @@ _AGENT_KEYS = {
     "breaker",
     "retry",
     "retry_budget",
+    "protocol",
 }
 
 
@@ -400,6 +423,16 @@ def _agent_from_table(
         if not isinstance(table["url"], str):
             raise ConfigError("must be a string", source=source, key=f"{key}.url")
         url = _check_url(table["url"], source, f"{key}.url")
+    protocol = base.protocol
+    if "protocol" in table:
+        value = table["protocol"]
+        if value not in PROTOCOLS:
+            raise ConfigError(
+                f"must be one of {', '.join(PROTOCOLS)}, got {value!r}",
+                source=source,
+                key=f"{key}.protocol",
+            )
+        protocol = value
     concurrency = base.concurrency
     if "concurrency" in table:
         concurrency = _positive(table["concurrency"], int, source, f"{key}.concurrency")
@@ -417,6 +450,7 @@ def _agent_from_table(
         base,
         url=url,
         concurrency=concurrency,
+        protocol=protocol,
         max_response_bytes=max_response,
         timeouts=_overlay(base.timeouts, table.get("timeouts"), source, f"{key}.timeouts"),
         breaker=breaker,

@@ -5,6 +5,7 @@ Layout under one prefix (default ``orch:``), for a workflow ``<id>``::
     orch:wf:{<id>}          hash  the workflow document (fields below)      TTL, refreshed on save
                                   + the lease generation (fencing token)
     orch:wf:{<id>}:cancel   str   cancel flag ("1")                         same expiry as the doc
+    orch:wf:{<id>}:pause    str   pause flag ("1"): run no new node         same expiry as the doc
     orch:wf:{<id>}:idem     hash  idempotency keys, step -> key  (reserved) refreshed on save
     orch:wf:{<id>}:lease    str   owner replica id                          its own short TTL
     orch:wf:{<id>}:events   list  progress events, JSON, seq = position     same expiry as the doc
@@ -13,6 +14,9 @@ Layout under one prefix (default ``orch:``), for a workflow ``<id>``::
                                   TTL refreshed by every claim and heartbeat
     orch:cancel             chan  pub/sub: message = workflow id to cancel
     orch:finished           chan  pub/sub: message = workflow id whose terminal document was written
+    orch:schedules          hash  schedule id -> schedule document          no TTL (until deleted)
+    orch:sched:{<sid>}:tick:<t> str  claim of one tick (SET NX)  until after the next tick
+    orch:sched:{<sid>}:runs list  the schedule's newest runs (capped)       deleted with it
 
 The ``{<id>}`` braces are a Redis Cluster hash tag: every key of one workflow
 lands in the same slot, so the Lua scripts that touch them stay legal there.
@@ -64,6 +68,11 @@ def cancel_flag_key(prefix: str, workflow_id: str) -> str:
     return f"{workflow_key(prefix, workflow_id)}:cancel"
 
 
+def pause_flag_key(prefix: str, workflow_id: str) -> str:
+    """Set while a pause is requested (until resume); expires with the document."""
+    return f"{workflow_key(prefix, workflow_id)}:pause"
+
+
 def idempotency_key(prefix: str, workflow_id: str) -> str:
     """Reserved: hash of step -> Idempotency-Key; expires with the document."""
     return f"{workflow_key(prefix, workflow_id)}:idem"
@@ -101,7 +110,23 @@ def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
         cancel_flag_key(prefix, workflow_id),
         idempotency_key(prefix, workflow_id),
         events_key(prefix, workflow_id),
+        pause_flag_key(prefix, workflow_id),
     )
+
+
+def schedules_key(prefix: str) -> str:
+    """Hash of every schedule document, by schedule id."""
+    return f"{prefix}schedules"
+
+
+def schedule_tick_key(prefix: str, schedule_id: str, tick: float) -> str:
+    """Claimed by the one replica that starts the run of `tick` (epoch seconds)."""
+    return f"{prefix}sched:{{{schedule_id}}}:tick:{int(tick)}"
+
+
+def schedule_runs_key(prefix: str, schedule_id: str) -> str:
+    """List of the schedule's newest runs (tick, workflow id), newest first."""
+    return f"{prefix}sched:{{{schedule_id}}}:runs"
 
 
 def cancel_channel(prefix: str) -> str:

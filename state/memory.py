@@ -31,6 +31,7 @@ from state.events import EventStream, StoredEvent
 from state.keys import DEFAULT_TTL_S
 from state.leases import MemoryLeases
 from state.models import WorkflowState
+from state.schedules import MemorySchedules
 from state.store import LeaseLost
 
 # Upper bound on how long an expired entry may linger before a write sweeps it.
@@ -77,6 +78,7 @@ class MemoryStateStore:
         # Finished workflows, oldest first: the first to go when a bound is reached.
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._cancel_flags: dict[str, float] = {}  # workflow id -> expires_at
+        self._pause_flags: dict[str, float] = {}  # workflow id -> expires_at
         # None is the end-of-stream marker a closing store sends every subscriber.
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         self._events: dict[str, _EventLog] = {}
@@ -85,6 +87,7 @@ class MemoryStateStore:
         # One lease table per store: saves are fenced against its generations.
         self._leases = MemoryLeases(clock=clock)
         self._closed = False
+        self._schedules = MemorySchedules(clock=clock)
         self._next_sweep = clock() + self._sweep_interval
 
     @property
@@ -98,6 +101,9 @@ class MemoryStateStore:
     def leases(self) -> MemoryLeases:
         """Owner leases on the same clock (always the same table: saves are fenced by it)."""
         return self._leases
+
+    def schedules(self) -> MemorySchedules:
+        return self._schedules
 
     @property
     def _sweep_interval(self) -> float:
@@ -130,6 +136,8 @@ class MemoryStateStore:
         log = self._live_events(state.workflow_id, now)
         if log is not None:
             log.expires_at = expires_at
+        if self._live_flag(state.workflow_id, now, self._pause_flags):
+            self._pause_flags[state.workflow_id] = expires_at
         if state.status.is_terminal:
             for queue in self._finish_subscribers:
                 queue.put_nowait(state.workflow_id)
@@ -154,6 +162,20 @@ class MemoryStateStore:
 
     async def cancel_requested(self, workflow_id: str) -> bool:
         return self._live_flag(workflow_id, self._clock())
+
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        now = self._clock()
+        if not paused:
+            self._pause_flags.pop(workflow_id, None)
+            return
+        stored = self._live_doc(workflow_id, now)
+        self._pause_flags[workflow_id] = (
+            stored.expires_at if stored is not None else now + self._ttl_s
+        )
+        self._maybe_sweep(now)
+
+    async def pause_requested(self, workflow_id: str) -> bool:
+        return self._live_flag(workflow_id, self._clock(), self._pause_flags)
 
     async def subscribe_cancellations(self) -> WorkflowIdStream:
         return self._subscribe(self._subscribers)
@@ -247,16 +269,20 @@ class MemoryStateStore:
             oldest = next(iter(self._finished))
             self._drop(oldest)
             self._cancel_flags.pop(oldest, None)
+            self._pause_flags.pop(oldest, None)
 
     @property
     def size(self) -> tuple[int, int]:
         """(documents held, their serialised bytes): what the bounds apply to."""
         return len(self._docs), self._bytes
 
-    def _live_flag(self, workflow_id: str, now: float) -> bool:
-        expires_at = self._cancel_flags.get(workflow_id)
+    def _live_flag(
+        self, workflow_id: str, now: float, flags: dict[str, float] | None = None
+    ) -> bool:
+        flags = self._cancel_flags if flags is None else flags
+        expires_at = flags.get(workflow_id)
         if expires_at is not None and expires_at <= now:
-            del self._cancel_flags[workflow_id]
+            del flags[workflow_id]
             return False
         return expires_at is not None
 
@@ -273,7 +299,8 @@ class MemoryStateStore:
         self._next_sweep = now + self._sweep_interval
         for workflow_id in [k for k, d in self._docs.items() if d.expires_at <= now]:
             self._drop(workflow_id)
-        for workflow_id in [k for k, t in self._cancel_flags.items() if t <= now]:
-            del self._cancel_flags[workflow_id]
+        for flags in (self._cancel_flags, self._pause_flags):
+            for workflow_id in [k for k, t in flags.items() if t <= now]:
+                del flags[workflow_id]
         for workflow_id in [k for k, e in self._events.items() if e.expires_at <= now]:
             del self._events[workflow_id]

@@ -18,6 +18,8 @@ JSON = Any
 class WorkflowStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    # Stopped between nodes on request; resumable from any replica. Not terminal.
+    PAUSED = "paused"
     COMPLETED = "completed"
     DEGRADED = "degraded"
     FAILED = "failed"
@@ -177,6 +179,8 @@ class WorkflowState:
     owner: str | None = None
     # The client's definition (None for built-in workflows), so any replica can resume it.
     definition: JSON = None
+    # The schedule that started it (None: started by a client).
+    schedule_id: str | None = None
     # The tenant that submitted it: only that tenant (and admins) can see or cancel it.
     tenant: str | None = None
 
@@ -204,6 +208,7 @@ class WorkflowState:
             "finished_at": self.finished_at,
             "owner": self.owner,
             "definition": self.definition,
+            "schedule_id": self.schedule_id,
             "tenant": self.tenant,
         }
 
@@ -223,5 +228,6 @@ class WorkflowState:
             finished_at=raw.get("finished_at"),
             owner=raw.get("owner"),
             definition=raw.get("definition"),
+            schedule_id=raw.get("schedule_id"),
             tenant=raw.get("tenant"),
         )

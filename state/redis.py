@@ -58,6 +58,7 @@ from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.leases import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
 from state.redis_batch import Batcher, LuaScript
+from state.schedules import RedisSchedules
 from state.store import LeaseLost, StateStoreError
 
 log = structlog.get_logger(__name__)
@@ -109,6 +110,18 @@ redis.call('PUBLISH', ARGV[3], seq .. ' ' .. ARGV[1])
 return seq
 """)
 
+# KEYS[1] document hash, KEYS[2] flag. ARGV[1] TTL seconds when there is no document.
+# The flag expires with the document, like the cancel flag.
+_FLAG = LuaScript(f"""
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then
+  redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'PX', pttl)
+else
+  redis.call('SET', KEYS[2], '{keys.CANCEL_FLAG_VALUE}', 'EX', ARGV[1])
+end
+return 1
+""")
+
 # Reconnect backoff of a lost subscription: full jitter, doubling, capped.
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 2.0
@@ -141,6 +154,7 @@ class RedisStateStore:
         self._owns_client = False
         self._batcher = Batcher(client)
         self._leases = RedisLeases(client, prefix=prefix, ttl_s=ttl_s, batcher=self._batcher)
+        self._schedule_store = RedisSchedules(client, prefix=prefix)
         self._subscriptions: set[_Subscription] = set()
         self._event_subscriptions: set[_EventSubscription] = set()
 
@@ -192,6 +206,10 @@ class RedisStateStore:
         """Owner leases on the same Redis, prefix and pipeline (shared by every replica)."""
         return self._leases
 
+    def schedules(self) -> RedisSchedules:
+        """Schedules on the same Redis and prefix (shared by every replica)."""
+        return self._schedule_store
+
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         workflow_id = state.workflow_id
         blob = orjson.dumps(state.to_dict())
@@ -231,6 +249,21 @@ class RedisStateStore:
     async def cancel_requested(self, workflow_id: str) -> bool:
         key = keys.cancel_flag_key(self._prefix, workflow_id)
         async with self._translate("cancel_requested", workflow_id):
+            found = await self._batcher.call(("EXISTS", key))
+        return bool(found)
+
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        flag = keys.pause_flag_key(self._prefix, workflow_id)
+        async with self._translate("set_pause", workflow_id):
+            if not paused:
+                await self._batcher.call(("DEL", flag))
+                return
+            script_keys = (keys.workflow_key(self._prefix, workflow_id), flag)
+            await self._batcher.eval(_FLAG, script_keys, (self._ttl_s,))
+
+    async def pause_requested(self, workflow_id: str) -> bool:
+        key = keys.pause_flag_key(self._prefix, workflow_id)
+        async with self._translate("pause_requested", workflow_id):
             found = await self._batcher.call(("EXISTS", key))
         return bool(found)
 

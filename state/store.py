@@ -22,6 +22,9 @@ implementation):
   every subscriber of `subscribe_cancellations()`, in this process or any other
   process on the same backend. It never rewrites the document, which belongs to
   the replica running the workflow.
+- `set_pause(id, True)` sets a pause flag (readable with `pause_requested`,
+  expiring like the cancel flag); `set_pause(id, False)` clears it. Like cancel,
+  it never rewrites the document; the replica running the workflow polls it.
 - `subscribe_cancellations()` returns once listening; its iterator yields
   workflow ids as their cancel is requested from then on (at least once: after a
   lost connection the Redis store replays every standing cancel flag, so an id
@@ -61,6 +64,7 @@ from state.models import WorkflowState
 
 if TYPE_CHECKING:
     from state.leases import LeaseStore
+    from state.schedules import ScheduleStore
 
 
 class StateError(Exception):
@@ -122,6 +126,12 @@ class StateStore(Protocol):
 
     async def cancel_requested(self, workflow_id: str) -> bool: ...
 
+    async def set_pause(self, workflow_id: str, paused: bool) -> None:
+        """Set (True) or clear (False) the workflow's pause flag."""
+        ...
+
+    async def pause_requested(self, workflow_id: str) -> bool: ...
+
     async def subscribe_cancellations(self) -> CancellationStream:
         """Start listening; the returned iterator yields workflow ids to cancel.
 
@@ -153,6 +163,10 @@ class StateStore(Protocol):
 
     def leases(self) -> LeaseStore:
         """Owner leases on the same backend (state/leases.py)."""
+        ...
+
+    def schedules(self) -> ScheduleStore:
+        """Schedules on the same backend (state/schedules.py); the same object every call."""
         ...
 
     async def close(self) -> None:

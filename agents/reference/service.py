@@ -180,7 +180,7 @@ async def _set_control(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ok", **faults.as_dict()})
 
 
-def _make_agent(kind: AgentKind, db_path: Path | None) -> Agent:
+def make_agent(kind: AgentKind, db_path: Path | None) -> Agent:
     if kind == "nlp":
         return NlpAgent()
     if kind == "data":
@@ -204,7 +204,7 @@ def create_agent_app(
     Raises ValueError for an unknown kind or out-of-range fault settings.
     Serve it with handler_cancellation=True (start_agent does) so `cancelled` counts.
     """
-    agent = _make_agent(kind, db_path)
+    agent = make_agent(kind, db_path)
     faults = Faults(
         delay_ms=delay_ms, fail_rate=fail_rate, fail_status=fail_status, rng=random.Random(seed)
     )

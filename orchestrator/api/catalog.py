@@ -69,13 +69,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Run a query (the chain) or a workflow DAG",
         "workflows",
         description="A plain `query` runs the NLP -> Data -> Viz chain; with `workflow` runs "
-        "that DAG. `mode: sync` (default) answers with the result; `async` answers 202 at "
-        "once. The workflow belongs to the caller's tenant.",
+        "that DAG. `mode: sync` (default) answers with the result if it ends within `wait_s` "
+        "(default ORCH_SYNC_WAIT_S), else 202 like async; `async` answers 202 at once. The "
+        "workflow belongs to the caller's tenant.",
         body=ref("QueryRequest"),
         replies={
             200: Reply("finished: completed, degraded or cancelled", ref("Workflow")),
             202: Reply(
-                "accepted (async)",
+                "accepted (async, or sync past wait_s)",
                 ref("Accepted"),
                 headers={"Location": "the workflow's status URL"},
             ),
@@ -89,6 +90,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "empty_query",
                 "query_too_long",
                 "invalid_mode",
+                "invalid_wait",
                 "unknown_field",
             ),
             403: ("agent_not_allowed",),
@@ -120,6 +122,104 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             202: Reply("cancel requested; not yet confirmed stopped", ref("Cancelled")),
         },
         errors={404: ("workflow_not_found",), 409: ("workflow_finished",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/workflow/{workflow_id}/pause",
+        Role.USER,
+        "Pause a workflow: running nodes finish, no new one starts",
+        "workflows",
+        description="From any replica; idempotent. Status becomes `paused` once the running "
+        "nodes have ended (202 until then). No body is needed; a body, if sent, must be JSON. "
+        "404 for another tenant's workflow.",
+        replies={
+            200: Reply("paused", ref("Paused")),
+            202: Reply("pause requested; running nodes still finishing", ref("Paused")),
+        },
+        errors={404: ("workflow_not_found",), 409: ("workflow_finished",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/workflow/{workflow_id}/resume",
+        Role.USER,
+        "Resume a paused workflow where it stopped",
+        "workflows",
+        description="On the replica that gets the request; settled steps are kept. A workflow "
+        "still finishing its running nodes just goes on. 404 for another tenant's workflow.",
+        replies=_WORKFLOW,
+        errors={404: ("workflow_not_found",), 409: ("workflow_finished",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/schedules",
+        Role.USER,
+        "Schedule a query or workflow on a cron expression",
+        "schedules",
+        description="Each tick starts one run across all replicas, as the caller's tenant, "
+        "like an async POST /api/query. The request is validated now.",
+        body=ref("ScheduleRequest"),
+        replies={
+            201: Reply(
+                "created",
+                ref("Schedule"),
+                headers={"Location": "the schedule's URL"},
+            )
+        },
+        errors={
+            400: (
+                "missing_field",
+                "invalid_type",
+                "empty_query",
+                "query_too_long",
+                "unknown_field",
+            ),
+            403: ("agent_not_allowed",),
+            422: ("invalid_schedule", "invalid_workflow"),
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/api/schedules",
+        Role.USER,
+        "The caller's tenant's schedules",
+        "schedules",
+        replies={200: Reply("every schedule the caller may see", ref("Schedules"))},
+    ),
+    Endpoint(
+        "GET",
+        "/api/schedules/{schedule_id}",
+        Role.USER,
+        "A schedule, with its newest runs",
+        "schedules",
+        replies={200: Reply("the schedule", ref("Schedule"))},
+        errors={404: ("schedule_not_found",)},
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/schedules/{schedule_id}",
+        Role.USER,
+        "Delete a schedule (its past runs are not touched)",
+        "schedules",
+        replies={204: Reply("deleted", None)},
+        errors={404: ("schedule_not_found",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/schedules/{schedule_id}/pause",
+        Role.USER,
+        "Stop firing a schedule",
+        "schedules",
+        replies={200: Reply("the schedule", ref("Schedule"))},
+        errors={404: ("schedule_not_found",)},
+    ),
+    Endpoint(
+        "POST",
+        "/api/schedules/{schedule_id}/resume",
+        Role.USER,
+        "Fire a schedule again (ticks missed while paused never fire)",
+        "schedules",
+        replies={200: Reply("the schedule", ref("Schedule"))},
+        errors={404: ("schedule_not_found",)},
     ),
     Endpoint(
         "GET",

@@ -33,7 +33,12 @@ from aiohttp import web
 
 from circuit.errors import BreakerBoardError
 from orchestrator.dag.errors import DefinitionError
-from orchestrator.errors import WorkflowAlreadyFinished, WorkflowNotFound
+from orchestrator.errors import (
+    InvalidSchedule,
+    ScheduleNotFound,
+    WorkflowAlreadyFinished,
+    WorkflowNotFound,
+)
 from state.store import StateStoreError
 
 log = structlog.get_logger(__name__)
@@ -164,6 +169,16 @@ def _board_unavailable(exc: BaseException) -> web.Response:
     return response
 
 
+def _schedule_not_found(exc: BaseException) -> web.Response:
+    assert isinstance(exc, ScheduleNotFound)
+    return error_response(404, "schedule_not_found", str(exc), {"schedule_id": exc.schedule_id})
+
+
+def _invalid_schedule(exc: BaseException) -> web.Response:
+    assert isinstance(exc, InvalidSchedule)
+    return error_response(422, "invalid_schedule", str(exc), {"field": exc.field})
+
+
 def _http_exception(exc: BaseException) -> web.Response:
     # aiohttp's own: unknown route (404), wrong method (405), body over client_max_size (413).
     assert isinstance(exc, web.HTTPException)
@@ -187,6 +202,8 @@ _HANDLERS: dict[type[BaseException], Callable[[BaseException], web.Response]] = 
     DefinitionError: _definition_error,
     WorkflowNotFound: _not_found,
     WorkflowAlreadyFinished: _already_finished,
+    ScheduleNotFound: _schedule_not_found,
+    InvalidSchedule: _invalid_schedule,
     StateStoreError: _store_unavailable,
     BreakerBoardError: _board_unavailable,
     web.HTTPException: _http_exception,

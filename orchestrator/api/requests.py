@@ -16,7 +16,9 @@ from orchestrator.dag.values import json_depth
 
 Mode = Literal["sync", "async"]
 _MODES: tuple[Mode, ...] = ("sync", "async")
-_QUERY_FIELDS = frozenset({"query", "mode", "workflow"})
+_QUERY_FIELDS = frozenset({"query", "mode", "workflow", "wait_s"})
+# The longest wait a client may ask of a sync query.
+MAX_WAIT_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,8 @@ class QueryRequest:
     query: str | None
     mode: Mode
     workflow: dict[str, Any] | None
+    # Sync only: how long to wait for the result before answering 202 (None: the default).
+    wait_s: float | None = None
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -98,7 +102,22 @@ def parse_query_request(body: dict[str, Any], *, max_query_chars: int) -> QueryR
             code="invalid_mode",
             details={"field": "mode", "allowed": list(_MODES)},
         )
-    return QueryRequest(query=query, mode=mode, workflow=workflow)
+    return QueryRequest(query=query, mode=mode, workflow=workflow, wait_s=_parse_wait(body))
+
+
+def _parse_wait(body: dict[str, Any]) -> float | None:
+    wait = body.get("wait_s")
+    if wait is None:
+        return None
+    if isinstance(wait, bool) or not isinstance(wait, int | float):
+        raise _wrong_type("wait_s", "a number", wait)
+    if not 0 <= wait <= MAX_WAIT_S:
+        raise BadRequest(
+            f"'wait_s' must be between 0 and {MAX_WAIT_S:g} seconds, got {wait}",
+            code="invalid_wait",
+            details={"field": "wait_s", "minimum": 0, "maximum": MAX_WAIT_S},
+        )
+    return float(wait)
 
 
 def parse_workflow_body(body: dict[str, Any]) -> dict[str, Any]:

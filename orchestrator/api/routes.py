@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import orjson
@@ -41,15 +43,9 @@ async def query(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     req = parse_query_request(body, max_query_chars=services.settings.max_query_chars)
     allowed = request.app[ACCESS].config.tenant(who.tenant).agents
-    if req.workflow is not None:
-        workflow = await services.compile_off_loop(req.workflow, agents=allowed)
-        inputs = dict(workflow.definition.inputs)
-        if req.query is not None:
-            inputs["query"] = req.query
-    else:
-        workflow = services.chain
+    workflow, inputs = await services.prepare(req, agents=allowed)
+    if req.workflow is None:
         _check_agents(workflow, allowed, who)
-        inputs = {"query": req.query}
     orchestrator = services.orchestrator
     admission = request.app[ADMISSION]
     ticket = await admission.admit(
@@ -66,12 +62,16 @@ async def query(request: web.Request) -> web.Response:
         raise
     workflow_id = state.workflow_id
     admission.release_when(ticket, lambda: orchestrator.wait(workflow_id))
-    if req.mode == "async":
-        response = json_response(_accepted(state), status=202)
-        response.headers["Location"] = _status_url(state.workflow_id)
-        return response
-    state = await orchestrator.wait(state.workflow_id)
-    return _workflow_response(request, state, status=_status_code(state))
+    if req.mode == "sync":
+        wait_s = services.settings.sync_wait_s if req.wait_s is None else req.wait_s
+        # Never outlive the caller's gateway: past wait_s the answer is async's 202,
+        # and the workflow goes on (wait() shields it from this timeout).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                state = await orchestrator.wait(workflow_id)
+        if state.status.is_terminal:
+            return _workflow_response(request, state, status=_status_code(state))
+    return _accepted_response(state)
 
 
 @routes.get("/api/workflow/metrics")
@@ -114,12 +114,41 @@ async def cancel(request: web.Request) -> web.Response:
     return _workflow_response(request, state, status=status, cancel_requested=True)
 
 
+@routes.post("/api/workflow/{workflow_id}/pause")
+async def pause(request: web.Request) -> web.Response:
+    if request.body_exists:
+        await read_json_object(request)  # a body is optional; when sent it must be JSON
+    orchestrator = request.app[SERVICES].orchestrator
+    state = await visible_state(request)
+    state = await orchestrator.pause(state.workflow_id)
+    # 202 while the nodes that were running have not all ended yet.
+    status = 200 if state.status is WorkflowStatus.PAUSED else 202
+    return _workflow_response(request, state, status=status, pause_requested=True)
+
+
+@routes.post("/api/workflow/{workflow_id}/resume")
+async def resume(request: web.Request) -> web.Response:
+    if request.body_exists:
+        await read_json_object(request)  # a body is optional; when sent it must be JSON
+    orchestrator = request.app[SERVICES].orchestrator
+    state = await visible_state(request)
+    state = await orchestrator.resume(state.workflow_id)
+    return _workflow_response(request, state)
+
+
 @routes.get("/api/circuit-breakers/status")
 async def breakers(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await services.breakers.view()
+    peers = services.client.a2a_peers
     for name, entry in body["breakers"].items():
-        entry["url"] = services.client.registry[name].url
+        spec = services.client.registry[name]
+        entry["url"] = spec.url
+        entry["protocol"] = spec.protocol
+        if spec.protocol == "a2a":
+            # What the agent's card says (null until it could be read).
+            peer = peers.get(name)
+            entry["a2a"] = None if peer is None else peer.summary()
     return json_response(body)
 
 
@@ -259,6 +288,12 @@ def _status_url(workflow_id: str) -> str:
     return f"/api/workflow/{workflow_id}/status"
 
 
+def _accepted_response(state: WorkflowState) -> web.Response:
+    response = json_response(_accepted(state), status=202)
+    response.headers["Location"] = _status_url(state.workflow_id)
+    return response
+
+
 def _accepted(state: WorkflowState) -> dict[str, Any]:
     return {
         "workflow_id": state.workflow_id,
@@ -268,6 +303,8 @@ def _accepted(state: WorkflowState) -> dict[str, Any]:
             "cancel": f"/api/workflow/{state.workflow_id}/cancel",
             "events": f"/api/workflow/{state.workflow_id}/events",
             "plan": f"/api/workflow/{state.workflow_id}/plan.svg",
+            "pause": f"/api/workflow/{state.workflow_id}/pause",
+            "resume": f"/api/workflow/{state.workflow_id}/resume",
         },
     }
 

@@ -63,6 +63,7 @@ _WORKFLOW = _object(
     owner=_STR_OR_NULL,
     definition={"type": ["object", "null"]},
     tenant=_STR_OR_NULL,
+    schedule_id=_STR_OR_NULL,
     duration_ms=_NUM_OR_NULL,
     intent={"description": "the chain only: the NLP agent's intent"},
     data={"description": "the chain only: the Data agent's rows"},
@@ -163,7 +164,65 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "description": "a workflow definition: see GET /api/workflows/schema",
             },
+            "wait_s": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "maximum": 300,
+                "description": "sync only: answer 202 if not finished by then "
+                "(default ORCH_SYNC_WAIT_S)",
+            },
         },
+    },
+    "ScheduleRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["cron"],
+        "properties": {
+            "cron": {"type": "string", "description": "5 fields, or an @alias (@hourly)"},
+            "timezone": {"type": ["string", "null"], "default": "UTC"},
+            "misfire": {"enum": ["skip", "catch_up", None], "default": "skip"},
+            "name": {"type": ["string", "null"], "maxLength": 200},
+            "query": {"type": ["string", "null"], "description": "required without `workflow`"},
+            "workflow": {
+                "type": "object",
+                "description": "a workflow definition: see GET /api/workflows/schema",
+            },
+        },
+    },
+    "Schedule": _object(
+        {
+            "schedule_id": {"type": "string"},
+            "cron": {"type": "string"},
+            "timezone": {"type": "string"},
+            "misfire": {"enum": ["skip", "catch_up"]},
+            "paused": {"type": "boolean"},
+            "request": {"type": "object"},
+            "created_at": {"type": "number"},
+            "anchor": {"type": "number"},
+            "next_run_at": _NUM_OR_NULL,
+            "links": {"type": "object"},
+        },
+        name=_STR_OR_NULL,
+        tenant=_STR_OR_NULL,
+        runs={
+            "type": "array",
+            "items": _object(
+                {
+                    "tick": {"type": "number"},
+                    "workflow_id": {"type": "string"},
+                    "status_url": {"type": "string"},
+                }
+            ),
+        },
+    ),
+    "Schedules": _object(
+        {"schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}
+    ),
+    "Paused": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Workflow"},
+            _object({"pause_requested": {"const": True}}),
+        ]
     },
     "ValidateRequest": _object(
         {"workflow": {"type": "object", "description": "see GET /api/workflows/schema"}}

@@ -6,7 +6,7 @@ import asyncio
 import functools
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -19,8 +19,12 @@ from orchestrator.dag.runner import BuiltinFallback
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.metrics import WorkflowMetrics
+from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
 from state.models import WorkflowState
+
+if TYPE_CHECKING:  # api/requests.py imports this module
+    from orchestrator.api.requests import QueryRequest
 
 # Definitions up to this size (measure(): string characters plus items) are checked on
 # the event loop: ~1 ms at most, cheaper than a thread hop.
@@ -41,8 +45,35 @@ class Services:
     # A stored workflow's compiled definition (the chain by name, a client's DAG from its
     # stored definition).
     resolve: Callable[[WorkflowState], CompiledWorkflow]
+    scheduler: Scheduler
     # Whether traces are on (an incoming traceparent is then honoured).
     tracing: bool = False
+
+    async def prepare(
+        self, req: QueryRequest, *, agents: Collection[str] | None = None
+    ) -> tuple[CompiledWorkflow, dict[str, Any]]:
+        """The workflow a query request runs (its DAG, or the chain) and its inputs.
+
+        `agents` narrows the registry for a DAG (see `compile`); the chain is returned
+        as is: check it with `disallowed_agents`.
+        """
+        if req.workflow is None:
+            return self.chain, {"query": req.query}
+        workflow = await self.compile_off_loop(req.workflow, agents=agents)
+        inputs = dict(workflow.definition.inputs)
+        if req.query is not None:
+            inputs["query"] = req.query
+        return workflow, inputs
+
+    @staticmethod
+    def disallowed_agents(
+        workflow: CompiledWorkflow, agents: Collection[str] | None
+    ) -> list[str]:
+        """The agents `workflow` calls that are not in `agents` (None: every one allowed)."""
+        if agents is None:
+            return []
+        needed = frozenset().union(*(node.compiled.agents for node in workflow.nodes.values()))
+        return sorted(needed - frozenset(agents))
 
     async def compile_off_loop(
         self, raw: Any, *, agents: Collection[str] | None = None

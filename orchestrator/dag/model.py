@@ -12,6 +12,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from orchestrator.dag.triggers import TriggerRule, default_trigger
+
 # Fields every node may carry, whatever its kind; the rest are the kind's params.
 COMMON_NODE_FIELDS: frozenset[str] = frozenset(
     {
@@ -24,6 +26,7 @@ COMMON_NODE_FIELDS: frozenset[str] = frozenset(
         "fallback",
         "timeout_s",
         "estimate_ms",
+        "trigger",
     }
 )
 
@@ -78,7 +81,8 @@ class NodeDef:
     """One node. `params` holds the kind-specific fields exactly as submitted.
 
     `on_failure` None means "the workflow's options.on_failure"; `estimate_ms` is an
-    optional duration hint used only to weigh the plan's critical path.
+    optional duration hint used only to weigh the plan's critical path; `trigger`
+    None means the default rule for its number of dependencies (dag/triggers.py).
     """
 
     id: str
@@ -91,6 +95,10 @@ class NodeDef:
     estimate_ms: float | None = None
     description: str | None = None
     params: Mapping[str, Any] = field(default_factory=_frozen)
+    trigger: TriggerRule | None = None
+
+    def effective_trigger(self) -> TriggerRule:
+        return self.trigger if self.trigger is not None else default_trigger(len(self.depends_on))
 
     def effective_on_failure(self, options: WorkflowOptions) -> OnFailure:
         return self.on_failure if self.on_failure is not None else options.on_failure

@@ -38,12 +38,14 @@ from orchestrator.dag.schema import (
     compose_schema,
     validator_for,
 )
+from orchestrator.dag.triggers import TriggerRule
 
 DEFAULT_MAX_NODES = 10_000
 # Dependencies (depends_on entries plus edges) allowed per allowed node.
 EDGES_PER_NODE = 10
 DEFAULT_NAME = "workflow"
 _MAX_MESSAGE = 300
+_TRIGGERS = frozenset(rule.value for rule in TriggerRule)
 _UNEXPECTED = re.compile(r"'([^']*)'")
 
 
@@ -287,6 +289,7 @@ def _node(raw: Mapping[str, Any]) -> NodeDef | None:
     timeout = _number(raw.get("timeout_s"))
     estimate = _number(raw.get("estimate_ms"))
     description = raw.get("description")
+    trigger = raw.get("trigger")
     return NodeDef(
         id=node_id,
         kind=kind,
@@ -298,6 +301,7 @@ def _node(raw: Mapping[str, Any]) -> NodeDef | None:
         estimate_ms=estimate if estimate is not None and estimate >= 0 else None,
         description=description if isinstance(description, str) else None,
         params=frozen_mapping({k: v for k, v in raw.items() if k not in COMMON_NODE_FIELDS}),
+        trigger=TriggerRule(trigger) if trigger in _TRIGGERS else None,
     )
 
 

@@ -12,6 +12,8 @@ length is the number of nodes on the path).
 `max_parallelism` is the most nodes running at once if every node took the same
 time: the widest level, capped by `options.max_parallel`. (With uneven durations
 eager execution can run more: up to the width of the partial order.)
+
+`triggers` gives the rule of every node that has dependencies, defaults resolved.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Plan:
     max_parallelism: int
     critical_path_length: float
     critical_path_unit: Literal["nodes", "ms"]
+    # The trigger rule of every node with dependencies (defaults resolved).
+    triggers: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +46,7 @@ class Plan:
             "critical_path_length": self.critical_path_length,
             "critical_path_unit": self.critical_path_unit,
             "max_parallelism": self.max_parallelism,
+            "triggers": self.triggers,
         }
 
 
@@ -81,4 +86,5 @@ def plan_workflow(defn_or_compiled: WorkflowDef | CompiledWorkflow) -> Plan:
         max_parallelism=min(widest, defn.options.max_parallel),
         critical_path_length=length,
         critical_path_unit=unit,
+        triggers={n.id: n.effective_trigger().value for n in defn.nodes if deps.get(n.id)},
     )

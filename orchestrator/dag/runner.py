@@ -5,8 +5,10 @@ A node starts the moment all its dependencies are done (graphlib's
 `options.max_parallel` nodes run at any moment (each agent's own limit is the
 client's bulkhead). Per node, in order:
 
-- skipped, without running, if a dependency failed; if a dependency was skipped
-  (fan-in kinds: only if every dependency was); or if its `when` is false;
+- skipped, without running, if its trigger rule over how its dependencies ended
+  is not met (dag/triggers.py: by default a node with one dependency needs it to
+  succeed, a join of several needs none failed and one succeeded), or if its
+  `when` is false;
 - otherwise run by its kind under its `timeout_s`; a failure (agent error, node
   error, any exception of the kind) goes to the node's `fallback` when it has one
   (the step completes with `fallback` = the reason, the workflow ends degraded);
@@ -14,11 +16,14 @@ client's bulkhead). Per node, in order:
   dependents are skipped and the workflow ends degraded; `stop` cancels every
   running node and fails the workflow.
 
-The workflow's `timeout_s` fails it with "workflow_timeout"; cancelling the task
+A pause (`pause_requested`) starts no new node; once the running ones have ended,
+the state is PAUSED and `run` returns. Running it again resumes it. The
+workflow's `timeout_s` counts from the start of each run (a resumed workflow gets
+it afresh) and fails it with "workflow_timeout"; cancelling the task
 that runs `run` cancels every running node, records the workflow as cancelled
 (shielded, so the record is written) and re-raises. Node tasks never outlive
-`run`. Steps already COMPLETED in the given state (a resumed workflow) are not
-run again: their output is reused.
+`run`. Steps already settled in the given state (a resumed workflow: completed,
+failed with `continue`, skipped) are not run again: their outcome is reused.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limi
 from orchestrator.dag.errors import NodeError, NodeTimeout
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
 from orchestrator.dag.model import FallbackKind, OnFailure
+from orchestrator.dag.triggers import Outcome, unmet_reason
 from orchestrator.dag.validate import INPUTS, CompiledNode, CompiledWorkflow
 from orchestrator.dag.values import UnstorableValue, json_value
 from state.models import (
@@ -63,6 +69,11 @@ OnStep = Callable[[StepState], None]
 BeforeStart = Callable[[], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
+
+# How much later than a node's deadline its backstop fires (see _bounded).
+_BACKSTOP_GRACE_S = 0.05
+# Steps a resumed run keeps as they are.
+_SETTLED = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED})
 
 
 @dataclass(slots=True)
@@ -95,6 +106,14 @@ def error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class _Paused(Exception):
+    """A pause was requested and the nodes that were running have ended."""
+
+
+def _never() -> bool:
+    return False
+
+
 class _TimedOut(Exception):
     """The workflow's own timeout_s ran out."""
 
@@ -116,8 +135,10 @@ class DagRunner:
     each agent's retry policy for per-node overrides; `kinds` is only used when a
     workflow was compiled without one (kinds travel inside the compiled nodes);
     `builtins` are the built-in fallbacks by name; `clock` stamps the steps; `limits`
-    sizes the evaluation budgets (per node, per workflow; orchestrator.dag.budget); with a
-    `tracer` each node runs in a span `node <id>`.
+    sizes the evaluation budgets (per node, per workflow; orchestrator.dag.budget);
+    `step_timeout_s` is the deadline of a node that sets no `timeout_s` of its own
+    (None: only the workflow's), so a hanging agent ends its step in bounded time
+    whatever its retry policy; with a `tracer` each node runs in a span `node <id>`.
     """
 
     def __init__(
@@ -129,10 +150,12 @@ class DagRunner:
         builtins: Mapping[str, BuiltinFallback] | None = None,
         clock: Callable[[], float] = time.time,
         limits: Limits = DEFAULT_LIMITS,
+        step_timeout_s: float | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self.agents = agents
         self.limits = limits
+        self.step_timeout_s = step_timeout_s
         self.tracer = tracer
         self.registry = registry
         self.kinds = kinds or default_kinds()
@@ -146,17 +169,22 @@ class DagRunner:
         *,
         on_transition: OnTransition,
         before_start: BeforeStart | None = None,
+        pause_requested: Callable[[], bool] | None = None,
         on_step: OnStep | None = None,
     ) -> None:
         """Run `workflow`, recording into `state` and calling `on_transition` after
-        each change (see the module docstring); returns when the state is terminal.
+        each change (see the module docstring); returns when the state is terminal,
+        or PAUSED: while `pause_requested()` is true no new node starts, and once the
+        running ones have ended the run stops there (run it again to resume).
 
         `before_start`, when given, is awaited before each node starts; the engine
         uses it to confirm it still owns the workflow (it raises CancelledError if not).
         `on_step(step)` is called with the step each change was about (not for the
         steps an abort cancels at once: the terminal state shows those).
         """
-        await _Execution(self, workflow, state, on_transition, before_start, on_step).run()
+        await _Execution(
+            self, workflow, state, on_transition, before_start, pause_requested, on_step
+        ).run()
 
 
 class _Execution:
@@ -169,9 +197,11 @@ class _Execution:
         state: WorkflowState,
         on_transition: OnTransition,
         before_start: BeforeStart | None = None,
+        pause_requested: Callable[[], bool] | None = None,
         on_step: OnStep | None = None,
     ) -> None:
         self.runner = runner
+        self.pause_requested = pause_requested or _never
         self.on_step = on_step
         self.workflow = workflow
         self.state = state
@@ -203,16 +233,24 @@ class _Execution:
         await self.on_transition(self.state)
 
     def _init_steps(self) -> set[str]:
-        """Fresh PENDING steps, keeping COMPLETED ones of a resumed run; returns those."""
+        """Fresh PENDING steps, keeping the settled ones (completed, failed with
+        `continue`, skipped) of a resumed run; returns those."""
         done: set[str] = set()
         previous = self.state.steps
         steps: dict[str, StepState] = {}
         for node_id, cn in self.workflow.nodes.items():
             old = previous.get(node_id)
-            if old is not None and old.status is StepStatus.COMPLETED:
+            if old is not None and old.status in _SETTLED:
                 steps[node_id] = old
                 self.scope[node_id] = old.output
                 self.degraded = self.degraded or old.fallback is not None
+                if old.status is StepStatus.FAILED:
+                    self.failed.add(node_id)
+                    self.unavailable.add(node_id)
+                    self.degraded = True
+                elif old.status is StepStatus.SKIPPED:
+                    self.skipped.add(node_id)
+                    self.unavailable.add(node_id)
                 done.add(node_id)
             else:
                 steps[node_id] = StepState(step_id=node_id, kind=cn.node.kind, agent=cn.agent)
@@ -229,21 +267,21 @@ class _Execution:
         self.scope[node_id] = None
 
     def _skip_reason(self, cn: CompiledNode) -> str | None:
-        deps = self.workflow.dependencies[cn.id]
-        for d in deps:
-            if d in self.failed:
-                return f"dependency {d!r} failed"
-        skipped = [d for d in deps if d in self.skipped]
-        if skipped and (not cn.kind.fan_in or len(skipped) == len(deps)):
-            if len(skipped) == len(deps) and len(deps) > 1:
-                return "all dependencies were skipped"
-            return f"dependency {skipped[0]!r} was skipped"
-        return None
+        outcomes = {
+            d: Outcome.FAILED
+            if d in self.failed
+            else Outcome.SKIPPED
+            if d in self.skipped
+            else Outcome.SUCCESS
+            for d in self.workflow.dependencies[cn.id]
+        }
+        return unmet_reason(cn.trigger, self.workflow.dependencies[cn.id], outcomes)
 
     # -- the scheduler -------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run to a terminal state, whatever happens: the one place that guarantees it.
+        """Run to a terminal state, whatever happens: the one place that guarantees it
+        (or to PAUSED, when a pause was requested: see `DagRunner.run`).
 
         Any exception escaping the scheduler, a node's bookkeeping, a transition
         callback or the output template (a bug, a value no store can hold, a failed
@@ -272,6 +310,10 @@ class _Execution:
         try:
             try:
                 await self._schedule(sorter, done)
+            except _Paused:
+                state.status = WorkflowStatus.PAUSED
+                await self.emit()
+                return
             except _StopWorkflow as stop:
                 await self._abort("workflow failed")
                 self._finish(WorkflowStatus.FAILED, stop.error)
@@ -345,7 +387,10 @@ class _Execution:
                 self._skip(node_id, reason)
                 sorter.done(node_id)
                 await self.emit(self.state.steps[node_id])
-            await self._dispatch(sorter)
+            if not self.pause_requested():
+                await self._dispatch(sorter)
+            elif self.runnable and not self.running:
+                raise _Paused
             # With nothing running, the nodes settled above released new ready ones.
             if self.running:
                 await self._wait_one(sorter)
@@ -486,10 +531,14 @@ class _Execution:
             limits=self.runner.limits,
         )
 
+    def _timeout_s(self, cn: CompiledNode) -> float | None:
+        return cn.node.timeout_s if cn.node.timeout_s is not None else self.runner.step_timeout_s
+
     def _node_deadline(self, cn: CompiledNode) -> float | None:
         deadlines = [d for d in (self.deadline,) if d is not None]
-        if cn.node.timeout_s is not None:
-            deadlines.append(self.loop.time() + cn.node.timeout_s)
+        timeout_s = self._timeout_s(cn)
+        if timeout_s is not None:
+            deadlines.append(self.loop.time() + timeout_s)
         return min(deadlines) if deadlines else None
 
     async def _execute(
@@ -569,11 +618,16 @@ class _Execution:
         )
 
     async def _bounded(self, cn: CompiledNode, ctx: NodeContext, work: Awaitable[Any]) -> Any:
-        """Await `work` under the node's timeout_s (if any); NodeTimeout when it runs out."""
-        timeout_s = cn.node.timeout_s
+        """Await `work` under the node's timeout_s (if any); NodeTimeout when it runs out.
+
+        Agent calls get the same deadline (NodeContext.deadline) and end themselves at
+        it with an AgentTimeout that counts their attempts; this bound, a moment later,
+        is the backstop for work that does not watch the deadline.
+        """
+        timeout_s = self._timeout_s(cn)
         if timeout_s is None:
             return await work
-        budget = asyncio.timeout(timeout_s)
+        budget = asyncio.timeout(timeout_s + _BACKSTOP_GRACE_S)
         try:
             async with budget:
                 return await work

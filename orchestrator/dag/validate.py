@@ -1,7 +1,8 @@
 """Checks a definition against the registries and the graph, and compiles it once.
 
 Every problem is collected before anything runs, each with its node id:
-duplicate or reserved ids, unknown kinds, dependencies, agents and built-ins,
+duplicate or reserved ids, unknown kinds, dependencies, agents and built-ins, a
+`trigger` on a node without dependencies,
 cycles (one concrete cycle per strongly connected component, listing its nodes),
 malformed templates and expressions, and reads of nodes that are not ancestors
 (a node may only read what is guaranteed to have finished before it starts).
@@ -23,6 +24,7 @@ from orchestrator.dag.kinds import Compiled, NodeKind, NodeKindRegistry, default
 from orchestrator.dag.model import FallbackKind, NodeDef, WorkflowDef
 from orchestrator.dag.parse import DEFAULT_MAX_NODES, gc_paused, parse_lenient
 from orchestrator.dag.templates import Template, TemplateError, compile_template
+from orchestrator.dag.triggers import TriggerRule
 
 INPUTS = "inputs"
 # Ids that would collide with names expressions and templates already give meaning to.
@@ -44,6 +46,8 @@ class CompiledNode:
     compiled: Compiled
     when: Expression | None = None
     fallback_input: Template | None = None
+    # The node's trigger rule, its default resolved (dag/triggers.py).
+    trigger: TriggerRule = TriggerRule.ALL_SUCCESS
 
     @property
     def id(self) -> str:
@@ -201,6 +205,7 @@ def _analyse(
                     )
             deps = tuple(d for d in deps if d in first)
         out.deps[node.id] = deps
+        _check_trigger(node, i, out)
         compiled = _compile_node(node, i, kinds, node.id in malformed, agent_names, builtins, out)
         if compiled is None:
             continue
@@ -302,7 +307,18 @@ def _compile_node(
         ok = ok and fallback_ok
     if not ok or compiled is None:
         return None
-    return CompiledNode(node, i, kind, compiled, when, fallback_input)
+    return CompiledNode(node, i, kind, compiled, when, fallback_input, node.effective_trigger())
+
+
+def _check_trigger(node: NodeDef, i: int, out: _Analysis) -> None:
+    # A rule over no dependencies never applies: most likely a forgotten depends_on.
+    if node.trigger is not None and not node.depends_on:
+        out.add(
+            "trigger_without_dependencies",
+            f"node {node.id!r}: trigger {node.trigger.value!r} has no dependencies to apply to",
+            node.id,
+            f"nodes/{i}/trigger",
+        )
 
 
 def _unknown_agent(node: NodeDef, agent: str, agents: Collection[str]) -> str:

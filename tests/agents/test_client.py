@@ -301,8 +301,10 @@ async def test_timeout_is_retried_until_max_attempts(
         await call(client)
     error = caught.value
     assert error.attempts == 3
-    assert (error.phase, error.timeout_s) == ("read", 30.0)
-    assert str(error) == "agent 'data' timed out after 30.0 s (read timeout) (after 3 attempts)"
+    assert (error.phase, error.timeout_s) == ("read", AgentTimeouts().read)
+    assert str(error) == (
+        f"agent 'data' timed out after {AgentTimeouts().read} s (read timeout) (after 3 attempts)"
+    )
     assert route.call_count == 3
     assert len(clock.sleeps) == 2
     assert client.retries["data"] == 2

@@ -70,7 +70,7 @@ async def test_cross_site_posts_cannot_act(api: Any, entry: Any) -> None:
     """A page elsewhere cannot cancel, query or force a breaker open, even without keys
     (the open loopback mode) and even with a body-less POST that needs no preflight."""
     client = await api()
-    url = entry.path.format(workflow_id="0" * 32, agent="nlp")
+    url = entry.path.format(workflow_id="0" * 32, agent="nlp", schedule_id="0" * 32)
     response = await client.post(url, headers={"Origin": EVIL})
     assert response.status == 403
     assert (await response.json())["error"]["code"] == "origin_not_allowed"
@@ -95,7 +95,7 @@ async def test_every_post_with_a_non_json_body_is_415(
 ) -> None:
     """The three content types a cross-site form may send without a preflight are refused."""
     client = await api(access=access_config())
-    url = entry.path.format(workflow_id="0" * 32, agent="nlp")
+    url = entry.path.format(workflow_id="0" * 32, agent="nlp", schedule_id="0" * 32)
     response = await client.post(
         url, data=b'{"query": "x"}', headers={"Content-Type": content_type, **auth("admin")}
     )

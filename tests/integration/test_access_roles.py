@@ -31,6 +31,7 @@ _OPS = {None: 401, "user_a": 403, "user_b": 403, "ops": 200, "admin": 200}
 _PUBLIC = dict.fromkeys(CALLER_NAMES, 200)
 # A route about the (finished) workflow of user_a's tenant.
 _OWN_WORKFLOW = {None: 401, "user_a": 200, "user_b": 404, "ops": 403, "admin": 200}
+_MISSING = {None: 401, "user_a": 404, "user_b": 404, "ops": 403, "admin": 404}
 
 # The workflow in the path belongs to user_a's tenant and has finished.
 EXPECTED: dict[tuple[str, str], dict[Caller, int]] = {
@@ -49,6 +50,27 @@ EXPECTED: dict[tuple[str, str], dict[Caller, int]] = {
         "ops": 403,
         "admin": 409,
     },
+    ("POST", "/api/workflow/{workflow_id}/pause"): {
+        None: 401,
+        "user_a": 409,
+        "user_b": 404,
+        "ops": 403,
+        "admin": 409,
+    },
+    ("POST", "/api/workflow/{workflow_id}/resume"): {
+        None: 401,
+        "user_a": 409,
+        "user_b": 404,
+        "ops": 403,
+        "admin": 409,
+    },
+    ("POST", "/api/schedules"): {**_USER, "user_a": 201, "user_b": 201, "admin": 201},
+    ("GET", "/api/schedules"): _USER,
+    # The schedule in the path does not exist (tenant isolation: test_schedules_api.py).
+    ("GET", "/api/schedules/{schedule_id}"): _MISSING,
+    ("DELETE", "/api/schedules/{schedule_id}"): _MISSING,
+    ("POST", "/api/schedules/{schedule_id}/pause"): _MISSING,
+    ("POST", "/api/schedules/{schedule_id}/resume"): _MISSING,
     ("GET", "/api/workflow/metrics"): _OPS,
     ("GET", "/api/circuit-breakers/status"): _OPS,
     ("POST", "/api/circuit-breakers/{agent}/open"): _OPS,
@@ -77,6 +99,7 @@ _BODIES: dict[str, Any] = {
             "nodes": [{"id": "a", "kind": "agent", "agent": "nlp", "input": {"query": "x"}}],
         }
     },
+    "/api/schedules": {"cron": "0 9 * * *", "query": "revenue by region"},
     "/api/workflows/validate": {
         "workflow": {
             "name": "w",
@@ -102,7 +125,7 @@ async def _finished_workflow_of_user_a(client: Any) -> str:
 
 
 def _url(entry: Endpoint, workflow_id: str) -> str:
-    return entry.path.format(workflow_id=workflow_id, agent="nlp")
+    return entry.path.format(workflow_id=workflow_id, agent="nlp", schedule_id="0" * 32)
 
 
 @pytest.mark.parametrize("entry", ENDPOINTS, ids=lambda e: f"{e.method} {e.path}")

@@ -112,6 +112,7 @@ def test_node_ids_are_escaped_in_the_picture() -> None:
         max_parallelism=1,
         critical_path_length=2,
         critical_path_unit="nodes",
+        triggers={nasty: "all_success"},
     )
     svg = plan_svg(plan, statuses={nasty: "running", "a": "<bogus>"}, title="<t>")
     assert nodes_of(svg) == {"a": "node st-pending", nasty: "node st-running"}

@@ -176,3 +176,42 @@ def test_sigterm_answers_waiting_sync_clients_and_exits_after_the_grace() -> Non
     assert body["status"] == "cancelled"
     error = body["error"]
     assert isinstance(error, dict) and error["code"] == "replica_shutdown"
+
+
+def test_agent_a2a_serves_the_card_and_answers_json_rpc() -> None:
+    """`orchestrator agent viz --a2a 1.0` publishes its card and answers SendMessage."""
+    (port,) = _free_ports(1)
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ORCH_CONFIG")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "agent", "viz", "--a2a", "1.0", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "A2A v1.0" in proc.stdout.readline()
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/.well-known/agent-card.json", timeout=10) as r:
+            card = json.loads(r.read())
+        (interface,) = card["supportedInterfaces"]
+        assert interface["protocolVersion"] == "1.0" and interface["url"] == f"{base}/"
+        message = {
+            "messageId": "m1",
+            "role": "ROLE_USER",
+            "parts": [{"data": {"intent": "bad"}}],
+        }
+        request = urllib.request.Request(
+            f"{base}/",
+            data=json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}}
+            ).encode(),
+            headers={"Content-Type": "application/json", "A2A-Version": "1.0"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            answer = json.loads(r.read())
+        assert answer["result"]["task"]["status"]["state"] == "TASK_STATE_REJECTED"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0

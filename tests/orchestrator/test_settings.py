@@ -76,6 +76,10 @@ read = 12.5
 
 [agents.summariser]
 url = "http://127.0.0.1:9100"
+
+[agents.charts]
+url = "http://127.0.0.1:9200"
+protocol = "a2a"
 """,
         encoding="utf-8",
     )
@@ -88,6 +92,8 @@ url = "http://127.0.0.1:9100"
     assert data.timeouts.read == 12.5
     assert data.url == "http://d:1"  # the environment wins over the file
     assert settings.agents["summariser"].url == "http://127.0.0.1:9100"
+    assert settings.agents["summariser"].protocol == "native"
+    assert settings.agents["charts"].protocol == "a2a"
 
 
 @pytest.mark.parametrize(
@@ -98,6 +104,7 @@ url = "http://127.0.0.1:9100"
         ("[agents.data.breaker]\nfail_maks = 3\n", "agents.data.breaker.fail_maks", "unknown"),
         ("[agents.data.retry]\nmax_attempts = 2.5\n", "agents.data.retry.max_attempts", "int"),
         ("[agents.data]\nurl = 'ftp://x'\n", "agents.data.url", "http"),
+        ("[agents.data]\nprotocol = 'grpc'\n", "agents.data.protocol", "native, a2a"),
         ("[agents.new]\nconcurrency = 2\n", "agents.new.url", "url"),
         ("[agents.data]\nspeed = 1\n", "agents.data.speed", "unknown"),
         ("[agent.data]\nurl = 'http://x'\n", "agent", "unknown"),

@@ -462,3 +462,37 @@ async def test_an_owner_writes_again_a_workflow_the_backend_lost_entirely(
     assert newer is not None and newer > token
     with pytest.raises(LeaseLost):
         await store.save(state, token=token)
+
+
+# --- pause flag --------------------------------------------------------------------------------
+
+
+async def test_pause_flag_is_set_cleared_and_seen_by_another_replica(backend: Backend) -> None:
+    """set_pause(True) is visible through a peer; set_pause(False) clears it; doc untouched."""
+    store = await backend.new()
+    other = await backend.peer(store)
+    state = make_state()
+    await store.save(state)
+    assert await other.pause_requested(state.workflow_id) is False
+    await store.set_pause(state.workflow_id, True)
+    assert await other.pause_requested(state.workflow_id) is True
+    assert await store.get(state.workflow_id) == state
+    await other.set_pause(state.workflow_id, False)
+    assert await store.pause_requested(state.workflow_id) is False
+    await other.set_pause(state.workflow_id, False)  # clearing twice is harmless
+    assert await store.pause_requested(new_id()) is False
+
+
+async def test_pause_flag_expires_with_its_document_and_saves_refresh_it(backend: Backend) -> None:
+    """The pause flag shares the document's TTL: refreshed by saves, gone with the doc."""
+    store = await backend.new(ttl_s=100)
+    state = make_state()
+    await store.save(state)
+    await store.set_pause(state.workflow_id, True)
+    await backend.elapse(store, state.workflow_id, 60)
+    assert await store.save(state)
+    await backend.elapse(store, state.workflow_id, 60)
+    assert await store.pause_requested(state.workflow_id) is True
+    await backend.elapse(store, state.workflow_id, 41)
+    assert await store.pause_requested(state.workflow_id) is False
+    assert await store.get(state.workflow_id) is None

@@ -49,7 +49,6 @@ class AgentKind(BaseKind):
 
     name = "agent"
     params_schema: Mapping[str, Any] = builtin_params_schema("agent")
-    fan_in = False
 
     def compile(self, node: NodeDef) -> AgentParams:
         params = node.params

@@ -83,7 +83,6 @@ class AggregateKind(BaseKind):
 
     name = "aggregate"
     params_schema: Mapping[str, Any] = builtin_params_schema("aggregate")
-    fan_in = True
 
     def compile(self, node: NodeDef) -> AggregateParams:
         collect = ProblemCollector(node)

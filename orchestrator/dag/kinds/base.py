@@ -232,10 +232,6 @@ class NodeKind(Protocol):
     - `params_schema`: JSON Schema (Draft 2020-12) object for the kind's own fields,
       e.g. `{"required": ["op"], "properties": {"op": {...}}}`; any field neither it
       nor the common node fields declare is refused.
-    - `fan_in`: True for kinds that combine their dependencies (aggregate): such a
-      node runs when some of its dependencies were skipped, over the ones that were
-      not, and is skipped only when all were. Any other node is skipped as soon as
-      one dependency was skipped. (A failed dependency skips every dependent.)
     - `compile(node)`: check and precompile the params once; raise DefinitionError
       with Problems whose `path` is relative to the node ("input", "cases/0/when").
     - `run(node, ctx)`: produce the node's output (JSON); raise NodeError or
@@ -247,9 +243,6 @@ class NodeKind(Protocol):
 
     @property
     def params_schema(self) -> Mapping[str, Any]: ...
-
-    @property
-    def fan_in(self) -> bool: ...
 
     def compile(self, node: NodeDef) -> Compiled: ...
 
@@ -265,7 +258,6 @@ class BaseKind:
 
     name: str = ""
     params_schema: Mapping[str, Any] = {}
-    fan_in: bool = False
 
     def compile(self, node: NodeDef) -> Compiled:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -31,7 +31,6 @@ class ConditionKind(BaseKind):
 
     name = "condition"
     params_schema: Mapping[str, Any] = builtin_params_schema("condition")
-    fan_in = False
 
     def compile(self, node: NodeDef) -> ConditionParams:
         collect = ProblemCollector(node)

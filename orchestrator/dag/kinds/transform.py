@@ -55,7 +55,6 @@ class TransformKind(BaseKind):
 
     name = "transform"
     params_schema: Mapping[str, Any] = builtin_params_schema("transform")
-    fan_in = False
 
     def compile(self, node: NodeDef) -> TransformParams:
         collect = ProblemCollector(node)

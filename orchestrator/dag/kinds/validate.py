@@ -120,7 +120,6 @@ class ValidateKind(BaseKind):
 
     name = "validate"
     params_schema: Mapping[str, Any] = builtin_params_schema("validate")
-    fan_in = False
 
     def compile(self, node: NodeDef) -> ValidateParams:
         collect = ProblemCollector(node)

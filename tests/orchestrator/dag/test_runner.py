@@ -152,19 +152,36 @@ async def test_all_dependencies_skipped_skips_the_node_transitively(harness: Har
         inputs={"go": False},
     )
     assert run.statuses() == {"a": "skipped", "b": "skipped", "c": "skipped"}
-    assert run.step("b").skip_reason == "dependency 'a' was skipped"
+    assert run.step("b").skip_reason == (
+        "trigger rule 'all_success' not met: dependency 'a' was skipped"
+    )
     assert run.state.status is WorkflowStatus.COMPLETED
     assert run.state.result == {"c": None}
 
 
-async def test_non_fan_in_node_with_one_skipped_dependency_is_skipped(harness: Harness) -> None:
-    """A plain node needs all its dependencies: one skipped dependency skips it."""
+async def test_join_with_one_skipped_dependency_runs_by_default(harness: Harness) -> None:
+    """A node with several dependencies defaults to none_failed_min_one_success."""
     run = await harness.run(
         {
             "nodes": [
                 agent("a", when="False"),
                 agent("b"),
-                agent("c", depends_on=["a", "b"]),
+                agent("c", depends_on=["a", "b"], input={"a": "{{ a }}", "b": "{{ b.agent }}"}),
+            ]
+        }
+    )
+    assert run.step("c").status is StepStatus.COMPLETED
+    assert run.step("c").output["echo"] == {"a": None, "b": "b"}
+
+
+async def test_all_success_join_with_one_skipped_dependency_is_skipped(harness: Harness) -> None:
+    """trigger all_success: one skipped dependency skips the join."""
+    run = await harness.run(
+        {
+            "nodes": [
+                agent("a", when="False"),
+                agent("b"),
+                agent("c", depends_on=["a", "b"], trigger="all_success"),
             ]
         }
     )
@@ -279,7 +296,7 @@ async def test_continue_failure_skips_dependents_and_degrades(
     )
     assert run.state.status is WorkflowStatus.DEGRADED
     assert run.statuses() == {"a": "completed", "b": "failed", "b2": "skipped", "c": "completed"}
-    assert run.step("b2").skip_reason == "dependency 'b' failed"
+    assert run.step("b2").skip_reason == "trigger rule 'all_success' not met: dependency 'b' failed"
     assert run.step("b").error.type == "agent_timeout"
     assert run.step("b").attempts == 2
     assert run.state.error is None

@@ -1,0 +1,182 @@
+"""The schedule routes: create, list, get, pause, resume and delete cron schedules.
+
+A schedule stores a workflow request (`query` and/or `workflow`, as for
+POST /api/query) with a cron expression, a time zone and a misfire policy;
+orchestrator/schedules.py fires it. The request is validated (and its workflow
+compiled) when the schedule is created, so a bad one is a 4xx now, not a failed
+run every tick.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+from croniter import CroniterError
+
+from orchestrator.api.access import ACCESS, principal
+from orchestrator.api.errors import BadRequest, Forbidden
+from orchestrator.api.requests import parse_query_request, read_json_object
+from orchestrator.api.routes import json_response
+from orchestrator.api.services import SERVICES, Services
+from orchestrator.errors import InvalidSchedule, ScheduleNotFound
+from orchestrator.schedules import check_cron, next_tick, zone
+from state.schedules import Misfire, Schedule
+
+routes = web.RouteTableDef()
+
+_FIELDS = frozenset({"cron", "timezone", "misfire", "name", "query", "workflow"})
+_MAX_NAME = 200
+
+
+@routes.post("/api/schedules")
+async def create(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await read_json_object(request)
+    schedule = await _parse(body, request)
+    await services.scheduler.store.save(schedule)
+    response = json_response(await _body(services, schedule), status=201)
+    response.headers["Location"] = f"/api/schedules/{schedule.schedule_id}"
+    return response
+
+
+@routes.get("/api/schedules")
+async def list_all(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    who = principal(request)
+    schedules = [s for s in await services.scheduler.store.all() if who.may_see(s.tenant)]
+    return json_response({"schedules": [await _body(services, s, runs=False) for s in schedules]})
+
+
+@routes.get("/api/schedules/{schedule_id}")
+async def get(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    return json_response(await _body(services, await _find(request)))
+
+
+@routes.post("/api/schedules/{schedule_id}/pause")
+async def pause(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    schedule = await _find(request)
+    schedule.paused = True
+    await services.scheduler.store.save(schedule)
+    return json_response(await _body(services, schedule))
+
+
+@routes.post("/api/schedules/{schedule_id}/resume")
+async def resume(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    schedule = await _find(request)
+    if schedule.paused:
+        # Ticks missed while paused never fire, whatever the misfire policy.
+        schedule.paused = False
+        schedule.anchor = services.scheduler.clock()
+        await services.scheduler.store.save(schedule)
+    return json_response(await _body(services, schedule))
+
+
+@routes.delete("/api/schedules/{schedule_id}")
+async def delete(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    schedule = await _find(request)
+    if not await services.scheduler.store.delete(schedule.schedule_id):
+        raise ScheduleNotFound(schedule.schedule_id)
+    return web.Response(status=204)
+
+
+async def _find(request: web.Request) -> Schedule:
+    """The schedule of the path, if the caller's tenant may see it; else a 404 (no oracle)."""
+    schedule_id = request.match_info["schedule_id"]
+    schedule = await request.app[SERVICES].scheduler.store.get(schedule_id)
+    if schedule is None or not principal(request).may_see(schedule.tenant):
+        raise ScheduleNotFound(schedule_id)
+    return schedule
+
+
+async def _parse(body: dict[str, Any], request: web.Request) -> Schedule:
+    services = request.app[SERVICES]
+    who = principal(request)
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise BadRequest(
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(_FIELDS))}",
+            code="unknown_field",
+            details={"fields": unknown},
+        )
+    cron = _string(body, "cron", required=True)
+    timezone = _string(body, "timezone") or "UTC"
+    misfire = _string(body, "misfire") or Misfire.SKIP.value
+    name = _string(body, "name")
+    assert cron is not None
+    check_cron(cron)
+    zone(timezone)
+    if misfire not in {m.value for m in Misfire}:
+        raise InvalidSchedule(
+            f"misfire must be 'skip' or 'catch_up', got {misfire!r}", field="misfire"
+        )
+    if name is not None and len(name) > _MAX_NAME:
+        raise BadRequest(f"'name' is over {_MAX_NAME} characters", code="invalid_type")
+    query_body: dict[str, Any] = {k: body[k] for k in ("query", "workflow") if k in body}
+    req = parse_query_request(query_body, max_query_chars=services.settings.max_query_chars)
+    # A definition that does not compile, or calls agents the tenant may not, fails now.
+    allowed = request.app[ACCESS].config.tenant(who.tenant).agents
+    workflow, _ = await services.prepare(req, agents=allowed)
+    missing = services.disallowed_agents(workflow, allowed)
+    if missing:
+        raise Forbidden(
+            f"tenant {who.tenant!r} may not call agent(s) {', '.join(missing)}",
+            code="agent_not_allowed",
+            details={"agents": missing},
+        )
+    now = services.scheduler.clock()
+    return Schedule(
+        schedule_id=uuid.uuid4().hex,
+        name=name,
+        tenant=who.tenant,
+        cron=cron,
+        timezone=timezone,
+        request=query_body,
+        misfire=Misfire(misfire),
+        created_at=now,
+        anchor=now,
+    )
+
+
+def _string(body: dict[str, Any], field: str, *, required: bool = False) -> str | None:
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise BadRequest(
+                f"missing field {field!r}", code="missing_field", details={"field": field}
+            )
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(
+            f"'{field}' must be a string", code="invalid_type", details={"field": field}
+        )
+    return value
+
+
+def _next_run(schedule: Schedule, now: float) -> float | None:
+    try:
+        return next_tick(schedule.cron, schedule.timezone, now)
+    except (CroniterError, InvalidSchedule):  # e.g. its zone left the tz database
+        return None
+
+
+async def _body(services: Services, schedule: Schedule, *, runs: bool = True) -> dict[str, Any]:
+    body = schedule.to_dict()
+    now = services.scheduler.clock()
+    body["next_run_at"] = None if schedule.paused else _next_run(schedule, now)
+    if runs:
+        body["runs"] = [
+            {**run.to_dict(), "status_url": f"/api/workflow/{run.workflow_id}/status"}
+            for run in await services.scheduler.store.runs(schedule.schedule_id)
+        ]
+    body["links"] = {
+        "self": f"/api/schedules/{schedule.schedule_id}",
+        "pause": f"/api/schedules/{schedule.schedule_id}/pause",
+        "resume": f"/api/schedules/{schedule.schedule_id}/resume",
+    }
+    return body

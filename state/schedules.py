@@ -1,0 +1,218 @@
+"""Schedules: stored workflow requests with a cron expression, and the claim of each tick.
+
+Contract (tests/state/test_schedule_store.py runs one suite against both backends):
+
+- `save` writes a schedule (create or replace); `get` returns it or None; `all`
+  returns every schedule, oldest first; `delete` removes it and its runs (False
+  when there was none). Schedules have no TTL: they live until deleted.
+- `claim_tick(schedule_id, tick, ttl_s)` is True for exactly one caller per
+  schedule and tick, across every process on the same backend (Redis: `SET NX`
+  with a TTL; memory: one process). `ttl_s` need only outlive the next tick: the
+  scheduler never looks at a tick once a newer one is due.
+- `record_run` prepends a run (tick, workflow id) to the schedule's history,
+  which keeps the newest `MAX_RUNS`; `runs` returns them, newest first.
+- Backend failures surface as `StateStoreError`.
+
+The cron arithmetic lives above (orchestrator/schedules.py); this layer only stores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from state import keys
+from state.store import StateStoreError
+
+# Runs kept per schedule (newest first).
+MAX_RUNS = 50
+
+
+class Misfire(StrEnum):
+    """What happens to ticks missed while no replica was running (or all were busy)."""
+
+    # Fire a tick only while it is due (within the grace period); missed ones are dropped.
+    SKIP = "skip"
+    # Fire the latest missed tick once, however late; older missed ones are dropped.
+    CATCH_UP = "catch_up"
+
+
+@dataclass(slots=True)
+class Schedule:
+    """A workflow request (`request`: the body of POST /api/query, without `mode`) run
+    on every tick of `cron` in `timezone`. Ticks before `anchor` (creation, or the
+    last resume) never fire."""
+
+    schedule_id: str
+    cron: str
+    timezone: str
+    request: dict[str, Any]
+    misfire: Misfire = Misfire.SKIP
+    paused: bool = False
+    name: str | None = None
+    # The tenant that created it: its runs belong to that tenant, only it (and admins) see it.
+    tenant: str | None = None
+    created_at: float = field(default_factory=time.time)
+    anchor: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schedule_id": self.schedule_id,
+            "name": self.name,
+            "tenant": self.tenant,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            "request": self.request,
+            "misfire": self.misfire.value,
+            "paused": self.paused,
+            "created_at": self.created_at,
+            "anchor": self.anchor,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Schedule:
+        return cls(
+            schedule_id=raw["schedule_id"],
+            name=raw.get("name"),
+            tenant=raw.get("tenant"),
+            cron=raw["cron"],
+            timezone=raw["timezone"],
+            request=raw["request"],
+            misfire=Misfire(raw["misfire"]),
+            paused=bool(raw["paused"]),
+            created_at=raw["created_at"],
+            anchor=raw["anchor"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    tick: float
+    workflow_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tick": self.tick, "workflow_id": self.workflow_id}
+
+
+class ScheduleStore(Protocol):
+    async def save(self, schedule: Schedule) -> None: ...
+
+    async def get(self, schedule_id: str) -> Schedule | None: ...
+
+    async def all(self) -> list[Schedule]: ...
+
+    async def delete(self, schedule_id: str) -> bool: ...
+
+    async def claim_tick(self, schedule_id: str, tick: float, *, ttl_s: float) -> bool: ...
+
+    async def record_run(self, schedule_id: str, run: Run) -> None: ...
+
+    async def runs(self, schedule_id: str) -> list[Run]: ...
+
+
+class MemorySchedules:
+    """Schedules of the embedded store; `clock` (seconds) expires claimed ticks."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # Kept serialised, as Redis would hold them: no caller can alias a stored one.
+        self._schedules: dict[str, bytes] = {}
+        self._claims: dict[tuple[str, float], float] = {}
+        self._runs: dict[str, deque[Run]] = {}
+
+    async def save(self, schedule: Schedule) -> None:
+        self._schedules[schedule.schedule_id] = orjson.dumps(schedule.to_dict())
+
+    async def get(self, schedule_id: str) -> Schedule | None:
+        found = self._schedules.get(schedule_id)
+        return None if found is None else Schedule.from_dict(orjson.loads(found))
+
+    async def all(self) -> list[Schedule]:
+        return sorted(
+            (Schedule.from_dict(orjson.loads(blob)) for blob in self._schedules.values()),
+            key=lambda s: (s.created_at, s.schedule_id),
+        )
+
+    async def delete(self, schedule_id: str) -> bool:
+        self._runs.pop(schedule_id, None)
+        return self._schedules.pop(schedule_id, None) is not None
+
+    async def claim_tick(self, schedule_id: str, tick: float, *, ttl_s: float) -> bool:
+        now = self._clock()
+        for key in [k for k, expires in self._claims.items() if expires <= now]:
+            del self._claims[key]
+        if (schedule_id, tick) in self._claims:
+            return False
+        self._claims[(schedule_id, tick)] = now + ttl_s
+        return True
+
+    async def record_run(self, schedule_id: str, run: Run) -> None:
+        self._runs.setdefault(schedule_id, deque(maxlen=MAX_RUNS)).appendleft(run)
+
+    async def runs(self, schedule_id: str) -> list[Run]:
+        return list(self._runs.get(schedule_id, ()))
+
+
+class RedisSchedules:
+    """Schedules in Redis: one hash of documents, a `SET NX` key per claimed tick, and a
+    capped list of runs per schedule (state/keys.py)."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = keys.DEFAULT_PREFIX) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._index = keys.schedules_key(prefix)
+
+    async def save(self, schedule: Schedule) -> None:
+        blob = orjson.dumps(schedule.to_dict())
+        await self._do("save", self._client.hset(self._index, schedule.schedule_id, blob))
+
+    async def get(self, schedule_id: str) -> Schedule | None:
+        raw = await self._do("get", self._client.hget(self._index, schedule_id))
+        return None if raw is None else Schedule.from_dict(orjson.loads(raw))
+
+    async def all(self) -> list[Schedule]:
+        raw = await self._do("list", self._client.hvals(self._index))
+        found = [Schedule.from_dict(orjson.loads(blob)) for blob in raw]
+        return sorted(found, key=lambda s: (s.created_at, s.schedule_id))
+
+    async def delete(self, schedule_id: str) -> bool:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._index, schedule_id)
+            pipe.delete(keys.schedule_runs_key(self._prefix, schedule_id))
+            removed, _ = await self._do("delete", pipe.execute())
+        return bool(removed)
+
+    async def claim_tick(self, schedule_id: str, tick: float, *, ttl_s: float) -> bool:
+        key = keys.schedule_tick_key(self._prefix, schedule_id, tick)
+        claimed = await self._do(
+            "claim_tick", self._client.set(key, "1", nx=True, px=max(1, int(ttl_s * 1000)))
+        )
+        return bool(claimed)
+
+    async def record_run(self, schedule_id: str, run: Run) -> None:
+        key = keys.schedule_runs_key(self._prefix, schedule_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, orjson.dumps(run.to_dict()))
+            pipe.ltrim(key, 0, MAX_RUNS - 1)
+            await self._do("record_run", pipe.execute())
+
+    async def runs(self, schedule_id: str) -> list[Run]:
+        key = keys.schedule_runs_key(self._prefix, schedule_id)
+        raw = await self._do("runs", self._client.lrange(key, 0, MAX_RUNS - 1))
+        return [Run(**orjson.loads(blob)) for blob in raw]
+
+    async def _do(self, operation: str, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except RedisError as exc:
+            raise StateStoreError(
+                f"redis {operation} failed: {exc}", backend="redis", operation=operation
+            ) from exc
