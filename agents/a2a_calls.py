@@ -148,8 +148,11 @@ class A2ACalls:
         return _outcome(call, result)
 
     async def _rpc(self, call: _Call, peer: Peer, body: bytes) -> TaskResult:
+        headers = peer.headers()
+        if "traceparent" in call.headers:  # tracing on: the agent joins the workflow's trace
+            headers["traceparent"] = call.headers["traceparent"]
         request = self._http.build_request(
-            "POST", peer.rpc_url, content=body, headers=peer.headers(), extensions=call.extensions
+            "POST", peer.rpc_url, content=body, headers=headers, extensions=call.extensions
         )
         try:
             response, answer_body = await self._exchange(request, call.spec.max_response_bytes)

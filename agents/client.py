@@ -440,10 +440,10 @@ class AgentClient:
         cap_s, cap_phase = self._attempt_cap(call)
         if cap_s is not None and cap_s <= 0:
             raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        self._stats[call.spec.name].attempts += 1
         if call.payload is not None:
             return await self._a2a.send(call, cap_s, cap_phase)
         call.attempts += 1
-        self._stats[call.spec.name].attempts += 1
         try:
             # Exactly what `post()` does, minus re-parsing the URL and the Timeout.
             request = self._http.build_request(

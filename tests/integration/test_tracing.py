@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,9 +12,13 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from agents.reference.a2a_service import A2A_SERVICE, start_a2a_agent
+from agents.registry import AgentRegistry, AgentSpec
+from orchestrator.app import create_app
 from orchestrator.settings import Settings
 from orchestrator.tracing import configured_tracer_provider
-from tests.integration.conftest import Agents
+from tests.integration.conftest import FAST_RETRY, Agents, settings_for
+from tests.integration.test_a2a_api import WORKFLOW as A2A_WORKFLOW
 
 QUESTION = "average revenue by region in 2024"
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -141,3 +146,39 @@ def test_an_otlp_endpoint_turns_tracing_on() -> None:
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"}
     )
     assert off.otel_endpoint is None
+
+
+async def test_an_a2a_agent_gets_the_attempt_traceparent_too(
+    agents: Agents,
+    aiohttp_client: Any,
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """An A2A agent's JSON-RPC request carries the attempt span's traceparent."""
+    provider, memory = exporter
+    runner, port = await start_a2a_agent("viz", version="1.0")
+    try:
+        service = runner.app[A2A_SERVICE]
+        base = settings_for(agents)
+        charts = AgentSpec(
+            name="charts", url=f"http://127.0.0.1:{port}", protocol="a2a", retry=FAST_RETRY
+        )
+        settings = dataclasses.replace(
+            base, agents=AgentRegistry([*base.agents.values(), charts])
+        )
+        client = await aiohttp_client(create_app(settings, tracer_provider=provider))
+
+        async def send() -> Any:
+            return await (await client.post("/api/query", json={"workflow": A2A_WORKFLOW})).json()
+
+        body, spans = await workflow_spans(provider, memory, send)
+        assert body["status"] == "completed"
+        attempts = {f"{s.context.span_id:016x}" for s in by_name(spans, "agent charts")}
+        (workflow,) = by_name(spans, "workflow")
+        sent = [p for p in service.stats.traceparents if p.startswith("00-")]
+        assert sent, "the A2A agent got no traceparent"
+        for header in sent:
+            _, trace, parent, _ = header.split("-")
+            assert trace == f"{workflow.context.trace_id:032x}"
+            assert parent in attempts
+    finally:
+        await runner.cleanup()
