@@ -7,12 +7,13 @@ from agents.errors import (
     AgentError,
     AgentHTTPError,
     AgentRejected,
+    AgentResponseTooLarge,
     AgentTimeout,
     AgentUnavailable,
     UnknownAgent,
 )
 from agents.registry import AgentRegistry, AgentSpec, AgentTimeouts
-from agents.transport import create_http_client
+from agents.transport import AgentTransport, create_transport
 
 __all__ = [
     "AgentBadResponse",
@@ -23,10 +24,12 @@ __all__ = [
     "AgentHTTPError",
     "AgentRegistry",
     "AgentRejected",
+    "AgentResponseTooLarge",
     "AgentSpec",
     "AgentTimeout",
     "AgentTimeouts",
+    "AgentTransport",
     "AgentUnavailable",
     "UnknownAgent",
-    "create_http_client",
+    "create_transport",
 ]

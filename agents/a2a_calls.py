@@ -27,15 +27,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-import httpx
 import orjson
 import structlog
 
 from agents.a2a import A2AProtocolError, Peer, RpcError, TaskResult, TaskState, peer_from_card
 from agents.errors import AgentBadResponse, AgentError, AgentNeedsInput, AgentTaskFailed
 from agents.registry import AgentSpec
-from agents.transport import BodyTooLarge
+from agents.transport import AgentTransport, TransportError, TransportResponse
 
 if TYPE_CHECKING:
     from agents.client import _Call
@@ -50,11 +48,9 @@ _UNBOUNDED_POLL_READS = 10
 _CANCEL_CAP_S = 5.0
 
 Translate = Callable[..., AgentError]
-CheckStatus = Callable[[httpx.Response, bytes, "_Call"], None]
-# Sends a request and reads its answer under a size cap (AgentClient._exchange).
-Exchange = Callable[[httpx.Request, int], Awaitable[tuple[httpx.Response, bytes]]]
-# Everything sending may raise that is not ours (AgentClient's list).
-_FOREIGN = (httpx.HTTPError, aiohttp.ClientError, BodyTooLarge)
+CheckStatus = Callable[[TransportResponse, "_Call"], None]
+# Everything sending may raise that is not ours yet (the transport's errors).
+_FOREIGN = (TransportError,)
 
 
 class A2ACalls:
@@ -62,16 +58,14 @@ class A2ACalls:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        transport: AgentTransport,
         *,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
         translate: Translate,
-        exchange: Exchange,
         check_status: CheckStatus,
     ) -> None:
-        self._http = http
-        self._exchange = exchange
+        self._transport = transport
         self._clock = clock
         self._sleep = sleep
         self._translate = translate
@@ -92,18 +86,21 @@ class A2ACalls:
             "workflow_id": None if call is None else call.workflow_id,
             "step_id": None if call is None else call.step_id,
         }
-        t = spec.timeouts
-        timeout = httpx.Timeout(t.connect, read=t.read, write=t.write, pool=t.pool)
-        request = self._http.build_request("GET", spec.card_url, timeout=timeout)
         try:
             # Bounded like every answer: a card is read whole, at most max_response_bytes.
-            response, body = await self._exchange(request, spec.max_response_bytes)
+            response = await self._transport.request(
+                "GET",
+                spec.card_url,
+                timeouts=spec.timeouts,
+                max_body_bytes=spec.max_response_bytes,
+            )
         except (*_FOREIGN, TimeoutError) as exc:
-            raise self._translate(exc, timeout=timeout, **ctx) from exc
-        if response.status_code != 200:
+            raise self._translate(exc, **ctx) from exc
+        body = response.body
+        if response.status != 200:
             raise AgentBadResponse(
-                reason=f"agent card answered HTTP {response.status_code}",
-                status=response.status_code,
+                reason=f"agent card answered HTTP {response.status}",
+                status=response.status,
                 body=body,
                 **ctx,
             )
@@ -139,9 +136,7 @@ class A2ACalls:
                     result = await self._rpc(call, peer, peer.get_task(result.task_id))
         except TimeoutError as exc:
             self._cancel_in_flight(call, peer, result)
-            raise self._translate(
-                exc, **_ctx(call), timeout=call.timeout, cap_s=limit, cap_phase=phase
-            ) from exc
+            raise self._translate(exc, **_ctx(call), cap_s=limit, cap_phase=phase) from exc
         except asyncio.CancelledError:
             self._cancel_in_flight(call, peer, result)
             raise
@@ -151,19 +146,24 @@ class A2ACalls:
         headers = peer.headers()
         if "traceparent" in call.headers:  # tracing on: the agent joins the workflow's trace
             headers["traceparent"] = call.headers["traceparent"]
-        request = self._http.build_request(
-            "POST", peer.rpc_url, content=body, headers=headers, extensions=call.extensions
-        )
         try:
-            response, answer_body = await self._exchange(request, call.spec.max_response_bytes)
+            response = await self._transport.request(
+                "POST",
+                peer.rpc_url,
+                body=body,
+                headers=headers,
+                timeouts=call.timeouts,
+                max_body_bytes=call.spec.max_response_bytes,
+            )
         except _FOREIGN as exc:
-            raise self._translate(exc, **_ctx(call), timeout=call.timeout) from exc
-        self._check_status(response, answer_body, call)
+            raise self._translate(exc, **_ctx(call)) from exc
+        self._check_status(response, call)
+        answer_body = response.body
         try:
             answer = peer.read(answer_body)
         except A2AProtocolError as exc:
             raise AgentBadResponse(
-                reason=str(exc), status=response.status_code, body=answer_body, **_ctx(call)
+                reason=str(exc), status=response.status, body=answer_body, **_ctx(call)
             ) from exc
         if isinstance(answer, RpcError):
             raise AgentTaskFailed(
@@ -186,12 +186,16 @@ class A2ACalls:
         self.cancels_sent[name] += 1
         try:
             async with asyncio.timeout(min(_CANCEL_CAP_S, call.spec.timeouts.read)):
-                request = self._http.build_request(
-                    "POST", peer.rpc_url, content=peer.cancel_task(task_id), headers=peer.headers()
+                response = await self._transport.request(
+                    "POST",
+                    peer.rpc_url,
+                    body=peer.cancel_task(task_id),
+                    headers=peer.headers(),
+                    timeouts=call.spec.timeouts,
+                    max_body_bytes=call.spec.max_response_bytes,
                 )
-                response, _ = await self._exchange(request, call.spec.max_response_bytes)
             logger.info(
-                "a2a_cancel_forwarded", agent=name, task_id=task_id, status=response.status_code
+                "a2a_cancel_forwarded", agent=name, task_id=task_id, status=response.status
             )
         # Best effort: the task may be gone already.
         except (*_FOREIGN, TimeoutError) as exc:

@@ -11,8 +11,13 @@ One call is `deadline( retry( breaker( bulkhead( timeout( HTTP ) ) ) ) )`:
   with `AgentUnavailable` and nothing is sent.
 - **bulkhead**: an `asyncio.Semaphore(spec.concurrency)` per agent, inside the breaker
   so a refused call never queues.
-- **timeout**: httpx's per-agent connect/read/write/pool timeouts for each attempt,
-  plus an overall cap when the caller gives `timeout_s` or a deadline.
+- **timeout**: the transport's per-agent connect/read/write/pool timeouts for each
+  attempt (agents/transport.py), plus an overall cap when the caller gives `timeout_s`
+  or a deadline, and the agent's cap on the answer's size.
+
+The layers cost nothing on the happy path: tenacity is entered only after a first
+failure, the bulkhead's wait timer only when the bulkhead is full, the attempt cap
+only when the caller gives one.
 
 Cancellation propagates untouched: never retried, never counted, the request aborted.
 """
@@ -20,18 +25,13 @@ Cancellation propagates untouched: never retried, never counted, the request abo
 from __future__ import annotations
 
 import asyncio
-import errno
 import random
-import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-import aiohttp
-import httpx
 import orjson
 import structlog
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -53,34 +53,29 @@ from agents.errors import (
     UnknownAgent,
 )
 from agents.observe import AgentStats, retry_listener
-from agents.registry import AgentRegistry, AgentSpec
-from agents.transport import BodyTooLarge, create_http_client, read_body
+from agents.registry import AgentRegistry, AgentSpec, AgentTimeouts
+from agents.transport import (
+    AgentTransport,
+    ResponseTooLarge,
+    TransportConnectionError,
+    TransportError,
+    TransportResponse,
+    TransportTimeout,
+    create_transport,
+)
 from circuit.breaker import AsyncCircuitBreaker, BreakerState, CircuitOpenError, Outcome
 from circuit.config import RetryConfig
 from circuit.retry import RetryBudget, call_with_retry, parse_retry_after
 
-__all__ = ["AgentCallResult", "AgentClient", "create_http_client"]
+__all__ = ["AgentCallResult", "AgentClient", "create_transport"]
 
 logger = structlog.get_logger(__name__)
 
-# Everything a transport may raise that is not ours. httpx_aiohttp lets some aiohttp
-# errors through unmapped; TimeoutError comes from our own per-attempt cap.
-_FOREIGN_ERRORS = (
-    httpx.HTTPError,
-    aiohttp.ClientError,
-    TimeoutError,
-    CircuitOpenError,
-    BodyTooLarge,
-)
+# Everything below us that is not ours yet: the transport's errors, our own per-attempt
+# cap (TimeoutError) and the breaker refusing the call.
+_FOREIGN_ERRORS = (TransportError, TimeoutError, CircuitOpenError)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-
-_HTTPX_TIMEOUT_PHASES: tuple[tuple[type[httpx.TimeoutException], TimeoutPhase], ...] = (
-    (httpx.ConnectTimeout, "connect"),
-    (httpx.ReadTimeout, "read"),
-    (httpx.WriteTimeout, "write"),
-    (httpx.PoolTimeout, "pool"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,30 +87,6 @@ class AgentCallResult:
     duration_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """What every call to one agent shares: its parsed URL and default timeouts."""
-
-    url: httpx.URL
-    timeout: httpx.Timeout
-    # The request extensions httpx derives from `timeout` (httpx copies them per request).
-    extensions: Mapping[str, Any]
-
-    @classmethod
-    def of(cls, spec: AgentSpec) -> _Target:
-        t = spec.timeouts
-        timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
-        return cls(
-            url=httpx.URL(spec.process_url),
-            timeout=timeout,
-            extensions={"timeout": timeout.as_dict()},
-        )
-
-    def with_read(self, read_s: float) -> httpx.Timeout:
-        t = self.timeout
-        return httpx.Timeout(connect=t.connect, read=read_s, write=t.write, pool=t.pool)
-
-
 @dataclass(slots=True)
 class _Call:
     """One `AgentClient.call`: what every attempt sends, and the attempts so far."""
@@ -123,33 +94,31 @@ class _Call:
     spec: AgentSpec
     workflow_id: str
     step_id: str
-    url: httpx.URL
     body: bytes
     headers: dict[str, str]
-    timeout: httpx.Timeout
-    extensions: Mapping[str, Any]
+    timeouts: AgentTimeouts
     timeout_s: float | None
     deadline: float | None
     attempts: int = 0
-    # The backoff slept before the next attempt (its span says so).
-    retry_delay_s: float | None = None
     # A2A agents: the node's input, sent as a data part by agents/a2a.py.
     payload: Mapping[str, Any] | None = None
+    # The backoff slept before the next attempt (its span says so).
+    retry_delay_s: float | None = None
 
 
 class AgentClient:
-    """Calls registered agents over one shared `httpx.AsyncClient`.
+    """Calls registered agents over one shared `AgentTransport`.
 
     `clock` (monotonic seconds; deadlines are on it), `sleep` (retry backoff) and `rng`
-    (jitter) are injectable so tests run instantly. The caller owns `http` and closes it.
-    With a `tracer` every attempt is a span and sends its W3C `traceparent`; without
-    one nothing of tracing runs.
+    (jitter) are injectable so tests run instantly. The caller owns `transport` and
+    closes it. With a `tracer` every attempt is a span and sends its W3C `traceparent`;
+    without one nothing of tracing runs.
     """
 
     def __init__(
         self,
         registry: AgentRegistry,
-        http: httpx.AsyncClient,
+        transport: AgentTransport,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -158,7 +127,7 @@ class AgentClient:
     ) -> None:
         self.registry = registry
         self._tracer = tracer
-        self._http = http
+        self._transport = transport
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -175,15 +144,11 @@ class AgentClient:
         self._budgets = {
             name: RetryBudget(spec.retry_budget, clock=clock) for name, spec in registry.items()
         }
-        # Built once per agent rather than per call: httpx parses a str URL and turns a
-        # Timeout into its extension dict on every request.
-        self._targets = {name: _Target.of(spec) for name, spec in registry.items()}
         self._a2a = A2ACalls(
-            http,
+            transport,
             clock=clock,
             sleep=sleep,
             translate=_translate,
-            exchange=self._exchange,
             check_status=_check_status,
         )
         self._retries = dict.fromkeys(registry, 0)
@@ -204,9 +169,10 @@ class AgentClient:
         stats = self._stats[agent]
         stats.budget_refusals = self._budgets[agent].refusals
         return stats
+
     async def aclose(self) -> None:
         """Wait for side requests still in flight (CancelTask forwarded to A2A agents).
-        The HTTP client is the caller's and stays open."""
+        The transport is the caller's and stays open."""
         await self._a2a.aclose()
 
     @property
@@ -257,12 +223,11 @@ class AgentClient:
         lets `asyncio.CancelledError` through untouched.
         """
         spec = self._spec(agent, workflow_id=workflow_id, step_id=step_id)
-        target = self._targets[agent]
-        if timeout_s is None:
-            timeout, extensions = target.timeout, target.extensions
-        else:
-            timeout = target.with_read(timeout_s)
-            extensions = {"timeout": timeout.as_dict()}
+        timeouts = spec.timeouts
+        if timeout_s is not None:
+            timeouts = AgentTimeouts(
+                connect=timeouts.connect, read=timeout_s, write=timeouts.write, pool=timeouts.pool
+            )
         a2a_agent = spec.protocol == "a2a"
         if a2a_agent:
             # Built per attempt (the agent's card decides the version); a payload that is
@@ -275,14 +240,12 @@ class AgentClient:
             spec=spec,
             workflow_id=workflow_id,
             step_id=step_id,
-            url=target.url,
             body=body,
             headers={
                 "content-type": "application/json",
                 "idempotency-key": f"{workflow_id}:{step_id}",
             },
-            timeout=timeout,
-            extensions=extensions,
+            timeouts=timeouts,
             timeout_s=timeout_s,
             deadline=deadline,
             payload=payload if a2a_agent else None,
@@ -346,20 +309,18 @@ class AgentClient:
     async def health(self, agent: str) -> bool:
         """True when the agent's `GET /health` answers 200. Bypasses breaker and retries."""
         spec = self._spec(agent)
-        t = spec.timeouts
         try:
-            # Streamed and never read: only the status matters, whatever the body's size.
-            async with self._http.stream(
+            response = await self._transport.request(
                 "GET",
                 spec.health_url,
-                timeout=httpx.Timeout(t.connect, read=t.read, write=t.write, pool=t.pool),
-            ) as response:
-                status = response.status_code
+                timeouts=spec.timeouts,
+                max_body_bytes=spec.max_response_bytes,
+            )
         except _FOREIGN_ERRORS as exc:
-            error = _translate(exc, agent=agent, timeout=None, cap_s=None, cap_phase="attempt")
+            error = _translate(exc, agent=agent)
             logger.info("agent_health_failed", agent=agent, error=error.code, reason=str(error))
             return False
-        return status == 200
+        return response.status == 200
 
     # -- one attempt: breaker( bulkhead( timeout( HTTP ) ) ) ---------------------------
 
@@ -444,33 +405,30 @@ class AgentClient:
         if call.payload is not None:
             return await self._a2a.send(call, cap_s, cap_phase)
         call.attempts += 1
+        spec = call.spec
         try:
-            # Exactly what `post()` does, minus re-parsing the URL and the Timeout.
-            request = self._http.build_request(
-                "POST",
-                call.url,
-                content=call.body,
-                headers=call.headers,
-                extensions=call.extensions,
-            )
             if cap_s is None:
-                response, body = await self._exchange(request, call.spec.max_response_bytes)
+                response = await self._transport.request(
+                    "POST",
+                    spec.process_url,
+                    body=call.body,
+                    headers=call.headers,
+                    timeouts=call.timeouts,
+                    max_body_bytes=spec.max_response_bytes,
+                )
             else:
                 async with asyncio.timeout(cap_s):
-                    response, body = await self._exchange(request, call.spec.max_response_bytes)
+                    response = await self._transport.request(
+                        "POST",
+                        spec.process_url,
+                        body=call.body,
+                        headers=call.headers,
+                        timeouts=call.timeouts,
+                        max_body_bytes=spec.max_response_bytes,
+                    )
         except _FOREIGN_ERRORS as exc:
-            raise _translate(
-                exc, **_ctx(call), timeout=call.timeout, cap_s=cap_s, cap_phase=cap_phase
-            ) from exc
-        return _parse(response, body, call)
-
-    async def _exchange(self, request: httpx.Request, limit: int) -> tuple[httpx.Response, bytes]:
-        """Send, then read the answer's body under the agent's size cap (streamed)."""
-        response = await self._http.send(request, stream=True)
-        try:
-            return response, await read_body(response, limit=limit)
-        finally:
-            await response.aclose()
+            raise _translate(exc, **_ctx(call), cap_s=cap_s, cap_phase=cap_phase) from exc
+        return _parse(response, call)
 
     def _attempt_cap(self, call: _Call) -> tuple[float | None, TimeoutPhase]:
         """The whole attempt's time limit: `timeout_s`, or less if the deadline is nearer."""
@@ -508,97 +466,52 @@ def _translate(
     agent: str,
     workflow_id: str | None = None,
     step_id: str | None = None,
-    timeout: httpx.Timeout | None = None,
     cap_s: float | None = None,
     cap_phase: TimeoutPhase = "attempt",
 ) -> AgentError:
-    """The one place a foreign error (httpx, aiohttp, our time cap, the breaker) becomes ours."""
+    """The one place what comes from below (transport, our time cap, the breaker) becomes ours."""
     ctx: dict[str, Any] = {"agent": agent, "workflow_id": workflow_id, "step_id": step_id}
     if isinstance(exc, CircuitOpenError):
         return AgentUnavailable(retry_after_s=exc.retry_after_s, **ctx)
-    if isinstance(exc, BodyTooLarge):
-        return AgentResponseTooLarge(limit=exc.limit, **ctx)
-    cause = exc.__cause__
-    # httpx_aiohttp maps every aiohttp.ClientConnectionError (reset, server disconnected)
-    # to httpx.ConnectTimeout; a cause that is no timeout says what really happened.
-    disguised = isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
-        cause, TimeoutError
-    )
-    if isinstance(exc, httpx.TimeoutException) and not disguised:
-        phase: TimeoutPhase = next(
-            (p for t, p in _HTTPX_TIMEOUT_PHASES if isinstance(exc, t)), "read"
-        )
-        limit = None if timeout is None else getattr(timeout, phase)
-        return AgentTimeout(phase=phase, timeout_s=limit, **ctx)
-    if isinstance(exc, httpx.DecodingError):
-        return AgentBadResponse(reason=f"body could not be decoded ({exc})", **ctx)
-    if isinstance(exc, httpx.HTTPError | aiohttp.ClientError):
-        detail = cause if disguised and cause is not None else exc
-        # The OS's text names addresses and ports: the log keeps it, the error (which
-        # clients see in step errors) says only what kind of failure it was.
-        logger.info("agent_connection_error", agent=agent, step=step_id, detail=repr(detail))
-        return AgentConnectionError(reason=_connection_reason(detail), **ctx)
+    if isinstance(exc, TransportTimeout):
+        return AgentTimeout(phase=exc.phase, timeout_s=exc.timeout_s, **ctx)
+    if isinstance(exc, ResponseTooLarge):
+        return AgentResponseTooLarge(limit=exc.limit_bytes, **ctx)
+    if isinstance(exc, TransportConnectionError):
+        # The library's text names addresses and ports: the log keeps it, the error
+        # (which clients see in step errors) says only what kind of failure it was.
+        logger.info("agent_connection_error", agent=agent, step=step_id, detail=exc.detail)
+        return AgentConnectionError(reason=exc.reason, **ctx)
     if isinstance(exc, TimeoutError):
         return AgentTimeout(phase=cap_phase, timeout_s=cap_s, **ctx)
-    raise TypeError(f"not a foreign agent-call error: {exc!r}") from exc
+    raise TypeError(f"not an agent-call error from below: {exc!r}") from exc
 
 
-_ERRNO_REASONS = {
-    errno.ECONNREFUSED: "connection refused",
-    errno.ECONNRESET: "connection reset by the agent",
-    errno.EPIPE: "connection reset by the agent",
-    errno.ENETUNREACH: "network unreachable",
-    errno.EHOSTUNREACH: "host unreachable",
-    errno.ETIMEDOUT: "connection timed out",
-}
-
-
-def _connection_reason(detail: BaseException) -> str:
-    """A connection failure in fixed words, never the OS's text (it names host:port)."""
-    seen: set[int] = set()
-    error: BaseException | None = detail
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, socket.gaierror):
-            return "the agent's host name could not be resolved"
-        if isinstance(error, ssl.SSLError):
-            return "TLS handshake failed"
-        if isinstance(error, OSError) and error.errno in _ERRNO_REASONS:
-            return _ERRNO_REASONS[error.errno]
-        if isinstance(error, aiohttp.ServerDisconnectedError | httpx.RemoteProtocolError):
-            return "the agent closed the connection"
-        inner = getattr(error, "os_error", None)  # aiohttp.ClientConnectorError
-        error = inner if isinstance(inner, BaseException) else error.__cause__ or error.__context__
-    if isinstance(detail, httpx.ConnectError) and "refused" in str(detail).lower():
-        return "connection refused"  # httpx's own transport keeps only the text
-    return f"connection failed ({type(detail).__name__})"
-
-
-def _check_status(response: httpx.Response, body: bytes, call: _Call) -> None:
+def _check_status(response: TransportResponse, call: _Call) -> None:
     """The HTTP status of an answer: 429/5xx, other 4xx and non-2xx become our errors."""
-    status = response.status_code
+    status = response.status
     ctx = _ctx(call)
     if status == 429 or status >= 500:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-        raise AgentHTTPError(status=status, body=body, retry_after_s=retry_after, **ctx)
+        raise AgentHTTPError(status=status, body=response.body, retry_after_s=retry_after, **ctx)
     if 400 <= status < 500:
-        raise AgentRejected(status=status, body=body, **ctx)
+        raise AgentRejected(status=status, body=response.body, **ctx)
     if not 200 <= status < 300:
         raise AgentBadResponse(
-            reason=f"unexpected HTTP {status}", status=status, body=body, **ctx
+            reason=f"unexpected HTTP {status}", status=status, body=response.body, **ctx
         )
 
 
-def _parse(response: httpx.Response, body: bytes, call: _Call) -> dict[str, Any]:
+def _parse(response: TransportResponse, call: _Call) -> dict[str, Any]:
     """Check an answer against the agent contract: 2xx `{"status": "success", "data": {...}}`."""
-    _check_status(response, body, call)
-    status = response.status_code
+    _check_status(response, call)
+    status = response.status
     ctx = _ctx(call)
     try:
-        document = orjson.loads(body)
+        document = orjson.loads(response.body)
     except orjson.JSONDecodeError as exc:
         raise AgentBadResponse(
-            reason="body is not JSON", status=status, body=body, **ctx
+            reason="body is not JSON", status=status, body=response.body, **ctx
         ) from exc
     if not isinstance(document, dict):
         reason = f"body is a JSON {type(document).__name__}, not an object"
@@ -609,7 +522,7 @@ def _parse(response: httpx.Response, body: bytes, call: _Call) -> dict[str, Any]
     else:
         data: dict[str, Any] = document["data"]
         return data
-    raise AgentBadResponse(reason=reason, status=status, body=body, **ctx)
+    raise AgentBadResponse(reason=reason, status=status, body=response.body, **ctx)
 
 
 def _classify(exc: BaseException) -> Outcome:

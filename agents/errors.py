@@ -23,8 +23,9 @@ Every error carries its context as keyword-only attributes: `agent`, `workflow_i
 final count before the error leaves it). `code` is a stable snake_case string shown by
 the API; `details()` is the JSON-ready context the API shows next to it.
 
-`AgentClient` (agents/client.py) is the only place httpx and circuit errors become
-these; it raises them `from` the original cause.
+Transports (agents/transport.py) translate their library's errors into the small
+`TransportError` tree, once each; `AgentClient` (agents/client.py) is the only place
+those and the circuit's errors become these, raised `from` the original cause.
 """
 
 from __future__ import annotations
@@ -292,8 +293,9 @@ class AgentBadResponse(AgentError):
 class AgentResponseTooLarge(AgentBadResponse):
     """The answer's body was bigger than the agent's `max_response_bytes`.
 
-    Read as a stream and abandoned at the limit (before decompression can inflate it
-    further), so a huge or endless answer costs at most the limit in memory.
+    Read as a stream and abandoned at the limit (bodies are asked for and read
+    uncompressed, so nothing inflates them), so a huge or endless answer costs at most
+    the limit in memory; the connection is dropped, not drained.
     """
 
     code: ClassVar[str] = "agent_response_too_large"

@@ -8,10 +8,12 @@ from typing import Literal
 
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 
+DEFAULT_AGENT_CONCURRENCY = 64
+
 
 @dataclass(frozen=True, slots=True)
 class AgentTimeouts:
-    """Per-attempt httpx timeouts, seconds.
+    """Per-attempt timeouts of each phase of a request, seconds (agents/transport.py).
 
     `read` is short enough that a hanging agent costs at most two or three attempts
     inside a step's deadline (ORCH_STEP_TIMEOUT_S, 15 s), itself well inside a sync
@@ -37,13 +39,15 @@ class AgentSpec:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     retry_budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
-    # Calls in flight to this agent at once, across all workflows of this process.
-    concurrency: int = 32
+    # Calls in flight to this agent at once, across all workflows of this process
+    # (why 64: README "Defaults"). A slow agent still cannot take more than this many
+    # connections and tasks; a fast one is not held far below what one replica can do.
+    concurrency: int = DEFAULT_AGENT_CONCURRENCY
     # "native": POST {url}/process (DESIGN.md "Agents"); "a2a": the Agent2Agent protocol,
     # its card at {url}/.well-known/agent-card.json (agents/a2a.py).
     protocol: Protocol = "native"
-    # Largest answer body read from this agent (after decompression); a bigger one is
-    # cut off while streaming and fails the call with `agent_response_too_large`.
+    # Largest answer body read from this agent (4 MiB); past it the call fails with
+    # `agent_response_too_large` and the connection is dropped unread.
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     @property

@@ -1,232 +1,438 @@
-"""The one shared `httpx.AsyncClient` every agent call goes through, and its transport.
+"""The agent transport seam: one HTTP request to an agent, nothing more.
 
-httpx's default transport checks every pooled connection with a `poll()` on each
-request, so its cost grows with the number in flight; httpx over aiohttp's connection
-pool keeps httpx's API at close to aiohttp's speed. `python -m bench.transport`
-measures both against aiohttp's own client.
+`AgentClient` (agents/client.py) stacks the resilience layers; a transport only
+sends one request and gives back the status, the headers and a size-capped body.
+Two implementations ship:
 
-The aiohttp transport is `AgentTransport`, a leaner `httpx_aiohttp.AiohttpTransport`:
-same pool, same error mapping, but it hands aiohttp the request's headers without
-re-decoding them one by one, and reuses one `aiohttp.ClientTimeout` per distinct set of
-timeouts. Its body stream yields what aiohttp has buffered, chunk by chunk, so the
-size cap below sees a big answer grow rather than after it was read whole.
+- `AiohttpTransport` (the default): one `aiohttp.ClientSession` and its pool.
+- `HttpxTransport` (`ORCH_HTTP_TRANSPORT=httpx`): one `httpx.AsyncClient`, httpx's own
+  pool; what the respx unit tests of `AgentClient` drive.
 
-**The response size cap lives here**: `read_body(response, limit=...)` is how every
-answer is read (streamed, decoded, counted as it arrives); past the limit it stops
-reading and raises `BodyTooLarge`, which `AgentClient` turns into
-`agent_response_too_large`. A later transport keeps the same function.
+Both keep no cookies, follow no redirects and ignore proxy variables from the
+environment (agents are called only at the registry's URLs). They ask for
+uncompressed bodies; an agent that compresses anyway is decoded as it streams in,
+and the size cap counts the decoded bytes, so a small compressed "bomb" stops at
+the cap too (give or take what one network chunk inflates to).
 
-The client itself (`AgentHTTPClient`) keeps no cookies: agents are stateless, and a
-cookie one workflow's call received must not ride along on every other workflow's
-calls. That also spares httpx's per-response cookie extraction, which builds urllib
-request/response adapters for every answer.
+A transport raises only the `TransportError` tree below (cancellation passes through
+untouched and aborts the request). Each implementation translates its library's
+errors into it in exactly one function; `AgentClient` turns these into `AgentError`s
+with the agent's and the workflow's context::
 
-Over aiohttp, httpx's connect/read/pool timeouts map to aiohttp's sock_connect /
-sock_read / connect; aiohttp has no write timeout, so `write` is not enforced there
-(`AgentClient`'s per-attempt cap still bounds a whole attempt when one is set).
+    TransportError                 base; never leaves agents/
+    ├── TransportTimeout           a phase ran out: connect, read, write or pool
+    ├── TransportConnectionError   refused, reset, closed early, not HTTP at all
+    └── ResponseTooLarge           the body went past the cap; the connection is dropped
+
+Timeouts per phase (`AgentTimeouts`): `connect` bounds opening a connection, `read`
+each wait for bytes of the answer, `pool` the wait for a free connection when
+`max_connections` are busy, `write` sending the request. aiohttp has no write
+timeout: over aiohttp `write` is not enforced (agent requests are small, and
+`AgentClient`'s per-attempt cap still bounds a whole attempt when one is set).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+import asyncio
+import errno
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
-from httpx_aiohttp.transport import map_aiohttp_exceptions
+
+from agents.registry import AgentTimeouts
 
 __all__ = [
-    "BodyTooLarge",
     "DEFAULT_KEEPALIVE_EXPIRY_S",
     "DEFAULT_MAX_CONNECTIONS",
-    "AgentHTTPClient",
     "AgentTransport",
+    "AiohttpTransport",
+    "HttpxTransport",
+    "ResponseTooLarge",
+    "TimeoutPhaseName",
+    "TransportConnectionError",
+    "TransportError",
     "TransportName",
-    "create_http_client",
-    "read_body",
+    "TransportResponse",
+    "TransportTimeout",
+    "connection_reason",
+    "create_transport",
 ]
 
 TransportName = Literal["aiohttp", "httpx"]
+TimeoutPhaseName = Literal["connect", "read", "write", "pool"]
 
-# Sized for every agent's bulkhead at once (3 agents x 32 in flight by default), so the
-# pool is never the bottleneck and keep-alive connections are reused, not churned.
-DEFAULT_MAX_CONNECTIONS = 128
+# Sized above every agent's bulkhead at once (3 agents x 64 in flight by default), so
+# the pool is never the bottleneck and keep-alive connections are reused, not churned.
+DEFAULT_MAX_CONNECTIONS = 256
 # Below aiohttp's server keep-alive (75 s) so we drop an idle connection before the
 # agent does, and never write a request into a socket the agent is closing.
 DEFAULT_KEEPALIVE_EXPIRY_S = 15.0
 
-# Distinct timeout sets are few (one per agent, plus per-call overrides); past this
-# many the cache starts over rather than grow without bound.
-_MAX_CACHED_TIMEOUTS = 256
+# Agents answer small JSON documents on a near network: compression is not worth
+# inviting (and a body that is never inflated cannot be a decompression bomb).
+_IDENTITY = "identity"
 
 
-class _InertCookies(httpx.Cookies):
-    """A cookie store that stays empty: answers' `Set-Cookie` headers are ignored."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
-        raise TypeError("the agent HTTP client keeps no cookies; pass them per request")
+class TransportError(Exception):
+    """Base of what a transport raises (see the module docstring)."""
 
 
-class AgentHTTPClient(httpx.AsyncClient):
-    """An `httpx.AsyncClient` that keeps no cookies (see the module docstring).
+class TransportTimeout(TransportError):
+    """One phase of the request ran out of time."""
 
-    Takes `httpx.AsyncClient`'s keyword arguments except `cookies`; everything else is
-    plain httpx, and cookies given for one request are still sent with it.
+    def __init__(self, phase: TimeoutPhaseName, timeout_s: float | None) -> None:
+        super().__init__(f"{phase} timeout" + ("" if timeout_s is None else f" ({timeout_s} s)"))
+        self.phase: TimeoutPhaseName = phase
+        self.timeout_s = timeout_s
+
+
+class TransportConnectionError(TransportError):
+    """The connection could not be made or broke before a whole answer arrived.
+
+    `reason` is in fixed words (clients see it in step errors); `detail` is the
+    library's own text, which names addresses and ports: for the log only.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        if kwargs.get("cookies"):
-            raise TypeError("the agent HTTP client keeps no cookies; pass them per request")
-        self._inert_cookies = _InertCookies()
-        super().__init__(**kwargs)
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._inert_cookies
-
-    @cookies.setter
-    def cookies(self, cookies: Any) -> None:
-        if cookies:
-            raise TypeError("the agent HTTP client keeps no cookies; pass them per request")
+    def __init__(self, reason: str, *, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
 
 
-class BodyTooLarge(Exception):
-    """An answer's body went past the reader's limit; reading stopped there."""
+class ResponseTooLarge(TransportError):
+    """The answer's body is larger than `limit_bytes`; the rest was not read."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"response body larger than {limit} bytes")
-        self.limit = limit
-
-
-async def read_body(response: httpx.Response, *, limit: int) -> bytes:
-    """The body of a response sent with `stream=True`, at most `limit` bytes once decoded.
-
-    A `Content-Length` over the limit is refused before reading; otherwise chunks are
-    counted as they arrive (after any Content-Encoding is undone, so a compressed bomb
-    stops at the limit too) and reading stops the moment the total passes it. The
-    caller closes the response.
-    """
-    declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(limit)
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in response.aiter_bytes():
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    def __init__(self, limit_bytes: int, declared_bytes: int | None = None) -> None:
+        said = "" if declared_bytes is None else f" (Content-Length {declared_bytes})"
+        super().__init__(f"response body larger than {limit_bytes} bytes{said}")
+        self.limit_bytes = limit_bytes
+        self.declared_bytes = declared_bytes
 
 
-class _BodyStream(httpx.AsyncByteStream):
-    """An aiohttp answer's body for httpx, as aiohttp receives it."""
+@dataclass(frozen=True, slots=True)
+class TransportResponse:
+    """An answer: status, case-insensitive headers, the whole body (within the cap)."""
 
-    __slots__ = ("_response",)
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with map_aiohttp_exceptions():
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-
-    async def aclose(self) -> None:
-        with map_aiohttp_exceptions():
-            await self._response.__aexit__(None, None, None)
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
 
 
-class AgentTransport(AiohttpTransport):
-    """httpx over aiohttp's connection pool, with less work per request.
+class AgentTransport(Protocol):
+    """Sends one HTTP request to an agent. Implementations: see the module docstring.
 
-    Same constructor, pool, timeouts and error mapping as `AiohttpTransport`.
+    `request` raises only `TransportError`s; cancelling it aborts the request and closes
+    its connection. A body longer than `max_body_bytes` raises `ResponseTooLarge`
+    without reading the rest. `aclose` closes the pool; the owner calls it once.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._timeouts: dict[
-            tuple[float | None, float | None, float | None], aiohttp.ClientTimeout
-        ] = {}
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeouts: AgentTimeouts,
+        max_body_bytes: int,
+    ) -> TransportResponse: ...
 
-    def _client_timeout(self, timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
-        cached = self._timeouts.get(key)
+    async def aclose(self) -> None: ...
+
+
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset by the agent",
+    errno.EPIPE: "connection reset by the agent",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ETIMEDOUT: "connection timed out",
+}
+
+
+def connection_reason(detail: BaseException) -> str:
+    """A connection failure in fixed words, never the OS's text (it names host:port)."""
+    seen: set[int] = set()
+    error: BaseException | None = detail
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, socket.gaierror):
+            return "the agent's host name could not be resolved"
+        if isinstance(error, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(error, OSError) and error.errno in _ERRNO_REASONS:
+            return _ERRNO_REASONS[error.errno]
+        if isinstance(error, aiohttp.ServerDisconnectedError | httpx.RemoteProtocolError):
+            return "the agent closed the connection"
+        if isinstance(error, aiohttp.ClientPayloadError):
+            return "the agent's answer was cut short"
+        inner = getattr(error, "os_error", None)  # aiohttp.ClientConnectorError
+        error = inner if isinstance(inner, BaseException) else error.__cause__ or error.__context__
+    if isinstance(detail, httpx.ConnectError) and "refused" in str(detail).lower():
+        return "connection refused"  # httpx's own transport keeps only the text
+    return f"connection failed ({type(detail).__name__})"
+
+
+def _too_large(declared: int | None, limit: int) -> None:
+    if declared is not None and declared > limit:
+        raise ResponseTooLarge(limit, declared)
+
+
+# -- aiohttp ------------------------------------------------------------------------------
+
+
+class AiohttpTransport:
+    """`AgentTransport` over one `aiohttp.ClientSession` (created on first use)."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
+    ) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry_s = keepalive_expiry_s
+        self._session: aiohttp.ClientSession | None = None
+        # Our own pool gate, so a wait for a connection is its own phase ("pool") with its
+        # own limit; aiohttp's connector never waits, it has the same number of slots.
+        self._slots = asyncio.Semaphore(max_connections)
+        # One ClientTimeout per distinct AgentTimeouts (one per agent, plus overrides).
+        self._timeouts: dict[AgentTimeouts, aiohttp.ClientTimeout] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Made inside the running loop: aiohttp binds a session to the loop it is made in.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive_expiry_s,
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            headers={"Accept-Encoding": _IDENTITY},
+        )
+        return self._session
+
+    def _client_timeout(self, timeouts: AgentTimeouts) -> aiohttp.ClientTimeout:
+        cached = self._timeouts.get(timeouts)
         if cached is None:
-            if len(self._timeouts) >= _MAX_CACHED_TIMEOUTS:
+            if len(self._timeouts) >= 256:  # bounded: overrides could be many
                 self._timeouts.clear()
-            cached = self._timeouts[key] = aiohttp.ClientTimeout(
-                sock_connect=key[0], sock_read=key[1], connect=key[2]
+            cached = self._timeouts[timeouts] = aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=timeouts.connect, sock_read=timeouts.read
             )
         return cached
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        # The generic path (proxies, SNI overrides, unread request streams) stays the
-        # parent's; the agent client's requests never use any of them.
-        if (
-            self.proxy is not None
-            or "sni_hostname" in request.extensions
-            or not isinstance(request.stream, httpx.ByteStream)
-        ):
-            return await super().handle_async_request(request)
-        if not isinstance(self.client, aiohttp.ClientSession):
-            self.client = self.get_client()
-        data: bytes | None = request.content or None
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
-        ]
-        with map_aiohttp_exceptions():
-            response = await self.client.request(
-                request.method,
-                str(request.url),
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeouts: AgentTimeouts,
+        max_body_bytes: int,
+    ) -> TransportResponse:
+        session = self._session or self._open()
+        slots = self._slots
+        if slots.locked():
+            try:
+                async with asyncio.timeout(timeouts.pool):
+                    await slots.acquire()
+            except TimeoutError:
+                raise TransportTimeout("pool", timeouts.pool) from None
+        else:
+            await slots.acquire()  # a free slot: taken at once, nothing to time out
+        try:
+            async with session.request(
+                method,
+                url,
+                data=body,
                 headers=headers,
-                data=data,
                 allow_redirects=False,
-                auto_decompress=False,
-                compress=False,
-                timeout=self._client_timeout(request.extensions.get("timeout", {})),
-            ).__aenter__()
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if response.reason:
-            extensions["reason_phrase"] = response.reason.encode()
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=_BodyStream(response),
-            request=request,
-            extensions=extensions,
+                timeout=self._client_timeout(timeouts),
+            ) as response:
+                content = await self._read(response, max_body_bytes)
+                return TransportResponse(response.status, response.headers, content)
+        except aiohttp.ClientError as exc:
+            raise _from_aiohttp(exc, timeouts) from exc
+        finally:
+            slots.release()
+
+    @staticmethod
+    async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
+        declared = response.content_length
+        try:
+            _too_large(declared, limit)
+        except ResponseTooLarge:
+            response.close()  # drop the connection rather than drain the body
+            raise
+        if declared is not None and "Content-Encoding" not in response.headers:
+            return await response.read()  # within the cap: one read, one buffer
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await response.content.readany():
+            size += len(chunk)
+            if size > limit:
+                response.close()
+                raise ResponseTooLarge(limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _from_aiohttp(exc: aiohttp.ClientError, timeouts: AgentTimeouts) -> TransportError:
+    """The one place aiohttp's errors become ours."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return TransportTimeout("connect", timeouts.connect)
+    if isinstance(exc, aiohttp.ServerTimeoutError):  # SocketTimeoutError: a read waited too long
+        return TransportTimeout("read", timeouts.read)
+    if isinstance(exc, aiohttp.ClientResponseError):  # the answer was not HTTP
+        return TransportConnectionError("the agent's answer is not valid HTTP", detail=repr(exc))
+    return TransportConnectionError(connection_reason(exc), detail=repr(exc))
+
+
+# -- httpx --------------------------------------------------------------------------------
+
+
+class HttpxTransport:
+    """`AgentTransport` over one `httpx.AsyncClient` (given, or made with httpx's pool).
+
+    A given client is used as it is (tests give one driven by respx or
+    `httpx.MockTransport`); `aclose` closes it either way.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient | None = None,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
+    ) -> None:
+        if client is None:
+            client = httpx.AsyncClient(
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_connections,
+                    keepalive_expiry=keepalive_expiry_s,
+                ),
+                trust_env=False,
+                follow_redirects=False,
+            )
+        self.client = client
+        # httpx turns a Timeout into its request extension on every request; one per agent.
+        self._timeouts: dict[AgentTimeouts, httpx.Timeout] = {}
+
+    def _timeout(self, t: AgentTimeouts) -> httpx.Timeout:
+        cached = self._timeouts.get(t)
+        if cached is None:
+            if len(self._timeouts) >= 256:
+                self._timeouts.clear()
+            cached = self._timeouts[t] = httpx.Timeout(
+                connect=t.connect, read=t.read, write=t.write, pool=t.pool
+            )
+        return cached
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeouts: AgentTimeouts,
+        max_body_bytes: int,
+    ) -> TransportResponse:
+        client = self.client
+        request = client.build_request(
+            method,
+            url,
+            content=body,
+            headers={"accept-encoding": _IDENTITY, **(headers or {})},
+            timeout=self._timeout(timeouts),
         )
+        # Nothing is kept between requests: agents are stateless, and a cookie one
+        # workflow's call received must never ride along on another workflow's calls.
+        request.headers.pop("cookie", None)
+        try:
+            response = await client.send(request, stream=True)
+            try:
+                content = await self._read(response, max_body_bytes)
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise _from_httpx(exc, timeouts) from exc
+        finally:
+            client.cookies.clear()
+        return TransportResponse(response.status_code, response.headers, content)
+
+    @staticmethod
+    async def _read(response: httpx.Response, limit: int) -> bytes:
+        _too_large(_content_length(response.headers), limit)
+        if response.is_stream_consumed:
+            # Read already, in memory: what httpx.MockTransport hands back.
+            _too_large(len(response.content), limit)
+            return response.content
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():  # decoded, if the agent compressed anyway
+            size += len(chunk)
+            if size > limit:
+                raise ResponseTooLarge(limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
-def create_http_client(
+def _content_length(headers: httpx.Headers) -> int | None:
+    raw = headers.get("content-length")
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
+_HTTPX_PHASES: tuple[tuple[type[httpx.TimeoutException], TimeoutPhaseName], ...] = (
+    (httpx.ConnectTimeout, "connect"),
+    (httpx.ReadTimeout, "read"),
+    (httpx.WriteTimeout, "write"),
+    (httpx.PoolTimeout, "pool"),
+)
+
+
+def _from_httpx(exc: httpx.HTTPError, timeouts: AgentTimeouts) -> TransportError:
+    """The one place httpx's errors become ours."""
+    if isinstance(exc, httpx.TimeoutException):
+        phase: TimeoutPhaseName = next((p for t, p in _HTTPX_PHASES if isinstance(exc, t)), "read")
+        return TransportTimeout(phase, getattr(timeouts, phase))
+    if isinstance(exc, httpx.DecodingError):
+        return TransportConnectionError("the agent's answer could not be decoded", detail=repr(exc))
+    if isinstance(exc, httpx.RemoteProtocolError) and "disconnect" not in str(exc).lower():
+        return TransportConnectionError("the agent's answer is not valid HTTP", detail=repr(exc))
+    return TransportConnectionError(connection_reason(exc), detail=repr(exc))
+
+
+def create_transport(
+    name: TransportName = "aiohttp",
     *,
-    transport: TransportName = "aiohttp",
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
-) -> httpx.AsyncClient:
-    """A keep-alive `AgentHTTPClient` for `AgentClient`; close it with `aclose()`.
-
-    `transport="aiohttp"` (the default, the faster one in bench/transport.py) runs httpx
-    over aiohttp's pool (`AgentTransport`); `"httpx"` uses httpx's own. Timeouts are set
-    per request by `AgentClient`, redirects are not followed, cookies are not kept, and
-    proxies from the environment are ignored: agents are called only at the URLs of the
-    registry.
-    """
-    limits = httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=keepalive_expiry_s,
-    )
-    if transport == "aiohttp":
-        return AgentHTTPClient(
-            transport=AgentTransport(limits=limits, trust_env=False),
-            trust_env=False,
-            follow_redirects=False,
+) -> AgentTransport:
+    """The transport `ORCH_HTTP_TRANSPORT` names; the caller closes it with `aclose()`."""
+    if name == "aiohttp":
+        return AiohttpTransport(
+            max_connections=max_connections, keepalive_expiry_s=keepalive_expiry_s
         )
-    if transport == "httpx":
-        return AgentHTTPClient(limits=limits, trust_env=False, follow_redirects=False)
-    raise ValueError(f"unknown transport {transport!r}: expected 'aiohttp' or 'httpx'")
+    if name == "httpx":
+        return HttpxTransport(
+            max_connections=max_connections, keepalive_expiry_s=keepalive_expiry_s
+        )
+    raise ValueError(f"unknown transport {name!r}: expected 'aiohttp' or 'httpx'")

@@ -28,7 +28,7 @@ from agents.client import AgentClient
 from agents.reference import start_agent
 from agents.reference.a2a_service import start_a2a_agent
 from agents.registry import AgentRegistry, AgentSpec
-from agents.transport import create_http_client
+from agents.transport import create_transport
 
 INPUT: dict[str, Any] = {
     "intent": {
@@ -69,7 +69,7 @@ async def main(calls: int, cap_s: float) -> None:
             AgentSpec(name="a2a-0.3", url=f"http://127.0.0.1:{v03_port}", protocol="a2a"),
         ]
     )
-    http = create_http_client()
+    http = create_transport()
     client = AgentClient(registry, http)
     try:
         await client.discover()

@@ -4,8 +4,8 @@ Rows, each at concurrency 1 and 50, each with its ratio to the floor measured in
 the same run:
 
 - floor: the same three calls made directly with aiohttp's client, no orchestration
-- httpx: the same three calls through the agent HTTP client (`create_http_client`,
-  httpx over aiohttp), no orchestration: what httpx alone adds to the floor
+- transport: the same three calls through the default agent transport, no
+  orchestration: what the transport alone adds to the floor
 - engine/memory: WorkflowOrchestrator in-process, in-memory state store
 - engine/redis: the same with the Redis state store (needs REDIS_URL)
 - service/memory, service/redis: the whole service through its HTTP API (own process)
@@ -81,31 +81,32 @@ def _registry(stub_port: int) -> Any:
 
     return AgentRegistry(
         [
-            dataclasses.replace(
-                spec, url=f"http://127.0.0.1:{stub_port}/{spec.name}", concurrency=64
-            )
+            # The shipped defaults (concurrency, timeouts...): the bench measures what users get.
+            dataclasses.replace(spec, url=f"http://127.0.0.1:{stub_port}/{spec.name}")
             for spec in default_registry().values()
         ]
     )
 
 
 def _serve_api(port: int, stub_port: int, redis_url: str | None) -> None:
-    """Child process: the whole service, as `orchestrator serve` would run it."""
-    import logging
+    """Child process: the whole service, run by `orchestrator serve` as users run it
+    (its event loop choice, ORCH_EVENT_LOOP, and its start-up included)."""
+    from orchestrator.cli import main as cli_main
 
-    from orchestrator.app import create_app
-    from orchestrator.logs import configure_logging
-    from orchestrator.settings import Settings
-
-    configure_logging("error")
-    logging.disable(logging.WARNING)
-    settings = Settings(
-        port=port,
-        agents=_registry(stub_port),
-        redis_url=redis_url,
-        key_prefix=f"bench:{uuid.uuid4().hex[:6]}:",
+    base = f"http://127.0.0.1:{stub_port}"
+    os.environ.update(
+        ORCH_PORT=str(port),
+        ORCH_LOG_LEVEL="error",
+        ORCH_KEY_PREFIX=f"bench:{uuid.uuid4().hex[:6]}:",
+        NLP_AGENT_URL=f"{base}/nlp",
+        DATA_AGENT_URL=f"{base}/data",
+        VIZ_AGENT_URL=f"{base}/viz",
     )
-    web.run_app(create_app(settings), host="127.0.0.1", port=port, print=None, access_log=None)
+    os.environ.pop("REDIS_URL", None)
+    if redis_url:
+        os.environ["REDIS_URL"] = redis_url
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        cli_main(["serve"])
 
 
 async def _wait_listening(port: int) -> None:
@@ -181,19 +182,25 @@ async def _floor(stub_port: int, concurrency: int, count: int) -> Row:
 
 
 async def _httpx_calls(stub_port: int, concurrency: int, count: int) -> Row:
-    from agents.client import create_http_client
+    from agents.registry import AgentTimeouts
+    from agents.transport import create_transport
 
     base = f"http://127.0.0.1:{stub_port}"
-    async with create_http_client() as http:
+    http = create_transport()
+    timeouts = AgentTimeouts()
+    try:
 
         async def post(agent: str, payload: dict[str, Any]) -> dict[str, Any]:
             body = orjson.dumps({"workflow_id": "w", "step_id": agent, "input": payload})
-            r = await http.post(
+            r = await http.request(
+                "POST",
                 f"{base}/{agent}/process",
-                content=body,
+                body=body,
                 headers={"Content-Type": "application/json"},
+                timeouts=timeouts,
+                max_body_bytes=1 << 20,
             )
-            data: dict[str, Any] = orjson.loads(r.content)["data"]
+            data: dict[str, Any] = orjson.loads(r.body)["data"]
             return data
 
         async def one() -> None:
@@ -201,13 +208,14 @@ async def _httpx_calls(stub_port: int, concurrency: int, count: int) -> Row:
             data = await post("data", {"intent": nlp["intent"]})
             await post("viz", {"intent": nlp["intent"], **data})
 
-        return await _drive(
-            "httpx (agent client, 3 direct calls)", one, concurrency=concurrency, count=count
-        )
+        return await _drive("transport (3 direct calls)", one, concurrency=concurrency, count=count)
+    finally:
+        await http.aclose()
 
 
 async def _engine(name: str, stub_port: int, store: Any, concurrency: int, count: int) -> Row:
-    from agents.client import AgentClient, create_http_client
+    from agents.client import AgentClient
+    from agents.transport import create_transport
     from orchestrator.app import BUILTIN_FALLBACKS
     from orchestrator.chain import CHAIN_DEFINITION
     from orchestrator.dag.kinds import default_kinds
@@ -216,7 +224,7 @@ async def _engine(name: str, stub_port: int, store: Any, concurrency: int, count
     from orchestrator.engine import WorkflowOrchestrator
 
     registry = _registry(stub_port)
-    http = create_http_client()
+    http = create_transport()
     client = AgentClient(registry, http)
     kinds = default_kinds()
     runner = DagRunner(agents=client, registry=registry, kinds=kinds, builtins=BUILTIN_FALLBACKS)

@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(SCRIPT)))
 
 from agents.client import AgentClient  # noqa: E402
 from agents.registry import AgentRegistry, AgentSpec  # noqa: E402
-from agents.transport import create_http_client  # noqa: E402
+from agents.transport import create_transport  # noqa: E402
 from circuit.config import RetryConfig  # noqa: E402
 from orchestrator.dag.plan import Plan, plan_workflow  # noqa: E402
 from orchestrator.dag.runner import DagRunner  # noqa: E402
@@ -180,7 +180,8 @@ async def _main(args: argparse.Namespace) -> None:
         raw = random_definition(args.nodes, args.mean_ms, random.Random(args.seed))
         compiled = compile_workflow(raw, agents=set(registry))
         plan = plan_workflow(compiled)
-        async with create_http_client() as http:
+        http = create_transport()
+        try:
             client = AgentClient(registry, http)
             runner = DagRunner(agents=client, registry=registry)
             delays = [
@@ -193,6 +194,8 @@ async def _main(args: argparse.Namespace) -> None:
                 ),
                 "floor": await median_ms(lambda i: call_chain(client, delays, i), args.runs),
             }
+        finally:
+            await http.aclose()
     finally:
         if server.stdin is not None:
             server.stdin.close()

@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 import orchestrator.engine as engine_module  # noqa: E402
 from agents.client import AgentClient  # noqa: E402
+from agents.transport import HttpxTransport  # noqa: E402
 from orchestrator.app import BUILTIN_FALLBACKS  # noqa: E402
 from orchestrator.chain import chain_definition  # noqa: E402
 from orchestrator.dag.kinds import default_kinds  # noqa: E402
@@ -97,7 +98,7 @@ async def _run(events: bool, metered: bool, workflows: int, cap_s: float) -> flo
     if metered:
         store = MeteredStore(store, StoreMetrics(registry))
     async with httpx.AsyncClient(transport=httpx.MockTransport(_answer)) as http:
-        client = AgentClient(default_registry(), http)
+        client = AgentClient(default_registry(), HttpxTransport(http))
         kinds = default_kinds()
         runner = DagRunner(
             agents=client, registry=default_registry(), kinds=kinds, builtins=BUILTIN_FALLBACKS

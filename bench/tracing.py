@@ -37,6 +37,7 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.trace import NoOpTracerProvider, Tracer  # noqa: E402
 
 from agents.client import AgentClient  # noqa: E402
+from agents.transport import HttpxTransport  # noqa: E402
 from orchestrator.chain import chain_definition  # noqa: E402
 from orchestrator.dag.kinds import default_kinds  # noqa: E402
 from orchestrator.dag.runner import DagRunner  # noqa: E402
@@ -78,7 +79,7 @@ Op = Callable[[], Awaitable[object]]
 
 async def _agent_call_op(tracer: Tracer | None) -> tuple[Op, httpx.AsyncClient]:
     http = httpx.AsyncClient(transport=httpx.MockTransport(_answer))
-    client = AgentClient(default_registry(), http, tracer=tracer)
+    client = AgentClient(default_registry(), HttpxTransport(http), tracer=tracer)
 
     async def op() -> object:
         return await client.call("nlp", {"query": "q"}, workflow_id="wf", step_id="nlp")
@@ -88,7 +89,7 @@ async def _agent_call_op(tracer: Tracer | None) -> tuple[Op, httpx.AsyncClient]:
 
 async def _workflow_op(tracer: Tracer | None) -> tuple[Op, httpx.AsyncClient]:
     http = httpx.AsyncClient(transport=httpx.MockTransport(_answer))
-    client = AgentClient(default_registry(), http, tracer=tracer)
+    client = AgentClient(default_registry(), HttpxTransport(http), tracer=tracer)
     kinds = default_kinds()
     builtins = {"keyword_intent": keyword_intent_fallback}
     runner = DagRunner(

@@ -7,9 +7,9 @@ process on 127.0.0.1, then for concurrency 1 and 50 measures calls/s and p50/p99
 latency of:
 
 - aiohttp.ClientSession: the floor, what the event loop and sockets cost anyway;
-- httpx with its default transport (httpcore's pool);
-- httpx over httpx_aiohttp.AiohttpTransport (`create_http_client`'s default);
-- AgentClient.call over that, i.e. the whole breaker/retry/bulkhead/timeout stack.
+- each `AgentTransport` alone (agents/transport.py): aiohttp (the default) and httpx
+  (httpx's own pool, `ORCH_HTTP_TRANSPORT=httpx`);
+- AgentClient.call over each, i.e. the whole breaker/retry/bulkhead/timeout stack.
 
 Every row POSTs the same JSON body and parses the JSON answer. `x floor` is the row's
 time per call relative to the floor (1.00 = as fast as aiohttp itself). Each run of a
@@ -40,8 +40,12 @@ SCRIPT = os.path.abspath(__file__)
 sys.path.insert(0, os.path.dirname(os.path.dirname(SCRIPT)))
 
 from agents.client import AgentClient  # noqa: E402
-from agents.registry import AgentRegistry, AgentSpec  # noqa: E402
-from agents.transport import TransportName, create_http_client  # noqa: E402
+from agents.registry import (  # noqa: E402
+    AgentRegistry,
+    AgentSpec,
+    AgentTimeouts,
+)
+from agents.transport import TransportName, create_transport  # noqa: E402
 
 BODY = orjson.dumps({"workflow_id": "wf", "step_id": "s", "input": {"q": "sales by region"}})
 ANSWER = orjson.dumps({"status": "success", "data": {"rows": [[1, "north"], [2, "south"]]}})
@@ -128,37 +132,55 @@ async def _aiohttp_floor(url: str, concurrency: int) -> AsyncIterator[Call]:
         yield call
 
 
-def _httpx(transport: TransportName) -> ClientFactory:
+def _transport(name: TransportName) -> ClientFactory:
     @contextlib.asynccontextmanager
     async def factory(url: str, concurrency: int) -> AsyncIterator[Call]:
-        async with create_http_client(transport=transport) as http:
+        transport = create_transport(name)
+        timeouts = AgentTimeouts()
+        try:
 
             async def call() -> object:
-                response = await http.post(url + "/process", content=BODY, headers=HEADERS)
-                return orjson.loads(response.content)
+                response = await transport.request(
+                    "POST",
+                    url + "/process",
+                    body=BODY,
+                    headers=HEADERS,
+                    timeouts=timeouts,
+                    max_body_bytes=1 << 20,
+                )
+                return orjson.loads(response.body)
 
             yield call
+        finally:
+            await transport.aclose()
 
     return factory
 
 
-@contextlib.asynccontextmanager
-async def _agent_client(url: str, concurrency: int) -> AsyncIterator[Call]:
-    async with create_http_client() as http:
-        spec = AgentSpec(name="bench", url=url, concurrency=concurrency)
-        client = AgentClient(AgentRegistry([spec]), http)
+def _agent_client(name: TransportName) -> ClientFactory:
+    @contextlib.asynccontextmanager
+    async def factory(url: str, concurrency: int) -> AsyncIterator[Call]:
+        transport = create_transport(name)
+        try:
+            spec = AgentSpec(name="bench", url=url, concurrency=concurrency)
+            client = AgentClient(AgentRegistry([spec]), transport)
 
-        async def call() -> object:
-            return await client.call("bench", {"q": "sales"}, workflow_id="wf", step_id="s")
+            async def call() -> object:
+                return await client.call("bench", {"q": "sales"}, workflow_id="wf", step_id="s")
 
-        yield call
+            yield call
+        finally:
+            await transport.aclose()
+
+    return factory
 
 
 CLIENTS: list[tuple[str, ClientFactory]] = [
     (FLOOR, _aiohttp_floor),
-    ("httpx, default transport", _httpx("httpx")),
-    ("httpx over AiohttpTransport", _httpx("aiohttp")),
-    ("AgentClient.call (default)", _agent_client),
+    ("transport: aiohttp (default)", _transport("aiohttp")),
+    ("transport: httpx", _transport("httpx")),
+    ("AgentClient.call over aiohttp", _agent_client("aiohttp")),
+    ("AgentClient.call over httpx", _agent_client("httpx")),
 ]
 
 

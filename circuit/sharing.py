@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -70,14 +69,12 @@ class BreakerSync:
         replica: str,
         interval_s: float = 0.25,
         start_timeout_s: float = 2.0,
-        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.breakers = breakers
         self.board = board
         self.replica = replica
         self._interval_s = interval_s
         self._start_timeout_s = start_timeout_s
-        self._wall_clock = wall_clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None

@@ -6,13 +6,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-import httpx
 import redis.asyncio as aioredis
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from agents.client import AgentClient, create_http_client
+from agents.client import AgentClient
+from agents.transport import AgentTransport, create_transport
 from circuit.board import BreakerBoard, MemoryBreakerBoard
 from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
@@ -153,14 +153,15 @@ def create_app(
     settings: Settings,
     *,
     store: StateStore | None = None,
-    http: httpx.AsyncClient | None = None,
+    http: AgentTransport | None = None,
     replica_id: str | None = None,
     breaker_board: BreakerBoard | None = None,
     tracer_provider: TracerProvider | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """Build the API; tests inject `store`, `http`, `breaker_board`, `tracer_provider` (e.g.
-    one with an in-memory exporter) and `clock` (epoch seconds) for the scheduler.
+    """Build the API; tests inject `store`, `http` (the agent transport), `breaker_board`,
+    `tracer_provider` (e.g. one with an in-memory exporter) and `clock` (epoch seconds)
+    for the scheduler.
 
     The app closes only what it opened.
     """
@@ -230,9 +231,7 @@ def create_app(
         )
         own_provider = injected_provider is None and provider is not None
         tracer = tracer_of(provider)
-        the_http = (
-            http if http is not None else create_http_client(transport=settings.http_transport)
-        )
+        the_http = http if http is not None else create_transport(settings.http_transport)
         client = AgentClient(settings.agents, the_http, tracer=tracer)
         registry.register(AgentCollector(client))
         # A2A agents: read their cards now (reachable? what do they offer?), without
@@ -272,6 +271,7 @@ def create_app(
             shutdown_grace_s=settings.shutdown_grace_s,
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
+            write_delay_s=settings.state_write_delay_s,
             metrics=metrics,
             tracer=tracer,
         )

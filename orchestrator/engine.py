@@ -128,12 +128,15 @@ class WorkflowOrchestrator:
         handoff_on_shutdown: bool = False,
         clock: Clock | None = None,
         write_pace: float = 4.0,
+        write_delay_s: float = 0.0,
         tracer: Tracer | None = None,
     ) -> None:
         self.store = store
         self._tracer = tracer
         # StateWriter pacing (see there): keeps writing linear in a workflow's size.
         self._write_pace = write_pace
+        # StateWriter write-behind delay (see there): transitions of a burst coalesce.
+        self._write_delay_s = write_delay_s
         self.runner = runner
         self.metrics = metrics or WorkflowMetrics()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
@@ -678,7 +681,7 @@ class WorkflowOrchestrator:
                 return False
             return await self._persist(current, token)
 
-        return StateWriter(persist, state, pace=self._write_pace)
+        return StateWriter(persist, state, pace=self._write_pace, delay_s=self._write_delay_s)
 
     async def _finish(
         self,

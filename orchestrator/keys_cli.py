@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from orchestrator.access.keys import RedisKeyStore, generate_key, hash_key
 from orchestrator.access.principal import parse_roles
 from orchestrator.settings import Settings
+from state.connect import connect
 
 
 def add_keys_parser(sub: Any) -> None:
@@ -63,7 +62,11 @@ async def run_keys_command(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.redis_url:
         print("orchestrator keys: REDIS_URL is not set (keys in Redis need it)")
         return 2
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = connect(
+        settings.redis_url,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        command_timeout_s=settings.redis_timeout_s,
+    )
     store = RedisKeyStore(
         client, prefix=settings.key_prefix, default_limits=settings.access.default_limits
     )

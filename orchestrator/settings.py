@@ -15,6 +15,9 @@
 - ORCH_LOG_LEVEL                 "info"
 - ORCH_MAX_QUERY_CHARS, ORCH_MAX_BODY_BYTES, ORCH_WORKFLOW_TIMEOUT_S, ORCH_MAX_PARALLEL
 - ORCH_HTTP_TRANSPORT            "aiohttp" (default) or "httpx"
+- ORCH_EVENT_LOOP                "auto" (uvloop when installed), "asyncio" or "uvloop"
+- ORCH_STATE_WRITE_DELAY_S       write-behind: a running workflow's transitions reach the
+                                 store within this delay, coalesced (0.005; 0 = at once)
 - ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
 - ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
 - ORCH_LOG_FORMAT                "json" (default) or "console" (readable lines for a terminal)
@@ -49,7 +52,7 @@ TOML layout::
 
     [agents.nlp]
     url = "http://127.0.0.1:8001"
-    concurrency = 32
+    concurrency = 64               # calls in flight to this agent at once (bulkhead)
     max_response_bytes = 4194304   # largest answer read (default 4 MiB)
     [agents.nlp.timeouts]   # connect, read, write, pool (seconds)
     read = 10
@@ -91,7 +94,9 @@ from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 from orchestrator.access.config import AccessConfig, AccessConfigError, check_origin, parse_access
 from orchestrator.dag.budget import DEFAULT_LIMITS as _LIMITS
 from orchestrator.dag.budget import Limits
+from orchestrator.dag.model import DEFAULT_MAX_PARALLEL
 from orchestrator.dag.values import MAX_JSON_DEPTH
+from orchestrator.loop import EventLoopChoice
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 
 
@@ -122,10 +127,14 @@ class Settings:
     redis_pool_timeout_s: float = 2.0
     log_level: str = "info"
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    event_loop: EventLoopChoice = "auto"
+    # Write-behind delay of running workflows' transitions (accept and terminal: at once).
+    state_write_delay_s: float = 0.005
     max_query_chars: int = 2_000
     max_body_bytes: int = 1_048_576
     workflow_timeout_s: float = 120.0
-    max_parallel: int = 10
+    # Nodes of one workflow running at once (why 32: README "Defaults").
+    max_parallel: int = DEFAULT_MAX_PARALLEL
     max_nodes: int = 10_000
     # Owner lease: a replica silent this long is presumed dead and its workflows resumed.
     lease_s: float = 15.0
@@ -210,6 +219,16 @@ class Settings:
         otel_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None
         if otel_endpoint is None and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             otel_endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+        event_loop: EventLoopChoice
+        match env.get("ORCH_EVENT_LOOP", "auto"):
+            case "auto" | "asyncio" | "uvloop" as chosen:
+                event_loop = chosen
+            case other:
+                raise ConfigError(
+                    f"must be 'auto', 'asyncio' or 'uvloop', got {other!r}",
+                    source=src,
+                    key="ORCH_EVENT_LOOP",
+                )
         origins = tuple(o.strip() for o in env.get("ORCH_CORS_ORIGINS", "").split(",") if o.strip())
         try:
             origins = tuple(check_origin(o, "ORCH_CORS_ORIGINS") for o in origins)
@@ -236,10 +255,14 @@ class Settings:
             redis_pool_timeout_s=_env_float(env, "ORCH_REDIS_POOL_TIMEOUT_S", 2.0),
             log_level=env.get("ORCH_LOG_LEVEL", "info").lower(),
             http_transport=transport,
+            event_loop=event_loop,
+            state_write_delay_s=_env_number(
+                env, "ORCH_STATE_WRITE_DELAY_S", 0.005, parse=float, minimum=0.0
+            ),
             max_query_chars=_env_int(env, "ORCH_MAX_QUERY_CHARS", 2_000, minimum=1),
             max_body_bytes=_env_int(env, "ORCH_MAX_BODY_BYTES", 1_048_576, minimum=1_024),
             workflow_timeout_s=_env_float(env, "ORCH_WORKFLOW_TIMEOUT_S", 120.0),
-            max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", 10, minimum=1),
+            max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", DEFAULT_MAX_PARALLEL, minimum=1),
             lease_s=_env_float(env, "ORCH_LEASE_S", 15.0),
             shutdown_grace_s=_env_float(env, "ORCH_SHUTDOWN_GRACE_S", 5.0),
             log_format=log_format,

@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from state import keys
+from state.connect import connect
 from state.keys import DEFAULT_PREFIX
 from state.store import StateStoreError
 
@@ -146,7 +147,7 @@ class RedisQuotas:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> RedisQuotas:
-        return cls(aioredis.Redis.from_url(url), prefix=prefix)
+        return cls(connect(url), prefix=prefix)
 
     async def take(self, bucket: str, *, rate: float, burst: int) -> float:
         key = keys.rate_bucket_key(self._prefix, bucket)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -14,6 +14,7 @@ from agents.client import AgentClient
 from circuit.sharing import BreakerSync
 from orchestrator.api.errors import Unprocessable
 from orchestrator.dag.budget import measure
+from orchestrator.dag.cache import CompileCache
 from orchestrator.dag.kinds import NodeKindRegistry
 from orchestrator.dag.runner import BuiltinFallback
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
@@ -48,6 +49,10 @@ class Services:
     scheduler: Scheduler
     # Whether traces are on (an incoming traceparent is then honoured).
     tracing: bool = False
+    compiled: CompileCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.compiled = CompileCache(self._compile)
 
     async def prepare(
         self, req: QueryRequest, *, agents: Collection[str] | None = None
@@ -104,8 +109,13 @@ class Services:
         """Parse and validate a client's definition against this service's agents and kinds.
 
         `agents` narrows the registry (a tenant restricted to some agents); an agent
-        outside it is reported like an unknown one.
+        outside it is reported like an unknown one. The same definition with the same
+        agents is compiled once (orchestrator/dag/cache.py).
         """
+        allowed = None if agents is None else tuple(sorted(set(agents)))
+        return self.compiled.get(raw, allowed)
+
+    def _compile(self, raw: Any, agents: tuple[str, ...] | None) -> CompiledWorkflow:
         registered = list(self.client.registry)
         return compile_workflow(
             raw,

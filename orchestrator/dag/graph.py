@@ -75,6 +75,53 @@ def layer(deps: Deps) -> Layering:
     )
 
 
+class ReadyTracker:
+    """`graphlib.TopologicalSorter`'s `get_ready` / `done` / `is_active`, for a graph
+    already known to be acyclic, with its reversed edges already built.
+
+    The runner makes one per workflow run. graphlib would rebuild a node record per
+    node and look for cycles on every run; a compiled workflow was checked once, so
+    a run needs only a copy of the in-degrees. Callers keep graphlib's contract:
+    `done` once per node handed out by `get_ready`. Roots come out in key order,
+    the others in the order of `dependents` (the definition's order).
+    """
+
+    __slots__ = ("_dependents", "_finished", "_passed_out", "_ready", "_waiting")
+
+    def __init__(self, deps: Deps, dependents: Mapping[str, Sequence[str]]) -> None:
+        self._dependents = dependents
+        self._waiting: dict[str, int] = {}
+        self._ready: list[str] = []
+        for node, ds in deps.items():
+            if ds:
+                self._waiting[node] = len(ds)
+            else:
+                self._ready.append(node)
+        self._passed_out = 0
+        self._finished = 0
+
+    def is_active(self) -> bool:
+        """True while a node is ready or handed out and not yet done."""
+        return self._finished < self._passed_out or bool(self._ready)
+
+    def get_ready(self) -> list[str]:
+        """The nodes whose dependencies are all done, each handed out once."""
+        ready = self._ready
+        self._ready = []
+        self._passed_out += len(ready)
+        return ready
+
+    def done(self, node: str) -> None:
+        """`node` is finished: dependents whose last dependency it was become ready."""
+        self._finished += 1
+        waiting = self._waiting
+        for dependent in self._dependents[node]:
+            left = waiting[dependent] - 1
+            waiting[dependent] = left
+            if not left:
+                self._ready.append(dependent)
+
+
 class _Tarjan:
     def __init__(self, deps: Deps, allowed: set[str]) -> None:
         self.deps = deps

@@ -30,7 +30,10 @@ COMMON_NODE_FIELDS: frozenset[str] = frozenset(
     }
 )
 
-DEFAULT_MAX_PARALLEL = 10
+# Nodes of one workflow running at once: wide enough that a typical fan-out runs in one
+# go, while each agent's own limit (AgentSpec.concurrency, 64) still bounds what one
+# workflow can take from an agent. README "Defaults" has the measurements.
+DEFAULT_MAX_PARALLEL = 32
 DEFAULT_TIMEOUT_S = 120.0
 
 

@@ -1,7 +1,7 @@
 """Runs a `CompiledWorkflow` eagerly and records every node transition in its state.
 
-A node starts the moment all its dependencies are done (graphlib's
-`TopologicalSorter.get_ready/done`), never waiting for a "level"; at most
+A node starts the moment all its dependencies are done (`graph.ReadyTracker`:
+graphlib's `get_ready/done` without its per-run set-up), never waiting for a "level"; at most
 `options.max_parallel` nodes run at any moment (each agent's own limit is the
 client's bulkhead). Per node, in order:
 
@@ -35,7 +35,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from graphlib import TopologicalSorter
 from types import MappingProxyType
 from typing import Any
 
@@ -46,6 +45,7 @@ from agents.errors import AgentError
 from agents.registry import AgentRegistry
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits
 from orchestrator.dag.errors import NodeError, NodeTimeout
+from orchestrator.dag.graph import ReadyTracker
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
 from orchestrator.dag.model import FallbackKind, OnFailure
 from orchestrator.dag.triggers import Outcome, unmet_reason
@@ -216,6 +216,11 @@ class _Execution:
         self.failed: set[str] = set()
         self.skipped: set[str] = set()
         self.running: dict[asyncio.Task[_Outcome], str] = {}
+        # Node tasks that finished and are not settled yet, in finishing order; the
+        # scheduler sleeps on `wakeup` until one arrives (or the deadline timer fires).
+        self.finished: list[asyncio.Task[_Outcome]] = []
+        self.wakeup: asyncio.Future[None] | None = None
+        self.timed_out = False
         self.runnable: deque[str] = deque()
         self.degraded = False
         self.deadline: float | None = None
@@ -302,11 +307,13 @@ class _Execution:
         state.status = WorkflowStatus.RUNNING
         state.error = None
         state.finished_at = None
+        timer: asyncio.TimerHandle | None = None
         if self.options.timeout_s is not None:
             self.deadline = self.loop.time() + self.options.timeout_s
+            # One timer for the whole run, not one per wait for a node.
+            timer = self.loop.call_at(self.deadline, self._on_deadline)
         await self.emit()
-        sorter: TopologicalSorter[str] = TopologicalSorter(self.workflow.dependencies)
-        sorter.prepare()
+        sorter = ReadyTracker(self.workflow.dependencies, self.workflow.dependents)
         try:
             try:
                 await self._schedule(sorter, done)
@@ -337,6 +344,8 @@ class _Execution:
             await self._emit_final()
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             await self._reap()
         await self._emit_final()
 
@@ -374,7 +383,7 @@ class _Execution:
         # cancelled: the write runs in its own task, shielded.
         await asyncio.shield(asyncio.ensure_future(self.emit()))
 
-    async def _schedule(self, sorter: TopologicalSorter[str], done: set[str]) -> None:
+    async def _schedule(self, sorter: ReadyTracker, done: set[str]) -> None:
         while sorter.is_active():
             for node_id in sorter.get_ready():
                 if node_id in done:
@@ -395,7 +404,7 @@ class _Execution:
             if self.running:
                 await self._wait_one(sorter)
 
-    async def _dispatch(self, sorter: TopologicalSorter[str]) -> None:
+    async def _dispatch(self, sorter: ReadyTracker) -> None:
         while self.runnable and len(self.running) < self.options.max_parallel:
             node_id = self.runnable.popleft()
             self.current = node_id
@@ -423,6 +432,7 @@ class _Execution:
             step.status = StepStatus.RUNNING
             step.started_at = self.runner.clock()
             task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
+            task.add_done_callback(self._node_done)
             self.running[task] = node_id
             await self.emit(step)
         self.current = None
@@ -437,13 +447,34 @@ class _Execution:
         except TimeoutError:
             raise _TimedOut from None
 
-    async def _wait_one(self, sorter: TopologicalSorter[str]) -> None:
-        timeout = None if self.deadline is None else max(0.0, self.deadline - self.loop.time())
-        finished, _ = await asyncio.wait(
-            self.running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+    def _node_done(self, task: asyncio.Task[_Outcome]) -> None:
+        self.finished.append(task)
+        self._wake()
+
+    def _on_deadline(self) -> None:
+        self.timed_out = True
+        self._wake()
+
+    def _wake(self) -> None:
+        wakeup = self.wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _wait_one(self, sorter: ReadyTracker) -> None:
+        # Cheaper than asyncio.wait(FIRST_COMPLETED), which adds and removes a callback
+        # on every running task (and arms a timer) each time it is called.
+        if not self.finished and not self.timed_out:
+            self.wakeup = self.loop.create_future()
+            try:
+                await self.wakeup
+            finally:
+                self.wakeup = None
+        finished = [t for t in self.finished if t in self.running]
+        self.finished.clear()
         if not finished:
-            raise _TimedOut
+            if self.timed_out:
+                raise _TimedOut
+            return
         # Settle in definition order so transitions are recorded deterministically, and
         # all of them: a node that finished with the one that stops the workflow keeps
         # its result.
@@ -680,7 +711,8 @@ class _Execution:
         # The output template spends from what is left of the workflow's budget, and its
         # result crosses the same boundary as every step output.
         budget = Budget(
-            ops=max(0, self.budget.ops_left), nbytes=max(0, self.budget.bytes_left),
+            ops=max(0, self.budget.ops_left),
+            nbytes=max(0, self.budget.bytes_left),
             scope="workflow",
         )
         try:

@@ -23,7 +23,7 @@ from agents.errors import (
 )
 from agents.reference.a2a_service import A2A_SERVICE, A2AService, start_a2a_agent
 from agents.registry import AgentRegistry, AgentSpec
-from agents.transport import create_http_client
+from agents.transport import AgentTransport, HttpxTransport, create_transport
 from circuit.config import BreakerConfig, RetryConfig
 
 INTENT = {
@@ -61,15 +61,15 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    client = create_http_client()
+async def http() -> AsyncIterator[AgentTransport]:
+    client = create_transport()
     try:
         yield client
     finally:
         await client.aclose()
 
 
-def client_for(url: str, http: httpx.AsyncClient, **spec: Any) -> AgentClient:
+def client_for(url: str, http: AgentTransport, **spec: Any) -> AgentClient:
     spec.setdefault("retry", FAST)
     return AgentClient(
         AgentRegistry([AgentSpec(name="charts", url=url, protocol="a2a", **spec)]), http
@@ -81,7 +81,7 @@ async def call(client: AgentClient, **kwargs: Any) -> Any:
 
 
 async def test_round_trip_reads_the_card_and_returns_the_data(
-    served: Served, http: httpx.AsyncClient
+    served: Served, http: AgentTransport
 ) -> None:
     """The card gives the version; the node's input arrives as the agent's input, with
     its integers intact; the task's artifact is the call's data."""
@@ -100,7 +100,7 @@ async def test_round_trip_reads_the_card_and_returns_the_data(
 
 
 async def test_failed_task_is_a_breaker_failure_and_not_retried(
-    served: Served, http: httpx.AsyncClient
+    served: Served, http: AgentTransport
 ) -> None:
     served.service.faults.fail = True
     client = client_for(served.url, http, breaker=BreakerConfig(fail_max=5))
@@ -113,7 +113,7 @@ async def test_failed_task_is_a_breaker_failure_and_not_retried(
 
 
 async def test_input_required_is_a_clear_non_retryable_failure(
-    served: Served, http: httpx.AsyncClient
+    served: Served, http: AgentTransport
 ) -> None:
     served.service.faults.input_required = True
     client = client_for(served.url, http)
@@ -127,7 +127,7 @@ async def test_input_required_is_a_clear_non_retryable_failure(
 
 
 async def test_rejected_input_is_not_the_agents_fault(
-    served: Served, http: httpx.AsyncClient
+    served: Served, http: AgentTransport
 ) -> None:
     client = client_for(served.url, http)
     with pytest.raises(AgentTaskFailed) as info:
@@ -136,7 +136,7 @@ async def test_rejected_input_is_not_the_agents_fault(
     assert client.breaker("charts").snapshot().failure_count == 0
 
 
-async def test_working_task_is_polled_until_done(served: Served, http: httpx.AsyncClient) -> None:
+async def test_working_task_is_polled_until_done(served: Served, http: AgentTransport) -> None:
     served.service.faults.delay_ms = 150
     client = client_for(served.url, http)
     result = await call(client)
@@ -145,7 +145,7 @@ async def test_working_task_is_polled_until_done(served: Served, http: httpx.Asy
 
 
 async def test_cancelling_the_call_sends_cancel_task(
-    served: Served, http: httpx.AsyncClient
+    served: Served, http: AgentTransport
 ) -> None:
     """A cancelled caller (a cancelled workflow) makes the client send CancelTask for the
     task in flight; the agent stops it."""
@@ -164,7 +164,7 @@ async def test_cancelling_the_call_sends_cancel_task(
 
 
 async def test_step_deadline_bounds_the_polling_and_cancels_the_task(
-    served: Served, http: httpx.AsyncClient
+    served: Served, http: AgentTransport
 ) -> None:
     served.service.faults.delay_ms = 60_000
     client = client_for(served.url, http)
@@ -207,7 +207,7 @@ async def test_every_retry_carries_the_same_message_id_and_the_version_header() 
         )
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        client = client_for("http://agent.test", http)
+        client = client_for("http://agent.test", HttpxTransport(http))
         result = await client.call("charts", {"x": 1}, workflow_id="wf", step_id="s1")
     assert result.data == {"ok": 1} and result.attempts == 2
     assert seen == [("wf:s1", "1.0"), ("wf:s1", "1.0")]
@@ -215,7 +215,7 @@ async def test_every_retry_carries_the_same_message_id_and_the_version_header() 
 
 
 async def test_unreachable_card_is_reported_and_read_on_the_first_call(
-    http: httpx.AsyncClient,
+    http: AgentTransport,
 ) -> None:
     client = client_for("http://127.0.0.1:1", http, retry=RetryConfig(max_attempts=1))
     found = await client.discover()
@@ -239,7 +239,7 @@ async def test_an_oversized_a2a_answer_is_cut_off() -> None:
         return httpx.Response(200, content=b'{"jsonrpc": "2.0", "result": "' + b"x" * 5000)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        client = client_for("http://agent.test", http, max_response_bytes=2048)
+        client = client_for("http://agent.test", HttpxTransport(http), max_response_bytes=2048)
         with pytest.raises(AgentResponseTooLarge):
             await client.call("charts", {"x": 1}, workflow_id="wf", step_id="s1")
 
@@ -262,7 +262,9 @@ async def test_a_card_pointing_at_another_origin_is_refused() -> None:
         return httpx.Response(200, json=card)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        client = client_for("http://agent.test", http, retry=RetryConfig(max_attempts=1))
+        client = client_for(
+            "http://agent.test", HttpxTransport(http), retry=RetryConfig(max_attempts=1)
+        )
         found = await client.discover()
         assert "another origin" in str(found["charts"])
         with pytest.raises(AgentBadResponse):

@@ -19,12 +19,13 @@ from agents.errors import (
     AgentConnectionError,
     AgentHTTPError,
     AgentRejected,
+    AgentResponseTooLarge,
     AgentTimeout,
     AgentUnavailable,
     UnknownAgent,
 )
 from agents.registry import AgentRegistry, AgentSpec, AgentTimeouts
-from agents.transport import create_http_client
+from agents.transport import HttpxTransport, TransportConnectionError, create_transport
 from circuit.breaker import BreakerState
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 
@@ -90,7 +91,7 @@ def make_client(http: httpx.AsyncClient, clock: FakeClock) -> MakeClient:
     def make(*specs: AgentSpec, client: httpx.AsyncClient | None = None) -> AgentClient:
         return AgentClient(
             AgentRegistry(list(specs) or [spec()]),
-            client or http,
+            HttpxTransport(client or http),
             clock=clock,
             sleep=clock.sleep,
             rng=random.Random(7),
@@ -321,7 +322,9 @@ async def test_connection_error_is_agent_unreachable(
     assert caught.value.code == "agent_unreachable"
     assert "connection refused" in caught.value.reason
     assert caught.value.attempts == 2
-    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    # The chain of causes keeps httpx's own error, translated once by the transport.
+    assert isinstance(caught.value.__cause__, TransportConnectionError)
+    assert isinstance(caught.value.__cause__.__cause__, httpx.ConnectError)
 
 
 async def test_per_node_retry_override(router: respx.MockRouter, make_client: MakeClient) -> None:
@@ -606,7 +609,28 @@ async def test_health_is_true_only_for_a_200(
     assert client.breaker("data").snapshot().calls == 0
 
 
-def test_create_http_client_rejects_an_unknown_transport() -> None:
+def test_create_transport_rejects_an_unknown_transport() -> None:
     """Only the two measured transports can be asked for."""
     with pytest.raises(ValueError, match="unknown transport"):
-        create_http_client(transport="curl")  # type: ignore[arg-type]
+        create_transport("curl")  # type: ignore[arg-type]
+
+
+async def test_answer_past_the_size_cap_is_too_large_and_not_retried(
+    router: respx.MockRouter, make_client: MakeClient
+) -> None:
+    """A body past max_response_bytes is AgentResponseTooLarge: one attempt, a breaker failure."""
+    big = {"status": "success", "data": {"blob": "x" * 5_000}}
+    route = router.post(PROCESS).mock(return_value=ok(big))
+    client = make_client(spec(max_response_bytes=4_096))
+    with pytest.raises(AgentResponseTooLarge) as caught:
+        await call(client)
+    assert route.call_count == 1
+    assert (caught.value.code, caught.value.limit, caught.value.attempts) == (
+        "agent_response_too_large",
+        4_096,
+        1,
+    )
+    assert client.breaker("data").snapshot().failure_count == 1
+    # Just within the cap is fine.
+    route.mock(return_value=ok({"status": "success", "data": {"blob": "x" * 100}}))
+    assert (await call(make_client(spec(max_response_bytes=4_096)))).data["blob"] == "x" * 100

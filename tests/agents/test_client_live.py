@@ -7,7 +7,6 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -15,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from agents.client import AgentClient
 from agents.errors import AgentConnectionError, AgentTimeout
 from agents.registry import AgentRegistry, AgentSpec, AgentTimeouts
-from agents.transport import TransportName, create_http_client
+from agents.transport import AgentTransport, TransportName, create_transport
 from circuit.config import BreakerConfig, RetryConfig
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
@@ -52,13 +51,13 @@ class Agent:
 
 
 @pytest.fixture
-async def http(transport: TransportName) -> AsyncIterator[httpx.AsyncClient]:
-    client = create_http_client(transport=transport)
+async def http(transport: TransportName) -> AsyncIterator[AgentTransport]:
+    client = create_transport(transport)
     yield client
     await client.aclose()
 
 
-def make_client(url: str, http: httpx.AsyncClient, **overrides: Any) -> AgentClient:
+def make_client(url: str, http: AgentTransport, **overrides: Any) -> AgentClient:
     spec = AgentSpec(
         name="data",
         url=url,
@@ -70,7 +69,7 @@ def make_client(url: str, http: httpx.AsyncClient, **overrides: Any) -> AgentCli
 
 
 async def test_cancelling_an_in_flight_call_closes_the_connection(
-    aiohttp_server: AiohttpServer, http: httpx.AsyncClient
+    aiohttp_server: AiohttpServer, http: AgentTransport
 ) -> None:
     """Cancelling a call aborts the request: the agent's handler is cancelled, nothing counts."""
     agent = Agent()
@@ -93,7 +92,7 @@ async def test_cancelling_an_in_flight_call_closes_the_connection(
 
 
 async def test_read_timeout_over_a_real_socket(
-    aiohttp_server: AiohttpServer, http: httpx.AsyncClient
+    aiohttp_server: AiohttpServer, http: AgentTransport
 ) -> None:
     """A hanging agent hits the spec's read timeout and is an AgentTimeout(read)."""
     agent = Agent()
@@ -105,7 +104,7 @@ async def test_read_timeout_over_a_real_socket(
     assert client.breaker("data").snapshot().failure_count == 1
 
 
-async def test_connection_refused_is_unreachable(http: httpx.AsyncClient) -> None:
+async def test_connection_refused_is_unreachable(http: AgentTransport) -> None:
     """Nothing listening on the port is AgentConnectionError, not a timeout."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -115,10 +114,10 @@ async def test_connection_refused_is_unreachable(http: httpx.AsyncClient) -> Non
         await client.call("data", {}, workflow_id="wf", step_id="s")
     # Clients see the kind of failure, never the address or the OS's error text.
     assert caught.value.reason == "connection refused"
-    assert str(port) not in str(caught.value) and "127.0.0.1" not in str(caught.value)
+    assert f":{port}" not in str(caught.value) and "127.0.0.1" not in str(caught.value)
 
 
-async def test_agent_dropping_the_connection_is_unreachable(http: httpx.AsyncClient) -> None:
+async def test_agent_dropping_the_connection_is_unreachable(http: AgentTransport) -> None:
     """An agent that closes the socket without answering is AgentConnectionError."""
 
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
 import orjson
 import pytest
 from aiohttp import web
@@ -14,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from agents.client import AgentClient
 from agents.errors import AgentResponseTooLarge
 from agents.registry import AgentRegistry, AgentSpec
-from agents.transport import TransportName, create_http_client
+from agents.transport import AgentTransport, TransportName, create_transport
 from circuit.config import BreakerConfig, RetryConfig
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
@@ -60,13 +59,13 @@ async def small(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def http(transport: TransportName) -> AsyncIterator[httpx.AsyncClient]:
-    client = create_http_client(transport=transport)
+async def http(transport: TransportName) -> AsyncIterator[AgentTransport]:
+    client = create_transport(transport)
     yield client
     await client.aclose()
 
 
-async def _client(aiohttp_server: AiohttpServer, http: httpx.AsyncClient, path: str) -> AgentClient:
+async def _client(aiohttp_server: AiohttpServer, http: AgentTransport, path: str) -> AgentClient:
     app = web.Application()
     app.router.add_post("/declared/process", declared)
     app.router.add_post("/chunked/process", chunked)
@@ -85,7 +84,7 @@ async def _client(aiohttp_server: AiohttpServer, http: httpx.AsyncClient, path: 
 
 @pytest.mark.parametrize("path", ["declared", "chunked", "bomb"])
 async def test_an_answer_over_the_cap_fails_the_call(
-    aiohttp_server: AiohttpServer, http: httpx.AsyncClient, path: str
+    aiohttp_server: AiohttpServer, http: AgentTransport, path: str
 ) -> None:
     """Declared, streamed or compressed: past max_response_bytes it is agent_response_too_large."""
     client = await _client(aiohttp_server, http, path)
@@ -97,7 +96,7 @@ async def test_an_answer_over_the_cap_fails_the_call(
 
 
 async def test_an_answer_under_the_cap_is_read_whole(
-    aiohttp_server: AiohttpServer, http: httpx.AsyncClient
+    aiohttp_server: AiohttpServer, http: AgentTransport
 ) -> None:
     client = await _client(aiohttp_server, http, "small")
     result = await client.call("data", {}, workflow_id="w", step_id="s")

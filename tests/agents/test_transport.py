@@ -1,37 +1,61 @@
-"""create_http_client / AgentTransport / AgentHTTPClient over a real aiohttp server on 127.0.0.1."""
+"""The `AgentTransport` contract, run against both shipped transports over real sockets.
+
+Every test runs twice (aiohttp, httpx) against servers on 127.0.0.1: an aiohttp app
+for well-behaved answers, raw asyncio servers for the ill-behaved ones (resets,
+garbage, a full accept queue).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agents.transport import AgentHTTPClient, AgentTransport, TransportName, create_http_client
+from agents.registry import AgentTimeouts
+from agents.transport import (
+    AgentTransport,
+    AiohttpTransport,
+    HttpxTransport,
+    ResponseTooLarge,
+    TransportConnectionError,
+    TransportName,
+    TransportTimeout,
+    create_transport,
+)
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 BIG = b"x" * 100_000  # several of aiohttp's 16 KiB chunks
+LIMIT = 1 << 20
+FAST = AgentTimeouts(connect=5.0, read=5.0, write=5.0, pool=5.0)
 
 
 class Agent:
-    """Echoes what it received, sets a cookie on every answer, hangs on /slow."""
+    """Echoes, answers big bodies (declared or chunked), hangs on /slow, notes peers."""
 
     def __init__(self) -> None:
         self.cookies: list[str | None] = []
+        self.encodings: list[str | None] = []
+        self.peers: list[object] = []
         self.release = asyncio.Event()
+        self.entered = asyncio.Event()
 
     async def echo(self, request: web.Request) -> web.Response:
         self.cookies.append(request.headers.get("Cookie"))
+        self.encodings.append(request.headers.get("Accept-Encoding"))
+        self.peers.append(request.transport.get_extra_info("peername") if request.transport else 0)
         body = await request.read()
         response = web.Response(
             body=body,
             status=int(request.query.get("status", "200")),
-            reason=request.query.get("reason"),
             headers={"X-Echo-Key": request.headers.get("Idempotency-Key", "")},
         )
         response.set_cookie("session", "from-the-agent")
@@ -40,7 +64,21 @@ class Agent:
     async def big(self, request: web.Request) -> web.Response:
         return web.Response(body=BIG)
 
+    async def chunked(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(10):
+            await response.write(BIG[:10_000])
+        await response.write_eof()
+        return response
+
+    async def gzipped(self, request: web.Request) -> web.Response:
+        """Compressed although the request asked for `identity`."""
+        return web.Response(body=gzip.compress(BIG), headers={"Content-Encoding": "gzip"})
+
     async def slow(self, request: web.Request) -> web.Response:
+        self.entered.set()
         await self.release.wait()
         return web.Response(body=b"late")
 
@@ -48,6 +86,8 @@ class Agent:
         app = web.Application()
         app.router.add_post("/echo", self.echo)
         app.router.add_get("/big", self.big)
+        app.router.add_get("/chunked", self.chunked)
+        app.router.add_get("/gzipped", self.gzipped)
         app.router.add_get("/slow", self.slow)
         return app
 
@@ -61,106 +101,295 @@ async def served(aiohttp_server: AiohttpServer) -> AsyncIterator[tuple[Agent, st
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])
-async def http(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    transport: TransportName = request.param
-    client = create_http_client(transport=transport)
-    yield client
-    await client.aclose()
+def transport_name(request: pytest.FixtureRequest) -> TransportName:
+    name: TransportName = request.param
+    return name
 
 
-async def test_default_transport_is_the_agent_transport() -> None:
-    """The default client runs over AgentTransport and keeps no cookies."""
-    client = create_http_client()
+@pytest.fixture
+async def transport(transport_name: TransportName) -> AsyncIterator[AgentTransport]:
+    transport = create_transport(transport_name)
+    yield transport
+    await transport.aclose()
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handler: RawHandler) -> AsyncIterator[str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
     try:
-        assert isinstance(client, AgentHTTPClient)
-        assert isinstance(client._transport, AgentTransport)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        await client.aclose()
+        server.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await server.wait_closed()
+
+
+async def get(transport: AgentTransport, url: str, **kwargs: object) -> object:
+    options: dict[str, object] = {"timeouts": FAST, "max_body_bytes": LIMIT, **kwargs}
+    return await transport.request("GET", url, **options)  # type: ignore[arg-type]
+
+
+def test_the_factory_builds_each_transport() -> None:
+    """`aiohttp` is the default; `httpx` is selectable; both satisfy the Protocol."""
+    assert isinstance(create_transport(), AiohttpTransport)
+    assert isinstance(create_transport("httpx"), HttpxTransport)
+
+
+# -- answers ------------------------------------------------------------------------
+
+
+async def test_request_and_answer_round_trip(
+    served: tuple[Agent, str], transport: AgentTransport
+) -> None:
+    """Body and headers go out; status, headers and body come back; a 5xx is no error."""
+    agent, base = served
+    response = await transport.request(
+        "POST",
+        f"{base}/echo?status=503",
+        body=b'{"q": 1}',
+        headers={"Idempotency-Key": "wf:s1", "Content-Type": "application/json"},
+        timeouts=FAST,
+        max_body_bytes=LIMIT,
+    )
+    assert (response.status, response.body) == (503, b'{"q": 1}')
+    assert response.headers["x-echo-key"] == "wf:s1"  # case-insensitive
+    assert agent.encodings == ["identity"]  # raw bodies: the cap counts wire bytes
 
 
 async def test_answers_cookies_are_never_sent_back(
-    served: tuple[Agent, str], http: httpx.AsyncClient
+    served: tuple[Agent, str], transport: AgentTransport
 ) -> None:
     """A Set-Cookie from one call does not ride along on the next one."""
     agent, base = served
     for _ in range(2):
-        response = await http.post(f"{base}/echo", content=b"{}")
-        assert response.status_code == 200
+        response = await transport.request(
+            "POST", f"{base}/echo", body=b"{}", timeouts=FAST, max_body_bytes=LIMIT
+        )
+        assert response.status == 200
     assert agent.cookies == [None, None]
-    assert not http.cookies
-
-
-def test_client_refuses_cookies() -> None:
-    """Cookies for every request cannot be configured on the agent client."""
-    with pytest.raises(TypeError, match="no cookies"):
-        AgentHTTPClient(cookies={"a": "b"})
-    client = AgentHTTPClient()
-    with pytest.raises(TypeError, match="no cookies"):
-        client.cookies = {"a": "b"}  # type: ignore[assignment]
-    with pytest.raises(TypeError, match="no cookies"):
-        client.cookies.set("a", "b")
-
-
-async def test_request_and_answer_round_trip(
-    served: tuple[Agent, str], http: httpx.AsyncClient
-) -> None:
-    """Body, headers, status and reason phrase pass through unchanged, both ways."""
-    _, base = served
-    response = await http.post(
-        f"{base}/echo",
-        params={"status": "503", "reason": "Busy Now"},
-        content=b'{"q": 1}',
-        headers={"Idempotency-Key": "wf:s1"},
-    )
-    assert response.status_code == 503
-    assert response.reason_phrase == "Busy Now"
-    assert response.content == b'{"q": 1}'
-    assert response.headers["x-echo-key"] == "wf:s1"
-    assert response.is_closed
 
 
 async def test_a_body_of_many_chunks_is_read_whole(
-    served: tuple[Agent, str], http: httpx.AsyncClient
+    served: tuple[Agent, str], transport: AgentTransport
 ) -> None:
-    """A body larger than aiohttp's chunk size arrives complete, and streaming still works."""
+    """Bodies larger than one read arrive complete, with Content-Length or chunked."""
     _, base = served
-    assert (await http.get(f"{base}/big")).content == BIG
-    async with http.stream("GET", f"{base}/big") as response:
-        assert b"".join([chunk async for chunk in response.aiter_bytes()]) == BIG
+    assert (
+        await transport.request("GET", f"{base}/big", timeouts=FAST, max_body_bytes=LIMIT)
+    ).body == BIG
+    chunked = await transport.request("GET", f"{base}/chunked", timeouts=FAST, max_body_bytes=LIMIT)
+    assert chunked.body == BIG
 
 
-async def test_a_streamed_request_body_is_sent(
-    served: tuple[Agent, str], http: httpx.AsyncClient
+async def test_keep_alive_connections_are_reused(
+    served: tuple[Agent, str], transport: AgentTransport
 ) -> None:
-    """A request body given as an async iterator (not bytes) is sent in full."""
+    """Sequential requests ride one connection: the agent sees one client port."""
+    agent, base = served
+    for _ in range(5):
+        await transport.request(
+            "POST", f"{base}/echo", body=b"{}", timeouts=FAST, max_body_bytes=LIMIT
+        )
+    assert len(agent.peers) == 5
+    assert len(set(agent.peers)) == 1
+
+
+# -- size cap -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/big", "/chunked"])
+async def test_a_body_past_the_cap_is_refused_and_the_pool_survives(
+    served: tuple[Agent, str], transport: AgentTransport, path: str
+) -> None:
+    """Past max_body_bytes: ResponseTooLarge, declared or found while reading; the next
+    request on the same transport still works."""
+    agent, base = served
+    with pytest.raises(ResponseTooLarge) as caught:
+        await transport.request("GET", f"{base}{path}", timeouts=FAST, max_body_bytes=len(BIG) - 1)
+    assert caught.value.limit_bytes == len(BIG) - 1
+    exact = await transport.request("GET", f"{base}{path}", timeouts=FAST, max_body_bytes=len(BIG))
+    assert exact.body == BIG
+    ok = await transport.request(
+        "POST", f"{base}/echo", body=b"after", timeouts=FAST, max_body_bytes=LIMIT
+    )
+    assert ok.body == b"after"
+
+
+async def test_a_compressed_answer_is_decoded_and_capped_decoded(
+    served: tuple[Agent, str], transport: AgentTransport
+) -> None:
+    """An agent that compresses anyway: the body comes back decoded, and the cap counts
+    the decoded bytes (a few hundred bytes on the wire, 100 kB once inflated)."""
     _, base = served
+    whole = await transport.request(
+        "GET", f"{base}/gzipped", timeouts=FAST, max_body_bytes=len(BIG)
+    )
+    assert whole.body == BIG
+    with pytest.raises(ResponseTooLarge):
+        await transport.request(
+            "GET", f"{base}/gzipped", timeouts=FAST, max_body_bytes=len(BIG) // 2
+        )
 
-    async def parts() -> AsyncIterator[bytes]:
-        for part in (b'{"a": ', b"1}"):
-            yield part
 
-    response = await http.post(f"{base}/echo", content=parts())
-    assert response.content == b'{"a": 1}'
+# -- timeouts of each phase ------------------------------------------------------------
+
+
+async def test_read_timeout(served: tuple[Agent, str], transport: AgentTransport) -> None:
+    """An agent that does not answer within `read` is TransportTimeout('read')."""
+    _, base = served
+    timeouts = AgentTimeouts(connect=5.0, read=0.05, write=5.0, pool=5.0)
+    with pytest.raises(TransportTimeout) as caught:
+        await transport.request("GET", f"{base}/slow", timeouts=timeouts, max_body_bytes=LIMIT)
+    assert (caught.value.phase, caught.value.timeout_s) == ("read", 0.05)
 
 
 async def test_each_request_gets_its_own_read_timeout(
-    served: tuple[Agent, str], http: httpx.AsyncClient
+    served: tuple[Agent, str], transport: AgentTransport
 ) -> None:
-    """Requests with different timeouts on one client each get their own read limit."""
+    """A short read limit on one request does not cut another request short."""
     agent, base = served
-    with pytest.raises(httpx.ReadTimeout):
-        await http.get(f"{base}/slow", timeout=httpx.Timeout(5.0, read=0.05))
-    slow = asyncio.create_task(http.get(f"{base}/slow", timeout=httpx.Timeout(5.0, read=5.0)))
-    await asyncio.sleep(0.1)  # longer than the first request's read timeout
-    assert not slow.done()
+    short = AgentTimeouts(connect=5.0, read=0.05, write=5.0, pool=5.0)
+    slow = asyncio.create_task(
+        transport.request("GET", f"{base}/slow", timeouts=FAST, max_body_bytes=LIMIT)
+    )
+    await agent.entered.wait()
+    with pytest.raises(TransportTimeout):
+        await transport.request("GET", f"{base}/slow", timeouts=short, max_body_bytes=LIMIT)
+    assert not slow.done()  # it has waited longer than the short limit by now
     agent.release.set()
-    assert (await slow).content == b"late"
+    assert (await slow).body == b"late"
 
 
-async def test_nothing_listening_is_an_httpx_transport_error(http: httpx.AsyncClient) -> None:
-    """aiohttp's connection errors come out as httpx's (AgentClient reads the cause)."""
+async def test_pool_timeout(served: tuple[Agent, str], transport_name: TransportName) -> None:
+    """With every connection busy, a request waits `pool` at most: TransportTimeout('pool')."""
+    agent, base = served
+    transport = create_transport(transport_name, max_connections=1)
+    try:
+        busy = asyncio.create_task(
+            transport.request("GET", f"{base}/slow", timeouts=FAST, max_body_bytes=LIMIT)
+        )
+        await agent.entered.wait()
+        timeouts = AgentTimeouts(connect=5.0, read=5.0, write=5.0, pool=0.05)
+        with pytest.raises(TransportTimeout) as caught:
+            await transport.request("GET", f"{base}/big", timeouts=timeouts, max_body_bytes=LIMIT)
+        assert (caught.value.phase, caught.value.timeout_s) == ("pool", 0.05)
+        agent.release.set()
+        assert (await busy).body == b"late"
+    finally:
+        await transport.aclose()
+
+
+@contextlib.contextmanager
+def full_accept_queue() -> object:
+    """A port whose accept queue is full: the kernel drops further SYNs, connects hang."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    try:
+        for _ in range(4):  # backlog 0 still queues one or two on Linux
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(address)
+            fillers.append(filler)
+        yield f"http://127.0.0.1:{address[1]}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+async def test_connect_timeout(transport: AgentTransport) -> None:
+    """A connection that cannot be opened within `connect` is TransportTimeout('connect')."""
+    timeouts = AgentTimeouts(connect=0.1, read=5.0, write=5.0, pool=5.0)
+    with full_accept_queue() as url:
+        with pytest.raises(TransportTimeout) as caught:
+            await transport.request("GET", f"{url}/x", timeouts=timeouts, max_body_bytes=LIMIT)
+    assert (caught.value.phase, caught.value.timeout_s) == ("connect", 0.1)
+
+
+# -- broken agents ------------------------------------------------------------------
+
+
+async def test_connection_refused(transport: AgentTransport) -> None:
+    """Nothing listening on the port is TransportConnectionError, not a timeout."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(httpx.TransportError):
-        await http.post(f"http://127.0.0.1:{port}/echo", content=b"{}")
+    with pytest.raises(TransportConnectionError):
+        await get(transport, f"http://127.0.0.1:{port}/x")
+
+
+async def test_connection_reset(transport: AgentTransport) -> None:
+    """An agent that resets the connection mid-request is TransportConnectionError."""
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async with raw_server(reset) as url:
+        with pytest.raises(TransportConnectionError):
+            await get(transport, f"{url}/x")
+
+
+async def test_connection_closed_before_an_answer(transport: AgentTransport) -> None:
+    """An agent that hangs up without a word is TransportConnectionError."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    async with raw_server(hang_up) as url:
+        with pytest.raises(TransportConnectionError):
+            await get(transport, f"{url}/x")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"this is not HTTP at all\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\ntoo short",
+        b"HTTP/1.1 abc nonsense\r\n\r\n",
+    ],
+    ids=["not-http", "truncated-body", "bad-status-line"],
+)
+async def test_garbage_is_a_connection_error(transport: AgentTransport, answer: bytes) -> None:
+    """An answer that is not (whole) HTTP is TransportConnectionError, never a raw library error."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(garbage) as url:
+        with pytest.raises(TransportConnectionError):
+            await get(transport, f"{url}/x")
+
+
+async def test_cancel_aborts_the_request(transport: AgentTransport) -> None:
+    """Cancelling an in-flight request closes its connection: the agent sees EOF at once."""
+    entered = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        entered.set()
+        if await reader.read(1) == b"":  # EOF: the client closed the connection
+            closed.set()
+        writer.close()
+
+    async with raw_server(hold) as url:
+        task = asyncio.create_task(get(transport, f"{url}/x"))
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(5):
+            await closed.wait()

@@ -168,7 +168,8 @@ async def test_a_redis_restart_mid_run_loses_nothing(
     workflow completes once, with the same document on both replicas."""
     # A lease far longer than the outage: this test is about Redis, not about takeover.
     first, second = await asyncio.gather(start_replica(lease_s=30), start_replica(lease_s=30))
-    await agents["data"].control(delay_ms=1_500)
+    # Long enough that the step is still in flight when Redis goes down, even on a busy CI.
+    await agents["data"].control(delay_ms=3_000)
     accepted = await first.http.post("/api/query", json={"query": QUESTION, "mode": "async"})
     workflow_id = accepted.json()["workflow_id"]
     await _data_in_flight(agents)

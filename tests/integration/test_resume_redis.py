@@ -174,11 +174,17 @@ async def test_a_replica_that_lost_its_lease_stops_and_writes_nothing(
         return (await agents["data"].stats())["in_flight"] == 1
 
     await eventually(data_in_flight)
-    # Another replica decided `paused` was dead and took the workflow over.
+    # Another replica decided `paused` was dead and took the workflow over. The lease is
+    # dropped as if it lapsed; paused's heartbeat may re-take it first (a lapsed lease
+    # nobody claimed is still its own), so the thief tries until its claim wins.
     redis = aioredis.Redis.from_url(redis_url)
-    await redis.delete(keys.lease_key(prefix, workflow_id))
+
+    async def taken_over() -> bool:
+        await redis.delete(keys.lease_key(prefix, workflow_id))
+        return await store.leases().claim(workflow_id, "thief", lease_s=60) is not None
+
+    await eventually(taken_over)
     await redis.aclose()
-    assert await store.leases().claim(workflow_id, "thief", lease_s=60)
     orchestrator = paused.app[SERVICES].orchestrator
 
     async def stopped() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.api.services import SERVICES
 from tests.integration.conftest import Agents, eventually
 
 REGIONAL_REPORT: dict[str, Any] = {
@@ -229,3 +230,16 @@ async def test_schema_is_published(api: Any) -> None:
     schema = await (await client.get("/api/workflows/schema")).json()
     assert schema["$schema"].startswith("https://json-schema.org/draft/2020-12")
     assert schema["additionalProperties"] is False
+
+
+async def test_the_same_posted_workflow_is_compiled_once(api: Any) -> None:
+    """Two runs of one definition: the second reuses the compiled workflow (content hash)."""
+    client = await api()
+    compiled = client.app[SERVICES].compiled
+    for query in ("total profit by category", "revenue by region"):
+        response = await client.post(
+            "/api/query", json={"workflow": REGIONAL_REPORT, "query": query}
+        )
+        assert response.status == 200, await response.text()
+        assert (await response.json())["status"] == "completed"
+    assert (compiled.misses, compiled.hits) == (1, 1)

@@ -20,6 +20,7 @@ import pytest
 
 from agents.client import AgentClient
 from agents.registry import AgentRegistry
+from agents.transport import HttpxTransport
 from orchestrator.app import BUILTIN_FALLBACKS
 from orchestrator.chain import CHAIN_DEFINITION
 from orchestrator.dag.kinds import default_kinds
@@ -142,7 +143,7 @@ async def make_engine(
 
     def make(replica_id: str) -> WorkflowOrchestrator:
         runner = DagRunner(
-            agents=AgentClient(registry, http),
+            agents=AgentClient(registry, HttpxTransport(http)),
             registry=registry,
             kinds=default_kinds(),
             builtins=BUILTIN_FALLBACKS,

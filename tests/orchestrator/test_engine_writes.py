@@ -13,6 +13,7 @@ import pytest
 
 from agents.client import AgentClient
 from agents.registry import AgentRegistry
+from agents.transport import HttpxTransport
 from orchestrator.app import BUILTIN_FALLBACKS
 from orchestrator.chain import CHAIN_DEFINITION
 from orchestrator.dag.kinds import default_kinds
@@ -96,7 +97,7 @@ async def engine(
     http: httpx.AsyncClient, registry: AgentRegistry, store: RecordingStore
 ) -> AsyncIterator[tuple[WorkflowOrchestrator, RecordingStore]]:
     runner = DagRunner(
-        agents=AgentClient(registry, http),
+        agents=AgentClient(registry, HttpxTransport(http)),
         registry=registry,
         kinds=default_kinds(),
         builtins=BUILTIN_FALLBACKS,

@@ -65,6 +65,7 @@ def test_config_file_tunes_agents_and_registers_new_ones(tmp_path: Path) -> None
         """
 [agents.data]
 concurrency = 4
+max_response_bytes = 65536
 [agents.data.breaker]
 fail_max = 7
 half_open_max_calls = 2
@@ -85,7 +86,8 @@ protocol = "a2a"
     )
     settings = Settings.from_env({"ORCH_CONFIG": str(path), "DATA_AGENT_URL": "http://d:1"})
     data = settings.agents["data"]
-    assert data.concurrency == 4
+    assert (data.concurrency, data.max_response_bytes) == (4, 65536)
+    assert settings.agents["nlp"].max_response_bytes == 4 * 1024 * 1024
     assert (data.breaker.fail_max, data.breaker.half_open_max_calls) == (7, 2)
     assert data.breaker.reset_timeout_s == 120.0  # untouched keys keep their defaults
     assert (data.retry.max_attempts, data.retry.base_delay_s) == (4, 0.5)
@@ -107,6 +109,7 @@ protocol = "a2a"
         ("[agents.data]\nprotocol = 'grpc'\n", "agents.data.protocol", "native, a2a"),
         ("[agents.new]\nconcurrency = 2\n", "agents.new.url", "url"),
         ("[agents.data]\nspeed = 1\n", "agents.data.speed", "unknown"),
+        ("[agents.data]\nmax_response_bytes = 0\n", "agents.data.max_response_bytes", "> 0"),
         ("[agent.data]\nurl = 'http://x'\n", "agent", "unknown"),
         ("[agents.data\n", "(file)", "TOML"),
         ("[agents.data.breaker]\npolicy = 'often'\n", "agents.data.breaker.policy", "'rate'"),
@@ -139,6 +142,15 @@ def test_bad_config_file_names_file_key_and_problem(
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         Settings.from_env({"ORCH_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_state_write_delay_is_a_few_ms_and_may_be_zero() -> None:
+    """ORCH_STATE_WRITE_DELAY_S: 5 ms by default; 0 writes every transition at once."""
+    assert Settings.from_env({}).state_write_delay_s == 0.005
+    assert Settings.from_env({"ORCH_STATE_WRITE_DELAY_S": "0"}).state_write_delay_s == 0.0
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"ORCH_STATE_WRITE_DELAY_S": "-1"})
+    assert caught.value.key == "ORCH_STATE_WRITE_DELAY_S"
 
 
 def test_breaker_defaults_are_rate_based_and_keep_the_seed_waits() -> None:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import graphlib
+import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.dag.graph import ancestor_test, critical_path, find_cycles, layer
+from orchestrator.dag.graph import (
+    ReadyTracker,
+    ancestor_test,
+    critical_path,
+    dependents_of,
+    find_cycles,
+    layer,
+)
 
 from .strategies import dags, digraphs
 
@@ -117,3 +125,29 @@ def test_deep_chain_does_not_recurse() -> None:
     cycles = find_cycles(deps, layer(deps).blocked)
     assert len(cycles) == 1 and len(cycles[0]) == 20_000
     assert ancestor_test({k: v for k, v in deps.items() if k != "n0"} | {"n0": ()})("n0", "n19999")
+
+
+@settings(max_examples=150, deadline=None)
+@given(dags(), st.randoms(use_true_random=False))
+def test_ready_tracker_hands_out_what_graphlib_does(
+    deps: dict[str, tuple[str, ...]], rng: random.Random
+) -> None:
+    """Finishing nodes in any order, ReadyTracker and graphlib release the same sets."""
+    ours = ReadyTracker(deps, dependents_of(deps))
+    theirs = graphlib.TopologicalSorter(deps)
+    theirs.prepare()
+    handed_out: set[str] = set()
+    pending: list[str] = []
+    while theirs.is_active():
+        assert ours.is_active()
+        got, want = ours.get_ready(), theirs.get_ready()
+        assert set(got) == set(want)
+        assert not handed_out & set(got)  # each node handed out once
+        handed_out |= set(got)
+        pending += got
+        if pending:
+            node = pending.pop(rng.randrange(len(pending)))  # finish one, any of them
+            ours.done(node)
+            theirs.done(node)
+    assert not ours.is_active()
+    assert handed_out == set(deps)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 
 from orchestrator.dag.errors import DefinitionError
+from orchestrator.dag.model import DEFAULT_MAX_PARALLEL
 from orchestrator.dag.parse import parse_definition
 from orchestrator.dag.plan import plan_workflow
 
@@ -87,5 +88,7 @@ def test_plan_levels_are_a_valid_layering(deps: dict[str, tuple[str, ...]]) -> N
     for earlier, later in zip(plan.critical_path, plan.critical_path[1:], strict=False):
         assert earlier in deps[later]
     assert plan.critical_path_length == len(plan.levels)
-    assert plan.max_parallelism == min(10, max(len(level) for level in plan.levels))
+    assert plan.max_parallelism == min(
+        DEFAULT_MAX_PARALLEL, max(len(level) for level in plan.levels)
+    )
     assert plan_workflow(parse_definition(definition(deps))) == plan

@@ -1,0 +1,176 @@
+"""Where the CPU goes: the chain, engine in-process at 50 in flight, by layer (cProfile).
+
+    .venv/bin/python -m bench.profile [--workflows 1500] [--store memory|redis]
+
+Runs the built-in chain against zero-latency stub agents (a child process on
+127.0.0.1) under cProfile and sums each function's own time (`tottime`) by the
+layer its file belongs to. Time the loop spends waiting in epoll is idle, not CPU,
+and is left out of the shares. Garbage collection is timed apart, through
+`gc.callbacks`. Written to run against older trees of this project too (it finds
+the agent HTTP client either way), so a before/after table comes from one script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import os
+import pstats
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from bench.chain import _free_port, _registry, _serve_stubs, _start, _wait_listening
+
+LAYERS: tuple[tuple[str, str], ...] = (
+    ("/orchestrator/engine.py", "engine (orchestrator/engine, state_writer)"),
+    ("/orchestrator/state_writer.py", "engine (orchestrator/engine, state_writer)"),
+    ("/orchestrator/dag/", "DAG runner + node kinds + templates"),
+    ("/agents/", "agent client + transport (ours)"),
+    ("/circuit/", "breaker + retry (ours)"),
+    ("/state/", "state store (ours)"),
+    ("/site-packages/redis/", "redis-py"),
+    ("/site-packages/httpx_aiohttp/", "httpx / httpcore / httpx-aiohttp"),
+    ("/site-packages/httpx/", "httpx / httpcore / httpx-aiohttp"),
+    ("/site-packages/httpcore/", "httpx / httpcore / httpx-aiohttp"),
+    ("/site-packages/h11/", "httpx / httpcore / httpx-aiohttp"),
+    ("/site-packages/anyio/", "httpx / httpcore / httpx-aiohttp"),
+    ("/site-packages/aiohttp/", "aiohttp client"),
+    ("/site-packages/yarl/", "aiohttp client"),
+    ("/site-packages/multidict/", "aiohttp client"),
+    ("/site-packages/structlog/", "structlog"),
+    ("/asyncio/", "asyncio event loop"),
+    ("/bench/", "bench driver"),
+)
+
+
+def _layer(filename: str, name: str) -> str:
+    if filename == "~":
+        if "epoll" in name and "poll" in name:
+            return "idle (epoll wait)"
+        if any(k in name for k in ("_asyncio", "Task", "Future", "_contextvars", "socket")):
+            return "asyncio event loop"
+        return "builtins (C)"
+    for fragment, layer in LAYERS:
+        if fragment in filename:
+            return layer
+    return "stdlib / other"
+
+
+class _GcTimer:
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._start
+
+
+async def _run(stub_port: int, count: int, store_kind: str) -> tuple[cProfile.Profile, float]:
+    import agents.transport as transport_module
+    from agents.client import AgentClient
+    from orchestrator.app import BUILTIN_FALLBACKS
+    from orchestrator.chain import CHAIN_DEFINITION
+    from orchestrator.dag.kinds import default_kinds
+    from orchestrator.dag.runner import DagRunner
+    from orchestrator.dag.validate import compile_workflow
+    from orchestrator.engine import WorkflowOrchestrator
+    from state.memory import MemoryStateStore
+    from state.redis import RedisStateStore
+
+    registry = _registry(stub_port)
+    make = getattr(transport_module, "create_transport", None)
+    if make is None:  # trees before the transport seam
+        make = transport_module.create_http_client
+    http = make()
+    client = AgentClient(registry, http)
+    kinds = default_kinds()
+    runner = DagRunner(agents=client, registry=registry, kinds=kinds, builtins=BUILTIN_FALLBACKS)
+    store: Any
+    if store_kind == "redis":
+        store = RedisStateStore.from_url(
+            os.environ["REDIS_URL"], prefix=f"bench:{uuid.uuid4().hex[:6]}:"
+        )
+    else:
+        store = MemoryStateStore()
+    orchestrator = WorkflowOrchestrator(store=store, runner=runner)
+    chain = compile_workflow(
+        CHAIN_DEFINITION, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
+    )
+    await orchestrator.start()
+    remaining = count
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            state = await orchestrator.submit(chain, {"query": "average revenue by region"})
+            await orchestrator.wait(state.workflow_id)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(50)))  # warm-up, unprofiled
+        remaining = count
+        profile = cProfile.Profile()
+        start = time.perf_counter()
+        profile.enable()
+        await asyncio.gather(*(worker() for _ in range(50)))
+        profile.disable()
+        wall = time.perf_counter() - start
+        return profile, wall
+    finally:
+        await orchestrator.close()
+        await http.aclose()
+        await store.close()
+
+
+def _table(profile: cProfile.Profile, wall: float, gc_s: float, count: int) -> None:
+    stats = pstats.Stats(profile)
+    by_layer: dict[str, float] = defaultdict(float)
+    for (filename, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+        by_layer[_layer(filename, name)] += row[2]
+    idle = by_layer.pop("idle (epoll wait)", 0.0)
+    busy = sum(by_layer.values())
+    print(
+        f"{count} chain workflows at 50 in flight: {count / wall:.0f} wf/s under the profiler; "
+        f"profiled CPU {busy:.2f} s, idle in epoll {idle:.2f} s, "
+        f"gc {gc_s:.2f} s ({100 * gc_s / wall:.1f} % of wall)"
+    )
+    print(f"{'layer':48} {'s':>7} {'share':>7}")
+    for layer, seconds in sorted(by_layer.items(), key=lambda kv: -kv[1]):
+        print(f"{layer:48} {seconds:>7.2f} {100 * seconds / busy:>6.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workflows", type=int, default=1_500)
+    parser.add_argument("--store", choices=["memory", "redis"], default="memory")
+    args = parser.parse_args()
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    stub_port = _free_port()
+    stubs = _start(_serve_stubs, stub_port)
+    timer = _GcTimer()
+    try:
+        asyncio.run(_wait_listening(stub_port))
+        gc.callbacks.append(timer)
+        profile, wall = asyncio.run(
+            asyncio.wait_for(_run(stub_port, args.workflows, args.store), timeout=300)
+        )
+        gc.callbacks.remove(timer)
+    finally:
+        stubs.terminate()
+        stubs.join(timeout=5)
+    _table(profile, wall, timer.total, args.workflows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,538 @@
+"""Benchmark: the performance targets of issue 11, every row with its ratio to a floor.
+
+    REDIS_URL=redis://127.0.0.1:6411/14 .venv/bin/python -m bench.targets \
+        [--runs 3] [--workflows 1000] [--loop auto|asyncio|uvloop]
+
+Workloads, against zero-latency stub agents in a child process on 127.0.0.1:
+
+- chain: NLP -> Data -> Viz (the built-in definition);
+- fan-out: 20 nodes, root -> 18 in parallel -> join.
+
+Floors, measured in the same run: the same calls made directly with one shared
+`aiohttp.ClientSession` (in-process), and `floor_service`, a minimal aiohttp server
+(own process) whose handler makes the chain's calls with one shared session.
+
+`--loop` picks the event loop of every process measured (this one, floor_service
+and the service, through ORCH_EVENT_LOOP): ratios compare like with like.
+
+Rows: each the median of `--runs` runs (runs interleaved, so the machine's other
+work is shared out). CPU per node runs the engine with a fake transport that answers
+at once (no network): process CPU time / nodes run. Peak RSS runs each fan-out at 50
+in flight in a fresh process and reads its ru_maxrss. Bounded: a fixed number of
+workflows per row, and the whole run by a time cap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import multiprocessing
+import os
+import resource
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from bench.chain import (
+    _ANSWERS,
+    Row,
+    _drive,
+    _free_port,
+    _registry,
+    _serve_api,
+    _serve_stubs,
+    _service,
+    _start,
+    _wait_listening,
+)
+
+QUERY = "average revenue by region in 2024"
+FANOUT_WIDTH = 18
+
+FANOUT_DEFINITION: dict[str, Any] = {
+    "name": "fanout",
+    "options": {"on_failure": "stop"},
+    "nodes": [
+        {"id": "root", "kind": "agent", "agent": "nlp", "input": {"query": "{{ inputs.query }}"}},
+        *(
+            {
+                "id": f"part{i}",
+                "kind": "agent",
+                "agent": "data",
+                "depends_on": ["root"],
+                "input": {"intent": "{{ root.intent }}", "part": i},
+            }
+            for i in range(FANOUT_WIDTH)
+        ),
+        {
+            "id": "join",
+            "kind": "agent",
+            "agent": "viz",
+            "depends_on": [f"part{i}" for i in range(FANOUT_WIDTH)],
+            "input": {"intent": "{{ root.intent }}"},
+        },
+    ],
+}
+
+
+# -- floors ---------------------------------------------------------------------------
+
+
+class _Floor:
+    """The same calls with one shared aiohttp session, no orchestration."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    async def post(self, agent: str, step: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        body = orjson.dumps({"workflow_id": "w", "step_id": step, "input": payload})
+        async with self.session.post(
+            f"{self.base}/{agent}/process", data=body, headers={"Content-Type": "application/json"}
+        ) as r:
+            data: dict[str, Any] = orjson.loads(await r.read())["data"]
+            return data
+
+    async def chain(self) -> dict[str, Any]:
+        nlp = await self.post("nlp", "nlp", {"query": QUERY})
+        data = await self.post("data", "data", {"intent": nlp["intent"]})
+        viz = await self.post("viz", "viz", {"intent": nlp["intent"], **data})
+        return {"intent": nlp["intent"], "data": data, "chart": viz.get("spec")}
+
+    async def fanout(self) -> None:
+        root = await self.post("nlp", "root", {"query": QUERY})
+        await asyncio.gather(
+            *(
+                self.post("data", f"part{i}", {"intent": root["intent"], "part": i})
+                for i in range(FANOUT_WIDTH)
+            )
+        )
+        await self.post("viz", "join", {"intent": root["intent"]})
+
+
+# The floor's pool. Not imported from agents.transport: the RSS floor process must not
+# load our packages. The floor is not starved of connections by it at 50 in flight.
+FLOOR_CONNECTIONS = 256
+
+
+def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=FLOOR_CONNECTIONS))
+
+
+async def _floor_row(name: str, stub_port: int, work: str, conc: int, n: int) -> Row:
+    async with _session() as session:
+        floor = _Floor(session, f"http://127.0.0.1:{stub_port}")
+        one: Callable[[], Awaitable[Any]] = getattr(floor, work)
+        return await _drive(name, one, concurrency=conc, count=n)
+
+
+def _serve_floor_service(port: int, stub_port: int) -> None:
+    """Child process: floor_service — POST /api/query makes the chain's calls directly."""
+    key: web.AppKey[_Floor] = web.AppKey("floor", _Floor)
+
+    async def query(request: web.Request) -> web.Response:
+        body = await request.json()
+        if not isinstance(body.get("query"), str):
+            raise web.HTTPBadRequest()
+        result = await request.app[key].chain()
+        return web.Response(
+            body=orjson.dumps({"status": "completed", **result}), content_type="application/json"
+        )
+
+    async def session(app: web.Application) -> Any:
+        async with _session() as s:
+            app[key] = _Floor(s, f"http://127.0.0.1:{stub_port}")
+            yield
+
+    from orchestrator.loop import loop_factory
+
+    app = web.Application()
+    app.router.add_post("/api/query", query)
+    app.cleanup_ctx.append(session)
+    _, factory = loop_factory(os.environ.get("ORCH_EVENT_LOOP", "auto"))  # type: ignore[arg-type]
+    loop = factory() if factory is not None else None
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)
+
+
+# -- the engine in-process --------------------------------------------------------------
+
+
+class FakeTransport:
+    """An AgentTransport that answers every agent at once: no sockets, no waiting."""
+
+    def __init__(self) -> None:
+        from agents.transport import TransportResponse
+
+        self._answers = {
+            f"/{name}/process": TransportResponse(200, {}, orjson.dumps(body))
+            for name, body in _ANSWERS.items()
+        }
+
+    async def request(self, method: str, url: str, **_: Any) -> Any:
+        return self._answers[url[url.index("/", 8) :]]
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _engine_row(
+    name: str, stub_port: int, definition: Mapping[str, Any], conc: int, n: int, *, fake: bool
+) -> tuple[Row, float, int]:
+    """(row, CPU seconds, nodes run) for the engine in-process on the memory store."""
+    from agents.client import AgentClient
+    from agents.transport import create_transport
+    from orchestrator.app import BUILTIN_FALLBACKS
+    from orchestrator.dag.kinds import default_kinds
+    from orchestrator.dag.runner import DagRunner
+    from orchestrator.dag.validate import compile_workflow
+    from orchestrator.engine import WorkflowOrchestrator
+    from state.memory import MemoryStateStore
+
+    registry = _registry(stub_port)
+    transport: Any = FakeTransport() if fake else create_transport()
+    kinds = default_kinds()
+    runner = DagRunner(
+        agents=AgentClient(registry, transport),
+        registry=registry,
+        kinds=kinds,
+        builtins=BUILTIN_FALLBACKS,
+    )
+    store = MemoryStateStore()
+    orchestrator = WorkflowOrchestrator(store=store, runner=runner)
+    compiled = compile_workflow(
+        definition, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
+    )
+    await orchestrator.start()
+    try:
+
+        async def one() -> None:
+            state = await orchestrator.submit(compiled, {"query": QUERY})
+            done = await orchestrator.wait(state.workflow_id)
+            assert done.status.value == "completed", done.to_dict()
+
+        cpu = time.process_time()
+        row = await _drive(name, one, concurrency=conc, count=n)
+        cpu = time.process_time() - cpu
+        return row, cpu, (n + min(50, n)) * len(compiled.nodes)
+    finally:
+        await orchestrator.close()
+        await transport.aclose()
+        await store.close()
+
+
+async def _saves_per_chain(delay_s: float, conc: int, n: int) -> float:
+    """State writes per chain workflow with write-behind `delay_s`, fake instant agents."""
+    from agents.client import AgentClient
+    from orchestrator.app import BUILTIN_FALLBACKS
+    from orchestrator.dag.kinds import default_kinds
+    from orchestrator.dag.runner import DagRunner
+    from orchestrator.dag.validate import compile_workflow
+    from orchestrator.engine import WorkflowOrchestrator
+    from state.memory import MemoryStateStore
+    from state.models import WorkflowState
+
+    class Counting(MemoryStateStore):
+        saves = 0
+
+        async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+            self.saves += 1
+            return await super().save(state, token=token)
+
+    registry = _registry(1)
+    kinds = default_kinds()
+    runner = DagRunner(
+        agents=AgentClient(registry, FakeTransport()),
+        registry=registry,
+        kinds=kinds,
+        builtins=BUILTIN_FALLBACKS,
+    )
+    store = Counting()
+    orchestrator = WorkflowOrchestrator(store=store, runner=runner, write_delay_s=delay_s)
+    chain = compile_workflow(
+        _chain_definition(), agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
+    )
+    await orchestrator.start()
+    try:
+
+        async def one() -> None:
+            state = await orchestrator.submit(chain, {"query": QUERY})
+            await orchestrator.wait(state.workflow_id)
+
+        await _drive("saves", one, concurrency=conc, count=n)
+        return store.saves / (n + min(50, n))
+    finally:
+        await orchestrator.close()
+
+
+# -- peak RSS in a fresh process ---------------------------------------------------------
+
+
+def _rss_child(kind: str, stub_port: int, n: int, out: Any) -> None:
+    async def run() -> None:
+        if kind == "floor":
+            await _floor_row("rss", stub_port, "fanout", 50, n)
+        else:
+            await _engine_row("rss", stub_port, FANOUT_DEFINITION, 50, n, fake=False)
+
+    if kind != "floor":
+        from orchestrator.logs import configure_logging
+
+        configure_logging("error")
+    asyncio.run(run())
+    out.send(_high_water_mb())
+
+
+def _high_water_mb() -> float:
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a spawned child would report
+    # its parent's peak when that was higher.
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _peak_rss_mb(kind: str, stub_port: int, n: int) -> float:
+    ctx = multiprocessing.get_context("spawn")  # fresh: nothing inherited from this process
+    parent, child = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_rss_child, args=(kind, stub_port, n, child))
+    process.start()
+    try:
+        if not parent.poll(300):
+            raise RuntimeError(f"RSS child {kind} did not finish")
+        mb: float = parent.recv()
+        return mb
+    finally:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()
+
+
+# -- the table ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Target:
+    figure: str
+    value: float
+    floor: float
+    unit: str
+    target: str
+    higher_is_better: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.floor
+
+    @property
+    def met(self) -> bool:
+        bound = float(self.target.lstrip("≥≤ ×"))
+        return self.ratio >= bound if self.higher_is_better else self.ratio <= bound
+
+
+def _median(rows: list[Row], attr: Callable[[Row], float]) -> float:
+    return statistics.median(attr(r) for r in rows)
+
+
+async def main(args: argparse.Namespace) -> None:
+    import logging
+
+    from orchestrator.logs import configure_logging
+
+    configure_logging("error")
+    logging.disable(logging.WARNING)
+    redis_url = os.environ.get("REDIS_URL")
+    stub_port = _free_port()
+    children = [_start(_serve_stubs, stub_port)]
+    rows: dict[str, list[Row]] = {}
+    cpu_per_node: dict[str, list[float]] = {}
+
+    def keep(row: Row) -> None:
+        rows.setdefault(f"{row.name} @{row.concurrency}", []).append(row)
+
+    try:
+        await _wait_listening(stub_port)
+        services = [("floor_service", _serve_floor_service, ())]
+        services.append(("service, memory store", _serve_api, (None,)))
+        if redis_url:
+            services.append(("service, redis store", _serve_api, (redis_url,)))
+        ports: dict[str, int] = {}
+        for label, target, extra in services:
+            ports[label] = _free_port()
+            children.append(_start(target, ports[label], stub_port, *extra))
+            await _wait_listening(ports[label])
+        chain_def = _chain_definition()
+        for _ in range(args.runs):
+            for conc, n in ((1, args.workflows // 5), (50, args.workflows)):
+                keep(await _floor_row("floor, chain", stub_port, "chain", conc, n))
+                row, _, _ = await _engine_row(
+                    "engine, chain", stub_port, chain_def, conc, n, fake=False
+                )
+                keep(row)
+                for label, port in ports.items():
+                    keep(await _service(label, port, conc, n))
+            n = args.workflows // 4
+            keep(await _floor_row("floor, fan-out", stub_port, "fanout", 50, n))
+            row, _, _ = await _engine_row(
+                "engine, fan-out", stub_port, FANOUT_DEFINITION, 50, n, fake=False
+            )
+            keep(row)
+            for label, definition in (("chain", chain_def), ("fan-out", FANOUT_DEFINITION)):
+                _, cpu, nodes = await _engine_row(
+                    "cpu", stub_port, definition, 50, args.workflows // 2, fake=True
+                )
+                cpu_per_node.setdefault(label, []).append(cpu / nodes * 1000.0)
+        saves = {
+            (conc, delay): await _saves_per_chain(delay, conc, args.workflows // 2)
+            for conc in (1, 50)
+            for delay in (0.0, 0.005)
+        }
+        rss = {
+            kind: _peak_rss_mb(kind, stub_port, args.workflows // 4) for kind in ("floor", "engine")
+        }
+    finally:
+        for child in children:
+            child.terminate()
+            child.join(timeout=5)
+    _print_rows(rows)
+    _print_targets(rows, cpu_per_node, rss, redis=bool(redis_url))
+    print()
+    for (conc, delay), per_chain in saves.items():
+        print(
+            f"state writes per chain, {conc:>2} in flight, ORCH_STATE_WRITE_DELAY_S={delay:g}: "
+            f"{per_chain:.2f}"
+        )
+
+
+def _chain_definition() -> dict[str, Any]:
+    from orchestrator.chain import CHAIN_DEFINITION
+
+    return CHAIN_DEFINITION
+
+
+def _print_rows(rows: dict[str, list[Row]]) -> None:
+    print(
+        f"{'row (median of runs)':40} {'wf/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'x floor wf/s':>12}"
+    )
+    for key, runs in rows.items():
+        floor_key = "floor_service" if key.startswith("service") else None
+        conc = key.rsplit("@", 1)[1]
+        if floor_key is None:
+            floor_key = "floor, fan-out" if "fan-out" in key else "floor, chain"
+        floor = rows.get(f"{floor_key} @{conc}")
+        per_s = _median(runs, lambda r: r.per_s)
+        ratio = per_s / _median(floor, lambda r: r.per_s) if floor else float("nan")
+        print(
+            f"{key:40} {per_s:>8.0f} {_median(runs, lambda r: r.pct(0.5)):>8.2f} "
+            f"{_median(runs, lambda r: r.pct(0.99)):>8.2f} {ratio:>12.2f}"
+        )
+
+
+def _print_targets(
+    rows: dict[str, list[Row]],
+    cpu_per_node: dict[str, list[float]],
+    rss: dict[str, float],
+    *,
+    redis: bool,
+) -> None:
+    def m(key: str, attr: Callable[[Row], float]) -> float:
+        return _median(rows[key], attr)
+
+    def per_s(r: Row) -> float:
+        return r.per_s
+
+    def p50(r: Row) -> float:
+        return r.pct(0.5)
+
+    def p99(r: Row) -> float:
+        return r.pct(0.99)
+
+    targets = [
+        Target(
+            "chain, engine in-process, memory: wf/s @50 vs floor",
+            m("engine, chain @50", per_s),
+            m("floor, chain @50", per_s),
+            "wf/s",
+            "≥ 0.5",
+            True,
+        ),
+        Target(
+            "fan-out, engine in-process: wf/s @50 vs floor",
+            m("engine, fan-out @50", per_s),
+            m("floor, fan-out @50", per_s),
+            "wf/s",
+            "≥ 0.7",
+            True,
+        ),
+        Target(
+            "chain, engine in-process: p99 @50 vs floor",
+            m("engine, chain @50", p99),
+            m("floor, chain @50", p99),
+            "ms",
+            "≤ 2",
+            False,
+        ),
+    ]
+    if redis:
+        targets += [
+            Target(
+                "chain, service with Redis: wf/s @50 vs floor_service",
+                m("service, redis store @50", per_s),
+                m("floor_service @50", per_s),
+                "wf/s",
+                "≥ 0.5",
+                True,
+            ),
+            Target(
+                "chain, service with Redis: p50 @1 vs floor_service",
+                m("service, redis store @1", p50),
+                m("floor_service @1", p50),
+                "ms",
+                "≤ 2",
+                False,
+            ),
+        ]
+    print()
+    print(f"{'target figure':56} {'value':>9} {'floor':>9} {'ratio':>7} {'target':>7}  met")
+    for t in targets:
+        print(
+            f"{t.figure:56} {t.value:>9.2f} {t.floor:>9.2f} {t.ratio:>6.2f}x {t.target:>7}  "
+            f"{'yes' if t.met else 'NO'}"
+        )
+    for label, values in cpu_per_node.items():
+        ms = statistics.median(values)
+        print(
+            f"{'orchestration CPU per node, ' + label + ', fake transport':56} {ms:>7.4f}ms "
+            f"{'':>9} {'':>7} {'≤ 0.05':>7}  {'yes' if ms <= 0.05 else 'NO'}"
+        )
+    ratio = rss["engine"] / rss["floor"]
+    print(
+        f"{'peak RSS, fan-out @50 vs the floor (MB)':56} {rss['engine']:>9.1f} "
+        f"{rss['floor']:>9.1f} {ratio:>6.2f}x {'≤ 1.3':>7}  {'yes' if ratio <= 1.3 else 'NO'}"
+    )
+    if not redis:
+        print("\n(no REDIS_URL: the service-with-Redis rows were not measured)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workflows", type=int, default=1_000, help="workflows per row at 50")
+    parser.add_argument("--runs", type=int, default=3, help="runs per row; the median is shown")
+    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
+    parsed = parser.parse_args()
+    from orchestrator.loop import loop_factory
+
+    os.environ["ORCH_EVENT_LOOP"] = parsed.loop  # for the service processes
+    loop_name, factory = loop_factory(parsed.loop)
+    print(f"event loop: {loop_name}; {parsed.runs} runs per row, medians\n")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        # Bounded however the run goes: a bench must stop by itself.
+        runner.run(asyncio.wait_for(main(parsed), timeout=1_500))

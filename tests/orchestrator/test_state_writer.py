@@ -1,0 +1,71 @@
+"""StateWriter's write-behind: transitions coalesce within the delay; the terminal write
+is never delayed; nothing owed is lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+from orchestrator.state_writer import StateWriter
+from state.models import WorkflowState, WorkflowStatus
+
+
+class Persist:
+    """Records the status of every document written; `written` is set on each write."""
+
+    def __init__(self) -> None:
+        self.saved: list[WorkflowStatus] = []
+        self.written = asyncio.Event()
+
+    async def __call__(self, state: WorkflowState) -> bool:
+        self.saved.append(state.status)
+        self.written.set()
+        await asyncio.sleep(0)  # like a store awaiting its reply
+        return True
+
+
+def a_state() -> WorkflowState:
+    return WorkflowState(workflow_id="wf", definition_name="chain", inputs={})
+
+
+async def test_transitions_within_the_delay_cost_one_write_and_flush_does_not_wait() -> None:
+    """Transitions over several loop turns inside the delay are written once, by the
+    terminal flush, which cuts the delay short."""
+    persist, state = Persist(), a_state()
+    writer = StateWriter(persist, state, delay_s=3600.0)  # longer than the test, by far
+    state.status = WorkflowStatus.RUNNING
+    for _ in range(5):
+        writer.mark_dirty()
+        for _ in range(3):
+            await asyncio.sleep(0)  # other work runs; the delay has not passed
+    assert persist.saved == []  # written behind: nothing yet
+    state.status = WorkflowStatus.COMPLETED
+    writer.mark_dirty()
+    await writer.flush()
+    assert persist.saved == [WorkflowStatus.COMPLETED]
+    assert writer.final
+
+
+async def test_a_transition_reaches_the_store_within_the_delay_without_a_flush() -> None:
+    """Written behind, not withheld: with no terminal flush the write still happens."""
+    persist, state = Persist(), a_state()
+    writer = StateWriter(persist, state, delay_s=0.002)
+    state.status = WorkflowStatus.RUNNING
+    writer.mark_dirty()
+    writer.mark_dirty()
+    async with asyncio.timeout(10):  # a hang guard, not a timing claim
+        await persist.written.wait()
+    await writer.flush()
+    assert persist.saved == [WorkflowStatus.RUNNING]
+    assert not writer.final
+
+
+async def test_without_a_delay_the_first_transition_is_written_at_once() -> None:
+    """delay_s=0 keeps the old behaviour: the first write starts on the next loop turn."""
+    persist, state = Persist(), a_state()
+    writer = StateWriter(persist, state)
+    state.status = WorkflowStatus.RUNNING
+    writer.mark_dirty()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert persist.saved == [WorkflowStatus.RUNNING]
+    await writer.flush()
