@@ -7,6 +7,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from orchestrator.settings import default_registry
 from tests.integration.conftest import Agents, eventually
 
 QUESTION = "average revenue by region in 2024"
@@ -82,7 +83,8 @@ async def test_a_chain_run_with_a_failing_agent_shows_in_every_series(
 
     assert value(m["orch_bulkhead_waits"], "orch_bulkhead_waits_total", agent="data") == 0
     assert value(m["orch_agent_in_flight"], "orch_agent_in_flight", agent="data") == 0
-    assert value(m["orch_bulkhead_limit"], "orch_bulkhead_limit", agent="data") == 32
+    limit = default_registry()["data"].concurrency
+    assert value(m["orch_bulkhead_limit"], "orch_bulkhead_limit", agent="data") == limit
 
     store = m["orch_state_store_operation_seconds"]
     assert value(store, "orch_state_store_operation_seconds_count", operation="save") >= 3
