@@ -599,7 +599,7 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            output = _storable(cn, await self._run_bounded(cn, ctx))
+            output = _storable(cn, await self._run_bounded(cn, ctx), self.runner.limits)
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
@@ -628,7 +628,7 @@ class _Execution:
                     payload = {}
                 ctx.deadline = self._node_deadline(cn)
                 output = await self._bounded(cn, ctx, ctx.call_agent(str(fb.target), payload))
-            output = _storable(cn, output)
+            output = _storable(cn, output, self.runner.limits)
         except Exception as fb_exc:
             failure = NodeError(
                 f"{reason}; fallback failed: {error_message(fb_exc)}",
@@ -716,15 +716,18 @@ class _Execution:
             scope="workflow",
         )
         try:
-            return json_value(template.render(self.scope, missing="null", budget=budget))
+            return json_value(
+                template.render(self.scope, missing="null", budget=budget),
+                max_bytes=self.runner.limits.workflow_bytes,
+            )
         except (BudgetExceeded, UnstorableValue) as exc:
             raise _OutputError(str(exc)) from exc
 
 
-def _storable(cn: CompiledNode, output: Any) -> Any:
+def _storable(cn: CompiledNode, output: Any, limits: Limits) -> Any:
     """A node's output as JSON both stores can carry (orchestrator.dag.values), or its error."""
     try:
-        return json_value(output)
+        return json_value(output, max_bytes=limits.node_bytes)
     except UnstorableValue as exc:
         raise NodeError(f"node {cn.id!r}: output: {exc}", code=exc.code, node_id=cn.id) from exc
 

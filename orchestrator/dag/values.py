@@ -11,7 +11,11 @@ way for every source:
 - tuples and sets become lists (sets sorted when their items allow), object keys
   become strings;
 - nesting deeper than `max_depth` is refused: it could not be written, read back
-  or rendered without deep recursion.
+  or rendered without deep recursion;
+- a value larger than `max_bytes` once written out is refused. It is measured
+  before it is copied: an expression can build a value full of shared references
+  cheaply (`[a, a]`, node after node), which written out doubles at every step, so
+  copying it first would take the process's memory and the event loop with it.
 
 Anything else (a Python object a node kind let through) is refused, so a buggy kind
 cannot leave a value the store would choke on.
@@ -19,6 +23,7 @@ cannot leave a value the store would choke on.
 ```
 ValueError
 └── UnstorableValue     # .code: "value_out_of_range" | "nesting_too_deep" | "not_json"
+                        #        | "value_too_large"
 ```
 """
 
@@ -26,6 +31,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+from orchestrator.dag.budget import DEFAULT_LIMITS, measure
 
 __all__ = ["MAX_JSON_DEPTH", "UnstorableValue", "json_depth", "json_value"]
 
@@ -45,8 +52,16 @@ class UnstorableValue(ValueError):
         self.code = code
 
 
-def json_value(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def json_value(
+    value: Any, *, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = DEFAULT_LIMITS.node_bytes
+) -> Any:
     """`value` as plain JSON (see the module docstring); raises UnstorableValue."""
+    # measure() walks each distinct container once, so this check is linear in what was
+    # really built, however many times it is referenced.
+    if measure(value, max_bytes) > max_bytes:
+        raise UnstorableValue(
+            f"the value is larger than {max_bytes:,} bytes written out", code="value_too_large"
+        )
     return _convert(value, max_depth, 0)
 
 

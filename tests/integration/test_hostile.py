@@ -215,6 +215,31 @@ async def test_the_workflow_budget_bounds_many_nodes_that_each_fit(service: Any)
     assert "per workflow" in body["error"]["message"]
 
 
+async def test_shared_references_doubling_node_after_node_stop_at_the_output_cap(
+    service: Any,
+) -> None:
+    """`[prev, prev]` costs two references to build but doubles once written out: each
+    step output is measured before it is copied, so the chain fails instead of growing
+    the process by gigabytes."""
+    limits = dataclasses.replace(Settings().limits, node_bytes=1024 * 1024)
+    client = await service(limits=limits)
+    nodes: list[dict[str, Any]] = [{"id": "n0", "kind": "condition", "expr": "[1, 2, 'abc']"}]
+    nodes += [
+        {
+            "id": f"n{k}",
+            "kind": "condition",
+            "depends_on": [f"n{k - 1}"],
+            "expr": f"[n{k - 1}.value, n{k - 1}.value]",
+        }
+        for k in range(1, 40)
+    ]
+    async with healthz_keeps_answering(client):
+        status, body = await run_workflow(client, {"name": "doubling", "nodes": nodes})
+    assert status == 502
+    errors = {s["error"]["type"] for s in body["steps"].values() if s["error"]}
+    assert errors == {"value_too_large"}
+
+
 # -- regular expressions ---------------------------------------------------------------
 
 
