@@ -221,7 +221,9 @@ async def test_shared_references_doubling_node_after_node_stop_at_the_output_cap
     """`[prev, prev]` costs two references to build but doubles once written out: each
     step output is measured before it is copied, so the chain fails instead of growing
     the process by gigabytes."""
-    limits = dataclasses.replace(Settings().limits, node_bytes=1024 * 1024)
+    # A small cap keeps the last outputs that fit small too: the test is about the
+    # doubling being stopped, not about how long copying a cap-sized value takes.
+    limits = dataclasses.replace(Settings().limits, node_bytes=256 * 1024)
     client = await service(limits=limits)
     nodes: list[dict[str, Any]] = [{"id": "n0", "kind": "condition", "expr": "[1, 2, 'abc']"}]
     nodes += [

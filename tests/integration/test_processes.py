@@ -139,6 +139,13 @@ async def test_a_killed_replicas_workflow_is_resumed_by_the_other_without_rerunn
     assert accepted.status_code == 202
     workflow_id = accepted.json()["workflow_id"]
     await _data_in_flight(agents)
+
+    # Transitions are written behind (ORCH_STATE_WRITE_DELAY_S): kill only once the store
+    # holds NLP's completion, which is what "a completed step is not run again" is about.
+    async def data_running_stored() -> bool:
+        return bool((await second.document(workflow_id))["steps"]["data"]["status"] == "running")
+
+    await eventually(data_running_stored)
     owner = (await second.document(workflow_id))["owner"]
 
     await first.kill()

@@ -174,6 +174,14 @@ async def test_a_replica_that_lost_its_lease_stops_and_writes_nothing(
         return (await agents["data"].stats())["in_flight"] == 1
 
     await eventually(data_in_flight)
+
+    # The agent sees the call before the transition's write (written behind) lands:
+    # wait for it, so what the takeover freezes is the document with data running.
+    async def data_running_written() -> bool:
+        state = await store.get(workflow_id)
+        return state is not None and state.steps["data"].status.value == "running"
+
+    await eventually(data_running_written)
     # Another replica decided `paused` was dead and took the workflow over. The lease is
     # dropped as if it lapsed; paused's heartbeat may re-take it first (a lapsed lease
     # nobody claimed is still its own), so the thief tries until its claim wins.
