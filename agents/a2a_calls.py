@@ -143,12 +143,15 @@ class A2ACalls:
         return _outcome(call, result)
 
     async def _rpc(self, call: _Call, peer: Peer, body: bytes) -> TaskResult:
+        headers = peer.headers()
+        if "traceparent" in call.headers:  # tracing on: the agent joins the workflow's trace
+            headers["traceparent"] = call.headers["traceparent"]
         try:
             response = await self._transport.request(
                 "POST",
                 peer.rpc_url,
                 body=body,
-                headers=peer.headers(),
+                headers=headers,
                 timeouts=call.timeouts,
                 max_body_bytes=call.spec.max_response_bytes,
             )

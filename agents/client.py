@@ -34,6 +34,8 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from agents.a2a import Peer
 from agents.a2a_calls import A2ACalls
@@ -50,6 +52,7 @@ from agents.errors import (
     TimeoutPhase,
     UnknownAgent,
 )
+from agents.observe import AgentStats, retry_listener
 from agents.registry import AgentRegistry, AgentSpec, AgentTimeouts
 from agents.transport import (
     AgentTransport,
@@ -71,6 +74,8 @@ logger = structlog.get_logger(__name__)
 # Everything below us that is not ours yet: the transport's errors, our own per-attempt
 # cap (TimeoutError) and the breaker refusing the call.
 _FOREIGN_ERRORS = (TransportError, TimeoutError, CircuitOpenError)
+
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,8 @@ class _Call:
     attempts: int = 0
     # A2A agents: the node's input, sent as a data part by agents/a2a.py.
     payload: Mapping[str, Any] | None = None
+    # The backoff slept before the next attempt (its span says so).
+    retry_delay_s: float | None = None
 
 
 class AgentClient:
@@ -104,7 +111,8 @@ class AgentClient:
 
     `clock` (monotonic seconds; deadlines are on it), `sleep` (retry backoff) and `rng`
     (jitter) are injectable so tests run instantly. The caller owns `transport` and
-    closes it.
+    closes it. With a `tracer` every attempt is a span and sends its W3C `traceparent`;
+    without one nothing of tracing runs.
     """
 
     def __init__(
@@ -115,15 +123,18 @@ class AgentClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.registry = registry
+        self._tracer = tracer
         self._transport = transport
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
+        self._stats = {name: AgentStats() for name in registry}
         self._breakers = {
             name: AsyncCircuitBreaker(
-                name, spec.breaker, clock=clock, on_state_change=_log_state_change
+                name, spec.breaker, clock=clock, on_state_change=self._on_state_change
             )
             for name, spec in registry.items()
         }
@@ -151,6 +162,13 @@ class AgentClient:
 
     def breakers(self) -> Mapping[str, AsyncCircuitBreaker]:
         return MappingProxyType(self._breakers)
+
+    def stats(self, agent: str) -> AgentStats:
+        """The live counters of a registered agent (read them, do not change them)."""
+        self._spec(agent)
+        stats = self._stats[agent]
+        stats.budget_refusals = self._budgets[agent].refusals
+        return stats
 
     async def aclose(self) -> None:
         """Wait for side requests still in flight (CancelTask forwarded to A2A agents).
@@ -237,14 +255,22 @@ class AgentClient:
         where = {"agent": agent, "workflow_id": workflow_id, "step": step_id}
         started = self._clock()
 
+        stats = self._stats[agent]
+
         def on_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
+            call.retry_delay_s = delay_s
             self._retries[agent] += 1
+            stats.retries += 1
+            code = getattr(exc, "code", type(exc).__name__)
+            listener = retry_listener.get()
+            if listener is not None:
+                listener(agent, step_id, attempt, delay_s, code)
             logger.warning(
                 "agent_retry",
                 **where,
                 attempt=attempt,
                 delay_s=round(delay_s, 3),
-                error=getattr(exc, "code", type(exc).__name__),
+                error=code,
                 reason=str(exc),
             )
 
@@ -264,6 +290,7 @@ class AgentClient:
             )
         except AgentError as exc:
             exc.attempts = call.attempts
+            stats.outcomes[exc.code] += 1
             logger.info(
                 "agent_call_failed",
                 **where,
@@ -272,6 +299,7 @@ class AgentClient:
                 reason=str(exc),
             )
             raise
+        stats.outcomes["success"] += 1
         duration_s = self._clock() - started
         logger.debug(
             "agent_call_done", **where, attempts=call.attempts, duration_s=round(duration_s, 4)
@@ -299,7 +327,48 @@ class AgentClient:
     async def _attempt(self, call: _Call) -> dict[str, Any]:
         if call.deadline is not None and self._clock() >= call.deadline:
             raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        if self._tracer is not None:
+            return await self._traced_attempt(call, self._tracer)
+        return await self._gated(call)
+
+    async def _traced_attempt(self, call: _Call, tracer: Tracer) -> dict[str, Any]:
+        name = call.spec.name
+        attributes: dict[str, str | int | float] = {
+            "agent": name,
+            "attempt": call.attempts + 1,
+            "breaker.state": self._breakers[name].state.value,
+            "workflow.id": call.workflow_id,
+            "step": call.step_id,
+        }
+        if call.retry_delay_s is not None:
+            attributes["retry.delay_s"] = round(call.retry_delay_s, 6)
+        with tracer.start_as_current_span(
+            f"agent {name}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            # The span is current: the agent gets it as its parent.
+            _PROPAGATOR.inject(call.headers)
+            try:
+                data = await self._gated(call)
+            except AgentError as exc:
+                span.set_attribute("outcome", exc.code)
+                span.set_attribute("error.type", exc.code)
+                if isinstance(exc, AgentHTTPError):
+                    span.set_attribute("http.response.status_code", exc.status)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+            span.set_attribute("outcome", "success")
+            span.set_attribute("http.response.status_code", 200)
+            return data
+
+    async def _gated(self, call: _Call) -> dict[str, Any]:
         breaker = self._breakers[call.spec.name]
+        # Every line logged from here on in this task (the node's own) carries the number of
+        # the attempt it is about, up to the call's final result.
+        structlog.contextvars.bind_contextvars(attempt=call.attempts + 1)
         try:
             return await breaker.call(lambda: self._bulkheaded(call), classify=_classify)
         except CircuitOpenError as exc:
@@ -307,24 +376,32 @@ class AgentClient:
 
     async def _bulkheaded(self, call: _Call) -> dict[str, Any]:
         bulkhead = self._bulkheads[call.spec.name]
+        stats = self._stats[call.spec.name]
         if bulkhead.locked():
             wait_s = None if call.deadline is None else call.deadline - self._clock()
+            stats.bulkhead_waits += 1
+            waited_from = self._clock()
             try:
                 async with asyncio.timeout(wait_s):
                     await bulkhead.acquire()
             except TimeoutError as exc:
                 raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
+            finally:
+                stats.bulkhead_wait_s += self._clock() - waited_from
         else:
             await bulkhead.acquire()  # a free slot: taken at once, nothing to time out
+        stats.in_flight += 1
         try:
             return await self._send(call)
         finally:
+            stats.in_flight -= 1
             bulkhead.release()
 
     async def _send(self, call: _Call) -> dict[str, Any]:
         cap_s, cap_phase = self._attempt_cap(call)
         if cap_s is not None and cap_s <= 0:
             raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        self._stats[call.spec.name].attempts += 1
         if call.payload is not None:
             return await self._a2a.send(call, cap_s, cap_phase)
         call.attempts += 1
@@ -360,6 +437,10 @@ class AgentClient:
             if call.timeout_s is None or remaining < call.timeout_s:
                 return remaining, "deadline"
         return call.timeout_s, "attempt"
+
+    def _on_state_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
+        self._stats[name].transitions[(old.value, new.value)] += 1
+        logger.warning("breaker_state_change", agent=name, old=old.value, new=new.value)
 
     def _spec(
         self, agent: str, *, workflow_id: str | None = None, step_id: str | None = None
@@ -478,7 +559,3 @@ def _json_default(value: object) -> object:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def _log_state_change(name: str, old: BreakerState, new: BreakerState) -> None:
-    logger.warning("breaker_state_change", agent=name, old=old.value, new=new.value)

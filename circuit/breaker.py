@@ -479,7 +479,7 @@ class AsyncCircuitBreaker:
                     observer(self.name, old, new)
                 except Exception:
                     # An observer's bug must not break the call path or the state machine.
-                    logger.exception("breaker.on_state_change_failed", breaker=self.name)
+                    logger.exception("breaker_listener_failed", breaker=self.name)
 
 
 class _SlowCall(Exception):

@@ -61,6 +61,8 @@ class RetryBudget:
         self._bucket_s = config.window_s / _BUDGET_BUCKETS
         self._calls = _WindowCounter()
         self._retries = _WindowCounter()
+        self.refusals = 0
+        """Retries refused so far (metrics)."""
 
     def record_call(self) -> None:
         """Count a first attempt."""
@@ -73,6 +75,7 @@ class RetryBudget:
         calls = self._calls.total(horizon)
         retries = self._retries.total(horizon)
         if retries >= self.config.floor + self.config.ratio * calls:
+            self.refusals += 1
             return False
         self._retries.add(now, self._bucket_s)
         return True

@@ -7,6 +7,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 from agents.client import AgentClient
 from agents.transport import AgentTransport, create_transport
@@ -15,6 +17,8 @@ from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
 from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
 from orchestrator.access.principal import OPEN_TENANT, Principal, Role
+from orchestrator.api import events as event_routes
+from orchestrator.api import ops as ops_routes
 from orchestrator.api.access import (
     ACCESS,
     Access,
@@ -24,6 +28,7 @@ from orchestrator.api.access import (
 )
 from orchestrator.api.admission import ADMISSION, Admission
 from orchestrator.api.errors import error_middleware
+from orchestrator.api.middleware import request_id_middleware
 from orchestrator.api.redact import REDACTOR, AddressRedactor
 from orchestrator.api.requests import parse_query_request
 from orchestrator.api.routes import routes
@@ -35,9 +40,11 @@ from orchestrator.dag.runner import BuiltinFallback, DagRunner
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
-from orchestrator.metrics import WorkflowMetrics
+from orchestrator.metered_store import MeteredStore
+from orchestrator.metrics import AgentCollector, StoreMetrics, WorkflowMetrics
 from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
+from orchestrator.tracing import configured_tracer_provider, tracer_of
 from state.connect import Client, connect
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
@@ -153,17 +160,26 @@ def create_app(
     http: AgentTransport | None = None,
     replica_id: str | None = None,
     breaker_board: BreakerBoard | None = None,
+    tracer_provider: TracerProvider | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """Build the API; tests inject `store`, `http` (the agent transport), `breaker_board`,
-    and `clock` (epoch seconds) for the scheduler.
+    `tracer_provider` (e.g. one with an in-memory exporter) and `clock` (epoch seconds)
+    for the scheduler.
 
     The app closes only what it opened.
     """
     app = web.Application(
-        # Outermost first: browser checks (their headers reach every response), errors to
-        # JSON, then who is calling, then the body's media type.
-        middlewares=[browser_middleware, error_middleware, auth_middleware, json_body_middleware],
+        # Outermost first: the request id (every response carries it, every line of the
+        # request logs it), browser checks (their headers reach every response), errors
+        # to JSON, then who is calling, then the body's media type.
+        middlewares=[
+            request_id_middleware,
+            browser_middleware,
+            error_middleware,
+            auth_middleware,
+            json_body_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
         # Passed to every connection's handler: idle keep-alive connections are closed,
         # and request lines and header fields stay within aiohttp's defaults.
@@ -177,6 +193,11 @@ def create_app(
         },
     )
     app.add_routes(routes)
+    app.add_routes(event_routes.routes)
+    app.add_routes(ops_routes.routes)
+    app[event_routes.OPEN_STREAMS] = event_routes.OpenStreams()
+    app.on_shutdown.append(event_routes.close_open_streams)
+    injected_provider = tracer_provider
     app.add_routes(schedule_routes)
     app.on_response_prepare.append(_plain_server_header)
     # One bounded client for the board and the access layer; the store keeps its own pool
@@ -197,9 +218,26 @@ def create_app(
             if breaker_board is not None
             else create_breaker_board(settings, shared_redis)
         )
-        the_store = store if store is not None else create_store(settings)
+        # This app's own registry: never the process-global one.
+        registry = CollectorRegistry()
+        metrics = WorkflowMetrics(
+            registry=registry,
+            definitions=settings.metrics_definitions,
+            max_step_labels=settings.metrics_max_steps,
+            max_series=settings.max_metric_series,
+        )
+        inner_store = store if store is not None else create_store(settings)
+        the_store = MeteredStore(inner_store, StoreMetrics(registry))
+        provider = (
+            injected_provider
+            if injected_provider is not None
+            else configured_tracer_provider(settings)
+        )
+        own_provider = injected_provider is None and provider is not None
+        tracer = tracer_of(provider)
         the_http = http if http is not None else create_transport(settings.http_transport)
-        client = AgentClient(settings.agents, the_http)
+        client = AgentClient(settings.agents, the_http, tracer=tracer)
+        registry.register(AgentCollector(client))
         # A2A agents: read their cards now (reachable? what do they offer?), without
         # holding start-up up; one that is not up yet is read again on its first call.
         discovery = asyncio.create_task(client.discover(), name="a2a-discovery")
@@ -211,6 +249,7 @@ def create_app(
             builtins=BUILTIN_FALLBACKS,
             step_timeout_s=settings.step_timeout_s,
             limits=settings.limits,
+            tracer=tracer,
         )
         chain = compile_workflow(
             chain_definition(
@@ -237,7 +276,8 @@ def create_app(
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
             write_delay_s=settings.state_write_delay_s,
-            metrics=WorkflowMetrics(max_series=settings.max_metric_series),
+            metrics=metrics,
+            tracer=tracer,
         )
         breakers = BreakerSync(
             client.breakers(),
@@ -266,6 +306,9 @@ def create_app(
             builtins=BUILTIN_FALLBACKS,
             chain=chain,
             breakers=breakers,
+            metrics=metrics,
+            resolve=resolve,
+            tracing=tracer is not None,
             scheduler=scheduler,
         )
         # Ops modes in force (open / disabled) apply before the first request is served.
@@ -291,6 +334,8 @@ def create_app(
                 await the_http.aclose()
             if own_store:
                 await the_store.close()
+            if own_provider and provider is not None:
+                provider.shutdown()
 
     async def stop_workflows(app: web.Application) -> None:
         # on_shutdown runs after the listening sockets closed and before aiohttp waits

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "agent":
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
         if args.a2a is not None:
             ready = (
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnsafeExposure as exc:
         print(f"orchestrator: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "up":
         agents = {
             name: dataclasses.replace(spec, url=f"http://{host}:{args.agents_base_port + offset}")

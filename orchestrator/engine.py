@@ -40,12 +40,15 @@ import contextlib
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import structlog
+from opentelemetry.trace import Tracer
 
+from agents.observe import retry_listener
 from orchestrator.dag.runner import DagRunner
 from orchestrator.dag.validate import CompiledWorkflow
 from orchestrator.errors import (
@@ -54,6 +57,7 @@ from orchestrator.errors import (
     WorkflowAlreadyFinished,
     WorkflowNotFound,
 )
+from orchestrator.events import EventRecorder
 from orchestrator.metrics import WorkflowMetrics
 from orchestrator.state_writer import StateWriter
 from state.leases import LeaseStore
@@ -62,6 +66,9 @@ from state.store import LeaseLost, StateStore, StateStoreError
 
 # How a resumed workflow finds its compiled definition again.
 DefinitionResolver = Callable[[WorkflowState], CompiledWorkflow]
+
+# Finished workflows this replica remembers for the ops page (GET /api/ops/workflows).
+RECENT_WORKFLOWS = 50
 
 log = structlog.get_logger(__name__)
 
@@ -126,8 +133,10 @@ class WorkflowOrchestrator:
         clock: Clock | None = None,
         write_pace: float = 4.0,
         write_delay_s: float = 0.0,
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
+        self._tracer = tracer
         # StateWriter pacing (see there): keeps writing linear in a workflow's size.
         self._write_pace = write_pace
         # StateWriter write-behind delay (see there): transitions of a burst coalesce.
@@ -144,6 +153,8 @@ class WorkflowOrchestrator:
         # to the others (their leases lapse and they resume them) instead of cancelling.
         self._handoff = handoff_on_shutdown and leases is not None
         self._running: dict[str, _Running] = {}
+        self._recent: deque[WorkflowState] = deque(maxlen=RECENT_WORKFLOWS)
+        self.metrics.track_running(lambda: len(self._running))
         self._background: list[asyncio.Task[None]] = []
         # Writes owed by workflows whose task was cancelled before its body could run.
         self._finishers: set[asyncio.Task[None]] = set()
@@ -215,6 +226,11 @@ class WorkflowOrchestrator:
     def running(self) -> Mapping[str, WorkflowState]:
         return {wid: r.state for wid, r in self._running.items()}
 
+    @property
+    def recent(self) -> list[WorkflowState]:
+        """The last workflows this replica finished, newest first (at most RECENT_WORKFLOWS)."""
+        return list(self._recent)
+
     async def submit(
         self,
         workflow: CompiledWorkflow,
@@ -254,7 +270,7 @@ class WorkflowOrchestrator:
             if token is None:  # a fresh uuid4 is never held: a broken lease store
                 raise RuntimeError(f"could not claim new workflow {state.workflow_id}")
         await self.store.save(state, token=token)
-        self.metrics.record_started()
+        self.metrics.record_started(state)
         self._start(workflow, state, token)
         return state
 
@@ -326,6 +342,8 @@ class WorkflowOrchestrator:
         async def finish() -> None:
             if await self._persist(state, token):
                 self.metrics.record_finished(state)
+                self._recent.appendleft(state)
+                await EventRecorder(self.store, state).finish(state)
                 await self._release(state.workflow_id)
 
         finisher = asyncio.create_task(finish())
@@ -619,7 +637,7 @@ class WorkflowOrchestrator:
     def _resume(self, state: WorkflowState, token: int) -> None:
         log.info("workflow_resuming", workflow_id=state.workflow_id, previous_owner=state.owner)
         state.owner = self.replica_id
-        self.metrics.record_started()
+        self.metrics.record_started(state)
         try:
             workflow = self._resolve_definition(state)
         except Exception as exc:  # e.g. the definition no longer validates here
@@ -635,16 +653,53 @@ class WorkflowOrchestrator:
     async def _run(
         self, workflow: CompiledWorkflow, state: WorkflowState, token: int | None
     ) -> None:
+        if self._tracer is None:
+            await self._run_workflow(workflow, state, token)
+            return
+        with self._tracer.start_as_current_span(
+            "workflow",
+            attributes={
+                "workflow.id": state.workflow_id,
+                "workflow.definition": state.definition_name,
+            },
+        ) as span:
+            # Current in this task: the node tasks it spawns copy it, so nodes are children.
+            try:
+                await self._run_workflow(workflow, state, token)
+            finally:
+                span.set_attribute("workflow.status", state.status.value)
+
+    async def _run_workflow(
+        self, workflow: CompiledWorkflow, state: WorkflowState, token: int | None
+    ) -> None:
+        # Bound once, in this workflow's own task: every line and every agent call made
+        # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
         writer = self._writer(state, token)
+        events = EventRecorder(self.store, state)
+        retry_listener.set(events.retrying)
+
+        recorded = False
+
+        def record_end() -> None:
+            # Once, as soon as the terminal document is written: a caller woken by
+            # `_mark_finished` then finds the workflow counted in the metrics.
+            nonlocal recorded
+            if recorded or not writer.final or self._is_fenced(state.workflow_id):
+                return
+            recorded = True
+            self.metrics.record_finished(state)
+            self._recent.appendleft(state)
 
         async def on_transition(current: WorkflowState) -> None:
+            events.workflow(current)
             writer.mark_dirty()
             if current.status.is_terminal:
                 if self._write_failing(current.workflow_id):
                     # The store is away: the outcome is known, waiting callers get it now.
                     self._mark_finished(current.workflow_id)
                 await writer.flush()
+                record_end()
                 self._mark_finished(current.workflow_id)
 
         async def before_start() -> None:
@@ -658,6 +713,7 @@ class WorkflowOrchestrator:
                 state,
                 on_transition=on_transition,
                 before_start=before_start,
+                on_step=events.step,
                 pause_requested=lambda: state.workflow_id in self._pausing,
             )
         except asyncio.CancelledError:
@@ -672,7 +728,7 @@ class WorkflowOrchestrator:
                 state.error = WorkflowError(code="internal_error", message=f"internal error: {exc}")
                 state.finished_at = time.time()
         finally:
-            await self._finish(state, writer)
+            await self._finish(state, writer, events, record_end)
 
     def _writer(self, state: WorkflowState, token: int | None) -> StateWriter:
         async def persist(current: WorkflowState) -> bool:
@@ -682,12 +738,19 @@ class WorkflowOrchestrator:
 
         return StateWriter(persist, state, pace=self._write_pace, delay_s=self._write_delay_s)
 
-    async def _finish(self, state: WorkflowState, writer: StateWriter) -> None:
+    async def _finish(
+        self,
+        state: WorkflowState,
+        writer: StateWriter,
+        events: EventRecorder,
+        record_end: Callable[[], None],
+    ) -> None:
         # The runner writes the terminal document itself; write it here only if it
         # did not (a cancel before the runner started, a crash, a write still owed).
         if not writer.final:
             writer.mark_dirty()
             await writer.flush()
+        record_end()
         self._mark_finished(state.workflow_id)
         self._pausing.discard(state.workflow_id)
         if self._is_fenced(state.workflow_id):
@@ -697,8 +760,9 @@ class WorkflowOrchestrator:
             log.info("workflow_paused")
             await self._release(state.workflow_id)
         elif writer.final:
-            self.metrics.record_finished(state)
             log.info("workflow_finished", status=state.status.value)
+            # After the terminal document: a reader told "finished" finds it so.
+            await events.finish(state)
             await self._release(state.workflow_id)
 
     async def _confirm_lease(self, workflow_id: str) -> None:

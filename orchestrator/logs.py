@@ -1,31 +1,44 @@
-"""structlog set-up: JSON lines on stderr, context bound through contextvars.
+"""structlog set-up: JSON lines on stderr (or readable console lines), context via contextvars.
 
 Configured once at start-up (`configure_logging`); modules call
-`structlog.get_logger(__name__)`. The engine binds `workflow_id`, and each node
-binds `step` and `agent`, with `structlog.contextvars`, so every line a call
-produces (retries, breaker changes) carries them without passing them around.
+`structlog.get_logger(__name__)`. Context is bound with `structlog.contextvars`
+once where the work starts, so every line inside it carries it without passing
+it around: the request middleware binds `request_id` (api/middleware.py), the
+engine binds `workflow_id` in the workflow's task, the runner binds `step` and
+`agent` in each node's task, and the agent client binds `attempt` around each
+attempt. Event names are snake_case (`workflow_finished`, `agent_retry`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Literal
 
 import orjson
 import structlog
+from structlog.typing import Processor
 
 
-def configure_logging(level: str = "info") -> None:
+def configure_logging(level: str = "info", fmt: Literal["json", "console"] = "json") -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    factory: structlog.typing.WrappedLogger
+    if fmt == "console":
+        # The console renderer formats tracebacks itself (format_exc_info would flatten them).
+        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        factory = structlog.PrintLoggerFactory(sys.stderr)
+    else:
+        processors.append(structlog.processors.format_exc_info)
+        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
+        factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=orjson.dumps),
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )

@@ -1,75 +1,51 @@
-"""Per-process workflow metrics: totals by status, success rate, per-step durations.
+"""Prometheus metrics of one application, and the JSON summary built from the same numbers.
 
-Durations keep a bounded window of the most recent samples per step, so memory
-stays flat however long the process runs; p95 is computed over that window.
-Step names come from clients' definitions, so the number of distinct series is
-capped too (`max_series`): once it is reached, steps not seen before are counted
-together under `OTHER`.
+Every app owns a `CollectorRegistry` (never the process-global one), so tests and
+several apps in one process stay apart. Three sources feed it:
+
+- `WorkflowMetrics`: workflows started / finished / running and their durations,
+  step durations, fallbacks. Recorded by the engine when a workflow starts and
+  ends (never per transition).
+- `AgentCollector`: agent calls by outcome, attempts, retries, retry-budget
+  refusals, breaker state / transitions / rejections, bulkhead waits and in-flight
+  calls. Read from the client's own counters at scrape time, so an agent call pays
+  nothing for it.
+- `StoreMetrics` (filled by `orchestrator.metered_store.MeteredStore`): latency and
+  errors of every state-store operation.
+
+Label values stay bounded whatever clients send: a definition name is a label only
+if it is the built-in chain or listed in `ORCH_METRICS_DEFINITIONS` (else "(other)");
+step ids only under such a definition, at most `ORCH_METRICS_MAX_STEPS` distinct ids
+each and `ORCH_MAX_METRIC_SERIES` in all (the rest "(other)"). Agent names, statuses
+and error codes are fixed sets.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from state.models import StepStatus, WorkflowState, WorkflowStatus
 
-_WINDOW = 1_000
-_MAX_SERIES = 500
-# The series every step beyond `max_series` distinct ones is counted under.
+if TYPE_CHECKING:
+    from agents.client import AgentClient
+
+# Parenthesised so that it can never be a real definition or step name.
 OTHER = "(other)"
+DEFAULT_MAX_STEP_LABELS = 50
+DEFAULT_MAX_SERIES = 500
+# Built-in definitions whose names are always labels (the chain, orchestrator/chain.py).
+BUILTIN_DEFINITIONS = ("chain",)
 
-
-class WorkflowMetrics:
-    def __init__(self, *, window: int = _WINDOW, max_series: int = _MAX_SERIES) -> None:
-        self._window = window
-        self._max_series = max_series
-        self.started = 0
-        self.by_status: Counter[str] = Counter()
-        self._durations_ms: deque[float] = deque(maxlen=window)
-        self._step_ms: dict[str, deque[float]] = {}
-        self._step_status: dict[str, Counter[str]] = {}
-        self.fallbacks = 0
-
-    def record_started(self) -> None:
-        self.started += 1
-
-    def record_finished(self, state: WorkflowState) -> None:
-        self.by_status[state.status.value] += 1
-        if state.finished_at is not None:
-            self._durations_ms.append((state.finished_at - state.created_at) * 1000.0)
-        for step in state.steps.values():
-            key = f"{state.definition_name}.{step.step_id}"
-            if key not in self._step_status and len(self._step_status) >= self._max_series:
-                key = OTHER
-            self._step_status.setdefault(key, Counter())[step.status.value] += 1
-            if step.fallback is not None:
-                self.fallbacks += 1
-            if step.status is StepStatus.COMPLETED and step.duration_ms is not None:
-                self._step_ms.setdefault(key, deque(maxlen=self._window)).append(step.duration_ms)
-
-    def snapshot(self) -> dict[str, Any]:
-        finished = sum(self.by_status.values())
-        ok = self.by_status[WorkflowStatus.COMPLETED.value]
-        degraded = self.by_status[WorkflowStatus.DEGRADED.value]
-        return {
-            "workflows": {
-                "started": self.started,
-                "finished": finished,
-                "in_flight": max(self.started - finished, 0),
-                "by_status": {s.value: self.by_status[s.value] for s in _FINISHED},
-                # Degraded answers still answered the user: they count as successes.
-                "success_rate": round((ok + degraded) / finished, 4) if finished else None,
-                "duration_ms": _summary(self._durations_ms),
-            },
-            "steps": {
-                key: {"statuses": dict(self._step_status[key]), **_summary(self._step_ms.get(key))}
-                for key in sorted(self._step_status)
-            },
-            "fallbacks": self.fallbacks,
-        }
-
+# Workflows run from milliseconds (reference agents) to minutes (real models, retries).
+_WORKFLOW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 
 _FINISHED = (
     WorkflowStatus.COMPLETED,
@@ -79,13 +55,315 @@ _FINISHED = (
 )
 
 
-def _summary(samples: deque[float] | None) -> dict[str, Any]:
-    if not samples:
+class LabelCap:
+    """Maps client-chosen names onto a bounded label set."""
+
+    def __init__(
+        self, definitions: Iterable[str] = (), *, max_steps: int, max_series: int
+    ) -> None:
+        self.definitions = frozenset((*BUILTIN_DEFINITIONS, *definitions))
+        self.max_steps = max_steps
+        self.max_series = max_series
+        self._steps: dict[str, set[str]] = {}
+        self._total = 0
+
+    def definition(self, name: str) -> str:
+        return name if name in self.definitions else OTHER
+
+    def step(self, definition_label: str, step_id: str) -> str:
+        if definition_label == OTHER:
+            return OTHER
+        seen = self._steps.setdefault(definition_label, set())
+        if step_id in seen:
+            return step_id
+        if len(seen) < self.max_steps and self._total < self.max_series:
+            seen.add(step_id)
+            self._total += 1
+            return step_id
+        return OTHER
+
+
+class WorkflowMetrics:
+    """Workflow and step series in `registry` (a fresh one when not given)."""
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = None,
+        definitions: Iterable[str] = (),
+        max_step_labels: int = DEFAULT_MAX_STEP_LABELS,
+        max_series: int = DEFAULT_MAX_SERIES,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.labels = LabelCap(definitions, max_steps=max_step_labels, max_series=max_series)
+        r = self.registry
+        self.started = Counter(
+            "orch_workflows_started", "Workflows started (or resumed)", ["definition"], registry=r
+        )
+        self.finished = Counter(
+            "orch_workflows_finished",
+            "Workflows that reached a terminal status",
+            ["definition", "status"],
+            registry=r,
+        )
+        self.running = Gauge(
+            "orch_workflows_running", "Workflows running on this replica", registry=r
+        )
+        self.duration = Histogram(
+            "orch_workflow_duration_seconds",
+            "Workflow duration, submit to terminal status",
+            ["definition", "status"],
+            buckets=_WORKFLOW_BUCKETS,
+            registry=r,
+        )
+        self.step_duration = Histogram(
+            "orch_step_duration_seconds",
+            "Step duration, start to finish (retries and fallback included)",
+            ["definition", "step", "status"],
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "orch_step_fallbacks", "Steps that completed through their fallback",
+            ["definition", "step"], registry=r,
+        )
+
+    def track_running(self, count: Callable[[], int]) -> None:
+        """Read the running gauge from the engine at scrape time: a workflow handed off or
+        fenced (it never "finishes" here) then leaves it, which counting could miss."""
+        self.running.set_function(count)
+
+    def record_started(self, state: WorkflowState) -> None:
+        self.started.labels(self.labels.definition(state.definition_name)).inc()
+
+    def record_finished(self, state: WorkflowState) -> None:
+        definition = self.labels.definition(state.definition_name)
+        status = state.status.value
+        self.finished.labels(definition, status).inc()
+        if state.finished_at is not None:
+            self.duration.labels(definition, status).observe(
+                max(state.finished_at - state.created_at, 0.0)
+            )
+        for step in state.steps.values():
+            if step.started_at is None or step.finished_at is None:
+                continue
+            label = self.labels.step(definition, step.step_id)
+            self.step_duration.labels(definition, label, step.status.value).observe(
+                max(step.finished_at - step.started_at, 0.0)
+            )
+            if step.fallback is not None:
+                self.fallbacks.labels(definition, label).inc()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON summary (GET /api/workflow/metrics), read back from the series above."""
+        by_status = {s.value: 0 for s in _FINISHED}
+        for labels, value in _samples(self.finished, "_total"):
+            by_status[labels["status"]] = by_status.get(labels["status"], 0) + int(value)
+        started = int(sum(v for _, v in _samples(self.started, "_total")))
+        finished = sum(by_status.values())
+        answered = by_status["completed"] + by_status["degraded"]
+        steps: dict[str, dict[str, Any]] = {}
+        for (definition, step), per_status in _histograms(self.step_duration, "step").items():
+            completed = per_status.get(StepStatus.COMPLETED.value)
+            # Every step of a client-invented definition is counted under one key.
+            key = OTHER if definition == OTHER else f"{definition}.{step}"
+            steps[key] = {
+                "statuses": {status: h.count for status, h in sorted(per_status.items())},
+                **_summary(completed),
+            }
+        return {
+            "workflows": {
+                "started": started,
+                "finished": finished,
+                "in_flight": int(sum(v for _, v in _samples(self.running, "running"))),
+                "by_status": by_status,
+                # Degraded answers still answered the user: they count as successes.
+                "success_rate": round(answered / finished, 4) if finished else None,
+                "duration_ms": _summary(_merged(self.duration)),
+            },
+            "steps": dict(sorted(steps.items())),
+            "fallbacks": int(sum(v for _, v in _samples(self.fallbacks, "_total"))),
+        }
+
+
+class StoreMetrics:
+    """State-store operation latency and errors, by backend and operation."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.latency = Histogram(
+            "orch_state_store_operation_seconds",
+            "State-store operation latency",
+            ["backend", "operation"],
+            buckets=_STORE_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "orch_state_store_errors",
+            "State-store operations that failed",
+            ["backend", "operation"],
+            registry=registry,
+        )
+
+
+class AgentCollector(Collector):
+    """Agent, breaker and bulkhead series read from an `AgentClient` at scrape time."""
+
+    def __init__(self, client: AgentClient) -> None:
+        self._client = client
+
+    def collect(self) -> Iterator[Metric]:
+        client = self._client
+        calls = CounterMetricFamily(
+            "orch_agent_calls", "Agent calls by outcome (success or error code)",
+            labels=["agent", "outcome"],
+        )
+        attempts = CounterMetricFamily(
+            "orch_agent_attempts", "Requests sent to the agent (first attempts and retries)",
+            labels=["agent"],
+        )
+        retries = CounterMetricFamily("orch_agent_retries", "Retries scheduled", labels=["agent"])
+        refusals = CounterMetricFamily(
+            "orch_agent_retry_budget_refusals", "Retries the retry budget refused",
+            labels=["agent"],
+        )
+        state = GaugeMetricFamily(
+            "orch_circuit_breaker_state", "1 for the breaker's current state, else 0",
+            labels=["agent", "state"],
+        )
+        transitions = CounterMetricFamily(
+            "orch_circuit_breaker_transitions", "Breaker state changes",
+            labels=["agent", "from_state", "to_state"],
+        )
+        rejections = CounterMetricFamily(
+            "orch_circuit_breaker_rejections",
+            "Calls refused by an open (or busy half-open) breaker",
+            labels=["agent"],
+        )
+        failures = CounterMetricFamily(
+            "orch_circuit_breaker_failures", "Attempts the breaker recorded as failures",
+            labels=["agent"],
+        )
+        waits = CounterMetricFamily(
+            "orch_bulkhead_waits", "Attempts that found the agent's bulkhead full",
+            labels=["agent"],
+        )
+        wait_s = CounterMetricFamily(
+            "orch_bulkhead_wait_seconds", "Time spent waiting for a bulkhead slot",
+            labels=["agent"],
+        )
+        in_flight = GaugeMetricFamily(
+            "orch_agent_in_flight", "Requests to the agent in flight now", labels=["agent"]
+        )
+        limit = GaugeMetricFamily(
+            "orch_bulkhead_limit", "The agent's concurrency limit", labels=["agent"]
+        )
+        for name, breaker in client.breakers().items():
+            stats = client.stats(name)
+            snap = breaker.snapshot()
+            for outcome, count in sorted(stats.outcomes.items()):
+                calls.add_metric([name, outcome], count)
+            attempts.add_metric([name], stats.attempts)
+            retries.add_metric([name], stats.retries)
+            refusals.add_metric([name], stats.budget_refusals)
+            for value in ("closed", "half_open", "open"):
+                state.add_metric([name, value], 1.0 if snap.state.value == value else 0.0)
+            for (old, new), count in sorted(stats.transitions.items()):
+                transitions.add_metric([name, old, new], count)
+            rejections.add_metric([name], snap.rejections)
+            failures.add_metric([name], snap.failures)
+            waits.add_metric([name], stats.bulkhead_waits)
+            wait_s.add_metric([name], stats.bulkhead_wait_s)
+            in_flight.add_metric([name], stats.in_flight)
+            limit.add_metric([name], client.registry[name].concurrency)
+        yield from (calls, attempts, retries, refusals, state, transitions, rejections, failures)
+        yield from (waits, wait_s, in_flight, limit)
+
+
+# -- reading series back for the JSON summary ---------------------------------------------
+
+
+class _Hist:
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets: dict[float, float] = {}
+        self.count = 0
+        self.sum = 0.0
+
+    def add(self, other: _Hist) -> None:
+        for bound, n in other.buckets.items():
+            self.buckets[bound] = self.buckets.get(bound, 0.0) + n
+        self.count += other.count
+        self.sum += other.sum
+
+
+def _samples(metric: Counter | Gauge, suffix: str) -> Iterator[tuple[Mapping[str, str], float]]:
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith(suffix):
+                yield sample.labels, sample.value
+
+
+def _histograms(metric: Histogram, key_label: str) -> dict[tuple[str, str], dict[str, _Hist]]:
+    """{(definition, key): {status: histogram}} from a histogram's samples."""
+    out: dict[tuple[str, str], dict[str, _Hist]] = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            labels = sample.labels
+            key = (labels["definition"], labels[key_label])
+            hist = out.setdefault(key, {}).setdefault(labels["status"], _Hist())
+            if sample.name.endswith("_bucket"):
+                hist.buckets[float(labels["le"])] = sample.value
+            elif sample.name.endswith("_count"):
+                hist.count = int(sample.value)
+            elif sample.name.endswith("_sum"):
+                hist.sum = sample.value
+    return out
+
+
+def _merged(metric: Histogram) -> _Hist:
+    total = _Hist()
+    for family in metric.collect():
+        per_series: dict[tuple[tuple[str, str], ...], _Hist] = {}
+        for sample in family.samples:
+            key = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+            hist = per_series.setdefault(key, _Hist())
+            if sample.name.endswith("_bucket"):
+                hist.buckets[float(sample.labels["le"])] = sample.value
+            elif sample.name.endswith("_count"):
+                hist.count = int(sample.value)
+            elif sample.name.endswith("_sum"):
+                hist.sum = sample.value
+        for hist in per_series.values():
+            total.add(hist)
+    return total
+
+
+def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """Prometheus' `histogram_quantile`: linear interpolation inside the bucket."""
+    bounds: Sequence[tuple[float, float]] = sorted(buckets.items())
+    if not bounds or bounds[-1][1] == 0:
+        return None
+    rank = q * bounds[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, cumulative in bounds:
+        if cumulative >= rank:
+            if math.isinf(bound):
+                return lower  # above the top bucket: its lower edge is all we know
+            in_bucket = cumulative - below
+            if in_bucket == 0:
+                return bound
+            return lower + (bound - lower) * (rank - below) / in_bucket
+        lower, below = bound, cumulative
+    return lower
+
+
+def _summary(hist: _Hist | None) -> dict[str, Any]:
+    if hist is None or hist.count == 0:
         return {"count": 0, "avg_ms": None, "p95_ms": None}
-    ordered = sorted(samples)
-    p95 = ordered[max(math.ceil(0.95 * len(ordered)) - 1, 0)]
+    p95 = quantile(0.95, hist.buckets)
     return {
-        "count": len(ordered),
-        "avg_ms": round(sum(ordered) / len(ordered), 3),
-        "p95_ms": round(p95, 3),
+        "count": hist.count,
+        "avg_ms": round(hist.sum / hist.count * 1000.0, 3),
+        "p95_ms": None if p95 is None else round(p95 * 1000.0, 3),
     }

@@ -24,6 +24,15 @@
                                  store within this delay, coalesced (0.005; 0 = at once)
 - ORCH_LEASE_S                   owner lease; a silent replica's workflows are resumed after it (15)
 - ORCH_SHUTDOWN_GRACE_S          on shutdown, time running workflows get to finish (5)
+- ORCH_LOG_FORMAT                "json" (default) or "console" (readable lines for a terminal)
+- ORCH_METRICS_DEFINITIONS       comma-separated definition names kept as Prometheus labels
+                                 (besides the built-in chain; any other name is "other")
+- ORCH_METRICS_MAX_STEPS         distinct step-id labels per such definition (50)
+- ORCH_SSE_KEEPALIVE_S           idle time before an event stream sends a keep-alive comment (15)
+- ORCH_SSE_MAX_STREAMS           event streams one replica serves at once; more get 503 (256)
+- OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT   turn tracing on (OTLP/HTTP);
+  OTEL_SERVICE_NAME names the service ("agent-orchestrator"); OTEL_SDK_DISABLED=true keeps it off.
+  The exporter reads the other standard OTEL_* variables itself.
 - ORCH_EVAL_NODE_OPS, ORCH_EVAL_NODE_BYTES, ORCH_EVAL_WORKFLOW_OPS, ORCH_EVAL_WORKFLOW_BYTES
                                  evaluation budgets of expressions/templates/transforms
 - ORCH_EVAL_TIMEOUT_S            wall-clock bound of one node's off-loop evaluation (10)
@@ -140,6 +149,15 @@ class Settings:
     lease_s: float = 15.0
     # On shutdown, running workflows get this long to finish before being handed off/cancelled.
     shutdown_grace_s: float = 5.0
+    log_format: Literal["json", "console"] = "json"
+    metrics_definitions: tuple[str, ...] = ()
+    metrics_max_steps: int = 50
+    sse_keepalive_s: float = 15.0
+    sse_max_streams: int = 256
+    # Tracing is on only when an OTLP endpoint is configured (or a provider is injected):
+    # the full OTLP/HTTP traces URL.
+    otel_endpoint: str | None = None
+    otel_service_name: str = "agent-orchestrator"
     # Evaluation budgets and the off-loop time bounds (orchestrator.dag.budget).
     limits: Limits = field(default_factory=Limits)
     compile_timeout_s: float = 10.0
@@ -194,6 +212,22 @@ class Settings:
                     source=src,
                     key="ORCH_HTTP_TRANSPORT",
                 )
+        log_format: Literal["json", "console"]
+        match env.get("ORCH_LOG_FORMAT", "json").lower():
+            case "json":
+                log_format = "json"
+            case "console":
+                log_format = "console"
+            case other:
+                raise ConfigError(
+                    f"must be 'json' or 'console', got {other!r}", source=src, key="ORCH_LOG_FORMAT"
+                )
+        otel_disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+        # The signal-specific variable is the full URL; the general one is a base URL
+        # the traces path is appended to (the OTLP exporter specification).
+        otel_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or None
+        if otel_endpoint is None and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            otel_endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
         event_loop: EventLoopChoice
         match env.get("ORCH_EVENT_LOOP", "auto"):
             case "auto" | "asyncio" | "uvloop" as chosen:
@@ -246,6 +280,17 @@ class Settings:
             max_parallel=_env_int(env, "ORCH_MAX_PARALLEL", DEFAULT_MAX_PARALLEL, minimum=1),
             lease_s=_env_float(env, "ORCH_LEASE_S", 15.0),
             shutdown_grace_s=_env_float(env, "ORCH_SHUTDOWN_GRACE_S", 5.0),
+            log_format=log_format,
+            metrics_definitions=tuple(
+                name.strip()
+                for name in env.get("ORCH_METRICS_DEFINITIONS", "").split(",")
+                if name.strip()
+            ),
+            metrics_max_steps=_env_int(env, "ORCH_METRICS_MAX_STEPS", 50, minimum=1),
+            sse_keepalive_s=_env_float(env, "ORCH_SSE_KEEPALIVE_S", 15.0),
+            sse_max_streams=_env_int(env, "ORCH_SSE_MAX_STREAMS", 256, minimum=1),
+            otel_endpoint=None if otel_disabled else (otel_endpoint or None),
+            otel_service_name=env.get("OTEL_SERVICE_NAME") or "agent-orchestrator",
             limits=Limits(
                 node_ops=_env_int(env, "ORCH_EVAL_NODE_OPS", _LIMITS.node_ops, minimum=1_000),
                 node_bytes=_env_int(env, "ORCH_EVAL_NODE_BYTES", _LIMITS.node_bytes, minimum=1_024),

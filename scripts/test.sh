@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The README's test command: install what is needed (venv, packages, redis-server,
-# chromium), start a private Redis and a 3-master Redis Cluster on 127.0.0.1, then run ruff, mypy --strict and the whole
-# pytest suite.
+# The README's test command: install what is needed (venv, packages, redis-server, and
+# Debian's chromium for the ops page's browser test), start a private Redis and a 3-master
+# Redis Cluster on 127.0.0.1, then run ruff, mypy --strict and the whole pytest suite.
 # Extra arguments go to pytest (e.g. -k cancel).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/venv.sh test
-# Headless Chromium renders the docs page in tests/integration/test_openapi.py.
+# Headless Chromium renders the docs page (tests/integration/test_openapi.py) and drives
+# the ops page (tests/integration/test_ops_browser.py).
 if ! command -v chromium >/dev/null 2>&1; then
   echo "== installing chromium (apt-get)"
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -6,6 +6,8 @@ replica ``<r>``::
     orch:wf:{<id>}            hash  the workflow, written field by field (below)  TTL, refreshed
     orch:wf:{<id>}:cancel     str   cancel flag ("1")                    same expiry as the doc
     orch:wf:{<id>}:pause      str   pause flag ("1"): run no new node    same expiry as the doc
+    orch:wf:{<id>}:events     list  progress events, JSON, seq = position  same expiry as the doc
+    orch:events:{<id>}        chan  pub/sub: "<seq> <event JSON>"
     orch:rep:{<r>}:wfs        set   ids of the workflows <r> owns        TTL, refreshed on claim
     orch:rep:{<r>}:cancel     chan  cancel/pause/resume of <r>'s workflows only (SPUBLISH on
                                     Cluster): the message is an id, the owner reads its flags
@@ -84,6 +86,17 @@ def pause_flag_key(prefix: str, workflow_id: str) -> str:
     return f"{workflow_key(prefix, workflow_id)}:pause"
 
 
+def events_key(prefix: str, workflow_id: str) -> str:
+    """The workflow's progress events, oldest first; an event's sequence number is its
+    1-based position. Expires with the document (the retention, once it ended)."""
+    return f"{workflow_key(prefix, workflow_id)}:events"
+
+
+def events_channel(prefix: str, workflow_id: str) -> str:
+    """Pub/sub channel of one workflow's events; each message is "<seq> <event JSON>"."""
+    return f"{prefix}events:{workflow_id}"
+
+
 def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
     """Every key of one workflow (one hash tag), the document first.
 
@@ -94,6 +107,8 @@ def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
         workflow_key(prefix, workflow_id),
         cancel_flag_key(prefix, workflow_id),
         pause_flag_key(prefix, workflow_id),
+        # Last: a terminal write drops the flags but keeps the events (SSE replays them).
+        events_key(prefix, workflow_id),
     )
 
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from state import keys
 from state.cancellations import WorkflowIdStream
+from state.events import EventStream, StoredEvent
 from state.history import HistoryPage, HistoryQuery, encode_cursor, member_of
 from state.keys import DEFAULT_TTL_S
 from state.layout import FieldCache, WriteStats, assemble, compacted
@@ -51,6 +53,13 @@ class _Doc:
 class _Subscriber:
     queue: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     owner: str | None = None
+
+
+@dataclass(slots=True)
+class _EventLog:
+    expires_at: float
+    # Serialised, like documents: a subscriber can never alias another's copy.
+    blobs: list[bytes] = field(default_factory=list)
 
 
 class MemoryStateStore:
@@ -89,6 +98,8 @@ class MemoryStateStore:
         self._pause_flags: dict[str, float] = {}  # workflow id -> expires_at
         # None is the end-of-stream marker a closing store sends every subscriber.
         self._subscribers: set[_Subscriber] = set()
+        self._events: dict[str, _EventLog] = {}
+        self._event_subscribers: dict[str, set[asyncio.Queue[StoredEvent | None]]] = {}
         self._finish_subscribers: set[_Subscriber] = set()
         # One lease table per store: saves are fenced by its generations.
         self._leases = MemoryLeases(clock=clock)
@@ -138,34 +149,9 @@ class MemoryStateStore:
         if stored is not None:
             self._bytes -= _size(stored.fields)
         if terminal:
-            fields = compacted(state)
-            self._fields.forget(workflow_id)
-            expires_at = now + self._retention_s
-            self._docs[workflow_id] = _Doc(dict(fields), True, expires_at)
-            self._bytes += _size(fields)
-            self._finished[workflow_id] = None
-            self._pause_flags.pop(workflow_id, None)
-            self._cancel_flags.pop(workflow_id, None)
-            submit = (state.tenant, state.submit_key or "")
-            if state.submit_key is not None and submit in self._submits:
-                wid, digest, _ = self._submits[submit]
-                self._submits[submit] = (wid, digest, expires_at)
+            fields = self._write_finished(state, now)
         else:
-            full = stored is None or keys.DOC_SPEC_FIELD not in stored.fields
-            changes = self._fields.changes(state, full=full)
-            fields = changes.fields
-            expires_at = now + self._ttl_s
-            merged = {} if stored is None else stored.fields
-            merged.update(fields)
-            watched = stored is not None and stored.watched
-            self._docs[workflow_id] = _Doc(merged, False, expires_at, watched)
-            self._bytes += _size(merged)
-            self._fields.remember(changes)
-            # Keys of one workflow share one expiry, as the Redis save script does.
-            if self._live_flag(workflow_id, now):
-                self._cancel_flags[workflow_id] = expires_at
-            if self._live_flag(workflow_id, now, self._pause_flags):
-                self._pause_flags[workflow_id] = expires_at
+            fields = self._write_running(state, stored, now)
         self.write_stats.add(fields)
         if terminal and stored is not None and stored.watched:
             for subscriber in self._finish_subscribers:
@@ -174,6 +160,50 @@ class MemoryStateStore:
             self._evict()
         self._maybe_sweep(now)
         return True
+
+    def _write_finished(self, state: WorkflowState, now: float) -> dict[str, bytes]:
+        """Compact the workflow: its final document, kept for the retention."""
+        workflow_id = state.workflow_id
+        fields = compacted(state)
+        self._fields.forget(workflow_id)
+        expires_at = now + self._retention_s
+        self._docs[workflow_id] = _Doc(dict(fields), True, expires_at)
+        self._bytes += _size(fields)
+        self._finished[workflow_id] = None
+        self._pause_flags.pop(workflow_id, None)
+        self._cancel_flags.pop(workflow_id, None)
+        log = self._live_events(workflow_id, now)
+        if log is not None:  # kept for the retention, like the compacted document
+            log.expires_at = expires_at
+        submit = (state.tenant, state.submit_key or "")
+        if state.submit_key is not None and submit in self._submits:
+            wid, digest, _ = self._submits[submit]
+            self._submits[submit] = (wid, digest, expires_at)
+        return fields
+
+    def _write_running(
+        self, state: WorkflowState, stored: _Doc | None, now: float
+    ) -> dict[str, bytes]:
+        """Merge the changed fields in; every key of the workflow gets the running TTL."""
+        workflow_id = state.workflow_id
+        full = stored is None or keys.DOC_SPEC_FIELD not in stored.fields
+        changes = self._fields.changes(state, full=full)
+        expires_at = now + self._ttl_s
+        merged = {} if stored is None else stored.fields
+        merged.update(changes.fields)
+        watched = stored is not None and stored.watched
+        self._docs[workflow_id] = _Doc(merged, False, expires_at, watched)
+        self._bytes += _size(merged)
+        self._fields.remember(changes)
+        # Keys of one workflow share one expiry, as the Redis save script does.
+        if self._live_flag(workflow_id, now):
+            self._cancel_flags[workflow_id] = expires_at
+        if self._live_flag(workflow_id, now, self._pause_flags):
+            self._pause_flags[workflow_id] = expires_at
+        log = self._live_events(workflow_id, now)
+        if log is not None:
+            log.expires_at = expires_at
+        return changes.fields
 
     async def get(self, workflow_id: str) -> WorkflowState | None:
         stored = self._live_doc(workflow_id, self._clock())
@@ -282,6 +312,42 @@ class MemoryStateStore:
         if found is not None and found[0] == workflow_id:
             del self._submits[key]
 
+    async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
+        now = self._clock()
+        blob = orjson.dumps(event)
+        log = self._live_events(workflow_id, now)
+        if log is None:
+            log = self._events[workflow_id] = _EventLog(expires_at=now + self._ttl_s)
+        log.blobs.append(blob)
+        log.expires_at = now + self._ttl_s
+        seq = len(log.blobs)
+        for queue in self._event_subscribers.get(workflow_id, ()):
+            queue.put_nowait((seq, orjson.loads(blob)))
+        self._maybe_sweep(now)
+        return seq
+
+    async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
+        log = self._live_events(workflow_id, self._clock())
+        if log is None:
+            return []
+        start = max(after, 0)
+        return [(start + i + 1, orjson.loads(b)) for i, b in enumerate(log.blobs[start:])]
+
+    async def subscribe_events(self, workflow_id: str) -> EventStream:
+        if self._closed:
+            raise RuntimeError("MemoryStateStore is closed")
+        queue: asyncio.Queue[StoredEvent | None] = asyncio.Queue()
+        self._event_subscribers.setdefault(workflow_id, set()).add(queue)
+
+        async def release() -> None:
+            queues = self._event_subscribers.get(workflow_id)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._event_subscribers[workflow_id]
+
+        return EventStream(queue, release)
+
     async def ping(self) -> bool:
         return not self._closed
 
@@ -291,6 +357,10 @@ class MemoryStateStore:
             for subscriber in subscribers:
                 subscriber.queue.put_nowait(None)
             subscribers.clear()
+        for queues in self._event_subscribers.values():
+            for event_queue in queues:
+                event_queue.put_nowait(None)
+        self._event_subscribers.clear()
 
     def _live_doc(self, workflow_id: str, now: float) -> _Doc | None:
         stored = self._docs.get(workflow_id)
@@ -334,6 +404,13 @@ class MemoryStateStore:
             return False
         return expires_at is not None
 
+    def _live_events(self, workflow_id: str, now: float) -> _EventLog | None:
+        log = self._events.get(workflow_id)
+        if log is not None and log.expires_at <= now:
+            del self._events[workflow_id]
+            return None
+        return log
+
     def _maybe_sweep(self, now: float) -> None:
         if now < self._next_sweep:
             return
@@ -343,6 +420,8 @@ class MemoryStateStore:
         for flags in (self._cancel_flags, self._pause_flags):
             for workflow_id in [k for k, t in flags.items() if t <= now]:
                 del flags[workflow_id]
+        for workflow_id in [k for k, e in self._events.items() if e.expires_at <= now]:
+            del self._events[workflow_id]
         for key in [k for k, v in self._submits.items() if v[2] <= now]:
             del self._submits[key]
 

@@ -47,11 +47,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
@@ -59,6 +60,7 @@ from redis.exceptions import RedisError
 from state import keys
 from state.cancellations import WorkflowIdStream
 from state.connect import connect
+from state.events import EventStream, StoredEvent
 from state.history import HistoryPage, HistoryQuery
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.layout import FieldCache, WriteStats, assemble, compacted
@@ -98,7 +100,7 @@ if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[1], '{keys.DOC_SPEC_FIELD}') ==
 end
 if terminal[ARGV[2]] then
   -- Compaction: the per-step fields give way to the final document.
-  redis.call('DEL', unpack(KEYS))
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])  -- the hash and the flags; events stay
   if stored[2] then redis.call('HSET', KEYS[1], '{keys.DOC_LEASE_GEN_FIELD}', stored[2]) end
   if stored[3] then redis.call('HSET', KEYS[1], '{keys.DOC_OWNER_FIELD}', stored[3]) end
 end
@@ -149,6 +151,22 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], '{keys.DOC_WATCHED_FIELD}', '1')
 end
 return redis.call('HGET', KEYS[1], '{keys.DOC_STATUS_FIELD}') or ''
+""")
+
+# KEYS[1] event list, KEYS[2] the workflow hash. ARGV[1] event JSON, ARGV[2] TTL seconds
+# (when there is no document), ARGV[3] channel. The list position is the sequence number:
+# assigned here, atomically, for every replica. The log expires with the document (its
+# retention, once the workflow ended).
+_APPEND_EVENT = LuaScript("""
+local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
+local pttl = redis.call('PTTL', KEYS[2])
+if pttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], pttl)
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], seq .. ' ' .. ARGV[1])
+return seq
 """)
 
 # KEYS[1] workflow hash, KEYS[2] flag. ARGV[1] TTL seconds when there is no document.
@@ -210,6 +228,7 @@ class RedisStateStore:
         self._history = RedisHistory(
             self._batcher, prefix=prefix, shards=self._shards, ttl_s=ttl_s
         )
+        self._event_subscriptions: set[_EventSubscription] = set()
 
     @classmethod
     def from_url(
@@ -457,6 +476,42 @@ class RedisStateStore:
         async with self._translate("release_submit", workflow_id):
             await self._batcher.eval(_UNRESERVE, (key,), (workflow_id,))
 
+    async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
+        blob = orjson.dumps(event)
+        args = (blob, self._ttl_s, keys.events_channel(self._prefix, workflow_id))
+        # Through the batcher: a turn's events and document writes share one round trip.
+        async with self._translate("append_event", workflow_id):
+            seq = await self._batcher.eval(
+                _APPEND_EVENT,
+                (
+                    keys.events_key(self._prefix, workflow_id),
+                    keys.workflow_key(self._prefix, workflow_id),
+                ),
+                args,
+            )
+        return int(seq)
+
+    async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
+        start = max(after, 0)
+        key = keys.events_key(self._prefix, workflow_id)
+        async with self._translate("events_since", workflow_id):
+            blobs = await self._batcher.call(("LRANGE", key, start, -1))
+        return [(start + i + 1, orjson.loads(blob)) for i, blob in enumerate(blobs)]
+
+    async def subscribe_events(self, workflow_id: str) -> EventStream:
+        subscription = _EventSubscription(
+            self._client, keys.events_channel(self._prefix, workflow_id), self._ping_timeout_s
+        )
+        async with self._translate("subscribe_events", workflow_id):
+            await subscription.start()
+        self._event_subscriptions.add(subscription)
+
+        async def release() -> None:
+            self._event_subscriptions.discard(subscription)
+            await subscription.stop()
+
+        return EventStream(subscription.queue, release)
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(self._ping_timeout_s):
@@ -468,6 +523,9 @@ class RedisStateStore:
         subscriptions, self._subscriptions = self._subscriptions, set()
         for subscription in subscriptions:
             await subscription.stop()
+        event_subscriptions, self._event_subscriptions = self._event_subscriptions, set()
+        for event_subscription in event_subscriptions:
+            await event_subscription.stop()
         await self._batcher.drain()
         if self._owns_client:
             await self._client.aclose()
@@ -527,8 +585,7 @@ class _Subscription:
             self._pubsub = await self._subscribe()
         except (RedisError, OSError) as exc:
             # Redis is away: start anyway, the pump connects (and replays) once it is back.
-            log.warning("subscription deferred: redis unreachable", channel=self._channel,
-                        error=repr(exc))
+            log.warning("subscription_deferred", channel=self._channel, error=repr(exc))
         self._task = asyncio.create_task(self._pump(), name=f"subscription:{self._channel}")
 
     async def stop(self, *, end: bool = True) -> None:
@@ -566,7 +623,7 @@ class _Subscription:
         except Exception:
             # A bug, not a lost connection: say so loudly and end the stream rather
             # than leave its reader waiting forever.
-            log.exception("subscription failed", channel=self._channel)
+            log.exception("subscription_failed", channel=self._channel)
             self.queue.put_nowait(None)
 
     async def _pump_until_cancelled(self) -> None:
@@ -583,7 +640,7 @@ class _Subscription:
                 delay = random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt))
                 attempt += 1
                 log.warning(
-                    "subscription lost; reconnecting",
+                    "subscription_lost",
                     channel=self._channel,
                     error=repr(exc),
                     retry_in_s=round(delay, 3),
@@ -616,6 +673,67 @@ class _Subscription:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             await pubsub.aclose()
+
+
+class _EventSubscription:
+    """One workflow's event channel on its own connection, pumped into `queue`.
+
+    Unlike the cancel subscription it does not reconnect: a lost connection ends
+    the stream (None on the queue) and the reader resumes from the event log, as
+    an SSE client does with `Last-Event-ID`.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis | aioredis.RedisCluster,
+        channel: str,
+        confirm_timeout_s: float,
+    ) -> None:
+        self.queue: asyncio.Queue[StoredEvent | None] = asyncio.Queue()
+        self._client = client
+        self._channel = channel
+        self._confirm_timeout_s = confirm_timeout_s
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if isinstance(self._client, aioredis.RedisCluster):
+            await self._client.initialize()  # its pub/sub needs the slot table
+        pubsub: Any = self._client.pubsub()
+        try:
+            async with asyncio.timeout(self._confirm_timeout_s):
+                await pubsub.subscribe(self._channel)
+                while not _is_type(await pubsub.get_message(timeout=None), "subscribe"):
+                    pass
+        except BaseException:
+            await pubsub.aclose()
+            raise
+        self._pubsub = pubsub
+        self._task = asyncio.create_task(self._pump(pubsub), name=f"events:{self._channel}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await pubsub.aclose()
+        self.queue.put_nowait(None)
+
+    async def _pump(self, pubsub: Any) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if _is_type(message, "message"):
+                    assert message is not None
+                    seq, _, blob = _text(message["data"]).partition(" ")
+                    self.queue.put_nowait((int(seq), orjson.loads(blob)))
+        except (RedisError, OSError) as exc:
+            log.warning("event_subscription_lost", channel=self._channel, error=repr(exc))
+        except Exception:
+            log.exception("event_subscription_failed", channel=self._channel)
+        self.queue.put_nowait(None)
 
 
 def _is_type(message: dict[str, Any] | None, kind: str) -> bool:

@@ -37,6 +37,12 @@ implementation):
   workflow listed under `owner` — never a keyspace scan — since a cancel, pause or
   resume may have been missed; an id may come twice): read its flags. The iterator ends when
   the store is closed, or when the caller closes it (`CancellationStream.aclose()`).
+- `append_event` appends a JSON object to the workflow's event log, numbers it
+  (1, 2, 3, ... per workflow, by the store, whichever replica appends) and
+  publishes it to every `subscribe_events` stream of that workflow on any
+  replica. The log shares the document's TTL. `events_since(id, after)` returns
+  the logged events with a sequence number above `after`, in order.
+  `subscribe_events(id)` returns once listening (state/events.py).
 - A `save` that writes the terminal document of a *watched* workflow (a cancel
   was requested, or someone called `watch_finish`) notifies every subscriber of
   `subscribe_finishes()` (any process on the same backend) with the workflow id:
@@ -63,10 +69,13 @@ Errors::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from state.cancellations import CancellationStream, WorkflowIdStream
+from state.events import EventStream, StoredEvent
 from state.history import HistoryPage, HistoryQuery
+from state.layout import WriteStats
 from state.models import WorkflowState
 
 if TYPE_CHECKING:
@@ -113,8 +122,18 @@ class StateStore(Protocol):
         ...
 
     @property
+    def retention_s(self) -> int:
+        """Seconds a finished workflow is kept after its terminal write."""
+        ...
+
+    @property
     def backend(self) -> str:
-        """Short name for logs and start-up lines: "memory" or "redis"."""
+        """Short name for logs and start-up lines: "memory", "redis" or "redis-cluster"."""
+        ...
+
+    @property
+    def write_stats(self) -> WriteStats:
+        """What saves sent (fields, bytes): for tests and bench/."""
         ...
 
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
@@ -149,6 +168,18 @@ class StateStore(Protocol):
         Returns once the subscription is live (for Redis: SUBSCRIBE confirmed).
         `aclose()` on the stream (or `async with`) stops it early.
         """
+        ...
+
+    async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
+        """Log and publish a progress event; returns its sequence number."""
+        ...
+
+    async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
+        """The logged events numbered above `after`, oldest first."""
+        ...
+
+    async def subscribe_events(self, workflow_id: str) -> EventStream:
+        """Start listening to one workflow's events; returns once the subscription is live."""
         ...
 
     async def subscribe_finishes(self) -> WorkflowIdStream:

@@ -25,7 +25,9 @@ def _compose() -> dict[str, Any]:
 
 
 def test_compose_runs_redis_three_agents_and_the_orchestrator() -> None:
-    services = _compose()["services"]
+    every = _compose()["services"]
+    # Monitoring is opt-in (`--profile monitoring`); the default set is the service itself.
+    services = {name: svc for name, svc in every.items() if not svc.get("profiles")}
     assert set(services) == {"redis", "nlp", "data", "viz", "orchestrator"}
     assert "noeviction" in services["redis"]["command"]
     redis_command = services["redis"]["command"]
@@ -70,3 +72,22 @@ def test_readme_keeps_exactly_the_two_set_up_commands() -> None:
     assert "./scripts/test.sh" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test.sh" in ci
+
+
+def test_compose_monitoring_profile_wires_prometheus_and_grafana() -> None:
+    """Prometheus scrapes the orchestrator's /metrics; Grafana gets the datasource and dashboard."""
+    services = _compose()["services"]
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    mounts = services["prometheus"]["volumes"] + services["grafana"]["volumes"]
+    for mount in mounts:
+        source = mount.split(":")[0]
+        assert (ROOT / source).exists(), mount
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == ["orchestrator:8000"]
+    datasource = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"

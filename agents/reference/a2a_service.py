@@ -62,6 +62,8 @@ class A2AStats:
     cancels: int = 0
     duplicates: int = 0
     tasks: int = 0
+    # The W3C traceparent of the last requests that carried one (newest last, at most 32).
+    traceparents: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -153,6 +155,9 @@ class A2AService:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.stats.requests += 1
+        traceparent = request.headers.get("traceparent")
+        if traceparent is not None:
+            self.stats.traceparents = [*self.stats.traceparents[-31:], traceparent]
         request_id: Any = None
         try:
             try:

@@ -5,7 +5,9 @@ Routes (every body is JSON):
     POST /process   the agent contract (agents.reference.contract); subject to faults
     GET  /health    200 {"status": "ok", "agent": name}; 503 if the agent cannot work
     GET  /stats     {"requests", "in_flight", "cancelled", "injected_failures",
-                     "rejected", "duplicates"} counted over /process
+                     "rejected", "duplicates"} counted over /process, and
+                     "traceparents": the W3C `traceparent` headers of the last
+                     requests that carried one (newest last, at most 32)
     GET  /control   the failure-injection settings
     POST /control   change them live: {"delay_ms", "fail_rate", "fail_status", "seed"}
 
@@ -21,7 +23,7 @@ import asyncio
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final, Literal, TypedDict, Unpack, get_args
 
@@ -72,6 +74,8 @@ class Stats:
     injected_failures: int = 0
     rejected: int = 0
     duplicates: int = 0
+    # So a test can check the orchestrator joins the agent to the workflow's trace.
+    traceparents: list[str] = field(default_factory=list)
 
 
 class _SeenKeys:
@@ -126,6 +130,9 @@ async def _process(request: web.Request) -> web.StreamResponse:
     stats.requests += 1
     stats.in_flight += 1
     try:
+        traceparent = request.headers.get("traceparent")
+        if traceparent is not None:
+            stats.traceparents = [*stats.traceparents[-31:], traceparent]
         key = request.headers.get("Idempotency-Key")
         if key is not None and request.app[SEEN_KEYS].seen(key):
             stats.duplicates += 1

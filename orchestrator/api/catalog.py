@@ -329,6 +329,97 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         },
     ),
     Endpoint(
+        "POST",
+        "/api/workflows/plan.svg",
+        Role.USER,
+        "A workflow definition's plan as a picture",
+        "workflows",
+        description="The definition is validated as by `/api/workflows/validate`; the plan is "
+        "drawn one column per level, one box per node, one curve per dependency (the "
+        "critical path highlighted).",
+        body=ref("ValidateRequest"),
+        replies={200: Reply("an SVG document", {"type": "string"}, media_type="image/svg+xml")},
+        errors={
+            400: ("missing_field", "invalid_type", "unknown_field"),
+            403: ("agent_not_allowed",),
+            422: ("invalid_workflow",),
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/api/workflow/{workflow_id}/plan.svg",
+        Role.USER,
+        "A workflow's plan as a picture, nodes coloured by their steps' status",
+        "workflows",
+        description="Each node is a `<g class=\"node st-<status>\" data-node=\"<id>\">`; "
+        "404 for another tenant's workflow.",
+        replies={200: Reply("an SVG document", {"type": "string"}, media_type="image/svg+xml")},
+        errors={404: ("workflow_not_found",), 422: ("invalid_workflow",)},
+    ),
+    Endpoint(
+        "GET",
+        "/api/workflow/{workflow_id}/events",
+        Role.USER,
+        "A workflow's progress as Server-Sent Events",
+        "workflows",
+        description="Replays what already happened (after `Last-Event-ID`, or `after`), then "
+        "follows the workflow live from whichever replica runs it, and ends after the "
+        "terminal event. Each event: `id` (a per-workflow sequence number), `event` (its "
+        "type: `workflow.running`, `step.started`, `step.retrying`, `step.completed`, "
+        "`step.fell_back`, `step.failed`, `step.skipped`, `step.cancelled`, "
+        "`workflow.<terminal status>`), `data` (JSON). 404 for another tenant's workflow.",
+        query={
+            "after": (
+                {"type": "integer", "minimum": 0},
+                "resume after this event id (the `Last-Event-ID` header does the same)",
+            )
+        },
+        replies={
+            200: Reply(
+                "an event stream", {"type": "string"}, media_type="text/event-stream"
+            ),
+            204: Reply("nothing more: the client's last event was the terminal one"),
+        },
+        errors={
+            400: ("invalid_event_id",),
+            404: ("workflow_not_found",),
+            503: ("too_many_streams",),
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        Role.OPS,
+        "Prometheus metrics",
+        "operations",
+        description="Workflows, steps, agent calls, retries, breakers, bulkheads and the "
+        "state store, in the Prometheus text format (README: the metrics list).",
+        replies={
+            200: Reply(
+                "Prometheus text exposition format", {"type": "string"}, media_type="text/plain"
+            )
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/api/ops/workflows",
+        Role.OPS,
+        "Running and recently finished workflows (this replica)",
+        "operations",
+        replies={200: Reply("workflow summaries", ref("OpsWorkflows"))},
+    ),
+    Endpoint(
+        "GET",
+        "/ops",
+        None,
+        "The ops page (breakers, workflows, a workflow's DAG live; no external files)",
+        "operations",
+        description="The page itself holds no data: every request it makes carries the key "
+        "typed into it and needs that route's role (ops for breakers and lists; a key that "
+        "may see the workflow for its DAG and events).",
+        replies={200: Reply("an HTML page", {"type": "string"}, media_type="text/html")},
+    ),
+    Endpoint(
         "GET",
         "/api/workflows/schema",
         Role.USER,

@@ -16,6 +16,7 @@ from orchestrator.api.access import ACCESS, principal
 from orchestrator.api.admission import ADMISSION
 from orchestrator.api.errors import Forbidden, NotFound, error_response
 from orchestrator.api.openapi import docs_csp, docs_page, openapi_document
+from orchestrator.api.pictures import svg_of
 from orchestrator.api.redact import REDACTOR
 from orchestrator.api.requests import (
     parse_history_query,
@@ -31,6 +32,7 @@ from orchestrator.dag.parse import definition_schema
 from orchestrator.dag.plan import plan_workflow
 from orchestrator.dag.validate import CompiledWorkflow
 from orchestrator.errors import WorkflowNotFound
+from orchestrator.tracing import incoming_context
 from state.models import WorkflowState, WorkflowStatus
 
 routes = web.RouteTableDef()
@@ -58,18 +60,20 @@ async def query(request: web.Request) -> web.Response:
         who, is_async=req.mode == "async", timeout_s=workflow.definition.options.timeout_s
     )
     try:
-        if idempotency_key is None:
-            state = await orchestrator.submit(
-                workflow, inputs, definition=req.workflow, tenant=who.tenant
-            )
-        else:
-            state, existed = await orchestrator.submit_once(
-                idempotency_key, request_digest(body), workflow, inputs,
-                definition=req.workflow, tenant=who.tenant,
-            )
-            if existed:  # a retry of an accepted submit: the same workflow, nothing new runs
-                await admission.abandon(ticket)
-                return await _replay_response(request, state, req.mode)
+        # An incoming W3C traceparent becomes the workflow span's parent (tracing on only).
+        with incoming_context(request.headers, enabled=services.tracing):
+            if idempotency_key is None:
+                state = await orchestrator.submit(
+                    workflow, inputs, definition=req.workflow, tenant=who.tenant
+                )
+            else:
+                state, existed = await orchestrator.submit_once(
+                    idempotency_key, request_digest(body), workflow, inputs,
+                    definition=req.workflow, tenant=who.tenant,
+                )
+                if existed:  # a retry of an accepted submit: the same workflow, nothing runs
+                    await admission.abandon(ticket)
+                    return await _replay_response(request, state, req.mode)
     except BaseException:
         await admission.abandon(ticket)
         raise
@@ -138,7 +142,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/api/workflow/{workflow_id}/status")
 async def status(request: web.Request) -> web.Response:
-    state = await _visible_state(request)
+    state = await visible_state(request)
     return _workflow_response(request, state)
 
 
@@ -147,7 +151,7 @@ async def cancel(request: web.Request) -> web.Response:
     if request.body_exists:
         await read_json_object(request)  # a body is optional; when sent it must be JSON
     orchestrator = request.app[SERVICES].orchestrator
-    state = await _visible_state(request)
+    state = await visible_state(request)
     state = await orchestrator.cancel(state.workflow_id)
     # 202 when the replica running it has not confirmed the stop within the wait.
     status = 200 if state.status.is_terminal else 202
@@ -159,7 +163,7 @@ async def pause(request: web.Request) -> web.Response:
     if request.body_exists:
         await read_json_object(request)  # a body is optional; when sent it must be JSON
     orchestrator = request.app[SERVICES].orchestrator
-    state = await _visible_state(request)
+    state = await visible_state(request)
     state = await orchestrator.pause(state.workflow_id)
     # 202 while the nodes that were running have not all ended yet.
     status = 200 if state.status is WorkflowStatus.PAUSED else 202
@@ -171,7 +175,7 @@ async def resume(request: web.Request) -> web.Response:
     if request.body_exists:
         await read_json_object(request)  # a body is optional; when sent it must be JSON
     orchestrator = request.app[SERVICES].orchestrator
-    state = await _visible_state(request)
+    state = await visible_state(request)
     state = await orchestrator.resume(state.workflow_id)
     return _workflow_response(request, state)
 
@@ -232,6 +236,21 @@ async def validate(request: web.Request) -> web.Response:
     return json_response({"valid": True, "plan": plan_workflow(workflow).to_dict()})
 
 
+@routes.post("/api/workflows/plan.svg")
+async def submitted_plan_svg(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    raw = parse_workflow_body(await read_json_object(request))
+    allowed = request.app[ACCESS].config.tenant(principal(request).tenant).agents
+    return svg_of(services.compile(raw, agents=allowed))
+
+
+@routes.get("/api/workflow/{workflow_id}/plan.svg")
+async def workflow_plan_svg(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    state = await visible_state(request)
+    return svg_of(services.resolve(state), state)
+
+
 @routes.get("/api/workflows/schema")
 async def schema(request: web.Request) -> web.Response:
     return json_response(definition_schema())
@@ -262,7 +281,7 @@ async def docs(request: web.Request) -> web.Response:
     return response
 
 
-async def _visible_state(request: web.Request) -> WorkflowState:
+async def visible_state(request: web.Request) -> WorkflowState:
     """The workflow of the path, if the caller's tenant may see it; else a 404 (no oracle)."""
     workflow_id = request.match_info["workflow_id"]
     state = await request.app[SERVICES].orchestrator.status(workflow_id)
@@ -326,6 +345,8 @@ def _accepted(state: WorkflowState) -> dict[str, Any]:
         "links": {
             "status": _status_url(state.workflow_id),
             "cancel": f"/api/workflow/{state.workflow_id}/cancel",
+            "events": f"/api/workflow/{state.workflow_id}/events",
+            "plan": f"/api/workflow/{state.workflow_id}/plan.svg",
             "pause": f"/api/workflow/{state.workflow_id}/pause",
             "resume": f"/api/workflow/{state.workflow_id}/resume",
         },

@@ -234,7 +234,14 @@ SCHEMAS: dict[str, Any] = {
         {
             "workflow_id": {"type": "string"},
             "status": {"enum": [s.value for s in WorkflowStatus]},
-            "links": _object({"status": {"type": "string"}, "cancel": {"type": "string"}}),
+            "links": _object(
+                {
+                    "status": {"type": "string"},
+                    "cancel": {"type": "string"},
+                    "events": {"type": "string"},
+                    "plan": {"type": "string"},
+                }
+            ),
         }
     ),
     "Cancelled": {
@@ -306,6 +313,24 @@ SCHEMAS: dict[str, Any] = {
                 ),
             },
             "next_cursor": _STR_OR_NULL,
+        }
+    ),
+    "OpsWorkflows": _object(
+        {
+            "running": {"type": "array", "items": {"$ref": "#/components/schemas/WorkflowSummary"}},
+            "recent": {"type": "array", "items": {"$ref": "#/components/schemas/WorkflowSummary"}},
+            "source": {"type": "string"},
+        }
+    ),
+    "WorkflowSummary": _object(
+        {
+            "workflow_id": {"type": "string"},
+            "definition_name": {"type": "string"},
+            "status": {"enum": [s.value for s in WorkflowStatus]},
+            "created_at": {"type": "number"},
+            "finished_at": _NUM_OR_NULL,
+            "duration_ms": _NUM_OR_NULL,
+            "steps": {"type": "integer"},
         }
     ),
     "Health": _object({"status": {"const": "ok"}}),

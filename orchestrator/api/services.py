@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +19,10 @@ from orchestrator.dag.kinds import NodeKindRegistry
 from orchestrator.dag.runner import BuiltinFallback
 from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 from orchestrator.engine import WorkflowOrchestrator
+from orchestrator.metrics import WorkflowMetrics
 from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
+from state.models import WorkflowState
 
 if TYPE_CHECKING:  # api/requests.py imports this module
     from orchestrator.api.requests import QueryRequest
@@ -40,7 +42,13 @@ class Services:
     chain: CompiledWorkflow
     # The deployment's view of the breakers and the ops actions on them.
     breakers: BreakerSync
+    metrics: WorkflowMetrics
+    # A stored workflow's compiled definition (the chain by name, a client's DAG from its
+    # stored definition).
+    resolve: Callable[[WorkflowState], CompiledWorkflow]
     scheduler: Scheduler
+    # Whether traces are on (an incoming traceparent is then honoured).
+    tracing: bool = False
     compiled: CompileCache = field(init=False)
 
     def __post_init__(self) -> None:

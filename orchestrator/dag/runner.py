@@ -39,6 +39,7 @@ from types import MappingProxyType
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Tracer
 
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
@@ -59,10 +60,12 @@ from state.models import (
     WorkflowStatus,
 )
 
-__all__ = ["AgentCaller", "BuiltinFallback", "DagRunner", "OnTransition"]
+__all__ = ["AgentCaller", "BuiltinFallback", "DagRunner", "OnStep", "OnTransition"]
 
 BuiltinFallback = Callable[[Mapping[str, Any]], Awaitable[Any]]
 OnTransition = Callable[[WorkflowState], Awaitable[None]]
+# Told which step just changed, before the `on_transition` of that change (progress events).
+OnStep = Callable[[StepState], None]
 BeforeStart = Callable[[], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
@@ -135,7 +138,7 @@ class DagRunner:
     sizes the evaluation budgets (per node, per workflow; orchestrator.dag.budget);
     `step_timeout_s` is the deadline of a node that sets no `timeout_s` of its own
     (None: only the workflow's), so a hanging agent ends its step in bounded time
-    whatever its retry policy.
+    whatever its retry policy; with a `tracer` each node runs in a span `node <id>`.
     """
 
     def __init__(
@@ -148,10 +151,12 @@ class DagRunner:
         clock: Callable[[], float] = time.time,
         limits: Limits = DEFAULT_LIMITS,
         step_timeout_s: float | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.agents = agents
         self.limits = limits
         self.step_timeout_s = step_timeout_s
+        self.tracer = tracer
         self.registry = registry
         self.kinds = kinds or default_kinds()
         self.builtins: Mapping[str, BuiltinFallback] = dict(builtins or {})
@@ -165,6 +170,7 @@ class DagRunner:
         on_transition: OnTransition,
         before_start: BeforeStart | None = None,
         pause_requested: Callable[[], bool] | None = None,
+        on_step: OnStep | None = None,
     ) -> None:
         """Run `workflow`, recording into `state` and calling `on_transition` after
         each change (see the module docstring); returns when the state is terminal,
@@ -173,9 +179,11 @@ class DagRunner:
 
         `before_start`, when given, is awaited before each node starts; the engine
         uses it to confirm it still owns the workflow (it raises CancelledError if not).
+        `on_step(step)` is called with the step each change was about (not for the
+        steps an abort cancels at once: the terminal state shows those).
         """
         await _Execution(
-            self, workflow, state, on_transition, before_start, pause_requested
+            self, workflow, state, on_transition, before_start, pause_requested, on_step
         ).run()
 
 
@@ -190,9 +198,11 @@ class _Execution:
         on_transition: OnTransition,
         before_start: BeforeStart | None = None,
         pause_requested: Callable[[], bool] | None = None,
+        on_step: OnStep | None = None,
     ) -> None:
         self.runner = runner
         self.pause_requested = pause_requested or _never
+        self.on_step = on_step
         self.workflow = workflow
         self.state = state
         self.on_transition = on_transition
@@ -221,8 +231,10 @@ class _Execution:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    async def emit(self) -> None:
+    async def emit(self, step: StepState | None = None) -> None:
         self.state.updated_at = self.runner.clock()
+        if step is not None and self.on_step is not None:
+            self.on_step(step)
         await self.on_transition(self.state)
 
     def _init_steps(self) -> set[str]:
@@ -341,7 +353,7 @@ class _Execution:
         state = self.state
         node_id = self.current
         log.error(
-            "dag.internal_error",
+            "runner_internal_error",
             workflow_id=state.workflow_id,
             step=node_id,
             error=f"{type(exc).__name__}: {exc}",
@@ -364,7 +376,7 @@ class _Execution:
         try:
             await self._emit_final()
         except Exception:  # the engine writes the terminal state itself when this fails
-            log.warning("dag.final_emit_failed", workflow_id=state.workflow_id, exc_info=True)
+            log.warning("final_emit_failed", workflow_id=state.workflow_id, exc_info=True)
 
     async def _emit_final(self) -> None:
         # The terminal record must be written even if the task running us is being
@@ -383,7 +395,7 @@ class _Execution:
                     continue
                 self._skip(node_id, reason)
                 sorter.done(node_id)
-                await self.emit()
+                await self.emit(self.state.steps[node_id])
             if not self.pause_requested():
                 await self._dispatch(sorter)
             elif self.runnable and not self.running:
@@ -412,7 +424,7 @@ class _Execution:
                     if not go:
                         self._skip(node_id, f"'when' is false: {cn.node.when}")
                         sorter.done(node_id)
-                        await self.emit()
+                        await self.emit(self.state.steps[node_id])
                         continue
             if self.before_start is not None:
                 await self.before_start()
@@ -422,7 +434,7 @@ class _Execution:
             task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
-            await self.emit()
+            await self.emit(step)
         self.current = None
 
     async def _until_deadline(self, work: Awaitable[Any]) -> Any:
@@ -500,7 +512,7 @@ class _Execution:
             step.fallback = outcome.fallback
             self.scope[node_id] = outcome.output
             self.degraded = self.degraded or outcome.fallback is not None
-            await self.emit()
+            await self.emit(step)
             return
         step.status = StepStatus.FAILED
         self.failed.add(node_id)
@@ -508,15 +520,17 @@ class _Execution:
         self.scope[node_id] = None
         assert outcome.error is not None
         log.info(
-            "dag.node_failed",
+            "node_failed",
+            # Settled in the workflow's task, not the node's: its context is given here.
             workflow_id=self.state.workflow_id,
             step=node_id,
             agent=outcome.agent,
+            attempt=outcome.attempts,
             error=error_code(outcome.error),
         )
         if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
             self.degraded = True
-            await self.emit()
+            await self.emit(step)
             return
         agent = outcome.agent
         on_agent = f" (agent {agent!r})" if agent else ""
@@ -559,6 +573,27 @@ class _Execution:
         return min(deadlines) if deadlines else None
 
     async def _execute(
+        self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
+    ) -> _Outcome:
+        # This node's own task: every line logged inside it carries the step and agent.
+        # (`attempt` is 0 until the agent client makes one.)
+        structlog.contextvars.bind_contextvars(step=cn.id, agent=cn.agent, attempt=0)
+        tracer = self.runner.tracer
+        if tracer is None:
+            return await self._execute_node(cn, ctx, pre_error)
+        attributes = {"workflow.id": self.state.workflow_id, "step": cn.id, "kind": cn.node.kind}
+        if cn.agent is not None:
+            attributes["agent"] = cn.agent
+        with tracer.start_as_current_span(f"node {cn.id}", attributes=attributes) as span:
+            outcome = await self._execute_node(cn, ctx, pre_error)
+            status = "failed" if outcome.failed else "completed"
+            span.set_attribute("step.status", "fell_back" if outcome.fallback else status)
+            span.set_attribute("step.attempts", outcome.attempts)
+            if outcome.error is not None:
+                span.set_attribute("error.type", error_code(outcome.error))
+            return outcome
+
+    async def _execute_node(
         self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
     ) -> _Outcome:
         try:

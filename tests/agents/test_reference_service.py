@@ -237,6 +237,7 @@ async def test_rejected_requests_are_counted(aiohttp_client: Any) -> None:
         "injected_failures": 0,
         "rejected": 1,
         "duplicates": 0,
+        "traceparents": [],
     }
 
 

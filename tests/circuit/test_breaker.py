@@ -523,7 +523,7 @@ async def test_failing_state_change_callback_is_logged_not_raised(
     with capture_logs() as logs:
         await fail_times(breaker, 1)
     assert breaker.state is BreakerState.OPEN
-    assert [entry["event"] for entry in logs] == ["breaker.on_state_change_failed"]
+    assert [entry["event"] for entry in logs] == ["breaker_listener_failed"]
 
 
 # -- snapshot and ops -----------------------------------------------------------------

@@ -322,6 +322,7 @@ def test_budget_allows_ratio_of_recent_calls_plus_floor(clock: FakeClock) -> Non
         budget.record_call()
     spent = sum(budget.try_spend() for _ in range(10))
     assert spent == 5
+    assert budget.refusals == 5  # what orch_agent_retry_budget_refusals_total reports
 
 
 def test_budget_refills_as_the_window_passes(clock: FakeClock) -> None:

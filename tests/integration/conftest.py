@@ -94,11 +94,13 @@ async def api(
             stores.append(store)
         replica_id = kwargs.pop("replica_id", None)
         board = kwargs.pop("breaker_board", None)
+        provider = kwargs.pop("tracer_provider", None)
         app = create_app(
             settings_for(agents, **kwargs),
             store=store,
             replica_id=replica_id,
             breaker_board=board,
+            tracer_provider=provider,
         )
         return await aiohttp_client(app)
 

@@ -29,6 +29,8 @@ CALLER_NAMES: tuple[Caller, ...] = (None, "user_a", "user_b", "ops", "admin")
 _USER = {None: 401, "user_a": 200, "user_b": 200, "ops": 403, "admin": 200}
 _OPS = {None: 401, "user_a": 403, "user_b": 403, "ops": 200, "admin": 200}
 _PUBLIC = dict.fromkeys(CALLER_NAMES, 200)
+# A route about the (finished) workflow of user_a's tenant.
+_OWN_WORKFLOW = {None: 401, "user_a": 200, "user_b": 404, "ops": 403, "admin": 200}
 _MISSING = {None: 401, "user_a": 404, "user_b": 404, "ops": 403, "admin": 404}
 
 # The workflow in the path belongs to user_a's tenant and has finished.
@@ -78,6 +80,12 @@ EXPECTED: dict[tuple[str, str], dict[Caller, int]] = {
     ("POST", "/api/workflows/validate"): _USER,
     ("GET", "/api/workflows/schema"): _USER,
     ("GET", "/api/workflows"): _USER,
+    ("POST", "/api/workflows/plan.svg"): _USER,
+    ("GET", "/api/workflow/{workflow_id}/plan.svg"): _OWN_WORKFLOW,
+    ("GET", "/api/workflow/{workflow_id}/events"): _OWN_WORKFLOW,
+    ("GET", "/metrics"): _OPS,
+    ("GET", "/api/ops/workflows"): _OPS,
+    ("GET", "/ops"): _PUBLIC,
     ("GET", "/healthz"): _PUBLIC,
     ("GET", "/readyz"): _PUBLIC,
     ("GET", "/api/openapi.json"): _PUBLIC,
@@ -86,6 +94,12 @@ EXPECTED: dict[tuple[str, str], dict[Caller, int]] = {
 
 _BODIES: dict[str, Any] = {
     "/api/query": {"query": "revenue by region"},
+    "/api/workflows/plan.svg": {
+        "workflow": {
+            "name": "w",
+            "nodes": [{"id": "a", "kind": "agent", "agent": "nlp", "input": {"query": "x"}}],
+        }
+    },
     "/api/schedules": {"cron": "0 9 * * *", "query": "revenue by region"},
     "/api/workflows/validate": {
         "workflow": {

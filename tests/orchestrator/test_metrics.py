@@ -1,29 +1,115 @@
-"""Workflow metrics: the number of per-step series is bounded whatever clients name steps."""
+"""WorkflowMetrics: bounded labels whatever clients name things, and the JSON summary."""
 
 from __future__ import annotations
 
-from orchestrator.metrics import OTHER, WorkflowMetrics
+import random
+import uuid
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator.metrics import OTHER, WorkflowMetrics, quantile
 from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
 
 
-def _finished(name: str, steps: list[str]) -> WorkflowState:
-    return WorkflowState(
-        workflow_id=name,
-        definition_name=name,
-        status=WorkflowStatus.COMPLETED,
-        finished_at=1.0,
-        created_at=0.0,
-        steps={s: StepState(step_id=s, kind="agent", status=StepStatus.COMPLETED) for s in steps},
-    )
+def finished_workflow(name: str, step_ids: list[str], rng: random.Random) -> WorkflowState:
+    state = WorkflowState(workflow_id=uuid.uuid4().hex, definition_name=name, created_at=100.0)
+    for step_id in step_ids:
+        state.steps[step_id] = StepState(
+            step_id=step_id,
+            kind="agent",
+            agent="data",
+            status=rng.choice([StepStatus.COMPLETED, StepStatus.FAILED]),
+            started_at=100.0,
+            finished_at=100.0 + rng.random(),
+        )
+    state.status = rng.choice([WorkflowStatus.COMPLETED, WorkflowStatus.FAILED])
+    state.finished_at = 101.0 + rng.random()
+    return state
 
 
-def test_step_series_beyond_the_cap_are_counted_together() -> None:
-    metrics = WorkflowMetrics(max_series=5)
-    for i in range(10):
-        metrics.record_finished(_finished(f"w{i}", [f"step{j}" for j in range(3)]))
+def series_count(registry: CollectorRegistry) -> int:
+    text = generate_latest(registry).decode()
+    return sum(len(f.samples) for f in text_string_to_metric_families(text))
+
+
+def test_label_cardinality_stays_bounded_after_1000_random_workflows() -> None:
+    """1,000 workflows with random names and step ids add no series past the first few."""
+    rng = random.Random(7)
+    metrics = WorkflowMetrics(definitions=["report"], max_step_labels=5)
+    names = ["chain", "report"]
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            name = rng.choice([*names, uuid.uuid4().hex])  # mostly client-invented names
+            steps = [uuid.uuid4().hex[:8] for _ in range(rng.randint(1, 4))]
+            metrics.record_started(finished_workflow(name, steps, rng))
+            metrics.record_finished(finished_workflow(name, steps, rng))
+
+    run(200)
+    after_200 = series_count(metrics.registry)
+    run(800)
+    assert series_count(metrics.registry) == after_200
+    text = generate_latest(metrics.registry).decode()
+    definitions = set()
+    steps = set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if "definition" in sample.labels:
+                definitions.add(sample.labels["definition"])
+            if "step" in sample.labels:
+                steps.add((sample.labels["definition"], sample.labels["step"]))
+    assert definitions == {"chain", "report", OTHER}
+    # At most max_step_labels ids per listed definition, plus OTHER.
+    for definition in ("chain", "report"):
+        assert len({s for d, s in steps if d == definition}) <= 5 + 1
+    assert {s for d, s in steps if d == OTHER} == {OTHER}
+
+
+def test_snapshot_summarises_counts_statuses_and_durations() -> None:
+    """The JSON summary counts by status, per-step statuses and a p95 from the histogram."""
+    metrics = WorkflowMetrics()
+    rng = random.Random(1)
+    for status in (WorkflowStatus.COMPLETED, WorkflowStatus.DEGRADED, WorkflowStatus.FAILED):
+        state = finished_workflow("chain", ["nlp"], rng)
+        state.status = status
+        metrics.record_started(state)
+        metrics.record_finished(state)
+    snap = metrics.snapshot()
+    assert snap["workflows"]["started"] == 3
+    assert snap["workflows"]["finished"] == 3
+    assert snap["workflows"]["in_flight"] == 0
+    assert snap["workflows"]["by_status"] == {
+        "completed": 1, "degraded": 1, "failed": 1, "cancelled": 0
+    }
+    assert snap["workflows"]["success_rate"] == round(2 / 3, 4)
+    assert snap["workflows"]["duration_ms"]["count"] == 3
+    assert sum(snap["steps"]["chain.nlp"]["statuses"].values()) == 3
+
+
+def test_quantile_interpolates_inside_the_bucket_like_prometheus() -> None:
+    """histogram_quantile's rule: linear inside the bucket that holds the rank."""
+    buckets = {0.1: 0.0, 0.2: 10.0, 0.4: 20.0, float("inf"): 20.0}
+    assert quantile(0.5, buckets) == 0.2
+    assert quantile(0.75, buckets) == pytest.approx(0.3)
+    assert quantile(0.5, {float("inf"): 0.0}) is None
+    assert quantile(0.99, {1.0: 0.0, float("inf"): 5.0}) == 1.0
+
+
+def test_step_series_beyond_the_overall_cap_are_counted_together() -> None:
+    """ORCH_MAX_METRIC_SERIES bounds step labels across all listed definitions."""
+    rng = random.Random(3)
+    metrics = WorkflowMetrics(definitions=["a", "b"], max_step_labels=50, max_series=5)
+    for name in ("a", "b"):
+        for _ in range(3):
+            state = finished_workflow(name, [f"s{i}" for i in range(4)], rng)
+            metrics.record_finished(state)
     steps = metrics.snapshot()["steps"]
-    assert len(steps) == 6
-    assert steps[OTHER]["statuses"] == {"completed": 30 - 5}
-    # A series that exists keeps counting on its own.
-    metrics.record_finished(_finished("w0", ["step0"]))
-    assert metrics.snapshot()["steps"]["w0.step0"]["statuses"] == {"completed": 2}
+    named = [key for key in steps if not key.endswith(OTHER)]
+    assert len(named) == 5  # a.s0..a.s3 and b.s0; the rest of b's under b.(other)
+    assert steps[f"b.{OTHER}"]["statuses"] and sum(steps[f"b.{OTHER}"]["statuses"].values()) == 9
+    # Client-invented definitions: all their steps under one key.
+    metrics.record_finished(finished_workflow("made-up", ["x", "y"], rng))
+    assert sum(metrics.snapshot()["steps"][OTHER]["statuses"].values()) == 2

@@ -112,7 +112,7 @@ async def _run(
             pass
     if fail_transition_at and state.error is not None and state.error.code == "internal_error":
         # An escape from the engine itself is logged, traceback included, once.
-        assert [e["event"] for e in logs].count("dag.internal_error") == 1
+        assert [e["event"] for e in logs].count("runner_internal_error") == 1
     return state, seen, calls
 
 

@@ -1,0 +1,29 @@
+"""A compiled workflow's plan as an SVG response (optionally coloured by a workflow's steps)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from orchestrator.dag.plan import plan_workflow
+from orchestrator.dag.svg import plan_svg
+from orchestrator.dag.validate import CompiledWorkflow
+from state.models import StepStatus, WorkflowState
+
+SVG_TYPE = "image/svg+xml"
+
+
+def svg_of(workflow: CompiledWorkflow, state: WorkflowState | None = None) -> web.Response:
+    statuses: dict[str, str] = {}
+    if state is not None:
+        for step_id, step in state.steps.items():
+            fell_back = step.status is StepStatus.COMPLETED and step.fallback is not None
+            statuses[step_id] = "fell_back" if fell_back else step.status.value
+    nodes = workflow.nodes
+    body = plan_svg(
+        plan_workflow(workflow),
+        kinds={node_id: cn.node.kind for node_id, cn in nodes.items()},
+        agents={node_id: cn.agent for node_id, cn in nodes.items()},
+        statuses=statuses,
+        title=workflow.definition.name,
+    )
+    return web.Response(text=body, content_type=SVG_TYPE, charset="utf-8")

@@ -1,0 +1,178 @@
+"""Progress events of a workflow: what a `GET /api/workflow/{id}/events` stream carries.
+
+`EventRecorder` turns a running workflow's transitions into events and appends them,
+in order, to the workflow's event log in the state store (which numbers them and
+publishes them to every replica: state/events.py). One recorder per run, owned by
+the engine:
+
+- `workflow(state)` on every transition: `workflow.running` once the runner starts;
+- `step(step)` when the runner says a step changed: `step.started`,
+  `step.completed`, `step.fell_back`, `step.failed`, `step.skipped`,
+  `step.cancelled`;
+- `retrying(...)` from the agent client (through `agents.observe.retry_listener`):
+  `step.retrying` with the next attempt and the delay before it;
+- `finish(state)` once the terminal document is written: an event for every step
+  whose last change was not told (e.g. the steps an abort cancelled), then the
+  terminal `workflow.<status>` event, always the last one.
+
+Events are progress, not state: the document stays the truth. An event the store
+fails to take is logged and dropped; the terminal event is still attempted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
+from state.store import StateStore
+
+log = structlog.get_logger(__name__)
+
+Event = dict[str, Any]
+
+_STEP_EVENT = {
+    StepStatus.RUNNING: "step.started",
+    StepStatus.COMPLETED: "step.completed",
+    StepStatus.FAILED: "step.failed",
+    StepStatus.SKIPPED: "step.skipped",
+    StepStatus.CANCELLED: "step.cancelled",
+}
+
+TERMINAL_EVENTS = frozenset(f"workflow.{s.value}" for s in WorkflowStatus if s.is_terminal)
+
+
+def is_terminal(event: Event) -> bool:
+    return event.get("type") in TERMINAL_EVENTS
+
+
+def step_event(workflow_id: str, step: StepState, at: float) -> Event | None:
+    name = _STEP_EVENT.get(step.status)
+    if name is None:
+        return None
+    if step.status is StepStatus.COMPLETED and step.fallback is not None:
+        name = "step.fell_back"
+    event: Event = {
+        "type": name,
+        "workflow_id": workflow_id,
+        "step": step.step_id,
+        "kind": step.kind,
+        "agent": step.agent,
+        "status": step.status.value,
+        "at": at,
+    }
+    if step.status is StepStatus.RUNNING:
+        event["started_at"] = step.started_at
+        return event
+    event["attempts"] = step.attempts
+    event["started_at"] = step.started_at
+    event["finished_at"] = step.finished_at
+    event["duration_ms"] = step.duration_ms
+    if step.error is not None:
+        event["error"] = {"type": step.error.type, "message": step.error.message}
+    if step.fallback is not None:
+        event["fallback"] = step.fallback
+    if step.skip_reason is not None:
+        event["reason"] = step.skip_reason
+    return event
+
+
+def workflow_event(state: WorkflowState, at: float) -> Event:
+    event: Event = {
+        "type": f"workflow.{state.status.value}",
+        "workflow_id": state.workflow_id,
+        "status": state.status.value,
+        "definition": state.definition_name,
+        "at": at,
+    }
+    if state.status.is_terminal:
+        event["finished_at"] = state.finished_at
+        event["duration_ms"] = (
+            round((state.finished_at - state.created_at) * 1000.0, 3)
+            if state.finished_at is not None
+            else None
+        )
+        event["error"] = None if state.error is None else state.error.to_dict()
+        event["fallbacks"] = state.fallbacks
+    return event
+
+
+class EventRecorder:
+    """Appends one workflow's events to the store in the order they were recorded."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        state: WorkflowState,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._workflow_id = state.workflow_id
+        self._clock = clock
+        # What the log already says about each step, so nothing is told twice.
+        self._told: dict[str, StepStatus] = {sid: s.status for sid, s in state.steps.items()}
+        self._status: WorkflowStatus | None = None
+        self._queue: deque[Event] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._failed = 0
+
+    def workflow(self, state: WorkflowState) -> None:
+        if state.status is self._status or state.status.is_terminal:
+            return  # the terminal event is `finish`'s, after the document is written
+        self._status = state.status
+        self._push(workflow_event(state, self._clock()))
+
+    def step(self, step: StepState) -> None:
+        if self._told.get(step.step_id) is step.status:
+            return
+        event = step_event(self._workflow_id, step, self._clock())
+        if event is not None:
+            self._told[step.step_id] = step.status
+            self._push(event)
+
+    def retrying(self, agent: str, step_id: str, attempt: int, delay_s: float, error: str) -> None:
+        self._push(
+            {
+                "type": "step.retrying",
+                "workflow_id": self._workflow_id,
+                "step": step_id,
+                "agent": agent,
+                "attempt": attempt,
+                "delay_s": round(delay_s, 3),
+                "error": {"type": error},
+                "at": self._clock(),
+            }
+        )
+
+    async def finish(self, state: WorkflowState) -> None:
+        """Tell what is left, then the terminal event; returns once all were appended."""
+        for step in state.steps.values():
+            self.step(step)
+        self._push(workflow_event(state, self._clock()))
+        while self._task is not None and not self._task.done():
+            # shield: the workflow task may be cancelled while its last events are written.
+            await asyncio.shield(self._task)
+        if self._failed:
+            log.warning("events_dropped", count=self._failed)
+
+    def _push(self, event: Event) -> None:
+        self._queue.append(event)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._queue:
+            event = self._queue.popleft()
+            try:
+                await self._store.append_event(self._workflow_id, event)
+            except Exception:
+                # Once per workflow: during a store outage every transition would fail.
+                self._failed += 1
+                if self._failed == 1:
+                    log.warning("event_write_failed", event_type=event["type"], exc_info=True)

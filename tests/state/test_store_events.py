@@ -1,0 +1,106 @@
+"""The event-log part of the StateStore contract (state/store.py), run against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+from state.events import EventStream, StoredEvent
+from state.models import WorkflowStatus
+from state.store import StateStore
+from tests.state.conftest import Backend, make_state, new_id
+
+EVENT_TIMEOUT_S = 5.0
+
+
+async def next_event(stream: EventStream) -> StoredEvent:
+    async with asyncio.timeout(EVENT_TIMEOUT_S):
+        return await anext(stream)
+
+
+async def test_events_are_numbered_in_order_per_workflow(store: StateStore) -> None:
+    """Each workflow's events get 1, 2, 3...; another workflow counts on its own."""
+    a, b = new_id(), new_id()
+    assert await store.append_event(a, {"type": "x", "n": 1}) == 1
+    assert await store.append_event(b, {"type": "y"}) == 1
+    assert await store.append_event(a, {"type": "x", "n": 2}) == 2
+
+    assert await store.events_since(a) == [(1, {"type": "x", "n": 1}), (2, {"type": "x", "n": 2})]
+    assert await store.events_since(a, 1) == [(2, {"type": "x", "n": 2})]
+    assert await store.events_since(a, 2) == []
+    assert await store.events_since(b) == [(1, {"type": "y"})]
+    assert await store.events_since(new_id()) == []
+
+
+async def test_a_subscriber_gets_live_events_with_their_numbers(store: StateStore) -> None:
+    """Events appended after subscribing arrive in order with the numbers the log has."""
+    workflow_id = new_id()
+    await store.append_event(workflow_id, {"before": True})
+    async with await store.subscribe_events(workflow_id) as stream:
+        await store.append_event(new_id(), {"other": "workflow"})
+        await store.append_event(workflow_id, {"n": 2})
+        await store.append_event(workflow_id, {"n": 3})
+        assert await next_event(stream) == (2, {"n": 2})
+        assert await next_event(stream) == (3, {"n": 3})
+
+
+async def test_a_peer_replica_sees_the_events(backend: Backend) -> None:
+    """Events appended through one replica's store reach a subscriber on another's."""
+    store = await backend.new()
+    peer = await backend.peer(store)
+    workflow_id = new_id()
+    async with await peer.subscribe_events(workflow_id) as stream:
+        seq = await store.append_event(workflow_id, {"type": "step", "status": "running"})
+        assert await next_event(stream) == (seq, {"type": "step", "status": "running"})
+    assert await peer.events_since(workflow_id) == [(1, {"type": "step", "status": "running"})]
+
+
+async def test_subscribing_then_reading_the_log_misses_nothing(store: StateStore) -> None:
+    """Subscribe, append, read the log: every event is seen at least once, by its number."""
+    workflow_id = new_id()
+    await store.append_event(workflow_id, {"n": 1})
+    async with await store.subscribe_events(workflow_id) as stream:
+        await store.append_event(workflow_id, {"n": 2})
+        backlog = await store.events_since(workflow_id, 0)
+        live = await next_event(stream)
+    seen = {seq for seq, _ in backlog} | {live[0]}
+    assert seen == {1, 2}
+
+
+async def test_the_event_log_expires_with_the_workflow(backend: Backend) -> None:
+    """The log lives as long as the document: a save refreshes it, and it goes with it."""
+    store = await backend.new(ttl_s=60)
+    state = make_state()
+    await store.append_event(state.workflow_id, {"n": 1})
+    await backend.elapse(store, state.workflow_id, 30)
+    await store.save(state)  # refreshes every key of the workflow, the log too
+    await backend.elapse(store, state.workflow_id, 45)
+    assert await store.events_since(state.workflow_id) == [(1, {"n": 1})]
+    await backend.elapse(store, state.workflow_id, 30)
+    assert await store.get(state.workflow_id) is None
+    assert await store.events_since(state.workflow_id) == []
+
+
+async def test_closing_the_store_ends_event_streams(backend: Backend) -> None:
+    """A subscriber's iteration ends when its store closes."""
+    store = await backend.new()
+    stream = await store.subscribe_events(new_id())
+    await store.close()
+    async with asyncio.timeout(EVENT_TIMEOUT_S):
+        assert [event async for event in stream] == []
+
+
+async def test_aclose_releases_a_never_iterated_stream(store: StateStore) -> None:
+    """Closing a stream that was never read stops it; a later event goes nowhere."""
+    workflow_id = new_id()
+    stream = await store.subscribe_events(workflow_id)
+    await stream.aclose()
+    await stream.aclose()  # idempotent
+    await store.append_event(workflow_id, {"n": 1})
+    assert [event async for event in stream] == []
+
+
+async def test_a_terminal_document_does_not_stop_events(store: StateStore) -> None:
+    """The log is independent of the document's finality: the terminal event comes after it."""
+    state = make_state(status=WorkflowStatus.COMPLETED)
+    await store.save(state)
+    assert await store.append_event(state.workflow_id, {"status": "completed"}) == 1
