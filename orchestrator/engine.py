@@ -40,7 +40,6 @@ import contextlib
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -67,8 +66,6 @@ from state.store import LeaseLost, StateStore, StateStoreError
 # How a resumed workflow finds its compiled definition again.
 DefinitionResolver = Callable[[WorkflowState], CompiledWorkflow]
 
-# Finished workflows this replica remembers for the ops page (GET /api/ops/workflows).
-RECENT_WORKFLOWS = 50
 
 log = structlog.get_logger(__name__)
 
@@ -153,7 +150,6 @@ class WorkflowOrchestrator:
         # to the others (their leases lapse and they resume them) instead of cancelling.
         self._handoff = handoff_on_shutdown and leases is not None
         self._running: dict[str, _Running] = {}
-        self._recent: deque[WorkflowState] = deque(maxlen=RECENT_WORKFLOWS)
         self.metrics.track_running(lambda: len(self._running))
         self._background: list[asyncio.Task[None]] = []
         # Writes owed by workflows whose task was cancelled before its body could run.
@@ -225,11 +221,6 @@ class WorkflowOrchestrator:
     @property
     def running(self) -> Mapping[str, WorkflowState]:
         return {wid: r.state for wid, r in self._running.items()}
-
-    @property
-    def recent(self) -> list[WorkflowState]:
-        """The last workflows this replica finished, newest first (at most RECENT_WORKFLOWS)."""
-        return list(self._recent)
 
     async def submit(
         self,
@@ -342,7 +333,6 @@ class WorkflowOrchestrator:
         async def finish() -> None:
             if await self._persist(state, token):
                 self.metrics.record_finished(state)
-                self._recent.appendleft(state)
                 await EventRecorder(self.store, state).finish(state)
                 await self._release(state.workflow_id)
 
@@ -689,7 +679,6 @@ class WorkflowOrchestrator:
                 return
             recorded = True
             self.metrics.record_finished(state)
-            self._recent.appendleft(state)
 
         async def on_transition(current: WorkflowState) -> None:
             events.workflow(current)

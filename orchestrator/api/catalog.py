@@ -404,7 +404,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/api/ops/workflows",
         Role.OPS,
-        "Running and recently finished workflows (this replica)",
+        "Running and recently finished workflows (the whole deployment, from history)",
         "operations",
         replies={200: Reply("workflow summaries", ref("OpsWorkflows"))},
     ),

@@ -2,7 +2,8 @@
 
     GET  /metrics                      Prometheus text format (this app's registry)
     GET  /ops                          the ops page (orchestrator/ops/page.html, no CDN)
-    GET  /api/ops/workflows            running and recently finished workflows on this replica
+    GET  /api/ops/workflows            running and recently finished workflows, deployment-wide
+                                       (from the store's history index, any replica)
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator.api.routes import json_response
 from orchestrator.api.services import SERVICES
-from state.models import WorkflowState
+from state.history import HistoryQuery
+from state.models import WorkflowStatus
 
 routes = web.RouteTableDef()
 
@@ -44,30 +46,40 @@ async def ops_page(request: web.Request) -> web.Response:
     )
 
 
+# How many of each list the page shows; the full listing is GET /api/workflows.
+_OPS_LIST_LIMIT = 25
+_FINISHED = frozenset(s.value for s in WorkflowStatus if s.is_terminal)
+_UNFINISHED = frozenset(s.value for s in WorkflowStatus) - _FINISHED
+
+
 @routes.get("/api/ops/workflows")
 async def ops_workflows(request: web.Request) -> web.Response:
-    orchestrator = request.app[SERVICES].orchestrator
-    running = sorted(orchestrator.running.values(), key=lambda s: s.created_at, reverse=True)
+    # From the history index, so the page shows the whole deployment's workflows whichever
+    # replica serves it (not only what this one runs). Operators see every tenant's.
+    store = request.app[SERVICES].orchestrator.store
+    running = await store.history(
+        HistoryQuery(limit=_OPS_LIST_LIMIT, status=_UNFINISHED, all_tenants=True)
+    )
+    recent = await store.history(
+        HistoryQuery(limit=_OPS_LIST_LIMIT, status=_FINISHED, all_tenants=True)
+    )
     body = {
-        "running": [_summary(s) for s in running],
-        "recent": [_summary(s) for s in orchestrator.recent],
-        # Where the list comes from: this replica's memory (a history index, when the
-        # store keeps one, is the better source and replaces it).
-        "source": "replica",
+        "running": [_summary(entry) for entry in running.entries],
+        "recent": [_summary(entry) for entry in recent.entries],
+        "source": "history",
     }
     return json_response(body)
 
 
-def _summary(state: WorkflowState) -> dict[str, Any]:
-    finished = state.finished_at
+def _summary(entry: dict[str, Any]) -> dict[str, Any]:
+    created, finished = entry["created_at"], entry.get("finished_at")
     return {
-        "workflow_id": state.workflow_id,
-        "definition_name": state.definition_name,
-        "status": state.status.value,
-        "created_at": state.created_at,
+        "workflow_id": entry["workflow_id"],
+        "definition_name": entry["definition_name"],
+        "status": entry["status"],
+        "created_at": created,
         "finished_at": finished,
-        "duration_ms": round((finished - state.created_at) * 1000.0, 3) if finished else None,
-        "steps": len(state.steps),
+        "duration_ms": round((finished - created) * 1000.0, 3) if finished else None,
     }
 
 

@@ -330,7 +330,6 @@ SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "number"},
             "finished_at": _NUM_OR_NULL,
             "duration_ms": _NUM_OR_NULL,
-            "steps": {"type": "integer"},
         }
     ),
     "Health": _object({"status": {"const": "ok"}}),

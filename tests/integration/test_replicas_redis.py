@@ -81,3 +81,25 @@ async def test_readiness_reports_redis(api: Any, redis_url: str, prefix: str) ->
     ready = await client.get("/readyz")
     assert ready.status == 200
     assert (await ready.json())["state_store"] == "redis"
+
+
+async def test_the_ops_list_shows_the_deployment_from_any_replica(
+    api: Any, agents: Agents, redis_url: str, prefix: str
+) -> None:
+    """The ops page's workflow lists come from history: replica B lists what A runs and ran."""
+    await agents["data"].control(delay_ms=60_000)
+    a = await api(store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="a")
+    b = await api(store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="b")
+    accepted = await (await a.post("/api/query", json={"query": QUESTION, "mode": "async"})).json()
+    workflow_id = accepted["workflow_id"]
+    listing = await (await b.get("/api/ops/workflows")).json()
+    assert listing["source"] == "history"
+    assert [w["workflow_id"] for w in listing["running"]] == [workflow_id]
+    assert listing["recent"] == []
+
+    assert (await a.post(f"/api/workflow/{workflow_id}/cancel")).status == 200
+    listing = await (await b.get("/api/ops/workflows")).json()
+    assert listing["running"] == []
+    (recent,) = listing["recent"]
+    assert (recent["workflow_id"], recent["status"]) == (workflow_id, "cancelled")
+    assert recent["duration_ms"] is not None
