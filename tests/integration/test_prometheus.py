@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import uuid
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -132,3 +134,36 @@ async def test_running_workflows_gauge_follows_the_engine(api: Any, agents: Agen
 
     assert await running(1)
     await eventually(lambda: running(0))
+
+
+async def test_series_stay_bounded_over_1000_workflows_with_random_names_and_ids(
+    api: Any,
+) -> None:
+    """Through the API and the engine: 1,000 DAGs with client-invented names and node ids
+    (and a few reused ones) add no series after the first 200."""
+    rng = random.Random(11)
+    client = await api(metrics_max_steps=5)
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            name = rng.choice(["report", uuid.uuid4().hex])
+            node_ids = [f"n{uuid.uuid4().hex[:8]}" for _ in range(rng.randint(1, 3))]
+            nodes = [{"id": node_ids[0], "kind": "transform", "source": "{{ inputs.x }}"}]
+            nodes += [
+                {"id": node_id, "kind": "transform", "depends_on": [node_ids[0]], "select": "value"}
+                for node_id in node_ids[1:]
+            ]
+            workflow = {"name": name, "inputs": {"x": [1, 2]}, "nodes": nodes}
+            response = await client.post("/api/query", json={"workflow": workflow})
+            assert response.status == 200, await response.text()
+
+    def series(metrics: dict[str, list[Sample]]) -> int:
+        return sum(len(samples) for samples in metrics.values())
+
+    await run(200)
+    after_200 = series(await scrape(client))
+    await run(800)
+    metrics = await scrape(client)
+    assert series(metrics) == after_200
+    started = value(metrics["orch_workflows_started"], "orch_workflows_started_total")
+    assert started == 1000
