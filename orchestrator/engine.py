@@ -470,11 +470,7 @@ class WorkflowOrchestrator:
         try:
             workflow = self._resolve_definition(state)
         except Exception as exc:  # e.g. the definition no longer validates here
-            state.status = WorkflowStatus.FAILED
-            state.error = WorkflowError(
-                code="resume_failed", message=f"could not resume the workflow: {exc}"
-            )
-            state.finished_at = time.time()
+            _fail_resume(state, exc)
             await self._persist(state, token)
             await self._release(workflow_id)
             return state
@@ -631,11 +627,7 @@ class WorkflowOrchestrator:
         try:
             workflow = self._resolve_definition(state)
         except Exception as exc:  # e.g. the definition no longer validates here
-            state.status = WorkflowStatus.FAILED
-            state.error = WorkflowError(
-                code="resume_failed", message=f"could not resume the workflow: {exc}"
-            )
-            state.finished_at = time.time()
+            _fail_resume(state, exc)
             self._finish_later(state, token)
             return
         self._start(workflow, state, token)
@@ -866,3 +858,12 @@ def _mark_cancelled(state: WorkflowState) -> None:
             step.finished_at = now
     state.status = WorkflowStatus.CANCELLED
     state.finished_at = now
+
+
+def _fail_resume(state: WorkflowState, exc: Exception) -> None:
+    """End a workflow that cannot be resumed here: `failed`, saying why."""
+    state.status = WorkflowStatus.FAILED
+    state.error = WorkflowError(
+        code="resume_failed", message=f"could not resume the workflow: {exc}"
+    )
+    state.finished_at = time.time()
