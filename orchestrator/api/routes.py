@@ -146,12 +146,17 @@ async def status(request: web.Request) -> web.Response:
     return _workflow_response(request, state)
 
 
-@routes.post("/api/workflow/{workflow_id}/cancel")
-async def cancel(request: web.Request) -> web.Response:
+async def _control_target(request: web.Request) -> WorkflowState:
+    """The workflow a cancel/pause/resume names, if the caller may see it (else 404)."""
     if request.body_exists:
         await read_json_object(request)  # a body is optional; when sent it must be JSON
+    return await visible_state(request)
+
+
+@routes.post("/api/workflow/{workflow_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
     orchestrator = request.app[SERVICES].orchestrator
-    state = await visible_state(request)
+    state = await _control_target(request)
     state = await orchestrator.cancel(state.workflow_id)
     # 202 when the replica running it has not confirmed the stop within the wait.
     status = 200 if state.status.is_terminal else 202
@@ -160,10 +165,8 @@ async def cancel(request: web.Request) -> web.Response:
 
 @routes.post("/api/workflow/{workflow_id}/pause")
 async def pause(request: web.Request) -> web.Response:
-    if request.body_exists:
-        await read_json_object(request)  # a body is optional; when sent it must be JSON
     orchestrator = request.app[SERVICES].orchestrator
-    state = await visible_state(request)
+    state = await _control_target(request)
     state = await orchestrator.pause(state.workflow_id)
     # 202 while the nodes that were running have not all ended yet.
     status = 200 if state.status is WorkflowStatus.PAUSED else 202
@@ -172,10 +175,8 @@ async def pause(request: web.Request) -> web.Response:
 
 @routes.post("/api/workflow/{workflow_id}/resume")
 async def resume(request: web.Request) -> web.Response:
-    if request.body_exists:
-        await read_json_object(request)  # a body is optional; when sent it must be JSON
     orchestrator = request.app[SERVICES].orchestrator
-    state = await visible_state(request)
+    state = await _control_target(request)
     state = await orchestrator.resume(state.workflow_id)
     return _workflow_response(request, state)
 
