@@ -237,21 +237,29 @@ def parse_history_query(
     )
 
 
+# 9999-12-31T23:59:59Z, the last moment an ISO 8601 time without extensions can name.
+_LATEST_TIMESTAMP = 253_402_300_799.0
+
+
 def _timestamp(params: Mapping[str, str], name: str) -> float | None:
     raw = params.get(name)
     if not raw:
         return None
+    expected = "epoch seconds or an ISO 8601 time, from 1970 to 9999"
     try:
-        return float(raw)  # epoch seconds
+        seconds = float(raw)
     except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise _bad_parameter(name, "epoch seconds or an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            raise _bad_parameter(name, expected) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp()
+    # NaN, infinities and far-off numbers would break the index's millisecond members.
+    if not 0.0 <= seconds <= _LATEST_TIMESTAMP:
+        raise _bad_parameter(name, expected)
+    return seconds
 
 
 def _bad_parameter(name: str, expected: str) -> BadRequest:
