@@ -110,6 +110,8 @@ async def test_schedule_crud_and_a_run_linked_to_its_schedule(
         ({"cron": "* * * * *", "query": QUESTION, "mode": "sync"}, 400, "unknown_field"),
         ({"cron": 5, "query": QUESTION}, 400, "invalid_type"),
         ({"cron": "0 0 31 2 *", "query": QUESTION}, 422, "invalid_schedule"),  # never fires
+        # 20,001 minutes in one field: long enough to cost every poll of every replica.
+        ({"cron": "1," * 20_000 + "1 * * * *", "query": QUESTION}, 422, "invalid_schedule"),
         ({"cron": "@hourly", "timezone": "A" * 300, "query": QUESTION}, 422, "invalid_schedule"),
         (
             {
