@@ -579,6 +579,11 @@ class _Subscription:
         self._confirm_timeout_s = confirm_timeout_s
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
+        # Set by stop() before it cancels the pump. On Python 3.11 TimeoutError is an
+        # OSError, and a cancel that lands inside one of redis-py's own timeouts can
+        # surface as one: the reconnect loop must not take that for a lost connection
+        # and go on forever while stop() waits for it.
+        self._stopping = False
 
     async def start(self) -> None:
         try:
@@ -589,6 +594,7 @@ class _Subscription:
         self._task = asyncio.create_task(self._pump(), name=f"subscription:{self._channel}")
 
     async def stop(self, *, end: bool = True) -> None:
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -628,7 +634,7 @@ class _Subscription:
 
     async def _pump_until_cancelled(self) -> None:
         attempt = 0
-        while True:
+        while not self._stopping:
             try:
                 if self._pubsub is None:
                     self._pubsub = await self._subscribe()
@@ -636,6 +642,8 @@ class _Subscription:
                 attempt = 0
                 await self._forward(self._pubsub)
             except (RedisError, OSError) as exc:
+                if self._stopping:
+                    return
                 await self._close_pubsub()
                 delay = random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt))
                 attempt += 1
