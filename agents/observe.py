@@ -5,7 +5,7 @@ integer add each); the Prometheus collector reads them at scrape time, so a call
 costs nothing more when nobody scrapes.
 
 `retry_listener` is a context variable a workflow sets once where its work starts
-(the engine); every agent call made in that context, in any node task it spawns,
+(the lifecycle); every agent call made in that context, in any node task it spawns,
 reports its retries to it (step progress events). Unset, a retry costs one
 `ContextVar.get`.
 """

@@ -218,17 +218,17 @@ async def _engine(name: str, stub_port: int, store: Any, concurrency: int, count
     from agents.transport import create_transport
     from orchestrator.app import BUILTIN_FALLBACKS
     from orchestrator.chain import CHAIN_DEFINITION
+    from orchestrator.dag.compiler import compile_workflow
+    from orchestrator.dag.engine import DagEngine
     from orchestrator.dag.kinds import default_kinds
-    from orchestrator.dag.runner import DagRunner
-    from orchestrator.dag.validate import compile_workflow
-    from orchestrator.engine import WorkflowOrchestrator
+    from orchestrator.lifecycle import WorkflowOrchestrator
 
     registry = _registry(stub_port)
     http = create_transport()
     client = AgentClient(registry, http)
     kinds = default_kinds()
-    runner = DagRunner(agents=client, registry=registry, kinds=kinds, builtins=BUILTIN_FALLBACKS)
-    orchestrator = WorkflowOrchestrator(store=store, runner=runner)
+    runner = DagEngine(agents=client, registry=registry, kinds=kinds, builtins=BUILTIN_FALLBACKS)
+    orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner)
     chain = compile_workflow(
         CHAIN_DEFINITION, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
     )

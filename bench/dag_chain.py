@@ -34,9 +34,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(SCRIPT)))
 import structlog  # noqa: E402
 
 from agents.registry import AgentRegistry, AgentSpec  # noqa: E402
-from orchestrator.dag.runner import DagRunner  # noqa: E402
-from orchestrator.dag.validate import compile_workflow  # noqa: E402
-from orchestrator.engine import WorkflowOrchestrator  # noqa: E402
+from orchestrator.dag.compiler import compile_workflow  # noqa: E402
+from orchestrator.dag.engine import DagEngine  # noqa: E402
+from orchestrator.lifecycle import WorkflowOrchestrator  # noqa: E402
 from state.memory import MemoryStateStore  # noqa: E402
 
 
@@ -77,11 +77,11 @@ async def one_run(n: int, *, paced: bool) -> tuple[float, float]:
     started = time.perf_counter()
     workflow = compile_workflow(raw, agents={"a"})
     compiled = time.perf_counter()
-    runner = DagRunner(
+    runner = DagEngine(
         agents=FakeAgent(), registry=AgentRegistry([AgentSpec(name="a", url="http://x")])
     )
     store = MemoryStateStore()
-    engine = WorkflowOrchestrator(store=store, runner=runner, write_pace=4.0 if paced else 0.0)
+    engine = WorkflowOrchestrator(store=store, dag_engine=runner, write_pace=4.0 if paced else 0.0)
     await engine.start()
     accepted = await engine.submit(workflow, {}, definition=raw)
     final = await engine.wait(accepted.workflow_id)

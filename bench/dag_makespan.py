@@ -12,7 +12,7 @@ executor can finish sooner.
 Rows, median of --runs each, all through the real `AgentClient` (breaker, retry,
 bulkhead, timeouts) over one keep-alive HTTP client:
 
-- eager: `DagRunner` (a node starts as soon as its own dependencies are done);
+- eager: `DagEngine` (a node starts as soon as its own dependencies are done);
 - level-by-level: `plan.levels` one after the other, each level waiting for its
   slowest node (written here for comparison only);
 - floor: the critical path's nodes called one after the other: what the hops
@@ -47,9 +47,9 @@ from agents.client import AgentClient  # noqa: E402
 from agents.registry import AgentRegistry, AgentSpec  # noqa: E402
 from agents.transport import create_transport  # noqa: E402
 from circuit.config import RetryConfig  # noqa: E402
+from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow  # noqa: E402
+from orchestrator.dag.engine import DagEngine  # noqa: E402
 from orchestrator.dag.plan import Plan, plan_workflow  # noqa: E402
-from orchestrator.dag.runner import DagRunner  # noqa: E402
-from orchestrator.dag.validate import CompiledWorkflow, compile_workflow  # noqa: E402
 from state.models import WorkflowState, WorkflowStatus  # noqa: E402
 
 AGENT = "stub"
@@ -116,7 +116,7 @@ def random_definition(nodes: int, mean_ms: float, rng: random.Random) -> dict[st
     return {"name": "makespan", "options": {"max_parallel": nodes}, "nodes": out}
 
 
-async def run_eager(runner: DagRunner, compiled: CompiledWorkflow, n: int) -> float:
+async def run_eager(runner: DagEngine, compiled: CompiledWorkflow, n: int) -> float:
     state = WorkflowState(workflow_id=f"eager-{n}", definition_name=compiled.name)
 
     async def nothing(_: WorkflowState) -> None:
@@ -183,7 +183,7 @@ async def _main(args: argparse.Namespace) -> None:
         http = create_transport()
         try:
             client = AgentClient(registry, http)
-            runner = DagRunner(agents=client, registry=registry)
+            runner = DagEngine(agents=client, registry=registry)
             delays = [
                 compiled.nodes[n].node.params["input"]["delay_ms"] for n in plan.critical_path
             ]

@@ -40,11 +40,11 @@ SCRIPT = os.path.abspath(__file__)
 # Runnable as `python bench/dag_plan.py` too: make the project importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(SCRIPT)))
 
+from orchestrator.dag.compiler import compile_workflow  # noqa: E402
 from orchestrator.dag.kinds import default_kinds  # noqa: E402
 from orchestrator.dag.parse import parse_definition  # noqa: E402
 from orchestrator.dag.plan import plan_workflow  # noqa: E402
 from orchestrator.dag.schema import DefinitionValidator, compose_schema  # noqa: E402
-from orchestrator.dag.validate import compile_workflow  # noqa: E402
 
 AGENTS = {"nlp", "data", "viz"}
 TARGET_MS = 50.0

@@ -37,16 +37,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(SCRIPT)))
 import structlog  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-import orchestrator.engine as engine_module  # noqa: E402
+import orchestrator.lifecycle as lifecycle_module  # noqa: E402
 from agents.client import AgentClient  # noqa: E402
 from agents.transport import HttpxTransport  # noqa: E402
 from orchestrator.app import BUILTIN_FALLBACKS  # noqa: E402
 from orchestrator.chain import chain_definition  # noqa: E402
+from orchestrator.dag.compiler import compile_workflow  # noqa: E402
+from orchestrator.dag.engine import DagEngine  # noqa: E402
 from orchestrator.dag.kinds import default_kinds  # noqa: E402
-from orchestrator.dag.runner import DagRunner  # noqa: E402
-from orchestrator.dag.validate import compile_workflow  # noqa: E402
-from orchestrator.engine import WorkflowOrchestrator  # noqa: E402
 from orchestrator.events import EventRecorder  # noqa: E402
+from orchestrator.lifecycle import WorkflowOrchestrator  # noqa: E402
 from orchestrator.metered_store import MeteredStore  # noqa: E402
 from orchestrator.metrics import StoreMetrics, WorkflowMetrics  # noqa: E402
 from orchestrator.settings import default_registry  # noqa: E402
@@ -92,7 +92,7 @@ ROWS = {
 
 
 async def _run(events: bool, metered: bool, workflows: int, cap_s: float) -> float:
-    engine_module.EventRecorder = EventRecorder if events else SilentRecorder  # type: ignore[misc]
+    lifecycle_module.EventRecorder = EventRecorder if events else SilentRecorder  # type: ignore[misc]
     registry = CollectorRegistry()
     store: StateStore = MemoryStateStore()
     if metered:
@@ -100,7 +100,7 @@ async def _run(events: bool, metered: bool, workflows: int, cap_s: float) -> flo
     async with httpx.AsyncClient(transport=httpx.MockTransport(_answer)) as http:
         client = AgentClient(default_registry(), HttpxTransport(http))
         kinds = default_kinds()
-        runner = DagRunner(
+        runner = DagEngine(
             agents=client, registry=default_registry(), kinds=kinds, builtins=BUILTIN_FALLBACKS
         )
         chain = compile_workflow(
@@ -111,7 +111,7 @@ async def _run(events: bool, metered: bool, workflows: int, cap_s: float) -> flo
         )
         orchestrator = WorkflowOrchestrator(
             store=store,
-            runner=runner,
+            dag_engine=runner,
             metrics=WorkflowMetrics(registry=registry),
             leases=store.leases(),
         )

@@ -26,9 +26,9 @@ from typing import Any
 from bench.chain import _free_port, _registry, _serve_stubs, _start, _wait_listening
 
 LAYERS: tuple[tuple[str, str], ...] = (
-    ("/orchestrator/engine.py", "engine (orchestrator/engine, state_writer)"),
+    ("/orchestrator/lifecycle.py", "engine (orchestrator/engine, state_writer)"),
     ("/orchestrator/state_writer.py", "engine (orchestrator/engine, state_writer)"),
-    ("/orchestrator/dag/", "DAG runner + node kinds + templates"),
+    ("/orchestrator/dag/", "DAG engine + node kinds + templates"),
     ("/agents/", "agent client + transport (ours)"),
     ("/circuit/", "breaker + retry (ours)"),
     ("/state/", "state store (ours)"),
@@ -77,10 +77,10 @@ async def _run(stub_port: int, count: int, store_kind: str) -> tuple[cProfile.Pr
     from agents.client import AgentClient
     from orchestrator.app import BUILTIN_FALLBACKS
     from orchestrator.chain import CHAIN_DEFINITION
+    from orchestrator.dag.compiler import compile_workflow
+    from orchestrator.dag.engine import DagEngine
     from orchestrator.dag.kinds import default_kinds
-    from orchestrator.dag.runner import DagRunner
-    from orchestrator.dag.validate import compile_workflow
-    from orchestrator.engine import WorkflowOrchestrator
+    from orchestrator.lifecycle import WorkflowOrchestrator
     from state.memory import MemoryStateStore
     from state.redis import RedisStateStore
 
@@ -91,7 +91,7 @@ async def _run(stub_port: int, count: int, store_kind: str) -> tuple[cProfile.Pr
     http = make()
     client = AgentClient(registry, http)
     kinds = default_kinds()
-    runner = DagRunner(agents=client, registry=registry, kinds=kinds, builtins=BUILTIN_FALLBACKS)
+    runner = DagEngine(agents=client, registry=registry, kinds=kinds, builtins=BUILTIN_FALLBACKS)
     store: Any
     if store_kind == "redis":
         store = RedisStateStore.from_url(
@@ -99,7 +99,7 @@ async def _run(stub_port: int, count: int, store_kind: str) -> tuple[cProfile.Pr
         )
     else:
         store = MemoryStateStore()
-    orchestrator = WorkflowOrchestrator(store=store, runner=runner)
+    orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner)
     chain = compile_workflow(
         CHAIN_DEFINITION, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
     )

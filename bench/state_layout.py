@@ -44,9 +44,9 @@ import redis.asyncio as aioredis  # noqa: E402
 import structlog  # noqa: E402
 
 from agents.registry import AgentRegistry, AgentSpec  # noqa: E402
-from orchestrator.dag.runner import DagRunner  # noqa: E402
-from orchestrator.dag.validate import compile_workflow  # noqa: E402
-from orchestrator.engine import WorkflowOrchestrator  # noqa: E402
+from orchestrator.dag.compiler import compile_workflow  # noqa: E402
+from orchestrator.dag.engine import DagEngine  # noqa: E402
+from orchestrator.lifecycle import WorkflowOrchestrator  # noqa: E402
 from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus  # noqa: E402
 from state.redis import RedisStateStore  # noqa: E402
 
@@ -101,9 +101,9 @@ class Counters:
 
 
 def _engine(store: RedisStateStore, agent: FakeAgent, replica: str, lease_s: float) -> Any:
-    runner = DagRunner(agents=agent, registry=AgentRegistry([AgentSpec(name="a", url="http://x")]))
+    runner = DagEngine(agents=agent, registry=AgentRegistry([AgentSpec(name="a", url="http://x")]))
     return WorkflowOrchestrator(
-        store=store, runner=runner, replica_id=replica, leases=store.leases(), lease_s=lease_s
+        store=store, dag_engine=runner, replica_id=replica, leases=store.leases(), lease_s=lease_s
     )
 
 

@@ -188,23 +188,23 @@ async def _engine_row(
     from agents.client import AgentClient
     from agents.transport import create_transport
     from orchestrator.app import BUILTIN_FALLBACKS
+    from orchestrator.dag.compiler import compile_workflow
+    from orchestrator.dag.engine import DagEngine
     from orchestrator.dag.kinds import default_kinds
-    from orchestrator.dag.runner import DagRunner
-    from orchestrator.dag.validate import compile_workflow
-    from orchestrator.engine import WorkflowOrchestrator
+    from orchestrator.lifecycle import WorkflowOrchestrator
     from state.memory import MemoryStateStore
 
     registry = _registry(stub_port)
     transport: Any = FakeTransport() if fake else create_transport()
     kinds = default_kinds()
-    runner = DagRunner(
+    runner = DagEngine(
         agents=AgentClient(registry, transport),
         registry=registry,
         kinds=kinds,
         builtins=BUILTIN_FALLBACKS,
     )
     store = MemoryStateStore()
-    orchestrator = WorkflowOrchestrator(store=store, runner=runner)
+    orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner)
     compiled = compile_workflow(
         definition, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
     )
@@ -230,10 +230,10 @@ async def _saves_per_chain(delay_s: float, conc: int, n: int) -> float:
     """State writes per chain workflow with write-behind `delay_s`, fake instant agents."""
     from agents.client import AgentClient
     from orchestrator.app import BUILTIN_FALLBACKS
+    from orchestrator.dag.compiler import compile_workflow
+    from orchestrator.dag.engine import DagEngine
     from orchestrator.dag.kinds import default_kinds
-    from orchestrator.dag.runner import DagRunner
-    from orchestrator.dag.validate import compile_workflow
-    from orchestrator.engine import WorkflowOrchestrator
+    from orchestrator.lifecycle import WorkflowOrchestrator
     from state.memory import MemoryStateStore
     from state.models import WorkflowState
 
@@ -246,14 +246,14 @@ async def _saves_per_chain(delay_s: float, conc: int, n: int) -> float:
 
     registry = _registry(1)
     kinds = default_kinds()
-    runner = DagRunner(
+    runner = DagEngine(
         agents=AgentClient(registry, FakeTransport()),
         registry=registry,
         kinds=kinds,
         builtins=BUILTIN_FALLBACKS,
     )
     store = Counting()
-    orchestrator = WorkflowOrchestrator(store=store, runner=runner, write_delay_s=delay_s)
+    orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner, write_delay_s=delay_s)
     chain = compile_workflow(
         _chain_definition(), agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
     )

@@ -7,7 +7,7 @@ Two measurements, each row the best of --repeat interleaved runs bounded by --ca
 
 - **agent call**: `AgentClient.call` over httpx with an in-process `MockTransport`
   answering the agent contract at once, so the client's own cost is all there is to see;
-- **workflow**: the built-in NLP -> Data -> Viz chain run by `DagRunner` over that
+- **workflow**: the built-in NLP -> Data -> Viz chain run by `DagEngine` over that
   client (state kept in memory, nothing written).
 
 Rows: tracer None (tracing off: what the service runs unless OTEL_EXPORTER_OTLP_ENDPOINT
@@ -39,9 +39,9 @@ from opentelemetry.trace import NoOpTracerProvider, Tracer  # noqa: E402
 from agents.client import AgentClient  # noqa: E402
 from agents.transport import HttpxTransport  # noqa: E402
 from orchestrator.chain import chain_definition  # noqa: E402
+from orchestrator.dag.compiler import compile_workflow  # noqa: E402
+from orchestrator.dag.engine import DagEngine  # noqa: E402
 from orchestrator.dag.kinds import default_kinds  # noqa: E402
-from orchestrator.dag.runner import DagRunner  # noqa: E402
-from orchestrator.dag.validate import compile_workflow  # noqa: E402
 from orchestrator.keyword_intent import keyword_intent_fallback  # noqa: E402
 from orchestrator.settings import default_registry  # noqa: E402
 from state.models import WorkflowState  # noqa: E402
@@ -92,7 +92,7 @@ async def _workflow_op(tracer: Tracer | None) -> tuple[Op, httpx.AsyncClient]:
     client = AgentClient(default_registry(), HttpxTransport(http), tracer=tracer)
     kinds = default_kinds()
     builtins = {"keyword_intent": keyword_intent_fallback}
-    runner = DagRunner(
+    runner = DagEngine(
         agents=client, registry=default_registry(), kinds=kinds, builtins=builtins, tracer=tracer
     )
     chain = compile_workflow(

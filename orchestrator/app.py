@@ -35,11 +35,11 @@ from orchestrator.api.routes import routes
 from orchestrator.api.schedule_routes import routes as schedule_routes
 from orchestrator.api.services import SERVICES, Services
 from orchestrator.chain import CHAIN_NAME, chain_definition
+from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
+from orchestrator.dag.engine import BuiltinFallback, DagEngine
 from orchestrator.dag.kinds import default_kinds
-from orchestrator.dag.runner import BuiltinFallback, DagRunner
-from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
-from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.keyword_intent import keyword_intent_fallback
+from orchestrator.lifecycle import WorkflowOrchestrator
 from orchestrator.metered_store import MeteredStore
 from orchestrator.metrics import AgentCollector, StoreMetrics, WorkflowMetrics
 from orchestrator.schedules import Scheduler
@@ -242,7 +242,7 @@ def create_app(
         # holding start-up up; one that is not up yet is read again on its first call.
         discovery = asyncio.create_task(client.discover(), name="a2a-discovery")
         kinds = default_kinds()
-        runner = DagRunner(
+        dag_engine = DagEngine(
             agents=client,
             registry=settings.agents,
             kinds=kinds,
@@ -268,7 +268,7 @@ def create_app(
 
         orchestrator = WorkflowOrchestrator(
             store=the_store,
-            runner=runner,
+            dag_engine=dag_engine,
             replica_id=replica_id,
             leases=the_store.leases(),
             lease_s=settings.lease_s,

@@ -3,10 +3,10 @@
 `EventRecorder` turns a running workflow's transitions into events and appends them,
 in order, to the workflow's event log in the state store (which numbers them and
 publishes them to every replica: state/events.py). One recorder per run, owned by
-the engine:
+the lifecycle:
 
-- `workflow(state)` on every transition: `workflow.running` once the runner starts;
-- `step(step)` when the runner says a step changed: `step.started`,
+- `workflow(state)` on every transition: `workflow.running` once the DAG engine starts;
+- `step(step)` when the DAG engine says a step changed: `step.started`,
   `step.completed`, `step.fell_back`, `step.failed`, `step.skipped`,
   `step.cancelled`;
 - `retrying(...)` from the agent client (through `agents.observe.retry_listener`):

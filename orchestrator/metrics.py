@@ -4,7 +4,7 @@ Every app owns a `CollectorRegistry` (never the process-global one), so tests an
 several apps in one process stay apart. Three sources feed it:
 
 - `WorkflowMetrics`: workflows started / finished / running and their durations,
-  step durations, fallbacks. Recorded by the engine when a workflow starts and
+  step durations, fallbacks. Recorded by the lifecycle when a workflow starts and
   ends (never per transition).
 - `AgentCollector`: agent calls by outcome, attempts, retries, retry-budget
   refusals, breaker state / transitions / rejections, bulkhead waits and in-flight
@@ -129,7 +129,7 @@ class WorkflowMetrics:
         )
 
     def track_running(self, count: Callable[[], int]) -> None:
-        """Read the running gauge from the engine at scrape time: a workflow handed off or
+        """Read the running gauge from the lifecycle at scrape time: a workflow handed off or
         fenced (it never "finishes" here) then leaves it, which counting could miss."""
         self.running.set_function(count)
 

@@ -2,13 +2,13 @@
 
 `tracer_provider(settings)` builds the SDK provider with the OTLP/HTTP exporter when
 `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, and returns None
-otherwise. With None, nothing of OpenTelemetry runs: the engine, the runner and
+otherwise. With None, nothing of OpenTelemetry runs: the lifecycle, the DAG engine and
 the agent client get no tracer and skip every tracing branch (one `is None` test;
 bench/tracing.py measures it). The process-global provider is never touched, so
 tests and several apps in one process stay apart.
 
-Spans: `workflow` (engine; attributes workflow.id, workflow.definition,
-workflow.status), `node <id>` (runner; step, kind, agent, step.status),
+Spans: `workflow` (lifecycle; attributes workflow.id, workflow.definition,
+workflow.status), `node <id>` (DAG engine; step, kind, agent, step.status),
 `agent <name>` per attempt (agent client; agent, attempt, breaker.state,
 retry.delay_s before it, outcome, http.response.status_code, error.type). Each attempt sends the
 W3C `traceparent` of its span, so an agent's own spans join the workflow's trace.

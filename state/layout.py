@@ -5,8 +5,8 @@ the inputs and definition written once (`spec`), the step order, one field per
 step and the result. `FieldCache` remembers, per workflow this process writes,
 a cheap fingerprint of every field it last sent, so a transition sends the
 header plus the steps that changed — not the whole document. A step's
-fingerprint holds the identity of its output and error: the engine replaces
-them, it never mutates them in place (the runner assigns new values).
+fingerprint holds the identity of its output and error: the DAG engine replaces
+them, it never mutates them in place (the DAG engine assigns new values).
 
 A terminal state is written *compacted*: the whole final document without the
 client's definition (only a resume needed it), as zlib-compressed JSON (workflow

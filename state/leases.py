@@ -28,7 +28,7 @@ Contract (both implementations, one suite in tests/state/test_leases.py):
   drops a dead replica's list once its workflows were claimed or found finished
   (`orphans` buries a dead replica that owned nothing itself).
 
-A heartbeat lives `lease_s` seconds; the engine beats every `lease_s / 3`.
+A heartbeat lives `lease_s` seconds; the lifecycle beats every `lease_s / 3`.
 """
 
 from __future__ import annotations

@@ -319,7 +319,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/api/workflows/validate",
         Role.USER,
-        "Validate a workflow definition and plan it",
+        "Check a workflow definition (compile it without running) and plan it",
         "workflows",
         body=ref("ValidateRequest"),
         replies={200: Reply("valid, with its plan", ref("Validated"))},

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from orchestrator.dag.compiler import CompiledWorkflow
 from orchestrator.dag.plan import plan_workflow
 from orchestrator.dag.svg import plan_svg
-from orchestrator.dag.validate import CompiledWorkflow
 from state.models import StepStatus, WorkflowState
 
 SVG_TYPE = "image/svg+xml"

@@ -28,9 +28,9 @@ from orchestrator.api.requests import (
 )
 from orchestrator.api.services import SERVICES
 from orchestrator.chain import CHAIN_NAME
+from orchestrator.dag.compiler import CompiledWorkflow
 from orchestrator.dag.parse import definition_schema
 from orchestrator.dag.plan import plan_workflow
-from orchestrator.dag.validate import CompiledWorkflow
 from orchestrator.errors import WorkflowNotFound
 from orchestrator.tracing import incoming_context
 from state.models import WorkflowState, WorkflowStatus
@@ -229,7 +229,7 @@ async def enable(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/workflows/validate")
-async def validate(request: web.Request) -> web.Response:
+async def check_workflow(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     raw = parse_workflow_body(await read_json_object(request))
     allowed = request.app[ACCESS].config.tenant(principal(request).tenant).agents

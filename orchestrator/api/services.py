@@ -15,10 +15,10 @@ from circuit.sharing import BreakerSync
 from orchestrator.api.errors import Unprocessable
 from orchestrator.dag.budget import measure
 from orchestrator.dag.cache import CompileCache
+from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
+from orchestrator.dag.engine import BuiltinFallback
 from orchestrator.dag.kinds import NodeKindRegistry
-from orchestrator.dag.runner import BuiltinFallback
-from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
-from orchestrator.engine import WorkflowOrchestrator
+from orchestrator.lifecycle import WorkflowOrchestrator
 from orchestrator.metrics import WorkflowMetrics
 from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings

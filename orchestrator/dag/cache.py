@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator.dag.validate import CompiledWorkflow
+from orchestrator.dag.compiler import CompiledWorkflow
 
 AgentsAllowed = tuple[str, ...] | None
 

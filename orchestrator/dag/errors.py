@@ -8,7 +8,7 @@ NodeError (Exception)           a node failed at run time; `code` is its error t
 
 A `Problem` is one thing wrong with a definition, addressed by node id and/or a
 JSON-pointer-like `path` ("nodes/3/input"), so an editor can point at it.
-Agent failures stay `agents.errors.AgentError`; the runner records their `code`.
+Agent failures stay `agents.errors.AgentError`; the DAG engine records their `code`.
 """
 
 from __future__ import annotations

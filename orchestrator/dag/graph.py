@@ -79,7 +79,7 @@ class ReadyTracker:
     """`graphlib.TopologicalSorter`'s `get_ready` / `done` / `is_active`, for a graph
     already known to be acyclic, with its reversed edges already built.
 
-    The runner makes one per workflow run. graphlib would rebuild a node record per
+    The DAG engine makes one per workflow run. graphlib would rebuild a node record per
     node and look for cycles on every run; a compiled workflow was checked once, so
     a run needs only a copy of the in-degrees. Callers keep graphlib's contract:
     `done` once per node handed out by `get_ready`. Roots come out in key order,

@@ -1,7 +1,7 @@
 """The typed, immutable form of a workflow definition (what `parse_definition` returns).
 
 A definition is data only: nothing here is compiled or checked against registries.
-`validate.compile_workflow` turns it into a `CompiledWorkflow` the runner executes.
+`compiler.compile_workflow` turns it into a `CompiledWorkflow` the DAG engine executes.
 """
 
 from __future__ import annotations

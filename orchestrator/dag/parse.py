@@ -4,7 +4,7 @@ Parsing does the structural checks (schema.json: types, required fields, no unkn
 field anywhere, the size limit) and folds the nodes-and-edges form of visual editors
 (`"edges": [{"source": "a", "target": "b"}]`) into each target's `depends_on`.
 Registries (agents, kinds, built-ins) and the graph are checked by
-`validate.validate_definition`; `validate.compile_workflow` runs both and reports
+`validate.check_definition`; `validate.compile_workflow` runs both and reports
 every problem of both at once.
 """
 

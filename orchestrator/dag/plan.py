@@ -1,6 +1,6 @@
 """The plan of a workflow, for display: levels, dependencies, critical path, parallelism.
 
-Levels are for people only: the runner never waits for a level, it starts each
+Levels are for people only: the DAG engine never waits for a level, it starts each
 node as soon as its own dependencies are done. Level i holds the nodes whose
 longest chain of dependencies has i edges.
 
@@ -21,10 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from orchestrator.dag.compiler import CompiledWorkflow
 from orchestrator.dag.errors import DefinitionError, Problem
 from orchestrator.dag.graph import critical_path, find_cycles, layer
 from orchestrator.dag.model import WorkflowDef
-from orchestrator.dag.validate import CompiledWorkflow
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Trigger rules: when a node with dependencies runs, given how they ended.
 
 Names as in Airflow. A rule is decided once every direct dependency has ended
-(the runner is eager per node, never per level), over three outcomes:
+(the DAG engine is eager per node, never per level), over three outcomes:
 
 - ``success``: the dependency completed (its own output or its fallback's);
 - ``failed``: it failed and the workflow went on (``on_failure: continue``);

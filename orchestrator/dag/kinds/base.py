@@ -4,7 +4,7 @@ A node kind is an object with a `name`, the JSON Schema of the fields it accepts
 (`params_schema`, merged into the published definition schema), a `compile` step run
 once at validation, and an async `run`. `BaseKind` gives `validate` and `references`
 for free from `compile`. Kinds never see the state store or other nodes' steps; the
-runner hands them a `NodeContext`.
+DAG engine hands them a `NodeContext`.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ class NodeContext:
             budget.offloaded()
         future = asyncio.get_running_loop().run_in_executor(None, work)
         # The node's own timeout_s and its workflow's deadline cancel this await from
-        # outside (the runner's timeouts); `finally` then stops the thread's budget.
+        # outside (the DAG engine's timeouts); `finally` then stops the thread's budget.
         limit_s = self.limits.offload_timeout_s
         try:
             async with asyncio.timeout(limit_s):

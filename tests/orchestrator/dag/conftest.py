@@ -14,8 +14,8 @@ import pytest
 from agents.errors import AgentError
 from agents.registry import AgentRegistry, AgentSpec
 from circuit.config import RetryConfig
-from orchestrator.dag.runner import BuiltinFallback, DagRunner
-from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
+from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
+from orchestrator.dag.engine import BuiltinFallback, DagEngine
 from state.models import WorkflowState
 
 AGENTS = ("nlp", "data", "viz", "a", "b", "c", "slow", "fast", "backup")
@@ -162,8 +162,8 @@ class Harness:
         self.fake = fake
         self.registry = registry
 
-    def runner(self, builtins: Mapping[str, BuiltinFallback] | None = None) -> DagRunner:
-        return DagRunner(agents=self.fake, registry=self.registry, builtins=builtins)
+    def runner(self, builtins: Mapping[str, BuiltinFallback] | None = None) -> DagEngine:
+        return DagEngine(agents=self.fake, registry=self.registry, builtins=builtins)
 
     async def run(
         self,

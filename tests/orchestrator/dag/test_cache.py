@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from orchestrator.dag.cache import CompileCache
+from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
 from orchestrator.dag.errors import DefinitionError
-from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
 
 AGENTS = ["a", "b"]
 

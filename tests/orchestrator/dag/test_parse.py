@@ -15,7 +15,7 @@ from orchestrator.dag.parse import definition_schema, parse_definition
 from orchestrator.dag.schema import DefinitionValidator, compose_schema
 
 from .conftest import agent
-from .test_runner import EXAMPLE
+from .test_engine import EXAMPLE
 
 
 def problems_of(raw: Any, **kwargs: Any) -> list[Problem]:

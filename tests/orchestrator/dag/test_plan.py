@@ -16,7 +16,7 @@ from orchestrator.dag.plan import plan_workflow
 
 from .conftest import agent, compile_def
 from .strategies import dags
-from .test_runner import EXAMPLE
+from .test_engine import EXAMPLE
 
 
 def definition(deps: dict[str, tuple[str, ...]], **options: Any) -> dict[str, Any]:

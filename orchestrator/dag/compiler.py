@@ -7,7 +7,7 @@ cycles (one concrete cycle per strongly connected component, listing its nodes),
 malformed templates and expressions, and reads of nodes that are not ancestors
 (a node may only read what is guaranteed to have finished before it starts).
 `compile_workflow` adds the structural checks of `parse` and returns the
-`CompiledWorkflow` the runner executes: templates and expressions compiled once.
+`CompiledWorkflow` the DAG engine executes: templates and expressions compiled once.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class _Analysis:
         self.problems.append(Problem(code, message, node_id, path, nodes))
 
 
-def validate_definition(
+def check_definition(
     defn: WorkflowDef,
     *,
     agents: Collection[str],

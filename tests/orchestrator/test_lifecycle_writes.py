@@ -16,10 +16,10 @@ from agents.registry import AgentRegistry
 from agents.transport import HttpxTransport
 from orchestrator.app import BUILTIN_FALLBACKS
 from orchestrator.chain import CHAIN_DEFINITION
+from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
+from orchestrator.dag.engine import DagEngine
 from orchestrator.dag.kinds import default_kinds
-from orchestrator.dag.runner import DagRunner
-from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
-from orchestrator.engine import WorkflowOrchestrator
+from orchestrator.lifecycle import WorkflowOrchestrator
 from orchestrator.settings import default_registry
 from state.memory import MemoryStateStore
 from state.models import WorkflowState, WorkflowStatus
@@ -96,13 +96,13 @@ def store(request: pytest.FixtureRequest) -> RecordingStore:
 async def engine(
     http: httpx.AsyncClient, registry: AgentRegistry, store: RecordingStore
 ) -> AsyncIterator[tuple[WorkflowOrchestrator, RecordingStore]]:
-    runner = DagRunner(
+    runner = DagEngine(
         agents=AgentClient(registry, HttpxTransport(http)),
         registry=registry,
         kinds=default_kinds(),
         builtins=BUILTIN_FALLBACKS,
     )
-    orchestrator = WorkflowOrchestrator(store=store, runner=runner)
+    orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner)
     await orchestrator.start()
     yield orchestrator, store
     await orchestrator.close()

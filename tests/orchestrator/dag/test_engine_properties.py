@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.registry import AgentRegistry, AgentSpec
-from orchestrator.dag.runner import DagRunner
-from orchestrator.dag.validate import compile_workflow
+from orchestrator.dag.compiler import compile_workflow
+from orchestrator.dag.engine import DagEngine
 from state.models import StepStatus, WorkflowState, WorkflowStatus
 
 from .conftest import Result, new_state
@@ -68,7 +68,7 @@ def run_dag(
         async def noop(_: WorkflowState) -> None:
             return None
 
-        runner = DagRunner(
+        runner = DagEngine(
             agents=caller, registry=AgentRegistry([AgentSpec(name="a", url="http://x")])
         )
         await runner.run(compiled, state, on_transition=noop)

@@ -44,12 +44,12 @@ from opentelemetry.trace import Tracer
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits
+from orchestrator.dag.compiler import INPUTS, CompiledNode, CompiledWorkflow
 from orchestrator.dag.errors import NodeError, NodeTimeout
 from orchestrator.dag.graph import ReadyTracker
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
 from orchestrator.dag.model import FallbackKind, OnFailure
 from orchestrator.dag.triggers import Outcome, unmet_reason
-from orchestrator.dag.validate import INPUTS, CompiledNode, CompiledWorkflow
 from orchestrator.dag.values import UnstorableValue, json_value
 from state.models import (
     StepError,
@@ -60,7 +60,7 @@ from state.models import (
     WorkflowStatus,
 )
 
-__all__ = ["AgentCaller", "BuiltinFallback", "DagRunner", "OnStep", "OnTransition"]
+__all__ = ["AgentCaller", "BuiltinFallback", "DagEngine", "OnStep", "OnTransition"]
 
 BuiltinFallback = Callable[[Mapping[str, Any]], Awaitable[Any]]
 OnTransition = Callable[[WorkflowState], Awaitable[None]]
@@ -128,8 +128,8 @@ class _StopWorkflow(Exception):
         self.error = error
 
 
-class DagRunner:
-    """Runs compiled workflows. One runner serves any number of workflows at once.
+class DagEngine:
+    """Runs compiled workflows. One engine serves any number of workflows at once.
 
     `agents` makes the agent calls (agents.client.AgentClient); `registry` supplies
     each agent's retry policy for per-node overrides; `kinds` is only used when a
@@ -192,7 +192,7 @@ class _Execution:
 
     def __init__(
         self,
-        runner: DagRunner,
+        engine: DagEngine,
         workflow: CompiledWorkflow,
         state: WorkflowState,
         on_transition: OnTransition,
@@ -200,7 +200,7 @@ class _Execution:
         pause_requested: Callable[[], bool] | None = None,
         on_step: OnStep | None = None,
     ) -> None:
-        self.runner = runner
+        self.engine = engine
         self.pause_requested = pause_requested or _never
         self.on_step = on_step
         self.workflow = workflow
@@ -225,14 +225,14 @@ class _Execution:
         self.degraded = False
         self.deadline: float | None = None
         # Every expression, template and transform of this run spends from here.
-        self.budget = Budget.for_workflow(runner.limits)
+        self.budget = Budget.for_workflow(engine.limits)
         # The node being dispatched or settled: where an escaping error is pinned.
         self.current: str | None = None
 
     # -- bookkeeping -------------------------------------------------------------
 
     async def emit(self, step: StepState | None = None) -> None:
-        self.state.updated_at = self.runner.clock()
+        self.state.updated_at = self.engine.clock()
         if step is not None and self.on_step is not None:
             self.on_step(step)
         await self.on_transition(self.state)
@@ -266,7 +266,7 @@ class _Execution:
         step = self.state.steps[node_id]
         step.status = StepStatus.SKIPPED
         step.skip_reason = reason
-        step.finished_at = self.runner.clock()
+        step.finished_at = self.engine.clock()
         self.skipped.add(node_id)
         self.unavailable.add(node_id)
         self.scope[node_id] = None
@@ -286,7 +286,7 @@ class _Execution:
 
     async def run(self) -> None:
         """Run to a terminal state, whatever happens: the one place that guarantees it
-        (or to PAUSED, when a pause was requested: see `DagRunner.run`).
+        (or to PAUSED, when a pause was requested: see `DagEngine.run`).
 
         Any exception escaping the scheduler, a node's bookkeeping, a transition
         callback or the output template (a bug, a value no store can hold, a failed
@@ -340,7 +340,7 @@ class _Execution:
             await self._abort("workflow cancelled")
             if not state.status.is_terminal:
                 state.status = WorkflowStatus.CANCELLED
-                state.finished_at = self.runner.clock()
+                state.finished_at = self.engine.clock()
             await self._emit_final()
             raise
         finally:
@@ -366,16 +366,16 @@ class _Execution:
             if node_id is not None and node_id in state.steps:
                 step = state.steps[node_id]
                 step.status = StepStatus.FAILED
-                step.finished_at = step.finished_at or self.runner.clock()
+                step.finished_at = step.finished_at or self.engine.clock()
                 step.error = StepError(type="internal_error", message=message, agent=step.agent)
                 message = f"node {node_id!r} failed: {message}"
             state.status = WorkflowStatus.FAILED
             state.error = WorkflowError(code="internal_error", message=message, step_id=node_id)
             state.result = None
-            state.finished_at = self.runner.clock()
+            state.finished_at = self.engine.clock()
         try:
             await self._emit_final()
-        except Exception:  # the engine writes the terminal state itself when this fails
+        except Exception:  # the lifecycle writes the terminal state itself when this fails
             log.warning("final_emit_failed", workflow_id=state.workflow_id, exc_info=True)
 
     async def _emit_final(self) -> None:
@@ -430,7 +430,7 @@ class _Execution:
                 await self.before_start()
             step = self.state.steps[node_id]
             step.status = StepStatus.RUNNING
-            step.started_at = self.runner.clock()
+            step.started_at = self.engine.clock()
             task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
@@ -494,7 +494,7 @@ class _Execution:
     async def _settle(self, node_id: str, outcome: _Outcome) -> None:
         cn = self.workflow.nodes[node_id]
         step = self.state.steps[node_id]
-        step.finished_at = self.runner.clock()
+        step.finished_at = self.engine.clock()
         step.attempts = outcome.attempts
         if outcome.agent is not None:
             step.agent = step.agent or outcome.agent
@@ -554,16 +554,16 @@ class _Execution:
             scope=MappingProxyType(self.scope),
             unavailable=self.unavailable,
             dependency_outputs=[(d, self.scope[d]) for d in deps if d not in self.unavailable],
-            caller=self.runner.agents,
-            registry=self.runner.registry,
+            caller=self.engine.agents,
+            registry=self.engine.registry,
             deadline=deadline,
             agent=cn.agent,
-            budget=self.budget.child(self.runner.limits),
-            limits=self.runner.limits,
+            budget=self.budget.child(self.engine.limits),
+            limits=self.engine.limits,
         )
 
     def _timeout_s(self, cn: CompiledNode) -> float | None:
-        return cn.node.timeout_s if cn.node.timeout_s is not None else self.runner.step_timeout_s
+        return cn.node.timeout_s if cn.node.timeout_s is not None else self.engine.step_timeout_s
 
     def _node_deadline(self, cn: CompiledNode) -> float | None:
         deadlines = [d for d in (self.deadline,) if d is not None]
@@ -578,7 +578,7 @@ class _Execution:
         # This node's own task: every line logged inside it carries the step and agent.
         # (`attempt` is 0 until the agent client makes one.)
         structlog.contextvars.bind_contextvars(step=cn.id, agent=cn.agent, attempt=0)
-        tracer = self.runner.tracer
+        tracer = self.engine.tracer
         if tracer is None:
             return await self._execute_node(cn, ctx, pre_error)
         attributes = {"workflow.id": self.state.workflow_id, "step": cn.id, "kind": cn.node.kind}
@@ -599,7 +599,7 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            output = _storable(cn, await self._run_bounded(cn, ctx), self.runner.limits)
+            output = _storable(cn, await self._run_bounded(cn, ctx), self.engine.limits)
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
@@ -619,7 +619,7 @@ class _Execution:
             if fb.kind is FallbackKind.VALUE:
                 output = copy.deepcopy(fb.value)
             elif fb.kind is FallbackKind.BUILTIN:
-                builtin = self.runner.builtins[str(fb.target)]
+                builtin = self.engine.builtins[str(fb.target)]
                 arg = node_input if isinstance(node_input, Mapping) else {"value": node_input}
                 output = await self._bounded(cn, ctx, builtin(arg))
             else:
@@ -628,7 +628,7 @@ class _Execution:
                     payload = {}
                 ctx.deadline = self._node_deadline(cn)
                 output = await self._bounded(cn, ctx, ctx.call_agent(str(fb.target), payload))
-            output = _storable(cn, output, self.runner.limits)
+            output = _storable(cn, output, self.engine.limits)
         except Exception as fb_exc:
             failure = NodeError(
                 f"{reason}; fallback failed: {error_message(fb_exc)}",
@@ -681,7 +681,7 @@ class _Execution:
     async def _abort(self, reason: str) -> None:
         """Cancel every running node; every step that has not finished is CANCELLED."""
         await self._reap()
-        now = self.runner.clock()
+        now = self.engine.clock()
         for step in self.state.steps.values():
             if step.status is StepStatus.RUNNING:
                 step.status = StepStatus.CANCELLED
@@ -702,7 +702,7 @@ class _Execution:
             )
         state.status = status
         state.error = error
-        state.finished_at = self.runner.clock()
+        state.finished_at = self.engine.clock()
 
     def _result(self) -> Any:
         template = self.workflow.output
@@ -718,7 +718,7 @@ class _Execution:
         try:
             return json_value(
                 template.render(self.scope, missing="null", budget=budget),
-                max_bytes=self.runner.limits.workflow_bytes,
+                max_bytes=self.engine.limits.workflow_bytes,
             )
         except (BudgetExceeded, UnstorableValue) as exc:
             raise _OutputError(str(exc)) from exc

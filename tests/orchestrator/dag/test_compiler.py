@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
+from orchestrator.dag.compiler import check_definition, compile_workflow
 from orchestrator.dag.errors import DefinitionError, Problem
 from orchestrator.dag.kinds import BaseKind, Compiled, NodeContext, ProblemCollector, default_kinds
 from orchestrator.dag.model import NodeDef
 from orchestrator.dag.parse import parse_definition
-from orchestrator.dag.validate import compile_workflow, validate_definition
 
 from .conftest import AGENTS, FakeAgents, agent, new_state
 from .strategies import digraphs
@@ -144,11 +144,11 @@ def test_when_and_fallback_input_are_checked_for_ancestry() -> None:
 
 def test_validate_definition_lists_problems_without_raising() -> None:
     defn = parse_definition({"nodes": [agent("a", "zzz")]})
-    problems = validate_definition(defn, agents={"a"}, kinds=default_kinds())
+    problems = check_definition(defn, agents={"a"}, kinds=default_kinds())
     assert [(p.code, p.node_id, p.path) for p in problems] == [
         ("unknown_agent", "a", "nodes/0/agent")
     ]
-    assert validate_definition(parse_definition({"nodes": [agent("a")]}), agents={"a"}) == []
+    assert check_definition(parse_definition({"nodes": [agent("a")]}), agents={"a"}) == []
 
 
 def test_structural_and_semantic_problems_come_together() -> None:
@@ -215,7 +215,7 @@ def test_agent_nodes_without_input_get_the_empty_input_and_their_own_agent() -> 
 async def test_a_kind_registered_outside_the_engine_validates_and_runs() -> None:
     """The kind registry is open: a custom kind checks its params and runs in a DAG."""
     from agents.registry import AgentRegistry
-    from orchestrator.dag.runner import DagRunner
+    from orchestrator.dag.engine import DagEngine
     from orchestrator.dag.templates import Template
 
     class Shout(BaseKind):
@@ -260,7 +260,7 @@ async def test_a_kind_registered_outside_the_engine_validates_and_runs() -> None
     async def noop(_: Any) -> None:
         return None
 
-    await DagRunner(agents=FakeAgents(), registry=AgentRegistry([]), kinds=kinds).run(
+    await DagEngine(agents=FakeAgents(), registry=AgentRegistry([]), kinds=kinds).run(
         compiled, state, on_transition=noop
     )
     assert state.result == {"s": {"value": "HI WORLD"}}

@@ -19,13 +19,13 @@ import structlog
 
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
+from orchestrator.dag.compiler import compile_workflow
+from orchestrator.dag.engine import DagEngine
 from orchestrator.dag.kinds import NodeContext, NodeKindRegistry, default_kinds
 from orchestrator.dag.kinds.base import BaseKind, Compiled
 from orchestrator.dag.model import NodeDef
-from orchestrator.dag.runner import DagRunner
-from orchestrator.dag.validate import compile_workflow
-from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.errors import WorkflowAlreadyFinished
+from orchestrator.lifecycle import WorkflowOrchestrator
 from state.memory import MemoryStateStore
 from state.models import StepStatus, WorkflowState, WorkflowStatus
 from tests.orchestrator.dag.conftest import AGENTS, FakeAgents, Result, compile_def, new_state
@@ -102,7 +102,7 @@ async def _run(
             raise Injected(f"transition {calls} failed")
         seen.append(current.to_dict())
 
-    runner = DagRunner(agents=agents, registry=_registry())
+    runner = DagEngine(agents=agents, registry=_registry())
     # Captured, not rendered: the internal errors are logged with their tracebacks.
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(runner.run(compiled, state, on_transition=on_transition))
@@ -204,7 +204,7 @@ async def test_a_buggy_node_kind_fails_its_step_and_the_workflow(mode: str, code
         return None
 
     with structlog.testing.capture_logs():
-        await DagRunner(agents=FakeAgents(), registry=_registry(), kinds=kinds).run(
+        await DagEngine(agents=FakeAgents(), registry=_registry(), kinds=kinds).run(
             compiled, state, on_transition=on_transition
         )
     assert state.status is WorkflowStatus.FAILED
@@ -233,7 +233,7 @@ async def test_a_failed_state_write_at_every_point_still_leaves_a_terminal_docum
     for k in range(1, 8):
         store = FlakyStore(k)
         engine = WorkflowOrchestrator(
-            store=store, runner=DagRunner(agents=CountingAgents(), registry=_registry())
+            store=store, dag_engine=DagEngine(agents=CountingAgents(), registry=_registry())
         )
         await engine.start()
         try:
@@ -254,7 +254,7 @@ async def test_a_failed_state_write_at_every_point_still_leaves_a_terminal_docum
 
 def test_agent_errors_are_not_internal() -> None:
     """An AgentError keeps its own code (the runner only labels what it cannot name)."""
-    from orchestrator.dag.runner import error_code
+    from orchestrator.dag.engine import error_code
 
     assert error_code(AgentError("x", agent="a")) == "agent_error"
     assert error_code(Injected("x")) == "internal_error"

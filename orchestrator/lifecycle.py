@@ -27,7 +27,7 @@ Timing goes through an injected `Clock` (its `sleep`), so heartbeat, lease
 expiry and reconcile are unit-tested on a fake clock without real time.
 
 Pause: a flag in the store (set by any replica, read at once by the owner when
-the request reached it, else by its flag poller); the runner starts no new node
+the request reached it, else by its flag poller); the DAG engine starts no new node
 and, once the running ones end, writes PAUSED and returns; the owner releases
 the lease, so no replica resumes it on its own. `resume` on any replica clears
 the flag, takes the lease and runs it again from its settled steps.
@@ -48,8 +48,8 @@ import structlog
 from opentelemetry.trace import Tracer
 
 from agents.observe import retry_listener
-from orchestrator.dag.runner import DagRunner
-from orchestrator.dag.validate import CompiledWorkflow
+from orchestrator.dag.compiler import CompiledWorkflow
+from orchestrator.dag.engine import DagEngine
 from orchestrator.errors import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
@@ -119,7 +119,7 @@ class WorkflowOrchestrator:
         self,
         *,
         store: StateStore,
-        runner: DagRunner,
+        dag_engine: DagEngine,
         metrics: WorkflowMetrics | None = None,
         replica_id: str | None = None,
         shutdown_grace_s: float = 5.0,
@@ -138,7 +138,7 @@ class WorkflowOrchestrator:
         self._write_pace = write_pace
         # StateWriter write-behind delay (see there): transitions of a burst coalesce.
         self._write_delay_s = write_delay_s
-        self.runner = runner
+        self.dag_engine = dag_engine
         self.metrics = metrics or WorkflowMetrics()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self._shutdown_grace_s = shutdown_grace_s
@@ -689,7 +689,7 @@ class WorkflowOrchestrator:
         try:
             if await self._cancel_requested(state.workflow_id):
                 raise asyncio.CancelledError
-            await self.runner.run(
+            await self.dag_engine.run(
                 workflow,
                 state,
                 on_transition=on_transition,
@@ -698,8 +698,8 @@ class WorkflowOrchestrator:
                 pause_requested=lambda: state.workflow_id in self._pausing,
             )
         except asyncio.CancelledError:
-            # The runner marks CANCELLED itself; this covers a cancel that arrived
-            # before the runner started.
+            # The DAG engine marks CANCELLED itself; this covers a cancel that arrived
+            # before the DAG engine started.
             if not state.status.is_terminal:
                 _mark_cancelled(state)
         except Exception as exc:  # a bug in a node kind must still end the workflow
@@ -726,8 +726,8 @@ class WorkflowOrchestrator:
         events: EventRecorder,
         record_end: Callable[[], None],
     ) -> None:
-        # The runner writes the terminal document itself; write it here only if it
-        # did not (a cancel before the runner started, a crash, a write still owed).
+        # The DAG engine writes the terminal document itself; write it here only if it
+        # did not (a cancel before the DAG engine started, a crash, a write still owed).
         if not writer.final:
             writer.mark_dirty()
             await writer.flush()

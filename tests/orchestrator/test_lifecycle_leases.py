@@ -23,11 +23,11 @@ from agents.registry import AgentRegistry
 from agents.transport import HttpxTransport
 from orchestrator.app import BUILTIN_FALLBACKS
 from orchestrator.chain import CHAIN_DEFINITION
+from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
+from orchestrator.dag.engine import DagEngine
 from orchestrator.dag.kinds import default_kinds
-from orchestrator.dag.runner import DagRunner
-from orchestrator.dag.validate import CompiledWorkflow, compile_workflow
-from orchestrator.engine import WorkflowOrchestrator
 from orchestrator.errors import WorkflowAlreadyFinished
+from orchestrator.lifecycle import WorkflowOrchestrator
 from orchestrator.settings import default_registry
 from state.memory import MemoryStateStore
 from state.models import StepStatus, WorkflowState, WorkflowStatus
@@ -142,7 +142,7 @@ async def make_engine(
     made: list[WorkflowOrchestrator] = []
 
     def make(replica_id: str) -> WorkflowOrchestrator:
-        runner = DagRunner(
+        runner = DagEngine(
             agents=AgentClient(registry, HttpxTransport(http)),
             registry=registry,
             kinds=default_kinds(),
@@ -150,7 +150,7 @@ async def make_engine(
         )
         engine = WorkflowOrchestrator(
             store=store,
-            runner=runner,
+            dag_engine=runner,
             replica_id=replica_id,
             leases=store.leases(),
             lease_s=LEASE_S,

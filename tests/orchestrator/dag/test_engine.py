@@ -603,9 +603,9 @@ def test_compiled_workflow_is_reusable() -> None:
 
     async def go() -> list[WorkflowStatus]:
         from agents.registry import AgentRegistry, AgentSpec
-        from orchestrator.dag.runner import DagRunner
+        from orchestrator.dag.engine import DagEngine
 
-        runner = DagRunner(
+        runner = DagEngine(
             agents=FakeAgents(), registry=AgentRegistry([AgentSpec(name="a", url="http://x")])
         )
         out = []
