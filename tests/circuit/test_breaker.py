@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pybreaker
 import pytest
@@ -84,7 +85,7 @@ def make_breaker(clock: FakeClock, wall_clock: FakeClock) -> BreakerFactory:
         success_threshold: int = 1,
         half_open_max_calls: int = 1,
         backoff_multiplier: float = 1.0,  # a fixed open wait; backoff has its own tests
-        **kwargs: object,
+        **kwargs: Any,
     ) -> AsyncCircuitBreaker:
         config = BreakerConfig(
             policy="consecutive",
@@ -639,4 +640,5 @@ async def test_reset_discards_outcomes_of_calls_admitted_before_it(
 def test_rejects_nonsensical_config(field: str, value: float) -> None:
     """Thresholds below one (or a negative timeout) are configuration errors."""
     with pytest.raises(ValueError, match=field):
-        AsyncCircuitBreaker("nlp", BreakerConfig(**{field: value}))
+        bad: dict[str, Any] = {field: value}
+        AsyncCircuitBreaker("nlp", BreakerConfig(**bad))

@@ -305,6 +305,7 @@ def test_the_checker_walks_every_child_expression(source: str) -> None:
         return
     markers = (ast.expr_context, ast.operator, ast.boolop, ast.unaryop, ast.cmpop)
     for node in ast.walk(tree.body):
+        expected: list[ast.AST]
         if isinstance(node, ast.Call):
             expected = [*node.args, *(k.value for k in node.keywords)]
         else:
