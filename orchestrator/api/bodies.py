@@ -1,0 +1,79 @@
+"""The API's request bodies and its error body, one typed model each (msgspec Structs).
+
+These types are the contract: `api/requests.py` decodes requests into them
+(api/decoding.py turns msgspec's errors into ours), and the OpenAPI document's
+`components/schemas` are generated from them (api/schemas.py), so a field added
+here is documented without another edit. Class docstrings and field `Meta`
+descriptions become the schema's descriptions. Response bodies: api/replies.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from state.schedules import Misfire
+
+# The longest wait a client may ask of a sync query.
+MAX_WAIT_S = 300.0
+# The longest schedule name.
+MAX_SCHEDULE_NAME = 200
+
+Mode = Literal["sync", "async"]
+
+_DEFINITION = "a workflow definition: see GET /api/workflows/schema"
+Definition = Annotated[dict[str, Any], Meta(description=_DEFINITION)]
+QueryText = Annotated[str, Meta(description="the question; required without `workflow`")]
+
+
+class QueryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /api/query: a `query` runs the chain; a `workflow` runs that DAG (with `query`
+    among its inputs when both are sent)."""
+
+    query: QueryText | None = None
+    mode: Mode = "sync"
+    workflow: Definition | None = None
+    wait_s: (
+        Annotated[
+            float,
+            Meta(
+                ge=0,
+                le=MAX_WAIT_S,
+                description="sync only: answer 202 if not finished by then "
+                "(default ORCH_SYNC_WAIT_S)",
+            ),
+        ]
+        | None
+    ) = None
+
+
+class ValidateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """POST /api/workflows/validate and /api/workflows/plan.svg: the definition to check."""
+
+    workflow: Definition
+
+
+class ScheduleRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /api/schedules: a query and/or workflow (as for POST /api/query, without
+    `mode`) run on every tick of `cron` in `timezone`."""
+
+    cron: Annotated[str, Meta(description="5 fields, or an @alias (@hourly)")]
+    timezone: Annotated[str, Meta(description="an IANA time zone (null: UTC)")] | None = None
+    misfire: Misfire | None = Misfire.SKIP
+    name: Annotated[str, Meta(max_length=MAX_SCHEDULE_NAME)] | None = None
+    query: QueryText | None = None
+    workflow: Definition | None = None
+
+
+class ErrorDetail(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    code: Annotated[str, Meta(description="what went wrong, for programs (e.g. missing_field)")]
+    message: Annotated[str, Meta(description="what went wrong, for people; names the field")]
+    details: Annotated[Any, Meta(description="whatever helps to act on the error; may be null")]
+
+
+class Error(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Every error the API answers (any 4xx or 5xx)."""
+
+    error: ErrorDetail
