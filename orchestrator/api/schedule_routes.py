@@ -14,7 +14,9 @@ from typing import Any
 
 from aiohttp import web
 from croniter import CroniterError
+from msgspec import UNSET
 
+from orchestrator.api import replies
 from orchestrator.api.access import ACCESS, principal
 from orchestrator.api.errors import Forbidden
 from orchestrator.api.requests import parse_schedule_request, read_json_object
@@ -43,7 +45,8 @@ async def list_all(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     who = principal(request)
     schedules = [s for s in await services.scheduler.store.all() if who.may_see(s.tenant)]
-    return json_response({"schedules": [await _body(services, s, runs=False) for s in schedules]})
+    bodies = [await _body(services, s, runs=False) for s in schedules]
+    return json_response(replies.Schedules(schedules=bodies))
 
 
 @routes.get("/api/schedules/{schedule_id}")
@@ -133,18 +136,32 @@ def _next_run(schedule: Schedule, now: float) -> float | None:
         return None
 
 
-async def _body(services: Services, schedule: Schedule, *, runs: bool = True) -> dict[str, Any]:
-    body = schedule.to_dict()
+async def _body(
+    services: Services, schedule: Schedule, *, runs: bool = True
+) -> replies.Schedule:
     now = services.scheduler.clock()
-    body["next_run_at"] = None if schedule.paused else _next_run(schedule, now)
-    if runs:
-        body["runs"] = [
-            {**run.to_dict(), "status_url": f"/api/workflow/{run.workflow_id}/status"}
+    path = f"/api/schedules/{schedule.schedule_id}"
+    return replies.Schedule(
+        schedule_id=schedule.schedule_id,
+        name=schedule.name,
+        tenant=schedule.tenant,
+        cron=schedule.cron,
+        timezone=schedule.timezone,
+        request=schedule.request,
+        misfire=schedule.misfire,
+        paused=schedule.paused,
+        created_at=schedule.created_at,
+        anchor=schedule.anchor,
+        next_run_at=None if schedule.paused else _next_run(schedule, now),
+        links=replies.ScheduleLinks(self=path, pause=f"{path}/pause", resume=f"{path}/resume"),
+        runs=[
+            replies.ScheduleRun(
+                tick=run.tick,
+                workflow_id=run.workflow_id,
+                status_url=f"/api/workflow/{run.workflow_id}/status",
+            )
             for run in await services.scheduler.store.runs(schedule.schedule_id)
         ]
-    body["links"] = {
-        "self": f"/api/schedules/{schedule.schedule_id}",
-        "pause": f"/api/schedules/{schedule.schedule_id}/pause",
-        "resume": f"/api/schedules/{schedule.schedule_id}/resume",
-    }
-    return body
+        if runs
+        else UNSET,
+    )
