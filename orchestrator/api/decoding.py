@@ -89,6 +89,11 @@ def _translate(
             code="unknown_field",
             details={"fields": unknown},
         )
+    if match := _UNKNOWN.match(message):  # in a nested object
+        field = _field(match["path"], match["field"])
+        return BadRequest(
+            f"unknown field(s): {field}", code="unknown_field", details={"fields": [field]}
+        )
     if match := _MISSING.match(message):
         return _missing(_field(match["path"], match["field"]))
     if match := _TYPE.match(message):
