@@ -158,7 +158,11 @@ class Workflow(msgspec.Struct, frozen=True, kw_only=True):
             status=state.status,
             inputs=state.inputs,
             steps={sid: Step.of(step) for sid, step in state.steps.items()},
-            fallbacks=[Fallback(step_id=f["step_id"], reason=f["reason"]) for f in state.fallbacks],
+            fallbacks=[
+                Fallback(step_id=s.step_id, reason=s.fallback)
+                for s in state.steps.values()
+                if s.fallback is not None
+            ],
             result=state.result,
             error=None
             if error is None
