@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         assert orjson.loads(_old_status(state)) == orjson.loads(_new_status(state))
         rows.append((
             f"status body, {steps:,} steps",
-            best_us(lambda s=state: _old_status(s), args.repeat, batch),  # type: ignore[misc]
-            best_us(lambda s=state: _new_status(s), args.repeat, batch),  # type: ignore[misc]
+            best_us(lambda s=state: _old_status(s), args.repeat, batch),
+            best_us(lambda s=state: _new_status(s), args.repeat, batch),
         ))
     for label, body in (
         ("query body, plain query", {"query": "revenue by region", "mode": "async"}),
@@ -132,9 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     ):
         rows.append((
             label,
-            best_us(lambda b=body: _old_query(b, 4_000), args.repeat, 2_000),  # type: ignore[misc]
+            best_us(lambda b=body: _old_query(b, 4_000), args.repeat, 2_000),
             best_us(
-                lambda b=body: parse_query_request(b, max_query_chars=4_000),  # type: ignore[misc]
+                lambda b=body: parse_query_request(b, max_query_chars=4_000),
                 args.repeat,
                 2_000,
             ),
