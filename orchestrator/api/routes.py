@@ -115,7 +115,8 @@ async def history(request: web.Request) -> web.Response:
     who = principal(request)
     query = parse_history_query(request.query, tenant=who.tenant, all_tenants=who.all_tenants)
     page = await request.app[SERVICES].orchestrator.store.history(query)
-    entries = msgspec.convert(page.entries, list[replies.HistoryEntry])
+    # The store's entries (header documents) become the public shape; fields they add are left out.
+    entries = msgspec.convert(page.entries, list[replies.HistoryEntry], from_attributes=True)
     body = _encode(replies.History(workflows=entries, next_cursor=page.cursor))
     if not who.has(Role.OPS):
         body = request.app[REDACTOR](body)  # error messages may name agent addresses
