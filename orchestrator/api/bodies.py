@@ -23,8 +23,17 @@ MAX_SCHEDULE_NAME = 200
 
 Mode = Literal["sync", "async"]
 
-_DEFINITION = "a workflow definition: see GET /api/workflows/schema"
-Definition = Annotated[dict[str, Any], Meta(description=_DEFINITION)]
+# The definition's own schema is a component of the document (api/schemas.py
+# `definition_components`); it is checked by the compiler (422 `invalid_workflow`, every
+# problem named by node and field), not here, so the field decodes as an object.
+DEFINITION_COMPONENT = "WorkflowDefinition"
+Definition = Annotated[
+    dict[str, Any],
+    Meta(
+        description="a workflow definition: see GET /api/workflows/schema",
+        extra_json_schema={"$ref": f"#/components/schemas/{DEFINITION_COMPONENT}"},
+    ),
+]
 QueryText = Annotated[str, Meta(description="the question; required without `workflow`")]
 
 

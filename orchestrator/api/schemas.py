@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from orchestrator.api.bodies import Error
+from orchestrator.api.bodies import DEFINITION_COMPONENT, Error
 
 Model = type[msgspec.Struct]
 
@@ -26,12 +26,49 @@ def ref(model: Model) -> dict[str, str]:
     return {"$ref": REF_PREFIX + model.__name__}
 
 
-def components(models: Iterable[Model]) -> dict[str, Any]:
-    """The component schemas of `models` (and `Error`), and of every type they use."""
+def components(
+    models: Iterable[Model], *, definition: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The component schemas of `models` (and `Error`), of every type they use, and of
+    the workflow definition (`definition`: its JSON Schema; see `definition_components`)."""
     unique: set[Model] = {Error, *models}
     wanted = sorted(unique, key=lambda m: m.__name__)
     names = [m.__name__ for m in wanted]
     if len(set(names)) != len(names):
         raise RuntimeError(f"two body types share a name: {sorted(names)}")
     _, schemas = msgspec.json.schema_components(wanted, ref_template=REF_PREFIX + "{name}")
+    schemas.update(definition_components(definition))
     return dict(sorted(schemas.items()))
+
+
+def definition_components(definition: dict[str, Any] | None) -> dict[str, Any]:
+    """The definition's JSON Schema as components: its root as `WorkflowDefinition`, each of
+    its `$defs` as `WorkflowDefinition.<name>`, its `#/$defs/` references rewritten to
+    them (the document has one root, so the schema's own `$id` and `$schema` go)."""
+    if definition is None:
+        return {DEFINITION_COMPONENT: {"type": "object", "description": _DEFINITION_TEXT}}
+    root = {k: v for k, v in definition.items() if k not in ("$schema", "$id", "$defs")}
+    hoisted = {
+        f"{DEFINITION_COMPONENT}.{name}": schema
+        for name, schema in definition.get("$defs", {}).items()
+    }
+    out = {DEFINITION_COMPONENT: root, **hoisted}
+    return {name: _rehome(schema) for name, schema in out.items()}
+
+
+_DEFINITION_TEXT = "a workflow definition: see GET /api/workflows/schema"
+
+
+def _rehome(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {k: _rehome(v) for k, v in node.items()}
+        target = out.get("$ref")
+        if isinstance(target, str):
+            if target == "#":
+                out["$ref"] = REF_PREFIX + DEFINITION_COMPONENT
+            elif target.startswith("#/$defs/"):
+                out["$ref"] = f"{REF_PREFIX}{DEFINITION_COMPONENT}.{target[len('#/$defs/'):]}"
+        return out
+    if isinstance(node, list):
+        return [_rehome(v) for v in node]
+    return node
