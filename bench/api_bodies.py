@@ -33,7 +33,7 @@ import orjson  # noqa: E402
 from orchestrator.api import replies  # noqa: E402
 from orchestrator.api.openapi import openapi_document  # noqa: E402
 from orchestrator.api.requests import parse_query_request  # noqa: E402
-from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus  # noqa: E402
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus  # noqa: E402
 
 
 def _state(steps: int) -> WorkflowState:
@@ -42,8 +42,8 @@ def _state(steps: int) -> WorkflowState:
         inputs={"query": "revenue by region"}, created_at=1.0, updated_at=2.0, finished_at=2.0,
     )
     for i in range(steps):
-        state.steps[f"n{i}"] = StepState(
-            f"n{i}", "agent", agent="data", status=StepStatus.COMPLETED, attempts=1,
+        state.steps[f"n{i}"] = NodeRun(
+            f"n{i}", "agent", agent="data", status=NodeStatus.COMPLETED, attempts=1,
             started_at=1.0 + i * 1e-4, finished_at=1.5, output={"rows": [[i, "x"]], "n": i},
         )
     state.result = {"rows": [[1, "x"]] * 10}

@@ -19,7 +19,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from orchestrator.chain import CHAIN_NAME
-from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.schedules import Misfire
 
 __all__ = [
@@ -46,8 +46,8 @@ Count = Annotated[int, Meta(ge=0)]
 # -- workflows ---------------------------------------------------------------------------
 
 
-class StepError(msgspec.Struct, frozen=True, kw_only=True):
-    """Why a step failed."""
+class NodeFailure(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a node failed (`steps[].error`)."""
 
     type: str
     message: str
@@ -60,18 +60,18 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     step_id: str
     kind: str
     agent: str | None
-    status: StepStatus
+    status: NodeStatus
     attempts: Count
     started_at: Epoch | None
     finished_at: Epoch | None
     duration_ms: float | None
     output: Any
-    error: StepError | None
+    error: NodeFailure | None
     fallback: Annotated[str | None, Meta(description="why the fallback's output was used")]
     skip_reason: str | None
 
     @classmethod
-    def of(cls, step: StepState) -> Step:
+    def of(cls, step: NodeRun) -> Step:
         error = step.error
         return cls(
             step_id=step.step_id,
@@ -85,7 +85,7 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
             output=step.output,
             error=None
             if error is None
-            else StepError(
+            else NodeFailure(
                 type=error.type,
                 message=error.message,
                 agent=error.agent,
@@ -459,7 +459,7 @@ class WorkflowTotals(msgspec.Struct, frozen=True, kw_only=True):
     duration_ms: Durations
 
 
-class StepTotals(msgspec.Struct, frozen=True, kw_only=True):
+class NodeTotals(msgspec.Struct, frozen=True, kw_only=True):
     statuses: dict[str, int]
     count: int
     avg_ms: float | None
@@ -480,7 +480,7 @@ class Metrics(msgspec.Struct, frozen=True, kw_only=True):
 
     workflows: WorkflowTotals
     steps: Annotated[
-        dict[str, StepTotals], Meta(description="by `<definition>.<step>` (others: one key)")
+        dict[str, NodeTotals], Meta(description="by `<definition>.<step>` (others: one key)")
     ]
     fallbacks: int
     agents: dict[str, AgentTotals]

@@ -144,7 +144,7 @@ async def metrics(request: web.Request) -> web.Response:
     totals = services.orchestrator.metrics.snapshot()
     body = replies.Metrics(
         workflows=msgspec.convert(totals["workflows"], replies.WorkflowTotals),
-        steps=msgspec.convert(totals["steps"], dict[str, replies.StepTotals]),
+        steps=msgspec.convert(totals["steps"], dict[str, replies.NodeTotals]),
         fallbacks=totals["fallbacks"],
         agents=agents,
         retries_total=sum(a.retries for a in agents.values()),

@@ -9,9 +9,9 @@ import msgspec
 from orchestrator.api import replies
 from orchestrator.chain import CHAIN_NAME
 from state.models import (
-    StepError,
-    StepState,
-    StepStatus,
+    NodeFailure,
+    NodeRun,
+    NodeStatus,
     WorkflowError,
     WorkflowState,
     WorkflowStatus,
@@ -25,17 +25,17 @@ def _state(name: str) -> WorkflowState:
         status=WorkflowStatus.DEGRADED,
         inputs={"query": "q"},
         steps={
-            "nlp": StepState(
-                "nlp", "agent", agent="nlp", status=StepStatus.COMPLETED, attempts=1,
+            "nlp": NodeRun(
+                "nlp", "agent", agent="nlp", status=NodeStatus.COMPLETED, attempts=1,
                 started_at=10.0, finished_at=10.25, output={"intent": {"kind": "top"}},
                 fallback="nlp_unavailable",
             ),
-            "viz": StepState(
-                "viz", "agent", agent="viz", status=StepStatus.FAILED, attempts=3,
+            "viz": NodeRun(
+                "viz", "agent", agent="viz", status=NodeStatus.FAILED, attempts=3,
                 started_at=10.3, finished_at=11.0,
-                error=StepError("agent_error", "boom", agent="viz", attempts=3, input={"a": 1}),
+                error=NodeFailure("agent_error", "boom", agent="viz", attempts=3, input={"a": 1}),
             ),
-            "later": StepState("later", "transform"),
+            "later": NodeRun("later", "transform"),
         },
         result={"intent": {"kind": "top"}, "data": [[1]], "chart": None},
         error=WorkflowError("step_failed", "viz failed", step_id="viz", agent="viz"),
