@@ -342,19 +342,22 @@ class ForcedMode(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReplicaBreaker(msgspec.Struct, frozen=True, kw_only=True):
-    """One replica's state of a breaker, as it last published it."""
+    """One replica's state of a breaker, as it last published it.
+
+    Other replicas may run another version (a rolling upgrade): what one does not
+    publish reads as its default rather than failing the whole status answer."""
 
     state: Literal["closed", "open", "half_open"]
-    forced: Literal["open", "disabled", "follow"] | None
-    window: Window | None
-    open_wait_s: float
-    backoff_level: int
-    opened_at: Epoch | None
-    half_open_at: Epoch | None
-    calls: int
-    failures: int
-    rejections: int
-    trips: int
+    forced: Literal["open", "disabled", "follow"] | None = None
+    window: Window | None = None
+    open_wait_s: float = 0.0
+    backoff_level: int = 0
+    opened_at: Epoch | None = None
+    half_open_at: Epoch | None = None
+    calls: int = 0
+    failures: int = 0
+    rejections: int = 0
+    trips: int = 0
 
 
 class Overall(msgspec.Struct, frozen=True, kw_only=True):

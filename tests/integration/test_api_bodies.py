@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from jsonschema import Draft202012Validator
 
+from circuit.board import MemoryBreakerBoard
 from orchestrator.api import replies
 from orchestrator.api.bodies import Error
 from orchestrator.api.catalog import ENDPOINTS, endpoint
@@ -104,3 +105,17 @@ def test_every_json_body_is_a_typed_model() -> None:
     )
     for name, schema in generated.items():
         assert components[name] == schema, name
+
+
+async def test_a_replica_publishing_fewer_breaker_fields_still_shows(api: Any) -> None:
+    """Another version's replica (a rolling upgrade) reports only some fields: the status
+    answer shows it, with defaults for the rest, instead of failing."""
+    board = MemoryBreakerBoard()
+    client = await api(breaker_board=board)
+    await board.publish("older", {"nlp": {"state": "open", "calls": 7}})
+    response = await client.get("/api/circuit-breakers/status")
+    doc = openapi_document()
+    raw = await response.read()
+    view = _check(doc, "GET", "/api/circuit-breakers/status", response.status, raw)
+    older = view.breakers["nlp"].replicas["older"]
+    assert (older.state, older.calls, older.trips, older.window) == ("open", 7, 0, None)
