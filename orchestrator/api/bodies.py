@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from state.history import DEFAULT_LIMIT, MAX_LIMIT
 from state.schedules import Misfire
 
 # The longest wait a client may ask of a sync query.
@@ -74,6 +75,28 @@ class ScheduleRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     name: Annotated[str, Meta(max_length=MAX_SCHEDULE_NAME)] | None = None
     query: QueryText | None = None
     workflow: Definition | None = None
+
+
+_TIME = "epoch seconds or ISO 8601 (no zone: UTC), from 1970 to 9999"
+
+
+class HistoryParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """GET /api/workflows' query string (an empty value is the same as none)."""
+
+    status: Annotated[
+        str,
+        Meta(
+            description="comma-separated statuses (pending, running, paused, completed, "
+            "degraded, failed, cancelled)"
+        ),
+    ] = ""
+    definition: Annotated[str, Meta(description="the definition's name (e.g. chain)")] = ""
+    since: Annotated[str, Meta(description=f"created at or after: {_TIME}")] = ""
+    until: Annotated[str, Meta(description=f"created before: {_TIME}")] = ""
+    limit: Annotated[
+        int, Meta(ge=1, le=MAX_LIMIT, description=f"entries per page ({DEFAULT_LIMIT})")
+    ] = DEFAULT_LIMIT
+    cursor: Annotated[str, Meta(description="the `next_cursor` of the previous page")] = ""
 
 
 class ErrorDetail(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -27,11 +27,19 @@ import msgspec
 
 from orchestrator.access.principal import Role
 from orchestrator.api import replies
-from orchestrator.api.bodies import QueryRequest, ScheduleRequest, ValidateRequest
+from orchestrator.api.bodies import (
+    HistoryParams,
+    QueryRequest,
+    ScheduleRequest,
+    ValidateRequest,
+)
 
 JSONSchema = Mapping[str, Any]
 # A JSON body's type (api/bodies.py, api/replies.py): its schema is generated from it.
 Model = type[msgspec.Struct]
+# A route's query parameters: their type (each field one parameter), or by hand:
+# name -> (schema, description).
+QuerySpec = Model | Mapping[str, tuple[JSONSchema, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +66,7 @@ class Endpoint:
     body: Model | None = None
     # Error statuses this route itself answers -> the error codes it uses.
     errors: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
-    # Query parameters: name -> (schema, description).
-    query: Mapping[str, tuple[JSONSchema, str]] = field(default_factory=dict)
+    query: QuerySpec = field(default_factory=dict)
 
 
 _WORKFLOW = {
@@ -117,18 +124,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "`next_cursor` (also in a `Link` header) until it is null; a page may hold fewer "
         "than `limit` entries when filters drop most of what it examined. Entries go when "
         "their workflow expires.",
-        query={
-            "status": (
-                {"type": "string"},
-                "comma-separated statuses (pending, running, completed, degraded, failed, "
-                "cancelled)",
-            ),
-            "definition": ({"type": "string"}, "the definition's name (e.g. chain)"),
-            "since": ({"type": "string"}, "created at or after: epoch seconds or ISO 8601"),
-            "until": ({"type": "string"}, "created before: epoch seconds or ISO 8601"),
-            "limit": ({"type": "integer", "minimum": 1, "maximum": 200}, "entries (50)"),
-            "cursor": ({"type": "string"}, "the `next_cursor` of the previous page"),
-        },
+        query=HistoryParams,
         replies={200: Reply("one page", replies.History)},
         errors={
             400: ("unknown_parameter", "invalid_parameter", "invalid_cursor"),

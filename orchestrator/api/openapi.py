@@ -9,8 +9,10 @@ import re
 from importlib import resources
 from typing import Any
 
+import msgspec
+
 from orchestrator.api.bodies import Error
-from orchestrator.api.catalog import ENDPOINTS, Endpoint, Model, Reply
+from orchestrator.api.catalog import ENDPOINTS, Endpoint, Model, QuerySpec, Reply
 from orchestrator.api.schemas import components, ref
 
 _PARAM = re.compile(r"{(\w+)}")
@@ -111,10 +113,7 @@ def _operation(entry: Endpoint) -> dict[str, Any]:
         }
         for name in _PARAM.findall(entry.path)
     ]
-    params += [
-        {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
-        for name, (schema, text) in entry.query.items()
-    ]
+    params += _query_parameters(entry.query)
     if params:
         op["parameters"] = params
     if entry.body is not None:
@@ -124,6 +123,31 @@ def _operation(entry: Endpoint) -> dict[str, Any]:
         }
     op["security"] = [{"bearer": []}, {"apiKey": []}] if entry.role else []
     return op
+
+
+def _query_parameters(query: QuerySpec) -> list[dict[str, Any]]:
+    if not isinstance(query, type):
+        return [
+            {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+            for name, (schema, text) in query.items()
+        ]
+    # A typed query string: each field of its Struct is one parameter.
+    _, generated = msgspec.json.schema_components([query])
+    schema = generated[query.__name__]
+    params = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        text = prop.pop("description", name)
+        params.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": name in schema.get("required", ()),
+                "description": text,
+                "schema": prop,
+            }
+        )
+    return params
 
 
 def _responses(entry: Endpoint) -> dict[str, Any]:

@@ -13,24 +13,26 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, get_args
 
+import msgspec
 import orjson
 from aiohttp import web
 
 from orchestrator.api.bodies import (
     MAX_SCHEDULE_NAME,
     MAX_WAIT_S,
+    HistoryParams,
     Mode,
     QueryRequest,
     ScheduleRequest,
     ValidateRequest,
 )
-from orchestrator.api.decoding import ValueError_, decode
+from orchestrator.api.decoding import ValueError_, decode, field_names, unknown_fields
 from orchestrator.api.errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from orchestrator.api.services import SERVICES
 from orchestrator.dag.paths import json_type
 from orchestrator.dag.values import json_depth
 from orchestrator.errors import InvalidSchedule
-from state.history import DEFAULT_LIMIT, MAX_LIMIT, HistoryQuery, decode_cursor
+from state.history import MAX_LIMIT, HistoryQuery, decode_cursor
 from state.models import WorkflowStatus
 
 
@@ -181,42 +183,39 @@ def request_digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-_HISTORY_PARAMS = frozenset({"status", "definition", "since", "until", "limit", "cursor"})
-
-
 def parse_history_query(
     params: Mapping[str, str], *, tenant: str, all_tenants: bool
 ) -> HistoryQuery:
     """GET /api/workflows' query string; a user sees only its tenant's workflows."""
-    unknown = sorted(set(params) - _HISTORY_PARAMS)
+    unknown = unknown_fields(params, HistoryParams)
     if unknown:
         raise BadRequest(
             f"unknown parameter(s): {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(_HISTORY_PARAMS))}",
+            f"allowed: {', '.join(sorted(field_names(HistoryParams)))}",
             code="unknown_parameter",
             details={"parameters": unknown},
         )
-    statuses = frozenset(s for s in params.get("status", "").split(",") if s)
+    # A parameter sent twice counts once, as its first value.
+    first = {name: params[name] for name in params}
+    try:
+        # Not strict: a query string's values are all text ("limit=20" is the number 20).
+        query = msgspec.convert(first, HistoryParams, strict=False)
+    except msgspec.ValidationError:
+        raise _bad_parameter("limit", f"an integer from 1 to {MAX_LIMIT}") from None
+    statuses = frozenset(s for s in query.status.split(",") if s)
     known = {s.value for s in WorkflowStatus}
     if statuses - known:
         raise _bad_parameter("status", f"one or more of {', '.join(sorted(known))}")
-    limit = DEFAULT_LIMIT
-    if "limit" in params:
-        raw = params["limit"]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-            raise _bad_parameter("limit", f"an integer from 1 to {MAX_LIMIT}")
-        limit = int(raw)
-    definition = params.get("definition") or None
-    cursor = params.get("cursor") or None
+    cursor = query.cursor or None
     if cursor is not None:
         decode_cursor(cursor)  # a forged one is a 400 now, not deep in the store
     return HistoryQuery(
-        limit=limit,
+        limit=query.limit,
         cursor=cursor,
         status=statuses,
-        definition=definition,
-        since=_timestamp(params, "since"),
-        until=_timestamp(params, "until"),
+        definition=query.definition or None,
+        since=_timestamp(query.since, "since"),
+        until=_timestamp(query.until, "until"),
         tenant=tenant,
         all_tenants=all_tenants,
     )
@@ -226,8 +225,7 @@ def parse_history_query(
 _LATEST_TIMESTAMP = 253_402_300_799.0
 
 
-def _timestamp(params: Mapping[str, str], name: str) -> float | None:
-    raw = params.get(name)
+def _timestamp(raw: str, name: str) -> float | None:
     if not raw:
         return None
     expected = "epoch seconds or an ISO 8601 time, from 1970 to 9999"

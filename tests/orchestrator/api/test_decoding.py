@@ -10,11 +10,13 @@ from typing import Annotated, Any
 
 import msgspec
 import pytest
+from multidict import MultiDict
 
 from orchestrator.api.bodies import QueryRequest, ScheduleRequest
 from orchestrator.api.decoding import decode
 from orchestrator.api.errors import ApiError, BadRequest
 from orchestrator.api.requests import (
+    parse_history_query,
     parse_query_request,
     parse_schedule_request,
     parse_workflow_body,
@@ -153,3 +155,29 @@ def test_other_shapes_of_msgspec_errors(
     assert caught.value.code == code
     assert (caught.value.details or {}).get("field") == field
     assert message in caught.value.message
+
+
+def test_the_history_query_string() -> None:
+    """Text values become typed ones; each bad one is an invalid_parameter naming it."""
+    query = parse_history_query(
+        MultiDict([("limit", "20"), ("status", "failed,cancelled"), ("limit", "7")]),
+        tenant="t",
+        all_tenants=False,
+    )
+    assert query.limit == 20  # a repeated parameter counts as its first value
+    assert query.status == {"failed", "cancelled"}
+    assert parse_history_query({}, tenant="t", all_tenants=False).limit == 50
+    for params, code, name in (
+        ({"limit": "0"}, "invalid_parameter", "limit"),
+        ({"limit": "201"}, "invalid_parameter", "limit"),
+        ({"limit": "many"}, "invalid_parameter", "limit"),
+        ({"status": "done"}, "invalid_parameter", "status"),
+        ({"since": "yesterday"}, "invalid_parameter", "since"),
+    ):
+        with pytest.raises(BadRequest) as caught:
+            parse_history_query(params, tenant="t", all_tenants=False)
+        assert (caught.value.code, caught.value.details["parameter"]) == (code, name), params
+    with pytest.raises(BadRequest) as unknown:
+        parse_history_query({"sort": "x", "page": "2"}, tenant="t", all_tenants=False)
+    assert unknown.value.code == "unknown_parameter"
+    assert unknown.value.details == {"parameters": ["page", "sort"]}
