@@ -60,15 +60,25 @@ _DEFINITION_TEXT = "a workflow definition: see GET /api/workflows/schema"
 
 
 def _rehome(node: Any) -> Any:
-    if isinstance(node, dict):
-        out = {k: _rehome(v) for k, v in node.items()}
-        target = out.get("$ref")
-        if isinstance(target, str):
-            if target == "#":
-                out["$ref"] = REF_PREFIX + DEFINITION_COMPONENT
-            elif target.startswith("#/$defs/"):
-                out["$ref"] = f"{REF_PREFIX}{DEFINITION_COMPONENT}.{target[len('#/$defs/'):]}"
-        return out
     if isinstance(node, list):
         return [_rehome(v) for v in node]
-    return node
+    if not isinstance(node, dict):
+        return node
+    out = {k: _rehome(v) for k, v in node.items()}
+    if isinstance(out.get("$ref"), str):
+        out["$ref"] = _rehome_ref(out["$ref"])
+    mapping = out.get("discriminator", {}).get("mapping") if "discriminator" in out else None
+    if isinstance(mapping, dict):  # OpenAPI's discriminator names its targets by reference too
+        out["discriminator"] = {
+            **out["discriminator"],
+            "mapping": {k: _rehome_ref(v) if isinstance(v, str) else v for k, v in mapping.items()},
+        }
+    return out
+
+
+def _rehome_ref(target: str) -> str:
+    if target == "#":
+        return REF_PREFIX + DEFINITION_COMPONENT
+    if target.startswith("#/$defs/"):
+        return f"{REF_PREFIX}{DEFINITION_COMPONENT}.{target.removeprefix('#/$defs/')}"
+    return target

@@ -18,6 +18,10 @@ _DEFINITION: dict[str, Any] = {
     "properties": {
         "nodes": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
         "sub": {"$ref": "#"},
+        "one": {
+            "oneOf": [{"$ref": "#/$defs/Node"}],
+            "discriminator": {"propertyName": "id", "mapping": {"a": "#/$defs/Node"}},
+        },
     },
     "additionalProperties": False,
     "$defs": {
@@ -37,7 +41,9 @@ def test_the_definition_schema_is_embedded_with_its_references_rehomed() -> None
     assert set(components) == {"WorkflowDefinition", "WorkflowDefinition.Node"}
     root = components["WorkflowDefinition"]
     assert "$id" not in root and "$defs" not in root and "$schema" not in root
-    assert root["properties"]["nodes"]["items"] == {"$ref": REF_PREFIX + "WorkflowDefinition.Node"}
+    node = REF_PREFIX + "WorkflowDefinition.Node"
+    assert root["properties"]["nodes"]["items"] == {"$ref": node}
+    assert root["properties"]["one"]["discriminator"]["mapping"] == {"a": node}
     validator = _validator(components)
     validator.validate({"nodes": [{"id": "a"}], "sub": {"nodes": []}})
     for bad in ({"nodes": [{"id": 1}]}, {"nodes": [], "sub": {}}, {"nodes": [], "x": 1}):
