@@ -71,18 +71,18 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     skip_reason: str | None
 
     @classmethod
-    def of(cls, step: NodeRun) -> Step:
-        error = step.error
+    def of(cls, run: NodeRun) -> Step:
+        error = run.error
         return cls(
-            step_id=step.step_id,
-            kind=step.kind,
-            agent=step.agent,
-            status=step.status,
-            attempts=step.attempts,
-            started_at=step.started_at,
-            finished_at=step.finished_at,
-            duration_ms=step.duration_ms,
-            output=step.output,
+            step_id=run.step_id,
+            kind=run.kind,
+            agent=run.agent,
+            status=run.status,
+            attempts=run.attempts,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            duration_ms=run.duration_ms,
+            output=run.output,
             error=None
             if error is None
             else NodeFailure(
@@ -92,8 +92,8 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
                 attempts=error.attempts,
                 input=error.input,
             ),
-            fallback=step.fallback,
-            skip_reason=step.skip_reason,
+            fallback=run.fallback,
+            skip_reason=run.skip_reason,
         )
 
 
@@ -157,7 +157,7 @@ class Workflow(msgspec.Struct, frozen=True, kw_only=True):
             definition_name=state.definition_name,
             status=state.status,
             inputs=state.inputs,
-            steps={sid: Step.of(step) for sid, step in state.steps.items()},
+            steps={sid: Step.of(run) for sid, run in state.steps.items()},
             fallbacks=[
                 Fallback(step_id=s.step_id, reason=s.fallback)
                 for s in state.steps.values()
