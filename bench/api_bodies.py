@@ -31,7 +31,7 @@ import msgspec  # noqa: E402
 import orjson  # noqa: E402
 
 from orchestrator.api import replies  # noqa: E402
-from orchestrator.api.openapi import _document, openapi_document  # noqa: E402
+from orchestrator.api.openapi import openapi_document  # noqa: E402
 from orchestrator.api.requests import parse_query_request  # noqa: E402
 from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus  # noqa: E402
 
@@ -140,8 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             ),
         ))
     start = time.perf_counter()
-    _document.cache_clear()
-    openapi_document()
+    openapi_document({"type": "object", "description": f"not cached: {start}"})
     document_ms = (time.perf_counter() - start) * 1000.0
     print(f"{'row':<36} {'old us':>10} {'new us':>10} {'new/old':>8}")
     for label, old, new in rows:
