@@ -10,6 +10,7 @@ import orchestrator
 from circuit.errors import BreakerBoardError, CircuitOpenError
 from orchestrator.errors import (
     BreakerBoardUnavailable,
+    EvaluationInterrupted,
     InvalidCursor,
     OrchestratorError,
     RequestError,
@@ -73,6 +74,15 @@ def test_every_exception_class_in_orchestrator_is_in_the_tree() -> None:
                 text = path.read_text()
                 assert not re.search(rf"\b{cls.__name__}\b", text), f"{cls.__name__} in {path}"
     assert found_private == outside, "the docstring lists a private class that is gone"
+
+
+def test_evaluation_interruptions_never_leave_dag() -> None:
+    """EvaluationInterrupted is control flow inside orchestrator/dag/, as the drawing says."""
+    names = [cls.__name__ for cls in subtree(EvaluationInterrupted)]
+    for path in (ROOT / "orchestrator").rglob("*.py"):
+        if "dag" not in path.relative_to(ROOT).parts and path != ROOT / "orchestrator/errors.py":
+            text = path.read_text()
+            assert not [n for n in names if re.search(rf"\b{n}\b", text)], path
 
 
 def test_request_errors_say_how_the_api_answers() -> None:

@@ -69,9 +69,10 @@ from orchestrator.errors import (
 )
 from orchestrator.loop import EventLoopUnavailable
 from orchestrator.settings import ConfigError
+from state.errors import StateError
 from state.history import BadCursor
 from state.models import WorkflowStatus
-from state.store import LeaseLost, StateError, StateStoreError
+from state.store import LeaseLost, StateStoreError
 from tests.orchestrator.error_tree import ROOT, exception_classes, subtree
 
 ClientFactory = Callable[..., Any]
