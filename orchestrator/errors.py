@@ -23,15 +23,15 @@ OrchestratorError                 root of every error orchestrator/ raises
 │   ├── InvalidCursor             400 invalid_cursor, wraps state.history.BadCursor
 │   ├── StateStoreUnavailable     503 state_store_unavailable, wraps state.store.StateStoreError
 │   └── BreakerBoardUnavailable   503 breaker_board_unavailable, wraps circuit's BreakerBoardError
-├── NodeError                     dag/errors.py: a node failed; `code` is the step's error type
+├── NodeError                     dag/errors.py: a node failed; `code` is the node's error type
 │   └── NodeTimeout               node_timeout: the node's own timeout_s ran out
 ├── EvaluationError               a client's expression, template or value broke a rule; the
-│   │                             node kind records it as a NodeError (a Problem when compiling)
+│   │                             engine records it as the node's error (a Problem when compiling)
 │   ├── ExpressionError           dag/expressions.py; a ValueError
 │   ├── TemplateError             dag/templates.py; a ValueError
 │   ├── PathError                 dag/paths.py; a LookupError
 │   ├── BudgetExceeded            dag/budget.py; a ValueError
-│   └── UnstorableValue           dag/values.py; a ValueError; `code` is the step's error type
+│   └── UnstorableValue           dag/values.py; a ValueError; `code` is the node's error type
 ├── EvaluationInterrupted         control flow from a budget to the node kind spending it
 │   ├── EvaluationStopped         dag/budget.py: stopped, the node was cancelled or timed out
 │   └── NeedsOffload              dag/budget.py: the inline slice ran out, redo it off the loop
@@ -52,7 +52,7 @@ How the API answers (orchestrator/api/errors.py, one middleware walking the MRO)
   `state.history.BadCursor` -> `InvalidCursor`;
 - everything else is a bug if it gets there, and is a 500 `internal_error` whose message
   says nothing of it (the traceback goes to the log): the other branches of this tree (a
-  node's failure is recorded on its step, a start-up error stops the CLI), and the lower
+  node's failure is recorded on the node, a start-up error stops the CLI), and the lower
   layers' errors that are caught below the API (`agents.errors.AgentError` by the node
   kinds, `agents.transport.TransportError` and `circuit.errors.CircuitOpenError` by
   `AgentClient`, `state.store.LeaseLost` by the lifecycle).
