@@ -98,7 +98,12 @@ def _request_error(exc: BaseException) -> web.Response:
     assert isinstance(exc, RequestError)
     if exc.status >= 500:
         # A dependency is away: worth a line in the log, with what failed underneath.
-        log.warning(exc.code, details=exc.details(), cause=str(exc.__cause__ or exc))
+        log.warning(
+            "dependency_unavailable",
+            code=exc.code,
+            details=exc.details(),
+            cause=str(exc.__cause__ or exc),
+        )
     response = error_response(exc.status, exc.code, str(exc), exc.details())
     response.headers.update(exc.headers())
     return response

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 import agents
 import circuit
@@ -325,7 +326,8 @@ async def test_every_error_gets_its_documented_answer(
     aiohttp_client: ClientFactory, case: Case
 ) -> None:
     """The middleware answers with the expected status and code, both documented."""
-    response = await _answer(aiohttp_client, case.make())
+    with capture_logs() as logs:
+        response = await _answer(aiohttp_client, case.make())
     text = await response.text()
     assert response.content_type == "application/json", text
     body = await response.json()
@@ -336,11 +338,14 @@ async def test_every_error_gets_its_documented_answer(
     # aiohttp's own 404/405 are about routes that do not exist: only the README has them.
     if not case.id.startswith(("foreign HTTPNotFound", "foreign HTTPMethodNotAllowed")):
         assert case.expected in OPENAPI, f"{case.expected} is not in the OpenAPI document"
+    events = {entry["event"]: entry for entry in logs}
     if case.expected == INTERNAL:
         assert body["error"]["message"] == INTERNAL_ERROR_MESSAGE
         assert SECRET not in text
+        assert events["unhandled_error"]["exc_info"] is True  # the traceback goes to the log
     if response.status == 503:
         assert response.headers["Retry-After"].isdigit()
+        assert events["dependency_unavailable"]["code"] == case.expected[1]
 
 
 def test_every_class_has_a_sample() -> None:
