@@ -44,7 +44,6 @@ class ApiError(RequestError):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
         if code is not None:
             self.code = code
         self._details = details
