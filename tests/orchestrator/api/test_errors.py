@@ -384,3 +384,10 @@ def test_every_429_and_503_says_when_to_retry() -> None:
     for site in SITES:
         if site.cls.status in (429, 503):
             assert site.retry_after, site.where
+
+
+def test_the_openapi_document_promises_no_code_nothing_answers() -> None:
+    """Every (status, code) the OpenAPI document lists is answered somewhere in the code."""
+    answered = {case.expected for case in CASES}
+    answered |= {(status, code) for _, status, code in _direct_responses()}
+    assert OPENAPI - answered == set()
