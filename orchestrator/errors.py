@@ -2,7 +2,7 @@
 
 ```
 OrchestratorError                 root of every error orchestrator/ raises
-├── RequestError                  the API answers it as it is: status, code, message, details, …
+├── RequestError                  the API answers it as it is: status, code, details(), headers()
 │   ├── ApiError                  api/errors.py: the HTTP layer's; a raise site may pick the code
 │   │   ├── BadRequest            400 malformed_json, missing_field, … (code from the raise site)
 │   │   ├── Unauthorized          401 unauthorized, invalid_key (WWW-Authenticate)
@@ -44,8 +44,8 @@ OrchestratorError                 root of every error orchestrator/ raises
 
 How the API answers (orchestrator/api/errors.py, one middleware walking the MRO):
 
-- a `RequestError` is answered with its `status`, `code`, `message` and `details`, and
-  its `headers` added to the response;
+- a `RequestError` is answered with its `status` and `code`, `str(exc)` as the message,
+  `details()` as the details and `headers()` added to the response;
 - the lower layers' errors that can reach a route are translated by `translate()` below,
   the one place they become ours (raised `from` the original): `state.store.StateStoreError`
   -> `StateStoreUnavailable`, `circuit.errors.BreakerBoardError` -> `BreakerBoardUnavailable`,
@@ -98,17 +98,10 @@ class RequestError(OrchestratorError):
     code: str = "bad_request"
     retry_after_s: ClassVar[int | None] = None
 
-    @property
-    def message(self) -> str:
-        """The error body's `message`: the exception's own text."""
-        return str(self)
-
-    @property
     def details(self) -> Any:
         """JSON-ready context for the error body's `details` (None: nothing to add)."""
         return None
 
-    @property
     def headers(self) -> Mapping[str, str]:
         """Headers the response carries (`Retry-After` when `retry_after_s` is set)."""
         if self.retry_after_s is None:
@@ -123,7 +116,6 @@ class WorkflowNotFound(RequestError):
         super().__init__(f"no workflow {workflow_id!r} (unknown, or its state has expired)")
         self.workflow_id = workflow_id
 
-    @property
     def details(self) -> dict[str, Any]:
         return {"workflow_id": self.workflow_id}
 
@@ -137,7 +129,6 @@ class WorkflowAlreadyFinished(RequestError):
         # Not `status`: that is the HTTP status every RequestError carries.
         self.workflow_status = status
 
-    @property
     def details(self) -> dict[str, Any]:
         return {"workflow_id": self.workflow_id, "status": self.workflow_status.value}
 
@@ -154,7 +145,6 @@ class IdempotencyKeyReused(RequestError):
         self.key = key
         self.workflow_id = workflow_id
 
-    @property
     def details(self) -> dict[str, Any]:
         return {"idempotency_key": self.key, "workflow_id": self.workflow_id}
 
@@ -170,7 +160,6 @@ class IdempotencyKeyInProgress(RequestError):
         self.key = key
         self.workflow_id = workflow_id
 
-    @property
     def details(self) -> dict[str, Any]:
         return {"idempotency_key": self.key, "workflow_id": self.workflow_id}
 
@@ -182,7 +171,6 @@ class ScheduleNotFound(RequestError):
         super().__init__(f"no schedule {schedule_id!r}")
         self.schedule_id = schedule_id
 
-    @property
     def details(self) -> dict[str, Any]:
         return {"schedule_id": self.schedule_id}
 
@@ -196,7 +184,6 @@ class InvalidSchedule(RequestError, ValueError):
         super().__init__(message)
         self.field = field
 
-    @property
     def details(self) -> dict[str, Any]:
         return {"field": self.field}
 
@@ -218,7 +205,6 @@ class StateStoreUnavailable(RequestError):
         self.backend = backend
         self.operation = operation
 
-    @property
     def details(self) -> dict[str, Any]:
         return {"backend": self.backend, "operation": self.operation}
 
@@ -236,7 +222,6 @@ class BreakerBoardUnavailable(RequestError):
         self.backend = backend
         self.operation = operation
 
-    @property
     def details(self) -> dict[str, Any]:
         return {"backend": self.backend, "operation": self.operation}
 

@@ -49,13 +49,11 @@ class ApiError(RequestError):
         self._details = details
         self._headers = dict(headers or {})
 
-    @property
     def details(self) -> Any:
         return self._details
 
-    @property
     def headers(self) -> Mapping[str, str]:
-        return {**super().headers, **self._headers}
+        return {**super().headers(), **self._headers}
 
 
 class BadRequest(ApiError):
@@ -102,11 +100,11 @@ def _request_error(exc: BaseException) -> web.Response:
         log.warning(
             "dependency_unavailable",
             code=exc.code,
-            details=exc.details,
+            details=exc.details(),
             cause=str(exc.__cause__ or exc),
         )
-    response = error_response(exc.status, exc.code, exc.message, exc.details)
-    response.headers.update(exc.headers)
+    response = error_response(exc.status, exc.code, str(exc), exc.details())
+    response.headers.update(exc.headers())
     return response
 
 

@@ -49,7 +49,7 @@ class Problem:
         }
 
 
-# Problems the message names; details carries every one.
+# Problems the message names; details() carries every one.
 _SHOWN = 5
 
 
@@ -70,7 +70,6 @@ class DefinitionError(RequestError, ValueError):
     def to_dicts(self) -> list[dict[str, Any]]:
         return [p.to_dict() for p in self.problems]
 
-    @property
     def details(self) -> dict[str, Any]:
         return {"problems": self.to_dicts()}
 
