@@ -2,7 +2,7 @@
 
 ```
 OrchestratorError                 root of every error orchestrator/ raises
-├── RequestError                  the API answers it as it is: status, code, details, headers
+├── RequestError                  the API answers it as it is: status, code, details(), headers()
 │   ├── ApiError                  api/errors.py: the HTTP layer's; a raise site may pick the code
 │   │   ├── BadRequest            400 malformed_json, missing_field, … (code from the raise site)
 │   │   ├── Unauthorized          401 unauthorized, invalid_key (WWW-Authenticate)
@@ -103,6 +103,7 @@ class RequestError(OrchestratorError):
         return None
 
     def headers(self) -> Mapping[str, str]:
+        """Headers the response carries (`Retry-After` when `retry_after_s` is set)."""
         if self.retry_after_s is None:
             return {}
         return {"Retry-After": str(self.retry_after_s)}

@@ -35,7 +35,7 @@ _POST_ERRORS: dict[int, tuple[str, ...]] = {
     415: ("unsupported_media_type", "unsupported_content_encoding"),
 }
 _BODY_ERRORS: dict[int, tuple[str, ...]] = {
-    400: ("malformed_json", "empty_body", "invalid_body", "nesting_too_deep"),
+    400: ("malformed_json", "empty_body", "invalid_body", "nesting_too_deep", "invalid_value"),
     408: ("request_timeout",),
 }
 _STATUS_TEXT = {
