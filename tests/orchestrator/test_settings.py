@@ -112,7 +112,11 @@ protocol = "a2a"
         ("[agents.data]\nmax_response_bytes = 0\n", "agents.data.max_response_bytes", "> 0"),
         ("[agent.data]\nurl = 'http://x'\n", "agent", "unknown"),
         ("[agents.data\n", "(file)", "TOML"),
-        ("[agents.data.breaker]\npolicy = 'often'\n", "agents.data.breaker.policy", "'rate'"),
+        (
+            "[agents.data.breaker]\npolicy = 'often'\n",
+            "agents.data.breaker.policy",
+            "one of: consecutive, rate",
+        ),
         ("[agents.data.breaker]\nwindow_type = 1\n", "agents.data.breaker.window_type", "count"),
         (
             "[agents.data.breaker]\nfailure_rate_threshold = 150\n",
