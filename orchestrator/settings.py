@@ -43,18 +43,33 @@ from agents.registry import (
     AgentSpec,
 )
 from circuit.config import PositiveFloat, PositiveInt
+from circuit.sharing import DEFAULT_SYNC_INTERVAL_S
 from orchestrator.access.config import AccessConfig, AccessConfigError, check_origin
 from orchestrator.dag.budget import Limits
-from orchestrator.dag.model import DEFAULT_MAX_PARALLEL
+from orchestrator.dag.model import DEFAULT_MAX_PARALLEL, DEFAULT_TIMEOUT_S
 from orchestrator.dag.parse import DEFAULT_MAX_NODES
 from orchestrator.dag.values import MAX_JSON_DEPTH
 from orchestrator.loop import EventLoopChoice
-from orchestrator.metrics import DEFAULT_MAX_SERIES
+from orchestrator.metrics import DEFAULT_MAX_SERIES, DEFAULT_MAX_STEP_LABELS
 from orchestrator.settings_file import load_file
 from orchestrator.settings_values import ConfigError, convert
-from state.keys import DEFAULT_PREFIX, DEFAULT_RETENTION_S, DEFAULT_TTL_S
+from state.connect import (
+    DEFAULT_COMMAND_TIMEOUT_S,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POOL_TIMEOUT_S,
+)
+from state.keys import DEFAULT_LEASE_S, DEFAULT_PREFIX, DEFAULT_RETENTION_S, DEFAULT_TTL_S
 
-__all__ = ["VARIABLES", "ConfigError", "Settings", "Variable", "default_registry", "redact_url"]
+__all__ = [
+    "DEFAULTS",
+    "VARIABLES",
+    "ConfigError",
+    "Settings",
+    "Variable",
+    "default_registry",
+    "redact_url",
+]
 
 # Durations are PositiveFloat (a zero or negative one makes no sense anywhere they are used).
 Port = Annotated[int, Meta(ge=0, le=65535)]
@@ -75,11 +90,11 @@ class Settings:
     history_shards: PositiveInt | None = None
     key_prefix: str = DEFAULT_PREFIX
     # Redis faults: nothing waits on Redis longer than these before the API answers 503.
-    redis_connect_timeout_s: PositiveFloat = 1.0
-    redis_timeout_s: PositiveFloat = 1.0
+    redis_connect_timeout_s: PositiveFloat = DEFAULT_CONNECT_TIMEOUT_S
+    redis_timeout_s: PositiveFloat = DEFAULT_COMMAND_TIMEOUT_S
     # At least 4: the pool serves commands, pub/sub and the lease heartbeat at once.
-    redis_max_connections: Annotated[int, Meta(ge=4)] = 64
-    redis_pool_timeout_s: PositiveFloat = 2.0
+    redis_max_connections: Annotated[int, Meta(ge=4)] = DEFAULT_MAX_CONNECTIONS
+    redis_pool_timeout_s: PositiveFloat = DEFAULT_POOL_TIMEOUT_S
     log_level: LogLevel = "info"
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     event_loop: EventLoopChoice = "auto"
@@ -87,17 +102,17 @@ class Settings:
     state_write_delay_s: Annotated[float, Meta(ge=0)] = 0.005
     max_query_chars: PositiveInt = 2_000
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 1_048_576
-    workflow_timeout_s: PositiveFloat = 120.0
+    workflow_timeout_s: PositiveFloat = DEFAULT_TIMEOUT_S
     # Nodes of one workflow running at once (why 32: README "Defaults").
     max_parallel: PositiveInt = DEFAULT_MAX_PARALLEL
     max_nodes: PositiveInt = DEFAULT_MAX_NODES
     # Owner lease: a replica silent this long is presumed dead and its workflows resumed.
-    lease_s: PositiveFloat = 15.0
+    lease_s: PositiveFloat = DEFAULT_LEASE_S
     # On shutdown, running workflows get this long to finish before being handed off/cancelled.
     shutdown_grace_s: PositiveFloat = 5.0
     log_format: Literal["json", "console"] = "json"
     metrics_definitions: tuple[str, ...] = ()
-    metrics_max_steps: PositiveInt = 50
+    metrics_max_steps: PositiveInt = DEFAULT_MAX_STEP_LABELS
     sse_keepalive_s: PositiveFloat = 15.0
     sse_max_streams: PositiveInt = 256
     # Tracing is on only when an OTLP endpoint is configured (or a provider is injected):
@@ -115,7 +130,7 @@ class Settings:
     memory_max_workflows: PositiveInt = 10_000
     memory_max_bytes: Annotated[int, Meta(ge=1024)] = 256 * 1024 * 1024
     # Breaker sharing: publish / apply-ops cycle of each replica (circuit/sharing.py).
-    breaker_sync_s: PositiveFloat = 0.25
+    breaker_sync_s: PositiveFloat = DEFAULT_SYNC_INTERVAL_S
     # A sync query answers 202 (like async) if the workflow is still running after this;
     # below common gateway/proxy timeouts (30-60 s).
     sync_wait_s: PositiveFloat = 25.0
@@ -358,8 +373,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "ORCH_MAX_PARALLEL",
         "max_parallel",
-        "nodes of the chain running at once (a DAG's `options.max_parallel` has the same "
-        "default)",
+        "nodes of the chain running at once (a DAG's `options.max_parallel` has the same default)",
     ),
     Variable(
         "ORCH_HTTP_TRANSPORT",
@@ -459,9 +473,7 @@ VARIABLES: tuple[Variable, ...] = (
         unset="tracing off",
     ),
     Variable("OTEL_SERVICE_NAME", "otel_service_name", "the service name on every span"),
-    Variable(
-        "OTEL_SDK_DISABLED", None, "`true` keeps tracing off whatever the endpoint", unset="false"
-    ),
+    Variable("OTEL_SDK_DISABLED", None, "`true` keeps tracing off whatever the endpoint"),
     Variable(
         "ORCH_BREAKER_SYNC_S",
         "breaker_sync_s",
@@ -545,3 +557,7 @@ VARIABLES: tuple[Variable, ...] = (
         by_hand=True,
     ),
 )
+
+# The model's defaults, for parameters in orchestrator/ that stand for a setting
+# (`lease_s: float = DEFAULTS.lease_s`): they read the default instead of restating it.
+DEFAULTS = Settings()

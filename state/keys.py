@@ -54,6 +54,8 @@ import zlib
 DEFAULT_TTL_S = 3600
 DEFAULT_RETENTION_S = 3600
 DEFAULT_PREFIX = "orch:"
+# Owner lease: a replica silent this long is presumed dead and its workflows resumed.
+DEFAULT_LEASE_S = 15.0
 
 # Fields of the workflow hash.
 DOC_COMPACT_FIELD = "docz"

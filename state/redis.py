@@ -59,7 +59,13 @@ from redis.exceptions import RedisError
 
 from state import keys
 from state.cancellations import WorkflowIdStream
-from state.connect import connect
+from state.connect import (
+    DEFAULT_COMMAND_TIMEOUT_S,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POOL_TIMEOUT_S,
+    connect,
+)
 from state.events import EventStream, StoredEvent
 from state.history import HistoryPage, HistoryQuery
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
@@ -240,10 +246,10 @@ class RedisStateStore:
         retention_s: int | None = None,
         history_shards: int | None = None,
         cluster: bool = False,
-        connect_timeout_s: float = 1.0,
-        command_timeout_s: float = 1.0,
-        max_connections: int = 64,
-        pool_timeout_s: float = 2.0,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
         **client_kwargs: Any,
     ) -> RedisStateStore:
         """A store on a client of its own for `url`, which `close()` closes.
