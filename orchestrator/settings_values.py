@@ -14,6 +14,7 @@ values already have types, so a string where a number belongs is refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -29,6 +30,7 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: {key}: {message}")
         self.source = source
         self.key = key
+        self.problem = message
 
 
 def convert(value: object, tp: Any, *, source: str, key: str, lax: bool) -> Any:
@@ -82,6 +84,12 @@ _WORDS: dict[Any, str] = {
 _D = TypeVar("_D")
 
 
+@functools.cache
+def type_hints(cls: Any) -> dict[str, Any]:
+    """`cls`'s field types with their constraints (resolved once: it is not cheap)."""
+    return typing.get_type_hints(cls, include_extras=True)
+
+
 def overlay(base: _D, table: object, *, source: str, key: str) -> _D:
     """`base` (a dataclass) with the TOML table's values, each checked against its field.
 
@@ -90,8 +98,9 @@ def overlay(base: _D, table: object, *, source: str, key: str) -> _D:
     """
     if not isinstance(table, dict):
         raise ConfigError("must be a table", source=source, key=key)
-    fields = {f.name for f in dataclasses.fields(base)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(type(base), include_extras=True)
+    owner: Any = type(base)
+    hints = type_hints(owner)
+    fields = set(hints) & {f.name for f in dataclasses.fields(base)}  # type: ignore[arg-type]
     changes: dict[str, Any] = {}
     for name, value in table.items():
         where = f"{key}.{name}"

@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import importlib
 import inspect
+import re
 import textwrap
 import typing
 from collections.abc import Iterator
@@ -105,11 +106,14 @@ def test_every_declared_variable_sets_its_field(var: Any) -> None:
     """Each variable really changes the field the README says it sets."""
     tp = var.tp if var.tp is not None else field_type(var.field)
     raw = _sample(tp, default_of(var.field))
-    settings = Settings.from_env({var.name: raw})
+    assert _at(Settings.from_env({var.name: raw}), var.field) != default_of(var.field)
+
+
+def _at(settings: Settings, path: str) -> Any:
     value: Any = settings
-    for part in var.field.split("."):
+    for part in path.split("."):
         value = value[part] if isinstance(value, typing.Mapping) else getattr(value, part)
-    assert value != default_of(var.field)
+    return value
 
 
 def _fed_parameters() -> Iterator[tuple[str, int, Any, str, str]]:
@@ -232,3 +236,83 @@ def test_the_cli_help_shows_the_models_defaults(capsys: pytest.CaptureFixture[st
     assert f"default {DEFAULTS.host}" in text and f"default {DEFAULTS.port}" in text
     nlp_port = DEFAULTS.agents["nlp"].url.rsplit(":", 1)[1]
     assert f"(default {nlp_port})" in text
+
+
+def _deploy_environments() -> dict[str, dict[str, str]]:
+    """The variables the Dockerfile's ENV lines and each compose service running ours set."""
+    import shlex
+
+    import yaml
+
+    found: dict[str, dict[str, str]] = {"Dockerfile": {}}
+    for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        if line.startswith("ENV "):
+            for word in shlex.split(line.removeprefix("ENV ").rstrip("\\")):
+                key, _, value = word.partition("=")
+                found["Dockerfile"][key] = value
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    for name, service in compose["services"].items():
+        if service.get("image", "").startswith("agent-orchestrator") or "build" in service:
+            env = service.get("environment") or {}
+            found[f"compose {name}"] = {k: str(v) for k, v in env.items()}
+    return found
+
+
+def test_deploy_files_set_declared_variables_to_valid_non_default_values() -> None:
+    """The Dockerfile and compose configure what the model reads, and restate no default.
+
+    ORCH_PORT is the exception in the Dockerfile: the image pins it, so EXPOSE and the
+    HEALTHCHECK stay right whatever the model's default becomes.
+    """
+    declared = {var.name: var for var in VARIABLES}
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    for where, env in _deploy_environments().items():
+        ours = {k: v for k, v in env.items() if k in declared or k.startswith("ORCH_")}
+        assert set(ours) <= set(declared), f"{where} sets undeclared {set(ours) - set(declared)}"
+        Settings.from_env(ours)  # every value is valid
+        for key, raw in ours.items():
+            var = declared[key]
+            if var.field is None or var.by_hand or (where, key) == ("Dockerfile", "ORCH_PORT"):
+                continue
+            value = _at(Settings.from_env({key: raw}), var.field)
+            assert value != default_of(var.field), (
+                f"{where} sets {key}={raw}, the model's default: drop it"
+            )
+    port = _deploy_environments()["Dockerfile"]["ORCH_PORT"]
+    assert f"EXPOSE {port}" in dockerfile and f"127.0.0.1:{port}/healthz" in dockerfile
+
+
+_UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+_NUMBER = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*(KiB|MiB|GiB)?")
+
+
+def _numbers(cell: str) -> list[float]:
+    return [float(n.replace(",", "")) * _UNITS.get(unit, 1) for n, unit in _NUMBER.findall(cell)]
+
+
+def _rows(section: str) -> Iterator[list[str]]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    body = text.split(f"\n{section}\n", 1)[1].split("\n#", 1)[0]
+    for line in body.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            yield [cell.strip() for cell in line.strip("|").split(" | ")]
+
+
+def test_the_readmes_prose_tables_quote_the_models_defaults() -> None:
+    """The hand-written tables that explain limits and defaults quote the model's values."""
+    by_name = {var.name: var for var in VARIABLES}
+    checked = 0
+    for _, default, setting, *_ in _rows("## Hostile input: every limit"):
+        names = re.findall(r"`(ORCH_[A-Z_]+)`", setting)
+        if not names:
+            continue
+        values = _numbers(default)[-len(names) :]
+        expected = [default_of(by_name[name].field or "") for name in names]
+        assert values == expected, f"{setting}: README says {default}, the model {expected}"
+        checked += len(names)
+    assert checked >= 14
+    why = {row[0]: row[1] for row in _rows("### Defaults, and why")}
+    concurrency = next(v for k, v in why.items() if k.startswith("per-agent `concurrency`"))
+    parallel = next(v for k, v in why.items() if k.startswith("`max_parallel`"))
+    assert _numbers(concurrency)[0] == DEFAULTS.agents["nlp"].concurrency
+    assert _numbers(parallel)[0] == DEFAULTS.max_parallel
