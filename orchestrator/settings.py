@@ -59,7 +59,7 @@ from orchestrator.dag.model import DEFAULT_MAX_PARALLEL, DEFAULT_TIMEOUT_S
 from orchestrator.dag.parse import DEFAULT_MAX_NODES
 from orchestrator.dag.values import MAX_JSON_DEPTH
 from orchestrator.loop import EventLoopChoice
-from orchestrator.metrics import DEFAULT_MAX_SERIES, DEFAULT_MAX_STEP_LABELS
+from orchestrator.metrics import DEFAULT_MAX_NODE_LABELS, DEFAULT_MAX_SERIES
 from orchestrator.settings_env import VARIABLES, Variable
 from orchestrator.settings_file import load_file
 from orchestrator.settings_values import ConfigError, convert, type_hints
@@ -122,7 +122,7 @@ class Settings:
     shutdown_grace_s: PositiveFloat = 5.0
     log_format: Literal["json", "console"] = "json"
     metrics_definitions: tuple[str, ...] = ()
-    metrics_max_steps: PositiveInt = DEFAULT_MAX_STEP_LABELS
+    metrics_max_steps: PositiveInt = DEFAULT_MAX_NODE_LABELS
     sse_keepalive_s: PositiveFloat = 15.0
     sse_max_streams: PositiveInt = 256
     # Tracing is on only when an OTLP endpoint is configured (or a provider is injected):
