@@ -205,11 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write:
         path.write_text(fresh, encoding="utf-8")
         return 0
-    stale = [n for n in TABLES if blocks(text).get(n) != blocks(fresh).get(n)]
-    missing = [n for n in TABLES if n not in blocks(text)]
-    for name in missing or stale:
-        print(f"{path}: settings table {name!r} is {'missing' if missing else 'stale'}")
-    return 1 if missing or stale else 0
+    found, wanted = blocks(text), blocks(fresh)
+    problems = {n: "missing" for n in TABLES if n not in found}
+    problems |= {n: "stale" for n in found if found[n] != wanted[n]}
+    for name, problem in problems.items():
+        print(f"{path}: settings table {name!r} is {problem}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

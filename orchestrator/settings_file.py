@@ -76,14 +76,12 @@ def _agent(name: str, table: Any, base: AgentSpec | None, source: str) -> AgentS
     key = f"agents.{name}"
     if not isinstance(table, dict):
         raise ConfigError("must be a table", source=source, key=key)
-    if "name" in table:  # the table's own name is the agent's
-        raise ConfigError("unknown key", source=source, key=f"{key}.name")
     if base is None:
         if "url" not in table:
             raise ConfigError("a new agent needs a url", source=source, key=f"{key}.url")
         url = convert(table["url"], AgentUrl, source=source, key=f"{key}.url", lax=False)
         base = AgentSpec(name=name, url=url)
-    spec = overlay(base, table, source=source, key=key)
+    spec = overlay(base, table, source=source, key=key, fixed=frozenset({"name"}))
     try:
         validate_config(spec.breaker)
     except ValueError as exc:

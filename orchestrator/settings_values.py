@@ -90,17 +90,20 @@ def type_hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
 
 
-def overlay(base: _D, table: object, *, source: str, key: str) -> _D:
+def overlay(
+    base: _D, table: object, *, source: str, key: str, fixed: frozenset[str] = frozenset()
+) -> _D:
     """`base` (a dataclass) with the TOML table's values, each checked against its field.
 
     A field whose value is itself a dataclass takes a sub-table, overlaid the same way,
     so untouched keys keep `base`'s values (an agent's own defaults, not the class's).
+    `fixed` fields are not keys of the table (an agent's name is its table's name).
     """
     if not isinstance(table, dict):
         raise ConfigError("must be a table", source=source, key=key)
     owner: Any = type(base)
     hints = type_hints(owner)
-    fields = set(hints) & {f.name for f in dataclasses.fields(base)}  # type: ignore[arg-type]
+    fields = set(hints) & {f.name for f in dataclasses.fields(base)} - fixed  # type: ignore[arg-type]
     changes: dict[str, Any] = {}
     for name, value in table.items():
         where = f"{key}.{name}"

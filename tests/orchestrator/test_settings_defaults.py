@@ -316,3 +316,20 @@ def test_the_readmes_prose_tables_quote_the_models_defaults() -> None:
     parallel = next(v for k, v in why.items() if k.startswith("`max_parallel`"))
     assert _numbers(concurrency)[0] == DEFAULTS.agents["nlp"].concurrency
     assert _numbers(parallel)[0] == DEFAULTS.max_parallel
+
+
+def test_a_stale_table_is_reported_and_rewritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--check` names the stale table and fails; `--write` regenerates it in place."""
+    readme = tmp_path / "README.md"
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = "| `ORCH_STATE_TTL_S` | `3600` |"
+    readme.write_text(text.replace(row, row.replace("3600", "60")))
+    assert settings_doc.main(["--check", str(readme)]) == 1
+    assert "'env' is stale" in capsys.readouterr().out
+    assert settings_doc.main(["--write", str(readme)]) == 0
+    assert readme.read_text(encoding="utf-8") == text
+    readme.write_text("no tables here\n")
+    assert settings_doc.main(["--check", str(readme)]) == 1
+    assert "'env' is missing" in capsys.readouterr().out
