@@ -333,3 +333,32 @@ def test_a_stale_table_is_reported_and_rewritten(
     readme.write_text("no tables here\n")
     assert settings_doc.main(["--check", str(readme)]) == 1
     assert "'env' is missing" in capsys.readouterr().out
+
+
+def test_the_readmes_running_text_quotes_the_models_durations() -> None:
+    """Wherever the README says "`ORCH_X` (15 s)" or "`ORCH_X`, 5 ms", it is the model's default."""
+    by_name = {var.name: var for var in VARIABLES}
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    quoted = re.findall(r"`(ORCH_[A-Z_]+)`(?:,| =| \()\s*(\d[\d.,]*)\s*(ms|s)\b", text)
+    assert len(quoted) >= 10
+    for name, number, unit in quoted:
+        said = float(number.replace(",", "")) / (1000 if unit == "ms" else 1)
+        assert said == default_of(by_name[name].field or ""), f"README: `{name}` {number} {unit}"
+
+
+def test_every_field_of_the_model_is_configured_somewhere() -> None:
+    """Each field is set by a variable or by the file; max_nodes is fixed (README: "—")."""
+    heads = {var.field.split(".")[0] for var in VARIABLES if var.field}
+    by_file = {"agents", "access"}
+    assert FIELDS - heads - by_file == {"max_nodes"}
+
+
+def test_settings_is_the_only_reader_of_the_environment() -> None:
+    readers = []
+    for path, name in _modules():
+        if name == "orchestrator.settings":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
+                readers.append(f"{name}:{node.lineno}")
+    assert not readers
