@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from msgspec import Meta
 
 from circuit.config import PositiveFloat
+from state.keys import CLUSTER_HISTORY_SHARDS, DEFAULT_HISTORY_SHARDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ VARIABLES: tuple[Variable, ...] = (
         "ORCH_HISTORY_SHARDS",
         "history_shards",
         "keys the history index is spread over (one hash slot each); set the same on every replica",
-        unset="1, or 8 on a Cluster",
+        unset=f"{DEFAULT_HISTORY_SHARDS}, or {CLUSTER_HISTORY_SHARDS} on a Cluster",
     ),
     Variable("ORCH_KEY_PREFIX", "key_prefix", "prefix of every Redis key"),
     Variable(
@@ -163,7 +164,10 @@ VARIABLES: tuple[Variable, ...] = (
         "deadline of every step without its own `timeout_s`, retries included",
     ),
     Variable(
-        "ORCH_LOG_LEVEL", "log_level", "structlog lines on stderr from this level up", lower=True
+        "ORCH_LOG_LEVEL",
+        "log_level",
+        "structlog lines on stderr from this level up: debug, info, warning, error or critical",
+        lower=True,
     ),
     Variable(
         "ORCH_LOG_FORMAT",

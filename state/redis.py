@@ -222,7 +222,9 @@ class RedisStateStore:
         self._retention_s = retention_s if retention_s is not None else ttl_s
         if self._retention_s <= 0:
             raise ValueError(f"retention_s must be positive, got {retention_s}")
-        self._shards = history_shards or (8 if self._cluster else 1)
+        self._shards = history_shards or (
+            keys.CLUSTER_HISTORY_SHARDS if self._cluster else keys.DEFAULT_HISTORY_SHARDS
+        )
         self._ping_timeout_s = ping_timeout_s
         self._owns_client = False
         self._batcher = Batcher(client)
