@@ -24,8 +24,9 @@ class AgentTimeouts:
     """Per-attempt timeouts of each phase of a request, seconds (agents/transport.py).
 
     `read` is short enough that a hanging agent costs at most two or three attempts
-    inside a step's deadline (ORCH_STEP_TIMEOUT_S, 15 s), itself well inside a sync
-    query's wait (ORCH_SYNC_WAIT_S, 25 s); agents that think longer raise it.
+    inside a step's deadline (ORCH_STEP_TIMEOUT_S), itself well inside a sync query's
+    wait (ORCH_SYNC_WAIT_S); agents that think longer raise it. (The defaults keep
+    this: tests/orchestrator/test_settings_defaults.py.)
     """
 
     connect: PositiveFloat = 5.0

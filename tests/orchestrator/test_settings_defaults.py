@@ -362,3 +362,11 @@ def test_settings_is_the_only_reader_of_the_environment() -> None:
             if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
                 readers.append(f"{name}:{node.lineno}")
     assert not readers
+
+
+def test_the_default_timeouts_nest() -> None:
+    """A hanging agent gets two or three reads inside a step's deadline, inside the sync wait."""
+    read = DEFAULTS.agents["nlp"].timeouts.read
+    assert 2 <= DEFAULTS.step_timeout_s / read < 3
+    assert DEFAULTS.step_timeout_s < DEFAULTS.sync_wait_s
+    assert {spec.timeouts.read for spec in DEFAULTS.agents.values()} == {read}
