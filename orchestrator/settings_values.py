@@ -22,8 +22,10 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
+from orchestrator.errors import StartupError
 
-class ConfigError(ValueError):
+
+class ConfigError(StartupError, ValueError):
     """The environment or the config file is unusable; start-up must stop."""
 
     def __init__(self, message: str, *, source: str, key: str) -> None:

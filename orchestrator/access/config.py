@@ -27,10 +27,11 @@ from typing import Any
 
 from orchestrator.access.keys import KeyRecord, check_hash
 from orchestrator.access.principal import Limits, OffOrMore, parse_roles
+from orchestrator.errors import StartupError
 from orchestrator.settings_values import ConfigError, convert, overlay
 
 
-class AccessConfigError(ValueError):
+class AccessConfigError(StartupError, ValueError):
     """A bad `[access]`/`[tenants]` value; `key` is its dotted path in the file."""
 
     def __init__(self, message: str, *, key: str) -> None:

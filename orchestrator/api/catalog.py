@@ -107,6 +107,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "invalid_mode",
                 "invalid_wait",
                 "unknown_field",
+                "invalid_idempotency_key",
             ),
             403: ("agent_not_allowed",),
             409: ("idempotency_key_in_progress",),
