@@ -38,7 +38,6 @@ class AgentTimeouts:
 # The registry's URLs are the only ones the service calls: plain http(s), nothing else.
 AgentUrl = Annotated[str, Meta(pattern=r"^https?://[^\s/]+", description="an http(s) URL")]
 Protocol = Literal["native", "a2a"]
-PROTOCOLS: tuple[Protocol, ...] = ("native", "a2a")
 DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
