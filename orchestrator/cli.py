@@ -25,7 +25,7 @@ from orchestrator.app import create_app
 from orchestrator.keys_cli import add_keys_parser, run_keys_command
 from orchestrator.logs import configure_logging
 from orchestrator.loop import EventLoopUnavailable, loop_factory
-from orchestrator.settings import ConfigError, Settings
+from orchestrator.settings import DEFAULTS, ConfigError, Settings
 
 _EXAMPLE = (
     "curl -s -X POST {url}/api/query -H 'Content-Type: application/json' "
@@ -119,10 +119,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     for p in (serve, up):
         p.add_argument(
-            "--host", default=None, help="interface to bind (default ORCH_HOST or 127.0.0.1)"
+            "--host",
+            default=None,
+            help=f"interface to bind (else ORCH_HOST; default {DEFAULTS.host})",
         )
         p.add_argument(
-            "--port", type=int, default=None, help="API port (default ORCH_PORT or 8000)"
+            "--port",
+            type=int,
+            default=None,
+            help=f"API port (else ORCH_PORT; default {DEFAULTS.port})",
         )
         p.add_argument(
             "--insecure",
@@ -134,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
         "--agents-base-port",
         type=int,
         default=DEFAULT_PORTS["nlp"],
-        help="port of the NLP agent; Data and Viz take the next two (default 8001)",
+        help="port of the NLP agent; Data and Viz take the next two "
+        f"(default {DEFAULT_PORTS['nlp']})",
     )
     agent = sub.add_parser(
         "agent",
@@ -143,9 +149,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_keys_parser(sub)
     agent.add_argument("kind", choices=["nlp", "data", "viz"])
-    agent.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     agent.add_argument(
-        "--port", type=int, default=None, help="port (nlp 8001, data 8002, viz 8003)"
+        "--host", default=DEFAULTS.host, help=f"interface to bind (default {DEFAULTS.host})"
+    )
+    agent.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default " + ", ".join(f"{k} {p}" for k, p in DEFAULT_PORTS.items()) + ")",
     )
     agent.add_argument(
         "--a2a",

@@ -36,7 +36,7 @@ OrchestratorError                 root of every error orchestrator/ raises
 │   ├── EvaluationStopped         dag/budget.py: stopped, the node was cancelled or timed out
 │   └── NeedsOffload              dag/budget.py: the inline slice ran out, redo it off the loop
 └── StartupError                  the service must not start so: the CLI prints it, exits 2
-    ├── ConfigError               settings.py: the environment or config file; a ValueError
+    ├── ConfigError               settings_values.py: the environment or config file; a ValueError
     ├── AccessConfigError         access/config.py: an [access]/[tenants] value; a ValueError
     ├── UnsafeExposure            access/exposure.py: no API key, on a non-loopback address
     └── EventLoopUnavailable      loop.py: uvloop asked for, not installed; a RuntimeError
