@@ -14,10 +14,16 @@ from typing import Literal, cast
 
 from aiohttp import web
 
-from agents.reference import start_agent
+from agents.reference import AgentOptions, start_agent
 from agents.reference.a2a_service import VERSIONS as A2A_VERSIONS
 from agents.reference.a2a_service import Version as A2AVersion
 from agents.reference.a2a_service import start_a2a_agent
+from agents.reference.options import (
+    A2A_OPTIONS,
+    add_agent_options,
+    agent_options,
+    non_default_options,
+)
 from agents.registry import DEFAULT_PORTS, AgentRegistry
 from orchestrator.access.exposure import UnsafeExposure, access_mode
 from orchestrator.api.deadline import serve_with_head_deadline
@@ -49,17 +55,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "agent":
-        configure_logging(settings.log_level, settings.log_format)
+        options = agent_options(args)
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
         if args.a2a is not None:
+            unsupported = [f for f in non_default_options(options) if f not in A2A_OPTIONS]
+            if unsupported:
+                parser.error(
+                    f"{', '.join(unsupported)}: an A2A agent takes only --delay-ms on its "
+                    'command line (its faults are set with POST /control {"fail": true})'
+                )
+            configure_logging(settings.log_level, settings.log_format)
             ready = (
                 f"{args.kind} agent (A2A v{args.a2a}) listening on http://{args.host}:{port}"
                 f" | card: http://{args.host}:{port}/.well-known/agent-card.json"
             )
-            starter = _a2a_starter(args.kind, args.host, port, args.a2a)
+            starter = _a2a_starter(args.kind, args.host, port, args.a2a, options["delay_ms"])
         else:
-            ready = f"{args.kind} agent listening on http://{args.host}:{port}"
-            starter = _agent_starter(args.kind, args.host, port)
+            configure_logging(settings.log_level, settings.log_format)
+            ready = f"{args.kind} agent listening on http://{args.host}:{port}{_faults(options)}"
+            starter = _agent_starter(args.kind, args.host, port, options)
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(_serve_forever([starter], ready))
         return 0
@@ -153,7 +167,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="speak the Agent2Agent protocol (JSON-RPC) of this version instead of POST /process",
     )
+    add_agent_options(agent)
     return parser
+
+
+def _faults(options: AgentOptions) -> str:
+    """What the agent was told to do wrong, for its start-up line (nothing when healthy)."""
+    given = non_default_options(options)
+    return "".join(f" | {flag} {value}" for flag, value in given.items())
 
 
 def _announcement(settings: Settings, loop_name: str = "asyncio") -> str:
@@ -172,19 +193,25 @@ _Starter = Callable[[], Awaitable[web.AppRunner]]
 _Kind = Literal["nlp", "data", "viz"]
 
 
-def _agent_starter(kind: str, host: str, port: int | None) -> _Starter:
+def _agent_starter(
+    kind: str, host: str, port: int | None, options: AgentOptions | None = None
+) -> _Starter:
     async def start() -> web.AppRunner:
         chosen = DEFAULT_PORTS[kind] if port is None else port
-        runner, _ = await start_agent(cast(_Kind, kind), host=host, port=chosen)
+        runner, _ = await start_agent(cast(_Kind, kind), host=host, port=chosen, **(options or {}))
         return runner
 
     return start
 
 
-def _a2a_starter(kind: str, host: str, port: int, version: str) -> _Starter:
+def _a2a_starter(kind: str, host: str, port: int, version: str, delay_ms: float) -> _Starter:
     async def start() -> web.AppRunner:
         runner, _ = await start_a2a_agent(
-            cast(_Kind, kind), host=host, port=port, version=cast(A2AVersion, version)
+            cast(_Kind, kind),
+            host=host,
+            port=port,
+            version=cast(A2AVersion, version),
+            delay_ms=delay_ms,
         )
         return runner
 
