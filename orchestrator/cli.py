@@ -40,7 +40,7 @@ _EXAMPLE = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -112,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The `orchestrator` command line (tests parse the README's commands with it)."""
     parser = argparse.ArgumentParser(
         prog="orchestrator",
         description="Agent orchestration service: runs NLP -> Data -> Viz and any DAG of agent "

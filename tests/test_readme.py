@@ -25,9 +25,13 @@ terminal event.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -38,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from orchestrator import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -343,3 +349,60 @@ def test_a_call_fails_the_example_on_an_unnamed_error_or_bad_json() -> None:
         _check_call(block, Call(["localhost:1"], 7, None, "", ""))
     with pytest.raises(AssertionError, match="did not end"):
         _check_call(block, _call(200, "event: step.started\n", "text/event-stream"))
+
+
+# --- commands shown inline, in the prose ----------------------------------------------
+
+_COMMAND = re.compile(
+    r"^(?:[A-Z_]+=\S+ )*(?:\.venv/bin/|\./|bash |eval |python3? |orchestrator |scripts/|docker )"
+)
+
+
+def inline_commands(markdown: str) -> list[str]:
+    """The `code spans` outside fenced blocks that are commands (a span may wrap a line)."""
+    prose = re.sub(r"^(`{3,}).*?^\1", "", markdown, flags=re.S | re.M)
+    spans = (" ".join(span.split()) for span in re.findall(r"(?<!`)`([^`]+)`(?!`)", prose))
+    return sorted({span for span in spans if _COMMAND.match(span)})
+
+
+INLINE = inline_commands(README.read_text(encoding="utf-8"))
+
+
+def _argv(command: str) -> list[str]:
+    words = shlex.split(command)
+    while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+        words.pop(0)  # VAR=value prefixes
+    return words
+
+
+@pytest.mark.parametrize("command", INLINE, ids=[c[:70] for c in INLINE])
+def test_every_inline_command_names_what_exists(command: str) -> None:
+    """What a sentence tells you to run exists, with the flags it shows.
+
+    `orchestrator ...` is parsed by the CLI's own parser (not run); `python -m M` needs an
+    importable M whose source defines each --flag shown; a script path must exist. Every
+    command parses as shell. Spans with a placeholder (`…`) are checked as shell only.
+    """
+    assert subprocess.run(["bash", "-n"], input=command, text=True).returncode == 0
+    if "…" in command:
+        return
+    argv = _argv(command)
+    program = argv[0]
+    if program in ("orchestrator", ".venv/bin/orchestrator"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                cli.build_parser().parse_args(argv[1:])
+            except SystemExit as exc:
+                assert exc.code == 0, f"`{command}`: the orchestrator CLI refuses it"
+    elif program in ("python", "python3", ".venv/bin/python") and argv[1:2] == ["-m"]:
+        spec = importlib.util.find_spec(argv[2])
+        assert spec is not None and spec.origin, f"`{command}`: no module {argv[2]}"
+        source = Path(spec.origin).read_text(encoding="utf-8")
+        for flag in (a.split("=")[0] for a in argv[3:] if a.startswith("--")):
+            assert f'"{flag}"' in source, f"`{command}`: {argv[2]} has no {flag}"
+    elif program in ("python", "python3", ".venv/bin/python"):
+        assert (ROOT / argv[1]).is_file(), f"`{command}`: no file {argv[1]}"
+    elif program == "bash" and argv[1:2] != ["-n"] and not argv[1].startswith("-"):
+        assert (ROOT / argv[1]).is_file(), f"`{command}`: no file {argv[1]}"
+    elif program.startswith(("./", "scripts/")):
+        assert os.access(ROOT / program, os.X_OK), f"`{command}`: {program} is not executable"
