@@ -11,9 +11,11 @@ WORKDIR /app
 # Dependencies first, so a code change does not reinstall them: exactly the locked set
 # (every package pinned with its hashes; scripts/lock.sh refreshes it), pip and the build
 # backend included, so the project below is built from locked tools only.
-COPY requirements/tools.txt requirements/runtime.txt ./requirements/
+# LOCK=fast (docker build --build-arg LOCK=fast) adds uvloop from requirements/fast.txt.
+ARG LOCK=runtime
+COPY requirements/tools.txt requirements/runtime.txt requirements/fast.txt ./requirements/
 RUN pip install --require-hashes -r requirements/tools.txt \
-    && pip install --require-hashes -r requirements/runtime.txt
+    && pip install --require-hashes -r "requirements/${LOCK}.txt"
 
 COPY pyproject.toml README.md ./
 COPY orchestrator ./orchestrator

@@ -168,7 +168,8 @@ def test_installs_go_through_the_lockfiles_with_hashes() -> None:
     assert "--no-deps --no-build-isolation" in venv
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install --require-hashes -r requirements/tools.txt" in dockerfile
-    assert "pip install --require-hashes -r requirements/runtime.txt" in dockerfile
+    assert 'pip install --require-hashes -r "requirements/${LOCK}.txt"' in dockerfile
+    assert re.search(r"^ARG LOCK=runtime$", dockerfile, re.M)
     assert "pip install --no-deps --no-build-isolation ." in dockerfile
     # No other install line that could fetch something unpinned.
     installs = re.findall(r"pip install[^\n&]*", dockerfile)
