@@ -21,6 +21,11 @@ the real one with `--dump-header`), so each call is checked too: it exited 0; it
 status is below 400 unless the block names that status (a comment such as `# 502 ten
 times`); a JSON response printed as such parses; an event stream ends with the workflow's
 terminal event.
+
+Commands shown inline in the prose (`orchestrator keys list`, `.venv/bin/python -m
+bench.dag_plan`) are not run (benchmarks take minutes, some need Redis), but must name what
+exists: the CLI's own parser accepts each `orchestrator ...`, each `python -m` module exists
+with the flags shown, each script exists.
 """
 
 from __future__ import annotations
