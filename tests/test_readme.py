@@ -42,6 +42,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,8 @@ class Block:
         return f"L{self.line}:{first.strip()[:40]}"
 
 
-def shell_blocks(markdown: str) -> list[Block]:
-    """Every fenced block whose language is a shell, with the rest of its info string."""
+def shell_blocks(markdown: str, languages: set[str] = SHELLS) -> list[Block]:
+    """Every fenced block in one of `languages`, with the rest of its info string."""
     blocks: list[Block] = []
     lines = markdown.splitlines()
     i = 0
@@ -85,7 +86,7 @@ def shell_blocks(markdown: str) -> list[Block]:
         end = next(
             (j for j in range(i + 1, len(lines)) if lines[j].startswith(fence)), len(lines)
         )
-        if language in SHELLS:
+        if language in languages:
             body = "\n".join(lines[i + 1 : end]) + "\n"
             blocks.append(Block(i + 1, frozenset(rest.split()), body))
         i = end + 1
@@ -117,6 +118,18 @@ def test_every_shell_example_parses(block: Block) -> None:
         ["bash", "-n"], input=block.text, capture_output=True, text=True, timeout=10
     )
     assert result.returncode == 0, f"README line {block.line}: {result.stderr}"
+
+
+TOML = shell_blocks(README.read_text(encoding="utf-8"), {"toml"})
+
+
+@pytest.mark.parametrize("block", TOML, ids=[b.id for b in TOML])
+def test_every_toml_example_is_toml(block: Block) -> None:
+    """The ORCH_CONFIG examples can be pasted into a file as they are."""
+    try:
+        tomllib.loads(block.text)
+    except tomllib.TOMLDecodeError as exc:
+        raise AssertionError(f"README line {block.line}: {exc}") from exc
 
 
 # --- the live service ----------------------------------------------------------------
