@@ -56,22 +56,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "agent":
         options = agent_options(args)
+        unsupported = [f for f in non_default_options(options) if f not in A2A_OPTIONS]
+        if args.a2a is not None and unsupported:
+            parser.error(
+                f"{', '.join(unsupported)}: an A2A agent takes only --delay-ms on its "
+                'command line (its faults are set with POST /control {"fail": true})'
+            )
+        configure_logging(settings.log_level, settings.log_format)
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
         if args.a2a is not None:
-            unsupported = [f for f in non_default_options(options) if f not in A2A_OPTIONS]
-            if unsupported:
-                parser.error(
-                    f"{', '.join(unsupported)}: an A2A agent takes only --delay-ms on its "
-                    'command line (its faults are set with POST /control {"fail": true})'
-                )
-            configure_logging(settings.log_level, settings.log_format)
             ready = (
                 f"{args.kind} agent (A2A v{args.a2a}) listening on http://{args.host}:{port}"
                 f" | card: http://{args.host}:{port}/.well-known/agent-card.json"
             )
             starter = _a2a_starter(args.kind, args.host, port, args.a2a, options["delay_ms"])
         else:
-            configure_logging(settings.log_level, settings.log_format)
             ready = f"{args.kind} agent listening on http://{args.host}:{port}{_faults(options)}"
             starter = _agent_starter(args.kind, args.host, port, options)
         with asyncio.Runner(loop_factory=factory) as runner:
