@@ -106,6 +106,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "query_too_long",
                 "invalid_mode",
                 "invalid_wait",
+                "invalid_value",
                 "unknown_field",
                 "invalid_idempotency_key",
             ),
