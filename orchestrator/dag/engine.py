@@ -50,7 +50,7 @@ from orchestrator.dag.graph import ReadyTracker
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
 from orchestrator.dag.model import FallbackKind, OnFailure
 from orchestrator.dag.triggers import Outcome, unmet_reason
-from orchestrator.dag.values import UnstorableValue, json_value
+from orchestrator.dag.values import UnstorableValue, ValueSizes, json_value
 from state.models import (
     StepError,
     StepState,
@@ -226,6 +226,9 @@ class _Execution:
         self.deadline: float | None = None
         # Every expression, template and transform of this run spends from here.
         self.budget = Budget.for_workflow(engine.limits)
+        # Step outputs are measured once, when kept; templates reading them again are
+        # charged from here without another walk.
+        self.sizes = ValueSizes()
         # The node being dispatched or settled: where an escaping error is pinned.
         self.current: str | None = None
 
@@ -560,6 +563,7 @@ class _Execution:
             agent=cn.agent,
             budget=self.budget.child(self.engine.limits),
             limits=self.engine.limits,
+            sizes=self.sizes.entries,
         )
 
     def _timeout_s(self, cn: CompiledNode) -> float | None:
@@ -599,7 +603,7 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            output = _storable(cn, await self._run_bounded(cn, ctx), self.engine.limits)
+            output = self._storable(cn, await self._run_bounded(cn, ctx))
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
@@ -628,7 +632,7 @@ class _Execution:
                     payload = {}
                 ctx.deadline = self._node_deadline(cn)
                 output = await self._bounded(cn, ctx, ctx.call_agent(str(fb.target), payload))
-            output = _storable(cn, output, self.engine.limits)
+            output = self._storable(cn, output)
         except Exception as fb_exc:
             failure = NodeError(
                 f"{reason}; fallback failed: {error_message(fb_exc)}",
@@ -647,6 +651,14 @@ class _Execution:
             attempts=ctx.attempts,
             agent=_agent_of(error, ctx),
         )
+
+    def _storable(self, cn: CompiledNode, output: Any) -> Any:
+        """A node's output as JSON both stores can carry (orchestrator.dag.values), or its
+        error; its size is remembered for the templates that read it later."""
+        try:
+            return self.sizes.keep(output, max_bytes=self.engine.limits.node_bytes)
+        except UnstorableValue as exc:
+            raise NodeError(f"node {cn.id!r}: output: {exc}", code=exc.code, node_id=cn.id) from exc
 
     async def _bounded(self, cn: CompiledNode, ctx: NodeContext, work: Awaitable[Any]) -> Any:
         """Await `work` under the node's timeout_s (if any); NodeTimeout when it runs out.
@@ -716,20 +728,14 @@ class _Execution:
             scope="workflow",
         )
         try:
+            known = self.sizes.entries
             return json_value(
-                template.render(self.scope, missing="null", budget=budget),
+                template.render(self.scope, missing="null", budget=budget, sizes=known),
                 max_bytes=self.engine.limits.workflow_bytes,
+                known=known,
             )
         except (BudgetExceeded, UnstorableValue) as exc:
             raise _OutputError(str(exc)) from exc
-
-
-def _storable(cn: CompiledNode, output: Any, limits: Limits) -> Any:
-    """A node's output as JSON both stores can carry (orchestrator.dag.values), or its error."""
-    try:
-        return json_value(output, max_bytes=limits.node_bytes)
-    except UnstorableValue as exc:
-        raise NodeError(f"node {cn.id!r}: output: {exc}", code=exc.code, node_id=cn.id) from exc
 
 
 def _agent_of(error: BaseException, ctx: NodeContext) -> str | None:
