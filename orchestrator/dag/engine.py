@@ -3,7 +3,10 @@
 A node starts the moment all its dependencies are done (`graph.ReadyTracker`:
 graphlib's `get_ready/done` without its per-run set-up), never waiting for a "level"; at most
 `options.max_parallel` nodes run at any moment (each agent's own limit is the
-client's bulkhead). Per node, in order:
+client's bulkhead). A node runs in a task of its own when others may run beside it;
+the only node that can run (each node of a chain, a fan-out's root and join) runs in
+the workflow's own task, with the same deadline, cancel, pause and log context.
+Per node, in order:
 
 - skipped, without running, if its trigger rule over how its dependencies ended
   is not met (dag/triggers.py: by default a node with one dependency needs it to
@@ -72,6 +75,8 @@ log = structlog.get_logger(__name__)
 
 # How much later than a node's deadline its backstop fires (see _bounded).
 _BACKSTOP_GRACE_S = 0.05
+# Nodes run inline (in the workflow's task) give the event loop a turn at least this often.
+_INLINE_TURN_S = 0.002
 # Steps a resumed run keeps as they are.
 _SETTLED = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED})
 
@@ -231,6 +236,8 @@ class _Execution:
         self.sizes = ValueSizes()
         # The node being dispatched or settled: where an escaping error is pinned.
         self.current: str | None = None
+        # When nodes run inline, the last time this run gave the loop a turn on purpose.
+        self.yielded_at = self.loop.time()
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -434,11 +441,61 @@ class _Execution:
             step = self.state.steps[node_id]
             step.status = StepStatus.RUNNING
             step.started_at = self.engine.clock()
+            if not self.running and not self.runnable:
+                # The only node that can run now (a chain's every node, a fan-out's root
+                # and join): run it in this task. A task of its own would buy nothing but
+                # a task, a wake-up and a turn of the loop per node.
+                await self.emit(step)
+                await self._run_inline(cn, ctx, pre_error, sorter)
+                continue
             task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
             await self.emit(step)
         self.current = None
+
+    async def _run_inline(
+        self,
+        cn: CompiledNode,
+        ctx: NodeContext,
+        pre_error: NodeError | None,
+        sorter: ReadyTracker,
+    ) -> None:
+        """Run one node in the workflow's own task, then settle it as `_wait_one` does.
+
+        Everything a node task has holds here too: its log lines carry its step and
+        agent (bound for the node, then reset); the workflow's deadline ends it
+        (_TimedOut, as the deadline timer does for node tasks); cancelling the
+        workflow's task cancels the node where it is, and `_run` records it.
+        """
+        tokens = structlog.contextvars.bind_contextvars(step=cn.id, agent=cn.agent, attempt=0)
+        try:
+            if self.deadline is None:
+                outcome = await self._traced(cn, ctx, pre_error)
+            else:
+                bound = asyncio.timeout_at(self.deadline)
+                try:
+                    async with bound:
+                        outcome = await self._traced(cn, ctx, pre_error)
+                except TimeoutError:
+                    if bound.expired():
+                        raise _TimedOut from None
+                    raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+        self.current = cn.id
+        try:
+            await self._settle(cn.id, outcome)
+        finally:
+            sorter.done(cn.id)
+        self.current = None
+        now = self.loop.time()
+        if now - self.yielded_at >= _INLINE_TURN_S:
+            # Nodes that never wait (transforms, conditions) would otherwise run a whole
+            # chain in one turn of the loop, and nothing else (health checks, other
+            # workflows) would run meanwhile: a node task always gave the loop a turn.
+            await asyncio.sleep(0)
+            self.yielded_at = self.loop.time()
 
     async def _until_deadline(self, work: Awaitable[Any]) -> Any:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
@@ -582,6 +639,12 @@ class _Execution:
         # This node's own task: every line logged inside it carries the step and agent.
         # (`attempt` is 0 until the agent client makes one.)
         structlog.contextvars.bind_contextvars(step=cn.id, agent=cn.agent, attempt=0)
+        return await self._traced(cn, ctx, pre_error)
+
+    async def _traced(
+        self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
+    ) -> _Outcome:
+        """The node, in a span `node <id>` when there is a tracer."""
         tracer = self.engine.tracer
         if tracer is None:
             return await self._execute_node(cn, ctx, pre_error)
