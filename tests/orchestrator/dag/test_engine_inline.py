@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from agents.errors import AgentHTTPError
-from state.models import StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeStatus, WorkflowState, WorkflowStatus
 
 from .conftest import FakeAgents, Harness, agent, compile_def, new_state
 
@@ -62,7 +62,7 @@ async def test_the_workflow_deadline_ends_a_chain_node_that_has_a_fallback(
     assert run.state.status is WorkflowStatus.FAILED
     assert run.state.error.code == "workflow_timeout"
     assert run.statuses() == {"a": "completed", "b": "cancelled", "c": "cancelled"}
-    assert run.step("b").output is None
+    assert run.node("b").output is None
     assert fake.cancelled == ["b"]
 
 
@@ -79,9 +79,9 @@ async def test_a_node_timeout_in_a_chain_takes_the_fallback_and_the_chain_goes_o
     }
     run = await harness.run(definition)
     assert run.state.status is WorkflowStatus.DEGRADED
-    assert run.step("b").output == {"v": 1}
-    assert run.step("b").error.type == "node_timeout"
-    assert run.step("c").status is StepStatus.COMPLETED
+    assert run.node("b").output == {"v": 1}
+    assert run.node("b").error.type == "node_timeout"
+    assert run.node("c").status is NodeStatus.COMPLETED
 
 
 async def test_a_pause_asked_while_a_chain_node_runs_stops_after_it(
@@ -129,7 +129,7 @@ async def test_a_stop_failure_in_a_chain_fails_the_workflow_and_cancels_the_rest
 async def test_a_chain_nodes_log_context_is_its_own_and_does_not_outlive_it(
     harness: Harness, fake: FakeAgents
 ) -> None:
-    """Inside a node every line carries its step and agent; after the run, nothing of the
+    """Inside a node every line carries its node and agent; after the run, nothing of the
     nodes is left bound in the caller's context."""
     seen: list[dict[str, Any]] = []
 
@@ -149,7 +149,7 @@ async def test_a_chain_nodes_log_context_is_its_own_and_does_not_outlive_it(
     finally:
         structlog.contextvars.clear_contextvars()
     assert run.state.status is WorkflowStatus.COMPLETED
-    assert [(s["step"], s["agent"], s["workflow_id"]) for s in seen] == [
+    assert [(s["node"], s["agent"], s["workflow_id"]) for s in seen] == [
         ("a", "nlp", "w-1"),
         ("b", "data", "w-1"),
     ]
