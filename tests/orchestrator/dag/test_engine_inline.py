@@ -60,7 +60,7 @@ async def test_the_workflow_deadline_ends_a_chain_node_that_has_a_fallback(
     }
     run = await harness.run(definition)
     assert run.state.status is WorkflowStatus.FAILED
-    assert run.state.error.code == "workflow_timeout"
+    assert run.state.error is not None and run.state.error.code == "workflow_timeout"
     assert run.statuses() == {"a": "completed", "b": "cancelled", "c": "cancelled"}
     assert run.node("b").output is None
     assert fake.cancelled == ["b"]
@@ -122,7 +122,7 @@ async def test_a_stop_failure_in_a_chain_fails_the_workflow_and_cancels_the_rest
     fake.behaviours["b"] = AgentHTTPError(agent="b", status=503, attempts=2)
     run = await harness.run({"options": {"on_failure": "stop"}, **CHAIN})
     assert run.state.status is WorkflowStatus.FAILED
-    assert run.state.error.step_id == "b"
+    assert run.state.error is not None and run.state.error.step_id == "b"
     assert run.statuses() == {"a": "completed", "b": "failed", "c": "cancelled"}
 
 
