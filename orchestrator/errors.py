@@ -65,7 +65,8 @@ document both list.
 
 Outside the tree, on purpose: private control-flow exceptions that never leave their
 module (a test checks no other module names them) — dag/engine.py's `_Paused`,
-`_TimedOut`, `_OutputError`, `_StopWorkflow` and dag/expressions.py's `_Refused`, `_TooBig`.
+`_TimedOut`, `_OutputError`, `_StopWorkflow`, dag/expressions.py's `_Refused`, `_TooBig`
+and dag/values.py's `_NotPlain`.
 """
 
 from __future__ import annotations
