@@ -19,10 +19,12 @@ worker thread notices at its next charge and raises, so a cancelled or timed-out
 node never leaves a thread computing for nothing.
 
 ```
-ValueError
-└── BudgetExceeded      # .resource ("operations" | "bytes"), .scope ("node" | "workflow"), .limit
-Exception
-└── EvaluationStopped   # the budget was stopped (the node was cancelled or timed out)
+EvaluationError (orchestrator/errors.py)
+└── BudgetExceeded      # also a ValueError; .resource ("operations" | "bytes"),
+                        # .scope ("node" | "workflow"), .limit
+EvaluationInterrupted (orchestrator/errors.py)
+├── EvaluationStopped   # the budget was stopped (the node was cancelled or timed out)
+└── NeedsOffload        # an inline slice ran out: redo the work off the event loop
 ```
 """
 
@@ -32,22 +34,27 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from orchestrator.errors import EvaluationError, EvaluationInterrupted
+
 __all__ = [
     "DEFAULT_LIMITS",
     "Budget",
     "BudgetExceeded",
     "EvaluationStopped",
     "Limits",
+    "KnownSizes",
     "NeedsOffload",
     "measure",
     "unlimited",
 ]
 
 Resource = Literal["operations", "bytes"]
+# Sizes already measured, by container id: (the container, its size, its height).
+KnownSizes = Mapping[int, tuple[Any, int, int]]
 Scope = Literal["node", "workflow"]
 
 
-class BudgetExceeded(ValueError):
+class BudgetExceeded(EvaluationError, ValueError):
     """An evaluation would spend more operations or bytes than its budget allows."""
 
     def __init__(self, *, resource: Resource, scope: Scope, limit: int) -> None:
@@ -57,11 +64,11 @@ class BudgetExceeded(ValueError):
         self.limit = limit
 
 
-class EvaluationStopped(Exception):
+class EvaluationStopped(EvaluationInterrupted):
     """The budget was stopped from outside: the work is no longer wanted."""
 
 
-class NeedsOffload(Exception):
+class NeedsOffload(EvaluationInterrupted):
     """Raised by an inline slice that ran out: redo the (pure) work off the event loop."""
 
 
@@ -151,14 +158,15 @@ def unlimited() -> Budget:
     return Budget(ops=2**62, nbytes=2**62)
 
 
-def measure(value: Any, limit: int) -> int:
+def measure(value: Any, limit: int, known: KnownSizes | None = None) -> int:
     """The size of a JSON-like value (strings by length, containers by items, deep),
     walking at most about `limit` units; returns `limit + 1` as soon as it is over.
 
     Shared sub-values are counted each time they occur, as serialising would
     count them, but each distinct container is walked once (memoised by id), so a
     value full of repeated references is measured in time proportional to its
-    distinct parts.
+    distinct parts. A container found in `known` (orchestrator.dag.values.ValueSizes:
+    the same object, measured when its step output was kept) is not walked again.
     """
     memo: dict[int, int] = {}
     over = limit + 1
@@ -175,9 +183,12 @@ def measure(value: Any, limit: int) -> int:
             return max(1, item.bit_length() // 3)
         else:
             return 8
-        known = memo.get(id(item))
-        if known is not None:
-            return known
+        seen = memo.get(id(item))
+        if seen is None and known is not None:
+            entry = known.get(id(item))
+            seen = None if entry is None else entry[1]
+        if seen is not None:
+            return seen
         total = 2
         for child in children:
             total += size(child) + 1
