@@ -14,10 +14,16 @@ from typing import Literal, cast
 
 from aiohttp import web
 
-from agents.reference import start_agent
+from agents.reference import AgentOptions, start_agent
 from agents.reference.a2a_service import VERSIONS as A2A_VERSIONS
 from agents.reference.a2a_service import Version as A2AVersion
 from agents.reference.a2a_service import start_a2a_agent
+from agents.reference.options import (
+    A2A_OPTIONS,
+    add_agent_options,
+    agent_options,
+    non_default_options,
+)
 from agents.registry import DEFAULT_PORTS, AgentRegistry
 from orchestrator.access.exposure import UnsafeExposure, access_mode
 from orchestrator.api.deadline import serve_with_head_deadline
@@ -34,7 +40,7 @@ _EXAMPLE = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -49,6 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "agent":
+        options = agent_options(args)
+        unsupported = [f for f in non_default_options(options) if f not in A2A_OPTIONS]
+        if args.a2a is not None and unsupported:
+            parser.error(
+                f"{', '.join(unsupported)}: an A2A agent takes only --delay-ms on its "
+                'command line (its faults are set with POST /control {"fail": true})'
+            )
         configure_logging(settings.log_level, settings.log_format)
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
         if args.a2a is not None:
@@ -56,10 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.kind} agent (A2A v{args.a2a}) listening on http://{args.host}:{port}"
                 f" | card: http://{args.host}:{port}/.well-known/agent-card.json"
             )
-            starter = _a2a_starter(args.kind, args.host, port, args.a2a)
+            starter = _a2a_starter(args.kind, args.host, port, args.a2a, options["delay_ms"])
         else:
-            ready = f"{args.kind} agent listening on http://{args.host}:{port}"
-            starter = _agent_starter(args.kind, args.host, port)
+            ready = f"{args.kind} agent listening on http://{args.host}:{port}{_faults(options)}"
+            starter = _agent_starter(args.kind, args.host, port, options)
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(_serve_forever([starter], ready))
         return 0
@@ -98,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The `orchestrator` command line (tests parse the README's commands with it)."""
     parser = argparse.ArgumentParser(
         prog="orchestrator",
         description="Agent orchestration service: runs NLP -> Data -> Viz and any DAG of agent "
@@ -164,7 +178,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="speak the Agent2Agent protocol (JSON-RPC) of this version instead of POST /process",
     )
+    add_agent_options(agent)
     return parser
+
+
+def _faults(options: AgentOptions) -> str:
+    """What the agent was told to do wrong, for its start-up line (nothing when healthy)."""
+    given = non_default_options(options)
+    return "".join(f" | {flag} {value}" for flag, value in given.items())
 
 
 def _announcement(settings: Settings, loop_name: str = "asyncio") -> str:
@@ -183,19 +204,25 @@ _Starter = Callable[[], Awaitable[web.AppRunner]]
 _Kind = Literal["nlp", "data", "viz"]
 
 
-def _agent_starter(kind: str, host: str, port: int | None) -> _Starter:
+def _agent_starter(
+    kind: str, host: str, port: int | None, options: AgentOptions | None = None
+) -> _Starter:
     async def start() -> web.AppRunner:
         chosen = DEFAULT_PORTS[kind] if port is None else port
-        runner, _ = await start_agent(cast(_Kind, kind), host=host, port=chosen)
+        runner, _ = await start_agent(cast(_Kind, kind), host=host, port=chosen, **(options or {}))
         return runner
 
     return start
 
 
-def _a2a_starter(kind: str, host: str, port: int, version: str) -> _Starter:
+def _a2a_starter(kind: str, host: str, port: int, version: str, delay_ms: float) -> _Starter:
     async def start() -> web.AppRunner:
         runner, _ = await start_a2a_agent(
-            cast(_Kind, kind), host=host, port=port, version=cast(A2AVersion, version)
+            cast(_Kind, kind),
+            host=host,
+            port=port,
+            version=cast(A2AVersion, version),
+            delay_ms=delay_ms,
         )
         return runner
 
