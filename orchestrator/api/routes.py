@@ -29,8 +29,8 @@ from orchestrator.api.requests import (
 from orchestrator.api.services import SERVICES
 from orchestrator.chain import CHAIN_NAME
 from orchestrator.dag.compiler import CompiledWorkflow
-from orchestrator.dag.parse import definition_schema
 from orchestrator.dag.plan import plan_workflow
+from orchestrator.dag.schema import definition_schema
 from orchestrator.errors import WorkflowNotFound
 from orchestrator.tracing import incoming_context
 from state.models import WorkflowState, WorkflowStatus
@@ -254,7 +254,9 @@ async def workflow_plan_svg(request: web.Request) -> web.Response:
 
 @routes.get("/api/workflows/schema")
 async def schema(request: web.Request) -> web.Response:
-    return json_response(definition_schema())
+    # This service's kinds and built-in fallbacks, those given to create_app included.
+    services = request.app[SERVICES]
+    return json_response(definition_schema(services.kinds, builtins=services.builtins))
 
 
 @routes.get("/healthz")

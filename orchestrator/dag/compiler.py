@@ -16,6 +16,8 @@ import keyword
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from msgspec import UNSET
+
 from orchestrator.dag.errors import DefinitionError, Problem
 from orchestrator.dag.expressions import ALLOWED_FUNCTIONS, Expression, ExpressionError
 from orchestrator.dag.expressions import compile_expression as _compile_expression
@@ -268,6 +270,10 @@ def _compile_node(
     builtins: Collection[str],
     out: _Analysis,
 ) -> CompiledNode | None:
+    if malformed:
+        # Parsing reported what is wrong with it (an unknown kind too): it only takes
+        # part in the graph checks.
+        return None
     kind = kinds.get(node.kind)
     if kind is None:
         known = ", ".join(sorted(kinds))
@@ -280,23 +286,22 @@ def _compile_node(
         return None
     ok = True
     compiled: Compiled | None = None
-    if not malformed:
-        try:
-            compiled = kind.compile(node)
-        except DefinitionError as exc:
-            ok = False
-            for p in exc.problems:
-                path = f"nodes/{i}/{p.path}" if p.path else f"nodes/{i}"
-                out.problems.append(Problem(p.code, p.message, node.id, path, p.nodes))
-        if compiled is not None and not compiled.agents <= agents:
-            ok = False
-            for agent in sorted(compiled.agents - agents):
-                out.add(
-                    "unknown_agent",
-                    _unknown_agent(node, agent, agents),
-                    node.id,
-                    f"nodes/{i}/agent",
-                )
+    try:
+        compiled = kind.compile(node)
+    except DefinitionError as exc:
+        ok = False
+        for p in exc.problems:
+            path = f"nodes/{i}/{p.path}" if p.path else f"nodes/{i}"
+            out.problems.append(Problem(p.code, p.message, node.id, path, p.nodes))
+    if compiled is not None and not compiled.agents <= agents:
+        ok = False
+        for agent in sorted(compiled.agents - agents):
+            out.add(
+                "unknown_agent",
+                _unknown_agent(node, agent, agents),
+                node.id,
+                f"nodes/{i}/agent",
+            )
     when = None
     if node.when is not None:
         when = _when(node, i, out)
@@ -364,7 +369,7 @@ def _fallback(
             node.id,
             f"nodes/{i}/fallback/agent",
         )
-    if fb.input is None:
+    if fb.input is UNSET:
         return None, ok
     try:
         return compile_template(fb.input), ok
