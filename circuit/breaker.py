@@ -64,7 +64,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-logger = structlog.get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 
 class BreakerState(StrEnum):
@@ -479,7 +479,7 @@ class AsyncCircuitBreaker:
                     observer(self.name, old, new)
                 except Exception:
                     # An observer's bug must not break the call path or the state machine.
-                    logger.exception("breaker_listener_failed", breaker=self.name)
+                    log.exception("breaker_listener_failed", breaker=self.name)
 
 
 class _SlowCall(Exception):

@@ -232,7 +232,7 @@ def create_app(
         metrics = WorkflowMetrics(
             registry=registry,
             definitions=settings.metrics_definitions,
-            max_step_labels=settings.metrics_max_steps,
+            max_node_labels=settings.metrics_max_steps,
             max_series=settings.max_metric_series,
         )
         inner_store = store if store is not None else create_store(settings)
@@ -255,7 +255,7 @@ def create_app(
             registry=settings.agents,
             kinds=kind_registry,
             builtins=builtin_fallbacks,
-            step_timeout_s=settings.step_timeout_s,
+            node_timeout_s=settings.step_timeout_s,
             limits=settings.limits,
             tracer=tracer,
         )

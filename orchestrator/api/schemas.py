@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from state.models import StepStatus, WorkflowStatus
+from state.models import NodeStatus, WorkflowStatus
 
 _NUM_OR_NULL: dict[str, Any] = {"type": ["number", "null"]}
 _STR_OR_NULL: dict[str, Any] = {"type": ["string", "null"]}
@@ -33,7 +33,7 @@ _STEP = _object(
     {
         "step_id": {"type": "string"},
         "kind": {"type": "string"},
-        "status": {"enum": [s.value for s in StepStatus]},
+        "status": {"enum": [s.value for s in NodeStatus]},
         "attempts": {"type": "integer", "minimum": 0},
     },
     agent=_STR_OR_NULL,

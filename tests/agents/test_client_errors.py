@@ -16,7 +16,7 @@ from agents.errors import (
     body_excerpt,
 )
 
-CTX = {"agent": "data", "workflow_id": "wf-1", "step_id": "fetch"}
+CTX = {"agent": "data", "workflow_id": "wf-1", "node_id": "fetch"}
 
 ERRORS: list[tuple[AgentError, str, str]] = [
     (UnknownAgent(agent="dta", known=["viz", "data"]), "unknown_agent",

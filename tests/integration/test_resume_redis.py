@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from agents.reference import parse_intent
 from orchestrator.api.services import SERVICES
 from state import keys
-from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.redis import RedisStateStore
 from tests.integration.conftest import Agents, eventually
 
@@ -37,25 +37,25 @@ async def test_an_orphaned_workflow_is_resumed_without_rerunning_completed_steps
     """What a dead replica left half-done is finished by another; its completed NLP step is kept."""
     store = RedisStateStore.from_url(redis_url, prefix=prefix)
     now = time.time()
-    nlp = StepState(
+    nlp = NodeRun(
         step_id="nlp",
         kind="agent",
         agent="nlp",
-        status=StepStatus.COMPLETED,
+        status=NodeStatus.COMPLETED,
         attempts=1,
         started_at=now - 1,
         finished_at=now - 0.9,
         output={"intent": dict(parse_intent(QUESTION))},
     )
-    data = StepState(
+    data = NodeRun(
         step_id="data",
         kind="agent",
         agent="data",
-        status=StepStatus.RUNNING,
+        status=NodeStatus.RUNNING,
         attempts=1,
         started_at=now - 0.9,
     )
-    viz = StepState(step_id="viz", kind="agent", agent="viz")
+    viz = NodeRun(step_id="viz", kind="agent", agent="viz")
     orphan = WorkflowState(
         workflow_id=uuid.uuid4().hex,
         definition_name="chain",

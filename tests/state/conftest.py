@@ -22,9 +22,9 @@ from state import keys
 from state.connect import connect
 from state.memory import MemoryStateStore
 from state.models import (
-    StepError,
-    StepState,
-    StepStatus,
+    NodeFailure,
+    NodeRun,
+    NodeStatus,
     WorkflowError,
     WorkflowState,
     WorkflowStatus,
@@ -209,26 +209,26 @@ def make_state(
         status=status,
         inputs={"query": "sales by region", "limit": 10, "nested": {"ok": True, "xs": [1, 2.5]}},
         steps={
-            "nlp": StepState(
+            "nlp": NodeRun(
                 step_id="nlp",
                 kind="agent",
                 agent="nlp",
-                status=StepStatus.COMPLETED,
+                status=NodeStatus.COMPLETED,
                 attempts=2,
                 started_at=1700000000.125,
                 finished_at=1700000000.5,
                 output={"intent": "aggregate", "entities": ["region"]},
                 fallback="nlp: 503 Service Unavailable; used keyword_intent",
             ),
-            "data": StepState(
+            "data": NodeRun(
                 step_id="data",
                 kind="agent",
                 agent="data",
-                status=StepStatus.FAILED,
+                status=NodeStatus.FAILED,
                 attempts=3,
                 started_at=1700000000.5,
                 finished_at=1700000001.75,
-                error=StepError(
+                error=NodeFailure(
                     type="AgentUnavailable",
                     message="data: connection refused",
                     agent="data",
@@ -236,11 +236,11 @@ def make_state(
                     input={"intent": "aggregate"},
                 ),
             ),
-            "viz": StepState(
+            "viz": NodeRun(
                 step_id="viz",
                 kind="agent",
                 agent="viz",
-                status=StepStatus.SKIPPED,
+                status=NodeStatus.SKIPPED,
                 skip_reason="dependency data failed",
             ),
         },

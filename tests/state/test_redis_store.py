@@ -129,7 +129,7 @@ async def test_wire_layout_matches_state_keys(
     assert {k.decode() for k in stored} == {
         keys.DOC_STATUS_FIELD, keys.DOC_LEASE_GEN_FIELD, keys.DOC_OWNER_FIELD,
         keys.DOC_HEADER_FIELD, keys.DOC_SPEC_FIELD, keys.DOC_ORDER_FIELD,
-        keys.DOC_RESULT_FIELD, *(keys.DOC_STEP_PREFIX + s for s in state.steps),
+        keys.DOC_RESULT_FIELD, *(keys.DOC_NODE_PREFIX + s for s in state.steps),
     }
     assert stored[keys.DOC_STATUS_FIELD.encode()] == b"running"
 
