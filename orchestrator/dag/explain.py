@@ -14,6 +14,7 @@ reported by `on_unknown_tag`'s caller (dag/parse.py knows what to say about kind
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 from collections.abc import Mapping
@@ -43,27 +44,57 @@ class Issue:
 
 def explain(value: Any, tp: Any, path: Path = ()) -> list[Issue]:
     """Every issue of `value` against `tp` ([] if it converts)."""
+    shape, detail = _shape(tp)
+    if shape == "struct":
+        if isinstance(value, Mapping):
+            return _struct(value, detail, path)
+    elif shape == "union":
+        return _union(value, tp, detail, path)
+    elif shape == "list":
+        if isinstance(value, list):
+            found = [i for n, v in enumerate(value) for i in explain(v, detail, (*path, n))]
+            if found:
+                return found
+    elif shape == "dict":
+        if isinstance(value, Mapping):
+            key_type, value_type = detail
+            found = []
+            for key, item in value.items():
+                found += explain(key, key_type, (*path, key))
+                found += explain(item, value_type, (*path, key))
+            if found:
+                return found
+    return _leaf(value, tp, path)
+
+
+@functools.cache
+def _shape(tp: Any) -> tuple[str, Any]:
+    """What `tp` is, for the walk (cached: a definition walks the same few types
+    thousands of times): a Struct, a union, a list or tuple, a mapping, or a leaf."""
     base = _unwrap(tp)
     if isinstance(base, type) and issubclass(base, Struct):
-        if isinstance(value, Mapping):
-            return _struct(value, base, path)
-    elif _is_union(base):
-        return _union(value, tp, base, path)
-    elif get_origin(base) in (list, tuple) and isinstance(value, list):
+        return "struct", base
+    if _is_union(base):
         args = get_args(base)
-        item = args[0] if args else Any
-        found = [i for n, v in enumerate(value) for i in explain(v, item, (*path, n))]
-        if found:
-            return found
-    elif get_origin(base) in (dict, Mapping) and isinstance(value, Mapping):
-        key_type, value_type = get_args(base) or (Any, Any)
-        found = []
-        for key, item in value.items():
-            found += explain(key, key_type, (*path, key))
-            found += explain(item, value_type, (*path, key))
-        if found:
-            return found
-    return _leaf(value, tp, path)
+        options = tuple(a for a in args if a is not type(None) and a is not UnsetType)
+        structs = tuple(o for o in options if isinstance(o, type) and issubclass(o, Struct))
+        tags = {cls.__struct_config__.tag: cls for cls in structs} if len(structs) > 1 else {}
+        return "union", _Union(options, len(options) < len(args), tags)
+    origin = get_origin(base)
+    if origin in (list, tuple):
+        args = get_args(base)
+        return "list", args[0] if args else Any
+    if origin in (dict, Mapping):
+        return "dict", get_args(base) or (Any, Any)
+    return "leaf", None
+
+
+@dataclass(frozen=True, slots=True)
+class _Union:
+    options: tuple[Any, ...]
+    nullable: bool
+    # Tag value -> class, for a union of tagged Structs (empty otherwise).
+    tags: dict[Any, type[Struct]]
 
 
 def _unwrap(tp: Any) -> Any:
@@ -80,7 +111,7 @@ def _leaf(value: Any, tp: Any, path: Path) -> list[Issue]:
     try:
         msgspec.convert(value, tp)
     except msgspec.ValidationError as exc:
-        message = message_of(exc)
+        message = _message_of(exc)
         allowed = _choices(tp)
         if allowed and message.startswith("Invalid enum value"):
             message += f" (one of: {', '.join(allowed)})"
@@ -100,13 +131,26 @@ def _choices(tp: Any) -> list[str]:
     return []
 
 
-def message_of(exc: msgspec.ValidationError) -> str:
+def _message_of(exc: msgspec.ValidationError) -> str:
     """msgspec's message without its "- at `$...`" suffix (the caller says where)."""
     return _AT.sub("", str(exc))
 
 
+@functools.cache
+def _fields(cls: type[Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
+    # msgspec resolves the annotations on every call: once per class is enough.
+    return msgspec.structs.fields(cls)
+
+
 def _struct(value: Mapping[str, Any], cls: type[Struct], path: Path) -> list[Issue]:
-    fields = msgspec.structs.fields(cls)
+    try:
+        # msgspec keeps a Struct class's decoding plan: a valid object costs a microsecond.
+        msgspec.convert(value, cls)
+    except msgspec.ValidationError:
+        pass
+    else:
+        return []
+    fields = _fields(cls)
     declared = {f.encode_name for f in fields}
     tag_field = cls.__struct_config__.tag_field
     found: list[Issue] = []
@@ -124,31 +168,28 @@ def _struct(value: Mapping[str, Any], cls: type[Struct], path: Path) -> list[Iss
     return found or _leaf(value, cls, path)
 
 
-def _union(value: Any, tp: Any, union: Any, path: Path) -> list[Issue]:
-    options = [a for a in get_args(union) if a is not type(None) and a is not UnsetType]
-    if value is None and len(options) < len(get_args(union)):
+def _union(value: Any, tp: Any, union: _Union, path: Path) -> list[Issue]:
+    if value is None and union.nullable:
         return []
-    structs = [o for o in options if isinstance(o, type) and issubclass(o, Struct)]
-    if len(structs) > 1 and isinstance(value, Mapping):
-        return _tagged(value, structs, path)
-    for option in options:
-        base = _unwrap(option)
-        if (
-            (isinstance(base, type) and issubclass(base, Struct) and isinstance(value, Mapping))
-            or (get_origin(base) in (list, tuple) and isinstance(value, list))
-            or (get_origin(base) in (dict, Mapping) and isinstance(value, Mapping))
+    if union.tags and isinstance(value, Mapping):
+        return _tagged(value, union.tags, path)
+    for option in union.options:
+        shape, _ = _shape(option)
+        if (shape in ("struct", "dict") and isinstance(value, Mapping)) or (
+            shape == "list" and isinstance(value, list)
         ):
             return explain(value, option, path)
     return _leaf(value, tp, path)
 
 
-def _tagged(value: Mapping[str, Any], structs: list[type[Struct]], path: Path) -> list[Issue]:
-    tag_field = structs[0].__struct_config__.tag_field
+def _tagged(value: Mapping[str, Any], tags: dict[Any, type[Struct]], path: Path) -> list[Issue]:
+    tag_field = next(iter(tags.values())).__struct_config__.tag_field
     assert tag_field is not None  # msgspec allows several structs in a union only if tagged
     if tag_field not in value:
         return [Issue(path, "missing_field", f"missing required field {tag_field!r}", (tag_field,))]
     tag = value[tag_field]
-    for cls in structs:
-        if cls.__struct_config__.tag == tag:
-            return _struct(value, cls, path)
-    return [Issue((*path, tag_field), "unknown_tag", f"unknown {tag_field} {tag!r}", (str(tag),))]
+    cls = tags.get(tag) if isinstance(tag, str | int) else None
+    if cls is None:
+        message = f"unknown {tag_field} {tag!r}"
+        return [Issue((*path, tag_field), "unknown_tag", message, (str(tag),))]
+    return _struct(value, cls, path)

@@ -50,8 +50,8 @@ Name = Annotated[str, Meta(pattern=NAME_PATTERN)]
 Expression = Annotated[str, Meta(min_length=1, max_length=2000)]
 DotPath = Annotated[str, Meta(min_length=1, max_length=500)]
 Description = Annotated[str, Meta(max_length=2000)]
-# Any JSON; strings may contain {{ dot.path }} (dag/templates.py).
-Template = Annotated[
+# Any JSON; strings may contain {{ dot.path }} (compiled by dag/templates.py).
+TemplateValue = Annotated[
     Any,
     Meta(
         description="Any JSON; strings may contain {{ dot.path }}. A string that is one "
@@ -82,7 +82,7 @@ class Fallback(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=Tr
     input), a static `value` (used as is), or a built-in function (`builtin`)."""
 
     agent: Name | UnsetType = UNSET
-    input: Template | UnsetType = UNSET
+    input: TemplateValue | UnsetType = UNSET
     value: Any | UnsetType = UNSET
     builtin: Name | UnsetType = UNSET
 
@@ -120,10 +120,6 @@ class Options(Struct, frozen=True, forbid_unknown_fields=True):
     # Wall-clock budget of the whole workflow.
     timeout_s: Seconds = DEFAULT_TIMEOUT_S
     on_failure: OnFailure = OnFailure.STOP
-
-
-# The name the engine and plan use.
-WorkflowOptions = Options
 
 
 class Edge(Struct, frozen=True, forbid_unknown_fields=True):

@@ -12,8 +12,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector
-from orchestrator.dag.model import Name, NodeDef
-from orchestrator.dag.model import Template as TemplateValue
+from orchestrator.dag.model import Name, NodeDef, TemplateValue
 from orchestrator.dag.paths import json_type, with_article
 from orchestrator.dag.templates import Template, TemplateError, compile_template
 

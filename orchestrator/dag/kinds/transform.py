@@ -11,9 +11,8 @@ from msgspec import UNSET, Meta, UnsetType
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.expressions import Expression
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector, to_json
-from orchestrator.dag.model import NODE_ID_PATTERN, DotPath, NodeDef
+from orchestrator.dag.model import NODE_ID_PATTERN, DotPath, NodeDef, TemplateValue
 from orchestrator.dag.model import Expression as ExpressionText
-from orchestrator.dag.model import Template as TemplateValue
 from orchestrator.dag.paths import PathError, json_type, resolve_segments, with_article
 from orchestrator.dag.templates import Template
 

@@ -22,8 +22,7 @@ from orchestrator.dag.budget import measure
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector
 from orchestrator.dag.kinds.transform import source_problem
-from orchestrator.dag.model import NodeDef
-from orchestrator.dag.model import Template as TemplateValue
+from orchestrator.dag.model import NodeDef, TemplateValue
 from orchestrator.dag.templates import Template
 
 # Errors listed in the failure message; the count says how many there were in all.
