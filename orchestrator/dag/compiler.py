@@ -23,7 +23,7 @@ from orchestrator.dag.expressions import ALLOWED_FUNCTIONS, Expression, Expressi
 from orchestrator.dag.expressions import compile_expression as _compile_expression
 from orchestrator.dag.graph import Layering, ancestor_test, find_cycles, layer
 from orchestrator.dag.kinds import Compiled, NodeKind, NodeKindRegistry, default_kinds
-from orchestrator.dag.model import FallbackKind, NodeDef, WorkflowDef
+from orchestrator.dag.model import FallbackKind, NodeDef, UnreadNode, WorkflowDef
 from orchestrator.dag.parse import DEFAULT_MAX_NODES, gc_paused, parse_lenient
 from orchestrator.dag.templates import Template, TemplateError, compile_template
 from orchestrator.dag.triggers import TriggerRule
@@ -208,7 +208,9 @@ def _analyse(
             deps = tuple(d for d in deps if d in first)
         out.deps[node.id] = deps
         _check_trigger(node, i, out)
-        compiled = _compile_node(node, i, kinds, node.id in malformed, agent_names, builtins, out)
+        # A node parsing could not read (an UnreadNode) had its problems reported there.
+        unread = node.id in malformed or isinstance(node, UnreadNode)
+        compiled = _compile_node(node, i, kinds, unread, agent_names, builtins, out)
         if compiled is None:
             continue
         out.compiled[node.id] = compiled

@@ -9,6 +9,7 @@ from typing import Any, cast
 import jsonschema
 import pytest
 
+from orchestrator.dag.compiler import check_definition
 from orchestrator.dag.errors import DefinitionError, Problem
 from orchestrator.dag.kinds import BaseKind, Compiled, NodeContext, default_kinds
 from orchestrator.dag.kinds.agent import AgentNode
@@ -326,3 +327,5 @@ def test_problems_of_nodes_with_errors_leave_the_others_typed() -> None:
         ("invalid_value", "b", "nodes/1/agent"),
         ("missing_field", None, "edges/0"),
     }
+    # The graph checks take the unread node as a node and leave its fields alone.
+    assert check_definition(result.definition, agents={"a"}) == []
