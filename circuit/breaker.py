@@ -314,11 +314,6 @@ class AsyncCircuitBreaker:
             trips=self._trips,
         )
 
-    def force_open(self) -> None:
-        """Open now (a trip, unless already open); the open timer restarts now."""
-        self._breaker.open()
-        self._flush()
-
     def reset(self) -> None:
         """Close now, lift any forced mode, clear the counters and the window.
 

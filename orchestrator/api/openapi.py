@@ -49,6 +49,7 @@ _STATUS_TEXT = {
     415: "the body is not application/json, or is content-encoded",
     422: "the workflow definition is invalid",
     429: "over a rate limit or quota (see Retry-After)",
+    500: "a bug in the service; the message says nothing more (the traceback is in its log)",
     503: "a dependency is unavailable (see Retry-After)",
 }
 _ERROR_HEADERS = {
@@ -179,6 +180,7 @@ def _error_codes(entry: Endpoint) -> dict[int, tuple[str, ...]]:
         sources.append(_BODY_ERRORS)
     if _PARAM.search(entry.path):
         sources.append({404: ("not_found",)})
+    sources.append({500: ("internal_error",)})  # any route, on a bug
     for source in sources:
         for status, codes in source.items():
             merged.setdefault(status, [])

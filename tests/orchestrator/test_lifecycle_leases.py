@@ -331,7 +331,7 @@ async def test_cancel_of_a_workflow_that_ended_otherwise_still_raises(
     await owner.wait(state.workflow_id)
     with pytest.raises(WorkflowAlreadyFinished) as caught:
         await owner.cancel(state.workflow_id)
-    assert caught.value.status is WorkflowStatus.COMPLETED
+    assert caught.value.workflow_status is WorkflowStatus.COMPLETED
 
 
 async def test_no_waiter_is_left_behind(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -109,7 +109,10 @@ class RedisBackend:
         assert isinstance(store, RedisStateStore)
         # Heartbeats age too: every replica's deadline moves closer by `seconds`.
         replicas = keys.replicas_key(store.prefix)
-        for member, score in await self.client.zrange(replicas, 0, -1, withscores=True):
+        entries = cast(
+            list[tuple[bytes, float]], await self.client.zrange(replicas, 0, -1, withscores=True)
+        )
+        for member, score in entries:
             await self.client.zadd(replicas, {member: score - int(seconds * 1000)})
         for key in keys.refreshed_keys(store.prefix, workflow_id):
             await self.elapse_key(store, key, seconds)

@@ -46,6 +46,7 @@ def test_the_definition_schema_is_embedded_with_its_references_rehomed() -> None
     assert root["properties"]["one"]["discriminator"]["mapping"] == {"a": node}
     validator = _validator(components)
     validator.validate({"nodes": [{"id": "a"}], "sub": {"nodes": []}})
+    bad: dict[str, Any]
     for bad in ({"nodes": [{"id": 1}]}, {"nodes": [], "sub": {}}, {"nodes": [], "x": 1}):
         with pytest.raises(ValidationError):
             validator.validate(bad)

@@ -455,7 +455,7 @@ async def test_workflow_timeout_fails_and_cancels_running_nodes(
         {"options": {"timeout_s": 0.05}, "nodes": [agent("a"), agent("b", depends_on=["a"])]}
     )
     assert run.state.status is WorkflowStatus.FAILED
-    assert run.state.error.code == "workflow_timeout"
+    assert run.state.error is not None and run.state.error.code == "workflow_timeout"
     assert run.statuses() == {"a": "cancelled", "b": "cancelled"}
     assert fake.cancelled == ["a"]
 
@@ -489,6 +489,7 @@ async def test_retry_override_merges_over_the_agent_spec_and_deadline_is_passed(
     calls = {c.node_id: c for c in fake.calls}
     assert calls["a"].retry == RetryConfig(max_attempts=5, base_delay_s=0.5, max_delay_s=30.0)
     assert calls["b"].retry is None
+    assert calls["a"].deadline is not None and calls["b"].deadline is not None
     assert before + 29 < calls["a"].deadline <= loop.time() + 30
     assert before + 599 < calls["b"].deadline <= loop.time() + 600
     assert calls["a"].workflow_id == calls["b"].workflow_id
