@@ -233,7 +233,9 @@ class NodeKind(Protocol):
     - `node_type`: the model of its nodes, a `NodeDef` subclass tagged with `name`
       (`class EchoNode(NodeDef, tag="echo", frozen=True): text: str`) declaring its own
       fields; any field neither it nor `NodeDef` declares is refused. Its docstring
-      is the kind's description in the published schema.
+      is the kind's description in the published schema; a rule across its fields
+      goes in its `__post_init__` (raise ValueError: reported on the node), written
+      for the schema in its `json_schema_extra` (kinds/transform.py does both).
     - `compile(node)`: `node` is an instance of `node_type`; check and precompile its
       fields once; raise DefinitionError with Problems whose `path` is relative to
       the node ("input", "cases/0/when").
