@@ -96,7 +96,12 @@ def create_breaker_board(settings: Settings, client: Client | None) -> BreakerBo
     """Where replicas share breakers: Redis when the state is there, else this process."""
     ttl_s = max(2.0, 8 * settings.breaker_sync_s)
     if client is not None:
-        return RedisBreakerBoard(client, prefix=settings.key_prefix, report_ttl_s=ttl_s)
+        return RedisBreakerBoard(
+            client,
+            prefix=settings.key_prefix,
+            timeout_s=settings.redis_timeout_s,
+            report_ttl_s=ttl_s,
+        )
     return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 

@@ -290,7 +290,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return _json(openapi_document())
+    # The definition component is this service's schema: its node kinds and fallbacks.
+    services = request.app[SERVICES]
+    return _json(openapi_document(definition_schema(services.kinds, builtins=services.builtins)))
 
 
 @routes.get("/api/docs")

@@ -3,7 +3,7 @@ are in the published schema, checked like the built-in ones, and run in workflow
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -141,3 +141,32 @@ def test_a_kind_whose_name_is_taken_is_refused_when_the_app_is_built(agents: Age
 
     with pytest.raises(ValueError, match="already registered"):
         create_app(settings_for(agents), kinds=[Agent()])
+
+
+async def test_the_served_openapi_document_embeds_this_services_definition(
+    extended: TestClient[Any, Any],
+) -> None:
+    """The request bodies' WorkflowDefinition component is the generated schema, the
+    extra kind included, and every reference in the document resolves."""
+    doc = await (await extended.get("/api/openapi.json")).json()
+    components = doc["components"]["schemas"]
+    root = components["WorkflowDefinition"]
+    assert root["required"] == ["nodes"] and root["additionalProperties"] is False
+    mapping = root["properties"]["nodes"]["items"]["discriminator"]["mapping"]
+    assert mapping["shout"] == "#/components/schemas/WorkflowDefinition.ShoutNode"
+    refs = set(_refs(doc)) | set(mapping.values())
+    for target in refs:
+        assert target.removeprefix("#/components/schemas/") in components, target
+    for schema in components.values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)

@@ -24,6 +24,7 @@ from orchestrator.dag.budget import (
     DEFAULT_LIMITS,
     Budget,
     BudgetExceeded,
+    KnownSizes,
     Limits,
     NeedsOffload,
 )
@@ -87,7 +88,9 @@ class NodeContext:
     (skipped or failed), so templates reading them render null instead of failing.
     `dependency_outputs` are the direct dependencies that produced an output, in
     `depends_on` order. The kind sets `input` (the rendered input, kept on a failed
-    step) and the agent calls add to `attempts`.
+    step) and the agent calls add to `attempts`. `sizes` are the sizes of the scope's
+    values measured when they were kept (templates reading them are charged without
+    walking them again).
     """
 
     workflow_id: str
@@ -104,6 +107,7 @@ class NodeContext:
     agent: str | None = field(default=None)
     budget: Budget = field(default_factory=lambda: Budget.for_workflow().child())
     limits: Limits = DEFAULT_LIMITS
+    sizes: KnownSizes | None = None
 
     def render(self, template: Template) -> Any:
         """Render a template over the scope; references to nodes without output are null.
@@ -114,7 +118,9 @@ class NodeContext:
             "null" if template.references & self.unavailable else "error"
         )
         try:
-            return template.render(self.scope, missing=missing, budget=self.budget)
+            return template.render(
+                self.scope, missing=missing, budget=self.budget, sizes=self.sizes
+            )
         except TemplateError as exc:
             raise NodeError(str(exc), code="template_error", node_id=self.node.id) from exc
         except BudgetExceeded as exc:
