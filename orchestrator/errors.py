@@ -58,10 +58,10 @@ How the API answers (orchestrator/api/errors.py, one middleware walking the MRO)
   `AgentClient`, `state.store.LeaseLost` by the lifecycle).
 
 A class lives in the module its line names, else in its parent's. `tests/orchestrator/
-test_errors.py` checks this drawing against the classes, and
-`tests/integration/test_error_mapping.py` sends every class through the middleware and
-checks the answer is a status and code that the README's error table and the OpenAPI
-document both list.
+test_errors.py` checks this drawing against the classes, and `tests/orchestrator/api/
+test_errors.py` sends every class (and every raise site of the HTTP layer's) through the
+middleware and checks the answer is a status and code that the README's error table and
+the OpenAPI document both list.
 
 Outside the tree, on purpose: private control-flow exceptions that never leave their
 module (a test checks no other module names them) — dag/engine.py's `_Paused`,

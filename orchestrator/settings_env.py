@@ -122,7 +122,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "ORCH_EVENT_LOOP",
         "event_loop",
-        "`auto` (uvloop when installed: `pip install -e '.[fast]'`), `asyncio`, or `uvloop` "
+        "`auto` (uvloop when installed: `scripts/venv.sh fast`), `asyncio`, or `uvloop` "
         "(refuses to start without it)",
     ),
     Variable(

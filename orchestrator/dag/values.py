@@ -230,11 +230,6 @@ class ValueSizes:
         """(container, size, height) of each remembered container, by its id (read only)."""
         return self._entries
 
-    def size_of(self, value: Any) -> int | None:
-        """The size of `value` if it is a remembered container (it, not an equal one)."""
-        entry = self._entries.get(id(value))
-        return None if entry is None or entry[0] is not value else entry[1]
-
     def __len__(self) -> int:
         return len(self._entries)
 

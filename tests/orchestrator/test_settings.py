@@ -297,3 +297,31 @@ def test_the_file_checks_every_table_against_the_model(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"ORCH_CONFIG": str(path)})
     assert info.value.key == "agents.viz.name"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("agents = 5\n", "agents", "must be a table of agent tables"),
+        ("[agents]\ndata = 5\n", "agents.data", "must be a table"),
+        ("[agents.data]\nbreaker = 5\n", "agents.data.breaker", "must be a table"),
+        ("[agents.new]\nurl = 7\n", "agents.new.url", "expected an http(s) URL, got 7"),
+        ("[agents.data]\nconcurrency = true\n", "agents.data.concurrency", "got True"),
+        ("[access]\nredis_keys = 'yes'\n", "access.redis_keys", "true or false"),
+    ],
+)
+def test_a_table_where_a_value_belongs_and_the_reverse(
+    tmp_path: Path, text: str, key: str, words: str
+) -> None:
+    path = tmp_path / "orch.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ORCH_CONFIG": str(path), "REDIS_URL": "redis://h:1/0"})
+    assert (info.value.key, info.value.source) == (key, str(path))
+    assert words in str(info.value)
+
+
+def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ORCH_CONFIG": str(tmp_path)})  # a directory
+    assert info.value.key == "ORCH_CONFIG" and "cannot read" in str(info.value)
