@@ -51,13 +51,9 @@ ALLOWED: dict[str, str] = {
     "state/redis_batch.py:commands_sent": _COUNTER,
     "orchestrator/dag/triggers.py:ONE_SUCCESS": _ENUM,
     "state/schedules.py:CATCH_UP": _ENUM,
-    "orchestrator/dag/values.py:size_of":
-        "what the size cache remembers for a value: tests check the sizes it keeps",
-    # The definition model, its parser and compiler are being replaced by issue 13's
-    # typed model and extension work (items 1 and 7), which decides these: the
-    # hand-written schema's id, parse/check entry points only tests call, and the
-    # NodeKind protocol's `validate` (compile reports the same problems).
-    "orchestrator/dag/schema.py:SCHEMA_ID": "the published schema's $id (issue 13 item 1)",
+    # Left to issue 13's typed-model and extension work (items 1 and 7) to decide:
+    # parse/check entry points only tests call, and the NodeKind protocol's `validate`
+    # (compile reports the same problems).
     "orchestrator/dag/parse.py:parse_definition": "parse only, for tests (issue 13 item 1)",
     "orchestrator/dag/model.py:node_ids": "a definition's node ids (issue 13 item 1)",
     "orchestrator/dag/compiler.py:check_definition":
