@@ -20,7 +20,7 @@ from orchestrator.dag.templates import Template
 ITEM = "item"
 
 
-_STEPS = ("source", "select", "filter", "map")
+_STAGES = ("source", "select", "filter", "map")
 
 
 class TransformNode(NodeDef, tag="transform", frozen=True):
@@ -36,7 +36,7 @@ class TransformNode(NodeDef, tag="transform", frozen=True):
     ) = None
 
     json_schema_extra: ClassVar[dict[str, Any]] = {
-        "anyOf": [{"required": [step]} for step in _STEPS]
+        "anyOf": [{"required": [stage]} for stage in _STAGES]
     }
 
     def __post_init__(self) -> None:
