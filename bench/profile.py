@@ -176,11 +176,16 @@ def main() -> None:
     parser.add_argument("--shape", choices=["chain", "fanout"], default="chain")
     parser.add_argument("--top", type=int, default=0, help="also print the N costliest functions")
     args = parser.parse_args()
-    import logging
+    try:  # the service's own logging set-up (level error), loggers cached as it caches them
+        from orchestrator.logs import configure_logging
 
-    import structlog
+        configure_logging("error")
+    except ImportError:  # trees older than orchestrator/logs.py
+        import logging
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+        import structlog
+
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     stub_port = _free_port()
     stubs = _start(_serve_stubs, stub_port)
     timer = _GcTimer()

@@ -94,43 +94,50 @@ def resolve_segments(root: Mapping[str, Any], segments: Sequence[str]) -> Any:
 
     For callers that hold paths already validated (templates, transforms).
     """
-    path = ".".join(segments)
     current: Any = root
     for depth, segment in enumerate(segments):
-        where = ".".join(segments[:depth])
-        if isinstance(current, Mapping):
+        # Plain dicts (every step output) first: a lookup per template read, and an
+        # isinstance against the Mapping ABC costs more than the lookup itself.
+        if type(current) is dict or isinstance(current, Mapping):
             try:
                 current = current[segment]
             except KeyError:
+                where = ".".join(segments[:depth])
                 reason = (
                     f"key {segment!r} not found in {where!r}"
                     if where
                     else f"unknown name {segment!r}"
                 )
-                raise PathError(reason, path=path, segment=segment) from None
+                raise PathError(reason, path=".".join(segments), segment=segment) from None
         elif isinstance(current, list | tuple):
-            if not _INDEX.fullmatch(segment):
-                raise PathError(
-                    f"{where!r} is an array; {segment!r} is not an index",
-                    path=path,
-                    segment=segment,
-                )
-            index = int(segment)
-            if index >= len(current):
-                raise PathError(
-                    f"index {index} out of range for {where!r} (length {len(current)})",
-                    path=path,
-                    segment=segment,
-                )
-            current = current[index]
+            current = _index(current, segments, depth)
         else:
             raise PathError(
-                f"{where!r} is {with_article(json_type(current))}, "
+                f"{'.'.join(segments[:depth])!r} is {with_article(json_type(current))}, "
                 f"cannot look up {segment!r} in it",
-                path=path,
+                path=".".join(segments),
                 segment=segment,
             )
     return current
+
+
+def _index(items: list[Any] | tuple[Any, ...], segments: Sequence[str], depth: int) -> Any:
+    segment = segments[depth]
+    if not _INDEX.fullmatch(segment):
+        raise PathError(
+            f"{'.'.join(segments[:depth])!r} is an array; {segment!r} is not an index",
+            path=".".join(segments),
+            segment=segment,
+        )
+    index = int(segment)
+    if index >= len(items):
+        raise PathError(
+            f"index {index} out of range for {'.'.join(segments[:depth])!r} "
+            f"(length {len(items)})",
+            path=".".join(segments),
+            segment=segment,
+        )
+    return items[index]
 
 
 def resolve_path(root: Mapping[str, Any], path: str) -> Any:

@@ -212,12 +212,18 @@ class ValueSizes:
     def keep(self, value: Any, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
         """`json_value(value, ...)`, remembering the sizes of the value's big containers."""
         checked, survey = _checked(value, max_depth, max_bytes, self._entries)
-        if survey is not None:
-            room = self.max_entries - len(self._entries)
-            entries = self._entries
+        if survey is None:
+            return checked
+        entries = self._entries
+        found = survey.found
+        room = self.max_entries - len(entries)
+        if len(found) <= room:  # the common case: all of it fits
+            least = self.min_size
+            entries.update({key: e for key, e in found.items() if e[1] >= least})
+        else:
             # Newest first: a container is found after everything inside it, so the
             # outermost (biggest) ones come first when there is room for only some.
-            for key, entry in reversed(survey.found.items()):
+            for key, entry in reversed(found.items()):
                 if room <= 0:
                     break
                 if entry[1] >= self.min_size and key not in entries:
