@@ -44,6 +44,9 @@ _STEP_EVENT = {
     StepStatus.CANCELLED: "step.cancelled",
 }
 
+# Events one append carries at most (a wide fan-out can queue thousands in one turn).
+_BATCH = 500
+
 TERMINAL_EVENTS = frozenset(f"workflow.{s.value}" for s in WorkflowStatus if s.is_terminal)
 
 
@@ -168,11 +171,12 @@ class EventRecorder:
 
     async def _drain(self) -> None:
         while self._queue:
-            event = self._queue.popleft()
+            # Every event queued so far in one append (one Redis command), in order.
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH))]
             try:
-                await self._store.append_event(self._workflow_id, event)
+                await self._store.append_events(self._workflow_id, batch)
             except Exception:
                 # Once per workflow: during a store outage every transition would fail.
-                self._failed += 1
-                if self._failed == 1:
-                    log.warning("event_write_failed", event_type=event["type"], exc_info=True)
+                self._failed += len(batch)
+                if self._failed == len(batch):
+                    log.warning("event_write_failed", event_type=batch[0]["type"], exc_info=True)
