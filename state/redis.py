@@ -311,6 +311,16 @@ class RedisStateStore:
     def client(self) -> aioredis.Redis | aioredis.RedisCluster:
         return self._client
 
+    @property
+    def round_trips(self) -> int:
+        """Round trips to Redis so far (pipelines and single commands): for tests and bench/."""
+        return self._batcher.round_trips
+
+    @property
+    def commands_sent(self) -> int:
+        """Commands sent to Redis so far (each script call is one): for tests and bench/."""
+        return self._batcher.commands_sent
+
     def leases(self) -> RedisLeases:
         """Owner leases on the same Redis, prefix and pipeline (shared by every replica)."""
         return self._leases

@@ -425,6 +425,64 @@ async def test_the_generation_expires_with_the_document(backend: Backend) -> Non
     assert await store.save(state)  # nothing left to fence against: a fresh workflow
 
 
+async def test_accept_claims_and_writes_a_new_workflow_in_one_operation(
+    backend: Backend,
+) -> None:
+    """accept = claim + first save: the token is the first generation, the owner holds
+    the lease (nobody else can claim it), the document is there, fenced by that token,
+    and the workflow is listed under its owner (a takeover finds it if the owner dies)."""
+    store = await backend.new()
+    other = await backend.peer(store)
+    state = make_state(status=WorkflowStatus.PENDING)
+    state.owner = "owner"
+
+    token = await store.accept(state, lease_s=LEASE_S)
+
+    assert token == 1
+    assert await other.get(state.workflow_id) == state
+    assert await other.leases().claim(state.workflow_id, "other", lease_s=LEASE_S) is None
+    with pytest.raises(LeaseLost):
+        await store.save(state, token=token + 1)
+    assert await store.save(dataclasses.replace(state, status=WorkflowStatus.RUNNING), token=1)
+    await backend.elapse(store, state.workflow_id, LEASE_S + 1)  # "owner" froze
+    assert await other.leases().orphans() == [Orphan(state.workflow_id, "owner")]
+    taken = await other.leases().claim(
+        state.workflow_id, "other", lease_s=LEASE_S, previous="owner"
+    )
+    assert taken == 2
+
+
+async def test_accept_without_a_lease_writes_an_unfenced_workflow(store: StateStore) -> None:
+    state = make_state(status=WorkflowStatus.PENDING)
+    assert await store.accept(state) is None
+    assert await store.get(state.workflow_id) == state
+    assert await store.save(dataclasses.replace(state, status=WorkflowStatus.COMPLETED))
+
+
+async def test_accept_refuses_an_id_that_exists(store: StateStore) -> None:
+    """A new workflow's id is never taken: accept over a document, or over a lease claimed
+    by someone else, writes nothing."""
+    stored = make_state()
+    assert await store.save(stored)
+    with pytest.raises(LeaseLost):
+        await store.accept(dataclasses.replace(stored, status=WorkflowStatus.PENDING))
+    assert await store.get(stored.workflow_id) == stored
+
+    claimed = make_state(status=WorkflowStatus.PENDING)
+    claimed.owner = "me"
+    assert await store.leases().claim(claimed.workflow_id, "someone", lease_s=LEASE_S) == 1
+    with pytest.raises(LeaseLost):
+        await store.accept(claimed, lease_s=LEASE_S)
+    assert await store.get(claimed.workflow_id) is None
+
+
+async def test_an_accepted_workflow_is_in_the_history(store: StateStore) -> None:
+    state = make_state(status=WorkflowStatus.PENDING)
+    await store.accept(state)
+    page = await store.history(HistoryQuery(limit=10))
+    assert [e["workflow_id"] for e in page.entries] == [state.workflow_id]
+
+
 # --- finish notifications ---------------------------------------------------------------------
 
 
