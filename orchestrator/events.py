@@ -22,6 +22,7 @@ fails to take is logged and dropped; the terminal event is still attempted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -106,7 +107,14 @@ def workflow_event(state: WorkflowState, at: float) -> Event:
 
 
 class EventRecorder:
-    """Appends one workflow's events to the store in the order they were recorded."""
+    """Appends one workflow's events to the store in the order they were recorded.
+
+    With `delay_s` (the state writer's ORCH_STATE_WRITE_DELAY_S), events are written
+    behind like transitions: the first of a burst waits up to `delay_s` for the ones
+    that follow, so a burst costs one append (one Redis command) instead of one per
+    event, and a workflow that ends within the delay appends all of its events at
+    once, after its terminal write. `finish` never waits for the delay.
+    """
 
     def __init__(
         self,
@@ -114,10 +122,14 @@ class EventRecorder:
         state: WorkflowState,
         *,
         clock: Callable[[], float] = time.time,
+        delay_s: float = 0.0,
     ) -> None:
         self._store = store
         self._workflow_id = state.workflow_id
         self._clock = clock
+        self._delay_s = delay_s
+        # Set by `finish`: what is queued goes now.
+        self._hurry = asyncio.Event()
         # What the log already says about each step, so nothing is told twice.
         self._told: dict[str, StepStatus] = {sid: s.status for sid, s in state.steps.items()}
         self._status: WorkflowStatus | None = None
@@ -158,6 +170,7 @@ class EventRecorder:
         for step in state.steps.values():
             self.step(step)
         self._push(workflow_event(state, self._clock()))
+        self._hurry.set()
         while self._task is not None and not self._task.done():
             # shield: the workflow task may be cancelled while its last events are written.
             await asyncio.shield(self._task)
@@ -170,6 +183,10 @@ class EventRecorder:
             self._task = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
+        if self._delay_s > 0 and not self._hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._delay_s):
+                    await self._hurry.wait()
         while self._queue:
             # Every event queued so far in one append (one Redis command), in order.
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH))]

@@ -670,7 +670,7 @@ class WorkflowOrchestrator:
         # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
         writer = self._writer(state, token)
-        events = EventRecorder(self.store, state)
+        events = EventRecorder(self.store, state, delay_s=self._write_delay_s)
         retry_listener.set(events.retrying)
 
         recorded = False
