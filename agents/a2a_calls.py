@@ -38,7 +38,7 @@ from agents.transport import AgentTransport, TransportError, TransportResponse
 if TYPE_CHECKING:
     from agents.client import _Call
 
-logger = structlog.get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 _POLL_FIRST_S = 0.002
 _POLL_MAX_S = 0.5
@@ -84,7 +84,7 @@ class A2ACalls:
         ctx: dict[str, Any] = {
             "agent": spec.name,
             "workflow_id": None if call is None else call.workflow_id,
-            "step_id": None if call is None else call.step_id,
+            "node_id": None if call is None else call.node_id,
         }
         try:
             # Bounded like every answer: a card is read whole, at most max_response_bytes.
@@ -116,7 +116,7 @@ class A2ACalls:
         assert call.payload is not None
         peer = self._peers.get(call.spec.name) or await self.discover(call.spec, call)
         call.attempts += 1
-        message_id = f"{call.workflow_id}:{call.step_id}"
+        message_id = f"{call.workflow_id}:{call.node_id}"
         limit = cap_s if cap_s is not None else _UNBOUNDED_POLL_READS * call.spec.timeouts.read
         phase = cap_phase if cap_s is not None else "attempt"
         result: TaskResult | None = None
@@ -194,12 +194,12 @@ class A2ACalls:
                     timeouts=call.spec.timeouts,
                     max_body_bytes=call.spec.max_response_bytes,
                 )
-            logger.info(
+            log.info(
                 "a2a_cancel_forwarded", agent=name, task_id=task_id, status=response.status
             )
         # Best effort: the task may be gone already.
         except (*_FOREIGN, TimeoutError) as exc:
-            logger.warning("a2a_cancel_failed", agent=name, task_id=task_id, reason=str(exc))
+            log.warning("a2a_cancel_failed", agent=name, task_id=task_id, reason=str(exc))
 
     async def aclose(self) -> None:
         """Wait for CancelTask requests still in flight."""
@@ -208,7 +208,7 @@ class A2ACalls:
 
 
 def _ctx(call: _Call) -> dict[str, Any]:
-    return {"agent": call.spec.name, "workflow_id": call.workflow_id, "step_id": call.step_id}
+    return {"agent": call.spec.name, "workflow_id": call.workflow_id, "node_id": call.node_id}
 
 
 def _outcome(call: _Call, result: TaskResult | None) -> dict[str, Any]:

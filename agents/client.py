@@ -69,7 +69,7 @@ from circuit.retry import RetryBudget, call_with_retry, parse_retry_after
 
 __all__ = ["AgentCallResult", "AgentClient", "create_transport"]
 
-logger = structlog.get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 # Everything below us that is not ours yet: the transport's errors, our own per-attempt
 # cap (TimeoutError) and the breaker refusing the call.
@@ -93,7 +93,7 @@ class _Call:
 
     spec: AgentSpec
     workflow_id: str
-    step_id: str
+    node_id: str
     body: bytes
     headers: dict[str, str]
     timeouts: AgentTimeouts
@@ -193,14 +193,14 @@ class AgentClient:
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, AgentError):
                 found[name] = str(outcome)
-                logger.warning(
+                log.warning(
                     "a2a_card_unavailable", agent=name, error=outcome.code, reason=str(outcome)
                 )
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
                 found[name] = None
-                logger.info("a2a_card_read", agent=name, **outcome.summary())
+                log.info("a2a_card_read", agent=name, **outcome.summary())
         return found
 
     async def call(
@@ -209,7 +209,7 @@ class AgentClient:
         payload: Mapping[str, Any],
         *,
         workflow_id: str,
-        step_id: str,
+        node_id: str,
         retry: RetryConfig | None = None,
         timeout_s: float | None = None,
         deadline: float | None = None,
@@ -222,7 +222,7 @@ class AgentClient:
         number of attempts sent, `TypeError` if `payload` is not JSON-serialisable, and
         lets `asyncio.CancelledError` through untouched.
         """
-        spec = self._spec(agent, workflow_id=workflow_id, step_id=step_id)
+        spec = self._spec(agent, workflow_id=workflow_id, node_id=node_id)
         timeouts = spec.timeouts
         if timeout_s is not None:
             timeouts = AgentTimeouts(
@@ -235,15 +235,15 @@ class AgentClient:
             _encode(payload)
             body = b""
         else:
-            body = _encode({"workflow_id": workflow_id, "step_id": step_id, "input": payload})
+            body = _encode({"workflow_id": workflow_id, "step_id": node_id, "input": payload})
         call = _Call(
             spec=spec,
             workflow_id=workflow_id,
-            step_id=step_id,
+            node_id=node_id,
             body=body,
             headers={
                 "content-type": "application/json",
-                "idempotency-key": f"{workflow_id}:{step_id}",
+                "idempotency-key": f"{workflow_id}:{node_id}",
             },
             timeouts=timeouts,
             timeout_s=timeout_s,
@@ -252,7 +252,7 @@ class AgentClient:
         )
         # Passed per line rather than bound up front: binding copies the context on
         # every call, and most calls log nothing at the configured level.
-        where = {"agent": agent, "workflow_id": workflow_id, "step": step_id}
+        where = {"agent": agent, "workflow_id": workflow_id, "node": node_id}
         started = self._clock()
 
         stats = self._stats[agent]
@@ -264,8 +264,8 @@ class AgentClient:
             code = getattr(exc, "code", type(exc).__name__)
             listener = retry_listener.get()
             if listener is not None:
-                listener(agent, step_id, attempt, delay_s, code)
-            logger.warning(
+                listener(agent, node_id, attempt, delay_s, code)
+            log.warning(
                 "agent_retry",
                 **where,
                 attempt=attempt,
@@ -291,7 +291,7 @@ class AgentClient:
         except AgentError as exc:
             exc.attempts = call.attempts
             stats.outcomes[exc.code] += 1
-            logger.info(
+            log.info(
                 "agent_call_failed",
                 **where,
                 attempts=call.attempts,
@@ -301,7 +301,7 @@ class AgentClient:
             raise
         stats.outcomes["success"] += 1
         duration_s = self._clock() - started
-        logger.debug(
+        log.debug(
             "agent_call_done", **where, attempts=call.attempts, duration_s=round(duration_s, 4)
         )
         return AgentCallResult(data=data, attempts=call.attempts, duration_s=duration_s)
@@ -318,7 +318,7 @@ class AgentClient:
             )
         except _FOREIGN_ERRORS as exc:
             error = _translate(exc, agent=agent)
-            logger.info("agent_health_failed", agent=agent, error=error.code, reason=str(error))
+            log.info("agent_health_failed", agent=agent, error=error.code, reason=str(error))
             return False
         return response.status == 200
 
@@ -338,7 +338,7 @@ class AgentClient:
             "attempt": call.attempts + 1,
             "breaker.state": self._breakers[name].state.value,
             "workflow.id": call.workflow_id,
-            "step": call.step_id,
+            "node": call.node_id,
         }
         if call.retry_delay_s is not None:
             attributes["retry.delay_s"] = round(call.retry_delay_s, 6)
@@ -440,16 +440,16 @@ class AgentClient:
 
     def _on_state_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
         self._stats[name].transitions[(old.value, new.value)] += 1
-        logger.warning("breaker_state_change", agent=name, old=old.value, new=new.value)
+        log.warning("breaker_state_change", agent=name, old=old.value, new=new.value)
 
     def _spec(
-        self, agent: str, *, workflow_id: str | None = None, step_id: str | None = None
+        self, agent: str, *, workflow_id: str | None = None, node_id: str | None = None
     ) -> AgentSpec:
         try:
             return self.registry[agent]
         except KeyError:
             raise UnknownAgent(
-                agent=agent, known=self.registry, workflow_id=workflow_id, step_id=step_id
+                agent=agent, known=self.registry, workflow_id=workflow_id, node_id=node_id
             ) from None
 
 
@@ -457,7 +457,7 @@ class AgentClient:
 
 
 def _ctx(call: _Call) -> dict[str, Any]:
-    return {"agent": call.spec.name, "workflow_id": call.workflow_id, "step_id": call.step_id}
+    return {"agent": call.spec.name, "workflow_id": call.workflow_id, "node_id": call.node_id}
 
 
 def _translate(
@@ -465,12 +465,12 @@ def _translate(
     *,
     agent: str,
     workflow_id: str | None = None,
-    step_id: str | None = None,
+    node_id: str | None = None,
     cap_s: float | None = None,
     cap_phase: TimeoutPhase = "attempt",
 ) -> AgentError:
     """The one place what comes from below (transport, our time cap, the breaker) becomes ours."""
-    ctx: dict[str, Any] = {"agent": agent, "workflow_id": workflow_id, "step_id": step_id}
+    ctx: dict[str, Any] = {"agent": agent, "workflow_id": workflow_id, "node_id": node_id}
     if isinstance(exc, CircuitOpenError):
         return AgentUnavailable(retry_after_s=exc.retry_after_s, **ctx)
     if isinstance(exc, TransportTimeout):
@@ -480,7 +480,7 @@ def _translate(
     if isinstance(exc, TransportConnectionError):
         # The library's text names addresses and ports: the log keeps it, the error
         # (which clients see in step errors) says only what kind of failure it was.
-        logger.info("agent_connection_error", agent=agent, step=step_id, detail=exc.detail)
+        log.info("agent_connection_error", agent=agent, node=node_id, detail=exc.detail)
         return AgentConnectionError(reason=exc.reason, **ctx)
     if isinstance(exc, TimeoutError):
         return AgentTimeout(phase=cap_phase, timeout_s=cap_s, **ctx)

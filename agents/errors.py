@@ -19,7 +19,7 @@ AgentError                      code "agent_error"        base; nothing above ca
 ```
 
 Every error carries its context as keyword-only attributes: `agent`, `workflow_id`,
-`step_id` and `attempts` (how many attempts reached the agent; `AgentClient` sets the
+`node_id` and `attempts` (how many attempts reached the agent; `AgentClient` sets the
 final count before the error leaves it). `code` is a stable snake_case string shown by
 the API; `details()` is the JSON-ready context the API shows next to it.
 
@@ -59,14 +59,14 @@ class AgentError(Exception):
         *,
         agent: str,
         workflow_id: str | None = None,
-        step_id: str | None = None,
+        node_id: str | None = None,
         attempts: int = 0,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.agent = agent
         self.workflow_id = workflow_id
-        self.step_id = step_id
+        self.node_id = node_id
         self.attempts = attempts
 
     def __str__(self) -> str:
@@ -79,7 +79,7 @@ class AgentError(Exception):
         return {
             "agent": self.agent,
             "workflow_id": self.workflow_id,
-            "step_id": self.step_id,
+            "step_id": self.node_id,
             "attempts": self.attempts,
         }
 
@@ -95,7 +95,7 @@ class UnknownAgent(AgentError):
         agent: str,
         known: Iterable[str] = (),
         workflow_id: str | None = None,
-        step_id: str | None = None,
+        node_id: str | None = None,
     ) -> None:
         self.known = sorted(known)
         registered = ", ".join(self.known) or "none"
@@ -103,7 +103,7 @@ class UnknownAgent(AgentError):
             f"unknown agent {agent!r} (registered: {registered})",
             agent=agent,
             workflow_id=workflow_id,
-            step_id=step_id,
+            node_id=node_id,
         )
 
     def details(self) -> dict[str, Any]:
@@ -121,7 +121,7 @@ class AgentUnavailable(AgentError):
         agent: str,
         retry_after_s: float,
         workflow_id: str | None = None,
-        step_id: str | None = None,
+        node_id: str | None = None,
         attempts: int = 0,
     ) -> None:
         self.retry_after_s = retry_after_s
@@ -130,7 +130,7 @@ class AgentUnavailable(AgentError):
             f"may be retried in {retry_after_s:.1f} s",
             agent=agent,
             workflow_id=workflow_id,
-            step_id=step_id,
+            node_id=node_id,
             attempts=attempts,
         )
 
@@ -150,7 +150,7 @@ class AgentTimeout(AgentError):
         phase: TimeoutPhase,
         timeout_s: float | None,
         workflow_id: str | None = None,
-        step_id: str | None = None,
+        node_id: str | None = None,
         attempts: int = 0,
     ) -> None:
         self.phase: TimeoutPhase = phase
@@ -165,7 +165,7 @@ class AgentTimeout(AgentError):
             f"agent {agent!r} timed out{after} ({cause})",
             agent=agent,
             workflow_id=workflow_id,
-            step_id=step_id,
+            node_id=node_id,
             attempts=attempts,
         )
 
@@ -184,7 +184,7 @@ class AgentConnectionError(AgentError):
         agent: str,
         reason: str,
         workflow_id: str | None = None,
-        step_id: str | None = None,
+        node_id: str | None = None,
         attempts: int = 0,
     ) -> None:
         self.reason = reason
@@ -192,7 +192,7 @@ class AgentConnectionError(AgentError):
             f"agent {agent!r} is unreachable: {reason}",
             agent=agent,
             workflow_id=workflow_id,
-            step_id=step_id,
+            node_id=node_id,
             attempts=attempts,
         )
 
@@ -213,7 +213,7 @@ class AgentHTTPError(AgentError):
         body: bytes | str = b"",
         retry_after_s: float | None = None,
         workflow_id: str | None = None,
-        step_id: str | None = None,
+        node_id: str | None = None,
         attempts: int = 0,
     ) -> None:
         self.status = status
@@ -223,7 +223,7 @@ class AgentHTTPError(AgentError):
             self._describe(agent),
             agent=agent,
             workflow_id=workflow_id,
-            step_id=step_id,
+            node_id=node_id,
             attempts=attempts,
         )
 
@@ -267,7 +267,7 @@ class AgentBadResponse(AgentError):
         body: bytes | str = b"",
         status: int | None = None,
         workflow_id: str | None = None,
-        step_id: str | None = None,
+        node_id: str | None = None,
         attempts: int = 0,
     ) -> None:
         self.reason = reason
@@ -277,7 +277,7 @@ class AgentBadResponse(AgentError):
             f"agent {agent!r} broke the response contract: {reason}",
             agent=agent,
             workflow_id=workflow_id,
-            step_id=step_id,
+            node_id=node_id,
             attempts=attempts,
         )
 
@@ -307,7 +307,7 @@ class AgentResponseTooLarge(AgentBadResponse):
         limit: int,
         status: int | None = None,
         workflow_id: str | None = None,
-        step_id: str | None = None,
+        node_id: str | None = None,
         attempts: int = 0,
     ) -> None:
         self.limit = limit
@@ -316,7 +316,7 @@ class AgentResponseTooLarge(AgentBadResponse):
             reason=f"the answer is larger than {limit} bytes",
             status=status,
             workflow_id=workflow_id,
-            step_id=step_id,
+            node_id=node_id,
             attempts=attempts,
         )
 
@@ -342,7 +342,7 @@ class AgentTaskFailed(AgentError):
         task_id: str | None = None,
         agent_fault: bool = True,
         workflow_id: str | None = None,
-        step_id: str | None = None,
+        node_id: str | None = None,
         attempts: int = 0,
     ) -> None:
         self.state = state
@@ -354,7 +354,7 @@ class AgentTaskFailed(AgentError):
             self._describe(agent, state) + tail,
             agent=agent,
             workflow_id=workflow_id,
-            step_id=step_id,
+            node_id=node_id,
             attempts=attempts,
         )
 

@@ -39,7 +39,7 @@ class AgentStats:
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
-# (agent, step_id, next attempt, delay_s, error code) -> None
+# (agent, node_id, next attempt, delay_s, error code) -> None
 RetryListener = Callable[[str, str, int, float, str], None]
 
 retry_listener: ContextVar[RetryListener | None] = ContextVar("retry_listener", default=None)

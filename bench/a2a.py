@@ -50,7 +50,7 @@ async def _row(client: AgentClient, agent: str, calls: int, cap_s: float) -> lis
         if time.perf_counter() > deadline:
             break
         started = time.perf_counter()
-        await client.call(agent, INPUT, workflow_id="bench", step_id=f"{agent}-{i}")
+        await client.call(agent, INPUT, workflow_id="bench", node_id=f"{agent}-{i}")
         latencies.append(time.perf_counter() - started)
     return latencies
 

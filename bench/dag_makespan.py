@@ -139,7 +139,7 @@ async def run_levels(client: AgentClient, compiled: CompiledWorkflow, plan: Plan
                     AGENT,
                     compiled.nodes[node].node.params["input"],
                     workflow_id=f"levels-{n}",
-                    step_id=node,
+                    node_id=node,
                 )
                 for node in level
             )
@@ -150,7 +150,7 @@ async def run_levels(client: AgentClient, compiled: CompiledWorkflow, plan: Plan
 async def call_chain(client: AgentClient, delays: list[float], n: int) -> float:
     start = time.perf_counter()
     for i, delay in enumerate(delays):
-        await client.call(AGENT, {"delay_ms": delay}, workflow_id=f"chain-{n}", step_id=f"c{i}")
+        await client.call(AGENT, {"delay_ms": delay}, workflow_id=f"chain-{n}", node_id=f"c{i}")
     return (time.perf_counter() - start) * 1000.0
 
 

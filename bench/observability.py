@@ -51,7 +51,7 @@ from orchestrator.metered_store import MeteredStore  # noqa: E402
 from orchestrator.metrics import StoreMetrics, WorkflowMetrics  # noqa: E402
 from orchestrator.settings import default_registry  # noqa: E402
 from state.memory import MemoryStateStore  # noqa: E402
-from state.models import StepState, WorkflowState  # noqa: E402
+from state.models import NodeRun, WorkflowState  # noqa: E402
 from state.store import StateStore  # noqa: E402
 
 ANSWERS: dict[str, Any] = {
@@ -73,10 +73,10 @@ class SilentRecorder(EventRecorder):
     def workflow(self, state: WorkflowState) -> None:
         return None
 
-    def step(self, step: StepState) -> None:
+    def node(self, run: NodeRun) -> None:
         return None
 
-    def retrying(self, agent: str, step_id: str, attempt: int, delay_s: float, error: str) -> None:
+    def retrying(self, agent: str, node_id: str, attempt: int, delay_s: float, error: str) -> None:
         return None
 
     async def finish(self, state: WorkflowState) -> None:

@@ -47,7 +47,7 @@ from agents.registry import AgentRegistry, AgentSpec  # noqa: E402
 from orchestrator.dag.compiler import compile_workflow  # noqa: E402
 from orchestrator.dag.engine import DagEngine  # noqa: E402
 from orchestrator.lifecycle import WorkflowOrchestrator  # noqa: E402
-from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus  # noqa: E402
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus  # noqa: E402
 from state.redis import RedisStateStore  # noqa: E402
 
 
@@ -134,7 +134,7 @@ async def per_workflow(url: str, prefix: str, n: int) -> dict[str, float]:
 
 def _document(n: int) -> WorkflowState:
     steps = {
-        f"n{i}": StepState(step_id=f"n{i}", kind="agent", agent="a", status=StepStatus.PENDING)
+        f"n{i}": NodeRun(step_id=f"n{i}", kind="agent", agent="a", status=NodeStatus.PENDING)
         for i in range(n)
     }
     return WorkflowState(
@@ -156,9 +156,9 @@ async def transition(url: str, prefix: str, n: int) -> dict[str, float]:
     best_cpu = float("inf")
     sent = 0
     for i in range(min(n, 5)):
-        step = state.steps[f"n{i}"]
-        step.status = StepStatus.COMPLETED
-        step.output = {"v": i, "rows": [{"region": "EU", "total": 12.5}]}
+        run = state.steps[f"n{i}"]
+        run.status = NodeStatus.COMPLETED
+        run.output = {"v": i, "rows": [{"region": "EU", "total": 12.5}]}
         _, before = await counters.read()
         cpu0 = time.process_time()
         await store.save(state)

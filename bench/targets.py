@@ -91,8 +91,8 @@ class _Floor:
         self.session = session
         self.base = base
 
-    async def post(self, agent: str, step: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        body = orjson.dumps({"workflow_id": "w", "step_id": step, "input": payload})
+    async def post(self, agent: str, node_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        body = orjson.dumps({"workflow_id": "w", "step_id": node_id, "input": payload})
         async with self.session.post(
             f"{self.base}/{agent}/process", data=body, headers={"Content-Type": "application/json"}
         ) as r:

@@ -82,7 +82,7 @@ async def _agent_call_op(tracer: Tracer | None) -> tuple[Op, httpx.AsyncClient]:
     client = AgentClient(default_registry(), HttpxTransport(http), tracer=tracer)
 
     async def op() -> object:
-        return await client.call("nlp", {"query": "q"}, workflow_id="wf", step_id="nlp")
+        return await client.call("nlp", {"query": "q"}, workflow_id="wf", node_id="nlp")
 
     return op, http
 

@@ -166,7 +166,7 @@ def _agent_client(name: TransportName) -> ClientFactory:
             client = AgentClient(AgentRegistry([spec]), transport)
 
             async def call() -> object:
-                return await client.call("bench", {"q": "sales"}, workflow_id="wf", step_id="s")
+                return await client.call("bench", {"q": "sales"}, workflow_id="wf", node_id="s")
 
             yield call
         finally:

@@ -64,7 +64,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-logger = structlog.get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 
 class BreakerState(StrEnum):
@@ -314,11 +314,6 @@ class AsyncCircuitBreaker:
             trips=self._trips,
         )
 
-    def force_open(self) -> None:
-        """Open now (a trip, unless already open); the open timer restarts now."""
-        self._breaker.open()
-        self._flush()
-
     def reset(self) -> None:
         """Close now, lift any forced mode, clear the counters and the window.
 
@@ -479,7 +474,7 @@ class AsyncCircuitBreaker:
                     observer(self.name, old, new)
                 except Exception:
                     # An observer's bug must not break the call path or the state machine.
-                    logger.exception("breaker_listener_failed", breaker=self.name)
+                    log.exception("breaker_listener_failed", breaker=self.name)
 
 
 class _SlowCall(Exception):

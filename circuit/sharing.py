@@ -35,7 +35,7 @@ from circuit.errors import BreakerBoardError
 
 __all__ = ["BreakerSync", "summary"]
 
-logger = structlog.get_logger(__name__)
+log = structlog.get_logger(__name__)
 
 # Ops modes a board can hold; a local FOLLOW is never overwritten by their absence.
 _OPS = (Forced.OPEN, Forced.DISABLED)
@@ -215,7 +215,7 @@ class BreakerSync:
                 self._board_failed(exc)
             except Exception:
                 # A bug here must not end sharing for the life of the process.
-                logger.exception("breaker_sync_failed", replica=self.replica)
+                log.exception("breaker_sync_failed", replica=self.replica)
 
     async def _watch(self, listening: asyncio.Event) -> None:
         """Wake the cycle when any replica changes a mode; the poll covers any gap."""
@@ -225,7 +225,7 @@ class BreakerSync:
             except BreakerBoardError:
                 pass  # the cycle logs the outage; listen again after a pause
             except Exception:
-                logger.exception("breaker_watch_failed", replica=self.replica)
+                log.exception("breaker_watch_failed", replica=self.replica)
             listening.set()  # not listening, but start() need not wait any longer
             await asyncio.sleep(max(1.0, self._interval_s))
 
@@ -244,7 +244,7 @@ class BreakerSync:
         self.cycles += 1
         if not self._board_ok:
             self._board_ok = True
-            logger.info("breaker_board_back", replica=self.replica)
+            log.info("breaker_board_back", replica=self.replica)
 
     def _apply_resets(self, resets: Mapping[str, int]) -> None:
         seen, self._resets_seen = self._resets_seen, dict(resets)
@@ -253,7 +253,7 @@ class BreakerSync:
         for name, count in resets.items():
             breaker = self.breakers.get(name)
             if breaker is not None and count > seen.get(name, 0):
-                logger.warning("breaker_reset_by_ops", agent=name)
+                log.warning("breaker_reset_by_ops", agent=name)
                 breaker.reset()
 
     def _apply_ops(self, forced: Mapping[str, ForcedMode]) -> None:
@@ -261,10 +261,10 @@ class BreakerSync:
             entry = forced.get(name)
             if entry is not None:
                 if breaker.forced is not entry.mode:
-                    logger.warning("breaker_forced", agent=name, mode=entry.mode.value, by=entry.by)
+                    log.warning("breaker_forced", agent=name, mode=entry.mode.value, by=entry.by)
                 breaker.set_forced(entry.mode)
             elif breaker.forced in _OPS:
-                logger.warning("breaker_forced", agent=name, mode=None)
+                log.warning("breaker_forced", agent=name, mode=None)
                 breaker.set_forced(None)  # lifted on another replica
 
     def _apply_follow(self, reports: list[ReplicaReport]) -> None:
@@ -276,14 +276,14 @@ class BreakerSync:
             opened = sum(1 for r in others if _opened_itself(r.breakers.get(name)))
             follow = opened / live >= breaker.config.follow_share
             if follow and breaker.forced is None and breaker.state is BreakerState.CLOSED:
-                logger.warning("breaker_follows", agent=name, opened=opened, replicas=live)
+                log.warning("breaker_follows", agent=name, opened=opened, replicas=live)
                 breaker.set_forced(Forced.FOLLOW)
             elif not follow and breaker.forced is Forced.FOLLOW:
                 breaker.set_forced(None)
 
     def _board_failed(self, exc: BaseException) -> None:
         if self._board_ok:
-            logger.warning("breaker_board_unavailable", replica=self.replica, reason=str(exc))
+            log.warning("breaker_board_unavailable", replica=self.replica, reason=str(exc))
         self._board_ok = False
 
 

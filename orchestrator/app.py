@@ -223,7 +223,7 @@ def create_app(
         metrics = WorkflowMetrics(
             registry=registry,
             definitions=settings.metrics_definitions,
-            max_step_labels=settings.metrics_max_steps,
+            max_node_labels=settings.metrics_max_steps,
             max_series=settings.max_metric_series,
         )
         inner_store = store if store is not None else create_store(settings)
@@ -247,7 +247,7 @@ def create_app(
             registry=settings.agents,
             kinds=kinds,
             builtins=BUILTIN_FALLBACKS,
-            step_timeout_s=settings.step_timeout_s,
+            node_timeout_s=settings.step_timeout_s,
             limits=settings.limits,
             tracer=tracer,
         )

@@ -30,19 +30,19 @@ from typing import Any
 
 import structlog
 
-from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.store import StateStore
 
 log = structlog.get_logger(__name__)
 
 Event = dict[str, Any]
 
-_STEP_EVENT = {
-    StepStatus.RUNNING: "step.started",
-    StepStatus.COMPLETED: "step.completed",
-    StepStatus.FAILED: "step.failed",
-    StepStatus.SKIPPED: "step.skipped",
-    StepStatus.CANCELLED: "step.cancelled",
+_NODE_EVENT = {
+    NodeStatus.RUNNING: "step.started",
+    NodeStatus.COMPLETED: "step.completed",
+    NodeStatus.FAILED: "step.failed",
+    NodeStatus.SKIPPED: "step.skipped",
+    NodeStatus.CANCELLED: "step.cancelled",
 }
 
 # Events one append carries at most (a wide fan-out can queue thousands in one turn).
@@ -55,34 +55,34 @@ def is_terminal(event: Event) -> bool:
     return event.get("type") in TERMINAL_EVENTS
 
 
-def step_event(workflow_id: str, step: StepState, at: float) -> Event | None:
-    name = _STEP_EVENT.get(step.status)
+def node_event(workflow_id: str, run: NodeRun, at: float) -> Event | None:
+    name = _NODE_EVENT.get(run.status)
     if name is None:
         return None
-    if step.status is StepStatus.COMPLETED and step.fallback is not None:
+    if run.status is NodeStatus.COMPLETED and run.fallback is not None:
         name = "step.fell_back"
     event: Event = {
         "type": name,
         "workflow_id": workflow_id,
-        "step": step.step_id,
-        "kind": step.kind,
-        "agent": step.agent,
-        "status": step.status.value,
+        "step": run.step_id,
+        "kind": run.kind,
+        "agent": run.agent,
+        "status": run.status.value,
         "at": at,
     }
-    if step.status is StepStatus.RUNNING:
-        event["started_at"] = step.started_at
+    if run.status is NodeStatus.RUNNING:
+        event["started_at"] = run.started_at
         return event
-    event["attempts"] = step.attempts
-    event["started_at"] = step.started_at
-    event["finished_at"] = step.finished_at
-    event["duration_ms"] = step.duration_ms
-    if step.error is not None:
-        event["error"] = {"type": step.error.type, "message": step.error.message}
-    if step.fallback is not None:
-        event["fallback"] = step.fallback
-    if step.skip_reason is not None:
-        event["reason"] = step.skip_reason
+    event["attempts"] = run.attempts
+    event["started_at"] = run.started_at
+    event["finished_at"] = run.finished_at
+    event["duration_ms"] = run.duration_ms
+    if run.error is not None:
+        event["error"] = {"type": run.error.type, "message": run.error.message}
+    if run.fallback is not None:
+        event["fallback"] = run.fallback
+    if run.skip_reason is not None:
+        event["reason"] = run.skip_reason
     return event
 
 
@@ -131,7 +131,7 @@ class EventRecorder:
         # Set by `finish`: what is queued goes now.
         self._hurry = asyncio.Event()
         # What the log already says about each step, so nothing is told twice.
-        self._told: dict[str, StepStatus] = {sid: s.status for sid, s in state.steps.items()}
+        self._told: dict[str, NodeStatus] = {sid: s.status for sid, s in state.steps.items()}
         self._status: WorkflowStatus | None = None
         self._queue: deque[Event] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -143,20 +143,20 @@ class EventRecorder:
         self._status = state.status
         self._push(workflow_event(state, self._clock()))
 
-    def step(self, step: StepState) -> None:
-        if self._told.get(step.step_id) is step.status:
+    def node(self, run: NodeRun) -> None:
+        if self._told.get(run.step_id) is run.status:
             return
-        event = step_event(self._workflow_id, step, self._clock())
+        event = node_event(self._workflow_id, run, self._clock())
         if event is not None:
-            self._told[step.step_id] = step.status
+            self._told[run.step_id] = run.status
             self._push(event)
 
-    def retrying(self, agent: str, step_id: str, attempt: int, delay_s: float, error: str) -> None:
+    def retrying(self, agent: str, node_id: str, attempt: int, delay_s: float, error: str) -> None:
         self._push(
             {
                 "type": "step.retrying",
                 "workflow_id": self._workflow_id,
-                "step": step_id,
+                "step": node_id,
                 "agent": agent,
                 "attempt": attempt,
                 "delay_s": round(delay_s, 3),
@@ -167,8 +167,8 @@ class EventRecorder:
 
     async def finish(self, state: WorkflowState) -> None:
         """Tell what is left, then the terminal event; returns once all were appended."""
-        for step in state.steps.values():
-            self.step(step)
+        for run in state.steps.values():
+            self.node(run)
         self._push(workflow_event(state, self._clock()))
         self._hurry.set()
         while self._task is not None and not self._task.done():

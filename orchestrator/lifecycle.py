@@ -60,7 +60,7 @@ from orchestrator.events import EventRecorder
 from orchestrator.metrics import WorkflowMetrics
 from orchestrator.state_writer import StateWriter
 from state.leases import LeaseStore
-from state.models import StepStatus, WorkflowError, WorkflowState, WorkflowStatus
+from state.models import NodeStatus, WorkflowError, WorkflowState, WorkflowStatus
 from state.store import LeaseLost, StateStore, StateStoreError
 
 # How a resumed workflow finds its compiled definition again.
@@ -414,10 +414,10 @@ class WorkflowOrchestrator:
 
     async def _cancel_paused(self, state: WorkflowState, token: int | None) -> WorkflowState:
         _mark_cancelled(state)
-        for step in state.steps.values():
-            if step.status is StepStatus.PENDING:
-                step.status = StepStatus.CANCELLED
-                step.skip_reason = "workflow cancelled while paused"
+        for run in state.steps.values():
+            if run.status is NodeStatus.PENDING:
+                run.status = NodeStatus.CANCELLED
+                run.skip_reason = "workflow cancelled while paused"
         if await self._persist(state, token):
             self.metrics.record_finished(state)
         await self._release(state.workflow_id)
@@ -706,7 +706,7 @@ class WorkflowOrchestrator:
                 state,
                 on_transition=on_transition,
                 before_start=before_start,
-                on_step=events.step,
+                on_node=events.node,
                 pause_requested=lambda: state.workflow_id in self._pausing,
             )
         except asyncio.CancelledError:
@@ -864,10 +864,10 @@ class WorkflowOrchestrator:
 
 def _mark_cancelled(state: WorkflowState) -> None:
     now = time.time()
-    for step in state.steps.values():
-        if step.status is StepStatus.RUNNING:
-            step.status = StepStatus.CANCELLED
-            step.finished_at = now
+    for run in state.steps.values():
+        if run.status is NodeStatus.RUNNING:
+            run.status = NodeStatus.CANCELLED
+            run.finished_at = now
     state.status = WorkflowStatus.CANCELLED
     state.finished_at = now
 

@@ -4,7 +4,7 @@ Configured once at start-up (`configure_logging`); modules call
 `structlog.get_logger(__name__)`. Context is bound with `structlog.contextvars`
 once where the work starts, so every line inside it carries it without passing
 it around: the request middleware binds `request_id` (api/middleware.py), the
-lifecycle binds `workflow_id` in the workflow's task, the DAG engine binds `step` and
+lifecycle binds `workflow_id` in the workflow's task, the DAG engine binds `node` and
 `agent` in each node's task, and the agent client binds `attempt` around each
 attempt. Event names are snake_case (`workflow_finished`, `agent_retry`).
 """

@@ -15,11 +15,13 @@ import importlib.util
 from collections.abc import Callable
 from typing import Literal
 
+from orchestrator.errors import StartupError
+
 EventLoopChoice = Literal["auto", "asyncio", "uvloop"]
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
-class EventLoopUnavailable(RuntimeError):
+class EventLoopUnavailable(StartupError, RuntimeError):
     """`ORCH_EVENT_LOOP=uvloop` but uvloop cannot be imported."""
 
 

@@ -30,21 +30,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from state.models import StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeStatus, WorkflowState, WorkflowStatus
 
 if TYPE_CHECKING:
     from agents.client import AgentClient
 
 # Parenthesised so that it can never be a real definition or step name.
 OTHER = "(other)"
-DEFAULT_MAX_STEP_LABELS = 50
+DEFAULT_MAX_NODE_LABELS = 50
 DEFAULT_MAX_SERIES = 500
 # Built-in definitions whose names are always labels (the chain, orchestrator/chain.py).
 BUILTIN_DEFINITIONS = ("chain",)
 
 # Workflows run from milliseconds (reference agents) to minutes (real models, retries).
 _WORKFLOW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-_STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_NODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 
 _FINISHED = (
@@ -59,27 +59,27 @@ class LabelCap:
     """Maps client-chosen names onto a bounded label set."""
 
     def __init__(
-        self, definitions: Iterable[str] = (), *, max_steps: int, max_series: int
+        self, definitions: Iterable[str] = (), *, max_nodes: int, max_series: int
     ) -> None:
         self.definitions = frozenset((*BUILTIN_DEFINITIONS, *definitions))
-        self.max_steps = max_steps
+        self.max_nodes = max_nodes
         self.max_series = max_series
-        self._steps: dict[str, set[str]] = {}
+        self._nodes: dict[str, set[str]] = {}
         self._total = 0
 
     def definition(self, name: str) -> str:
         return name if name in self.definitions else OTHER
 
-    def step(self, definition_label: str, step_id: str) -> str:
+    def node(self, definition_label: str, node_id: str) -> str:
         if definition_label == OTHER:
             return OTHER
-        seen = self._steps.setdefault(definition_label, set())
-        if step_id in seen:
-            return step_id
-        if len(seen) < self.max_steps and self._total < self.max_series:
-            seen.add(step_id)
+        seen = self._nodes.setdefault(definition_label, set())
+        if node_id in seen:
+            return node_id
+        if len(seen) < self.max_nodes and self._total < self.max_series:
+            seen.add(node_id)
             self._total += 1
-            return step_id
+            return node_id
         return OTHER
 
 
@@ -91,11 +91,11 @@ class WorkflowMetrics:
         *,
         registry: CollectorRegistry | None = None,
         definitions: Iterable[str] = (),
-        max_step_labels: int = DEFAULT_MAX_STEP_LABELS,
+        max_node_labels: int = DEFAULT_MAX_NODE_LABELS,
         max_series: int = DEFAULT_MAX_SERIES,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.labels = LabelCap(definitions, max_steps=max_step_labels, max_series=max_series)
+        self.labels = LabelCap(definitions, max_nodes=max_node_labels, max_series=max_series)
         r = self.registry
         self.started = Counter(
             "orch_workflows_started", "Workflows started (or resumed)", ["definition"], registry=r
@@ -116,11 +116,11 @@ class WorkflowMetrics:
             buckets=_WORKFLOW_BUCKETS,
             registry=r,
         )
-        self.step_duration = Histogram(
+        self.node_duration = Histogram(
             "orch_step_duration_seconds",
             "Step duration, start to finish (retries and fallback included)",
             ["definition", "step", "status"],
-            buckets=_STEP_BUCKETS,
+            buckets=_NODE_BUCKETS,
             registry=r,
         )
         self.fallbacks = Counter(
@@ -144,14 +144,14 @@ class WorkflowMetrics:
             self.duration.labels(definition, status).observe(
                 max(state.finished_at - state.created_at, 0.0)
             )
-        for step in state.steps.values():
-            if step.started_at is None or step.finished_at is None:
+        for run in state.steps.values():
+            if run.started_at is None or run.finished_at is None:
                 continue
-            label = self.labels.step(definition, step.step_id)
-            self.step_duration.labels(definition, label, step.status.value).observe(
-                max(step.finished_at - step.started_at, 0.0)
+            label = self.labels.node(definition, run.step_id)
+            self.node_duration.labels(definition, label, run.status.value).observe(
+                max(run.finished_at - run.started_at, 0.0)
             )
-            if step.fallback is not None:
+            if run.fallback is not None:
                 self.fallbacks.labels(definition, label).inc()
 
     def snapshot(self) -> dict[str, Any]:
@@ -163,10 +163,10 @@ class WorkflowMetrics:
         finished = sum(by_status.values())
         answered = by_status["completed"] + by_status["degraded"]
         steps: dict[str, dict[str, Any]] = {}
-        for (definition, step), per_status in _histograms(self.step_duration, "step").items():
-            completed = per_status.get(StepStatus.COMPLETED.value)
+        for (definition, node), per_status in _histograms(self.node_duration, "step").items():
+            completed = per_status.get(NodeStatus.COMPLETED.value)
             # Every step of a client-invented definition is counted under one key.
-            key = OTHER if definition == OTHER else f"{definition}.{step}"
+            key = OTHER if definition == OTHER else f"{definition}.{node}"
             steps[key] = {
                 "statuses": {status: h.count for status, h in sorted(per_status.items())},
                 **_summary(completed),

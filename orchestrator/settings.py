@@ -100,11 +100,12 @@ from orchestrator.dag.budget import DEFAULT_LIMITS as _LIMITS
 from orchestrator.dag.budget import Limits
 from orchestrator.dag.model import DEFAULT_MAX_PARALLEL
 from orchestrator.dag.values import MAX_JSON_DEPTH
+from orchestrator.errors import StartupError
 from orchestrator.loop import EventLoopChoice
 from state.keys import DEFAULT_PREFIX, DEFAULT_RETENTION_S, DEFAULT_TTL_S
 
 
-class ConfigError(ValueError):
+class ConfigError(StartupError, ValueError):
     """The environment or the config file is unusable; start-up must stop."""
 
     def __init__(self, message: str, *, source: str, key: str) -> None:

@@ -14,7 +14,7 @@ _MIN_PAUSE_S = 0.005
 # Workflows with fewer steps are never paced, however long a write takes (a loaded
 # machine, a slow store): every transition of theirs is written as it happens, so a
 # replica that dies loses no progress a resumed run would have to redo.
-PACE_FROM_STEPS = 200
+PACE_FROM_NODES = 200
 # A write that took long because the store was away (retries) must not hold the next
 # progress write back for long: status stays at most this stale.
 _MAX_PAUSE_S = 1.0
@@ -36,13 +36,13 @@ class StateWriter:
     its workflow, so without pacing a workflow of n nodes would spend O(n) per write
     on O(n) writes; paced, writing costs at most about 1/pace of the run, whatever n
     (a 10,000-node chain: seconds, not minutes). Workflows of fewer than
-    PACE_FROM_STEPS steps are never paced, and `flush` cuts a pause short so the
+    PACE_FROM_NODES nodes are never paced, and `flush` cuts a pause short so the
     terminal write is never delayed.
 
     With `delay_s` (ORCH_STATE_WRITE_DELAY_S, a few ms), transitions are also written
     behind on purpose: the first of a burst waits up to `delay_s` before it is
     written, so the transitions of a fast workflow coalesce into a few writes instead
-    of one per step, and the store (Redis) is off the workflow's path except where
+    of one per node, and the store (Redis) is off the workflow's path except where
     correctness needs it: accept, and the terminal write (awaited, never delayed).
     The store's copy then trails the workflow by at most about `delay_s` (plus the
     write itself); this replica answers status from memory meanwhile.
@@ -91,7 +91,7 @@ class StateWriter:
     async def _drain(self) -> None:
         while self._dirty:
             now = self._clock()
-            big = len(self._state.steps) >= PACE_FROM_STEPS
+            big = len(self._state.steps) >= PACE_FROM_NODES
             pace = self._not_before - now if big else 0.0
             # A pacing pause too short for a timer is skipped; the write-behind delay
             # (asked for explicitly) is always waited.

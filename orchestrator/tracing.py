@@ -8,7 +8,7 @@ bench/tracing.py measures it). The process-global provider is never touched, so
 tests and several apps in one process stay apart.
 
 Spans: `workflow` (lifecycle; attributes workflow.id, workflow.definition,
-workflow.status), `node <id>` (DAG engine; step, kind, agent, step.status),
+workflow.status), `node <id>` (DAG engine; node, kind, agent, node.status, node.attempts),
 `agent <name>` per attempt (agent client; agent, attempt, breaker.state,
 retry.delay_s before it, outcome, http.response.status_code, error.type). Each attempt sends the
 W3C `traceparent` of its span, so an agent's own spans join the workflow's trace.

@@ -5,8 +5,9 @@ Backends are imported from their modules (`state.memory.MemoryStateStore`,
 """
 
 from state.cancellations import CancellationStream, WorkflowIdStream
+from state.errors import StateError
 from state.models import WorkflowState, WorkflowStatus
-from state.store import LeaseLost, StateError, StateStore, StateStoreError
+from state.store import LeaseLost, StateStore, StateStoreError
 
 __all__ = [
     "CancellationStream",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from state import keys
+from state.errors import StateError
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -23,7 +24,7 @@ DEFAULT_LIMIT = 50
 SCAN_BUDGET = 2_000
 
 
-class BadCursor(ValueError):
+class BadCursor(StateError, ValueError):
     """The cursor was not one this service handed out."""
 
 

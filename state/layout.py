@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from state import keys
-from state.models import StepState, WorkflowState
+from state.models import NodeRun, WorkflowState
 
 # Workflows whose fingerprints a process remembers; an evicted one is written whole once.
 _CACHE_WORKFLOWS = 10_000
@@ -63,10 +63,10 @@ def header(state: WorkflowState) -> dict[str, Any]:
     }
 
 
-def _step_print(step: StepState) -> tuple[Any, ...]:
+def _run_print(run: NodeRun) -> tuple[Any, ...]:
     return (
-        step.status, step.attempts, step.started_at, step.finished_at, step.fallback,
-        step.skip_reason, step.kind, step.agent, id(step.output), id(step.error),
+        run.status, run.attempts, run.started_at, run.finished_at, run.fallback,
+        run.skip_reason, run.kind, run.agent, id(run.output), id(run.error),
     )
 
 
@@ -102,7 +102,7 @@ class FieldCache:
         written = None if full else self._written.get(state.workflow_id)
         fields = {keys.DOC_HEADER_FIELD: orjson.dumps(header(state))}
         order = tuple(state.steps)
-        prints = {sid: _step_print(s) for sid, s in state.steps.items()}
+        prints = {sid: _run_print(s) for sid, s in state.steps.items()}
         if written is None:
             fields[keys.DOC_SPEC_FIELD] = orjson.dumps(
                 {"inputs": state.inputs, "definition": state.definition}
@@ -110,9 +110,9 @@ class FieldCache:
         if written is None or written.order != order:
             fields[keys.DOC_ORDER_FIELD] = orjson.dumps(order)
         old_prints = written.steps if written is not None and written.steps else {}
-        for sid, step in state.steps.items():
+        for sid, run in state.steps.items():
             if old_prints.get(sid) != prints[sid]:
-                fields[keys.DOC_STEP_PREFIX + sid] = orjson.dumps(step.to_dict())
+                fields[keys.DOC_NODE_PREFIX + sid] = orjson.dumps(run.to_dict())
         if written is None or written.result_id != id(state.result):
             fields[keys.DOC_RESULT_FIELD] = orjson.dumps(state.result)
         return Changes(state.workflow_id, fields, _Written(order, prints, id(state.result)))
@@ -155,9 +155,9 @@ def assemble(fields: Mapping[str, bytes]) -> WorkflowState | None:
     document["definition"] = spec.get("definition")
     order = orjson.loads(fields.get(keys.DOC_ORDER_FIELD, b"[]"))
     document["steps"] = {
-        sid: orjson.loads(fields[keys.DOC_STEP_PREFIX + sid])
+        sid: orjson.loads(fields[keys.DOC_NODE_PREFIX + sid])
         for sid in order
-        if keys.DOC_STEP_PREFIX + sid in fields
+        if keys.DOC_NODE_PREFIX + sid in fields
     }
     document["result"] = orjson.loads(fields.get(keys.DOC_RESULT_FIELD, b"null"))
     return WorkflowState.from_dict(document)

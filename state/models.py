@@ -1,4 +1,7 @@
-"""Workflow and step state: the documents every store keeps, as plain value types.
+"""Workflow and node-run state: the documents every store keeps, as plain value types.
+
+Field names are the wire's (`steps`, `step_id`: the status document's words, a
+public contract; see "Names" in README.md); everything else in the code says "node".
 
 A `WorkflowState` is saved after its transitions; stores write only the fields
 that changed (state/layout.py) in one atomic write, so any replica reading it
@@ -41,7 +44,7 @@ _TERMINAL_WORKFLOW = frozenset(
 )
 
 
-class StepStatus(StrEnum):
+class NodeStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -51,12 +54,12 @@ class StepStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self not in (StepStatus.PENDING, StepStatus.RUNNING)
+        return self not in (NodeStatus.PENDING, NodeStatus.RUNNING)
 
 
 @dataclass(slots=True)
-class StepError:
-    """Why a step failed: kept on the step so status can explain it."""
+class NodeFailure:
+    """Why a node failed: kept on its run so status can explain it."""
 
     type: str
     message: str
@@ -74,7 +77,7 @@ class StepError:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, JSON]) -> StepError:
+    def from_dict(cls, raw: dict[str, JSON]) -> NodeFailure:
         return cls(
             type=raw["type"],
             message=raw["message"],
@@ -85,16 +88,21 @@ class StepError:
 
 
 @dataclass(slots=True)
-class StepState:
+class NodeRun:
+    """One node's run in a workflow: what the status document shows under `steps`.
+
+    Fields are named as on the wire (`step_id`), since this is that document.
+    """
+
     step_id: str
     kind: str
     agent: str | None = None
-    status: StepStatus = StepStatus.PENDING
+    status: NodeStatus = NodeStatus.PENDING
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
     output: JSON = None
-    error: StepError | None = None
+    error: NodeFailure | None = None
     # Set when the output came from the node's fallback instead of the node itself.
     fallback: str | None = None
     skip_reason: str | None = None
@@ -122,18 +130,18 @@ class StepState:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, JSON]) -> StepState:
+    def from_dict(cls, raw: dict[str, JSON]) -> NodeRun:
         error = raw.get("error")
         return cls(
             step_id=raw["step_id"],
             kind=raw["kind"],
             agent=raw.get("agent"),
-            status=StepStatus(raw["status"]),
+            status=NodeStatus(raw["status"]),
             attempts=int(raw.get("attempts", 0)),
             started_at=raw.get("started_at"),
             finished_at=raw.get("finished_at"),
             output=raw.get("output"),
-            error=StepError.from_dict(error) if error else None,
+            error=NodeFailure.from_dict(error) if error else None,
             fallback=raw.get("fallback"),
             skip_reason=raw.get("skip_reason"),
         )
@@ -170,7 +178,7 @@ class WorkflowState:
     definition_name: str
     status: WorkflowStatus = WorkflowStatus.PENDING
     inputs: dict[str, JSON] = field(default_factory=dict)
-    steps: dict[str, StepState] = field(default_factory=dict)
+    steps: dict[str, NodeRun] = field(default_factory=dict)
     result: JSON = None
     error: WorkflowError | None = None
     created_at: float = field(default_factory=time.time)
@@ -189,7 +197,7 @@ class WorkflowState:
 
     @property
     def fallbacks(self) -> list[dict[str, JSON]]:
-        """Steps whose output came from a fallback, and why."""
+        """Nodes whose output came from a fallback, and why (wire keys)."""
         return [
             {"step_id": s.step_id, "reason": s.fallback}
             for s in self.steps.values()
@@ -224,7 +232,7 @@ class WorkflowState:
             definition_name=raw["definition_name"],
             status=WorkflowStatus(raw["status"]),
             inputs=raw.get("inputs") or {},
-            steps={k: StepState.from_dict(v) for k, v in (raw.get("steps") or {}).items()},
+            steps={k: NodeRun.from_dict(v) for k, v in (raw.get("steps") or {}).items()},
             result=raw.get("result"),
             error=WorkflowError.from_dict(error) if error else None,
             created_at=raw["created_at"],

@@ -69,7 +69,11 @@ Errors::
     StateError
     ├── StateStoreError   the backend failed: unreachable, timed out, no pooled
     │                     connection free in time (the API answers 503)
-    └── LeaseLost         a fenced write refused: another replica owns the workflow now
+    ├── LeaseLost         a fenced write refused: another replica owns the workflow now
+    └── BadCursor         (state/history.py) a history cursor this service did not hand
+                          out (the API answers 400); also a ValueError
+
+`StateError` itself lives in state/errors.py, which imports nothing.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from state.cancellations import CancellationStream, WorkflowIdStream
+from state.errors import StateError
 from state.events import EventStream, StoredEvent
 from state.history import HistoryPage, HistoryQuery
 from state.layout import WriteStats
@@ -86,10 +91,6 @@ from state.models import WorkflowState
 if TYPE_CHECKING:
     from state.leases import LeaseStore
     from state.schedules import ScheduleStore
-
-
-class StateError(Exception):
-    """Root of the state layer's errors."""
 
 
 class StateStoreError(StateError):

@@ -28,9 +28,10 @@ from typing import Any
 
 from orchestrator.access.keys import KeyRecord, check_hash
 from orchestrator.access.principal import Limits, parse_roles
+from orchestrator.errors import StartupError
 
 
-class AccessConfigError(ValueError):
+class AccessConfigError(StartupError, ValueError):
     """A bad `[access]`/`[tenants]` value; `key` is its dotted path in the file."""
 
     def __init__(self, message: str, *, key: str) -> None:

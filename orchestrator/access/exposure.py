@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 
 from orchestrator.access.config import AccessConfig
+from orchestrator.errors import StartupError
 
 
-class UnsafeExposure(Exception):
+class UnsafeExposure(StartupError):
     """No API key is configured and the address is reachable from other machines."""
 
 

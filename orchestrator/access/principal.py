@@ -40,8 +40,6 @@ class Principal:
     tenant: str
     roles: frozenset[Role]
     limits: Limits = field(default=UNLIMITED)
-    # True for the open loopback mode (no keys configured): nobody authenticated.
-    anonymous: bool = False
 
     def has(self, role: Role) -> bool:
         return Role.ADMIN in self.roles or role in self.roles
@@ -62,7 +60,6 @@ OPEN_PRINCIPAL = Principal(
     tenant=OPEN_TENANT,
     roles=frozenset({Role.ADMIN}),
     limits=UNLIMITED,
-    anonymous=True,
 )
 
 

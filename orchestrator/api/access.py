@@ -37,10 +37,10 @@ from orchestrator.api.errors import (
     Forbidden,
     TooManyRequests,
     Unauthorized,
-    Unavailable,
     UnsupportedMediaType,
     error_response,
 )
+from orchestrator.errors import StateStoreUnavailable
 from state.ratelimit import Quotas
 from state.store import StateStoreError
 
@@ -217,13 +217,8 @@ def _audit_failure(request: web.Request, *, reason: str, **fields: str) -> None:
     )
 
 
-def _unavailable(exc: StateStoreError) -> Unavailable:
-    return Unavailable(
-        "the state store is not reachable; try again shortly",
-        code="state_store_unavailable",
-        details={"backend": exc.backend},
-        headers={"Retry-After": "1"},
-    )
+def _unavailable(exc: StateStoreError) -> StateStoreUnavailable:
+    return StateStoreUnavailable(backend=exc.backend, operation=exc.operation)
 
 
 def _same_origin(origin: str, request: web.Request) -> bool:

@@ -26,7 +26,8 @@ from aiohttp import web
 
 from orchestrator.access.config import AccessConfig
 from orchestrator.access.principal import Principal
-from orchestrator.api.errors import TooManyRequests, Unavailable
+from orchestrator.api.errors import TooManyRequests
+from orchestrator.errors import StateStoreUnavailable
 from state.ratelimit import Quotas
 from state.store import StateStoreError
 
@@ -83,12 +84,7 @@ class Admission:
                         headers={"Retry-After": str(int(min(held, 60)))},
                     )
         except StateStoreError as exc:
-            raise Unavailable(
-                "the state store is not reachable; try again shortly",
-                code="state_store_unavailable",
-                details={"backend": exc.backend},
-                headers={"Retry-After": "1"},
-            ) from exc
+            raise StateStoreUnavailable(backend=exc.backend, operation=exc.operation) from exc
         return Ticket(pool=pool, member=member)
 
     async def abandon(self, ticket: Ticket) -> None:

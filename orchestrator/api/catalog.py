@@ -5,7 +5,9 @@ This is the ONE place a route's access rule lives. The auth middleware
 built from `ENDPOINTS`, and the tests check that every route the app serves has an
 entry here and vice versa, and drive every entry with every role.
 
-Adding a route = one `Endpoint(...)` below (plus its handler in routes.py). What an
+Adding a route = one `Endpoint(...)` below (plus its handler in routes.py); its JSON
+bodies are named by their types (api/bodies.py, api/replies.py), whose schemas the
+document generates. What an
 entry gets without saying: routes with a role document 401/403/429/503 and the
 security schemes; every POST documents 403 `origin_not_allowed`, 413 and 415; a
 JSON body documents the 400 body errors; a path parameter documents 404 `not_found`.
@@ -21,21 +23,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from orchestrator.access.principal import Role
+from orchestrator.api import replies
+from orchestrator.api.bodies import (
+    HistoryParams,
+    QueryRequest,
+    ScheduleRequest,
+    ValidateRequest,
+)
 
 JSONSchema = Mapping[str, Any]
-
-
-def ref(name: str) -> JSONSchema:
-    return {"$ref": f"#/components/schemas/{name}"}
+# A JSON body's type (api/bodies.py, api/replies.py): its schema is generated from it.
+Model = type[msgspec.Struct]
+# A route's query parameters: their type (each field one parameter), or by hand:
+# name -> (schema, description).
+QuerySpec = Model | Mapping[str, tuple[JSONSchema, str]]
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A success response: its description and body (a schema, in `media_type`)."""
+    """A success response: its description and body (a body type, or for a body that is not
+    one of ours, such as SVG or an event stream, a schema in `media_type`)."""
 
     description: str
-    schema: JSONSchema | None = None
+    schema: Model | JSONSchema | None = None
     media_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
 
@@ -49,16 +62,15 @@ class Endpoint:
     tag: str
     replies: Mapping[int, Reply]
     description: str = ""
-    # JSON request body (None: the route reads no body).
-    body: JSONSchema | None = None
+    # JSON request body's type (None: the route reads no body).
+    body: Model | None = None
     # Error statuses this route itself answers -> the error codes it uses.
     errors: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
-    # Query parameters: name -> (schema, description).
-    query: Mapping[str, tuple[JSONSchema, str]] = field(default_factory=dict)
+    query: QuerySpec = field(default_factory=dict)
 
 
 _WORKFLOW = {
-    200: Reply("the workflow document", ref("Workflow")),
+    200: Reply("the workflow document", replies.Workflow),
 }
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -75,16 +87,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "printable ASCII characters) a retry with the same key and body returns the same "
         "workflow (header `Idempotent-Replayed: true`) and runs nothing; the same key with "
         "another body is a 422. Keys are per tenant and expire with the workflow.",
-        body=ref("QueryRequest"),
+        body=QueryRequest,
         replies={
-            200: Reply("finished: completed, degraded or cancelled", ref("Workflow")),
+            200: Reply("finished: completed, degraded or cancelled", replies.Workflow),
             202: Reply(
                 "accepted (async, or sync past wait_s)",
-                ref("Accepted"),
+                replies.Accepted,
                 headers={"Location": "the workflow's status URL"},
             ),
-            502: Reply("the workflow failed (an agent it needed failed)", ref("Workflow")),
-            504: Reply("the workflow's deadline passed", ref("Workflow")),
+            502: Reply("the workflow failed (an agent it needed failed)", replies.Workflow),
+            504: Reply("the workflow's deadline passed", replies.Workflow),
         },
         errors={
             400: (
@@ -94,7 +106,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "query_too_long",
                 "invalid_mode",
                 "invalid_wait",
+                "invalid_value",
                 "unknown_field",
+                "invalid_idempotency_key",
             ),
             403: ("agent_not_allowed",),
             409: ("idempotency_key_in_progress",),
@@ -112,19 +126,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "`next_cursor` (also in a `Link` header) until it is null; a page may hold fewer "
         "than `limit` entries when filters drop most of what it examined. Entries go when "
         "their workflow expires.",
-        query={
-            "status": (
-                {"type": "string"},
-                "comma-separated statuses (pending, running, completed, degraded, failed, "
-                "cancelled)",
-            ),
-            "definition": ({"type": "string"}, "the definition's name (e.g. chain)"),
-            "since": ({"type": "string"}, "created at or after: epoch seconds or ISO 8601"),
-            "until": ({"type": "string"}, "created before: epoch seconds or ISO 8601"),
-            "limit": ({"type": "integer", "minimum": 1, "maximum": 200}, "entries (50)"),
-            "cursor": ({"type": "string"}, "the `next_cursor` of the previous page"),
-        },
-        replies={200: Reply("one page", ref("History"))},
+        query=HistoryParams,
+        replies={200: Reply("one page", replies.History)},
         errors={
             400: ("unknown_parameter", "invalid_parameter", "invalid_cursor"),
         },
@@ -149,8 +152,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "its document; 409 only for one that ended another way. No body is needed; a body, "
         "if sent, must be JSON. 404 for another tenant's workflow.",
         replies={
-            200: Reply("stopped; the document with status cancelled", ref("Cancelled")),
-            202: Reply("cancel requested; not yet confirmed stopped", ref("Cancelled")),
+            200: Reply("stopped; the document with status cancelled", replies.Cancelled),
+            202: Reply("cancel requested; not yet confirmed stopped", replies.Cancelled),
         },
         errors={404: ("workflow_not_found",), 409: ("workflow_finished",)},
     ),
@@ -164,8 +167,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "nodes have ended (202 until then). No body is needed; a body, if sent, must be JSON. "
         "404 for another tenant's workflow.",
         replies={
-            200: Reply("paused", ref("Paused")),
-            202: Reply("pause requested; running nodes still finishing", ref("Paused")),
+            200: Reply("paused", replies.Paused),
+            202: Reply("pause requested; running nodes still finishing", replies.Paused),
         },
         errors={404: ("workflow_not_found",), 409: ("workflow_finished",)},
     ),
@@ -188,11 +191,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "schedules",
         description="Each tick starts one run across all replicas, as the caller's tenant, "
         "like an async POST /api/query. The request is validated now.",
-        body=ref("ScheduleRequest"),
+        body=ScheduleRequest,
         replies={
             201: Reply(
                 "created",
-                ref("Schedule"),
+                replies.Schedule,
                 headers={"Location": "the schedule's URL"},
             )
         },
@@ -214,7 +217,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Role.USER,
         "The caller's tenant's schedules",
         "schedules",
-        replies={200: Reply("every schedule the caller may see", ref("Schedules"))},
+        replies={200: Reply("every schedule the caller may see", replies.Schedules)},
     ),
     Endpoint(
         "GET",
@@ -222,7 +225,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Role.USER,
         "A schedule, with its newest runs",
         "schedules",
-        replies={200: Reply("the schedule", ref("Schedule"))},
+        replies={200: Reply("the schedule", replies.Schedule)},
         errors={404: ("schedule_not_found",)},
     ),
     Endpoint(
@@ -240,7 +243,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Role.USER,
         "Stop firing a schedule",
         "schedules",
-        replies={200: Reply("the schedule", ref("Schedule"))},
+        replies={200: Reply("the schedule", replies.Schedule)},
         errors={404: ("schedule_not_found",)},
     ),
     Endpoint(
@@ -249,7 +252,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Role.USER,
         "Fire a schedule again (ticks missed while paused never fire)",
         "schedules",
-        replies={200: Reply("the schedule", ref("Schedule"))},
+        replies={200: Reply("the schedule", replies.Schedule)},
         errors={404: ("schedule_not_found",)},
     ),
     Endpoint(
@@ -259,7 +262,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Workflow and agent totals",
         "operations",
         replies={
-            200: Reply("totals, success rate, durations, retries, breaker trips", ref("Metrics"))
+            200: Reply("totals, success rate, durations, retries, breaker trips", replies.Metrics)
         },
     ),
     Endpoint(
@@ -270,7 +273,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "operations",
         description="This replica's breakers, every live replica's state of each, and an "
         "overall view per agent (replicas share them through Redis).",
-        replies={200: Reply("breakers by agent name", ref("Breakers"))},
+        replies={200: Reply("breakers by agent name", replies.Breakers)},
     ),
     Endpoint(
         "POST",
@@ -280,7 +283,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "operations",
         description="Every call to the agent then fails at once, on every replica within a "
         "second and across restarts, until reset. Audited.",
-        replies={200: Reply("the breaker after the change", ref("Breaker"))},
+        replies={200: Reply("the breaker after the change", replies.Breaker)},
         errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
     ),
     Endpoint(
@@ -291,7 +294,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "operations",
         description="Lifts any forced mode and closes the breaker on every replica, whatever "
         "opened it. Audited.",
-        replies={200: Reply("the breaker after the change", ref("Breaker"))},
+        replies={200: Reply("the breaker after the change", replies.Breaker)},
         errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
     ),
     Endpoint(
@@ -302,7 +305,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "operations",
         description="For emergencies: every call is admitted until `enable` or `reset`. "
         "Audited.",
-        replies={200: Reply("the breaker after the change", ref("Breaker"))},
+        replies={200: Reply("the breaker after the change", replies.Breaker)},
         errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
     ),
     Endpoint(
@@ -312,7 +315,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Lift a forced mode: the breaker follows its policy again",
         "operations",
         description="Audited.",
-        replies={200: Reply("the breaker after the change", ref("Breaker"))},
+        replies={200: Reply("the breaker after the change", replies.Breaker)},
         errors={404: ("agent_not_found",), 503: ("breaker_board_unavailable",)},
     ),
     Endpoint(
@@ -321,8 +324,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Role.USER,
         "Check a workflow definition (compile it without running) and plan it",
         "workflows",
-        body=ref("ValidateRequest"),
-        replies={200: Reply("valid, with its plan", ref("Validated"))},
+        body=ValidateRequest,
+        replies={200: Reply("valid, with its plan", replies.Validated)},
         errors={
             400: ("missing_field", "invalid_type", "unknown_field"),
             422: ("invalid_workflow", "definition_too_complex"),
@@ -337,7 +340,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         description="The definition is validated as by `/api/workflows/validate`; the plan is "
         "drawn one column per level, one box per node, one curve per dependency (the "
         "critical path highlighted).",
-        body=ref("ValidateRequest"),
+        body=ValidateRequest,
         replies={200: Reply("an SVG document", {"type": "string"}, media_type="image/svg+xml")},
         errors={
             400: ("missing_field", "invalid_type", "unknown_field"),
@@ -406,7 +409,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Role.OPS,
         "Running and recently finished workflows (the whole deployment, from history)",
         "operations",
-        replies={200: Reply("workflow summaries", ref("OpsWorkflows"))},
+        replies={200: Reply("workflow summaries", replies.OpsWorkflows)},
     ),
     Endpoint(
         "GET",
@@ -433,7 +436,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         "Liveness",
         "service",
-        replies={200: Reply("alive", ref("Health"))},
+        replies={200: Reply("alive", replies.Health)},
     ),
     Endpoint(
         "GET",
@@ -441,7 +444,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         "Readiness: the state store answers",
         "service",
-        replies={200: Reply("ready", ref("Ready"))},
+        replies={200: Reply("ready", replies.Ready)},
         errors={503: ("not_ready",)},
     ),
     Endpoint(

@@ -1,25 +1,16 @@
-"""HTTP errors and the one middleware that turns every exception into a JSON error.
+"""The HTTP layer's own errors, and the one middleware that turns every exception into JSON.
 
-    ApiError (status, code, message, details, headers)
-    ├── BadRequest            400
-    ├── Unauthorized          401  (WWW-Authenticate)
-    ├── Forbidden             403
-    ├── NotFound              404
-    ├── RequestTimeout        408
-    ├── Conflict              409
-    ├── PayloadTooLarge       413
-    ├── UnsupportedMediaType  415
-    ├── Unprocessable         422
-    ├── TooManyRequests       429  (Retry-After)
-    └── Unavailable           503  (Retry-After)
+ApiError is the HTTP layer's branch of the orchestrator's tree (orchestrator/errors.py
+draws all of it): a raise site may pick the `code`, and `details`/`headers` are given
+when it is raised.
 
-A state store that cannot be reached (or cannot keep up) is a 503
-`state_store_unavailable` with `Retry-After`, never a 500.
-
-Other exceptions are mapped by walking their MRO through `_HANDLERS` (starlette's
-way), so a new error type needs one entry here and no try/except in any route.
-Anything unmapped is a 500 with a generic message; the traceback goes to the log,
-never into the response.
+The middleware maps an exception by walking its MRO through `_HANDLERS` (starlette's
+way), so no route needs a try/except: lower layers' errors are first translated into
+ours (`orchestrator.errors.translate`), a `RequestError` is answered with its own
+status, code, details and headers, and anything else — the orchestrator's other
+branches, a lower layer's error that should have been caught below, any other
+exception — is a 500 `internal_error` with a generic message; the traceback goes to
+the log, never into the response.
 """
 
 from __future__ import annotations
@@ -31,26 +22,16 @@ import orjson
 import structlog
 from aiohttp import web
 
-from circuit.errors import BreakerBoardError
-from orchestrator.dag.errors import DefinitionError
-from orchestrator.errors import (
-    IdempotencyKeyInProgress,
-    IdempotencyKeyReused,
-    InvalidSchedule,
-    ScheduleNotFound,
-    WorkflowAlreadyFinished,
-    WorkflowNotFound,
-)
-from state.history import BadCursor
-from state.store import StateStoreError
+from orchestrator.errors import RequestError, translate
 
 log = structlog.get_logger(__name__)
 
-# What a client is told to wait before retrying while the state store is away.
-STORE_RETRY_AFTER_S = 1
+INTERNAL_ERROR_MESSAGE = "internal error; see the service log"
 
 
-class ApiError(Exception):
+class ApiError(RequestError):
+    """An error raised by the HTTP layer itself; the raise site may choose its `code`."""
+
     status = 400
     code = "bad_request"
 
@@ -63,11 +44,16 @@ class ApiError(Exception):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
         if code is not None:
             self.code = code
-        self.details = details
-        self.headers = dict(headers or {})
+        self._details = details
+        self._headers = dict(headers or {})
+
+    def details(self) -> Any:
+        return self._details
+
+    def headers(self) -> Mapping[str, str]:
+        return {**super().headers(), **self._headers}
 
 
 class BadRequest(ApiError):
@@ -90,14 +76,6 @@ class RequestTimeout(ApiError):
     status, code = 408, "request_timeout"
 
 
-class Conflict(ApiError):
-    status, code = 409, "conflict"
-
-
-class PayloadTooLarge(ApiError):
-    status, code = 413, "payload_too_large"
-
-
 class UnsupportedMediaType(ApiError):
     status, code = 415, "unsupported_media_type"
 
@@ -110,94 +88,24 @@ class TooManyRequests(ApiError):
     status, code = 429, "rate_limited"
 
 
-class Unavailable(ApiError):
-    status, code = 503, "unavailable"
-
-
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details}}
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-def _api_error(exc: BaseException) -> web.Response:
-    assert isinstance(exc, ApiError)
-    response = error_response(exc.status, exc.code, exc.message, exc.details)
-    response.headers.update(exc.headers)
+def _request_error(exc: BaseException) -> web.Response:
+    assert isinstance(exc, RequestError)
+    if exc.status >= 500:
+        # A dependency is away: worth a line in the log, with what failed underneath.
+        log.warning(
+            "dependency_unavailable",
+            code=exc.code,
+            details=exc.details(),
+            cause=str(exc.__cause__ or exc),
+        )
+    response = error_response(exc.status, exc.code, str(exc), exc.details())
+    response.headers.update(exc.headers())
     return response
-
-
-def _definition_error(exc: BaseException) -> web.Response:
-    assert isinstance(exc, DefinitionError)
-    problems = [p.to_dict() for p in exc.problems]
-    message = f"the workflow definition has {len(problems)} problem(s): " + "; ".join(
-        p["message"] for p in problems[:5]
-    )
-    return error_response(422, "invalid_workflow", message, {"problems": problems})
-
-
-def _not_found(exc: BaseException) -> web.Response:
-    assert isinstance(exc, WorkflowNotFound)
-    return error_response(404, "workflow_not_found", str(exc), {"workflow_id": exc.workflow_id})
-
-
-def _already_finished(exc: BaseException) -> web.Response:
-    assert isinstance(exc, WorkflowAlreadyFinished)
-    details = {"workflow_id": exc.workflow_id, "status": exc.status.value}
-    return error_response(409, "workflow_finished", str(exc), details)
-
-
-def _idempotency_reused(exc: BaseException) -> web.Response:
-    assert isinstance(exc, IdempotencyKeyReused)
-    details = {"idempotency_key": exc.key, "workflow_id": exc.workflow_id}
-    return error_response(422, "idempotency_key_reused", str(exc), details)
-
-
-def _idempotency_in_progress(exc: BaseException) -> web.Response:
-    assert isinstance(exc, IdempotencyKeyInProgress)
-    details = {"idempotency_key": exc.key, "workflow_id": exc.workflow_id}
-    response = error_response(409, "idempotency_key_in_progress", str(exc), details)
-    response.headers["Retry-After"] = "1"
-    return response
-
-
-def _bad_cursor(exc: BaseException) -> web.Response:
-    return error_response(400, "invalid_cursor", str(exc), None)
-
-
-def _store_unavailable(exc: BaseException) -> web.Response:
-    assert isinstance(exc, StateStoreError)
-    log.warning("state_store_unavailable", operation=exc.operation, error=str(exc))
-    response = error_response(
-        503,
-        "state_store_unavailable",
-        "the state store is unreachable or overloaded; retry shortly",
-        {"backend": exc.backend, "operation": exc.operation},
-    )
-    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
-    return response
-
-
-def _board_unavailable(exc: BaseException) -> web.Response:
-    # An ops action that could not be recorded for the deployment changed nothing.
-    assert isinstance(exc, BreakerBoardError)
-    response = error_response(
-        503,
-        "breaker_board_unavailable",
-        f"the shared breaker board ({exc.backend}) is not reachable; nothing was changed",
-        {"backend": exc.backend, "operation": exc.operation},
-    )
-    response.headers["Retry-After"] = "1"
-    return response
-
-
-def _schedule_not_found(exc: BaseException) -> web.Response:
-    assert isinstance(exc, ScheduleNotFound)
-    return error_response(404, "schedule_not_found", str(exc), {"schedule_id": exc.schedule_id})
-
-
-def _invalid_schedule(exc: BaseException) -> web.Response:
-    assert isinstance(exc, InvalidSchedule)
-    return error_response(422, "invalid_schedule", str(exc), {"field": exc.field})
 
 
 def _http_exception(exc: BaseException) -> web.Response:
@@ -219,19 +127,14 @@ def _http_exception(exc: BaseException) -> web.Response:
 
 
 _HANDLERS: dict[type[BaseException], Callable[[BaseException], web.Response]] = {
-    ApiError: _api_error,
-    DefinitionError: _definition_error,
-    WorkflowNotFound: _not_found,
-    WorkflowAlreadyFinished: _already_finished,
-    IdempotencyKeyReused: _idempotency_reused,
-    IdempotencyKeyInProgress: _idempotency_in_progress,
-    BadCursor: _bad_cursor,
-    ScheduleNotFound: _schedule_not_found,
-    InvalidSchedule: _invalid_schedule,
-    StateStoreError: _store_unavailable,
-    BreakerBoardError: _board_unavailable,
+    RequestError: _request_error,
     web.HTTPException: _http_exception,
 }
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    log.exception("unhandled_error", path=request.path, method=request.method)
+    return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
 
 
 @web.middleware
@@ -240,12 +143,12 @@ async def error_middleware(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except Exception as exc:
+    except Exception as caught:
+        exc = translate(caught)
         for cls in type(exc).__mro__:
             mapper = _HANDLERS.get(cls)
             if mapper is not None:
                 if isinstance(exc, web.HTTPException) and exc.status < 400:
                     raise  # redirects and other non-errors pass through untouched
                 return mapper(exc)
-        log.exception("unhandled_error", path=request.path, method=request.method)
-        return error_response(500, "internal_error", "internal error; see the service log")
+        return _internal_error(request)

@@ -29,6 +29,7 @@ from orchestrator.api.errors import ApiError, BadRequest
 from orchestrator.api.middleware import REQUEST_ID_HEADER, request_id
 from orchestrator.api.routes import visible_state
 from orchestrator.api.services import SERVICES
+from orchestrator.errors import RETRY_AFTER_S
 from orchestrator.events import is_terminal, workflow_event
 from state.events import EventStream, StoredEvent
 from state.store import StateStore
@@ -37,7 +38,10 @@ routes = web.RouteTableDef()
 
 
 class TooManyStreams(ApiError):
+    """This replica already serves ORCH_SSE_MAX_STREAMS event streams."""
+
     status, code = 503, "too_many_streams"
+    retry_after_s = RETRY_AFTER_S
 
 # Reconnect delay the browser's EventSource should use (ms).
 _RETRY_MS = 1000

@@ -9,8 +9,11 @@ import re
 from importlib import resources
 from typing import Any
 
-from orchestrator.api.catalog import ENDPOINTS, Endpoint, Reply
-from orchestrator.api.schemas import SCHEMAS
+import msgspec
+
+from orchestrator.api.bodies import Error
+from orchestrator.api.catalog import ENDPOINTS, Endpoint, Model, QuerySpec, Reply
+from orchestrator.api.schemas import components, ref
 
 _PARAM = re.compile(r"{(\w+)}")
 _PARAM_TEXT = {
@@ -45,6 +48,7 @@ _STATUS_TEXT = {
     415: "the body is not application/json, or is content-encoded",
     422: "the workflow definition is invalid",
     429: "over a rate limit or quota (see Retry-After)",
+    500: "a bug in the service; the message says nothing more (the traceback is in its log)",
     503: "a dependency is unavailable (see Retry-After)",
 }
 _ERROR_HEADERS = {
@@ -73,13 +77,21 @@ def openapi_document() -> dict[str, Any]:
         "tags": [{"name": t} for t in ("workflows", "operations", "service")],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": components(_models()),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
         },
     }
+
+
+def _models() -> list[Model]:
+    """Every body type the route table names."""
+    models: list[Model] = [e.body for e in ENDPOINTS if e.body is not None]
+    for entry in ENDPOINTS:
+        models += [r.schema for r in entry.replies.values() if isinstance(r.schema, type)]
+    return models
 
 
 def _operation(entry: Endpoint) -> dict[str, Any]:
@@ -102,19 +114,41 @@ def _operation(entry: Endpoint) -> dict[str, Any]:
         }
         for name in _PARAM.findall(entry.path)
     ]
-    params += [
-        {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
-        for name, (schema, text) in entry.query.items()
-    ]
+    params += _query_parameters(entry.query)
     if params:
         op["parameters"] = params
     if entry.body is not None:
         op["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": entry.body}},
+            "content": {"application/json": {"schema": ref(entry.body)}},
         }
     op["security"] = [{"bearer": []}, {"apiKey": []}] if entry.role else []
     return op
+
+
+def _query_parameters(query: QuerySpec) -> list[dict[str, Any]]:
+    if not isinstance(query, type):
+        return [
+            {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+            for name, (schema, text) in query.items()
+        ]
+    # A typed query string: each field of its Struct is one parameter.
+    _, generated = msgspec.json.schema_components([query])
+    schema = generated[query.__name__]
+    params = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        text = prop.pop("description", name)
+        params.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": name in schema.get("required", ()),
+                "description": text,
+                "schema": prop,
+            }
+        )
+    return params
 
 
 def _responses(entry: Endpoint) -> dict[str, Any]:
@@ -143,6 +177,7 @@ def _error_codes(entry: Endpoint) -> dict[int, tuple[str, ...]]:
         sources.append(_BODY_ERRORS)
     if _PARAM.search(entry.path):
         sources.append({404: ("not_found",)})
+    sources.append({500: ("internal_error",)})  # any route, on a bug
     for source in sources:
         for status, codes in source.items():
             merged.setdefault(status, [])
@@ -153,7 +188,7 @@ def _error_codes(entry: Endpoint) -> dict[int, tuple[str, ...]]:
 def _error_schema(codes: tuple[str, ...]) -> dict[str, Any]:
     return {
         "allOf": [
-            {"$ref": "#/components/schemas/Error"},
+            ref(Error),
             {"properties": {"error": {"properties": {"code": {"enum": list(codes)}}}}},
         ]
     }
@@ -161,7 +196,9 @@ def _error_schema(codes: tuple[str, ...]) -> dict[str, Any]:
 
 def _reply(reply: Reply) -> dict[str, Any]:
     out: dict[str, Any] = {"description": reply.description}
-    if reply.schema is not None:
+    if isinstance(reply.schema, type):
+        out["content"] = {reply.media_type: {"schema": ref(reply.schema)}}
+    elif reply.schema is not None:
         out["content"] = {reply.media_type: {"schema": dict(reply.schema)}}
     if reply.headers:
         out["headers"] = {

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from orchestrator.api import replies
 from orchestrator.api.routes import json_response
 from orchestrator.api.services import SERVICES
 from state.history import HistoryQuery
@@ -63,24 +64,24 @@ async def ops_workflows(request: web.Request) -> web.Response:
     recent = await store.history(
         HistoryQuery(limit=_OPS_LIST_LIMIT, status=_FINISHED, all_tenants=True)
     )
-    body = {
-        "running": [_summary(entry) for entry in running.entries],
-        "recent": [_summary(entry) for entry in recent.entries],
-        "source": "history",
-    }
+    body = replies.OpsWorkflows(
+        running=[_summary(entry) for entry in running.entries],
+        recent=[_summary(entry) for entry in recent.entries],
+        source="history",
+    )
     return json_response(body)
 
 
-def _summary(entry: dict[str, Any]) -> dict[str, Any]:
+def _summary(entry: dict[str, Any]) -> replies.WorkflowSummary:
     created, finished = entry["created_at"], entry.get("finished_at")
-    return {
-        "workflow_id": entry["workflow_id"],
-        "definition_name": entry["definition_name"],
-        "status": entry["status"],
-        "created_at": created,
-        "finished_at": finished,
-        "duration_ms": round((finished - created) * 1000.0, 3) if finished else None,
-    }
+    return replies.WorkflowSummary(
+        workflow_id=entry["workflow_id"],
+        definition_name=entry["definition_name"],
+        status=WorkflowStatus(entry["status"]),
+        created_at=created,
+        finished_at=finished,
+        duration_ms=round((finished - created) * 1000.0, 3) if finished else None,
+    )
 
 
 @cache

@@ -7,7 +7,7 @@ from aiohttp import web
 from orchestrator.dag.compiler import CompiledWorkflow
 from orchestrator.dag.plan import plan_workflow
 from orchestrator.dag.svg import plan_svg
-from state.models import StepStatus, WorkflowState
+from state.models import NodeStatus, WorkflowState
 
 SVG_TYPE = "image/svg+xml"
 
@@ -15,9 +15,9 @@ SVG_TYPE = "image/svg+xml"
 def svg_of(workflow: CompiledWorkflow, state: WorkflowState | None = None) -> web.Response:
     statuses: dict[str, str] = {}
     if state is not None:
-        for step_id, step in state.steps.items():
-            fell_back = step.status is StepStatus.COMPLETED and step.fallback is not None
-            statuses[step_id] = "fell_back" if fell_back else step.status.value
+        for node_id, run in state.steps.items():
+            fell_back = run.status is NodeStatus.COMPLETED and run.fallback is not None
+            statuses[node_id] = "fell_back" if fell_back else run.status.value
     nodes = workflow.nodes
     body = plan_svg(
         plan_workflow(workflow),

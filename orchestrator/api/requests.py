@@ -1,38 +1,39 @@
-"""Parsing and checking requests: every problem becomes an ApiError a frontend can act on."""
+"""Reading and checking requests: every problem becomes an ApiError a frontend can act on.
+
+The body is read bounded (size, time, depth) by `read_json_object`, then decoded into
+its typed model (api/bodies.py) by api/decoding.py; what a type cannot say (a query
+required without a workflow, the query length limit from settings) is checked here.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, get_args
 
+import msgspec
 import orjson
 from aiohttp import web
 
+from orchestrator.api.bodies import (
+    MAX_SCHEDULE_NAME,
+    MAX_WAIT_S,
+    HistoryParams,
+    Mode,
+    QueryRequest,
+    ScheduleRequest,
+    ValidateRequest,
+)
+from orchestrator.api.decoding import ValueError_, decode, field_names, unknown_fields
 from orchestrator.api.errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from orchestrator.api.services import SERVICES
 from orchestrator.dag.paths import json_type
 from orchestrator.dag.values import json_depth
-from state.history import DEFAULT_LIMIT, MAX_LIMIT, HistoryQuery, decode_cursor
+from orchestrator.errors import InvalidSchedule
+from state.history import MAX_LIMIT, HistoryQuery, decode_cursor
 from state.models import WorkflowStatus
-
-Mode = Literal["sync", "async"]
-_MODES: tuple[Mode, ...] = ("sync", "async")
-_QUERY_FIELDS = frozenset({"query", "mode", "workflow", "wait_s"})
-# The longest wait a client may ask of a sync query.
-MAX_WAIT_S = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class QueryRequest:
-    query: str | None
-    mode: Mode
-    workflow: dict[str, Any] | None
-    # Sync only: how long to wait for the result before answering 202 (None: the default).
-    wait_s: float | None = None
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -87,74 +88,35 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 
 
 def parse_query_request(body: dict[str, Any], *, max_query_chars: int) -> QueryRequest:
-    unknown = sorted(set(body) - _QUERY_FIELDS)
-    if unknown:
-        raise BadRequest(
-            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(_QUERY_FIELDS))}",
-            code="unknown_field",
-            details={"fields": unknown},
-        )
-    workflow = body.get("workflow")
-    if workflow is not None and not isinstance(workflow, dict):
-        raise _wrong_type("workflow", "an object", workflow)
-    query = _parse_query(body, required=workflow is None, max_chars=max_query_chars)
-    mode = body.get("mode", "sync")
-    if not isinstance(mode, str):
-        raise _wrong_type("mode", "a string", mode)
-    if mode not in _MODES:
-        raise BadRequest(
-            f"unknown mode {mode!r}; use 'sync' or 'async'",
-            code="invalid_mode",
-            details={"field": "mode", "allowed": list(_MODES)},
-        )
-    return QueryRequest(query=query, mode=mode, workflow=workflow, wait_s=_parse_wait(body))
-
-
-def _parse_wait(body: dict[str, Any]) -> float | None:
-    wait = body.get("wait_s")
-    if wait is None:
-        return None
-    if isinstance(wait, bool) or not isinstance(wait, int | float):
-        raise _wrong_type("wait_s", "a number", wait)
-    if not 0 <= wait <= MAX_WAIT_S:
-        raise BadRequest(
-            f"'wait_s' must be between 0 and {MAX_WAIT_S:g} seconds, got {wait}",
-            code="invalid_wait",
-            details={"field": "wait_s", "minimum": 0, "maximum": MAX_WAIT_S},
-        )
-    return float(wait)
+    """POST /api/query's body (also a schedule's stored request) as a QueryRequest."""
+    req = decode(body, QueryRequest, invalid_value=_QUERY_VALUES)
+    check_query(req.query, required=req.workflow is None, max_chars=max_query_chars)
+    return req
 
 
 def parse_workflow_body(body: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(body) - {"workflow"})
-    if unknown:
-        raise BadRequest(
-            f'unknown field(s): {", ".join(unknown)}; send {{"workflow": {{...}}}}',
-            code="unknown_field",
-            details={"fields": unknown},
-        )
-    if "workflow" not in body:
-        raise BadRequest(
-            "missing field 'workflow'", code="missing_field", details={"field": "workflow"}
-        )
-    workflow = body["workflow"]
-    if not isinstance(workflow, dict):
-        raise _wrong_type("workflow", "an object", workflow)
-    return workflow
+    """The definition of a validate / plan.svg body."""
+    return decode(body, ValidateRequest).workflow
 
 
-def _parse_query(body: dict[str, Any], *, required: bool, max_chars: int) -> str | None:
-    if "query" not in body or body["query"] is None:
+def parse_schedule_request(body: dict[str, Any], *, max_query_chars: int) -> ScheduleRequest:
+    """POST /api/schedules' body; the cron, zone and workflow are checked by the caller."""
+    req = decode(body, ScheduleRequest, invalid_value=_SCHEDULE_VALUES)
+    check_query(req.query, required=req.workflow is None, max_chars=max_query_chars)
+    return req
+
+
+def check_query(query: str | None, *, required: bool, max_chars: int) -> None:
+    """What a query's type cannot say: required without a workflow, not blank, not too long
+    (the limit is a setting, ORCH_MAX_QUERY_CHARS)."""
+    if query is None:
         if required:
             raise BadRequest(
                 "missing field 'query' (a non-empty string), or send a 'workflow'",
                 code="missing_field",
                 details={"field": "query"},
             )
-        return None
-    query = body["query"]
-    if not isinstance(query, str):
-        raise _wrong_type("query", "a string", query)
+        return
     if not query.strip():
         raise BadRequest("'query' is empty", code="empty_query", details={"field": "query"})
     if len(query) > max_chars:
@@ -163,15 +125,40 @@ def _parse_query(body: dict[str, Any], *, required: bool, max_chars: int) -> str
             code="query_too_long",
             details={"field": "query", "length": len(query), "limit": max_chars},
         )
-    return query
 
 
-def _wrong_type(field: str, expected: str, value: object) -> BadRequest:
+def _invalid_mode(field: str, value: Any) -> Exception:
     return BadRequest(
-        f"'{field}' must be {expected}, got {json_type(value)}",
-        code="invalid_type",
-        details={"field": field, "expected": expected, "got": json_type(value)},
+        f"unknown mode {value!r}; use 'sync' or 'async'",
+        code="invalid_mode",
+        details={"field": field, "allowed": list(get_args(Mode))},
     )
+
+
+def _invalid_wait(field: str, value: Any) -> Exception:
+    return BadRequest(
+        f"'wait_s' must be between 0 and {MAX_WAIT_S:g} seconds, got {value}",
+        code="invalid_wait",
+        details={"field": field, "minimum": 0, "maximum": MAX_WAIT_S},
+    )
+
+
+def _invalid_misfire(field: str, value: Any) -> Exception:
+    return InvalidSchedule(
+        f"misfire must be 'skip' or 'catch_up', got {value!r}", field="misfire"
+    )
+
+
+def _name_too_long(field: str, value: Any) -> Exception:
+    return BadRequest(
+        f"'name' is over {MAX_SCHEDULE_NAME} characters",
+        code="invalid_type",
+        details={"field": field, "limit": MAX_SCHEDULE_NAME},
+    )
+
+
+_QUERY_VALUES: dict[str, ValueError_] = {"mode": _invalid_mode, "wait_s": _invalid_wait}
+_SCHEDULE_VALUES: dict[str, ValueError_] = {"misfire": _invalid_misfire, "name": _name_too_long}
 
 
 # Idempotency-Key: printable ASCII, as Stripe and the IETF draft use it.
@@ -196,42 +183,39 @@ def request_digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-_HISTORY_PARAMS = frozenset({"status", "definition", "since", "until", "limit", "cursor"})
-
-
 def parse_history_query(
     params: Mapping[str, str], *, tenant: str, all_tenants: bool
 ) -> HistoryQuery:
     """GET /api/workflows' query string; a user sees only its tenant's workflows."""
-    unknown = sorted(set(params) - _HISTORY_PARAMS)
+    unknown = unknown_fields(params, HistoryParams)
     if unknown:
         raise BadRequest(
             f"unknown parameter(s): {', '.join(unknown)}; "
-            f"allowed: {', '.join(sorted(_HISTORY_PARAMS))}",
+            f"allowed: {', '.join(sorted(field_names(HistoryParams)))}",
             code="unknown_parameter",
             details={"parameters": unknown},
         )
-    statuses = frozenset(s for s in params.get("status", "").split(",") if s)
+    # A parameter sent twice counts once, as its first value.
+    first = {name: params[name] for name in params}
+    try:
+        # Not strict: a query string's values are all text ("limit=20" is the number 20).
+        query = msgspec.convert(first, HistoryParams, strict=False)
+    except msgspec.ValidationError:
+        raise _bad_parameter("limit", f"an integer from 1 to {MAX_LIMIT}") from None
+    statuses = frozenset(s for s in query.status.split(",") if s)
     known = {s.value for s in WorkflowStatus}
     if statuses - known:
         raise _bad_parameter("status", f"one or more of {', '.join(sorted(known))}")
-    limit = DEFAULT_LIMIT
-    if "limit" in params:
-        raw = params["limit"]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-            raise _bad_parameter("limit", f"an integer from 1 to {MAX_LIMIT}")
-        limit = int(raw)
-    definition = params.get("definition") or None
-    cursor = params.get("cursor") or None
+    cursor = query.cursor or None
     if cursor is not None:
         decode_cursor(cursor)  # a forged one is a 400 now, not deep in the store
     return HistoryQuery(
-        limit=limit,
+        limit=query.limit,
         cursor=cursor,
         status=statuses,
-        definition=definition,
-        since=_timestamp(params, "since"),
-        until=_timestamp(params, "until"),
+        definition=query.definition or None,
+        since=_timestamp(query.since, "since"),
+        until=_timestamp(query.until, "until"),
         tenant=tenant,
         all_tenants=all_tenants,
     )
@@ -241,8 +225,7 @@ def parse_history_query(
 _LATEST_TIMESTAMP = 253_402_300_799.0
 
 
-def _timestamp(params: Mapping[str, str], name: str) -> float | None:
-    raw = params.get(name)
+def _timestamp(raw: str, name: str) -> float | None:
     if not raw:
         return None
     expected = "epoch seconds or an ISO 8601 time, from 1970 to 9999"

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 from typing import Any
 
+import msgspec
 import orjson
 import structlog
 from aiohttp import web
 
 from circuit.breaker import Forced
 from orchestrator.access.principal import Principal, Role
+from orchestrator.api import replies
 from orchestrator.api.access import ACCESS, principal
 from orchestrator.api.admission import ADMISSION
 from orchestrator.api.errors import Forbidden, NotFound, error_response
@@ -27,7 +29,6 @@ from orchestrator.api.requests import (
     request_digest,
 )
 from orchestrator.api.services import SERVICES
-from orchestrator.chain import CHAIN_NAME
 from orchestrator.dag.compiler import CompiledWorkflow
 from orchestrator.dag.parse import definition_schema
 from orchestrator.dag.plan import plan_workflow
@@ -39,8 +40,12 @@ routes = web.RouteTableDef()
 log = structlog.get_logger(__name__)
 
 
-def json_response(data: Any, *, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+def json_response(body: msgspec.Struct, *, status: int = 200) -> web.Response:
+    """A typed body (api/replies.py) as JSON."""
+    return web.Response(status=status, body=_encode(body), content_type="application/json")
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 @routes.post("/api/query")
@@ -87,7 +92,8 @@ async def query(request: web.Request) -> web.Response:
             async with asyncio.timeout(wait_s):
                 state = await orchestrator.wait(workflow_id)
         if state.status.is_terminal:
-            return _workflow_response(request, state, status=_status_code(state))
+            reply = replies.Workflow.of(state)
+            return _workflow_response(request, reply, status=_status_code(state))
     return _accepted_response(state)
 
 
@@ -96,10 +102,10 @@ async def _replay_response(request: web.Request, state: WorkflowState, mode: str
     if mode == "sync" and not state.status.is_terminal:
         state = await orchestrator.wait(state.workflow_id)
     if state.status.is_terminal and mode == "sync":
-        response = _workflow_response(request, state, status=_status_code(state))
+        reply = replies.Workflow.of(state)
+        response = _workflow_response(request, reply, status=_status_code(state))
     else:
-        response = json_response(_accepted(state), status=202)
-        response.headers["Location"] = _status_url(state.workflow_id)
+        response = _accepted_response(state)
     response.headers["Idempotent-Replayed"] = "true"
     return response
 
@@ -109,7 +115,9 @@ async def history(request: web.Request) -> web.Response:
     who = principal(request)
     query = parse_history_query(request.query, tenant=who.tenant, all_tenants=who.all_tenants)
     page = await request.app[SERVICES].orchestrator.store.history(query)
-    body = orjson.dumps({"workflows": page.entries, "next_cursor": page.cursor})
+    # The store's entries (header documents) become the public shape; fields they add are left out.
+    entries = msgspec.convert(page.entries, list[replies.HistoryEntry], from_attributes=True)
+    body = _encode(replies.History(workflows=entries, next_cursor=page.cursor))
     if not who.has(Role.OPS):
         body = request.app[REDACTOR](body)  # error messages may name agent addresses
     response = web.Response(body=body, content_type="application/json")
@@ -125,25 +133,30 @@ async def metrics(request: web.Request) -> web.Response:
     agents = {}
     for name, breaker in client.breakers().items():
         snap = breaker.snapshot()
-        agents[name] = {
-            "retries": client.retries.get(name, 0),
-            "breaker_trips": snap.trips,
-            "breaker_state": snap.state.value,
-            "calls": snap.calls,
-            "failures": snap.failures,
-            "rejections": snap.rejections,
-        }
-    body = services.orchestrator.metrics.snapshot()
-    body["agents"] = agents
-    body["retries_total"] = sum(a["retries"] for a in agents.values())
-    body["breaker_trips_total"] = sum(a["breaker_trips"] for a in agents.values())
+        agents[name] = replies.AgentTotals(
+            retries=client.retries.get(name, 0),
+            breaker_trips=snap.trips,
+            breaker_state=snap.state.value,
+            calls=snap.calls,
+            failures=snap.failures,
+            rejections=snap.rejections,
+        )
+    totals = services.orchestrator.metrics.snapshot()
+    body = replies.Metrics(
+        workflows=msgspec.convert(totals["workflows"], replies.WorkflowTotals),
+        steps=msgspec.convert(totals["steps"], dict[str, replies.NodeTotals]),
+        fallbacks=totals["fallbacks"],
+        agents=agents,
+        retries_total=sum(a.retries for a in agents.values()),
+        breaker_trips_total=sum(a.breaker_trips for a in agents.values()),
+    )
     return json_response(body)
 
 
 @routes.get("/api/workflow/{workflow_id}/status")
 async def status(request: web.Request) -> web.Response:
     state = await visible_state(request)
-    return _workflow_response(request, state)
+    return _workflow_response(request, replies.Workflow.of(state))
 
 
 async def _control_target(request: web.Request) -> WorkflowState:
@@ -160,7 +173,8 @@ async def cancel(request: web.Request) -> web.Response:
     state = await orchestrator.cancel(state.workflow_id)
     # 202 when the replica running it has not confirmed the stop within the wait.
     status = 200 if state.status.is_terminal else 202
-    return _workflow_response(request, state, status=status, cancel_requested=True)
+    reply = replies.Cancelled.of(state, cancel_requested=True)
+    return _workflow_response(request, reply, status=status)
 
 
 @routes.post("/api/workflow/{workflow_id}/pause")
@@ -170,7 +184,8 @@ async def pause(request: web.Request) -> web.Response:
     state = await orchestrator.pause(state.workflow_id)
     # 202 while the nodes that were running have not all ended yet.
     status = 200 if state.status is WorkflowStatus.PAUSED else 202
-    return _workflow_response(request, state, status=status, pause_requested=True)
+    reply = replies.Paused.of(state, pause_requested=True)
+    return _workflow_response(request, reply, status=status)
 
 
 @routes.post("/api/workflow/{workflow_id}/resume")
@@ -178,7 +193,7 @@ async def resume(request: web.Request) -> web.Response:
     orchestrator = request.app[SERVICES].orchestrator
     state = await _control_target(request)
     state = await orchestrator.resume(state.workflow_id)
-    return _workflow_response(request, state)
+    return _workflow_response(request, replies.Workflow.of(state))
 
 
 @routes.get("/api/circuit-breakers/status")
@@ -194,7 +209,7 @@ async def breakers(request: web.Request) -> web.Response:
             # What the agent's card says (null until it could be read).
             peer = peers.get(name)
             entry["a2a"] = None if peer is None else peer.summary()
-    return json_response(body)
+    return json_response(msgspec.convert(body, replies.Breakers))
 
 
 # Ops actions, for every replica: open (held open until reset), reset (lift any mode,
@@ -205,7 +220,7 @@ async def _breaker_action(request: web.Request, mode: Forced | None, event: str)
     name = _agent_name(request)
     breaker = await services.breakers.force(name, mode)
     _audit(request, event)
-    return json_response(breaker.snapshot().to_dict())
+    return json_response(msgspec.convert(breaker.snapshot().to_dict(), replies.Breaker))
 
 
 @routes.post("/api/circuit-breakers/{agent}/open")
@@ -234,7 +249,8 @@ async def check_workflow(request: web.Request) -> web.Response:
     raw = parse_workflow_body(await read_json_object(request))
     allowed = request.app[ACCESS].config.tenant(principal(request).tenant).agents
     workflow = await services.compile_off_loop(raw, agents=allowed)
-    return json_response({"valid": True, "plan": plan_workflow(workflow).to_dict()})
+    plan = msgspec.convert(plan_workflow(workflow), replies.Plan, from_attributes=True)
+    return json_response(replies.Validated(valid=True, plan=plan))
 
 
 @routes.post("/api/workflows/plan.svg")
@@ -254,25 +270,25 @@ async def workflow_plan_svg(request: web.Request) -> web.Response:
 
 @routes.get("/api/workflows/schema")
 async def schema(request: web.Request) -> web.Response:
-    return json_response(definition_schema())
+    return _json(definition_schema())
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response(replies.Health(status="ok"))
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     store = request.app[SERVICES].orchestrator.store
     if await store.ping():
-        return json_response({"status": "ready", "state_store": store.backend})
+        return json_response(replies.Ready(status="ready", state_store=store.backend))
     return error_response(503, "not_ready", f"state store ({store.backend}) is not reachable")
 
 
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document())
+    return _json(openapi_document())
 
 
 @routes.get("/api/docs")
@@ -329,51 +345,25 @@ def _agent_name(request: web.Request) -> str:
     return name
 
 
-def _status_url(workflow_id: str) -> str:
-    return f"/api/workflow/{workflow_id}/status"
+def _json(document: dict[str, Any]) -> web.Response:
+    # Documents that are JSON Schema / OpenAPI themselves, not bodies of ours.
+    return web.Response(body=orjson.dumps(document), content_type="application/json")
 
 
 def _accepted_response(state: WorkflowState) -> web.Response:
-    response = json_response(_accepted(state), status=202)
-    response.headers["Location"] = _status_url(state.workflow_id)
+    response = json_response(replies.Accepted.of(state), status=202)
+    response.headers["Location"] = f"/api/workflow/{state.workflow_id}/status"
     return response
 
 
-def _accepted(state: WorkflowState) -> dict[str, Any]:
-    return {
-        "workflow_id": state.workflow_id,
-        "status": state.status.value,
-        "links": {
-            "status": _status_url(state.workflow_id),
-            "cancel": f"/api/workflow/{state.workflow_id}/cancel",
-            "events": f"/api/workflow/{state.workflow_id}/events",
-            "plan": f"/api/workflow/{state.workflow_id}/plan.svg",
-            "pause": f"/api/workflow/{state.workflow_id}/pause",
-            "resume": f"/api/workflow/{state.workflow_id}/resume",
-        },
-    }
-
-
 def _workflow_response(
-    request: web.Request, state: WorkflowState, *, status: int = 200, **extra: Any
+    request: web.Request, reply: replies.Workflow, *, status: int = 200
 ) -> web.Response:
     """The workflow document; agent addresses in it are only for callers with `ops`."""
-    body = orjson.dumps({**_workflow_body(state), **extra})
+    body = _encode(reply)
     if not principal(request).has(Role.OPS):
         body = request.app[REDACTOR](body)
     return web.Response(status=status, body=body, content_type="application/json")
-
-
-def _workflow_body(state: WorkflowState) -> dict[str, Any]:
-    body = state.to_dict()
-    body["duration_ms"] = (
-        round((state.finished_at - state.created_at) * 1000.0, 3) if state.finished_at else None
-    )
-    if state.definition_name == CHAIN_NAME and isinstance(state.result, dict):
-        # The chain's frontend contract: intent, data and chart at the top level.
-        for key in ("intent", "data", "chart"):
-            body[key] = state.result.get(key)
-    return body
 
 
 def _status_code(state: WorkflowState) -> int:

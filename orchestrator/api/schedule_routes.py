@@ -14,10 +14,12 @@ from typing import Any
 
 from aiohttp import web
 from croniter import CroniterError
+from msgspec import UNSET
 
+from orchestrator.api import replies
 from orchestrator.api.access import ACCESS, principal
-from orchestrator.api.errors import BadRequest, Forbidden
-from orchestrator.api.requests import parse_query_request, read_json_object
+from orchestrator.api.errors import Forbidden
+from orchestrator.api.requests import parse_schedule_request, read_json_object
 from orchestrator.api.routes import json_response
 from orchestrator.api.services import SERVICES, Services
 from orchestrator.errors import InvalidSchedule, ScheduleNotFound
@@ -25,9 +27,6 @@ from orchestrator.schedules import check_cron, next_tick, zone
 from state.schedules import Misfire, Schedule
 
 routes = web.RouteTableDef()
-
-_FIELDS = frozenset({"cron", "timezone", "misfire", "name", "query", "workflow"})
-_MAX_NAME = 200
 
 
 @routes.post("/api/schedules")
@@ -46,7 +45,8 @@ async def list_all(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     who = principal(request)
     schedules = [s for s in await services.scheduler.store.all() if who.may_see(s.tenant)]
-    return json_response({"schedules": [await _body(services, s, runs=False) for s in schedules]})
+    bodies = [await _body(services, s, runs=False) for s in schedules]
+    return json_response(replies.Schedules(schedules=bodies))
 
 
 @routes.get("/api/schedules/{schedule_id}")
@@ -97,28 +97,10 @@ async def _find(request: web.Request) -> Schedule:
 async def _parse(body: dict[str, Any], request: web.Request) -> Schedule:
     services = request.app[SERVICES]
     who = principal(request)
-    unknown = sorted(set(body) - _FIELDS)
-    if unknown:
-        raise BadRequest(
-            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(_FIELDS))}",
-            code="unknown_field",
-            details={"fields": unknown},
-        )
-    cron = _string(body, "cron", required=True)
-    timezone = _string(body, "timezone") or "UTC"
-    misfire = _string(body, "misfire") or Misfire.SKIP.value
-    name = _string(body, "name")
-    assert cron is not None
-    check_cron(cron)
+    req = parse_schedule_request(body, max_query_chars=services.settings.max_query_chars)
+    timezone = req.timezone or "UTC"
+    check_cron(req.cron)
     zone(timezone)
-    if misfire not in {m.value for m in Misfire}:
-        raise InvalidSchedule(
-            f"misfire must be 'skip' or 'catch_up', got {misfire!r}", field="misfire"
-        )
-    if name is not None and len(name) > _MAX_NAME:
-        raise BadRequest(f"'name' is over {_MAX_NAME} characters", code="invalid_type")
-    query_body: dict[str, Any] = {k: body[k] for k in ("query", "workflow") if k in body}
-    req = parse_query_request(query_body, max_query_chars=services.settings.max_query_chars)
     # A definition that does not compile, or calls agents the tenant may not, fails now.
     allowed = request.app[ACCESS].config.tenant(who.tenant).agents
     workflow, _ = await services.prepare(req, agents=allowed)
@@ -130,32 +112,21 @@ async def _parse(body: dict[str, Any], request: web.Request) -> Schedule:
             details={"agents": missing},
         )
     now = services.scheduler.clock()
+    # What each tick submits: the body of POST /api/query, without mode.
+    query_body: dict[str, Any] = {
+        k: v for k, v in (("query", req.query), ("workflow", req.workflow)) if v is not None
+    }
     return Schedule(
         schedule_id=uuid.uuid4().hex,
-        name=name,
+        name=req.name,
         tenant=who.tenant,
-        cron=cron,
+        cron=req.cron,
         timezone=timezone,
         request=query_body,
-        misfire=Misfire(misfire),
+        misfire=req.misfire or Misfire.SKIP,
         created_at=now,
         anchor=now,
     )
-
-
-def _string(body: dict[str, Any], field: str, *, required: bool = False) -> str | None:
-    value = body.get(field)
-    if value is None:
-        if required:
-            raise BadRequest(
-                f"missing field {field!r}", code="missing_field", details={"field": field}
-            )
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(
-            f"'{field}' must be a string", code="invalid_type", details={"field": field}
-        )
-    return value
 
 
 def _next_run(schedule: Schedule, now: float) -> float | None:
@@ -165,18 +136,32 @@ def _next_run(schedule: Schedule, now: float) -> float | None:
         return None
 
 
-async def _body(services: Services, schedule: Schedule, *, runs: bool = True) -> dict[str, Any]:
-    body = schedule.to_dict()
+async def _body(
+    services: Services, schedule: Schedule, *, runs: bool = True
+) -> replies.Schedule:
     now = services.scheduler.clock()
-    body["next_run_at"] = None if schedule.paused else _next_run(schedule, now)
-    if runs:
-        body["runs"] = [
-            {**run.to_dict(), "status_url": f"/api/workflow/{run.workflow_id}/status"}
+    path = f"/api/schedules/{schedule.schedule_id}"
+    return replies.Schedule(
+        schedule_id=schedule.schedule_id,
+        name=schedule.name,
+        tenant=schedule.tenant,
+        cron=schedule.cron,
+        timezone=schedule.timezone,
+        request=schedule.request,
+        misfire=schedule.misfire,
+        paused=schedule.paused,
+        created_at=schedule.created_at,
+        anchor=schedule.anchor,
+        next_run_at=None if schedule.paused else _next_run(schedule, now),
+        links=replies.ScheduleLinks(self=path, pause=f"{path}/pause", resume=f"{path}/resume"),
+        runs=[
+            replies.ScheduleRun(
+                tick=run.tick,
+                workflow_id=run.workflow_id,
+                status_url=f"/api/workflow/{run.workflow_id}/status",
+            )
             for run in await services.scheduler.store.runs(schedule.schedule_id)
         ]
-    body["links"] = {
-        "self": f"/api/schedules/{schedule.schedule_id}",
-        "pause": f"/api/schedules/{schedule.schedule_id}/pause",
-        "resume": f"/api/schedules/{schedule.schedule_id}/resume",
-    }
-    return body
+        if runs
+        else UNSET,
+    )

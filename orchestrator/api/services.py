@@ -6,12 +6,13 @@ import asyncio
 import functools
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from agents.client import AgentClient
 from circuit.sharing import BreakerSync
+from orchestrator.api.bodies import QueryRequest, ScheduleRequest
 from orchestrator.api.errors import Unprocessable
 from orchestrator.dag.budget import measure
 from orchestrator.dag.cache import CompileCache
@@ -23,9 +24,6 @@ from orchestrator.metrics import WorkflowMetrics
 from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
 from state.models import WorkflowState
-
-if TYPE_CHECKING:  # api/requests.py imports this module
-    from orchestrator.api.requests import QueryRequest
 
 # Definitions up to this size (measure(): string characters plus items) are checked on
 # the event loop: ~1 ms at most, cheaper than a thread hop.
@@ -55,7 +53,7 @@ class Services:
         self.compiled = CompileCache(self._compile)
 
     async def prepare(
-        self, req: QueryRequest, *, agents: Collection[str] | None = None
+        self, req: QueryRequest | ScheduleRequest, *, agents: Collection[str] | None = None
     ) -> tuple[CompiledWorkflow, dict[str, Any]]:
         """The workflow a query request runs (its DAG, or the chain) and its inputs.
 

@@ -19,10 +19,12 @@ worker thread notices at its next charge and raises, so a cancelled or timed-out
 node never leaves a thread computing for nothing.
 
 ```
-ValueError
-└── BudgetExceeded      # .resource ("operations" | "bytes"), .scope ("node" | "workflow"), .limit
-Exception
-└── EvaluationStopped   # the budget was stopped (the node was cancelled or timed out)
+EvaluationError (orchestrator/errors.py)
+└── BudgetExceeded      # also a ValueError; .resource ("operations" | "bytes"),
+                        # .scope ("node" | "workflow"), .limit
+EvaluationInterrupted (orchestrator/errors.py)
+├── EvaluationStopped   # the budget was stopped (the node was cancelled or timed out)
+└── NeedsOffload        # an inline slice ran out: redo the work off the event loop
 ```
 """
 
@@ -31,6 +33,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from orchestrator.errors import EvaluationError, EvaluationInterrupted
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -47,7 +51,7 @@ Resource = Literal["operations", "bytes"]
 Scope = Literal["node", "workflow"]
 
 
-class BudgetExceeded(ValueError):
+class BudgetExceeded(EvaluationError, ValueError):
     """An evaluation would spend more operations or bytes than its budget allows."""
 
     def __init__(self, *, resource: Resource, scope: Scope, limit: int) -> None:
@@ -57,11 +61,11 @@ class BudgetExceeded(ValueError):
         self.limit = limit
 
 
-class EvaluationStopped(Exception):
+class EvaluationStopped(EvaluationInterrupted):
     """The budget was stopped from outside: the work is no longer wanted."""
 
 
-class NeedsOffload(Exception):
+class NeedsOffload(EvaluationInterrupted):
     """Raised by an inline slice that ran out: redo the (pure) work off the event loop."""
 
 

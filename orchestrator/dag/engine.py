@@ -11,8 +11,8 @@ client's bulkhead). Per node, in order:
   `when` is false;
 - otherwise run by its kind under its `timeout_s`; a failure (agent error, node
   error, any exception of the kind) goes to the node's `fallback` when it has one
-  (the step completes with `fallback` = the reason, the workflow ends degraded);
-- a failure without fallback: `on_failure: continue` marks the step failed, its
+  (the node completes with `fallback` = the reason, the workflow ends degraded);
+- a failure without fallback: `on_failure: continue` marks the node failed, its
   dependents are skipped and the workflow ends degraded; `stop` cancels every
   running node and fails the workflow.
 
@@ -22,7 +22,7 @@ workflow's `timeout_s` counts from the start of each run (a resumed workflow get
 it afresh) and fails it with "workflow_timeout"; cancelling the task
 that runs `run` cancels every running node, records the workflow as cancelled
 (shielded, so the record is written) and re-raises. Node tasks never outlive
-`run`. Steps already settled in the given state (a resumed workflow: completed,
+`run`. Nodes already settled in the given state (a resumed workflow: completed,
 failed with `continue`, skipped) are not run again: their outcome is reused.
 """
 
@@ -52,28 +52,28 @@ from orchestrator.dag.model import FallbackKind, OnFailure
 from orchestrator.dag.triggers import Outcome, unmet_reason
 from orchestrator.dag.values import UnstorableValue, json_value
 from state.models import (
-    StepError,
-    StepState,
-    StepStatus,
+    NodeFailure,
+    NodeRun,
+    NodeStatus,
     WorkflowError,
     WorkflowState,
     WorkflowStatus,
 )
 
-__all__ = ["AgentCaller", "BuiltinFallback", "DagEngine", "OnStep", "OnTransition"]
+__all__ = ["AgentCaller", "BuiltinFallback", "DagEngine", "OnNodeChange", "OnTransition"]
 
 BuiltinFallback = Callable[[Mapping[str, Any]], Awaitable[Any]]
 OnTransition = Callable[[WorkflowState], Awaitable[None]]
-# Told which step just changed, before the `on_transition` of that change (progress events).
-OnStep = Callable[[StepState], None]
+# Told which node just changed, before the `on_transition` of that change (progress events).
+OnNodeChange = Callable[[NodeRun], None]
 BeforeStart = Callable[[], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
 # How much later than a node's deadline its backstop fires (see _bounded).
 _BACKSTOP_GRACE_S = 0.05
-# Steps a resumed run keeps as they are.
-_SETTLED = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED})
+# Nodes a resumed run keeps as they are.
+_SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
 
 
 @dataclass(slots=True)
@@ -94,7 +94,7 @@ class _Outcome:
 
 
 def error_code(exc: BaseException) -> str:
-    """The step's error type: an AgentError's or NodeError's code, else "internal_error"."""
+    """The node's error type: an AgentError's or NodeError's code, else "internal_error"."""
     if isinstance(exc, AgentError | NodeError):
         return exc.code
     return "internal_error"
@@ -134,10 +134,10 @@ class DagEngine:
     `agents` makes the agent calls (agents.client.AgentClient); `registry` supplies
     each agent's retry policy for per-node overrides; `kinds` is only used when a
     workflow was compiled without one (kinds travel inside the compiled nodes);
-    `builtins` are the built-in fallbacks by name; `clock` stamps the steps; `limits`
+    `builtins` are the built-in fallbacks by name; `clock` stamps the node runs; `limits`
     sizes the evaluation budgets (per node, per workflow; orchestrator.dag.budget);
-    `step_timeout_s` is the deadline of a node that sets no `timeout_s` of its own
-    (None: only the workflow's), so a hanging agent ends its step in bounded time
+    `node_timeout_s` is the deadline of a node that sets no `timeout_s` of its own
+    (None: only the workflow's), so a hanging agent ends its node in bounded time
     whatever its retry policy; with a `tracer` each node runs in a span `node <id>`.
     """
 
@@ -150,12 +150,12 @@ class DagEngine:
         builtins: Mapping[str, BuiltinFallback] | None = None,
         clock: Callable[[], float] = time.time,
         limits: Limits = DEFAULT_LIMITS,
-        step_timeout_s: float | None = None,
+        node_timeout_s: float | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self.agents = agents
         self.limits = limits
-        self.step_timeout_s = step_timeout_s
+        self.node_timeout_s = node_timeout_s
         self.tracer = tracer
         self.registry = registry
         self.kinds = kinds or default_kinds()
@@ -170,7 +170,7 @@ class DagEngine:
         on_transition: OnTransition,
         before_start: BeforeStart | None = None,
         pause_requested: Callable[[], bool] | None = None,
-        on_step: OnStep | None = None,
+        on_node: OnNodeChange | None = None,
     ) -> None:
         """Run `workflow`, recording into `state` and calling `on_transition` after
         each change (see the module docstring); returns when the state is terminal,
@@ -179,11 +179,11 @@ class DagEngine:
 
         `before_start`, when given, is awaited before each node starts; the engine
         uses it to confirm it still owns the workflow (it raises CancelledError if not).
-        `on_step(step)` is called with the step each change was about (not for the
-        steps an abort cancels at once: the terminal state shows those).
+        `on_node(run)` is called with the node run each change was about (not for the
+        nodes an abort cancels at once: the terminal state shows those).
         """
         await _Execution(
-            self, workflow, state, on_transition, before_start, pause_requested, on_step
+            self, workflow, state, on_transition, before_start, pause_requested, on_node
         ).run()
 
 
@@ -198,11 +198,11 @@ class _Execution:
         on_transition: OnTransition,
         before_start: BeforeStart | None = None,
         pause_requested: Callable[[], bool] | None = None,
-        on_step: OnStep | None = None,
+        on_node: OnNodeChange | None = None,
     ) -> None:
         self.engine = engine
         self.pause_requested = pause_requested or _never
-        self.on_step = on_step
+        self.on_node = on_node
         self.workflow = workflow
         self.state = state
         self.on_transition = on_transition
@@ -231,42 +231,42 @@ class _Execution:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    async def emit(self, step: StepState | None = None) -> None:
+    async def emit(self, run: NodeRun | None = None) -> None:
         self.state.updated_at = self.engine.clock()
-        if step is not None and self.on_step is not None:
-            self.on_step(step)
+        if run is not None and self.on_node is not None:
+            self.on_node(run)
         await self.on_transition(self.state)
 
-    def _init_steps(self) -> set[str]:
-        """Fresh PENDING steps, keeping the settled ones (completed, failed with
+    def _init_runs(self) -> set[str]:
+        """Fresh PENDING node runs, keeping the settled ones (completed, failed with
         `continue`, skipped) of a resumed run; returns those."""
         done: set[str] = set()
         previous = self.state.steps
-        steps: dict[str, StepState] = {}
+        runs: dict[str, NodeRun] = {}
         for node_id, cn in self.workflow.nodes.items():
             old = previous.get(node_id)
             if old is not None and old.status in _SETTLED:
-                steps[node_id] = old
+                runs[node_id] = old
                 self.scope[node_id] = old.output
                 self.degraded = self.degraded or old.fallback is not None
-                if old.status is StepStatus.FAILED:
+                if old.status is NodeStatus.FAILED:
                     self.failed.add(node_id)
                     self.unavailable.add(node_id)
                     self.degraded = True
-                elif old.status is StepStatus.SKIPPED:
+                elif old.status is NodeStatus.SKIPPED:
                     self.skipped.add(node_id)
                     self.unavailable.add(node_id)
                 done.add(node_id)
             else:
-                steps[node_id] = StepState(step_id=node_id, kind=cn.node.kind, agent=cn.agent)
-        self.state.steps = steps
+                runs[node_id] = NodeRun(step_id=node_id, kind=cn.node.kind, agent=cn.agent)
+        self.state.steps = runs
         return done
 
     def _skip(self, node_id: str, reason: str) -> None:
-        step = self.state.steps[node_id]
-        step.status = StepStatus.SKIPPED
-        step.skip_reason = reason
-        step.finished_at = self.engine.clock()
+        run = self.state.steps[node_id]
+        run.status = NodeStatus.SKIPPED
+        run.skip_reason = reason
+        run.finished_at = self.engine.clock()
         self.skipped.add(node_id)
         self.unavailable.add(node_id)
         self.scope[node_id] = None
@@ -290,7 +290,7 @@ class _Execution:
 
         Any exception escaping the scheduler, a node's bookkeeping, a transition
         callback or the output template (a bug, a value no store can hold, a failed
-        write) ends the workflow FAILED with an `internal_error` on the step it
+        write) ends the workflow FAILED with an `internal_error` on the node it
         concerned (DESIGN.md "Untrusted input"). Cancellation is re-raised after
         the CANCELLED state is recorded.
         """
@@ -303,7 +303,7 @@ class _Execution:
 
     async def _run(self) -> None:
         state = self.state
-        done = self._init_steps()
+        done = self._init_runs()
         state.status = WorkflowStatus.RUNNING
         state.error = None
         state.finished_at = None
@@ -353,9 +353,9 @@ class _Execution:
         state = self.state
         node_id = self.current
         log.error(
-            "runner_internal_error",
+            "engine_internal_error",
             workflow_id=state.workflow_id,
-            step=node_id,
+            node=node_id,
             error=f"{type(exc).__name__}: {exc}",
             exc_info=exc,
         )
@@ -364,10 +364,10 @@ class _Execution:
         await self._abort("workflow failed")
         if not terminal:
             if node_id is not None and node_id in state.steps:
-                step = state.steps[node_id]
-                step.status = StepStatus.FAILED
-                step.finished_at = step.finished_at or self.engine.clock()
-                step.error = StepError(type="internal_error", message=message, agent=step.agent)
+                run = state.steps[node_id]
+                run.status = NodeStatus.FAILED
+                run.finished_at = run.finished_at or self.engine.clock()
+                run.error = NodeFailure(type="internal_error", message=message, agent=run.agent)
                 message = f"node {node_id!r} failed: {message}"
             state.status = WorkflowStatus.FAILED
             state.error = WorkflowError(code="internal_error", message=message, step_id=node_id)
@@ -428,13 +428,13 @@ class _Execution:
                         continue
             if self.before_start is not None:
                 await self.before_start()
-            step = self.state.steps[node_id]
-            step.status = StepStatus.RUNNING
-            step.started_at = self.engine.clock()
+            run = self.state.steps[node_id]
+            run.status = NodeStatus.RUNNING
+            run.started_at = self.engine.clock()
             task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
-            await self.emit(step)
+            await self.emit(run)
         self.current = None
 
     async def _until_deadline(self, work: Awaitable[Any]) -> Any:
@@ -493,13 +493,13 @@ class _Execution:
 
     async def _settle(self, node_id: str, outcome: _Outcome) -> None:
         cn = self.workflow.nodes[node_id]
-        step = self.state.steps[node_id]
-        step.finished_at = self.engine.clock()
-        step.attempts = outcome.attempts
+        run = self.state.steps[node_id]
+        run.finished_at = self.engine.clock()
+        run.attempts = outcome.attempts
         if outcome.agent is not None:
-            step.agent = step.agent or outcome.agent
+            run.agent = run.agent or outcome.agent
         if outcome.error is not None:
-            step.error = StepError(
+            run.error = NodeFailure(
                 type=error_code(outcome.error),
                 message=error_message(outcome.error),
                 agent=outcome.agent,
@@ -507,14 +507,14 @@ class _Execution:
                 input=outcome.input,
             )
         if not outcome.failed:
-            step.status = StepStatus.COMPLETED
-            step.output = outcome.output
-            step.fallback = outcome.fallback
+            run.status = NodeStatus.COMPLETED
+            run.output = outcome.output
+            run.fallback = outcome.fallback
             self.scope[node_id] = outcome.output
             self.degraded = self.degraded or outcome.fallback is not None
-            await self.emit(step)
+            await self.emit(run)
             return
-        step.status = StepStatus.FAILED
+        run.status = NodeStatus.FAILED
         self.failed.add(node_id)
         self.unavailable.add(node_id)
         self.scope[node_id] = None
@@ -523,14 +523,14 @@ class _Execution:
             "node_failed",
             # Settled in the workflow's task, not the node's: its context is given here.
             workflow_id=self.state.workflow_id,
-            step=node_id,
+            node=node_id,
             agent=outcome.agent,
             attempt=outcome.attempts,
             error=error_code(outcome.error),
         )
         if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
             self.degraded = True
-            await self.emit(step)
+            await self.emit(run)
             return
         agent = outcome.agent
         on_agent = f" (agent {agent!r})" if agent else ""
@@ -563,7 +563,7 @@ class _Execution:
         )
 
     def _timeout_s(self, cn: CompiledNode) -> float | None:
-        return cn.node.timeout_s if cn.node.timeout_s is not None else self.engine.step_timeout_s
+        return cn.node.timeout_s if cn.node.timeout_s is not None else self.engine.node_timeout_s
 
     def _node_deadline(self, cn: CompiledNode) -> float | None:
         deadlines = [d for d in (self.deadline,) if d is not None]
@@ -575,20 +575,20 @@ class _Execution:
     async def _execute(
         self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
     ) -> _Outcome:
-        # This node's own task: every line logged inside it carries the step and agent.
+        # This node's own task: every line logged inside it carries the node and agent.
         # (`attempt` is 0 until the agent client makes one.)
-        structlog.contextvars.bind_contextvars(step=cn.id, agent=cn.agent, attempt=0)
+        structlog.contextvars.bind_contextvars(node=cn.id, agent=cn.agent, attempt=0)
         tracer = self.engine.tracer
         if tracer is None:
             return await self._execute_node(cn, ctx, pre_error)
-        attributes = {"workflow.id": self.state.workflow_id, "step": cn.id, "kind": cn.node.kind}
+        attributes = {"workflow.id": self.state.workflow_id, "node": cn.id, "kind": cn.node.kind}
         if cn.agent is not None:
             attributes["agent"] = cn.agent
         with tracer.start_as_current_span(f"node {cn.id}", attributes=attributes) as span:
             outcome = await self._execute_node(cn, ctx, pre_error)
             status = "failed" if outcome.failed else "completed"
-            span.set_attribute("step.status", "fell_back" if outcome.fallback else status)
-            span.set_attribute("step.attempts", outcome.attempts)
+            span.set_attribute("node.status", "fell_back" if outcome.fallback else status)
+            span.set_attribute("node.attempts", outcome.attempts)
             if outcome.error is not None:
                 span.set_attribute("error.type", error_code(outcome.error))
             return outcome
@@ -679,16 +679,16 @@ class _Execution:
         self.running.clear()
 
     async def _abort(self, reason: str) -> None:
-        """Cancel every running node; every step that has not finished is CANCELLED."""
+        """Cancel every running node; every node that has not finished is CANCELLED."""
         await self._reap()
         now = self.engine.clock()
-        for step in self.state.steps.values():
-            if step.status is StepStatus.RUNNING:
-                step.status = StepStatus.CANCELLED
-                step.finished_at = now
-            elif step.status is StepStatus.PENDING:
-                step.status = StepStatus.CANCELLED
-                step.skip_reason = reason
+        for run in self.state.steps.values():
+            if run.status is NodeStatus.RUNNING:
+                run.status = NodeStatus.CANCELLED
+                run.finished_at = now
+            elif run.status is NodeStatus.PENDING:
+                run.status = NodeStatus.CANCELLED
+                run.skip_reason = reason
 
     def _finish(self, status: WorkflowStatus, error: WorkflowError | None = None) -> None:
         state = self.state
@@ -709,7 +709,7 @@ class _Execution:
         if template is None:
             return {sink: self.scope.get(sink) for sink in self.workflow.sinks}
         # The output template spends from what is left of the workflow's budget, and its
-        # result crosses the same boundary as every step output.
+        # result crosses the same boundary as every node output.
         budget = Budget(
             ops=max(0, self.budget.ops_left),
             nbytes=max(0, self.budget.bytes_left),

@@ -1,9 +1,12 @@
-"""Errors of the DAG engine.
+"""Errors of the DAG engine (their place in the orchestrator's tree: orchestrator/errors.py).
 
 ```
-DefinitionError (ValueError)    a definition that must not run: every Problem at once
-NodeError (Exception)           a node failed at run time; `code` is its error type
-└── NodeTimeout                 "node_timeout": the node's own timeout_s ran out
+RequestError
+└── DefinitionError             a definition that must not run: every Problem at once
+                                (422 invalid_workflow at the API; also a ValueError)
+OrchestratorError
+└── NodeError                   a node failed at run time; `code` is its error type
+    └── NodeTimeout             "node_timeout": the node's own timeout_s ran out
 ```
 
 A `Problem` is one thing wrong with a definition, addressed by node id and/or a
@@ -16,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from orchestrator.errors import OrchestratorError, RequestError
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,23 +49,32 @@ class Problem:
         }
 
 
-class DefinitionError(ValueError):
+# Problems the message names; details() carries every one.
+_SHOWN = 5
+
+
+class DefinitionError(RequestError, ValueError):
     """The definition was refused; `problems` lists everything found, not just the first."""
 
-    def __init__(self, problems: Iterable[Problem], *, message: str | None = None) -> None:
+    status, code = 422, "invalid_workflow"
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems: list[Problem] = list(problems)
-        if message is None:
-            count = len(self.problems)
-            first = self.problems[0].message if self.problems else "no details"
-            more = f" (and {count - 1} more)" if count > 1 else ""
-            message = f"invalid workflow definition: {first}{more}"
-        super().__init__(message)
+        shown = "; ".join(p.message for p in self.problems[:_SHOWN]) or "no details"
+        more = len(self.problems) - _SHOWN
+        more_text = f" (and {more} more)" if more > 0 else ""
+        super().__init__(
+            f"the workflow definition has {len(self.problems)} problem(s): {shown}{more_text}"
+        )
 
     def to_dicts(self) -> list[dict[str, Any]]:
         return [p.to_dict() for p in self.problems]
 
+    def details(self) -> dict[str, Any]:
+        return {"problems": self.to_dicts()}
 
-class NodeError(Exception):
+
+class NodeError(OrchestratorError):
     """A node failed for a reason of its own (not an agent error).
 
     `code` becomes the step's error type ("expression_error", "validation_failed", ...).

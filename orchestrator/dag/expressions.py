@@ -47,6 +47,7 @@ from orchestrator.dag.budget import (
     measure,
 )
 from orchestrator.dag.paths import json_type, with_article
+from orchestrator.errors import EvaluationError
 
 __all__ = [
     "ALLOWED_FUNCTIONS",
@@ -78,7 +79,7 @@ _NO_NAMES: frozenset[str] = frozenset()
 _MESSAGE_SOURCE_CHARS = 120
 
 
-class ExpressionError(ValueError):
+class ExpressionError(EvaluationError, ValueError):
     """An expression was refused (compile time) or failed (run time).
 
     `expr` is the source as written, `reason` says what is wrong in words meant

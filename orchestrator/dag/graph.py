@@ -16,15 +16,6 @@ from dataclasses import dataclass
 Deps = Mapping[str, Sequence[str]]
 
 
-def dependents_of(deps: Deps) -> dict[str, list[str]]:
-    """Reverse edges: node -> the nodes that depend on it (in key order)."""
-    out: dict[str, list[str]] = {n: [] for n in deps}
-    for node, ds in deps.items():
-        for d in ds:
-            out[d].append(node)
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class Layering:
     """Kahn's algorithm's result. `order` is a topological order of the acyclic part;
@@ -41,7 +32,7 @@ class Layering:
 
 def layer(deps: Deps) -> Layering:
     """Topological order and longest-path layering; nodes on/after cycles go to `blocked`."""
-    # dependents_of and the in-degree count, in one pass over the edges.
+    # The reverse edges (dependents) and the in-degree count, in one pass over the edges.
     dependents: dict[str, list[str]] = {n: [] for n in deps}
     remaining: dict[str, int] = {}
     frontier: list[str] = []

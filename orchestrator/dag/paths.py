@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from orchestrator.errors import EvaluationError
+
 __all__ = [
     "PathError",
     "json_type",
@@ -30,7 +32,7 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _INDEX = re.compile(r"[0-9]+")
 
 
-class PathError(LookupError):
+class PathError(EvaluationError, LookupError):
     """A path is malformed or does not resolve.
 
     `path` is the whole path as written; `segment` is the segment that failed (None

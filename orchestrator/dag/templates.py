@@ -33,6 +33,7 @@ import orjson
 
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, measure
 from orchestrator.dag.paths import PathError, json_type, resolve_segments, split_path
+from orchestrator.errors import EvaluationError
 
 __all__ = ["MAX_DEPTH", "Template", "TemplateError", "compile_template"]
 
@@ -50,7 +51,7 @@ _ARRAYS = (list, tuple)
 _SCALARS = (bool, int, float)
 
 
-class TemplateError(ValueError):
+class TemplateError(EvaluationError, ValueError):
     """A template is malformed, or a path in it did not resolve while rendering.
 
     `template` is the string holding the bad placeholder, `reason` what is wrong,

@@ -33,6 +33,7 @@ import math
 from typing import Any
 
 from orchestrator.dag.budget import DEFAULT_LIMITS, measure
+from orchestrator.errors import EvaluationError
 
 __all__ = ["MAX_JSON_DEPTH", "UnstorableValue", "json_depth", "json_value"]
 
@@ -44,7 +45,7 @@ _MIN_INT = -(2**63)
 _MAX_INT = 2**64 - 1
 
 
-class UnstorableValue(ValueError):
+class UnstorableValue(EvaluationError, ValueError):
     """A value cannot be kept as JSON; `code` says why (the step's error type)."""
 
     def __init__(self, message: str, *, code: str) -> None:

@@ -120,9 +120,11 @@ async def test_redis_keys_are_shared_and_revocable(
     assert compare.calls == 1
     # Nothing in Redis holds the key itself.
     async for k in client.scan_iter(match=prefix + "*"):
-        kind = (await client.type(k)).decode()
-        values = await client.hgetall(k) if kind == "hash" else {}
-        assert key.encode() not in b"".join([k, *values.keys(), *values.values()])
+        kind = await client.type(k)
+        values = await client.hgetall(k) if kind == b"hash" else {}
+        texts = [k, *values.keys(), *values.values()]
+        assert all(isinstance(t, bytes) for t in texts)  # the client does not decode
+        assert key.encode() not in b"".join(t for t in texts if isinstance(t, bytes))
     assert [r.key_id for r in await admin.list()] == ["ops-team"]
     assert await admin.revoke("ops-team")
     assert await replica.find(hash_key(key)) is not None  # cached for a few seconds

@@ -77,7 +77,7 @@ def client_for(url: str, http: AgentTransport, **spec: Any) -> AgentClient:
 
 
 async def call(client: AgentClient, **kwargs: Any) -> Any:
-    return await client.call("charts", VIZ_INPUT, workflow_id="wf", step_id="chart", **kwargs)
+    return await client.call("charts", VIZ_INPUT, workflow_id="wf", node_id="chart", **kwargs)
 
 
 async def test_round_trip_reads_the_card_and_returns_the_data(
@@ -131,7 +131,7 @@ async def test_rejected_input_is_not_the_agents_fault(
 ) -> None:
     client = client_for(served.url, http)
     with pytest.raises(AgentTaskFailed) as info:
-        await client.call("charts", {"intent": "nope"}, workflow_id="w", step_id="s")
+        await client.call("charts", {"intent": "nope"}, workflow_id="w", node_id="s")
     assert info.value.state == "rejected"
     assert client.breaker("charts").snapshot().failure_count == 0
 
@@ -171,7 +171,7 @@ async def test_step_deadline_bounds_the_polling_and_cancels_the_task(
     loop = asyncio.get_running_loop()
     with pytest.raises(AgentTimeout) as info:
         await client.call(
-            "charts", VIZ_INPUT, workflow_id="w", step_id="s", deadline=loop.time() + 0.3
+            "charts", VIZ_INPUT, workflow_id="w", node_id="s", deadline=loop.time() + 0.3
         )
     assert info.value.phase == "deadline"
     await client.aclose()
@@ -208,7 +208,7 @@ async def test_every_retry_carries_the_same_message_id_and_the_version_header() 
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         client = client_for("http://agent.test", HttpxTransport(http))
-        result = await client.call("charts", {"x": 1}, workflow_id="wf", step_id="s1")
+        result = await client.call("charts", {"x": 1}, workflow_id="wf", node_id="s1")
     assert result.data == {"ok": 1} and result.attempts == 2
     assert seen == [("wf:s1", "1.0"), ("wf:s1", "1.0")]
     assert client.retries["charts"] == 1
@@ -241,7 +241,7 @@ async def test_an_oversized_a2a_answer_is_cut_off() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         client = client_for("http://agent.test", HttpxTransport(http), max_response_bytes=2048)
         with pytest.raises(AgentResponseTooLarge):
-            await client.call("charts", {"x": 1}, workflow_id="wf", step_id="s1")
+            await client.call("charts", {"x": 1}, workflow_id="wf", node_id="s1")
 
 
 async def test_a_card_pointing_at_another_origin_is_refused() -> None:
@@ -268,5 +268,5 @@ async def test_a_card_pointing_at_another_origin_is_refused() -> None:
         found = await client.discover()
         assert "another origin" in str(found["charts"])
         with pytest.raises(AgentBadResponse):
-            await client.call("charts", {"x": 1}, workflow_id="wf", step_id="s1")
+            await client.call("charts", {"x": 1}, workflow_id="wf", node_id="s1")
     assert all(url.startswith("http://agent.test/") for url in sent)

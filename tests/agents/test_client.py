@@ -102,7 +102,7 @@ def make_client(http: httpx.AsyncClient, clock: FakeClock) -> MakeClient:
 
 async def call(client: AgentClient, agent: str = "data", **kwargs: Any) -> Any:
     return await client.call(
-        agent, {"question": "sales by region"}, workflow_id="wf-1", step_id="fetch", **kwargs
+        agent, {"question": "sales by region"}, workflow_id="wf-1", node_id="fetch", **kwargs
     )
 
 
@@ -126,7 +126,7 @@ async def test_request_carries_envelope_and_idempotency_key(
 ) -> None:
     """The body is the agent envelope as JSON; the Idempotency-Key is workflow:step."""
     route = router.post(PROCESS).mock(return_value=ok())
-    await make_client().call("data", {"q": {"nested": [1]}}, workflow_id="wf-9", step_id="step-2")
+    await make_client().call("data", {"q": {"nested": [1]}}, workflow_id="wf-9", node_id="step-2")
     request = route.calls.last.request
     assert orjson.loads(request.content) == {
         "workflow_id": "wf-9",
@@ -170,7 +170,7 @@ async def test_payload_that_is_not_json_serialisable_is_a_type_error(
     route = router.post(PROCESS).mock(return_value=ok())
     client = make_client()
     with pytest.raises(TypeError):
-        await client.call("data", {"x": {1, 2}}, workflow_id="wf", step_id="s")
+        await client.call("data", {"x": {1, 2}}, workflow_id="wf", node_id="s")
     assert route.call_count == 0
     assert client.breaker("data").snapshot().calls == 0
 
@@ -459,7 +459,7 @@ async def test_state_changes_and_retries_are_logged_once_each(
     retries = [e for e in logs if e["event"] == "agent_retry"]
     changes = [e for e in logs if e["event"] == "breaker_state_change"]
     assert [(e["attempt"], e["log_level"]) for e in retries] == [(2, "warning"), (3, "warning")]
-    assert {(e["agent"], e["workflow_id"], e["step"]) for e in retries} == {
+    assert {(e["agent"], e["workflow_id"], e["node"]) for e in retries} == {
         ("data", "wf-1", "fetch")
     }
     assert [(e["agent"], e["old"], e["new"], e["log_level"]) for e in changes] == [
@@ -479,7 +479,7 @@ async def test_unknown_agent_sends_nothing(
     with pytest.raises(UnknownAgent) as caught:
         await call(client, "https://evil.example/steal")
     assert caught.value.known == ["data"]
-    assert (caught.value.workflow_id, caught.value.step_id) == ("wf-1", "fetch")
+    assert (caught.value.workflow_id, caught.value.node_id) == ("wf-1", "fetch")
     assert anything.call_count == 0
     with pytest.raises(UnknownAgent):
         client.breaker("viz")

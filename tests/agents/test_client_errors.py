@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import pytest
 
 from agents.errors import (
@@ -16,7 +18,14 @@ from agents.errors import (
     body_excerpt,
 )
 
-CTX = {"agent": "data", "workflow_id": "wf-1", "step_id": "fetch"}
+
+class Context(TypedDict):
+    agent: str
+    workflow_id: str
+    node_id: str
+
+
+CTX: Context = {"agent": "data", "workflow_id": "wf-1", "node_id": "fetch"}
 
 ERRORS: list[tuple[AgentError, str, str]] = [
     (UnknownAgent(agent="dta", known=["viz", "data"]), "unknown_agent",
@@ -90,7 +99,7 @@ def test_details_carry_the_context() -> None:
 def test_context_is_keyword_only() -> None:
     """Context cannot be passed positionally, so it is never passed in the wrong order."""
     with pytest.raises(TypeError):
-        AgentConnectionError("data", "refused")  # type: ignore[misc]
+        AgentConnectionError("data", "refused")  # type: ignore[call-arg]
 
 
 def test_body_excerpt_is_bounded_and_tolerates_bad_utf8() -> None:

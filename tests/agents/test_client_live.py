@@ -75,7 +75,7 @@ async def test_cancelling_an_in_flight_call_closes_the_connection(
     agent = Agent()
     server = await aiohttp_server(agent.app())
     client = make_client(str(server.make_url("/")), http)
-    task = asyncio.create_task(client.call("data", {"q": 1}, workflow_id="wf", step_id="s1"))
+    task = asyncio.create_task(client.call("data", {"q": 1}, workflow_id="wf", node_id="s1"))
     await agent.entered.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -86,7 +86,7 @@ async def test_cancelling_an_in_flight_call_closes_the_connection(
     assert client.breaker("data").snapshot().failures == 0
     # The pool is not poisoned by the aborted connection: the next call succeeds.
     agent.release.set()
-    result = await client.call("data", {"q": 2}, workflow_id="wf", step_id="s2")
+    result = await client.call("data", {"q": 2}, workflow_id="wf", node_id="s2")
     assert result.data == {"n": 2}
     assert [r["key"] for r in agent.requests] == ["wf:s1", "wf:s2"]
 
@@ -99,7 +99,7 @@ async def test_read_timeout_over_a_real_socket(
     server = await aiohttp_server(agent.app())
     client = make_client(str(server.make_url("/")), http, timeouts=AgentTimeouts(read=0.05))
     with pytest.raises(AgentTimeout) as caught:
-        await client.call("data", {}, workflow_id="wf", step_id="s")
+        await client.call("data", {}, workflow_id="wf", node_id="s")
     assert (caught.value.phase, caught.value.timeout_s) == ("read", 0.05)
     assert client.breaker("data").snapshot().failure_count == 1
 
@@ -111,7 +111,7 @@ async def test_connection_refused_is_unreachable(http: AgentTransport) -> None:
         port = probe.getsockname()[1]
     client = make_client(f"http://127.0.0.1:{port}", http)
     with pytest.raises(AgentConnectionError) as caught:
-        await client.call("data", {}, workflow_id="wf", step_id="s")
+        await client.call("data", {}, workflow_id="wf", node_id="s")
     # Clients see the kind of failure, never the address or the OS's error text.
     assert caught.value.reason == "connection refused"
     assert f":{port}" not in str(caught.value) and "127.0.0.1" not in str(caught.value)
@@ -130,7 +130,7 @@ async def test_agent_dropping_the_connection_is_unreachable(http: AgentTransport
     try:
         client = make_client(f"http://127.0.0.1:{port}", http)
         with pytest.raises(AgentConnectionError) as caught:
-            await client.call("data", {}, workflow_id="wf", step_id="s")
+            await client.call("data", {}, workflow_id="wf", node_id="s")
         assert caught.value.attempts == 1
     finally:
         server.close()

@@ -28,7 +28,9 @@ from agents.reference.dataset import (
 from agents.reference.intent import Intent, value_column
 from agents.reference.query import build_query
 
-DATASET = [dict(zip(COLUMNS, row, strict=True)) for row in read_rows(DEFAULT_PATH)]
+DATASET: list[dict[str, Any]] = [
+    dict(zip(COLUMNS, row, strict=True)) for row in read_rows(DEFAULT_PATH)
+]
 DISTINCT = {name: sorted({row[name] for row in DATASET}) for name in COLUMNS}
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -61,12 +63,13 @@ def _aggregate(aggregation: str, values: list[float]) -> float | None:
         return len(values)
     if not values:
         return None
-    return {
+    aggregate: dict[str, Callable[[list[float]], float]] = {
         "sum": sum,
         "avg": lambda v: sum(v) / len(v),
         "min": min,
         "max": max,
-    }[aggregation](values)
+    }
+    return aggregate[aggregation](values)
 
 
 def expected_answer(intent: Intent) -> dict[tuple[Any, ...], float | None]:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agents.reference import AGENT_KINDS, create_agent_app, start_agent
+from agents.reference import AGENT_KINDS, AgentKind, create_agent_app, start_agent
 from agents.reference.__main__ import build_parser
 from agents.reference.parser import parse_intent
 
@@ -303,11 +303,12 @@ async def test_the_chain_runs_over_real_http() -> None:
         url = {kind: f"http://127.0.0.1:{port}/process" for kind, (_, port) in servers.items()}
         async with aiohttp.ClientSession() as session:
 
-            async def call(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+            async def call(kind: AgentKind, payload: dict[str, Any]) -> dict[str, Any]:
                 async with session.post(url[kind], json=_envelope(payload, kind)) as response:
                     assert response.status == 200, await response.text()
                     body: dict[str, Any] = await response.json()
-                    return body["data"]
+                    data: dict[str, Any] = body["data"]
+                    return data
 
             intent = (await call("nlp", {"query": "average profit by category in 2023"}))["intent"]
             data = await call("data", {"intent": intent})

@@ -89,7 +89,7 @@ async def test_an_answer_over_the_cap_fails_the_call(
     """Declared, streamed or compressed: past max_response_bytes it is agent_response_too_large."""
     client = await _client(aiohttp_server, http, path)
     with pytest.raises(AgentResponseTooLarge) as caught:
-        await client.call("data", {}, workflow_id="w", step_id="s")
+        await client.call("data", {}, workflow_id="w", node_id="s")
     assert caught.value.code == "agent_response_too_large"
     assert caught.value.limit == LIMIT
     assert caught.value.attempts == 1
@@ -99,5 +99,5 @@ async def test_an_answer_under_the_cap_is_read_whole(
     aiohttp_server: AiohttpServer, http: AgentTransport
 ) -> None:
     client = await _client(aiohttp_server, http, "small")
-    result = await client.call("data", {}, workflow_id="w", step_id="s")
+    result = await client.call("data", {}, workflow_id="w", node_id="s")
     assert len(result.data["blob"]) == LIMIT // 2

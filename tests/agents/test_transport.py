@@ -12,7 +12,7 @@ import contextlib
 import gzip
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
@@ -282,7 +282,7 @@ async def test_pool_timeout(served: tuple[Agent, str], transport_name: Transport
 
 
 @contextlib.contextmanager
-def full_accept_queue() -> object:
+def full_accept_queue() -> Iterator[str]:
     """A port whose accept queue is full: the kernel drops further SYNs, connects hang."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -64,7 +64,7 @@ async def serve_demo(
     try:
         urls: dict[str, str] = {}
         for name in ("nlp", "data", "viz"):
-            runner, port = await start_agent(name, host="127.0.0.1", port=0)  # type: ignore[arg-type]
+            runner, port = await start_agent(name, host="127.0.0.1", port=0)
             runners.append(runner)
             urls[name] = f"http://127.0.0.1:{port}"
         specs = [dataclasses.replace(s, url=urls[s.name]) for s in default_registry().values()]

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -58,11 +59,11 @@ class TopOfRange(random.Random):
 class Agent:
     """fn(attempt) for call_with_retry: fails the first `failures` attempts, then answers."""
 
-    def __init__(self, failures: int, make_error: Callable[[int], Exception] = Unavailable):
+    def __init__(self, failures: int, make_error: Callable[[int], BaseException] = Unavailable):
         self.failures = failures
         self.make_error = make_error
         self.attempts: list[int] = []
-        self.errors: list[Exception] = []
+        self.errors: list[BaseException] = []
 
     async def __call__(self, attempt: int) -> str:
         self.attempts.append(attempt)
@@ -78,8 +79,8 @@ Run = Callable[..., Awaitable[str]]
 
 @pytest.fixture
 def run(clock: FakeClock, sleep: FakeSleep) -> Run:
-    async def go(fn: Callable[[int], Awaitable[str]], **kwargs: object) -> str:
-        options: dict[str, object] = {
+    async def go(fn: Callable[[int], Awaitable[str]], **kwargs: Any) -> str:
+        options: dict[str, Any] = {
             "config": RetryConfig(max_attempts=3, base_delay_s=1.0, max_delay_s=30.0),
             "is_retryable": is_retryable,
             "retry_after_s": hinted,

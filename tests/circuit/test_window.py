@@ -45,7 +45,7 @@ def test_time_window_counts_many_calls_in_one_second(clock: FakeClock) -> None:
 
 def test_reset_empties_it(clock: FakeClock) -> None:
     for kind in ("count", "time"):
-        window = SlidingWindow(kind, 5, clock=clock)  # type: ignore[arg-type]
+        window = SlidingWindow(kind, 5, clock=clock)
         window.record(failed=True, slow=True)
         window.reset()
         assert window.counts() == WindowCounts()

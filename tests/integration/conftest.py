@@ -38,11 +38,11 @@ class RunningAgent:
             response = await client.post(f"{self.url}/control", json=options)
             response.raise_for_status()
 
-    async def stats(self) -> dict[str, int]:
+    async def stats(self) -> dict[str, Any]:
         async with httpx.AsyncClient() as client:
             response = await client.get(f"{self.url}/stats")
             response.raise_for_status()
-            stats: dict[str, int] = response.json()
+            stats: dict[str, Any] = response.json()
             return stats
 
 
@@ -54,7 +54,7 @@ async def agents() -> AsyncIterator[Agents]:
     running: Agents = {}
     try:
         for name in ("nlp", "data", "viz"):
-            runner, port = await start_agent(name, host="127.0.0.1", port=0)  # type: ignore[arg-type]
+            runner, port = await start_agent(name, host="127.0.0.1", port=0)
             running[name] = RunningAgent(name, port, runner)
         yield running
     finally:

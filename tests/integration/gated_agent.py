@@ -1,8 +1,8 @@
-"""A real agent on 127.0.0.1 whose answers wait for the test: one gate per step id.
+"""A real agent on 127.0.0.1 whose answers wait for the test: one gate per node id.
 
-POST /process answers `{"status": "success", "data": {"step": step_id, "input": ...}}`
-once `gate(step_id)` is set; `requests[step_id]` counts the calls, `in_flight` the
-ones waiting.
+POST /process answers `{"status": "success", "data": {"step": node_id, "input": ...}}`
+(node_id: the request's `step_id`) once `gate(node_id)` is set; `requests[node_id]` counts
+the calls, `in_flight` the ones waiting.
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ class GatedAgent:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def gate(self, step_id: str) -> asyncio.Event:
-        return self.gates.setdefault(step_id, asyncio.Event())
+    def gate(self, node_id: str) -> asyncio.Event:
+        return self.gates.setdefault(node_id, asyncio.Event())
 
     async def process(self, request: web.Request) -> web.Response:
         body = await request.json()
-        step = str(body["step_id"])
-        self.requests[step] += 1
-        self.in_flight[step] += 1
+        node = str(body["step_id"])
+        self.requests[node] += 1
+        self.in_flight[node] += 1
         try:
-            await self.gate(step).wait()
+            await self.gate(node).wait()
         finally:
-            self.in_flight[step] -= 1
+            self.in_flight[node] -= 1
         return web.json_response(
-            {"status": "success", "data": {"step": step, "input": body["input"]}}
+            {"status": "success", "data": {"step": node, "input": body["input"]}}
         )
 
     async def health(self, request: web.Request) -> web.Response:

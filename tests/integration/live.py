@@ -44,8 +44,7 @@ def live_service(**settings: Any) -> Iterator[str]:
             runners.append(runner)
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
-            sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-            box["url"] = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+            box["url"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
         except BaseException as exc:
             box["error"] = exc
             raise

@@ -73,7 +73,7 @@ async def test_workflows_in_flight_per_key(api: Any, agents: Agents) -> None:
 
     async def admitted_again() -> bool:
         again = await client.post("/api/query", json=body, headers=auth("user_a"))
-        return again.status == 202
+        return bool(again.status == 202)
 
     await eventually(admitted_again)
 

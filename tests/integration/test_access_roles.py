@@ -279,7 +279,7 @@ async def test_agent_addresses_are_only_for_ops(api: Any, agents: Agents) -> Non
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     await agents["data"].runner.cleanup()
     agents["data"] = RunningAgent("data", port, runner)  # the fixture cleans it up
     address = f"127.0.0.1:{port}"

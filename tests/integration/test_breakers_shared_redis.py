@@ -64,7 +64,7 @@ async def test_open_on_one_replica_is_obeyed_and_reported_by_the_other(
     started = time.monotonic()
 
     async def b_reports_open() -> bool:
-        return (await data_state(b))["state"] == "open"
+        return bool((await data_state(b))["state"] == "open")
 
     await eventually(b_reports_open, attempts=100, interval_s=0.02)
     seen_after_s = time.monotonic() - started
@@ -90,13 +90,13 @@ async def test_reset_on_one_replica_closes_it_on_the_other(
     await b.post("/api/circuit-breakers/data/open")
 
     async def a_open() -> bool:
-        return (await data_state(a))["state"] == "open"
+        return bool((await data_state(a))["state"] == "open")
 
     await eventually(a_open, attempts=100, interval_s=0.02)
     assert (await a.post("/api/circuit-breakers/data/reset")).status == 200
 
     async def b_closed() -> bool:
-        return (await data_state(b))["state"] == "closed"
+        return bool((await data_state(b))["state"] == "closed")
 
     await eventually(b_closed, attempts=100, interval_s=0.02)
     assert (await b.post("/api/query", json={"query": QUESTION})).status == 200
@@ -112,7 +112,7 @@ async def test_disable_keeps_every_replica_calling_a_failing_agent_until_enabled
     await a.post("/api/circuit-breakers/data/disable")
 
     async def b_disabled() -> bool:
-        return (await data_state(b))["forced"] == "disabled"
+        return bool((await data_state(b))["forced"] == "disabled")
 
     await eventually(b_disabled, attempts=100, interval_s=0.02)
     await agents["data"].control(fail_rate=1.0)

@@ -25,7 +25,7 @@ async def test_cancel_mid_flight_aborts_the_call_and_starts_nothing_after(
     workflow_id = accepted["workflow_id"]
 
     async def data_in_flight() -> bool:
-        return (await agents["data"].stats())["in_flight"] == 1
+        return bool((await agents["data"].stats())["in_flight"] == 1)
 
     await eventually(data_in_flight)
     response = await client.post(f"/api/workflow/{workflow_id}/cancel")
@@ -40,7 +40,7 @@ async def test_cancel_mid_flight_aborts_the_call_and_starts_nothing_after(
     assert body["steps"]["viz"]["started_at"] is None
 
     async def agent_saw_abort() -> bool:
-        return (await agents["data"].stats())["cancelled"] == 1
+        return bool((await agents["data"].stats())["cancelled"] == 1)
 
     await eventually(agent_saw_abort)
     assert (await agents["viz"].stats())["requests"] == 0
@@ -89,7 +89,7 @@ async def test_client_disconnect_does_not_stop_the_workflow(api: Any, agents: Ag
     request = asyncio.ensure_future(client.post("/api/query", json={"query": QUESTION}))
 
     async def data_in_flight() -> bool:
-        return (await agents["data"].stats())["in_flight"] == 1
+        return bool((await agents["data"].stats())["in_flight"] == 1)
 
     await eventually(data_in_flight)
     request.cancel()  # the frontend gives up and closes the connection
@@ -120,6 +120,6 @@ async def test_hanging_agent_ends_in_workflow_timeout(api: Any, agents: Agents) 
     assert body["steps"]["nlp"]["status"] == "completed"
 
     async def agent_saw_abort() -> bool:
-        return (await agents["data"].stats())["cancelled"] == 1
+        return bool((await agents["data"].stats())["cancelled"] == 1)
 
     await eventually(agent_saw_abort)

@@ -152,7 +152,7 @@ async def test_a_second_replica_streams_the_workflow_and_resumes(
     workflow_id = accepted["workflow_id"]
 
     async def data_in_flight() -> bool:
-        return (await agents["data"].stats())["in_flight"] == 1
+        return bool((await agents["data"].stats())["in_flight"] == 1)
 
     await eventually(data_in_flight)
     # B joins while A is mid-workflow: the past is replayed, the rest arrives live.

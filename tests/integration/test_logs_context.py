@@ -33,7 +33,7 @@ async def test_every_line_in_a_workflow_and_node_carries_its_context(
     node_lines = [e for e in mine if e["event"] in wanted]
     assert {e["event"] for e in node_lines} == wanted
     for entry in node_lines:
-        assert entry["step"] == "viz", entry
+        assert entry["node"] == "viz", entry
         assert entry["agent"] == "viz", entry
         assert entry["attempt"] >= 1, entry
     assert any(e["event"] == "workflow_finished" for e in mine)

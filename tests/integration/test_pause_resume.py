@@ -166,7 +166,7 @@ async def test_pause_on_one_replica_survives_its_restart_and_resumes_on_another(
     agent.gate("first").set()
 
     async def paused() -> bool:
-        return (await status(b, workflow_id))["status"] == "paused"
+        return bool((await status(b, workflow_id))["status"] == "paused")
 
     await eventually(paused)
     await a.close()  # the owner goes away; the paused workflow stays paused

@@ -123,7 +123,7 @@ async def start_replica(
 
 async def _data_in_flight(agents: Agents) -> None:
     async def in_flight() -> bool:
-        return (await agents["data"].stats())["in_flight"] == 1
+        return bool((await agents["data"].stats())["in_flight"] == 1)
 
     await eventually(in_flight, attempts=500)
 
@@ -152,7 +152,7 @@ async def test_a_killed_replicas_workflow_is_resumed_by_the_other_without_rerunn
     await agents["data"].control(delay_ms=0)
 
     async def resumed_and_done() -> bool:
-        return (await second.document(workflow_id))["status"] == "completed"
+        return bool((await second.document(workflow_id))["status"] == "completed")
 
     # Lease 1.5 s, reconcile every 0.75 s: bounded well above that, never a fixed sleep.
     await eventually(resumed_and_done, attempts=400, interval_s=0.05)

@@ -148,7 +148,9 @@ async def test_series_stay_bounded_over_1000_workflows_with_random_names_and_ids
         for _ in range(n):
             name = rng.choice(["report", uuid.uuid4().hex])
             node_ids = [f"n{uuid.uuid4().hex[:8]}" for _ in range(rng.randint(1, 3))]
-            nodes = [{"id": node_ids[0], "kind": "transform", "source": "{{ inputs.x }}"}]
+            nodes: list[dict[str, Any]] = [
+                {"id": node_ids[0], "kind": "transform", "source": "{{ inputs.x }}"}
+            ]
             nodes += [
                 {"id": node_id, "kind": "transform", "depends_on": [node_ids[0]], "select": "value"}
                 for node_id in node_ids[1:]

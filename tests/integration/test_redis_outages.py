@@ -70,7 +70,7 @@ async def test_the_service_starts_without_redis_and_connects_when_it_comes_back(
         await server.start()
 
         async def ready_now() -> bool:
-            return (await client.get("/readyz")).status == 200
+            return bool((await client.get("/readyz")).status == 200)
 
         await eventually(ready_now)
         done = await client.post("/api/query", json={"query": QUESTION})
@@ -98,7 +98,7 @@ async def test_a_workflow_whose_end_falls_in_an_outage_is_not_lost(
 
     async def finished_in_memory() -> bool:
         status = await client.get(f"/api/workflow/{workflow_id}/status")
-        return status.status == 200 and (await status.json())["status"] == "completed"
+        return bool(status.status == 200 and (await status.json())["status"] == "completed")
 
     await eventually(finished_in_memory)
     assert workflow_id in orchestrator.running  # its terminal write is still owed
@@ -145,7 +145,7 @@ async def test_a_frozen_redis_gets_503_within_the_timeouts_and_recovers(
         server.thaw()
 
     async def ready_now() -> bool:
-        return (await client.get("/readyz")).status == 200
+        return bool((await client.get("/readyz")).status == 200)
 
     await eventually(ready_now)
     done = await client.post("/api/query", json={"query": QUESTION})

@@ -30,7 +30,7 @@ async def test_status_and_cancel_work_from_the_other_replica(
     workflow_id = accepted["workflow_id"]
 
     async def data_in_flight() -> bool:
-        return (await agents["data"].stats())["in_flight"] == 1
+        return bool((await agents["data"].stats())["in_flight"] == 1)
 
     await eventually(data_in_flight)
 
@@ -52,7 +52,7 @@ async def test_status_and_cancel_work_from_the_other_replica(
     assert body["steps"]["nlp"]["status"] == "completed"
 
     async def agent_saw_abort() -> bool:
-        return (await agents["data"].stats())["cancelled"] == 1
+        return bool((await agents["data"].stats())["cancelled"] == 1)
 
     await eventually(agent_saw_abort)
     assert (await agents["viz"].stats())["requests"] == 0
@@ -71,7 +71,7 @@ async def test_finished_workflow_readable_from_both_then_gone_after_ttl(
     assert (await b.get(url)).status == 200
 
     async def expired() -> bool:
-        return (await a.get(url)).status == 404 and (await b.get(url)).status == 404
+        return bool((await a.get(url)).status == 404 and (await b.get(url)).status == 404)
 
     await eventually(expired, attempts=150, interval_s=0.05)
 

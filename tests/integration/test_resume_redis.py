@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from agents.reference import parse_intent
 from orchestrator.api.services import SERVICES
 from state import keys
-from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.redis import RedisStateStore
 from tests.integration.conftest import Agents, eventually
 
@@ -37,25 +37,25 @@ async def test_an_orphaned_workflow_is_resumed_without_rerunning_completed_steps
     """What a dead replica left half-done is finished by another; its completed NLP step is kept."""
     store = RedisStateStore.from_url(redis_url, prefix=prefix)
     now = time.time()
-    nlp = StepState(
+    nlp = NodeRun(
         step_id="nlp",
         kind="agent",
         agent="nlp",
-        status=StepStatus.COMPLETED,
+        status=NodeStatus.COMPLETED,
         attempts=1,
         started_at=now - 1,
         finished_at=now - 0.9,
         output={"intent": dict(parse_intent(QUESTION))},
     )
-    data = StepState(
+    data = NodeRun(
         step_id="data",
         kind="agent",
         agent="data",
-        status=StepStatus.RUNNING,
+        status=NodeStatus.RUNNING,
         attempts=1,
         started_at=now - 0.9,
     )
-    viz = StepState(step_id="viz", kind="agent", agent="viz")
+    viz = NodeRun(step_id="viz", kind="agent", agent="viz")
     orphan = WorkflowState(
         workflow_id=uuid.uuid4().hex,
         definition_name="chain",
@@ -72,7 +72,7 @@ async def test_an_orphaned_workflow_is_resumed_without_rerunning_completed_steps
     )
 
     async def finished() -> bool:
-        return (await _status(survivor, orphan.workflow_id))["status"] == "completed"
+        return bool((await _status(survivor, orphan.workflow_id))["status"] == "completed")
 
     await eventually(finished)
     body = await _status(survivor, orphan.workflow_id)
@@ -103,7 +103,7 @@ async def test_a_live_owners_workflow_is_left_alone(
     workflow_id = accepted["workflow_id"]
 
     async def data_in_flight() -> bool:
-        return (await agents["data"].stats())["in_flight"] == 1
+        return bool((await agents["data"].stats())["in_flight"] == 1)
 
     await eventually(data_in_flight)
     # Several lease periods pass: the heartbeat keeps the lease, nobody resumes it.
@@ -135,7 +135,7 @@ async def test_shutdown_hands_running_workflows_to_another_replica(
     workflow_id = accepted["workflow_id"]
 
     async def data_in_flight() -> bool:
-        return (await agents["data"].stats())["in_flight"] == 1
+        return bool((await agents["data"].stats())["in_flight"] == 1)
 
     await eventually(data_in_flight)
     await agents["data"].control(delay_ms=0)
@@ -143,7 +143,7 @@ async def test_shutdown_hands_running_workflows_to_another_replica(
     assert (await _status(staying, workflow_id))["status"] == "running"  # not cancelled
 
     async def finished() -> bool:
-        return (await _status(staying, workflow_id))["status"] == "completed"
+        return bool((await _status(staying, workflow_id))["status"] == "completed")
 
     await eventually(finished)
     body = await _status(staying, workflow_id)
@@ -171,7 +171,7 @@ async def test_a_replica_that_lost_its_lease_stops_and_writes_nothing(
     workflow_id = accepted["workflow_id"]
 
     async def data_in_flight() -> bool:
-        return (await agents["data"].stats())["in_flight"] == 1
+        return bool((await agents["data"].stats())["in_flight"] == 1)
 
     await eventually(data_in_flight)
 
@@ -200,7 +200,7 @@ async def test_a_replica_that_lost_its_lease_stops_and_writes_nothing(
     assert body["steps"]["data"]["status"] == "running"
 
     async def agent_saw_abort() -> bool:
-        return (await agents["data"].stats())["cancelled"] == 1
+        return bool((await agents["data"].stats())["cancelled"] == 1)
 
     await eventually(agent_saw_abort)
     await store.close()

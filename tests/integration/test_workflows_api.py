@@ -102,7 +102,7 @@ async def test_async_dag_cancel_stops_every_running_node(api: Any, agents: Agent
     async def both_in_flight() -> bool:
         data = await agents["data"].stats()
         viz = await agents["viz"].stats()
-        return data["in_flight"] == 1 and viz["in_flight"] == 1
+        return bool(data["in_flight"] == 1 and viz["in_flight"] == 1)
 
     await eventually(both_in_flight)
     running = await (await client.get(f"/api/workflow/{workflow_id}/status")).json()
@@ -118,13 +118,13 @@ async def test_async_dag_cancel_stops_every_running_node(api: Any, agents: Agent
     async def both_aborted() -> bool:
         data = await agents["data"].stats()
         viz = await agents["viz"].stats()
-        return data["cancelled"] == 1 and viz["cancelled"] == 1
+        return bool(data["cancelled"] == 1 and viz["cancelled"] == 1)
 
     await eventually(both_aborted)
     assert (await agents["nlp"].stats())["requests"] == 0
 
 
-_INTENT = {
+_INTENT: dict[str, Any] = {
     "query": "revenue",
     "metric": "revenue",
     "aggregation": "sum",

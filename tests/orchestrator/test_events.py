@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from orchestrator.events import EventRecorder
 from state.memory import MemoryStateStore
-from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.store import StateStoreError
 
 
@@ -25,7 +25,7 @@ class DownStore(MemoryStateStore):
 
 def workflow() -> WorkflowState:
     state = WorkflowState(workflow_id="w1", definition_name="chain", created_at=100.0)
-    state.steps["a"] = StepState(step_id="a", kind="agent", agent="nlp")
+    state.steps["a"] = NodeRun(step_id="a", kind="agent", agent="nlp")
     return state
 
 
@@ -36,12 +36,12 @@ async def test_transitions_are_told_once_in_order_and_the_terminal_event_last() 
     state.status = WorkflowStatus.RUNNING
     events.workflow(state)
     events.workflow(state)  # no change: nothing told
-    step = state.steps["a"]
-    step.status, step.started_at = StepStatus.RUNNING, 150.0
-    events.step(step)
+    run = state.steps["a"]
+    run.status, run.started_at = NodeStatus.RUNNING, 150.0
+    events.node(run)
     events.retrying("nlp", "a", 2, 0.25, "agent_timeout")
-    step.status, step.finished_at, step.attempts = StepStatus.COMPLETED, 151.5, 2
-    step.fallback = "nlp: timed out; used keyword_intent"
+    run.status, run.finished_at, run.attempts = NodeStatus.COMPLETED, 151.5, 2
+    run.fallback = "nlp: timed out; used keyword_intent"
     state.status, state.finished_at = WorkflowStatus.DEGRADED, 152.0
     events.workflow(state)  # terminal: left to finish()
     await events.finish(state)
@@ -65,7 +65,7 @@ async def test_finish_tells_steps_whose_change_was_not_told() -> None:
     store = MemoryStateStore()
     state = workflow()
     events = EventRecorder(store, state)
-    state.steps["a"].status = StepStatus.CANCELLED
+    state.steps["a"].status = NodeStatus.CANCELLED
     state.status = WorkflowStatus.CANCELLED
     await events.finish(state)
     assert [e["type"] for _, e in await store.events_since("w1")] == [

@@ -30,7 +30,7 @@ from orchestrator.errors import WorkflowAlreadyFinished
 from orchestrator.lifecycle import WorkflowOrchestrator
 from orchestrator.settings import default_registry
 from state.memory import MemoryStateStore
-from state.models import StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeStatus, WorkflowState, WorkflowStatus
 from state.store import StateStoreError
 from tests.fakes import FakeClock, settle
 
@@ -287,7 +287,7 @@ async def test_writes_during_a_store_outage_are_retried_until_it_returns(
     await settle()
     stored = await store.get(state.workflow_id)
     assert stored is not None and stored.status is WorkflowStatus.COMPLETED
-    assert stored.steps["viz"].status is StepStatus.COMPLETED
+    assert stored.steps["viz"].status is NodeStatus.COMPLETED
     assert owner.running == {}
     assert await store.leases().orphans() == []
 
@@ -331,7 +331,7 @@ async def test_cancel_of_a_workflow_that_ended_otherwise_still_raises(
     await owner.wait(state.workflow_id)
     with pytest.raises(WorkflowAlreadyFinished) as caught:
         await owner.cancel(state.workflow_id)
-    assert caught.value.status is WorkflowStatus.COMPLETED
+    assert caught.value.workflow_status is WorkflowStatus.COMPLETED
 
 
 async def test_no_waiter_is_left_behind(

@@ -13,8 +13,12 @@ from orchestrator.logs import configure_logging
 from orchestrator.settings import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
-_LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
+PACKAGES = ("orchestrator", "agents", "circuit", "state")
+# `<subject>_<what happened>`: workflow_finished, agent_retry, lease_lost.
+EVENT = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)+")
+_LEVELS = {"debug", "info", "warning", "error", "exception", "critical", "msg"}
+# The one logger name, and the ones it replaced (which must not come back).
+_LOGGER_NAMES = {"log", "logger", "_log", "_logger", "LOG", "LOGGER"}
 
 
 def test_console_format_gives_readable_lines(capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,23 +40,133 @@ def test_console_format_gives_readable_lines(capsys: pytest.CaptureFixture[str])
         structlog.reset_defaults()
 
 
-def test_every_log_event_name_is_snake_case() -> None:
-    """One naming style: `log.info("workflow_finished", ...)`, never "Workflow finished."."""
-    names: list[tuple[str, str]] = []
-    for package in ("orchestrator", "agents", "circuit", "state"):
-        for path in (ROOT / package).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if (
-                    isinstance(node, ast.Call)
-                    and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in _LEVELS
-                    and isinstance(node.func.value, ast.Name)
-                    and node.func.value.id in {"log", "logger"}
-                    and node.args
-                    and isinstance(node.args[0], ast.Constant)
-                    and isinstance(node.args[0].value, str)
-                ):
-                    names.append((str(path.relative_to(ROOT)), node.args[0].value))
-    assert len(names) > 20
-    bad = [(where, name) for where, name in names if not SNAKE.fullmatch(name)]
+def _sources() -> list[tuple[str, ast.Module]]:
+    return [
+        (str(path.relative_to(ROOT)), ast.parse(path.read_text(encoding="utf-8")))
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+    ]
+
+
+def _log_calls(tree: ast.Module) -> list[tuple[ast.Call, list[ast.AST]]]:
+    """Every `log.<level>(...)` call, with the functions it sits in (innermost last)."""
+    found: list[tuple[ast.Call, list[ast.AST]]] = []
+
+    def visit(node: ast.AST, scopes: list[ast.AST]) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            scopes = [*scopes, node]
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _LEVELS
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id in _LOGGER_NAMES
+        ):
+            found.append((node, scopes))
+        for child in ast.iter_child_nodes(node):
+            visit(child, scopes)
+
+    visit(tree, [])
+    return found
+
+
+def _event_names(tree: ast.Module, event: ast.expr, scopes: list[ast.AST]) -> list[str | None]:
+    """The names an event argument can take: a literal, or a parameter of the enclosing
+    function whose callers in the module all pass literals (followed through such helpers).
+    None stands for anything else (an f-string, a computed name)."""
+    if isinstance(event, ast.Constant) and isinstance(event.value, str):
+        return [event.value]
+    if not (isinstance(event, ast.Name) and scopes):
+        return [None]
+    function = scopes[-1]
+    assert isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+    params = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
+    if event.id not in params:
+        return [None]
+    position = params.index(event.id)
+    names: list[str | None] = []
+    for caller, caller_scopes in _calls_to(tree, function.name):
+        given = [k.value for k in caller.keywords if k.arg == event.id]
+        if position < len(caller.args):
+            given.append(caller.args[position])
+        names += [n for g in given for n in _event_names(tree, g, caller_scopes)] or [None]
+    return names or [None]
+
+
+def _calls_to(tree: ast.Module, name: str) -> list[tuple[ast.Call, list[ast.AST]]]:
+    found: list[tuple[ast.Call, list[ast.AST]]] = []
+
+    def visit(node: ast.AST, scopes: list[ast.AST]) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            scopes = [*scopes, node]
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name:
+            found.append((node, scopes))
+        for child in ast.iter_child_nodes(node):
+            visit(child, scopes)
+
+    visit(tree, [])
+    return found
+
+
+def test_every_module_logs_through_one_logger_named_log() -> None:
+    """`log = structlog.get_logger(__name__)`: one name, one kind of logger, no stdlib loggers."""
+    loggers: list[str] = []
+    bad: list[str] = []
+    for where, tree in _sources():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in {
+                "logging.getLogger",
+                "getLogger",
+            }:
+                bad.append(f"{where}: stdlib logger")
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                if ast.unparse(node.value.func) != "structlog.get_logger":
+                    continue
+                line = f"{where}: {ast.unparse(node)}"
+                loggers.append(line)
+                if line.split(": ", 1)[1] != "log = structlog.get_logger(__name__)":
+                    bad.append(line)
+            if isinstance(node, ast.Name) and node.id in _LOGGER_NAMES - {"log"}:
+                bad.append(f"{where}:{node.lineno}: {node.id}")
+    assert len(loggers) > 10
     assert bad == []
+
+
+def test_every_log_event_is_a_snake_case_subject_and_happening() -> None:
+    """One event style: `log.info("workflow_finished", workflow_id=...)`: a constant name of
+    at least two snake_case words (what, then what happened), data in fields, never in the
+    name, and no "step" field (the code's word is "node")."""
+    names: list[tuple[str, str | None]] = []
+    bad: list[str] = []
+    for where, tree in _sources():
+        for call, scopes in _log_calls(tree):
+            here = f"{where}:{call.lineno}"
+            if len(call.args) != 1:
+                bad.append(f"{here}: {len(call.args)} positional arguments")
+                continue
+            names += [(here, name) for name in _event_names(tree, call.args[0], scopes)]
+            fields = {k.arg for k in call.keywords if k.arg is not None}
+            if fields & {"step", "step_id"}:
+                bad.append(f"{here}: field {sorted(fields & {'step', 'step_id'})}")
+    assert len(names) > 50
+    bad += [f"{where}: {name!r}" for where, name in names if not EVENT.fullmatch(name or "")]
+    assert bad == []
+
+
+def test_the_event_style_check_catches_what_it_forbids() -> None:
+    """The checks above are not vacuous: each bad form in a sample module is reported."""
+    tree = ast.parse(
+        "def audit(request, event):\n"
+        "    log.warning(event, who=request)\n"
+        "def a(request):\n"
+        '    audit(request, "breaker_forced_open")\n'
+        '    audit(request, f"breaker {request}")\n'
+        '    log.info("Workflow finished.")\n'
+    )
+    found = [
+        name
+        for call, scopes in _log_calls(tree)
+        for name in _event_names(tree, call.args[0], scopes)
+    ]
+    assert found == ["breaker_forced_open", None, "Workflow finished."]
+    assert [n for n in found if EVENT.fullmatch(n or "")] == ["breaker_forced_open"]

@@ -11,17 +11,17 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.metrics import OTHER, WorkflowMetrics, quantile
-from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 
 
-def finished_workflow(name: str, step_ids: list[str], rng: random.Random) -> WorkflowState:
+def finished_workflow(name: str, node_ids: list[str], rng: random.Random) -> WorkflowState:
     state = WorkflowState(workflow_id=uuid.uuid4().hex, definition_name=name, created_at=100.0)
-    for step_id in step_ids:
-        state.steps[step_id] = StepState(
-            step_id=step_id,
+    for node_id in node_ids:
+        state.steps[node_id] = NodeRun(
+            step_id=node_id,
             kind="agent",
             agent="data",
-            status=rng.choice([StepStatus.COMPLETED, StepStatus.FAILED]),
+            status=rng.choice([NodeStatus.COMPLETED, NodeStatus.FAILED]),
             started_at=100.0,
             finished_at=100.0 + rng.random(),
         )
@@ -38,7 +38,7 @@ def series_count(registry: CollectorRegistry) -> int:
 def test_label_cardinality_stays_bounded_after_1000_random_workflows() -> None:
     """1,000 workflows with random names and step ids add no series past the first few."""
     rng = random.Random(7)
-    metrics = WorkflowMetrics(definitions=["report"], max_step_labels=5)
+    metrics = WorkflowMetrics(definitions=["report"], max_node_labels=5)
     names = ["chain", "report"]
 
     def run(n: int) -> None:
@@ -62,7 +62,7 @@ def test_label_cardinality_stays_bounded_after_1000_random_workflows() -> None:
             if "step" in sample.labels:
                 steps.add((sample.labels["definition"], sample.labels["step"]))
     assert definitions == {"chain", "report", OTHER}
-    # At most max_step_labels ids per listed definition, plus OTHER.
+    # At most max_node_labels ids per listed definition, plus OTHER.
     for definition in ("chain", "report"):
         assert len({s for d, s in steps if d == definition}) <= 5 + 1
     assert {s for d, s in steps if d == OTHER} == {OTHER}
@@ -101,7 +101,7 @@ def test_quantile_interpolates_inside_the_bucket_like_prometheus() -> None:
 def test_step_series_beyond_the_overall_cap_are_counted_together() -> None:
     """ORCH_MAX_METRIC_SERIES bounds step labels across all listed definitions."""
     rng = random.Random(3)
-    metrics = WorkflowMetrics(definitions=["a", "b"], max_step_labels=50, max_series=5)
+    metrics = WorkflowMetrics(definitions=["a", "b"], max_node_labels=50, max_series=5)
     for name in ("a", "b"):
         for _ in range(3):
             state = finished_workflow(name, [f"s{i}" for i in range(4)], rng)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,9 +22,9 @@ from state import keys
 from state.connect import connect
 from state.memory import MemoryStateStore
 from state.models import (
-    StepError,
-    StepState,
-    StepStatus,
+    NodeFailure,
+    NodeRun,
+    NodeStatus,
     WorkflowError,
     WorkflowState,
     WorkflowStatus,
@@ -109,7 +109,10 @@ class RedisBackend:
         assert isinstance(store, RedisStateStore)
         # Heartbeats age too: every replica's deadline moves closer by `seconds`.
         replicas = keys.replicas_key(store.prefix)
-        for member, score in await self.client.zrange(replicas, 0, -1, withscores=True):
+        entries = cast(
+            list[tuple[bytes, float]], await self.client.zrange(replicas, 0, -1, withscores=True)
+        )
+        for member, score in entries:
             await self.client.zadd(replicas, {member: score - int(seconds * 1000)})
         for key in keys.refreshed_keys(store.prefix, workflow_id):
             await self.elapse_key(store, key, seconds)
@@ -209,26 +212,26 @@ def make_state(
         status=status,
         inputs={"query": "sales by region", "limit": 10, "nested": {"ok": True, "xs": [1, 2.5]}},
         steps={
-            "nlp": StepState(
+            "nlp": NodeRun(
                 step_id="nlp",
                 kind="agent",
                 agent="nlp",
-                status=StepStatus.COMPLETED,
+                status=NodeStatus.COMPLETED,
                 attempts=2,
                 started_at=1700000000.125,
                 finished_at=1700000000.5,
                 output={"intent": "aggregate", "entities": ["region"]},
                 fallback="nlp: 503 Service Unavailable; used keyword_intent",
             ),
-            "data": StepState(
+            "data": NodeRun(
                 step_id="data",
                 kind="agent",
                 agent="data",
-                status=StepStatus.FAILED,
+                status=NodeStatus.FAILED,
                 attempts=3,
                 started_at=1700000000.5,
                 finished_at=1700000001.75,
-                error=StepError(
+                error=NodeFailure(
                     type="AgentUnavailable",
                     message="data: connection refused",
                     agent="data",
@@ -236,11 +239,11 @@ def make_state(
                     input={"intent": "aggregate"},
                 ),
             ),
-            "viz": StepState(
+            "viz": NodeRun(
                 step_id="viz",
                 kind="agent",
                 agent="viz",
-                status=StepStatus.SKIPPED,
+                status=NodeStatus.SKIPPED,
                 skip_reason="dependency data failed",
             ),
         },

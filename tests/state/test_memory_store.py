@@ -24,8 +24,8 @@ async def test_expired_entries_are_swept_by_later_writes() -> None:
     fresh = make_state()
     await store.save(fresh)
 
-    assert list(store._docs) == [fresh.workflow_id]
-    assert store._cancel_flags == {}
+    assert store.size[0] == 1  # documents held: only the fresh one
+    assert store._cancel_flags == {}  # no public view: asking would drop them lazily
 
 
 async def test_expired_entry_is_dropped_on_access_before_any_sweep() -> None:
@@ -37,7 +37,7 @@ async def test_expired_entry_is_dropped_on_access_before_any_sweep() -> None:
     clock.advance(100)
 
     assert await store.get(done.workflow_id) is None
-    assert done.workflow_id not in store._docs
+    assert store.size == (0, 0)
     # The expired terminal copy no longer blocks a save under the same id.
     restarted = make_state(done.workflow_id, WorkflowStatus.RUNNING)
     assert await store.save(restarted) is True

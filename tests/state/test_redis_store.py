@@ -9,7 +9,7 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -37,7 +37,7 @@ class _AnyEntry:
         return isinstance(other, dict) and isinstance(other.get("workflow_id"), str)
 
 
-ANY_ENTRY = _AnyEntry()
+ANY_ENTRY: Any = _AnyEntry()
 
 
 async def next_id(cancellations: CancellationStream) -> str:
@@ -125,17 +125,21 @@ async def test_wire_layout_matches_state_keys(
     state.definition = {"name": "mine", "nodes": [{"id": "x"}]}
     token = await store.leases().claim(state.workflow_id, "owner-1", lease_s=60)
     await store.save(state, token=token)
-    stored = await redis_client.hgetall(keys.workflow_key(prefix, state.workflow_id))
+    stored = cast(
+        dict[bytes, bytes], await redis_client.hgetall(keys.workflow_key(prefix, state.workflow_id))
+    )
     assert {k.decode() for k in stored} == {
         keys.DOC_STATUS_FIELD, keys.DOC_LEASE_GEN_FIELD, keys.DOC_OWNER_FIELD,
         keys.DOC_HEADER_FIELD, keys.DOC_SPEC_FIELD, keys.DOC_ORDER_FIELD,
-        keys.DOC_RESULT_FIELD, *(keys.DOC_STEP_PREFIX + s for s in state.steps),
+        keys.DOC_RESULT_FIELD, *(keys.DOC_NODE_PREFIX + s for s in state.steps),
     }
     assert stored[keys.DOC_STATUS_FIELD.encode()] == b"running"
 
     finished = dataclasses.replace(state, status=WorkflowStatus.DEGRADED)
     await store.save(finished, token=token)
-    stored = await redis_client.hgetall(keys.workflow_key(prefix, state.workflow_id))
+    stored = cast(
+        dict[bytes, bytes], await redis_client.hgetall(keys.workflow_key(prefix, state.workflow_id))
+    )
     assert {k.decode() for k in stored} == {
         keys.DOC_STATUS_FIELD, keys.DOC_LEASE_GEN_FIELD, keys.DOC_OWNER_FIELD,
         keys.DOC_HEADER_FIELD, keys.DOC_COMPACT_FIELD,
@@ -321,7 +325,7 @@ async def test_backend_failures_become_state_store_errors(closed_port_url: str) 
     """Every operation on an unreachable Redis raises StateStoreError from the redis error."""
     store = RedisStateStore.from_url(closed_port_url, retry=Retry(NoBackoff(), 0))
     workflow_id = new_id()
-    operations = {
+    operations: dict[str, Callable[[], Awaitable[object]]] = {
         "save": lambda: store.save(make_state(workflow_id)),
         "get": lambda: store.get(workflow_id),
         "request_cancel": lambda: store.request_cancel(workflow_id),

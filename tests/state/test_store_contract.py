@@ -11,7 +11,7 @@ from state import keys
 from state.cancellations import CancellationStream
 from state.history import BadCursor, HistoryPage, HistoryQuery
 from state.leases import Orphan
-from state.models import StepState, StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.store import LeaseLost, StateStore
 from tests.state.conftest import Backend, make_state, new_id
 
@@ -70,7 +70,7 @@ async def test_every_transition_overwrites_the_document(store: StateStore) -> No
     state = make_state(status=WorkflowStatus.PENDING)
     assert await store.save(state)
     state.status = WorkflowStatus.RUNNING
-    state.steps["new"] = StepState(step_id="new", kind="agent", agent="nlp")
+    state.steps["new"] = NodeRun(step_id="new", kind="agent", agent="nlp")
     assert await store.save(state)
     assert await store.get(state.workflow_id) == state
 
@@ -518,37 +518,37 @@ async def test_a_terminal_write_notifies_finish_subscribers_on_every_replica(
 # --- writes proportional to the change ------------------------------------------------------
 
 
-def _chain(steps: int) -> WorkflowState:
+def _chain(nodes: int) -> WorkflowState:
     state = make_state(status=WorkflowStatus.RUNNING)
     state.definition = {"name": "big", "nodes": [{"id": f"n{i}", "agent": "nlp"}
-                                                 for i in range(steps)]}
-    state.steps = {f"n{i}": StepState(step_id=f"n{i}", kind="agent", agent="nlp")
-                   for i in range(steps)}
+                                                 for i in range(nodes)]}
+    state.steps = {f"n{i}": NodeRun(step_id=f"n{i}", kind="agent", agent="nlp")
+                   for i in range(nodes)}
     return state
 
 
 async def _transition_cost(
-    store: StateStore, state: WorkflowState, step_id: str
+    store: StateStore, state: WorkflowState, node_id: str
 ) -> tuple[int, int]:
     before = dataclasses.replace(store.write_stats)
-    step = state.steps[step_id]
-    step.status = StepStatus.COMPLETED
-    step.output = {"rows": [1, 2, 3]}
+    run = state.steps[node_id]
+    run.status = NodeStatus.COMPLETED
+    run.output = {"rows": [1, 2, 3]}
     assert await store.save(state)
     after = store.write_stats
     return after.fields - before.fields, after.nbytes - before.nbytes
 
 
-@pytest.mark.parametrize("steps", [3, 1000])
+@pytest.mark.parametrize("nodes", [3, 1000])
 async def test_a_transition_writes_the_header_and_the_changed_step_only(
-    store: StateStore, steps: int
+    store: StateStore, nodes: int
 ) -> None:
-    """One step's transition sends two fields (header + that step), whatever the size;
+    """One node's transition sends two fields (header + that node's run), whatever the size;
     the definition went once, with the first save; reads still see the whole document."""
-    state = _chain(steps)
+    state = _chain(nodes)
     assert await store.save(state)
     first = dataclasses.replace(store.write_stats)
-    assert first.fields >= steps + 3  # header, spec, order, result and every step
+    assert first.fields >= nodes + 3  # header, spec, order, result and every node's run
 
     fields, nbytes = await _transition_cost(store, state, "n1")
 
@@ -574,10 +574,10 @@ async def test_a_step_that_changes_while_its_write_is_in_flight_is_written_next_
     while the write was in flight (a step finishing meanwhile)."""
     state = _chain(3)
     assert await store.save(state)
-    state.steps["n0"].status = StepStatus.RUNNING
+    state.steps["n0"].status = NodeStatus.RUNNING
     saving = asyncio.create_task(store.save(state))
     await asyncio.sleep(0)  # the save has serialised the state and is waiting on the backend
-    state.steps["n0"].status = StepStatus.COMPLETED
+    state.steps["n0"].status = NodeStatus.COMPLETED
     assert await saving
     assert await store.save(state)
     assert await store.get(state.workflow_id) == state
@@ -590,7 +590,7 @@ async def test_a_store_that_never_wrote_the_workflow_writes_it_whole(backend: Ba
     taker = await backend.peer(writer)
     state = _chain(5)
     assert await writer.save(state)
-    state.steps["n0"].status = StepStatus.COMPLETED
+    state.steps["n0"].status = NodeStatus.COMPLETED
     assert await taker.save(state)
     assert await writer.get(state.workflow_id) == state
 
@@ -600,7 +600,7 @@ async def test_a_partial_write_of_an_expired_document_is_sent_whole(backend: Bac
     state = _chain(4)
     assert await store.save(state)
     await backend.elapse(store, state.workflow_id, 11)
-    state.steps["n3"].status = StepStatus.RUNNING
+    state.steps["n3"].status = NodeStatus.RUNNING
     assert await store.save(state)
     assert await store.get(state.workflow_id) == state
 

@@ -31,7 +31,7 @@ class Result:
 class Call:
     agent: str
     payload: dict[str, Any]
-    step_id: str
+    node_id: str
     workflow_id: str
     retry: RetryConfig | None
     timeout_s: float | None
@@ -61,11 +61,11 @@ class FakeAgents:
     cancelled: list[str] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
 
-    def gate(self, step: str) -> asyncio.Event:
-        return self.gates.setdefault(step, asyncio.Event())
+    def gate(self, node: str) -> asyncio.Event:
+        return self.gates.setdefault(node, asyncio.Event())
 
-    def started_event(self, step: str) -> asyncio.Event:
-        return self.started.setdefault(step, asyncio.Event())
+    def started_event(self, node: str) -> asyncio.Event:
+        return self.started.setdefault(node, asyncio.Event())
 
     async def call(
         self,
@@ -73,27 +73,27 @@ class FakeAgents:
         payload: Mapping[str, Any],
         *,
         workflow_id: str,
-        step_id: str,
+        node_id: str,
         retry: RetryConfig | None = None,
         timeout_s: float | None = None,
         deadline: float | None = None,
     ) -> Result:
         self.calls.append(
-            Call(agent, dict(payload), step_id, workflow_id, retry, timeout_s, deadline)
+            Call(agent, dict(payload), node_id, workflow_id, retry, timeout_s, deadline)
         )
-        self.order.append(step_id)
+        self.order.append(node_id)
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
-        self.started_event(step_id).set()
+        self.started_event(node_id).set()
         try:
-            if step_id in self.gates:
-                await self.gates[step_id].wait()
+            if node_id in self.gates:
+                await self.gates[node_id].wait()
             else:
                 await asyncio.sleep(0)
-            behaviour = self.behaviours.get(f"{step_id}@{agent}")
+            behaviour = self.behaviours.get(f"{node_id}@{agent}")
             if behaviour is None:
-                behaviour = self.behaviours.get(step_id, self.behaviours.get(agent))
-            attempts = self.attempts.get(step_id, 1)
+                behaviour = self.behaviours.get(node_id, self.behaviours.get(agent))
+            attempts = self.attempts.get(node_id, 1)
             if behaviour is None:
                 return Result({"echo": dict(payload), "agent": agent}, attempts)
             if isinstance(behaviour, AgentError):
@@ -105,7 +105,7 @@ class FakeAgents:
                 return Result(value, attempts)
             return Result(dict(behaviour), attempts)
         except asyncio.CancelledError:
-            self.cancelled.append(step_id)
+            self.cancelled.append(node_id)
             raise
         finally:
             self.in_flight -= 1
@@ -144,7 +144,7 @@ class Run:
     state: WorkflowState
     snapshots: list[dict[str, Any]]
 
-    def step(self, node_id: str) -> Any:
+    def node(self, node_id: str) -> Any:
         return self.state.steps[node_id]
 
     def statuses(self) -> dict[str, str]:

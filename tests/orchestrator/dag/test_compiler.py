@@ -230,7 +230,7 @@ async def test_a_kind_registered_outside_the_engine_validates_and_runs() -> None
             return ShoutParams(references=template.references, text=template)
 
         async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
-            assert isinstance(ctx.compiled, ShoutParams)
+            assert isinstance(ctx.compiled, ShoutParams) and ctx.compiled.text is not None
             return {"value": str(ctx.render(ctx.compiled.text)).upper()}
 
     from dataclasses import dataclass

@@ -10,7 +10,7 @@ import pytest
 
 from agents.errors import AgentHTTPError, AgentTimeout, AgentUnavailable
 from circuit.config import RetryConfig
-from state.models import StepState, StepStatus, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowStatus
 
 from .conftest import FakeAgents, Harness, agent, compile_def, new_state
 
@@ -67,11 +67,11 @@ async def test_example_workflow_runs_every_node_and_renders_the_output(
     assert run.state.status is WorkflowStatus.COMPLETED
     assert run.statuses() == dict.fromkeys(["nlp", "data", "big", "viz"], "completed")
     assert run.state.result == {"rows": ROWS, "chart": {"mark": "bar", "n": 12}}
-    by_step = {c.step_id: c for c in fake.calls}
-    assert by_step["nlp"].payload == {"query": "revenue by region"}
-    assert by_step["data"].payload == {"intent": {"metric": "revenue", "by": "region"}}
-    assert by_step["viz"].payload == {"rows": ROWS}
-    assert run.step("big").output == {"value": True}
+    by_node = {c.node_id: c for c in fake.calls}
+    assert by_node["nlp"].payload == {"query": "revenue by region"}
+    assert by_node["data"].payload == {"intent": {"metric": "revenue", "by": "region"}}
+    assert by_node["viz"].payload == {"rows": ROWS}
+    assert run.node("big").output == {"value": True}
     assert run.state.finished_at is not None
 
 
@@ -82,10 +82,10 @@ async def test_false_condition_skips_the_gated_node_and_nulls_its_output(
     script_example(fake, ROWS[:3])
     run = await harness.run(EXAMPLE)
     assert run.state.status is WorkflowStatus.COMPLETED
-    assert run.step("viz").status is StepStatus.SKIPPED
-    assert "when" in run.step("viz").skip_reason
+    assert run.node("viz").status is NodeStatus.SKIPPED
+    assert "when" in run.node("viz").skip_reason
     assert run.state.result == {"rows": ROWS[:3], "chart": None}
-    assert "viz" not in {c.step_id for c in fake.calls}
+    assert "viz" not in {c.node_id for c in fake.calls}
 
 
 async def test_fast_branch_is_not_held_back_by_a_slow_independent_branch(
@@ -152,7 +152,7 @@ async def test_all_dependencies_skipped_skips_the_node_transitively(harness: Har
         inputs={"go": False},
     )
     assert run.statuses() == {"a": "skipped", "b": "skipped", "c": "skipped"}
-    assert run.step("b").skip_reason == (
+    assert run.node("b").skip_reason == (
         "trigger rule 'all_success' not met: dependency 'a' was skipped"
     )
     assert run.state.status is WorkflowStatus.COMPLETED
@@ -170,8 +170,8 @@ async def test_join_with_one_skipped_dependency_runs_by_default(harness: Harness
             ]
         }
     )
-    assert run.step("c").status is StepStatus.COMPLETED
-    assert run.step("c").output["echo"] == {"a": None, "b": "b"}
+    assert run.node("c").status is NodeStatus.COMPLETED
+    assert run.node("c").output["echo"] == {"a": None, "b": "b"}
 
 
 async def test_all_success_join_with_one_skipped_dependency_is_skipped(harness: Harness) -> None:
@@ -185,8 +185,8 @@ async def test_all_success_join_with_one_skipped_dependency_is_skipped(harness: 
             ]
         }
     )
-    assert run.step("c").status is StepStatus.SKIPPED
-    assert run.step("b").status is StepStatus.COMPLETED
+    assert run.node("c").status is NodeStatus.SKIPPED
+    assert run.node("b").status is NodeStatus.COMPLETED
 
 
 async def test_aggregate_runs_on_the_dependencies_that_were_not_skipped(
@@ -205,8 +205,8 @@ async def test_aggregate_runs_on_the_dependencies_that_were_not_skipped(
             ]
         }
     )
-    assert run.step("joined").output == {"value": {"x": 1, "z": 3}}
-    assert run.step("none").status is StepStatus.SKIPPED
+    assert run.node("joined").output == {"value": {"x": 1, "z": 3}}
+    assert run.node("none").status is NodeStatus.SKIPPED
 
 
 async def test_cases_choose_one_branch_and_a_merge_joins_it(
@@ -242,8 +242,8 @@ async def test_cases_choose_one_branch_and_a_merge_joins_it(
             "output": "{{ chart.value.chart }}",
         }
     )
-    assert run.step("size").output == {"value": "big"}
-    assert run.step("small_chart").status is StepStatus.SKIPPED
+    assert run.node("size").output == {"value": "big"}
+    assert run.node("small_chart").status is NodeStatus.SKIPPED
     assert run.state.result == "big"
 
 
@@ -272,7 +272,7 @@ async def test_stop_failure_cancels_running_siblings_and_fails_the_workflow(
     assert "'b'" in state.error.message and "503" in state.error.message
     assert run.statuses() == {"a": "completed", "b": "failed", "c": "cancelled", "d": "cancelled"}
     assert fake.cancelled == ["c"]
-    error = run.step("b").error
+    error = run.node("b").error
     assert (error.type, error.attempts, error.input) == ("agent_http_error", 3, {"q": "a"})
     assert "d" not in fake.order
     assert run.snapshots[-1]["status"] == "failed"
@@ -296,9 +296,9 @@ async def test_continue_failure_skips_dependents_and_degrades(
     )
     assert run.state.status is WorkflowStatus.DEGRADED
     assert run.statuses() == {"a": "completed", "b": "failed", "b2": "skipped", "c": "completed"}
-    assert run.step("b2").skip_reason == "trigger rule 'all_success' not met: dependency 'b' failed"
-    assert run.step("b").error.type == "agent_timeout"
-    assert run.step("b").attempts == 2
+    assert run.node("b2").skip_reason == "trigger rule 'all_success' not met: dependency 'b' failed"
+    assert run.node("b").error.type == "agent_timeout"
+    assert run.node("b").attempts == 2
     assert run.state.error is None
     assert run.state.result["b2"] is None and run.state.result["c"]["agent"] == "c"
 
@@ -310,7 +310,7 @@ async def test_node_on_failure_overrides_the_workflow_default(
     fake.behaviours["a"] = AgentHTTPError(agent="a", status=500)
     run = await harness.run({"nodes": [agent("a", on_failure="continue"), agent("b")]})
     assert run.state.status is WorkflowStatus.DEGRADED
-    assert run.step("b").status is StepStatus.COMPLETED
+    assert run.node("b").status is NodeStatus.COMPLETED
 
 
 async def test_static_fallback_replaces_the_output_and_says_why(
@@ -321,8 +321,8 @@ async def test_static_fallback_replaces_the_output_and_says_why(
     fake.behaviours["viz"] = AgentHTTPError(agent="viz", status=502, body="bad gateway")
     run = await harness.run(EXAMPLE)
     assert run.state.status is WorkflowStatus.DEGRADED
-    viz = run.step("viz")
-    assert viz.status is StepStatus.COMPLETED
+    viz = run.node("viz")
+    assert viz.status is NodeStatus.COMPLETED
     assert viz.output == {"spec": None}
     assert viz.fallback == "agent 'viz' answered HTTP 502: bad gateway"
     assert viz.error.type == "agent_http_error"
@@ -346,10 +346,10 @@ async def test_agent_fallback_gets_the_node_input_when_the_breaker_is_open(
         }
     )
     assert run.state.status is WorkflowStatus.DEGRADED
-    nlp = run.step("nlp")
+    nlp = run.node("nlp")
     assert nlp.output == {"intent": "parsed q1"}
     assert nlp.fallback.startswith("agent 'nlp' is unavailable: circuit breaker open")
-    assert [(c.step_id, c.agent) for c in fake.calls][:2] == [("nlp", "nlp"), ("nlp", "backup")]
+    assert [(c.node_id, c.agent) for c in fake.calls][:2] == [("nlp", "nlp"), ("nlp", "backup")]
     assert fake.calls[-1].payload == {"intent": "parsed q1"}
 
 
@@ -367,7 +367,7 @@ async def test_agent_fallback_input_template_is_rendered(
         }
     )
     assert fake.calls[-1].payload == {"text": "x!"}
-    assert run.step("a").output["agent"] == "backup"
+    assert run.node("a").output["agent"] == "backup"
 
 
 async def test_builtin_fallback_receives_the_rendered_input(
@@ -391,7 +391,7 @@ async def test_builtin_fallback_receives_the_rendered_input(
         builtins={"rules": parse},
     )
     assert seen == [{"query": "sales by month"}]
-    assert run.step("nlp").output == {"intent": {"words": ["sales", "by", "month"]}}
+    assert run.node("nlp").output == {"intent": {"words": ["sales", "by", "month"]}}
     assert run.state.status is WorkflowStatus.DEGRADED
 
 
@@ -403,11 +403,11 @@ async def test_a_failing_fallback_fails_the_node_with_both_causes(
     fake.behaviours["a@backup"] = AgentHTTPError(agent="backup", status=503)
     run = await harness.run({"nodes": [agent("a", fallback={"agent": "backup"})]})
     assert run.state.status is WorkflowStatus.FAILED
-    error = run.step("a").error
+    error = run.node("a").error
     assert error.type == "agent_http_error"
     assert "HTTP 500" in error.message and "fallback failed" in error.message
     assert "HTTP 503" in error.message
-    assert run.step("a").fallback is None
+    assert run.node("a").fallback is None
 
 
 async def test_cancel_mid_dag_cancels_running_nodes_and_records_it(
@@ -455,7 +455,7 @@ async def test_workflow_timeout_fails_and_cancels_running_nodes(
         {"options": {"timeout_s": 0.05}, "nodes": [agent("a"), agent("b", depends_on=["a"])]}
     )
     assert run.state.status is WorkflowStatus.FAILED
-    assert run.state.error.code == "workflow_timeout"
+    assert run.state.error is not None and run.state.error.code == "workflow_timeout"
     assert run.statuses() == {"a": "cancelled", "b": "cancelled"}
     assert fake.cancelled == ["a"]
 
@@ -466,8 +466,8 @@ async def test_node_timeout_fails_the_node(harness: Harness, fake: FakeAgents) -
     run = await harness.run(
         {"nodes": [agent("a", timeout_s=0.02, on_failure="continue"), agent("b")]}
     )
-    assert run.step("a").status is StepStatus.FAILED
-    assert run.step("a").error.type == "node_timeout"
+    assert run.node("a").status is NodeStatus.FAILED
+    assert run.node("a").error.type == "node_timeout"
     assert run.state.status is WorkflowStatus.DEGRADED
 
 
@@ -486,9 +486,10 @@ async def test_retry_override_merges_over_the_agent_spec_and_deadline_is_passed(
             ],
         }
     )
-    calls = {c.step_id: c for c in fake.calls}
+    calls = {c.node_id: c for c in fake.calls}
     assert calls["a"].retry == RetryConfig(max_attempts=5, base_delay_s=0.5, max_delay_s=30.0)
     assert calls["b"].retry is None
+    assert calls["a"].deadline is not None and calls["b"].deadline is not None
     assert before + 29 < calls["a"].deadline <= loop.time() + 30
     assert before + 599 < calls["b"].deadline <= loop.time() + 600
     assert calls["a"].workflow_id == calls["b"].workflow_id
@@ -508,7 +509,7 @@ async def test_every_transition_is_recorded_in_order(harness: Harness) -> None:
         ("running", "completed", "completed"),
         ("completed", "completed", "completed"),
     ]
-    a = run.step("a")
+    a = run.node("a")
     assert a.started_at is not None and a.finished_at is not None and a.attempts == 1
 
 
@@ -516,7 +517,7 @@ async def test_attempts_come_from_the_call_result(harness: Harness, fake: FakeAg
     """A call that took three attempts records three on its step."""
     fake.attempts["a"] = 3
     run = await harness.run({"nodes": [agent("a")]})
-    assert run.step("a").attempts == 3
+    assert run.node("a").attempts == 3
 
 
 async def test_default_output_is_the_sink_outputs(harness: Harness) -> None:
@@ -552,14 +553,14 @@ async def test_resumed_workflow_does_not_rerun_completed_steps(
 ) -> None:
     """Steps already COMPLETED in the state are kept, and their output feeds the rest."""
     state = new_state()
-    state.steps["a"] = StepState(
-        step_id="a", kind="agent", agent="a", status=StepStatus.COMPLETED, output={"v": 7}
+    state.steps["a"] = NodeRun(
+        step_id="a", kind="agent", agent="a", status=NodeStatus.COMPLETED, output={"v": 7}
     )
     run = await harness.run(
         {"nodes": [agent("a"), agent("b", depends_on=["a"], input={"v": "{{ a.v }}"})]},
         state=state,
     )
-    assert [c.step_id for c in fake.calls] == ["b"]
+    assert [c.node_id for c in fake.calls] == ["b"]
     assert fake.calls[0].payload == {"v": 7}
     assert run.state.status is WorkflowStatus.COMPLETED
 
@@ -585,8 +586,8 @@ async def test_a_bug_in_a_node_kind_fails_only_that_node(harness: Harness) -> No
             ],
         }
     )
-    assert run.step("t").error.type == "path_error"
-    assert run.step("t").error.input == {"echo": {}, "agent": "a"}
+    assert run.node("t").error.type == "path_error"
+    assert run.node("t").error.input == {"echo": {}, "agent": "a"}
     assert run.state.status is WorkflowStatus.DEGRADED
 
 
@@ -594,7 +595,7 @@ async def test_when_that_fails_to_evaluate_fails_the_node(harness: Harness) -> N
     """A `when` reading a missing key is an expression_error on that node."""
     run = await harness.run({"nodes": [agent("a", when="inputs.missing > 1")]})
     assert run.state.status is WorkflowStatus.FAILED
-    assert run.step("a").error.type == "expression_error"
+    assert run.node("a").error.type == "expression_error"
 
 
 def test_compiled_workflow_is_reusable() -> None:
@@ -636,7 +637,7 @@ async def test_a_fallback_is_bounded_by_the_node_timeout(
         {"nodes": [agent("a", timeout_s=0.02, fallback={"builtin": "hang"})]},
         builtins={"hang": hang},
     )
-    error = run.step("a").error
+    error = run.node("a").error
     assert run.state.status is WorkflowStatus.FAILED
     assert error.type == "agent_http_error"
     assert "fallback failed: node 'a' timed out after 0.02 s" in error.message

@@ -27,7 +27,7 @@ from orchestrator.dag.model import NodeDef
 from orchestrator.errors import WorkflowAlreadyFinished
 from orchestrator.lifecycle import WorkflowOrchestrator
 from state.memory import MemoryStateStore
-from state.models import StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeStatus, WorkflowState, WorkflowStatus
 from tests.orchestrator.dag.conftest import AGENTS, FakeAgents, Result, compile_def, new_state
 
 # Every built-in kind, a `when`, a fallback, a fan-in and an output template.
@@ -112,7 +112,7 @@ async def _run(
             pass
     if fail_transition_at and state.error is not None and state.error.code == "internal_error":
         # An escape from the engine itself is logged, traceback included, once.
-        assert [e["event"] for e in logs].count("runner_internal_error") == 1
+        assert [e["event"] for e in logs].count("engine_internal_error") == 1
     return state, seen, calls
 
 
@@ -132,7 +132,7 @@ async def test_a_failing_transition_at_every_point_ends_failed_with_internal_err
         assert seen and seen[-1]["status"] == state.status.value, k
         if state.status is WorkflowStatus.FAILED:
             assert state.error is not None and state.error.code == "internal_error", k
-            assert not any(s.status is StepStatus.RUNNING for s in state.steps.values()), k
+            assert not any(s.status is NodeStatus.RUNNING for s in state.steps.values()), k
 
 
 async def test_a_cancel_at_every_point_ends_cancelled() -> None:
@@ -141,7 +141,7 @@ async def test_a_cancel_at_every_point_ends_cancelled() -> None:
         state, seen, _ = await _run(CountingAgents(), cancel_at=k)
         assert state.status.is_terminal, k
         assert seen[-1]["status"] == state.status.value, k
-        assert not any(s.status is StepStatus.RUNNING for s in state.steps.values()), k
+        assert not any(s.status is NodeStatus.RUNNING for s in state.steps.values()), k
 
 
 @pytest.mark.parametrize(

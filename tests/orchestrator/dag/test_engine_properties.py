@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from agents.registry import AgentRegistry, AgentSpec
 from orchestrator.dag.compiler import compile_workflow
 from orchestrator.dag.engine import DagEngine
-from state.models import StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeStatus, WorkflowState, WorkflowStatus
 
 from .conftest import Result, new_state
 from .strategies import dags
@@ -29,15 +29,15 @@ class RecordingAgent:
         self.peak = 0
 
     async def call(self, agent: str, payload: Mapping[str, Any], **kw: Any) -> Result:
-        step = kw["step_id"]
-        self.log.append(("start", step))
+        node = kw["node_id"]
+        self.log.append(("start", node))
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
-        for _ in range(self.yields[step]):
+        for _ in range(self.yields[node]):
             await asyncio.sleep(0)
         self.in_flight -= 1
-        self.log.append(("end", step))
-        return Result({"step": step})
+        self.log.append(("end", node))
+        return Result({"node": node})
 
 
 def run_dag(
@@ -113,7 +113,7 @@ def test_skips_propagate_to_exactly_the_dependents(
 
     for node in deps:
         status = state.steps[node].status
-        assert status is (StepStatus.SKIPPED if is_skipped(node) else StepStatus.COMPLETED)
-    assert {step for kind, step in caller.log if kind == "start"} == {
+        assert status is (NodeStatus.SKIPPED if is_skipped(node) else NodeStatus.COMPLETED)
+    assert {node for kind, node in caller.log if kind == "start"} == {
         n for n in deps if not is_skipped(n)
     }

@@ -292,24 +292,41 @@ def test_escapes_are_found_wherever_they_are_nested(
     assert reason in caught.value.reason
 
 
-@pytest.mark.parametrize(
-    "source", [p.format("q.r[0]") for p in _POSITIONS] + [e for e, _ in ESCAPES]
-)
-def test_the_checker_walks_every_child_expression(source: str) -> None:
-    """_children lists exactly ast's child expressions (the callee of a call excepted)."""
-    from orchestrator.dag import expressions
+def _slots(tree: ast.AST) -> list[tuple[ast.AST, str, int | None]]:
+    """Every place a child expression sits: (parent, field, index in a list field or None).
+    A call's callee is left out: it is a function name, checked as such."""
+    found: list[tuple[ast.AST, str, int | None]] = []
+    for node in ast.walk(tree):
+        for field, value in ast.iter_fields(node):
+            if isinstance(node, ast.Call) and field == "func":
+                continue
+            if isinstance(value, ast.expr):
+                found.append((node, field, None))
+            elif isinstance(value, list):
+                found += [(node, field, i) for i, v in enumerate(value) if isinstance(v, ast.expr)]
+    return found
 
-    try:
+
+@pytest.mark.parametrize("position", _POSITIONS)
+def test_the_checker_walks_every_child_expression(position: str) -> None:
+    """A refused name in any child slot of any node (as ast lays them out) is refused: the
+    checker misses no child, whatever the node."""
+    source = position.format("q.r[0]")
+    compile_expression(source)  # allowed as it stands
+    count = len(_slots(ast.parse(source, mode="eval")))
+    assert count >= 3
+    for k in range(count):
         tree = ast.parse(source, mode="eval")
-    except SyntaxError:
-        return
-    markers = (ast.expr_context, ast.operator, ast.boolop, ast.unaryop, ast.cmpop)
-    for node in ast.walk(tree.body):
-        if isinstance(node, ast.Call):
-            expected = [*node.args, *(k.value for k in node.keywords)]
+        parent, field, index = _slots(tree)[k]
+        hidden = ast.Name("_hidden", ast.Load())
+        if index is None:
+            setattr(parent, field, hidden)
         else:
-            expected = [c for c in ast.iter_child_nodes(node) if not isinstance(c, markers)]
-        assert expressions._children(node) == expected
+            getattr(parent, field)[index] = hidden
+        refused = ast.unparse(ast.fix_missing_locations(tree))
+        with pytest.raises(ExpressionError) as caught:
+            compile_expression(refused)
+        assert "access to '_hidden' is not allowed" in caught.value.reason, refused
 
 
 def test_error_message_has_the_documented_shape() -> None:

@@ -12,7 +12,6 @@ from orchestrator.dag.graph import (
     ReadyTracker,
     ancestor_test,
     critical_path,
-    dependents_of,
     find_cycles,
     layer,
 )
@@ -133,7 +132,7 @@ def test_ready_tracker_hands_out_what_graphlib_does(
     deps: dict[str, tuple[str, ...]], rng: random.Random
 ) -> None:
     """Finishing nodes in any order, ReadyTracker and graphlib release the same sets."""
-    ours = ReadyTracker(deps, dependents_of(deps))
+    ours = ReadyTracker(deps, layer(deps).dependents)  # the engine's input, as compiled
     theirs = graphlib.TopologicalSorter(deps)
     theirs.prepare()
     handed_out: set[str] = set()

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from orchestrator.dag.errors import DefinitionError
-from state.models import StepStatus, WorkflowStatus
+from state.models import NodeStatus, WorkflowStatus
 
 from .conftest import FakeAgents, Harness, agent, compile_def
 
@@ -27,19 +27,19 @@ async def run_one(harness: Harness, fake: FakeAgents, node: dict[str, Any], **da
             "nodes": [agent("src"), {"depends_on": ["src"], **node}],
         }
     )
-    return run.step(node["id"])
+    return run.node(node["id"])
 
 
 async def test_condition_outputs_the_expression_value(harness: Harness, fake: FakeAgents) -> None:
-    step = await run_one(
+    run = await run_one(
         harness, fake, {"id": "c", "kind": "condition", "expr": "sum([1, 2]) + len(src.rows)"}
     )
-    assert step.output == {"value": 6}
+    assert run.output == {"value": 6}
 
 
 async def test_transform_select_filter_map(harness: Harness, fake: FakeAgents) -> None:
     """select the rows, keep revenue > 50, then project two fields (one nested)."""
-    step = await run_one(
+    run = await run_one(
         harness,
         fake,
         {
@@ -50,37 +50,37 @@ async def test_transform_select_filter_map(harness: Harness, fake: FakeAgents) -
             "map": {"name": "region", "code": "meta.code"},
         },
     )
-    assert step.output == {"value": [{"name": "eu", "code": "EU"}, {"name": "us", "code": "US"}]}
+    assert run.output == {"value": [{"name": "eu", "code": "EU"}, {"name": "us", "code": "US"}]}
 
 
 async def test_transform_from_a_source_template_and_map_over_an_object(
     harness: Harness, fake: FakeAgents
 ) -> None:
-    step = await run_one(
+    run = await run_one(
         harness,
         fake,
         {"id": "t", "kind": "transform", "source": "{{ src.rows.0 }}", "map": {"r": "region"}},
     )
-    assert step.output == {"value": {"r": "eu"}}
+    assert run.output == {"value": {"r": "eu"}}
 
 
 async def test_transform_select_alone(harness: Harness, fake: FakeAgents) -> None:
     """The issue's example: select a dot path of the one dependency's output."""
-    step = await run_one(
+    run = await run_one(
         harness,
         fake,
         {"id": "label", "kind": "transform", "select": "echo.label"},
         echo={"label": "hello"},
     )
-    assert step.output == {"value": "hello"}
+    assert run.output == {"value": "hello"}
 
 
 async def test_transform_filter_on_a_non_list_fails(harness: Harness, fake: FakeAgents) -> None:
-    step = await run_one(
+    run = await run_one(
         harness, fake, {"id": "t", "kind": "transform", "filter": "item > 1"}, rows=ROWS
     )
-    assert step.status is StepStatus.FAILED
-    assert step.error.type == "invalid_input"
+    assert run.status is NodeStatus.FAILED
+    assert run.error.type == "invalid_input"
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ async def test_aggregate_ops(
             ]
         }
     )
-    assert run.step("total").output == {"value": expected}
+    assert run.node("total").output == {"value": expected}
 
 
 async def test_aggregate_of_non_numbers_fails(harness: Harness, fake: FakeAgents) -> None:
@@ -137,13 +137,13 @@ async def test_aggregate_of_non_numbers_fails(harness: Harness, fake: FakeAgents
             ],
         }
     )
-    assert run.step("s").error.type == "invalid_input"
+    assert run.node("s").error.type == "invalid_input"
 
 
 async def test_validate_passes_a_matching_value_through(harness: Harness, fake: FakeAgents) -> None:
     schema = {"type": "object", "required": ["rows"], "properties": {"rows": {"type": "array"}}}
-    step = await run_one(harness, fake, {"id": "v", "kind": "validate", "schema": schema})
-    assert step.output == {"value": {"rows": ROWS}}
+    run = await run_one(harness, fake, {"id": "v", "kind": "validate", "schema": schema})
+    assert run.output == {"value": {"rows": ROWS}}
 
 
 async def test_validate_fails_with_the_schema_errors(harness: Harness, fake: FakeAgents) -> None:
@@ -152,14 +152,14 @@ async def test_validate_fails_with_the_schema_errors(harness: Harness, fake: Fak
         "type": "array",
         "items": {"type": "object", "properties": {"revenue": {"type": "integer", "minimum": 100}}},
     }
-    step = await run_one(
+    run = await run_one(
         harness, fake, {"id": "v", "kind": "validate", "source": "{{ src.rows }}", "schema": schema}
     )
-    assert step.status is StepStatus.FAILED
-    assert step.error.type == "validation_failed"
-    assert "2 schema error(s)" in step.error.message
-    assert "1/revenue: 80 is less than the minimum of 100" in step.error.message
-    assert step.error.input == ROWS
+    assert run.status is NodeStatus.FAILED
+    assert run.error.type == "validation_failed"
+    assert "2 schema error(s)" in run.error.message
+    assert "1/revenue: 80 is less than the minimum of 100" in run.error.message
+    assert run.error.input == ROWS
 
 
 @pytest.mark.parametrize(
@@ -184,17 +184,17 @@ async def test_validate_resolves_refs_inside_the_schema(
         "type": "object",
         "properties": {"rows": {"$ref": "#/$defs/rows"}, "again": {"$ref": "urn:example:rows"}},
     }
-    step = await run_one(harness, fake, {"id": "v", "kind": "validate", "schema": schema})
-    assert step.output == {"value": {"rows": ROWS}}
+    run = await run_one(harness, fake, {"id": "v", "kind": "validate", "schema": schema})
+    assert run.output == {"value": {"rows": ROWS}}
 
 
 async def test_validate_patterns_run_in_linear_time(harness: Harness, fake: FakeAgents) -> None:
     """A pattern that backtracks catastrophically in Python's re is answered at once."""
     schema = {"properties": {"s": {"pattern": "^(a+)+$"}}}
     node = {"id": "v", "kind": "validate", "schema": schema}
-    step = await run_one(harness, fake, node, s="a" * 100_000 + "!")
-    assert step.error.type == "validation_failed"
-    assert len(step.error.message) < 1_000  # the 100 kB instance is not quoted in full
+    run = await run_one(harness, fake, node, s="a" * 100_000 + "!")
+    assert run.error.type == "validation_failed"
+    assert len(run.error.message) < 1_000  # the 100 kB instance is not quoted in full
 
 
 def test_validate_refuses_patterns_it_cannot_run_in_linear_time() -> None:
@@ -214,9 +214,9 @@ async def test_agent_input_must_render_to_an_object(harness: Harness, fake: Fake
         {"nodes": [agent("src"), agent("b", depends_on=["src"], input="{{ src.rows }}")]}
     )
     assert run.state.status is WorkflowStatus.FAILED
-    assert run.step("b").error.type == "invalid_input"
-    assert run.step("b").error.input == ROWS
-    assert [c.step_id for c in fake.calls] == ["src"]
+    assert run.node("b").error.type == "invalid_input"
+    assert run.node("b").error.input == ROWS
+    assert [c.node_id for c in fake.calls] == ["src"]
 
 
 async def test_template_reading_a_skipped_ancestor_renders_null(
@@ -233,5 +233,5 @@ async def test_template_reading_a_skipped_ancestor_renders_null(
             ]
         }
     )
-    assert run.step("c").status is StepStatus.COMPLETED
+    assert run.node("c").status is NodeStatus.COMPLETED
     assert fake.calls[-1].payload == {"b": None, "n": 1}

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from agents.errors import AgentHTTPError
-from state.models import StepStatus, WorkflowState, WorkflowStatus
+from state.models import NodeStatus, WorkflowState, WorkflowStatus
 
 from .conftest import FakeAgents, Harness, agent, compile_def, new_state
 
@@ -61,9 +61,9 @@ async def test_pause_lets_running_nodes_finish_and_resume_runs_the_rest(
     calls_before = len(fake.calls)
     await runner.run(compiled, state, on_transition=on_transition)
     assert state.status is WorkflowStatus.DEGRADED  # 'broken' failed with continue
-    assert [c.step_id for c in fake.calls[calls_before:]] == ["b", "c"]
-    assert state.steps["c"].status is StepStatus.COMPLETED
-    assert state.steps["skipme"].status is StepStatus.SKIPPED
+    assert [c.node_id for c in fake.calls[calls_before:]] == ["b", "c"]
+    assert state.steps["c"].status is NodeStatus.COMPLETED
+    assert state.steps["skipme"].status is NodeStatus.SKIPPED
 
 
 async def test_pause_requested_before_the_first_node_starts_nothing(

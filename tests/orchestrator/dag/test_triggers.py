@@ -12,7 +12,7 @@ from agents.errors import AgentHTTPError
 from orchestrator.dag.errors import DefinitionError
 from orchestrator.dag.plan import plan_workflow
 from orchestrator.dag.triggers import Outcome, TriggerRule, default_trigger, unmet_reason
-from state.models import StepStatus, WorkflowStatus
+from state.models import NodeStatus, WorkflowStatus
 
 from .conftest import FakeAgents, Harness, agent, compile_def
 
@@ -79,8 +79,8 @@ async def test_runner_applies_the_rule(
     )
     run = await harness.run({"nodes": nodes})
     expected = RUNS[rule](combo.count(S), combo.count(F), combo.count(K))
-    join = run.step("join")
-    assert join.status is (StepStatus.COMPLETED if expected else StepStatus.SKIPPED)
+    join = run.node("join")
+    assert join.status is (NodeStatus.COMPLETED if expected else NodeStatus.SKIPPED)
     if expected:
         # Dependencies that did not succeed read as null.
         seen = join.output["echo"]
@@ -132,9 +132,9 @@ async def test_failed_branch_skips_default_join_but_not_all_done(
             ],
         }
     )
-    assert run.step("join").status is StepStatus.SKIPPED
-    assert "dependency 'b' failed" in run.step("join").skip_reason
-    assert run.step("cleanup").status is StepStatus.COMPLETED
+    assert run.node("join").status is NodeStatus.SKIPPED
+    assert "dependency 'b' failed" in run.node("join").skip_reason
+    assert run.node("cleanup").status is NodeStatus.COMPLETED
     assert run.state.status is WorkflowStatus.DEGRADED
 
 
