@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import structlog
 
 from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
@@ -101,7 +102,7 @@ def workflow_event(state: WorkflowState, at: float) -> Event:
             if state.finished_at is not None
             else None
         )
-        event["error"] = None if state.error is None else state.error.to_dict()
+        event["error"] = None if state.error is None else msgspec.to_builtins(state.error)
         event["fallbacks"] = state.fallbacks
     return event
 

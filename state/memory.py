@@ -31,7 +31,7 @@ from state.cancellations import WorkflowIdStream
 from state.events import EventStream, StoredEvent
 from state.history import HistoryPage, HistoryQuery, encode_cursor, member_of
 from state.keys import DEFAULT_TTL_S
-from state.layout import FieldCache, WriteStats, assemble, compacted
+from state.layout import FieldCache, WriteStats, assemble, compacted, summary
 from state.leases import MemoryLeases
 from state.models import WorkflowState
 from state.schedules import MemorySchedules
@@ -293,7 +293,7 @@ class MemoryStateStore:
             stored = self._live_doc(workflow_id, now)
             if stored is None or keys.DOC_HEADER_FIELD not in stored.fields:
                 continue
-            head = orjson.loads(stored.fields[keys.DOC_HEADER_FIELD])
+            head = summary(stored.fields[keys.DOC_HEADER_FIELD])
             member = member_of(head)
             if (upper is None or member < upper) and (lower is None or member >= lower):
                 heads.append((member, head))
@@ -301,7 +301,6 @@ class MemoryStateStore:
         entries = []
         for examined, (member, head) in enumerate(heads, start=1):
             if query.accepts(head):
-                head.pop("submit_key", None)
                 entries.append(head)
             if len(entries) == query.limit or examined >= query.scan_budget:
                 more = examined < len(heads)

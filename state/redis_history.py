@@ -20,10 +20,9 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-import orjson
-
 from state import keys
 from state.history import HistoryPage, HistoryQuery, encode_cursor, member_of
+from state.layout import summary
 from state.models import WorkflowState
 from state.redis_batch import Batcher, LuaScript
 
@@ -99,9 +98,8 @@ class RedisHistory:
                 if head is None:
                     await self._drop(member)  # its document expired: so does the entry
                     continue
-                decoded = orjson.loads(head)
+                decoded = summary(head)
                 if query.accepts(decoded):
-                    decoded.pop("submit_key", None)
                     entries.append(decoded)
                 if len(entries) == query.limit or examined >= query.scan_budget:
                     return HistoryPage(entries, encode_cursor(member))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import uuid
 import zlib
@@ -11,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -135,7 +135,7 @@ async def test_wire_layout_matches_state_keys(
     }
     assert stored[keys.DOC_STATUS_FIELD.encode()] == b"running"
 
-    finished = dataclasses.replace(state, status=WorkflowStatus.DEGRADED)
+    finished = msgspec.structs.replace(state, status=WorkflowStatus.DEGRADED)
     await store.save(finished, token=token)
     stored = cast(
         dict[bytes, bytes], await redis_client.hgetall(keys.workflow_key(prefix, state.workflow_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import msgspec
 import pytest
 
 from state import keys
@@ -93,7 +94,7 @@ async def test_terminal_document_is_final(store: StateStore, terminal: WorkflowS
     """Once a terminal document is stored, later saves return False and change nothing."""
     state = make_state(status=terminal)
     assert await store.save(state) is True
-    final = dataclasses.replace(state, steps=dict(state.steps))
+    final = msgspec.structs.replace(state, steps=dict(state.steps))
 
     for late in (WorkflowStatus.RUNNING, WorkflowStatus.PENDING, *TERMINAL):
         state.status = late
@@ -354,10 +355,10 @@ async def test_a_stale_owners_write_is_refused_and_the_new_owners_progress_survi
         state.workflow_id, "new", lease_s=LEASE_S, previous="old"
     )
     assert new_token is not None and new_token > old_token
-    progress = dataclasses.replace(state, owner="new", result={"by": "new"})
+    progress = msgspec.structs.replace(state, owner="new", result={"by": "new"})
     assert await new_owner.save(progress, token=new_token)
 
-    stale = dataclasses.replace(state, status=WorkflowStatus.FAILED, result={"by": "old"})
+    stale = msgspec.structs.replace(state, status=WorkflowStatus.FAILED, result={"by": "old"})
     with pytest.raises(LeaseLost) as refused:
         await old_owner.save(stale, token=old_token)
     assert refused.value.workflow_id == state.workflow_id
@@ -367,7 +368,7 @@ async def test_a_stale_owners_write_is_refused_and_the_new_owners_progress_survi
 
     assert await new_owner.get(state.workflow_id) == progress
     # The new owner carries on; its terminal write is not blocked by the refused one.
-    done = dataclasses.replace(progress, status=WorkflowStatus.COMPLETED)
+    done = msgspec.structs.replace(progress, status=WorkflowStatus.COMPLETED)
     assert await new_owner.save(done, token=new_token)
     assert await old_owner.get(state.workflow_id) == done
 
@@ -443,7 +444,7 @@ async def test_accept_claims_and_writes_a_new_workflow_in_one_operation(
     assert await other.leases().claim(state.workflow_id, "other", lease_s=LEASE_S) is None
     with pytest.raises(LeaseLost):
         await store.save(state, token=token + 1)
-    assert await store.save(dataclasses.replace(state, status=WorkflowStatus.RUNNING), token=1)
+    assert await store.save(msgspec.structs.replace(state, status=WorkflowStatus.RUNNING), token=1)
     await backend.elapse(store, state.workflow_id, LEASE_S + 1)  # "owner" froze
     assert await other.leases().orphans() == [Orphan(state.workflow_id, "owner")]
     taken = await other.leases().claim(
@@ -456,7 +457,7 @@ async def test_accept_without_a_lease_writes_an_unfenced_workflow(store: StateSt
     state = make_state(status=WorkflowStatus.PENDING)
     assert await store.accept(state) is None
     assert await store.get(state.workflow_id) == state
-    assert await store.save(dataclasses.replace(state, status=WorkflowStatus.COMPLETED))
+    assert await store.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED))
 
 
 async def test_accept_refuses_an_id_that_exists(store: StateStore) -> None:
@@ -465,7 +466,7 @@ async def test_accept_refuses_an_id_that_exists(store: StateStore) -> None:
     stored = make_state()
     assert await store.save(stored)
     with pytest.raises(LeaseLost):
-        await store.accept(dataclasses.replace(stored, status=WorkflowStatus.PENDING))
+        await store.accept(msgspec.structs.replace(stored, status=WorkflowStatus.PENDING))
     assert await store.get(stored.workflow_id) == stored
 
     claimed = make_state(status=WorkflowStatus.PENDING)
@@ -502,10 +503,10 @@ async def test_a_terminal_write_notifies_finish_subscribers_on_every_replica(
     await waiter.watch_finish(state.workflow_id)
     await waiter.request_cancel(other.workflow_id)  # a cancel watches too
     # Nobody waits for this one: its finish costs no message at all.
-    await writer.save(dataclasses.replace(unwatched, status=WorkflowStatus.COMPLETED))
-    await writer.save(dataclasses.replace(other, status=WorkflowStatus.CANCELLED))
-    await writer.save(dataclasses.replace(state, status=WorkflowStatus.COMPLETED))
-    await writer.save(dataclasses.replace(state, status=WorkflowStatus.FAILED))  # refused
+    await writer.save(msgspec.structs.replace(unwatched, status=WorkflowStatus.COMPLETED))
+    await writer.save(msgspec.structs.replace(other, status=WorkflowStatus.CANCELLED))
+    await writer.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED))
+    await writer.save(msgspec.structs.replace(state, status=WorkflowStatus.FAILED))  # refused
 
     # Two workflows, two slots: on a Cluster their messages may come in either order.
     got = {await next_id(finishes), await next_id(finishes)}
@@ -617,11 +618,11 @@ async def test_a_finished_workflow_is_compacted_and_kept_for_the_retention(
     running, finished = _chain(3), _chain(3)
     assert await store.save(running)
     assert await store.save(finished)
-    done = dataclasses.replace(finished, status=WorkflowStatus.COMPLETED, result={"ok": 1})
+    done = msgspec.structs.replace(finished, status=WorkflowStatus.COMPLETED, result={"ok": 1})
     assert await store.save(done)
 
     stored = await store.get(done.workflow_id)
-    assert stored == dataclasses.replace(done, definition=None)
+    assert stored == msgspec.structs.replace(done, definition=None)
     assert (await store.get(running.workflow_id)) == running  # a running one keeps it
 
     await backend.elapse(store, done.workflow_id, 11)
@@ -675,7 +676,7 @@ async def test_a_new_workflow_does_not_shift_a_followed_cursor(store: StateStore
 async def test_history_filters_by_status_definition_time_and_tenant(store: StateStore) -> None:
     mine = await _submitted(store, 3, tenant="a", name="chain")
     theirs = await _submitted(store, 2, tenant="b", name="report")
-    done = dataclasses.replace(mine[0], status=WorkflowStatus.COMPLETED)
+    done = msgspec.structs.replace(mine[0], status=WorkflowStatus.COMPLETED)
     assert await store.save(done)
 
     def ids(page: HistoryPage) -> set[str]:
@@ -717,7 +718,7 @@ async def test_a_forged_cursor_is_refused(store: StateStore) -> None:
 async def test_history_entries_expire_with_their_workflows(backend: Backend) -> None:
     store = await backend.new(ttl_s=100, retention_s=10)
     kept, gone = await _submitted(store, 2)
-    assert await store.save(dataclasses.replace(gone, status=WorkflowStatus.FAILED))
+    assert await store.save(msgspec.structs.replace(gone, status=WorkflowStatus.FAILED))
     await backend.elapse(store, gone.workflow_id, 11)
     page = await store.history(HistoryQuery())
     assert [e["workflow_id"] for e in page.entries] == [kept.workflow_id]
@@ -767,7 +768,7 @@ async def test_a_submit_key_expires_with_its_workflow(backend: Backend) -> None:
     state.submit_key, state.tenant = key, "t"
     assert await store.reserve_submit("t", key, workflow_id=state.workflow_id, digest="d") is None
     assert await store.save(state)
-    assert await store.save(dataclasses.replace(state, status=WorkflowStatus.COMPLETED))
+    assert await store.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED))
     submit_key = keys.submit_key(getattr(store, "prefix", ""), "t", key)
     await backend.elapse_key(store, submit_key, 9)
     assert await store.reserve_submit("t", key, workflow_id="again", digest="d") == (
