@@ -21,6 +21,7 @@ from state.models import (
     decode,
     encode,
 )
+from state.schedules import Misfire, Run, Schedule
 from tests.state.conftest import RedisBackend, make_state
 
 # Fields exactly as the hand-written to_dict() stored them (before the typed models):
@@ -169,3 +170,19 @@ async def test_redis_serves_a_document_written_in_todays_format(
     loaded.status = WorkflowStatus.CANCELLED
     assert await store.save(loaded)
     assert await store.get("w-old") == msgspec.structs.replace(loaded, definition=None)
+
+
+def test_a_schedule_and_its_runs_stored_in_todays_format_load() -> None:
+    old = (
+        b'{"schedule_id":"s1","name":"morning","tenant":"acme","cron":"0 9 * * 1-5",'
+        b'"timezone":"Europe/Paris","request":{"query":"revenue by region"},'
+        b'"misfire":"catch_up","paused":false,"created_at":1700000000,"anchor":1700000000.5}'
+    )
+    assert decode(old, Schedule) == Schedule(
+        "s1", "0 9 * * 1-5", "Europe/Paris", {"query": "revenue by region"},
+        misfire=Misfire.CATCH_UP, name="morning", tenant="acme",
+        created_at=1700000000.0, anchor=1700000000.5,
+    )
+    assert decode(b'{"tick":1700000100.0,"workflow_id":"w1"}', Run) == Run(1700000100.0, "w1")
+    with pytest.raises(msgspec.ValidationError, match="misfire"):
+        decode(old.replace(b"catch_up", b"sometimes"), Schedule)
