@@ -27,6 +27,7 @@ import msgspec
 
 from state import keys
 from state.models import (
+    HistoryEntry,
     NodeRun,
     WorkflowHeader,
     WorkflowSpec,
@@ -164,8 +165,6 @@ def assemble(fields: Mapping[str, bytes]) -> WorkflowState | None:
     )
 
 
-def summary(head: bytes) -> dict[str, Any]:
+def summary(head: bytes) -> HistoryEntry:
     """A history entry from a stored header (without the Idempotency-Key)."""
-    entry: dict[str, Any] = msgspec.to_builtins(decode(head, WorkflowHeader))
-    del entry["submit_key"]
-    return entry
+    return decode(head, HistoryEntry)

@@ -294,7 +294,7 @@ class MemoryStateStore:
             if stored is None or keys.DOC_HEADER_FIELD not in stored.fields:
                 continue
             head = summary(stored.fields[keys.DOC_HEADER_FIELD])
-            member = member_of(head)
+            member = member_of(head.created_at, head.workflow_id)
             if (upper is None or member < upper) and (lower is None or member >= lower):
                 heads.append((member, head))
         heads.sort(key=lambda pair: pair[0], reverse=True)

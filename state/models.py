@@ -181,6 +181,21 @@ class WorkflowHeader(msgspec.Struct):
         )
 
 
+class HistoryEntry(msgspec.Struct, frozen=True):
+    """A workflow as the history lists it: its stored header without the Idempotency-Key
+    (decoded from the header, whose `submit_key` it does not read)."""
+
+    workflow_id: str
+    definition_name: str
+    status: WorkflowStatus
+    error: WorkflowError | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    owner: str | None
+    tenant: str | None
+
+
 class WorkflowSpec(msgspec.Struct):
     """What a workflow was started with: written once, at accept."""
 

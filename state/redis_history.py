@@ -23,7 +23,7 @@ from typing import Any
 from state import keys
 from state.history import HistoryPage, HistoryQuery, encode_cursor, member_of
 from state.layout import summary
-from state.models import WorkflowState
+from state.models import HistoryEntry, WorkflowState
 from state.redis_batch import Batcher, LuaScript
 
 # Expired entries one page prunes per shard (the rest wait for the next page).
@@ -58,7 +58,7 @@ class RedisHistory:
         round trip of its own.
         """
         shard = keys.history_shard(state.workflow_id, self._shards)
-        member = member_of({"created_at": state.created_at, "workflow_id": state.workflow_id})
+        member = member_of(state.created_at, state.workflow_id)
         now = _now_ms()
         expires_ms = now + 1000 * (retention_s if terminal else self._ttl_s)
         # An idle deployment's index goes away whole; busy ones are pruned as they finish.
@@ -77,7 +77,7 @@ class RedisHistory:
         await asyncio.gather(*(self._prune(shard) for shard in range(self._shards)))
         upper = query.upper_member()
         lower = query.lower_member()
-        entries: list[dict[str, Any]] = []
+        entries: list[HistoryEntry] = []
         examined = 0
         batch = max(query.limit, 16)
         while True:

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from state import keys
 from state.layout import FieldCache, assemble, compacted, summary
 from state.models import (
+    HistoryEntry,
     NodeFailure,
     NodeRun,
     NodeStatus,
@@ -113,17 +114,17 @@ def test_a_finished_workflow_stored_in_todays_format_loads() -> None:
 
 
 def test_a_history_entry_from_todays_header_keeps_its_fields() -> None:
-    assert summary(TODAY_HEAD) == {
-        "workflow_id": "w-old",
-        "definition_name": "chain",
-        "status": "running",
-        "error": None,
-        "created_at": 1700000000.0,
-        "updated_at": 1700000001.5,
-        "finished_at": None,
-        "owner": "replica-a",
-        "tenant": "acme",
-    }
+    assert summary(TODAY_HEAD) == HistoryEntry(
+        workflow_id="w-old",
+        definition_name="chain",
+        status=WorkflowStatus.RUNNING,
+        error=None,
+        created_at=1700000000.0,
+        updated_at=1700000001.5,
+        finished_at=None,
+        owner="replica-a",
+        tenant="acme",
+    )
 
 
 def test_what_is_stored_is_each_models_json_and_reads_back_equal() -> None:

@@ -154,7 +154,7 @@ async def test_a_terminal_write_is_one_round_trip(redis_backend: RedisBackend) -
     assert await store.save(state, token=token)
     assert store.round_trips - before == 1
     page = await store.history(HistoryQuery(limit=5))
-    assert [(e["workflow_id"], e["status"]) for e in page.entries] == [
+    assert [(e.workflow_id, e.status) for e in page.entries] == [
         (state.workflow_id, "completed")
     ]
 

@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from state import keys
 from state.cancellations import CancellationStream
 from state.history import HistoryPage, HistoryQuery
-from state.models import WorkflowStatus
+from state.models import HistoryEntry, WorkflowStatus
 from state.redis import RedisStateStore
 from state.store import LeaseLost, StateStoreError
 from tests.redis_server import RedisServer, require_redis_server
@@ -34,7 +34,7 @@ EVENT_TIMEOUT_S = 5.0
 
 class _AnyEntry:
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, dict) and isinstance(other.get("workflow_id"), str)
+        return isinstance(other, HistoryEntry) and isinstance(other.workflow_id, str)
 
 
 ANY_ENTRY: Any = _AnyEntry()

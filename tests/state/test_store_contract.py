@@ -12,7 +12,7 @@ from state import keys
 from state.cancellations import CancellationStream
 from state.history import BadCursor, HistoryPage, HistoryQuery
 from state.leases import Orphan
-from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
+from state.models import HistoryEntry, NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.store import LeaseLost, StateStore
 from tests.state.conftest import Backend, make_state, new_id
 
@@ -481,7 +481,7 @@ async def test_an_accepted_workflow_is_in_the_history(store: StateStore) -> None
     state = make_state(status=WorkflowStatus.PENDING)
     await store.accept(state)
     page = await store.history(HistoryQuery(limit=10))
-    assert [e["workflow_id"] for e in page.entries] == [state.workflow_id]
+    assert [e.workflow_id for e in page.entries] == [state.workflow_id]
 
 
 # --- finish notifications ---------------------------------------------------------------------
@@ -656,7 +656,7 @@ async def test_history_lists_newest_first_across_pages(store: StateStore) -> Non
     for _ in range(10):
         page = await store.history(HistoryQuery(limit=3, cursor=cursor))
         assert len(page.entries) <= 3
-        seen += [e["workflow_id"] for e in page.entries]
+        seen += [e.workflow_id for e in page.entries]
         cursor = page.cursor
         if cursor is None:
             break
@@ -670,7 +670,7 @@ async def test_a_new_workflow_does_not_shift_a_followed_cursor(store: StateStore
     newer.created_at = 1_800_000_000.0
     assert await store.save(newer)
     rest = await store.history(HistoryQuery(limit=10, cursor=page.cursor))
-    assert [e["workflow_id"] for e in rest.entries] == [made[1].workflow_id, made[0].workflow_id]
+    assert [e.workflow_id for e in rest.entries] == [made[1].workflow_id, made[0].workflow_id]
 
 
 async def test_history_filters_by_status_definition_time_and_tenant(store: StateStore) -> None:
@@ -680,7 +680,7 @@ async def test_history_filters_by_status_definition_time_and_tenant(store: State
     assert await store.save(done)
 
     def ids(page: HistoryPage) -> set[str]:
-        return {e["workflow_id"] for e in page.entries}
+        return {e.workflow_id for e in page.entries}
 
     by_status = await store.history(HistoryQuery(status=frozenset({"completed"})))
     assert ids(by_status) == {done.workflow_id}
@@ -691,8 +691,8 @@ async def test_history_filters_by_status_definition_time_and_tenant(store: State
     tenant_a = await store.history(HistoryQuery(tenant="a", all_tenants=False))
     assert ids(tenant_a) == {s.workflow_id for s in mine}
     entry = next(e for e in by_status.entries)
-    assert entry["status"] == "completed" and entry["definition_name"] == "chain"
-    assert "steps" not in entry and "definition" not in entry
+    assert entry.status == "completed" and entry.definition_name == "chain"
+    assert isinstance(entry, HistoryEntry)  # the header's fields only: no steps, no definition
 
 
 async def test_a_sparse_filter_still_pages_within_its_scan_budget(store: StateStore) -> None:
@@ -703,7 +703,7 @@ async def test_a_sparse_filter_still_pages_within_its_scan_budget(store: StateSt
     found: list[str] = []
     page = await store.history(query)
     for _ in range(10):
-        found += [e["workflow_id"] for e in page.entries]
+        found += [e.workflow_id for e in page.entries]
         if page.cursor is None:
             break
         page = await store.history(dataclasses.replace(query, cursor=page.cursor))
@@ -721,7 +721,7 @@ async def test_history_entries_expire_with_their_workflows(backend: Backend) -> 
     assert await store.save(msgspec.structs.replace(gone, status=WorkflowStatus.FAILED))
     await backend.elapse(store, gone.workflow_id, 11)
     page = await store.history(HistoryQuery())
-    assert [e["workflow_id"] for e in page.entries] == [kept.workflow_id]
+    assert [e.workflow_id for e in page.entries] == [kept.workflow_id]
 
 
 async def test_history_is_the_same_from_another_replica(backend: Backend) -> None:
@@ -729,7 +729,7 @@ async def test_history_is_the_same_from_another_replica(backend: Backend) -> Non
     other = await backend.peer(store)
     made = await _submitted(store, 3)
     page = await other.history(HistoryQuery())
-    assert [e["workflow_id"] for e in page.entries] == [s.workflow_id for s in reversed(made)]
+    assert [e.workflow_id for e in page.entries] == [s.workflow_id for s in reversed(made)]
 
 
 # --- idempotent submits ---------------------------------------------------------------------
