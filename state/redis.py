@@ -338,10 +338,12 @@ class RedisStateStore:
         fields = compacted(state) if changes is None else changes.fields
         mode = _WHOLE if terminal or first else _PARTIAL
         async with self._translate("save", workflow_id):
-            written, _ = await asyncio.gather(
-                self._write(state, fields, token, mode=mode),
-                self._index(state) if first or terminal else _done(),
-            )
+            if first or terminal:
+                written, _ = await asyncio.gather(
+                    self._write(state, fields, token, mode=mode), self._index(state)
+                )
+            else:
+                written = await self._write(state, fields, token, mode=mode)
             if written == -2:  # the document expired (or another replica wrote it): send it whole
                 changes = self._fields.changes(state, full=True)
                 fields = changes.fields
