@@ -8,18 +8,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN mkdir -p orchestrator agents circuit state \
-    && touch orchestrator/__init__.py agents/__init__.py circuit/__init__.py state/__init__.py \
-    && pip install . \
-    && pip uninstall -y agent-orchestrator
+# Dependencies first, so a code change does not reinstall them: exactly the locked set
+# (every package pinned with its hashes; scripts/lock.sh refreshes it), pip and the build
+# backend included, so the project below is built from locked tools only.
+# LOCK=fast (docker build --build-arg LOCK=fast) adds uvloop from requirements/fast.txt.
+ARG LOCK=runtime
+COPY requirements/tools.txt requirements/runtime.txt requirements/fast.txt ./requirements/
+RUN pip install --require-hashes -r requirements/tools.txt \
+    && pip install --require-hashes -r "requirements/${LOCK}.txt"
 
+COPY pyproject.toml README.md ./
 COPY orchestrator ./orchestrator
 COPY agents ./agents
 COPY circuit ./circuit
 COPY state ./state
-RUN pip install --no-deps . && rm -rf build
+RUN pip install --no-deps --no-build-isolation . && pip check && rm -rf build
 
 RUN useradd --system --uid 10001 app
 USER app

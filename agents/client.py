@@ -30,15 +30,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from agents.a2a import Peer
-from agents.a2a_calls import A2ACalls
 from agents.errors import (
     AgentBadResponse,
     AgentConnectionError,
@@ -66,6 +64,10 @@ from agents.transport import (
 from circuit.breaker import AsyncCircuitBreaker, BreakerState, CircuitOpenError, Outcome
 from circuit.config import RetryConfig
 from circuit.retry import RetryBudget, call_with_retry, parse_retry_after
+
+if TYPE_CHECKING:  # the A2A SDK is imported on first use only (see AgentClient._a2a)
+    from agents.a2a import Peer
+    from agents.a2a_calls import A2ACalls
 
 __all__ = ["AgentCallResult", "AgentClient", "create_transport"]
 
@@ -144,13 +146,7 @@ class AgentClient:
         self._budgets = {
             name: RetryBudget(spec.retry_budget, clock=clock) for name, spec in registry.items()
         }
-        self._a2a = A2ACalls(
-            transport,
-            clock=clock,
-            sleep=sleep,
-            translate=_translate,
-            check_status=_check_status,
-        )
+        self._a2a_calls: A2ACalls | None = None
         self._retries = dict.fromkeys(registry, 0)
         self.retries: Mapping[str, int] = MappingProxyType(self._retries)
         """Retries made so far per agent (metrics)."""
@@ -170,15 +166,34 @@ class AgentClient:
         stats.budget_refusals = self._budgets[agent].refusals
         return stats
 
+    @property
+    def _a2a(self) -> A2ACalls:
+        """The A2A side, made on first use: the A2A SDK (protobuf, pydantic: ~12 MB of
+        memory) is imported only by a service that calls an A2A agent."""
+        if self._a2a_calls is None:
+            from agents.a2a_calls import A2ACalls
+
+            self._a2a_calls = A2ACalls(
+                self._transport,
+                clock=self._clock,
+                sleep=self._sleep,
+                translate=_translate,
+                check_status=_check_status,
+            )
+        return self._a2a_calls
+
     async def aclose(self) -> None:
         """Wait for side requests still in flight (CancelTask forwarded to A2A agents).
         The transport is the caller's and stays open."""
-        await self._a2a.aclose()
+        if self._a2a_calls is not None:
+            await self._a2a_calls.aclose()
 
     @property
     def a2a_peers(self) -> Mapping[str, Peer]:
         """The A2A agents whose card has been read, as their cards describe them."""
-        return self._a2a.peers
+        if self._a2a_calls is None:
+            return MappingProxyType({})
+        return self._a2a_calls.peers
 
     async def discover(self) -> dict[str, str | None]:
         """Read the card of every A2A agent, all at once (at start-up): agent -> None when

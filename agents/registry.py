@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
+from msgspec import Meta
+
+from circuit.config import (
+    BreakerConfig,
+    PositiveFloat,
+    PositiveInt,
+    RetryBudgetConfig,
+    RetryConfig,
+)
 
 DEFAULT_AGENT_CONCURRENCY = 64
 
@@ -16,25 +24,27 @@ class AgentTimeouts:
     """Per-attempt timeouts of each phase of a request, seconds (agents/transport.py).
 
     `read` is short enough that a hanging agent costs at most two or three attempts
-    inside a step's deadline (ORCH_STEP_TIMEOUT_S, 15 s), itself well inside a sync
-    query's wait (ORCH_SYNC_WAIT_S, 25 s); agents that think longer raise it.
+    inside a step's deadline (ORCH_STEP_TIMEOUT_S), itself well inside a sync query's
+    wait (ORCH_SYNC_WAIT_S); agents that think longer raise it. (The defaults keep
+    this: tests/orchestrator/test_settings_defaults.py.)
     """
 
-    connect: float = 5.0
-    read: float = 6.0
-    write: float = 10.0
-    pool: float = 5.0
+    connect: PositiveFloat = 5.0
+    read: PositiveFloat = 6.0
+    write: PositiveFloat = 10.0
+    pool: PositiveFloat = 5.0
 
 
+# The registry's URLs are the only ones the service calls: plain http(s), nothing else.
+AgentUrl = Annotated[str, Meta(pattern=r"^https?://[^\s/]+", description="an http(s) URL")]
 Protocol = Literal["native", "a2a"]
-PROTOCOLS: tuple[Protocol, ...] = ("native", "a2a")
 DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
     name: str
-    url: str
+    url: AgentUrl
     timeouts: AgentTimeouts = field(default_factory=AgentTimeouts)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -42,13 +52,13 @@ class AgentSpec:
     # Calls in flight to this agent at once, across all workflows of this process
     # (why 64: README "Defaults"). A slow agent still cannot take more than this many
     # connections and tasks; a fast one is not held far below what one replica can do.
-    concurrency: int = DEFAULT_AGENT_CONCURRENCY
+    concurrency: PositiveInt = DEFAULT_AGENT_CONCURRENCY
     # "native": POST {url}/process (DESIGN.md "Agents"); "a2a": the Agent2Agent protocol,
     # its card at {url}/.well-known/agent-card.json (agents/a2a.py).
     protocol: Protocol = "native"
     # Largest answer body read from this agent (4 MiB); past it the call fails with
     # `agent_response_too_large` and the connection is dropped unread.
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_response_bytes: PositiveInt = DEFAULT_MAX_RESPONSE_BYTES
 
     @property
     def process_url(self) -> str:

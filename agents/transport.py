@@ -5,8 +5,9 @@ sends one request and gives back the status, the headers and a size-capped body.
 Two implementations ship:
 
 - `AiohttpTransport` (the default): one `aiohttp.ClientSession` and its pool.
-- `HttpxTransport` (`ORCH_HTTP_TRANSPORT=httpx`): one `httpx.AsyncClient`, httpx's own
-  pool; what the respx unit tests of `AgentClient` drive.
+- `HttpxTransport` (`ORCH_HTTP_TRANSPORT=httpx`, agents/transport_httpx.py): one
+  `httpx.AsyncClient`, httpx's own pool; what the respx unit tests of `AgentClient`
+  drive. Imported only when chosen: httpx is ~6 MB of memory the default never needs.
 
 Both keep no cookies, follow no redirects and ignore proxy variables from the
 environment (agents are called only at the registry's URLs). They ask for
@@ -37,21 +38,21 @@ import asyncio
 import errno
 import socket
 import ssl
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import aiohttp
-import httpx
 
 from agents.registry import AgentTimeouts
 
 __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY_S",
     "DEFAULT_MAX_CONNECTIONS",
+    "IDENTITY",
     "AgentTransport",
     "AiohttpTransport",
-    "HttpxTransport",
     "ResponseTooLarge",
     "TimeoutPhaseName",
     "TransportConnectionError",
@@ -60,6 +61,7 @@ __all__ = [
     "TransportResponse",
     "TransportTimeout",
     "connection_reason",
+    "too_large",
     "create_transport",
 ]
 
@@ -75,7 +77,7 @@ DEFAULT_KEEPALIVE_EXPIRY_S = 15.0
 
 # Agents answer small JSON documents on a near network: compression is not worth
 # inviting (and a body that is never inflated cannot be a decompression bomb).
-_IDENTITY = "identity"
+IDENTITY = "identity"
 
 
 class TransportError(Exception):
@@ -157,6 +159,11 @@ _ERRNO_REASONS = {
 
 def connection_reason(detail: BaseException) -> str:
     """A connection failure in fixed words, never the OS's text (it names host:port)."""
+    # httpx's errors can only be met once the httpx transport has loaded it.
+    httpx = sys.modules.get("httpx")
+    closed: tuple[type[BaseException], ...] = (aiohttp.ServerDisconnectedError,)
+    if httpx is not None:
+        closed += (httpx.RemoteProtocolError,)
     seen: set[int] = set()
     error: BaseException | None = detail
     while error is not None and id(error) not in seen:
@@ -167,18 +174,20 @@ def connection_reason(detail: BaseException) -> str:
             return "TLS handshake failed"
         if isinstance(error, OSError) and error.errno in _ERRNO_REASONS:
             return _ERRNO_REASONS[error.errno]
-        if isinstance(error, aiohttp.ServerDisconnectedError | httpx.RemoteProtocolError):
+        if isinstance(error, closed):
             return "the agent closed the connection"
         if isinstance(error, aiohttp.ClientPayloadError):
             return "the agent's answer was cut short"
         inner = getattr(error, "os_error", None)  # aiohttp.ClientConnectorError
         error = inner if isinstance(inner, BaseException) else error.__cause__ or error.__context__
-    if isinstance(detail, httpx.ConnectError) and "refused" in str(detail).lower():
+    refused = "refused" in str(detail).lower()
+    if httpx is not None and isinstance(detail, httpx.ConnectError) and refused:
         return "connection refused"  # httpx's own transport keeps only the text
     return f"connection failed ({type(detail).__name__})"
 
 
-def _too_large(declared: int | None, limit: int) -> None:
+def too_large(declared: int | None, limit: int) -> None:
+    """Raise ResponseTooLarge when a declared length is over the cap."""
     if declared is not None and declared > limit:
         raise ResponseTooLarge(limit, declared)
 
@@ -214,7 +223,7 @@ class AiohttpTransport:
             ),
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
-            headers={"Accept-Encoding": _IDENTITY},
+            headers={"Accept-Encoding": IDENTITY},
         )
         return self._session
 
@@ -268,7 +277,7 @@ class AiohttpTransport:
     async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
         declared = response.content_length
         try:
-            _too_large(declared, limit)
+            too_large(declared, limit)
         except ResponseTooLarge:
             response.close()  # drop the connection rather than drain the body
             raise
@@ -301,125 +310,6 @@ def _from_aiohttp(exc: aiohttp.ClientError, timeouts: AgentTimeouts) -> Transpor
     return TransportConnectionError(connection_reason(exc), detail=repr(exc))
 
 
-# -- httpx --------------------------------------------------------------------------------
-
-
-class HttpxTransport:
-    """`AgentTransport` over one `httpx.AsyncClient` (given, or made with httpx's pool).
-
-    A given client is used as it is (tests give one driven by respx or
-    `httpx.MockTransport`); `aclose` closes it either way.
-    """
-
-    def __init__(
-        self,
-        client: httpx.AsyncClient | None = None,
-        *,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
-    ) -> None:
-        if client is None:
-            client = httpx.AsyncClient(
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=max_connections,
-                    keepalive_expiry=keepalive_expiry_s,
-                ),
-                trust_env=False,
-                follow_redirects=False,
-            )
-        self.client = client
-        # httpx turns a Timeout into its request extension on every request; one per agent.
-        self._timeouts: dict[AgentTimeouts, httpx.Timeout] = {}
-
-    def _timeout(self, t: AgentTimeouts) -> httpx.Timeout:
-        cached = self._timeouts.get(t)
-        if cached is None:
-            if len(self._timeouts) >= 256:
-                self._timeouts.clear()
-            cached = self._timeouts[t] = httpx.Timeout(
-                connect=t.connect, read=t.read, write=t.write, pool=t.pool
-            )
-        return cached
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeouts: AgentTimeouts,
-        max_body_bytes: int,
-    ) -> TransportResponse:
-        client = self.client
-        request = client.build_request(
-            method,
-            url,
-            content=body,
-            headers={"accept-encoding": _IDENTITY, **(headers or {})},
-            timeout=self._timeout(timeouts),
-        )
-        # Nothing is kept between requests: agents are stateless, and a cookie one
-        # workflow's call received must never ride along on another workflow's calls.
-        request.headers.pop("cookie", None)
-        try:
-            response = await client.send(request, stream=True)
-            try:
-                content = await self._read(response, max_body_bytes)
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
-            raise _from_httpx(exc, timeouts) from exc
-        finally:
-            client.cookies.clear()
-        return TransportResponse(response.status_code, response.headers, content)
-
-    @staticmethod
-    async def _read(response: httpx.Response, limit: int) -> bytes:
-        _too_large(_content_length(response.headers), limit)
-        if response.is_stream_consumed:
-            # Read already, in memory: what httpx.MockTransport hands back.
-            _too_large(len(response.content), limit)
-            return response.content
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():  # decoded, if the agent compressed anyway
-            size += len(chunk)
-            if size > limit:
-                raise ResponseTooLarge(limit)
-            parts.append(chunk)
-        return b"".join(parts)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-
-def _content_length(headers: httpx.Headers) -> int | None:
-    raw = headers.get("content-length")
-    return int(raw) if raw is not None and raw.isdigit() else None
-
-
-_HTTPX_PHASES: tuple[tuple[type[httpx.TimeoutException], TimeoutPhaseName], ...] = (
-    (httpx.ConnectTimeout, "connect"),
-    (httpx.ReadTimeout, "read"),
-    (httpx.WriteTimeout, "write"),
-    (httpx.PoolTimeout, "pool"),
-)
-
-
-def _from_httpx(exc: httpx.HTTPError, timeouts: AgentTimeouts) -> TransportError:
-    """The one place httpx's errors become ours."""
-    if isinstance(exc, httpx.TimeoutException):
-        phase: TimeoutPhaseName = next((p for t, p in _HTTPX_PHASES if isinstance(exc, t)), "read")
-        return TransportTimeout(phase, getattr(timeouts, phase))
-    if isinstance(exc, httpx.DecodingError):
-        return TransportConnectionError("the agent's answer could not be decoded", detail=repr(exc))
-    if isinstance(exc, httpx.RemoteProtocolError) and "disconnect" not in str(exc).lower():
-        return TransportConnectionError("the agent's answer is not valid HTTP", detail=repr(exc))
-    return TransportConnectionError(connection_reason(exc), detail=repr(exc))
-
-
 def create_transport(
     name: TransportName = "aiohttp",
     *,
@@ -432,6 +322,8 @@ def create_transport(
             max_connections=max_connections, keepalive_expiry_s=keepalive_expiry_s
         )
     if name == "httpx":
+        from agents.transport_httpx import HttpxTransport
+
         return HttpxTransport(
             max_connections=max_connections, keepalive_expiry_s=keepalive_expiry_s
         )

@@ -140,8 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             ),
         ))
     start = time.perf_counter()
-    openapi_document.cache_clear()
-    openapi_document()
+    openapi_document({"type": "object", "description": f"not cached: {start}"})
     document_ms = (time.perf_counter() - start) * 1000.0
     print(f"{'row':<36} {'old us':>10} {'new us':>10} {'new/old':>8}")
     for label, old, new in rows:

@@ -223,7 +223,7 @@ async def ops_propagation(port: int, redis_url: str, rounds: int) -> list[float]
     for name in ("a", "b"):
         app = create_app(
             Settings(agents=_registry(port, "rate"), key_prefix=prefix),
-            breaker_board=RedisBreakerBoard.from_url(redis_url, prefix=prefix),
+            breaker_board=RedisBreakerBoard.from_url(redis_url, prefix=prefix, timeout_s=1.0),
             replica_id=name,
         )
         client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
@@ -243,7 +243,7 @@ async def ops_propagation(port: int, redis_url: str, rounds: int) -> list[float]
     finally:
         for client in replicas:
             await client.close()
-        board = RedisBreakerBoard.from_url(redis_url, prefix=prefix)
+        board = RedisBreakerBoard.from_url(redis_url, prefix=prefix, timeout_s=1.0)
         await board.set_forced("data", None, by="bench")
         await board.close()
     return delays

@@ -1,6 +1,7 @@
 """Where the CPU goes: the chain, engine in-process at 50 in flight, by layer (cProfile).
 
     .venv/bin/python -m bench.profile [--workflows 1500] [--store memory|redis]
+        [--transport http|fake] [--shape chain|fanout]
 
 Runs the built-in chain against zero-latency stub agents (a child process on
 127.0.0.1) under cProfile and sums each function's own time (`tottime`) by the
@@ -8,6 +9,11 @@ layer its file belongs to. Time the loop spends waiting in epoll is idle, not CP
 and is left out of the shares. Garbage collection is timed apart, through
 `gc.callbacks`. Written to run against older trees of this project too (it finds
 the agent HTTP client either way), so a before/after table comes from one script.
+
+`--transport fake` answers every agent call at once in-process (bench.targets'
+FakeTransport): no sockets, so what is left is the orchestration's own CPU, the
+figure behind the "CPU per node" target. `--shape fanout` runs the 20-node fan-out
+(root -> 18 in parallel -> join) instead of the chain.
 """
 
 from __future__ import annotations
@@ -72,7 +78,9 @@ class _GcTimer:
             self.total += time.perf_counter() - self._start
 
 
-async def _run(stub_port: int, count: int, store_kind: str) -> tuple[cProfile.Profile, float]:
+async def _run(
+    stub_port: int, count: int, store_kind: str, transport: str, shape: str
+) -> tuple[cProfile.Profile, float]:
     import agents.transport as transport_module
     from agents.client import AgentClient
     from orchestrator.app import BUILTIN_FALLBACKS
@@ -86,7 +94,11 @@ async def _run(stub_port: int, count: int, store_kind: str) -> tuple[cProfile.Pr
 
     registry = _registry(stub_port)
     make = getattr(transport_module, "create_transport", None)
-    if make is None:  # trees before the transport seam
+    if transport == "fake":
+        from bench.targets import FakeTransport
+
+        make = FakeTransport
+    elif make is None:  # trees before the transport seam
         make = transport_module.create_http_client
     http = make()
     client = AgentClient(registry, http)
@@ -100,8 +112,13 @@ async def _run(stub_port: int, count: int, store_kind: str) -> tuple[cProfile.Pr
     else:
         store = MemoryStateStore()
     orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner)
+    definition: Any = CHAIN_DEFINITION
+    if shape == "fanout":
+        from bench.targets import FANOUT_DEFINITION
+
+        definition = FANOUT_DEFINITION
     chain = compile_workflow(
-        CHAIN_DEFINITION, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
+        definition, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
     )
     await orchestrator.start()
     remaining = count
@@ -129,7 +146,9 @@ async def _run(stub_port: int, count: int, store_kind: str) -> tuple[cProfile.Pr
         await store.close()
 
 
-def _table(profile: cProfile.Profile, wall: float, gc_s: float, count: int) -> None:
+def _table(
+    profile: cProfile.Profile, wall: float, gc_s: float, count: int, shape: str, top: int
+) -> None:
     stats = pstats.Stats(profile)
     by_layer: dict[str, float] = defaultdict(float)
     for (filename, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
@@ -137,19 +156,25 @@ def _table(profile: cProfile.Profile, wall: float, gc_s: float, count: int) -> N
     idle = by_layer.pop("idle (epoll wait)", 0.0)
     busy = sum(by_layer.values())
     print(
-        f"{count} chain workflows at 50 in flight: {count / wall:.0f} wf/s under the profiler; "
+        f"{count} {shape} workflows at 50 in flight: {count / wall:.0f} wf/s under the profiler; "
         f"profiled CPU {busy:.2f} s, idle in epoll {idle:.2f} s, "
         f"gc {gc_s:.2f} s ({100 * gc_s / wall:.1f} % of wall)"
     )
     print(f"{'layer':48} {'s':>7} {'share':>7}")
     for layer, seconds in sorted(by_layer.items(), key=lambda kv: -kv[1]):
         print(f"{layer:48} {seconds:>7.2f} {100 * seconds / busy:>6.1f}%")
+    if top:
+        print()
+        stats.sort_stats("tottime").print_stats(top)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workflows", type=int, default=1_500)
     parser.add_argument("--store", choices=["memory", "redis"], default="memory")
+    parser.add_argument("--transport", choices=["http", "fake"], default="http")
+    parser.add_argument("--shape", choices=["chain", "fanout"], default="chain")
+    parser.add_argument("--top", type=int, default=0, help="also print the N costliest functions")
     args = parser.parse_args()
     import logging
 
@@ -163,13 +188,15 @@ def main() -> None:
         asyncio.run(_wait_listening(stub_port))
         gc.callbacks.append(timer)
         profile, wall = asyncio.run(
-            asyncio.wait_for(_run(stub_port, args.workflows, args.store), timeout=300)
+            asyncio.wait_for(
+                _run(stub_port, args.workflows, args.store, args.transport, args.shape), timeout=300
+            )
         )
         gc.callbacks.remove(timer)
     finally:
         stubs.terminate()
         stubs.join(timeout=5)
-    _table(profile, wall, timer.total, args.workflows)
+    _table(profile, wall, timer.total, args.workflows, args.shape, args.top)
 
 
 if __name__ == "__main__":

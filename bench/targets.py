@@ -53,6 +53,9 @@ from bench.chain import (
 )
 
 QUERY = "average revenue by region in 2024"
+# What `--only` can pick: the in-process engine rows (with their floors), the service
+# rows, CPU per node with the fake transport, state writes per chain, peak RSS.
+ROW_GROUPS = ("engine", "service", "cpu", "writes", "rss")
 FANOUT_WIDTH = 18
 
 FANOUT_DEFINITION: dict[str, Any] = {
@@ -340,6 +343,40 @@ def _median(rows: list[Row], attr: Callable[[Row], float]) -> float:
     return statistics.median(attr(r) for r in rows)
 
 
+async def _one_run(
+    args: argparse.Namespace,
+    only: set[str],
+    stub_port: int,
+    ports: Mapping[str, int],
+    keep: Callable[[Row], None],
+    cpu_per_node: dict[str, list[float]],
+) -> None:
+    """One run of every in-process and service row `only` picks (runs are interleaved)."""
+    chain_def = _chain_definition()
+    for conc, n in ((1, args.workflows // 5), (50, args.workflows)):
+        if "engine" in only:
+            keep(await _floor_row("floor, chain", stub_port, "chain", conc, n))
+            row, _, _ = await _engine_row(
+                "engine, chain", stub_port, chain_def, conc, n, fake=False
+            )
+            keep(row)
+        for label, port in ports.items():
+            keep(await _service(label, port, conc, n))
+    if "engine" in only:
+        n = args.workflows // 4
+        keep(await _floor_row("floor, fan-out", stub_port, "fanout", 50, n))
+        row, _, _ = await _engine_row(
+            "engine, fan-out", stub_port, FANOUT_DEFINITION, 50, n, fake=False
+        )
+        keep(row)
+    if "cpu" in only:
+        for label, definition in (("chain", chain_def), ("fan-out", FANOUT_DEFINITION)):
+            _, cpu, nodes = await _engine_row(
+                "cpu", stub_port, definition, 50, args.workflows // 2, fake=True
+            )
+            cpu_per_node.setdefault(label, []).append(cpu / nodes * 1000.0)
+
+
 async def main(args: argparse.Namespace) -> None:
     import logging
 
@@ -352,50 +389,40 @@ async def main(args: argparse.Namespace) -> None:
     children = [_start(_serve_stubs, stub_port)]
     rows: dict[str, list[Row]] = {}
     cpu_per_node: dict[str, list[float]] = {}
+    saves: dict[tuple[int, float], float] = {}
+    rss: dict[str, list[float]] = {}
 
     def keep(row: Row) -> None:
         rows.setdefault(f"{row.name} @{row.concurrency}", []).append(row)
 
     try:
         await _wait_listening(stub_port)
+        only = set(args.only or ROW_GROUPS)
         services = [("floor_service", _serve_floor_service, ())]
         services.append(("service, memory store", _serve_api, (None,)))
         if redis_url:
             services.append(("service, redis store", _serve_api, (redis_url,)))
+        if "service" not in only:
+            services = []
         ports: dict[str, int] = {}
         for label, target, extra in services:
             ports[label] = _free_port()
             children.append(_start(target, ports[label], stub_port, *extra))
             await _wait_listening(ports[label])
-        chain_def = _chain_definition()
         for _ in range(args.runs):
-            for conc, n in ((1, args.workflows // 5), (50, args.workflows)):
-                keep(await _floor_row("floor, chain", stub_port, "chain", conc, n))
-                row, _, _ = await _engine_row(
-                    "engine, chain", stub_port, chain_def, conc, n, fake=False
-                )
-                keep(row)
-                for label, port in ports.items():
-                    keep(await _service(label, port, conc, n))
-            n = args.workflows // 4
-            keep(await _floor_row("floor, fan-out", stub_port, "fanout", 50, n))
-            row, _, _ = await _engine_row(
-                "engine, fan-out", stub_port, FANOUT_DEFINITION, 50, n, fake=False
-            )
-            keep(row)
-            for label, definition in (("chain", chain_def), ("fan-out", FANOUT_DEFINITION)):
-                _, cpu, nodes = await _engine_row(
-                    "cpu", stub_port, definition, 50, args.workflows // 2, fake=True
-                )
-                cpu_per_node.setdefault(label, []).append(cpu / nodes * 1000.0)
-        saves = {
-            (conc, delay): await _saves_per_chain(delay, conc, args.workflows // 2)
-            for conc in (1, 50)
-            for delay in (0.0, 0.005)
-        }
-        rss = {
-            kind: _peak_rss_mb(kind, stub_port, args.workflows // 4) for kind in ("floor", "engine")
-        }
+            await _one_run(args, only, stub_port, ports, keep, cpu_per_node)
+        if "writes" in only:
+            saves = {
+                (conc, delay): await _saves_per_chain(delay, conc, args.workflows // 2)
+                for conc in (1, 50)
+                for delay in (0.0, 0.005)
+            }
+        if "rss" in only:
+            for _ in range(args.runs if only == {"rss"} else 1):
+                for kind in ("floor", "engine"):
+                    rss.setdefault(kind, []).append(
+                        _peak_rss_mb(kind, stub_port, args.workflows // 4)
+                    )
     finally:
         for child in children:
             child.terminate()
@@ -437,7 +464,7 @@ def _print_rows(rows: dict[str, list[Row]]) -> None:
 def _print_targets(
     rows: dict[str, list[Row]],
     cpu_per_node: dict[str, list[float]],
-    rss: dict[str, float],
+    rss: dict[str, list[float]],
     *,
     redis: bool,
 ) -> None:
@@ -453,33 +480,35 @@ def _print_targets(
     def p99(r: Row) -> float:
         return r.pct(0.99)
 
-    targets = [
-        Target(
-            "chain, engine in-process, memory: wf/s @50 vs floor",
-            m("engine, chain @50", per_s),
-            m("floor, chain @50", per_s),
-            "wf/s",
-            "≥ 0.5",
-            True,
-        ),
-        Target(
-            "fan-out, engine in-process: wf/s @50 vs floor",
-            m("engine, fan-out @50", per_s),
-            m("floor, fan-out @50", per_s),
-            "wf/s",
-            "≥ 0.7",
-            True,
-        ),
-        Target(
-            "chain, engine in-process: p99 @50 vs floor",
-            m("engine, chain @50", p99),
-            m("floor, chain @50", p99),
-            "ms",
-            "≤ 2",
-            False,
-        ),
-    ]
-    if redis:
+    targets: list[Target] = []
+    if "engine, chain @50" in rows:
+        targets += [
+            Target(
+                "chain, engine in-process, memory: wf/s @50 vs floor",
+                m("engine, chain @50", per_s),
+                m("floor, chain @50", per_s),
+                "wf/s",
+                "≥ 0.5",
+                True,
+            ),
+            Target(
+                "fan-out, engine in-process: wf/s @50 vs floor",
+                m("engine, fan-out @50", per_s),
+                m("floor, fan-out @50", per_s),
+                "wf/s",
+                "≥ 0.7",
+                True,
+            ),
+            Target(
+                "chain, engine in-process: p99 @50 vs floor",
+                m("engine, chain @50", p99),
+                m("floor, chain @50", p99),
+                "ms",
+                "≤ 2",
+                False,
+            ),
+        ]
+    if redis and "service, redis store @50" in rows:
         targets += [
             Target(
                 "chain, service with Redis: wf/s @50 vs floor_service",
@@ -511,11 +540,13 @@ def _print_targets(
             f"{'orchestration CPU per node, ' + label + ', fake transport':56} {ms:>7.4f}ms "
             f"{'':>9} {'':>7} {'≤ 0.05':>7}  {'yes' if ms <= 0.05 else 'NO'}"
         )
-    ratio = rss["engine"] / rss["floor"]
-    print(
-        f"{'peak RSS, fan-out @50 vs the floor (MB)':56} {rss['engine']:>9.1f} "
-        f"{rss['floor']:>9.1f} {ratio:>6.2f}x {'≤ 1.3':>7}  {'yes' if ratio <= 1.3 else 'NO'}"
-    )
+    if rss:
+        engine, floor = statistics.median(rss["engine"]), statistics.median(rss["floor"])
+        ratio = engine / floor
+        print(
+            f"{'peak RSS, fan-out @50 vs the floor (MB)':56} {engine:>9.1f} "
+            f"{floor:>9.1f} {ratio:>6.2f}x {'≤ 1.3':>7}  {'yes' if ratio <= 1.3 else 'NO'}"
+        )
     if not redis:
         print("\n(no REDIS_URL: the service-with-Redis rows were not measured)")
 
@@ -527,6 +558,12 @@ if __name__ == "__main__":
     parser.add_argument("--workflows", type=int, default=1_000, help="workflows per row at 50")
     parser.add_argument("--runs", type=int, default=3, help="runs per row; the median is shown")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
+    parser.add_argument(
+        "--only",
+        choices=ROW_GROUPS,
+        action="append",
+        help="measure only these groups of rows (repeatable; default: all)",
+    )
     parsed = parser.parse_args()
     from orchestrator.loop import loop_factory
 

@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.trace import NoOpTracerProvider, Tracer  # noqa: E402
 
 from agents.client import AgentClient  # noqa: E402
-from agents.transport import HttpxTransport  # noqa: E402
+from agents.transport_httpx import HttpxTransport  # noqa: E402
 from orchestrator.chain import chain_definition  # noqa: E402
 from orchestrator.dag.compiler import compile_workflow  # noqa: E402
 from orchestrator.dag.engine import DagEngine  # noqa: E402

@@ -66,10 +66,12 @@ class RedisBreakerBoard:
         self,
         client: aioredis.Redis | aioredis.RedisCluster,
         *,
-        prefix: str = "orch:",
+        # No defaults: the service's (ORCH_KEY_PREFIX, ORCH_REDIS_TIMEOUT_S) are the settings
+        # model's, which this lower package may not import.
+        prefix: str,
+        timeout_s: float,
         report_ttl_s: float = 5.0,
         forced_ttl_s: int = DEFAULT_FORCED_TTL_S,
-        timeout_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client

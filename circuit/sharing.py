@@ -38,6 +38,10 @@ __all__ = ["BreakerSync", "summary"]
 log = structlog.get_logger(__name__)
 
 # Ops modes a board can hold; a local FOLLOW is never overwritten by their absence.
+# How often a replica publishes its breakers and applies the deployment's ops modes
+# (the settings model's default of ORCH_BREAKER_SYNC_S).
+DEFAULT_SYNC_INTERVAL_S = 0.25
+
 _OPS = (Forced.OPEN, Forced.DISABLED)
 
 
@@ -67,7 +71,7 @@ class BreakerSync:
         board: BreakerBoard,
         *,
         replica: str,
-        interval_s: float = 0.25,
+        interval_s: float = DEFAULT_SYNC_INTERVAL_S,
         start_timeout_s: float = 2.0,
     ) -> None:
         self.breakers = breakers

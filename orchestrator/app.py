@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
@@ -37,7 +37,7 @@ from orchestrator.api.services import SERVICES, Services
 from orchestrator.chain import CHAIN_NAME, chain_definition
 from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
 from orchestrator.dag.engine import BuiltinFallback, DagEngine
-from orchestrator.dag.kinds import default_kinds
+from orchestrator.dag.kinds import NodeKind, default_kinds
 from orchestrator.keyword_intent import keyword_intent_fallback
 from orchestrator.lifecycle import WorkflowOrchestrator
 from orchestrator.metered_store import MeteredStore
@@ -96,7 +96,12 @@ def create_breaker_board(settings: Settings, client: Client | None) -> BreakerBo
     """Where replicas share breakers: Redis when the state is there, else this process."""
     ttl_s = max(2.0, 8 * settings.breaker_sync_s)
     if client is not None:
-        return RedisBreakerBoard(client, prefix=settings.key_prefix, report_ttl_s=ttl_s)
+        return RedisBreakerBoard(
+            client,
+            prefix=settings.key_prefix,
+            timeout_s=settings.redis_timeout_s,
+            report_ttl_s=ttl_s,
+        )
     return MemoryBreakerBoard(report_ttl_s=ttl_s)
 
 
@@ -162,13 +167,22 @@ def create_app(
     breaker_board: BreakerBoard | None = None,
     tracer_provider: TracerProvider | None = None,
     clock: Callable[[], float] = time.time,
+    kinds: Iterable[NodeKind] = (),
+    builtins: Mapping[str, BuiltinFallback] | None = None,
 ) -> web.Application:
     """Build the API; tests inject `store`, `http` (the agent transport), `breaker_board`,
     `tracer_provider` (e.g. one with an in-memory exporter) and `clock` (epoch seconds)
     for the scheduler.
 
+    Extensions: `kinds` are node kinds beside the built-in ones (a name already taken
+    is a ValueError); `builtins` are built-in fallbacks by name, added to the built-in
+    ones (a name already there replaces it: `keyword_intent` is the chain's NLP
+    fallback). Definitions may use both, and GET /api/workflows/schema lists them.
+
     The app closes only what it opened.
     """
+    kind_registry = default_kinds(kinds)
+    builtin_fallbacks: Mapping[str, BuiltinFallback] = {**BUILTIN_FALLBACKS, **(builtins or {})}
     app = web.Application(
         # Outermost first: the request id (every response carries it, every line of the
         # request logs it), browser checks (their headers reach every response), errors
@@ -241,12 +255,11 @@ def create_app(
         # A2A agents: read their cards now (reachable? what do they offer?), without
         # holding start-up up; one that is not up yet is read again on its first call.
         discovery = asyncio.create_task(client.discover(), name="a2a-discovery")
-        kinds = default_kinds()
         dag_engine = DagEngine(
             agents=client,
             registry=settings.agents,
-            kinds=kinds,
-            builtins=BUILTIN_FALLBACKS,
+            kinds=kind_registry,
+            builtins=builtin_fallbacks,
             node_timeout_s=settings.step_timeout_s,
             limits=settings.limits,
             tracer=tracer,
@@ -256,8 +269,8 @@ def create_app(
                 timeout_s=settings.workflow_timeout_s, max_parallel=settings.max_parallel
             ),
             agents=list(settings.agents),
-            kinds=kinds,
-            builtins=list(BUILTIN_FALLBACKS),
+            kinds=kind_registry,
+            builtins=list(builtin_fallbacks),
         )
 
         def resolve(state: WorkflowState) -> CompiledWorkflow:
@@ -302,8 +315,8 @@ def create_app(
             settings=settings,
             orchestrator=orchestrator,
             client=client,
-            kinds=kinds,
-            builtins=BUILTIN_FALLBACKS,
+            kinds=kind_registry,
+            builtins=builtin_fallbacks,
             chain=chain,
             breakers=breakers,
             metrics=metrics,

@@ -14,10 +14,16 @@ from typing import Literal, cast
 
 from aiohttp import web
 
-from agents.reference import start_agent
+from agents.reference import AgentOptions, start_agent
 from agents.reference.a2a_service import VERSIONS as A2A_VERSIONS
 from agents.reference.a2a_service import Version as A2AVersion
 from agents.reference.a2a_service import start_a2a_agent
+from agents.reference.options import (
+    A2A_OPTIONS,
+    add_agent_options,
+    agent_options,
+    non_default_options,
+)
 from agents.registry import DEFAULT_PORTS, AgentRegistry
 from orchestrator.access.exposure import UnsafeExposure, access_mode
 from orchestrator.api.deadline import serve_with_head_deadline
@@ -25,7 +31,7 @@ from orchestrator.app import create_app
 from orchestrator.keys_cli import add_keys_parser, run_keys_command
 from orchestrator.logs import configure_logging
 from orchestrator.loop import EventLoopUnavailable, loop_factory
-from orchestrator.settings import ConfigError, Settings
+from orchestrator.settings import DEFAULTS, ConfigError, Settings
 
 _EXAMPLE = (
     "curl -s -X POST {url}/api/query -H 'Content-Type: application/json' "
@@ -34,7 +40,7 @@ _EXAMPLE = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -49,6 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orchestrator: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "agent":
+        options = agent_options(args)
+        unsupported = [f for f in non_default_options(options) if f not in A2A_OPTIONS]
+        if args.a2a is not None and unsupported:
+            parser.error(
+                f"{', '.join(unsupported)}: an A2A agent takes only --delay-ms on its "
+                'command line (its faults are set with POST /control {"fail": true})'
+            )
         configure_logging(settings.log_level, settings.log_format)
         port = DEFAULT_PORTS[args.kind] if args.port is None else args.port
         if args.a2a is not None:
@@ -56,10 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.kind} agent (A2A v{args.a2a}) listening on http://{args.host}:{port}"
                 f" | card: http://{args.host}:{port}/.well-known/agent-card.json"
             )
-            starter = _a2a_starter(args.kind, args.host, port, args.a2a)
+            starter = _a2a_starter(args.kind, args.host, port, args.a2a, options["delay_ms"])
         else:
-            ready = f"{args.kind} agent listening on http://{args.host}:{port}"
-            starter = _agent_starter(args.kind, args.host, port)
+            ready = f"{args.kind} agent listening on http://{args.host}:{port}{_faults(options)}"
+            starter = _agent_starter(args.kind, args.host, port, options)
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(_serve_forever([starter], ready))
         return 0
@@ -98,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The `orchestrator` command line (tests parse the README's commands with it)."""
     parser = argparse.ArgumentParser(
         prog="orchestrator",
         description="Agent orchestration service: runs NLP -> Data -> Viz and any DAG of agent "
@@ -119,10 +133,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     for p in (serve, up):
         p.add_argument(
-            "--host", default=None, help="interface to bind (default ORCH_HOST or 127.0.0.1)"
+            "--host",
+            default=None,
+            help=f"interface to bind (else ORCH_HOST; default {DEFAULTS.host})",
         )
         p.add_argument(
-            "--port", type=int, default=None, help="API port (default ORCH_PORT or 8000)"
+            "--port",
+            type=int,
+            default=None,
+            help=f"API port (else ORCH_PORT; default {DEFAULTS.port})",
         )
         p.add_argument(
             "--insecure",
@@ -134,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
         "--agents-base-port",
         type=int,
         default=DEFAULT_PORTS["nlp"],
-        help="port of the NLP agent; Data and Viz take the next two (default 8001)",
+        help="port of the NLP agent; Data and Viz take the next two "
+        f"(default {DEFAULT_PORTS['nlp']})",
     )
     agent = sub.add_parser(
         "agent",
@@ -143,9 +163,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_keys_parser(sub)
     agent.add_argument("kind", choices=["nlp", "data", "viz"])
-    agent.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
     agent.add_argument(
-        "--port", type=int, default=None, help="port (nlp 8001, data 8002, viz 8003)"
+        "--host", default=DEFAULTS.host, help=f"interface to bind (default {DEFAULTS.host})"
+    )
+    agent.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="port (default " + ", ".join(f"{k} {p}" for k, p in DEFAULT_PORTS.items()) + ")",
     )
     agent.add_argument(
         "--a2a",
@@ -153,7 +178,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="speak the Agent2Agent protocol (JSON-RPC) of this version instead of POST /process",
     )
+    add_agent_options(agent)
     return parser
+
+
+def _faults(options: AgentOptions) -> str:
+    """What the agent was told to do wrong, for its start-up line (nothing when healthy)."""
+    given = non_default_options(options)
+    return "".join(f" | {flag} {value}" for flag, value in given.items())
 
 
 def _announcement(settings: Settings, loop_name: str = "asyncio") -> str:
@@ -172,19 +204,25 @@ _Starter = Callable[[], Awaitable[web.AppRunner]]
 _Kind = Literal["nlp", "data", "viz"]
 
 
-def _agent_starter(kind: str, host: str, port: int | None) -> _Starter:
+def _agent_starter(
+    kind: str, host: str, port: int | None, options: AgentOptions | None = None
+) -> _Starter:
     async def start() -> web.AppRunner:
         chosen = DEFAULT_PORTS[kind] if port is None else port
-        runner, _ = await start_agent(cast(_Kind, kind), host=host, port=chosen)
+        runner, _ = await start_agent(cast(_Kind, kind), host=host, port=chosen, **(options or {}))
         return runner
 
     return start
 
 
-def _a2a_starter(kind: str, host: str, port: int, version: str) -> _Starter:
+def _a2a_starter(kind: str, host: str, port: int, version: str, delay_ms: float) -> _Starter:
     async def start() -> web.AppRunner:
         runner, _ = await start_a2a_agent(
-            cast(_Kind, kind), host=host, port=port, version=cast(A2AVersion, version)
+            cast(_Kind, kind),
+            host=host,
+            port=port,
+            version=cast(A2AVersion, version),
+            delay_ms=delay_ms,
         )
         return runner
 

@@ -2,7 +2,7 @@
 
 ```
 OrchestratorError                 root of every error orchestrator/ raises
-├── RequestError                  the API answers it as it is: status, code, details, headers
+├── RequestError                  the API answers it as it is: status, code, details(), headers()
 │   ├── ApiError                  api/errors.py: the HTTP layer's; a raise site may pick the code
 │   │   ├── BadRequest            400 malformed_json, missing_field, … (code from the raise site)
 │   │   ├── Unauthorized          401 unauthorized, invalid_key (WWW-Authenticate)
@@ -36,7 +36,7 @@ OrchestratorError                 root of every error orchestrator/ raises
 │   ├── EvaluationStopped         dag/budget.py: stopped, the node was cancelled or timed out
 │   └── NeedsOffload              dag/budget.py: the inline slice ran out, redo it off the loop
 └── StartupError                  the service must not start so: the CLI prints it, exits 2
-    ├── ConfigError               settings.py: the environment or config file; a ValueError
+    ├── ConfigError               settings_values.py: the environment or config file; a ValueError
     ├── AccessConfigError         access/config.py: an [access]/[tenants] value; a ValueError
     ├── UnsafeExposure            access/exposure.py: no API key, on a non-loopback address
     └── EventLoopUnavailable      loop.py: uvloop asked for, not installed; a RuntimeError
@@ -58,14 +58,15 @@ How the API answers (orchestrator/api/errors.py, one middleware walking the MRO)
   `AgentClient`, `state.store.LeaseLost` by the lifecycle).
 
 A class lives in the module its line names, else in its parent's. `tests/orchestrator/
-test_errors.py` checks this drawing against the classes, and
-`tests/integration/test_error_mapping.py` sends every class through the middleware and
-checks the answer is a status and code that the README's error table and the OpenAPI
-document both list.
+test_errors.py` checks this drawing against the classes, and `tests/orchestrator/api/
+test_errors.py` sends every class (and every raise site of the HTTP layer's) through the
+middleware and checks the answer is a status and code that the README's error table and
+the OpenAPI document both list.
 
 Outside the tree, on purpose: private control-flow exceptions that never leave their
 module (a test checks no other module names them) — dag/engine.py's `_Paused`,
-`_TimedOut`, `_OutputError`, `_StopWorkflow` and dag/expressions.py's `_Refused`, `_TooBig`.
+`_TimedOut`, `_OutputError`, `_StopWorkflow`, dag/expressions.py's `_Refused`, `_TooBig`
+and dag/values.py's `_NotPlain`.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class RequestError(OrchestratorError):
         return None
 
     def headers(self) -> Mapping[str, str]:
+        """Headers the response carries (`Retry-After` when `retry_after_s` is set)."""
         if self.retry_after_s is None:
             return {}
         return {"Retry-After": str(self.retry_after_s)}

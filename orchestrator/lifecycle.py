@@ -58,6 +58,7 @@ from orchestrator.errors import (
 )
 from orchestrator.events import EventRecorder
 from orchestrator.metrics import WorkflowMetrics
+from orchestrator.settings import DEFAULTS
 from orchestrator.state_writer import StateWriter
 from state.leases import LeaseStore
 from state.models import NodeStatus, WorkflowError, WorkflowState, WorkflowStatus
@@ -122,9 +123,9 @@ class WorkflowOrchestrator:
         dag_engine: DagEngine,
         metrics: WorkflowMetrics | None = None,
         replica_id: str | None = None,
-        shutdown_grace_s: float = 5.0,
+        shutdown_grace_s: float = DEFAULTS.shutdown_grace_s,
         leases: LeaseStore | None = None,
-        lease_s: float = 15.0,
+        lease_s: float = DEFAULTS.lease_s,
         resolve: DefinitionResolver | None = None,
         handoff_on_shutdown: bool = False,
         clock: Clock | None = None,

@@ -30,6 +30,7 @@ import structlog
 from croniter import CroniterError, croniter
 
 from orchestrator.errors import InvalidSchedule
+from orchestrator.settings import DEFAULTS
 from state.schedules import Misfire, Run, Schedule, ScheduleStore
 
 log = structlog.get_logger(__name__)
@@ -107,8 +108,8 @@ class Scheduler:
         store: ScheduleStore,
         start: StartRun,
         clock: Callable[[], float] = time.time,
-        poll_s: float = 1.0,
-        grace_s: float = 60.0,
+        poll_s: float = DEFAULTS.schedule_poll_s,
+        grace_s: float = DEFAULTS.schedule_grace_s,
     ) -> None:
         self.store = store
         self._start = start

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's test command: install what is needed (venv, packages, redis-server, and
-# Debian's chromium for the ops page's browser test), start a private Redis and a 3-master
-# Redis Cluster on 127.0.0.1, then run ruff, mypy --strict and the whole pytest suite.
+# The README's test command: install what is needed (venv and packages from the lockfile,
+# redis-server, curl for the README's examples, and Debian's chromium for the ops page's
+# browser test), start a private Redis and a 3-master Redis Cluster on 127.0.0.1, then run
+# ruff, mypy --strict and the whole pytest suite.
 # Extra arguments go to pytest (e.g. -k cancel).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +14,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "== installing chromium (apt-get)"
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+fi
+# curl runs the README's examples (tests/test_readme.py), as a reader would.
+if ! command -v curl >/dev/null 2>&1; then
+  echo "== installing curl (apt-get)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq curl >/dev/null
 fi
 if [ -z "${REDIS_URL:-}" ]; then
   eval "$(bash scripts/redis.sh)"

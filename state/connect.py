@@ -41,14 +41,23 @@ def is_cluster_url(url: str) -> bool:
     return url.split("://", 1)[0] in _CLUSTER_SCHEMES
 
 
+# Redis faults: nothing waits on Redis longer than these (the settings model's defaults:
+# ORCH_REDIS_CONNECT_TIMEOUT_S, ORCH_REDIS_TIMEOUT_S, ORCH_REDIS_MAX_CONNECTIONS,
+# ORCH_REDIS_POOL_TIMEOUT_S).
+DEFAULT_CONNECT_TIMEOUT_S = 1.0
+DEFAULT_COMMAND_TIMEOUT_S = 1.0
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_POOL_TIMEOUT_S = 2.0
+
+
 def connect(
     url: str,
     *,
     cluster: bool = False,
-    connect_timeout_s: float = 1.0,
-    command_timeout_s: float = 1.0,
-    max_connections: int = 64,
-    pool_timeout_s: float = 2.0,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
     **client_kwargs: Any,
 ) -> Client:
     """A client for `url` whose connecting, commands and pool waits are all bounded.

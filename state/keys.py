@@ -54,6 +54,12 @@ import zlib
 DEFAULT_TTL_S = 3600
 DEFAULT_RETENTION_S = 3600
 DEFAULT_PREFIX = "orch:"
+# Owner lease: a replica silent this long is presumed dead and its workflows resumed.
+DEFAULT_LEASE_S = 15.0
+# Keys the history index is spread over unless configured: one on a single Redis; on a
+# Cluster one per hash slot, so history writes spread over the masters.
+DEFAULT_HISTORY_SHARDS = 1
+CLUSTER_HISTORY_SHARDS = 8
 
 # Fields of the workflow hash.
 DOC_COMPACT_FIELD = "docz"

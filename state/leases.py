@@ -69,7 +69,7 @@ class LeaseStore(Protocol):
 
     async def release(self, workflow_id: str, owner: str) -> None: ...
 
-    async def orphans(self, *, lease_s: float = 15.0) -> list[Orphan]: ...
+    async def orphans(self, *, lease_s: float = keys.DEFAULT_LEASE_S) -> list[Orphan]: ...
 
     async def bury(self, dead: str) -> None: ...
 
@@ -151,7 +151,7 @@ class MemoryLeases:
             lease.owner = None
         self._lists.get(owner, set()).discard(workflow_id)
 
-    async def orphans(self, *, lease_s: float = 15.0) -> list[Orphan]:
+    async def orphans(self, *, lease_s: float = keys.DEFAULT_LEASE_S) -> list[Orphan]:
         now = self.clock()
         for replica in [r for r, deadline in self._beats.items() if deadline <= now]:
             del self._beats[replica]
@@ -372,7 +372,7 @@ class RedisLeases:
         except (RedisError, OSError) as exc:
             raise _error("release", workflow_id, exc) from exc
 
-    async def orphans(self, *, lease_s: float = 15.0) -> list[Orphan]:
+    async def orphans(self, *, lease_s: float = keys.DEFAULT_LEASE_S) -> list[Orphan]:
         try:
             reaped = await self._batcher.eval(
                 _REAP,

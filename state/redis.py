@@ -59,7 +59,13 @@ from redis.exceptions import RedisError
 
 from state import keys
 from state.cancellations import WorkflowIdStream
-from state.connect import connect
+from state.connect import (
+    DEFAULT_COMMAND_TIMEOUT_S,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POOL_TIMEOUT_S,
+    connect,
+)
 from state.events import EventStream, StoredEvent
 from state.history import HistoryPage, HistoryQuery
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
@@ -233,7 +239,9 @@ class RedisStateStore:
         self._retention_s = retention_s if retention_s is not None else ttl_s
         if self._retention_s <= 0:
             raise ValueError(f"retention_s must be positive, got {retention_s}")
-        self._shards = history_shards or (8 if self._cluster else 1)
+        self._shards = history_shards or (
+            keys.CLUSTER_HISTORY_SHARDS if self._cluster else keys.DEFAULT_HISTORY_SHARDS
+        )
         self._ping_timeout_s = ping_timeout_s
         self._owns_client = False
         self._batcher = Batcher(client)
@@ -257,10 +265,10 @@ class RedisStateStore:
         retention_s: int | None = None,
         history_shards: int | None = None,
         cluster: bool = False,
-        connect_timeout_s: float = 1.0,
-        command_timeout_s: float = 1.0,
-        max_connections: int = 64,
-        pool_timeout_s: float = 2.0,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        command_timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
         **client_kwargs: Any,
     ) -> RedisStateStore:
         """A store on a client of its own for `url`, which `close()` closes.

@@ -21,14 +21,14 @@ max_async_workflows = 200
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.access.keys import KeyRecord, check_hash
-from orchestrator.access.principal import Limits, parse_roles
+from orchestrator.access.principal import Limits, OffOrMore, parse_roles
 from orchestrator.errors import StartupError
+from orchestrator.settings_values import ConfigError, convert, overlay
 
 
 class AccessConfigError(StartupError, ValueError):
@@ -43,7 +43,8 @@ class AccessConfigError(StartupError, ValueError):
 class TenantPolicy:
     # None: every registered agent.
     agents: frozenset[str] | None = None
-    max_async_workflows: int | None = None
+    # None: [access.limits] max_async_workflows.
+    max_async_workflows: OffOrMore | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class AccessConfig:
     keys: tuple[KeyRecord, ...] = ()
     redis_keys: bool = False
     default_limits: Limits = field(default_factory=Limits)
-    max_async_workflows: int = 1000
+    max_async_workflows: OffOrMore = 1000
     cors_origins: tuple[str, ...] = ()
     tenants: Mapping[str, TenantPolicy] = field(default_factory=dict)
     # Serve without keys on a non-loopback address anyway (ORCH_INSECURE / --insecure).
@@ -80,9 +81,10 @@ def parse_access(access: object, tenants: object) -> AccessConfig:
     if unknown:
         raise AccessConfigError("unknown key", key=f"access.{sorted(unknown)[0]}")
     limits_table = _table(table.get("limits"), "access.limits")
-    max_async = _count(
-        limits_table.pop("max_async_workflows", 1000), "access.limits.max_async_workflows"
-    )
+    max_async = AccessConfig().max_async_workflows
+    if "max_async_workflows" in limits_table:
+        where = "access.limits.max_async_workflows"
+        max_async = _count(limits_table.pop("max_async_workflows"), where)
     defaults = _limits(limits_table, Limits(), "access.limits")
     records = []
     for key_id, raw in _table(table.get("keys"), "access.keys").items():
@@ -149,19 +151,11 @@ def _key(key_id: str, raw: dict[str, Any], defaults: Limits) -> KeyRecord:
 
 
 def _limits(table: dict[str, Any], base: Limits, where: str) -> Limits:
-    unknown = set(table) - _LIMIT_FIELDS
-    if unknown:
-        raise AccessConfigError("unknown key", key=f"{where}.{sorted(unknown)[0]}")
-    changes: dict[str, Any] = {}
-    if "requests_per_s" in table:
-        value = table["requests_per_s"]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise AccessConfigError("must be a number >= 0", key=f"{where}.requests_per_s")
-        changes["requests_per_s"] = float(value)
-    for name in ("burst", "max_in_flight"):
-        if name in table:
-            changes[name] = _count(table[name], f"{where}.{name}")
-    limits = dataclasses.replace(base, **changes)
+    # Each value checked against its Limits field's type (orchestrator/settings_values.py).
+    try:
+        limits = overlay(base, table, source="", key=where)
+    except ConfigError as exc:
+        raise AccessConfigError(exc.problem, key=exc.key) from None
     if limits.requests_per_s > 0 and limits.burst < 1:
         raise AccessConfigError("must be >= 1 when requests_per_s > 0", key=f"{where}.burst")
     return limits
@@ -199,6 +193,8 @@ def _table(value: object, key: str) -> dict[str, Any]:
 
 
 def _count(value: object, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise AccessConfigError("must be an integer >= 0", key=key)
-    return value
+    try:
+        count: int = convert(value, OffOrMore, source="", key=key, lax=False)
+    except ConfigError as exc:
+        raise AccessConfigError(exc.problem, key=key) from None
+    return count

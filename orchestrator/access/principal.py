@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Annotated
+
+from msgspec import Meta
+
+# A rate or a count where 0 turns the limit off.
+OffOrMore = Annotated[int, Meta(ge=0)]
 
 
 class Role(StrEnum):
@@ -20,9 +26,9 @@ class Role(StrEnum):
 class Limits:
     """Per key. `requests_per_s` refills a bucket of `burst` tokens; 0 turns a limit off."""
 
-    requests_per_s: float = 20.0
-    burst: int = 40
-    max_in_flight: int = 20
+    requests_per_s: Annotated[float, Meta(ge=0)] = 20.0
+    burst: OffOrMore = 40
+    max_in_flight: OffOrMore = 20
 
     @property
     def unlimited(self) -> bool:

@@ -30,7 +30,7 @@ from orchestrator.api.errors import BadRequest
 
 Body = TypeVar("Body", bound=msgspec.Struct)
 # field name, the value sent -> the error to raise for a value the type does not allow.
-ValueError_ = Callable[[str, Any], Exception]
+ValueRefusal = Callable[[str, Any], Exception]
 
 _AT = r"(?: - at `\$(?P<path>[^`]*)`)?$"
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`" + _AT)
@@ -56,7 +56,7 @@ def decode(
     body: Mapping[str, Any],
     model: type[Body],
     *,
-    invalid_value: Mapping[str, ValueError_] | None = None,
+    invalid_value: Mapping[str, ValueRefusal] | None = None,
 ) -> Body:
     """`body` as a `model`, or the ApiError saying what is wrong with it (and where)."""
     try:
@@ -78,7 +78,7 @@ def _translate(
     message: str,
     body: Mapping[str, Any],
     model: type[msgspec.Struct],
-    invalid_value: Mapping[str, ValueError_],
+    invalid_value: Mapping[str, ValueRefusal],
 ) -> Exception:
     # Unknown fields first, all of them: msgspec stops at the first problem it meets.
     unknown = unknown_fields(body, model)
@@ -115,7 +115,7 @@ def _translate(
         rule = match.groupdict().get("rule")
         return BadRequest(
             f"'{field}' has a value not allowed here"
-            + (f": it must be {rule}" if rule else f" ({value!r})"),
+            + (f": it must be {rule}" if rule else f" ({_shown(value)})"),
             code="invalid_value",
             details={"field": field},
         )
@@ -128,6 +128,11 @@ def _field(path: str | None, name: str | None = None) -> str:
     if name is None:
         return where or "$"
     return f"{where}.{name}" if where else name
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _missing(field: str) -> BadRequest:

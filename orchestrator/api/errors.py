@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
+import msgspec
 import structlog
 from aiohttp import web
 
+from orchestrator.api.bodies import Error, ErrorDetail
 from orchestrator.errors import RequestError, translate
 
 log = structlog.get_logger(__name__)
@@ -89,8 +90,12 @@ class TooManyRequests(ApiError):
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
-    body = {"error": {"code": code, "message": message, "details": details}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+    # The body is api/bodies.py's `Error`, the type the OpenAPI document describes.
+    body = Error(error=ErrorDetail(code=code, message=message, details=details))
+    return web.Response(status=status, body=_encode(body), content_type="application/json")
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 def _request_error(exc: BaseException) -> web.Response:

@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 import msgspec
+import orjson
 
 from orchestrator.api.bodies import Error
 from orchestrator.api.catalog import ENDPOINTS, Endpoint, Model, QuerySpec, Reply
@@ -34,7 +35,7 @@ _POST_ERRORS: dict[int, tuple[str, ...]] = {
     415: ("unsupported_media_type", "unsupported_content_encoding"),
 }
 _BODY_ERRORS: dict[int, tuple[str, ...]] = {
-    400: ("malformed_json", "empty_body", "invalid_body", "nesting_too_deep"),
+    400: ("malformed_json", "empty_body", "invalid_body", "nesting_too_deep", "invalid_value"),
     408: ("request_timeout",),
 }
 _STATUS_TEXT = {
@@ -58,8 +59,17 @@ _ERROR_HEADERS = {
 }
 
 
-@functools.cache
-def openapi_document() -> dict[str, Any]:
+def openapi_document(definition: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The document; `definition`: the JSON Schema of the workflow definitions this service
+    takes, as GET /api/workflows/schema serves it (None: an object, described in words)."""
+    key = None if definition is None else orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)
+    return _document(key)
+
+
+# One document per definition schema (a service's kinds and fallbacks fix it): built once.
+@functools.lru_cache(maxsize=8)
+def _document(definition_json: bytes | None) -> dict[str, Any]:
+    definition = None if definition_json is None else orjson.loads(definition_json)
     paths: dict[str, dict[str, Any]] = {}
     for entry in ENDPOINTS:
         paths.setdefault(entry.path, {})[entry.method.lower()] = _operation(entry)
@@ -77,7 +87,7 @@ def openapi_document() -> dict[str, Any]:
         "tags": [{"name": t} for t in ("workflows", "operations", "service")],
         "paths": paths,
         "components": {
-            "schemas": components(_models()),
+            "schemas": components(_models(), definition=definition),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

@@ -26,7 +26,7 @@ from orchestrator.api.bodies import (
     ScheduleRequest,
     ValidateRequest,
 )
-from orchestrator.api.decoding import ValueError_, decode, field_names, unknown_fields
+from orchestrator.api.decoding import ValueRefusal, decode, field_names, unknown_fields
 from orchestrator.api.errors import BadRequest, RequestTimeout, UnsupportedMediaType
 from orchestrator.api.services import SERVICES
 from orchestrator.dag.paths import json_type
@@ -157,8 +157,8 @@ def _name_too_long(field: str, value: Any) -> Exception:
     )
 
 
-_QUERY_VALUES: dict[str, ValueError_] = {"mode": _invalid_mode, "wait_s": _invalid_wait}
-_SCHEDULE_VALUES: dict[str, ValueError_] = {"misfire": _invalid_misfire, "name": _name_too_long}
+_QUERY_VALUES: dict[str, ValueRefusal] = {"mode": _invalid_mode, "wait_s": _invalid_wait}
+_SCHEDULE_VALUES: dict[str, ValueRefusal] = {"misfire": _invalid_misfire, "name": _name_too_long}
 
 
 # Idempotency-Key: printable ASCII, as Stripe and the IETF draft use it.

@@ -30,8 +30,8 @@ from orchestrator.api.requests import (
 )
 from orchestrator.api.services import SERVICES
 from orchestrator.dag.compiler import CompiledWorkflow
-from orchestrator.dag.parse import definition_schema
 from orchestrator.dag.plan import plan_workflow
+from orchestrator.dag.schema import definition_schema
 from orchestrator.errors import WorkflowNotFound
 from orchestrator.tracing import incoming_context
 from state.models import WorkflowState, WorkflowStatus
@@ -270,7 +270,9 @@ async def workflow_plan_svg(request: web.Request) -> web.Response:
 
 @routes.get("/api/workflows/schema")
 async def schema(request: web.Request) -> web.Response:
-    return _json(definition_schema())
+    # This service's kinds and built-in fallbacks, those given to create_app included.
+    services = request.app[SERVICES]
+    return _json(definition_schema(services.kinds, builtins=services.builtins))
 
 
 @routes.get("/healthz")
@@ -288,7 +290,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return _json(openapi_document())
+    # The definition component is this service's schema: its node kinds and fallbacks.
+    services = request.app[SERVICES]
+    return _json(openapi_document(definition_schema(services.kinds, builtins=services.builtins)))
 
 
 @routes.get("/api/docs")

@@ -42,12 +42,15 @@ __all__ = [
     "BudgetExceeded",
     "EvaluationStopped",
     "Limits",
+    "KnownSizes",
     "NeedsOffload",
     "measure",
     "unlimited",
 ]
 
 Resource = Literal["operations", "bytes"]
+# Sizes already measured, by container id: (the container, its size, its height).
+KnownSizes = Mapping[int, tuple[Any, int, int]]
 Scope = Literal["node", "workflow"]
 
 
@@ -155,14 +158,15 @@ def unlimited() -> Budget:
     return Budget(ops=2**62, nbytes=2**62)
 
 
-def measure(value: Any, limit: int) -> int:
+def measure(value: Any, limit: int, known: KnownSizes | None = None) -> int:
     """The size of a JSON-like value (strings by length, containers by items, deep),
     walking at most about `limit` units; returns `limit + 1` as soon as it is over.
 
     Shared sub-values are counted each time they occur, as serialising would
     count them, but each distinct container is walked once (memoised by id), so a
     value full of repeated references is measured in time proportional to its
-    distinct parts.
+    distinct parts. A container found in `known` (orchestrator.dag.values.ValueSizes:
+    the same object, measured when its step output was kept) is not walked again.
     """
     memo: dict[int, int] = {}
     over = limit + 1
@@ -179,9 +183,12 @@ def measure(value: Any, limit: int) -> int:
             return max(1, item.bit_length() // 3)
         else:
             return 8
-        known = memo.get(id(item))
-        if known is not None:
-            return known
+        seen = memo.get(id(item))
+        if seen is None and known is not None:
+            entry = known.get(id(item))
+            seen = None if entry is None else entry[1]
+        if seen is not None:
+            return seen
         total = 2
         for child in children:
             total += size(child) + 1

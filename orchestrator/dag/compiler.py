@@ -16,12 +16,14 @@ import keyword
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from msgspec import UNSET
+
 from orchestrator.dag.errors import DefinitionError, Problem
 from orchestrator.dag.expressions import ALLOWED_FUNCTIONS, Expression, ExpressionError
 from orchestrator.dag.expressions import compile_expression as _compile_expression
 from orchestrator.dag.graph import Layering, ancestor_test, find_cycles, layer
 from orchestrator.dag.kinds import Compiled, NodeKind, NodeKindRegistry, default_kinds
-from orchestrator.dag.model import FallbackKind, NodeDef, WorkflowDef
+from orchestrator.dag.model import FallbackKind, NodeDef, UnreadNode, WorkflowDef
 from orchestrator.dag.parse import DEFAULT_MAX_NODES, gc_paused, parse_lenient
 from orchestrator.dag.templates import Template, TemplateError, compile_template
 from orchestrator.dag.triggers import TriggerRule
@@ -206,7 +208,9 @@ def _analyse(
             deps = tuple(d for d in deps if d in first)
         out.deps[node.id] = deps
         _check_trigger(node, i, out)
-        compiled = _compile_node(node, i, kinds, node.id in malformed, agent_names, builtins, out)
+        # A node parsing could not read (an UnreadNode) had its problems reported there.
+        unread = node.id in malformed or isinstance(node, UnreadNode)
+        compiled = _compile_node(node, i, kinds, unread, agent_names, builtins, out)
         if compiled is None:
             continue
         out.compiled[node.id] = compiled
@@ -268,6 +272,10 @@ def _compile_node(
     builtins: Collection[str],
     out: _Analysis,
 ) -> CompiledNode | None:
+    if malformed:
+        # Parsing reported what is wrong with it (an unknown kind too): it only takes
+        # part in the graph checks.
+        return None
     kind = kinds.get(node.kind)
     if kind is None:
         known = ", ".join(sorted(kinds))
@@ -280,23 +288,22 @@ def _compile_node(
         return None
     ok = True
     compiled: Compiled | None = None
-    if not malformed:
-        try:
-            compiled = kind.compile(node)
-        except DefinitionError as exc:
-            ok = False
-            for p in exc.problems:
-                path = f"nodes/{i}/{p.path}" if p.path else f"nodes/{i}"
-                out.problems.append(Problem(p.code, p.message, node.id, path, p.nodes))
-        if compiled is not None and not compiled.agents <= agents:
-            ok = False
-            for agent in sorted(compiled.agents - agents):
-                out.add(
-                    "unknown_agent",
-                    _unknown_agent(node, agent, agents),
-                    node.id,
-                    f"nodes/{i}/agent",
-                )
+    try:
+        compiled = kind.compile(node)
+    except DefinitionError as exc:
+        ok = False
+        for p in exc.problems:
+            path = f"nodes/{i}/{p.path}" if p.path else f"nodes/{i}"
+            out.problems.append(Problem(p.code, p.message, node.id, path, p.nodes))
+    if compiled is not None and not compiled.agents <= agents:
+        ok = False
+        for agent in sorted(compiled.agents - agents):
+            out.add(
+                "unknown_agent",
+                _unknown_agent(node, agent, agents),
+                node.id,
+                f"nodes/{i}/agent",
+            )
     when = None
     if node.when is not None:
         when = _when(node, i, out)
@@ -364,7 +371,7 @@ def _fallback(
             node.id,
             f"nodes/{i}/fallback/agent",
         )
-    if fb.input is None:
+    if fb.input is UNSET:
         return None, ok
     try:
         return compile_template(fb.input), ok

@@ -3,7 +3,10 @@
 A node starts the moment all its dependencies are done (`graph.ReadyTracker`:
 graphlib's `get_ready/done` without its per-run set-up), never waiting for a "level"; at most
 `options.max_parallel` nodes run at any moment (each agent's own limit is the
-client's bulkhead). Per node, in order:
+client's bulkhead). A node runs in a task of its own when others may run beside it;
+the only node that can run (each node of a chain, a fan-out's root and join) runs in
+the workflow's own task, with the same deadline, cancel, pause and log context.
+Per node, in order:
 
 - skipped, without running, if its trigger rule over how its dependencies ended
   is not met (dag/triggers.py: by default a node with one dependency needs it to
@@ -50,7 +53,7 @@ from orchestrator.dag.graph import ReadyTracker
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
 from orchestrator.dag.model import FallbackKind, OnFailure
 from orchestrator.dag.triggers import Outcome, unmet_reason
-from orchestrator.dag.values import UnstorableValue, json_value
+from orchestrator.dag.values import UnstorableValue, ValueSizes, json_value
 from state.models import (
     NodeFailure,
     NodeRun,
@@ -72,6 +75,8 @@ log = structlog.get_logger(__name__)
 
 # How much later than a node's deadline its backstop fires (see _bounded).
 _BACKSTOP_GRACE_S = 0.05
+# Nodes run inline (in the workflow's task) give the event loop a turn at least this often.
+_INLINE_TURN_S = 0.002
 # Nodes a resumed run keeps as they are.
 _SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
 
@@ -226,8 +231,13 @@ class _Execution:
         self.deadline: float | None = None
         # Every expression, template and transform of this run spends from here.
         self.budget = Budget.for_workflow(engine.limits)
+        # Step outputs are measured once, when kept; templates reading them again are
+        # charged from here without another walk.
+        self.sizes = ValueSizes()
         # The node being dispatched or settled: where an escaping error is pinned.
         self.current: str | None = None
+        # When nodes run inline, the last time this run gave the loop a turn on purpose.
+        self.yielded_at = self.loop.time()
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -431,11 +441,61 @@ class _Execution:
             run = self.state.steps[node_id]
             run.status = NodeStatus.RUNNING
             run.started_at = self.engine.clock()
+            if not self.running and not self.runnable:
+                # The only node that can run now (a chain's every node, a fan-out's root
+                # and join): run it in this task. A task of its own would buy nothing but
+                # a task, a wake-up and a turn of the loop per node.
+                await self.emit(run)
+                await self._run_inline(cn, ctx, pre_error, sorter)
+                continue
             task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
             await self.emit(run)
         self.current = None
+
+    async def _run_inline(
+        self,
+        cn: CompiledNode,
+        ctx: NodeContext,
+        pre_error: NodeError | None,
+        sorter: ReadyTracker,
+    ) -> None:
+        """Run one node in the workflow's own task, then settle it as `_wait_one` does.
+
+        Everything a node task has holds here too: its log lines carry its node and
+        agent (bound for the node, then reset); the workflow's deadline ends it
+        (_TimedOut, as the deadline timer does for node tasks); cancelling the
+        workflow's task cancels the node where it is, and `_run` records it.
+        """
+        tokens = structlog.contextvars.bind_contextvars(node=cn.id, agent=cn.agent, attempt=0)
+        try:
+            if self.deadline is None:
+                outcome = await self._traced(cn, ctx, pre_error)
+            else:
+                bound = asyncio.timeout_at(self.deadline)
+                try:
+                    async with bound:
+                        outcome = await self._traced(cn, ctx, pre_error)
+                except TimeoutError:
+                    if bound.expired():
+                        raise _TimedOut from None
+                    raise
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
+        self.current = cn.id
+        try:
+            await self._settle(cn.id, outcome)
+        finally:
+            sorter.done(cn.id)
+        self.current = None
+        now = self.loop.time()
+        if now - self.yielded_at >= _INLINE_TURN_S:
+            # Nodes that never wait (transforms, conditions) would otherwise run a whole
+            # chain in one turn of the loop, and nothing else (health checks, other
+            # workflows) would run meanwhile: a node task always gave the loop a turn.
+            await asyncio.sleep(0)
+            self.yielded_at = self.loop.time()
 
     async def _until_deadline(self, work: Awaitable[Any]) -> Any:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
@@ -560,6 +620,7 @@ class _Execution:
             agent=cn.agent,
             budget=self.budget.child(self.engine.limits),
             limits=self.engine.limits,
+            sizes=self.sizes.entries,
         )
 
     def _timeout_s(self, cn: CompiledNode) -> float | None:
@@ -578,6 +639,12 @@ class _Execution:
         # This node's own task: every line logged inside it carries the node and agent.
         # (`attempt` is 0 until the agent client makes one.)
         structlog.contextvars.bind_contextvars(node=cn.id, agent=cn.agent, attempt=0)
+        return await self._traced(cn, ctx, pre_error)
+
+    async def _traced(
+        self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
+    ) -> _Outcome:
+        """The node, in a span `node <id>` when there is a tracer."""
         tracer = self.engine.tracer
         if tracer is None:
             return await self._execute_node(cn, ctx, pre_error)
@@ -599,7 +666,7 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            output = _storable(cn, await self._run_bounded(cn, ctx), self.engine.limits)
+            output = self._storable(cn, await self._run_bounded(cn, ctx))
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
@@ -628,7 +695,7 @@ class _Execution:
                     payload = {}
                 ctx.deadline = self._node_deadline(cn)
                 output = await self._bounded(cn, ctx, ctx.call_agent(str(fb.target), payload))
-            output = _storable(cn, output, self.engine.limits)
+            output = self._storable(cn, output)
         except Exception as fb_exc:
             failure = NodeError(
                 f"{reason}; fallback failed: {error_message(fb_exc)}",
@@ -647,6 +714,14 @@ class _Execution:
             attempts=ctx.attempts,
             agent=_agent_of(error, ctx),
         )
+
+    def _storable(self, cn: CompiledNode, output: Any) -> Any:
+        """A node's output as JSON both stores can carry (orchestrator.dag.values), or its
+        error; its size is remembered for the templates that read it later."""
+        try:
+            return self.sizes.keep(output, max_bytes=self.engine.limits.node_bytes)
+        except UnstorableValue as exc:
+            raise NodeError(f"node {cn.id!r}: output: {exc}", code=exc.code, node_id=cn.id) from exc
 
     async def _bounded(self, cn: CompiledNode, ctx: NodeContext, work: Awaitable[Any]) -> Any:
         """Await `work` under the node's timeout_s (if any); NodeTimeout when it runs out.
@@ -716,20 +791,14 @@ class _Execution:
             scope="workflow",
         )
         try:
+            known = self.sizes.entries
             return json_value(
-                template.render(self.scope, missing="null", budget=budget),
+                template.render(self.scope, missing="null", budget=budget, sizes=known),
                 max_bytes=self.engine.limits.workflow_bytes,
+                known=known,
             )
         except (BudgetExceeded, UnstorableValue) as exc:
             raise _OutputError(str(exc)) from exc
-
-
-def _storable(cn: CompiledNode, output: Any, limits: Limits) -> Any:
-    """A node's output as JSON both stores can carry (orchestrator.dag.values), or its error."""
-    try:
-        return json_value(output, max_bytes=limits.node_bytes)
-    except UnstorableValue as exc:
-        raise NodeError(f"node {cn.id!r}: output: {exc}", code=exc.code, node_id=cn.id) from exc
 
 
 def _agent_of(error: BaseException, ctx: NodeContext) -> str | None:

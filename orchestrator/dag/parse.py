@@ -1,52 +1,48 @@
-"""The boundary: raw JSON -> `WorkflowDef`, checked against the published JSON Schema.
+"""The boundary: raw JSON -> `WorkflowDef`, decoded into the typed model (dag/model.py).
 
-Parsing does the structural checks (schema.json: types, required fields, no unknown
-field anywhere, the size limit) and folds the nodes-and-edges form of visual editors
-(`"edges": [{"source": "a", "target": "b"}]`) into each target's `depends_on`.
-Registries (agents, kinds, built-ins) and the graph are checked by
-`validate.check_definition`; `validate.compile_workflow` runs both and reports
-every problem of both at once.
+A definition decodes in one msgspec call into the model of the registry's kinds
+(types, bounds, patterns, required fields, unknown fields refused everywhere); the
+size limits are checked before it, and the nodes-and-edges form of visual editors
+(`"edges": [{"source": "a", "target": "b"}]`) is folded into each target's
+`depends_on` after it. A definition that does not decode is walked again
+(dag/explain.py) to report every problem at once, each naming its node and field,
+and is rebuilt as far as it can be so the graph checks still run.
+Registries (agents, built-ins) and the graph are checked by `compiler.check_definition`;
+`compiler.compile_workflow` runs both and reports every problem of both at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from orchestrator.dag.errors import DefinitionError, Problem
+from orchestrator.dag.explain import Issue, explain
 from orchestrator.dag.kinds import NodeKindRegistry, default_kinds
 from orchestrator.dag.model import (
-    COMMON_NODE_FIELDS,
-    DEFAULT_MAX_PARALLEL,
-    DEFAULT_TIMEOUT_S,
-    FallbackDef,
-    FallbackKind,
+    DEFAULT_NAME,
+    Edge,
     NodeDef,
-    OnFailure,
+    Options,
+    UnreadNode,
     WorkflowDef,
-    WorkflowOptions,
-    frozen_mapping,
 )
-from orchestrator.dag.schema import (
-    SchemaIssue,
-    builtin_param_fields,
-    compose_schema,
-    validator_for,
-)
-from orchestrator.dag.triggers import TriggerRule
 
 DEFAULT_MAX_NODES = 10_000
 # Dependencies (depends_on entries plus edges) allowed per allowed node.
 EDGES_PER_NODE = 10
-DEFAULT_NAME = "workflow"
 _MAX_MESSAGE = 300
-_TRIGGERS = frozenset(rule.value for rule in TriggerRule)
-_UNEXPECTED = re.compile(r"'([^']*)'")
+_CODES = {
+    "unknown_field": "unknown_field",
+    "missing_field": "missing_field",
+    "invalid_value": "invalid_value",
+    "unknown_tag": "unknown_kind",
+}
 
 
 @contextlib.contextmanager
@@ -68,12 +64,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def definition_schema(kinds: NodeKindRegistry | None = None) -> dict[str, Any]:
-    """The published JSON Schema (Draft 2020-12) for definitions using `kinds`
-    (default: the built-in kinds). Served at GET /api/workflows/schema."""
-    return compose_schema((kinds or _default_kinds()).params_schemas())
-
-
 _DEFAULT_KINDS: NodeKindRegistry | None = None
 
 
@@ -88,7 +78,7 @@ def _default_kinds() -> NodeKindRegistry:
 class ParseResult:
     """What lenient parsing found: the definition as far as it could be read (None if
     not at all), every structural problem, and the ids of nodes that had problems of
-    their own (whose params later checks skip, to avoid reporting one mistake twice)."""
+    their own (kept as `UnreadNode`s for the graph checks, never compiled)."""
 
     definition: WorkflowDef | None
     problems: list[Problem] = field(default_factory=list)
@@ -101,12 +91,12 @@ def parse_definition(
     max_nodes: int = DEFAULT_MAX_NODES,
     kinds: NodeKindRegistry | None = None,
 ) -> WorkflowDef:
-    """Check `raw` against the schema and build the typed definition.
+    """Decode `raw` into the typed definition of `kinds` (default: the built-in kinds).
 
     Raises DefinitionError listing every structural problem: not an object, over
-    `max_nodes` nodes (or `EDGES_PER_NODE * max_nodes` dependencies), wrong types,
-    missing or unknown fields (refused everywhere, never ignored), edges naming
-    nodes that do not exist.
+    `max_nodes` nodes (or `EDGES_PER_NODE * max_nodes` dependencies), wrong types or
+    values, missing or unknown fields (refused everywhere, never ignored), unknown
+    kinds, edges naming nodes that do not exist.
     """
     with gc_paused():
         result = parse_lenient(raw, max_nodes=max_nodes, kinds=kinds)
@@ -130,20 +120,13 @@ def parse_lenient(
     size = _size_problem(raw, max_nodes)
     if size is not None:
         return ParseResult(None, [size])
-    validator = validator_for(kinds.params_schemas())
-    nodes_raw = raw.get("nodes")
-    problems: list[Problem] = []
-    malformed: set[str] = set()
-    for issue in validator.issues(raw):
-        problem = _issue_problem(issue, nodes_raw, kinds)
-        if problem is None:
-            continue
-        problems.append(problem)
-        if problem.node_id is not None:
-            malformed.add(problem.node_id)
-    definition, edge_problems = _build(raw)
-    problems.extend(edge_problems)
-    return ParseResult(definition, problems, malformed)
+    model = kinds.definition_type()
+    try:
+        definition = msgspec.convert(raw if isinstance(raw, dict) else dict(raw), model)
+    except msgspec.ValidationError:
+        return _refused(raw, model, kinds)
+    definition, edge_problems = _normalised(definition, enumerate(definition.edges))
+    return ParseResult(definition, edge_problems)
 
 
 def _size_problem(raw: Mapping[str, Any], max_nodes: int) -> Problem | None:
@@ -169,6 +152,25 @@ def _size_problem(raw: Mapping[str, Any], max_nodes: int) -> Problem | None:
     return None
 
 
+# -- a definition that did not decode: every problem, and as much of it as can be read --
+
+
+def _refused(
+    raw: Mapping[str, Any], model: type[WorkflowDef], kinds: NodeKindRegistry
+) -> ParseResult:
+    nodes_raw = raw.get("nodes")
+    problems: list[Problem] = []
+    malformed: set[str] = set()
+    for issue in explain(raw, model):
+        problem = _problem(issue, nodes_raw, kinds)
+        problems.append(problem)
+        if problem.node_id is not None:
+            malformed.add(problem.node_id)
+    readable, edges = _readable(raw, kinds, malformed)
+    definition, edge_problems = _normalised(readable, edges)
+    return ParseResult(definition, problems + edge_problems, malformed)
+
+
 def _node_id_at(nodes_raw: Any, index: Any) -> str | None:
     if isinstance(nodes_raw, list) and isinstance(index, int) and 0 <= index < len(nodes_raw):
         node = nodes_raw[index]
@@ -177,148 +179,110 @@ def _node_id_at(nodes_raw: Any, index: Any) -> str | None:
     return None
 
 
-def _unknown_kind_at(nodes_raw: Any, index: Any, kinds: NodeKindRegistry) -> bool:
-    if isinstance(nodes_raw, list) and isinstance(index, int) and 0 <= index < len(nodes_raw):
-        node = nodes_raw[index]
-        kind = node.get("kind") if isinstance(node, Mapping) else None
-        return isinstance(kind, str) and kind not in kinds
-    return False
-
-
-def _declared_fields(kind: Any, kinds: NodeKindRegistry) -> frozenset[str]:
-    """The fields a node of `kind` may carry: the common ones and its params'."""
-    found = kinds.get(kind) if isinstance(kind, str) else None
-    if found is None:
-        return COMMON_NODE_FIELDS
-    params: Mapping[str, Any] = found.params_schema
-    ref = params.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/kinds/"):
-        return COMMON_NODE_FIELDS | builtin_param_fields(ref.rsplit("/", 1)[-1])
-    return COMMON_NODE_FIELDS | frozenset(params.get("properties", {}))
-
-
 def _shorten(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
-def _issue_problem(issue: SchemaIssue, nodes_raw: Any, kinds: NodeKindRegistry) -> Problem | None:
+def _problem(issue: Issue, nodes_raw: Any, kinds: NodeKindRegistry) -> Problem:
     path = issue.path
     in_node = len(path) >= 2 and path[0] == "nodes"
     node_id = _node_id_at(nodes_raw, path[1]) if in_node else None
-    unknown_fields = issue.keyword in ("additionalProperties", "unevaluatedProperties")
-    if (
-        unknown_fields
-        and in_node
-        and len(path) == 2
-        and _unknown_kind_at(nodes_raw, path[1], kinds)
-    ):
-        # The kind itself is unknown (validate reports it): its fields cannot be judged.
-        return None
     pointer = "/".join(str(p) for p in path)
+    code = _CODES[issue.kind]
     if in_node:
         where = f"node {node_id!r}" if node_id else f"node #{path[1]}"
+        if code == "unknown_kind":
+            known = ", ".join(sorted(kinds))
+            message = f"{where}: unknown kind {issue.names[0]!r} (known: {known})"
+            return Problem(code, _shorten(message), node_id, pointer)
         if len(path) > 2:
             where += f" field {'/'.join(str(p) for p in path[2:])!r}"
     else:
         where = f"{pointer!r}" if pointer else "the definition"
-    if unknown_fields:
-        names = issue.unexpected or tuple(_UNEXPECTED.findall(issue.message))
-        if in_node and len(path) == 2:
-            # A kind's params that fail their own schema count as "unevaluated" too;
-            # only report the fields that really are unknown (the rest have their issue).
-            declared = _declared_fields(nodes_raw[path[1]].get("kind"), kinds)
-            names = tuple(n for n in names if n not in declared)
-            if not names:
-                return None
-        listed = ", ".join(repr(n) for n in names) if names else "fields"
-        return Problem("unknown_field", f"{where}: unknown field {listed}", node_id, pointer)
-    if issue.keyword == "required":
-        return Problem("missing_field", _shorten(f"{where}: {issue.message}"), node_id, pointer)
-    if issue.keyword in ("oneOf", "anyOf", "oneOfNotValid", "oneOfMultipleValid"):
-        detail = issue.description or "does not match any of the allowed forms"
-        return Problem("invalid_value", _shorten(f"{where}: {detail}"), node_id, pointer)
-    return Problem("invalid_value", _shorten(f"{where}: {issue.message}"), node_id, pointer)
+    return Problem(code, _shorten(f"{where}: {issue.message}"), node_id, pointer)
 
 
-# -- building the typed model (tolerant: the schema has already said what is wrong) --
+def _convert_or(value: Any, tp: Any, default: Any) -> Any:
+    try:
+        return msgspec.convert(value, tp)
+    except msgspec.ValidationError:
+        return default
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _options(raw: Any) -> WorkflowOptions:
-    if not isinstance(raw, Mapping):
-        return WorkflowOptions()
-    max_parallel = raw.get("max_parallel")
-    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
-        max_parallel = DEFAULT_MAX_PARALLEL
-    timeout = _number(raw.get("timeout_s"))
-    on_failure = raw.get("on_failure")
-    return WorkflowOptions(
-        max_parallel=max_parallel,
-        timeout_s=timeout if timeout is not None and timeout > 0 else DEFAULT_TIMEOUT_S,
-        on_failure=OnFailure(on_failure) if on_failure in ("stop", "continue") else OnFailure.STOP,
-    )
-
-
-def _fallback(raw: Any) -> FallbackDef | None:
-    if not isinstance(raw, Mapping):
-        return None
-    if isinstance(raw.get("agent"), str):
-        return FallbackDef(FallbackKind.AGENT, target=raw["agent"], input=raw.get("input"))
-    if isinstance(raw.get("builtin"), str):
-        return FallbackDef(FallbackKind.BUILTIN, target=raw["builtin"])
-    if "value" in raw:
-        return FallbackDef(FallbackKind.VALUE, value=raw["value"])
-    return None
-
-
-def _strings(raw: Any) -> list[str]:
-    return [x for x in raw if isinstance(x, str)] if isinstance(raw, list) else []
-
-
-def _node(raw: Mapping[str, Any]) -> NodeDef | None:
-    node_id, kind = raw.get("id"), raw.get("kind")
-    if not isinstance(node_id, str) or not isinstance(kind, str):
-        return None
-    when = raw.get("when")
-    on_failure = raw.get("on_failure")
-    timeout = _number(raw.get("timeout_s"))
-    estimate = _number(raw.get("estimate_ms"))
+def _readable(
+    raw: Mapping[str, Any], kinds: NodeKindRegistry, malformed: set[str]
+) -> tuple[WorkflowDef, list[tuple[int, Edge]]]:
+    """The definition as far as it decodes: nodes with problems become UnreadNodes (id,
+    kind and string dependencies, for the graph checks), the rest as they are; and the
+    edges that decode, with their positions."""
+    nodes: list[NodeDef] = []
+    nodes_raw = raw.get("nodes")
+    for item in nodes_raw if isinstance(nodes_raw, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        node_id, kind = item.get("id"), item.get("kind")
+        if not isinstance(node_id, str) or not isinstance(kind, str):
+            continue
+        node = None
+        found = kinds.get(kind)
+        if node_id not in malformed and found is not None:
+            node = _convert_or(item, found.node_type, None)
+        if node is None:
+            deps = item.get("depends_on")
+            strings = [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
+            node = UnreadNode(id=node_id, depends_on=tuple(dict.fromkeys(strings)), raw_kind=kind)
+            malformed.add(node_id)
+        nodes.append(node)
+    edges_raw = raw.get("edges")
+    edges: list[tuple[int, Edge]] = []
+    for j, item in enumerate(edges_raw if isinstance(edges_raw, list) else []):
+        edge = _convert_or(item, Edge, None)
+        if edge is not None:
+            edges.append((j, edge))
+    name = raw.get("name")
     description = raw.get("description")
-    trigger = raw.get("trigger")
-    return NodeDef(
-        id=node_id,
-        kind=kind,
-        depends_on=tuple(dict.fromkeys(_strings(raw.get("depends_on")))),
-        when=when if isinstance(when, str) else None,
-        on_failure=OnFailure(on_failure) if on_failure in ("stop", "continue") else None,
-        fallback=_fallback(raw.get("fallback")),
-        timeout_s=timeout if timeout is not None and timeout > 0 else None,
-        estimate_ms=estimate if estimate is not None and estimate >= 0 else None,
+    inputs = raw.get("inputs")
+    definition = WorkflowDef(
+        nodes=tuple(nodes),
+        name=name if isinstance(name, str) and name else DEFAULT_NAME,
         description=description if isinstance(description, str) else None,
-        params=frozen_mapping({k: v for k, v in raw.items() if k not in COMMON_NODE_FIELDS}),
-        trigger=TriggerRule(trigger) if trigger in _TRIGGERS else None,
+        inputs=dict(inputs) if isinstance(inputs, Mapping) else {},
+        options=_convert_or(raw.get("options", {}), Options, Options()),
+        output=raw.get("output"),
     )
+    return definition, edges
 
 
-def _fold_edges(nodes: list[NodeDef], edges_raw: Any) -> tuple[list[NodeDef], list[Problem]]:
-    if not isinstance(edges_raw, list) or not edges_raw:
-        return nodes, []
+def _normalised(
+    definition: WorkflowDef, edges: Iterable[tuple[int, Edge]]
+) -> tuple[WorkflowDef, list[Problem]]:
+    """Each node's depends_on without repeats, each edge's source added to its target's
+    depends_on; `edges` emptied. Problems: edges naming nodes that do not exist."""
+    nodes = definition.nodes
+    edges = list(edges)
+    out: list[NodeDef] | None = None
+    for i, node in enumerate(nodes):
+        deps = node.depends_on
+        if len(deps) > 1 and len(set(deps)) < len(deps):
+            out = out or list(nodes)
+            out[i] = msgspec.structs.replace(node, depends_on=tuple(dict.fromkeys(deps)))
+    problems: list[Problem] = []
+    if edges or out is not None:
+        out, problems = _fold_edges(out or list(nodes), edges)
+        definition = msgspec.structs.replace(definition, nodes=tuple(out), edges=())
+    return definition, problems
+
+
+def _fold_edges(
+    nodes: list[NodeDef], edges: Iterable[tuple[int, Edge]]
+) -> tuple[list[NodeDef], list[Problem]]:
     first: dict[str, int] = {}
     for i, node in enumerate(nodes):
         first.setdefault(node.id, i)
     extra: dict[int, list[str]] = {}
     problems: list[Problem] = []
-    for j, edge in enumerate(edges_raw):
-        if not isinstance(edge, Mapping):
-            continue
-        source, target = edge.get("source"), edge.get("target")
-        if not isinstance(source, str) or not isinstance(target, str):
-            continue
+    for j, edge in edges:
+        source, target = edge.source, edge.target
         if target not in first:
             problems.append(
                 Problem(
@@ -343,28 +307,5 @@ def _fold_edges(nodes: list[NodeDef], edges_raw: Any) -> tuple[list[NodeDef], li
     for i, sources in extra.items():
         node = out[i]
         deps = tuple(dict.fromkeys((*node.depends_on, *sources)))
-        out[i] = dataclasses.replace(node, depends_on=deps)
+        out[i] = msgspec.structs.replace(node, depends_on=deps)
     return out, problems
-
-
-def _build(raw: Mapping[str, Any]) -> tuple[WorkflowDef, list[Problem]]:
-    nodes_raw = raw.get("nodes")
-    nodes: list[NodeDef] = []
-    if isinstance(nodes_raw, list):
-        for item in nodes_raw:
-            node = _node(item) if isinstance(item, Mapping) else None
-            if node is not None:
-                nodes.append(node)
-    nodes, problems = _fold_edges(nodes, raw.get("edges"))
-    name = raw.get("name")
-    description = raw.get("description")
-    inputs = raw.get("inputs")
-    definition = WorkflowDef(
-        name=name if isinstance(name, str) and name else DEFAULT_NAME,
-        nodes=tuple(nodes),
-        inputs=frozen_mapping(inputs if isinstance(inputs, Mapping) else {}),
-        options=_options(raw.get("options")),
-        output=raw.get("output"),
-        description=description if isinstance(description, str) else None,
-    )
-    return definition, problems

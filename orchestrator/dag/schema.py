@@ -1,191 +1,89 @@
-"""The published JSON Schema of workflow definitions, and the validator that applies it.
+"""The published JSON Schema of workflow definitions, generated from the model.
 
-`schema.json` (Draft 2020-12, no unknown field allowed anywhere) is the source of
-truth. Node kinds are a registry, so the node's kind-specific fields are checked by
-an `if kind == X then <X's params schema>` entry per registered kind, built here from
-the registry; `unevaluatedProperties: false` then refuses any field that neither the
-common node fields nor the kind's params declare.
-
-Validation runs on jsonschema-rs (Rust) when it is installed and on the pure-Python
-`jsonschema` otherwise, with the same results: the Python one takes ~3 s for a
-10,000-node definition, the Rust one ~15 ms (bench/dag_plan.py), and the API checks
-every submitted definition with it.
+`msgspec.json.schema_components` writes the schema of the definition type of a
+registry's kinds (dag/model.py, each kind's `node_type`): the node is a union
+tagged by `kind` (an OpenAPI `discriminator` says so), unknown fields are refused
+everywhere (`additionalProperties: false`). Rules a class checks in `__post_init__`
+are added from its `json_schema_extra`, and a service's built-in fallbacks narrow
+`builtin` to their names. Served at GET /api/workflows/schema; the OpenAPI document
+can embed it (`definition_schema(...)` returns a fresh dict each call).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import importlib
-import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
-from typing import Any, Literal
+from collections.abc import Collection, Iterator
+from typing import Annotated, Any, get_args, get_origin
 
-import jsonschema
+import msgspec
+from msgspec import Struct
 
-SCHEMA_FILE = Path(__file__).with_name("schema.json")
+from orchestrator.dag.kinds import NodeKindRegistry, default_kinds
+from orchestrator.dag.model import Fallback, WorkflowDef
+
 SCHEMA_ID = "urn:agent-orchestrator:workflow-definition:1"
-
-Backend = Literal["rust", "python"]
-
-
-def _import_rust() -> ModuleType | None:
-    try:
-        return importlib.import_module("jsonschema_rs")
-    except ImportError:  # pragma: no cover - depends on the environment
-        return None
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+_DESCRIPTION = (
+    "A DAG of nodes run by the orchestrator's engine. Each node's `kind` selects its "
+    "fields (the node kinds this service knows, including any it was started with). "
+    "Unknown fields are refused everywhere."
+)
 
 
-_rs = _import_rust()
-DEFAULT_BACKEND: Backend = "rust" if _rs is not None else "python"
+def definition_schema(
+    kinds: NodeKindRegistry | None = None, *, builtins: Collection[str] | None = None
+) -> dict[str, Any]:
+    """The JSON Schema (Draft 2020-12) of definitions using `kinds` (default: the
+    built-in kinds); with `builtins`, a fallback's `builtin` must be one of them.
 
-
-@functools.cache
-def _base_schema_text() -> str:
-    return SCHEMA_FILE.read_text(encoding="utf-8")
-
-
-def base_schema() -> dict[str, Any]:
-    """schema.json as shipped (the built-in kinds only); a fresh copy each call."""
-    loaded: dict[str, Any] = json.loads(_base_schema_text())
-    return loaded
-
-
-def builtin_params_schema(kind: str) -> dict[str, Any]:
-    """A reference to a built-in kind's params in schema.json (`#/$defs/kinds/<kind>`)."""
-    return {"$ref": f"#/$defs/kinds/{kind}"}
-
-
-@functools.cache
-def builtin_param_fields(kind: str) -> frozenset[str]:
-    """The fields a built-in kind declares in schema.json (empty if no such kind)."""
-    params = base_schema()["$defs"]["kinds"].get(kind, {})
-    return frozenset(params.get("properties", {}))
-
-
-def _kind_entry(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "if": {"required": ["kind"], "properties": {"kind": {"const": name}}},
-        "then": copy.deepcopy(dict(params)),
-    }
-
-
-def compose_schema(kind_params: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
-    """schema.json with the node's kind dispatch listing exactly these kinds."""
-    schema = base_schema()
-    schema["$defs"]["node"]["allOf"] = [_kind_entry(name, p) for name, p in kind_params]
-    return schema
-
-
-@dataclass(frozen=True, slots=True)
-class SchemaIssue:
-    """One schema violation: where (instance path), which keyword, a message, and the
-    description of the failing subschema when it has one."""
-
-    path: tuple[str | int, ...]
-    keyword: str
-    message: str
-    description: str | None = None
-    unexpected: tuple[str, ...] = ()
-
-
-def _walk(schema: Any, path: Iterable[str | int]) -> Any:
-    node = schema
-    for part in path:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
-
-
-class DefinitionValidator:
-    """Applies one composed schema; `issues(instance)` lists every violation."""
-
-    def __init__(self, schema: Mapping[str, Any], *, backend: Backend = DEFAULT_BACKEND) -> None:
-        self.schema = dict(schema)
-        self.backend: Backend = backend
-        jsonschema.Draft202012Validator.check_schema(self.schema)
-        if backend == "rust":
-            if _rs is None:
-                raise RuntimeError("jsonschema-rs is not installed")
-            self._rs_validator: Any = _rs.Draft202012Validator(self.schema)
-        else:
-            self._py_validator = jsonschema.Draft202012Validator(self.schema)
-
-    def issues(self, instance: Any) -> list[SchemaIssue]:
-        if self.backend == "rust":
-            return self._rust_issues(instance)
-        return self._python_issues(instance)
-
-    def _rust_issues(self, instance: Any) -> list[SchemaIssue]:
-        if self._rs_validator.is_valid(instance):
-            return []
-        out: list[SchemaIssue] = []
-        for error in self._rs_validator.iter_errors(instance):
-            keyword = str(error.kind.name)
-            parent = _walk(self.schema, list(error.schema_path)[:-1])
-            description = parent.get("description") if isinstance(parent, dict) else None
-            unexpected = tuple(getattr(error.kind, "unexpected", ()) or ())
-            out.append(
-                SchemaIssue(
-                    path=tuple(error.instance_path),
-                    keyword=keyword,
-                    message=str(error.message),
-                    description=description,
-                    unexpected=unexpected,
-                )
-            )
-        return out
-
-    def _python_issues(self, instance: Any) -> list[SchemaIssue]:
-        out: list[SchemaIssue] = []
-        for error in self._py_validator.iter_errors(instance):
-            keyword = str(error.validator)
-            parent = error.schema if isinstance(error.schema, dict) else None
-            description = parent.get("description") if parent else None
-            unexpected: tuple[str, ...] = ()
-            if keyword in ("additionalProperties", "unevaluatedProperties") and isinstance(
-                error.instance, dict
-            ):
-                unexpected = _python_unexpected(error.instance, parent or {}, keyword)
-            out.append(
-                SchemaIssue(
-                    path=tuple(error.absolute_path),
-                    keyword=keyword,
-                    message=error.message,
-                    description=description,
-                    unexpected=unexpected,
-                )
-            )
-        return out
-
-
-def _python_unexpected(
-    instance: Mapping[str, Any], schema: Mapping[str, Any], keyword: str
-) -> tuple[str, ...]:
-    # python-jsonschema reports the names only inside its message; recompute them for
-    # additionalProperties (the declared properties are right there). For
-    # unevaluatedProperties the evaluated set depends on the applicators, so the
-    # message is the only source and callers fall back to it.
-    if keyword != "additionalProperties":
-        return ()
-    declared = schema.get("properties", {})
-    return tuple(sorted(k for k in instance if k not in declared))
+    A fresh copy each call (callers may embed or change it).
+    """
+    model = (kinds or default_kinds()).definition_type()
+    names = None if builtins is None else tuple(sorted(builtins))
+    return copy.deepcopy(_generated(model, names))
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_validator(key: str, backend: Backend) -> DefinitionValidator:
-    kind_params: list[tuple[str, Mapping[str, Any]]] = json.loads(key)
-    return DefinitionValidator(compose_schema(kind_params), backend=backend)
+def _generated(model: type[WorkflowDef], builtins: tuple[str, ...] | None) -> dict[str, Any]:
+    structs = list(dict.fromkeys(_structs(model)))
+    refs, defs = msgspec.json.schema_components(structs, ref_template="#/$defs/{name}")
+    name_of = {cls: ref["$ref"].rsplit("/", 1)[-1] for cls, ref in zip(structs, refs, strict=True)}
+    for cls, name in name_of.items():
+        extra = getattr(cls, "json_schema_extra", None)
+        if extra:
+            defs[name].update(copy.deepcopy(extra))
+    if builtins is not None:
+        fallback = defs[name_of[Fallback]]
+        fallback["properties"]["builtin"] = {
+            "enum": list(builtins),
+            "description": "one of this service's built-in fallbacks",
+        }
+    root = defs.pop(name_of[model])
+    root.pop("title", None)
+    return {
+        "$schema": DRAFT,
+        "$id": SCHEMA_ID,
+        "title": "Workflow definition",
+        "description": _DESCRIPTION,
+        **root,
+        "$defs": defs,
+    }
 
 
-def validator_for(
-    kind_params: Iterable[tuple[str, Mapping[str, Any]]], *, backend: Backend = DEFAULT_BACKEND
-) -> DefinitionValidator:
-    """The (cached) validator for a set of kinds; rebuilt only when the kinds change."""
-    key = json.dumps([[name, params] for name, params in kind_params], sort_keys=True)
-    return _cached_validator(key, backend)
+def _structs(tp: Any) -> Iterator[type[Struct]]:
+    """Every Struct class reachable from `tp` through its fields' annotations."""
+    seen: set[type[Struct]] = set()
+    stack = [tp]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, type) and issubclass(item, Struct):
+            if item in seen:
+                continue
+            seen.add(item)
+            yield item
+            stack.extend(f.type for f in msgspec.structs.fields(item))
+        elif get_origin(item) is not None:
+            args = get_args(item)
+            # Annotated's metadata are not types.
+            stack.extend(args[:1] if get_origin(item) is Annotated else args)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import orjson
 
-from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, measure
+from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, KnownSizes, measure
 from orchestrator.dag.paths import PathError, json_type, resolve_segments, split_path
 from orchestrator.errors import EvaluationError
 
@@ -236,12 +236,14 @@ def _lookup(
 
 class _Meter:
     """Charges a render to its budget: every placeholder's value by its size, once per
-    distinct value (a value repeated N times is charged N times, measured once)."""
+    distinct value (a value repeated N times is charged N times, measured once); a
+    value whose size is `known` already (a kept step output's) is not walked at all."""
 
-    __slots__ = ("budget", "sizes")
+    __slots__ = ("budget", "known", "sizes")
 
-    def __init__(self, budget: Budget) -> None:
+    def __init__(self, budget: Budget, known: KnownSizes | None = None) -> None:
         self.budget = budget
+        self.known = known
         self.sizes: dict[int, int] = {}
 
     def value(self, value: Any) -> None:
@@ -253,7 +255,11 @@ class _Meter:
             return
         size = self.sizes.get(id(value))
         if size is None:
-            size = measure(value, max(0, self.budget.bytes_left))
+            entry = None if self.known is None else self.known.get(id(value))
+            if entry is not None:
+                size = entry[1]
+            else:
+                size = measure(value, max(0, self.budget.bytes_left), self.known)
             self.sizes[id(value)] = size
         self.budget.spend(1 + size // 64, size)
 
@@ -305,6 +311,7 @@ class Template:
         *,
         missing: _Missing = "error",
         budget: Budget | None = None,
+        sizes: KnownSizes | None = None,
     ) -> Any:
         """Render against `scope` (root name -> value), spending from `budget`.
 
@@ -313,13 +320,15 @@ class Template:
         the whole value and as ``""`` inside a string. Every value placed in the
         result is charged by its size (bytes), so a template repeating a big value
         stops with BudgetExceeded instead of growing the process; without a budget,
-        a fresh one of the default node size.
+        a fresh one of the default node size. `sizes` are the sizes already known of
+        values in the scope (orchestrator.dag.values.ValueSizes.entries): those are
+        charged without being walked again.
         """
         if missing not in ("error", "null"):
             raise ValueError(f"missing must be 'error' or 'null', not {missing!r}")
         if budget is None:
             budget = Budget(ops=DEFAULT_LIMITS.node_ops, nbytes=DEFAULT_LIMITS.node_bytes)
-        return _render(self._compiled, scope, missing, _Meter(budget))
+        return _render(self._compiled, scope, missing, _Meter(budget, sizes))
 
 
 def compile_template(value: Any) -> Template:

@@ -20,6 +20,15 @@ way for every source:
 Anything else (a Python object a node kind let through) is refused, so a buggy kind
 cannot leave a value the store would choke on.
 
+Most values are plain JSON already (an agent's answer as orjson decoded it: dicts,
+lists, str, int within orjson's range, finite floats, bool, None), so one walk both
+measures a value and checks that; a plain value is kept as it is, not rebuilt (the
+caller must not change it afterwards), and only the others are converted.
+
+`ValueSizes` remembers what that walk found about the values a run keeps (its step
+outputs), so a template reading `{{ data.rows }}` node after node is charged the
+size of `rows` without walking it again each time (orchestrator.dag.templates).
+
 ```
 ValueError
 └── UnstorableValue     # .code: "value_out_of_range" | "nesting_too_deep" | "not_json"
@@ -32,10 +41,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from orchestrator.dag.budget import DEFAULT_LIMITS, measure
+from orchestrator.dag.budget import DEFAULT_LIMITS, KnownSizes, measure
 from orchestrator.errors import EvaluationError
 
-__all__ = ["MAX_JSON_DEPTH", "UnstorableValue", "json_depth", "json_value"]
+__all__ = ["MAX_JSON_DEPTH", "UnstorableValue", "ValueSizes", "json_depth", "json_value"]
 
 # Deeper than any real document; far below orjson's own limit (1024) and the
 # interpreter's recursion limit, with room for the state document around it.
@@ -54,16 +63,175 @@ class UnstorableValue(EvaluationError, ValueError):
 
 
 def json_value(
-    value: Any, *, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = DEFAULT_LIMITS.node_bytes
+    value: Any,
+    *,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_bytes: int = DEFAULT_LIMITS.node_bytes,
+    known: KnownSizes | None = None,
 ) -> Any:
-    """`value` as plain JSON (see the module docstring); raises UnstorableValue."""
-    # measure() walks each distinct container once, so this check is linear in what was
-    # really built, however many times it is referenced.
+    """`value` as plain JSON (see the module docstring); raises UnstorableValue.
+
+    A value that is plain JSON already, within `max_depth` and `max_bytes`, is returned
+    as it is (the same object); any other is converted into a new one. Containers in
+    `known` (ValueSizes.entries) are not walked again.
+    """
+    return _checked(value, max_depth, max_bytes, known)[0]
+
+
+def _checked(
+    value: Any, max_depth: int, max_bytes: int, known: KnownSizes | None
+) -> tuple[Any, _Survey | None]:
+    """(the value as plain JSON, the walk that found it plain; None if it was converted)."""
+    survey = _Survey(max_bytes, max_depth, known)
+    try:
+        size = survey.size(value, 0)
+    except _NotPlain:
+        pass
+    else:
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        return value, survey
+    # The general path. measure() walks each distinct container once, so this check is
+    # linear in what was really built, however many times it is referenced.
     if measure(value, max_bytes) > max_bytes:
-        raise UnstorableValue(
-            f"the value is larger than {max_bytes:,} bytes written out", code="value_too_large"
-        )
-    return _convert(value, max_depth, 0)
+        raise _too_large(max_bytes)
+    return _convert(value, max_depth, 0), None
+
+
+def _too_large(max_bytes: int) -> UnstorableValue:
+    return UnstorableValue(
+        f"the value is larger than {max_bytes:,} bytes written out", code="value_too_large"
+    )
+
+
+class _NotPlain(Exception):
+    """The walk met something plain JSON does not hold as it is: convert the value."""
+
+
+class _Survey:
+    """One walk of a value that is expected to be plain JSON: its size as `measure`
+    counts it (stopping as soon as it is over `limit`), each distinct container walked
+    once; raises _NotPlain at the first thing that is not plain JSON or nests deeper
+    than `max_depth`. `found` keeps, per container, (container, size, height)."""
+
+    __slots__ = ("found", "height", "known", "limit", "max_depth")
+
+    def __init__(self, limit: int, max_depth: int, known: KnownSizes | None) -> None:
+        self.limit = limit
+        self.max_depth = max_depth
+        self.known = known
+        self.found: dict[int, tuple[Any, int, int]] = {}
+        self.height = 0
+
+    def size(self, item: Any, depth: int) -> int:
+        kind = type(item)
+        if kind is str:
+            return len(item) + 2
+        if kind is dict or kind is list:
+            return self._container(item, kind is dict, depth)
+        return _scalar_size(item, kind)
+
+    def _container(self, item: Any, is_dict: bool, depth: int) -> int:
+        """A dict's or list's size; sets `height` to its height (1: nothing nested)."""
+        key = id(item)
+        seen = self.found.get(key)
+        if seen is None and self.known is not None:
+            seen = self.known.get(key)
+        if seen is not None:
+            if depth + seen[2] > self.max_depth:
+                raise _NotPlain
+            self.height = seen[2]
+            return seen[1]
+        if depth >= self.max_depth:
+            raise _NotPlain
+        total = _keys_size(item) + 2 if is_dict else 2
+        height = 0
+        limit = self.limit
+        deeper = depth + 1
+        # The walk, inlined for its commonest cases (strings, nested containers).
+        for child in item.values() if is_dict else item:
+            kind = type(child)
+            if kind is str:
+                total += len(child) + 3
+            elif kind is dict or kind is list:
+                total += self._container(child, kind is dict, deeper) + 1
+                if self.height > height:
+                    height = self.height
+            else:
+                total += _scalar_size(child, kind) + 1
+            if total > limit:
+                return limit + 1
+        self.height = height + 1
+        self.found[key] = (item, total, height + 1)
+        return total
+
+
+def _keys_size(item: dict[Any, Any]) -> int:
+    total = 0
+    for name in item:
+        if type(name) is not str:
+            raise _NotPlain
+        total += len(name) + 3
+    return total
+
+
+def _scalar_size(item: Any, kind: type) -> int:
+    """A scalar's size as `measure` counts it; _NotPlain for what plain JSON lacks."""
+    if kind is int:
+        if _MIN_INT <= item <= _MAX_INT:
+            bits: int = item.bit_length()
+            return max(1, bits // 3)
+        raise _NotPlain
+    if kind is float:
+        if math.isfinite(item):
+            return 8
+        raise _NotPlain
+    if item is None or kind is bool:
+        return 8
+    raise _NotPlain
+
+
+class ValueSizes:
+    """What walking the values a run keeps found: each big container's size, so a
+    template reading one again is charged without another walk (templates' `sizes`).
+
+    Only containers of at least `min_size` are remembered (smaller ones cost less to
+    walk again than to keep), and at most `max_entries` of them per run, outermost
+    first, so the memory this takes stays small (~100 KB) whatever the outputs hold.
+    Each entry holds its container: a remembered id can never be reused by another
+    object while the entry exists. Values kept through here must not be changed.
+    """
+
+    __slots__ = ("_entries", "max_entries", "min_size")
+
+    def __init__(self, *, min_size: int = 16, max_entries: int = 1024) -> None:
+        self.min_size = min_size
+        self.max_entries = max_entries
+        self._entries: dict[int, tuple[Any, int, int]] = {}
+
+    def keep(self, value: Any, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
+        """`json_value(value, ...)`, remembering the sizes of the value's big containers."""
+        checked, survey = _checked(value, max_depth, max_bytes, self._entries)
+        if survey is not None:
+            room = self.max_entries - len(self._entries)
+            entries = self._entries
+            # Newest first: a container is found after everything inside it, so the
+            # outermost (biggest) ones come first when there is room for only some.
+            for key, entry in reversed(survey.found.items()):
+                if room <= 0:
+                    break
+                if entry[1] >= self.min_size and key not in entries:
+                    entries[key] = entry
+                    room -= 1
+        return checked
+
+    @property
+    def entries(self) -> KnownSizes:
+        """(container, size, height) of each remembered container, by its id (read only)."""
+        return self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _convert(value: Any, max_depth: int, depth: int) -> Any:

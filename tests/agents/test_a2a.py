@@ -23,7 +23,8 @@ from agents.errors import (
 )
 from agents.reference.a2a_service import A2A_SERVICE, A2AService, start_a2a_agent
 from agents.registry import AgentRegistry, AgentSpec
-from agents.transport import AgentTransport, HttpxTransport, create_transport
+from agents.transport import AgentTransport, create_transport
+from agents.transport_httpx import HttpxTransport
 from circuit.config import BreakerConfig, RetryConfig
 
 INTENT = {

@@ -25,7 +25,8 @@ from agents.errors import (
     UnknownAgent,
 )
 from agents.registry import AgentRegistry, AgentSpec, AgentTimeouts
-from agents.transport import HttpxTransport, TransportConnectionError, create_transport
+from agents.transport import TransportConnectionError, create_transport
+from agents.transport_httpx import HttpxTransport
 from circuit.breaker import BreakerState
 from circuit.config import BreakerConfig, RetryBudgetConfig, RetryConfig
 

@@ -328,7 +328,7 @@ def test_cli_parses_every_option() -> None:
     )  # fmt: skip
     assert (args.kind, args.host, args.port) == ("data", "0.0.0.0", 9100)
     assert (args.delay_ms, args.fail_rate, args.fail_status, args.seed) == (250.0, 0.25, 500, 3)
-    assert args.db == Path("x.sqlite")
+    assert args.db_path == Path("x.sqlite")
     defaults = build_parser().parse_args(["nlp"])
     assert (defaults.port, defaults.delay_ms, defaults.fail_rate) == (None, 0.0, 0.0)
     assert defaults.fail_status == 503

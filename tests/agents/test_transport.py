@@ -22,13 +22,13 @@ from agents.registry import AgentTimeouts
 from agents.transport import (
     AgentTransport,
     AiohttpTransport,
-    HttpxTransport,
     ResponseTooLarge,
     TransportConnectionError,
     TransportName,
     TransportTimeout,
     create_transport,
 )
+from agents.transport_httpx import HttpxTransport
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

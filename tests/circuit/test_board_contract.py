@@ -48,7 +48,7 @@ async def make_board(request: pytest.FixtureRequest) -> AsyncIterator[BoardFacto
         def make_cluster(**kwargs: Any) -> BreakerBoard:
             client = connect(cluster_url)
             clients.append(client)
-            board = RedisBreakerBoard(client, prefix=cluster_prefix, **kwargs)
+            board = RedisBreakerBoard(client, prefix=cluster_prefix, **{"timeout_s": 1.0, **kwargs})
             boards.append(board)
             return board
 
@@ -62,7 +62,7 @@ async def make_board(request: pytest.FixtureRequest) -> AsyncIterator[BoardFacto
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
 
     def make_redis(**kwargs: Any) -> BreakerBoard:
-        board = RedisBreakerBoard.from_url(url, prefix=prefix, **kwargs)
+        board = RedisBreakerBoard.from_url(url, prefix=prefix, **{"timeout_s": 1.0, **kwargs})
         boards.append(board)
         return board
 
@@ -151,7 +151,7 @@ async def test_only_ops_modes_are_recorded(make_board: BoardFactory) -> None:
 
 async def test_an_unreachable_redis_is_a_board_error_within_the_timeout() -> None:
     """A dead Redis surfaces as BreakerBoardError, never as redis-py's own exceptions."""
-    board = RedisBreakerBoard.from_url("redis://127.0.0.1:1/0", timeout_s=0.5)
+    board = RedisBreakerBoard.from_url("redis://127.0.0.1:1/0", prefix="t:", timeout_s=0.5)
     try:
         for operation in (
             board.publish("a", {}),

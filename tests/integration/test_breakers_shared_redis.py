@@ -37,7 +37,9 @@ async def prefix(redis_url: str) -> AsyncIterator[str]:
 async def replica(api: Any, redis_url: str, prefix: str, name: str, **settings: Any) -> Any:
     return await api(
         store=RedisStateStore.from_url(redis_url, prefix=prefix),
-        breaker_board=RedisBreakerBoard.from_url(redis_url, prefix=prefix, report_ttl_s=2.0),
+        breaker_board=RedisBreakerBoard.from_url(
+            redis_url, prefix=prefix, timeout_s=1.0, report_ttl_s=2.0
+        ),
         replica_id=name,
         **settings,
     )
@@ -168,7 +170,8 @@ async def test_ops_action_with_redis_down_is_a_503_and_calls_still_work(
     api: Any, agents: Agents
 ) -> None:
     """An unreachable board: ops actions answer 503 and change nothing; queries still run."""
-    client = await api(breaker_board=RedisBreakerBoard.from_url("redis://127.0.0.1:1/0"))
+    dead = RedisBreakerBoard.from_url("redis://127.0.0.1:1/0", prefix="t:", timeout_s=1.0)
+    client = await api(breaker_board=dead)
     response = await client.post("/api/circuit-breakers/data/open")
     assert response.status == 503
     assert response.headers["Retry-After"] == "1"

@@ -215,3 +215,100 @@ def test_agent_a2a_serves_the_card_and_answers_json_rpc() -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+def _get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        loaded: dict[str, object] = json.loads(r.read())
+    return loaded
+
+
+def test_agent_takes_its_faults_on_the_command_line() -> None:
+    """`orchestrator agent data --delay-ms --fail-rate --fail-status --seed` as the README says."""
+    (port,) = _free_ports(1)
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ORCH_CONFIG")}
+    argv = ["agent", "data", "--port", str(port), "--delay-ms", "5", "--fail-rate", "1",
+            "--fail-status", "500", "--seed", "7"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        assert f"data agent listening on http://127.0.0.1:{port}" in ready
+        assert "--fail-rate 1.0" in ready and "--delay-ms 5.0" in ready
+        base = f"http://127.0.0.1:{port}"
+        control = _get_json(f"{base}/control")
+        assert control == {"status": "ok", "delay_ms": 5.0, "fail_rate": 1.0, "fail_status": 500}
+        request = urllib.request.Request(
+            f"{base}/process",
+            data=json.dumps({"workflow_id": "w", "step_id": "s", "input": {}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(request, timeout=10)
+        assert failed.value.code == 500  # the injected status, before any work
+        assert json.loads(failed.value.read())["error"]["code"] == "injected_failure"
+        assert _get_json(f"{base}/stats")["injected_failures"] == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+
+
+def test_agent_help_lists_the_fault_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["agent", "data", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--delay-ms", "--fail-rate", "--fail-status", "--seed", "--db", "--a2a"):
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["agent", "data", "--fail-rate", "1.5"], "fail_rate must be between 0 and 1"),
+        (["agent", "nlp", "--delay-ms", "-3"], "delay_ms must be between 0"),
+        (["agent", "viz", "--fail-status", "200"], "fail_status must be an HTTP error status"),
+        (["agent", "viz", "--a2a", "1.0", "--fail-rate", "0.5"], "takes only --delay-ms"),
+    ],
+)
+def test_agent_refuses_bad_fault_flags(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flag out of range (or one an A2A agent has no use for) is a usage error, exit 2."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_agent_a2a_takes_a_delay_on_the_command_line() -> None:
+    """`orchestrator agent viz --a2a 1.0 --delay-ms 40`: the A2A agent's delay is set."""
+    (port,) = _free_ports(1)
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ORCH_CONFIG")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "agent", "viz", "--a2a", "1.0",
+         "--port", str(port), "--delay-ms", "40"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "A2A v1.0" in proc.stdout.readline()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/control",
+            data=b"{}",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            faults = json.loads(r.read())
+        assert faults["delay_ms"] == 40.0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0

@@ -112,7 +112,11 @@ protocol = "a2a"
         ("[agents.data]\nmax_response_bytes = 0\n", "agents.data.max_response_bytes", "> 0"),
         ("[agent.data]\nurl = 'http://x'\n", "agent", "unknown"),
         ("[agents.data\n", "(file)", "TOML"),
-        ("[agents.data.breaker]\npolicy = 'often'\n", "agents.data.breaker.policy", "'rate'"),
+        (
+            "[agents.data.breaker]\npolicy = 'often'\n",
+            "agents.data.breaker.policy",
+            "one of: consecutive, rate",
+        ),
         ("[agents.data.breaker]\nwindow_type = 1\n", "agents.data.breaker.window_type", "count"),
         (
             "[agents.data.breaker]\nfailure_rate_threshold = 150\n",
@@ -217,3 +221,107 @@ def test_the_redis_password_is_redacted_wherever_the_url_is_shown() -> None:
     settings = Settings.from_env({"REDIS_URL": "redis://:pw@h:6379/0"})
     assert "pw" not in repr(settings)
     assert settings.redacted_redis_url == "redis://:***@h:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "words"),
+    [
+        ({"ORCH_STATE_TTL_S": "soon"}, "ORCH_STATE_TTL_S", "expected an integer > 0, got 'soon'"),
+        ({"ORCH_LEASE_S": "0"}, "ORCH_LEASE_S", "expected a number > 0, got '0'"),
+        ({"ORCH_LEASE_S": "nan"}, "ORCH_LEASE_S", "got 'nan'"),
+        ({"ORCH_SYNC_WAIT_S": "inf"}, "ORCH_SYNC_WAIT_S", "(finite)"),
+        ({"ORCH_EVAL_NODE_OPS": "999"}, "ORCH_EVAL_NODE_OPS", "an integer >= 1000, got '999'"),
+        ({"ORCH_PORT": "70000"}, "ORCH_PORT", "<= 65535"),
+        ({"ORCH_LOG_LEVEL": "loud"}, "ORCH_LOG_LEVEL", "one of: debug, info, warning"),
+        ({"ORCH_REDIS_CLUSTER": "maybe"}, "ORCH_REDIS_CLUSTER", "true or false, got 'maybe'"),
+        ({"ORCH_HISTORY_SHARDS": "0"}, "ORCH_HISTORY_SHARDS", "an integer > 0"),
+        ({"VIZ_AGENT_URL": "http://"}, "VIZ_AGENT_URL", "an http(s) URL, got 'http://'"),
+    ],
+)
+def test_a_bad_variable_is_named_with_its_value_and_what_was_expected(
+    env: dict[str, str], key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"environment: {key}: ")
+    assert words in str(info.value)
+
+
+def test_environment_values_are_read_as_a_person_writes_them() -> None:
+    """Blank is unset, spaces are trimmed, levels and formats any case, flags yes/no too."""
+    settings = Settings.from_env(
+        {
+            "ORCH_STATE_TTL_S": " 60 ",
+            "ORCH_LOG_LEVEL": "WARNING",
+            "ORCH_LOG_FORMAT": "Console",
+            "ORCH_REDIS_CLUSTER": "yes",
+            "ORCH_PORT": "",
+            "ORCH_METRICS_DEFINITIONS": " a, ,b ",
+            "ORCH_HISTORY_SHARDS": "4",
+        }
+    )
+    assert (settings.state_ttl_s, settings.log_level, settings.log_format) == (
+        60,
+        "warning",
+        "console",
+    )
+    assert settings.redis_cluster and settings.port == 8000
+    assert settings.metrics_definitions == ("a", "b")
+    assert settings.history_shards == 4
+    assert Settings.from_env({}).history_shards is None
+    assert not Settings.from_env({"ORCH_INSECURE": "no"}).access.insecure
+
+
+def test_the_file_checks_every_table_against_the_model(tmp_path: Path) -> None:
+    """retry_budget and timeouts overlay like breaker and retry; a wrong type names the key."""
+    path = tmp_path / "orch.toml"
+    path.write_text(
+        "[agents.viz.retry_budget]\nratio = 0.5\nfloor = 2\n[agents.viz.timeouts]\nconnect = 1\n",
+        encoding="utf-8",
+    )
+    viz = Settings.from_env({"ORCH_CONFIG": str(path)}).agents["viz"]
+    assert (viz.retry_budget.ratio, viz.retry_budget.floor, viz.retry_budget.window_s) == (
+        0.5,
+        2,
+        10.0,
+    )
+    assert (viz.timeouts.connect, viz.timeouts.read) == (1.0, 6.0)
+    assert viz.retry.max_attempts == 3  # viz's own default, untouched
+    path.write_text("[agents.viz.timeouts]\nread = '6'\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ORCH_CONFIG": str(path)})
+    assert info.value.key == "agents.viz.timeouts.read"
+    assert "expected a number > 0, got '6'" in str(info.value)
+    path.write_text("[agents.viz]\nname = 'other'\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ORCH_CONFIG": str(path)})
+    assert info.value.key == "agents.viz.name"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("agents = 5\n", "agents", "must be a table of agent tables"),
+        ("[agents]\ndata = 5\n", "agents.data", "must be a table"),
+        ("[agents.data]\nbreaker = 5\n", "agents.data.breaker", "must be a table"),
+        ("[agents.new]\nurl = 7\n", "agents.new.url", "expected an http(s) URL, got 7"),
+        ("[agents.data]\nconcurrency = true\n", "agents.data.concurrency", "got True"),
+        ("[access]\nredis_keys = 'yes'\n", "access.redis_keys", "true or false"),
+    ],
+)
+def test_a_table_where_a_value_belongs_and_the_reverse(
+    tmp_path: Path, text: str, key: str, words: str
+) -> None:
+    path = tmp_path / "orch.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ORCH_CONFIG": str(path), "REDIS_URL": "redis://h:1/0"})
+    assert (info.value.key, info.value.source) == (key, str(path))
+    assert words in str(info.value)
+
+
+def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"ORCH_CONFIG": str(tmp_path)})  # a directory
+    assert info.value.key == "ORCH_CONFIG" and "cannot read" in str(info.value)

@@ -5,17 +5,43 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Annotated, Any, ClassVar, cast
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector
-from orchestrator.dag.model import NodeDef
+from orchestrator.dag.model import Name, NodeDef, TemplateValue
 from orchestrator.dag.paths import json_type, with_article
-from orchestrator.dag.schema import builtin_params_schema
 from orchestrator.dag.templates import Template, TemplateError, compile_template
 
-# The RetryConfig fields a node may override; the rest stay the agent's.
-RETRY_OVERRIDES = frozenset({"max_attempts", "base_delay_s", "max_delay_s"})
+
+class RetryOverride(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The RetryConfig fields a node may override; the rest stay the agent's."""
+
+    max_attempts: Annotated[int, Meta(ge=1, le=10)] | UnsetType = UNSET
+    base_delay_s: Annotated[float, Meta(ge=0, le=60)] | UnsetType = UNSET
+    max_delay_s: Annotated[float, Meta(ge=0, le=300)] | UnsetType = UNSET
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {"minProperties": 1}
+
+    def __post_init__(self) -> None:
+        if not self.overrides():
+            raise ValueError("'retry' sets none of max_attempts, base_delay_s, max_delay_s")
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields given, by name."""
+        given: dict[str, Any] = msgspec.to_builtins(self)
+        return given
+
+
+class AgentNode(NodeDef, tag="agent", frozen=True):
+    """A call to a registered agent (never a URL) through the resilience stack."""
+
+    agent: Name
+    input: Annotated[TemplateValue, Meta(description="The agent's input; default {}.")] = None
+    retry: RetryOverride | None = None
 
 
 # No `input`: the agent gets {}. Compiled once; templates are immutable.
@@ -48,50 +74,31 @@ class AgentKind(BaseKind):
     """
 
     name = "agent"
-    params_schema: Mapping[str, Any] = builtin_params_schema("agent")
+    node_type = AgentNode
 
     def compile(self, node: NodeDef) -> AgentParams:
-        params = node.params
-        agent = params.get("agent")
-        raw_input = params.get("input")
-        retry = params.get("retry")
-        if raw_input is None and retry is None and type(agent) is str and agent:
+        typed = cast(AgentNode, node)
+        agent, raw_input, retry = typed.agent, typed.input, typed.retry
+        if raw_input is None and retry is None:
             # No input, no retry override: the same (immutable) params for every such
             # node calling this agent.
             return _plain_params(agent)
-        template: Template | None = _NO_INPUT
+        template = _NO_INPUT
         if raw_input is not None:
             try:
                 template = compile_template(raw_input)
             except TemplateError:
-                template = None
-        retry_ok = retry is None or (isinstance(retry, Mapping) and set(retry) <= RETRY_OVERRIDES)
-        if template is None or not retry_ok or not isinstance(agent, str) or not agent:
-            self._refuse(node)
-        assert template is not None and isinstance(agent, str)
+                collect = ProblemCollector(node)
+                collect.template(raw_input, "input")
+                collect.raise_if_any()
         # Positional: (references, agents, agent, input, retry), as declared.
         return AgentParams(
-            template.references, _agent_set(agent), agent, template, dict(retry) if retry else None
+            template.references,
+            _agent_set(agent),
+            agent,
+            template,
+            retry.overrides() if retry is not None else None,
         )
-
-    @staticmethod
-    def _refuse(node: NodeDef) -> None:
-        """Collect every problem of the params and raise (the slow path, errors only)."""
-        collect = ProblemCollector(node)
-        params = node.params
-        agent = params.get("agent")
-        if not isinstance(agent, str) or not agent:
-            collect.add("invalid_value", "'agent' must name a registered agent", "agent")
-        if params.get("input") is not None:
-            collect.template(params["input"], "input")
-        retry = params.get("retry")
-        if retry is not None and not (isinstance(retry, Mapping) and set(retry) <= RETRY_OVERRIDES):
-            collect.add(
-                "invalid_value",
-                f"'retry' may only set {', '.join(sorted(RETRY_OVERRIDES))}",
-                "retry",
-            )
-        collect.raise_if_any()
 
     async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
         params = cast(AgentParams, ctx.compiled)

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector
 from orchestrator.dag.kinds.transform import resolve_in
-from orchestrator.dag.model import NodeDef
+from orchestrator.dag.model import DotPath, NodeDef
 from orchestrator.dag.paths import json_type, with_article
-from orchestrator.dag.schema import builtin_params_schema
 
-OPS = ("merge", "concat", "sum", "avg", "count", "min", "max")
+Op = Literal["merge", "concat", "sum", "avg", "count", "min", "max"]
+OPS: tuple[str, ...] = get_args(Op)
+
+
+class AggregateNode(NodeDef, tag="aggregate", frozen=True):
+    """Fan-in over the dependencies' outputs (skipped ones left out), reading `path` in
+    each. Output {"value": ...}."""
+
+    op: Op
+    path: DotPath | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +90,18 @@ class AggregateKind(BaseKind):
     """
 
     name = "aggregate"
-    params_schema: Mapping[str, Any] = builtin_params_schema("aggregate")
+    node_type = AggregateNode
 
     def compile(self, node: NodeDef) -> AggregateParams:
+        typed = cast(AggregateNode, node)
         collect = ProblemCollector(node)
-        op = node.params.get("op")
-        if op not in OPS:
-            collect.add("invalid_value", f"'op' must be one of {', '.join(OPS)}", "op")
         if not node.depends_on:
             collect.add("missing_dependency", "an aggregate needs at least one dependency")
         path = None
-        if "path" in node.params:
-            path = collect.dot_path(node.params["path"], "path")
+        if typed.path is not None:
+            path = collect.dot_path(typed.path, "path")
         collect.raise_if_any()
-        return AggregateParams(references=frozenset(node.depends_on), op=cast(str, op), path=path)
+        return AggregateParams(references=frozenset(node.depends_on), op=typed.op, path=path)
 
     async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
         params = cast(AggregateParams, ctx.compiled)

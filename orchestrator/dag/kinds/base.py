@@ -1,8 +1,9 @@
 """The contract between the engine and node kinds, and what a running node is given.
 
-A node kind is an object with a `name`, the JSON Schema of the fields it accepts
-(`params_schema`, merged into the published definition schema), a `compile` step run
-once at validation, and an async `run`. `BaseKind` gives `validate` and `references`
+A node kind is an object with a `name`, the typed model of its nodes (`node_type`, a
+`NodeDef` subclass tagged with the name, declaring the kind's own fields: decoded
+with the definition and part of the published schema), a `compile` step run once at
+validation, and an async `run`. `BaseKind` gives `validate` and `references`
 for free from `compile`. Kinds never see the state store or other nodes' steps; the
 DAG engine hands them a `NodeContext`.
 """
@@ -23,6 +24,7 @@ from orchestrator.dag.budget import (
     DEFAULT_LIMITS,
     Budget,
     BudgetExceeded,
+    KnownSizes,
     Limits,
     NeedsOffload,
 )
@@ -86,7 +88,9 @@ class NodeContext:
     (skipped or failed), so templates reading them render null instead of failing.
     `dependency_outputs` are the direct dependencies that produced an output, in
     `depends_on` order. The kind sets `input` (the rendered input, kept on a failed
-    step) and the agent calls add to `attempts`.
+    step) and the agent calls add to `attempts`. `sizes` are the sizes of the scope's
+    values measured when they were kept (templates reading them are charged without
+    walking them again).
     """
 
     workflow_id: str
@@ -103,6 +107,7 @@ class NodeContext:
     agent: str | None = field(default=None)
     budget: Budget = field(default_factory=lambda: Budget.for_workflow().child())
     limits: Limits = DEFAULT_LIMITS
+    sizes: KnownSizes | None = None
 
     def render(self, template: Template) -> Any:
         """Render a template over the scope; references to nodes without output are null.
@@ -113,7 +118,9 @@ class NodeContext:
             "null" if template.references & self.unavailable else "error"
         )
         try:
-            return template.render(self.scope, missing=missing, budget=self.budget)
+            return template.render(
+                self.scope, missing=missing, budget=self.budget, sizes=self.sizes
+            )
         except TemplateError as exc:
             raise NodeError(str(exc), code="template_error", node_id=self.node.id) from exc
         except BudgetExceeded as exc:
@@ -229,11 +236,15 @@ class NodeKind(Protocol):
     """A kind of node. Register instances on a `NodeKindRegistry`.
 
     - `name`: the `kind` value in definitions.
-    - `params_schema`: JSON Schema (Draft 2020-12) object for the kind's own fields,
-      e.g. `{"required": ["op"], "properties": {"op": {...}}}`; any field neither it
-      nor the common node fields declare is refused.
-    - `compile(node)`: check and precompile the params once; raise DefinitionError
-      with Problems whose `path` is relative to the node ("input", "cases/0/when").
+    - `node_type`: the model of its nodes, a `NodeDef` subclass tagged with `name`
+      (`class EchoNode(NodeDef, tag="echo", frozen=True): text: str`) declaring its own
+      fields; any field neither it nor `NodeDef` declares is refused. Its docstring
+      is the kind's description in the published schema; a rule across its fields
+      goes in its `__post_init__` (raise ValueError: reported on the node), written
+      for the schema in its `json_schema_extra` (kinds/transform.py does both).
+    - `compile(node)`: `node` is an instance of `node_type`; check and precompile its
+      fields once; raise DefinitionError with Problems whose `path` is relative to
+      the node ("input", "cases/0/when").
     - `run(node, ctx)`: produce the node's output (JSON); raise NodeError or
       AgentError on failure. Cancellation must be allowed to propagate.
     """
@@ -242,7 +253,7 @@ class NodeKind(Protocol):
     def name(self) -> str: ...
 
     @property
-    def params_schema(self) -> Mapping[str, Any]: ...
+    def node_type(self) -> type[NodeDef]: ...
 
     def compile(self, node: NodeDef) -> Compiled: ...
 
@@ -257,7 +268,7 @@ class BaseKind:
     """Convenience base: `validate` and `references` derived from `compile`."""
 
     name: str = ""
-    params_schema: Mapping[str, Any] = {}
+    node_type: type[NodeDef] = NodeDef
 
     def compile(self, node: NodeDef) -> Compiled:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Annotated, Any, ClassVar, cast
+
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from orchestrator.dag.expressions import Expression
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector, to_json
+from orchestrator.dag.model import Expression as ExpressionText
 from orchestrator.dag.model import NodeDef
-from orchestrator.dag.schema import builtin_params_schema
+
+Branch = Annotated[str, Meta(min_length=1)]
+
+
+class Case(Struct, frozen=True, forbid_unknown_fields=True):
+    when: ExpressionText
+    value: Branch
+
+
+class ConditionNode(NodeDef, tag="condition", frozen=True):
+    """`expr`: output {"value": result}. Or `cases` (first true `when` wins) with
+    `default`: output {"value": branch name}."""
+
+    expr: ExpressionText | UnsetType = UNSET
+    cases: Annotated[tuple[Case, ...], Meta(min_length=1)] | UnsetType = UNSET
+    default: Branch | UnsetType = UNSET
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["expr"]}, {"required": ["cases", "default"]}]
+    }
+
+    def __post_init__(self) -> None:
+        if self.expr is not UNSET:
+            if self.cases is not UNSET or self.default is not UNSET:
+                raise ValueError("use either 'expr', or 'cases' with 'default', not both")
+        elif self.cases is UNSET or self.default is UNSET:
+            missing = [f for f in ("cases", "default") if getattr(self, f) is UNSET]
+            raise ValueError(
+                f"needs 'expr', or 'cases' with 'default' (missing: {', '.join(missing)})"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,34 +61,25 @@ class ConditionKind(BaseKind):
     """
 
     name = "condition"
-    params_schema: Mapping[str, Any] = builtin_params_schema("condition")
+    node_type = ConditionNode
 
     def compile(self, node: NodeDef) -> ConditionParams:
+        typed = cast(ConditionNode, node)
         collect = ProblemCollector(node)
-        params = node.params
-        if "expr" in params:
-            if "cases" in params or "default" in params:
-                collect.add("invalid_value", "use either 'expr' or 'cases' with 'default'")
-            expr = collect.expression(params["expr"], "expr")
+        if typed.expr is not UNSET:
+            expr = collect.expression(typed.expr, "expr")
             collect.raise_if_any()
             assert expr is not None
             return ConditionParams(references=expr.names, expr=expr)
-        cases_raw = params.get("cases")
-        default = params.get("default")
-        if not isinstance(cases_raw, list) or not cases_raw or not isinstance(default, str):
-            collect.add("invalid_value", "needs 'expr', or 'cases' (a list) with a 'default'")
-            collect.raise_if_any()
+        assert typed.cases is not UNSET and typed.default is not UNSET  # __post_init__
         cases: list[tuple[Expression, str]] = []
-        for i, case in enumerate(cast(list[Any], cases_raw)):
-            if not isinstance(case, Mapping) or not isinstance(case.get("value"), str):
-                collect.add("invalid_value", "each case needs 'when' and 'value'", f"cases/{i}")
-                continue
-            expr = collect.expression(case.get("when"), f"cases/{i}/when")
-            if expr is not None:
-                cases.append((expr, case["value"]))
+        for i, case in enumerate(typed.cases):
+            when = collect.expression(case.when, f"cases/{i}/when")
+            if when is not None:
+                cases.append((when, case.value))
         collect.raise_if_any()
         names = frozenset().union(*(expr.names for expr, _ in cases))
-        return ConditionParams(references=names, cases=tuple(cases), default=cast(str, default))
+        return ConditionParams(references=names, cases=tuple(cases), default=typed.default)
 
     async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
         return await ctx.compute(lambda: self._choose(ctx))

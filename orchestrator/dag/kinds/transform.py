@@ -4,18 +4,51 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Annotated, Any, ClassVar, cast
+
+from msgspec import UNSET, Meta, UnsetType
 
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.expressions import Expression
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector, to_json
-from orchestrator.dag.model import NodeDef
+from orchestrator.dag.model import NODE_ID_PATTERN, DotPath, NodeDef, TemplateValue
+from orchestrator.dag.model import Expression as ExpressionText
 from orchestrator.dag.paths import PathError, json_type, resolve_segments, with_article
-from orchestrator.dag.schema import builtin_params_schema
 from orchestrator.dag.templates import Template
 
 # The name a filter expression reads the current list item under.
 ITEM = "item"
+
+
+_STEPS = ("source", "select", "filter", "map")
+
+
+class TransformNode(NodeDef, tag="transform", frozen=True):
+    """source (default: the output of its one dependency), then select, then filter
+    (lists; over `item`), then map. Output {"value": ...}."""
+
+    source: TemplateValue | UnsetType = UNSET
+    select: DotPath | None = None
+    filter: ExpressionText | None = None
+    map: (
+        Annotated[dict[Annotated[str, Meta(pattern=NODE_ID_PATTERN)], DotPath], Meta(min_length=1)]
+        | None
+    ) = None
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "anyOf": [{"required": [step]} for step in _STEPS]
+    }
+
+    def __post_init__(self) -> None:
+        if (
+            self.source is UNSET
+            and self.select is None
+            and self.filter is None
+            and self.map is None
+        ):
+            raise ValueError(
+                "a transform needs at least one of 'source', 'select', 'filter', 'map'; it has none"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,34 +87,31 @@ class TransformKind(BaseKind):
     """
 
     name = "transform"
-    params_schema: Mapping[str, Any] = builtin_params_schema("transform")
+    node_type = TransformNode
 
     def compile(self, node: NodeDef) -> TransformParams:
+        typed = cast(TransformNode, node)
         collect = ProblemCollector(node)
-        params = node.params
         refs: set[str] = set()
         source = None
-        if "source" in params:
-            source = collect.template(params["source"], "source")
+        if typed.source is not UNSET:
+            source = collect.template(typed.source, "source")
             refs |= source.references if source else set()
         else:
             source_problem(node, collect)
             refs |= set(node.depends_on)
-        select = collect.dot_path(params["select"], "select") if "select" in params else None
+        select = collect.dot_path(typed.select, "select") if typed.select is not None else None
         filt = None
-        if "filter" in params:
-            filt = collect.expression(params["filter"], "filter", extra_names=(ITEM,))
+        if typed.filter is not None:
+            filt = collect.expression(typed.filter, "filter", extra_names=(ITEM,))
             refs |= filt.names if filt else set()
         mapping: list[tuple[str, tuple[str, ...]]] = []
-        raw_map = params.get("map")
+        raw_map = typed.map
         if raw_map is not None:
-            if not isinstance(raw_map, Mapping) or not raw_map:
-                collect.add("invalid_value", "'map' must be a non-empty object", "map")
-            else:
-                for key, path in raw_map.items():
-                    segments = collect.dot_path(path, f"map/{key}")
-                    if segments is not None:
-                        mapping.append((str(key), segments))
+            for key, path in raw_map.items():
+                segments = collect.dot_path(path, f"map/{key}")
+                if segments is not None:
+                    mapping.append((key, segments))
         collect.raise_if_any()
         return TransformParams(
             references=frozenset(refs),

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import jsonschema_rs
+from msgspec import UNSET, UnsetType
 
 from orchestrator.dag.budget import measure
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector
 from orchestrator.dag.kinds.transform import source_problem
-from orchestrator.dag.model import NodeDef
-from orchestrator.dag.schema import builtin_params_schema
+from orchestrator.dag.model import NodeDef, TemplateValue
 from orchestrator.dag.templates import Template
 
 # Errors listed in the failure message; the count says how many there were in all.
@@ -34,6 +34,14 @@ MAX_PATTERN_CHARS = 1_000
 # Compiled size of one regular expression, and of its lazy DFA cache (bytes).
 _REGEX = jsonschema_rs.RegexOptions(size_limit=1 << 20, dfa_size_limit=1 << 20)
 _REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+class ValidateNode(NodeDef, tag="validate", frozen=True):
+    """Checks `source` (default: the output of its one dependency) against the JSON
+    Schema `schema`; fails with the schema errors. Output {"value": source}."""
+
+    schema: dict[str, Any] | bool
+    source: TemplateValue | UnsetType = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,21 +127,22 @@ class ValidateKind(BaseKind):
     """
 
     name = "validate"
-    params_schema: Mapping[str, Any] = builtin_params_schema("validate")
+    node_type = ValidateNode
 
     def compile(self, node: NodeDef) -> ValidateParams:
+        typed = cast(ValidateNode, node)
         collect = ProblemCollector(node)
         refs: set[str] = set()
         source = None
-        if "source" in node.params:
-            source = collect.template(node.params["source"], "source")
+        if typed.source is not UNSET:
+            source = collect.template(typed.source, "source")
             refs |= source.references if source else set()
         else:
             source_problem(node, collect)
             refs |= set(node.depends_on)
         validator = None
         try:
-            validator = build_validator(node.params.get("schema"))
+            validator = build_validator(typed.schema)
         except ValueError as exc:
             collect.add("invalid_schema", str(exc), "schema")
         collect.raise_if_any()

@@ -6,7 +6,7 @@ differently fails here rather than turning a client's 400 into an `invalid_body`
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import pytest
@@ -124,6 +124,10 @@ class _Outer(msgspec.Struct, forbid_unknown_fields=True):
     ratio: Annotated[float, msgspec.Meta(le=1)] = 0.0
 
 
+class _Choice(msgspec.Struct):
+    pick: Literal["a", "b"]
+
+
 class _Checked(msgspec.Struct):
     value: int
 
@@ -139,6 +143,8 @@ class _Checked(msgspec.Struct):
         (_Outer, {"inner": {}}, "missing_field", "inner.count", "missing field 'inner.count'"),
         (_Outer, {"inner": {"count": 1, "x": 2}}, "unknown_field", None, "field(s): inner.x"),
         (_Outer, {"inner": {"count": 1}, "ratio": 2}, "invalid_value", "ratio", "<= 1"),
+        (_Choice, {"pick": "c"}, "invalid_value", "pick", "not allowed here ('c')"),
+        (_Choice, {"pick": "c" * 1000}, "invalid_value", "pick", "'" + "c" * 76 + "..."),
         (_Checked, {"value": 13}, "invalid_body", None, "thirteen is not allowed"),
     ],
 )

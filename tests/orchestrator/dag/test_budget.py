@@ -19,7 +19,7 @@ from orchestrator.dag.budget import (
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.expressions import compile_expression
 from orchestrator.dag.kinds import NodeContext
-from orchestrator.dag.model import NodeDef
+from orchestrator.dag.kinds.transform import TransformNode
 from orchestrator.dag.templates import compile_template
 from orchestrator.dag.values import UnstorableValue, json_depth, json_value
 
@@ -109,7 +109,7 @@ def test_json_value_mirrors_what_orjson_reads_from_a_request() -> None:
 def _context(**limits: Any) -> NodeContext:
     return NodeContext(
         workflow_id="w",
-        node=NodeDef(id="n", kind="transform"),
+        node=TransformNode(id="n", select="x"),
         compiled=None,  # type: ignore[arg-type]
         scope={},
         unavailable=set(),

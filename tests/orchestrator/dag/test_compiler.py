@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -218,13 +218,16 @@ async def test_a_kind_registered_outside_the_engine_validates_and_runs() -> None
     from orchestrator.dag.engine import DagEngine
     from orchestrator.dag.templates import Template
 
+    class ShoutNode(NodeDef, tag="shout", frozen=True):
+        text: Any
+
     class Shout(BaseKind):
         name = "shout"
-        params_schema = {"required": ["text"], "properties": {"text": {}}}
+        node_type = ShoutNode
 
         def compile(self, node: NodeDef) -> Compiled:
             collect = ProblemCollector(node)
-            template = collect.template(node.params["text"], "text")
+            template = collect.template(cast(ShoutNode, node).text, "text")
             collect.raise_if_any()
             assert template is not None
             return ShoutParams(references=template.references, text=template)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -173,18 +173,22 @@ async def test_big_integers_within_float_range_become_floats_like_a_request_body
     assert state.steps["a"].output == {"echo": {"q": "x"}, "n": float(2**70)}
 
 
+class _BrokenNode(NodeDef, tag="broken", frozen=True):
+    mode: str = ""
+
+
 class _BrokenKind(BaseKind):
     """A node kind with a bug: its run raises, or returns something that is not JSON."""
 
     name = "broken"
-    params_schema: Mapping[str, Any] = {"properties": {"mode": {"type": "string"}}}
+    node_type = _BrokenNode
 
     def compile(self, node: NodeDef) -> Compiled:
         return Compiled()
 
     async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
         await asyncio.sleep(0)
-        if node.params.get("mode") == "raise":
+        if cast(_BrokenNode, node).mode == "raise":
             raise ZeroDivisionError("bug in a node kind")
         return {"value": object()}
 

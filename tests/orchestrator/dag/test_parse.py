@@ -1,18 +1,21 @@
-"""The boundary: the published schema, unknown fields refused everywhere, the edges form."""
+"""The boundary: the typed model, its generated schema, unknown fields refused
+everywhere, every problem named by node and field, the edges form."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import pytest
 
+from orchestrator.dag.compiler import check_definition
 from orchestrator.dag.errors import DefinitionError, Problem
 from orchestrator.dag.kinds import BaseKind, Compiled, NodeContext, default_kinds
-from orchestrator.dag.model import FallbackKind, NodeDef, OnFailure
-from orchestrator.dag.parse import definition_schema, parse_definition
-from orchestrator.dag.schema import DefinitionValidator, compose_schema
+from orchestrator.dag.kinds.agent import AgentNode
+from orchestrator.dag.model import FallbackKind, NodeDef, OnFailure, UnreadNode
+from orchestrator.dag.parse import parse_definition, parse_lenient
+from orchestrator.dag.schema import definition_schema
 
 from .conftest import agent
 from .test_engine import EXAMPLE
@@ -33,12 +36,10 @@ def test_example_parses_into_the_typed_model() -> None:
     assert defn.name == "regional-report"
     assert defn.options.max_parallel == 10 and defn.options.on_failure is OnFailure.STOP
     data = defn.nodes[1]
+    assert isinstance(data, AgentNode) and data.kind == "agent"
     assert data.depends_on == ("nlp",) and data.timeout_s == 30
-    assert dict(data.params) == {
-        "agent": "data",
-        "input": {"intent": "{{ nlp.intent }}"},
-        "retry": {"max_attempts": 5},
-    }
+    assert data.agent == "data" and data.input == {"intent": "{{ nlp.intent }}"}
+    assert data.retry is not None and data.retry.overrides() == {"max_attempts": 5}
     viz = defn.nodes[3]
     assert viz.on_failure is OnFailure.CONTINUE and viz.when == "big.value"
     assert viz.fallback is not None and viz.fallback.kind is FallbackKind.VALUE
@@ -79,14 +80,13 @@ def test_unknown_fields_are_refused_at_every_level_all_at_once() -> None:
         ("nlp", "nodes/0"),
         ("data", "nodes/1"),
         ("data", "nodes/1/retry"),
+        ("viz", "nodes/3/fallback"),
         (None, "edges/0"),
         ("size", "nodes/4/cases/0"),
     }
     messages = " ".join(p.message for p in found)
-    for name in ("extra", "parallelism", "colour", "expr", "jitter", "animated", "weight"):
+    for name in ("extra", "parallelism", "colour", "expr", "jitter", "note", "animated", "weight"):
         assert repr(name) in messages
-    # The fallback with an extra field matches none of the three forms.
-    assert ("invalid_value", "viz", "nodes/3/fallback") in codes(found)
 
 
 @pytest.mark.parametrize(
@@ -118,6 +118,10 @@ def test_unknown_fields_are_refused_at_every_level_all_at_once() -> None:
         ),
         (
             lambda r: r["nodes"][2].update(cases=[], default="x"),
+            ("invalid_value", "big", "nodes/2/cases"),
+        ),
+        (
+            lambda r: r["nodes"][2].update(cases=[{"when": "x", "value": "y"}], default="x"),
             ("invalid_value", "big", "nodes/2"),
         ),
         (
@@ -171,36 +175,52 @@ def test_edges_naming_unknown_nodes_are_reported() -> None:
     }
 
 
-def test_an_unknown_kind_does_not_also_report_its_fields() -> None:
-    """Fields of a kind nobody knows are not judged; validation reports the kind instead."""
-    defn = parse_definition({"nodes": [{"id": "x", "kind": "mystery", "level": 3}]})
-    assert defn.nodes[0].params == {"level": 3}
+def test_an_unknown_kind_is_reported_without_its_fields() -> None:
+    """Fields of a kind nobody knows are not judged: the kind is reported, with the known
+    ones; the node stays in the graph (its dependents do not also report it missing)."""
+    raw = {
+        "nodes": [
+            {"id": "x", "kind": "mystery", "level": 3},
+            {"id": "y", "kind": "agent", "agent": "a", "depends_on": ["x"]},
+        ]
+    }
+    found = problems_of(raw)
+    assert codes(found) == {("unknown_kind", "x", "nodes/0/kind")}
+    assert "unknown kind 'mystery' (known: agent, aggregate, condition" in found[0].message
+    result = parse_lenient(raw)
+    assert result.definition is not None and result.malformed == {"x"}
+    unread = result.definition.nodes[0]
+    assert isinstance(unread, UnreadNode) and unread.kind == "mystery"
 
 
-def test_a_registered_kind_extends_the_schema() -> None:
-    """A kind registered outside the engine brings its params schema; others stay refused."""
+class EchoNode(NodeDef, tag="echo", frozen=True):
+    """Says `text` back."""
 
-    class Echo(BaseKind):
-        name = "echo"
-        params_schema = {
-            "required": ["text"],
-            "properties": {"text": {"type": "string"}},
-        }
+    text: str
 
-        def compile(self, node: NodeDef) -> Compiled:
-            return Compiled()
 
-        async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
-            return {"text": node.params["text"]}
+class Echo(BaseKind):
+    name = "echo"
+    node_type = EchoNode
 
-    kinds = default_kinds()
-    kinds.register(Echo())
+    def compile(self, node: NodeDef) -> Compiled:
+        return Compiled()
+
+    async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
+        return {"text": cast(EchoNode, node).text}
+
+
+def test_a_registered_kind_extends_the_model_and_the_schema() -> None:
+    """A kind registered outside the engine brings its node model; others stay refused."""
+    kinds = default_kinds([Echo()])
     schema = definition_schema(kinds)
-    assert any(
-        entry["if"]["properties"]["kind"]["const"] == "echo"
-        for entry in schema["$defs"]["node"]["allOf"]
-    )
-    parse_definition({"nodes": [{"id": "e", "kind": "echo", "text": "hi"}]}, kinds=kinds)
+    assert schema["$defs"]["EchoNode"]["properties"]["text"] == {"type": "string"}
+    assert schema["$defs"]["EchoNode"]["description"] == "Says `text` back."
+    assert {"$ref": "#/$defs/EchoNode"} in schema["properties"]["nodes"]["items"]["anyOf"]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    defn = parse_definition({"nodes": [{"id": "e", "kind": "echo", "text": "hi"}]}, kinds=kinds)
+    assert defn.nodes[0] == EchoNode(id="e", text="hi")
+    assert "EchoNode" not in definition_schema()["$defs"]
     found = problems_of(
         {"nodes": [{"id": "e", "kind": "echo", "text": 1, "tone": "x"}]}, kinds=kinds
     )
@@ -208,6 +228,14 @@ def test_a_registered_kind_extends_the_schema() -> None:
         ("invalid_value", "e", "nodes/0/text"),
         ("unknown_field", "e", "nodes/0"),
     }
+
+
+def test_a_kind_whose_model_is_not_tagged_with_its_name_is_refused() -> None:
+    class Misnamed(Echo):
+        name = "shout"
+
+    with pytest.raises(ValueError, match="tagged 'echo'"):
+        default_kinds([Misnamed()])
 
 
 BAD_DEFINITIONS: list[Any] = [
@@ -218,18 +246,86 @@ BAD_DEFINITIONS: list[Any] = [
     {"nodes": [{"id": "a", "kind": "aggregate", "op": "median", "depends_on": [1]}]},
     {"options": {"max_parallel": True}, "nodes": [{"id": "1a", "kind": "validate", "schema": 3}]},
     {"nodes": [{"id": "a", "kind": "agent", "agent": "x", "fallback": {}}], "edges": [{}]},
+    {"nodes": [{"id": "a", "kind": "agent", "agent": "x", "fallback": {"value": 1, "agent": "y"}}]},
+    {"nodes": [{"id": "a", "kind": "agent", "agent": "x", "retry": {}}]},
+    {"nodes": [{"id": "a", "kind": "transform", "map": {}}]},
+    {"nodes": [{"id": "a", "kind": "transform", "map": {"bad key": "x"}}]},
+    {"nodes": [{"id": "a", "kind": "condition", "cases": [{"when": "x", "value": "y"}]}]},
+    {"nodes": [{"id": "a", "kind": "agent", "agent": "x", "when": ""}]},
+]
+GOOD_DEFINITIONS: list[Any] = [
+    {"nodes": [{"id": "a", "kind": "agent", "agent": "x", "fallback": {"value": None}}]},
+    {"nodes": [{"id": "a", "kind": "agent", "agent": "x", "fallback": {"builtin": "b"}}]},
+    {"nodes": [{"id": "a", "kind": "agent", "agent": "x", "fallback": {"agent": "y", "input": 1}}]},
+    {"nodes": [{"id": "a", "kind": "transform", "source": None}]},
+    {"nodes": [{"id": "a", "kind": "validate", "schema": True, "depends_on": ["b"]}]},
+    {
+        "nodes": [
+            {"id": "a", "kind": "condition", "cases": [{"when": "x", "value": "y"}], "default": "z"}
+        ]
+    },
 ]
 
 
 @pytest.mark.parametrize("raw", BAD_DEFINITIONS)
-def test_rust_and_python_validators_agree(raw: Any) -> None:
-    """jsonschema-rs (fast path) and python-jsonschema report the same places and keywords."""
-    schema = compose_schema(default_kinds().params_schemas())
-    rust = DefinitionValidator(schema, backend="rust").issues(raw)
-    python = DefinitionValidator(schema, backend="python").issues(raw)
-    assert rust and python
+def test_the_published_schema_refuses_what_the_model_refuses(raw: Any) -> None:
+    """The schema is generated from the model, rules of `__post_init__` included: a
+    definition the model refuses, the schema refuses too."""
+    assert problems_of(raw)
+    assert list(jsonschema.Draft202012Validator(definition_schema()).iter_errors(raw))
 
-    def where(issues: list[Any]) -> set[Any]:
-        return {(i.path, i.keyword.replace("NotValid", "")) for i in issues}
 
-    assert where(rust) == where(python)
+@pytest.mark.parametrize("raw", GOOD_DEFINITIONS)
+def test_the_published_schema_accepts_what_the_model_accepts(raw: Any) -> None:
+    parse_definition(raw)
+    jsonschema.Draft202012Validator(definition_schema()).validate(raw)
+
+
+def test_a_transform_with_nothing_to_do_says_what_is_missing() -> None:
+    (problem,) = problems_of({"nodes": [{"id": "t", "kind": "transform"}]})
+    assert (problem.code, problem.node_id, problem.path) == ("invalid_value", "t", "nodes/0")
+    assert problem.message == (
+        "node 't': a transform needs at least one of 'source', 'select', 'filter', 'map'; "
+        "it has none"
+    )
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ({"agent": "x", "retry": {"max_attempts": 0}}, "node 'a' field 'retry/max_attempts': "),
+        ({"agent": 3}, "node 'a' field 'agent': Expected `str`, got `int`"),
+        ({"agent": "x", "fallback": {}}, "node 'a' field 'fallback': a fallback needs exactly"),
+        ({"agent": "x", "timeout_s": 0}, "node 'a' field 'timeout_s': Expected `float` > 0.0"),
+        ({}, "node 'a': missing required field 'agent'"),
+    ],
+)
+def test_messages_name_the_node_and_the_field(node: dict[str, Any], message: str) -> None:
+    (problem,) = problems_of({"nodes": [{"id": "a", "kind": "agent", **node}]})
+    assert problem.message.startswith(message), problem.message
+
+
+def test_a_builtins_list_narrows_the_published_fallback() -> None:
+    schema = definition_schema(builtins=["keyword_intent"])
+    assert schema["$defs"]["Fallback"]["properties"]["builtin"]["enum"] == ["keyword_intent"]
+    raw = {"nodes": [{"id": "a", "kind": "agent", "agent": "x", "fallback": {"builtin": "zz"}}]}
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(raw))
+
+
+def test_problems_of_nodes_with_errors_leave_the_others_typed() -> None:
+    """A refused definition is rebuilt as far as it decodes, for the graph checks."""
+    raw = {
+        "nodes": [agent("a"), {"id": "b", "kind": "agent", "agent": 1, "depends_on": ["a", "a"]}],
+        "edges": [{"source": "zz"}, {"source": "a", "target": "b"}],
+    }
+    result = parse_lenient(raw)
+    assert result.definition is not None
+    good, bad = result.definition.nodes
+    assert isinstance(good, AgentNode) and isinstance(bad, UnreadNode)
+    assert bad.depends_on == ("a",) and result.malformed == {"b"}
+    assert codes(result.problems) == {
+        ("invalid_value", "b", "nodes/1/agent"),
+        ("missing_field", None, "edges/0"),
+    }
+    # The graph checks take the unread node as a node and leave its fields alone.
+    assert check_definition(result.definition, agents={"a"}) == []

@@ -1,0 +1,156 @@
+"""A node that is the only one able to run (every node of a chain) runs in the workflow's
+own task: cancel, the workflow's deadline, pause, fallbacks and log context hold there
+exactly as they do for nodes running beside others."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import structlog
+
+from agents.errors import AgentHTTPError
+from state.models import NodeStatus, WorkflowState, WorkflowStatus
+
+from .conftest import FakeAgents, Harness, agent, compile_def, new_state
+
+CHAIN: dict[str, Any] = {
+    "nodes": [
+        agent("a"),
+        agent("b", depends_on=["a"]),
+        agent("c", depends_on=["b"]),
+    ]
+}
+
+
+async def wait(event: asyncio.Event) -> None:
+    # Guards against a hang only; the assertions never depend on time.
+    await asyncio.wait_for(event.wait(), timeout=10)
+
+
+async def test_cancelling_a_chain_aborts_the_running_node_and_records_it(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    fake.gate("b")
+    task, run = harness.start(CHAIN)
+    await wait(fake.started_event("b"))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fake.cancelled == ["b"]
+    assert run.state.status is WorkflowStatus.CANCELLED
+    assert run.statuses() == {"a": "completed", "b": "cancelled", "c": "cancelled"}
+    assert run.snapshots[-1]["status"] == "cancelled"
+    assert "c" not in fake.order
+
+
+async def test_the_workflow_deadline_ends_a_chain_node_that_has_a_fallback(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """The deadline is the workflow's, not the node's failure: no fallback is taken."""
+    fake.gate("b")
+    definition = {
+        "options": {"timeout_s": 0.05},
+        "nodes": [
+            agent("a"),
+            agent("b", depends_on=["a"], fallback={"value": {"from": "fallback"}}),
+            agent("c", depends_on=["b"]),
+        ],
+    }
+    run = await harness.run(definition)
+    assert run.state.status is WorkflowStatus.FAILED
+    assert run.state.error is not None and run.state.error.code == "workflow_timeout"
+    assert run.statuses() == {"a": "completed", "b": "cancelled", "c": "cancelled"}
+    assert run.node("b").output is None
+    assert fake.cancelled == ["b"]
+
+
+async def test_a_node_timeout_in_a_chain_takes_the_fallback_and_the_chain_goes_on(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    fake.gate("b")
+    definition = {
+        "nodes": [
+            agent("a"),
+            agent("b", depends_on=["a"], timeout_s=0.02, fallback={"value": {"v": 1}}),
+            agent("c", depends_on=["b"]),
+        ]
+    }
+    run = await harness.run(definition)
+    assert run.state.status is WorkflowStatus.DEGRADED
+    assert run.node("b").output == {"v": 1}
+    assert run.node("b").error.type == "node_timeout"
+    assert run.node("c").status is NodeStatus.COMPLETED
+
+
+async def test_a_pause_asked_while_a_chain_node_runs_stops_after_it(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    gate = fake.gate("a")
+    pausing = False
+    compiled = compile_def(CHAIN)
+    state = new_state(compiled.name)
+    written: list[WorkflowState] = []
+
+    async def on_transition(s: WorkflowState) -> None:
+        written.append(s)
+
+    runner = harness.runner()
+    task = asyncio.create_task(
+        runner.run(compiled, state, on_transition=on_transition, pause_requested=lambda: pausing)
+    )
+    await wait(fake.started_event("a"))
+    pausing = True
+    gate.set()
+    await task
+    assert state.status is WorkflowStatus.PAUSED
+    assert {k: s.status.value for k, s in state.steps.items()} == {
+        "a": "completed",
+        "b": "pending",
+        "c": "pending",
+    }
+    pausing = False
+    await runner.run(compiled, state, on_transition=on_transition)
+    assert state.status is WorkflowStatus.COMPLETED
+    assert fake.order == ["a", "b", "c"]
+
+
+async def test_a_stop_failure_in_a_chain_fails_the_workflow_and_cancels_the_rest(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    fake.behaviours["b"] = AgentHTTPError(agent="b", status=503, attempts=2)
+    run = await harness.run({"options": {"on_failure": "stop"}, **CHAIN})
+    assert run.state.status is WorkflowStatus.FAILED
+    assert run.state.error is not None and run.state.error.step_id == "b"
+    assert run.statuses() == {"a": "completed", "b": "failed", "c": "cancelled"}
+
+
+async def test_a_chain_nodes_log_context_is_its_own_and_does_not_outlive_it(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """Inside a node every line carries its node and agent; after the run, nothing of the
+    nodes is left bound in the caller's context."""
+    seen: list[dict[str, Any]] = []
+
+    def record(payload: Any) -> dict[str, Any]:
+        seen.append(structlog.contextvars.get_contextvars())
+        return {"ok": True}
+
+    fake.behaviours["a"] = record
+    fake.behaviours["b"] = record
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(workflow_id="w-1")
+    try:
+        run = await harness.run(
+            {"nodes": [agent("a", "nlp"), agent("b", "data", depends_on=["a"])]}
+        )
+        after = structlog.contextvars.get_contextvars()
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert run.state.status is WorkflowStatus.COMPLETED
+    assert [(s["node"], s["agent"], s["workflow_id"]) for s in seen] == [
+        ("a", "nlp", "w-1"),
+        ("b", "data", "w-1"),
+    ]
+    assert after == {"workflow_id": "w-1"}

@@ -1,0 +1,157 @@
+"""The value boundary: one walk measures and checks a value; kept sizes are charged again,
+never trusted blindly."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.dag.budget import Budget, BudgetExceeded, measure
+from orchestrator.dag.templates import compile_template
+from orchestrator.dag.values import UnstorableValue, ValueSizes, json_value
+
+
+def size_of(sizes: ValueSizes, value: Any) -> int | None:
+    """The remembered size of `value` itself (an equal copy is another object)."""
+    entry = sizes.entries.get(id(value))
+    return None if entry is None or entry[0] is not value else entry[1]
+
+
+# What an agent's answer decodes to: orjson's own output types.
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+JSON = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON)
+def test_plain_json_is_kept_as_it_is_and_sized_as_measure_sizes_it(value: Any) -> None:
+    """An orjson-decoded value is already plain: no copy, and the one walk that checks it
+    gives the size `measure` gives (so every budget charges the same as before)."""
+    decoded = orjson.loads(orjson.dumps(value))
+    assert json_value(decoded) is decoded
+    sizes = ValueSizes(min_size=0)
+    assert sizes.keep(decoded, max_bytes=10**9) is decoded
+    if isinstance(decoded, dict | list):
+        assert size_of(sizes, decoded) == measure(decoded, 10**9)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ((1, 2), [1, 2]),
+        ({"a": {3, 1, 2}}, {"a": [1, 2, 3]}),
+        ({1: "x"}, {"1": "x"}),
+        ([2**64], [float(2**64)]),
+    ],
+)
+def test_values_that_are_not_plain_json_are_converted_into_new_ones(
+    value: Any, expected: Any
+) -> None:
+    sizes = ValueSizes(min_size=0)
+    converted = sizes.keep(value, max_bytes=10**6)
+    assert converted == expected and converted is not value
+    assert len(sizes) == 0  # nothing of a converted value is remembered: it is not kept
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ({"a": [1, math.nan]}, "value_out_of_range"),
+        ([[2**2000]], "value_out_of_range"),
+        ({"a": object()}, "not_json"),
+        ({"a": [[[[0]]]]}, "nesting_too_deep"),
+    ],
+)
+def test_the_walk_still_refuses_what_no_store_can_hold(value: Any, code: str) -> None:
+    with pytest.raises(UnstorableValue) as caught:
+        ValueSizes().keep(value, max_bytes=10**6, max_depth=4)
+    assert caught.value.code == code
+
+
+def test_a_value_over_the_cap_is_refused_before_anything_is_kept() -> None:
+    sizes = ValueSizes(min_size=0)
+    with pytest.raises(UnstorableValue) as caught:
+        sizes.keep({"rows": ["x" * 100] * 100}, max_bytes=5_000)
+    assert caught.value.code == "value_too_large"
+    assert len(sizes) == 0
+
+
+def test_kept_parts_reused_by_a_later_value_are_counted_each_time_they_occur() -> None:
+    """`[a, a]` node after node doubles once written out: a remembered `a` is not walked
+    again, but its size is still added for every reference, so the doubling stops at
+    the cap exactly as without the memory."""
+    sizes = ValueSizes(min_size=0)
+    value: Any = sizes.keep(["abc"] * 10, max_bytes=10**6)
+    for _ in range(30):
+        try:
+            value = sizes.keep([value, value], max_bytes=256 * 1024)
+        except UnstorableValue as exc:
+            assert exc.code == "value_too_large"
+            break
+    else:
+        pytest.fail("the doubling value was never refused")
+    assert measure(value, 10**9) <= 256 * 1024
+
+
+def test_a_kept_part_nested_deeper_by_a_later_value_is_still_refused() -> None:
+    """A remembered container carries its height: placed deeper by the next value, the
+    whole is refused when it nests past the limit, though the part was not walked."""
+    sizes = ValueSizes(min_size=0)
+    part = sizes.keep([[[0]]], max_bytes=10**6, max_depth=4)  # height 3
+    assert sizes.keep({"a": part}, max_bytes=10**6, max_depth=4) is not None  # depth 4: fits
+    with pytest.raises(UnstorableValue) as caught:
+        sizes.keep({"a": [part]}, max_bytes=10**6, max_depth=4)
+    assert caught.value.code == "nesting_too_deep"
+
+
+def test_remembered_entries_are_bounded_outermost_first() -> None:
+    sizes = ValueSizes(min_size=0, max_entries=3)
+    rows = [{"region": f"r{i}", "v": i} for i in range(50)]
+    document = {"rows": rows}
+    sizes.keep(document, max_bytes=10**6)
+    assert len(sizes) == 3
+    assert size_of(sizes, document) == measure(document, 10**9)
+    assert size_of(sizes, rows) == measure(rows, 10**9)
+    small = ValueSizes(min_size=10**6)
+    small.keep(document, max_bytes=10**7)
+    assert len(small) == 0  # below min_size: cheaper to walk again than to keep
+
+
+def test_a_size_is_only_ever_used_for_the_very_object_it_was_measured_on() -> None:
+    sizes = ValueSizes(min_size=0)
+    kept = sizes.keep({"rows": ["x" * 50] * 10}, max_bytes=10**6)
+    assert size_of(sizes, dict(kept)) is None  # an equal copy is a stranger
+    assert size_of(sizes, kept) == measure(kept, 10**9)
+
+
+def test_a_template_reading_a_kept_value_is_charged_its_full_size_every_time() -> None:
+    """Cached accounting still refuses: the size comes from memory, the charge does not
+    shrink, so repeating a big kept value runs out of budget as it did before."""
+    sizes = ValueSizes(min_size=0)
+    big = sizes.keep({"rows": [{"k": "v" * 100}] * 100}, max_bytes=10**6)
+    scope = {"data": big}
+    template = compile_template({"copies": ["{{ data.rows }}"] * 20})
+    size = measure(big["rows"], 10**9)
+    budget = Budget(ops=10**6, nbytes=size * 20 + 500)
+    template.render(scope, budget=budget, sizes=sizes.entries)
+    spent = size * 20 + 500 - budget.bytes_left
+    assert spent >= size * 20
+    with pytest.raises(BudgetExceeded):
+        template.render(scope, budget=Budget(ops=10**6, nbytes=size * 19), sizes=sizes.entries)
