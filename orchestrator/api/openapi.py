@@ -15,6 +15,7 @@ import orjson
 from orchestrator.api.bodies import Error
 from orchestrator.api.catalog import ENDPOINTS, Endpoint, Model, QuerySpec, Reply
 from orchestrator.api.schemas import components, ref
+from orchestrator.dag.schema import definition_schema
 
 _PARAM = re.compile(r"{(\w+)}")
 _PARAM_TEXT = {
@@ -61,7 +62,7 @@ _ERROR_HEADERS = {
 
 def openapi_document(definition: dict[str, Any] | None = None) -> dict[str, Any]:
     """The document; `definition`: the JSON Schema of the workflow definitions this service
-    takes, as GET /api/workflows/schema serves it (None: an object, described in words)."""
+    takes, as GET /api/workflows/schema serves it (None: the built-in kinds', any fallback name)."""
     key = None if definition is None else orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)
     return _document(key)
 
@@ -69,7 +70,10 @@ def openapi_document(definition: dict[str, Any] | None = None) -> dict[str, Any]
 # One document per definition schema (a service's kinds and fallbacks fix it): built once.
 @functools.lru_cache(maxsize=8)
 def _document(definition_json: bytes | None) -> dict[str, Any]:
-    definition = None if definition_json is None else orjson.loads(definition_json)
+    if definition_json is None:
+        definition = definition_schema()
+    else:
+        definition = orjson.loads(definition_json)
     paths: dict[str, dict[str, Any]] = {}
     for entry in ENDPOINTS:
         paths.setdefault(entry.path, {})[entry.method.lower()] = _operation(entry)

@@ -18,6 +18,10 @@ from orchestrator.api.bodies import Error
 from orchestrator.api.catalog import ENDPOINTS, endpoint
 from orchestrator.api.openapi import openapi_document
 from orchestrator.api.services import SERVICES
+from orchestrator.app import create_app
+from tests.integration.conftest import Agents, ClientFactory, settings_for
+from tests.integration.test_extensions import WORKFLOW as EXTENDED
+from tests.integration.test_extensions import Shout, canned_answer
 from tests.integration.test_workflows_api import REGIONAL_REPORT
 
 QUESTION = "What were the top 5 products by revenue last quarter?"
@@ -119,3 +123,31 @@ async def test_a_replica_publishing_fewer_breaker_fields_still_shows(api: Any) -
     view = _check(doc, "GET", "/api/circuit-breakers/status", response.status, raw)
     older = view.breakers["nlp"].replicas["older"]
     assert (older.state, older.calls, older.trips, older.window) == ("open", 7, 0, None)
+
+
+async def test_the_document_describes_the_service_s_own_node_kinds(
+    agents: Agents, aiohttp_client: ClientFactory
+) -> None:
+    """A kind and a fallback given to create_app are in the document's definition component,
+    and a body using them is valid against the document's QueryRequest."""
+    app = create_app(settings_for(agents), kinds=[Shout()], builtins={"canned": canned_answer})
+    client = await aiohttp_client(app)
+    doc = await (await client.get("/api/openapi.json")).json()
+    components = doc["components"]["schemas"]
+    nodes = components["WorkflowDefinition"]["properties"]["nodes"]["items"]
+    shout = "#/components/schemas/WorkflowDefinition.ShoutNode"
+    assert nodes["discriminator"]["mapping"]["shout"] == shout
+    assert shout.rsplit("/", 1)[1] in components
+    fallback = components["WorkflowDefinition.Fallback"]["properties"]["builtin"]
+    assert fallback["enum"] == ["canned", "keyword_intent"]
+    body = {"workflow": EXTENDED, "query": "hi"}
+    validator = Draft202012Validator(
+        {"$ref": "#/components/schemas/QueryRequest", "components": doc["components"]}
+    )
+    validator.validate(body)
+    bad = {"workflow": {**EXTENDED, "nodes": [{"id": "x", "kind": "whisper"}]}}
+    assert not validator.is_valid(bad)
+    plain = await (await (await aiohttp_client(create_app(settings_for(agents)))).get(
+        "/api/openapi.json"
+    )).json()
+    assert "WorkflowDefinition.ShoutNode" not in plain["components"]["schemas"]

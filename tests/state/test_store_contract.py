@@ -154,17 +154,18 @@ async def test_different_namespaces_do_not_see_each_other(backend: Backend) -> N
 
 async def test_document_expires_after_ttl(backend: Backend) -> None:
     """A workflow not written for ttl_s seconds is gone: document and cancel flag."""
-    store = await backend.new(ttl_s=100)
+    store = await backend.new(ttl_s=1000)
     state = make_state()
     await store.save(state)
     await store.request_cancel(state.workflow_id)
 
-    # 2 s of margin: on a loaded machine a Cluster round trip can take a good part of one.
-    await backend.elapse(store, state.workflow_id, 98)
+    # Redis keeps counting real time between the steps: 30 s of margin, so that a loaded
+    # machine (a Cluster round trip can take seconds there) cannot expire it early.
+    await backend.elapse(store, state.workflow_id, 970)
     assert await store.get(state.workflow_id) == state
     assert await store.cancel_requested(state.workflow_id) is True
 
-    await backend.elapse(store, state.workflow_id, 2.5)
+    await backend.elapse(store, state.workflow_id, 30.5)
     assert await store.get(state.workflow_id) is None
     assert await store.cancel_requested(state.workflow_id) is False
 
