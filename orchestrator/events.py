@@ -22,11 +22,13 @@ fails to take is logged and dropped; the terminal event is still attempted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import structlog
 
 from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
@@ -43,6 +45,9 @@ _NODE_EVENT = {
     NodeStatus.SKIPPED: "step.skipped",
     NodeStatus.CANCELLED: "step.cancelled",
 }
+
+# Events one append carries at most (a wide fan-out can queue thousands in one turn).
+_BATCH = 500
 
 TERMINAL_EVENTS = frozenset(f"workflow.{s.value}" for s in WorkflowStatus if s.is_terminal)
 
@@ -97,13 +102,20 @@ def workflow_event(state: WorkflowState, at: float) -> Event:
             if state.finished_at is not None
             else None
         )
-        event["error"] = None if state.error is None else state.error.to_dict()
+        event["error"] = None if state.error is None else msgspec.to_builtins(state.error)
         event["fallbacks"] = state.fallbacks
     return event
 
 
 class EventRecorder:
-    """Appends one workflow's events to the store in the order they were recorded."""
+    """Appends one workflow's events to the store in the order they were recorded.
+
+    With `delay_s` (the state writer's ORCH_STATE_WRITE_DELAY_S), events are written
+    behind like transitions: the first of a burst waits up to `delay_s` for the ones
+    that follow, so a burst costs one append (one Redis command) instead of one per
+    event, and a workflow that ends within the delay appends all of its events at
+    once, after its terminal write. `finish` never waits for the delay.
+    """
 
     def __init__(
         self,
@@ -111,10 +123,14 @@ class EventRecorder:
         state: WorkflowState,
         *,
         clock: Callable[[], float] = time.time,
+        delay_s: float = 0.0,
     ) -> None:
         self._store = store
         self._workflow_id = state.workflow_id
         self._clock = clock
+        self._delay_s = delay_s
+        # Set by `finish`: what is queued goes now.
+        self._hurry = asyncio.Event()
         # What the log already says about each step, so nothing is told twice.
         self._told: dict[str, NodeStatus] = {sid: s.status for sid, s in state.steps.items()}
         self._status: WorkflowStatus | None = None
@@ -155,6 +171,7 @@ class EventRecorder:
         for run in state.steps.values():
             self.node(run)
         self._push(workflow_event(state, self._clock()))
+        self._hurry.set()
         while self._task is not None and not self._task.done():
             # shield: the workflow task may be cancelled while its last events are written.
             await asyncio.shield(self._task)
@@ -167,12 +184,17 @@ class EventRecorder:
             self._task = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
+        if self._delay_s > 0 and not self._hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._delay_s):
+                    await self._hurry.wait()
         while self._queue:
-            event = self._queue.popleft()
+            # Every event queued so far in one append (one Redis command), in order.
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH))]
             try:
-                await self._store.append_event(self._workflow_id, event)
+                await self._store.append_events(self._workflow_id, batch)
             except Exception:
                 # Once per workflow: during a store outage every transition would fail.
-                self._failed += 1
-                if self._failed == 1:
-                    log.warning("event_write_failed", event_type=event["type"], exc_info=True)
+                self._failed += len(batch)
+                if self._failed == len(batch):
+                    log.warning("event_write_failed", event_type=batch[0]["type"], exc_info=True)

@@ -252,18 +252,16 @@ class WorkflowOrchestrator:
             schedule_id=schedule_id,
             tenant=tenant,
         )
-        token: int | None = None
-        if self._leases is not None:
-            # Claim first: a crash before the save leaves a listed lease with no
-            # document, which the reconciler drops; never a document nobody lists.
-            token = await self._leases.claim(
-                state.workflow_id, self.replica_id, lease_s=self._lease_s
-            )
-            if token is None:  # a fresh uuid4 is never held: a broken lease store
-                raise RuntimeError(f"could not claim new workflow {state.workflow_id}")
-        await self.store.save(state, token=token)
+        # The claim and the first document in one operation (one round trip on Redis);
+        # the cancel flag read in the same turn joins it: a sync request waits on the
+        # store here and at the end only.
+        lease_s = self._lease_s if self._leases is not None else None
+        token, cancelled = await asyncio.gather(
+            self.store.accept(state, lease_s=lease_s),
+            self._cancel_requested(state.workflow_id),
+        )
         self.metrics.record_started(state)
-        self._start(workflow, state, token)
+        self._start(workflow, state, token, cancelled=cancelled)
         return state
 
     async def submit_once(
@@ -309,10 +307,16 @@ class WorkflowOrchestrator:
         return state, False
 
     def _start(
-        self, workflow: CompiledWorkflow, state: WorkflowState, token: int | None
+        self,
+        workflow: CompiledWorkflow,
+        state: WorkflowState,
+        token: int | None,
+        *,
+        cancelled: bool | None = None,
     ) -> None:
+        """Run `workflow` in a task of its own; `cancelled`: its cancel flag, if already read."""
         task = asyncio.create_task(
-            self._run(workflow, state, token), name=f"workflow-{state.workflow_id}"
+            self._run(workflow, state, token, cancelled), name=f"workflow-{state.workflow_id}"
         )
         running = _Running(task, state, token, confirmed_at=self._clock())
         self._running[state.workflow_id] = running
@@ -634,10 +638,14 @@ class WorkflowOrchestrator:
         self._start(workflow, state, token)
 
     async def _run(
-        self, workflow: CompiledWorkflow, state: WorkflowState, token: int | None
+        self,
+        workflow: CompiledWorkflow,
+        state: WorkflowState,
+        token: int | None,
+        cancelled: bool | None,
     ) -> None:
         if self._tracer is None:
-            await self._run_workflow(workflow, state, token)
+            await self._run_workflow(workflow, state, token, cancelled)
             return
         with self._tracer.start_as_current_span(
             "workflow",
@@ -648,18 +656,22 @@ class WorkflowOrchestrator:
         ) as span:
             # Current in this task: the node tasks it spawns copy it, so nodes are children.
             try:
-                await self._run_workflow(workflow, state, token)
+                await self._run_workflow(workflow, state, token, cancelled)
             finally:
                 span.set_attribute("workflow.status", state.status.value)
 
     async def _run_workflow(
-        self, workflow: CompiledWorkflow, state: WorkflowState, token: int | None
+        self,
+        workflow: CompiledWorkflow,
+        state: WorkflowState,
+        token: int | None,
+        cancelled: bool | None,
     ) -> None:
         # Bound once, in this workflow's own task: every line and every agent call made
         # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
         writer = self._writer(state, token)
-        events = EventRecorder(self.store, state)
+        events = EventRecorder(self.store, state, delay_s=self._write_delay_s)
         retry_listener.set(events.retrying)
 
         recorded = False
@@ -688,7 +700,7 @@ class WorkflowOrchestrator:
             await self._confirm_lease(state.workflow_id)
 
         try:
-            if await self._cancel_requested(state.workflow_id):
+            if cancelled or (cancelled is None and await self._cancel_requested(state.workflow_id)):
                 raise asyncio.CancelledError
             await self.dag_engine.run(
                 workflow,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.metrics import StoreMetrics
@@ -68,6 +68,16 @@ class MeteredStore:
         finally:
             self._latency["save"].observe(time.perf_counter() - started)
 
+    async def accept(self, state: WorkflowState, *, lease_s: float | None = None) -> int | None:
+        started = time.perf_counter()
+        try:
+            return await self.inner.accept(state, lease_s=lease_s)
+        except Exception:
+            self._errors["accept"].inc()
+            raise
+        finally:
+            self._latency["accept"].observe(time.perf_counter() - started)
+
     async def get(self, workflow_id: str) -> WorkflowState | None:
         return await self._timed("get", self.inner.get, workflow_id)
 
@@ -126,6 +136,9 @@ class MeteredStore:
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
         return await self._timed("append_event", self.inner.append_event, workflow_id, event)
 
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        return await self._timed("append_events", self.inner.append_events, workflow_id, events)
+
     async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
         return await self._timed("events_since", self.inner.events_since, workflow_id, after)
 
@@ -155,6 +168,7 @@ class MeteredStore:
 
 
 _OPERATIONS = (
+    "accept",
     "save",
     "get",
     "request_cancel",
@@ -168,6 +182,7 @@ _OPERATIONS = (
     "reserve_submit",
     "release_submit",
     "append_event",
+    "append_events",
     "events_since",
     "subscribe_events",
     "ping",

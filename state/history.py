@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Any
 
 from state import keys
 from state.errors import StateError
+from state.models import HistoryEntry
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -53,22 +53,22 @@ class HistoryQuery:
     def lower_member(self) -> str | None:
         return f"{_ms(self.since):015d}" if self.since is not None else None
 
-    def accepts(self, head: dict[str, Any]) -> bool:
-        if self.status and head.get("status") not in self.status:
+    def accepts(self, entry: HistoryEntry) -> bool:
+        if self.status and entry.status not in self.status:
             return False
-        if self.definition is not None and head.get("definition_name") != self.definition:
+        if self.definition is not None and entry.definition_name != self.definition:
             return False
-        return self.all_tenants or head.get("tenant") == self.tenant
+        return self.all_tenants or entry.tenant == self.tenant
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[HistoryEntry] = field(default_factory=list)
     cursor: str | None = None
 
 
-def member_of(head: dict[str, Any]) -> str:
-    return keys.history_member(_ms(head["created_at"]), head["workflow_id"])
+def member_of(created_at: float, workflow_id: str) -> str:
+    return keys.history_member(_ms(created_at), workflow_id)
 
 
 def encode_cursor(member: str) -> str:

@@ -8,8 +8,9 @@ header plus the steps that changed — not the whole document. A step's
 fingerprint holds the identity of its output and error: the DAG engine replaces
 them, it never mutates them in place (the DAG engine assigns new values).
 
-A terminal state is written *compacted*: the whole final document without the
-client's definition (only a resume needed it), as zlib-compressed JSON (workflow
+Every field is one typed document of state/models.py, encoded and decoded by
+msgspec there. A terminal state is written *compacted*: the whole final document
+without the client's definition (only a resume needed it), as zlib-compressed JSON (workflow
 documents are repetitive JSON: a 3-step chain shrinks about 3x), and the header
 uncompressed (history reads it), in place of the per-step fields.
 """
@@ -22,10 +23,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
 
 from state import keys
-from state.models import NodeRun, WorkflowState
+from state.models import (
+    HistoryEntry,
+    NodeRun,
+    WorkflowHeader,
+    WorkflowSpec,
+    WorkflowState,
+    decode,
+    encode,
+)
 
 # Workflows whose fingerprints a process remembers; an evicted one is written whole once.
 _CACHE_WORKFLOWS = 10_000
@@ -45,22 +54,6 @@ class WriteStats:
         self.saves += 1
         self.fields += len(fields)
         self.nbytes += sum(len(k) + len(v) for k, v in fields.items())
-
-
-def header(state: WorkflowState) -> dict[str, Any]:
-    """The small fields status and history read (no steps, inputs, result or definition)."""
-    return {
-        "workflow_id": state.workflow_id,
-        "definition_name": state.definition_name,
-        "status": state.status.value,
-        "error": state.error.to_dict() if state.error else None,
-        "created_at": state.created_at,
-        "updated_at": state.updated_at,
-        "finished_at": state.finished_at,
-        "owner": state.owner,
-        "tenant": state.tenant,
-        "submit_key": state.submit_key,
-    }
 
 
 def _run_print(run: NodeRun) -> tuple[Any, ...]:
@@ -100,21 +93,19 @@ class FieldCache:
     def changes(self, state: WorkflowState, *, full: bool = False) -> Changes:
         """The fields to send for `state`: all of them the first time (or with `full`)."""
         written = None if full else self._written.get(state.workflow_id)
-        fields = {keys.DOC_HEADER_FIELD: orjson.dumps(header(state))}
+        fields = {keys.DOC_HEADER_FIELD: encode(WorkflowHeader.of(state))}
         order = tuple(state.steps)
         prints = {sid: _run_print(s) for sid, s in state.steps.items()}
         if written is None:
-            fields[keys.DOC_SPEC_FIELD] = orjson.dumps(
-                {"inputs": state.inputs, "definition": state.definition}
-            )
+            fields[keys.DOC_SPEC_FIELD] = encode(WorkflowSpec(state.inputs, state.definition))
         if written is None or written.order != order:
-            fields[keys.DOC_ORDER_FIELD] = orjson.dumps(order)
+            fields[keys.DOC_ORDER_FIELD] = encode(order)
         old_prints = written.steps if written is not None and written.steps else {}
         for sid, run in state.steps.items():
             if old_prints.get(sid) != prints[sid]:
-                fields[keys.DOC_NODE_PREFIX + sid] = orjson.dumps(run.to_dict())
+                fields[keys.DOC_NODE_PREFIX + sid] = encode(run)
         if written is None or written.result_id != id(state.result):
-            fields[keys.DOC_RESULT_FIELD] = orjson.dumps(state.result)
+            fields[keys.DOC_RESULT_FIELD] = encode(state.result)
         return Changes(state.workflow_id, fields, _Written(order, prints, id(state.result)))
 
     def remember(self, changes: Changes) -> None:
@@ -133,11 +124,10 @@ class FieldCache:
 
 def compacted(state: WorkflowState) -> dict[str, bytes]:
     """The fields of a finished workflow: the final document (no definition) and its header."""
-    document = state.to_dict()
-    document["definition"] = None
+    final = msgspec.structs.replace(state, definition=None)
     return {
-        keys.DOC_COMPACT_FIELD: zlib.compress(orjson.dumps(document), _COMPACT_LEVEL),
-        keys.DOC_HEADER_FIELD: orjson.dumps(header(state)),
+        keys.DOC_COMPACT_FIELD: zlib.compress(encode(final), _COMPACT_LEVEL),
+        keys.DOC_HEADER_FIELD: encode(WorkflowHeader.of(state)),
     }
 
 
@@ -145,26 +135,36 @@ def assemble(fields: Mapping[str, bytes]) -> WorkflowState | None:
     """The document from its stored fields (either layout); None when there is none."""
     packed = fields.get(keys.DOC_COMPACT_FIELD)
     if packed is not None:
-        return WorkflowState.from_dict(orjson.loads(zlib.decompress(packed)))
+        return decode(zlib.decompress(packed), WorkflowState)
     head = fields.get(keys.DOC_HEADER_FIELD)
     if head is None:
         return None  # only a lease claim so far: no document was written yet
-    document = orjson.loads(head)
-    spec = orjson.loads(fields.get(keys.DOC_SPEC_FIELD, b"{}"))
-    document["inputs"] = spec.get("inputs") or {}
-    document["definition"] = spec.get("definition")
-    order = orjson.loads(fields.get(keys.DOC_ORDER_FIELD, b"[]"))
-    document["steps"] = {
-        sid: orjson.loads(fields[keys.DOC_NODE_PREFIX + sid])
+    header = decode(head, WorkflowHeader)
+    spec = decode(fields.get(keys.DOC_SPEC_FIELD, b"{}"), WorkflowSpec)
+    order = decode(fields.get(keys.DOC_ORDER_FIELD, b"[]"), list[str])
+    steps = {
+        sid: decode(fields[keys.DOC_NODE_PREFIX + sid], NodeRun)
         for sid in order
         if keys.DOC_NODE_PREFIX + sid in fields
     }
-    document["result"] = orjson.loads(fields.get(keys.DOC_RESULT_FIELD, b"null"))
-    return WorkflowState.from_dict(document)
+    return WorkflowState(
+        workflow_id=header.workflow_id,
+        definition_name=header.definition_name,
+        status=header.status,
+        inputs=spec.inputs,
+        steps=steps,
+        result=decode(fields.get(keys.DOC_RESULT_FIELD, b"null"), Any),
+        error=header.error,
+        created_at=header.created_at,
+        updated_at=header.updated_at,
+        finished_at=header.finished_at,
+        owner=header.owner,
+        definition=spec.definition,
+        tenant=header.tenant,
+        submit_key=header.submit_key,
+    )
 
 
-def summary(head: bytes) -> dict[str, Any]:
-    """A history entry from a stored header."""
-    document: dict[str, Any] = orjson.loads(head)
-    document.pop("submit_key", None)
-    return document
+def summary(head: bytes) -> HistoryEntry:
+    """A history entry from a stored header (without the Idempotency-Key)."""
+    return decode(head, HistoryEntry)

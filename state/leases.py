@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -244,6 +244,12 @@ if stored[1] == ARGV[1] and stored[2] == ARGV[2] then return 1 end
 return 0
 """)
 
+# KEYS[1] a replica's list. ARGV[1] workflow id, ARGV[2] the list's TTL (s).
+_LIST = LuaScript("""
+redis.call('SADD', KEYS[1], ARGV[1])
+return redis.call('EXPIRE', KEYS[1], ARGV[2])
+""")
+
 # KEYS[1] the workflow hash. ARGV[1] owner. Drop the ownership only if it is ours.
 _RELEASE = LuaScript(f"""
 if redis.call('HGET', KEYS[1], '{_OWNER}') == ARGV[1] then
@@ -272,29 +278,49 @@ class RedisLeases:
         self._prefix = prefix
         self._ttl_s = ttl_s
         self._batcher = batcher if batcher is not None else Batcher(client)
+        self._cluster = isinstance(client, aioredis.RedisCluster)
         self._replicas = (keys.replicas_key(prefix), keys.dead_replicas_key(prefix))
 
     async def claim(
         self, workflow_id: str, owner: str, *, lease_s: float, previous: str | None = None
     ) -> int | None:
-        listed = keys.replica_workflows_key(self._prefix, owner)
         try:
             # Listed before owned: a crash in between leaves a stale list entry (skipped
             # when examined), never an owned workflow nobody would find.
-            await self._batcher.call(("SADD", listed, workflow_id))
-            await self._batcher.call(("EXPIRE", listed, self._ttl_s))
-            token = await self._batcher.eval(
+            listed = await self.listing(workflow_id, owner, lease_s=lease_s)
+            claimed = self._batcher.eval(
                 _CLAIM,
                 (keys.workflow_key(self._prefix, workflow_id),),
                 (owner, previous or "", self._ttl_s),
             )
-            if token > 0:
-                await self._beat(owner, lease_s, heartbeat=False)
-            elif token == 0:
-                await self._batcher.call(("SREM", listed, workflow_id))
+            token, _ = await asyncio.gather(claimed, listed)
+            if token == 0:
+                await self._batcher.call(
+                    ("SREM", keys.replica_workflows_key(self._prefix, owner), workflow_id)
+                )
         except (RedisError, OSError) as exc:
             raise _error("claim", workflow_id, exc) from exc
         return int(token) if token > 0 else None
+
+    async def listing(
+        self, workflow_id: str, owner: str, *, lease_s: float
+    ) -> Awaitable[Any]:
+        """Queue what a claim does besides taking the workflow's hash: list the workflow
+        under `owner` and keep `owner` alive (a replica's first claim may come before
+        its first heartbeat). Returns their replies, to await after the claim itself.
+
+        On one Redis the commands queued next (the claim) go in the same round trip,
+        after these, in order. On a Cluster they live in other slots, on other nodes,
+        where one pipeline gives no order: there they are answered before this returns.
+        """
+        listed = keys.replica_workflows_key(self._prefix, owner)
+        replies = asyncio.gather(
+            self._batcher.eval(_LIST, (listed,), (workflow_id, self._ttl_s)),
+            self._batcher.eval(_BEAT, self._replicas, (owner, _ms(lease_s), 0, self._ttl_s)),
+        )
+        if self._cluster:
+            await replies
+        return replies
 
     async def renew(
         self, held: Mapping[str, int], owner: str, *, lease_s: float
@@ -330,12 +356,19 @@ class RedisLeases:
 
     async def release(self, workflow_id: str, owner: str) -> None:
         try:
-            await self._batcher.eval(
-                _RELEASE, (keys.workflow_key(self._prefix, workflow_id),), (owner,)
+            # Owned, then unlisted (never the other way round): in order, in one round trip
+            # on one Redis; on a Cluster (other slots, other nodes) one after the other.
+            released = asyncio.ensure_future(
+                self._batcher.eval(
+                    _RELEASE, (keys.workflow_key(self._prefix, workflow_id),), (owner,)
+                )
             )
-            await self._batcher.call(
+            if self._cluster:
+                await released
+            unlisted = self._batcher.call(
                 ("SREM", keys.replica_workflows_key(self._prefix, owner), workflow_id)
             )
+            await asyncio.gather(released, unlisted)
         except (RedisError, OSError) as exc:
             raise _error("release", workflow_id, exc) from exc
 

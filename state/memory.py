@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from state.cancellations import WorkflowIdStream
 from state.events import EventStream, StoredEvent
 from state.history import HistoryPage, HistoryQuery, encode_cursor, member_of
 from state.keys import DEFAULT_TTL_S
-from state.layout import FieldCache, WriteStats, assemble, compacted
+from state.layout import FieldCache, WriteStats, assemble, compacted, summary
 from state.leases import MemoryLeases
 from state.models import WorkflowState
 from state.schedules import MemorySchedules
@@ -161,6 +161,21 @@ class MemoryStateStore:
         self._maybe_sweep(now)
         return True
 
+    async def accept(self, state: WorkflowState, *, lease_s: float | None = None) -> int | None:
+        workflow_id = state.workflow_id
+        if (
+            self._live_doc(workflow_id, self._clock()) is not None
+            or self._leases.generation(workflow_id) is not None
+        ):
+            raise LeaseLost(workflow_id, token=None)
+        token = None
+        if lease_s is not None:
+            if not state.owner:
+                raise ValueError("a claimed workflow needs its owner on the state")
+            token = await self._leases.claim(workflow_id, state.owner, lease_s=lease_s)
+        await self.save(state, token=token)
+        return token
+
     def _write_finished(self, state: WorkflowState, now: float) -> dict[str, bytes]:
         """Compact the workflow: its final document, kept for the retention."""
         workflow_id = state.workflow_id
@@ -278,15 +293,14 @@ class MemoryStateStore:
             stored = self._live_doc(workflow_id, now)
             if stored is None or keys.DOC_HEADER_FIELD not in stored.fields:
                 continue
-            head = orjson.loads(stored.fields[keys.DOC_HEADER_FIELD])
-            member = member_of(head)
+            head = summary(stored.fields[keys.DOC_HEADER_FIELD])
+            member = member_of(head.created_at, head.workflow_id)
             if (upper is None or member < upper) and (lower is None or member >= lower):
                 heads.append((member, head))
         heads.sort(key=lambda pair: pair[0], reverse=True)
         entries = []
         for examined, (member, head) in enumerate(heads, start=1):
             if query.accepts(head):
-                head.pop("submit_key", None)
                 entries.append(head)
             if len(entries) == query.limit or examined >= query.scan_budget:
                 more = examined < len(heads)
@@ -313,18 +327,25 @@ class MemoryStateStore:
             del self._submits[key]
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
+        return await self.append_events(workflow_id, [event])
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        if not events:
+            raise ValueError("append_events needs at least one event")
         now = self._clock()
-        blob = bytes(memoryview(orjson.dumps(event)))  # right-sized: see _kept
+        # Right-sized copies: see _kept.
+        blobs = [bytes(memoryview(orjson.dumps(event))) for event in events]
         log = self._live_events(workflow_id, now)
         if log is None:
             log = self._events[workflow_id] = _EventLog(expires_at=now + self._ttl_s)
-        log.blobs.append(blob)
         log.expires_at = now + self._ttl_s
-        seq = len(log.blobs)
-        for queue in self._event_subscribers.get(workflow_id, ()):
-            queue.put_nowait((seq, orjson.loads(blob)))
+        for blob in blobs:
+            log.blobs.append(blob)
+            seq = len(log.blobs)
+            for queue in self._event_subscribers.get(workflow_id, ()):
+                queue.put_nowait((seq, orjson.loads(blob)))
         self._maybe_sweep(now)
-        return seq
+        return len(log.blobs)
 
     async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
         log = self._live_events(workflow_id, self._clock())

@@ -5,16 +5,25 @@ public contract; see "Names" in README.md); everything else in the code says "no
 
 A `WorkflowState` is saved after its transitions; stores write only the fields
 that changed (state/layout.py) in one atomic write, so any replica reading it
-sees a consistent picture. `to_dict` /
-`from_dict` are the only (de)serialisation path; stores add nothing to it.
+sees a consistent picture.
+
+Each document is one typed model, a msgspec Struct, and msgspec is the only
+(de)serialisation path (`encode` / `decode_*` below; state/layout.py splits a
+workflow into fields with them): nothing is converted by hand. Decoding is strict
+about types (a stored document that does not fit its model fails loudly) and
+ignores keys it does not know, so documents written before these models — which
+also carried the derived `duration_ms` of each step and the workflow's
+`fallbacks` — still load. Derived values are properties, computed when read, and
+not stored.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 JSON = Any
 
@@ -57,8 +66,7 @@ class NodeStatus(StrEnum):
         return self not in (NodeStatus.PENDING, NodeStatus.RUNNING)
 
 
-@dataclass(slots=True)
-class NodeFailure:
+class NodeFailure(msgspec.Struct):
     """Why a node failed: kept on its run so status can explain it."""
 
     type: str
@@ -67,28 +75,8 @@ class NodeFailure:
     attempts: int = 0
     input: JSON = None
 
-    def to_dict(self) -> dict[str, JSON]:
-        return {
-            "type": self.type,
-            "message": self.message,
-            "agent": self.agent,
-            "attempts": self.attempts,
-            "input": self.input,
-        }
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, JSON]) -> NodeFailure:
-        return cls(
-            type=raw["type"],
-            message=raw["message"],
-            agent=raw.get("agent"),
-            attempts=int(raw.get("attempts", 0)),
-            input=raw.get("input"),
-        )
-
-
-@dataclass(slots=True)
-class NodeRun:
+class NodeRun(msgspec.Struct):
     """One node's run in a workflow: what the status document shows under `steps`.
 
     Fields are named as on the wire (`step_id`), since this is that document.
@@ -113,76 +101,24 @@ class NodeRun:
             return None
         return round((self.finished_at - self.started_at) * 1000.0, 3)
 
-    def to_dict(self) -> dict[str, JSON]:
-        return {
-            "step_id": self.step_id,
-            "kind": self.kind,
-            "agent": self.agent,
-            "status": self.status.value,
-            "attempts": self.attempts,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "duration_ms": self.duration_ms,
-            "output": self.output,
-            "error": self.error.to_dict() if self.error else None,
-            "fallback": self.fallback,
-            "skip_reason": self.skip_reason,
-        }
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, JSON]) -> NodeRun:
-        error = raw.get("error")
-        return cls(
-            step_id=raw["step_id"],
-            kind=raw["kind"],
-            agent=raw.get("agent"),
-            status=NodeStatus(raw["status"]),
-            attempts=int(raw.get("attempts", 0)),
-            started_at=raw.get("started_at"),
-            finished_at=raw.get("finished_at"),
-            output=raw.get("output"),
-            error=NodeFailure.from_dict(error) if error else None,
-            fallback=raw.get("fallback"),
-            skip_reason=raw.get("skip_reason"),
-        )
-
-
-@dataclass(slots=True)
-class WorkflowError:
+class WorkflowError(msgspec.Struct):
     code: str
     message: str
     step_id: str | None = None
     agent: str | None = None
 
-    def to_dict(self) -> dict[str, JSON]:
-        return {
-            "code": self.code,
-            "message": self.message,
-            "step_id": self.step_id,
-            "agent": self.agent,
-        }
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, JSON]) -> WorkflowError:
-        return cls(
-            code=raw["code"],
-            message=raw["message"],
-            step_id=raw.get("step_id"),
-            agent=raw.get("agent"),
-        )
-
-
-@dataclass(slots=True)
-class WorkflowState:
+class WorkflowState(msgspec.Struct):
     workflow_id: str
     definition_name: str
     status: WorkflowStatus = WorkflowStatus.PENDING
-    inputs: dict[str, JSON] = field(default_factory=dict)
-    steps: dict[str, NodeRun] = field(default_factory=dict)
+    inputs: dict[str, JSON] = msgspec.field(default_factory=dict)
+    steps: dict[str, NodeRun] = msgspec.field(default_factory=dict)
     result: JSON = None
     error: WorkflowError | None = None
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
+    created_at: float = msgspec.field(default_factory=time.time)
+    updated_at: float = msgspec.field(default_factory=time.time)
     finished_at: float | None = None
     # Which replica runs it; status readers use it for display only.
     owner: str | None = None
@@ -205,42 +141,86 @@ class WorkflowState:
         ]
 
     def to_dict(self) -> dict[str, JSON]:
-        return {
-            "workflow_id": self.workflow_id,
-            "definition_name": self.definition_name,
-            "status": self.status.value,
-            "inputs": self.inputs,
-            "steps": {k: s.to_dict() for k, s in self.steps.items()},
-            "fallbacks": self.fallbacks,
-            "result": self.result,
-            "error": self.error.to_dict() if self.error else None,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "finished_at": self.finished_at,
-            "owner": self.owner,
-            "definition": self.definition,
-            "schedule_id": self.schedule_id,
-            "tenant": self.tenant,
-            "submit_key": self.submit_key,
-        }
+        """The document as JSON-ready builtins, with its derived `fallbacks` and each
+        step's `duration_ms` (what the status document has always shown)."""
+        document: dict[str, JSON] = msgspec.to_builtins(self)
+        for sid, run in self.steps.items():
+            document["steps"][sid]["duration_ms"] = run.duration_ms
+        document["fallbacks"] = self.fallbacks
+        return document
+
+
+class WorkflowHeader(msgspec.Struct):
+    """The small part of a workflow that status and history read without the rest
+    (no steps, inputs, result or definition): stored apart (state/layout.py)."""
+
+    workflow_id: str
+    definition_name: str
+    status: WorkflowStatus
+    error: WorkflowError | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    owner: str | None
+    tenant: str | None
+    submit_key: str | None
 
     @classmethod
-    def from_dict(cls, raw: dict[str, JSON]) -> WorkflowState:
-        error = raw.get("error")
+    def of(cls, state: WorkflowState) -> WorkflowHeader:
         return cls(
-            workflow_id=raw["workflow_id"],
-            definition_name=raw["definition_name"],
-            status=WorkflowStatus(raw["status"]),
-            inputs=raw.get("inputs") or {},
-            steps={k: NodeRun.from_dict(v) for k, v in (raw.get("steps") or {}).items()},
-            result=raw.get("result"),
-            error=WorkflowError.from_dict(error) if error else None,
-            created_at=raw["created_at"],
-            updated_at=raw["updated_at"],
-            finished_at=raw.get("finished_at"),
-            owner=raw.get("owner"),
-            definition=raw.get("definition"),
-            schedule_id=raw.get("schedule_id"),
-            tenant=raw.get("tenant"),
-            submit_key=raw.get("submit_key"),
+            state.workflow_id,
+            state.definition_name,
+            state.status,
+            state.error,
+            state.created_at,
+            state.updated_at,
+            state.finished_at,
+            state.owner,
+            state.tenant,
+            state.submit_key,
         )
+
+
+class HistoryEntry(msgspec.Struct, frozen=True):
+    """A workflow as the history lists it: its stored header without the Idempotency-Key
+    (decoded from the header, whose `submit_key` it does not read)."""
+
+    workflow_id: str
+    definition_name: str
+    status: WorkflowStatus
+    error: WorkflowError | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    owner: str | None
+    tenant: str | None
+
+
+class WorkflowSpec(msgspec.Struct):
+    """What a workflow was started with: written once, at accept."""
+
+    inputs: dict[str, JSON] = msgspec.field(default_factory=dict)
+    definition: JSON = None
+
+
+T = TypeVar("T")
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode(value: Any) -> bytes:
+    """JSON of any document above (or of a plain JSON value: a result, an order)."""
+    return _ENCODER.encode(value)
+
+
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def decode(blob: bytes, model: type[T]) -> T:
+    """`blob` as `model` (strict types, unknown keys ignored); raises
+    `msgspec.ValidationError` (a `ValueError`) when it does not fit."""
+    decoder = _DECODERS.get(model)
+    if decoder is None:
+        decoder = _DECODERS[model] = msgspec.json.Decoder(model)
+    found: T = decoder.decode(blob)
+    return found

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -82,13 +82,24 @@ log = structlog.get_logger(__name__)
 _TERMINAL_STATUSES = tuple(s.value for s in WorkflowStatus if s.is_terminal)
 _TERMINAL_LUA = ", ".join(f"['{status}'] = true" for status in _TERMINAL_STATUSES)
 
+# How a save sends the document (ARGV[4] of _SAVE).
+_WHOLE = "0"  # every field
+_PARTIAL = "1"  # only the changed ones: the spec must be there already
+_NEW = "new"  # every field of a new workflow: refused if anything of it exists
+
+# What a new workflow's first claim gives: CLAIM's HINCRBY on a fresh hash (state.leases).
+FIRST_GENERATION = 1
+
 # KEYS[1] workflow hash, KEYS[2] cancel flag.
 # ARGV[1] the writer's lease token ("" for none), ARGV[2] status, ARGV[3] TTL seconds,
-# ARGV[4] "1" when only changed fields are sent (the spec must be there already),
-# ARGV[5] finished channel, ARGV[6] workflow id, ARGV[7] owner, then field/value pairs.
-# Returns -1 stale token, 0 already terminal, -2 partial write of a missing document, 1 written.
+# ARGV[4] _WHOLE, _PARTIAL or _NEW (above), ARGV[5] finished channel, ARGV[6] workflow id,
+# ARGV[7] owner, then field/value pairs. A _NEW write with a token is the workflow's
+# first claim too: the token becomes its generation and ARGV[7] its owner.
+# Returns -1 stale token, 0 already terminal, -2 partial write of a missing document,
+# -3 a new workflow's id is taken, 1 written.
 _SAVE = LuaScript(f"""
 local terminal = {{{_TERMINAL_LUA}}}
+if ARGV[4] == '{_NEW}' and redis.call('EXISTS', KEYS[1]) == 1 then return -3 end
 local stored = redis.call('HMGET', KEYS[1], '{keys.DOC_STATUS_FIELD}', '{keys.DOC_LEASE_GEN_FIELD}',
   '{keys.DOC_OWNER_FIELD}', '{keys.DOC_WATCHED_FIELD}')
 if not stored[1] and not stored[2] and ARGV[1] ~= '' then
@@ -101,7 +112,7 @@ elseif (stored[2] or '') ~= ARGV[1] then
   return -1
 end
 if stored[1] and terminal[stored[1]] then return 0 end
-if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[1], '{keys.DOC_SPEC_FIELD}') == 0 then
+if ARGV[4] == '{_PARTIAL}' and redis.call('HEXISTS', KEYS[1], '{keys.DOC_SPEC_FIELD}') == 0 then
   return -2
 end
 if terminal[ARGV[2]] then
@@ -159,19 +170,25 @@ end
 return redis.call('HGET', KEYS[1], '{keys.DOC_STATUS_FIELD}') or ''
 """)
 
-# KEYS[1] event list, KEYS[2] the workflow hash. ARGV[1] event JSON, ARGV[2] TTL seconds
-# (when there is no document), ARGV[3] channel. The list position is the sequence number:
-# assigned here, atomically, for every replica. The log expires with the document (its
-# retention, once the workflow ended).
-_APPEND_EVENT = LuaScript("""
-local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
+# KEYS[1] event list, KEYS[2] the workflow hash. ARGV[1] TTL seconds (when there is no
+# document), ARGV[2] channel, ARGV[3...] the events' JSON, in order. The list position is
+# the sequence number: assigned here, atomically, for every replica. The log expires with
+# the document (its retention, once the workflow ended). Returns the last event's number.
+_APPEND_EVENTS = LuaScript("""
+local n = #ARGV
+local seq = 0
+for i = 3, n, 1000 do  -- chunks: unpack() of thousands of events would overflow the stack
+  seq = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, n)))
+end
 local pttl = redis.call('PTTL', KEYS[2])
 if pttl > 0 then
   redis.call('PEXPIRE', KEYS[1], pttl)
 else
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
-redis.call('PUBLISH', ARGV[3], seq .. ' ' .. ARGV[1])
+for i = 3, n do
+  redis.call('PUBLISH', ARGV[2], (seq - n + i) .. ' ' .. ARGV[i])
+end
 return seq
 """)
 
@@ -302,6 +319,16 @@ class RedisStateStore:
     def client(self) -> aioredis.Redis | aioredis.RedisCluster:
         return self._client
 
+    @property
+    def round_trips(self) -> int:
+        """Round trips to Redis so far (pipelines and single commands): for tests and bench/."""
+        return self._batcher.round_trips
+
+    @property
+    def commands_sent(self) -> int:
+        """Commands sent to Redis so far (each script call is one): for tests and bench/."""
+        return self._batcher.commands_sent
+
     def leases(self) -> RedisLeases:
         """Owner leases on the same Redis, prefix and pipeline (shared by every replica)."""
         return self._leases
@@ -317,11 +344,18 @@ class RedisStateStore:
         # Serialised before the first await: what is sent is the state of this instant.
         changes = None if terminal else self._fields.changes(state)
         fields = compacted(state) if changes is None else changes.fields
-        written = await self._write(state, fields, token, partial=not (terminal or first))
-        if written == -2:  # the document expired (or another replica wrote it): send it whole
-            changes = self._fields.changes(state, full=True)
-            fields = changes.fields
-            written = await self._write(state, fields, token, partial=False)
+        mode = _WHOLE if terminal or first else _PARTIAL
+        async with self._translate("save", workflow_id):
+            if first or terminal:
+                written, _ = await asyncio.gather(
+                    self._write(state, fields, token, mode=mode), self._index(state)
+                )
+            else:
+                written = await self._write(state, fields, token, mode=mode)
+            if written == -2:  # the document expired (or another replica wrote it): send it whole
+                changes = self._fields.changes(state, full=True)
+                fields = changes.fields
+                written = await self._write(state, fields, token, mode=_WHOLE)
         if written == -1:
             self._fields.forget(workflow_id)
             raise LeaseLost(workflow_id, token=token)
@@ -330,25 +364,60 @@ class RedisStateStore:
             self._fields.forget(workflow_id)
         else:
             self._fields.remember(changes)
-        if written == 1 and (first or terminal):
-            # The history index and the submit key live in other slots: separate commands.
-            async with self._translate("save_index", workflow_id):
-                await self._history.index(state, terminal=terminal, retention_s=self._retention_s)
-                if terminal and state.submit_key is not None:
-                    key = keys.submit_key(self._prefix, state.tenant, state.submit_key)
-                    await self._batcher.call(("EXPIRE", key, self._retention_s))
-        return written == 1
+        return bool(written == 1)
 
-    async def _write(
-        self, state: WorkflowState, fields: dict[str, bytes], token: int | None, *, partial: bool
-    ) -> int:
+    async def accept(self, state: WorkflowState, *, lease_s: float | None = None) -> int | None:
+        workflow_id = state.workflow_id
+        changes = self._fields.changes(state, full=True)
+        token = None
+        async with self._translate("accept", workflow_id):
+            listed: Awaitable[Any] | None = None
+            if lease_s is not None:
+                if not state.owner:
+                    raise ValueError("a claimed workflow needs its owner on the state")
+                token = FIRST_GENERATION
+                listed = await self._leases.listing(workflow_id, state.owner, lease_s=lease_s)
+            written, _, _ = await asyncio.gather(
+                self._write(state, changes.fields, token, mode=_NEW),
+                listed if listed is not None else _done(),
+                self._index(state),
+            )
+            if written != 1 and token is not None and state.owner:
+                owned = keys.replica_workflows_key(self._prefix, state.owner)
+                await self._batcher.call(("SREM", owned, workflow_id))
+        if written != 1:
+            raise LeaseLost(workflow_id, token=token)
+        self.write_stats.add(changes.fields)
+        self._fields.remember(changes)
+        return token
+
+    def _index(self, state: WorkflowState) -> Awaitable[Any]:
+        """Queue the history index writes (and a finished workflow's submit key expiry):
+        other slots, so commands of their own, in the round trip of the document write
+        queued just before them.
+
+        They are sent whether or not that write is taken: an entry (or a submit key's
+        expiry) for a document another writer holds is what that writer sends too, and
+        no entry outlives its document (a history page drops it).
+        """
+        terminal = state.status.is_terminal
+        queued = [self._history.index(state, terminal=terminal, retention_s=self._retention_s)]
+        if terminal and state.submit_key is not None:
+            key = keys.submit_key(self._prefix, state.tenant, state.submit_key)
+            queued.append(self._batcher.call(("EXPIRE", key, self._retention_s)))
+        return asyncio.gather(*queued)
+
+    def _write(
+        self, state: WorkflowState, fields: dict[str, bytes], token: int | None, *, mode: str
+    ) -> Awaitable[Any]:
+        """Queue the save script now (`_SAVE` says what it answers); await the reply."""
         workflow_id = state.workflow_id
         terminal = state.status.is_terminal
         args: list[Any] = [
             "" if token is None else str(token),
             state.status.value,
             self._retention_s if terminal else self._ttl_s,
-            "1" if partial else "0",
+            mode,
             keys.finished_channel(self._prefix),
             workflow_id,
             state.owner or "",
@@ -357,9 +426,8 @@ class RedisStateStore:
         ]
         for name, value in fields.items():
             args += (name, value)
-        async with self._translate("save", workflow_id):
-            script_keys = keys.refreshed_keys(self._prefix, workflow_id)
-            return int(await self._batcher.eval(_SAVE, script_keys, args))
+        script_keys = keys.refreshed_keys(self._prefix, workflow_id)
+        return self._batcher.eval(_SAVE, script_keys, args)
 
     async def get(self, workflow_id: str) -> WorkflowState | None:
         key = keys.workflow_key(self._prefix, workflow_id)
@@ -485,12 +553,20 @@ class RedisStateStore:
             await self._batcher.eval(_UNRESERVE, (key,), (workflow_id,))
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
-        blob = orjson.dumps(event)
-        args = (blob, self._ttl_s, keys.events_channel(self._prefix, workflow_id))
+        return await self.append_events(workflow_id, [event])
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        if not events:
+            raise ValueError("append_events needs at least one event")
+        args = (
+            self._ttl_s,
+            keys.events_channel(self._prefix, workflow_id),
+            *(orjson.dumps(event) for event in events),
+        )
         # Through the batcher: a turn's events and document writes share one round trip.
-        async with self._translate("append_event", workflow_id):
+        async with self._translate("append_events", workflow_id):
             seq = await self._batcher.eval(
-                _APPEND_EVENT,
+                _APPEND_EVENTS,
                 (
                     keys.events_key(self._prefix, workflow_id),
                     keys.workflow_key(self._prefix, workflow_id),
@@ -760,3 +836,7 @@ def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def _done() -> None:
+    """Nothing to wait for (stands in a gather for writes a save does not need)."""

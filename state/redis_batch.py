@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Generator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -46,8 +46,10 @@ class Batcher:
         self._cluster = isinstance(client, aioredis.RedisCluster)
         self._open: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        # Commands handed to Redis so far (tests and bench/ count them).
+        # Commands handed to Redis so far, and the round trips that took them (tests
+        # and bench/ count them).
         self.commands_sent = 0
+        self.round_trips = 0
 
     def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
         """Queue `command` (e.g. `("EXISTS", key)`); the future gets its reply."""
@@ -61,19 +63,24 @@ class Batcher:
         self._open.append((command, future))
         return future
 
-    async def eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """EVALSHA `script`; on NOSCRIPT (Redis restarted, cache flushed) load it and go again."""
+    def eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
+        """EVALSHA `script`; on NOSCRIPT (Redis restarted, cache flushed) load it and go again.
+
+        The command is queued at once, not when the result is awaited: scripts and
+        commands issued one after another in one turn go to Redis in that order, in
+        one round trip (an accept's lease, document and index writes).
+        """
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            return await self.call(command)
-        except NoScriptError:
-            if self._cluster:
-                # SCRIPT LOAD names no key: redis-py sends it to every primary itself.
-                await self._client.script_load(script.source)
-            else:
-                # Batched like any command: a burst that all missed loads it in one round trip.
-                await self.call(("SCRIPT", "LOAD", script.source))
-            return await self.call(command)
+        return _Reply(self, self.call(command), script, command)
+
+    async def _reload(self, script: LuaScript, command: tuple[Any, ...]) -> Any:
+        if self._cluster:
+            # SCRIPT LOAD names no key: redis-py sends it to every primary itself.
+            await self._client.script_load(script.source)
+        else:
+            # Batched like any command: a burst that all missed loads it in one round trip.
+            await self.call(("SCRIPT", "LOAD", script.source))
+        return await self.call(command)
 
     async def drain(self) -> None:
         """Wait until every batch queued so far has been answered."""
@@ -83,6 +90,7 @@ class Batcher:
     async def _send(self) -> None:
         batch, self._open = self._open or [], None
         self.commands_sent += len(batch)
+        self.round_trips += 1
         try:
             if len(batch) == 1:
                 command = batch[0][0]
@@ -123,3 +131,32 @@ def own_copy(exc: BaseException) -> BaseException:
     mine.__cause__ = exc.__cause__
     mine.__context__ = exc.__context__
     return mine
+
+
+class _Reply:
+    """What `Batcher.eval` returns: awaiting it gives the script's reply, reloading the
+    script once if Redis lost it. Not a coroutine: one that is never awaited (its
+    caller was cancelled first) is no "never awaited" warning."""
+
+    __slots__ = ("_batcher", "_command", "_first", "_script")
+
+    def __init__(
+        self,
+        batcher: Batcher,
+        first: asyncio.Future[Any],
+        script: LuaScript,
+        command: tuple[Any, ...],
+    ) -> None:
+        self._batcher = batcher
+        self._first = first
+        self._script = script
+        self._command = command
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._resolve().__await__()
+
+    async def _resolve(self) -> Any:
+        try:
+            return await self._first
+        except NoScriptError:
+            return await self._batcher._reload(self._script, self._command)

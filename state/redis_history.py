@@ -17,17 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Any
-
-import orjson
 
 from state import keys
 from state.history import HistoryPage, HistoryQuery, encode_cursor, member_of
-from state.models import WorkflowState
-from state.redis_batch import Batcher
+from state.layout import summary
+from state.models import HistoryEntry, WorkflowState
+from state.redis_batch import Batcher, LuaScript
 
 # Expired entries one page prunes per shard (the rest wait for the next page).
 _PRUNE_BATCH = 200
+
+# KEYS[1] a shard's index, KEYS[2] its expiry set. ARGV[1] member, ARGV[2] its expiry (ms),
+# ARGV[3] the sets' own TTL (s), ARGV[4] now (ms) to list expired entries ("" not to),
+# ARGV[5] how many at most. Returns the expired entries (checked and pruned by the caller).
+_INDEX = LuaScript("""
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[4] == '' then return {} end
+return redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, ARGV[5])
+""")
 
 
 class RedisHistory:
@@ -37,28 +49,35 @@ class RedisHistory:
         self._shards = shards
         self._ttl_s = ttl_s
 
-    async def index(self, state: WorkflowState, *, terminal: bool, retention_s: int) -> None:
+    def index(self, state: WorkflowState, *, terminal: bool, retention_s: int) -> Awaitable[None]:
+        """List `state` (again, when it ends: with the retention as its expiry).
+
+        Queued at once, so it joins the round trip of the document write queued just
+        before it (after it, in order, on one Redis); the result is awaited. A finished
+        workflow's shard is pruned too: only when entries expired does that take a
+        round trip of its own.
+        """
         shard = keys.history_shard(state.workflow_id, self._shards)
-        member = member_of({"created_at": state.created_at, "workflow_id": state.workflow_id})
-        expires_ms = _now_ms() + 1000 * (retention_s if terminal else self._ttl_s)
-        index_key = keys.history_key(self._prefix, shard)
-        expiry_key = keys.history_expiry_key(self._prefix, shard)
+        member = member_of(state.created_at, state.workflow_id)
+        now = _now_ms()
+        expires_ms = now + 1000 * (retention_s if terminal else self._ttl_s)
+        # An idle deployment's index goes away whole; busy ones are pruned as they finish.
         horizon_s = max(retention_s, self._ttl_s) * 2
-        await asyncio.gather(
-            self._batcher.call(("ZADD", index_key, 0, member)),
-            self._batcher.call(("ZADD", expiry_key, expires_ms, member)),
-            # An idle deployment's index goes away whole; busy ones are pruned as they finish.
-            self._batcher.call(("EXPIRE", index_key, horizon_s)),
-            self._batcher.call(("EXPIRE", expiry_key, horizon_s)),
+        expired = self._batcher.eval(
+            _INDEX,
+            (keys.history_key(self._prefix, shard), keys.history_expiry_key(self._prefix, shard)),
+            (member, expires_ms, horizon_s, now if terminal else "", _PRUNE_BATCH),
         )
-        if terminal:
-            await self._prune(shard)
+        return self._indexed(shard, expired)
+
+    async def _indexed(self, shard: int, expired: Awaitable[Any]) -> None:
+        await self._prune_members(shard, await expired)
 
     async def page(self, query: HistoryQuery) -> HistoryPage:
         await asyncio.gather(*(self._prune(shard) for shard in range(self._shards)))
         upper = query.upper_member()
         lower = query.lower_member()
-        entries: list[dict[str, Any]] = []
+        entries: list[HistoryEntry] = []
         examined = 0
         batch = max(query.limit, 16)
         while True:
@@ -79,9 +98,8 @@ class RedisHistory:
                 if head is None:
                     await self._drop(member)  # its document expired: so does the entry
                     continue
-                decoded = orjson.loads(head)
+                decoded = summary(head)
                 if query.accepts(decoded):
-                    decoded.pop("submit_key", None)
                     entries.append(decoded)
                 if len(entries) == query.limit or examined >= query.scan_budget:
                     return HistoryPage(entries, encode_cursor(member))
@@ -102,14 +120,20 @@ class RedisHistory:
         return merged[:count]
 
     async def _prune(self, shard: int) -> None:
+        await self._prune_members(shard, await self._expired(shard))
+
+    def _expired(self, shard: int) -> asyncio.Future[Any]:
         expiry_key = keys.history_expiry_key(self._prefix, shard)
+        return self._batcher.call(
+            ("ZRANGEBYSCORE", expiry_key, "-inf", _now_ms(), "LIMIT", 0, _PRUNE_BATCH)
+        )
+
+    async def _prune_members(self, shard: int, members: list[Any]) -> None:
+        if not members:
+            return
+        expiry_key = keys.history_expiry_key(self._prefix, shard)
+        expired = [_text(m) for m in members]
         now = _now_ms()
-        expired = [
-            _text(m)
-            for m in await self._batcher.call(
-                ("ZRANGEBYSCORE", expiry_key, "-inf", now, "LIMIT", 0, _PRUNE_BATCH)
-            )
-        ]
         alive = await asyncio.gather(
             *(
                 self._batcher.call(("EXISTS", keys.workflow_key(self._prefix, _id_of(m))))

@@ -21,15 +21,15 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-import orjson
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from state import keys
+from state.models import decode, encode
 from state.store import StateStoreError
 
 # Runs kept per schedule (newest first).
@@ -45,11 +45,10 @@ class Misfire(StrEnum):
     CATCH_UP = "catch_up"
 
 
-@dataclass(slots=True)
-class Schedule:
+class Schedule(msgspec.Struct):
     """A workflow request (`request`: the body of POST /api/query, without `mode`) run
     on every tick of `cron` in `timezone`. Ticks before `anchor` (creation, or the
-    last resume) never fire."""
+    last resume) never fire. Stored as its JSON (msgspec), decoded strictly."""
 
     schedule_id: str
     cron: str
@@ -60,46 +59,13 @@ class Schedule:
     name: str | None = None
     # The tenant that created it: its runs belong to that tenant, only it (and admins) see it.
     tenant: str | None = None
-    created_at: float = field(default_factory=time.time)
-    anchor: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schedule_id": self.schedule_id,
-            "name": self.name,
-            "tenant": self.tenant,
-            "cron": self.cron,
-            "timezone": self.timezone,
-            "request": self.request,
-            "misfire": self.misfire.value,
-            "paused": self.paused,
-            "created_at": self.created_at,
-            "anchor": self.anchor,
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Schedule:
-        return cls(
-            schedule_id=raw["schedule_id"],
-            name=raw.get("name"),
-            tenant=raw.get("tenant"),
-            cron=raw["cron"],
-            timezone=raw["timezone"],
-            request=raw["request"],
-            misfire=Misfire(raw["misfire"]),
-            paused=bool(raw["paused"]),
-            created_at=raw["created_at"],
-            anchor=raw["anchor"],
-        )
+    created_at: float = msgspec.field(default_factory=time.time)
+    anchor: float = msgspec.field(default_factory=time.time)
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
+class Run(msgspec.Struct, frozen=True):
     tick: float
     workflow_id: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tick": self.tick, "workflow_id": self.workflow_id}
 
 
 class ScheduleStore(Protocol):
@@ -129,15 +95,15 @@ class MemorySchedules:
         self._runs: dict[str, deque[Run]] = {}
 
     async def save(self, schedule: Schedule) -> None:
-        self._schedules[schedule.schedule_id] = orjson.dumps(schedule.to_dict())
+        self._schedules[schedule.schedule_id] = encode(schedule)
 
     async def get(self, schedule_id: str) -> Schedule | None:
         found = self._schedules.get(schedule_id)
-        return None if found is None else Schedule.from_dict(orjson.loads(found))
+        return None if found is None else decode(found, Schedule)
 
     async def all(self) -> list[Schedule]:
         return sorted(
-            (Schedule.from_dict(orjson.loads(blob)) for blob in self._schedules.values()),
+            (decode(blob, Schedule) for blob in self._schedules.values()),
             key=lambda s: (s.created_at, s.schedule_id),
         )
 
@@ -173,16 +139,16 @@ class RedisSchedules:
         self._index = keys.schedules_key(prefix)
 
     async def save(self, schedule: Schedule) -> None:
-        blob = orjson.dumps(schedule.to_dict())
+        blob = encode(schedule)
         await self._do("save", self._client.hset(self._index, schedule.schedule_id, blob))
 
     async def get(self, schedule_id: str) -> Schedule | None:
         raw = await self._do("get", self._client.hget(self._index, schedule_id))
-        return None if raw is None else Schedule.from_dict(orjson.loads(raw))
+        return None if raw is None else decode(raw, Schedule)
 
     async def all(self) -> list[Schedule]:
         raw = await self._do("list", self._client.hvals(self._index))
-        found = [Schedule.from_dict(orjson.loads(blob)) for blob in raw]
+        found = [decode(blob, Schedule) for blob in raw]
         return sorted(found, key=lambda s: (s.created_at, s.schedule_id))
 
     async def delete(self, schedule_id: str) -> bool:
@@ -203,14 +169,14 @@ class RedisSchedules:
     async def record_run(self, schedule_id: str, run: Run) -> None:
         key = keys.schedule_runs_key(self._prefix, schedule_id)
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.lpush(key, orjson.dumps(run.to_dict()))
+            pipe.lpush(key, encode(run))
             pipe.ltrim(key, 0, MAX_RUNS - 1)
             await self._do("record_run", pipe.execute())
 
     async def runs(self, schedule_id: str) -> list[Run]:
         key = keys.schedule_runs_key(self._prefix, schedule_id)
         raw = await self._do("runs", self._client.lrange(key, 0, MAX_RUNS - 1))
-        return [Run(**orjson.loads(blob)) for blob in raw]
+        return [decode(blob, Run) for blob in raw]
 
     async def _do(self, operation: str, awaitable: Any) -> Any:
         try:

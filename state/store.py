@@ -20,6 +20,10 @@ implementation):
 - A terminal document is final: `save` of a state whose stored copy is already
   terminal writes nothing and returns False (a late writer never flips a
   finished workflow back).
+- `accept` is a new workflow's first `save`, together with its first lease claim
+  (the workflow listed under its owner, the owner kept alive, the token its
+  generation): one operation, so accepting a workflow costs one round trip. It
+  refuses (`LeaseLost`) an id of which anything exists.
 - `get` returns None for an unknown or expired workflow.
 - `request_cancel` sets a cancel flag (readable with `cancel_requested`, expiring
   with the workflow's document, or after `ttl_s` if there is none) and notifies
@@ -40,7 +44,8 @@ implementation):
 - `append_event` appends a JSON object to the workflow's event log, numbers it
   (1, 2, 3, ... per workflow, by the store, whichever replica appends) and
   publishes it to every `subscribe_events` stream of that workflow on any
-  replica. The log shares the document's TTL. `events_since(id, after)` returns
+  replica. The log shares the document's TTL. `append_events` appends several, in
+  order, in one operation, numbered consecutively. `events_since(id, after)` returns
   the logged events with a sequence number above `after`, in order.
   `subscribe_events(id)` returns once listening (state/events.py).
 - A `save` that writes the terminal document of a *watched* workflow (a cancel
@@ -73,7 +78,7 @@ Errors::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from state.cancellations import CancellationStream, WorkflowIdStream
@@ -145,6 +150,16 @@ class StateStore(Protocol):
         """
         ...
 
+    async def accept(self, state: WorkflowState, *, lease_s: float | None = None) -> int | None:
+        """Write a new workflow's first document; with `lease_s`, claim its lease for
+        `state.owner` in the same operation, as `leases().claim` would, and return the
+        fencing token (None without `lease_s`).
+
+        One round trip on Redis. Raises `LeaseLost` (writing nothing) when anything of
+        the workflow exists already: a new workflow's id is never taken.
+        """
+        ...
+
     async def get(self, workflow_id: str) -> WorkflowState | None: ...
 
     async def request_cancel(self, workflow_id: str) -> None:
@@ -173,6 +188,11 @@ class StateStore(Protocol):
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
         """Log and publish a progress event; returns its sequence number."""
+        ...
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        """Log and publish several events, in order, in one operation (one Redis command);
+        returns the last one's sequence number. Raises ValueError when `events` is empty."""
         ...
 
     async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:

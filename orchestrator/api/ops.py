@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.resources
 from functools import cache
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,7 +18,7 @@ from orchestrator.api import replies
 from orchestrator.api.routes import json_response
 from orchestrator.api.services import SERVICES
 from state.history import HistoryQuery
-from state.models import WorkflowStatus
+from state.models import HistoryEntry, WorkflowStatus
 
 routes = web.RouteTableDef()
 
@@ -72,12 +71,12 @@ async def ops_workflows(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-def _summary(entry: dict[str, Any]) -> replies.WorkflowSummary:
-    created, finished = entry["created_at"], entry.get("finished_at")
+def _summary(entry: HistoryEntry) -> replies.WorkflowSummary:
+    created, finished = entry.created_at, entry.finished_at
     return replies.WorkflowSummary(
-        workflow_id=entry["workflow_id"],
-        definition_name=entry["definition_name"],
-        status=WorkflowStatus(entry["status"]),
+        workflow_id=entry.workflow_id,
+        definition_name=entry.definition_name,
+        status=entry.status,
         created_at=created,
         finished_at=finished,
         duration_ms=round((finished - created) * 1000.0, 3) if finished else None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -207,6 +207,9 @@ class LosingStore(MemoryStateStore):
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
         raise StateStoreError("lost", backend="memory", operation="append_event")
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        raise StateStoreError("lost", backend="memory", operation="append_events")
 
 
 async def test_a_finished_workflow_without_events_ends_from_its_document(api: Any) -> None:

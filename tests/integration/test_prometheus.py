@@ -90,7 +90,7 @@ async def test_a_chain_run_with_a_failing_agent_shows_in_every_series(
 
     store = m["orch_state_store_operation_seconds"]
     assert value(store, "orch_state_store_operation_seconds_count", operation="save") >= 3
-    assert value(store, "orch_state_store_operation_seconds_count", operation="append_event") > 0
+    assert value(store, "orch_state_store_operation_seconds_count", operation="append_events") > 0
     assert "orch_state_store_errors" in m
 
 

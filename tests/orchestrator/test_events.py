@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -18,6 +18,9 @@ class DownStore(MemoryStateStore):
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
         raise StateStoreError("down", backend="memory", operation="append_event")
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        raise StateStoreError("down", backend="memory", operation="append_events")
 
 
 def workflow() -> WorkflowState:

@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from state.history import HistoryQuery
 from state.models import WorkflowStatus
 from state.redis import RedisStateStore
 from state.store import StateStoreError
@@ -128,3 +129,39 @@ async def test_a_lost_connection_fails_every_command_of_the_batch() -> None:
     assert [e.operation for e in failures] == ["save", "get", "cancel_requested"]
     assert all(isinstance(e.__cause__, RedisConnectionError) for e in failures)
     assert len({id(e.__cause__) for e in failures}) == 3  # one exception per caller
+
+
+async def test_accepting_a_workflow_is_one_round_trip(redis_backend: RedisBackend) -> None:
+    """The lease claim (listing, heartbeat, generation), the first document and its history
+    entry: one pipeline."""
+    store = await redis_backend.new()
+    state = make_state(status=WorkflowStatus.PENDING)
+    state.owner = "me"
+    before = store.round_trips
+    assert await store.accept(state, lease_s=10) == 1
+    assert store.round_trips - before == 1
+
+
+async def test_a_terminal_write_is_one_round_trip(redis_backend: RedisBackend) -> None:
+    """The compacted document, its history entry (with the retention) and the submit key's
+    expiry go together, when no history entry is due for pruning."""
+    store = await redis_backend.new()
+    state = make_state(status=WorkflowStatus.PENDING)
+    state.owner, state.submit_key = "me", "key-1"
+    token = await store.accept(state, lease_s=10)
+    state.status = WorkflowStatus.COMPLETED
+    before = store.round_trips
+    assert await store.save(state, token=token)
+    assert store.round_trips - before == 1
+    page = await store.history(HistoryQuery(limit=5))
+    assert [(e.workflow_id, e.status) for e in page.entries] == [
+        (state.workflow_id, "completed")
+    ]
+
+
+async def test_a_batch_of_events_is_one_command(redis_backend: RedisBackend) -> None:
+    store = await redis_backend.new()
+    workflow_id = make_state().workflow_id
+    before = store.commands_sent
+    assert await store.append_events(workflow_id, [{"n": n} for n in range(20)]) == 20
+    assert store.commands_sent - before == 1

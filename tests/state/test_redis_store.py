@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import uuid
 import zlib
@@ -11,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from state import keys
 from state.cancellations import CancellationStream
 from state.history import HistoryPage, HistoryQuery
-from state.models import WorkflowStatus
+from state.models import HistoryEntry, WorkflowStatus
 from state.redis import RedisStateStore
 from state.store import LeaseLost, StateStoreError
 from tests.redis_server import RedisServer, require_redis_server
@@ -34,7 +34,7 @@ EVENT_TIMEOUT_S = 5.0
 
 class _AnyEntry:
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, dict) and isinstance(other.get("workflow_id"), str)
+        return isinstance(other, HistoryEntry) and isinstance(other.workflow_id, str)
 
 
 ANY_ENTRY: Any = _AnyEntry()
@@ -135,7 +135,7 @@ async def test_wire_layout_matches_state_keys(
     }
     assert stored[keys.DOC_STATUS_FIELD.encode()] == b"running"
 
-    finished = dataclasses.replace(state, status=WorkflowStatus.DEGRADED)
+    finished = msgspec.structs.replace(state, status=WorkflowStatus.DEGRADED)
     await store.save(finished, token=token)
     stored = cast(
         dict[bytes, bytes], await redis_client.hgetall(keys.workflow_key(prefix, state.workflow_id))

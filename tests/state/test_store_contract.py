@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import msgspec
 import pytest
 
 from state import keys
 from state.cancellations import CancellationStream
 from state.history import BadCursor, HistoryPage, HistoryQuery
 from state.leases import Orphan
-from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
+from state.models import HistoryEntry, NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.store import LeaseLost, StateStore
 from tests.state.conftest import Backend, make_state, new_id
 
@@ -93,7 +94,7 @@ async def test_terminal_document_is_final(store: StateStore, terminal: WorkflowS
     """Once a terminal document is stored, later saves return False and change nothing."""
     state = make_state(status=terminal)
     assert await store.save(state) is True
-    final = dataclasses.replace(state, steps=dict(state.steps))
+    final = msgspec.structs.replace(state, steps=dict(state.steps))
 
     for late in (WorkflowStatus.RUNNING, WorkflowStatus.PENDING, *TERMINAL):
         state.status = late
@@ -355,10 +356,10 @@ async def test_a_stale_owners_write_is_refused_and_the_new_owners_progress_survi
         state.workflow_id, "new", lease_s=LEASE_S, previous="old"
     )
     assert new_token is not None and new_token > old_token
-    progress = dataclasses.replace(state, owner="new", result={"by": "new"})
+    progress = msgspec.structs.replace(state, owner="new", result={"by": "new"})
     assert await new_owner.save(progress, token=new_token)
 
-    stale = dataclasses.replace(state, status=WorkflowStatus.FAILED, result={"by": "old"})
+    stale = msgspec.structs.replace(state, status=WorkflowStatus.FAILED, result={"by": "old"})
     with pytest.raises(LeaseLost) as refused:
         await old_owner.save(stale, token=old_token)
     assert refused.value.workflow_id == state.workflow_id
@@ -368,7 +369,7 @@ async def test_a_stale_owners_write_is_refused_and_the_new_owners_progress_survi
 
     assert await new_owner.get(state.workflow_id) == progress
     # The new owner carries on; its terminal write is not blocked by the refused one.
-    done = dataclasses.replace(progress, status=WorkflowStatus.COMPLETED)
+    done = msgspec.structs.replace(progress, status=WorkflowStatus.COMPLETED)
     assert await new_owner.save(done, token=new_token)
     assert await old_owner.get(state.workflow_id) == done
 
@@ -426,6 +427,64 @@ async def test_the_generation_expires_with_the_document(backend: Backend) -> Non
     assert await store.save(state)  # nothing left to fence against: a fresh workflow
 
 
+async def test_accept_claims_and_writes_a_new_workflow_in_one_operation(
+    backend: Backend,
+) -> None:
+    """accept = claim + first save: the token is the first generation, the owner holds
+    the lease (nobody else can claim it), the document is there, fenced by that token,
+    and the workflow is listed under its owner (a takeover finds it if the owner dies)."""
+    store = await backend.new()
+    other = await backend.peer(store)
+    state = make_state(status=WorkflowStatus.PENDING)
+    state.owner = "owner"
+
+    token = await store.accept(state, lease_s=LEASE_S)
+
+    assert token == 1
+    assert await other.get(state.workflow_id) == state
+    assert await other.leases().claim(state.workflow_id, "other", lease_s=LEASE_S) is None
+    with pytest.raises(LeaseLost):
+        await store.save(state, token=token + 1)
+    assert await store.save(msgspec.structs.replace(state, status=WorkflowStatus.RUNNING), token=1)
+    await backend.elapse(store, state.workflow_id, LEASE_S + 1)  # "owner" froze
+    assert await other.leases().orphans() == [Orphan(state.workflow_id, "owner")]
+    taken = await other.leases().claim(
+        state.workflow_id, "other", lease_s=LEASE_S, previous="owner"
+    )
+    assert taken == 2
+
+
+async def test_accept_without_a_lease_writes_an_unfenced_workflow(store: StateStore) -> None:
+    state = make_state(status=WorkflowStatus.PENDING)
+    assert await store.accept(state) is None
+    assert await store.get(state.workflow_id) == state
+    assert await store.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED))
+
+
+async def test_accept_refuses_an_id_that_exists(store: StateStore) -> None:
+    """A new workflow's id is never taken: accept over a document, or over a lease claimed
+    by someone else, writes nothing."""
+    stored = make_state()
+    assert await store.save(stored)
+    with pytest.raises(LeaseLost):
+        await store.accept(msgspec.structs.replace(stored, status=WorkflowStatus.PENDING))
+    assert await store.get(stored.workflow_id) == stored
+
+    claimed = make_state(status=WorkflowStatus.PENDING)
+    claimed.owner = "me"
+    assert await store.leases().claim(claimed.workflow_id, "someone", lease_s=LEASE_S) == 1
+    with pytest.raises(LeaseLost):
+        await store.accept(claimed, lease_s=LEASE_S)
+    assert await store.get(claimed.workflow_id) is None
+
+
+async def test_an_accepted_workflow_is_in_the_history(store: StateStore) -> None:
+    state = make_state(status=WorkflowStatus.PENDING)
+    await store.accept(state)
+    page = await store.history(HistoryQuery(limit=10))
+    assert [e.workflow_id for e in page.entries] == [state.workflow_id]
+
+
 # --- finish notifications ---------------------------------------------------------------------
 
 
@@ -445,10 +504,10 @@ async def test_a_terminal_write_notifies_finish_subscribers_on_every_replica(
     await waiter.watch_finish(state.workflow_id)
     await waiter.request_cancel(other.workflow_id)  # a cancel watches too
     # Nobody waits for this one: its finish costs no message at all.
-    await writer.save(dataclasses.replace(unwatched, status=WorkflowStatus.COMPLETED))
-    await writer.save(dataclasses.replace(other, status=WorkflowStatus.CANCELLED))
-    await writer.save(dataclasses.replace(state, status=WorkflowStatus.COMPLETED))
-    await writer.save(dataclasses.replace(state, status=WorkflowStatus.FAILED))  # refused
+    await writer.save(msgspec.structs.replace(unwatched, status=WorkflowStatus.COMPLETED))
+    await writer.save(msgspec.structs.replace(other, status=WorkflowStatus.CANCELLED))
+    await writer.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED))
+    await writer.save(msgspec.structs.replace(state, status=WorkflowStatus.FAILED))  # refused
 
     # Two workflows, two slots: on a Cluster their messages may come in either order.
     got = {await next_id(finishes), await next_id(finishes)}
@@ -560,11 +619,11 @@ async def test_a_finished_workflow_is_compacted_and_kept_for_the_retention(
     running, finished = _chain(3), _chain(3)
     assert await store.save(running)
     assert await store.save(finished)
-    done = dataclasses.replace(finished, status=WorkflowStatus.COMPLETED, result={"ok": 1})
+    done = msgspec.structs.replace(finished, status=WorkflowStatus.COMPLETED, result={"ok": 1})
     assert await store.save(done)
 
     stored = await store.get(done.workflow_id)
-    assert stored == dataclasses.replace(done, definition=None)
+    assert stored == msgspec.structs.replace(done, definition=None)
     assert (await store.get(running.workflow_id)) == running  # a running one keeps it
 
     await backend.elapse(store, done.workflow_id, 11)
@@ -598,7 +657,7 @@ async def test_history_lists_newest_first_across_pages(store: StateStore) -> Non
     for _ in range(10):
         page = await store.history(HistoryQuery(limit=3, cursor=cursor))
         assert len(page.entries) <= 3
-        seen += [e["workflow_id"] for e in page.entries]
+        seen += [e.workflow_id for e in page.entries]
         cursor = page.cursor
         if cursor is None:
             break
@@ -612,17 +671,17 @@ async def test_a_new_workflow_does_not_shift_a_followed_cursor(store: StateStore
     newer.created_at = 1_800_000_000.0
     assert await store.save(newer)
     rest = await store.history(HistoryQuery(limit=10, cursor=page.cursor))
-    assert [e["workflow_id"] for e in rest.entries] == [made[1].workflow_id, made[0].workflow_id]
+    assert [e.workflow_id for e in rest.entries] == [made[1].workflow_id, made[0].workflow_id]
 
 
 async def test_history_filters_by_status_definition_time_and_tenant(store: StateStore) -> None:
     mine = await _submitted(store, 3, tenant="a", name="chain")
     theirs = await _submitted(store, 2, tenant="b", name="report")
-    done = dataclasses.replace(mine[0], status=WorkflowStatus.COMPLETED)
+    done = msgspec.structs.replace(mine[0], status=WorkflowStatus.COMPLETED)
     assert await store.save(done)
 
     def ids(page: HistoryPage) -> set[str]:
-        return {e["workflow_id"] for e in page.entries}
+        return {e.workflow_id for e in page.entries}
 
     by_status = await store.history(HistoryQuery(status=frozenset({"completed"})))
     assert ids(by_status) == {done.workflow_id}
@@ -633,8 +692,8 @@ async def test_history_filters_by_status_definition_time_and_tenant(store: State
     tenant_a = await store.history(HistoryQuery(tenant="a", all_tenants=False))
     assert ids(tenant_a) == {s.workflow_id for s in mine}
     entry = next(e for e in by_status.entries)
-    assert entry["status"] == "completed" and entry["definition_name"] == "chain"
-    assert "steps" not in entry and "definition" not in entry
+    assert entry.status == "completed" and entry.definition_name == "chain"
+    assert isinstance(entry, HistoryEntry)  # the header's fields only: no steps, no definition
 
 
 async def test_a_sparse_filter_still_pages_within_its_scan_budget(store: StateStore) -> None:
@@ -645,7 +704,7 @@ async def test_a_sparse_filter_still_pages_within_its_scan_budget(store: StateSt
     found: list[str] = []
     page = await store.history(query)
     for _ in range(10):
-        found += [e["workflow_id"] for e in page.entries]
+        found += [e.workflow_id for e in page.entries]
         if page.cursor is None:
             break
         page = await store.history(dataclasses.replace(query, cursor=page.cursor))
@@ -660,10 +719,10 @@ async def test_a_forged_cursor_is_refused(store: StateStore) -> None:
 async def test_history_entries_expire_with_their_workflows(backend: Backend) -> None:
     store = await backend.new(ttl_s=100, retention_s=10)
     kept, gone = await _submitted(store, 2)
-    assert await store.save(dataclasses.replace(gone, status=WorkflowStatus.FAILED))
+    assert await store.save(msgspec.structs.replace(gone, status=WorkflowStatus.FAILED))
     await backend.elapse(store, gone.workflow_id, 11)
     page = await store.history(HistoryQuery())
-    assert [e["workflow_id"] for e in page.entries] == [kept.workflow_id]
+    assert [e.workflow_id for e in page.entries] == [kept.workflow_id]
 
 
 async def test_history_is_the_same_from_another_replica(backend: Backend) -> None:
@@ -671,7 +730,7 @@ async def test_history_is_the_same_from_another_replica(backend: Backend) -> Non
     other = await backend.peer(store)
     made = await _submitted(store, 3)
     page = await other.history(HistoryQuery())
-    assert [e["workflow_id"] for e in page.entries] == [s.workflow_id for s in reversed(made)]
+    assert [e.workflow_id for e in page.entries] == [s.workflow_id for s in reversed(made)]
 
 
 # --- idempotent submits ---------------------------------------------------------------------
@@ -710,7 +769,7 @@ async def test_a_submit_key_expires_with_its_workflow(backend: Backend) -> None:
     state.submit_key, state.tenant = key, "t"
     assert await store.reserve_submit("t", key, workflow_id=state.workflow_id, digest="d") is None
     assert await store.save(state)
-    assert await store.save(dataclasses.replace(state, status=WorkflowStatus.COMPLETED))
+    assert await store.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED))
     submit_key = keys.submit_key(getattr(store, "prefix", ""), "t", key)
     await backend.elapse_key(store, submit_key, 9)
     assert await store.reserve_submit("t", key, workflow_id="again", digest="d") == (

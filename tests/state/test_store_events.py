@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from state.events import EventStream, StoredEvent
 from state.models import WorkflowStatus
 from state.store import StateStore
@@ -104,3 +106,32 @@ async def test_a_terminal_document_does_not_stop_events(store: StateStore) -> No
     state = make_state(status=WorkflowStatus.COMPLETED)
     await store.save(state)
     assert await store.append_event(state.workflow_id, {"status": "completed"}) == 1
+
+
+async def test_several_events_are_appended_in_order_in_one_operation(store: StateStore) -> None:
+    """append_events numbers a batch consecutively after what the log holds, keeps its
+    order, and a subscriber gets each with its number."""
+    workflow_id = new_id()
+    await store.append_event(workflow_id, {"n": 1})
+    batch = [{"n": n} for n in range(2, 6)]
+    async with await store.subscribe_events(workflow_id) as stream:
+        assert await store.append_events(workflow_id, batch) == 5
+        assert [await next_event(stream) for _ in batch] == [
+            (n, {"n": n}) for n in range(2, 6)
+        ]
+    assert await store.events_since(workflow_id, 1) == [(n, {"n": n}) for n in range(2, 6)]
+
+
+async def test_a_batch_larger_than_a_script_chunk_keeps_every_event(store: StateStore) -> None:
+    """2,500 events in one append (a wide fan-out's turn): all logged, numbered in order."""
+    workflow_id = new_id()
+    assert await store.append_events(workflow_id, [{"i": i} for i in range(2500)]) == 2500
+    logged = await store.events_since(workflow_id)
+    assert logged == [(i + 1, {"i": i}) for i in range(2500)]
+
+
+async def test_an_empty_batch_is_refused(store: StateStore) -> None:
+    workflow_id = new_id()
+    with pytest.raises(ValueError):
+        await store.append_events(workflow_id, [])
+    assert await store.events_since(workflow_id) == []

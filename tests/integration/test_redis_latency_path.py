@@ -1,0 +1,125 @@
+"""With Redis, a workflow waits on the store only where correctness needs it (issue 11).
+
+Accepting it (lease claim, first document, history entry, cancel-flag read) is one
+round trip; transitions are written behind; the terminal write is one round trip.
+Agents are instant fakes (httpx MockTransport), the store a real Redis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from agents.client import AgentClient
+from agents.registry import AgentRegistry
+from agents.transport_httpx import HttpxTransport
+from orchestrator.app import BUILTIN_FALLBACKS
+from orchestrator.chain import CHAIN_DEFINITION
+from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
+from orchestrator.dag.engine import DagEngine
+from orchestrator.dag.kinds import default_kinds
+from orchestrator.lifecycle import WorkflowOrchestrator
+from orchestrator.settings import default_registry
+from state.models import WorkflowStatus
+from state.redis import RedisStateStore
+
+pytestmark = pytest.mark.redis
+
+ANSWERS: dict[str, Any] = {
+    "nlp": {"intent": {"metric": "revenue", "group_by": ["region"]}},
+    "data": {"columns": ["region"], "rows": [{"region": "EMEA"}]},
+    "viz": {"spec": {"mark": "bar"}},
+}
+
+
+def agent(request: httpx.Request) -> httpx.Response:
+    name = request.url.host.split(".")[0]
+    return httpx.Response(200, content=orjson.dumps({"status": "success", "data": ANSWERS[name]}))
+
+
+@pytest.fixture
+def registry() -> AgentRegistry:
+    return AgentRegistry(
+        [
+            dataclasses.replace(spec, url=f"http://{spec.name}.agent.test")
+            for spec in default_registry().values()
+        ]
+    )
+
+
+@pytest.fixture
+def chain(registry: AgentRegistry) -> CompiledWorkflow:
+    return compile_workflow(
+        CHAIN_DEFINITION,
+        agents=list(registry),
+        kinds=default_kinds(),
+        builtins=list(BUILTIN_FALLBACKS),
+    )
+
+
+@pytest.fixture
+async def store(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisStateStore]:
+    store = RedisStateStore.from_url(redis_url, prefix=redis_prefix)
+    yield store
+    await store.close()
+
+
+async def orchestrator_on(
+    store: RedisStateStore, registry: AgentRegistry, http: httpx.AsyncClient, *, delay_s: float
+) -> WorkflowOrchestrator:
+    engine = DagEngine(
+        agents=AgentClient(registry, HttpxTransport(http)),
+        registry=registry,
+        kinds=default_kinds(),
+        builtins=BUILTIN_FALLBACKS,
+    )
+    orchestrator = WorkflowOrchestrator(
+        store=store, dag_engine=engine, leases=store.leases(), write_delay_s=delay_s
+    )
+    await orchestrator.start()
+    return orchestrator
+
+
+async def test_accepting_a_workflow_waits_on_one_round_trip(
+    store: RedisStateStore, registry: AgentRegistry, chain: CompiledWorkflow
+) -> None:
+    """submit() returns after one round trip: claim, document, index and cancel flag together."""
+    async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
+        orchestrator = await orchestrator_on(store, registry, http, delay_s=0.005)
+        try:
+            before = store.round_trips
+            state = await orchestrator.submit(chain, {"query": "revenue by region"})
+            assert store.round_trips - before == 1
+            done = await orchestrator.wait(state.workflow_id)
+            assert done.status is WorkflowStatus.COMPLETED
+        finally:
+            await orchestrator.close()
+    stored = await store.get(state.workflow_id)
+    assert stored is not None and stored.status is WorkflowStatus.COMPLETED
+
+
+async def test_a_run_within_the_write_delay_is_written_at_accept_and_end_only(
+    store: RedisStateStore, registry: AgentRegistry, chain: CompiledWorkflow
+) -> None:
+    """Transitions are written behind: a chain that ends within the delay costs two
+    document writes, and the terminal one is not held back by the delay (wait returns
+    with the stored document terminal)."""
+    async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
+        # A delay no test run reaches: only the terminal flush can write before it.
+        orchestrator = await orchestrator_on(store, registry, http, delay_s=3600.0)
+        try:
+            saves = store.write_stats.saves
+            state = await orchestrator.submit(chain, {"query": "revenue by region"})
+            done = await orchestrator.wait(state.workflow_id)
+            assert done.status is WorkflowStatus.COMPLETED
+            assert store.write_stats.saves - saves == 2
+            stored = await store.get(state.workflow_id)
+            assert stored is not None and stored.status is WorkflowStatus.COMPLETED
+            assert set(stored.steps) == {"nlp", "data", "viz"}
+        finally:
+            await orchestrator.close()
