@@ -257,31 +257,17 @@ class NodeKind(Protocol):
 
     def compile(self, node: NodeDef) -> Compiled: ...
 
-    def validate(self, node: NodeDef) -> list[Problem]: ...
-
-    def references(self, node: NodeDef) -> set[str]: ...
-
     async def run(self, node: NodeDef, ctx: NodeContext) -> Any: ...
 
 
 class BaseKind:
-    """Convenience base: `validate` and `references` derived from `compile`."""
+    """Convenience base: a kind's `name` and `node_type` as class attributes."""
 
     name: str = ""
     node_type: type[NodeDef] = NodeDef
 
     def compile(self, node: NodeDef) -> Compiled:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def validate(self, node: NodeDef) -> list[Problem]:
-        try:
-            self.compile(node)
-        except DefinitionError as exc:
-            return exc.problems
-        return []
-
-    def references(self, node: NodeDef) -> set[str]:
-        return set(self.compile(node).references)
 
 
 class ProblemCollector:
