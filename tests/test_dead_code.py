@@ -48,17 +48,14 @@ ALLOWED: dict[str, str] = {
     "orchestrator/dag/cache.py:hits": _COUNTER,
     "orchestrator/dag/cache.py:misses": _COUNTER,
     "state/layout.py:saves": _COUNTER,
-    "state/redis_batch.py:commands_sent": _COUNTER,
     "orchestrator/dag/triggers.py:ONE_SUCCESS": _ENUM,
     "state/schedules.py:CATCH_UP": _ENUM,
-    # Left to issue 13's typed-model and extension work (items 1 and 7) to decide:
-    # parse/check entry points only tests call, and the NodeKind protocol's `validate`
-    # (compile reports the same problems).
+    # Left to issue 13's typed-model work (item 1) to decide: parse/check entry points
+    # only tests call.
     "orchestrator/dag/parse.py:parse_definition": "parse only, for tests (issue 13 item 1)",
     "orchestrator/dag/model.py:node_ids": "a definition's node ids (issue 13 item 1)",
     "orchestrator/dag/compiler.py:check_definition":
         "check without compiling, for tests (issue 13 item 1)",
-    "orchestrator/dag/kinds/base.py:validate": "NodeKind protocol member (issue 13 item 7)",
 }  # fmt: skip
 
 
