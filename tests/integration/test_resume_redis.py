@@ -182,13 +182,17 @@ async def test_a_replica_that_lost_its_lease_stops_and_writes_nothing(
         return state is not None and state.steps["data"].status.value == "running"
 
     await eventually(data_running_written)
-    # Another replica decided `paused` was dead (what the reaping script records) and
-    # took the workflow over.
+    # Another replica took the workflow over and recorded `paused` as dead (what the
+    # reaping script records). The claim goes first: `paused` keeps beating meanwhile,
+    # and a beat that fell between the death record and the claim would find every
+    # token still its own and clear its death, so the claim after it went unnoticed
+    # until the next write (the document stays fenced either way; what is tested here
+    # is that the heartbeat stops the workflow).
+    assert await store.leases().claim(workflow_id, "thief", lease_s=60, previous="paused")
     redis = aioredis.Redis.from_url(redis_url)
     await redis.zrem(keys.replicas_key(prefix), "paused")
     await redis.zadd(keys.dead_replicas_key(prefix), {"paused": time.time() * 1000})
     await redis.aclose()
-    assert await store.leases().claim(workflow_id, "thief", lease_s=60, previous="paused")
     orchestrator = paused.app[SERVICES].orchestrator
 
     async def stopped() -> bool:
