@@ -39,4 +39,9 @@ echo "== pytest"
 # ORCH_TEST_COVERAGE=0 skips it for a quicker local run (the tracer costs ~1.8x; CI keeps it).
 cov=()
 if [ "$#" -eq 0 ] && [ "${ORCH_TEST_COVERAGE:-1}" != 0 ]; then cov=(--cov); fi
-.venv/bin/python -m pytest -q ${cov[@]+"${cov[@]}"} "$@"
+# The whole suite runs on every core (pytest-xdist, at most 4 workers): tests share nothing
+# but the machine (a key prefix per test, bind-checked ports), and the tracer's cost is paid
+# in parallel. A narrowed run (arguments given) stays in one process, easier to debug.
+workers=()
+if [ "$#" -eq 0 ]; then workers=(--numprocesses "${ORCH_TEST_WORKERS:-auto}" --maxprocesses 4); fi
+.venv/bin/python -m pytest -q ${workers[@]+"${workers[@]}"} ${cov[@]+"${cov[@]}"} "$@"
