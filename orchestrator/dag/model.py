@@ -227,9 +227,6 @@ class WorkflowDef(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True)
         | None
     ) = None
 
-    def node_ids(self) -> list[str]:
-        return [n.id for n in self.nodes]
-
 
 @functools.cache
 def definition_type(node_types: tuple[type[NodeDef], ...]) -> type[WorkflowDef]:
