@@ -66,6 +66,7 @@ from agents.transport import (
 )
 from circuit.breaker import AsyncCircuitBreaker, BreakerState, CircuitOpenError, Outcome
 from circuit.bulkhead import Bulkhead
+from circuit.cap import Cap
 from circuit.config import RetryConfig
 from circuit.retry import RetryBudget, is_retried, parse_retry_after, retry_after_failure
 
@@ -466,8 +467,15 @@ class AgentClient:
                         if cap_s is None:
                             response = await request
                         else:
-                            async with asyncio.timeout(cap_s):
+                            # asyncio.timeout's semantics without its two coroutines.
+                            cap = Cap(cap_s)
+                            try:
                                 response = await request
+                            except BaseException as exc:
+                                if cap.stop(exc):
+                                    raise TimeoutError from exc
+                                raise
+                            cap.stop(None)
                     except _FOREIGN_ERRORS as exc:
                         ctx = _ctx(call)
                         raise _translate(exc, **ctx, cap_s=cap_s, cap_phase=cap_phase) from exc
@@ -574,39 +582,41 @@ def _translate(
 def _check_status(response: TransportResponse, call: _Call) -> None:
     """The HTTP status of an answer: 429/5xx, other 4xx and non-2xx become our errors."""
     status = response.status
+    if 200 <= status < 300:
+        return
     ctx = _ctx(call)
     if status == 429 or status >= 500:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise AgentHTTPError(status=status, body=response.body, retry_after_s=retry_after, **ctx)
     if 400 <= status < 500:
         raise AgentRejected(status=status, body=response.body, **ctx)
-    if not 200 <= status < 300:
-        raise AgentBadResponse(
-            reason=f"unexpected HTTP {status}", status=status, body=response.body, **ctx
-        )
+    raise AgentBadResponse(
+        reason=f"unexpected HTTP {status}", status=status, body=response.body, **ctx
+    )
 
 
 def _parse(response: TransportResponse, call: _Call) -> dict[str, Any]:
     """Check an answer against the agent contract: 2xx `{"status": "success", "data": {...}}`."""
     _check_status(response, call)
-    status = response.status
-    ctx = _ctx(call)
     try:
         document = orjson.loads(response.body)
     except orjson.JSONDecodeError as exc:
         raise AgentBadResponse(
-            reason="body is not JSON", status=status, body=response.body, **ctx
+            reason="body is not JSON", status=response.status, body=response.body, **_ctx(call)
         ) from exc
+    if type(document) is dict:
+        data = document.get("data")
+        if type(data) is dict and document.get("status") == "success":
+            return data  # the contract's answer: checked by type, cheapest first
     if not isinstance(document, dict):
         reason = f"body is a JSON {type(document).__name__}, not an object"
     elif document.get("status") != "success":
         reason = f"status is {document.get('status')!r}, not 'success'"
-    elif not isinstance(document.get("data"), dict):
-        reason = "`data` is missing or not an object"
     else:
-        data: dict[str, Any] = document["data"]
-        return data
-    raise AgentBadResponse(reason=reason, status=status, body=response.body, **ctx)
+        reason = "`data` is missing or not an object"
+    raise AgentBadResponse(
+        reason=reason, status=response.status, body=response.body, **_ctx(call)
+    )
 
 
 def _classify(exc: BaseException) -> Outcome:
