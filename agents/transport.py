@@ -46,6 +46,7 @@ from typing import Literal, Protocol
 import aiohttp
 
 from agents.registry import AgentTimeouts
+from circuit.bulkhead import Bulkhead
 
 __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY_S",
@@ -208,8 +209,9 @@ class AiohttpTransport:
         self._keepalive_expiry_s = keepalive_expiry_s
         self._session: aiohttp.ClientSession | None = None
         # Our own pool gate, so a wait for a connection is its own phase ("pool") with its
-        # own limit; aiohttp's connector never waits, it has the same number of slots.
-        self._slots = asyncio.Semaphore(max_connections)
+        # own limit; aiohttp's connector never waits, it has the same number of slots. A
+        # free slot is taken with a counter (no coroutine, no timer).
+        self._slots = Bulkhead(max_connections)
         # One ClientTimeout per distinct AgentTimeouts (one per agent, plus overrides).
         self._timeouts: dict[AgentTimeouts, aiohttp.ClientTimeout] = {}
 
@@ -249,14 +251,12 @@ class AiohttpTransport:
     ) -> TransportResponse:
         session = self._session or self._open()
         slots = self._slots
-        if slots.locked():
+        if not slots.try_acquire():
             try:
                 async with asyncio.timeout(timeouts.pool):
                     await slots.acquire()
             except TimeoutError:
                 raise TransportTimeout("pool", timeouts.pool) from None
-        else:
-            await slots.acquire()  # a free slot: taken at once, nothing to time out
         try:
             async with session.request(
                 method,
