@@ -212,8 +212,12 @@ class AiohttpTransport:
         # own limit; aiohttp's connector never waits, it has the same number of slots. A
         # free slot is taken with a counter (no coroutine, no timer).
         self._slots = Bulkhead(max_connections)
-        # One ClientTimeout per distinct AgentTimeouts (one per agent, plus overrides).
+        # One ClientTimeout per distinct AgentTimeouts (one per agent, plus overrides),
+        # found first by the identity of the AgentTimeouts (each agent passes the same
+        # object every time: no hashing of its four fields per request). The entry keeps
+        # its key alive, so an id is never reused while it is in here.
         self._timeouts: dict[AgentTimeouts, aiohttp.ClientTimeout] = {}
+        self._by_id: dict[int, tuple[AgentTimeouts, aiohttp.ClientTimeout]] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         # Made inside the running loop: aiohttp binds a session to the loop it is made in.
@@ -230,6 +234,9 @@ class AiohttpTransport:
         return self._session
 
     def _client_timeout(self, timeouts: AgentTimeouts) -> aiohttp.ClientTimeout:
+        known = self._by_id.get(id(timeouts))
+        if known is not None and known[0] is timeouts:
+            return known[1]
         cached = self._timeouts.get(timeouts)
         if cached is None:
             if len(self._timeouts) >= 256:  # bounded: overrides could be many
@@ -237,6 +244,9 @@ class AiohttpTransport:
             cached = self._timeouts[timeouts] = aiohttp.ClientTimeout(
                 total=None, connect=None, sock_connect=timeouts.connect, sock_read=timeouts.read
             )
+        if len(self._by_id) >= 256:
+            self._by_id.clear()
+        self._by_id[id(timeouts)] = (timeouts, cached)
         return cached
 
     async def request(
