@@ -2,9 +2,11 @@
 
 One call is `deadline( retry( breaker( bulkhead( timeout( HTTP ) ) ) ) )`:
 
-- **retry** (`circuit.retry.call_with_retry`): retries timeouts, connection errors,
-  5xx and 429 (honouring `Retry-After`), bounded by the attempts, the deadline and the
-  agent's retry budget. Every attempt carries the same `Idempotency-Key`.
+- **retry** (`circuit.retry`: the first attempt is made here, the rest by
+  `retry_after_failure`, exactly as `call_with_retry` would): retries timeouts,
+  connection errors, 5xx and 429 (honouring `Retry-After`), bounded by the attempts,
+  the deadline and the agent's retry budget. Every attempt carries the same
+  `Idempotency-Key`.
 - **breaker** (one `AsyncCircuitBreaker` per agent): every attempt goes through it.
   Connection errors, timeouts, 5xx and contract violations are failures; other 4xx are
   successes (the agent is alive); a 429 is neutral back-pressure. Open: the call fails
