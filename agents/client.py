@@ -315,7 +315,8 @@ class AgentClient:
         # No log line for a success: even filtered out, a structlog call costs ~2.7 us
         # (its lazy proxy, the keywords), more than the rest of the breaker. The step's
         # state, events and metrics say it; failures and retries are logged below.
-        return AgentCallResult(data, call.attempts, self._clock() - started)
+        duration_s = self._clock() - started
+        return AgentCallResult(data=data, attempts=call.attempts, duration_s=duration_s)
 
     async def _retry(
         self, call: _Call, first_error: AgentError, retry: RetryConfig | None
