@@ -69,3 +69,20 @@ print(before, "jsonschema_rs" in sys.modules)
         [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_redis_still_imports_after_pybreaker_was_loaded_without_it() -> None:
+    """circuit/statemachine.py marks redis absent only while pybreaker imports."""
+    check = """
+import sys
+import circuit
+from circuit.statemachine import pybreaker
+assert "redis" not in sys.modules and not pybreaker.HAS_REDIS_SUPPORT
+import redis.asyncio
+from circuit import RedisBreakerBoard
+print(RedisBreakerBoard.__module__)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["circuit.board_redis"]
