@@ -60,6 +60,7 @@ from orchestrator.events import EventRecorder
 from orchestrator.metrics import WorkflowMetrics
 from orchestrator.settings import DEFAULTS
 from orchestrator.state_writer import StateWriter
+from orchestrator.write_behind import WriteBehind
 from state.leases import LeaseStore
 from state.models import NodeStatus, WorkflowError, WorkflowState, WorkflowStatus
 from state.store import LeaseLost, StateStore, StateStoreError
@@ -159,6 +160,9 @@ class WorkflowOrchestrator:
         self._finish_waiters: dict[str, set[asyncio.Future[None]]] = {}
         # Set at the end of shutdown: writes still failing then are abandoned.
         self._abandon_writes = False
+        # One flusher for every workflow's writes behind (documents and events): a
+        # transition costs a place in its queue, not a task of its own.
+        self._write_behind = WriteBehind()
         # Workflows this replica runs whose pause was requested (here or through the store).
         self._pausing: set[str] = set()
 
@@ -671,7 +675,9 @@ class WorkflowOrchestrator:
         # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
         writer = self._writer(state, token)
-        events = EventRecorder(self.store, state, delay_s=self._write_delay_s)
+        events = EventRecorder(
+            self.store, state, delay_s=self._write_delay_s, flusher=self._write_behind
+        )
         retry_listener.set(events.retrying)
 
         recorded = False
@@ -730,7 +736,13 @@ class WorkflowOrchestrator:
                 return False
             return await self._persist(current, token)
 
-        return StateWriter(persist, state, pace=self._write_pace, delay_s=self._write_delay_s)
+        return StateWriter(
+            persist,
+            state,
+            pace=self._write_pace,
+            delay_s=self._write_delay_s,
+            flusher=self._write_behind,
+        )
 
     async def _finish(
         self,
