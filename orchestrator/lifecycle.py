@@ -73,6 +73,9 @@ log = structlog.get_logger(__name__)
 
 # How long a cancel request waits for the workflow to reach its terminal state.
 _CANCEL_WAIT_S = 5.0
+# Loop turns a finished workflow yields before its housekeeping: a waiter is woken
+# through `shield` (two turns), then its request task writes the answer (one or two).
+_ANSWER_TURNS = 4
 # Backoff of a write the store did not take: full jitter, doubling, capped.
 _WRITE_BACKOFF_BASE_S = 0.05
 _WRITE_BACKOFF_CAP_S = 2.0
@@ -767,6 +770,11 @@ class WorkflowOrchestrator:
             await self._release(state.workflow_id)
         elif writer.final:
             log.info("workflow_finished", status=state.status.value)
+            # The callers `_mark_finished` woke answer first: the last events and the
+            # lease release are housekeeping, off the response's path. Their Redis
+            # commands were sent before a sync answer otherwise (its CPU on the path).
+            for _ in range(_ANSWER_TURNS):
+                await asyncio.sleep(0)
             # After the terminal document: a reader told "finished" finds it so.
             await events.finish(state)
             await self._release(state.workflow_id)
