@@ -50,6 +50,11 @@ class WriteBehind:
     def __len__(self) -> int:
         return len(self._due)
 
+    @property
+    def running(self) -> bool:
+        """Whether the flusher task exists (it ends once the queue is empty)."""
+        return self._task is not None
+
     def add(self, job: Behind, due: float) -> None:
         """Write `job` once the loop's clock reaches `due` (a job is added once until it ran)."""
         earlier = not self._due or due < self._due[0][0]
