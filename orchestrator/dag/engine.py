@@ -48,6 +48,7 @@ from agents.errors import AgentError
 from agents.registry import AgentRegistry
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits
 from orchestrator.dag.compiler import INPUTS, CompiledNode, CompiledWorkflow
+from orchestrator.dag.deadlines import Deadlines
 from orchestrator.dag.errors import NodeError, NodeTimeout
 from orchestrator.dag.graph import ReadyTracker
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
@@ -229,6 +230,8 @@ class _Execution:
         self.runnable: deque[str] = deque()
         self.degraded = False
         self.deadline: float | None = None
+        # Every deadline of the run (the workflow's, each node's) on one timer.
+        self.deadlines = Deadlines(self.loop)
         # Every expression, template and transform of this run spends from here.
         self.budget = Budget.for_workflow(engine.limits)
         # Step outputs are measured once, when kept; templates reading them again are
@@ -317,11 +320,12 @@ class _Execution:
         state.status = WorkflowStatus.RUNNING
         state.error = None
         state.finished_at = None
-        timer: asyncio.TimerHandle | None = None
         if self.options.timeout_s is not None:
             self.deadline = self.loop.time() + self.options.timeout_s
-            # One timer for the whole run, not one per wait for a node.
-            timer = self.loop.call_at(self.deadline, self._on_deadline)
+            # One timer for the whole run, not one per node or per wait for one.
+            self.deadlines = Deadlines(
+                self.loop, workflow_at=self.deadline, on_workflow=self._on_deadline
+            )
         await self.emit()
         sorter = ReadyTracker(self.workflow.dependencies, self.workflow.dependents)
         try:
@@ -354,9 +358,10 @@ class _Execution:
             await self._emit_final()
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
-            await self._reap()
+            try:
+                await self._reap()
+            finally:
+                self.deadlines.close()
         await self._emit_final()
 
     async def _crash(self, exc: Exception) -> None:
@@ -473,14 +478,15 @@ class _Execution:
             if self.deadline is None:
                 outcome = await self._traced(cn, ctx, pre_error)
             else:
-                bound = asyncio.timeout_at(self.deadline)
+                # _until_deadline, written out: one coroutine less around every node.
+                scope = self.deadlines.enter(self.deadline)
                 try:
-                    async with bound:
-                        outcome = await self._traced(cn, ctx, pre_error)
-                except TimeoutError:
-                    if bound.expired():
+                    outcome = await self._traced(cn, ctx, pre_error)
+                except BaseException as exc:
+                    if self.deadlines.leave(scope) and isinstance(exc, asyncio.CancelledError):
                         raise _TimedOut from None
                     raise
+                self.deadlines.leave(scope)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
         self.current = cn.id
@@ -501,11 +507,15 @@ class _Execution:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
         if self.deadline is None:
             return await work
+        scope = self.deadlines.enter(self.deadline)
         try:
-            async with asyncio.timeout_at(self.deadline):
-                return await work
-        except TimeoutError:
-            raise _TimedOut from None
+            result = await work
+        except BaseException as exc:
+            if self.deadlines.leave(scope) and isinstance(exc, asyncio.CancelledError):
+                raise _TimedOut from None
+            raise
+        self.deadlines.leave(scope)
+        return result
 
     def _node_done(self, task: asyncio.Task[_Outcome]) -> None:
         self.finished.append(task)
@@ -733,14 +743,16 @@ class _Execution:
         timeout_s = self._timeout_s(cn)
         if timeout_s is None:
             return await work
-        budget = asyncio.timeout(timeout_s + _BACKSTOP_GRACE_S)
+        deadlines = self.deadlines
+        scope = deadlines.enter(self.loop.time() + timeout_s + _BACKSTOP_GRACE_S)
         try:
-            async with budget:
-                return await work
-        except TimeoutError as exc:
-            if budget.expired():
+            result = await work
+        except BaseException as exc:
+            if deadlines.leave(scope) and isinstance(exc, asyncio.CancelledError):
                 raise NodeTimeout(node_id=cn.id, timeout_s=timeout_s, agent=ctx.agent) from exc
             raise
+        deadlines.leave(scope)
+        return result
 
     # -- endings -----------------------------------------------------------------------
 
