@@ -218,6 +218,8 @@ class _Execution:
         inputs = {**workflow.definition.inputs, **(state.inputs or {})}
         state.inputs = inputs
         self.scope: dict[str, Any] = {INPUTS: inputs}
+        # What nodes see of it: one read-only view for the whole run.
+        self.scope_view = MappingProxyType(self.scope)
         self.unavailable: set[str] = set()
         self.failed: set[str] = set()
         self.skipped: set[str] = set()
@@ -285,15 +287,19 @@ class _Execution:
         self.scope[node_id] = None
 
     def _skip_reason(self, cn: CompiledNode) -> str | None:
+        deps = self.workflow.dependencies[cn.id]
+        if self.unavailable.isdisjoint(deps):
+            # Every dependency succeeded (or there is none): every trigger rule is met.
+            return None
         outcomes = {
             d: Outcome.FAILED
             if d in self.failed
             else Outcome.SKIPPED
             if d in self.skipped
             else Outcome.SUCCESS
-            for d in self.workflow.dependencies[cn.id]
+            for d in deps
         }
-        return unmet_reason(cn.trigger, self.workflow.dependencies[cn.id], outcomes)
+        return unmet_reason(cn.trigger, deps, outcomes)
 
     # -- the scheduler -------------------------------------------------------------
 
@@ -476,12 +482,12 @@ class _Execution:
         tokens = structlog.contextvars.bind_contextvars(node=cn.id, agent=cn.agent, attempt=0)
         try:
             if self.deadline is None:
-                outcome = await self._traced(cn, ctx, pre_error)
+                outcome = await self._node(cn, ctx, pre_error)
             else:
                 # _until_deadline, written out: one coroutine less around every node.
                 scope = self.deadlines.enter(self.deadline)
                 try:
-                    outcome = await self._traced(cn, ctx, pre_error)
+                    outcome = await self._node(cn, ctx, pre_error)
                 except BaseException as exc:
                     if self.deadlines.leave(scope) and isinstance(exc, asyncio.CancelledError):
                         raise _TimedOut from None
@@ -617,19 +623,22 @@ class _Execution:
 
     def _context(self, cn: CompiledNode, deadline: float | None) -> NodeContext:
         deps = self.workflow.dependencies[cn.id]
+        scope = self.scope
+        unavailable = self.unavailable
+        engine = self.engine
         return NodeContext(
             workflow_id=self.state.workflow_id,
             node=cn.node,
             compiled=cn.compiled,
-            scope=MappingProxyType(self.scope),
-            unavailable=self.unavailable,
-            dependency_outputs=[(d, self.scope[d]) for d in deps if d not in self.unavailable],
-            caller=self.engine.agents,
-            registry=self.engine.registry,
+            scope=self.scope_view,
+            unavailable=unavailable,
+            dependency_outputs=[(d, scope[d]) for d in deps if d not in unavailable],
+            caller=engine.agents,
+            registry=engine.registry,
             deadline=deadline,
             agent=cn.agent,
-            budget=self.budget.child(self.engine.limits),
-            limits=self.engine.limits,
+            budget=self.budget.child(engine.limits),
+            limits=engine.limits,
             sizes=self.sizes.entries,
         )
 
@@ -637,11 +646,11 @@ class _Execution:
         return cn.node.timeout_s if cn.node.timeout_s is not None else self.engine.node_timeout_s
 
     def _node_deadline(self, cn: CompiledNode) -> float | None:
-        deadlines = [d for d in (self.deadline,) if d is not None]
         timeout_s = self._timeout_s(cn)
-        if timeout_s is not None:
-            deadlines.append(self.loop.time() + timeout_s)
-        return min(deadlines) if deadlines else None
+        if timeout_s is None:
+            return self.deadline
+        own = self.loop.time() + timeout_s
+        return own if self.deadline is None else min(self.deadline, own)
 
     async def _execute(
         self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
@@ -649,15 +658,22 @@ class _Execution:
         # This node's own task: every line logged inside it carries the node and agent.
         # (`attempt` is 0 until the agent client makes one.)
         structlog.contextvars.bind_contextvars(node=cn.id, agent=cn.agent, attempt=0)
-        return await self._traced(cn, ctx, pre_error)
+        return await self._node(cn, ctx, pre_error)
 
-    async def _traced(
+    def _node(
         self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
-    ) -> _Outcome:
-        """The node, in a span `node <id>` when there is a tracer."""
+    ) -> Awaitable[_Outcome]:
+        # The node's coroutine, in a span only when there is a tracer: without one a
+        # layer that only passes the node through would wrap every node.
         tracer = self.engine.tracer
         if tracer is None:
-            return await self._execute_node(cn, ctx, pre_error)
+            return self._execute_node(cn, ctx, pre_error)
+        return self._traced(tracer, cn, ctx, pre_error)
+
+    async def _traced(
+        self, tracer: Tracer, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
+    ) -> _Outcome:
+        """The node, in a span `node <id>`."""
         attributes = {"workflow.id": self.state.workflow_id, "node": cn.id, "kind": cn.node.kind}
         if cn.agent is not None:
             attributes["agent"] = cn.agent
@@ -676,16 +692,13 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            output = self._storable(cn, await self._run_bounded(cn, ctx))
+            output = self._storable(cn, await self._bounded(cn, ctx, cn.kind.run(cn.node, ctx)))
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
         if cn.node.fallback is None:
             return _Outcome(error=error, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         return await self._fallback(cn, ctx, error)
-
-    async def _run_bounded(self, cn: CompiledNode, ctx: NodeContext) -> Any:
-        return await self._bounded(cn, ctx, cn.kind.run(cn.node, ctx))
 
     async def _fallback(self, cn: CompiledNode, ctx: NodeContext, error: BaseException) -> _Outcome:
         fb = cn.node.fallback
