@@ -10,6 +10,11 @@ and is left out of the shares. Garbage collection is timed apart, through
 `gc.callbacks`. Written to run against older trees of this project too (it finds
 the agent HTTP client either way), so a before/after table comes from one script.
 
+`--service` profiles `orchestrator serve` itself instead (a child process running the
+service under cProfile, driven over HTTP with POST /api/query at 50 in flight; the
+profile is written when SIGINT stops it): what the HTTP server side adds to the engine.
+`--store redis` (with REDIS_URL) runs either on Redis.
+
 `--transport fake` answers every agent call at once in-process (bench.targets'
 FakeTransport): no sockets, so what is left is the orchestration's own CPU, the
 figure behind the "CPU per node" target. `--shape fanout` runs the 20-node fan-out
@@ -29,12 +34,25 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from bench.chain import _free_port, _registry, _serve_stubs, _start, _wait_listening
+from bench.chain import (
+    _free_port,
+    _registry,
+    _serve_api,
+    _serve_stubs,
+    _service,
+    _start,
+    _wait_listening,
+)
 
 LAYERS: tuple[tuple[str, str], ...] = (
     ("/orchestrator/lifecycle.py", "engine (orchestrator/engine, state_writer)"),
     ("/orchestrator/state_writer.py", "engine (orchestrator/engine, state_writer)"),
     ("/orchestrator/dag/", "DAG engine + node kinds + templates"),
+    ("/orchestrator/api/", "API handlers + middleware (ours)"),
+    ("/orchestrator/access/", "API handlers + middleware (ours)"),
+    ("/orchestrator/metrics.py", "metrics (ours + prometheus_client)"),
+    ("/orchestrator/metered_store.py", "metrics (ours + prometheus_client)"),
+    ("/site-packages/prometheus_client/", "metrics (ours + prometheus_client)"),
     ("/agents/", "agent client + transport (ours)"),
     ("/circuit/", "breaker + retry (ours)"),
     ("/state/", "state store (ours)"),
@@ -44,6 +62,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("/site-packages/httpcore/", "httpx / httpcore / httpx-aiohttp"),
     ("/site-packages/h11/", "httpx / httpcore / httpx-aiohttp"),
     ("/site-packages/anyio/", "httpx / httpcore / httpx-aiohttp"),
+    ("/site-packages/aiohttp/web", "aiohttp server"),
     ("/site-packages/aiohttp/", "aiohttp client"),
     ("/site-packages/yarl/", "aiohttp client"),
     ("/site-packages/multidict/", "aiohttp client"),
@@ -146,10 +165,50 @@ async def _run(
         await store.close()
 
 
+def _profiled_service(port: int, stub_port: int, redis_url: str | None, out: str) -> None:
+    """Child process: `orchestrator serve` under cProfile until SIGINT; stats to `out`."""
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        _serve_api(port, stub_port, redis_url)
+    finally:
+        profile.disable()
+        profile.dump_stats(out)
+
+
+async def _drive_service(port: int, count: int) -> float:
+    await _wait_listening(port)
+    row = await _service("service", port, 50, count)
+    return row.seconds
+
+
+def _service_profile(stub_port: int, count: int, store_kind: str) -> tuple[pstats.Stats, float]:
+    import signal
+    import tempfile
+
+    redis_url = os.environ["REDIS_URL"] if store_kind == "redis" else None
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "service.prof")
+        child = _start(_profiled_service, port, stub_port, redis_url, out)
+        try:
+            wall = asyncio.run(asyncio.wait_for(_drive_service(port, count), timeout=300))
+        finally:
+            if child.pid is not None:
+                os.kill(child.pid, signal.SIGINT)
+            child.join(timeout=30)
+        return pstats.Stats(out), wall
+
+
 def _table(
-    profile: cProfile.Profile, wall: float, gc_s: float, count: int, shape: str, top: int
+    profile: cProfile.Profile | pstats.Stats,
+    wall: float,
+    gc_s: float,
+    count: int,
+    shape: str,
+    top: int,
 ) -> None:
-    stats = pstats.Stats(profile)
+    stats = profile if isinstance(profile, pstats.Stats) else pstats.Stats(profile)
     by_layer: dict[str, float] = defaultdict(float)
     for (filename, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
         by_layer[_layer(filename, name)] += row[2]
@@ -175,6 +234,7 @@ def main() -> None:
     parser.add_argument("--transport", choices=["http", "fake"], default="http")
     parser.add_argument("--shape", choices=["chain", "fanout"], default="chain")
     parser.add_argument("--top", type=int, default=0, help="also print the N costliest functions")
+    parser.add_argument("--service", action="store_true", help="profile `orchestrator serve`")
     args = parser.parse_args()
     try:  # the service's own logging set-up (level error), loggers cached as it caches them
         from orchestrator.logs import configure_logging
@@ -188,6 +248,23 @@ def main() -> None:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     stub_port = _free_port()
     stubs = _start(_serve_stubs, stub_port)
+    if args.service:
+        try:
+            asyncio.run(_wait_listening(stub_port))
+            stats, wall = _service_profile(stub_port, args.workflows, args.store)
+        finally:
+            stubs.terminate()
+            stubs.join(timeout=5)
+        print("service process (gc not timed apart: it is in the rows where it ran)")
+        _table(stats, wall, 0.0, args.workflows, "chain (service)", args.top)
+        return
+    try:  # the collector as `orchestrator serve` sets it (trees before it: CPython's)
+        from orchestrator.collector import tune_collector
+        from orchestrator.settings import Settings
+
+        tune_collector(Settings.from_env().gc_threshold)
+    except ImportError:
+        pass
     timer = _GcTimer()
     try:
         asyncio.run(_wait_listening(stub_port))

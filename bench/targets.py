@@ -1,7 +1,7 @@
 """Benchmark: the performance targets of issue 11, every row with its ratio to a floor.
 
     REDIS_URL=redis://127.0.0.1:6411/14 .venv/bin/python -m bench.targets \
-        [--runs 3] [--workflows 1000] [--loop auto|asyncio|uvloop]
+        [--runs 3] [--workflows 1000] [--loop auto|asyncio|uvloop] [--gc-threshold N]
 
 Workloads, against zero-latency stub agents in a child process on 127.0.0.1:
 
@@ -13,7 +13,9 @@ Floors, measured in the same run: the same calls made directly with one shared
 (own process) whose handler makes the chain's calls with one shared session.
 
 `--loop` picks the event loop of every process measured (this one, floor_service
-and the service, through ORCH_EVENT_LOOP): ratios compare like with like.
+and the service, through ORCH_EVENT_LOOP), and `--gc-threshold` the garbage
+collector's first threshold of each (the service's ORCH_GC_THRESHOLD, default 50,000;
+see orchestrator/collector.py): ratios compare like with like.
 
 Rows: each the median of `--runs` runs (runs interleaved, so the machine's other
 work is shared out). CPU per node runs the engine with a fake transport that answers
@@ -135,8 +137,18 @@ async def _floor_row(name: str, stub_port: int, work: str, conc: int, n: int) ->
         return await _drive(name, one, concurrency=conc, count=n)
 
 
+def _same_collector() -> None:
+    """A child process collects garbage as this one does (`--gc-threshold`, passed on
+    as ORCH_GC_THRESHOLD, which the service reads itself): every side of a ratio runs
+    under the same collector settings."""
+    from orchestrator.collector import tune_collector
+
+    tune_collector(int(os.environ.get("ORCH_GC_THRESHOLD", "0")))
+
+
 def _serve_floor_service(port: int, stub_port: int) -> None:
     """Child process: floor_service — POST /api/query makes the chain's calls directly."""
+    _same_collector()
     key: web.AppKey[_Floor] = web.AppKey("floor", _Floor)
 
     async def query(request: web.Request) -> web.Response:
@@ -277,6 +289,8 @@ async def _saves_per_chain(delay_s: float, conc: int, n: int) -> float:
 
 
 def _rss_child(kind: str, stub_port: int, n: int, out: Any) -> None:
+    _same_collector()
+
     async def run() -> None:
         if kind == "floor":
             await _floor_row("rss", stub_port, "fanout", 50, n)
@@ -552,6 +566,8 @@ def _print_targets(
 
 
 if __name__ == "__main__":
+    from orchestrator.settings import Settings
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -559,17 +575,30 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3, help="runs per row; the median is shown")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=Settings().gc_threshold,
+        help="the collector's first threshold in every process measured, floors included "
+        "(default: the service's ORCH_GC_THRESHOLD default; 0: CPython's)",
+    )
+    parser.add_argument(
         "--only",
         choices=ROW_GROUPS,
         action="append",
         help="measure only these groups of rows (repeatable; default: all)",
     )
     parsed = parser.parse_args()
+    from orchestrator.collector import tune_collector
     from orchestrator.loop import loop_factory
 
     os.environ["ORCH_EVENT_LOOP"] = parsed.loop  # for the service processes
+    os.environ["ORCH_GC_THRESHOLD"] = str(parsed.gc_threshold)
+    thresholds = tune_collector(parsed.gc_threshold)
     loop_name, factory = loop_factory(parsed.loop)
-    print(f"event loop: {loop_name}; {parsed.runs} runs per row, medians\n")
+    print(
+        f"event loop: {loop_name}; gc thresholds {thresholds} in every process; "
+        f"{parsed.runs} runs per row, medians\n"
+    )
     with asyncio.Runner(loop_factory=factory) as runner:
         # Bounded however the run goes: a bench must stop by itself.
         runner.run(asyncio.wait_for(main(parsed), timeout=1_500))

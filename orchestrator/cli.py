@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +27,7 @@ from agents.registry import DEFAULT_PORTS, AgentRegistry
 from orchestrator.access.exposure import UnsafeExposure, access_mode
 from orchestrator.api.deadline import serve_with_head_deadline
 from orchestrator.app import create_app
+from orchestrator.collector import freeze_startup, tune_collector
 from orchestrator.keys_cli import add_keys_parser, run_keys_command
 from orchestrator.logs import configure_logging
 from orchestrator.loop import EventLoopUnavailable, loop_factory
@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "keys":  # a one-shot command: prints, logs nothing
         return asyncio.run(run_keys_command(args, settings))
+    tune_collector(settings.gc_threshold)
     try:
         loop_name, factory = loop_factory(settings.event_loop)
     except EventLoopUnavailable as exc:
@@ -267,10 +268,7 @@ async def _serve_forever(starters: Sequence[_Starter], ready: str) -> None:
     try:
         for start in starters:
             runners.append(await start())
-        # What start-up built (modules, schemas, compiled definitions) lives as long as the
-        # process: frozen, it is no longer re-scanned by every full garbage collection
-        # (bench/profile.py: gc is ~13 % of the service's time at 50 in flight).
-        gc.freeze()
+        freeze_startup()
         print(ready, flush=True)
         await stop.wait()
     finally:

@@ -13,6 +13,10 @@ several apps in one process stay apart. Three sources feed it:
 - `StoreMetrics` (filled by `orchestrator.metered_store.MeteredStore`): latency and
   errors of every state-store operation.
 
+Histograms are `orchestrator.histograms.LoopHistogram`s: the same exposition as
+prometheus_client's, without a lock per observation (everything observes on the
+event loop).
+
 Label values stay bounded whatever clients send: a definition name is a label only
 if it is the built-in chain or listed in `ORCH_METRICS_DEFINITIONS` (else "(other)");
 step ids only under such a definition, at most `ORCH_METRICS_MAX_STEPS` distinct ids
@@ -26,10 +30,11 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from orchestrator.histograms import LoopHistogram
 from state.models import NodeStatus, WorkflowState, WorkflowStatus
 
 if TYPE_CHECKING:
@@ -58,9 +63,7 @@ _FINISHED = (
 class LabelCap:
     """Maps client-chosen names onto a bounded label set."""
 
-    def __init__(
-        self, definitions: Iterable[str] = (), *, max_nodes: int, max_series: int
-    ) -> None:
+    def __init__(self, definitions: Iterable[str] = (), *, max_nodes: int, max_series: int) -> None:
         self.definitions = frozenset((*BUILTIN_DEFINITIONS, *definitions))
         self.max_nodes = max_nodes
         self.max_series = max_series
@@ -109,14 +112,14 @@ class WorkflowMetrics:
         self.running = Gauge(
             "orch_workflows_running", "Workflows running on this replica", registry=r
         )
-        self.duration = Histogram(
+        self.duration = LoopHistogram(
             "orch_workflow_duration_seconds",
             "Workflow duration, submit to terminal status",
             ["definition", "status"],
             buckets=_WORKFLOW_BUCKETS,
             registry=r,
         )
-        self.node_duration = Histogram(
+        self.node_duration = LoopHistogram(
             "orch_step_duration_seconds",
             "Step duration, start to finish (retries and fallback included)",
             ["definition", "step", "status"],
@@ -124,8 +127,10 @@ class WorkflowMetrics:
             registry=r,
         )
         self.fallbacks = Counter(
-            "orch_step_fallbacks", "Steps that completed through their fallback",
-            ["definition", "step"], registry=r,
+            "orch_step_fallbacks",
+            "Steps that completed through their fallback",
+            ["definition", "step"],
+            registry=r,
         )
 
     def track_running(self, count: Callable[[], int]) -> None:
@@ -190,7 +195,7 @@ class StoreMetrics:
     """State-store operation latency and errors, by backend and operation."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             "orch_state_store_operation_seconds",
             "State-store operation latency",
             ["backend", "operation"],
@@ -214,24 +219,29 @@ class AgentCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         client = self._client
         calls = CounterMetricFamily(
-            "orch_agent_calls", "Agent calls by outcome (success or error code)",
+            "orch_agent_calls",
+            "Agent calls by outcome (success or error code)",
             labels=["agent", "outcome"],
         )
         attempts = CounterMetricFamily(
-            "orch_agent_attempts", "Requests sent to the agent (first attempts and retries)",
+            "orch_agent_attempts",
+            "Requests sent to the agent (first attempts and retries)",
             labels=["agent"],
         )
         retries = CounterMetricFamily("orch_agent_retries", "Retries scheduled", labels=["agent"])
         refusals = CounterMetricFamily(
-            "orch_agent_retry_budget_refusals", "Retries the retry budget refused",
+            "orch_agent_retry_budget_refusals",
+            "Retries the retry budget refused",
             labels=["agent"],
         )
         state = GaugeMetricFamily(
-            "orch_circuit_breaker_state", "1 for the breaker's current state, else 0",
+            "orch_circuit_breaker_state",
+            "1 for the breaker's current state, else 0",
             labels=["agent", "state"],
         )
         transitions = CounterMetricFamily(
-            "orch_circuit_breaker_transitions", "Breaker state changes",
+            "orch_circuit_breaker_transitions",
+            "Breaker state changes",
             labels=["agent", "from_state", "to_state"],
         )
         rejections = CounterMetricFamily(
@@ -240,15 +250,18 @@ class AgentCollector(Collector):
             labels=["agent"],
         )
         failures = CounterMetricFamily(
-            "orch_circuit_breaker_failures", "Attempts the breaker recorded as failures",
+            "orch_circuit_breaker_failures",
+            "Attempts the breaker recorded as failures",
             labels=["agent"],
         )
         waits = CounterMetricFamily(
-            "orch_bulkhead_waits", "Attempts that found the agent's bulkhead full",
+            "orch_bulkhead_waits",
+            "Attempts that found the agent's bulkhead full",
             labels=["agent"],
         )
         wait_s = CounterMetricFamily(
-            "orch_bulkhead_wait_seconds", "Time spent waiting for a bulkhead slot",
+            "orch_bulkhead_wait_seconds",
+            "Time spent waiting for a bulkhead slot",
             labels=["agent"],
         )
         in_flight = GaugeMetricFamily(
@@ -304,7 +317,7 @@ def _samples(metric: Counter | Gauge, suffix: str) -> Iterator[tuple[Mapping[str
                 yield sample.labels, sample.value
 
 
-def _histograms(metric: Histogram, key_label: str) -> dict[tuple[str, str], dict[str, _Hist]]:
+def _histograms(metric: LoopHistogram, key_label: str) -> dict[tuple[str, str], dict[str, _Hist]]:
     """{(definition, key): {status: histogram}} from a histogram's samples."""
     out: dict[tuple[str, str], dict[str, _Hist]] = {}
     for family in metric.collect():
@@ -321,7 +334,7 @@ def _histograms(metric: Histogram, key_label: str) -> dict[tuple[str, str], dict
     return out
 
 
-def _merged(metric: Histogram) -> _Hist:
+def _merged(metric: LoopHistogram) -> _Hist:
     total = _Hist()
     for family in metric.collect():
         per_series: dict[tuple[tuple[str, str], ...], _Hist] = {}

@@ -108,6 +108,8 @@ class Settings:
     log_level: LogLevel = "info"
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     event_loop: EventLoopChoice = "auto"
+    # First threshold of the cyclic garbage collector (why 50,000: orchestrator/collector.py).
+    gc_threshold: Annotated[int, Meta(ge=0)] = 50_000
     # Write-behind delay of running workflows' transitions (accept and terminal: at once).
     state_write_delay_s: Annotated[float, Meta(ge=0)] = 0.005
     max_query_chars: PositiveInt = 2_000

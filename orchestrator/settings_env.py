@@ -126,6 +126,12 @@ VARIABLES: tuple[Variable, ...] = (
         "(refuses to start without it)",
     ),
     Variable(
+        "ORCH_GC_THRESHOLD",
+        "gc_threshold",
+        "first threshold of CPython's cyclic garbage collector (allocations between gen-0 "
+        "passes; `0` keeps CPython's 700); the service's objects die by reference count",
+    ),
+    Variable(
         "ORCH_STATE_WRITE_DELAY_S",
         "state_write_delay_s",
         "write-behind: a running workflow's transitions reach the store within this delay, "

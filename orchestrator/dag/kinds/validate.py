@@ -7,15 +7,20 @@ the document is a definition problem naming the node), and `pattern` /
 `patternProperties` run on Rust's `regex` engine, which matches in linear time (no
 lookaround or backreferences: such a pattern is refused when the definition is
 checked), with each pattern's length and compiled size capped.
+
+jsonschema-rs is imported when the first `validate` node is compiled, not with this
+module: its Rust library is ~6 MB of a process that never validates anything
+(`bench.targets`' peak RSS row).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
 from typing import Any, cast
 
-import jsonschema_rs
 from msgspec import UNSET, UnsetType
 
 from orchestrator.dag.budget import measure
@@ -32,7 +37,7 @@ MAX_ERROR_CHARS = 300
 # A `pattern` (or `patternProperties` key) longer than this is refused at compile time.
 MAX_PATTERN_CHARS = 1_000
 # Compiled size of one regular expression, and of its lazy DFA cache (bytes).
-_REGEX = jsonschema_rs.RegexOptions(size_limit=1 << 20, dfa_size_limit=1 << 20)
+_REGEX_SIZE_LIMIT = 1 << 20
 _REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
@@ -48,6 +53,20 @@ class ValidateNode(NodeDef, tag="validate", frozen=True):
 class ValidateParams(Compiled):
     source: Template | None = None
     validator: Any = None  # a jsonschema_rs validator (untyped)
+
+
+@cache
+def _jsonschema() -> ModuleType:
+    import jsonschema_rs
+
+    return jsonschema_rs
+
+
+@cache
+def _schema_errors() -> tuple[type[Exception], ...]:
+    """What jsonschema-rs raises for a schema it cannot build or apply."""
+    js = _jsonschema()
+    return (js.ValidationError, js.ReferencingError, ValueError)
 
 
 def _refuse_retrieval(uri: str) -> Any:
@@ -109,11 +128,11 @@ def build_validator(schema: Any) -> Any:
     problems = _schema_problems(schema)
     if problems:
         raise ValueError("; ".join(problems))
+    js = _jsonschema()
+    regex = js.RegexOptions(size_limit=_REGEX_SIZE_LIMIT, dfa_size_limit=_REGEX_SIZE_LIMIT)
     try:
-        return jsonschema_rs.validator_for(
-            dict(schema), retriever=_refuse_retrieval, pattern_options=_REGEX
-        )
-    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+        return js.validator_for(dict(schema), retriever=_refuse_retrieval, pattern_options=regex)
+    except _schema_errors() as exc:
         message = getattr(exc, "message", None) or str(exc).split("\n", 1)[0]
         raise ValueError(f"invalid JSON Schema: {_short(message)}") from None
 
@@ -166,7 +185,7 @@ class ValidateKind(BaseKind):
             errors = sorted(
                 params.validator.iter_errors(value), key=lambda e: [str(p) for p in e.instance_path]
             )
-        except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+        except _schema_errors() as exc:
             raise NodeError(
                 f"node {node.id!r}: schema could not be applied: {_short(str(exc))}",
                 code="invalid_schema",
