@@ -43,11 +43,11 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import NamedTuple, NoReturn, TypeVar
 
-import pybreaker
 import structlog
 
 from circuit.config import BreakerConfig
 from circuit.errors import CircuitOpenError
+from circuit.statemachine import pybreaker
 from circuit.window import SlidingWindow, WindowCounts
 
 __all__ = [

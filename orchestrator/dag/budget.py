@@ -133,6 +133,20 @@ class Budget:
     def offloaded(self) -> None:
         self._inline = None
 
+    def affords(self, ops: int, nbytes: int) -> bool:
+        """Whether `spend(ops, nbytes)` would raise nothing (this budget, its inline
+        slice and every parent): work that can price itself before it starts charges
+        once, and is the same as charging piece by piece when this holds."""
+        budget: Budget | None = self
+        while budget is not None:
+            if budget._stopped or budget.ops_left < ops or budget.bytes_left < nbytes:
+                return False
+            inline = budget._inline
+            if inline is not None and (inline[0] < ops or inline[1] < nbytes):
+                return False
+            budget = budget._parent
+        return True
+
     def spend(self, ops: int = 1, nbytes: int = 0) -> None:
         """Charge `ops` operations and `nbytes` bytes; raise if that is more than is left."""
         if self._stopped:

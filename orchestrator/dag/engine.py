@@ -48,6 +48,7 @@ from agents.errors import AgentError
 from agents.registry import AgentRegistry
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits
 from orchestrator.dag.compiler import INPUTS, CompiledNode, CompiledWorkflow
+from orchestrator.dag.deadlines import Deadlines
 from orchestrator.dag.errors import NodeError, NodeTimeout
 from orchestrator.dag.graph import ReadyTracker
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
@@ -217,6 +218,8 @@ class _Execution:
         inputs = {**workflow.definition.inputs, **(state.inputs or {})}
         state.inputs = inputs
         self.scope: dict[str, Any] = {INPUTS: inputs}
+        # What nodes see of it: one read-only view for the whole run.
+        self.scope_view = MappingProxyType(self.scope)
         self.unavailable: set[str] = set()
         self.failed: set[str] = set()
         self.skipped: set[str] = set()
@@ -229,6 +232,8 @@ class _Execution:
         self.runnable: deque[str] = deque()
         self.degraded = False
         self.deadline: float | None = None
+        # Every deadline of the run (the workflow's, each node's) on one timer.
+        self.deadlines = Deadlines(self.loop)
         # Every expression, template and transform of this run spends from here.
         self.budget = Budget.for_workflow(engine.limits)
         # Step outputs are measured once, when kept; templates reading them again are
@@ -282,15 +287,19 @@ class _Execution:
         self.scope[node_id] = None
 
     def _skip_reason(self, cn: CompiledNode) -> str | None:
+        deps = self.workflow.dependencies[cn.id]
+        if self.unavailable.isdisjoint(deps):
+            # Every dependency succeeded (or there is none): every trigger rule is met.
+            return None
         outcomes = {
             d: Outcome.FAILED
             if d in self.failed
             else Outcome.SKIPPED
             if d in self.skipped
             else Outcome.SUCCESS
-            for d in self.workflow.dependencies[cn.id]
+            for d in deps
         }
-        return unmet_reason(cn.trigger, self.workflow.dependencies[cn.id], outcomes)
+        return unmet_reason(cn.trigger, deps, outcomes)
 
     # -- the scheduler -------------------------------------------------------------
 
@@ -317,11 +326,12 @@ class _Execution:
         state.status = WorkflowStatus.RUNNING
         state.error = None
         state.finished_at = None
-        timer: asyncio.TimerHandle | None = None
         if self.options.timeout_s is not None:
             self.deadline = self.loop.time() + self.options.timeout_s
-            # One timer for the whole run, not one per wait for a node.
-            timer = self.loop.call_at(self.deadline, self._on_deadline)
+            # One timer for the whole run, not one per node or per wait for one.
+            self.deadlines = Deadlines(
+                self.loop, workflow_at=self.deadline, on_workflow=self._on_deadline
+            )
         await self.emit()
         sorter = ReadyTracker(self.workflow.dependencies, self.workflow.dependents)
         try:
@@ -354,9 +364,10 @@ class _Execution:
             await self._emit_final()
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
-            await self._reap()
+            try:
+                await self._reap()
+            finally:
+                self.deadlines.close()
         await self._emit_final()
 
     async def _crash(self, exc: Exception) -> None:
@@ -471,16 +482,17 @@ class _Execution:
         tokens = structlog.contextvars.bind_contextvars(node=cn.id, agent=cn.agent, attempt=0)
         try:
             if self.deadline is None:
-                outcome = await self._traced(cn, ctx, pre_error)
+                outcome = await self._node(cn, ctx, pre_error)
             else:
-                bound = asyncio.timeout_at(self.deadline)
+                # _until_deadline, written out: one coroutine less around every node.
+                scope = self.deadlines.enter(self.deadline)
                 try:
-                    async with bound:
-                        outcome = await self._traced(cn, ctx, pre_error)
-                except TimeoutError:
-                    if bound.expired():
+                    outcome = await self._node(cn, ctx, pre_error)
+                except BaseException as exc:
+                    if self.deadlines.leave(scope) and isinstance(exc, asyncio.CancelledError):
                         raise _TimedOut from None
                     raise
+                self.deadlines.leave(scope)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
         self.current = cn.id
@@ -501,11 +513,15 @@ class _Execution:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
         if self.deadline is None:
             return await work
+        scope = self.deadlines.enter(self.deadline)
         try:
-            async with asyncio.timeout_at(self.deadline):
-                return await work
-        except TimeoutError:
-            raise _TimedOut from None
+            result = await work
+        except BaseException as exc:
+            if self.deadlines.leave(scope) and isinstance(exc, asyncio.CancelledError):
+                raise _TimedOut from None
+            raise
+        self.deadlines.leave(scope)
+        return result
 
     def _node_done(self, task: asyncio.Task[_Outcome]) -> None:
         self.finished.append(task)
@@ -607,19 +623,22 @@ class _Execution:
 
     def _context(self, cn: CompiledNode, deadline: float | None) -> NodeContext:
         deps = self.workflow.dependencies[cn.id]
+        scope = self.scope
+        unavailable = self.unavailable
+        engine = self.engine
         return NodeContext(
             workflow_id=self.state.workflow_id,
             node=cn.node,
             compiled=cn.compiled,
-            scope=MappingProxyType(self.scope),
-            unavailable=self.unavailable,
-            dependency_outputs=[(d, self.scope[d]) for d in deps if d not in self.unavailable],
-            caller=self.engine.agents,
-            registry=self.engine.registry,
+            scope=self.scope_view,
+            unavailable=unavailable,
+            dependency_outputs=[(d, scope[d]) for d in deps if d not in unavailable],
+            caller=engine.agents,
+            registry=engine.registry,
             deadline=deadline,
             agent=cn.agent,
-            budget=self.budget.child(self.engine.limits),
-            limits=self.engine.limits,
+            budget=self.budget.child(engine.limits),
+            limits=engine.limits,
             sizes=self.sizes.entries,
         )
 
@@ -627,11 +646,11 @@ class _Execution:
         return cn.node.timeout_s if cn.node.timeout_s is not None else self.engine.node_timeout_s
 
     def _node_deadline(self, cn: CompiledNode) -> float | None:
-        deadlines = [d for d in (self.deadline,) if d is not None]
         timeout_s = self._timeout_s(cn)
-        if timeout_s is not None:
-            deadlines.append(self.loop.time() + timeout_s)
-        return min(deadlines) if deadlines else None
+        if timeout_s is None:
+            return self.deadline
+        own = self.loop.time() + timeout_s
+        return own if self.deadline is None else min(self.deadline, own)
 
     async def _execute(
         self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
@@ -639,15 +658,22 @@ class _Execution:
         # This node's own task: every line logged inside it carries the node and agent.
         # (`attempt` is 0 until the agent client makes one.)
         structlog.contextvars.bind_contextvars(node=cn.id, agent=cn.agent, attempt=0)
-        return await self._traced(cn, ctx, pre_error)
+        return await self._node(cn, ctx, pre_error)
 
-    async def _traced(
+    def _node(
         self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
-    ) -> _Outcome:
-        """The node, in a span `node <id>` when there is a tracer."""
+    ) -> Awaitable[_Outcome]:
+        # The node's coroutine, in a span only when there is a tracer: without one a
+        # layer that only passes the node through would wrap every node.
         tracer = self.engine.tracer
         if tracer is None:
-            return await self._execute_node(cn, ctx, pre_error)
+            return self._execute_node(cn, ctx, pre_error)
+        return self._traced(tracer, cn, ctx, pre_error)
+
+    async def _traced(
+        self, tracer: Tracer, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
+    ) -> _Outcome:
+        """The node, in a span `node <id>`."""
         attributes = {"workflow.id": self.state.workflow_id, "node": cn.id, "kind": cn.node.kind}
         if cn.agent is not None:
             attributes["agent"] = cn.agent
@@ -666,16 +692,13 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            output = self._storable(cn, await self._run_bounded(cn, ctx))
+            output = self._storable(cn, await self._bounded(cn, ctx, cn.kind.run(cn.node, ctx)))
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
         if cn.node.fallback is None:
             return _Outcome(error=error, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         return await self._fallback(cn, ctx, error)
-
-    async def _run_bounded(self, cn: CompiledNode, ctx: NodeContext) -> Any:
-        return await self._bounded(cn, ctx, cn.kind.run(cn.node, ctx))
 
     async def _fallback(self, cn: CompiledNode, ctx: NodeContext, error: BaseException) -> _Outcome:
         fb = cn.node.fallback
@@ -733,14 +756,16 @@ class _Execution:
         timeout_s = self._timeout_s(cn)
         if timeout_s is None:
             return await work
-        budget = asyncio.timeout(timeout_s + _BACKSTOP_GRACE_S)
+        deadlines = self.deadlines
+        scope = deadlines.enter(self.loop.time() + timeout_s + _BACKSTOP_GRACE_S)
         try:
-            async with budget:
-                return await work
-        except TimeoutError as exc:
-            if budget.expired():
+            result = await work
+        except BaseException as exc:
+            if deadlines.leave(scope) and isinstance(exc, asyncio.CancelledError):
                 raise NodeTimeout(node_id=cn.id, timeout_s=timeout_s, agent=ctx.agent) from exc
             raise
+        deadlines.leave(scope)
+        return result
 
     # -- endings -----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ ValueError
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -291,6 +291,155 @@ def _render(node: _Node, scope: Mapping[str, Any], missing: _Missing, meter: _Me
     return node
 
 
+# -- the planned render ------------------------------------------------------------------
+#
+# What `_render` does piece by piece (look a path up, charge the budget, build), the plan
+# does in two passes: first every placeholder is looked up and priced (the template's
+# own structure is priced once, when the plan is made), then, if the budget affords the
+# whole render, it is charged once and the result built. Charges never go negative, so
+# when the whole fits, no piece-by-piece charge would have failed: the result and what
+# is left of the budget are the same. Anything else (a path that does not resolve, a
+# budget that does not afford it, a value that is not plain JSON) goes to `_render`,
+# which decides as it always did, errors and their order included.
+
+# _render_planned's answer when `_render` must decide.
+_GENERAL: Any = object()
+_Build = Callable[[Iterator[Any]], Any]
+
+
+@dataclass(slots=True)
+class _Plan:
+    # Each placeholder in the order `_render` reaches it: (root name, the other segments).
+    holes: tuple[tuple[str, tuple[str, ...]], ...]
+    # What `_render` charges for the template's own structure (containers, literal text).
+    ops: int
+    nbytes: int
+    # Whether `_render` charges the budget at all (a stopped budget raises at a charge).
+    charges: bool
+    # Builds the result from the placeholders' values, in `holes` order.
+    build: _Build
+
+
+def _plan(node: _Node) -> _Plan:
+    holes: list[tuple[str, tuple[str, ...]]] = []
+    cost = [0, 0, 0]  # ops, bytes, charges
+    build = _builder(node, holes, cost)
+    return _Plan(tuple(holes), cost[0], cost[1], bool(cost[2]), build)
+
+
+def _hole(path: str) -> tuple[str, tuple[str, ...]]:
+    root, *rest = path.split(".")
+    return root, tuple(rest)
+
+
+def _builder(node: _Node, holes: list[tuple[str, tuple[str, ...]]], cost: list[int]) -> _Build:
+    if isinstance(node, _Whole):
+        holes.append(_hole(node.path))
+        cost[2] += 1
+        return next
+    if isinstance(node, _Interpolated):
+        parts: list[str | None] = []
+        for part in node.parts:
+            if isinstance(part, str):
+                cost[0] += 1
+                cost[1] += len(part)
+                parts.append(part)
+            else:
+                holes.append(_hole(part.path))
+                parts.append(None)
+        cost[2] += 1
+        texts = tuple(parts)
+
+        def interpolate(values: Iterator[Any]) -> str:
+            return "".join([_format(next(values)) if t is None else t for t in texts])
+
+        return interpolate
+    if isinstance(node, dict | list):
+        cost[0] += len(node)
+        cost[1] += 8 * len(node)
+        cost[2] += 1
+        pairs = node.items() if isinstance(node, dict) else enumerate(node)
+        # (key, its builder, or None and its constant value)
+        items = tuple(
+            (key, None, item) if _constant(item) else (key, _builder(item, holes, cost), None)
+            for key, item in pairs
+        )
+        if isinstance(node, dict):
+            return lambda values: {k: c if b is None else b(values) for k, b, c in items}
+        return lambda values: [c if b is None else b(values) for _, b, c in items]
+    return lambda values: node
+
+
+def _constant(node: _Node) -> bool:
+    # What `_render` returns as it is: scalars and literal strings (not containers: those
+    # are built anew on every render, and charged).
+    return node is None or isinstance(node, str | bool | int | float)
+
+
+def _resolve(scope: Mapping[str, Any], root: str, rest: tuple[str, ...]) -> Any:
+    """resolve_segments for plain dicts and lists; _GENERAL for anything else."""
+    try:
+        value = scope[root]
+    except KeyError:
+        return _GENERAL
+    for segment in rest:
+        kind = type(value)
+        if kind is dict:
+            try:
+                value = value[segment]
+            except KeyError:
+                return _GENERAL
+        elif kind is list and segment.isdigit() and int(segment) < len(value):
+            value = value[int(segment)]
+        else:
+            return _GENERAL
+    return value
+
+
+def _render_planned(
+    plan: _Plan, scope: Mapping[str, Any], budget: Budget, known: KnownSizes | None
+) -> Any:
+    """The rendered value, or _GENERAL when `_render` must decide."""
+    values: list[Any] = []
+    ops = plan.ops
+    nbytes = plan.nbytes
+    measured: dict[int, int] = {}
+    for root, rest in plan.holes:
+        value = _resolve(scope, root, rest)
+        kind = type(value)
+        if kind is str:
+            ops += 1
+            nbytes += len(value)
+        elif value is None or kind is int or kind is float or kind is bool:
+            ops += 1
+            nbytes += 8
+        elif kind is dict or kind is list:
+            key = id(value)
+            size = measured.get(key)
+            if size is None:
+                entry = None if known is None else known.get(key)
+                if entry is not None:
+                    size = entry[1]
+                else:
+                    # Within what is left after everything else this render charges: a
+                    # value bigger than that cannot fit (and `_render` says so).
+                    room = budget.bytes_left - nbytes
+                    size = measure(value, max(0, room), known)
+                    if size > room:
+                        return _GENERAL
+                measured[key] = size
+            ops += 1 + size // 64
+            nbytes += size
+        else:  # _GENERAL too: a path that did not resolve
+            return _GENERAL
+        values.append(value)
+    if plan.charges:
+        if not budget.affords(ops, nbytes):
+            return _GENERAL
+        budget.spend(ops, nbytes)
+    return plan.build(iter(values))
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A checked template, ready to render any number of times.
@@ -304,6 +453,9 @@ class Template:
     references: frozenset[str]
     paths: tuple[str, ...]
     _compiled: Any = field(repr=False, compare=False)
+    # The render plan (_plan), made on the first render: a template is compiled once per
+    # definition (the definition cache), and many are never rendered (a skipped node).
+    _planned: _Plan | None = field(default=None, repr=False, compare=False)
 
     def render(
         self,
@@ -328,7 +480,14 @@ class Template:
             raise ValueError(f"missing must be 'error' or 'null', not {missing!r}")
         if budget is None:
             budget = Budget(ops=DEFAULT_LIMITS.node_ops, nbytes=DEFAULT_LIMITS.node_bytes)
-        return _render(self._compiled, scope, missing, _Meter(budget, sizes))
+        plan = self._planned
+        if plan is None:
+            plan = _plan(self._compiled)
+            object.__setattr__(self, "_planned", plan)
+        rendered = _render_planned(plan, scope, budget, sizes)
+        if rendered is _GENERAL:
+            return _render(self._compiled, scope, missing, _Meter(budget, sizes))
+        return rendered
 
 
 def compile_template(value: Any) -> Template:
