@@ -34,11 +34,11 @@ from orchestrator.api.requests import parse_query_request
 from orchestrator.api.routes import routes
 from orchestrator.api.schedule_routes import routes as schedule_routes
 from orchestrator.api.services import SERVICES, Services
+from orchestrator.builtins import BUILTIN_FALLBACKS
 from orchestrator.chain import CHAIN_NAME, chain_definition
 from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
 from orchestrator.dag.engine import BuiltinFallback, DagEngine
 from orchestrator.dag.kinds import NodeKind, default_kinds
-from orchestrator.keyword_intent import keyword_intent_fallback
 from orchestrator.lifecycle import WorkflowOrchestrator
 from orchestrator.metered_store import MeteredStore
 from orchestrator.metrics import AgentCollector, StoreMetrics, WorkflowMetrics
@@ -54,7 +54,6 @@ from state.store import StateStore
 if TYPE_CHECKING:
     from state.connect import Client
 
-BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_intent_fallback}
 
 
 # The Redis parts are imported only when REDIS_URL is set: a service on the memory
