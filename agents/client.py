@@ -21,8 +21,9 @@ The layers cost (nearly) nothing on the happy path, and add no coroutine of thei
 own: an attempt is one frame (`_gated`) around the transport's request. tenacity is
 entered only after a first failure; the breaker, closed, is a field read and two
 counters; the bulkhead, free, is a counter (its wait and its timer only when it is
-full); the attempt cap is one timer, and only when the caller gives a timeout or a
-deadline.
+full); the attempt cap (only when the caller gives a timeout or a deadline) shares
+one timer of the event loop with every other attempt in flight, so it usually arms
+none.
 
 Cancellation propagates untouched: never retried, never counted, the request aborted.
 """
@@ -68,7 +69,7 @@ from agents.transport import (
 )
 from circuit.breaker import AsyncCircuitBreaker, BreakerState, CircuitOpenError, Outcome
 from circuit.bulkhead import Bulkhead
-from circuit.cap import Cap
+from circuit.cap import CapTimer
 from circuit.config import RetryConfig
 from circuit.retry import RetryBudget, is_retried, parse_retry_after, retry_after_failure
 
@@ -171,6 +172,8 @@ class AgentClient:
             for name, spec in registry.items()
         }
         self._a2a_calls: A2ACalls | None = None
+        # Every attempt's time cap, on one timer of the event loop (circuit/cap.py).
+        self._caps = CapTimer()
         self._retries = dict.fromkeys(registry, 0)
         self.retries: Mapping[str, int] = MappingProxyType(self._retries)
         """Retries made so far per agent (metrics)."""
@@ -463,8 +466,8 @@ class AgentClient:
                         if cap_s is None:
                             response = await request
                         else:
-                            # asyncio.timeout's semantics without its two coroutines.
-                            cap = Cap(cap_s)
+                            # asyncio.timeout's semantics, on the client's one timer.
+                            cap = self._caps.start(cap_s)
                             try:
                                 response = await request
                             except BaseException as exc:

@@ -1,18 +1,22 @@
-"""`Cap`: a time limit on one await in the current task, as `asyncio.timeout` sets one.
+"""Time limits on one await each, for many tasks at once, on one timer of the event loop.
 
-`asyncio.timeout()` is an async context manager: entering and leaving it are two
-coroutine calls on top of the timer, about 1.5 us of CPU per use, and the agent
-client caps every attempt that has a deadline. `Cap` is the same mechanism with the
-ceremony taken out: one timer handle armed when it is made, disarmed by `stop`.
-Its semantics are `asyncio.timeout`'s (Python 3.11's `Timeout.__aexit__`): when the
-timer fires it cancels the task; `stop` then tells the caller to raise
-`TimeoutError` only when the cancellation it sees is the cap's own (no other cancel
-was requested meanwhile, as counted by `Task.cancelling`/`uncancel`), so a
-cancellation from outside (a cancelled workflow) always stays a cancellation.
+The agent client caps every attempt that has a deadline. `asyncio.timeout()` would
+arm a timer of the event loop for each and cancel it after (a heap push, a handle, a
+copy of the context: ~3 us of CPU), and is an async context manager on top (two
+coroutine calls). `CapTimer` keeps the caps of all its tasks on one timer, armed at
+the earliest limit; a cap that ends early does not touch it (it may fire for
+nothing once, then re-arms at the next limit), and a cap later than the armed one
+costs no timer at all: the common case, since a call made later ends later.
 
-Use it around exactly one await, in the task that awaits::
+A cap's semantics are `asyncio.timeout`'s (Python 3.11's `Timeout`): when its limit
+comes it cancels the task; `stop` then says to raise `TimeoutError` only when the
+cancellation the task got is the cap's own (no other cancel was requested meanwhile,
+as counted by `Task.cancelling` / `uncancel`), so a cancellation from outside (a
+cancelled workflow) always stays a cancellation.
 
-    cap = Cap(delay_s)
+Use a cap around exactly one await, in the task that awaits::
+
+    cap = timer.start(delay_s)
     try:
         result = await work
     except BaseException as exc:
@@ -20,38 +24,98 @@ Use it around exactly one await, in the task that awaits::
             raise TimeoutError from exc
         raise
     cap.stop(None)
+
+One `CapTimer` serves one event loop at a time (a new loop starts it afresh).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 
-__all__ = ["Cap"]
+__all__ = ["Cap", "CapTimer"]
 
 
 class Cap:
-    """Cancels the current task after `delay_s` seconds unless `stop` comes first."""
+    """The limit on one task's await (see `CapTimer.start`)."""
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_task")
+    __slots__ = ("_cancelling", "_expired", "_task", "_timer", "when")
 
-    def __init__(self, delay_s: float) -> None:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a Cap works inside a task")
+    def __init__(self, timer: CapTimer, task: asyncio.Task[object], when: float) -> None:
+        self._timer = timer
         self._task = task
-        self._cancelling = task.cancelling()
+        self.when = when
         self._expired = False
-        self._handle = task.get_loop().call_later(delay_s, self._fire)
+        # As asyncio.Timeout: the cancel requests pending when the cap began.
+        self._cancelling = task.cancelling()
 
-    def _fire(self) -> None:
+    def _expire(self) -> None:
         self._expired = True
         self._task.cancel()
 
     def stop(self, exc: BaseException | None) -> bool:
-        """Disarm the timer. True when the cap fired and `exc` (what the await raised,
-        None if it returned) is the cancellation it caused: raise `TimeoutError`."""
-        self._handle.cancel()
+        """End the cap. True when its limit came and `exc` (what the await raised, None
+        if it returned) is the cancellation it caused: raise `TimeoutError`."""
+        self._timer._caps.discard(self)
         if not self._expired:
             return False
         # The cap's cancel request is withdrawn whatever happened, as Timeout does.
         return self._task.uncancel() <= self._cancelling and type(exc) is asyncio.CancelledError
+
+
+class CapTimer:
+    """The caps of many tasks on one timer of the event loop."""
+
+    __slots__ = ("_armed", "_caps", "_handle", "_loop")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed = math.inf
+        self._caps: set[Cap] = set()
+
+    def start(self, delay_s: float) -> Cap:
+        """Cancel the current task `delay_s` seconds from now unless the cap is stopped."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a cap works inside a task")
+        loop = task.get_loop()
+        if loop is not self._loop:
+            self._restart(loop)
+        cap = Cap(self, task, loop.time() + delay_s)
+        self._caps.add(cap)
+        if cap.when < self._armed:
+            self._arm(loop, cap.when)
+        return cap
+
+    def _restart(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A new loop (tests run one per test): nothing of the old one carries over.
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = None
+        self._armed = math.inf
+        self._caps = set()
+        self._loop = loop
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed = when
+        self._handle = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        # Every cap due by the time this timer was armed for has come (the loop runs a
+        # timer up to one clock resolution early, as it would asyncio.timeout's).
+        due = self._armed
+        self._handle = None
+        self._armed = math.inf
+        following = math.inf
+        for cap in list(self._caps):
+            if cap._expired:
+                continue
+            if cap.when <= due:
+                cap._expire()
+            elif cap.when < following:
+                following = cap.when
+        if following < math.inf and self._loop is not None:
+            self._arm(self._loop, following)

@@ -1,4 +1,5 @@
-"""Cap behaves as asyncio.timeout does, case by case (the client's attempt cap)."""
+"""A cap on the shared CapTimer behaves as asyncio.timeout does, case by case (the agent
+client's attempt cap), and many caps share the one timer correctly."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from circuit.cap import Cap
+from circuit.cap import CapTimer
 
 # Each runner awaits `work` under a limit of `delay_s` and says how it ended.
 Runner = Callable[[Awaitable[str], float], Coroutine[Any, Any, str]]
@@ -22,8 +23,8 @@ async def with_timeout(work: Awaitable[str], delay_s: float) -> str:
         return "timeout"
 
 
-async def with_cap(work: Awaitable[str], delay_s: float) -> str:
-    cap = Cap(delay_s)
+async def with_cap(work: Awaitable[str], delay_s: float, timer: CapTimer | None = None) -> str:
+    cap = (timer or CapTimer()).start(delay_s)
     try:
         result = await work
     except BaseException as exc:
@@ -34,7 +35,26 @@ async def with_cap(work: Awaitable[str], delay_s: float) -> str:
     return result
 
 
-RUNNERS = pytest.mark.parametrize("runner", [with_timeout, with_cap], ids=["timeout", "cap"])
+# A timer that already holds a cap far off (armed there), as the client's usually does.
+_SHARED = CapTimer()
+
+
+async def with_shared_cap(work: Awaitable[str], delay_s: float) -> str:
+    async def far() -> str:
+        return await with_cap(_never(), 3600.0, _SHARED)
+
+    other = asyncio.create_task(far())
+    await asyncio.sleep(0)  # the far cap is armed first
+    try:
+        return await with_cap(work, delay_s, _SHARED)
+    finally:
+        other.cancel()
+        await asyncio.gather(other, return_exceptions=True)
+
+
+RUNNERS = pytest.mark.parametrize(
+    "runner", [with_timeout, with_cap, with_shared_cap], ids=["timeout", "cap", "shared-cap"]
+)
 
 
 async def _never() -> str:
@@ -106,9 +126,39 @@ async def test_an_error_of_the_work_passes_through(runner: Runner) -> None:
 
 def test_a_cap_works_only_inside_a_task() -> None:
     async def no_task() -> None:
-        Cap(1.0)
+        CapTimer().start(1.0)
 
     coroutine = no_task()
     with pytest.raises(RuntimeError):  # no loop, no task
         coroutine.send(None)
     coroutine.close()
+
+
+async def test_caps_of_many_tasks_each_end_at_their_own_limit() -> None:
+    """One timer: an earlier cap re-arms it, a later one waits its turn, and a cap that
+    ended early only makes the timer fire for nothing once."""
+    timer = CapTimer()
+    entered = asyncio.Event()
+
+    async def hang() -> str:
+        entered.set()
+        return await _never()
+
+    far = asyncio.create_task(with_cap(hang(), 3600.0, timer))
+    await entered.wait()
+    assert await with_cap(_at_once(), 0.001, timer) == "done"  # armed early, left early
+    assert await with_cap(_never(), 0.002, timer) == "timeout"  # fires for it
+    soon = [asyncio.create_task(with_cap(_never(), 0.0, timer)) for _ in range(3)]
+    assert await asyncio.gather(*soon) == ["timeout"] * 3
+    assert not far.done()  # still within its limit
+    far.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await far
+
+
+def test_a_timer_serves_one_loop_after_another() -> None:
+    """A new event loop (a test's, a restarted service's) starts the timer afresh."""
+    timer = CapTimer()
+    for _ in range(2):
+        assert asyncio.run(with_cap(_never(), 0.0, timer)) == "timeout"
+        assert asyncio.run(with_cap(_at_once(), 60.0, timer)) == "done"
