@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
 import orjson
 import structlog
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -645,10 +646,16 @@ def _retry_after_s(exc: BaseException) -> float | None:
 
 
 def _encode(document: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(document, default=_json_default)
+    # msgspec, not orjson: orjson (3.12 on) hands back its whole 4 KB write buffer as the
+    # bytes, and a request body lives as long as its call: 50 fan-outs in flight held
+    # 3.6 MB of bodies of ~150 bytes (bench.targets' peak RSS row). msgspec's are sized.
+    return _ENCODER.encode(document)
 
 
 def _json_default(value: object) -> object:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_json_default)

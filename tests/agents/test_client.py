@@ -167,11 +167,11 @@ async def test_timeout_override_replaces_the_read_timeout(
 async def test_payload_that_is_not_json_serialisable_is_a_type_error(
     router: respx.MockRouter, make_client: MakeClient
 ) -> None:
-    """A payload orjson cannot encode fails before any request or breaker record."""
+    """A payload that cannot be encoded as JSON fails before any request or breaker record."""
     route = router.post(PROCESS).mock(return_value=ok())
     client = make_client()
     with pytest.raises(TypeError):
-        await client.call("data", {"x": {1, 2}}, workflow_id="wf", node_id="s")
+        await client.call("data", {"x": object()}, workflow_id="wf", node_id="s")
     assert route.call_count == 0
     assert client.breaker("data").snapshot().calls == 0
 
