@@ -2,22 +2,27 @@
 
 One call is `deadline( retry( breaker( bulkhead( timeout( HTTP ) ) ) ) )`:
 
-- **retry** (`circuit.retry.call_with_retry`): retries timeouts, connection errors,
-  5xx and 429 (honouring `Retry-After`), bounded by the attempts, the deadline and the
-  agent's retry budget. Every attempt carries the same `Idempotency-Key`.
+- **retry** (`circuit.retry`: the first attempt is made here, the rest by
+  `retry_after_failure`, exactly as `call_with_retry` would): retries timeouts,
+  connection errors, 5xx and 429 (honouring `Retry-After`), bounded by the attempts,
+  the deadline and the agent's retry budget. Every attempt carries the same
+  `Idempotency-Key`.
 - **breaker** (one `AsyncCircuitBreaker` per agent): every attempt goes through it.
   Connection errors, timeouts, 5xx and contract violations are failures; other 4xx are
   successes (the agent is alive); a 429 is neutral back-pressure. Open: the call fails
   with `AgentUnavailable` and nothing is sent.
-- **bulkhead**: an `asyncio.Semaphore(spec.concurrency)` per agent, inside the breaker
-  so a refused call never queues.
+- **bulkhead**: a `circuit.bulkhead.Bulkhead(spec.concurrency)` per agent, inside the
+  breaker so a refused call never queues.
 - **timeout**: the transport's per-agent connect/read/write/pool timeouts for each
   attempt (agents/transport.py), plus an overall cap when the caller gives `timeout_s`
   or a deadline, and the agent's cap on the answer's size.
 
-The layers cost nothing on the happy path: tenacity is entered only after a first
-failure, the bulkhead's wait timer only when the bulkhead is full, the attempt cap
-only when the caller gives one.
+The layers cost (nearly) nothing on the happy path, and add no coroutine of their
+own: an attempt is one frame (`_gated`) around the transport's request. tenacity is
+entered only after a first failure; the breaker, closed, is a field read and two
+counters; the bulkhead, free, is a counter (its wait and its timer only when it is
+full); the attempt cap is one timer, and only when the caller gives a timeout or a
+deadline.
 
 Cancellation propagates untouched: never retried, never counted, the request aborted.
 """
@@ -27,11 +32,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
 import orjson
 import structlog
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -62,8 +68,10 @@ from agents.transport import (
     create_transport,
 )
 from circuit.breaker import AsyncCircuitBreaker, BreakerState, CircuitOpenError, Outcome
+from circuit.bulkhead import Bulkhead
+from circuit.cap import Cap
 from circuit.config import RetryConfig
-from circuit.retry import RetryBudget, call_with_retry, parse_retry_after
+from circuit.retry import RetryBudget, is_retried, parse_retry_after, retry_after_failure
 
 if TYPE_CHECKING:  # the A2A SDK is imported on first use only (see AgentClient._a2a)
     from agents.a2a import Peer
@@ -80,19 +88,32 @@ _FOREIGN_ERRORS = (TransportError, TimeoutError, CircuitOpenError)
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-@dataclass(frozen=True, slots=True)
-class AgentCallResult:
-    """An agent's `data` object, how many attempts it took, and how long in all."""
+class AgentCallResult(NamedTuple):
+    """An agent's `data` object, how many attempts it took, and how long in all.
+
+    A NamedTuple: made once per call, at a third of a frozen dataclass's cost."""
 
     data: dict[str, Any]
     attempts: int
     duration_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Lane:
+    """One agent's resilience state, found with one lookup per call."""
+
+    spec: AgentSpec
+    breaker: AsyncCircuitBreaker
+    bulkhead: Bulkhead
+    budget: RetryBudget
+    stats: AgentStats
+
+
 @dataclass(slots=True)
 class _Call:
     """One `AgentClient.call`: what every attempt sends, and the attempts so far."""
 
+    lane: _Lane
     spec: AgentSpec
     workflow_id: str
     node_id: str
@@ -140,11 +161,15 @@ class AgentClient:
             )
             for name, spec in registry.items()
         }
-        self._bulkheads = {
-            name: asyncio.Semaphore(spec.concurrency) for name, spec in registry.items()
-        }
-        self._budgets = {
-            name: RetryBudget(spec.retry_budget, clock=clock) for name, spec in registry.items()
+        self._lanes = {
+            name: _Lane(
+                spec=spec,
+                breaker=self._breakers[name],
+                bulkhead=Bulkhead(spec.concurrency),
+                budget=RetryBudget(spec.retry_budget, clock=clock),
+                stats=self._stats[name],
+            )
+            for name, spec in registry.items()
         }
         self._a2a_calls: A2ACalls | None = None
         self._retries = dict.fromkeys(registry, 0)
@@ -163,7 +188,7 @@ class AgentClient:
         """The live counters of a registered agent (read them, do not change them)."""
         self._spec(agent)
         stats = self._stats[agent]
-        stats.budget_refusals = self._budgets[agent].refusals
+        stats.budget_refusals = self._lanes[agent].budget.refusals
         return stats
 
     @property
@@ -237,7 +262,12 @@ class AgentClient:
         number of attempts sent, `TypeError` if `payload` is not JSON-serialisable, and
         lets `asyncio.CancelledError` through untouched.
         """
-        spec = self._spec(agent, workflow_id=workflow_id, node_id=node_id)
+        lane = self._lanes.get(agent)
+        if lane is None:
+            raise UnknownAgent(
+                agent=agent, known=self.registry, workflow_id=workflow_id, node_id=node_id
+            )
+        spec = lane.spec
         timeouts = spec.timeouts
         if timeout_s is not None:
             timeouts = AgentTimeouts(
@@ -252,6 +282,7 @@ class AgentClient:
         else:
             body = _encode({"workflow_id": workflow_id, "step_id": node_id, "input": payload})
         call = _Call(
+            lane=lane,
             spec=spec,
             workflow_id=workflow_id,
             node_id=node_id,
@@ -265,12 +296,35 @@ class AgentClient:
             deadline=deadline,
             payload=payload if a2a_agent else None,
         )
-        # Passed per line rather than bound up front: binding copies the context on
-        # every call, and most calls log nothing at the configured level.
-        where = {"agent": agent, "workflow_id": workflow_id, "node": node_id}
         started = self._clock()
+        stats = lane.stats
+        # The first attempt is made here, not through call_with_retry: one coroutine less,
+        # and tenacity only after a failure that may be retried (retry_after_failure).
+        lane.budget.record_call()
+        try:
+            data = await self._attempt(call)
+        except AgentError as exc:
+            if not is_retried(exc, _is_retryable):
+                self._failed(call, exc)
+                raise
+            try:
+                data = await self._retry(call, exc, retry)
+            except AgentError as final:
+                self._failed(call, final)
+                raise
+        stats.outcomes["success"] += 1
+        # No log line for a success: even filtered out, a structlog call costs ~2.7 us
+        # (its lazy proxy, the keywords), more than the rest of the breaker. The step's
+        # state, events and metrics say it; failures and retries are logged below.
+        return AgentCallResult(data, call.attempts, self._clock() - started)
 
-        stats = self._stats[agent]
+    async def _retry(
+        self, call: _Call, first_error: AgentError, retry: RetryConfig | None
+    ) -> dict[str, Any]:
+        """The attempts after a first one failed with `first_error`, under the policy."""
+        lane = call.lane
+        agent = lane.spec.name
+        stats = lane.stats
 
         def on_retry(attempt: int, exc: BaseException, delay_s: float) -> None:
             call.retry_delay_s = delay_s
@@ -279,47 +333,45 @@ class AgentClient:
             code = getattr(exc, "code", type(exc).__name__)
             listener = retry_listener.get()
             if listener is not None:
-                listener(agent, node_id, attempt, delay_s, code)
+                listener(agent, call.node_id, attempt, delay_s, code)
             log.warning(
                 "agent_retry",
-                **where,
+                agent=agent,
+                workflow_id=call.workflow_id,
+                node=call.node_id,
                 attempt=attempt,
                 delay_s=round(delay_s, 3),
                 error=code,
                 reason=str(exc),
             )
 
-        try:
-            data = await call_with_retry(
-                lambda _attempt: self._attempt(call),
-                config=spec.retry if retry is None else retry,
-                is_retryable=_is_retryable,
-                retry_after_s=_retry_after_s,
-                # call_with_retry records every call in the budget and spends it per retry.
-                budget=self._budgets[agent],
-                deadline=deadline,
-                clock=self._clock,
-                sleep=self._sleep,
-                rng=self._rng,
-                on_retry=on_retry,
-            )
-        except AgentError as exc:
-            exc.attempts = call.attempts
-            stats.outcomes[exc.code] += 1
-            log.info(
-                "agent_call_failed",
-                **where,
-                attempts=call.attempts,
-                error=exc.code,
-                reason=str(exc),
-            )
-            raise
-        stats.outcomes["success"] += 1
-        duration_s = self._clock() - started
-        log.debug(
-            "agent_call_done", **where, attempts=call.attempts, duration_s=round(duration_s, 4)
+        return await retry_after_failure(
+            first_error,
+            lambda _attempt: self._attempt(call),
+            config=lane.spec.retry if retry is None else retry,
+            is_retryable=_is_retryable,
+            retry_after_s=_retry_after_s,
+            # The first attempt was recorded in the budget; each retry spends from it.
+            budget=lane.budget,
+            deadline=call.deadline,
+            clock=self._clock,
+            sleep=self._sleep,
+            rng=self._rng,
+            on_retry=on_retry,
         )
-        return AgentCallResult(data=data, attempts=call.attempts, duration_s=duration_s)
+
+    def _failed(self, call: _Call, exc: AgentError) -> None:
+        exc.attempts = call.attempts
+        call.lane.stats.outcomes[exc.code] += 1
+        log.info(
+            "agent_call_failed",
+            agent=call.spec.name,
+            workflow_id=call.workflow_id,
+            node=call.node_id,
+            attempts=call.attempts,
+            error=exc.code,
+            reason=str(exc),
+        )
 
     async def health(self, agent: str) -> bool:
         """True when the agent's `GET /health` answers 200. Bypasses breaker and retries."""
@@ -339,12 +391,14 @@ class AgentClient:
 
     # -- one attempt: breaker( bulkhead( timeout( HTTP ) ) ) ---------------------------
 
-    async def _attempt(self, call: _Call) -> dict[str, Any]:
+    def _attempt(self, call: _Call) -> Coroutine[Any, Any, dict[str, Any]]:
+        # A plain function, not a coroutine: it picks the attempt's coroutine (one frame
+        # less per attempt) after the one check that needs none.
         if call.deadline is not None and self._clock() >= call.deadline:
             raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
         if self._tracer is not None:
-            return await self._traced_attempt(call, self._tracer)
-        return await self._gated(call)
+            return self._traced_attempt(call, self._tracer)
+        return self._gated(call)
 
     async def _traced_attempt(self, call: _Call, tracer: Tracer) -> dict[str, Any]:
         name = call.spec.name
@@ -380,75 +434,94 @@ class AgentClient:
             return data
 
     async def _gated(self, call: _Call) -> dict[str, Any]:
-        breaker = self._breakers[call.spec.name]
+        lane = call.lane
+        breaker = lane.breaker
         # Every line logged from here on in this task (the node's own) carries the number of
         # the attempt it is about, up to the call's final result.
         structlog.contextvars.bind_contextvars(attempt=call.attempts + 1)
         try:
-            return await breaker.call(lambda: self._bulkheaded(call), classify=_classify)
+            ticket = breaker.admit()
         except CircuitOpenError as exc:
             raise _translate(exc, **_ctx(call)) from exc
-
-    async def _bulkheaded(self, call: _Call) -> dict[str, Any]:
-        bulkhead = self._bulkheads[call.spec.name]
-        stats = self._stats[call.spec.name]
-        if bulkhead.locked():
-            wait_s = None if call.deadline is None else call.deadline - self._clock()
-            stats.bulkhead_waits += 1
-            waited_from = self._clock()
+        # What breaker.call does, in this frame: record the outcome after the await,
+        # nothing on cancellation, free the probe slot in any case.
+        try:
+            bulkhead = lane.bulkhead
+            if not bulkhead.try_acquire():
+                await self._wait_for_slot(call)
+            stats = lane.stats
+            stats.in_flight += 1
             try:
-                async with asyncio.timeout(wait_s):
-                    await bulkhead.acquire()
-            except TimeoutError as exc:
-                raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
+                cap_s, cap_phase = self._attempt_cap(call)
+                stats.attempts += 1
+                if call.payload is not None:
+                    data = await self._a2a.send(call, cap_s, cap_phase)
+                else:
+                    call.attempts += 1
+                    request = self._request(call)
+                    try:
+                        if cap_s is None:
+                            response = await request
+                        else:
+                            # asyncio.timeout's semantics without its two coroutines.
+                            cap = Cap(cap_s)
+                            try:
+                                response = await request
+                            except BaseException as exc:
+                                if cap.stop(exc):
+                                    raise TimeoutError from exc
+                                raise
+                            cap.stop(None)
+                    except _FOREIGN_ERRORS as exc:
+                        ctx = _ctx(call)
+                        raise _translate(exc, **ctx, cap_s=cap_s, cap_phase=cap_phase) from exc
+                    data = _parse(response, call)
             finally:
-                stats.bulkhead_wait_s += self._clock() - waited_from
+                stats.in_flight -= 1
+                bulkhead.release()
+        except asyncio.CancelledError:
+            raise  # says nothing about the agent's health: record nothing
+        except Exception as exc:
+            breaker.record(ticket, _classify(exc), exc)
+            raise
         else:
-            await bulkhead.acquire()  # a free slot: taken at once, nothing to time out
-        stats.in_flight += 1
-        try:
-            return await self._send(call)
+            breaker.record_success(ticket)
+            return data
         finally:
-            stats.in_flight -= 1
-            bulkhead.release()
+            breaker.release(ticket)
 
-    async def _send(self, call: _Call) -> dict[str, Any]:
-        cap_s, cap_phase = self._attempt_cap(call)
-        if cap_s is not None and cap_s <= 0:
-            raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
-        self._stats[call.spec.name].attempts += 1
-        if call.payload is not None:
-            return await self._a2a.send(call, cap_s, cap_phase)
-        call.attempts += 1
-        spec = call.spec
+    async def _wait_for_slot(self, call: _Call) -> None:
+        """The bulkhead is full: wait in line for a slot, at most until the deadline."""
+        stats = call.lane.stats
+        wait_s = None if call.deadline is None else call.deadline - self._clock()
+        stats.bulkhead_waits += 1
+        waited_from = self._clock()
         try:
-            if cap_s is None:
-                response = await self._transport.request(
-                    "POST",
-                    spec.process_url,
-                    body=call.body,
-                    headers=call.headers,
-                    timeouts=call.timeouts,
-                    max_body_bytes=spec.max_response_bytes,
-                )
-            else:
-                async with asyncio.timeout(cap_s):
-                    response = await self._transport.request(
-                        "POST",
-                        spec.process_url,
-                        body=call.body,
-                        headers=call.headers,
-                        timeouts=call.timeouts,
-                        max_body_bytes=spec.max_response_bytes,
-                    )
-        except _FOREIGN_ERRORS as exc:
-            raise _translate(exc, **_ctx(call), cap_s=cap_s, cap_phase=cap_phase) from exc
-        return _parse(response, call)
+            async with asyncio.timeout(wait_s):
+                await call.lane.bulkhead.acquire()
+        except TimeoutError as exc:
+            raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
+        finally:
+            stats.bulkhead_wait_s += self._clock() - waited_from
+
+    def _request(self, call: _Call) -> Coroutine[Any, Any, TransportResponse]:
+        spec = call.spec
+        return self._transport.request(
+            "POST",
+            spec.process_url,
+            body=call.body,
+            headers=call.headers,
+            timeouts=call.timeouts,
+            max_body_bytes=spec.max_response_bytes,
+        )
 
     def _attempt_cap(self, call: _Call) -> tuple[float | None, TimeoutPhase]:
-        """The whole attempt's time limit: `timeout_s`, or less if the deadline is nearer."""
+        """The whole attempt's time limit: `timeout_s`, or less if the deadline is nearer.
+        Raises the deadline's `AgentTimeout` when it has passed (nothing is sent)."""
         if call.deadline is not None:
-            remaining = max(0.0, call.deadline - self._clock())
+            remaining = call.deadline - self._clock()
+            if remaining <= 0:
+                raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
             if call.timeout_s is None or remaining < call.timeout_s:
                 return remaining, "deadline"
         return call.timeout_s, "attempt"
@@ -505,39 +578,41 @@ def _translate(
 def _check_status(response: TransportResponse, call: _Call) -> None:
     """The HTTP status of an answer: 429/5xx, other 4xx and non-2xx become our errors."""
     status = response.status
+    if 200 <= status < 300:
+        return
     ctx = _ctx(call)
     if status == 429 or status >= 500:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise AgentHTTPError(status=status, body=response.body, retry_after_s=retry_after, **ctx)
     if 400 <= status < 500:
         raise AgentRejected(status=status, body=response.body, **ctx)
-    if not 200 <= status < 300:
-        raise AgentBadResponse(
-            reason=f"unexpected HTTP {status}", status=status, body=response.body, **ctx
-        )
+    raise AgentBadResponse(
+        reason=f"unexpected HTTP {status}", status=status, body=response.body, **ctx
+    )
 
 
 def _parse(response: TransportResponse, call: _Call) -> dict[str, Any]:
     """Check an answer against the agent contract: 2xx `{"status": "success", "data": {...}}`."""
     _check_status(response, call)
-    status = response.status
-    ctx = _ctx(call)
     try:
         document = orjson.loads(response.body)
     except orjson.JSONDecodeError as exc:
         raise AgentBadResponse(
-            reason="body is not JSON", status=status, body=response.body, **ctx
+            reason="body is not JSON", status=response.status, body=response.body, **_ctx(call)
         ) from exc
+    if type(document) is dict:
+        data = document.get("data")
+        if type(data) is dict and document.get("status") == "success":
+            return data  # the contract's answer: checked by type, cheapest first
     if not isinstance(document, dict):
         reason = f"body is a JSON {type(document).__name__}, not an object"
     elif document.get("status") != "success":
         reason = f"status is {document.get('status')!r}, not 'success'"
-    elif not isinstance(document.get("data"), dict):
-        reason = "`data` is missing or not an object"
     else:
-        data: dict[str, Any] = document["data"]
-        return data
-    raise AgentBadResponse(reason=reason, status=status, body=response.body, **ctx)
+        reason = "`data` is missing or not an object"
+    raise AgentBadResponse(
+        reason=reason, status=response.status, body=response.body, **_ctx(call)
+    )
 
 
 def _classify(exc: BaseException) -> Outcome:
@@ -567,10 +642,16 @@ def _retry_after_s(exc: BaseException) -> float | None:
 
 
 def _encode(document: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(document, default=_json_default)
+    # msgspec, not orjson: orjson (3.12 on) hands back its whole 4 KB write buffer as the
+    # bytes, and a request body lives as long as its call: 50 fan-outs in flight held
+    # 3.6 MB of bodies of ~150 bytes (bench.targets' peak RSS row). msgspec's are sized.
+    return _ENCODER.encode(document)
 
 
 def _json_default(value: object) -> object:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_json_default)

@@ -46,6 +46,7 @@ from typing import Literal, Protocol
 import aiohttp
 
 from agents.registry import AgentTimeouts
+from circuit.bulkhead import Bulkhead
 
 __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY_S",
@@ -208,10 +209,15 @@ class AiohttpTransport:
         self._keepalive_expiry_s = keepalive_expiry_s
         self._session: aiohttp.ClientSession | None = None
         # Our own pool gate, so a wait for a connection is its own phase ("pool") with its
-        # own limit; aiohttp's connector never waits, it has the same number of slots.
-        self._slots = asyncio.Semaphore(max_connections)
-        # One ClientTimeout per distinct AgentTimeouts (one per agent, plus overrides).
+        # own limit; aiohttp's connector never waits, it has the same number of slots. A
+        # free slot is taken with a counter (no coroutine, no timer).
+        self._slots = Bulkhead(max_connections)
+        # One ClientTimeout per distinct AgentTimeouts (one per agent, plus overrides),
+        # found first by the identity of the AgentTimeouts (each agent passes the same
+        # object every time: no hashing of its four fields per request). The entry keeps
+        # its key alive, so an id is never reused while it is in here.
         self._timeouts: dict[AgentTimeouts, aiohttp.ClientTimeout] = {}
+        self._by_id: dict[int, tuple[AgentTimeouts, aiohttp.ClientTimeout]] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         # Made inside the running loop: aiohttp binds a session to the loop it is made in.
@@ -228,6 +234,9 @@ class AiohttpTransport:
         return self._session
 
     def _client_timeout(self, timeouts: AgentTimeouts) -> aiohttp.ClientTimeout:
+        known = self._by_id.get(id(timeouts))
+        if known is not None and known[0] is timeouts:
+            return known[1]
         cached = self._timeouts.get(timeouts)
         if cached is None:
             if len(self._timeouts) >= 256:  # bounded: overrides could be many
@@ -235,6 +244,9 @@ class AiohttpTransport:
             cached = self._timeouts[timeouts] = aiohttp.ClientTimeout(
                 total=None, connect=None, sock_connect=timeouts.connect, sock_read=timeouts.read
             )
+        if len(self._by_id) >= 256:
+            self._by_id.clear()
+        self._by_id[id(timeouts)] = (timeouts, cached)
         return cached
 
     async def request(
@@ -249,14 +261,12 @@ class AiohttpTransport:
     ) -> TransportResponse:
         session = self._session or self._open()
         slots = self._slots
-        if slots.locked():
+        if not slots.try_acquire():
             try:
                 async with asyncio.timeout(timeouts.pool):
                     await slots.acquire()
             except TimeoutError:
                 raise TransportTimeout("pool", timeouts.pool) from None
-        else:
-            await slots.acquire()  # a free slot: taken at once, nothing to time out
         try:
             async with session.request(
                 method,

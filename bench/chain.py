@@ -216,7 +216,7 @@ async def _httpx_calls(stub_port: int, concurrency: int, count: int) -> Row:
 async def _engine(name: str, stub_port: int, store: Any, concurrency: int, count: int) -> Row:
     from agents.client import AgentClient
     from agents.transport import create_transport
-    from orchestrator.app import BUILTIN_FALLBACKS
+    from orchestrator.builtins import BUILTIN_FALLBACKS
     from orchestrator.chain import CHAIN_DEFINITION
     from orchestrator.dag.compiler import compile_workflow
     from orchestrator.dag.engine import DagEngine

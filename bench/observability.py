@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 import orchestrator.lifecycle as lifecycle_module  # noqa: E402
 from agents.client import AgentClient  # noqa: E402
 from agents.transport_httpx import HttpxTransport  # noqa: E402
-from orchestrator.app import BUILTIN_FALLBACKS  # noqa: E402
+from orchestrator.builtins import BUILTIN_FALLBACKS  # noqa: E402
 from orchestrator.chain import chain_definition  # noqa: E402
 from orchestrator.dag.compiler import compile_workflow  # noqa: E402
 from orchestrator.dag.engine import DagEngine  # noqa: E402

@@ -102,7 +102,10 @@ async def _run(
 ) -> tuple[cProfile.Profile, float]:
     import agents.transport as transport_module
     from agents.client import AgentClient
-    from orchestrator.app import BUILTIN_FALLBACKS
+    try:
+        from orchestrator.builtins import BUILTIN_FALLBACKS
+    except ImportError:  # trees before orchestrator/builtins.py
+        from orchestrator.app import BUILTIN_FALLBACKS
     from orchestrator.chain import CHAIN_DEFINITION
     from orchestrator.dag.compiler import compile_workflow
     from orchestrator.dag.engine import DagEngine

@@ -202,7 +202,7 @@ async def _engine_row(
     """(row, CPU seconds, nodes run) for the engine in-process on the memory store."""
     from agents.client import AgentClient
     from agents.transport import create_transport
-    from orchestrator.app import BUILTIN_FALLBACKS
+    from orchestrator.builtins import BUILTIN_FALLBACKS
     from orchestrator.dag.compiler import compile_workflow
     from orchestrator.dag.engine import DagEngine
     from orchestrator.dag.kinds import default_kinds
@@ -244,7 +244,7 @@ async def _engine_row(
 async def _saves_per_chain(delay_s: float, conc: int, n: int) -> float:
     """State writes per chain workflow with write-behind `delay_s`, fake instant agents."""
     from agents.client import AgentClient
-    from orchestrator.app import BUILTIN_FALLBACKS
+    from orchestrator.builtins import BUILTIN_FALLBACKS
     from orchestrator.dag.compiler import compile_workflow
     from orchestrator.dag.engine import DagEngine
     from orchestrator.dag.kinds import default_kinds

@@ -41,13 +41,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import NoReturn, TypeVar
+from typing import NamedTuple, NoReturn, TypeVar
 
-import pybreaker
 import structlog
 
 from circuit.config import BreakerConfig
 from circuit.errors import CircuitOpenError
+from circuit.statemachine import pybreaker
 from circuit.window import SlidingWindow, WindowCounts
 
 __all__ = [
@@ -156,8 +156,10 @@ class BreakerSnapshot:
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class _Ticket:
+class Ticket(NamedTuple):
+    """An admitted call: the generation it was admitted under, whether it holds a
+    half-open probe slot, and when it started (on the breaker's clock)."""
+
     generation: int
     probe: bool
     started: float
@@ -220,6 +222,15 @@ class AsyncCircuitBreaker:
         self._open_wait_s = config.reset_timeout_s
         self._backoff_level = 0
         self._pending: list[tuple[BreakerState, BreakerState]] = []
+        # pybreaker's state, kept here as it changes (every change goes through
+        # `_on_transition`): the happy path's check is a field read, not a walk through
+        # pybreaker's state-storage properties.
+        self._state = BreakerState.CLOSED
+        # Whether pybreaker's consecutive-failure counter is 0 (it is reset by a success
+        # and by every close). A success that would change nothing in pybreaker — closed,
+        # counter 0, no listeners of the caller's to tell — then skips pybreaker.
+        self._counter_clean = True
+        self._quiet = True
         self._calls = 0
         self._successes = 0
         self._failures = 0
@@ -236,12 +247,14 @@ class AsyncCircuitBreaker:
             listeners=[_TransitionListener(self._on_transition), *listeners],
             name=name,
         )
+        self._quiet = len(self._breaker.listeners) == 1
 
     @property
     def state(self) -> BreakerState:
         """The current state; OPEN turns HALF_OPEN here once the open wait has passed."""
-        self._refresh()
-        return self._current()
+        if self._state is BreakerState.OPEN:
+            self._refresh()
+        return self._state
 
     @property
     def forced(self) -> Forced | None:
@@ -263,20 +276,63 @@ class AsyncCircuitBreaker:
         `fn` is classified by `classify` and re-raised unchanged; a returned value is a
         success. `asyncio.CancelledError` is never recorded.
         """
-        ticket = self._admit()
+        ticket = self.admit()
         try:
             result = await fn()
         except asyncio.CancelledError:
             # Cancellation says nothing about the agent's health: record nothing.
             raise
         except Exception as exc:
-            self._settle(ticket, classify(exc), exc)
+            self.record(ticket, classify(exc), exc)
             raise
         else:
-            self._settle(ticket, Outcome.SUCCESS, None)
+            self.record_success(ticket)
             return result
         finally:
-            self._release(ticket)
+            self.release(ticket)
+
+    # The three steps of `call`, for a caller that awaits its work in its own frame
+    # (agents/client.py: one coroutine less per attempt). Used exactly as `call` uses
+    # them: `admit`; then `record` or `record_success` unless the work was cancelled;
+    # then `release` in a `finally`.
+
+    def admit(self) -> Ticket:
+        """Admit a call or raise `CircuitOpenError` (nothing may then be sent)."""
+        if self._state is BreakerState.CLOSED and self._forced is None:
+            # The happy path: closed needs no refresh (only OPEN has a timer), and a
+            # closed call takes no probe slot.
+            self._calls += 1
+            return Ticket(self._generation, False, self._clock())
+        return self._admit()
+
+    def record(self, ticket: Ticket, outcome: Outcome, exc: Exception | None) -> None:
+        """Record how an admitted call ended (`exc`: its exception, if it raised one)."""
+        self._settle(ticket, outcome, exc)
+
+    def record_success(self, ticket: Ticket) -> None:
+        """Record that an admitted call returned."""
+        if (
+            ticket.generation == self._generation
+            and self._state is BreakerState.CLOSED
+            and self._counter_clean
+            and self._quiet
+            and self._forced is None
+        ):
+            # pybreaker would reset a counter that is already 0 and tell no one: skip it.
+            self._successes += 1
+            if self._rate:
+                slow = self._clock() - ticket.started >= self.config.slow_call_duration_s
+                self._window.record(failed=False, slow=slow)
+                if self._window_says_open():
+                    self._breaker.open()
+                    self._flush()
+            return
+        self._settle(ticket, Outcome.SUCCESS, None)
+
+    def release(self, ticket: Ticket) -> None:
+        """Free what `admit` took (a half-open probe slot); always, in a `finally`."""
+        if ticket.probe and ticket.generation == self._generation:
+            self._probes -= 1
 
     def snapshot(self) -> BreakerSnapshot:
         self._refresh()
@@ -341,10 +397,10 @@ class AsyncCircuitBreaker:
 
     # -- gate ---------------------------------------------------------------------
 
-    def _admit(self) -> _Ticket:
+    def _admit(self) -> Ticket:
         if self._forced is Forced.DISABLED:
             self._calls += 1
-            return _Ticket(generation=self._generation, probe=False, started=self._clock())
+            return Ticket(self._generation, False, self._clock())
         self._refresh()
         state = self._current()
         if state is BreakerState.OPEN:
@@ -367,13 +423,9 @@ class AsyncCircuitBreaker:
                 )
             self._probes += 1
         self._calls += 1
-        return _Ticket(generation=self._generation, probe=probe, started=self._clock())
+        return Ticket(self._generation, probe, self._clock())
 
-    def _release(self, ticket: _Ticket) -> None:
-        if ticket.probe and ticket.generation == self._generation:
-            self._probes -= 1
-
-    def _settle(self, ticket: _Ticket, outcome: Outcome, exc: Exception | None) -> None:
+    def _settle(self, ticket: Ticket, outcome: Outcome, exc: Exception | None) -> None:
         if outcome is Outcome.NEUTRAL:
             return
         if outcome is Outcome.SUCCESS:
@@ -388,7 +440,10 @@ class AsyncCircuitBreaker:
             failed = True  # a probe that answers slowly has not shown the agent recovered
         if not failed:
             self._breaker.call(_succeed)
+            # pybreaker reset its counter; a half-open success may also have closed it.
+            self._counter_clean = True
         else:
+            self._counter_clean = False
             self._record_failure(exc if exc is not None else _SlowCall(self.name))
         if self._rate and not ticket.probe and self._current() is BreakerState.CLOSED:
             self._window.record(failed=outcome is Outcome.FAILURE, slow=slow)
@@ -397,12 +452,9 @@ class AsyncCircuitBreaker:
         self._flush()
 
     def _window_says_open(self) -> bool:
-        counts = self._window.counts()
-        if counts.calls < self.config.minimum_calls:
-            return False
-        return (
-            counts.failure_rate >= self.config.failure_rate_threshold
-            or counts.slow_rate >= self.config.slow_call_rate_threshold
+        config = self.config
+        return self._window.exceeds(
+            config.minimum_calls, config.failure_rate_threshold, config.slow_call_rate_threshold
         )
 
     def _record_failure(self, exc: Exception) -> None:
@@ -433,7 +485,7 @@ class AsyncCircuitBreaker:
             self._flush()
 
     def _current(self) -> BreakerState:
-        return _FROM_PYBREAKER[self._breaker.current_state]
+        return self._state
 
     def _remaining_open_s(self) -> float:
         if self._opened_mono is None:
@@ -449,6 +501,7 @@ class AsyncCircuitBreaker:
         old = None if old_name is None else _FROM_PYBREAKER[old_name]
         self._generation += 1
         self._probes = 0
+        self._state = new
         if new is BreakerState.OPEN:
             if old is BreakerState.HALF_OPEN:
                 self._backoff_level += 1  # the probe failed: wait longer this time
@@ -460,6 +513,7 @@ class AsyncCircuitBreaker:
         else:
             self._opened_mono = None
         if new is BreakerState.CLOSED:
+            self._counter_clean = True  # pybreaker reset the counter before telling us
             self._backoff_level = 0
             self._open_wait_s = self.config.reset_timeout_s
             self._window.reset()

@@ -30,7 +30,9 @@ __all__ = [
     "RetryBudget",
     "backoff_delay",
     "call_with_retry",
+    "is_retried",
     "parse_retry_after",
+    "retry_after_failure",
 ]
 
 T = TypeVar("T")
@@ -175,16 +177,56 @@ async def call_with_retry(
     if budget is not None:
         budget.record_call()
     # Fast path: most calls succeed on the first attempt, so make it before building
-    # tenacity's machinery. A failure that may be retried is handed to tenacity as
-    # attempt 1's outcome (`replay` below), so the stop, wait and before-sleep
-    # decisions are tenacity's, exactly as if it had made the first attempt itself.
+    # tenacity's machinery.
     try:
         return await fn(1)
     except BaseException as exc:
-        if _is_never_retried(exc) or not is_retryable(exc):
+        if not is_retried(exc, is_retryable):
             raise
         first_error = exc
+    return await retry_after_failure(
+        first_error,
+        fn,
+        config=config,
+        is_retryable=is_retryable,
+        retry_after_s=retry_after_s,
+        budget=budget,
+        deadline=deadline,
+        clock=clock,
+        sleep=sleep,
+        rng=rng,
+        on_retry=on_retry,
+    )
 
+
+def is_retried(exc: BaseException, is_retryable: Callable[[BaseException], bool]) -> bool:
+    """Whether `call_with_retry` would consider retrying after `exc`: `is_retryable`
+    says so and it is neither a cancellation (nor any other non-`Exception`) nor a
+    `CircuitOpenError`."""
+    return not _is_never_retried(exc) and is_retryable(exc)
+
+
+async def retry_after_failure(
+    first_error: BaseException,
+    fn: Callable[[int], Awaitable[T]],
+    *,
+    config: RetryConfig,
+    is_retryable: Callable[[BaseException], bool],
+    retry_after_s: Callable[[BaseException], float | None] = lambda e: None,
+    budget: RetryBudget | None = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+) -> T:
+    """`call_with_retry` from its second attempt on, for a caller that made the first
+    itself (and recorded it in `budget`) and got `first_error`, which `is_retried`.
+
+    `first_error` is handed to tenacity as attempt 1's outcome (`replay` below), so the
+    stop, wait and before-sleep decisions are tenacity's, exactly as if it had made
+    the first attempt itself.
+    """
     retrying = _policy(
         first_error,
         config=config,
@@ -201,7 +243,7 @@ async def call_with_retry(
         with attempt:
             number = attempt.retry_state.attempt_number
             if number == 1:
-                raise first_error  # replay: attempt 1 was made above
+                raise first_error  # replay: attempt 1 was made by the caller
             return await fn(number)
     raise AssertionError("unreachable: tenacity returns or re-raises the last error")
 

@@ -6,7 +6,7 @@ Two shapes, as in Resilience4j:
 - **time**: the calls of the last `size` seconds on the injected clock, kept in
   one-second buckets, so memory stays `size` buckets whatever the traffic.
 
-The window only counts; `AsyncCircuitBreaker` asks `should_open` after each
+The window only counts; `AsyncCircuitBreaker` asks `exceeds` after each
 recorded call and, when it says so, moves pybreaker's state machine to open.
 """
 
@@ -96,6 +96,21 @@ class SlidingWindow:
         if self.kind == "time":
             self._expire()
         return WindowCounts(calls=self._calls, failures=self._failures, slow=self._slow)
+
+    def exceeds(self, minimum_calls: int, failure_rate: float, slow_rate: float) -> bool:
+        """Whether the window holds at least `minimum_calls` calls and its failure or
+        slow-call rate (in %) has reached its threshold: what `counts()` would say,
+        without building it (asked after every call the breaker records)."""
+        if self.kind == "time":
+            self._expire()
+        calls = self._calls
+        if calls < minimum_calls or calls == 0:
+            return False
+        # The same arithmetic as WindowCounts' rates, so both always agree.
+        return (
+            100.0 * self._failures / calls >= failure_rate
+            or 100.0 * self._slow / calls >= slow_rate
+        )
 
     def reset(self) -> None:
         self._ring.clear()

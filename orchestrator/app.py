@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
@@ -13,9 +14,8 @@ from prometheus_client import CollectorRegistry
 from agents.client import AgentClient
 from agents.transport import AgentTransport, create_transport
 from circuit.board import BreakerBoard, MemoryBreakerBoard
-from circuit.board_redis import RedisBreakerBoard
 from circuit.sharing import BreakerSync
-from orchestrator.access.keys import Authenticator, KeyStore, RedisKeyStore, StaticKeyStore
+from orchestrator.access.keys import Authenticator, KeyStore, StaticKeyStore
 from orchestrator.access.principal import OPEN_TENANT, Principal, Role
 from orchestrator.api import events as event_routes
 from orchestrator.api import ops as ops_routes
@@ -34,30 +34,36 @@ from orchestrator.api.requests import parse_query_request
 from orchestrator.api.routes import routes
 from orchestrator.api.schedule_routes import routes as schedule_routes
 from orchestrator.api.services import SERVICES, Services
+from orchestrator.builtins import BUILTIN_FALLBACKS
 from orchestrator.chain import CHAIN_NAME, chain_definition
 from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
 from orchestrator.dag.engine import BuiltinFallback, DagEngine
 from orchestrator.dag.kinds import NodeKind, default_kinds
-from orchestrator.keyword_intent import keyword_intent_fallback
 from orchestrator.lifecycle import WorkflowOrchestrator
 from orchestrator.metered_store import MeteredStore
 from orchestrator.metrics import AgentCollector, StoreMetrics, WorkflowMetrics
 from orchestrator.schedules import Scheduler
 from orchestrator.settings import Settings
 from orchestrator.tracing import configured_tracer_provider, tracer_of
-from state.connect import Client, connect
 from state.memory import MemoryStateStore
 from state.models import WorkflowState
-from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
-from state.redis import RedisStateStore
+from state.ratelimit import MemoryQuotas, Quotas
 from state.schedules import Schedule
 from state.store import StateStore
 
-BUILTIN_FALLBACKS: Mapping[str, BuiltinFallback] = {"keyword_intent": keyword_intent_fallback}
+if TYPE_CHECKING:
+    from state.connect import Client
+
+
+
+# The Redis parts are imported only when REDIS_URL is set: a service on the memory
+# store never loads redis-py (~9 MB; tests/agents/test_lazy_imports.py).
 
 
 def create_store(settings: Settings) -> StateStore:
     if settings.redis_url:
+        from state.redis import RedisStateStore
+
         return RedisStateStore.from_url(
             settings.redis_url,
             prefix=settings.key_prefix,
@@ -82,6 +88,8 @@ def create_redis_client(settings: Settings) -> Client | None:
     """The bounded client that the breaker board and the access layer share (None: no Redis)."""
     if not settings.redis_url:
         return None
+    from state.connect import connect
+
     return connect(
         settings.redis_url,
         cluster=settings.redis_cluster,
@@ -96,6 +104,8 @@ def create_breaker_board(settings: Settings, client: Client | None) -> BreakerBo
     """Where replicas share breakers: Redis when the state is there, else this process."""
     ttl_s = max(2.0, 8 * settings.breaker_sync_s)
     if client is not None:
+        from circuit.board_redis import RedisBreakerBoard
+
         return RedisBreakerBoard(
             client,
             prefix=settings.key_prefix,
@@ -112,12 +122,16 @@ def create_access(settings: Settings, client: Client | None) -> Access:
     if config.redis_keys:
         if client is None:
             raise ValueError("[access] redis_keys = true needs REDIS_URL")
+        from orchestrator.access.keys_redis import RedisKeyStore
+
         stores.append(
             RedisKeyStore(client, prefix=settings.key_prefix, default_limits=config.default_limits)
         )
-    quotas: Quotas = (
-        RedisQuotas(client, prefix=settings.key_prefix) if client is not None else MemoryQuotas()
-    )
+    quotas: Quotas = MemoryQuotas()
+    if client is not None:
+        from state.ratelimit_redis import RedisQuotas
+
+        quotas = RedisQuotas(client, prefix=settings.key_prefix)
     return Access(config=config, authenticator=Authenticator(stores), quotas=quotas)
 
 

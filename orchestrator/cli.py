@@ -14,9 +14,8 @@ from typing import Literal, cast
 from aiohttp import web
 
 from agents.reference import AgentOptions, start_agent
-from agents.reference.a2a_service import VERSIONS as A2A_VERSIONS
-from agents.reference.a2a_service import Version as A2AVersion
-from agents.reference.a2a_service import start_a2a_agent
+from agents.reference.a2a_versions import VERSIONS as A2A_VERSIONS
+from agents.reference.a2a_versions import Version as A2AVersion
 from agents.reference.options import (
     A2A_OPTIONS,
     add_agent_options,
@@ -218,6 +217,9 @@ def _agent_starter(
 
 def _a2a_starter(kind: str, host: str, port: int, version: str, delay_ms: float) -> _Starter:
     async def start() -> web.AppRunner:
+        # The A2A SDK is loaded only by an A2A agent's process, not by every command.
+        from agents.reference.a2a_service import start_a2a_agent
+
         runner, _ = await start_a2a_agent(
             cast(_Kind, kind),
             host=host,

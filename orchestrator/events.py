@@ -22,7 +22,6 @@ fails to take is logged and dropped; the terminal event is still attempted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from orchestrator.write_behind import WriteBehind
 from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.store import StateStore
 
@@ -110,11 +110,14 @@ def workflow_event(state: WorkflowState, at: float) -> Event:
 class EventRecorder:
     """Appends one workflow's events to the store in the order they were recorded.
 
-    With `delay_s` (the state writer's ORCH_STATE_WRITE_DELAY_S), events are written
-    behind like transitions: the first of a burst waits up to `delay_s` for the ones
-    that follow, so a burst costs one append (one Redis command) instead of one per
-    event, and a workflow that ends within the delay appends all of its events at
-    once, after its terminal write. `finish` never waits for the delay.
+    Events are appended by the orchestrator's one flusher (`flusher`,
+    orchestrator/write_behind.py; a recorder made without one gets its own), not by
+    a task per burst. With `delay_s` (the state writer's ORCH_STATE_WRITE_DELAY_S),
+    they are written behind like transitions: the first of a burst waits up to
+    `delay_s` for the ones that follow, so a burst costs one append (one Redis
+    command) instead of one per event, and a workflow that ends within the delay
+    appends all of its events at once, after its terminal write. `finish` never
+    waits for the delay.
     """
 
     def __init__(
@@ -124,18 +127,20 @@ class EventRecorder:
         *,
         clock: Callable[[], float] = time.time,
         delay_s: float = 0.0,
+        flusher: WriteBehind | None = None,
     ) -> None:
         self._store = store
         self._workflow_id = state.workflow_id
         self._clock = clock
         self._delay_s = delay_s
-        # Set by `finish`: what is queued goes now.
-        self._hurry = asyncio.Event()
+        self._flusher = flusher if flusher is not None else WriteBehind()
         # What the log already says about each step, so nothing is told twice.
         self._told: dict[str, NodeStatus] = {sid: s.status for sid, s in state.steps.items()}
         self._status: WorkflowStatus | None = None
         self._queue: deque[Event] = deque()
-        self._task: asyncio.Task[None] | None = None
+        # In the flusher's queue (at most once), and set while an append is in flight.
+        self._queued = False
+        self._appending: asyncio.Future[None] | None = None
         self._failed = 0
 
     def workflow(self, state: WorkflowState) -> None:
@@ -167,34 +172,43 @@ class EventRecorder:
         )
 
     async def finish(self, state: WorkflowState) -> None:
-        """Tell what is left, then the terminal event; returns once all were appended."""
+        """Tell what is left, then the terminal event; returns once all were appended.
+
+        Appended in the caller's task: neither the delay nor the flusher's queue is waited."""
+        self._queued = True  # what is pushed from here on is appended below, not queued
         for run in state.steps.values():
             self.node(run)
         self._push(workflow_event(state, self._clock()))
-        self._hurry.set()
-        while self._task is not None and not self._task.done():
-            # shield: the workflow task may be cancelled while its last events are written.
-            await asyncio.shield(self._task)
+        await self.write_behind()
         if self._failed:
             log.warning("events_dropped", count=self._failed)
 
     def _push(self, event: Event) -> None:
         self._queue.append(event)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
+        if not self._queued and self._appending is None:
+            self._queued = True
+            self._flusher.add(self, asyncio.get_running_loop().time() + self._delay_s)
 
-    async def _drain(self) -> None:
-        if self._delay_s > 0 and not self._hurry.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._delay_s):
-                    await self._hurry.wait()
-        while self._queue:
-            # Every event queued so far in one append (one Redis command), in order.
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH))]
-            try:
-                await self._store.append_events(self._workflow_id, batch)
-            except Exception:
-                # Once per workflow: during a store outage every transition would fail.
-                self._failed += len(batch)
-                if self._failed == len(batch):
-                    log.warning("event_write_failed", event_type=batch[0]["type"], exc_info=True)
+    async def write_behind(self) -> None:
+        """Append every event queued so far, in order (the flusher's turn, or `finish`)."""
+        self._queued = False
+        while self._appending is not None:
+            # shield: the workflow task may be cancelled while its last events are written.
+            await asyncio.shield(self._appending)
+        appending = self._appending = asyncio.get_running_loop().create_future()
+        try:
+            while self._queue:
+                # Every event queued so far in one append (one Redis command), in order.
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH))]
+                try:
+                    await self._store.append_events(self._workflow_id, batch)
+                except Exception:
+                    # Once per workflow: during a store outage every transition would fail.
+                    self._failed += len(batch)
+                    if self._failed == len(batch):
+                        log.warning(
+                            "event_write_failed", event_type=batch[0]["type"], exc_info=True
+                        )
+        finally:
+            self._appending = None
+            appending.set_result(None)

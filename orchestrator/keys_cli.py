@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from orchestrator.access.keys import RedisKeyStore, generate_key, hash_key
+from orchestrator.access.keys import generate_key, hash_key
 from orchestrator.access.principal import parse_roles
 from orchestrator.settings import Settings
-from state.connect import connect
 
 
 def add_keys_parser(sub: Any) -> None:
@@ -62,6 +61,11 @@ async def run_keys_command(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.redis_url:
         print("orchestrator keys: REDIS_URL is not set (keys in Redis need it)")
         return 2
+    # Here, not at the top: `orchestrator serve` imports this module too, and a service
+    # on the memory store never loads redis-py.
+    from orchestrator.access.keys_redis import RedisKeyStore
+    from state.connect import connect
+
     client = connect(
         settings.redis_url,
         connect_timeout_s=settings.redis_connect_timeout_s,

@@ -60,6 +60,7 @@ from orchestrator.events import EventRecorder
 from orchestrator.metrics import WorkflowMetrics
 from orchestrator.settings import DEFAULTS
 from orchestrator.state_writer import StateWriter
+from orchestrator.write_behind import WriteBehind
 from state.leases import LeaseStore
 from state.models import NodeStatus, WorkflowError, WorkflowState, WorkflowStatus
 from state.store import LeaseLost, StateStore, StateStoreError
@@ -72,6 +73,9 @@ log = structlog.get_logger(__name__)
 
 # How long a cancel request waits for the workflow to reach its terminal state.
 _CANCEL_WAIT_S = 5.0
+# Loop turns a finished workflow yields before its housekeeping: a waiter is woken
+# through `shield` (two turns), then its request task writes the answer (one or two).
+_ANSWER_TURNS = 4
 # Backoff of a write the store did not take: full jitter, doubling, capped.
 _WRITE_BACKOFF_BASE_S = 0.05
 _WRITE_BACKOFF_CAP_S = 2.0
@@ -159,6 +163,9 @@ class WorkflowOrchestrator:
         self._finish_waiters: dict[str, set[asyncio.Future[None]]] = {}
         # Set at the end of shutdown: writes still failing then are abandoned.
         self._abandon_writes = False
+        # One flusher for every workflow's writes behind (documents and events): a
+        # transition costs a place in its queue, not a task of its own.
+        self._write_behind = WriteBehind()
         # Workflows this replica runs whose pause was requested (here or through the store).
         self._pausing: set[str] = set()
 
@@ -671,7 +678,9 @@ class WorkflowOrchestrator:
         # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
         writer = self._writer(state, token)
-        events = EventRecorder(self.store, state, delay_s=self._write_delay_s)
+        events = EventRecorder(
+            self.store, state, delay_s=self._write_delay_s, flusher=self._write_behind
+        )
         retry_listener.set(events.retrying)
 
         recorded = False
@@ -730,7 +739,13 @@ class WorkflowOrchestrator:
                 return False
             return await self._persist(current, token)
 
-        return StateWriter(persist, state, pace=self._write_pace, delay_s=self._write_delay_s)
+        return StateWriter(
+            persist,
+            state,
+            pace=self._write_pace,
+            delay_s=self._write_delay_s,
+            flusher=self._write_behind,
+        )
 
     async def _finish(
         self,
@@ -755,6 +770,11 @@ class WorkflowOrchestrator:
             await self._release(state.workflow_id)
         elif writer.final:
             log.info("workflow_finished", status=state.status.value)
+            # The callers `_mark_finished` woke answer first: the last events and the
+            # lease release are housekeeping, off the response's path. Their Redis
+            # commands were sent before a sync answer otherwise (its CPU on the path).
+            for _ in range(_ANSWER_TURNS):
+                await asyncio.sleep(0)
             # After the terminal document: a reader told "finished" finds it so.
             await events.finish(state)
             await self._release(state.workflow_id)

@@ -63,7 +63,7 @@ from orchestrator.metrics import DEFAULT_MAX_NODE_LABELS, DEFAULT_MAX_SERIES
 from orchestrator.settings_env import VARIABLES, Variable
 from orchestrator.settings_file import load_file
 from orchestrator.settings_values import ConfigError, convert, type_hints
-from state.connect import (
+from state.bounds import (
     DEFAULT_COMMAND_TIMEOUT_S,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS,

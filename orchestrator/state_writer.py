@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
+from orchestrator.write_behind import WriteBehind
 from state.models import WorkflowState
 
 # Pauses shorter than this are not taken.
@@ -23,10 +23,12 @@ _MAX_PAUSE_S = 1.0
 class StateWriter:
     """Writes a workflow's document after transitions without holding the workflow up.
 
-    Transitions only mark the document dirty; one writer task at a time writes the
-    latest snapshot, so a burst of transitions costs one or two writes and the
-    nodes never wait on the store. Writes stay in order (one writer), and the
-    terminal document is always written last and awaited (`flush`). `persist`
+    Transitions only mark the document dirty and put the writer in the queue of the
+    orchestrator's one flusher (`flusher`, orchestrator/write_behind.py; a writer
+    made without one gets its own), which writes the latest snapshot: a burst of
+    transitions costs one or two writes and a heap push each, not a task, and the
+    nodes never wait on the store. Writes stay in order (never two in flight), and
+    the terminal document is always written last, in the caller's task (`flush`). `persist`
     returns whether the store now holds the document it was given; once that was
     a terminal one, `final` is True and nothing more is written: the store would
     refuse it anyway (a terminal document is final).
@@ -56,16 +58,19 @@ class StateWriter:
         pace: float = 4.0,
         delay_s: float = 0.0,
         clock: Callable[[], float] = time.perf_counter,
+        flusher: WriteBehind | None = None,
     ) -> None:
         self._persist = persist
         self._state = state
         self._dirty = False
-        self._task: asyncio.Task[None] | None = None
+        # In the flusher's queue (at most once: a burst of transitions is one job).
+        self._queued = False
+        # Set while a write is in flight: writes of one workflow never overlap.
+        self._writing: asyncio.Future[None] | None = None
         self._pace = pace
         self._delay_s = delay_s
-        self._delay_until = 0.0
         self._clock = clock
-        self._hurry = asyncio.Event()
+        self._flusher = flusher if flusher is not None else WriteBehind()
         self._not_before = 0.0
         self.final = False
 
@@ -73,44 +78,55 @@ class StateWriter:
         if self.final:
             return
         self._dirty = True
-        if self._task is None or self._task.done():
-            if self._delay_s > 0:
-                # Write behind: the first transition of a burst waits `delay_s` for the
-                # ones that follow it, so they cost one write between them.
-                self._delay_until = self._clock() + self._delay_s
-            self._task = asyncio.create_task(self._drain())
+        # A terminal state is not queued: its caller writes it now (`flush`, awaited).
+        if not self._queued and self._writing is None and not self._state.status.is_terminal:
+            # Write behind: the first transition of a burst waits `delay_s` for the
+            # ones that follow it, so they cost one write between them.
+            self._queue(self._delay_s)
+
+    def _queue(self, after_s: float) -> None:
+        self._queued = True
+        self._flusher.add(self, asyncio.get_running_loop().time() + after_s)
 
     async def flush(self) -> None:
-        self._hurry.set()
-        while self._task is not None and not self._task.done():
-            # shield: the workflow task may be cancelled while its final write is in flight.
-            await asyncio.shield(self._task)
+        """Write what is owed now, in this task: neither the delay nor the queue is waited."""
+        await self._idle()
         if self._dirty:
             await self._write()
 
-    async def _drain(self) -> None:
-        while self._dirty:
-            now = self._clock()
-            big = len(self._state.steps) >= PACE_FROM_NODES
-            pace = self._not_before - now if big else 0.0
-            # A pacing pause too short for a timer is skipped; the write-behind delay
-            # (asked for explicitly) is always waited.
-            pause = max(pace if pace >= _MIN_PAUSE_S else 0.0, self._delay_until - now)
-            if pause > 0 and not self._hurry.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await self._hurry.wait()
-            started = self._clock()
-            await self._write()
-            ended = self._clock()
-            self._not_before = ended + min((ended - started) * self._pace, _MAX_PAUSE_S)
+    async def write_behind(self) -> None:
+        """The flusher's turn: write the latest snapshot, unless a pacing pause is owed."""
+        self._queued = False
+        await self._idle()
+        if not self._dirty or self.final:
+            return
+        pause = self._not_before - self._clock()
+        if len(self._state.steps) >= PACE_FROM_NODES and pause >= _MIN_PAUSE_S:
+            self._queue(pause)  # paced: back in the queue, the others go first
+            return
+        started = self._clock()
+        await self._write()
+        ended = self._clock()
+        self._not_before = ended + min((ended - started) * self._pace, _MAX_PAUSE_S)
+
+    async def _idle(self) -> None:
+        while self._writing is not None:
+            # shield: the workflow task may be cancelled while its final write is in flight.
+            await asyncio.shield(self._writing)
 
     async def _write(self) -> None:
         self._dirty = False
         if self.final:
             return  # marked dirty while the terminal write was in flight
-        # Both stores serialise the document before their first await, so the status
-        # read here is the one written.
-        terminal = self._state.status.is_terminal
-        if await self._persist(self._state) and terminal:
-            self.final = True
+        writing = self._writing = asyncio.get_running_loop().create_future()
+        try:
+            # Both stores serialise the document before their first await, so the status
+            # read here is the one written.
+            terminal = self._state.status.is_terminal
+            if await self._persist(self._state) and terminal:
+                self.final = True
+        finally:
+            self._writing = None
+            writing.set_result(None)
+            if self._dirty and not self._queued and not self.final:
+                self._queue(0.0)  # transitions while the write was in flight: no second delay

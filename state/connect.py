@@ -13,6 +13,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from state.bounds import (
+    DEFAULT_COMMAND_TIMEOUT_S,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_POOL_TIMEOUT_S,
+)
+
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 # A single Redis or a Redis Cluster: the commands we use work on both.
@@ -39,15 +46,6 @@ class InitializedFirstCluster(aioredis.RedisCluster):
 
 def is_cluster_url(url: str) -> bool:
     return url.split("://", 1)[0] in _CLUSTER_SCHEMES
-
-
-# Redis faults: nothing waits on Redis longer than these (the settings model's defaults:
-# ORCH_REDIS_CONNECT_TIMEOUT_S, ORCH_REDIS_TIMEOUT_S, ORCH_REDIS_MAX_CONNECTIONS,
-# ORCH_REDIS_POOL_TIMEOUT_S).
-DEFAULT_CONNECT_TIMEOUT_S = 1.0
-DEFAULT_COMMAND_TIMEOUT_S = 1.0
-DEFAULT_MAX_CONNECTIONS = 64
-DEFAULT_POOL_TIMEOUT_S = 2.0
 
 
 def connect(

@@ -47,6 +47,9 @@ class _Doc:
     terminal: bool
     expires_at: float
     watched: bool = False
+    # Bytes of `fields` (names and values), kept up to date by every write: summing
+    # every field again on each transition made a write cost grow with the workflow.
+    size: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -146,8 +149,6 @@ class MemoryStateStore:
         if stored is not None and stored.terminal:
             return False
         terminal = state.status.is_terminal
-        if stored is not None:
-            self._bytes -= _size(stored.fields)
         if terminal:
             fields = self._write_finished(state, now)
         else:
@@ -182,8 +183,10 @@ class MemoryStateStore:
         fields = compacted(state)
         self._fields.forget(workflow_id)
         expires_at = now + self._retention_s
-        self._docs[workflow_id] = _Doc(_kept(fields), True, expires_at)
-        self._bytes += _size(fields)
+        size = _size(fields)
+        stored = self._docs.get(workflow_id)
+        self._bytes += size - (0 if stored is None else stored.size)
+        self._docs[workflow_id] = _Doc(fields, True, expires_at, size=size)
         self._finished[workflow_id] = None
         self._pause_flags.pop(workflow_id, None)
         self._cancel_flags.pop(workflow_id, None)
@@ -204,11 +207,17 @@ class MemoryStateStore:
         full = stored is None or keys.DOC_SPEC_FIELD not in stored.fields
         changes = self._fields.changes(state, full=full)
         expires_at = now + self._ttl_s
-        merged = {} if stored is None else stored.fields
-        merged.update(_kept(changes.fields))
-        watched = stored is not None and stored.watched
-        self._docs[workflow_id] = _Doc(merged, False, expires_at, watched)
-        self._bytes += _size(merged)
+        if stored is None:
+            stored = self._docs[workflow_id] = _Doc({}, False, expires_at)
+        merged = stored.fields
+        grown = 0
+        for name, blob in changes.fields.items():
+            old = merged.get(name)
+            grown += len(blob) - len(old) if old is not None else len(name) + len(blob)
+            merged[name] = blob  # msgspec's bytes are right-sized: kept as they are
+        stored.size += grown
+        stored.expires_at = expires_at
+        self._bytes += grown
         self._fields.remember(changes)
         # Keys of one workflow share one expiry, as the Redis save script does.
         if self._live_flag(workflow_id, now):
@@ -333,7 +342,9 @@ class MemoryStateStore:
         if not events:
             raise ValueError("append_events needs at least one event")
         now = self._clock()
-        # Right-sized copies: see _kept.
+        # Right-sized copies: orjson (3.12 on) hands back its whole write buffer, 4 KB or
+        # more whatever the event's length (a 300-byte event would hold 4 KB while kept).
+        # Document fields need no copy: msgspec and zlib return bytes of their length.
         blobs = [bytes(memoryview(orjson.dumps(event))) for event in events]
         log = self._live_events(workflow_id, now)
         if log is None:
@@ -393,7 +404,7 @@ class MemoryStateStore:
     def _drop(self, workflow_id: str) -> None:
         stored = self._docs.pop(workflow_id, None)
         if stored is not None:
-            self._bytes -= _size(stored.fields)
+            self._bytes -= stored.size
         self._finished.pop(workflow_id, None)
         self._leases.forget(workflow_id)
         self._fields.forget(workflow_id)
@@ -445,13 +456,6 @@ class MemoryStateStore:
             del self._events[workflow_id]
         for key in [k for k, v in self._submits.items() if v[2] <= now]:
             del self._submits[key]
-
-
-def _kept(fields: Mapping[str, bytes]) -> dict[str, bytes]:
-    """Fields right-sized for keeping: orjson (3.12 on) hands back its whole write buffer,
-    4 KB or more whatever the document's length, so every kept blob is copied to its size
-    (a 300-byte event otherwise holds 4 KB for as long as it is kept)."""
-    return {name: bytes(memoryview(blob)) for name, blob in fields.items()}
 
 
 def _size(fields: dict[str, bytes]) -> int:

@@ -58,23 +58,23 @@ import structlog
 from redis.exceptions import RedisError
 
 from state import keys
-from state.cancellations import WorkflowIdStream
-from state.connect import (
+from state.bounds import (
     DEFAULT_COMMAND_TIMEOUT_S,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_POOL_TIMEOUT_S,
-    connect,
 )
+from state.cancellations import WorkflowIdStream
+from state.connect import connect
 from state.events import EventStream, StoredEvent
 from state.history import HistoryPage, HistoryQuery
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.layout import FieldCache, WriteStats, assemble, compacted
-from state.leases import RedisLeases
+from state.leases_redis import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
 from state.redis_batch import Batcher, LuaScript
 from state.redis_history import RedisHistory
-from state.schedules import RedisSchedules
+from state.schedules_redis import RedisSchedules
 from state.store import LeaseLost, StateStoreError
 
 log = structlog.get_logger(__name__)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -39,11 +39,9 @@ from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, VERSION_HEADER
 from aiohttp import web
 from google.protobuf import json_format
 
+from agents.reference.a2a_versions import VERSIONS, Version
 from agents.reference.contract import Agent, AgentInputError
 from agents.reference.service import MAX_BODY_BYTES, AgentKind, make_agent
-
-Version = Literal["1.0", "0.3"]
-VERSIONS: Final[tuple[Version, ...]] = ("1.0", "0.3")
 
 log = structlog.get_logger(__name__)
 

@@ -12,12 +12,12 @@ import redis.asyncio as aioredis
 from orchestrator.access.keys import (
     Authenticator,
     KeyRecord,
-    RedisKeyStore,
     StaticKeyStore,
     check_hash,
     generate_key,
     hash_key,
 )
+from orchestrator.access.keys_redis import RedisKeyStore
 from orchestrator.access.principal import Limits, Role
 from tests.fakes import FakeClock
 

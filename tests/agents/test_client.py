@@ -167,11 +167,11 @@ async def test_timeout_override_replaces_the_read_timeout(
 async def test_payload_that_is_not_json_serialisable_is_a_type_error(
     router: respx.MockRouter, make_client: MakeClient
 ) -> None:
-    """A payload orjson cannot encode fails before any request or breaker record."""
+    """A payload that cannot be encoded as JSON fails before any request or breaker record."""
     route = router.post(PROCESS).mock(return_value=ok())
     client = make_client()
     with pytest.raises(TypeError):
-        await client.call("data", {"x": {1, 2}}, workflow_id="wf", node_id="s")
+        await client.call("data", {"x": object()}, workflow_id="wf", node_id="s")
     assert route.call_count == 0
     assert client.breaker("data").snapshot().calls == 0
 
@@ -590,6 +590,69 @@ async def test_waiting_for_the_bulkhead_past_the_deadline_is_neutral(
     assert caught.value.attempts == 0
     assert agent.requests == 1
     assert client.breaker("data").snapshot().failures == 0
+
+
+async def test_deadline_nearer_than_the_agent_timeout_caps_the_attempt(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    """The deadline, when nearer than `timeout_s`, is the attempt's cap: a deadline
+    timeout, not retried, neutral for the breaker."""
+    agent = HangingAgent()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
+        client = make_client(spec(), client=http)
+        with pytest.raises(AgentTimeout) as caught:
+            await call(client, timeout_s=30.0, deadline=clock.now + 0.01)
+    assert (caught.value.phase, caught.value.attempts) == ("deadline", 1)
+    assert caught.value.timeout_s == pytest.approx(0.01)
+    assert agent.requests == 1
+    snapshot = client.breaker("data").snapshot()
+    assert (snapshot.failures, snapshot.successes, snapshot.calls) == (0, 0, 1)
+    assert client.stats("data").in_flight == 0
+
+
+async def test_cancel_under_the_attempt_cap_stays_a_cancellation(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    """Cancelled from outside while the cap is armed: CancelledError, nothing recorded,
+    the bulkhead slot given back."""
+    agent = HangingAgent()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
+        client = make_client(spec(concurrency=1), client=http)
+        task = asyncio.create_task(call(client, deadline=clock.now + 60.0))
+        await agent.entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        snapshot = client.breaker("data").snapshot()
+        assert (snapshot.failures, snapshot.successes) == (0, 0)
+        agent.release.set()
+        assert (await call(client, deadline=clock.now + 60.0)).attempts == 1
+    assert client.stats("data").in_flight == 0
+
+
+async def test_a_call_cancelled_while_queued_at_the_bulkhead_leaks_no_slot(
+    make_client: MakeClient,
+) -> None:
+    """A call waiting for a full bulkhead and cancelled there frees its place; the next
+    queued call gets the slot when the holder finishes."""
+    agent = HangingAgent()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
+        client = make_client(spec(concurrency=1), client=http)
+        holder = asyncio.create_task(call(client))
+        await agent.entered.wait()
+        queued = asyncio.create_task(call(client))
+        behind = asyncio.create_task(call(client))
+        for _ in range(5):
+            await asyncio.sleep(0)  # both reach the bulkhead and wait
+        assert client.stats("data").bulkhead_waits == 2
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        agent.release.set()
+        results = await asyncio.gather(holder, behind)
+    assert [r.attempts for r in results] == [1, 1]
+    assert agent.requests == 2 and agent.max_in_flight == 1
+    assert client.breaker("data").snapshot().successes == 2
 
 
 # -- health ----------------------------------------------------------------------------

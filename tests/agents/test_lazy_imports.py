@@ -1,6 +1,7 @@
 """What a service that does not use them never loads: httpx (the second transport), the
-A2A SDK (~18 MB of memory between them) and jsonschema-rs (~6 MB, only `validate` nodes
-need it), README "Benchmarks": peak RSS."""
+A2A SDK (~18 MB of memory between them), jsonschema-rs (~6 MB, only `validate` nodes
+need it) and, on the memory store, redis-py (~9 MB with the OpenTelemetry metrics SDK
+it loads), README "Benchmarks": peak RSS."""
 
 from __future__ import annotations
 
@@ -12,10 +13,23 @@ from agents.transport import create_transport
 from orchestrator.settings import default_registry
 
 _CHECK = """
-import sys
-import orchestrator.app
-loaded = sorted(m for m in ("httpx", "a2a", "pydantic", "jsonschema_rs") if m in sys.modules)
-print(",".join(loaded))
+import asyncio, sys
+from orchestrator.app import create_app
+from orchestrator.cli import build_parser
+from orchestrator.settings import Settings
+
+async def build_and_start():
+    # The whole app on the memory store, started and stopped as `orchestrator serve` does.
+    app = create_app(Settings.from_env({}))
+    from aiohttp import web
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await runner.cleanup()
+
+asyncio.run(build_and_start())
+build_parser()
+optional = ("httpx", "a2a", "pydantic", "jsonschema_rs", "redis")
+print(",".join(sorted(m for m in optional if m in sys.modules)))
 """
 
 
@@ -55,3 +69,20 @@ print(before, "jsonschema_rs" in sys.modules)
         [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_redis_still_imports_after_pybreaker_was_loaded_without_it() -> None:
+    """circuit/statemachine.py marks redis absent only while pybreaker imports."""
+    check = """
+import sys
+import circuit
+from circuit.statemachine import pybreaker
+assert "redis" not in sys.modules and not pybreaker.HAS_REDIS_SUPPORT
+import redis.asyncio
+from circuit import RedisBreakerBoard
+print(RedisBreakerBoard.__module__)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["circuit.board_redis"]

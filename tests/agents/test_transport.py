@@ -262,6 +262,25 @@ async def test_each_request_gets_its_own_read_timeout(
     assert (await slow).body == b"late"
 
 
+async def test_many_distinct_timeouts_each_keep_their_own_limits(
+    served: tuple[Agent, str], transport: AgentTransport
+) -> None:
+    """Timeouts objects by the hundred (per-call overrides), equal or not, each get their
+    own limits: past the transport's cache of them, a short read still times out."""
+    _, base = served
+    for i in range(300):
+        timeouts = AgentTimeouts(connect=5.0, read=5.0 + i / 1000, write=5.0, pool=5.0)
+        response = await transport.request(
+            "POST", f"{base}/echo", body=b"{}", timeouts=timeouts, max_body_bytes=LIMIT
+        )
+        assert response.status == 200
+    for _ in range(2):  # a new, equal object each time
+        short = AgentTimeouts(connect=5.0, read=0.05, write=5.0, pool=5.0)
+        with pytest.raises(TransportTimeout) as caught:
+            await transport.request("GET", f"{base}/slow", timeouts=short, max_body_bytes=LIMIT)
+        assert (caught.value.phase, caught.value.timeout_s) == ("read", 0.05)
+
+
 async def test_pool_timeout(served: tuple[Agent, str], transport_name: TransportName) -> None:
     """With every connection busy, a request waits `pool` at most: TransportTimeout('pool')."""
     agent, base = served

@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from agents.registry import AgentRegistry, AgentSpec
-from orchestrator.access.keys import RedisKeyStore
+from orchestrator.access.keys_redis import RedisKeyStore
 from orchestrator.access.principal import UNLIMITED, Role
 from orchestrator.api.catalog import ENDPOINTS, Endpoint
 from orchestrator.api.redact import AddressRedactor

@@ -18,7 +18,7 @@ import pytest
 from agents.client import AgentClient
 from agents.registry import AgentRegistry
 from agents.transport_httpx import HttpxTransport
-from orchestrator.app import BUILTIN_FALLBACKS
+from orchestrator.builtins import BUILTIN_FALLBACKS
 from orchestrator.chain import CHAIN_DEFINITION
 from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
 from orchestrator.dag.engine import DagEngine

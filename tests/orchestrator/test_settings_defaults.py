@@ -120,12 +120,14 @@ def _fed_parameters() -> Iterator[tuple[str, int, Any, str, str]]:
     """(module, line, callee, parameter, setting) for each `f(x=settings.<field>)`."""
     for path, name in _modules():
         module = importlib.import_module(name)
-        for call in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {**vars(module), **_imported_in_functions(tree)}
+        for call in ast.walk(tree):
             if not isinstance(call, ast.Call):
                 continue
             for kw in call.keywords:
                 setting = _setting_in(kw.value)
-                callee = _resolve(module, call.func)
+                callee = _resolve(names, call.func)
                 if kw.arg and setting and callee is not None:
                     yield name, call.lineno, callee, kw.arg, setting
 
@@ -140,14 +142,29 @@ def _setting_in(node: ast.AST) -> str | None:
     return None
 
 
-def _resolve(module: Any, func: ast.expr) -> Any:
+def _imported_in_functions(tree: ast.Module) -> dict[str, Any]:
+    """What `from x import y` inside functions binds (the Redis parts are imported where
+    they are built, so that a service on the memory store never loads redis-py)."""
+    found: dict[str, Any] = {}
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                source = importlib.import_module(node.module)
+                for alias in node.names:
+                    found[alias.asname or alias.name] = getattr(source, alias.name)
+    return found
+
+
+def _resolve(names: dict[str, Any], func: ast.expr) -> Any:
     parts: list[str] = []
     while isinstance(func, ast.Attribute):
         parts.append(func.attr)
         func = func.value
-    if not isinstance(func, ast.Name) or func.id not in vars(module):
+    if not isinstance(func, ast.Name) or func.id not in names:
         return None
-    obj = vars(module)[func.id]
+    obj = names[func.id]
     for part in reversed(parts):
         obj = getattr(obj, part, None)
     ours = getattr(obj, "__module__", "") or ""

@@ -10,7 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from state.connect import connect
-from state.leases import LeaseStore, MemoryLeases, Orphan, RedisLeases
+from state.leases import LeaseStore, MemoryLeases, Orphan
+from state.leases_redis import RedisLeases
 from state.redis_batch import Batcher
 from tests.fakes import FakeClock
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from state.memory import MemoryStateStore
@@ -94,3 +95,38 @@ async def test_finished_workflows_are_bounded_by_bytes() -> None:
     assert count == 2 and used <= one * 2.5
     assert await store.get(states[-1].workflow_id) is not None
     assert await store.get(states[0].workflow_id) is None
+
+
+async def test_running_size_matches_the_fields_held_after_every_write() -> None:
+    """The size kept up to date write by write (partial writes, fields growing and
+    shrinking, compaction, expiry) equals that of a store given each document whole."""
+    clock = FakeClock()
+    store = MemoryStateStore(ttl_s=100, retention_s=10, clock=clock)
+
+    async def whole() -> tuple[int, int]:
+        fresh = MemoryStateStore()
+        for state in states:
+            if await store.get(state.workflow_id) is not None:
+                await fresh.save(state)
+        return fresh.size
+
+    states = [make_state() for _ in range(3)]
+    for state in states:
+        await store.save(state)
+        assert store.size == await whole()
+    for i, state in enumerate(states):
+        state.steps["nlp"].output = {"intent": "x" * (50 * (i + 1))}
+        state.result = {"rows": list(range(i))}
+        state.steps["extra"] = msgspec.structs.replace(state.steps["nlp"], step_id="extra")
+        await store.save(state)
+        assert store.size == await whole()
+        state.result = None  # smaller again
+        await store.save(state)
+        assert store.size == await whole()
+    states[0].status = WorkflowStatus.COMPLETED
+    await store.save(states[0])
+    assert store.size == await whole()
+    clock.advance(11)  # the finished one's retention is over; the others still run
+    assert await store.get(states[0].workflow_id) is None
+    assert store.size == await whole()
+    assert store.size[0] == 2

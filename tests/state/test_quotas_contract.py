@@ -9,7 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from state.connect import connect
-from state.ratelimit import MemoryQuotas, Quotas, RedisQuotas
+from state.ratelimit import MemoryQuotas, Quotas
+from state.ratelimit_redis import RedisQuotas
 from state.store import StateStoreError
 from tests.fakes import FakeClock
 from tests.integration.conftest import eventually

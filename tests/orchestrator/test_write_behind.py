@@ -1,0 +1,205 @@
+"""WriteBehind: one flusher for many workflows' writes behind — in due order, each
+workflow's writes in order and never overlapping, nothing owed left unwritten."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from orchestrator.events import EventRecorder
+from orchestrator.state_writer import StateWriter
+from orchestrator.write_behind import WriteBehind
+from state.memory import MemoryStateStore
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
+from tests.fakes import settle
+
+
+class Ran(list[str]):
+    """The jobs that ran, in order; `changed` is set on each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def append(self, name: str) -> None:
+        super().append(name)
+        self.changed.set()
+
+    async def until(self, count: int) -> None:
+        async with asyncio.timeout(10):  # a hang guard, not a timing claim
+            while len(self) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+class Job:
+    def __init__(self, name: str, ran: Ran) -> None:
+        self.name, self._ran = name, ran
+
+    async def write_behind(self) -> None:
+        self._ran.append(self.name)
+
+
+class Broken:
+    async def write_behind(self) -> None:
+        raise RuntimeError("a bug in one job")
+
+
+async def test_jobs_run_earliest_due_first_and_the_flusher_ends_when_idle() -> None:
+    """Due order, first come first served on ties; a job due earlier than the one the
+    flusher sleeps for goes first; once the queue is empty no task is left behind."""
+    flusher, ran = WriteBehind(), Ran()
+    now = asyncio.get_running_loop().time()
+    flusher.add(Job("late", ran), now + 0.05)
+    await asyncio.sleep(0)  # the flusher now sleeps until "late" is due
+    flusher.add(Job("first", ran), now)
+    flusher.add(Job("second", ran), now)
+    await ran.until(3)
+    assert ran == ["first", "second", "late"]
+    await settle()
+    assert not flusher.running
+    assert len(flusher) == 0
+
+
+async def test_a_failing_job_does_not_strand_the_others() -> None:
+    flusher, ran = WriteBehind(), Ran()
+    now = asyncio.get_running_loop().time()
+    flusher.add(Broken(), now)
+    flusher.add(Job("after", ran), now)
+    await ran.until(1)
+    assert ran == ["after"]
+
+
+class Persist:
+    """Records each write; `gate` holds the writes of one workflow while clear."""
+
+    def __init__(self, log: list[tuple[str, WorkflowStatus]], gate: asyncio.Event) -> None:
+        self._log, self._gate = log, gate
+        self.in_flight = self.most_in_flight = 0
+
+    async def __call__(self, state: WorkflowState) -> bool:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self._log.append((state.workflow_id, state.status))
+        await self._gate.wait()
+        self.in_flight -= 1
+        return True
+
+
+def a_state(workflow_id: str) -> WorkflowState:
+    return WorkflowState(workflow_id=workflow_id, definition_name="chain", inputs={})
+
+
+async def test_writers_share_one_flusher_and_a_transition_in_flight_is_written_after() -> None:
+    """Two workflows on one flusher: each is written; a transition made while its write is
+    in flight is not written alongside it but after it, as one more write; the terminal
+    flush waits for the write in flight, then writes at once."""
+    log: list[tuple[str, WorkflowStatus]] = []
+    flusher, slow, fast = WriteBehind(), asyncio.Event(), asyncio.Event()
+    fast.set()
+    a, b = a_state("a"), a_state("b")
+    persist_a = Persist(log, slow)
+    writer_a = StateWriter(persist_a, a, flusher=flusher)
+    writer_b = StateWriter(Persist(log, fast), b, flusher=flusher)
+    a.status = b.status = WorkflowStatus.RUNNING
+    writer_a.mark_dirty()
+    writer_b.mark_dirty()
+    await settle()
+    assert log == [("a", WorkflowStatus.RUNNING)]  # a's write holds the queue
+    a.status = WorkflowStatus.PAUSED
+    writer_a.mark_dirty()  # during a's write: owed, not written beside it
+    slow.set()
+    await settle()
+    assert log[1:] == [("b", WorkflowStatus.RUNNING), ("a", WorkflowStatus.PAUSED)]
+    slow.clear()
+    a.status = WorkflowStatus.RUNNING
+    writer_a.mark_dirty()
+    await settle()
+    assert len(log) == 4
+    a.status = WorkflowStatus.COMPLETED
+    writer_a.mark_dirty()
+    finishing = asyncio.ensure_future(writer_a.flush())
+    await asyncio.sleep(0)
+    assert not finishing.done()  # waits for the write in flight, never overlaps it
+    slow.set()
+    await finishing
+    assert log[3:] == [("a", WorkflowStatus.RUNNING), ("a", WorkflowStatus.COMPLETED)]
+    assert writer_a.final
+    assert persist_a.most_in_flight == 1  # never two writes of one workflow at once
+    await settle()
+    assert not flusher.running
+
+
+class GatedStore(MemoryStateStore):
+    """Holds every append until `gate` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.arrived = asyncio.Event()
+        self.appends: list[int] = []
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        self.arrived.set()
+        await self.gate.wait()
+        self.appends.append(len(events))
+        return await super().append_events(workflow_id, events)
+
+
+async def test_events_pushed_during_an_append_follow_it_in_order() -> None:
+    """Events told while the flusher's append is in flight go in the next append, after
+    it; `finish` waits for that append, then appends the rest at once, terminal last."""
+    store, flusher = GatedStore(), WriteBehind()
+    state = a_state("w")
+    state.steps["a"] = NodeRun(step_id="a", kind="agent", agent="nlp")
+    events = EventRecorder(store, state, clock=lambda: 1.0, flusher=flusher)
+    state.status = WorkflowStatus.RUNNING
+    events.workflow(state)
+    events.node(NodeRun(step_id="a", kind="agent", agent="nlp", status=NodeStatus.RUNNING))
+    await store.arrived.wait()  # the flusher's append is in flight, held
+    events.retrying("nlp", "a", 2, 0.5, "AgentTimeout")
+    state.status = WorkflowStatus.COMPLETED
+    finishing = asyncio.ensure_future(events.finish(state))
+    await asyncio.sleep(0)
+    assert not finishing.done()
+    store.gate.set()
+    await finishing
+    told = [e["type"] for _, e in await store.events_since("w")]
+    assert told == ["workflow.running", "step.started", "step.retrying", "workflow.completed"]
+    assert store.appends == [2, 2]  # the held append, then the rest in one
+
+
+async def test_finish_does_not_wait_for_the_delay() -> None:
+    store = MemoryStateStore()
+    state = a_state("w")
+    events = EventRecorder(store, state, flusher=WriteBehind(), delay_s=3600.0)
+    state.status = WorkflowStatus.RUNNING
+    events.workflow(state)
+    state.status = WorkflowStatus.FAILED
+    async with asyncio.timeout(10):  # a hang guard: the delay is an hour
+        await events.finish(state)
+    told = [e["type"] for _, e in await store.events_since("w")]
+    assert told == ["workflow.running", "workflow.failed"]
+
+
+async def test_a_flush_and_the_flusher_never_write_one_workflow_at_once() -> None:
+    """A transition during a flush's write is queued; the flusher writes it only after."""
+    log: list[tuple[str, WorkflowStatus]] = []
+    gate = asyncio.Event()
+    persist = Persist(log, gate)
+    state = a_state("a")
+    writer = StateWriter(persist, state, flusher=WriteBehind())
+    state.status = WorkflowStatus.RUNNING
+    flushing = asyncio.ensure_future(writer.flush())  # its turn comes before the flusher's
+    writer.mark_dirty()
+    await settle()
+    state.status = WorkflowStatus.PAUSED
+    writer.mark_dirty()
+    await settle()
+    assert log == [("a", WorkflowStatus.RUNNING)]  # the flusher waits for the flush's write
+    gate.set()
+    await flushing
+    await settle()
+    assert log == [("a", WorkflowStatus.RUNNING), ("a", WorkflowStatus.PAUSED)]
+    assert persist.most_in_flight == 1
