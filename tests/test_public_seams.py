@@ -19,6 +19,13 @@ ALLOWED: dict[str, str] = {
         "compile takes the fast path, so only the scanner itself can be the reference",
     "tests/orchestrator/dag/test_templates.py:_parse_string":
         "the fast path of that differential test",
+    "tests/orchestrator/dag/test_template_plan.py:_render":
+        "differential test: the planned render against the general one, which the public "
+        "render only reaches when the plan cannot decide, so only it can be the reference",
+    "tests/orchestrator/dag/test_template_plan.py:_Meter":
+        "the general render's budget meter, for that differential test",
+    "tests/orchestrator/dag/test_template_plan.py:_compiled":
+        "the compiled template the general render takes, for that differential test",
     "tests/orchestrator/test_lifecycle_leases.py:_finish_waiters":
         "a leak check: waiters left behind are invisible to every public call",
     "tests/state/test_memory_store.py:_cancel_flags":

@@ -5,7 +5,8 @@ graphlib's `get_ready/done` without its per-run set-up), never waiting for a "le
 `options.max_parallel` nodes run at any moment (each agent's own limit is the
 client's bulkhead). A node runs in a task of its own when others may run beside it;
 the only node that can run (each node of a chain, a fan-out's root and join) runs in
-the workflow's own task, with the same deadline, cancel, pause and log context.
+the workflow's own task, with the same deadline, cancel, pause and log context. Every
+deadline of a run (the workflow's, each node's) shares one timer (dag/deadlines.py).
 Per node, in order:
 
 - skipped, without running, if its trigger rule over how its dependencies ended

@@ -641,3 +641,33 @@ async def test_a_fallback_is_bounded_by_the_node_timeout(
     assert run.state.status is WorkflowStatus.FAILED
     assert error.type == "agent_http_error"
     assert "fallback failed: node 'a' timed out after 0.02 s" in error.message
+
+
+async def test_parallel_node_timeouts_each_end_their_own_node(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """Node deadlines share one timer per run: a hanging node ends at its own timeout_s,
+    a later (longer) one too, and a node beside them that answers completes."""
+    fake.gate("slow")
+    fake.gate("slower")
+    run = await harness.run(
+        {
+            "options": {"on_failure": "continue"},
+            "nodes": [
+                agent("fast", timeout_s=5),
+                agent("slower", timeout_s=0.06),
+                agent("slow", timeout_s=0.02),
+                agent("after", depends_on=["fast"], timeout_s=0.03),
+            ],
+        }
+    )
+    assert run.statuses() == {
+        "fast": "completed",
+        "slower": "failed",
+        "slow": "failed",
+        "after": "completed",
+    }
+    assert run.node("slow").error.type == "node_timeout"
+    assert run.node("slower").error.type == "node_timeout"
+    assert sorted(fake.cancelled) == ["slow", "slower"]
+    assert run.state.status is WorkflowStatus.DEGRADED

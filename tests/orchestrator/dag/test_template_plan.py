@@ -53,14 +53,21 @@ _templates = st.recursive(
 )
 
 
-def _budget(ops: int, nbytes: int, stopped: bool, inline: tuple[int, int] | None) -> Budget:
+def _budgets(
+    ops: int, nbytes: int, stopped: bool = False, inline: tuple[int, int] | None = None
+) -> tuple[Budget, Budget]:
+    """(a node's budget, the workflow's it draws on)."""
     workflow = Budget.for_workflow(Limits(workflow_ops=ops * 2, workflow_bytes=nbytes + 50))
     budget = workflow.child(Limits(node_ops=ops, node_bytes=nbytes))
     if stopped:
         budget.stop()
     if inline is not None:
         budget.inline(*inline)
-    return budget
+    return budget, workflow
+
+
+def _left(budget: Budget) -> tuple[int, int]:
+    return budget.ops_left, budget.bytes_left
 
 
 def _outcome(render: Any) -> tuple[str, Any]:
@@ -101,18 +108,16 @@ def test_the_planned_render_matches_the_general_one(
         sizes.keep(value, max_bytes=2**30)
         known = sizes.entries
     compiled = compile_template(template)
-    fast, slow = (_budget(ops, nbytes, stopped, inline) for _ in range(2))
+    (fast, fast_workflow), (slow, slow_workflow) = (
+        _budgets(ops, nbytes, stopped, inline) for _ in range(2)
+    )
     # Twice: the first render makes the plan, the second uses the one kept.
     for _ in range(2):
         got = _outcome(lambda: compiled.render(scope, missing=missing, budget=fast, sizes=known))
         want = _outcome(lambda: _render(compiled._compiled, scope, missing, _Meter(slow, known)))
         assert got == want
-        assert (fast.ops_left, fast.bytes_left) == (slow.ops_left, slow.bytes_left)
-        assert fast._parent is not None and slow._parent is not None
-        assert (fast._parent.ops_left, fast._parent.bytes_left) == (
-            slow._parent.ops_left,
-            slow._parent.bytes_left,
-        )
+        assert _left(fast) == _left(slow)
+        assert _left(fast_workflow) == _left(slow_workflow)
 
 
 _ROWS = [{"region": f"r{i}", "total": i * 1000} for i in range(40)]
@@ -136,11 +141,12 @@ _SCOPE = {"d": {"rows": _ROWS, "n": 3, "name": "eu", "flag": True, "none": None}
 def test_the_planned_render_matches_the_general_one_on_examples(template: Any, limit: int) -> None:
     """Big values (charged by size), text around placeholders, budgets from ample to none."""
     compiled = compile_template(template)
-    fast, slow = (_budget(limit, limit, False, None) for _ in range(2))
+    (fast, fast_workflow), (slow, slow_workflow) = (_budgets(limit, limit) for _ in range(2))
     got = _outcome(lambda: compiled.render(_SCOPE, budget=fast))
     want = _outcome(lambda: _render(compiled._compiled, _SCOPE, "error", _Meter(slow)))
     assert got == want
-    assert (fast.ops_left, fast.bytes_left) == (slow.ops_left, slow.bytes_left)
+    assert _left(fast) == _left(slow)
+    assert _left(fast_workflow) == _left(slow_workflow)
 
 
 def test_a_planned_render_builds_new_containers_each_time() -> None:
