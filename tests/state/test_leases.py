@@ -194,3 +194,62 @@ async def test_liveness_costs_one_command_per_beat_whatever_a_replica_runs(
         assert batcher.commands_sent - before == 1
     finally:
         await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_claim_beats_for_its_owner_only_when_the_last_beat_is_a_third_of_a_lease_old(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A claim keeps its owner alive (a first claim may come before the first heartbeat);
+    within a third of a lease of a confirmed beat it sends no beat of its own, after
+    that it does again, and the owner stays alive in Redis throughout."""
+    client = aioredis.Redis.from_url(redis_url)
+    clock = FakeClock()
+    try:
+        batcher = Batcher(client)
+        leases = RedisLeases(client, prefix=redis_prefix, batcher=batcher, clock=clock)
+
+        async def commands_of_a_claim(workflow_id: str) -> int:
+            before = batcher.commands_sent
+            assert await leases.claim(workflow_id, "replica-a", lease_s=60) is not None
+            return batcher.commands_sent - before
+
+        assert await commands_of_a_claim("w1") == 3  # list, beat, claim
+        assert await commands_of_a_claim("w2") == 2  # list, claim: the beat is fresh
+        clock.advance(19)
+        assert await commands_of_a_claim("w3") == 2
+        clock.advance(2)  # 21 s since the beat: more than a third of the lease
+        assert await commands_of_a_claim("w4") == 3
+        assert await commands_of_a_claim("w5") == 2
+        assert await leases.renew({"w1": 1}, "replica-a", lease_s=60) == {"w1"}
+        clock.advance(30)  # 51 s after the claim's beat, 30 after the heartbeat's
+        assert await commands_of_a_claim("w6") == 3
+        assert await leases.orphans(lease_s=60) == []  # alive all along
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_an_owner_declared_dead_beats_again_at_its_next_claim(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A beat Redis refused (the owner was declared dead meanwhile) is no proof of life:
+    the next claim beats again instead of trusting the earlier one."""
+    client = aioredis.Redis.from_url(redis_url)
+    clock = FakeClock()
+    try:
+        batcher = Batcher(client)
+        leases = RedisLeases(client, prefix=redis_prefix, batcher=batcher, clock=clock)
+        other = RedisLeases(client, prefix=redis_prefix)
+        await leases.claim("w1", "replica-a", lease_s=LEASE_S)
+        await asyncio.sleep(LEASE_S + 0.05)  # a real TTL has to pass: nothing to await instead
+        assert await other.orphans(lease_s=60) == [Orphan("w1", "replica-a")]
+        # Its beat is refused (declared dead); w1 is still its own, nobody took it over.
+        assert await leases.renew({"w1": 1}, "replica-a", lease_s=LEASE_S) == {"w1"}
+        before = batcher.commands_sent
+        # The fake clock stood still: the first claim's beat alone would count as fresh
+        # for this lease (0.2 s left of 0.25 s), the refused one overrides it.
+        await leases.claim("w2", "replica-a", lease_s=LEASE_S * 1.25)
+        assert batcher.commands_sent - before == 3  # list, beat, claim
+    finally:
+        await client.aclose()
