@@ -157,7 +157,8 @@ class WorkflowOrchestrator:
         self._running: dict[str, _Running] = {}
         self.metrics.track_running(lambda: len(self._running))
         self._background: list[asyncio.Task[None]] = []
-        # Writes owed by workflows whose task was cancelled before its body could run.
+        # Writes owed by workflows whose task was cancelled before its body could run,
+        # and control reads of workflows heard of while they were being accepted.
         self._finishers: set[asyncio.Task[None]] = set()
         # Callers waiting for a workflow another replica runs to end (woken by pub/sub).
         self._finish_waiters: dict[str, set[asyncio.Future[None]]] = {}
@@ -168,6 +169,9 @@ class WorkflowOrchestrator:
         self._write_behind = WriteBehind()
         # Workflows this replica runs whose pause was requested (here or through the store).
         self._pausing: set[str] = set()
+        # Workflows being accepted (`submit`, an id made here): whether a control message
+        # (cancel, pause) for one came before its task existed.
+        self._accepting: dict[str, bool] = {}
 
     async def start(self) -> None:
         """Start listening and the background loops. Works with the store unreachable:
@@ -259,17 +263,39 @@ class WorkflowOrchestrator:
             schedule_id=schedule_id,
             tenant=tenant,
         )
-        # The claim and the first document in one operation (one round trip on Redis);
-        # the cancel flag read in the same turn joins it: a sync request waits on the
-        # store here and at the end only.
+        # The claim and the first document in one operation (one round trip on Redis):
+        # a sync request waits on the store here and at the end only.
         lease_s = self._lease_s if self._leases is not None else None
-        token, cancelled = await asyncio.gather(
-            self.store.accept(state, lease_s=lease_s),
-            self._cancel_requested(state.workflow_id),
-        )
+        if workflow_id is not None:
+            # An id named before this accept (an Idempotency-Key's): a cancel may stand
+            # already. Its flag is read in the same turn, so in the same round trip.
+            token, cancelled = await asyncio.gather(
+                self.store.accept(state, lease_s=lease_s),
+                self._cancel_requested(state.workflow_id),
+            )
+            self.metrics.record_started(state)
+            self._start(workflow, state, token, cancelled=cancelled)
+            return state
+        # An id made here: nobody could name it, so nobody could cancel it, before the
+        # accept wrote it; no flag to read. A control message for it that arrives while
+        # the accept is answered is noted (`_on_control`) and acted on once it runs.
+        self._accepting[state.workflow_id] = False
+        try:
+            token = await self.store.accept(state, lease_s=lease_s)
+        finally:
+            heard = self._accepting.pop(state.workflow_id)
         self.metrics.record_started(state)
-        self._start(workflow, state, token, cancelled=cancelled)
+        # Heard of: its task reads the cancel flag before the first node, and the
+        # control read (as the listener does for a running one) catches a pause too.
+        self._start(workflow, state, token, cancelled=None if heard else False)
+        if heard:
+            self._spawn_control(state.workflow_id)
         return state
+
+    def _spawn_control(self, workflow_id: str) -> None:
+        task = asyncio.create_task(self._on_control(workflow_id))
+        self._finishers.add(task)
+        task.add_done_callback(self._finishers.discard)
 
     async def submit_once(
         self,
@@ -542,6 +568,9 @@ class WorkflowOrchestrator:
     async def _on_control(self, workflow_id: str) -> None:
         """A cancel, pause or resume was addressed to this replica for `workflow_id` (or a
         lost subscription came back): read that workflow's flags and act on them."""
+        if workflow_id in self._accepting:
+            self._accepting[workflow_id] = True  # read once its task exists (`submit`)
+            return
         if workflow_id not in self._running:
             return  # not ours (any more): its new owner heard it too, or will read the flags
         try:

@@ -1,6 +1,6 @@
 """With Redis, a workflow waits on the store only where correctness needs it (issue 11).
 
-Accepting it (lease claim, first document, history entry, cancel-flag read) is one
+Accepting it (lease claim, first document, history entry) is one
 round trip; transitions are written behind; the terminal write is one round trip.
 Agents are instant fakes (httpx MockTransport), the store a real Redis.
 """
@@ -88,7 +88,8 @@ async def orchestrator_on(
 async def test_accepting_a_workflow_waits_on_one_round_trip(
     store: RedisStateStore, registry: AgentRegistry, chain: CompiledWorkflow
 ) -> None:
-    """submit() returns after one round trip: claim, document, index and cancel flag together."""
+    """submit() returns after one round trip: claim, document and index together (an id made
+    at submit has no cancel flag to read)."""
     async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
         orchestrator = await orchestrator_on(store, registry, http, delay_s=0.005)
         try:

@@ -21,6 +21,7 @@ from orchestrator.dag.engine import DagEngine
 from orchestrator.dag.kinds import default_kinds
 from orchestrator.lifecycle import WorkflowOrchestrator
 from orchestrator.settings import default_registry
+from state.cancellations import WorkflowIdStream
 from state.memory import MemoryStateStore
 from state.models import WorkflowState, WorkflowStatus
 
@@ -45,6 +46,7 @@ class RecordingStore(MemoryStateStore):
         super().__init__()
         self.saved: list[WorkflowStatus] = []
         self.all_cancelled = all_cancelled
+        self.flag_reads = 0
 
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         self.saved.append(state.status)
@@ -53,7 +55,59 @@ class RecordingStore(MemoryStateStore):
         return written
 
     async def cancel_requested(self, workflow_id: str) -> bool:
+        self.flag_reads += 1
         return self.all_cancelled or await super().cancel_requested(workflow_id)
+
+
+class _HandledQueue(asyncio.Queue[str | None]):
+    """A subscription's queue that knows which ids its reader is done with: the reader
+    comes back for the next one only after it handled the last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handled: set[str] = set()
+        self._last: str | None = None
+        self._changed = asyncio.Event()
+
+    async def get(self) -> str | None:
+        if self._last is not None:
+            self.handled.add(self._last)
+            self._changed.set()
+        self._last = await super().get()
+        return self._last
+
+    async def until_handled(self, workflow_id: str) -> None:
+        while workflow_id not in self.handled:
+            self._changed.clear()
+            await self._changed.wait()
+
+
+class CancelledWhileAcceptedStore(RecordingStore):
+    """Requests a cancel of each workflow it accepts once it is stored, and answers the
+    accept only after the orchestrator's listener handled that cancel's message: a
+    client that found the id (in the history) cancelled it before `submit` returned."""
+
+    async def subscribe_cancellations(self, owner: str | None = None) -> WorkflowIdStream:
+        inner = await super().subscribe_cancellations(owner)
+        self.queue = queue = _HandledQueue()
+
+        async def pump() -> None:
+            async for workflow_id in inner:
+                queue.put_nowait(workflow_id)
+
+        pumping = asyncio.create_task(pump())
+
+        async def release() -> None:
+            await inner.aclose()
+            await pumping
+
+        return WorkflowIdStream(queue, release)
+
+    async def accept(self, state: WorkflowState, *, lease_s: float | None = None) -> int | None:
+        token = await super().accept(state, lease_s=lease_s)
+        await self.request_cancel(state.workflow_id)
+        await self.queue.until_handled(state.workflow_id)
+        return token
 
 
 def agent(request: httpx.Request) -> httpx.Response:
@@ -129,9 +183,15 @@ async def test_a_finished_workflow_is_written_terminal_exactly_once(
 async def test_a_cancel_before_the_runner_starts_is_written_once(
     engine: tuple[WorkflowOrchestrator, RecordingStore], chain: CompiledWorkflow
 ) -> None:
-    """A workflow whose cancel flag is set when it starts is written cancelled, once."""
+    """A workflow whose cancel flag is set when it starts is written cancelled, once.
+
+    Only an id named before its accept can have a flag standing: an Idempotency-Key's
+    (reserved first, so another request may learn and cancel it)."""
     orchestrator, store = engine
-    state = await orchestrator.submit(chain, {"query": "revenue by region"})
+    state, existed = await orchestrator.submit_once(
+        "key-1", "digest", chain, {"query": "revenue by region"}
+    )
+    assert not existed
     done = await orchestrator.wait(state.workflow_id)
     assert done.status is WorkflowStatus.CANCELLED
     assert not done.steps  # the runner never started
@@ -154,3 +214,47 @@ async def test_a_cancel_in_the_same_turn_as_submit_still_ends_cancelled(
     stored = await store.get(state.workflow_id)
     assert stored is not None and stored.status is WorkflowStatus.CANCELLED
     assert orchestrator.metrics.snapshot()["workflows"]["by_status"]["cancelled"] == 1
+
+
+async def test_a_workflow_whose_id_is_made_at_submit_reads_no_cancel_flag_to_start(
+    engine: tuple[WorkflowOrchestrator, RecordingStore], chain: CompiledWorkflow
+) -> None:
+    """Nobody can have cancelled an id before its accept made it known: its accept is
+    the only store operation before it runs (with Redis: one command fewer)."""
+    orchestrator, store = engine
+    state = await orchestrator.submit(chain, {"query": "revenue by region"})
+    done = await orchestrator.wait(state.workflow_id)
+    assert done.status is WorkflowStatus.COMPLETED
+    assert store.flag_reads == 0
+
+
+async def test_a_cancel_heard_while_the_accept_is_answered_still_stops_the_workflow(
+    http: httpx.AsyncClient, registry: AgentRegistry, chain: CompiledWorkflow
+) -> None:
+    """The message of a cancel that lands once the workflow is stored but before its task
+    exists is not dropped: the workflow ends cancelled, its agents never called."""
+    store = CancelledWhileAcceptedStore()
+    called: list[str] = []
+
+    def counting_agent(request: httpx.Request) -> httpx.Response:
+        called.append(request.url.host)
+        return agent(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(counting_agent)) as client:
+        runner = DagEngine(
+            agents=AgentClient(registry, HttpxTransport(client)),
+            registry=registry,
+            kinds=default_kinds(),
+            builtins=BUILTIN_FALLBACKS,
+        )
+        orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner)
+        await orchestrator.start()
+        try:
+            state = await orchestrator.submit(chain, {"query": "revenue by region"})
+            done = await orchestrator.wait(state.workflow_id)
+        finally:
+            await orchestrator.close()
+            await store.close()
+    assert done.status is WorkflowStatus.CANCELLED
+    assert called == []
+    assert store.saved[-1] is WorkflowStatus.CANCELLED
