@@ -76,13 +76,18 @@ class CapTimer:
 
     def start(self, delay_s: float) -> Cap:
         """Cancel the current task `delay_s` seconds from now unless the cap is stopped."""
+        return self.start_at(None, delay_s)
+
+    def start_at(self, when: float | None, delay_s: float = 0.0) -> Cap:
+        """`start`, at `when` on the loop's clock (`loop.time()`) when it is given: a
+        deadline shared by several awaits (a workflow's, in the DAG engine)."""
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a cap works inside a task")
         loop = task.get_loop()
         if loop is not self._loop:
             self._restart(loop)
-        cap = Cap(self, task, loop.time() + delay_s)
+        cap = Cap(self, task, loop.time() + delay_s if when is None else when)
         self._caps.add(cap)
         if cap.when < self._armed:
             self._arm(loop, cap.when)

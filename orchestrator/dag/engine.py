@@ -5,8 +5,10 @@ graphlib's `get_ready/done` without its per-run set-up), never waiting for a "le
 `options.max_parallel` nodes run at any moment (each agent's own limit is the
 client's bulkhead). A node runs in a task of its own when others may run beside it;
 the only node that can run (each node of a chain, a fan-out's root and join) runs in
-the workflow's own task, with the same deadline, cancel, pause and log context. Every
-deadline of a run (the workflow's, each node's) shares one timer (dag/deadlines.py).
+the workflow's own task, with the same deadline, cancel, pause and log context. A run
+arms one timer of the event loop for the workflow's deadline; the awaits it bounds
+(each node's timeout_s, an inline node under the workflow's deadline) are caps on the
+engine's one `circuit.cap.CapTimer`, shared by all its runs, not a timer each.
 Per node, in order:
 
 - skipped, without running, if its trigger rule over how its dependencies ended
@@ -47,9 +49,9 @@ from opentelemetry.trace import Tracer
 
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
+from circuit.cap import CapTimer
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits
 from orchestrator.dag.compiler import INPUTS, CompiledNode, CompiledWorkflow
-from orchestrator.dag.deadlines import Deadlines
 from orchestrator.dag.errors import NodeError, NodeTimeout
 from orchestrator.dag.graph import ReadyTracker
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
@@ -168,6 +170,9 @@ class DagEngine:
         self.kinds = kinds or default_kinds()
         self.builtins: Mapping[str, BuiltinFallback] = dict(builtins or {})
         self.clock = clock
+        # The awaits every run bounds (node timeouts, inline nodes under the workflow's
+        # deadline) on one timer of the event loop: a later deadline arms nothing.
+        self.caps = CapTimer()
 
     async def run(
         self,
@@ -233,8 +238,7 @@ class _Execution:
         self.runnable: deque[str] = deque()
         self.degraded = False
         self.deadline: float | None = None
-        # Every deadline of the run (the workflow's, each node's) on one timer.
-        self.deadlines = Deadlines(self.loop)
+        self.caps = engine.caps
         # Every expression, template and transform of this run spends from here.
         self.budget = Budget.for_workflow(engine.limits)
         # Step outputs are measured once, when kept; templates reading them again are
@@ -327,12 +331,11 @@ class _Execution:
         state.status = WorkflowStatus.RUNNING
         state.error = None
         state.finished_at = None
+        timer: asyncio.TimerHandle | None = None
         if self.options.timeout_s is not None:
             self.deadline = self.loop.time() + self.options.timeout_s
-            # One timer for the whole run, not one per node or per wait for one.
-            self.deadlines = Deadlines(
-                self.loop, workflow_at=self.deadline, on_workflow=self._on_deadline
-            )
+            # One timer for the whole run, not one per wait for a node.
+            timer = self.loop.call_at(self.deadline, self._on_deadline)
         await self.emit()
         sorter = ReadyTracker(self.workflow.dependencies, self.workflow.dependents)
         try:
@@ -365,10 +368,9 @@ class _Execution:
             await self._emit_final()
             raise
         finally:
-            try:
-                await self._reap()
-            finally:
-                self.deadlines.close()
+            if timer is not None:
+                timer.cancel()
+            await self._reap()
         await self._emit_final()
 
     async def _crash(self, exc: Exception) -> None:
@@ -486,14 +488,14 @@ class _Execution:
                 outcome = await self._node(cn, ctx, pre_error)
             else:
                 # _until_deadline, written out: one coroutine less around every node.
-                scope = self.deadlines.enter(self.deadline)
+                cap = self.caps.start_at(self.deadline)
                 try:
                     outcome = await self._node(cn, ctx, pre_error)
                 except BaseException as exc:
-                    if self.deadlines.leave(scope) and isinstance(exc, asyncio.CancelledError):
+                    if cap.stop(exc):
                         raise _TimedOut from None
                     raise
-                self.deadlines.leave(scope)
+                cap.stop(None)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
         self.current = cn.id
@@ -514,14 +516,14 @@ class _Execution:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
         if self.deadline is None:
             return await work
-        scope = self.deadlines.enter(self.deadline)
+        cap = self.caps.start_at(self.deadline)
         try:
             result = await work
         except BaseException as exc:
-            if self.deadlines.leave(scope) and isinstance(exc, asyncio.CancelledError):
+            if cap.stop(exc):
                 raise _TimedOut from None
             raise
-        self.deadlines.leave(scope)
+        cap.stop(None)
         return result
 
     def _node_done(self, task: asyncio.Task[_Outcome]) -> None:
@@ -757,15 +759,14 @@ class _Execution:
         timeout_s = self._timeout_s(cn)
         if timeout_s is None:
             return await work
-        deadlines = self.deadlines
-        scope = deadlines.enter(self.loop.time() + timeout_s + _BACKSTOP_GRACE_S)
+        cap = self.caps.start(timeout_s + _BACKSTOP_GRACE_S)
         try:
             result = await work
         except BaseException as exc:
-            if deadlines.leave(scope) and isinstance(exc, asyncio.CancelledError):
+            if cap.stop(exc):
                 raise NodeTimeout(node_id=cn.id, timeout_s=timeout_s, agent=ctx.agent) from exc
             raise
-        deadlines.leave(scope)
+        cap.stop(None)
         return result
 
     # -- endings -----------------------------------------------------------------------

@@ -52,8 +52,24 @@ async def with_shared_cap(work: Awaitable[str], delay_s: float) -> str:
         await asyncio.gather(other, return_exceptions=True)
 
 
+async def with_cap_at(work: Awaitable[str], delay_s: float) -> str:
+    """A cap at a deadline on the loop's clock (start_at: the DAG engine's workflow deadline)."""
+    timer = CapTimer()
+    cap = timer.start_at(asyncio.get_running_loop().time() + delay_s)
+    try:
+        result = await work
+    except BaseException as exc:
+        if cap.stop(exc):
+            return "timeout"
+        raise
+    cap.stop(None)
+    return result
+
+
 RUNNERS = pytest.mark.parametrize(
-    "runner", [with_timeout, with_cap, with_shared_cap], ids=["timeout", "cap", "shared-cap"]
+    "runner",
+    [with_timeout, with_cap, with_shared_cap, with_cap_at],
+    ids=["timeout", "cap", "shared-cap", "cap-at"],
 )
 
 
