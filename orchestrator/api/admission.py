@@ -45,6 +45,9 @@ class Ticket:
     member: str
 
 
+_NOTHING_HELD = Ticket(pool=None, member="")
+
+
 class Admission:
     def __init__(self, quotas: Quotas, config: AccessConfig, *, state_ttl_s: float) -> None:
         self._quotas = quotas
@@ -54,6 +57,9 @@ class Admission:
 
     async def admit(self, who: Principal, *, is_async: bool, timeout_s: float | None) -> Ticket:
         """Hold the slots a new workflow needs, or raise 429 saying which cap is full."""
+        cap = self._config.max_async_for(who.tenant)
+        if who.limits.max_in_flight <= 0 and not (is_async and cap > 0):
+            return _NOTHING_HELD  # no cap applies (an open service): nothing to hold or name
         member = uuid.uuid4().hex
         lifetime = (timeout_s or _UNBOUNDED_S) + _SLOT_MARGIN_S
         pool = None
@@ -69,7 +75,6 @@ class Admission:
                         details={"limit": who.limits.max_in_flight},
                         headers={"Retry-After": "1"},
                     )
-            cap = self._config.max_async_for(who.tenant)
             if is_async and cap > 0:
                 held = lifetime + self._state_ttl_s
                 if not await self._quotas.acquire(
