@@ -15,7 +15,14 @@ from collections.abc import Awaitable, Generator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, ResponseError
+
+# A queued command and the future its caller awaits.
+_Queued = tuple[tuple[Any, ...], asyncio.Future[Any]]
+
+# The smallest pool the batcher takes a connection of its own from (see `Batcher`).
+_HOLD_MIN_POOL = 8
 
 
 class LuaScript:
@@ -44,12 +51,19 @@ class Batcher:
     def __init__(self, client: aioredis.Redis | aioredis.RedisCluster) -> None:
         self._client = client
         self._cluster = isinstance(client, aioredis.RedisCluster)
-        self._open: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] | None = None
+        self._open: list[_Queued] | None = None
         self._sending: set[asyncio.Task[None]] = set()
+        # The connection batches use when it is free (None: not taken from the pool yet).
+        self._own: AbstractConnection | None = None
+        # Set while a batch is on it; always set when the batcher may not keep one.
+        pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", 0)
+        self._own_busy = self._cluster or pool_size < _HOLD_MIN_POOL
         # Commands handed to Redis so far, and the round trips that took them (tests
         # and bench/ count them).
         self.commands_sent = 0
         self.round_trips = 0
+        # ... and how many of those went over the batcher's own connection.
+        self.own_round_trips = 0
 
     def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
         """Queue `command` (e.g. `("EXISTS", key)`); the future gets its reply."""
@@ -91,12 +105,20 @@ class Batcher:
         batch, self._open = self._open or [], None
         self.commands_sent += len(batch)
         self.round_trips += 1
+        replies: list[Any]
         try:
-            if len(batch) == 1:
+            if not self._own_busy:
+                self._own_busy = True
+                self.own_round_trips += 1
+                try:
+                    replies = await self._exchange(batch)
+                finally:
+                    self._own_busy = False
+            elif len(batch) == 1:
                 command = batch[0][0]
                 # Redis.execute_command is untyped, RedisCluster's is typed: Any covers both.
                 client: Any = self._client
-                replies: list[Any] = [await client.execute_command(*command)]
+                replies = [await client.execute_command(*command)]
             else:
                 pipeline = self._client.pipeline(transaction=False)
                 for command, _ in batch:
@@ -120,6 +142,42 @@ class Batcher:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _exchange(self, batch: list[_Queued]) -> list[Any]:
+        """Send `batch` on the batcher's own connection; its replies (a `ResponseError`
+        in the place of a command Redis refused), parsed as redis-py parses them."""
+        client: Any = self._client  # a single Redis here (untyped parse_response)
+        conn = self._own
+        pool = client.connection_pool
+        if conn is None:
+            # Bounded by the pool's timeout, like any command's connection.
+            conn = self._own = await pool.get_connection()
+        else:
+            # The pool's check when it hands a connection out: connected, and nothing
+            # unread on it (Redis closed it while idle: reconnect before sending).
+            await pool.ensure_connection(conn)
+        commands = [command for command, _ in batch]
+
+        async def exchange() -> list[Any]:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            for command in commands:
+                try:
+                    replies.append(await client.parse_response(conn, command[0]))
+                except ResponseError as exc:
+                    replies.append(exc)
+            return replies
+
+        async def reconnect(_: Exception) -> None:
+            await conn.disconnect()  # what redis-py does before a retry
+
+        try:
+            replies: list[Any] = await conn.retry.call_with_retry(exchange, reconnect)
+        except BaseException:
+            # Replies may be left unread (a timeout, a cancel): never reuse the stream.
+            await conn.disconnect(nowait=True)
+            raise
+        return replies
 
 
 def own_copy(exc: BaseException) -> BaseException:

@@ -1,0 +1,140 @@
+"""The Batcher's own connection: replies, errors and reconnects as through the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from state.connect import Client, connect
+from state.redis_batch import Batcher, LuaScript
+
+pytestmark = pytest.mark.redis
+
+# Read back what it was given; a SHA unknown to Redis until the first call loads it
+# (never SCRIPT FLUSH: other runs share the server).
+ECHO = LuaScript(f"-- {uuid.uuid4().hex}\nreturn ARGV[1]")
+
+
+async def _one_batch(batcher: Batcher, prefix: str) -> list[Any]:
+    """A mixed batch, issued in one turn: replies parsed by redis-py's callbacks
+    (EXPIRE's bool, EXISTS' int), a refused command in the middle, a script."""
+    key, text = f"{prefix}k", f"{prefix}text"
+    futures = [
+        batcher.call(("SET", key, "1")),
+        batcher.call(("SET", text, "abc")),
+        batcher.call(("INCR", text)),  # refused: not an integer
+        batcher.call(("INCR", key)),
+        batcher.call(("EXPIRE", key, 60)),
+        batcher.call(("EXISTS", key, text, f"{prefix}none")),
+        batcher.call(("HGET", f"{prefix}nohash", "f")),
+    ]
+    replies: list[Any] = []
+    for outcome in await asyncio.gather(*futures, return_exceptions=True):
+        replies.append(type(outcome) if isinstance(outcome, Exception) else outcome)
+    replies.append(await batcher.eval(ECHO, [key], ["x"]))
+    return replies
+
+
+async def _connections_named(client: Client, name: str) -> int:
+    return sum(1 for c in await client.client_list() if c.get("name") == name)
+
+
+async def test_the_own_connection_answers_as_the_pool_does(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The same batch through the batcher's own connection and through the pool (a pool
+    too small to spare one): the same replies, a refused command failing only itself,
+    a script Redis does not have (a new SHA) loaded and run."""
+    own = connect(redis_url)
+    pooled = connect(redis_url, max_connections=2)
+    try:
+        a, b = Batcher(own), Batcher(pooled)
+        first = await _one_batch(a, f"{redis_prefix}a:")
+        second = await _one_batch(a, f"{redis_prefix}a:")
+        through_pool = await _one_batch(b, f"{redis_prefix}b:")
+        expected = [True, True, ResponseError, 2, True, 2, None, b"x"]
+        assert first == second == through_pool == expected
+        assert a.own_round_trips == a.round_trips  # one at a time: all on its connection
+        assert b.own_round_trips == 0
+        with pytest.raises(NoScriptError):
+            await a.call(("EVALSHA", "0" * 40, 0))
+    finally:
+        await own.aclose()
+        await pooled.aclose()
+
+
+async def test_batches_one_after_another_share_one_connection_and_overlapping_ones_do_not_wait(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """At 1 in flight every batch takes the batcher's connection (no more are opened);
+    a batch issued while another is on it goes through the pool at once."""
+    name = f"b{uuid.uuid4().hex[:10]}"
+    client = connect(redis_url, client_name=name)
+    admin = connect(redis_url)
+    try:
+        batcher = Batcher(client)
+        for i in range(20):
+            assert await batcher.call(("SET", f"{redis_prefix}{i}", i)) is True
+        assert await _connections_named(admin, name) == 1
+        assert batcher.own_round_trips == batcher.round_trips == 20
+        # The first batch is on the connection (sent, not answered) when the second is
+        # issued: a blocking read holds it until the second one's push wakes it.
+        waiting = batcher.call(("BLPOP", f"{redis_prefix}list", 0.5))
+        await asyncio.sleep(0)  # its send task runs: the connection is busy
+        assert await batcher.call(("RPUSH", f"{redis_prefix}list", "v")) == 1
+        assert await waiting == (f"{redis_prefix}list".encode(), b"v")
+        assert await _connections_named(admin, name) == 2
+        assert (batcher.round_trips, batcher.own_round_trips) == (22, 21)
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+async def _kill(client: Client, name: str) -> None:
+    for c in await client.client_list():
+        if c.get("name") == name:
+            await client.client_kill_filter(_id=c["id"])
+
+
+async def _through_a_drop(redis_url: str, key: str, **kwargs: Any) -> list[Any]:
+    """INCR, Redis drops the idle connection, INCR twice: each outcome (a reply or the
+    error's type)."""
+    name = f"b{uuid.uuid4().hex[:10]}"
+    client = connect(redis_url, client_name=name, **kwargs)
+    admin = connect(redis_url)
+    outcomes: list[Any] = []
+    try:
+        batcher = Batcher(client)
+        outcomes.append(await batcher.call(("INCR", key)))
+        await _kill(admin, name)
+        await asyncio.sleep(0.05)  # the close reaching this process: nothing to await instead
+        for _ in range(2):
+            try:
+                outcomes.append(await batcher.call(("INCR", key)))
+            except Exception as exc:
+                outcomes.append(type(exc))
+        return outcomes
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+@pytest.mark.parametrize("retries", [0, 1], ids=["no-retries", "one-retry"])
+async def test_a_dropped_connection_goes_as_it_does_through_the_pool(
+    redis_url: str, redis_prefix: str, retries: int
+) -> None:
+    """Redis drops the batcher's idle connection: the next batch fails or is sent again
+    on a new connection exactly as a pooled command would (redis-py's retry policy), and
+    the one after reconnects."""
+    retry = {"retry": Retry(NoBackoff(), retries)}
+    own = await _through_a_drop(redis_url, f"{redis_prefix}own", **retry)
+    pooled = await _through_a_drop(redis_url, f"{redis_prefix}pool", max_connections=2, **retry)
+    assert own == pooled
+    assert own == ([1, RedisConnectionError, 2] if retries == 0 else [1, 2, 3])
