@@ -50,6 +50,7 @@ ALLOWED: dict[str, str] = {
     "orchestrator/dag/cache.py:hits": _COUNTER,
     "orchestrator/dag/cache.py:misses": _COUNTER,
     "state/layout.py:saves": _COUNTER,
+    "state/redis_batch.py:own_round_trips": _COUNTER,
     "orchestrator/dag/triggers.py:ONE_SUCCESS": _ENUM,
     "state/schedules.py:CATCH_UP": _ENUM,
     # Entry points of the definition pipeline kept public although the service itself
