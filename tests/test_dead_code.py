@@ -52,6 +52,8 @@ ALLOWED: dict[str, str] = {
     "state/layout.py:saves": _COUNTER,
     "orchestrator/dag/triggers.py:ONE_SUCCESS": _ENUM,
     "state/schedules.py:CATCH_UP": _ENUM,
+    **{f"agents/transport.py:{name}": "what aiohttp's connector calls: our protocol (its factory, its overrides)"
+       for name in ("_reschedule_timeout", "_drop_timeout", "connection_lost", "_factory")},
     # Entry points of the definition pipeline kept public although the service itself
     # goes through compile_workflow: each is one stage of it, on its own.
     "orchestrator/dag/parse.py:parse_definition":
