@@ -338,7 +338,17 @@ class AiohttpTransport:
                 allow_redirects=False,
                 timeout=self._client_timeout(timeouts),
             ) as response:
-                content = await self._read(response, max_body_bytes)
+                declared = response.content_length
+                if (
+                    declared is not None
+                    and declared <= max_body_bytes
+                    and "Content-Encoding" not in response.headers
+                ):
+                    # The common answer, read here: `_read`'s one buffer without its
+                    # coroutine (a frame made and resumed per request for nothing).
+                    content = await response.read()
+                else:
+                    content = await self._read(response, max_body_bytes)
                 return TransportResponse(response.status, response.headers, content)
         except aiohttp.ClientError as exc:
             raise _from_aiohttp(exc, timeouts) from exc
