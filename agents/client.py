@@ -497,14 +497,25 @@ class AgentClient:
     async def _wait_for_slot(self, call: _Call) -> None:
         """The bulkhead is full: wait in line for a slot, at most until the deadline."""
         stats = call.lane.stats
-        wait_s = None if call.deadline is None else call.deadline - self._clock()
+        bulkhead = call.lane.bulkhead
         stats.bulkhead_waits += 1
         waited_from = self._clock()
         try:
-            async with asyncio.timeout(wait_s):
-                await call.lane.bulkhead.acquire()
-        except TimeoutError as exc:
-            raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
+            if call.deadline is None:
+                await bulkhead.acquire()
+                return
+            # asyncio.timeout's semantics on the client's one timer (circuit/cap.py): a
+            # fan-out wider than the bulkhead waits here on most of its calls, and a timer
+            # of the loop per wait (armed, then cancelled) was a heap push and pop each.
+            wait_s = call.deadline - waited_from
+            cap = self._caps.start(wait_s)
+            try:
+                await bulkhead.acquire()
+            except BaseException as exc:
+                if cap.stop(exc):
+                    raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
+                raise
+            cap.stop(None)
         finally:
             stats.bulkhead_wait_s += self._clock() - waited_from
 

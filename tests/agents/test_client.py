@@ -655,6 +655,51 @@ async def test_a_call_cancelled_while_queued_at_the_bulkhead_leaks_no_slot(
     assert client.breaker("data").snapshot().successes == 2
 
 
+async def test_a_call_queued_with_a_deadline_and_cancelled_stays_a_cancellation(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    """Queued at the bulkhead under a deadline's cap (the client's shared timer) and
+    cancelled from outside: CancelledError, not a bulkhead timeout; no slot leaks."""
+    agent = HangingAgent()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
+        client = make_client(spec(concurrency=1), client=http)
+        holder = asyncio.create_task(call(client))
+        await agent.entered.wait()
+        queued = asyncio.create_task(call(client, deadline=clock.now + 60.0))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert client.stats("data").bulkhead_waits == 1
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        agent.release.set()
+        await holder
+        assert (await call(client, deadline=clock.now + 60.0)).attempts == 1
+    assert client.breaker("data").snapshot().failures == 0
+    assert client.stats("data").in_flight == 0
+
+
+async def test_a_call_queued_with_a_deadline_goes_on_when_a_slot_frees(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    """Queued under a deadline, handed the slot in time: the call is made, and its cap
+    on the wait is gone (the client's timer holds nothing for it)."""
+    agent = HangingAgent()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
+        client = make_client(spec(concurrency=1), client=http)
+        holder = asyncio.create_task(call(client))
+        await agent.entered.wait()
+        queued = asyncio.create_task(call(client, deadline=clock.now + 60.0))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        agent.release.set()
+        results = await asyncio.gather(holder, queued)
+    assert [r.attempts for r in results] == [1, 1]
+    assert client.stats("data").bulkhead_waits == 1
+    assert not client._caps._caps
+    assert agent.requests == 2 and agent.max_in_flight == 1
+
+
 # -- health ----------------------------------------------------------------------------
 
 

@@ -281,6 +281,83 @@ async def test_many_distinct_timeouts_each_keep_their_own_limits(
         assert (caught.value.phase, caught.value.timeout_s) == ("read", 0.05)
 
 
+def dripping(chunks: int, gap_s: float, *, then_stall: bool = False) -> RawHandler:
+    """An agent that answers in `chunks` chunks `gap_s` apart (and then hangs, if told)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(chunks):
+            await writer.drain()
+            await asyncio.sleep(gap_s)  # the slow agent under test, not a wait for an event
+            writer.write(b"1\r\nx\r\n")
+        await writer.drain()
+        if then_stall:
+            await asyncio.sleep(30)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    return handler
+
+
+async def test_the_read_limit_is_per_wait_not_per_answer(transport: AgentTransport) -> None:
+    """`read` bounds each wait for bytes: an answer that keeps coming, chunk by chunk,
+    may take longer in all than `read`; one that then stops for `read` times out."""
+    timeouts = AgentTimeouts(connect=5.0, read=0.25, write=5.0, pool=5.0)
+    async with raw_server(dripping(12, 0.03)) as url:  # ~0.36 s in all, 0.03 s gaps
+        response = await transport.request(
+            "GET", f"{url}/x", timeouts=timeouts, max_body_bytes=LIMIT
+        )
+    assert response.body == b"x" * 12
+    async with raw_server(dripping(3, 0.03, then_stall=True)) as url:
+        with pytest.raises(TransportTimeout) as caught:
+            await transport.request("GET", f"{url}/x", timeouts=timeouts, max_body_bytes=LIMIT)
+    assert (caught.value.phase, caught.value.timeout_s) == ("read", 0.25)
+
+
+async def test_a_short_read_limit_after_a_long_one_on_one_connection(
+    served: tuple[Agent, str], transport: AgentTransport
+) -> None:
+    """A keep-alive connection whose last request had a long read limit times the next
+    one by that one's own, shorter limit."""
+    agent, base = served
+    long = AgentTimeouts(connect=5.0, read=120.0, write=5.0, pool=5.0)
+    await transport.request("POST", f"{base}/echo", body=b"{}", timeouts=long, max_body_bytes=LIMIT)
+    short = AgentTimeouts(connect=5.0, read=0.05, write=5.0, pool=5.0)
+    with pytest.raises(TransportTimeout) as caught:
+        # A guard against a hang (the long limit's timer), not a claim about timing.
+        async with asyncio.timeout(30):
+            await transport.request("GET", f"{base}/slow", timeouts=short, max_body_bytes=LIMIT)
+    assert (caught.value.phase, caught.value.timeout_s) == ("read", 0.05)
+    assert len(agent.peers) == 1
+
+
+async def test_aiohttp_keeps_one_read_timer_per_connection(served: tuple[Agent, str]) -> None:
+    """The aiohttp transport's connections move their read deadline, not their timer:
+    requests in a row on one connection re-arm nothing, and closing drops the timer."""
+    _, base = served
+    transport = AiohttpTransport()
+    handles: list[asyncio.TimerHandle | None] = []
+    protocols: list[object] = []
+    try:
+        for _ in range(3):
+            await transport.request(
+                "POST", f"{base}/echo", body=b"{}", timeouts=FAST, max_body_bytes=LIMIT
+            )
+            assert transport._session is not None
+            conns = transport._session.connector._conns  # type: ignore[union-attr]
+            (idle,) = [protocol for queue in conns.values() for protocol, _ in queue]
+            protocols.append(idle)
+            handles.append(idle._read_timeout_handle)
+    finally:
+        await transport.aclose()
+    assert all(type(p).__name__ == "_ReadDeadline" for p in protocols)
+    assert protocols[0] is protocols[1] is protocols[2]
+    assert handles[0] is not None and handles[0] is handles[1] is handles[2]
+    assert handles[0].cancelled()
+
+
 async def test_pool_timeout(served: tuple[Agent, str], transport_name: TransportName) -> None:
     """With every connection busy, a request waits `pool` at most: TransportTimeout('pool')."""
     agent, base = served
