@@ -36,16 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
 
 from agents.registry import AgentTimeouts
 from circuit.bulkhead import Bulkhead
@@ -198,62 +196,6 @@ def too_large(declared: int | None, limit: int) -> None:
 # -- aiohttp ------------------------------------------------------------------------------
 
 
-class _ReadDeadline(ResponseHandler):
-    """aiohttp's connection protocol with `sock_read` kept on one lazy timer.
-
-    aiohttp moves the read limit on every chunk that arrives by cancelling its loop
-    timer and arming a new one: two arms and two cancels per small answer, each a push
-    into (and later a pop from) the loop's timer heap, whose Python `__lt__` is most of
-    the cost at a few hundred requests in flight. Here a chunk only moves a deadline;
-    the connection's one timer, when it comes early, re-arms for what is left, and a
-    finished answer leaves it armed for the next request on this keep-alive connection
-    (it is cancelled for real when the connection closes, or moved forward when a
-    request with a shorter limit starts). The limit itself is aiohttp's: the same
-    `_on_read_timeout` runs once no byte arrived for `sock_read` seconds.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop)
-        self._read_deadline: float | None = None  # on the loop's clock; None: not running
-
-    def _reschedule_timeout(self) -> None:
-        timeout = self._read_timeout
-        if not timeout:
-            self._read_deadline = None
-            return
-        deadline = self._read_deadline = self._loop.time() + timeout
-        handle = self._read_timeout_handle
-        if handle is None or deadline < handle.when():
-            if handle is not None:
-                handle.cancel()
-            self._read_timeout_handle = self._loop.call_at(deadline, self._on_timer)
-
-    def _drop_timeout(self) -> None:
-        self._read_deadline = None
-        if self.transport is None:  # closed or aborted: nothing more to time
-            self._cancel_timer()
-
-    def _cancel_timer(self) -> None:
-        if self._read_timeout_handle is not None:
-            self._read_timeout_handle.cancel()
-            self._read_timeout_handle = None
-
-    def _on_timer(self) -> None:
-        self._read_timeout_handle = None
-        deadline = self._read_deadline
-        if deadline is None:
-            return  # the answer came in time; nothing is being read now
-        if deadline > self._loop.time():  # bytes came since: wait for what is left
-            self._read_timeout_handle = self._loop.call_at(deadline, self._on_timer)
-            return
-        self._read_deadline = None
-        self._on_read_timeout()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        super().connection_lost(exc)
-        self._cancel_timer()
-
-
 class AiohttpTransport:
     """`AgentTransport` over one `aiohttp.ClientSession` (created on first use)."""
 
@@ -279,16 +221,12 @@ class AiohttpTransport:
 
     def _open(self) -> aiohttp.ClientSession:
         # Made inside the running loop: aiohttp binds a session to the loop it is made in.
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections,
-            limit_per_host=0,
-            keepalive_timeout=self._keepalive_expiry_s,
-        )
-        # Its connections' protocol, with sock_read on one lazy timer (_ReadDeadline).
-        protocol: Callable[..., ResponseHandler] = _ReadDeadline
-        connector._factory = functools.partial(protocol, loop=asyncio.get_running_loop())
         self._session = aiohttp.ClientSession(
-            connector=connector,
+            connector=aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive_expiry_s,
+            ),
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             headers={"Accept-Encoding": IDENTITY},

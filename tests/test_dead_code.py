@@ -22,7 +22,6 @@ _SNAPSHOT = "a field of BreakerSnapshot, served whole by to_dict() (circuit-brea
 _COUNTER = "a counter tests and bench/ read to see what was sent or saved; costs one add"
 _ENUM = "an enum member: parsed from the client's string, never named in the code"
 _PROTOCOL = "a parameter the caller's interface passes (pybreaker listener, __aexit__)"
-_AIOHTTP = "aiohttp's connector calls these: our connection protocol, its overrides"
 
 # "path:name" -> why it stays. Keep it short: every entry is code nothing in the
 # service calls.
@@ -54,8 +53,6 @@ ALLOWED: dict[str, str] = {
     "state/redis_batch.py:own_round_trips": _COUNTER,
     "orchestrator/dag/triggers.py:ONE_SUCCESS": _ENUM,
     "state/schedules.py:CATCH_UP": _ENUM,
-    **{f"agents/transport.py:{name}": _AIOHTTP
-       for name in ("_reschedule_timeout", "_drop_timeout", "connection_lost", "_factory")},
     # Entry points of the definition pipeline kept public although the service itself
     # goes through compile_workflow: each is one stage of it, on its own.
     "orchestrator/dag/parse.py:parse_definition":

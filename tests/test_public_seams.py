@@ -34,10 +34,6 @@ ALLOWED: dict[str, str] = {
         "a closed, never-read stream leaves no trace any public call can see",
     "tests/agents/test_client.py:_caps":
         "a leak check: a cap left on the client's shared timer is invisible to every public call",
-    **{f"tests/agents/test_transport.py:{name}":
-        "one read timer per keep-alive connection (the aiohttp transport's point) is invisible "
-        "to every public call: the test finds the idle connection's protocol and its timer"
-       for name in ("_session", "_conns", "_read_timeout_handle")},
     "tests/integration/test_hostile.py:_announcement":
         "the start-up line `orchestrator serve` prints, checked without starting a process",
 }  # fmt: skip
