@@ -610,7 +610,7 @@ class RedisStateStore:
         event_subscriptions, self._event_subscriptions = self._event_subscriptions, set()
         for event_subscription in event_subscriptions:
             await event_subscription.stop()
-        await self._batcher.drain()
+        await self._batcher.release()
         if self._owns_client:
             await self._client.aclose()
 

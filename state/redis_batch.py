@@ -101,6 +101,15 @@ class Batcher:
         while self._sending:
             await asyncio.wait(list(self._sending))
 
+    async def release(self) -> None:
+        """Drain, then give the batcher's own connection back to the pool (a store that
+        closes over a client it shares must not keep one of its connections)."""
+        await self.drain()
+        conn, self._own = self._own, None
+        if conn is not None and isinstance(self._client, aioredis.Redis):  # (never a Cluster)
+            self._own_busy = True  # nothing more is sent on a connection given back
+            await self._client.connection_pool.release(conn)
+
     async def _send(self) -> None:
         batch, self._open = self._open or [], None
         self.commands_sent += len(batch)

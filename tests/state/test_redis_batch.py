@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -138,3 +139,25 @@ async def test_a_dropped_connection_goes_as_it_does_through_the_pool(
     pooled = await _through_a_drop(redis_url, f"{redis_prefix}pool", max_connections=2, **retry)
     assert own == pooled
     assert own == ([1, RedisConnectionError, 2] if retries == 0 else [1, 2, 3])
+
+
+async def test_a_closed_store_gives_its_batcher_connection_back_to_a_shared_pool(
+    redis_url: str,
+) -> None:
+    """A store over a client it does not own leaves the pool as it found it."""
+    client = connect(redis_url, max_connections=8)
+    assert isinstance(client, aioredis.Redis)
+    pool: Any = client.connection_pool  # redis-py's pool methods are untyped
+    taken: list[Any] = []
+    try:
+        batcher = Batcher(client)
+        await batcher.call(("PING",))
+        assert batcher.own_round_trips == 1  # it kept a connection of its own
+        taken = [await pool.get_connection() for _ in range(7)]
+        assert not pool.can_get_connection()  # the eighth is the batcher's
+        await batcher.release()
+        assert pool.can_get_connection()
+    finally:
+        for conn in taken:
+            await pool.release(conn)
+        await client.aclose()
