@@ -129,3 +129,11 @@ def connect(
         **client_kwargs,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+def reply_text(value: bytes | str | None) -> str:
+    """A Redis reply as text: clients made without `decode_responses` answer bytes, those
+    made with it str; a missing value (None) is ""."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from state import keys
+from state.connect import reply_text
 from state.leases import Orphan
 from state.redis_batch import Batcher, LuaScript
 from state.store import StateStoreError
@@ -247,13 +248,13 @@ class RedisLeases:
             )
             found: list[Orphan] = []
             for raw in reaped:
-                dead = _text(raw)
+                dead = reply_text(raw)
                 members = await self._batcher.call(
                     ("SMEMBERS", keys.replica_workflows_key(self._prefix, dead))
                 )
                 if not members:
                     await self.bury(dead)  # it owned nothing: nothing to resume
-                found += [Orphan(wid, dead) for wid in sorted(_text(m) for m in members)]
+                found += [Orphan(wid, dead) for wid in sorted(reply_text(m) for m in members)]
         except (RedisError, OSError) as exc:
             raise _error("orphans", None, exc) from exc
         return found
@@ -269,11 +270,6 @@ class RedisLeases:
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _error(operation: str, workflow_id: str | None, exc: Exception) -> StateStoreError:

@@ -65,7 +65,7 @@ from state.bounds import (
     DEFAULT_POOL_TIMEOUT_S,
 )
 from state.cancellations import WorkflowIdStream
-from state.connect import connect
+from state.connect import connect, reply_text
 from state.events import EventStream, StoredEvent
 from state.history import HistoryPage, HistoryQuery
 from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
@@ -433,12 +433,12 @@ class RedisStateStore:
         key = keys.workflow_key(self._prefix, workflow_id)
         async with self._translate("get", workflow_id):
             raw = await self._batcher.call(("HGETALL", key))
-        return assemble({_text(k): v for k, v in raw.items()}) if raw else None
+        return assemble({reply_text(k): v for k, v in raw.items()}) if raw else None
 
     async def request_cancel(self, workflow_id: str) -> None:
         script_keys = keys.refreshed_keys(self._prefix, workflow_id)
         async with self._translate("request_cancel", workflow_id):
-            owner = _text(await self._batcher.eval(_CANCEL, script_keys[:2], (self._ttl_s,)))
+            owner = reply_text(await self._batcher.eval(_CANCEL, script_keys[:2], (self._ttl_s,)))
             await self._notify_owner(owner, workflow_id)
 
     async def _notify_owner(self, owner: str, workflow_id: str) -> None:
@@ -467,10 +467,10 @@ class RedisStateStore:
         doc = keys.workflow_key(self._prefix, workflow_id)
         async with self._translate("set_pause", workflow_id):
             if paused:
-                owner = _text(await self._batcher.eval(_FLAG, (doc, flag), (self._ttl_s,)))
+                owner = reply_text(await self._batcher.eval(_FLAG, (doc, flag), (self._ttl_s,)))
             else:
                 await self._batcher.call(("DEL", flag))
-                owner = _text(await self._batcher.call(("HGET", doc, keys.DOC_OWNER_FIELD)))
+                owner = reply_text(await self._batcher.call(("HGET", doc, keys.DOC_OWNER_FIELD)))
             await self._notify_owner(owner, workflow_id)
 
     async def pause_requested(self, workflow_id: str) -> bool:
@@ -526,7 +526,7 @@ class RedisStateStore:
         members = await self._batcher.call(
             ("SMEMBERS", keys.replica_workflows_key(self._prefix, owner))
         )
-        for workflow_id in sorted(_text(m) for m in members):
+        for workflow_id in sorted(reply_text(m) for m in members):
             queue.put_nowait(workflow_id)
 
     async def history(self, query: HistoryQuery) -> HistoryPage:
@@ -543,7 +543,7 @@ class RedisStateStore:
             )
         if not found:
             return None
-        return _text(found[0]), _text(found[1])
+        return reply_text(found[0]), reply_text(found[1])
 
     async def release_submit(
         self, tenant: str | None, idempotency_key: str, *, workflow_id: str
@@ -751,7 +751,7 @@ class _Subscription:
             message = await self._next_message(pubsub)
             if _is_type(message, self._kinds[1]):
                 assert message is not None
-                self.queue.put_nowait(_text(message["data"]))
+                self.queue.put_nowait(reply_text(message["data"]))
             elif _is_type(message, self._kinds[0]):
                 # redis-py reconnected and re-subscribed by itself: anything
                 # published in between is lost, so replay what can be replayed.
@@ -819,7 +819,7 @@ class _EventSubscription:
                 message = await pubsub.get_message(timeout=None)
                 if _is_type(message, "message"):
                     assert message is not None
-                    seq, _, blob = _text(message["data"]).partition(" ")
+                    seq, _, blob = reply_text(message["data"]).partition(" ")
                     self.queue.put_nowait((int(seq), orjson.loads(blob)))
         except (RedisError, OSError) as exc:
             log.warning("event_subscription_lost", channel=self._channel, error=repr(exc))
@@ -831,11 +831,6 @@ class _EventSubscription:
 def _is_type(message: dict[str, Any] | None, kind: str) -> bool:
     return message is not None and message.get("type") == kind
 
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _done() -> None:

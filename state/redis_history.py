@@ -21,6 +21,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from state import keys
+from state.connect import reply_text
 from state.history import HistoryPage, HistoryQuery, encode_cursor, member_of
 from state.layout import summary
 from state.models import HistoryEntry, WorkflowState
@@ -116,7 +117,7 @@ class RedisHistory:
                 for shard in range(self._shards)
             )
         )
-        merged = sorted((_text(m) for reply in replies for m in reply), reverse=True)
+        merged = sorted((reply_text(m) for reply in replies for m in reply), reverse=True)
         return merged[:count]
 
     async def _prune(self, shard: int) -> None:
@@ -132,7 +133,7 @@ class RedisHistory:
         if not members:
             return
         expiry_key = keys.history_expiry_key(self._prefix, shard)
-        expired = [_text(m) for m in members]
+        expired = [reply_text(m) for m in members]
         now = _now_ms()
         alive = await asyncio.gather(
             *(
@@ -160,7 +161,3 @@ def _id_of(member: str) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -19,6 +19,7 @@ from redis.typing import EncodableT, FieldT
 from orchestrator.access.keys import HASH_SCHEME, KeyRecord, generate_key, hash_key
 from orchestrator.access.principal import Limits, Role, parse_roles
 from state import keys as redis_keys
+from state.connect import reply_text
 from state.store import StateStoreError
 
 
@@ -86,7 +87,7 @@ class RedisKeyStore:
         old = await self._client.hget(index, key_id)
         async with self._client.pipeline(transaction=True) as pipe:
             if old is not None:
-                pipe.delete(redis_keys.api_key_key(self._prefix, _text(old)))
+                pipe.delete(redis_keys.api_key_key(self._prefix, reply_text(old)))
             pipe.hset(redis_keys.api_key_key(self._prefix, digest), mapping=fields)
             pipe.hset(index, key_id, digest)
             await pipe.execute()
@@ -98,7 +99,7 @@ class RedisKeyStore:
         if digest is None:
             return False
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.delete(redis_keys.api_key_key(self._prefix, _text(digest)))
+            pipe.delete(redis_keys.api_key_key(self._prefix, reply_text(digest)))
             pipe.hdel(index, key_id)
             await pipe.execute()
         return True
@@ -107,13 +108,14 @@ class RedisKeyStore:
         index = redis_keys.api_key_index_key(self._prefix)
         out = []
         for digest in (await self._client.hgetall(index)).values():
-            raw = await self._client.hgetall(redis_keys.api_key_key(self._prefix, _text(digest)))
+            key = redis_keys.api_key_key(self._prefix, reply_text(digest))
+            raw = await self._client.hgetall(key)
             if raw:
                 out.append(self._record(raw))
         return sorted(out, key=lambda r: r.key_id)
 
     def _record(self, raw: Mapping[bytes | str, bytes | str]) -> KeyRecord:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {reply_text(k): reply_text(v) for k, v in raw.items()}
         base = self._default_limits
         limits = Limits(
             requests_per_s=float(fields.get("requests_per_s", base.requests_per_s)),
@@ -127,7 +129,3 @@ class RedisKeyStore:
             roles=parse_roles(r for r in fields.get("roles", "").split(",") if r),
             limits=limits,
         )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
