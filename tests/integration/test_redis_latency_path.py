@@ -7,7 +7,6 @@ Agents are instant fakes (httpx MockTransport), the store a real Redis.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,14 +18,13 @@ from agents.client import AgentClient
 from agents.registry import AgentRegistry
 from agents.transport_httpx import HttpxTransport
 from orchestrator.builtins import BUILTIN_FALLBACKS
-from orchestrator.chain import CHAIN_DEFINITION
-from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
+from orchestrator.dag.compiler import CompiledWorkflow
 from orchestrator.dag.engine import DagEngine
 from orchestrator.dag.kinds import default_kinds
 from orchestrator.lifecycle import WorkflowOrchestrator
-from orchestrator.settings import default_registry
 from state.models import WorkflowStatus
 from state.redis import RedisStateStore
+from tests.chain_fixtures import compiled_chain, mock_agent_registry
 
 pytestmark = pytest.mark.redis
 
@@ -44,22 +42,12 @@ def agent(request: httpx.Request) -> httpx.Response:
 
 @pytest.fixture
 def registry() -> AgentRegistry:
-    return AgentRegistry(
-        [
-            dataclasses.replace(spec, url=f"http://{spec.name}.agent.test")
-            for spec in default_registry().values()
-        ]
-    )
+    return mock_agent_registry()
 
 
 @pytest.fixture
 def chain(registry: AgentRegistry) -> CompiledWorkflow:
-    return compile_workflow(
-        CHAIN_DEFINITION,
-        agents=list(registry),
-        kinds=default_kinds(),
-        builtins=list(BUILTIN_FALLBACKS),
-    )
+    return compiled_chain(registry)
 
 
 @pytest.fixture

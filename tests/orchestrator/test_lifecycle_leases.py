@@ -9,7 +9,6 @@ hold the data step until the test lets it answer.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,16 +21,15 @@ from agents.client import AgentClient
 from agents.registry import AgentRegistry
 from agents.transport_httpx import HttpxTransport
 from orchestrator.builtins import BUILTIN_FALLBACKS
-from orchestrator.chain import CHAIN_DEFINITION
-from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
+from orchestrator.dag.compiler import CompiledWorkflow
 from orchestrator.dag.engine import DagEngine
 from orchestrator.dag.kinds import default_kinds
 from orchestrator.errors import WorkflowAlreadyFinished
 from orchestrator.lifecycle import WorkflowOrchestrator
-from orchestrator.settings import default_registry
 from state.memory import MemoryStateStore
 from state.models import NodeStatus, WorkflowState, WorkflowStatus
 from state.store import StateStoreError
+from tests.chain_fixtures import compiled_chain, mock_agent_registry
 from tests.fakes import FakeClock, settle
 
 LEASE_S = 3.0
@@ -113,22 +111,12 @@ async def http(fake_agents: Agents) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def registry() -> AgentRegistry:
-    return AgentRegistry(
-        [
-            dataclasses.replace(spec, url=f"http://{spec.name}.agent.test")
-            for spec in default_registry().values()
-        ]
-    )
+    return mock_agent_registry()
 
 
 @pytest.fixture
 def chain(registry: AgentRegistry) -> CompiledWorkflow:
-    return compile_workflow(
-        CHAIN_DEFINITION,
-        agents=list(registry),
-        kinds=default_kinds(),
-        builtins=list(BUILTIN_FALLBACKS),
-    )
+    return compiled_chain(registry)
 
 
 @pytest.fixture

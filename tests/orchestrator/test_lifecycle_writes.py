@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,15 +14,14 @@ from agents.client import AgentClient
 from agents.registry import AgentRegistry
 from agents.transport_httpx import HttpxTransport
 from orchestrator.builtins import BUILTIN_FALLBACKS
-from orchestrator.chain import CHAIN_DEFINITION
-from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
+from orchestrator.dag.compiler import CompiledWorkflow
 from orchestrator.dag.engine import DagEngine
 from orchestrator.dag.kinds import default_kinds
 from orchestrator.lifecycle import WorkflowOrchestrator
-from orchestrator.settings import default_registry
 from state.cancellations import WorkflowIdStream
 from state.memory import MemoryStateStore
 from state.models import WorkflowState, WorkflowStatus
+from tests.chain_fixtures import compiled_chain, mock_agent_registry
 
 ANSWERS: dict[str, Any] = {
     "nlp": {"intent": {"metric": "revenue", "group_by": ["region"]}},
@@ -123,22 +121,12 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def registry() -> AgentRegistry:
-    return AgentRegistry(
-        [
-            dataclasses.replace(spec, url=f"http://{spec.name}.agent.test")
-            for spec in default_registry().values()
-        ]
-    )
+    return mock_agent_registry()
 
 
 @pytest.fixture
 def chain(registry: AgentRegistry) -> CompiledWorkflow:
-    return compile_workflow(
-        CHAIN_DEFINITION,
-        agents=list(registry),
-        kinds=default_kinds(),
-        builtins=list(BUILTIN_FALLBACKS),
-    )
+    return compiled_chain(registry)
 
 
 @pytest.fixture
