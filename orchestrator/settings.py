@@ -108,8 +108,9 @@ class Settings:
     log_level: LogLevel = "info"
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     event_loop: EventLoopChoice = "auto"
-    # First threshold of the cyclic garbage collector (why 50,000: orchestrator/collector.py).
-    gc_threshold: Annotated[int, Meta(ge=0)] = 50_000
+    # First threshold of the cyclic garbage collector (why 50,000: orchestrator/collector.py);
+    # capped where a larger one would be a collector switched off (and CPython's C int ends).
+    gc_threshold: Annotated[int, Meta(ge=0, le=10_000_000)] = 50_000
     # Write-behind delay of running workflows' transitions (accept and terminal: at once).
     state_write_delay_s: Annotated[float, Meta(ge=0)] = 0.005
     max_query_chars: PositiveInt = 2_000

@@ -31,5 +31,6 @@ def test_zero_leaves_the_thresholds_as_they_are() -> None:
 def test_the_setting_comes_from_the_environment() -> None:
     assert Settings.from_env({}).gc_threshold == 50_000
     assert Settings.from_env({"ORCH_GC_THRESHOLD": "0"}).gc_threshold == 0
-    with pytest.raises(ConfigError, match="ORCH_GC_THRESHOLD"):
-        Settings.from_env({"ORCH_GC_THRESHOLD": "-1"})
+    for wrong in ("-1", "10000001", "99999999999999999999"):
+        with pytest.raises(ConfigError, match="ORCH_GC_THRESHOLD"):
+            Settings.from_env({"ORCH_GC_THRESHOLD": wrong})
