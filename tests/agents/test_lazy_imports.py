@@ -86,3 +86,17 @@ print(RedisBreakerBoard.__module__)
         [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.split() == ["circuit.board_redis"]
+
+
+def test_pybreaker_keeps_its_redis_support_when_redis_was_loaded_first() -> None:
+    """A process that loaded redis-py already (a service on Redis) imports pybreaker as is."""
+    check = """
+import sys
+import redis
+from circuit.statemachine import pybreaker
+print(pybreaker.HAS_REDIS_SUPPORT, sys.modules["redis"] is redis)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["True", "True"]
