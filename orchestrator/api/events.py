@@ -12,9 +12,11 @@ terminal one gets 204, which tells a browser's EventSource to stop reconnecting.
 An idle stream sends a comment every `ORCH_SSE_KEEPALIVE_S`; at that moment it
 also checks the document, so a workflow that finished without its terminal event
 (the event write failed) still ends the stream, with an event built from the
-document (no `id`); for a workflow already finished when the stream opens, that
-check comes after a second, not a whole keep-alive period. A stream whose
-subscription is lost ends; the client's reconnect resumes it.
+document (no `id`). The terminal document is written before the last events, so
+a document seen finished first gets a grace second for its terminal event before
+the stream ends from the document; for a workflow already finished when the
+stream opens, that check comes after the grace second, not a whole keep-alive
+period. A stream whose subscription is lost ends; the client's reconnect resumes it.
 """
 
 from __future__ import annotations
@@ -112,10 +114,10 @@ async def workflow_events(request: web.Request) -> web.StreamResponse:
             await stream.send_all(await store.events_since(workflow_id, after))
             if not stream.finished:
                 keepalive_s = services.settings.sse_keepalive_s
-                # Already finished: its terminal event is being written or was lost; give
-                # it a moment, not a whole keep-alive period, before ending from the document.
-                first_s = min(keepalive_s, _TERMINAL_GRACE_S) if state.status.is_terminal else None
-                await _follow(stream, subscription, store, workflow_id, keepalive_s, first_s)
+                # Already finished: its terminal event is being written or was lost.
+                loop = asyncio.get_running_loop()
+                grace_until = loop.time() + _TERMINAL_GRACE_S if state.status.is_terminal else None
+                await _follow(stream, subscription, store, workflow_id, keepalive_s, grace_until)
         except ConnectionResetError:
             pass  # the client went away
         return response
@@ -130,16 +132,26 @@ async def _follow(
     store: StateStore,
     workflow_id: str,
     keepalive_s: float,
-    first_s: float | None,
+    grace_until: float | None,
 ) -> None:
-    wait_s = keepalive_s if first_s is None else first_s
+    """Send live events until the terminal one; keep-alives and a document check when idle.
+
+    `grace_until` (loop time) is set once the document was seen finished: until then a
+    missing terminal event is presumed still being written, after it the stream ends
+    from the document.
+    """
+    loop = asyncio.get_running_loop()
     while not stream.finished:
+        wait_s = keepalive_s
+        if grace_until is not None:
+            wait_s = max(0.0, min(keepalive_s, grace_until - loop.time()))
         try:
             async with asyncio.timeout(wait_s):
                 seq, event = await anext(subscription)
         except TimeoutError:
-            await _idle(stream, store, workflow_id)
-            wait_s = keepalive_s
+            finished = await _idle(stream, store, workflow_id, grace_until)
+            if finished and grace_until is None:
+                grace_until = loop.time() + _TERMINAL_GRACE_S
             continue
         except StopAsyncIteration:
             return  # store closing or subscription lost: the client reconnects and resumes
@@ -159,18 +171,31 @@ async def _had_the_end(store: StateStore, workflow_id: str, after: int) -> bool:
     return bool(logged) and logged[0][0] == after and is_terminal(logged[0][1])
 
 
-async def _idle(stream: _Stream, store: StateStore, workflow_id: str) -> None:
+async def _idle(
+    stream: _Stream, store: StateStore, workflow_id: str, grace_until: float | None
+) -> bool:
+    """Catch up from the log, then end from the document or send a keep-alive.
+
+    Returns whether the document says the workflow finished (its terminal event not
+    yet logged); the stream ends from the document only once the grace has passed.
+    """
     await stream.send_all(await store.events_since(workflow_id, stream.last))
     if stream.finished:
-        return
+        return True
     state = await store.get(workflow_id)
-    if state is None or state.status.is_terminal:
-        # Finished (or expired) and no terminal event will come: end with what we know.
-        if state is not None:
+    if state is None:
+        stream.finished = True  # expired: nothing more will come
+        return True
+    if state.status.is_terminal:
+        if grace_until is not None and asyncio.get_running_loop().time() >= grace_until:
+            # Finished and no terminal event came: end with what we know.
             await stream.send(None, workflow_event(state, state.updated_at))
-        stream.finished = True
-        return
+            stream.finished = True
+            return True
+        await stream.response.write(b": keep-alive\n\n")
+        return True
     await stream.response.write(b": keep-alive\n\n")
+    return False
 
 
 def _resume_point(request: web.Request) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
+from orchestrator.events import is_terminal
 from state.memory import MemoryStateStore
 from state.redis import RedisStateStore
 from state.store import StateStoreError
@@ -222,3 +224,41 @@ async def test_a_finished_workflow_without_events_ends_from_its_document(api: An
     )
     assert [(e.id, e.event) for e in events] == [(None, "workflow.completed")]
     assert events[0].data["status"] == "completed"
+
+
+class LateEndStore(MemoryStateStore):
+    """Holds the terminal event's write until `release` is set (a slow last write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        if any(is_terminal(event) for event in events):
+            await self.release.wait()
+        return await super().append_events(workflow_id, events)
+
+    async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
+        if is_terminal(event):
+            await self.release.wait()
+        return await super().append_event(workflow_id, event)
+
+
+async def test_a_terminal_event_written_after_the_document_still_ends_the_stream(
+    api: Any,
+) -> None:
+    """The terminal document is written before the last events: a stream that sees the
+    document finished keeps waiting (with keep-alives) for the real, numbered terminal
+    event instead of ending at once with one built from the document."""
+    store = LateEndStore()
+    client = await api(store=store, sse_keepalive_s=0.05)
+    body = await (await client.post("/api/query", json={"query": QUESTION})).json()
+    assert body["status"] == "completed"
+    response = await client.get(f"/api/workflow/{body['workflow_id']}/events")
+    async with asyncio.timeout(10):
+        while (await response.content.readline()) != b": keep-alive\n":
+            pass  # the stream has seen the finished document and is waiting
+    store.release.set()
+    events = await read_events(response)
+    assert events[-1].event == "workflow.completed"
+    assert events[-1].id is not None
