@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.events import is_terminal
+from orchestrator.events import TERMINAL_EVENTS
 from state.memory import MemoryStateStore
 from state.redis import RedisStateStore
 from state.store import StateStoreError
@@ -234,12 +234,12 @@ class LateEndStore(MemoryStateStore):
         self.release = asyncio.Event()
 
     async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
-        if any(is_terminal(event) for event in events):
+        if any(event.get("type") in TERMINAL_EVENTS for event in events):
             await self.release.wait()
         return await super().append_events(workflow_id, events)
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
-        if is_terminal(event):
+        if event.get("type") in TERMINAL_EVENTS:
             await self.release.wait()
         return await super().append_event(workflow_id, event)
 
