@@ -213,6 +213,67 @@ async def test_subscription_survives_a_dropped_connection(
     await cancellations.aclose()
 
 
+class _PubSubLosingOneCancel(aioredis.client.PubSub):
+    """A real PubSub whose blocking read loses the first cancel, as Python 3.11's
+    `asyncio.wait_for` (around each of redis-py's socket writes) does when the cancel
+    lands as the write completes (CPython gh-86296): the read then returns None
+    (`then="returns"`) or goes on reading (`then="reads-on"`)."""
+
+    then = "returns"
+    lost: list[str] = []
+
+    async def get_message(
+        self,
+        ignore_subscribe_messages: bool = False,
+        timeout: float | None = 0.0,  # noqa: ASYNC109 (redis-py's signature, overridden)
+    ) -> Any:
+        if timeout is not None or not self.channels or self.lost:
+            return await super().get_message(ignore_subscribe_messages, timeout)
+        try:
+            return await super().get_message(ignore_subscribe_messages, timeout)
+        except asyncio.CancelledError:
+            self.lost.append("cancel")
+            if self.then == "returns":
+                return None
+            return await super().get_message(ignore_subscribe_messages, timeout)
+
+
+class _ClientLosingOneCancel(aioredis.Redis):
+    def pubsub(self, **kwargs: Any) -> aioredis.client.PubSub:
+        return _PubSubLosingOneCancel(self.connection_pool, **kwargs)
+
+
+@pytest.mark.parametrize("then", ["returns", "reads-on"])
+async def test_closing_a_subscription_survives_a_lost_cancel(
+    redis_url: str, redis_client: aioredis.Redis, redis_prefix: str, then: str
+) -> None:
+    """A pump that swallows the cancel of stop() still ends, and stop() returns: a
+    lost cancel once left it reading forever (the test_subscription_survives_a_dropped_
+    connection hang)."""
+    client = _ClientLosingOneCancel.from_url(redis_url)
+    _PubSubLosingOneCancel.then = then
+    lost: list[str] = []
+    _PubSubLosingOneCancel.lost = lost
+    store = RedisStateStore(client, prefix=redis_prefix)
+    channel = keys.finished_channel(store.prefix)
+    try:
+        finishes = await store.subscribe_finishes()
+        [(_, count)] = await redis_client.pubsub_numsub(channel)
+        assert count == 1
+        async with asyncio.timeout(30):  # generous: a hang fails instead of stalling
+            await finishes.aclose()
+        assert lost == ["cancel"]
+
+        async def none_left() -> bool:
+            [(_, left)] = await redis_client.pubsub_numsub(channel)
+            return int(left) == 0
+
+        assert await wait_until(none_left)
+    finally:
+        await store.close()
+        await client.aclose()
+
+
 @pytest.mark.parametrize("client_kwargs", RETRY_POLICIES.values(), ids=RETRY_POLICIES.keys())
 async def test_cancels_missed_while_disconnected_are_replayed(
     redis_backend: RedisBackend, redis_client: aioredis.Redis, client_kwargs: dict[str, Any]
