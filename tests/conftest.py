@@ -20,6 +20,31 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 import redis.asyncio as aioredis
+import structlog
+
+
+def _configure_test_logging() -> None:
+    """structlog's own default console lines, but tracebacks printed plainly.
+
+    The default renders an exception with rich, every frame's locals included: a
+    single `log.exception` cost seconds of CPU on a loaded machine, all of it on the
+    event loop, so agent calls of the test timed out meanwhile (the data agent was
+    called twice in test_redis_outages.py). The service itself logs JSON with plain
+    tracebacks (orchestrator/logs.py), and rich is only a test dependency.
+    """
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+        ]
+    )
+
+
+_configure_test_logging()
 
 
 def _in_ci() -> bool:

@@ -28,6 +28,7 @@ def test_console_format_gives_readable_lines(capsys: pytest.CaptureFixture[str])
     assert Settings.from_env({"ORCH_LOG_FORMAT": "console"}).log_format == "console"
     with pytest.raises(ConfigError):
         Settings.from_env({"ORCH_LOG_FORMAT": "xml"})
+    before = structlog.get_config()
     try:
         configure_logging("info", "console")
         structlog.get_logger("test.console").info("workflow_finished", status="completed")
@@ -38,7 +39,7 @@ def test_console_format_gives_readable_lines(capsys: pytest.CaptureFixture[str])
         structlog.get_logger("test.json").info("workflow_finished", status="completed")
         assert capsys.readouterr().err.lstrip().startswith('{"status":"completed"')
     finally:
-        structlog.reset_defaults()
+        structlog.configure(**before)  # the suite's own (tests/conftest.py)
 
 
 @functools.cache
