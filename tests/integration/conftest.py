@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -109,12 +110,22 @@ async def api(
         await store.close()
 
 
+# How long `eventually` waits by default. Generous on purpose: it only turns "never"
+# into a failure. A bound near the usual time (a count of 20 ms polls, 2-5 s in all)
+# failed on a CI machine loaded by parallel suites; how soon things happen is bench/'s.
+EVENTUALLY_S = 30.0
+
+
 async def eventually(
-    probe: Callable[[], Awaitable[bool]], *, attempts: int = 250, interval_s: float = 0.02
+    probe: Callable[[], Awaitable[bool]],
+    *,
+    within_s: float = EVENTUALLY_S,
+    interval_s: float = 0.02,
 ) -> None:
-    """Await a condition another process or task brings about (bounded; no fixed sleeps)."""
-    for _ in range(attempts):
-        if await probe():
-            return
+    """Await a condition another process or task brings about: `probe()` every
+    `interval_s` until true, failing after `within_s` (bounded; no fixed sleeps)."""
+    deadline = time.monotonic() + within_s
+    while not await probe():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not reached within {within_s} s")
         await asyncio.sleep(interval_s)
-    raise AssertionError("condition not reached in time")

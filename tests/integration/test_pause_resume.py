@@ -162,7 +162,7 @@ async def test_pause_on_one_replica_survives_its_restart_and_resumes_on_another(
     async def a_saw_the_pause() -> bool:
         return workflow_id in orchestrator_a.pausing
 
-    await eventually(a_saw_the_pause, attempts=150, interval_s=0.02)
+    await eventually(a_saw_the_pause)
     agent.gate("first").set()
 
     async def paused() -> bool:

@@ -114,7 +114,7 @@ async def start_replica(
             except httpx.TransportError:
                 return False
 
-        await eventually(ready, attempts=600, interval_s=0.05)  # interpreter start-up: bounded
+        await eventually(ready, interval_s=0.05)  # interpreter start-up: bounded
         return replica
 
     yield start
@@ -125,7 +125,7 @@ async def _data_in_flight(agents: Agents) -> None:
     async def in_flight() -> bool:
         return bool((await agents["data"].stats())["in_flight"] == 1)
 
-    await eventually(in_flight, attempts=500)
+    await eventually(in_flight)
 
 
 async def test_a_killed_replicas_workflow_is_resumed_by_the_other_without_rerunning_steps(
@@ -155,7 +155,7 @@ async def test_a_killed_replicas_workflow_is_resumed_by_the_other_without_rerunn
         return bool((await second.document(workflow_id))["status"] == "completed")
 
     # Lease 1.5 s, reconcile every 0.75 s: bounded well above that, never a fixed sleep.
-    await eventually(resumed_and_done, attempts=400, interval_s=0.05)
+    await eventually(resumed_and_done, interval_s=0.05)
     body = await second.document(workflow_id)
     assert body["owner"] != owner
     assert body["steps"]["nlp"]["attempts"] == 1
@@ -195,7 +195,7 @@ async def test_a_redis_restart_mid_run_loses_nothing(
         statuses = [(await r.status(workflow_id)).json() for r in (first, second)]
         return all(body.get("status") == "completed" for body in statuses)
 
-    await eventually(done_everywhere, attempts=400, interval_s=0.05)
+    await eventually(done_everywhere, interval_s=0.05)
     assert await first.document(workflow_id) == await second.document(workflow_id)
     for name in ("nlp", "data", "viz"):
         assert (await agents[name].stats())["requests"] == 1, name

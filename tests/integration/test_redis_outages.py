@@ -115,7 +115,7 @@ async def test_a_workflow_whose_end_falls_in_an_outage_is_not_lost(
     async def stored() -> bool:
         return workflow_id not in orchestrator.running
 
-    await eventually(stored, attempts=500)
+    await eventually(stored)
     reader = RedisStateStore.from_url(server.url)
     try:
         state = await reader.get(workflow_id)
@@ -184,7 +184,7 @@ async def test_a_restart_without_persistence_loses_finished_workflows_not_runnin
         async def rewritten() -> bool:
             return running_id not in orchestrator.running
 
-        await eventually(rewritten, attempts=500)
+        await eventually(rewritten)
         gone = await client.get(f"/api/workflow/{finished_id}/status")
         assert gone.status == 404
         prefix = client.app[SERVICES].settings.key_prefix

@@ -73,7 +73,7 @@ async def test_finished_workflow_readable_from_both_then_gone_after_ttl(
     async def expired() -> bool:
         return bool((await a.get(url)).status == 404 and (await b.get(url)).status == 404)
 
-    await eventually(expired, attempts=150, interval_s=0.05)
+    await eventually(expired, interval_s=0.05)
 
 
 async def test_readiness_reports_redis(api: Any, redis_url: str, prefix: str) -> None:
