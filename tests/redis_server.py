@@ -2,7 +2,7 @@
 
 Outage and crash tests need a Redis they may break without touching the shared
 one in REDIS_URL: this starts `redis-server` on 127.0.0.1 on a port of its own
-(from `PORTS`, the range reserved for these tests), with its files in a
+(tests/ports.py: one no other suite on the machine uses), with its files in a
 temporary folder, optionally with AOF (`appendfsync always`) so a restart keeps
 everything. Locally a missing `redis-server` skips; with CI=true it fails.
 """
@@ -11,40 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import shutil
 import signal
-import socket
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-# Ports these tests may take (checked free before use): the suite's own range,
-# redis-servers in the lower half, orchestrator processes in the upper.
-PORTS = range(21100, 21150)
-REPLICA_PORTS = range(21150, 21200)
-
-
-def free_port(ports: range = PORTS, *, taken: Collection[int] = ()) -> int:
-    """A port of `ports` nothing listens on (bind-checked), other than those `taken`.
-
-    Tried in random order: suites running at once on one machine (CI, a developer,
-    other worktrees) rarely reach for the same port, and callers confirm that what
-    answers on it is their own process (`RedisServer` by its pid).
-    """
-    for port in random.sample(list(ports), len(ports)):
-        if port in taken:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
+from tests.ports import free_port
 
 
 def require_redis_server() -> str:
@@ -72,7 +48,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
-        for _ in range(5):  # another suite may have taken the port meanwhile: pick again
+        for _ in range(5):  # something else may have taken the port meanwhile: pick again
             args = [
                 self.binary,
                 "--bind", "127.0.0.1",

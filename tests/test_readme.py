@@ -39,7 +39,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tomllib
@@ -50,6 +49,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli
+from tests.ports import free_port, free_ports_in_a_row
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -136,29 +136,12 @@ def test_every_toml_example_is_toml(block: Block) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_port()
 
 
 def _three_free_ports() -> int:
     """A base port with the next two free as well (`up` puts the agents on base..base+2)."""
-    for _ in range(50):
-        base = _free_port()
-        probes: list[socket.socket] = []
-        try:
-            for port in (base, base + 1, base + 2):
-                probe = socket.socket()
-                probes.append(probe)
-                probe.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-    raise RuntimeError("no three consecutive free ports on 127.0.0.1")
+    return free_ports_in_a_row(3)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ from agents.errors import AgentConnectionError, AgentTimeout
 from agents.registry import AgentRegistry, AgentSpec, AgentTimeouts
 from agents.transport import AgentTransport, TransportName, create_transport
 from circuit.config import BreakerConfig, RetryConfig
+from tests.ports import free_port
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 
@@ -106,9 +106,7 @@ async def test_read_timeout_over_a_real_socket(
 
 async def test_connection_refused_is_unreachable(http: AgentTransport) -> None:
     """Nothing listening on the port is AgentConnectionError, not a timeout."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # free, and no other suite's (tests/ports.py)
     client = make_client(f"http://127.0.0.1:{port}", http)
     with pytest.raises(AgentConnectionError) as caught:
         await client.call("data", {}, workflow_id="wf", node_id="s")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from agents.reference import AGENT_KINDS, AgentKind, create_agent_app, start_agent
 from agents.reference.__main__ import build_parser
 from agents.reference.parser import parse_intent
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID_INPUT: dict[str, dict[str, Any]] = {
@@ -286,9 +286,7 @@ async def test_control_delay_holds_requests_until_lifted(slow_nlp: str) -> None:
 
 
 async def test_start_agent_binds_the_requested_port() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # free, and no other suite's (tests/ports.py)
     runner, bound = await start_agent("viz", port=port)
     try:
         assert bound == port
@@ -356,9 +354,7 @@ def test_cli_help_describes_the_agents(capsys: pytest.CaptureFixture[str]) -> No
 
 async def test_python_dash_m_runs_an_agent() -> None:
     """`python -m agents.reference nlp --port P` serves the contract until interrupted."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # free, and no other suite's (tests/ports.py)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agents.reference", "nlp", "--port", str(port), "--fail-rate", "1",
         cwd=ROOT,

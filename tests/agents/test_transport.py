@@ -29,6 +29,7 @@ from agents.transport import (
     create_transport,
 )
 from agents.transport_httpx import HttpxTransport
+from tests.ports import free_port
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -336,9 +337,7 @@ async def test_connect_timeout(transport: AgentTransport) -> None:
 
 async def test_connection_refused(transport: AgentTransport) -> None:
     """Nothing listening on the port is TransportConnectionError, not a timeout."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # free, and no other suite's (tests/ports.py)
     with pytest.raises(TransportConnectionError):
         await get(transport, f"http://127.0.0.1:{port}/x")
 

@@ -31,6 +31,7 @@ from circuit.config import BreakerConfig, RetryConfig
 from orchestrator.app import create_app
 from orchestrator.cli import _announcement
 from orchestrator.settings import Settings, default_registry
+from tests.ports import free_port
 
 Client = TestClient[web.Request, web.Application]
 HEALTHZ_LIMIT_S = 1.0
@@ -463,9 +464,7 @@ async def test_responses_carry_no_server_version(service: Any) -> None:
 async def test_an_unreachable_agent_is_reported_without_its_address(
     aiohttp_client: Callable[..., Awaitable[Client]],
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # free, and no other suite's (tests/ports.py)
     spec = AgentSpec(name="gone", url=f"http://127.0.0.1:{port}", retry=RetryConfig(max_attempts=1))
     registry = AgentRegistry([*default_registry().values(), spec])
     client = await aiohttp_client(create_app(Settings(agents=registry)))

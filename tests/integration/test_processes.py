@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Agents, eventually
-from tests.redis_server import REPLICA_PORTS, RedisServer, free_port, redis_server
+from tests.ports import free_port
+from tests.redis_server import RedisServer, redis_server
 
 pytestmark = pytest.mark.redis
 
@@ -79,7 +80,7 @@ async def start_replica(
 
     async def start(*, lease_s: float = 1.5) -> Replica:
         # Reserved before the first await: replicas started together get different ports.
-        port = free_port(REPLICA_PORTS, taken=reserved)
+        port = free_port(taken=reserved)
         reserved.add(port)
         env = {
             "PATH": os.environ.get("PATH", ""),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
+from tests.ports import free_port, free_ports_in_a_row
 
 
 @pytest.mark.parametrize(
@@ -42,33 +42,12 @@ def test_bad_config_stops_start_up_with_a_message(
 
 
 def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return [free_port() for _ in range(n)]
 
 
 def _consecutive_free_ports() -> int:
     """A base port with the next two free as well (the agents take base, base+1, base+2)."""
-    for _ in range(50):
-        (base,) = _free_ports(1)
-        try:
-            probes = []
-            for port in (base, base + 1, base + 2):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                probes.append(s)
-            for s in probes:
-                s.close()
-            return base
-        except OSError:
-            for s in probes:
-                s.close()
-    raise RuntimeError("no three consecutive free ports")
+    return free_ports_in_a_row(3)
 
 
 def test_up_starts_api_and_agents_and_answers_a_query() -> None:

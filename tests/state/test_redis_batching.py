@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from state.history import HistoryQuery
 from state.models import WorkflowStatus
 from state.redis import RedisStateStore
 from state.store import StateStoreError
+from tests.ports import free_port
 from tests.redis_server import redis_server
 from tests.state.conftest import RedisBackend, make_state
 
@@ -110,9 +110,7 @@ async def test_a_cancelled_caller_does_not_fail_the_rest_of_its_batch(
 
 async def test_a_lost_connection_fails_every_command_of_the_batch() -> None:
     """Each caller of a batch that cannot reach Redis gets its own StateStoreError."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # free, and no other suite's (tests/ports.py)
     store = RedisStateStore.from_url(f"redis://127.0.0.1:{port}/0", retry=Retry(NoBackoff(), 0))
     try:
         states = [make_state() for _ in range(3)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from state.history import HistoryPage, HistoryQuery
 from state.models import HistoryEntry, WorkflowStatus
 from state.redis import RedisStateStore
 from state.store import LeaseLost, StateStoreError
+from tests.ports import free_port
 from tests.redis_server import RedisServer, require_redis_server
 from tests.state.conftest import RedisBackend, make_state, new_id
 
@@ -59,9 +59,7 @@ async def wait_until(
 @pytest.fixture
 def closed_port_url() -> str:
     """A URL on a 127.0.0.1 port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # free, and no other suite's (tests/ports.py)
     return f"redis://127.0.0.1:{port}/0"
 
 
