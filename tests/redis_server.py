@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -75,7 +76,10 @@ class RedisServer:
         """True once *this* process answers on the port (checked by its pid: a server of
         another suite on the same port does not count); False if it exited."""
         assert self.process is not None
-        for _ in range(200):  # bounded: 200 x 25 ms
+        # Bounded, generously: loading an AOF on a loaded machine is slow, and a count of
+        # polls (5 s in all) was not always enough.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             if self.process.returncode is not None:
                 return False
             if await self.pid() == self.process.pid:

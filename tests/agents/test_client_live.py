@@ -81,7 +81,7 @@ async def test_cancelling_an_in_flight_call_closes_the_connection(
     with pytest.raises(asyncio.CancelledError):
         await task
     # Only a lost connection cancels an aiohttp handler: the request really was aborted.
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(30):  # a hang guard, not a timing claim
         await agent.cancelled.wait()
     assert client.breaker("data").snapshot().failures == 0
     # The pool is not poisoned by the aborted connection: the next call succeeds.

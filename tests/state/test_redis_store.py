@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,8 @@ from tests.state.conftest import RedisBackend, make_state, new_id
 
 pytestmark = pytest.mark.redis
 
-EVENT_TIMEOUT_S = 5.0
+# Generous: a hang fails, a slow (loaded) machine does not; 5 s was too tight under load.
+EVENT_TIMEOUT_S = 30.0
 
 
 class _AnyEntry:
@@ -46,14 +48,16 @@ async def next_id(cancellations: CancellationStream) -> str:
 
 
 async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], *, every_s: float = 0.05, up_to_s: float = 5.0
+    predicate: Callable[[], Awaitable[bool]], *, every_s: float = 0.05, up_to_s: float = 30.0
 ) -> bool:
-    """Poll `predicate()` until true, for a bounded time; the server acts asynchronously."""
-    for _ in range(int(up_to_s / every_s)):
-        if await predicate():
-            return True
+    """Poll `predicate()` until true, for a bounded (wall-clock, generous) time; the
+    server acts asynchronously."""
+    deadline = time.monotonic() + up_to_s
+    while not await predicate():
+        if time.monotonic() >= deadline:
+            return False
         await asyncio.sleep(every_s)
-    return await predicate()
+    return True
 
 
 @pytest.fixture

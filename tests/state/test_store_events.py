@@ -11,7 +11,8 @@ from state.models import WorkflowStatus
 from state.store import StateStore
 from tests.state.conftest import Backend, make_state, new_id
 
-EVENT_TIMEOUT_S = 5.0
+# Generous: a hang fails, a slow (loaded) machine does not; 5 s was too tight under load.
+EVENT_TIMEOUT_S = 30.0
 
 
 async def next_event(stream: EventStream) -> StoredEvent:
