@@ -63,6 +63,9 @@ async def agents() -> AsyncIterator[Agents]:
             await agent.runner.cleanup()
 
 
+REDIS_TIMEOUT_S = 10.0
+
+
 def settings_for(
     agents: Agents, *, breaker: BreakerConfig | None = None, **overrides: Any
 ) -> Settings:
@@ -73,6 +76,10 @@ def settings_for(
         dataclasses.replace(spec, url=agents[spec.name].url, retry=FAST_RETRY, breaker=breaker)
         for spec in default_registry().values()
     ]
+    # Redis bounded generously unless a test is about the bounds: the 1 s defaults were
+    # exceeded by a shared test Redis on a loaded machine (a burst of 503s in test_load).
+    overrides.setdefault("redis_connect_timeout_s", REDIS_TIMEOUT_S)
+    overrides.setdefault("redis_timeout_s", REDIS_TIMEOUT_S)
     return Settings(agents=AgentRegistry(specs), **overrides)
 
 

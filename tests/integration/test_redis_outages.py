@@ -133,7 +133,9 @@ async def test_a_frozen_redis_gets_503_within_the_timeouts_and_recovers(
 ) -> None:
     """SIGSTOP: connections hang rather than fail; bounded timeouts turn that into 503s."""
     data_gate.opened.set()  # no step is held here
-    client = await _api_on(aiohttp_client, agents, data_gate, server, redis_timeout_s=0.3)
+    client = await _api_on(
+        aiohttp_client, agents, data_gate, server, redis_timeout_s=0.3, redis_connect_timeout_s=0.3
+    )
     server.freeze()
     try:
         status = await client.get("/api/workflow/someone/status")
