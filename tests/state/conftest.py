@@ -88,6 +88,10 @@ class RedisBackend:
         """A store under this test's prefix (`prefix` is appended to it)."""
         if not prefix.startswith(self.prefix):
             prefix = self.prefix + prefix
+        # Generous bounds unless a test sets its own: the 1 s defaults are a production
+        # choice, and a shared test Redis on a loaded machine can exceed them.
+        client_kwargs.setdefault("connect_timeout_s", 10.0)
+        client_kwargs.setdefault("command_timeout_s", 10.0)
         store = RedisStateStore.from_url(
             self.url, prefix=prefix, ttl_s=ttl_s, retention_s=retention_s, **client_kwargs
         )
