@@ -245,25 +245,31 @@ class _ClientLosingOneCancel(aioredis.Redis):
         return _PubSubLosingOneCancel(self.connection_pool, **kwargs)
 
 
+@pytest.mark.parametrize("stream", ["finishes", "events"])
 @pytest.mark.parametrize("then", ["returns", "reads-on"])
 async def test_closing_a_subscription_survives_a_lost_cancel(
-    redis_url: str, redis_client: aioredis.Redis, redis_prefix: str, then: str
+    redis_url: str, redis_client: aioredis.Redis, redis_prefix: str, then: str, stream: str
 ) -> None:
     """A pump that swallows the cancel of stop() still ends, and stop() returns: a
     lost cancel once left it reading forever (the test_subscription_survives_a_dropped_
-    connection hang)."""
+    connection hang). Both kinds of subscription: ids (finishes) and a workflow's events."""
     client = _ClientLosingOneCancel.from_url(redis_url)
     _PubSubLosingOneCancel.then = then
     lost: list[str] = []
     _PubSubLosingOneCancel.lost = lost
     store = RedisStateStore(client, prefix=redis_prefix)
-    channel = keys.finished_channel(store.prefix)
     try:
-        finishes = await store.subscribe_finishes()
+        subscription: Any
+        if stream == "finishes":
+            channel = keys.finished_channel(store.prefix)
+            subscription = await store.subscribe_finishes()
+        else:
+            channel = keys.events_channel(store.prefix, "wf")
+            subscription = await store.subscribe_events("wf")
         [(_, count)] = await redis_client.pubsub_numsub(channel)
         assert count == 1
         async with asyncio.timeout(30):  # generous: a hang fails instead of stalling
-            await finishes.aclose()
+            await subscription.aclose()
         assert lost == ["cancel"]
 
         async def none_left() -> bool:
