@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -19,6 +19,7 @@ from circuit.config import BreakerConfig, RetryConfig
 from orchestrator.app import create_app
 from orchestrator.settings import Settings, default_registry
 from state.store import StateStore
+from tests.integration.gate import GatedAgent, gated
 
 # Fast retries so failure paths finish quickly; the policy itself is unit-tested in tests/circuit.
 FAST_RETRY = RetryConfig(max_attempts=2, base_delay_s=0.001, max_delay_s=0.005)
@@ -50,6 +51,13 @@ class RunningAgent:
 Agents = dict[str, RunningAgent]
 
 
+class Reachable(Protocol):
+    """An agent the API can be pointed at: a RunningAgent, or a GatedAgent before one."""
+
+    @property
+    def url(self) -> str: ...
+
+
 @pytest.fixture
 async def agents() -> AsyncIterator[Agents]:
     running: Agents = {}
@@ -67,7 +75,7 @@ REDIS_TIMEOUT_S = 10.0
 
 
 def settings_for(
-    agents: Agents, *, breaker: BreakerConfig | None = None, **overrides: Any
+    agents: Mapping[str, Reachable], *, breaker: BreakerConfig | None = None, **overrides: Any
 ) -> Settings:
     """Settings for the running agents; every agent gets `breaker` (default: 3 in a row)."""
     if breaker is None:
@@ -87,12 +95,21 @@ ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
+async def data_gate(agents: Agents) -> AsyncIterator[GatedAgent]:
+    """The data agent behind a gate: its calls wait until the test opens it, so a test
+    sees a workflow mid-run by an event rather than by racing a delay."""
+    async for gate in gated(agents["data"].url):
+        yield gate
+
+
+@pytest.fixture
 async def api(
     agents: Agents, aiohttp_client: ClientFactory
 ) -> AsyncIterator[Callable[..., Awaitable[TestClient[web.Request, web.Application]]]]:
     """Start the API against the running agents: `client = await api(store=..., **settings)`.
 
-    Stores handed in are closed at the end (the app only closes what it opened).
+    `agents=` points it elsewhere (e.g. `{**agents, "data": data_gate}`). Stores handed in
+    are closed at the end (the app only closes what it opened).
     """
     stores: list[StateStore] = []
 
@@ -103,8 +120,9 @@ async def api(
         replica_id = kwargs.pop("replica_id", None)
         board = kwargs.pop("breaker_board", None)
         provider = kwargs.pop("tracer_provider", None)
+        routed = kwargs.pop("agents", agents)
         app = create_app(
-            settings_for(agents, **kwargs),
+            settings_for(routed, **kwargs),
             store=store,
             replica_id=replica_id,
             breaker_board=board,

@@ -12,6 +12,7 @@ from orchestrator.access.config import TenantPolicy
 from orchestrator.access.principal import UNLIMITED, Limits
 from state.memory import MemoryStateStore
 from tests.integration.conftest import Agents, eventually
+from tests.integration.gate import GatedAgent
 from tests.integration.principals import access_config, auth
 
 # Refills one token in 1000 s: nothing comes back within a test.
@@ -57,19 +58,23 @@ async def test_rate_limit_holds_across_two_instances_on_one_redis(api: Any, redi
         await _drop_prefix(redis_url, prefix)
 
 
-async def test_workflows_in_flight_per_key(api: Any, agents: Agents) -> None:
+async def test_workflows_in_flight_per_key(
+    api: Any, agents: Agents, data_gate: GatedAgent
+) -> None:
     """Over max_in_flight: 429 too_many_workflows; the slot frees when the workflow ends."""
     limits = Limits(requests_per_s=0, burst=0, max_in_flight=1)
-    client = await api(access=access_config(limits=limits))
-    await agents["data"].control(delay_ms=200)
+    client = await api(
+        access=access_config(limits=limits), agents={**agents, "data": data_gate}
+    )
     body = {"query": "revenue by region", "mode": "async"}
     first = await client.post("/api/query", json=body, headers=auth("user_a"))
     assert first.status == 202
+    await data_gate.arrived.wait()  # the first is running (held at data) and holds the slot
     second = await client.post("/api/query", json=body, headers=auth("user_a"))
     assert second.status == 429
     assert (await second.json())["error"]["code"] == "too_many_workflows"
     assert "Retry-After" in second.headers
-    await agents["data"].control(delay_ms=0)
+    data_gate.opened.set()
 
     async def admitted_again() -> bool:
         again = await client.post("/api/query", json=body, headers=auth("user_a"))

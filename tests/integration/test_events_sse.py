@@ -13,7 +13,8 @@ from orchestrator.events import TERMINAL_EVENTS
 from state.memory import MemoryStateStore
 from state.redis import RedisStateStore
 from state.store import StateStoreError
-from tests.integration.conftest import Agents, eventually
+from tests.integration.conftest import Agents
+from tests.integration.gate import GatedAgent
 from tests.integration.sse import SseEvent, read_events
 
 QUESTION = "average revenue by region in 2024"
@@ -143,27 +144,28 @@ async def test_a_stream_with_nothing_new_sends_keep_alives(api: Any, agents: Age
 
 @pytest.mark.redis
 async def test_a_second_replica_streams_the_workflow_and_resumes(
-    api: Any, agents: Agents, redis_url: str
+    api: Any, agents: Agents, data_gate: GatedAgent, redis_url: str
 ) -> None:
     """Replica A runs it; B's stream (pub/sub on one Redis) follows it live and resumes by id."""
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
-    await agents["data"].control(delay_ms=150)
-    a = await api(store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="a")
-    b = await api(store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="b")
+    routed = {**agents, "data": data_gate}
+    a = await api(
+        store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="a", agents=routed
+    )
+    b = await api(
+        store=RedisStateStore.from_url(redis_url, prefix=prefix), replica_id="b", agents=routed
+    )
     accepted = await submit(a)
     workflow_id = accepted["workflow_id"]
-
-    async def data_in_flight() -> bool:
-        return bool((await agents["data"].stats())["in_flight"] == 1)
-
-    await eventually(data_in_flight)
-    # B joins while A is mid-workflow: the past is replayed, the rest arrives live.
+    # B joins while A is mid-workflow (held at data): the past is replayed, the rest
+    # arrives live (the gate opens only once B's resumed stream is open).
+    await data_gate.arrived.wait()
     on_b = await b.get(f"/api/workflow/{workflow_id}/events")
     head = await read_events(on_b, limit=2)
     on_b.close()
-    rest = await read_events(
-        await b.get(f"/api/workflow/{workflow_id}/events", headers={"Last-Event-ID": "2"})
-    )
+    resumed = await b.get(f"/api/workflow/{workflow_id}/events", headers={"Last-Event-ID": "2"})
+    data_gate.opened.set()
+    rest = await read_events(resumed)
     events = [*head, *rest]
     assert_numbered_from(events, 1)
     assert events[-1].event == "workflow.completed"

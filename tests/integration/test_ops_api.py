@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.dag.plan import Plan
 from orchestrator.dag.svg import plan_svg
 from tests.integration.conftest import Agents, eventually
+from tests.integration.gate import GatedAgent
 
 QUESTION = "average revenue by region in 2024"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -80,16 +81,19 @@ async def test_a_workflow_picture_is_coloured_by_its_steps(api: Any, agents: Age
     assert missing.status == 404
 
 
-async def test_ops_workflows_lists_running_then_recent(api: Any, agents: Agents) -> None:
+async def test_ops_workflows_lists_running_then_recent(
+    api: Any, agents: Agents, data_gate: GatedAgent
+) -> None:
     """A running workflow is listed under running; once finished, under recent with its duration."""
-    await agents["data"].control(delay_ms=200)
-    client = await api()
+    client = await api(agents={**agents, "data": data_gate})
     accepted = await (
         await client.post("/api/query", json={"query": QUESTION, "mode": "async"})
     ).json()
+    await data_gate.arrived.wait()  # running, held at data
     listing = await (await client.get("/api/ops/workflows")).json()
     assert [w["workflow_id"] for w in listing["running"]] == [accepted["workflow_id"]]
     assert listing["running"][0]["duration_ms"] is None
+    data_gate.opened.set()
 
     async def finished() -> bool:
         now = await (await client.get("/api/ops/workflows")).json()

@@ -11,6 +11,7 @@ from prometheus_client.samples import Sample
 
 from orchestrator.settings import default_registry
 from tests.integration.conftest import Agents, eventually
+from tests.integration.gate import GatedAgent
 
 QUESTION = "average revenue by region in 2024"
 
@@ -122,17 +123,20 @@ async def test_each_app_has_its_own_registry(api: Any) -> None:
     assert not [s for s in m2["orch_workflows_started"] if s.name.endswith("_total")]
 
 
-async def test_running_workflows_gauge_follows_the_engine(api: Any, agents: Agents) -> None:
-    """orch_workflows_running is what this replica runs now: 1 during a slow run, then 0."""
-    await agents["data"].control(delay_ms=300)
-    client = await api()
+async def test_running_workflows_gauge_follows_the_engine(
+    api: Any, agents: Agents, data_gate: GatedAgent
+) -> None:
+    """orch_workflows_running is what this replica runs now: 1 during a held run, then 0."""
+    client = await api(agents={**agents, "data": data_gate})
     await client.post("/api/query", json={"query": QUESTION, "mode": "async"})
 
     async def running(n: int) -> bool:
         m = await scrape(client)
         return value(m["orch_workflows_running"], "orch_workflows_running") == n
 
+    await data_gate.arrived.wait()
     assert await running(1)
+    data_gate.opened.set()
     await eventually(lambda: running(0))
 
 

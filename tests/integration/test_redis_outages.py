@@ -16,8 +16,8 @@ import pytest
 from orchestrator.api.services import SERVICES
 from orchestrator.app import create_app
 from state.redis import RedisStateStore
-from tests.integration.conftest import Agents, eventually, settings_for
-from tests.integration.gate import GatedAgent, gated
+from tests.integration.conftest import Agents, Reachable, eventually, settings_for
+from tests.integration.gate import GatedAgent
 from tests.redis_server import RedisServer, redis_server, require_redis_server
 
 pytestmark = pytest.mark.redis
@@ -31,19 +31,13 @@ async def server(tmp_path: Path) -> AsyncIterator[RedisServer]:
         yield running
 
 
-@pytest.fixture
-async def data_gate(agents: Agents) -> AsyncIterator[GatedAgent]:
-    async for gate in gated(agents["data"].url):
-        yield gate
-
-
 async def _api_on(
     aiohttp_client: Any, agents: Agents, gate: GatedAgent, server: RedisServer, **settings: Any
 ) -> Any:
     """The API on `server`'s Redis, data calls through `gate`. The app builds its own
     store from the settings: the production path (pool, timeouts)."""
-    with_gate = {**agents, "data": gate}
-    app = create_app(settings_for(with_gate, redis_url=server.url, **settings))  # type: ignore[arg-type]
+    with_gate: dict[str, Reachable] = {**agents, "data": gate}
+    app = create_app(settings_for(with_gate, redis_url=server.url, **settings))
     return await aiohttp_client(app)
 
 
