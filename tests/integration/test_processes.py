@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Agents, eventually
+from tests.integration.gate import GatedAgent
 from tests.ports import free_port
 from tests.redis_server import RedisServer, redis_server
 
@@ -78,7 +79,7 @@ async def start_replica(
     started: list[Replica] = []
     reserved: set[int] = set()
 
-    async def start(*, lease_s: float = 1.5) -> Replica:
+    async def start(*, lease_s: float = 1.5, data_url: str | None = None) -> Replica:
         # Reserved before the first await: replicas started together get different ports.
         port = free_port(taken=reserved)
         reserved.add(port)
@@ -91,7 +92,7 @@ async def start_replica(
             "ORCH_SHUTDOWN_GRACE_S": "0.5",
             "ORCH_LOG_LEVEL": "warning",
             "NLP_AGENT_URL": agents["nlp"].url,
-            "DATA_AGENT_URL": agents["data"].url,
+            "DATA_AGENT_URL": data_url or agents["data"].url,
             "VIZ_AGENT_URL": agents["viz"].url,
         }
         log_path = tmp_path / f"replica-{port}.log"
@@ -169,18 +170,23 @@ async def test_a_killed_replicas_workflow_is_resumed_by_the_other_without_rerunn
 
 
 async def test_a_redis_restart_mid_run_loses_nothing(
-    start_replica: Callable[..., Awaitable[Replica]], agents: Agents, server: RedisServer
+    start_replica: Callable[..., Awaitable[Replica]],
+    agents: Agents,
+    data_gate: GatedAgent,
+    server: RedisServer,
 ) -> None:
     """Redis (AOF) killed and restarted while a step is in flight: the other replica answers
     503 with Retry-After meanwhile, the owner answers from memory, and afterwards the
     workflow completes once, with the same document on both replicas."""
     # A lease far longer than the outage: this test is about Redis, not about takeover.
-    first, second = await asyncio.gather(start_replica(lease_s=30), start_replica(lease_s=30))
-    # Long enough that the step is still in flight when Redis goes down, even on a busy CI.
-    await agents["data"].control(delay_ms=3_000)
+    first, second = await asyncio.gather(
+        start_replica(lease_s=30, data_url=data_gate.url),
+        start_replica(lease_s=30, data_url=data_gate.url),
+    )
     accepted = await first.http.post("/api/query", json={"query": QUESTION, "mode": "async"})
     workflow_id = accepted.json()["workflow_id"]
-    await _data_in_flight(agents)
+    # The step is held in flight until Redis is down (a gate, not a delay to race).
+    await data_gate.arrived.wait()
 
     await server.kill()
     elsewhere = await second.status(workflow_id)
@@ -190,6 +196,7 @@ async def test_a_redis_restart_mid_run_loses_nothing(
     from_memory = await first.status(workflow_id)
     assert from_memory.status_code == 200
     assert from_memory.json()["workflow_id"] == workflow_id
+    data_gate.opened.set()  # the step ends while Redis is down
     await server.start()
 
     async def done_everywhere() -> bool:
@@ -200,3 +207,4 @@ async def test_a_redis_restart_mid_run_loses_nothing(
     assert await first.document(workflow_id) == await second.document(workflow_id)
     for name in ("nlp", "data", "viz"):
         assert (await agents[name].stats())["requests"] == 1, name
+    assert data_gate.requests == 1
