@@ -13,6 +13,7 @@ worktrees) therefore never reach for the same port, and neither does the OS.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import random
@@ -36,9 +37,14 @@ def block() -> range:
     global _block, _lock
     if _block is None:
         _LOCKS.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # shared by every user's suites on the machine
+            _LOCKS.chmod(0o1777)
         starts = list(range(FIRST, LAST - BLOCK + 1, BLOCK))
         for start in random.sample(starts, len(starts)):
-            handle = (_LOCKS / f"{start}.lock").open("ab")
+            try:  # a lock file of another user's suite may not be ours to open: next block
+                handle = (_LOCKS / f"{start}.lock").open("ab")
+            except OSError:
+                continue
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
