@@ -130,14 +130,19 @@ async def test_bad_resume_points_and_unknown_workflows_are_json_errors(api: Any)
     assert (await response.json())["error"]["code"] == "workflow_not_found"
 
 
-async def test_a_stream_with_nothing_new_sends_keep_alives(api: Any, agents: Agents) -> None:
+async def test_a_stream_with_nothing_new_sends_keep_alives(
+    api: Any, agents: Agents, data_gate: GatedAgent
+) -> None:
     """An idle stream sends comments (proxies keep it open) and still ends at the terminal event."""
-    await agents["data"].control(delay_ms=300)
-    client = await api(sse_keepalive_s=0.05)
+    client = await api(sse_keepalive_s=0.05, agents={**agents, "data": data_gate})
     accepted = await submit(client)
+    await data_gate.arrived.wait()  # held at data: nothing new happens until it opens
     response = await client.get(accepted["links"]["events"])
+    async with asyncio.timeout(30):  # a hang guard, not a timing claim
+        while (line := await response.content.readline()) != b": keep-alive\n":
+            assert line, "the stream ended without a keep-alive"
+    data_gate.opened.set()
     raw = (await response.content.read()).decode()
-    assert ": keep-alive" in raw
     assert raw.rstrip().splitlines()[-3].startswith("id: ")
     assert "event: workflow.completed" in raw
 
