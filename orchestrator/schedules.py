@@ -99,6 +99,10 @@ def due_tick(schedule: Schedule, now: float, *, grace_s: float) -> float | None:
     return tick
 
 
+# How long close() waits for the loop to end before cancelling it again.
+_RECANCEL_S = 0.5
+
+
 class Scheduler:
     """Fires due schedules; one per replica, all sharing one `ScheduleStore`."""
 
@@ -117,6 +121,7 @@ class Scheduler:
         self._poll_s = poll_s
         self._grace_s = grace_s
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def tick(self) -> list[str]:
         """One pass: start every due run this replica wins; returns their workflow ids."""
@@ -152,13 +157,22 @@ class Scheduler:
         self._task = asyncio.create_task(self._loop(), name="scheduler")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._closing = True
+        # Cancelled until it has ended, not once: on Python 3.11 a cancel can be lost in
+        # redis-py (its socket writes run under `asyncio.wait_for`, which returns the
+        # write's result when the cancel lands as it completes: CPython gh-86296), and
+        # the pass then goes on; close() waited forever (a test's teardown hung).
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=_RECANCEL_S)
+        if not task.cancelled():
+            task.exception()  # retrieved: nothing to report, the loop only logs
 
     async def _loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._poll_s)
             try:
                 await self.tick()

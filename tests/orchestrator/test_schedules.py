@@ -143,3 +143,31 @@ async def test_the_background_loop_fires_due_schedules() -> None:
     finally:
         await scheduler.close()
     assert [r.workflow_id for r in await store.runs("s1")] == ["wf"]
+
+
+async def test_close_ends_the_loop_even_when_a_pass_loses_the_cancel() -> None:
+    """A pass that swallows close()'s cancel (as Python 3.11's asyncio.wait_for inside
+    redis-py can) does not leave close() waiting forever."""
+    entered = asyncio.Event()
+    lost: list[str] = []
+
+    class LosesOneCancel(MemorySchedules):
+        async def all(self) -> list[Schedule]:
+            entered.set()
+            try:
+                await asyncio.Event().wait()  # a read in flight
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost.append("cancel")
+            return []
+
+    async def start(s: Schedule, tick: float) -> str:
+        raise AssertionError("nothing is due")
+
+    scheduler = Scheduler(store=LosesOneCancel(), start=start, poll_s=0.001)
+    scheduler.start()
+    async with asyncio.timeout(30):  # a hang guard, not a timing claim
+        await entered.wait()
+        await scheduler.close()
+    assert lost == ["cancel"]
