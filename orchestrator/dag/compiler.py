@@ -50,15 +50,17 @@ class CompiledNode:
     fallback_input: Template | None = None
     # The node's trigger rule, its default resolved (dag/triggers.py).
     trigger: TriggerRule = TriggerRule.ALL_SUCCESS
+    # The agent the node calls, when it calls exactly one (agent nodes): read three times
+    # per node run (its state, its context, its log context), so worked out once here.
+    agent: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        agents = self.compiled.agents
+        self.agent = next(iter(agents)) if len(agents) == 1 else None
 
     @property
     def id(self) -> str:
         return self.node.id
-
-    @property
-    def agent(self) -> str | None:
-        """The agent the node calls, when it calls exactly one (agent nodes)."""
-        return next(iter(self.compiled.agents)) if len(self.compiled.agents) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)
