@@ -73,6 +73,9 @@ class CompiledWorkflow:
     layering: Layering
     sinks: tuple[str, ...]
     output: Template | None = None
+    # The nodes whose outputs a template of this workflow may read (by root name): the
+    # sizes of those are remembered when they are kept (orchestrator.dag.values).
+    read: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -177,7 +180,20 @@ def _compile(
         layering=analysis.layering,
         sinks=tuple([n for n, ds in dependents.items() if not ds]),
         output=analysis.output,
+        read=_read_by_templates(analysis),
     )
+
+
+def _read_by_templates(analysis: _Analysis) -> frozenset[str]:
+    """Every root name a node's params, a fallback input or the output may read."""
+    read: set[str] = set()
+    for cn in analysis.compiled.values():
+        read |= cn.compiled.references
+        if cn.fallback_input is not None:
+            read |= cn.fallback_input.references
+    if analysis.output is not None:
+        read |= analysis.output.references
+    return frozenset(read)
 
 
 def _analyse(

@@ -55,9 +55,10 @@ from orchestrator.dag.compiler import INPUTS, CompiledNode, CompiledWorkflow
 from orchestrator.dag.errors import NodeError, NodeTimeout
 from orchestrator.dag.graph import ReadyTracker
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
+from orchestrator.dag.kinds.agent import AgentKind
 from orchestrator.dag.model import FallbackKind, OnFailure
 from orchestrator.dag.triggers import Outcome, unmet_reason
-from orchestrator.dag.values import UnstorableValue, ValueSizes, json_value
+from orchestrator.dag.values import UnstorableValue, ValueSizes, decoded_within, json_value
 from state.models import (
     NodeFailure,
     NodeRun,
@@ -695,7 +696,9 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            output = self._storable(cn, await self._bounded(cn, ctx, cn.kind.run(cn.node, ctx)))
+            output = await self._bounded(cn, ctx, cn.kind.run(cn.node, ctx))
+            if not self._as_decoded(cn, ctx, output):
+                output = self._storable(cn, output)
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
@@ -739,6 +742,22 @@ class _Execution:
             input=node_input,
             attempts=ctx.attempts,
             agent=_agent_of(error, ctx),
+        )
+
+    def _as_decoded(self, cn: CompiledNode, ctx: NodeContext, output: Any) -> bool:
+        """Whether an agent node's output can be kept without the walk `_storable` makes:
+        it is the answer as our client decoded it, within bounds that make it storable
+        as it is (values.decoded_within), and no template reads its parts, so no size of
+        them is worth remembering (a sink's is measured, if at all, with the result)."""
+        decoded = ctx.decoded
+        return (
+            decoded is not None
+            and output is ctx.answer
+            and type(cn.kind) is AgentKind
+            and cn.id not in self.workflow.read
+            and decoded_within(
+                decoded.body_bytes, decoded.brackets, max_bytes=self.engine.limits.node_bytes
+            )
         )
 
     def _storable(self, cn: CompiledNode, output: Any) -> Any:

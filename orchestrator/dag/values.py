@@ -44,7 +44,14 @@ from typing import Any
 from orchestrator.dag.budget import DEFAULT_LIMITS, KnownSizes, measure
 from orchestrator.errors import EvaluationError
 
-__all__ = ["MAX_JSON_DEPTH", "UnstorableValue", "ValueSizes", "json_depth", "json_value"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "UnstorableValue",
+    "ValueSizes",
+    "decoded_within",
+    "json_depth",
+    "json_value",
+]
 
 # Deeper than any real document; far below orjson's own limit (1024) and the
 # interpreter's recursion limit, with room for the state document around it.
@@ -77,6 +84,25 @@ def json_value(
     `known` (ValueSizes.entries) are not walked again.
     """
     return _checked(value, max_depth, max_bytes, known)[0]
+
+
+def decoded_within(
+    body_bytes: int, brackets: int, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH
+) -> bool:
+    """Whether any value orjson decoded from (a part of) a body of `body_bytes` bytes
+    holding `brackets` "[" and "{" bytes is sure to be kept as it is by `json_value(value,
+    max_depth=max_depth, max_bytes=max_bytes)`, so the walk can be skipped.
+
+    orjson yields plain JSON only: dicts with str keys, lists, str, ints within 64 bits
+    (larger ones become floats), finite floats (it refuses NaN and infinities), bool and
+    None. Every container opens with a "[" or "{" byte, so none nests deeper than
+    `brackets`. And the size the walk counts is at most 3 bytes per byte of the body:
+    a string counts its characters (each at least a byte) and its quotes; an int at most
+    about 1.1 per digit; a float, null or boolean 8 (each at least 3 bytes written);
+    each item and key 1 or 2 more, where the body has at least a comma, a colon or a
+    bracket (tests/orchestrator/dag/test_values.py checks this on generated bodies).
+    """
+    return brackets <= max_depth and 3 * body_bytes <= max_bytes
 
 
 def _checked(

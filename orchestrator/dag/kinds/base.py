@@ -17,6 +17,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from agents.client import AgentCallResult as ClientResult
+from agents.client import Decoded
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
 from circuit.config import RetryConfig
@@ -108,6 +110,11 @@ class NodeContext:
     budget: Budget = field(default_factory=lambda: Budget.for_workflow().child())
     limits: Limits = DEFAULT_LIMITS
     sizes: KnownSizes | None = None
+    # The last answer `call_agent` returned, and how our client decoded it (None: a
+    # caller that does not say, or an A2A answer): the DAG engine keeps such an answer
+    # without walking it when the bounds of its decoding suffice (dag/values.py).
+    answer: Any = None
+    decoded: Decoded | None = None
 
     def render(self, template: Template) -> Any:
         """Render a template over the scope; references to nodes without output are null.
@@ -223,7 +230,9 @@ class NodeContext:
             self.attempts += exc.attempts
             raise
         self.attempts += result.attempts
-        return dict(result.data)
+        answer = self.answer = dict(result.data)
+        self.decoded = result.decoded if isinstance(result, ClientResult) else None
+        return answer
 
     def dependency_output(self) -> Any:
         """The output of the node's only dependency (None if it produced none)."""

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from orchestrator.dag.budget import Budget, BudgetExceeded, measure
 from orchestrator.dag.templates import compile_template
-from orchestrator.dag.values import UnstorableValue, ValueSizes, _convert, json_depth, json_value
+from orchestrator.dag.values import (
+    UnstorableValue,
+    ValueSizes,
+    _convert,
+    decoded_within,
+    json_depth,
+    json_value,
+)
 
 
 def size_of(sizes: ValueSizes, value: Any) -> int | None:
@@ -221,3 +228,32 @@ def test_the_one_walk_gives_what_measure_and_convert_give(
     for container, size, height in sizes.entries.values():
         assert size == measure(container, 10**9)
         assert height == json_depth(container)
+
+
+# Bodies as an agent may write them: any JSON, compact or indented, and the shapes that
+# cost the walk most per byte (short floats, null, booleans, long ints, empty containers).
+_DENSE = st.lists(
+    st.sampled_from([b"1e5", b"0.5", b"null", b"true", b"9999999999", b"[]", b"{}", b'""']),
+    min_size=1,
+    max_size=40,
+).map(lambda items: b"[" + b",".join(items) + b"]")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    JSON.map(orjson.dumps)
+    | JSON.map(lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2))
+    | _DENSE
+    | st.integers(1, 80).map(lambda n: b"[" * n + b"]" * n)
+)
+def test_a_decoded_body_within_its_bounds_is_kept_as_it_is(body: bytes) -> None:
+    """decoded_within's bounds hold: with the tightest limits it allows (max_bytes three
+    times the body, max_depth its bracket count), the walk keeps the value as it is."""
+    value = orjson.loads(body)
+    brackets = body.count(b"[") + body.count(b"{")
+    assert measure(value, 10**9) <= 3 * len(body)
+    assert json_depth(value) <= brackets
+    if decoded_within(len(body), brackets, max_bytes=3 * len(body), max_depth=64):
+        assert json_value(value, max_bytes=3 * len(body)) is value
+    else:
+        assert brackets > 64
