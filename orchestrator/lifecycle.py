@@ -762,7 +762,8 @@ class WorkflowOrchestrator:
                 workflow,
                 state,
                 on_transition=on_transition,
-                before_start=before_start,
+                # Without leases there is nothing to confirm: no call per node.
+                before_start=before_start if self._leases is not None else None,
                 on_node=events.node,
                 pause_requested=lambda: state.workflow_id in self._pausing,
             )
