@@ -78,7 +78,7 @@ if TYPE_CHECKING:  # the A2A SDK is imported on first use only (see AgentClient.
     from agents.a2a import Peer
     from agents.a2a_calls import A2ACalls
 
-__all__ = ["AgentCallResult", "AgentClient", "Decoded", "create_transport"]
+__all__ = ["AgentCallResult", "AgentClient", "create_transport"]
 
 log = structlog.get_logger(__name__)
 
@@ -89,26 +89,18 @@ _FOREIGN_ERRORS = (TransportError, TimeoutError, CircuitOpenError)
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-class Decoded(NamedTuple):
-    """How an answer's `data` was read: by orjson, from a body of `body_bytes` bytes
-    holding `brackets` "[" and "{" bytes. So `data` is plain JSON (orjson yields only
-    dicts with str keys, lists, str, int within 64 bits, finite floats, bool, None),
-    nested at most `brackets` deep, and no longer than `body_bytes` written out."""
-
-    body_bytes: int
-    brackets: int
-
-
 class AgentCallResult(NamedTuple):
     """An agent's `data` object, how many attempts it took, and how long in all;
-    `decoded`, when the answer was a JSON body read by orjson, says how (A2A: None).
+    `source`, the JSON body orjson read `data` from (None for an A2A answer): so `data`
+    holds only what orjson yields (dicts with str keys, lists, str, ints within 64
+    bits, finite floats, bool, None), and is no larger nor deeper than `source`.
 
     A NamedTuple: made once per call, at a third of a frozen dataclass's cost."""
 
     data: dict[str, Any]
     attempts: int
     duration_s: float
-    decoded: Decoded | None = None
+    source: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +132,8 @@ class _Call:
     payload: Mapping[str, Any] | None = None
     # The backoff slept before the next attempt (its span says so).
     retry_delay_s: float | None = None
-    # How the successful attempt's answer was read (AgentCallResult.decoded).
-    decoded: Decoded | None = None
+    # The body the successful attempt's answer was read from (AgentCallResult.source).
+    source: bytes | None = None
 
 
 class AgentClient:
@@ -334,7 +326,7 @@ class AgentClient:
         # (its lazy proxy, the keywords), more than the rest of the breaker. The step's
         # state, events and metrics say it; failures and retries are logged below.
         duration_s = self._clock() - started
-        return AgentCallResult(data, call.attempts, duration_s, call.decoded)
+        return AgentCallResult(data, call.attempts, duration_s, call.source)
 
     async def _retry(
         self, call: _Call, first_error: AgentError, retry: RetryConfig | None
@@ -632,8 +624,7 @@ def _parse(response: TransportResponse, call: _Call) -> dict[str, Any]:
     if type(document) is dict:
         data = document.get("data")
         if type(data) is dict and document.get("status") == "success":
-            body = response.body
-            call.decoded = Decoded(len(body), body.count(b"[") + body.count(b"{"))
+            call.source = response.body
             return data  # the contract's answer: checked by type, cheapest first
     if not isinstance(document, dict):
         reason = f"body is a JSON {type(document).__name__}, not an object"

@@ -749,15 +749,13 @@ class _Execution:
         it is the answer as our client decoded it, within bounds that make it storable
         as it is (values.decoded_within), and no template reads its parts, so no size of
         them is worth remembering (a sink's is measured, if at all, with the result)."""
-        decoded = ctx.decoded
+        source = ctx.source
         return (
-            decoded is not None
+            source is not None
             and output is ctx.answer
             and type(cn.kind) is AgentKind
             and cn.id not in self.workflow.read
-            and decoded_within(
-                decoded.body_bytes, decoded.brackets, max_bytes=self.engine.limits.node_bytes
-            )
+            and decoded_within(source, max_bytes=self.engine.limits.node_bytes)
         )
 
     def _storable(self, cn: CompiledNode, output: Any) -> Any:

@@ -86,23 +86,23 @@ def json_value(
     return _checked(value, max_depth, max_bytes, known)[0]
 
 
-def decoded_within(
-    body_bytes: int, brackets: int, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH
-) -> bool:
-    """Whether any value orjson decoded from (a part of) a body of `body_bytes` bytes
-    holding `brackets` "[" and "{" bytes is sure to be kept as it is by `json_value(value,
-    max_depth=max_depth, max_bytes=max_bytes)`, so the walk can be skipped.
+def decoded_within(source: bytes, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether any value orjson read from (a part of) the JSON body `source` is sure to be
+    kept as it is by `json_value(value, max_depth=max_depth, max_bytes=max_bytes)`, so the
+    walk can be skipped.
 
     orjson yields plain JSON only: dicts with str keys, lists, str, ints within 64 bits
     (larger ones become floats), finite floats (it refuses NaN and infinities), bool and
-    None. Every container opens with a "[" or "{" byte, so none nests deeper than
-    `brackets`. And the size the walk counts is at most 3 bytes per byte of the body:
-    a string counts its characters (each at least a byte) and its quotes; an int at most
-    about 1.1 per digit; a float, null or boolean 8 (each at least 3 bytes written);
-    each item and key 1 or 2 more, where the body has at least a comma, a colon or a
-    bracket (tests/orchestrator/dag/test_values.py checks this on generated bodies).
+    None. Every container opens with a "[" or "{" byte, so none nests deeper than the
+    body has of those. And the size the walk counts is at most 3 per byte of the body: a
+    string counts its characters (each at least a byte) and its quotes; an int at most
+    about 1.1 per digit; a float, null or boolean 8 (each at least 3 bytes written); each
+    item and key 1 or 2 more, where the body has at least a comma, a colon or a bracket
+    (tests/orchestrator/dag/test_values.py checks this on generated bodies).
     """
-    return brackets <= max_depth and 3 * body_bytes <= max_bytes
+    if 3 * len(source) > max_bytes:
+        return False
+    return source.count(b"[") + source.count(b"{") <= max_depth
 
 
 def _checked(

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from agents.client import AgentCallResult as ClientResult
-from agents.client import Decoded
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
 from circuit.config import RetryConfig
@@ -110,11 +109,11 @@ class NodeContext:
     budget: Budget = field(default_factory=lambda: Budget.for_workflow().child())
     limits: Limits = DEFAULT_LIMITS
     sizes: KnownSizes | None = None
-    # The last answer `call_agent` returned, and how our client decoded it (None: a
-    # caller that does not say, or an A2A answer): the DAG engine keeps such an answer
-    # without walking it when the bounds of its decoding suffice (dag/values.py).
+    # The last answer `call_agent` returned, and the JSON body our client read it from
+    # (None: a caller that does not say, or an A2A answer): the DAG engine keeps such an
+    # answer without walking it when that body bounds it enough (dag/values.py).
     answer: Any = None
-    decoded: Decoded | None = None
+    source: bytes | None = None
 
     def render(self, template: Template) -> Any:
         """Render a template over the scope; references to nodes without output are null.
@@ -231,7 +230,7 @@ class NodeContext:
             raise
         self.attempts += result.attempts
         answer = self.answer = dict(result.data)
-        self.decoded = result.decoded if isinstance(result, ClientResult) else None
+        self.source = result.source if isinstance(result, ClientResult) else None
         return answer
 
     def dependency_output(self) -> Any:
