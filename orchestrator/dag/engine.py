@@ -404,9 +404,17 @@ class _Execution:
             log.warning("final_emit_failed", workflow_id=state.workflow_id, exc_info=True)
 
     async def _emit_final(self) -> None:
-        # The terminal record must be written even if the task running us is being
-        # cancelled: the write runs in its own task, shielded.
-        await asyncio.shield(asyncio.ensure_future(self.emit()))
+        # The terminal record must be written even if the task running us is cancelled
+        # meanwhile. It is written here, in this task (a task of its own for every
+        # workflow cost a task, a shield and their turns of the loop); a cancel that
+        # interrupts it has it written again in a task of its own, shielded, and then
+        # goes on. Writing it again is safe: the transition callback is told the same
+        # terminal state, and a store keeps the first terminal document it took.
+        try:
+            await self.emit()
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.ensure_future(self.emit()))
+            raise
 
     async def _schedule(self, sorter: ReadyTracker, done: set[str]) -> None:
         while sorter.is_active():
