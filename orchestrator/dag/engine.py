@@ -252,11 +252,13 @@ class _Execution:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    async def emit(self, run: NodeRun | None = None) -> None:
+    def emit(self, run: NodeRun | None = None) -> Awaitable[None]:
+        """Record a transition: `on_node(run)` now, and `on_transition`'s awaitable (its
+        coroutine, handed back as it is: no frame of this method's own around it)."""
         self.state.updated_at = self.engine.clock()
         if run is not None and self.on_node is not None:
             self.on_node(run)
-        await self.on_transition(self.state)
+        return self.on_transition(self.state)
 
     def _init_runs(self) -> set[str]:
         """Fresh PENDING node runs, keeping the settled ones (completed, failed with
