@@ -18,7 +18,7 @@ from orchestrator.dag.budget import DEFAULT_LIMITS, Limits
 from orchestrator.dag.compiler import CompiledWorkflow, compile_workflow
 from orchestrator.dag.engine import DagEngine
 from state.models import WorkflowState
-from tests.chain_fixtures import mock_agent_registry
+from tests.chain_fixtures import compiled_chain, mock_agent_registry
 
 
 class AnsweringTransport:
@@ -140,7 +140,9 @@ async def test_an_unread_answer_ends_its_node_as_the_walk_would(
 ) -> None:
     registry = mock_agent_registry()
     workflow = compile_workflow(FANOUT, agents=list(registry))
-    assert {"part0", "part1", "part2"}.isdisjoint(workflow.read)  # nothing reads the parts
+    # Templates read the root's output (its sizes are remembered); nothing reads the parts'.
+    assert "root" in workflow.read
+    assert {"part0", "part1", "part2", "join"}.isdisjoint(workflow.read)
     answers = {
         "nlp": body({"intent": {"metric": "revenue"}}),
         "data": body(data_answer),
@@ -157,3 +159,24 @@ async def test_an_unread_answer_ends_its_node_as_the_walk_would(
     else:
         assert part.status.value == "failed"
         assert part.error is not None and part.error.type == expected
+
+
+def test_the_outputs_templates_read_are_known_at_compile_time() -> None:
+    """Node params, fallback inputs and the output template all count as readers."""
+    registry = mock_agent_registry()
+    chain = compiled_chain(registry)
+    assert {"nlp", "data", "viz"} <= chain.read  # viz only through the output template
+    definition = {
+        "nodes": [
+            {"id": "a", "kind": "agent", "agent": "nlp"},
+            {
+                "id": "b",
+                "kind": "agent",
+                "agent": "data",
+                "depends_on": ["a"],
+                "fallback": {"agent": "viz", "input": {"x": "{{ a.x }}"}},
+            },
+        ]
+    }
+    workflow = compile_workflow(definition, agents=list(registry))
+    assert "a" in workflow.read and "b" not in workflow.read
