@@ -114,9 +114,9 @@ class _Running:
     finished: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    # One future per caller of `wait`, resolved with `finished`: set directly, a waiter
-    # is woken on the next turn of the loop (through `shield`, two turns later), and
-    # cancelling one waiter's future cancels nobody else's wait.
+    # One future per caller of `wait`, resolved with `finished`: set directly, it wakes
+    # its caller on the next turn of the loop (a `shield` over `finished` took two), and
+    # cancelling one caller's future cancels nobody else's wait.
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     # Whether anyone ever waited: its answer goes before the finished run's housekeeping.
     waited: bool = False
