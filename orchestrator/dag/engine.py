@@ -636,17 +636,13 @@ class _Execution:
     # -- one node --------------------------------------------------------------------
 
     def _context(self, cn: CompiledNode, deadline: float | None) -> NodeContext:
-        deps = self.workflow.dependencies[cn.id]
-        scope = self.scope
-        unavailable = self.unavailable
         engine = self.engine
         return NodeContext(
             workflow_id=self.state.workflow_id,
             node=cn.node,
             compiled=cn.compiled,
             scope=self.scope_view,
-            unavailable=unavailable,
-            dependency_outputs=[(d, scope[d]) for d in deps if d not in unavailable],
+            unavailable=self.unavailable,
             caller=engine.agents,
             registry=engine.registry,
             deadline=deadline,

@@ -99,7 +99,6 @@ class NodeContext:
     compiled: Compiled
     scope: Mapping[str, Any]
     unavailable: AbstractSet[str]
-    dependency_outputs: list[tuple[str, Any]]
     caller: AgentCaller
     registry: AgentRegistry
     deadline: float | None = None
@@ -114,6 +113,13 @@ class NodeContext:
     # answer without walking it when that body bounds it enough (dag/values.py).
     answer: Any = None
     source: bytes | None = None
+
+    @property
+    def dependency_outputs(self) -> list[tuple[str, Any]]:
+        # Worked out when asked (aggregate nodes), not for every node that runs.
+        scope = self.scope
+        unavailable = self.unavailable
+        return [(d, scope[d]) for d in self.node.depends_on if d not in unavailable]
 
     def render(self, template: Template) -> Any:
         """Render a template over the scope; references to nodes without output are null.
