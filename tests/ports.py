@@ -60,7 +60,9 @@ def block() -> range:
     return _block
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """True when a plain bind on 127.0.0.1 takes `port` now (nothing listens there, and no
+    connection of a closed server lingers in TIME_WAIT on it)."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -87,7 +89,7 @@ def free_ports_in_a_row(count: int, *, taken: Collection[int] = ()) -> int:
             _next = 0
         base = ports.start + _next
         run = range(base, base + count)
-        if not any(port in taken for port in run) and all(_bindable(p) for p in run):
+        if not any(port in taken for port in run) and all(bindable(p) for p in run):
             _next += count
             return base
         _next += 1

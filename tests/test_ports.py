@@ -53,7 +53,7 @@ def _bindable_run(count: int) -> int:
     earlier test's server used may still be in TIME_WAIT, which refuses a plain bind)."""
     block = ports.block()
     for base in range(block.start, block.stop - count + 1):
-        if all(ports._bindable(port) for port in range(base, base + count)):
+        if all(ports.bindable(port) for port in range(base, base + count)):
             return base
     raise AssertionError("no bindable ports in the block")
 
