@@ -140,7 +140,9 @@ async def test_shutdown_hands_running_workflows_to_another_replica(
     await eventually(data_in_flight)
     await agents["data"].control(delay_ms=0)
     await leaving.close()
-    assert (await _status(staying, workflow_id))["status"] == "running"  # not cancelled
+    # Not cancelled: still running, or already resumed and finished by "staying" (its
+    # 0.3 s lease may lapse before this read on a loaded machine).
+    assert (await _status(staying, workflow_id))["status"] in {"running", "completed"}
 
     async def finished() -> bool:
         return bool((await _status(staying, workflow_id))["status"] == "completed")
