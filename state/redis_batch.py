@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-from collections.abc import Awaitable, Generator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
-# A queued command and the future its caller awaits.
-_Queued = tuple[tuple[Any, ...], asyncio.Future[Any]]
+# A queued command, the future its caller awaits, and the script to load when Redis
+# answers NOSCRIPT (None: no reload, the error is the reply).
+_Queued = tuple[tuple[Any, ...], asyncio.Future[Any], "LuaScript | None"]
 
 # The smallest pool the batcher takes a connection of its own from (see `Batcher`).
 _HOLD_MIN_POOL = 8
@@ -67,6 +68,9 @@ class Batcher:
 
     def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
         """Queue `command` (e.g. `("EXISTS", key)`); the future gets its reply."""
+        return self._queue(command, None)
+
+    def _queue(self, command: tuple[Any, ...], script: LuaScript | None) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._open is None:
@@ -74,27 +78,50 @@ class Batcher:
             task = loop.create_task(self._send())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
-        self._open.append((command, future))
+        self._open.append((command, future, script))
         return future
 
-    def eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
+    def eval(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> asyncio.Future[Any]:
         """EVALSHA `script`; on NOSCRIPT (Redis restarted, cache flushed) load it and go again.
 
         The command is queued at once, not when the result is awaited: scripts and
         commands issued one after another in one turn go to Redis in that order, in
-        one round trip (an accept's lease, document and index writes).
+        one round trip (an accept's lease, document and index writes). A plain future,
+        reloads done by the batcher: `gather` over replies wraps none of them in a task.
         """
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        return _Reply(self, self.call(command), script, command)
+        return self._queue(("EVALSHA", script.sha, len(keys), *keys, *args), script)
 
-    async def _reload(self, script: LuaScript, command: tuple[Any, ...]) -> Any:
-        if self._cluster:
-            # SCRIPT LOAD names no key: redis-py sends it to every primary itself.
-            await self._client.script_load(script.source)
-        else:
-            # Batched like any command: a burst that all missed loads it in one round trip.
-            await self.call(("SCRIPT", "LOAD", script.source))
-        return await self.call(command)
+    def _reload_then_answer(
+        self, script: LuaScript, command: tuple[Any, ...], future: asyncio.Future[Any]
+    ) -> None:
+        """Load `script`, send `command` again (once: a second NOSCRIPT is its answer) and
+        settle `future` with that reply; a task of its own (rare: Redis lost its scripts),
+        drained like a batch."""
+
+        async def reload() -> None:
+            try:
+                if self._cluster:
+                    # SCRIPT LOAD names no key: redis-py sends it to every primary itself.
+                    await self._client.script_load(script.source)
+                else:
+                    # Batched like any command: a burst that all missed loads it in one trip.
+                    await self.call(("SCRIPT", "LOAD", script.source))
+                reply = await self.call(command)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            except BaseException:
+                future.cancel()
+                raise
+            if not future.done():
+                future.set_result(reply)
+
+        task = asyncio.get_running_loop().create_task(reload())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def drain(self) -> None:
         """Wait until every batch queued so far has been answered."""
@@ -114,27 +141,10 @@ class Batcher:
         batch, self._open = self._open or [], None
         self.commands_sent += len(batch)
         self.round_trips += 1
-        replies: list[Any]
         try:
-            if not self._own_busy:
-                self._own_busy = True
-                self.own_round_trips += 1
-                try:
-                    replies = await self._exchange(batch)
-                finally:
-                    self._own_busy = False
-            elif len(batch) == 1:
-                command = batch[0][0]
-                # Redis.execute_command is untyped, RedisCluster's is typed: Any covers both.
-                client: Any = self._client
-                replies = [await client.execute_command(*command)]
-            else:
-                pipeline = self._client.pipeline(transaction=False)
-                for command, _ in batch:
-                    pipeline.execute_command(*command)
-                replies = await pipeline.execute(raise_on_error=False)
+            replies = await self._round_trip(batch)
         except BaseException as exc:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if future.done():
                     continue
                 if isinstance(exc, Exception):
@@ -144,13 +154,38 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), reply in zip(batch, replies, strict=True):
+        for (command, future, script), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue  # its caller was cancelled
-            if isinstance(reply, Exception):
+            if script is not None and isinstance(reply, NoScriptError):
+                self._reload_then_answer(script, command, future)
+            elif isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _round_trip(self, batch: list[_Queued]) -> list[Any]:
+        """The batch's replies, a `ResponseError` in the place of a command Redis refused."""
+        if not self._own_busy:
+            self._own_busy = True
+            self.own_round_trips += 1
+            try:
+                return await self._exchange(batch)
+            finally:
+                self._own_busy = False
+        if len(batch) == 1:
+            command = batch[0][0]
+            # Redis.execute_command is untyped, RedisCluster's is typed: Any covers both.
+            client: Any = self._client
+            try:
+                return [await client.execute_command(*command)]
+            except ResponseError as exc:  # a refusal is its reply, as in a pipeline
+                return [exc]
+        pipeline = self._client.pipeline(transaction=False)
+        for command, _, _ in batch:
+            pipeline.execute_command(*command)
+        replies: list[Any] = await pipeline.execute(raise_on_error=False)
+        return replies
 
     async def _exchange(self, batch: list[_Queued]) -> list[Any]:
         """Send `batch` on the batcher's own connection; its replies (a `ResponseError`
@@ -165,7 +200,7 @@ class Batcher:
             # The pool's check when it hands a connection out: connected, and nothing
             # unread on it (Redis closed it while idle: reconnect before sending).
             await pool.ensure_connection(conn)
-        commands = [command for command, _ in batch]
+        commands = [command for command, _, _ in batch]
 
         async def exchange() -> list[Any]:
             await conn.send_packed_command(conn.pack_commands(commands))
@@ -198,32 +233,3 @@ def own_copy(exc: BaseException) -> BaseException:
     mine.__cause__ = exc.__cause__
     mine.__context__ = exc.__context__
     return mine
-
-
-class _Reply:
-    """What `Batcher.eval` returns: awaiting it gives the script's reply, reloading the
-    script once if Redis lost it. Not a coroutine: one that is never awaited (its
-    caller was cancelled first) is no "never awaited" warning."""
-
-    __slots__ = ("_batcher", "_command", "_first", "_script")
-
-    def __init__(
-        self,
-        batcher: Batcher,
-        first: asyncio.Future[Any],
-        script: LuaScript,
-        command: tuple[Any, ...],
-    ) -> None:
-        self._batcher = batcher
-        self._first = first
-        self._script = script
-        self._command = command
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._resolve().__await__()
-
-    async def _resolve(self) -> Any:
-        try:
-            return await self._first
-        except NoScriptError:
-            return await self._batcher._reload(self._script, self._command)

@@ -161,3 +161,32 @@ async def test_a_closed_store_gives_its_batcher_connection_back_to_a_shared_pool
         for conn in taken:
             await pool.release(conn)
         await client.aclose()
+
+
+async def test_a_script_redis_does_not_have_is_loaded_and_run_on_every_path(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A script unknown to Redis (a new SHA, as after a restart) is loaded and run by the
+    batcher itself, alone or in a batch, on its own connection and through the pool; its
+    caller gets the script's reply, the other commands of the batch theirs."""
+    own = connect(redis_url)
+    pooled = connect(redis_url, max_connections=2)  # too small to spare one: the pool path
+    try:
+        for client in (own, pooled):
+            batcher = Batcher(client)
+            alone = LuaScript(f"-- {uuid.uuid4().hex}\nreturn ARGV[1]")
+            assert await batcher.eval(alone, [f"{redis_prefix}k"], ["a"]) == b"a"
+            batched = LuaScript(f"-- {uuid.uuid4().hex}\nreturn ARGV[1]")
+            replies = await asyncio.gather(
+                batcher.call(("SET", f"{redis_prefix}k", "1")),
+                batcher.eval(batched, [f"{redis_prefix}k"], ["b"]),
+                batcher.call(("INCR", f"{redis_prefix}k")),
+            )
+            assert replies == [True, b"b", 2]
+            await batcher.drain()
+        # A plain EVALSHA of an unknown SHA is not reloaded: its NOSCRIPT is the answer.
+        with pytest.raises(NoScriptError):
+            await Batcher(pooled).call(("EVALSHA", "0" * 40, 0))
+    finally:
+        await own.aclose()
+        await pooled.aclose()
