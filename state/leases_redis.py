@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from state import keys
 from state.connect import reply_text
 from state.leases import Orphan
-from state.redis_batch import Batcher, LuaScript
+from state.redis_batch import Batcher, LuaScript, in_order
 from state.store import StateStoreError
 
 _GEN = keys.DOC_LEASE_GEN_FIELD
@@ -229,17 +229,15 @@ class RedisLeases:
         try:
             # Owned, then unlisted (never the other way round): in order, in one round trip
             # on one Redis; on a Cluster (other slots, other nodes) one after the other.
-            released = asyncio.ensure_future(
-                self._batcher.eval(
-                    _RELEASE, (keys.workflow_key(self._prefix, workflow_id),), (owner,)
-                )
+            released = self._batcher.eval(
+                _RELEASE, (keys.workflow_key(self._prefix, workflow_id),), (owner,)
             )
             if self._cluster:
                 await released
             unlisted = self._batcher.call(
                 ("SREM", keys.replica_workflows_key(self._prefix, owner), workflow_id)
             )
-            await asyncio.gather(released, unlisted)
+            await in_order(released, unlisted)
         except (RedisError, OSError) as exc:
             raise _error("release", workflow_id, exc) from exc
 

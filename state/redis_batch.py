@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-from collections.abc import Sequence
+import inspect
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -222,6 +223,39 @@ class Batcher:
             await conn.disconnect(nowait=True)
             raise
         return replies
+
+
+async def in_order(*waits: Awaitable[Any]) -> list[Any]:
+    """The replies of `waits`, awaited one after another.
+
+    Their commands are queued already (a turn's commands go to Redis together), so this
+    costs no round trip more than `asyncio.gather` would; unlike gather it wraps no
+    coroutine in a task and takes no loop turn per reply: a reply already there is read
+    without yielding. Every one is awaited even after one failed (none is left with an
+    unread error), then the first error is raised. When the caller is cancelled, those
+    not awaited yet are cancelled (or closed), as gather cancels its children.
+    """
+    results: list[Any] = []
+    error: Exception | None = None
+    done = 0
+    try:
+        for wait in waits:
+            try:
+                results.append(await wait)
+            except Exception as exc:
+                error = error or exc
+                results.append(None)
+            done += 1
+    except BaseException:
+        for rest in waits[done + 1 :]:
+            if isinstance(rest, asyncio.Future):
+                rest.cancel()
+            elif inspect.iscoroutine(rest):
+                rest.close()
+        raise
+    if error is not None:
+        raise error
+    return results
 
 
 def own_copy(exc: BaseException) -> BaseException:
