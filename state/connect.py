@@ -9,12 +9,16 @@ then every part gets redis-py's `RedisCluster` on the same bounds.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -78,6 +82,46 @@ class HiredisPackingConnection(Connection):
         except TypeError:
             packed: list[bytes] = self._fallback.pack(*args)
             return packed
+
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """redis-py's (8.x), with the write bounded by `asyncio.timeout` instead of
+        `asyncio.wait_for`: on Python 3.11 wait_for runs the write in a task of its own,
+        so every round trip paid a task, a timer and two loop turns before (and after)
+        its bytes left. Same bound (the socket timeout), same errors: a write that
+        cannot finish in time is a `TimeoutError`, a socket error a `ConnectionError`,
+        and the connection is closed after either (tests/state/test_connect.py).
+        """
+        if not self.is_connected:
+            await self.connect_check_health(check_health=False)
+        if check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]  # (untyped in redis-py)
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        writer = self._writer
+        if writer is None:  # as redis-py would fail writing to a connection closed under it
+            raise RedisConnectionError("Connection closed by server.")
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                writer.writelines(command)
+                await writer.drain()
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            number, message = ("UNKNOWN", exc.args[0]) if len(exc.args) == 1 else exc.args[:2]
+            raise RedisConnectionError(
+                f"Error {number} while writing to socket. {message}."
+            ) from exc
+        except BaseException:
+            # A write cut short leaves the stream mid-command: never reuse it.
+            await self.disconnect(nowait=True)
+            raise
 
 
 def is_cluster_url(url: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import pytest
 
@@ -54,4 +55,4 @@ async def test_a_cancelled_caller_cancels_what_it_did_not_await_yet() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert a.cancelled() and b.cancelled()
-    assert later.cr_frame is None  # closed
+    assert inspect.getcoroutinestate(later) == inspect.CORO_CLOSED
