@@ -12,12 +12,14 @@ import asyncio
 import copy
 import hashlib
 import inspect
+import math
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # A queued command, the future its caller awaits, and the script to load when Redis
 # answers NOSCRIPT (None: no reload, the error is the reply).
@@ -203,14 +205,33 @@ class Batcher:
             await pool.ensure_connection(conn)
         commands = [command for command, _, _ in batch]
 
+        callbacks = client.response_callbacks
+
         async def exchange() -> list[Any]:
             await conn.send_packed_command(conn.pack_commands(commands))
             replies: list[Any] = []
-            for command in commands:
-                try:
-                    replies.append(await client.parse_response(conn, command[0]))
-                except ResponseError as exc:
-                    replies.append(exc)
+            # One bound, the command timeout, for the batch's replies (Redis answers a
+            # pipeline in one go), instead of redis-py's timer armed and cancelled per
+            # reply; each reply then parsed as `Redis.parse_response` does (its
+            # response callback, e.g. EXPIRE's bool).
+            try:
+                async with asyncio.timeout(conn.socket_timeout):
+                    for command in commands:
+                        try:
+                            reply = await conn.read_response(timeout=math.inf)
+                        except ResponseError as exc:
+                            replies.append(exc)
+                            continue
+                        callback = callbacks.get(command[0])
+                        if callback is not None:
+                            reply = callback(reply)
+                            if inspect.isawaitable(reply):
+                                reply = await reply
+                        replies.append(reply)
+            except TimeoutError:
+                raise RedisTimeoutError(
+                    f"Timeout reading the replies of {len(commands)} command(s) from Redis"
+                ) from None
             return replies
 
         async def reconnect(_: Exception) -> None:
