@@ -169,33 +169,42 @@ class Batcher:
 
     async def _round_trip(self, batch: list[_Queued]) -> list[Any]:
         """The batch's replies, a `ResponseError` in the place of a command Redis refused."""
+        commands = [command for command, _, _ in batch]
         if not self._own_busy:
             self._own_busy = True
             self.own_round_trips += 1
             try:
-                return await self._exchange(batch)
+                return await self._exchange(await self._own_connection(), commands)
             finally:
                 self._own_busy = False
-        if len(batch) == 1:
-            command = batch[0][0]
-            # Redis.execute_command is untyped, RedisCluster's is typed: Any covers both.
-            client: Any = self._client
+        if not self._cluster:
+            # A connection of the pool for this batch, exchanged with the same code as the
+            # batcher's own (redis-py's pipeline cost ~2x as much CPU per batch).
+            client: Any = self._client  # a single Redis here (untyped pool calls)
+            pool = client.connection_pool
+            conn = await pool.get_connection()  # bounded by the pool's timeout
             try:
-                return [await client.execute_command(*command)]
+                return await self._exchange(conn, commands)
+            finally:
+                await pool.release(conn)
+        # A Cluster: redis-py routes each command to its slot's node.
+        if len(commands) == 1:
+            # RedisCluster.execute_command is typed, Redis's untyped: Any covers both.
+            cluster: Any = self._client
+            try:
+                return [await cluster.execute_command(*commands[0])]
             except ResponseError as exc:  # a refusal is its reply, as in a pipeline
                 return [exc]
         pipeline = self._client.pipeline(transaction=False)
-        for command, _, _ in batch:
+        for command in commands:
             pipeline.execute_command(*command)
         replies: list[Any] = await pipeline.execute(raise_on_error=False)
         return replies
 
-    async def _exchange(self, batch: list[_Queued]) -> list[Any]:
-        """Send `batch` on the batcher's own connection; its replies (a `ResponseError`
-        in the place of a command Redis refused), parsed as redis-py parses them."""
-        client: Any = self._client  # a single Redis here (untyped parse_response)
-        conn = self._own
+    async def _own_connection(self) -> AbstractConnection:
+        client: Any = self._client  # a single Redis here (untyped pool calls)
         pool = client.connection_pool
+        conn = self._own
         if conn is None:
             # Bounded by the pool's timeout, like any command's connection.
             conn = self._own = await pool.get_connection()
@@ -203,9 +212,14 @@ class Batcher:
             # The pool's check when it hands a connection out: connected, and nothing
             # unread on it (Redis closed it while idle: reconnect before sending).
             await pool.ensure_connection(conn)
-        commands = [command for command, _, _ in batch]
+        return conn
 
-        callbacks = client.response_callbacks
+    async def _exchange(
+        self, conn: AbstractConnection, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Send `commands` on `conn` (of a single Redis); their replies (a `ResponseError`
+        in the place of a command Redis refused), parsed as redis-py parses them."""
+        callbacks = self._client.response_callbacks
 
         async def exchange() -> list[Any]:
             await conn.send_packed_command(conn.pack_commands(commands))
