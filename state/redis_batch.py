@@ -44,12 +44,15 @@ class Batcher:
 
     The first command of a turn opens a batch and a task that sends it once the
     turn's other callbacks have run, so commands issued meanwhile join it. A batch
-    of one is sent as that command; a larger one as one pipeline (one round trip and
-    one pooled connection instead of one each). Every caller awaits its own
+    goes to Redis in one write on one connection (one round trip instead of one per
+    command): the batcher's own connection when it is free, else one of the pool's
+    (on a Cluster, redis-py's pipeline, which routes each command to its node); its
+    replies are read under one bound, the command timeout. Every caller awaits its own
     command's future, so a cancelled caller never fails anyone else's command (its
     own may still run, as it could have before). Errors stay per command: a
-    `ResponseError` (e.g. `NoScriptError`) fails only its command; a connection
-    error fails every command of the batch.
+    `ResponseError` fails only its command (a script's NOSCRIPT makes the batcher load
+    it and send the command again); a connection error or a timeout fails every
+    command of the batch.
     """
 
     def __init__(self, client: aioredis.Redis | aioredis.RedisCluster) -> None:
