@@ -90,13 +90,17 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class AgentCallResult(NamedTuple):
-    """An agent's `data` object, how many attempts it took, and how long in all.
+    """An agent's `data` object, how many attempts it took, and how long in all;
+    `source`, the JSON body orjson read `data` from (None for an A2A answer): so `data`
+    holds only what orjson yields (dicts with str keys, lists, str, ints within 64
+    bits, finite floats, bool, None), and is no larger nor deeper than `source`.
 
     A NamedTuple: made once per call, at a third of a frozen dataclass's cost."""
 
     data: dict[str, Any]
     attempts: int
     duration_s: float
+    source: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,8 @@ class _Call:
     payload: Mapping[str, Any] | None = None
     # The backoff slept before the next attempt (its span says so).
     retry_delay_s: float | None = None
+    # The body the successful attempt's answer was read from (AgentCallResult.source).
+    source: bytes | None = None
 
 
 class AgentClient:
@@ -320,7 +326,7 @@ class AgentClient:
         # (its lazy proxy, the keywords), more than the rest of the breaker. The step's
         # state, events and metrics say it; failures and retries are logged below.
         duration_s = self._clock() - started
-        return AgentCallResult(data=data, attempts=call.attempts, duration_s=duration_s)
+        return AgentCallResult(data, call.attempts, duration_s, call.source)
 
     async def _retry(
         self, call: _Call, first_error: AgentError, retry: RetryConfig | None
@@ -618,6 +624,7 @@ def _parse(response: TransportResponse, call: _Call) -> dict[str, Any]:
     if type(document) is dict:
         data = document.get("data")
         if type(data) is dict and document.get("status") == "success":
+            call.source = response.body
             return data  # the contract's answer: checked by type, cheapest first
     if not isinstance(document, dict):
         reason = f"body is a JSON {type(document).__name__}, not an object"

@@ -38,13 +38,20 @@ log = structlog.get_logger(__name__)
 
 Event = dict[str, Any]
 
+# (event type, status as a plain str) per node status that has an event: looked up once
+# per event, where reading a StrEnum member's `.value` is a descriptor call each time.
 _NODE_EVENT = {
-    NodeStatus.RUNNING: "step.started",
-    NodeStatus.COMPLETED: "step.completed",
-    NodeStatus.FAILED: "step.failed",
-    NodeStatus.SKIPPED: "step.skipped",
-    NodeStatus.CANCELLED: "step.cancelled",
+    status: (name, status.value)
+    for status, name in (
+        (NodeStatus.RUNNING, "step.started"),
+        (NodeStatus.COMPLETED, "step.completed"),
+        (NodeStatus.FAILED, "step.failed"),
+        (NodeStatus.SKIPPED, "step.skipped"),
+        (NodeStatus.CANCELLED, "step.cancelled"),
+    )
 }
+# (event type, status as a plain str, terminal?) per workflow status.
+_WORKFLOW_EVENT = {s: (f"workflow.{s.value}", s.value, s.is_terminal) for s in WorkflowStatus}
 
 # Events one append carries at most (a wide fan-out can queue thousands in one turn).
 _BATCH = 500
@@ -57,10 +64,23 @@ def is_terminal(event: Event) -> bool:
 
 
 def node_event(workflow_id: str, run: NodeRun, at: float) -> Event | None:
-    name = _NODE_EVENT.get(run.status)
-    if name is None:
+    status = run.status
+    named = _NODE_EVENT.get(status)
+    if named is None:
         return None
-    if run.status is NodeStatus.COMPLETED and run.fallback is not None:
+    name, value = named
+    if status is NodeStatus.RUNNING:
+        return {
+            "type": name,
+            "workflow_id": workflow_id,
+            "step": run.step_id,
+            "kind": run.kind,
+            "agent": run.agent,
+            "status": value,
+            "at": at,
+            "started_at": run.started_at,
+        }
+    if status is NodeStatus.COMPLETED and run.fallback is not None:
         name = "step.fell_back"
     event: Event = {
         "type": name,
@@ -68,16 +88,13 @@ def node_event(workflow_id: str, run: NodeRun, at: float) -> Event | None:
         "step": run.step_id,
         "kind": run.kind,
         "agent": run.agent,
-        "status": run.status.value,
+        "status": value,
         "at": at,
+        "attempts": run.attempts,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration_ms": run.duration_ms,
     }
-    if run.status is NodeStatus.RUNNING:
-        event["started_at"] = run.started_at
-        return event
-    event["attempts"] = run.attempts
-    event["started_at"] = run.started_at
-    event["finished_at"] = run.finished_at
-    event["duration_ms"] = run.duration_ms
     if run.error is not None:
         event["error"] = {"type": run.error.type, "message": run.error.message}
     if run.fallback is not None:
@@ -88,14 +105,15 @@ def node_event(workflow_id: str, run: NodeRun, at: float) -> Event | None:
 
 
 def workflow_event(state: WorkflowState, at: float) -> Event:
+    name, value, terminal = _WORKFLOW_EVENT[state.status]
     event: Event = {
-        "type": f"workflow.{state.status.value}",
+        "type": name,
         "workflow_id": state.workflow_id,
-        "status": state.status.value,
+        "status": value,
         "definition": state.definition_name,
         "at": at,
     }
-    if state.status.is_terminal:
+    if terminal:
         event["finished_at"] = state.finished_at
         event["duration_ms"] = (
             round((state.finished_at - state.created_at) * 1000.0, 3)

@@ -73,9 +73,10 @@ log = structlog.get_logger(__name__)
 
 # How long a cancel request waits for the workflow to reach its terminal state.
 _CANCEL_WAIT_S = 5.0
-# Loop turns a finished workflow yields before its housekeeping: a waiter is woken
-# through `shield` (two turns), then its request task writes the answer (one or two).
-_ANSWER_TURNS = 4
+# Loop turns a finished workflow yields before its housekeeping when someone waits for
+# it: a waiter is woken (one turn: `wait` gives each its own future, set directly),
+# then its request task writes the answer (one or two).
+_ANSWER_TURNS = 3
 # Backoff of a write the store did not take: full jitter, doubling, capped.
 _WRITE_BACKOFF_BASE_S = 0.05
 _WRITE_BACKOFF_CAP_S = 2.0
@@ -113,10 +114,19 @@ class _Running:
     finished: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # One future per caller of `wait`, resolved with `finished`: set directly, it wakes
+    # its caller on the next turn of the loop (a `shield` over `finished` took two), and
+    # cancelling one caller's future cancels nobody else's wait.
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    # Whether anyone ever waited: its answer goes before the finished run's housekeeping.
+    waited: bool = False
 
     def mark_finished(self) -> None:
         if not self.finished.done():
             self.finished.set_result(None)
+            for waiter in self.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
 
 class WorkflowOrchestrator:
@@ -387,8 +397,16 @@ class WorkflowOrchestrator:
         running = self._running.get(workflow_id)
         if running is None:
             return await self.status(workflow_id)
-        # shield: a client that disconnects cancels this wait, never the workflow.
-        await asyncio.shield(running.finished)
+        if not running.finished.done():
+            # A future of this caller's own: a client that disconnects cancels this
+            # wait, never the workflow (nor another caller's wait).
+            waiter = asyncio.get_running_loop().create_future()
+            running.waiters.append(waiter)
+            running.waited = True
+            try:
+                await waiter
+            finally:
+                running.waiters.remove(waiter)
         if running.fenced:
             return await self.status(workflow_id)  # another replica owns it now
         return running.state
@@ -744,7 +762,8 @@ class WorkflowOrchestrator:
                 workflow,
                 state,
                 on_transition=on_transition,
-                before_start=before_start,
+                # Without leases there is nothing to confirm: no call per node.
+                before_start=before_start if self._leases is not None else None,
                 on_node=events.node,
                 pause_requested=lambda: state.workflow_id in self._pausing,
             )
@@ -789,6 +808,8 @@ class WorkflowOrchestrator:
             writer.mark_dirty()
             await writer.flush()
         record_end()
+        running = self._running.get(state.workflow_id)
+        waited = running is not None and running.waited
         self._mark_finished(state.workflow_id)
         self._pausing.discard(state.workflow_id)
         if self._is_fenced(state.workflow_id):
@@ -799,14 +820,19 @@ class WorkflowOrchestrator:
             await self._release(state.workflow_id)
         elif writer.final:
             log.info("workflow_finished", status=state.status.value)
-            # The callers `_mark_finished` woke answer first: the last events and the
-            # lease release are housekeeping, off the response's path. Their Redis
-            # commands were sent before a sync answer otherwise (its CPU on the path).
-            for _ in range(_ANSWER_TURNS):
-                await asyncio.sleep(0)
-            # After the terminal document: a reader told "finished" finds it so. The last
-            # events and the release are issued in one turn: one round trip to Redis, not
-            # two (at 1 in flight the second landed on the next request's path).
+            if waited:
+                # The callers `_mark_finished` woke answer first: the last events and the
+                # lease release are housekeeping, off the response's path. Their Redis
+                # commands were sent before a sync answer otherwise (its CPU on the path).
+                # With nobody waiting there is no answer to let go first.
+                for _ in range(_ANSWER_TURNS):
+                    await asyncio.sleep(0)
+            # After the terminal document: a reader told "finished" finds it so.
+            if self._leases is None:
+                await events.finish(state)  # nothing to release: no tasks for a gather
+                return
+            # The last events and the release are issued in one turn: one round trip to
+            # Redis, not two (at 1 in flight the second landed on the next request's path).
             await asyncio.gather(events.finish(state), self._release(state.workflow_id))
 
     async def _confirm_lease(self, workflow_id: str) -> None:

@@ -26,6 +26,9 @@ ALLOWED: dict[str, str] = {
         "the general render's budget meter, for that differential test",
     "tests/orchestrator/dag/test_template_plan.py:_compiled":
         "the compiled template the general render takes, for that differential test",
+    "tests/orchestrator/dag/test_values.py:_convert":
+        "differential test: the one-walk fast path against the general path (measure, then "
+        "convert), which the public json_value only reaches for values that are not plain",
     "tests/orchestrator/test_lifecycle_leases.py:_finish_waiters":
         "a leak check: waiters left behind are invisible to every public call",
     "tests/state/test_memory_store.py:_cancel_flags":

@@ -50,15 +50,17 @@ class CompiledNode:
     fallback_input: Template | None = None
     # The node's trigger rule, its default resolved (dag/triggers.py).
     trigger: TriggerRule = TriggerRule.ALL_SUCCESS
+    # The agent the node calls, when it calls exactly one (agent nodes): read three times
+    # per node run (its state, its context, its log context), so worked out once here.
+    agent: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        agents = self.compiled.agents
+        self.agent = next(iter(agents)) if len(agents) == 1 else None
 
     @property
     def id(self) -> str:
         return self.node.id
-
-    @property
-    def agent(self) -> str | None:
-        """The agent the node calls, when it calls exactly one (agent nodes)."""
-        return next(iter(self.compiled.agents)) if len(self.compiled.agents) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,9 @@ class CompiledWorkflow:
     layering: Layering
     sinks: tuple[str, ...]
     output: Template | None = None
+    # The nodes whose outputs a template of this workflow may read (by root name): the
+    # sizes of those are remembered when they are kept (orchestrator.dag.values).
+    read: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -175,7 +180,20 @@ def _compile(
         layering=analysis.layering,
         sinks=tuple([n for n, ds in dependents.items() if not ds]),
         output=analysis.output,
+        read=_read_by_templates(analysis),
     )
+
+
+def _read_by_templates(analysis: _Analysis) -> frozenset[str]:
+    """Every root name a node's params, a fallback input or the output may read."""
+    read: set[str] = set()
+    for cn in analysis.compiled.values():
+        read |= cn.compiled.references
+        if cn.fallback_input is not None:
+            read |= cn.fallback_input.references
+    if analysis.output is not None:
+        read |= analysis.output.references
+    return frozenset(read)
 
 
 def _analyse(

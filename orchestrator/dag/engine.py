@@ -55,9 +55,10 @@ from orchestrator.dag.compiler import INPUTS, CompiledNode, CompiledWorkflow
 from orchestrator.dag.errors import NodeError, NodeTimeout
 from orchestrator.dag.graph import ReadyTracker
 from orchestrator.dag.kinds import AgentCaller, NodeContext, NodeKindRegistry, default_kinds
+from orchestrator.dag.kinds.agent import AgentKind
 from orchestrator.dag.model import FallbackKind, OnFailure
 from orchestrator.dag.triggers import Outcome, unmet_reason
-from orchestrator.dag.values import UnstorableValue, ValueSizes, json_value
+from orchestrator.dag.values import UnstorableValue, ValueSizes, decoded_within, json_value
 from state.models import (
     NodeFailure,
     NodeRun,
@@ -251,11 +252,13 @@ class _Execution:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    async def emit(self, run: NodeRun | None = None) -> None:
+    def emit(self, run: NodeRun | None = None) -> Awaitable[None]:
+        """Record a transition: `on_node(run)` now, and `on_transition`'s awaitable (its
+        coroutine, handed back as it is: no frame of this method's own around it)."""
         self.state.updated_at = self.engine.clock()
         if run is not None and self.on_node is not None:
             self.on_node(run)
-        await self.on_transition(self.state)
+        return self.on_transition(self.state)
 
     def _init_runs(self) -> set[str]:
         """Fresh PENDING node runs, keeping the settled ones (completed, failed with
@@ -403,9 +406,17 @@ class _Execution:
             log.warning("final_emit_failed", workflow_id=state.workflow_id, exc_info=True)
 
     async def _emit_final(self) -> None:
-        # The terminal record must be written even if the task running us is being
-        # cancelled: the write runs in its own task, shielded.
-        await asyncio.shield(asyncio.ensure_future(self.emit()))
+        # The terminal record must be written even if the task running us is cancelled
+        # meanwhile. It is written here, in this task (a task of its own for every
+        # workflow cost a task, a shield and their turns of the loop); a cancel that
+        # interrupts it has it written again in a task of its own, shielded, and then
+        # goes on. Writing it again is safe: the transition callback is told the same
+        # terminal state, and a store keeps the first terminal document it took.
+        try:
+            await self.emit()
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.ensure_future(self.emit()))
+            raise
 
     async def _schedule(self, sorter: ReadyTracker, done: set[str]) -> None:
         while sorter.is_active():
@@ -625,17 +636,13 @@ class _Execution:
     # -- one node --------------------------------------------------------------------
 
     def _context(self, cn: CompiledNode, deadline: float | None) -> NodeContext:
-        deps = self.workflow.dependencies[cn.id]
-        scope = self.scope
-        unavailable = self.unavailable
         engine = self.engine
         return NodeContext(
             workflow_id=self.state.workflow_id,
             node=cn.node,
             compiled=cn.compiled,
             scope=self.scope_view,
-            unavailable=unavailable,
-            dependency_outputs=[(d, scope[d]) for d in deps if d not in unavailable],
+            unavailable=self.unavailable,
             caller=engine.agents,
             registry=engine.registry,
             deadline=deadline,
@@ -695,7 +702,9 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            output = self._storable(cn, await self._bounded(cn, ctx, cn.kind.run(cn.node, ctx)))
+            output = await self._bounded(cn, ctx, cn.kind.run(cn.node, ctx))
+            if not self._as_decoded(cn, ctx, output):
+                output = self._storable(cn, output)
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
@@ -739,6 +748,20 @@ class _Execution:
             input=node_input,
             attempts=ctx.attempts,
             agent=_agent_of(error, ctx),
+        )
+
+    def _as_decoded(self, cn: CompiledNode, ctx: NodeContext, output: Any) -> bool:
+        """Whether an agent node's output can be kept without the walk `_storable` makes:
+        it is the answer as our client decoded it, within bounds that make it storable
+        as it is (values.decoded_within), and no template reads its parts, so no size of
+        them is worth remembering (a sink's is measured, if at all, with the result)."""
+        source = ctx.source
+        return (
+            source is not None
+            and output is ctx.answer
+            and type(cn.kind) is AgentKind
+            and cn.id not in self.workflow.read
+            and decoded_within(source, max_bytes=self.engine.limits.node_bytes)
         )
 
     def _storable(self, cn: CompiledNode, output: Any) -> Any:

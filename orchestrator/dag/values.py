@@ -44,12 +44,20 @@ from typing import Any
 from orchestrator.dag.budget import DEFAULT_LIMITS, KnownSizes, measure
 from orchestrator.errors import EvaluationError
 
-__all__ = ["MAX_JSON_DEPTH", "UnstorableValue", "ValueSizes", "json_depth", "json_value"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "UnstorableValue",
+    "ValueSizes",
+    "decoded_within",
+    "json_depth",
+    "json_value",
+]
 
 # Deeper than any real document; far below orjson's own limit (1024) and the
 # interpreter's recursion limit, with room for the state document around it.
 MAX_JSON_DEPTH = 64
 
+_isfinite = math.isfinite
 _MIN_INT = -(2**63)
 _MAX_INT = 2**64 - 1
 
@@ -76,6 +84,25 @@ def json_value(
     `known` (ValueSizes.entries) are not walked again.
     """
     return _checked(value, max_depth, max_bytes, known)[0]
+
+
+def decoded_within(source: bytes, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether any value orjson read from (a part of) the JSON body `source` is sure to be
+    kept as it is by `json_value(value, max_depth=max_depth, max_bytes=max_bytes)`, so the
+    walk can be skipped.
+
+    orjson yields plain JSON only: dicts with str keys, lists, str, ints within 64 bits
+    (larger ones become floats), finite floats (it refuses NaN and infinities), bool and
+    None. Every container opens with a "[" or "{" byte, so none nests deeper than the
+    body has of those. And the size the walk counts is at most 3 per byte of the body: a
+    string counts its characters (each at least a byte) and its quotes; an int at most
+    about 1.1 per digit; a float, null or boolean 8 (each at least 3 bytes written); each
+    item and key 1 or 2 more, where the body has at least a comma, a colon or a bracket
+    (tests/orchestrator/dag/test_values.py checks this on generated bodies).
+    """
+    if 3 * len(source) > max_bytes:
+        return False
+    return source.count(b"[") + source.count(b"{") <= max_depth
 
 
 def _checked(
@@ -148,7 +175,8 @@ class _Survey:
         height = 0
         limit = self.limit
         deeper = depth + 1
-        # The walk, inlined for its commonest cases (strings, nested containers).
+        # The walk, inlined for its commonest cases (strings, nested containers, floats,
+        # null and booleans): a call per scalar was a third of the walk.
         for child in item.values() if is_dict else item:
             kind = type(child)
             if kind is str:
@@ -157,7 +185,9 @@ class _Survey:
                 total += self._container(child, kind is dict, deeper) + 1
                 if self.height > height:
                     height = self.height
-            else:
+            elif (kind is float and _isfinite(child)) or child is None or kind is bool:
+                total += 9
+            else:  # ints, and what is refused (a NaN among them)
                 total += _scalar_size(child, kind) + 1
             if total > limit:
                 return limit + 1

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from orchestrator.events import EventRecorder
+from orchestrator.events import EventRecorder, node_event, workflow_event
 from state.memory import MemoryStateStore
-from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
+from state.models import NodeFailure, NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.store import StateStoreError
 
 
@@ -86,3 +89,92 @@ async def test_a_store_outage_drops_events_with_one_warning() -> None:
     assert names.count("event_write_failed") == 1
     # workflow.running and workflow.completed (the pending step had nothing to tell)
     assert {"event": "events_dropped", "count": 2, "log_level": "warning"} in logs
+
+
+def _documented_node_event(workflow_id: str, run: NodeRun, at: float) -> dict[str, Any] | None:
+    """A step's event as the module docstring and the SSE docs spell it, key order included."""
+    names = {
+        NodeStatus.RUNNING: "step.started",
+        NodeStatus.COMPLETED: "step.fell_back" if run.fallback is not None else "step.completed",
+        NodeStatus.FAILED: "step.failed",
+        NodeStatus.SKIPPED: "step.skipped",
+        NodeStatus.CANCELLED: "step.cancelled",
+    }
+    if run.status not in names:
+        return None
+    event: dict[str, Any] = {
+        "type": names[run.status],
+        "workflow_id": workflow_id,
+        "step": run.step_id,
+        "kind": run.kind,
+        "agent": run.agent,
+        "status": str(run.status.value),
+        "at": at,
+    }
+    if run.status is NodeStatus.RUNNING:
+        event["started_at"] = run.started_at
+        return event
+    event["attempts"] = run.attempts
+    event["started_at"] = run.started_at
+    event["finished_at"] = run.finished_at
+    event["duration_ms"] = run.duration_ms
+    if run.error is not None:
+        event["error"] = {"type": run.error.type, "message": run.error.message}
+    if run.fallback is not None:
+        event["fallback"] = run.fallback
+    if run.skip_reason is not None:
+        event["reason"] = run.skip_reason
+    return event
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    status=st.sampled_from(list(NodeStatus)),
+    agent=st.none() | st.just("nlp"),
+    attempts=st.integers(0, 5),
+    started=st.none() | st.floats(0, 1e9),
+    finished=st.none() | st.floats(0, 1e9),
+    error=st.booleans(),
+    fallback=st.none() | st.just("agent down"),
+    reason=st.none() | st.just("'when' is false"),
+)
+def test_a_step_event_holds_exactly_the_documented_fields_in_order(
+    status: NodeStatus,
+    agent: str | None,
+    attempts: int,
+    started: float | None,
+    finished: float | None,
+    error: bool,
+    fallback: str | None,
+    reason: str | None,
+) -> None:
+    run = NodeRun(
+        step_id="s",
+        kind="agent",
+        agent=agent,
+        status=status,
+        attempts=attempts,
+        started_at=started,
+        finished_at=finished,
+        error=NodeFailure(type="agent_timeout", message="slow") if error else None,
+        fallback=fallback,
+        skip_reason=reason,
+    )
+    event = node_event("wf", run, 12.5)
+    expected = _documented_node_event("wf", run, 12.5)
+    assert event == expected
+    if event is not None and expected is not None:
+        assert list(event) == list(expected)
+        assert type(event["status"]) is str  # a plain str, not the enum member
+
+
+@pytest.mark.parametrize("status", list(WorkflowStatus))
+def test_a_workflow_event_names_its_status_as_a_plain_string(status: WorkflowStatus) -> None:
+    state = WorkflowState(workflow_id="wf", definition_name="chain", status=status)
+    state.finished_at = state.created_at + 1.0 if status.is_terminal else None
+    event = workflow_event(state, 3.0)
+    assert event["type"] == f"workflow.{status.value}"
+    assert event["status"] == status.value and type(event["status"]) is str
+    assert ("finished_at" in event) is status.is_terminal
+    if status.is_terminal:
+        assert event["duration_ms"] == 1000.0

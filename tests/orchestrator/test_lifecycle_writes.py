@@ -246,3 +246,41 @@ async def test_a_cancel_heard_while_the_accept_is_answered_still_stops_the_workf
     assert done.status is WorkflowStatus.CANCELLED
     assert called == []
     assert store.saved[-1] is WorkflowStatus.CANCELLED
+
+
+async def test_a_cancelled_wait_leaves_the_workflow_and_other_waits_alone(
+    engine: tuple[WorkflowOrchestrator, RecordingStore], chain: CompiledWorkflow
+) -> None:
+    """Each caller of `wait` has its own wait: a client that goes away (its wait is
+    cancelled) stops neither the workflow nor another caller's wait."""
+    orchestrator, store = engine
+    state = await orchestrator.submit(chain, {"query": "revenue by region"})
+    gone = asyncio.create_task(orchestrator.wait(state.workflow_id))
+    kept = asyncio.create_task(orchestrator.wait(state.workflow_id))
+    await asyncio.sleep(0)  # both are waiting
+    gone.cancel()
+    done = await kept
+    assert gone.cancelled()
+    assert done.status is WorkflowStatus.COMPLETED
+    # A wait after the end answers at once.
+    assert (await orchestrator.wait(state.workflow_id)).status is WorkflowStatus.COMPLETED
+
+
+async def test_a_workflow_nobody_waits_for_still_appends_its_terminal_event(
+    engine: tuple[WorkflowOrchestrator, RecordingStore], chain: CompiledWorkflow
+) -> None:
+    """With no caller waiting (an async query), the housekeeping after the end is not
+    held back for an answer, and still happens: every event, the terminal one last."""
+    orchestrator, store = engine
+    state = await orchestrator.submit(chain, {"query": "revenue by region"})
+    stream = await store.subscribe_events(state.workflow_id)
+    seen = dict(await store.events_since(state.workflow_id))  # sequence -> event
+    if not any(e["type"] == "workflow.completed" for e in seen.values()):
+        async for sequence, event in stream:
+            seen[sequence] = event
+            if event["type"] == "workflow.completed":
+                break
+    await stream.aclose()
+    types = [seen[n]["type"] for n in sorted(seen)]
+    assert types[0] == "workflow.running" and types[-1] == "workflow.completed"
+    assert types.count("step.completed") == 3

@@ -17,6 +17,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from agents.client import AgentCallResult as ClientResult
 from agents.errors import AgentError
 from agents.registry import AgentRegistry
 from circuit.config import RetryConfig
@@ -98,7 +99,6 @@ class NodeContext:
     compiled: Compiled
     scope: Mapping[str, Any]
     unavailable: AbstractSet[str]
-    dependency_outputs: list[tuple[str, Any]]
     caller: AgentCaller
     registry: AgentRegistry
     deadline: float | None = None
@@ -108,6 +108,18 @@ class NodeContext:
     budget: Budget = field(default_factory=lambda: Budget.for_workflow().child())
     limits: Limits = DEFAULT_LIMITS
     sizes: KnownSizes | None = None
+    # The last answer `call_agent` returned, and the JSON body our client read it from
+    # (None: a caller that does not say, or an A2A answer): the DAG engine keeps such an
+    # answer without walking it when that body bounds it enough (dag/values.py).
+    answer: Any = None
+    source: bytes | None = None
+
+    @property
+    def dependency_outputs(self) -> list[tuple[str, Any]]:
+        # Worked out when asked (aggregate nodes), not for every node that runs.
+        scope = self.scope
+        unavailable = self.unavailable
+        return [(d, scope[d]) for d in self.node.depends_on if d not in unavailable]
 
     def render(self, template: Template) -> Any:
         """Render a template over the scope; references to nodes without output are null.
@@ -223,7 +235,9 @@ class NodeContext:
             self.attempts += exc.attempts
             raise
         self.attempts += result.attempts
-        return dict(result.data)
+        answer = self.answer = dict(result.data)
+        self.source = result.source if isinstance(result, ClientResult) else None
+        return answer
 
     def dependency_output(self) -> Any:
         """The output of the node's only dependency (None if it produced none)."""

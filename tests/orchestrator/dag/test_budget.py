@@ -113,7 +113,6 @@ def _context(**limits: Any) -> NodeContext:
         compiled=None,  # type: ignore[arg-type]
         scope={},
         unavailable=set(),
-        dependency_outputs=[],
         caller=None,  # type: ignore[arg-type]
         registry=None,  # type: ignore[arg-type]
         limits=Limits(**limits),

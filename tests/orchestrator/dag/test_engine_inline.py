@@ -11,6 +11,8 @@ import pytest
 import structlog
 
 from agents.errors import AgentHTTPError
+from agents.registry import AgentRegistry
+from orchestrator.dag.engine import DagEngine
 from state.models import NodeStatus, WorkflowState, WorkflowStatus
 
 from .conftest import FakeAgents, Harness, agent, compile_def, new_state
@@ -154,3 +156,35 @@ async def test_a_chain_nodes_log_context_is_its_own_and_does_not_outlive_it(
         ("b", "data", "w-1"),
     ]
     assert after == {"workflow_id": "w-1"}
+
+
+async def test_a_cancel_while_the_terminal_record_is_written_still_has_it_written(
+    registry: AgentRegistry, fake: FakeAgents
+) -> None:
+    """The terminal record is written in the workflow's own task; a cancel that
+    interrupts that write has it written again (shielded) before the run ends cancelled."""
+    engine = DagEngine(agents=fake, registry=registry)
+    state = new_state("chain")
+    writing = asyncio.Event()
+    release = asyncio.Event()
+    told: list[str] = []
+    interrupted: list[str] = []
+
+    async def on_transition(current: WorkflowState) -> None:
+        if current.status.is_terminal and not interrupted:
+            writing.set()
+            try:
+                await release.wait()  # a store write in flight
+            except asyncio.CancelledError:
+                interrupted.append(current.status.value)
+                raise
+        told.append(current.status.value)
+
+    task = asyncio.create_task(engine.run(compile_def(CHAIN), state, on_transition=on_transition))
+    await wait(writing)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert interrupted == ["completed"]
+    assert told[-1] == "completed"  # written again, whole
+    assert state.status is WorkflowStatus.COMPLETED

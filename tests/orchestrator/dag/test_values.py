@@ -8,12 +8,19 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.dag.budget import Budget, BudgetExceeded, measure
 from orchestrator.dag.templates import compile_template
-from orchestrator.dag.values import UnstorableValue, ValueSizes, json_value
+from orchestrator.dag.values import (
+    UnstorableValue,
+    ValueSizes,
+    _convert,
+    decoded_within,
+    json_depth,
+    json_value,
+)
 
 
 def size_of(sizes: ValueSizes, value: Any) -> int | None:
@@ -155,3 +162,99 @@ def test_a_template_reading_a_kept_value_is_charged_its_full_size_every_time() -
     assert spent >= size * 20
     with pytest.raises(BudgetExceeded):
         template.render(scope, budget=Budget(ops=10**6, nbytes=size * 19), sizes=sizes.entries)
+
+
+# Anything a node kind might hand over: plain JSON, and what is not (tuples, sets, int
+# keys, NaN, huge ints, foreign objects, str subclasses), nested and shared.
+class _Text(str):
+    pass
+
+
+_ANY_SCALARS = (
+    _SCALARS
+    | st.floats()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.just(2**2000)
+    | st.builds(_Text, st.text(max_size=3))
+    | st.builds(object)
+)
+ANYTHING = st.recursive(
+    _ANY_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.frozensets(st.integers(0, 9), max_size=3)
+        | st.dictionaries(st.text(max_size=4) | st.integers(0, 3), inner, max_size=4)
+        | inner.map(lambda shared: [shared, shared])
+    ),
+    max_leaves=30,
+)
+
+
+def _slow_json_value(value: Any, max_depth: int, max_bytes: int) -> Any:
+    """The general path alone: measure, then convert (what every value went through
+    before the one-walk fast path)."""
+    if measure(value, max_bytes) > max_bytes:
+        raise UnstorableValue("too large", code="value_too_large")
+    return _convert(value, max_depth, 0)
+
+
+def _outcome(make: Any) -> tuple[str, Any]:
+    try:
+        return "value", make()
+    except UnstorableValue as exc:
+        return "error", exc.code
+
+
+@settings(max_examples=400, deadline=None)
+@given(ANYTHING, st.integers(1, 6), st.integers(0, 400) | st.just(10**6))
+@example([1.5, math.nan], 4, 10**6)
+@example({"a": [None, True, math.inf]}, 4, 10**6)
+@example({"a": [[2**64], (1,)]}, 4, 10**6)
+def test_the_one_walk_gives_what_measure_and_convert_give(
+    value: Any, max_depth: int, max_bytes: int
+) -> None:
+    """Whatever the value, the fast walk keeps, converts or refuses it exactly as the
+    general path does; what it remembers of a kept value is each container's size as
+    `measure` counts it and its height as `json_depth` counts it."""
+    sizes = ValueSizes(min_size=0)
+    fast = _outcome(lambda: sizes.keep(value, max_bytes=max_bytes, max_depth=max_depth))
+    slow = _outcome(lambda: _slow_json_value(value, max_depth, max_bytes))
+    assert fast[0] == slow[0]
+    if fast[0] == "error":
+        assert fast[1] == slow[1]
+        return
+    assert orjson.dumps(fast[1]) == orjson.dumps(slow[1])
+    for container, size, height in sizes.entries.values():
+        assert size == measure(container, 10**9)
+        assert height == json_depth(container)
+
+
+# Bodies as an agent may write them: any JSON, compact or indented, and the shapes that
+# cost the walk most per byte (short floats, null, booleans, long ints, empty containers).
+_DENSE = st.lists(
+    st.sampled_from([b"1e5", b"0.5", b"null", b"true", b"9999999999", b"[]", b"{}", b'""']),
+    min_size=1,
+    max_size=40,
+).map(lambda items: b"[" + b",".join(items) + b"]")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    JSON.map(orjson.dumps)
+    | JSON.map(lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2))
+    | _DENSE
+    | st.integers(1, 80).map(lambda n: b"[" * n + b"]" * n)
+)
+def test_a_decoded_body_within_its_bounds_is_kept_as_it_is(body: bytes) -> None:
+    """decoded_within's bounds hold: the walk's size is at most three times the body, its
+    depth at most the body's brackets; with the tightest max_bytes decoded_within allows,
+    the walk keeps the value as it is."""
+    value = orjson.loads(body)
+    brackets = body.count(b"[") + body.count(b"{")
+    assert measure(value, 10**9) <= 3 * len(body)
+    assert json_depth(value) <= brackets
+    if decoded_within(body, max_bytes=3 * len(body), max_depth=64):
+        assert json_value(value, max_bytes=3 * len(body)) is value
+    else:
+        assert brackets > 64
