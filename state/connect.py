@@ -17,7 +17,6 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 from redis.utils import HIREDIS_AVAILABLE
@@ -87,41 +86,30 @@ class HiredisPackingConnection(Connection):
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
     ) -> None:
-        """redis-py's (8.x), with the write bounded by `asyncio.timeout` instead of
+        """redis-py's, with the write bounded by `asyncio.timeout` instead of
         `asyncio.wait_for`: on Python 3.11 wait_for runs the write in a task of its own,
         so every round trip paid a task, a timer and two loop turns before (and after)
-        its bytes left. Same bound (the socket timeout), same errors: a write that
-        cannot finish in time is a `TimeoutError`, a socket error a `ConnectionError`,
-        and the connection is closed after either (tests/state/test_connect.py).
+        its bytes left. redis-py only takes the `wait_for` path when the connection has
+        a socket timeout, so for the call the timeout moves from the connection to an
+        `asyncio.timeout` around it. Same bound, same errors: a write that cannot finish
+        in time is a `TimeoutError`, a socket error a `ConnectionError`, and redis-py
+        closes the connection after either (tests/state/test_connect.py).
         """
-        if not self.is_connected:
-            await self.connect_check_health(check_health=False)
-        if check_health:
-            await self.check_health()  # type: ignore[no-untyped-call]  # (untyped in redis-py)
-        if isinstance(command, str):
-            command = command.encode()
-        if isinstance(command, bytes):
-            command = [command]
-        writer = self._writer
-        if writer is None:  # as redis-py would fail writing to a connection closed under it
-            raise RedisConnectionError("Connection closed by server.")
+        timeout_s = self.socket_timeout
+        if not timeout_s:
+            await super().send_packed_command(command, check_health)
+            return
+        # One coroutine uses a connection at a time (the pool's contract), so no other
+        # read or write of this connection sees the timeout cleared meanwhile.
+        self.socket_timeout = None
         try:
-            async with asyncio.timeout(self.socket_timeout):
-                writer.writelines(command)
-                await writer.drain()
+            async with asyncio.timeout(timeout_s):
+                await super().send_packed_command(command, check_health)
         except TimeoutError:
-            await self.disconnect(nowait=True)
+            # redis-py closed the connection when the cancel reached its write.
             raise RedisTimeoutError("Timeout writing to socket") from None
-        except OSError as exc:
-            await self.disconnect(nowait=True)
-            number, message = ("UNKNOWN", exc.args[0]) if len(exc.args) == 1 else exc.args[:2]
-            raise RedisConnectionError(
-                f"Error {number} while writing to socket. {message}."
-            ) from exc
-        except BaseException:
-            # A write cut short leaves the stream mid-command: never reuse it.
-            await self.disconnect(nowait=True)
-            raise
+        finally:
+            self.socket_timeout = timeout_s
 
 
 def is_cluster_url(url: str) -> bool:

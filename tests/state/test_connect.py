@@ -69,6 +69,7 @@ async def test_a_write_to_a_redis_that_stops_reading_fails_in_time_and_drops_the
         with pytest.raises(RedisTimeoutError, match="Timeout writing to socket"):
             await conn.send_packed_command(conn.pack_command("SET", "k", "x" * 64_000_000))
         assert not conn.is_connected
+        assert conn.socket_timeout == 0.2  # given back to the connection for its reads
     finally:
         await conn.disconnect()
         for writer in accepted:
