@@ -84,7 +84,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "ORCH_REDIS_TIMEOUT_S",
         "redis_timeout_s",
-        "bound on each Redis command (503 at the API past it)",
+        "bound on each Redis round trip: the write of a batch of commands, then its replies"
+        " (503 at the API past it)",
     ),
     Variable(
         "ORCH_REDIS_MAX_CONNECTIONS",

@@ -9,12 +9,15 @@ then every part gets redis-py's `RedisCluster` on the same bounds.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -78,6 +81,35 @@ class HiredisPackingConnection(Connection):
         except TypeError:
             packed: list[bytes] = self._fallback.pack(*args)
             return packed
+
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """redis-py's, with the write bounded by `asyncio.timeout` instead of
+        `asyncio.wait_for`: on Python 3.11 wait_for runs the write in a task of its own,
+        so every round trip paid a task, a timer and two loop turns before (and after)
+        its bytes left. redis-py only takes the `wait_for` path when the connection has
+        a socket timeout, so for the call the timeout moves from the connection to an
+        `asyncio.timeout` around it. Same bound, same errors: a write that cannot finish
+        in time is a `TimeoutError`, a socket error a `ConnectionError`, and redis-py
+        closes the connection after either (tests/state/test_connect.py).
+        """
+        timeout_s = self.socket_timeout
+        if not timeout_s:
+            await super().send_packed_command(command, check_health)
+            return
+        # One coroutine uses a connection at a time (the pool's contract), so no other
+        # read or write of this connection sees the timeout cleared meanwhile.
+        self.socket_timeout = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                await super().send_packed_command(command, check_health)
+        except TimeoutError:
+            # redis-py closed the connection when the cancel reached its write.
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout_s
 
 
 def is_cluster_url(url: str) -> bool:

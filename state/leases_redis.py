@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from state import keys
 from state.connect import reply_text
 from state.leases import Orphan
-from state.redis_batch import Batcher, LuaScript
+from state.redis_batch import Batcher, LuaScript, in_order
 from state.store import StateStoreError
 
 _GEN = keys.DOC_LEASE_GEN_FIELD
@@ -205,37 +205,39 @@ class RedisLeases:
             raise _error("renew", None, exc) from exc
         return kept
 
-    def _beat(self, owner: str, lease_s: float, *, heartbeat: bool) -> Awaitable[int]:
-        """Queue a beat now (in this turn's pipeline); awaiting it gives `_BEAT`'s answer."""
+    def _beat(self, owner: str, lease_s: float, *, heartbeat: bool) -> asyncio.Future[int]:
+        """Queue a beat now (in this turn's pipeline); awaiting it gives `_BEAT`'s answer
+        (1 alive, 0 not), noted before any awaiting caller resumes."""
         sent = self._clock()
         args = (owner, _ms(lease_s), 1 if heartbeat else 0, self._ttl_s)
         reply = self._batcher.eval(_BEAT, self._replicas, args)
 
-        async def answer() -> int:
-            alive = int(await reply)
-            if alive:
+        def note(done: asyncio.Future[int]) -> None:
+            # A callback, not a coroutine to await: a gather over a claim's replies
+            # then wraps none of them in a task.
+            if done.cancelled() or done.exception() is not None:
+                return
+            if done.result():
                 self._alive_until[owner] = max(self._alive_until.get(owner, 0.0), sent + lease_s)
             else:
                 self._alive_until.pop(owner, None)
-            return alive
 
-        return answer()
+        reply.add_done_callback(note)
+        return reply
 
     async def release(self, workflow_id: str, owner: str) -> None:
         try:
             # Owned, then unlisted (never the other way round): in order, in one round trip
             # on one Redis; on a Cluster (other slots, other nodes) one after the other.
-            released = asyncio.ensure_future(
-                self._batcher.eval(
-                    _RELEASE, (keys.workflow_key(self._prefix, workflow_id),), (owner,)
-                )
+            released = self._batcher.eval(
+                _RELEASE, (keys.workflow_key(self._prefix, workflow_id),), (owner,)
             )
             if self._cluster:
                 await released
             unlisted = self._batcher.call(
                 ("SREM", keys.replica_workflows_key(self._prefix, owner), workflow_id)
             )
-            await asyncio.gather(released, unlisted)
+            await in_order(released, unlisted)
         except (RedisError, OSError) as exc:
             raise _error("release", workflow_id, exc) from exc
 

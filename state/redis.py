@@ -72,7 +72,7 @@ from state.keys import DEFAULT_PREFIX, DEFAULT_TTL_S
 from state.layout import FieldCache, WriteStats, assemble, compacted
 from state.leases_redis import RedisLeases
 from state.models import WorkflowState, WorkflowStatus
-from state.redis_batch import Batcher, LuaScript
+from state.redis_batch import Batcher, LuaScript, in_order
 from state.redis_history import RedisHistory
 from state.schedules_redis import RedisSchedules
 from state.store import LeaseLost, StateStoreError
@@ -347,7 +347,7 @@ class RedisStateStore:
         mode = _WHOLE if terminal or first else _PARTIAL
         async with self._translate("save", workflow_id):
             if first or terminal:
-                written, _ = await asyncio.gather(
+                written, _ = await in_order(
                     self._write(state, fields, token, mode=mode), self._index(state)
                 )
             else:
@@ -377,11 +377,11 @@ class RedisStateStore:
                     raise ValueError("a claimed workflow needs its owner on the state")
                 token = FIRST_GENERATION
                 listed = await self._leases.listing(workflow_id, state.owner, lease_s=lease_s)
-            written, _, _ = await asyncio.gather(
-                self._write(state, changes.fields, token, mode=_NEW),
-                listed if listed is not None else _done(),
-                self._index(state),
-            )
+            write = self._write(state, changes.fields, token, mode=_NEW)
+            if listed is None:
+                written, _ = await in_order(write, self._index(state))
+            else:
+                written, _, _ = await in_order(write, listed, self._index(state))
             if written != 1 and token is not None and state.owner:
                 owned = keys.replica_workflows_key(self._prefix, state.owner)
                 await self._batcher.call(("SREM", owned, workflow_id))
@@ -401,11 +401,11 @@ class RedisStateStore:
         no entry outlives its document (a history page drops it).
         """
         terminal = state.status.is_terminal
-        queued = [self._history.index(state, terminal=terminal, retention_s=self._retention_s)]
-        if terminal and state.submit_key is not None:
-            key = keys.submit_key(self._prefix, state.tenant, state.submit_key)
-            queued.append(self._batcher.call(("EXPIRE", key, self._retention_s)))
-        return asyncio.gather(*queued)
+        indexed = self._history.index(state, terminal=terminal, retention_s=self._retention_s)
+        if not (terminal and state.submit_key is not None):
+            return indexed  # (no gather of one: a wrapper, and a task when it is a coroutine)
+        key = keys.submit_key(self._prefix, state.tenant, state.submit_key)
+        return in_order(indexed, self._batcher.call(("EXPIRE", key, self._retention_s)))
 
     def _write(
         self, state: WorkflowState, fields: dict[str, bytes], token: int | None, *, mode: str
@@ -849,6 +849,3 @@ def _is_type(message: dict[str, Any] | None, kind: str) -> bool:
     return message is not None and message.get("type") == kind
 
 
-
-async def _done() -> None:
-    """Nothing to wait for (stands in a gather for writes a save does not need)."""

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-from collections.abc import Awaitable, Generator, Sequence
+import inspect
+import math
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-# A queued command and the future its caller awaits.
-_Queued = tuple[tuple[Any, ...], asyncio.Future[Any]]
+# A queued command, the future its caller awaits, and the script to load when Redis
+# answers NOSCRIPT (None: no reload, the error is the reply).
+_Queued = tuple[tuple[Any, ...], asyncio.Future[Any], "LuaScript | None"]
 
 # The smallest pool the batcher takes a connection of its own from (see `Batcher`).
 _HOLD_MIN_POOL = 8
@@ -40,12 +44,15 @@ class Batcher:
 
     The first command of a turn opens a batch and a task that sends it once the
     turn's other callbacks have run, so commands issued meanwhile join it. A batch
-    of one is sent as that command; a larger one as one pipeline (one round trip and
-    one pooled connection instead of one each). Every caller awaits its own
+    goes to Redis in one write on one connection (one round trip instead of one per
+    command): the batcher's own connection when it is free, else one of the pool's
+    (on a Cluster, redis-py's pipeline, which routes each command to its node); its
+    replies are read under one bound, the command timeout. Every caller awaits its own
     command's future, so a cancelled caller never fails anyone else's command (its
     own may still run, as it could have before). Errors stay per command: a
-    `ResponseError` (e.g. `NoScriptError`) fails only its command; a connection
-    error fails every command of the batch.
+    `ResponseError` fails only its command (a script's NOSCRIPT makes the batcher load
+    it and send the command again); a connection error or a timeout fails every
+    command of the batch.
     """
 
     def __init__(self, client: aioredis.Redis | aioredis.RedisCluster) -> None:
@@ -67,6 +74,9 @@ class Batcher:
 
     def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
         """Queue `command` (e.g. `("EXISTS", key)`); the future gets its reply."""
+        return self._queue(command, None)
+
+    def _queue(self, command: tuple[Any, ...], script: LuaScript | None) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._open is None:
@@ -74,27 +84,50 @@ class Batcher:
             task = loop.create_task(self._send())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
-        self._open.append((command, future))
+        self._open.append((command, future, script))
         return future
 
-    def eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
+    def eval(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> asyncio.Future[Any]:
         """EVALSHA `script`; on NOSCRIPT (Redis restarted, cache flushed) load it and go again.
 
         The command is queued at once, not when the result is awaited: scripts and
         commands issued one after another in one turn go to Redis in that order, in
-        one round trip (an accept's lease, document and index writes).
+        one round trip (an accept's lease, document and index writes). A plain future,
+        reloads done by the batcher: `gather` over replies wraps none of them in a task.
         """
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        return _Reply(self, self.call(command), script, command)
+        return self._queue(("EVALSHA", script.sha, len(keys), *keys, *args), script)
 
-    async def _reload(self, script: LuaScript, command: tuple[Any, ...]) -> Any:
-        if self._cluster:
-            # SCRIPT LOAD names no key: redis-py sends it to every primary itself.
-            await self._client.script_load(script.source)
-        else:
-            # Batched like any command: a burst that all missed loads it in one round trip.
-            await self.call(("SCRIPT", "LOAD", script.source))
-        return await self.call(command)
+    def _reload_then_answer(
+        self, script: LuaScript, command: tuple[Any, ...], future: asyncio.Future[Any]
+    ) -> None:
+        """Load `script`, send `command` again (once: a second NOSCRIPT is its answer) and
+        settle `future` with that reply; a task of its own (rare: Redis lost its scripts),
+        drained like a batch."""
+
+        async def reload() -> None:
+            try:
+                if self._cluster:
+                    # SCRIPT LOAD names no key: redis-py sends it to every primary itself.
+                    await self._client.script_load(script.source)
+                else:
+                    # Batched like any command: a burst that all missed loads it in one trip.
+                    await self.call(("SCRIPT", "LOAD", script.source))
+                reply = await self.call(command)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                return
+            except BaseException:
+                future.cancel()
+                raise
+            if not future.done():
+                future.set_result(reply)
+
+        task = asyncio.get_running_loop().create_task(reload())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def drain(self) -> None:
         """Wait until every batch queued so far has been answered."""
@@ -114,27 +147,10 @@ class Batcher:
         batch, self._open = self._open or [], None
         self.commands_sent += len(batch)
         self.round_trips += 1
-        replies: list[Any]
         try:
-            if not self._own_busy:
-                self._own_busy = True
-                self.own_round_trips += 1
-                try:
-                    replies = await self._exchange(batch)
-                finally:
-                    self._own_busy = False
-            elif len(batch) == 1:
-                command = batch[0][0]
-                # Redis.execute_command is untyped, RedisCluster's is typed: Any covers both.
-                client: Any = self._client
-                replies = [await client.execute_command(*command)]
-            else:
-                pipeline = self._client.pipeline(transaction=False)
-                for command, _ in batch:
-                    pipeline.execute_command(*command)
-                replies = await pipeline.execute(raise_on_error=False)
+            replies = await self._round_trip(batch)
         except BaseException as exc:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if future.done():
                     continue
                 if isinstance(exc, Exception):
@@ -144,20 +160,54 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), reply in zip(batch, replies, strict=True):
+        for (command, future, script), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue  # its caller was cancelled
-            if isinstance(reply, Exception):
+            if script is not None and isinstance(reply, NoScriptError):
+                self._reload_then_answer(script, command, future)
+            elif isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
 
-    async def _exchange(self, batch: list[_Queued]) -> list[Any]:
-        """Send `batch` on the batcher's own connection; its replies (a `ResponseError`
-        in the place of a command Redis refused), parsed as redis-py parses them."""
-        client: Any = self._client  # a single Redis here (untyped parse_response)
-        conn = self._own
+    async def _round_trip(self, batch: list[_Queued]) -> list[Any]:
+        """The batch's replies, a `ResponseError` in the place of a command Redis refused."""
+        commands = [command for command, _, _ in batch]
+        if not self._own_busy:
+            self._own_busy = True
+            self.own_round_trips += 1
+            try:
+                return await self._exchange(await self._own_connection(), commands)
+            finally:
+                self._own_busy = False
+        if not self._cluster:
+            # A connection of the pool for this batch, exchanged with the same code as the
+            # batcher's own (redis-py's pipeline cost ~2x as much CPU per batch).
+            client: Any = self._client  # a single Redis here (untyped pool calls)
+            pool = client.connection_pool
+            conn = await pool.get_connection()  # bounded by the pool's timeout
+            try:
+                return await self._exchange(conn, commands)
+            finally:
+                await pool.release(conn)
+        # A Cluster: redis-py routes each command to its slot's node.
+        if len(commands) == 1:
+            # RedisCluster.execute_command is typed, Redis's untyped: Any covers both.
+            cluster: Any = self._client
+            try:
+                return [await cluster.execute_command(*commands[0])]
+            except ResponseError as exc:  # a refusal is its reply, as in a pipeline
+                return [exc]
+        pipeline = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipeline.execute_command(*command)
+        replies: list[Any] = await pipeline.execute(raise_on_error=False)
+        return replies
+
+    async def _own_connection(self) -> AbstractConnection:
+        client: Any = self._client  # a single Redis here (untyped pool calls)
         pool = client.connection_pool
+        conn = self._own
         if conn is None:
             # Bounded by the pool's timeout, like any command's connection.
             conn = self._own = await pool.get_connection()
@@ -165,16 +215,40 @@ class Batcher:
             # The pool's check when it hands a connection out: connected, and nothing
             # unread on it (Redis closed it while idle: reconnect before sending).
             await pool.ensure_connection(conn)
-        commands = [command for command, _ in batch]
+        return conn
+
+    async def _exchange(
+        self, conn: AbstractConnection, commands: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Send `commands` on `conn` (of a single Redis); their replies (a `ResponseError`
+        in the place of a command Redis refused), parsed as redis-py parses them."""
+        callbacks = self._client.response_callbacks
 
         async def exchange() -> list[Any]:
             await conn.send_packed_command(conn.pack_commands(commands))
             replies: list[Any] = []
-            for command in commands:
-                try:
-                    replies.append(await client.parse_response(conn, command[0]))
-                except ResponseError as exc:
-                    replies.append(exc)
+            # One bound, the command timeout, for the batch's replies (Redis answers a
+            # pipeline in one go), instead of redis-py's timer armed and cancelled per
+            # reply; each reply then parsed as `Redis.parse_response` does (its
+            # response callback, e.g. EXPIRE's bool).
+            try:
+                async with asyncio.timeout(conn.socket_timeout):
+                    for command in commands:
+                        try:
+                            reply = await conn.read_response(timeout=math.inf)
+                        except ResponseError as exc:
+                            replies.append(exc)
+                            continue
+                        callback = callbacks.get(command[0])
+                        if callback is not None:
+                            reply = callback(reply)
+                            if inspect.isawaitable(reply):
+                                reply = await reply
+                        replies.append(reply)
+            except TimeoutError:
+                raise RedisTimeoutError(
+                    f"Timeout reading the replies of {len(commands)} command(s) from Redis"
+                ) from None
             return replies
 
         async def reconnect(_: Exception) -> None:
@@ -189,6 +263,39 @@ class Batcher:
         return replies
 
 
+async def in_order(*waits: Awaitable[Any]) -> list[Any]:
+    """The replies of `waits`, awaited one after another.
+
+    Their commands are queued already (a turn's commands go to Redis together), so this
+    costs no round trip more than `asyncio.gather` would; unlike gather it wraps no
+    coroutine in a task and takes no loop turn per reply: a reply already there is read
+    without yielding. Every one is awaited even after one failed (none is left with an
+    unread error), then the first error is raised. When the caller is cancelled, those
+    not awaited yet are cancelled (or closed), as gather cancels its children.
+    """
+    results: list[Any] = []
+    error: Exception | None = None
+    done = 0
+    try:
+        for wait in waits:
+            try:
+                results.append(await wait)
+            except Exception as exc:
+                error = error or exc
+                results.append(None)
+            done += 1
+    except BaseException:
+        for rest in waits[done + 1 :]:
+            if isinstance(rest, asyncio.Future):
+                rest.cancel()
+            elif inspect.iscoroutine(rest):
+                rest.close()
+        raise
+    if error is not None:
+        raise error
+    return results
+
+
 def own_copy(exc: BaseException) -> BaseException:
     """A copy of `exc` per waiting caller, so each raise keeps its own traceback."""
     try:
@@ -198,32 +305,3 @@ def own_copy(exc: BaseException) -> BaseException:
     mine.__cause__ = exc.__cause__
     mine.__context__ = exc.__context__
     return mine
-
-
-class _Reply:
-    """What `Batcher.eval` returns: awaiting it gives the script's reply, reloading the
-    script once if Redis lost it. Not a coroutine: one that is never awaited (its
-    caller was cancelled first) is no "never awaited" warning."""
-
-    __slots__ = ("_batcher", "_command", "_first", "_script")
-
-    def __init__(
-        self,
-        batcher: Batcher,
-        first: asyncio.Future[Any],
-        script: LuaScript,
-        command: tuple[Any, ...],
-    ) -> None:
-        self._batcher = batcher
-        self._first = first
-        self._script = script
-        self._command = command
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._resolve().__await__()
-
-    async def _resolve(self) -> Any:
-        try:
-            return await self._first
-        except NoScriptError:
-            return await self._batcher._reload(self._script, self._command)

@@ -69,6 +69,8 @@ class RedisHistory:
             (keys.history_key(self._prefix, shard), keys.history_expiry_key(self._prefix, shard)),
             (member, expires_ms, horizon_s, now if terminal else "", _PRUNE_BATCH),
         )
+        if not terminal:
+            return expired  # lists nothing expired (ARGV[4] ""): nothing to prune after it
         return self._indexed(shard, expired)
 
     async def _indexed(self, shard: int, expired: Awaitable[Any]) -> None:

@@ -58,8 +58,11 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
             details={"content_encoding": encoding},
         )
     try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            raw = await request.read()
+        if request.content.is_eof():
+            raw = await request.read()  # all here already (the usual small body): no wait
+        else:
+            async with asyncio.timeout(settings.body_timeout_s):
+                raw = await request.read()
     except TimeoutError:
         raise RequestTimeout(
             f"the request body did not arrive within {settings.body_timeout_s:g} s",

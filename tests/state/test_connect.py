@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from state.connect import InitializedFirstCluster, connect
+from state.connect import HiredisPackingConnection, InitializedFirstCluster, connect
 
 pytestmark = pytest.mark.redis
 
@@ -45,3 +46,56 @@ async def test_concurrent_first_commands_on_new_cluster_clients_all_succeed(
             await a.aclose()
             await b.aclose()
         assert sorted(bool(r) for r in results) == [False] * 9 + [True]
+
+
+async def test_a_write_to_a_redis_that_stops_reading_fails_in_time_and_drops_the_connection(
+) -> None:
+    """A server that accepts but never reads (a frozen Redis): a write bigger than the
+    socket buffers cannot finish; it fails with redis-py's TimeoutError within the
+    command timeout and the connection is closed, never reused mid-command."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_read(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    # No handshake to answer (no client name or library info, RESP2, db 0).
+    conn = HiredisPackingConnection(
+        host="127.0.0.1", port=port, socket_timeout=0.2, driver_info=None, protocol=2
+    )
+    try:
+        await conn.connect()  # type: ignore[no-untyped-call]  # (untyped in redis-py)
+        with pytest.raises(RedisTimeoutError, match="Timeout writing to socket"):
+            await conn.send_packed_command(conn.pack_command("SET", "k", "x" * 64_000_000))
+        assert not conn.is_connected
+        assert conn.socket_timeout == 0.2  # given back to the connection for its reads
+    finally:
+        await conn.disconnect()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_commands_are_written_and_answered_through_the_packing_connection(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Single commands, a pipeline and a command given as text all reach Redis whole."""
+    client = connect(redis_url)
+    try:
+        assert isinstance(client, aioredis.Redis)
+        key = f"{redis_prefix}written"
+        assert await client.set(key, "v", ex=60)
+        pipe = client.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.strlen(key)
+        assert await pipe.execute() == [b"v", 1]
+        conn = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(f"*2\r\n$3\r\nGET\r\n${len(key)}\r\n{key}\r\n")
+            assert await conn.read_response() == b"v"
+        finally:
+            await client.connection_pool.release(conn)
+    finally:
+        await client.aclose()

@@ -12,6 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from state.connect import Client, connect
 from state.redis_batch import Batcher, LuaScript
@@ -160,4 +161,54 @@ async def test_a_closed_store_gives_its_batcher_connection_back_to_a_shared_pool
     finally:
         for conn in taken:
             await pool.release(conn)
+        await client.aclose()
+
+
+async def test_a_script_redis_does_not_have_is_loaded_and_run_on_every_path(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A script unknown to Redis (a new SHA, as after a restart) is loaded and run by the
+    batcher itself, alone or in a batch, on its own connection and through the pool; its
+    caller gets the script's reply, the other commands of the batch theirs."""
+    own = connect(redis_url)
+    pooled = connect(redis_url, max_connections=2)  # too small to spare one: the pool path
+    try:
+        for client in (own, pooled):
+            batcher = Batcher(client)
+            alone = LuaScript(f"-- {uuid.uuid4().hex}\nreturn ARGV[1]")
+            assert await batcher.eval(alone, [f"{redis_prefix}k"], ["a"]) == b"a"
+            batched = LuaScript(f"-- {uuid.uuid4().hex}\nreturn ARGV[1]")
+            replies = await asyncio.gather(
+                batcher.call(("SET", f"{redis_prefix}k", "1")),
+                batcher.eval(batched, [f"{redis_prefix}k"], ["b"]),
+                batcher.call(("INCR", f"{redis_prefix}k")),
+            )
+            assert replies == [True, b"b", 2]
+            await batcher.drain()
+        # A plain EVALSHA of an unknown SHA is not reloaded: its NOSCRIPT is the answer.
+        with pytest.raises(NoScriptError):
+            await Batcher(pooled).call(("EVALSHA", "0" * 40, 0))
+    finally:
+        await own.aclose()
+        await pooled.aclose()
+
+
+async def test_a_batch_not_answered_within_the_command_timeout_fails_and_the_next_one_works(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Replies that do not come (a blocking pop Redis holds on to) fail the batch with
+    redis-py's TimeoutError within the command timeout (per attempt); the connection is
+    not reused mid-reply: the next batch is answered on a fresh one."""
+    client = connect(redis_url, command_timeout_s=0.2)
+    try:
+        batcher = Batcher(client)
+        held = [
+            batcher.call(("SET", f"{redis_prefix}k", "1")),
+            batcher.call(("BLPOP", f"{redis_prefix}empty", 30)),
+        ]
+        outcomes = await asyncio.gather(*held, return_exceptions=True)
+        assert all(isinstance(o, RedisTimeoutError) for o in outcomes), outcomes
+        assert await batcher.call(("GET", f"{redis_prefix}k")) == b"1"
+        assert batcher.own_round_trips == batcher.round_trips == 2
+    finally:
         await client.aclose()
