@@ -440,12 +440,21 @@ class _Execution:
                 await self._wait_one(sorter)
 
     async def _dispatch(self, sorter: ReadyTracker) -> None:
+        # Node tasks started since the last `on_transition`: a burst of starts (a
+        # fan-out's branches) is told to `on_node` one by one, in order, and handed to
+        # `on_transition` once, before anything here can wait. Its awaitable does not
+        # give the loop a turn between starts, so nothing could observe the states
+        # in between: one call per burst is what one call per start showed.
+        untold = False
         while self.runnable and len(self.running) < self.options.max_parallel:
             node_id = self.runnable.popleft()
             self.current = node_id
             cn = self.workflow.nodes[node_id]
             ctx = self._context(cn, self._node_deadline(cn))
             pre_error: NodeError | None = None
+            if untold and (cn.when is not None or self.before_start is not None):
+                untold = False
+                await self.on_transition(self.state)
             if cn.when is not None:
                 try:
                     go = await self._until_deadline(
@@ -476,7 +485,13 @@ class _Execution:
             task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
-            await self.emit(run)
+            # emit(run), its on_transition deferred to the end of the burst (above).
+            self.state.updated_at = self.engine.clock()
+            if self.on_node is not None:
+                self.on_node(run)
+            untold = True
+        if untold:
+            await self.on_transition(self.state)
         self.current = None
 
     async def _run_inline(
