@@ -530,6 +530,10 @@ class _Execution:
         finally:
             sorter.done(cn.id)
         self.current = None
+        if not sorter.is_active():
+            # The last node: the terminal transition is next. A turn of the loop here
+            # would only let the write-behind save a state about to be final, once more.
+            return
         now = self.loop.time()
         if now - self.yielded_at >= _INLINE_TURN_S:
             # Nodes that never wait (transforms, conditions) would otherwise run a whole

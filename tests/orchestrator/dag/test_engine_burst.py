@@ -73,8 +73,11 @@ async def test_a_burst_of_starts_is_one_transition_after_every_start_was_told(
 ) -> None:
     recorder, state, _ = await _run(harness, fake, FANOUT, confirm=False)
     assert state.status is WorkflowStatus.COMPLETED
-    starts = [i for i, e in enumerate(recorder.log) if e[0] == "node" and e[1] in BRANCHES
-              and e[2] == "running"]
+    starts = [
+        i
+        for i, e in enumerate(recorder.log)
+        if e[0] == "node" and e[1] in BRANCHES and e[2] == "running"
+    ]
     assert [recorder.log[i][1] for i in starts] == BRANCHES  # told one by one, in order
     after = recorder.log[starts[-1] + 1]
     assert after[0] == "transition"
@@ -98,7 +101,7 @@ async def test_a_burst_behaves_like_a_transition_per_start(
     }
     assert burst_state.status is each_state.status is WorkflowStatus.COMPLETED
     # Before each wait, every branch already started was in the last transition.
-    for i, statuses in enumerate(seen[1:1 + len(BRANCHES)]):
+    for i, statuses in enumerate(seen[1 : 1 + len(BRANCHES)]):
         assert [b for b in BRANCHES if statuses[b] == "running"] == BRANCHES[:i]
     # The per-start path hands each branch start on by itself: more transitions.
     assert len(each.transitions()) == len(burst.transitions()) + len(BRANCHES) - 1

@@ -188,3 +188,44 @@ async def test_a_cancel_while_the_terminal_record_is_written_still_has_it_writte
     assert interrupted == ["completed"]
     assert told[-1] == "completed"  # written again, whole
     assert state.status is WorkflowStatus.COMPLETED
+
+
+async def test_inline_nodes_give_the_loop_a_turn_between_them_but_not_after_the_last(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """Past the inline turn (2 ms), the next node waits for the loop to have a turn;
+    after the last node the terminal transition follows at once (a turn there would
+    only let the write-behind save a state about to be final)."""
+    loop = asyncio.get_running_loop()
+
+    def busy(_: Any) -> dict[str, Any]:
+        # Holds the loop past the inline turn without yielding (a CPU-bound answer).
+        start = loop.time()
+        while loop.time() - start < 0.003:
+            pass
+        return {"ok": True}
+
+    fake.behaviours.update({"a": busy, "b": busy})
+    compiled = compile_def({"nodes": [agent("a"), agent("b", depends_on=["a"])]})
+    state = new_state(compiled.name)
+    log: list[tuple[str, ...]] = []
+
+    async def on_transition(s: WorkflowState) -> None:
+        log.append((s.status.value, s.steps["a"].status.value, s.steps["b"].status.value))
+
+    async def ticker() -> None:
+        while True:
+            log.append(("tick",))
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        await harness.runner().run(compiled, state, on_transition=on_transition)
+    finally:
+        ticking.cancel()
+    assert state.status is WorkflowStatus.COMPLETED
+    a_done = log.index(("running", "completed", "pending"))
+    b_starts = log.index(("running", "completed", "running"))
+    assert ("tick",) in log[a_done:b_starts]
+    b_done = log.index(("running", "completed", "completed"))
+    assert log[b_done + 1] == ("completed", "completed", "completed")
