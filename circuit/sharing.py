@@ -130,15 +130,11 @@ class BreakerSync:
         # call's timeout expires can come out as a TimeoutError, which the loop survives.
         self._stopping = True
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await _cancel_until_done(self._watcher)
             self._watcher = None
         if self._task is not None:
-            self._task.cancel()
             self._wake.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await _cancel_until_done(self._task)
             self._task = None
         try:
             async with asyncio.timeout(self._start_timeout_s):
@@ -328,3 +324,25 @@ def _overall(states: Mapping[str, Mapping[str, Any]], forced: ForcedMode | None)
             "slow_rate": round(100.0 * slow / calls, 2) if calls else 0.0,
         },
     }
+
+
+# How long close() waits for a task to end before cancelling it again.
+_RECANCEL_S = 0.5
+
+
+async def _cancel_until_done(task: asyncio.Task[None]) -> None:
+    """Cancel `task` until it has ended (its outcome retrieved, nothing raised).
+
+    One cancel is not always enough on Python 3.11: redis-py runs socket writes under
+    `asyncio.wait_for`, which returns the write's result instead of raising when the
+    cancel lands as the write completes (CPython gh-86296). The board's watch loop then
+    went on reading and close() waited on it forever (state/redis.py does the same
+    for its subscriptions).
+    """
+    while not task.done():
+        task.cancel()
+        # wait() rather than awaiting the task: a cancellation of *our* caller
+        # still propagates, the task's own CancelledError does not.
+        await asyncio.wait([task], timeout=_RECANCEL_S)
+    if not task.cancelled():
+        task.exception()  # retrieved: the loops log their own failures

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -319,3 +319,41 @@ async def test_an_ops_action_wakes_the_other_replicas_without_waiting_for_their_
     finally:
         await a.close()
         await b.close()
+
+
+class LosingCancelBoard(MemoryBreakerBoard):
+    """Its watch loses the first cancel, as redis-py's reads can on Python 3.11 (a cancel
+    landing as an `asyncio.wait_for` completes), and goes on reading in bounded polls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancels_lost = 0
+
+    async def watch(
+        self, on_change: Callable[[], None], ready: asyncio.Event | None = None
+    ) -> None:
+        if ready is not None:
+            ready.set()
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if self.cancels_lost:
+                    raise
+                self.cancels_lost += 1
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+
+async def test_close_ends_a_watch_that_lost_its_cancel(clock: FakeClock) -> None:
+    """close() cancels the board watch until it has ended, not once (it hung for good)."""
+    board = LosingCancelBoard()
+    sync = replica("a", board, clock)
+    await sync.start()
+    closing = asyncio.create_task(sync.close())
+    # A hang guard, far above the 0.5 s re-cancel; wait() does not cancel close() itself.
+    done, _ = await asyncio.wait([closing], timeout=30)
+    if not done:
+        closing.cancel()  # its second cancel reaches the watch and ends it
+        await asyncio.wait([closing])
+    assert done, "close() waited on a watch that lost its cancel"
+    assert board.cancels_lost == 1
