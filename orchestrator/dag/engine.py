@@ -186,7 +186,9 @@ class DagEngine:
         on_node: OnNodeChange | None = None,
     ) -> None:
         """Run `workflow`, recording into `state` and calling `on_transition` after
-        each change (see the module docstring); returns when the state is terminal,
+        each change (see the module docstring; node starts dispatched with no wait
+        between them, a fan-out's branches, are one call after the last of them, each
+        told to `on_node` first); returns when the state is terminal,
         or PAUSED: while `pause_requested()` is true no new node starts, and once the
         running ones have ended the run stops there (run it again to resume).
 
