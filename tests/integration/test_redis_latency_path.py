@@ -25,6 +25,7 @@ from orchestrator.lifecycle import WorkflowOrchestrator
 from state.models import WorkflowStatus
 from state.redis import RedisStateStore
 from tests.chain_fixtures import compiled_chain, mock_agent_registry
+from tests.redis_scripts import load_scripts
 
 pytestmark = pytest.mark.redis
 
@@ -81,6 +82,7 @@ async def test_accepting_a_workflow_waits_on_one_round_trip(
     async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
         orchestrator = await orchestrator_on(store, registry, http, delay_s=0.005)
         try:
+            await load_scripts(store.client)
             before = store.round_trips
             state = await orchestrator.submit(chain, {"query": "revenue by region"})
             assert store.round_trips - before == 1

@@ -14,6 +14,7 @@ from state.leases import LeaseStore, MemoryLeases, Orphan
 from state.leases_redis import RedisLeases
 from state.redis_batch import Batcher
 from tests.fakes import FakeClock
+from tests.redis_scripts import load_scripts
 
 # Expire leases: memory moves its fake clock; Redis waits out a real (short) lease.
 Expire = Callable[[], Awaitable[None]]
@@ -178,6 +179,7 @@ async def test_liveness_costs_one_command_per_beat_whatever_a_replica_runs(
     Redis work grows with replicas, not with replicas x running workflows."""
     client = aioredis.Redis.from_url(redis_url)
     try:
+        await load_scripts(client)
         batcher = Batcher(client)
         leases = RedisLeases(client, prefix=redis_prefix, batcher=batcher)
         held = {}
@@ -206,6 +208,7 @@ async def test_a_claim_beats_for_its_owner_only_when_the_last_beat_is_a_third_of
     client = aioredis.Redis.from_url(redis_url)
     clock = FakeClock()
     try:
+        await load_scripts(client)
         batcher = Batcher(client)
         leases = RedisLeases(client, prefix=redis_prefix, batcher=batcher, clock=clock)
 

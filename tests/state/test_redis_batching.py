@@ -17,6 +17,7 @@ from state.models import WorkflowStatus
 from state.redis import RedisStateStore
 from state.store import StateStoreError
 from tests.ports import free_port
+from tests.redis_scripts import load_scripts
 from tests.redis_server import redis_server
 from tests.state.conftest import RedisBackend, make_state
 
@@ -133,6 +134,7 @@ async def test_accepting_a_workflow_is_one_round_trip(redis_backend: RedisBacken
     """The lease claim (listing, heartbeat, generation), the first document and its history
     entry: one pipeline."""
     store = await redis_backend.new()
+    await load_scripts(redis_backend.client)
     state = make_state(status=WorkflowStatus.PENDING)
     state.owner = "me"
     before = store.round_trips
@@ -159,6 +161,7 @@ async def test_a_terminal_write_is_one_round_trip(redis_backend: RedisBackend) -
 
 async def test_a_batch_of_events_is_one_command(redis_backend: RedisBackend) -> None:
     store = await redis_backend.new()
+    await load_scripts(redis_backend.client)
     workflow_id = make_state().workflow_id
     before = store.commands_sent
     assert await store.append_events(workflow_id, [{"n": n} for n in range(20)]) == 20
