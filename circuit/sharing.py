@@ -336,8 +336,8 @@ async def _cancel_until_done(task: asyncio.Task[None]) -> None:
     One cancel is not always enough on Python 3.11: redis-py runs socket writes under
     `asyncio.wait_for`, which returns the write's result instead of raising when the
     cancel lands as the write completes (CPython gh-86296). The board's watch loop then
-    went on reading and close() waited on it forever (state/redis.py does the same
-    for its subscriptions).
+    went on reading and close() waited on it forever. A copy of state/tasks.py's
+    `cancel_until_done` (circuit/ does not import state/).
     """
     while not task.done():
         task.cancel()

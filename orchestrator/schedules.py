@@ -32,6 +32,7 @@ from croniter import CroniterError, croniter
 from orchestrator.errors import InvalidSchedule
 from orchestrator.settings import DEFAULTS
 from state.schedules import Misfire, Run, Schedule, ScheduleStore
+from state.tasks import cancel_until_done
 
 log = structlog.get_logger(__name__)
 
@@ -99,10 +100,6 @@ def due_tick(schedule: Schedule, now: float, *, grace_s: float) -> float | None:
     return tick
 
 
-# How long close() waits for the loop to end before cancelling it again.
-_RECANCEL_S = 0.5
-
-
 class Scheduler:
     """Fires due schedules; one per replica, all sharing one `ScheduleStore`."""
 
@@ -161,13 +158,9 @@ class Scheduler:
         if task is None:
             return
         self._closing = True
-        # Cancelled until it has ended, not once: on Python 3.11 a cancel can be lost in
-        # redis-py (its socket writes run under `asyncio.wait_for`, which returns the
-        # write's result when the cancel lands as it completes: CPython gh-86296), and
-        # the pass then goes on; close() waited forever (a test's teardown hung).
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=_RECANCEL_S)
+        # Cancelled until it has ended, not once: a cancel lost in redis-py let the pass
+        # go on and close() waited forever (a test's teardown hung; state/tasks.py).
+        await cancel_until_done(task)
         if not task.cancelled():
             task.exception()  # retrieved: nothing to report, the loop only logs
 

@@ -76,6 +76,7 @@ from state.redis_batch import Batcher, LuaScript, in_order
 from state.redis_history import RedisHistory
 from state.schedules_redis import RedisSchedules
 from state.store import LeaseLost, StateStoreError
+from state.tasks import cancel_until_done
 
 log = structlog.get_logger(__name__)
 
@@ -681,7 +682,7 @@ class _Subscription:
         self._stopping = True
         task, self._task = self._task, None
         if task is not None:
-            await _cancel_until_done(task)
+            await cancel_until_done(task)
         await self._close_pubsub()
         if end:
             self.queue.put_nowait(None)
@@ -744,7 +745,7 @@ class _Subscription:
         return message
 
     async def _forward(self, pubsub: Any) -> None:
-        # Not `while True`: a stop() whose cancel was lost (see _cancel_until_done) while
+        # Not `while True`: a stop() whose cancel was lost (see state/tasks.py) while
         # the pump (re)subscribed ends here rather than in a read that may never return.
         while not self._stopping:
             message = await self._next_message(pubsub)
@@ -805,7 +806,7 @@ class _EventSubscription:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            await _cancel_until_done(task)
+            await cancel_until_done(task)
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             await pubsub.aclose()
@@ -824,25 +825,6 @@ class _EventSubscription:
         except Exception:
             log.exception("event_subscription_failed", channel=self._channel)
         self.queue.put_nowait(None)
-
-
-# How long stop() waits for a pump to end before cancelling it again.
-_RECANCEL_S = 0.5
-
-
-async def _cancel_until_done(task: asyncio.Task[None]) -> None:
-    """Cancel `task` until it has ended.
-
-    One cancel is not always enough on Python 3.11: redis-py wraps each socket write
-    in `asyncio.wait_for`, which returns the write's result instead of raising when
-    the cancel lands as the write completes (CPython gh-86296, fixed in 3.12). A pump
-    that was re-subscribing then went on reading forever and stop() never returned.
-    """
-    while not task.done():
-        task.cancel()
-        # wait() rather than awaiting the task: a cancellation of *our* caller
-        # still propagates, the task's own CancelledError does not.
-        await asyncio.wait([task], timeout=_RECANCEL_S)
 
 
 def _is_type(message: dict[str, Any] | None, kind: str) -> bool:
