@@ -655,6 +655,19 @@ async def test_a_call_cancelled_while_queued_at_the_bulkhead_leaks_no_slot(
     assert client.breaker("data").snapshot().successes == 2
 
 
+async def queue_behind_the_only_slot(
+    client: AgentClient, agent: HangingAgent, clock: FakeClock
+) -> tuple[asyncio.Task[Any], asyncio.Task[Any]]:
+    """A call holding the agent's one bulkhead slot, and one queued behind it under a
+    deadline (the client's shared timer caps its wait)."""
+    holder = asyncio.create_task(call(client))
+    await agent.entered.wait()
+    queued = asyncio.create_task(call(client, deadline=clock.now + 60.0))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return holder, queued
+
+
 async def test_a_call_queued_with_a_deadline_and_cancelled_stays_a_cancellation(
     make_client: MakeClient, clock: FakeClock
 ) -> None:
@@ -663,11 +676,7 @@ async def test_a_call_queued_with_a_deadline_and_cancelled_stays_a_cancellation(
     agent = HangingAgent()
     async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
         client = make_client(spec(concurrency=1), client=http)
-        holder = asyncio.create_task(call(client))
-        await agent.entered.wait()
-        queued = asyncio.create_task(call(client, deadline=clock.now + 60.0))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        holder, queued = await queue_behind_the_only_slot(client, agent, clock)
         assert client.stats("data").bulkhead_waits == 1
         queued.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -687,11 +696,7 @@ async def test_a_call_queued_with_a_deadline_goes_on_when_a_slot_frees(
     agent = HangingAgent()
     async with httpx.AsyncClient(transport=httpx.MockTransport(agent)) as http:
         client = make_client(spec(concurrency=1), client=http)
-        holder = asyncio.create_task(call(client))
-        await agent.entered.wait()
-        queued = asyncio.create_task(call(client, deadline=clock.now + 60.0))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        holder, queued = await queue_behind_the_only_slot(client, agent, clock)
         agent.release.set()
         results = await asyncio.gather(holder, queued)
     assert [r.attempts for r in results] == [1, 1]
