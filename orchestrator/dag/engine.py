@@ -249,8 +249,12 @@ class _Execution:
         self.sizes = ValueSizes()
         # The node being dispatched or settled: where an escaping error is pinned.
         self.current: str | None = None
-        # When nodes run inline, the last time this run gave the loop a turn on purpose.
+        # When nodes run inline, the last time this run made sure the loop had a turn,
+        # and whether it has had one since (`_saw_turn`, run by the loop once this task
+        # waits: a node that awaited I/O gave it one, and needs no turn of its own).
         self.yielded_at = self.loop.time()
+        self.turned = False
+        self.loop.call_soon(self._saw_turn)
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -541,8 +545,15 @@ class _Execution:
             # Nodes that never wait (transforms, conditions) would otherwise run a whole
             # chain in one turn of the loop, and nothing else (health checks, other
             # workflows) would run meanwhile: a node task always gave the loop a turn.
-            await asyncio.sleep(0)
-            self.yielded_at = self.loop.time()
+            # A node that waited (an agent call) gave it one already: a turn more would
+            # cost a resume of this task and, with the write-behind's delay at 0, a
+            # state write more per node (the settled node, on its own).
+            if not self.turned:
+                await asyncio.sleep(0)
+                now = self.loop.time()
+            self.yielded_at = now
+            self.turned = False
+            self.loop.call_soon(self._saw_turn)
 
     async def _until_deadline(self, work: Awaitable[Any]) -> Any:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
@@ -557,6 +568,9 @@ class _Execution:
             raise
         cap.stop(None)
         return result
+
+    def _saw_turn(self) -> None:
+        self.turned = True
 
     def _node_done(self, task: asyncio.Task[_Outcome]) -> None:
         self.finished.append(task)

@@ -48,7 +48,9 @@ class FakeAgents:
     A behaviour is a dict (returned as data), an AgentError (raised), or a function of
     the payload (its result returned, or raised if it is an exception). `gate(step)`
     makes that step's call wait for an Event; `started[step]` is set as a call begins.
-    Unscripted calls echo: {"echo": payload, "agent": name}.
+    Other calls give the loop one turn, as a call over the network would, except the
+    steps in `never_wait` (they answer without waiting, like an instant in-process
+    agent). Unscripted calls echo: {"echo": payload, "agent": name}.
     """
 
     behaviours: dict[str, Behaviour] = field(default_factory=dict)
@@ -60,6 +62,7 @@ class FakeAgents:
     peak: int = 0
     cancelled: list[str] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
+    never_wait: set[str] = field(default_factory=set)
 
     def gate(self, node: str) -> asyncio.Event:
         return self.gates.setdefault(node, asyncio.Event())
@@ -88,7 +91,7 @@ class FakeAgents:
         try:
             if node_id in self.gates:
                 await self.gates[node_id].wait()
-            else:
+            elif node_id not in self.never_wait:
                 await asyncio.sleep(0)
             behaviour = self.behaviours.get(f"{node_id}@{agent}")
             if behaviour is None:

@@ -190,14 +190,7 @@ async def test_a_cancel_while_the_terminal_record_is_written_still_has_it_writte
     assert state.status is WorkflowStatus.COMPLETED
 
 
-async def test_inline_nodes_give_the_loop_a_turn_between_them_but_not_after_the_last(
-    harness: Harness, fake: FakeAgents
-) -> None:
-    """Past the inline turn (2 ms), the next node waits for the loop to have a turn;
-    after the last node the terminal transition follows at once (a turn there would
-    only let the write-behind save a state about to be final)."""
-    loop = asyncio.get_running_loop()
-
+def _busy(loop: asyncio.AbstractEventLoop) -> Any:
     def busy(_: Any) -> dict[str, Any]:
         # Holds the loop past the inline turn without yielding (a CPU-bound answer).
         start = loop.time()
@@ -205,7 +198,11 @@ async def test_inline_nodes_give_the_loop_a_turn_between_them_but_not_after_the_
             pass
         return {"ok": True}
 
-    fake.behaviours.update({"a": busy, "b": busy})
+    return busy
+
+
+async def _run_ticking(harness: Harness) -> list[tuple[str, ...]]:
+    """Run a -> b, logging each transition and each turn another task got meanwhile."""
     compiled = compile_def({"nodes": [agent("a"), agent("b", depends_on=["a"])]})
     state = new_state(compiled.name)
     log: list[tuple[str, ...]] = []
@@ -224,8 +221,38 @@ async def test_inline_nodes_give_the_loop_a_turn_between_them_but_not_after_the_
     finally:
         ticking.cancel()
     assert state.status is WorkflowStatus.COMPLETED
+    return log
+
+
+async def test_inline_nodes_give_the_loop_a_turn_between_them_but_not_after_the_last(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """Past the inline turn (2 ms) without the loop having had one, the next node waits
+    for the loop to have a turn; after the last node the terminal transition follows at
+    once (a turn there would only let the write-behind save a state about to be final)."""
+    busy = _busy(asyncio.get_running_loop())
+    fake.behaviours.update({"a": busy, "b": busy})
+    fake.never_wait.update({"a", "b"})
+    log = await _run_ticking(harness)
     a_done = log.index(("running", "completed", "pending"))
     b_starts = log.index(("running", "completed", "running"))
     assert ("tick",) in log[a_done:b_starts]
     b_done = log.index(("running", "completed", "completed"))
+    assert log[b_done + 1] == ("completed", "completed", "completed")
+
+
+async def test_a_node_that_waited_gave_the_loop_its_turn_so_the_next_starts_at_once(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """A node whose call waited (as every call over the network does) let others run:
+    the next node starts in the same turn as the first one settles, so no other task runs
+    (and no write-behind writes the settled node on its own) in between; the loop still
+    gets its turn inside every node."""
+    busy = _busy(asyncio.get_running_loop())
+    fake.behaviours.update({"a": busy, "b": busy})
+    log = await _run_ticking(harness)
+    a_done = log.index(("running", "completed", "pending"))
+    assert log[a_done + 1] == ("running", "completed", "running")
+    b_done = log.index(("running", "completed", "completed"))
+    assert ("tick",) in log[a_done + 1 : b_done]
     assert log[b_done + 1] == ("completed", "completed", "completed")
