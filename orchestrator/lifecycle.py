@@ -40,7 +40,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -782,10 +782,11 @@ class WorkflowOrchestrator:
             await self._finish(state, writer, events, record_end)
 
     def _writer(self, state: WorkflowState, token: int | None) -> StateWriter:
-        async def persist(current: WorkflowState) -> bool:
+        def persist(current: WorkflowState) -> Awaitable[bool]:
+            # `_persist`'s own coroutine, handed back: no frame of this one around every write.
             if self._is_fenced(current.workflow_id):
-                return False
-            return await self._persist(current, token)
+                return _not_written()
+            return self._persist(current, token)
 
         return StateWriter(
             persist,
@@ -937,6 +938,10 @@ class WorkflowOrchestrator:
             except Exception:
                 log.exception("state_write_failed_bug", workflow_id=state.workflow_id)
                 return False
+
+
+async def _not_written() -> bool:
+    return False
 
 
 def _mark_cancelled(state: WorkflowState) -> None:

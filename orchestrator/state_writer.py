@@ -90,14 +90,16 @@ class StateWriter:
 
     async def flush(self) -> None:
         """Write what is owed now, in this task: neither the delay nor the queue is waited."""
-        await self._idle()
+        if self._writing is not None:
+            await self._idle()
         if self._dirty:
             await self._write()
 
     async def write_behind(self) -> None:
         """The flusher's turn: write the latest snapshot, unless a pacing pause is owed."""
         self._queued = False
-        await self._idle()
+        if self._writing is not None:  # (the check first: no coroutine made for nothing)
+            await self._idle()
         if not self._dirty or self.final:
             return
         pause = self._not_before - self._clock()
