@@ -268,14 +268,19 @@ class AiohttpTransport:
             except TimeoutError:
                 raise TransportTimeout("pool", timeouts.pool) from None
         try:
-            async with session.request(
+            # Awaited, not `async with`: the request's own coroutine, without the context
+            # manager's two around it (resumed with it each time the request waits) and
+            # the three of its exit; `release` in `finally` is what the exit does once the
+            # body is read (the writer task has ended by then), and after an error.
+            response = await session.request(
                 method,
                 url,
                 data=body,
                 headers=headers,
                 allow_redirects=False,
                 timeout=self._client_timeout(timeouts),
-            ) as response:
+            )
+            try:
                 declared = response.content_length
                 if (
                     declared is not None
@@ -288,6 +293,8 @@ class AiohttpTransport:
                 else:
                     content = await self._read(response, max_body_bytes)
                 return TransportResponse(response.status, response.headers, content)
+            finally:
+                response.release()
         except aiohttp.ClientError as exc:
             raise _from_aiohttp(exc, timeouts) from exc
         finally:

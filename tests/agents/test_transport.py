@@ -197,6 +197,40 @@ async def test_keep_alive_connections_are_reused(
     assert len(set(agent.peers)) == 1
 
 
+async def test_every_kind_of_answer_gives_its_connection_back(
+    served: tuple[Agent, str], transport_name: TransportName
+) -> None:
+    """With a pool of one connection: an error status, a chunked body and a body past the
+    cap each leave the pool usable (a leaked connection would make the next request wait
+    for the pool and fail); error answers are read whole and their connection reused."""
+    agent, base = served
+    transport = create_transport(transport_name, max_connections=1)
+    try:
+        for status in (500, 404, 200):
+            answer = await transport.request(
+                "POST",
+                f"{base}/echo?status={status}",
+                body=b"x",
+                timeouts=FAST,
+                max_body_bytes=LIMIT,
+            )
+            assert answer.status == status
+            assert answer.body == b"x"
+        assert len(set(agent.peers)) == 1  # one connection, reused after every answer
+        chunked = await transport.request(
+            "GET", f"{base}/chunked", timeouts=FAST, max_body_bytes=LIMIT
+        )
+        assert len(chunked.body) == 100_000
+        with pytest.raises(ResponseTooLarge):
+            await transport.request("GET", f"{base}/big", timeouts=FAST, max_body_bytes=10)
+        after = await transport.request(
+            "POST", f"{base}/echo", body=b"after", timeouts=FAST, max_body_bytes=LIMIT
+        )
+        assert after.body == b"after"
+    finally:
+        await transport.aclose()
+
+
 # -- size cap -----------------------------------------------------------------------
 
 
