@@ -807,24 +807,16 @@ class _Execution:
         except UnstorableValue as exc:
             raise NodeError(f"node {cn.id!r}: output: {exc}", code=exc.code, node_id=cn.id) from exc
 
-    def _bounded(
-        self, cn: CompiledNode, ctx: NodeContext, work: Awaitable[Any]
-    ) -> Awaitable[Any]:
-        """`work` under the node's timeout_s (if any), to await; NodeTimeout when it runs out.
+    async def _bounded(self, cn: CompiledNode, ctx: NodeContext, work: Awaitable[Any]) -> Any:
+        """Await `work` under the node's timeout_s (if any); NodeTimeout when it runs out.
 
         Agent calls get the same deadline (NodeContext.deadline) and end themselves at
         it with an AgentTimeout that counts their attempts; this bound, a moment later,
-        is the backstop for work that does not watch the deadline. Without a timeout it
-        is `work` itself: no frame around it, resumed with every wait of the node.
+        is the backstop for work that does not watch the deadline.
         """
         timeout_s = self._timeout_s(cn)
         if timeout_s is None:
-            return work
-        return self._capped(cn, ctx, work, timeout_s)
-
-    async def _capped(
-        self, cn: CompiledNode, ctx: NodeContext, work: Awaitable[Any], timeout_s: float
-    ) -> Any:
+            return await work
         cap = self.caps.start(timeout_s + _BACKSTOP_GRACE_S)
         try:
             result = await work
