@@ -13,6 +13,13 @@ other coroutines (the asyncio counterpart of the Redis store's Lua scripts).
 Memory is bounded, not only by TTL: past `max_workflows` documents or `max_bytes`
 of serialised documents, the oldest *finished* workflows are dropped first (as if
 their retention had run out). Running workflows are never dropped.
+
+A finished document is kept as plain JSON unless it is at least `COMPRESS_FROM`
+bytes written out. Unlike Redis (network bytes, a shared server's memory), zlib here
+only trades this process's CPU for its memory, and that memory is already bounded by
+the two limits above: for a small document (a 3-step chain: ~2.2 KB, ~1.6 KB saved)
+compressing cost about an eighth of the workflow's whole orchestration CPU. Over the
+threshold the saving is real and the cost small beside the document's own.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from state.store import LeaseLost
 
 # Upper bound on how long an expired entry may linger before a write sweeps it.
 _MAX_SWEEP_INTERVAL_S = 60.0
+# Finished documents this long or longer written out are kept zlib-compressed.
+COMPRESS_FROM = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -180,7 +189,7 @@ class MemoryStateStore:
     def _write_finished(self, state: WorkflowState, now: float) -> dict[str, bytes]:
         """Compact the workflow: its final document, kept for the retention."""
         workflow_id = state.workflow_id
-        fields = compacted(state)
+        fields = compacted(state, compress_from=COMPRESS_FROM)
         self._fields.forget(workflow_id)
         expires_at = now + self._retention_s
         size = _size(fields)
