@@ -113,3 +113,27 @@ def test_step_series_beyond_the_overall_cap_are_counted_together() -> None:
     # Client-invented definitions: all their steps under one key.
     metrics.record_finished(finished_workflow("made-up", ["x", "y"], rng))
     assert sum(metrics.snapshot()["steps"][OTHER]["statuses"].values()) == 2
+
+
+def test_remembered_children_expose_what_fresh_lookups_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The label children kept by raw name (the hot path) give the same series, values and
+    label caps as looking every label up again (the cache turned off)."""
+
+    def exposition() -> str:
+        rng = random.Random(11)
+        metrics = WorkflowMetrics(definitions=["report"], max_node_labels=3, max_series=5)
+        for _ in range(300):
+            name = rng.choice(["chain", "report", uuid.uuid4().hex])
+            steps = [rng.choice("abcdefgh") for _ in range(rng.randint(1, 4))]
+            state = finished_workflow(name, steps, rng)
+            for run in state.steps.values():
+                run.fallback = "used a fallback" if rng.random() < 0.3 else None
+            metrics.record_started(state)
+            metrics.record_finished(state)
+        text = generate_latest(metrics.registry).decode()
+        return "\n".join(line for line in text.splitlines() if "_created" not in line)
+
+    cached = exposition()
+    monkeypatch.setattr("orchestrator.metrics._MAX_CACHED_CHILDREN", 0)
+    assert exposition() == cached
+    assert "orch_step_fallbacks_total" in cached and OTHER in cached
