@@ -359,13 +359,18 @@ class MemoryStateStore:
         if log is None:
             log = self._events[workflow_id] = _EventLog(expires_at=now + self._ttl_s)
         log.expires_at = now + self._ttl_s
-        for blob in blobs:
-            log.blobs.append(blob)
-            seq = len(log.blobs)
-            for queue in self._event_subscribers.get(workflow_id, ()):
-                queue.put_nowait((seq, orjson.loads(blob)))
+        kept = log.blobs
+        subscribers = self._event_subscribers.get(workflow_id)
+        if not subscribers:  # the common case: nobody streams this workflow's events
+            kept.extend(blobs)
+        else:
+            for blob in blobs:
+                kept.append(blob)
+                seq = len(kept)
+                for queue in subscribers:
+                    queue.put_nowait((seq, orjson.loads(blob)))
         self._maybe_sweep(now)
-        return len(log.blobs)
+        return len(kept)
 
     async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
         log = self._live_events(workflow_id, self._clock())
