@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,8 +71,31 @@ class _Subscriber:
 @dataclass(slots=True)
 class _EventLog:
     expires_at: float
-    # Serialised, like documents: a subscriber can never alias another's copy.
-    blobs: list[bytes] = field(default_factory=list)
+    # Serialised, like documents: a subscriber can never alias another's copy. One JSON
+    # array per append (a workflow's events come in batches: one serialisation and one
+    # copy per batch, not per event), with the number of events logged before it.
+    batches: list[bytes] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, blob: bytes, count: int) -> int:
+        """Log a batch of `count` events; the number of the first."""
+        start = self.count
+        self.batches.append(blob)
+        self.starts.append(start)
+        self.count = start + count
+        return start + 1
+
+    def since(self, after: int) -> list[StoredEvent]:
+        # The first batch holding an event numbered after `after`, then every later one.
+        first = max(bisect_right(self.starts, after) - 1, 0)
+        found: list[StoredEvent] = []
+        for start, blob in zip(self.starts[first:], self.batches[first:], strict=True):
+            skip = max(after - start, 0)
+            found.extend(
+                (start + i + 1, event) for i, event in enumerate(orjson.loads(blob)) if i >= skip
+            )
+        return found
 
 
 class MemoryStateStore:
@@ -351,33 +375,26 @@ class MemoryStateStore:
         if not events:
             raise ValueError("append_events needs at least one event")
         now = self._clock()
-        # Right-sized copies: orjson (3.12 on) hands back its whole write buffer, 4 KB or
-        # more whatever the event's length (a 300-byte event would hold 4 KB while kept).
+        # A right-sized copy: orjson (3.12 on) hands back its whole write buffer, 4 KB or
+        # more whatever the batch's length (a 300-byte event would hold 4 KB while kept).
         # Document fields need no copy: msgspec and zlib return bytes of their length.
-        blobs = [bytes(memoryview(orjson.dumps(event))) for event in events]
+        blob = bytes(memoryview(orjson.dumps(events if type(events) is list else list(events))))
         log = self._live_events(workflow_id, now)
         if log is None:
             log = self._events[workflow_id] = _EventLog(expires_at=now + self._ttl_s)
         log.expires_at = now + self._ttl_s
-        kept = log.blobs
-        subscribers = self._event_subscribers.get(workflow_id)
-        if not subscribers:  # the common case: nobody streams this workflow's events
-            kept.extend(blobs)
-        else:
-            for blob in blobs:
-                kept.append(blob)
-                seq = len(kept)
-                for queue in subscribers:
-                    queue.put_nowait((seq, orjson.loads(blob)))
+        first = log.add(blob, len(events))
+        for queue in self._event_subscribers.get(workflow_id, ()):
+            for seq, event in enumerate(orjson.loads(blob), start=first):
+                queue.put_nowait((seq, event))
         self._maybe_sweep(now)
-        return len(kept)
+        return log.count
 
     async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:
         log = self._live_events(workflow_id, self._clock())
         if log is None:
             return []
-        start = max(after, 0)
-        return [(start + i + 1, orjson.loads(b)) for i, b in enumerate(log.blobs[start:])]
+        return log.since(max(after, 0))
 
     async def subscribe_events(self, workflow_id: str) -> EventStream:
         if self._closed:
