@@ -145,24 +145,26 @@ async def test_running_size_matches_the_fields_held_after_every_write() -> None:
 
 async def test_finished_documents_are_kept_plain_unless_big() -> None:
     """A finished document under COMPRESS_FROM bytes is held as its JSON; a bigger one
-    zlib-compressed; both read back whole, and the size held is what is stored."""
+    zlib-compressed; both read back whole, and the bytes held are those of that form."""
     store = MemoryStateStore()
     small = make_state(status=WorkflowStatus.COMPLETED)
     big = make_state(status=WorkflowStatus.COMPLETED)
     big.result = {"rows": [[f"region-{i}", i * 1.5] for i in range(COMPRESS_FROM // 16)]}
-    sizes = []
+    forms = {}
+    held = 0
     for state in (small, big):
         await store.save(state)
-        sizes.append(store.size[1])
         assert await store.get(state.workflow_id) == msgspec.structs.replace(
             state, definition=None
         )
-    held = {s.workflow_id: set(store._docs[s.workflow_id].fields) for s in (small, big)}
-    assert held[small.workflow_id] == {keys.DOC_FINAL_FIELD, keys.DOC_HEADER_FIELD}
-    assert held[big.workflow_id] == {keys.DOC_COMPACT_FIELD, keys.DOC_HEADER_FIELD}
-    big_held = sizes[1] - sizes[0]
-    assert big_held == _size(store._docs[big.workflow_id].fields)
-    assert big_held < len(encode(msgspec.structs.replace(big, definition=None)))
+        form = compacted(state, compress_from=COMPRESS_FROM)
+        forms[state.workflow_id] = set(form)
+        assert store.size[1] - held == _size(form)
+        held = store.size[1]
+    assert forms[small.workflow_id] == {keys.DOC_FINAL_FIELD, keys.DOC_HEADER_FIELD}
+    assert forms[big.workflow_id] == {keys.DOC_COMPACT_FIELD, keys.DOC_HEADER_FIELD}
+    plain = compacted(big, compress_from=len(encode(big)) * 2)  # what it would be, plain
+    assert _size(compacted(big, compress_from=COMPRESS_FROM)) < _size(plain)
 
 
 async def test_bytes_bound_evicts_uncompressed_documents_by_their_plain_size() -> None:
