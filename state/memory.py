@@ -18,7 +18,7 @@ A finished document is kept as plain JSON unless it is at least `COMPRESS_FROM`
 bytes written out. Unlike Redis (network bytes, a shared server's memory), zlib here
 only trades this process's CPU for its memory, and that memory is already bounded by
 the two limits above: for a small document (a 3-step chain: ~2.2 KB, ~1.6 KB saved)
-compressing cost about an eighth of the workflow's whole orchestration CPU. Over the
+compressing cost about a tenth of the workflow's whole orchestration CPU. Over the
 threshold the saving is real and the cost small beside the document's own.
 """
 
