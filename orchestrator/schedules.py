@@ -32,6 +32,7 @@ from croniter import CroniterError, croniter
 from orchestrator.errors import InvalidSchedule
 from orchestrator.settings import DEFAULTS
 from state.schedules import Misfire, Run, Schedule, ScheduleStore
+from state.store import StateStoreError
 from state.tasks import cancel_until_done
 
 log = structlog.get_logger(__name__)
@@ -127,7 +128,12 @@ class Scheduler:
         for schedule in await self.store.all():
             try:
                 workflow_id = await self._fire(schedule, now)
-            except Exception:  # one bad schedule or a store hiccup must not stop the rest
+            except StateStoreError as exc:  # a store hiccup: this one waits for the next pass
+                log.warning(
+                    "schedule_fire_failed", schedule_id=schedule.schedule_id, error=str(exc)
+                )
+                continue
+            except Exception:  # one bad schedule must not stop the rest
                 log.warning("schedule_fire_failed", schedule_id=schedule.schedule_id, exc_info=True)
                 continue
             if workflow_id is not None:
@@ -169,5 +175,10 @@ class Scheduler:
             await asyncio.sleep(self._poll_s)
             try:
                 await self.tick()
-            except Exception:  # e.g. Redis away: try again next time
-                log.warning("scheduler_pass_failed", exc_info=True)
+            except StateStoreError as exc:
+                # Redis away: try again next pass. One line per pass, not a traceback:
+                # rendering one (every frame's locals, with rich) blocked the loop for
+                # seconds in the tests, and an outage says nothing a traceback would add.
+                log.warning("scheduler_pass_failed", error=str(exc))
+            except Exception:  # a bug: its traceback is what someone needs
+                log.exception("scheduler_pass_failed")

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from structlog.testing import capture_logs
 
 from orchestrator.errors import InvalidSchedule
 from orchestrator.schedules import (
@@ -17,6 +18,7 @@ from orchestrator.schedules import (
     zone,
 )
 from state.schedules import MemorySchedules, Misfire, Schedule
+from state.store import StateStoreError
 from tests.fakes import FakeClock
 
 
@@ -171,3 +173,43 @@ async def test_close_ends_the_loop_even_when_a_pass_loses_the_cancel() -> None:
         await entered.wait()
         await scheduler.close()
     assert lost == ["cancel"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "traceback"),
+    [
+        (StateStoreError("redis away", backend="redis", operation="schedules"), False),
+        (RuntimeError("a bug"), True),
+    ],
+)
+async def test_a_failed_pass_logs_a_store_outage_in_one_line_and_a_bug_with_its_traceback(
+    failure: Exception, traceback: bool
+) -> None:
+    """While Redis is away every pass fails: each says so in one line (a traceback per
+    pass, rendered with every frame's locals, blocked the loop); a bug keeps its traceback."""
+    failed_twice = asyncio.Event()
+    passes: list[int] = []
+
+    class Failing(MemorySchedules):
+        async def all(self) -> list[Schedule]:
+            passes.append(1)
+            if len(passes) >= 2:
+                failed_twice.set()
+            raise failure
+
+    async def start(s: Schedule, tick: float) -> str:
+        raise AssertionError("nothing is due")
+
+    scheduler = Scheduler(store=Failing(), start=start, poll_s=0.001)
+    with capture_logs() as logs:
+        scheduler.start()
+        try:
+            async with asyncio.timeout(30):  # a hang guard, not a timing claim
+                await failed_twice.wait()
+        finally:
+            await scheduler.close()
+    failures = [e for e in logs if e["event"] == "scheduler_pass_failed"]
+    assert len(failures) >= 1  # the second pass may be cut short by close()
+    for entry in failures:
+        assert bool(entry.get("exc_info")) is traceback
+        assert (entry.get("error") == str(failure)) is not traceback
