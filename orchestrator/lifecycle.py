@@ -322,50 +322,60 @@ class WorkflowOrchestrator:
         the engine's first scheduling) is CPU that need not wait for it. The run is
         gated, not started: no node starts (so no agent is called) and nothing is
         written (document, events, lease) until the store took the accept. Refused
-        (the store is away, the id taken) or abandoned (the caller was cancelled), the
-        run stops before its first node having done nothing outside this process, and
-        the caller gets the accept's error, as without the overlap.
+        (the store is away, the id taken), the run stops before its first node having
+        done nothing outside this process, and the caller gets the accept's error, as
+        without the overlap.
         """
         workflow_id = state.workflow_id
         loop = asyncio.get_running_loop()
         accepted: asyncio.Future[bool] = loop.create_future()
+        self._accepting[workflow_id] = False
+        accepting = asyncio.ensure_future(self.store.accept(state, lease_s=lease_s))
         started: list[_Running] = []
 
         def start() -> None:
-            # Scheduled before the accept queues its commands, so it runs in the next
-            # turn just before the Redis store's batcher sends them: the round trip is
-            # under way while the run sets itself up. No token until the accept answers
-            # it (the heartbeat leaves the run alone till then).
+            # Created after the accept's first step queued its commands (and the Redis
+            # store's batcher its sending task), so the round trip is under way while
+            # the run sets itself up. No token until the accept answers it: the
+            # heartbeat leaves the run alone till then.
             started.append(
                 self._start(workflow, state, None, cancelled=False, accepted=accepted)
             )
 
-        starting = loop.call_soon(start)
-        self._accepting[workflow_id] = False
-        try:
-            token = await self.store.accept(state, lease_s=lease_s)
-        except BaseException:
-            self._accepting.pop(workflow_id, None)
-            starting.cancel()
-            if started:
-                self._drop_unaccepted(started[0])
-            accepted.set_result(False)
-            raise
-        heard = self._accepting.pop(workflow_id)
-        if not started:  # answered within this turn (a store in this process)
-            starting.cancel()
-            start()
-        running = started[0]
-        running.token = token
-        running.confirmed_at = self._clock()
-        self.metrics.record_started(state)
-        try:
-            if heard:
-                # Heard of while being accepted: its flags are read before its first
-                # node, as the run does for an id named before its accept.
-                await self._on_control(workflow_id)
-        finally:
-            accepted.set_result(True)  # accepted: the run goes on whatever happens here
+        loop.call_soon(start)
+
+        def settle(done: asyncio.Future[int | None]) -> None:
+            # A callback, so the gate opens (or the run is dropped) even when the
+            # caller stopped waiting (a client that hung up). It runs after `start`:
+            # the accept ends in its first step at the earliest, and callbacks run in
+            # the order they were scheduled.
+            (running,) = started
+            heard = self._accepting.pop(workflow_id, False)
+            if done.cancelled() or done.exception() is not None:
+                self._drop_unaccepted(running)
+                accepted.set_result(False)
+                return
+            running.token = done.result()
+            running.confirmed_at = self._clock()
+            self.metrics.record_started(state)
+            if not heard:
+                accepted.set_result(True)
+                return
+
+            async def control_then_open() -> None:
+                # Heard of while accepted: its flags are read before its first node, as
+                # the run does for an id named before its accept.
+                try:
+                    await self._on_control(workflow_id)
+                finally:
+                    accepted.set_result(True)
+
+            task = loop.create_task(control_then_open())
+            self._finishers.add(task)
+            task.add_done_callback(self._finishers.discard)
+
+        accepting.add_done_callback(settle)
+        await asyncio.shield(accepting)  # raises the accept's error (StateStoreError...)
         return state
 
     def _drop_unaccepted(self, running: _Running) -> None:
