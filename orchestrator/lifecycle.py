@@ -330,26 +330,15 @@ class WorkflowOrchestrator:
         loop = asyncio.get_running_loop()
         accepted: asyncio.Future[bool] = loop.create_future()
         self._accepting[workflow_id] = False
+        # A task, so its commands are queued in the next turn before the run's: the
+        # accept goes to the store first whatever the run does meanwhile.
         accepting = asyncio.ensure_future(self.store.accept(state, lease_s=lease_s))
-        started: list[_Running] = []
-
-        def start() -> None:
-            # Created after the accept's first step queued its commands (and the Redis
-            # store's batcher its sending task), so the round trip is under way while
-            # the run sets itself up. No token until the accept answers it: the
-            # heartbeat leaves the run alone till then.
-            started.append(
-                self._start(workflow, state, None, cancelled=False, accepted=accepted)
-            )
-
-        loop.call_soon(start)
+        # No token until the accept answers it (the heartbeat leaves the run alone till then).
+        running = self._start(workflow, state, None, cancelled=False, accepted=accepted)
 
         def settle(done: asyncio.Future[int | None]) -> None:
             # A callback, so the gate opens (or the run is dropped) even when the
-            # caller stopped waiting (a client that hung up). It runs after `start`:
-            # the accept ends in its first step at the earliest, and callbacks run in
-            # the order they were scheduled.
-            (running,) = started
+            # caller stopped waiting (a client that hung up).
             heard = self._accepting.pop(workflow_id, False)
             if done.cancelled() or done.exception() is not None:
                 self._drop_unaccepted(running)

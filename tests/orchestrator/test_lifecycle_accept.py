@@ -123,8 +123,8 @@ async def orchestrator(
 
 
 def _started(engine: WorkflowOrchestrator) -> float:
-    (metric,) = engine.metrics.started.collect()
-    return sum(sample.value for sample in metric.samples if sample.name.endswith("_total"))
+    return sum(sample.value for sample in engine.metrics.started.collect()[0].samples
+               if sample.name.endswith("_total"))
 
 
 async def test_the_run_is_prepared_during_its_accept_but_gated_until_it_is_taken(
