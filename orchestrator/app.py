@@ -302,8 +302,6 @@ def create_app(
             shutdown_grace_s=settings.shutdown_grace_s,
             resolve=resolve,
             handoff_on_shutdown=the_store.backend != "memory",
-            # On Redis an accept is a round trip: the run's set-up overlaps it.
-            overlap_accept=the_store.backend != "memory",
             write_delay_s=settings.state_write_delay_s,
             metrics=metrics,
             tracer=tracer,

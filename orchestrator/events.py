@@ -146,12 +146,8 @@ class EventRecorder:
         clock: Callable[[], float] = time.time,
         delay_s: float = 0.0,
         flusher: WriteBehind | None = None,
-        ready: asyncio.Future[bool] | None = None,
     ) -> None:
         self._store = store
-        # A run started before its accept was answered (lifecycle `submit`): nothing is
-        # appended until the store took the workflow, and nothing at all if it did not.
-        self._ready = ready
         self._workflow_id = state.workflow_id
         self._clock = clock
         self._delay_s = delay_s
@@ -219,11 +215,6 @@ class EventRecorder:
             await asyncio.shield(self._appending)
         appending = self._appending = asyncio.get_running_loop().create_future()
         try:
-            ready = self._ready
-            if ready is not None and not ready.done():
-                await asyncio.shield(ready)
-            if ready is not None and not ready.result():
-                self._queue.clear()  # the store never took the workflow: no log of it
             while self._queue:
                 # Every event queued so far in one append (one Redis command), in order.
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH))]

@@ -120,10 +120,6 @@ class _Running:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     # Whether anyone ever waited: its answer goes before the finished run's housekeeping.
     waited: bool = False
-    # Resolved once the store took (True) or refused (False) the accept; None: accepted
-    # before the task started. Until then the run prepares but starts no node and writes
-    # nothing (`submit`, overlap_accept).
-    accepted: asyncio.Future[bool] | None = None
 
     def mark_finished(self) -> None:
         if not self.finished.done():
@@ -150,7 +146,6 @@ class WorkflowOrchestrator:
         write_pace: float = 4.0,
         write_delay_s: float = 0.0,
         tracer: Tracer | None = None,
-        overlap_accept: bool = False,
     ) -> None:
         self.store = store
         self._tracer = tracer
@@ -187,10 +182,6 @@ class WorkflowOrchestrator:
         # Workflows being accepted (`submit`, an id made here): whether a control message
         # (cancel, pause) for one came before its task existed.
         self._accepting: dict[str, bool] = {}
-        # Start a new workflow's task while its accept is in flight (`submit`): worth it
-        # where the accept is a network round trip (Redis), and only with leases (the
-        # gate is the engine's before-each-node hook).
-        self._overlap_accept = overlap_accept and leases is not None
 
     async def start(self) -> None:
         """Start listening and the background loops. Works with the store unreachable:
@@ -298,8 +289,6 @@ class WorkflowOrchestrator:
         # An id made here: nobody could name it, so nobody could cancel it, before the
         # accept wrote it; no flag to read. A control message for it that arrives while
         # the accept is answered is noted (`_on_control`) and acted on once it runs.
-        if self._overlap_accept:
-            return await self._accept_overlapped(workflow, state, lease_s)
         self._accepting[state.workflow_id] = False
         try:
             token = await self.store.accept(state, lease_s=lease_s)
@@ -312,67 +301,6 @@ class WorkflowOrchestrator:
         if heard:
             self._spawn_control(state.workflow_id)
         return state
-
-    async def _accept_overlapped(
-        self, workflow: CompiledWorkflow, state: WorkflowState, lease_s: float | None
-    ) -> WorkflowState:
-        """`submit` of a fresh id, its task started while the accept is in flight.
-
-        The accept is a round trip; the run's set-up up to its first node (the task,
-        the engine's first scheduling) is CPU that need not wait for it. The run is
-        gated, not started: no node starts (so no agent is called) and nothing is
-        written (document, events, lease) until the store took the accept. Refused
-        (the store is away, the id taken), the run stops before its first node having
-        done nothing outside this process, and the caller gets the accept's error, as
-        without the overlap.
-        """
-        workflow_id = state.workflow_id
-        loop = asyncio.get_running_loop()
-        accepted: asyncio.Future[bool] = loop.create_future()
-        self._accepting[workflow_id] = False
-        # A task, so its commands are queued in the next turn before the run's: the
-        # accept goes to the store first whatever the run does meanwhile.
-        accepting = asyncio.ensure_future(self.store.accept(state, lease_s=lease_s))
-        # No token until the accept answers it (the heartbeat leaves the run alone till then).
-        running = self._start(workflow, state, None, cancelled=False, accepted=accepted)
-
-        def settle(done: asyncio.Future[int | None]) -> None:
-            # A callback, so the gate opens (or the run is dropped) even when the
-            # caller stopped waiting (a client that hung up).
-            heard = self._accepting.pop(workflow_id, False)
-            if done.cancelled() or done.exception() is not None:
-                self._drop_unaccepted(running)
-                accepted.set_result(False)
-                return
-            running.token = done.result()
-            running.confirmed_at = self._clock()
-            self.metrics.record_started(state)
-            if not heard:
-                accepted.set_result(True)
-                return
-
-            async def control_then_open() -> None:
-                # Heard of while accepted: its flags are read before its first node, as
-                # the run does for an id named before its accept.
-                try:
-                    await self._on_control(workflow_id)
-                finally:
-                    accepted.set_result(True)
-
-            task = loop.create_task(control_then_open())
-            self._finishers.add(task)
-            task.add_done_callback(self._finishers.discard)
-
-        accepting.add_done_callback(settle)
-        await asyncio.shield(accepting)  # raises the accept's error (StateStoreError...)
-        return state
-
-    def _drop_unaccepted(self, running: _Running) -> None:
-        """The store refused the accept: the run, gated so far, stops and writes nothing."""
-        log.info("workflow_not_accepted", workflow_id=running.state.workflow_id)
-        running.fenced = True  # nothing of it is written: the store does not have it
-        running.mark_finished()
-        running.task.cancel()
 
     def _spawn_control(self, workflow_id: str) -> None:
         task = asyncio.create_task(self._on_control(workflow_id))
@@ -428,18 +356,14 @@ class WorkflowOrchestrator:
         token: int | None,
         *,
         cancelled: bool | None = None,
-        accepted: asyncio.Future[bool] | None = None,
-    ) -> _Running:
-        """Run `workflow` in a task of its own; `cancelled`: its cancel flag, if already read;
-        `accepted`: the gate of a run started before its accept was answered."""
+    ) -> None:
+        """Run `workflow` in a task of its own; `cancelled`: its cancel flag, if already read."""
         task = asyncio.create_task(
-            self._run(workflow, state, token, cancelled, accepted),
-            name=f"workflow-{state.workflow_id}",
+            self._run(workflow, state, token, cancelled), name=f"workflow-{state.workflow_id}"
         )
-        running = _Running(task, state, token, confirmed_at=self._clock(), accepted=accepted)
+        running = _Running(task, state, token, confirmed_at=self._clock())
         self._running[state.workflow_id] = running
         task.add_done_callback(lambda _: self._on_done(running))
-        return running
 
     def _on_done(self, running: _Running) -> None:
         self._running.pop(running.state.workflow_id, None)
@@ -448,24 +372,14 @@ class WorkflowOrchestrator:
             # Cancelled before `_run` got to run at all (same event-loop turn as submit):
             # its finally never ran, but the store is still owed a terminal state.
             _mark_cancelled(state)
-            self._finish_later(state, running.token, accepting=running)
+            self._finish_later(state, running.token)
         running.mark_finished()
 
-    def _finish_later(
-        self, state: WorkflowState, token: int | None, *, accepting: _Running | None = None
-    ) -> None:
-        """Write a terminal state that no workflow task will write (it never ran).
-
-        `accepting`: a run whose accept may still be in flight; written only once the store
-        took it, with the token it gave (refused, there is nothing to write)."""
+    def _finish_later(self, state: WorkflowState, token: int | None) -> None:
+        """Write a terminal state that no workflow task will write (it never ran)."""
 
         async def finish() -> None:
-            held = token
-            if accepting is not None and accepting.accepted is not None:
-                if not await _settled(accepting.accepted):
-                    return
-                held = accepting.token
-            if await self._persist(state, held):
+            if await self._persist(state, token):
                 self.metrics.record_finished(state)
                 await EventRecorder(self.store, state).finish(state)
                 await self._release(state.workflow_id)
@@ -703,7 +617,6 @@ class WorkflowOrchestrator:
         held = {
             wid: r.token
             for wid, r in self._running.items()
-            # (None too while its accept is in flight: the claim may not be stored yet.)
             if r.token is not None and not r.fenced
         }
         now = self._clock()
@@ -784,10 +697,9 @@ class WorkflowOrchestrator:
         state: WorkflowState,
         token: int | None,
         cancelled: bool | None,
-        accepted: asyncio.Future[bool] | None = None,
     ) -> None:
         if self._tracer is None:
-            await self._run_workflow(workflow, state, token, cancelled, accepted)
+            await self._run_workflow(workflow, state, token, cancelled)
             return
         with self._tracer.start_as_current_span(
             "workflow",
@@ -798,7 +710,7 @@ class WorkflowOrchestrator:
         ) as span:
             # Current in this task: the node tasks it spawns copy it, so nodes are children.
             try:
-                await self._run_workflow(workflow, state, token, cancelled, accepted)
+                await self._run_workflow(workflow, state, token, cancelled)
             finally:
                 span.set_attribute("workflow.status", state.status.value)
 
@@ -808,18 +720,13 @@ class WorkflowOrchestrator:
         state: WorkflowState,
         token: int | None,
         cancelled: bool | None,
-        accepted: asyncio.Future[bool] | None = None,
     ) -> None:
         # Bound once, in this workflow's own task: every line and every agent call made
         # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
-        writer = self._writer(state, token, accepted)
+        writer = self._writer(state, token)
         events = EventRecorder(
-            self.store,
-            state,
-            delay_s=self._write_delay_s,
-            flusher=self._write_behind,
-            ready=accepted,
+            self.store, state, delay_s=self._write_delay_s, flusher=self._write_behind
         )
         retry_listener.set(events.retrying)
 
@@ -846,7 +753,7 @@ class WorkflowOrchestrator:
                 self._mark_finished(current.workflow_id)
 
         async def before_start() -> None:
-            await self._before_node(state.workflow_id, accepted)
+            await self._confirm_lease(state.workflow_id)
 
         try:
             if cancelled or (cancelled is None and await self._cancel_requested(state.workflow_id)):
@@ -874,19 +781,11 @@ class WorkflowOrchestrator:
         finally:
             await self._finish(state, writer, events, record_end)
 
-    def _writer(
-        self, state: WorkflowState, token: int | None, accepted: asyncio.Future[bool] | None
-    ) -> StateWriter:
+    def _writer(self, state: WorkflowState, token: int | None) -> StateWriter:
         async def persist(current: WorkflowState) -> bool:
-            held = token
-            if accepted is not None:
-                if not await _settled(accepted):
-                    return False  # never accepted: the store must not get any of it
-                running = self._running.get(current.workflow_id)
-                held = None if running is None else running.token  # what the accept gave
             if self._is_fenced(current.workflow_id):
                 return False
-            return await self._persist(current, held)
+            return await self._persist(current, token)
 
         return StateWriter(
             persist,
@@ -935,15 +834,6 @@ class WorkflowOrchestrator:
             # The last events and the release are issued in one turn: one round trip to
             # Redis, not two (at 1 in flight the second landed on the next request's path).
             await asyncio.gather(events.finish(state), self._release(state.workflow_id))
-
-    async def _before_node(
-        self, workflow_id: str, accepted: asyncio.Future[bool] | None
-    ) -> None:
-        """Before a node starts: the workflow is accepted (a run started while its accept
-        was in flight waits for it here) and its lease still ours."""
-        if accepted is not None and not await _settled(accepted):
-            raise asyncio.CancelledError  # never accepted: no node of it may start
-        await self._confirm_lease(workflow_id)
 
     async def _confirm_lease(self, workflow_id: str) -> None:
         """Before a step starts: make sure the lease is still ours if the heartbeat is late.
@@ -1047,14 +937,6 @@ class WorkflowOrchestrator:
             except Exception:
                 log.exception("state_write_failed_bug", workflow_id=state.workflow_id)
                 return False
-
-
-async def _settled(accepted: asyncio.Future[bool]) -> bool:
-    """Whether the store took the accept, once it answered (shielded: a cancelled waiter
-    leaves the gate to the others)."""
-    if not accepted.done():
-        await asyncio.shield(accepted)
-    return accepted.result()
 
 
 def _mark_cancelled(state: WorkflowState) -> None:
