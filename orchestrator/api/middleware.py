@@ -51,12 +51,17 @@ def request_id(request: web.Request) -> str:
     return request[_KEY] if _KEY in request else ""
 
 
+def fresh_request_id() -> str:
+    """A new id: 32 hex digits, never handed out before by this process or its parent."""
+    return _IDS.next()
+
+
 @web.middleware
 async def request_id_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    rid = given if _VALID.fullmatch(given) else _IDS.next()
+    rid = given if _VALID.fullmatch(given) else fresh_request_id()
     request[_KEY] = rid
     # bind/reset rather than the bound_contextvars context manager: the same
     # contextvars tokens, without a generator per request.
