@@ -210,6 +210,8 @@ class EventRecorder:
     async def write_behind(self) -> None:
         """Append every event queued so far, in order (the flusher's turn, or `finish`)."""
         self._queued = False
+        if not self._queue and self._appending is None:
+            return  # nothing owed (the flusher's turn after `finish` appended it all)
         while self._appending is not None:
             # shield: the workflow task may be cancelled while its last events are written.
             await asyncio.shield(self._appending)

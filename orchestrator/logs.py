@@ -4,9 +4,11 @@ Configured once at start-up (`configure_logging`); modules call
 `structlog.get_logger(__name__)`. Context is bound with `structlog.contextvars`
 once where the work starts, so every line inside it carries it without passing
 it around: the request middleware binds `request_id` (api/middleware.py), the
-lifecycle binds `workflow_id` in the workflow's task, the DAG engine binds `node` and
-`agent` in each node's task, and the agent client binds `attempt` around each
-attempt. Event names are snake_case (`workflow_finished`, `agent_retry`).
+lifecycle binds `workflow_id` in the workflow's task. Per node, on the hot path, the
+DAG engine sets `node` and `agent` (and `attempt` 0) and the agent client `attempt`
+around each attempt in two context variables of their own (agents/observe.py), which
+`merge_node_context` adds to every line. Event names are snake_case
+(`workflow_finished`, `agent_retry`).
 """
 
 from __future__ import annotations
@@ -17,13 +19,29 @@ from typing import Literal
 
 import orjson
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from agents.observe import log_attempt, log_node
+
+
+def merge_node_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """A processor: `node`, `agent` and `attempt` of the node the line is logged in (keys
+    the call passes itself win, as with structlog's `merge_contextvars`)."""
+    node = log_node.get()
+    if node is not None:
+        event_dict.setdefault("node", node[0])
+        event_dict.setdefault("agent", node[1])
+    attempt = log_attempt.get()
+    if attempt is not None:
+        event_dict.setdefault("attempt", attempt)
+    return event_dict
 
 
 def configure_logging(level: str = "info", fmt: Literal["json", "console"] = "json") -> None:
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        merge_node_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from orchestrator.histograms import LoopHistogram
+from orchestrator.histograms import HistogramChild, LoopHistogram
 from state.models import NodeStatus, WorkflowState, WorkflowStatus
 
 if TYPE_CHECKING:
@@ -51,6 +51,11 @@ BUILTIN_DEFINITIONS = ("chain",)
 _WORKFLOW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _NODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+
+# Label children remembered by the raw names they were looked up with (a lookup in
+# prometheus_client takes a lock and checks every label: it cost more than the count).
+# Capped: client-chosen names are unbounded even where the labels they map to are not.
+_MAX_CACHED_CHILDREN = 4096
 
 _FINISHED = (
     WorkflowStatus.COMPLETED,
@@ -132,6 +137,13 @@ class WorkflowMetrics:
             ["definition", "step"],
             registry=r,
         )
+        self._started_children: dict[str, Any] = {}
+        # (definition name, status) -> (finished counter, duration histogram)
+        self._workflow_children: dict[tuple[str, WorkflowStatus], tuple[Any, HistogramChild]] = {}
+        # (definition name, step id, status) -> (its duration histogram, its two labels)
+        self._node_children: dict[
+            tuple[str, str, NodeStatus], tuple[HistogramChild, str, str]
+        ] = {}
 
     def track_running(self, count: Callable[[], int]) -> None:
         """Read the running gauge from the lifecycle at scrape time: a workflow handed off or
@@ -139,25 +151,47 @@ class WorkflowMetrics:
         self.running.set_function(count)
 
     def record_started(self, state: WorkflowState) -> None:
-        self.started.labels(self.labels.definition(state.definition_name)).inc()
+        name = state.definition_name
+        child = self._started_children.get(name)
+        if child is None:
+            child = self.started.labels(self.labels.definition(name))
+            _remember(self._started_children, name, child)
+        child.inc()
 
     def record_finished(self, state: WorkflowState) -> None:
-        definition = self.labels.definition(state.definition_name)
-        status = state.status.value
-        self.finished.labels(definition, status).inc()
-        if state.finished_at is not None:
-            self.duration.labels(definition, status).observe(
-                max(state.finished_at - state.created_at, 0.0)
+        name = state.definition_name
+        key = (name, state.status)
+        children = self._workflow_children.get(key)
+        if children is None:
+            definition, status = self.labels.definition(name), state.status.value
+            children = (
+                self.finished.labels(definition, status),
+                self.duration.labels(definition, status),
             )
+            _remember(self._workflow_children, key, children)
+        children[0].inc()
+        if state.finished_at is not None:
+            children[1].observe(max(state.finished_at - state.created_at, 0.0))
+        nodes = self._node_children
         for run in state.steps.values():
             if run.started_at is None or run.finished_at is None:
                 continue
-            label = self.labels.node(definition, run.step_id)
-            self.node_duration.labels(definition, label, run.status.value).observe(
-                max(run.finished_at - run.started_at, 0.0)
-            )
-            if run.fallback is not None:
-                self.fallbacks.labels(definition, label).inc()
+            node_key = (name, run.step_id, run.status)
+            node = nodes.get(node_key)
+            if node is None:
+                node = self._node_series(name, run.step_id, run.status)
+                _remember(nodes, node_key, node)
+            node[0].observe(max(run.finished_at - run.started_at, 0.0))
+            if run.fallback is not None:  # looked up only now: a lookup makes the series
+                self.fallbacks.labels(node[1], node[2]).inc()
+
+    def _node_series(
+        self, name: str, step_id: str, status: NodeStatus
+    ) -> tuple[HistogramChild, str, str]:
+        # A step id keeps the label it was first given (LabelCap's sets only grow).
+        definition = self.labels.definition(name)
+        label = self.labels.node(definition, step_id)
+        return self.node_duration.labels(definition, label, status.value), definition, label
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON summary (GET /api/workflow/metrics), read back from the series above."""
@@ -189,6 +223,11 @@ class WorkflowMetrics:
             "steps": dict(sorted(steps.items())),
             "fallbacks": int(sum(v for _, v in _samples(self.fallbacks, "_total"))),
         }
+
+
+def _remember(cache: dict[Any, Any], key: Any, children: Any) -> None:
+    if len(cache) < _MAX_CACHED_CHILDREN:
+        cache[key] = children
 
 
 class StoreMetrics:

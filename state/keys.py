@@ -31,6 +31,7 @@ changed: `DOC_HEADER_FIELD` plus one `step:<id>` per changed step):
     order    JSON list of step ids (written when the set of steps changes)
     step:<s> JSON of one step
     docz     zlib(JSON) of the final document (a finished workflow only, see below)
+    doc      the final document as plain JSON (the memory store's small finished ones)
     result   JSON of the result (written when it changes)
     status   the status alone, so the write script checks "terminal is final" cheaply
     lease_gen  the fencing token; owner  the replica holding it; watched  "1": publish its finish
@@ -39,7 +40,9 @@ A terminal write **compacts** the hash to `DOC_COMPACT_FIELD` (the whole final
 document without the client's definition, which only a resume needed, as
 zlib-compressed JSON) and the header, plus
 `status`, `lease_gen` and `owner`, and gives it the terminal *retention*
-(`ORCH_RETENTION_S`) instead of the running TTL.
+(`ORCH_RETENTION_S`) instead of the running TTL. The memory store keeps a small
+final document uncompressed instead, as `DOC_FINAL_FIELD` (state/memory.py says why);
+Redis never writes that field.
 
 Every ``{...}`` is a Redis Cluster hash tag: the keys one script touches share one
 tag (one workflow, one replica, the replica table, one history shard), so every
@@ -63,6 +66,7 @@ CLUSTER_HISTORY_SHARDS = 8
 
 # Fields of the workflow hash.
 DOC_COMPACT_FIELD = "docz"
+DOC_FINAL_FIELD = "doc"
 DOC_HEADER_FIELD = "head"
 DOC_SPEC_FIELD = "spec"
 DOC_ORDER_FIELD = "order"

@@ -12,7 +12,11 @@ Every field is one typed document of state/models.py, encoded and decoded by
 msgspec there. A terminal state is written *compacted*: the whole final document
 without the client's definition (only a resume needed it), as zlib-compressed JSON (workflow
 documents are repetitive JSON: a 3-step chain shrinks about 3x), and the header
-uncompressed (history reads it), in place of the per-step fields.
+uncompressed (history reads it), in place of the per-step fields. A store may ask
+for documents under a size to be kept as plain JSON instead (`compress_from`): the
+memory store does, where zlib costs CPU in-process for little saved. The two forms
+go under two field names (`docz`, `doc`), so a reader never guesses an encoding
+from the bytes and a dump of the hash says which one it holds.
 """
 
 from __future__ import annotations
@@ -122,17 +126,27 @@ class FieldCache:
         return workflow_id in self._written
 
 
-def compacted(state: WorkflowState) -> dict[str, bytes]:
-    """The fields of a finished workflow: the final document (no definition) and its header."""
-    final = msgspec.structs.replace(state, definition=None)
+def compacted(state: WorkflowState, *, compress_from: int = 0) -> dict[str, bytes]:
+    """The fields of a finished workflow: the final document (no definition) and its header.
+
+    The document is zlib-compressed (`docz`) when its JSON is at least `compress_from`
+    bytes long (always, by default: what Redis stores), else kept as it is (`doc`).
+    """
+    final = encode(msgspec.structs.replace(state, definition=None))
+    head = encode(WorkflowHeader.of(state))
+    if len(final) < compress_from:
+        return {keys.DOC_FINAL_FIELD: final, keys.DOC_HEADER_FIELD: head}
     return {
-        keys.DOC_COMPACT_FIELD: zlib.compress(encode(final), _COMPACT_LEVEL),
-        keys.DOC_HEADER_FIELD: encode(WorkflowHeader.of(state)),
+        keys.DOC_COMPACT_FIELD: zlib.compress(final, _COMPACT_LEVEL),
+        keys.DOC_HEADER_FIELD: head,
     }
 
 
 def assemble(fields: Mapping[str, bytes]) -> WorkflowState | None:
     """The document from its stored fields (either layout); None when there is none."""
+    final = fields.get(keys.DOC_FINAL_FIELD)
+    if final is not None:
+        return decode(final, WorkflowState)
     packed = fields.get(keys.DOC_COMPACT_FIELD)
     if packed is not None:
         return decode(zlib.decompress(packed), WorkflowState)

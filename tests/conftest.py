@@ -22,6 +22,8 @@ import redis
 import redis.asyncio as aioredis
 import structlog
 
+from orchestrator.logs import merge_node_context
+
 
 def _configure_test_logging() -> None:
     """structlog's own default console lines, but tracebacks printed plainly.
@@ -35,6 +37,7 @@ def _configure_test_logging() -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            merge_node_context,
             structlog.processors.add_log_level,
             structlog.processors.StackInfoRenderer(),
             structlog.dev.set_exc_info,

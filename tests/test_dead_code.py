@@ -21,7 +21,10 @@ _SERVED_STATS = "a field of the stats document the reference agent serves whole 
 _SNAPSHOT = "a field of BreakerSnapshot, served whole by to_dict() (circuit-breakers status)"
 _COUNTER = "a counter tests and bench/ read to see what was sent or saved; costs one add"
 _ENUM = "an enum member: parsed from the client's string, never named in the code"
-_PROTOCOL = "a parameter the caller's interface passes (pybreaker listener, __aexit__)"
+_PROTOCOL = (
+    "a parameter the caller's interface passes (pybreaker listener, __aexit__, structlog "
+    "processor)"
+)
 
 # "path:name" -> why it stays. Keep it short: every entry is code nothing in the
 # service calls.
@@ -39,6 +42,8 @@ ALLOWED: dict[str, str] = {
     "circuit/breaker.py:successes": _SNAPSHOT,
     "circuit/breaker.py:state_change": "pybreaker calls its listeners' state_change",
     "circuit/breaker.py:cb": _PROTOCOL,
+    "orchestrator/logs.py:logger": _PROTOCOL,
+    "orchestrator/logs.py:method_name": _PROTOCOL,
     "state/streams.py:exc_type": _PROTOCOL,
     "state/streams.py:tb": _PROTOCOL,
     "circuit/sharing.py:refresh":

@@ -48,6 +48,7 @@ import structlog
 from opentelemetry.trace import Tracer
 
 from agents.errors import AgentError
+from agents.observe import log_attempt, log_node
 from agents.registry import AgentRegistry
 from circuit.cap import CapTimer
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits
@@ -510,7 +511,8 @@ class _Execution:
         (_TimedOut, as the deadline timer does for node tasks); cancelling the
         workflow's task cancels the node where it is, and `_run` records it.
         """
-        tokens = structlog.contextvars.bind_contextvars(node=cn.id, agent=cn.agent, attempt=0)
+        node_token = log_node.set((cn.id, cn.agent))
+        attempt_token = log_attempt.set(0)
         try:
             if self.deadline is None:
                 outcome = await self._node(cn, ctx, pre_error)
@@ -525,7 +527,8 @@ class _Execution:
                     raise
                 cap.stop(None)
         finally:
-            structlog.contextvars.reset_contextvars(**tokens)
+            log_attempt.reset(attempt_token)
+            log_node.reset(node_token)
         self.current = cn.id
         try:
             await self._settle(cn.id, outcome)
@@ -688,7 +691,8 @@ class _Execution:
     ) -> _Outcome:
         # This node's own task: every line logged inside it carries the node and agent.
         # (`attempt` is 0 until the agent client makes one.)
-        structlog.contextvars.bind_contextvars(node=cn.id, agent=cn.agent, attempt=0)
+        log_node.set((cn.id, cn.agent))
+        log_attempt.set(0)
         return await self._node(cn, ctx, pre_error)
 
     def _node(

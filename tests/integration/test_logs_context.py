@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
+from orchestrator.logs import merge_node_context
 from tests.integration.conftest import Agents
 from tests.integration.sse import read_events
 
@@ -20,7 +21,9 @@ async def test_every_line_in_a_workflow_and_node_carries_its_context(
     """workflow_id on every workflow line; step, agent, attempt on every node line."""
     await agents["viz"].control(fail_rate=1.0)
     client = await api()
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, merge_node_context]
+    ) as logs:
         response = await client.post(
             "/api/query", json={"query": QUESTION}, headers={"X-Request-ID": "req-42"}
         )

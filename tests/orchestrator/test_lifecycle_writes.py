@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from orchestrator.builtins import BUILTIN_FALLBACKS
 from orchestrator.dag.compiler import CompiledWorkflow
 from orchestrator.dag.engine import DagEngine
 from orchestrator.dag.kinds import default_kinds
-from orchestrator.lifecycle import WorkflowOrchestrator
+from orchestrator.lifecycle import WorkflowOrchestrator, new_workflow_id
 from state.cancellations import WorkflowIdStream
 from state.memory import MemoryStateStore
 from state.models import WorkflowState, WorkflowStatus
@@ -284,3 +285,10 @@ async def test_a_workflow_nobody_waits_for_still_appends_its_terminal_event(
     types = [seen[n]["type"] for n in sorted(seen)]
     assert types[0] == "workflow.running" and types[-1] == "workflow.completed"
     assert types.count("step.completed") == 3
+
+
+def test_workflow_ids_are_32_lowercase_hex_digits_and_unique() -> None:
+    """The form ids had as uuid4().hex (clients and logs see it), never repeated."""
+    ids = {new_workflow_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)

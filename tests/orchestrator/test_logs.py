@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ast
+import contextvars
 import functools
 import re
 from pathlib import Path
 
+import orjson
 import pytest
 import structlog
 
+from agents.observe import log_attempt, log_node
 from orchestrator.logs import configure_logging
 from orchestrator.settings import ConfigError, Settings
 
@@ -40,6 +43,34 @@ def test_console_format_gives_readable_lines(capsys: pytest.CaptureFixture[str])
         assert capsys.readouterr().err.lstrip().startswith('{"status":"completed"')
     finally:
         structlog.configure(**before)  # the suite's own (tests/conftest.py)
+
+
+def test_lines_logged_in_a_node_carry_its_node_agent_and_attempt(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The service's set-up merges the node context (set by the DAG engine and the agent
+    client) into every line inside it; a key the call passes wins; none outside a node."""
+    before = structlog.get_config()
+
+    def in_node() -> None:
+        log_node.set(("viz", "viz"))
+        log_attempt.set(2)
+        logger = structlog.get_logger("test.node")
+        logger.info("agent_call_failed", error="agent_timeout")
+        logger.info("node_failed", attempt=3)
+
+    try:
+        configure_logging("info", "json")
+        contextvars.copy_context().run(in_node)
+        structlog.get_logger("test.node").info("workflow_finished")
+        lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        structlog.configure(**before)
+    assert [(e.get("node"), e.get("agent"), e.get("attempt")) for e in lines] == [
+        ("viz", "viz", 2),
+        ("viz", "viz", 3),
+        (None, None, None),
+    ]
 
 
 @functools.cache

@@ -113,3 +113,51 @@ def test_step_series_beyond_the_overall_cap_are_counted_together() -> None:
     # Client-invented definitions: all their steps under one key.
     metrics.record_finished(finished_workflow("made-up", ["x", "y"], rng))
     assert sum(metrics.snapshot()["steps"][OTHER]["statuses"].values()) == 2
+
+
+def record_finished_by_lookups(metrics: WorkflowMetrics, state: WorkflowState) -> None:
+    """record_finished as it was before label children were remembered: every label
+    looked up again, through the metrics' public series (the reference)."""
+    definition = metrics.labels.definition(state.definition_name)
+    status = state.status.value
+    metrics.finished.labels(definition, status).inc()
+    if state.finished_at is not None:
+        metrics.duration.labels(definition, status).observe(
+            max(state.finished_at - state.created_at, 0.0)
+        )
+    for run in state.steps.values():
+        if run.started_at is None or run.finished_at is None:
+            continue
+        label = metrics.labels.node(definition, run.step_id)
+        metrics.node_duration.labels(definition, label, run.status.value).observe(
+            max(run.finished_at - run.started_at, 0.0)
+        )
+        if run.fallback is not None:
+            metrics.fallbacks.labels(definition, label).inc()
+
+
+def test_remembered_children_expose_what_fresh_lookups_do() -> None:
+    """The label children kept by raw name (the hot path) give the same series, values and
+    label caps as looking every label up again."""
+
+    def exposition(cached: bool) -> str:
+        rng = random.Random(11)
+        metrics = WorkflowMetrics(definitions=["report"], max_node_labels=3, max_series=5)
+        for _ in range(300):
+            name = rng.choice(["chain", "report", uuid.UUID(int=rng.getrandbits(128)).hex])
+            steps = [rng.choice("abcdefgh") for _ in range(rng.randint(1, 4))]
+            state = finished_workflow(name, steps, rng)
+            for run in state.steps.values():
+                run.fallback = "used a fallback" if rng.random() < 0.3 else None
+            if cached:
+                metrics.record_started(state)
+                metrics.record_finished(state)
+            else:
+                metrics.started.labels(metrics.labels.definition(name)).inc()
+                record_finished_by_lookups(metrics, state)
+        text = generate_latest(metrics.registry).decode()
+        return "\n".join(line for line in text.splitlines() if "_created" not in line)
+
+    cached = exposition(cached=True)
+    assert cached == exposition(cached=False)
+    assert "orch_step_fallbacks_total" in cached and OTHER in cached

@@ -137,6 +137,25 @@ def test_what_is_stored_is_each_models_json_and_reads_back_equal() -> None:
     assert assemble(compacted(done)) == msgspec.structs.replace(done, definition=None)
 
 
+def test_a_finished_document_is_plain_json_under_the_threshold_and_zlib_from_it() -> None:
+    """compacted() keeps a document shorter than `compress_from` as its JSON (`doc`) and
+    compresses one at least that long (`docz`, always by default: Redis); assemble()
+    reads both back to the same document."""
+    done = msgspec.structs.replace(make_state(), status=WorkflowStatus.COMPLETED)
+    expected = msgspec.structs.replace(done, definition=None)
+    final = encode(expected)
+
+    plain = compacted(done, compress_from=len(final) + 1)
+    assert set(plain) == {keys.DOC_FINAL_FIELD, keys.DOC_HEADER_FIELD}
+    assert plain[keys.DOC_FINAL_FIELD] == final
+    packed = compacted(done, compress_from=len(final))
+    assert set(packed) == {keys.DOC_COMPACT_FIELD, keys.DOC_HEADER_FIELD}
+    assert zlib.decompress(packed[keys.DOC_COMPACT_FIELD]) == final
+    assert compacted(done) == packed
+    assert plain[keys.DOC_HEADER_FIELD] == packed[keys.DOC_HEADER_FIELD]
+    assert assemble(plain) == assemble(packed) == expected
+
+
 def test_a_stored_document_that_does_not_fit_its_model_fails_loudly() -> None:
     """Strict types: a status nobody writes, or a string for a number, is an error."""
     bad_status = TODAY_FIELDS | {keys.DOC_HEADER_FIELD: TODAY_HEAD.replace(b"running", b"zombie")}

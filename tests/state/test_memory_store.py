@@ -5,10 +5,17 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from state.memory import MemoryStateStore
-from state.models import WorkflowStatus
+from state import keys
+from state.layout import compacted
+from state.memory import COMPRESS_FROM, MemoryStateStore
+from state.models import WorkflowStatus, encode
 from tests.fakes import FakeClock
 from tests.state.conftest import make_state, new_id
+
+
+def _size(fields: dict[str, bytes]) -> int:
+    """Bytes of stored fields (names and values), as the store's bounds count them."""
+    return sum(len(k) + len(v) for k, v in fields.items())
 
 
 async def test_expired_entries_are_swept_by_later_writes() -> None:
@@ -84,9 +91,13 @@ async def test_finished_workflows_are_bounded_by_count_oldest_first() -> None:
 
 
 async def test_finished_workflows_are_bounded_by_bytes() -> None:
+    """max_bytes counts what is held: a small finished document uncompressed."""
     scratch = MemoryStateStore()
-    await scratch.save(make_state(status=WorkflowStatus.FAILED))
+    probe = make_state(status=WorkflowStatus.FAILED)
+    await scratch.save(probe)
     one = scratch.size[1]  # what one finished (compacted) workflow holds
+    assert one == _size(compacted(probe, compress_from=COMPRESS_FROM))
+    assert one > len(encode(msgspec.structs.replace(probe, definition=None)))  # plain JSON
     store = MemoryStateStore(max_bytes=int(one * 2.5))
     states = [make_state(status=WorkflowStatus.FAILED) for _ in range(5)]
     for state in states:
@@ -130,3 +141,43 @@ async def test_running_size_matches_the_fields_held_after_every_write() -> None:
     assert await store.get(states[0].workflow_id) is None
     assert store.size == await whole()
     assert store.size[0] == 2
+
+
+async def test_finished_documents_are_kept_plain_unless_big() -> None:
+    """A finished document under COMPRESS_FROM bytes is held as its JSON; a bigger one
+    zlib-compressed; both read back whole, and the bytes held are those of that form."""
+    store = MemoryStateStore()
+    small = make_state(status=WorkflowStatus.COMPLETED)
+    big = make_state(status=WorkflowStatus.COMPLETED)
+    big.result = {"rows": [[f"region-{i}", i * 1.5] for i in range(COMPRESS_FROM // 16)]}
+    forms = {}
+    held = 0
+    for state in (small, big):
+        await store.save(state)
+        assert await store.get(state.workflow_id) == msgspec.structs.replace(
+            state, definition=None
+        )
+        form = compacted(state, compress_from=COMPRESS_FROM)
+        forms[state.workflow_id] = set(form)
+        assert store.size[1] - held == _size(form)
+        held = store.size[1]
+    assert forms[small.workflow_id] == {keys.DOC_FINAL_FIELD, keys.DOC_HEADER_FIELD}
+    assert forms[big.workflow_id] == {keys.DOC_COMPACT_FIELD, keys.DOC_HEADER_FIELD}
+    plain = compacted(big, compress_from=len(encode(big)) * 2)  # what it would be, plain
+    assert _size(compacted(big, compress_from=COMPRESS_FROM)) < _size(plain)
+
+
+async def test_bytes_bound_evicts_uncompressed_documents_by_their_plain_size() -> None:
+    """With plain documents, max_bytes still keeps the newest that fit and drops the
+    oldest finished first."""
+    states = [make_state(status=WorkflowStatus.COMPLETED) for _ in range(6)]
+    for state in states:
+        state.result = {"text": "x" * 2000}  # plain: ~2 KB each, zlib would be ~100 bytes
+    one = _size(compacted(states[0], compress_from=COMPRESS_FROM))
+    store = MemoryStateStore(max_bytes=one * 3)
+    for state in states:
+        await store.save(state)
+    count, used = store.size
+    assert count == 3 and used <= one * 3
+    kept = [await store.get(s.workflow_id) is not None for s in states]
+    assert kept == [False, False, False, True, True, True]

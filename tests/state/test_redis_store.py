@@ -119,8 +119,9 @@ async def test_wire_layout_matches_state_keys(
     redis_backend: RedisBackend, redis_client: aioredis.Redis
 ) -> None:
     """A running workflow is a hash of a header, its spec, one field per step and its
-    result; a finished one is compacted to the final document and its header; cancels
-    go to the owner's channel as bare ids."""
+    result; a finished one is compacted to the final document (zlib, however small: only
+    the memory store keeps small ones plain) and its header; cancels go to the owner's
+    channel as bare ids."""
     store = await redis_backend.new(prefix="wire:")
     prefix = store.prefix
     state = make_state(status=WorkflowStatus.RUNNING)

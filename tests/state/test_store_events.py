@@ -136,3 +136,20 @@ async def test_an_empty_batch_is_refused(store: StateStore) -> None:
     with pytest.raises(ValueError):
         await store.append_events(workflow_id, [])
     assert await store.events_since(workflow_id) == []
+
+
+async def test_reading_from_any_number_gives_the_same_tail_whatever_the_batches(
+    store: StateStore,
+) -> None:
+    """Events appended one by one and in batches of several sizes read back the same from
+    every point, within a batch or at its edges, and past the end."""
+    workflow_id = new_id()
+    sizes = [1, 3, 1, 5, 2, 1, 4]
+    n = 0
+    for size in sizes:
+        batch = [{"n": n + i + 1} for i in range(size)]
+        n = await store.append_events(workflow_id, batch)
+    every = [(i, {"n": i}) for i in range(1, n + 1)]
+    assert n == sum(sizes)
+    for after in range(n + 2):
+        assert await store.events_since(workflow_id, after) == every[after:]

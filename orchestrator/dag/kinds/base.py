@@ -126,8 +126,10 @@ class NodeContext:
 
         Spends from the node's budget: `template_budget_exceeded` when it runs out.
         """
+        unavailable = self.unavailable
         missing: Literal["error", "null"] = (
-            "null" if template.references & self.unavailable else "error"
+            # Most runs have no unavailable node: no set built per render to find none.
+            "null" if unavailable and not template.references.isdisjoint(unavailable) else "error"
         )
         try:
             return template.render(

@@ -13,6 +13,7 @@ import structlog
 from agents.errors import AgentHTTPError
 from agents.registry import AgentRegistry
 from orchestrator.dag.engine import DagEngine
+from orchestrator.logs import merge_node_context
 from state.models import NodeStatus, WorkflowState, WorkflowStatus
 
 from .conftest import FakeAgents, Harness, agent, compile_def, new_state
@@ -128,6 +129,11 @@ async def test_a_stop_failure_in_a_chain_fails_the_workflow_and_cancels_the_rest
     assert run.statuses() == {"a": "completed", "b": "failed", "c": "cancelled"}
 
 
+def line_context() -> dict[str, Any]:
+    """The context a log line logged here would carry (both merging processors)."""
+    return dict(merge_node_context(None, "info", structlog.contextvars.get_contextvars()))
+
+
 async def test_a_chain_nodes_log_context_is_its_own_and_does_not_outlive_it(
     harness: Harness, fake: FakeAgents
 ) -> None:
@@ -136,7 +142,7 @@ async def test_a_chain_nodes_log_context_is_its_own_and_does_not_outlive_it(
     seen: list[dict[str, Any]] = []
 
     def record(payload: Any) -> dict[str, Any]:
-        seen.append(structlog.contextvars.get_contextvars())
+        seen.append(line_context())
         return {"ok": True}
 
     fake.behaviours["a"] = record
@@ -147,7 +153,7 @@ async def test_a_chain_nodes_log_context_is_its_own_and_does_not_outlive_it(
         run = await harness.run(
             {"nodes": [agent("a", "nlp"), agent("b", "data", depends_on=["a"])]}
         )
-        after = structlog.contextvars.get_contextvars()
+        after = line_context()
     finally:
         structlog.contextvars.clear_contextvars()
     assert run.state.status is WorkflowStatus.COMPLETED
@@ -156,6 +162,45 @@ async def test_a_chain_nodes_log_context_is_its_own_and_does_not_outlive_it(
         ("b", "data", "w-1"),
     ]
     assert after == {"workflow_id": "w-1"}
+
+
+async def test_parallel_nodes_each_log_with_their_own_context(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """Nodes run in tasks of their own (a fan-out) carry their own node, agent and attempt
+    0 (the fake caller makes no attempt), and none of it leaks into the caller's context."""
+    seen: dict[str, dict[str, Any]] = {}
+
+    def record(name: str) -> Any:
+        def behaviour(payload: Any) -> dict[str, Any]:
+            seen[name] = line_context()
+            return {"ok": True}
+
+        return behaviour
+
+    for name in ("root", "left", "right"):
+        fake.behaviours[name] = record(name)
+    structlog.contextvars.clear_contextvars()
+    try:
+        run = await harness.run(
+            {
+                "nodes": [
+                    agent("root", "nlp"),
+                    agent("left", "data", depends_on=["root"]),
+                    agent("right", "viz", depends_on=["root"]),
+                ]
+            }
+        )
+        after = line_context()
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert run.state.status is WorkflowStatus.COMPLETED
+    assert {name: (c["node"], c["agent"], c["attempt"]) for name, c in seen.items()} == {
+        "root": ("root", "nlp", 0),
+        "left": ("left", "data", 0),
+        "right": ("right", "viz", 0),
+    }
+    assert after == {}
 
 
 async def test_a_cancel_while_the_terminal_record_is_written_still_has_it_written(
