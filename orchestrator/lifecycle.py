@@ -281,7 +281,7 @@ class WorkflowOrchestrator:
             # An id named before this accept (an Idempotency-Key's): a cancel may stand
             # already. Its flag is read in the same turn, so in the same round trip.
             token, cancelled = await asyncio.gather(
-                self.store.accept(state, lease_s=lease_s),
+                self._accept(workflow, state, lease_s),
                 self._cancel_requested(state.workflow_id),
             )
             self.metrics.record_started(state)
@@ -292,7 +292,7 @@ class WorkflowOrchestrator:
         # the accept is answered is noted (`_on_control`) and acted on once it runs.
         self._accepting[state.workflow_id] = False
         try:
-            token = await self.store.accept(state, lease_s=lease_s)
+            token = await self._accept(workflow, state, lease_s)
         finally:
             heard = self._accepting.pop(state.workflow_id)
         self.metrics.record_started(state)
@@ -302,6 +302,32 @@ class WorkflowOrchestrator:
         if heard:
             self._spawn_control(state.workflow_id)
         return state
+
+    async def _accept(
+        self, workflow: CompiledWorkflow, state: WorkflowState, lease_s: float | None
+    ) -> int | None:
+        """`store.accept`, carried through a cancel of the caller.
+
+        The caller can be cancelled while the accept is on its way (aiohttp cancels a
+        request's handler when its client goes away): Redis may take the write all the
+        same, and a workflow accepted but run nowhere would stay pending until its TTL
+        (no replica resumes a live replica's workflow). So the accept runs on in a task
+        of its own; one that lands after its caller was cancelled starts cancelled and
+        ends so at once, calling no agent: nobody was told its id.
+        """
+        accepting = asyncio.ensure_future(self.store.accept(state, lease_s=lease_s))
+        try:
+            return await asyncio.shield(accepting)
+        except asyncio.CancelledError:
+
+            def landed(done: asyncio.Future[int | None]) -> None:
+                if done.cancelled() or done.exception() is not None:
+                    return  # nothing was accepted (or the store cannot say: as before)
+                self.metrics.record_started(state)
+                self._start(workflow, state, done.result(), cancelled=True)
+
+            accepting.add_done_callback(landed)
+            raise
 
     def _spawn_control(self, workflow_id: str) -> None:
         task = asyncio.create_task(self._on_control(workflow_id))

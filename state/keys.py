@@ -102,6 +102,12 @@ def events_key(prefix: str, workflow_id: str) -> str:
     return f"{workflow_key(prefix, workflow_id)}:events"
 
 
+def events_watched_key(prefix: str, workflow_id: str) -> str:
+    """Set once someone listens to the workflow's events (`subscribe_events`, on any
+    replica): only then does an append PUBLISH them. Expires with the document."""
+    return f"{workflow_key(prefix, workflow_id)}:events:watched"
+
+
 def events_channel(prefix: str, workflow_id: str) -> str:
     """Pub/sub channel of one workflow's events; each message is "<seq> <event JSON>"."""
     return f"{prefix}events:{workflow_id}"
@@ -117,8 +123,10 @@ def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
         workflow_key(prefix, workflow_id),
         cancel_flag_key(prefix, workflow_id),
         pause_flag_key(prefix, workflow_id),
-        # Last: a terminal write drops the flags but keeps the events (SSE replays them).
+        # After the flags: a terminal write drops the flags but keeps the events (SSE
+        # replays them) and whether anyone listens to them (the last events follow it).
         events_key(prefix, workflow_id),
+        events_watched_key(prefix, workflow_id),
     )
 
 

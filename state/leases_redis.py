@@ -164,17 +164,17 @@ class RedisLeases:
     async def listing(self, workflow_id: str, owner: str, *, lease_s: float) -> Awaitable[Any]:
         """Queue what a claim does besides taking the workflow's hash: list the workflow
         under `owner` and keep `owner` alive (a replica's first claim may come before
-        its first heartbeat). Returns their replies, to await after the claim itself.
+        its first heartbeat). Returns what to await for their replies, after the claim itself.
 
         On one Redis the commands queued next (the claim) go in the same round trip,
         after these, in order. On a Cluster they live in other slots, on other nodes,
         where one pipeline gives no order: there they are answered before this returns.
         """
         listed = keys.replica_workflows_key(self._prefix, owner)
-        queued = [self._batcher.eval(_LIST, (listed,), (workflow_id, self._ttl_s))]
+        replies: Awaitable[Any] = self._batcher.eval(_LIST, (listed,), (workflow_id, self._ttl_s))
         if self._alive_until.get(owner, 0.0) - self._clock() <= lease_s * 2 / 3:
-            queued.append(self._beat(owner, lease_s, heartbeat=False))
-        replies = asyncio.gather(*queued)
+            # (Only then a gather: most claims need no beat, and one reply needs no wrapper.)
+            replies = asyncio.gather(replies, self._beat(owner, lease_s, heartbeat=False))
         if self._cluster:
             await replies
         return replies

@@ -171,10 +171,13 @@ end
 return redis.call('HGET', KEYS[1], '{keys.DOC_STATUS_FIELD}') or ''
 """)
 
-# KEYS[1] event list, KEYS[2] the workflow hash. ARGV[1] TTL seconds (when there is no
-# document), ARGV[2] channel, ARGV[3...] the events' JSON, in order. The list position is
-# the sequence number: assigned here, atomically, for every replica. The log expires with
-# the document (its retention, once the workflow ended). Returns the last event's number.
+# KEYS[1] event list, KEYS[2] the workflow hash, KEYS[3] its events-watched flag.
+# ARGV[1] TTL seconds (when there is no document), ARGV[2] channel, ARGV[3...] the events'
+# JSON, in order. The list position is the sequence number: assigned here, atomically, for
+# every replica. The log expires with the document (its retention, once the workflow
+# ended). The events are published only when someone listens to them (the flag, set by
+# `subscribe_events`): most workflows are never watched, and their events were most of
+# the script's cost (a copy of each event and a PUBLISH). Returns the last event's number.
 _APPEND_EVENTS = LuaScript("""
 local n = #ARGV
 local seq = 0
@@ -187,14 +190,17 @@ if pttl > 0 then
 else
   redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
-for i = 3, n do
-  redis.call('PUBLISH', ARGV[2], (seq - n + i) .. ' ' .. ARGV[i])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  for i = 3, n do
+    redis.call('PUBLISH', ARGV[2], (seq - n + i) .. ' ' .. ARGV[i])
+  end
 end
 return seq
 """)
 
-# KEYS[1] workflow hash, KEYS[2] flag. ARGV[1] TTL seconds when there is no document.
-# The flag expires with the document, like the cancel flag. Returns the owner ("" none).
+# KEYS[1] workflow hash, KEYS[2] flag (pause, or events watched). ARGV[1] TTL seconds when
+# there is no document. The flag expires with the document, like the cancel flag. Returns
+# the owner ("" none).
 _FLAG = LuaScript(f"""
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl > 0 then
@@ -571,6 +577,7 @@ class RedisStateStore:
                 (
                     keys.events_key(self._prefix, workflow_id),
                     keys.workflow_key(self._prefix, workflow_id),
+                    keys.events_watched_key(self._prefix, workflow_id),
                 ),
                 args,
             )
@@ -589,6 +596,21 @@ class RedisStateStore:
         )
         async with self._translate("subscribe_events", workflow_id):
             await subscription.start()
+            try:
+                # Watched from now on: appends publish to this workflow's channel. Set once
+                # the SUBSCRIBE is live and before the caller reads the log, so each event
+                # is either published to this subscription or in the log read next.
+                await self._batcher.eval(
+                    _FLAG,
+                    (
+                        keys.workflow_key(self._prefix, workflow_id),
+                        keys.events_watched_key(self._prefix, workflow_id),
+                    ),
+                    (self._ttl_s,),
+                )
+            except BaseException:
+                await subscription.stop()
+                raise
         self._event_subscriptions.add(subscription)
 
         async def release() -> None:

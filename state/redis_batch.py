@@ -225,14 +225,19 @@ class Batcher:
         callbacks = self._client.response_callbacks
 
         async def exchange() -> list[Any]:
-            await conn.send_packed_command(conn.pack_commands(commands))
             replies: list[Any] = []
-            # One bound, the command timeout, for the batch's replies (Redis answers a
-            # pipeline in one go), instead of redis-py's timer armed and cancelled per
-            # reply; each reply then parsed as `Redis.parse_response` does (its
-            # response callback, e.g. EXPIRE's bool).
+            # One bound, the command timeout, for the batch's write and its replies
+            # (Redis answers a pipeline in one go), instead of a timer for the write
+            # (HiredisPackingConnection's, or redis-py's wait_for) and redis-py's armed
+            # and cancelled per reply; each reply then parsed as `Redis.parse_response`
+            # does (its response callback, e.g. EXPIRE's bool). With no socket timeout
+            # on the connection meanwhile, the write takes redis-py's plain path (its
+            # errors and its disconnect on a failed write unchanged).
+            timeout_s = conn.socket_timeout
+            conn.socket_timeout = None  # (one coroutine uses a connection at a time)
             try:
-                async with asyncio.timeout(conn.socket_timeout):
+                async with asyncio.timeout(timeout_s):
+                    await conn.send_packed_command(conn.pack_commands(commands))
                     for command in commands:
                         try:
                             reply = await conn.read_response(timeout=math.inf)
@@ -247,8 +252,10 @@ class Batcher:
                         replies.append(reply)
             except TimeoutError:
                 raise RedisTimeoutError(
-                    f"Timeout reading the replies of {len(commands)} command(s) from Redis"
+                    f"Timeout sending {len(commands)} command(s) to Redis or reading their replies"
                 ) from None
+            finally:
+                conn.socket_timeout = timeout_s
             return replies
 
         async def reconnect(_: Exception) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import httpx
@@ -353,3 +353,71 @@ async def test_a_workflow_running_here_can_be_cancelled_while_the_store_is_away(
     await settle()
     stored = await store.get(state.workflow_id)
     assert stored is not None and stored.status is WorkflowStatus.CANCELLED
+
+
+class SlowAcceptStore(OutageStore):
+    """Holds every accept until `release_accept` is set, as a Redis round trip would."""
+
+    def __init__(self, *, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.accepting: list[str] = []
+        self.accept_entered = asyncio.Event()
+        self.release_accept = asyncio.Event()
+
+    async def accept(self, state: WorkflowState, *, lease_s: float | None = None) -> int | None:
+        self.accepting.append(state.workflow_id)
+        self.accept_entered.set()
+        await self.release_accept.wait()
+        return await super().accept(state, lease_s=lease_s)
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+async def test_an_accept_that_lands_after_its_caller_was_cancelled_ends_the_workflow_cancelled(
+    http: httpx.AsyncClient,
+    registry: AgentRegistry,
+    clock: FakeClock,
+    chain: CompiledWorkflow,
+    fake_agents: Agents,
+    idempotent: bool,
+) -> None:
+    """A client that goes away while its accept is on the wire (aiohttp cancels the
+    handler): the store takes the workflow all the same. It must still end, and end
+    cancelled without calling an agent, not stay pending until its TTL."""
+    store = SlowAcceptStore(clock=clock)
+    engine = WorkflowOrchestrator(
+        store=store,
+        dag_engine=DagEngine(
+            agents=AgentClient(registry, HttpxTransport(http)),
+            registry=registry,
+            kinds=default_kinds(),
+            builtins=BUILTIN_FALLBACKS,
+        ),
+        replica_id="r1",
+        leases=store.leases(),
+        lease_s=LEASE_S,
+        clock=clock,
+    )
+    try:
+        submit: Coroutine[Any, Any, object] = (
+            engine.submit_once("key-1", "digest", chain, {"query": "q"})
+            if idempotent
+            else engine.submit(chain, {"query": "q"})
+        )
+        caller = asyncio.create_task(submit)
+        await store.accept_entered.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        store.release_accept.set()  # the write lands after its caller gave up
+        [workflow_id] = store.accepting
+        await settle()  # the accept's reply comes back
+        async with asyncio.timeout(30):  # a hang guard, not a timing claim
+            done = await engine.wait(workflow_id)
+        assert done.status is WorkflowStatus.CANCELLED
+        stored = await store.get(workflow_id)
+        assert stored is not None and stored.status is WorkflowStatus.CANCELLED
+        assert sum(fake_agents.calls.values()) == 0
+        assert await store.leases().orphans(lease_s=LEASE_S) == []
+    finally:
+        await engine.close()
+        await store.close()

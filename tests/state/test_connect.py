@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from state.connect import HiredisPackingConnection, InitializedFirstCluster, connect
+from state.connect import Client, HiredisPackingConnection, InitializedFirstCluster, connect
 
 pytestmark = pytest.mark.redis
 
@@ -39,11 +39,11 @@ async def test_concurrent_first_commands_on_new_cluster_clients_all_succeed(
     SET NX through two brand-new clients, every command answered, one winner each."""
     # Generous bounds: the test is about the initialisation race, not time limits (the
     # production 1 s read bound timed out once on a machine busy with other suites).
+    def bounded() -> Client:
+        return connect(redis_cluster_url, connect_timeout_s=15.0, command_timeout_s=15.0)
+
     for burst in range(40):
-        a, b = (
-            connect(redis_cluster_url, connect_timeout_s=15.0, command_timeout_s=15.0)
-            for _ in range(2)
-        )
+        a, b = bounded(), bounded()
         key = f"{redis_cluster_prefix}{{burst-{burst}}}"
         try:
             results = await asyncio.gather(*(c.set(key, 1, nx=True, ex=60) for c in (a, b) * 5))

@@ -162,6 +162,44 @@ async def test_wire_layout_matches_state_keys(
     assert flag == keys.CANCEL_FLAG_VALUE.encode()
 
 
+async def test_events_are_published_only_once_someone_listens(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """An append PUBLISHes a workflow's events only after a `subscribe_events` (on any
+    replica) marked it watched; the mark expires with the document, and the log has
+    every event either way."""
+    store = await redis_backend.new(prefix="watch:")
+    peer = await redis_backend.peer(store)
+    prefix = store.prefix
+    state = make_state(status=WorkflowStatus.RUNNING)
+    await store.save(state)
+    workflow_id = state.workflow_id
+    watched = keys.events_watched_key(prefix, workflow_id)
+    async with redis_client.pubsub() as raw:
+        # A bare SUBSCRIBE is no `subscribe_events`: it marks nothing, so it hears nothing.
+        await raw.subscribe(keys.events_channel(prefix, workflow_id))
+        assert await raw.get_message(timeout=EVENT_TIMEOUT_S) is not None  # the confirmation
+        assert await store.append_event(workflow_id, {"n": 1}) == 1
+        assert await redis_client.exists(watched) == 0
+
+        async with await peer.subscribe_events(workflow_id) as stream:
+            assert await redis_client.exists(watched) == 1
+            doc_ttl = await redis_client.pttl(keys.workflow_key(prefix, workflow_id))
+            assert 0 < await redis_client.pttl(watched) <= doc_ttl
+            assert await store.append_event(workflow_id, {"n": 2}) == 2
+            async with asyncio.timeout(EVENT_TIMEOUT_S):
+                assert await anext(stream) == (2, {"n": 2})
+                while (message := await raw.get_message(timeout=None)) is None:
+                    pass
+    # The raw subscriber heard the second event only: the first was never published.
+    assert message["type"] == "message" and message["data"] == b'2 {"n":2}'
+    assert await store.events_since(workflow_id) == [(1, {"n": 1}), (2, {"n": 2})]
+    # Finished: the mark gets the retention with every other key of the workflow.
+    await store.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED))
+    assert await redis_client.exists(watched) == 1
+    assert 0 < await redis_client.pttl(watched) <= store.retention_s * 1000
+
+
 async def test_works_with_a_decoding_client(redis_backend: RedisBackend) -> None:
     """A client built with decode_responses=True reads documents and cancels alike."""
     store = await redis_backend.new(decode_responses=True)
