@@ -39,6 +39,16 @@ def schedule(cron: str = "0 * * * *", **changes: object) -> Schedule:
     return Schedule(**fields)  # type: ignore[arg-type]
 
 
+async def run_until(scheduler: Scheduler, event: asyncio.Event) -> None:
+    """Run the scheduler's background loop until `event` is set, then close it."""
+    scheduler.start()
+    try:
+        async with asyncio.timeout(30):  # a hang guard, not a timing claim
+            await event.wait()
+    finally:
+        await scheduler.close()
+
+
 def test_latest_tick_includes_a_tick_exactly_now() -> None:
     assert latest_tick("*/5 * * * *", "UTC", at("2026-01-01T00:05:00")) == at("2026-01-01T00:05:00")
     assert latest_tick("*/5 * * * *", "UTC", at("2026-01-01T00:09:59")) == at("2026-01-01T00:05:00")
@@ -137,13 +147,7 @@ async def test_the_background_loop_fires_due_schedules() -> None:
         return "wf"
 
     await store.save(schedule("* * * * *"))
-    scheduler = Scheduler(store=store, start=start, clock=clock, poll_s=0.001)
-    scheduler.start()
-    try:
-        async with asyncio.timeout(30):  # a hang guard, not a timing claim
-            await fired.wait()
-    finally:
-        await scheduler.close()
+    await run_until(Scheduler(store=store, start=start, clock=clock, poll_s=0.001), fired)
     assert [r.workflow_id for r in await store.runs("s1")] == ["wf"]
 
 
@@ -200,14 +204,8 @@ async def test_a_failed_pass_logs_a_store_outage_in_one_line_and_a_bug_with_its_
     async def start(s: Schedule, tick: float) -> str:
         raise AssertionError("nothing is due")
 
-    scheduler = Scheduler(store=Failing(), start=start, poll_s=0.001)
     with capture_logs() as logs:
-        scheduler.start()
-        try:
-            async with asyncio.timeout(30):  # a hang guard, not a timing claim
-                await failed_twice.wait()
-        finally:
-            await scheduler.close()
+        await run_until(Scheduler(store=Failing(), start=start, poll_s=0.001), failed_twice)
     failures = [e for e in logs if e["event"] == "scheduler_pass_failed"]
     assert len(failures) >= 1  # the second pass may be cut short by close()
     for entry in failures:
