@@ -170,7 +170,7 @@ class WorkflowOrchestrator:
         self._background: list[asyncio.Task[None]] = []
         # Writes owed by workflows whose task was cancelled before its body could run,
         # and control reads of workflows heard of while they were being accepted.
-        self._finishers: set[asyncio.Task[None]] = set()
+        self._finishers: set[asyncio.Future[Any]] = set()
         # Callers waiting for a workflow another replica runs to end (woken by pub/sub).
         self._finish_waiters: dict[str, set[asyncio.Future[None]]] = {}
         # Set at the end of shutdown: writes still failing then are abandoned.
@@ -327,6 +327,9 @@ class WorkflowOrchestrator:
                 self._start(workflow, state, done.result(), cancelled=True)
 
             accepting.add_done_callback(landed)
+            # Held, and waited for by close(), like the other finishing work.
+            self._finishers.add(accepting)
+            accepting.add_done_callback(self._finishers.discard)
             raise
 
     def _spawn_control(self, workflow_id: str) -> None:

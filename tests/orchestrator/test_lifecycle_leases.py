@@ -371,6 +371,31 @@ class SlowAcceptStore(OutageStore):
         return await super().accept(state, lease_s=lease_s)
 
 
+def engine_on(
+    store: MemoryStateStore,
+    http: httpx.AsyncClient,
+    registry: AgentRegistry,
+    clock: FakeClock,
+    *,
+    shutdown_grace_s: float = 0.5,
+) -> WorkflowOrchestrator:
+    """One replica ("r1") with leases on `store`, agents answered through `http`."""
+    return WorkflowOrchestrator(
+        store=store,
+        dag_engine=DagEngine(
+            agents=AgentClient(registry, HttpxTransport(http)),
+            registry=registry,
+            kinds=default_kinds(),
+            builtins=BUILTIN_FALLBACKS,
+        ),
+        replica_id="r1",
+        leases=store.leases(),
+        lease_s=LEASE_S,
+        clock=clock,
+        shutdown_grace_s=shutdown_grace_s,
+    )
+
+
 @pytest.mark.parametrize("idempotent", [False, True])
 async def test_an_accept_that_lands_after_its_caller_was_cancelled_ends_the_workflow_cancelled(
     http: httpx.AsyncClient,
@@ -384,19 +409,7 @@ async def test_an_accept_that_lands_after_its_caller_was_cancelled_ends_the_work
     handler): the store takes the workflow all the same. It must still end, and end
     cancelled without calling an agent, not stay pending until its TTL."""
     store = SlowAcceptStore(clock=clock)
-    engine = WorkflowOrchestrator(
-        store=store,
-        dag_engine=DagEngine(
-            agents=AgentClient(registry, HttpxTransport(http)),
-            registry=registry,
-            kinds=default_kinds(),
-            builtins=BUILTIN_FALLBACKS,
-        ),
-        replica_id="r1",
-        leases=store.leases(),
-        lease_s=LEASE_S,
-        clock=clock,
-    )
+    engine = engine_on(store, http, registry, clock)
     try:
         submit: Coroutine[Any, Any, object] = (
             engine.submit_once("key-1", "digest", chain, {"query": "q"})
@@ -420,4 +433,31 @@ async def test_an_accept_that_lands_after_its_caller_was_cancelled_ends_the_work
         assert await store.leases().orphans(lease_s=LEASE_S) == []
     finally:
         await engine.close()
+        await store.close()
+
+
+async def test_close_waits_for_an_accept_whose_caller_was_cancelled(
+    http: httpx.AsyncClient, registry: AgentRegistry, clock: FakeClock, chain: CompiledWorkflow
+) -> None:
+    """A shutdown that cancels a request mid-accept (aiohttp cancels open handlers) does
+    not return before that accept has answered: a landed one is then ended, not left."""
+    store = SlowAcceptStore(clock=clock)
+    # A long grace: a hang guard, not a timing claim.
+    engine = engine_on(store, http, registry, clock, shutdown_grace_s=30)
+    try:
+        caller = asyncio.create_task(engine.submit(chain, {"query": "q"}))
+        await store.accept_entered.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        closing = asyncio.create_task(engine.close())
+        await settle()
+        assert not closing.done()  # still waiting for the accept's answer
+        store.release_accept.set()
+        await closing
+        await settle()
+        [workflow_id] = store.accepting
+        stored = await store.get(workflow_id)
+        assert stored is not None and stored.status is WorkflowStatus.CANCELLED
+    finally:
         await store.close()
