@@ -136,28 +136,41 @@ def record_finished_by_lookups(metrics: WorkflowMetrics, state: WorkflowState) -
             metrics.fallbacks.labels(definition, label).inc()
 
 
+def exposition(*, cached: bool, workflows: int, invented: float) -> str:
+    """The exposition after `workflows` random finished workflows (a share `invented` of
+    them under a definition name made up on the spot), recorded through the remembered
+    children (`cached`) or by looking every label up again."""
+    rng = random.Random(11)
+    metrics = WorkflowMetrics(definitions=["report"], max_node_labels=3, max_series=5)
+    for _ in range(workflows):
+        if rng.random() < invented:
+            name = uuid.UUID(int=rng.getrandbits(128)).hex
+        else:
+            name = rng.choice(["chain", "report"])
+        steps = [rng.choice("abcdefgh") for _ in range(rng.randint(1, 4))]
+        state = finished_workflow(name, steps, rng)
+        for run in state.steps.values():
+            run.fallback = "used a fallback" if rng.random() < 0.3 else None
+        if cached:
+            metrics.record_started(state)
+            metrics.record_finished(state)
+        else:
+            metrics.started.labels(metrics.labels.definition(name)).inc()
+            record_finished_by_lookups(metrics, state)
+    text = generate_latest(metrics.registry).decode()
+    return "\n".join(line for line in text.splitlines() if "_created" not in line)
+
+
 def test_remembered_children_expose_what_fresh_lookups_do() -> None:
     """The label children kept by raw name (the hot path) give the same series, values and
     label caps as looking every label up again."""
-
-    def exposition(cached: bool) -> str:
-        rng = random.Random(11)
-        metrics = WorkflowMetrics(definitions=["report"], max_node_labels=3, max_series=5)
-        for _ in range(300):
-            name = rng.choice(["chain", "report", uuid.UUID(int=rng.getrandbits(128)).hex])
-            steps = [rng.choice("abcdefgh") for _ in range(rng.randint(1, 4))]
-            state = finished_workflow(name, steps, rng)
-            for run in state.steps.values():
-                run.fallback = "used a fallback" if rng.random() < 0.3 else None
-            if cached:
-                metrics.record_started(state)
-                metrics.record_finished(state)
-            else:
-                metrics.started.labels(metrics.labels.definition(name)).inc()
-                record_finished_by_lookups(metrics, state)
-        text = generate_latest(metrics.registry).decode()
-        return "\n".join(line for line in text.splitlines() if "_created" not in line)
-
-    cached = exposition(cached=True)
-    assert cached == exposition(cached=False)
+    cached = exposition(cached=True, workflows=300, invented=1 / 3)
+    assert cached == exposition(cached=False, workflows=300, invented=1 / 3)
     assert "orch_step_fallbacks_total" in cached and OTHER in cached
+
+
+def test_past_the_remembered_childrens_cap_every_workflow_is_still_counted() -> None:
+    """More client-invented names than the children remembered (4,096): those past the
+    cap are looked up each time, and counted exactly as the others."""
+    cached = exposition(cached=True, workflows=6_000, invented=0.9)
+    assert cached == exposition(cached=False, workflows=6_000, invented=0.9)
