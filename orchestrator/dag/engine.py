@@ -687,7 +687,7 @@ class _Execution:
             agent=cn.agent,
             budget=self.budget.child(engine.limits),
             limits=engine.limits,
-            sizes=self.sizes.entries,
+            sizes=self.sizes,
         )
 
     def _timeout_s(self, cn: CompiledNode) -> float | None:
@@ -741,9 +741,27 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            output = await self._bounded(cn, ctx, cn.kind.run(cn.node, ctx))
+            work = cn.kind.run(cn.node, ctx)
+            # _bounded, written out: one coroutine less around every node.
+            timeout_s = self._timeout_s(cn)
+            if timeout_s is None:
+                output = await work
+            else:
+                cap = self.caps.start(timeout_s + _BACKSTOP_GRACE_S)
+                try:
+                    output = await work
+                except BaseException as exc:
+                    if cap.stop(exc):
+                        raise NodeTimeout(
+                            node_id=cn.id, timeout_s=timeout_s, agent=ctx.agent
+                        ) from exc
+                    raise
+                cap.stop(None)
             if not self._as_decoded(cn, ctx, output):
                 output = self._storable(cn, output)
+            elif cn.id in self.workflow.read:
+                # Templates read its parts: each is measured when first read instead.
+                self.sizes.adopt(output, max_bytes=self.engine.limits.node_bytes)
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
@@ -792,14 +810,14 @@ class _Execution:
     def _as_decoded(self, cn: CompiledNode, ctx: NodeContext, output: Any) -> bool:
         """Whether an agent node's output can be kept without the walk `_storable` makes:
         it is the answer as our client decoded it, within bounds that make it storable
-        as it is (values.decoded_within), and no template reads its parts, so no size of
-        them is worth remembering (a sink's is measured, if at all, with the result)."""
+        as it is (values.decoded_within). The sizes that walk would remember are found
+        when a template first reads a part (ValueSizes.adopt, learn); a part no template
+        reads (a sink's, most of an answer) is never walked at all."""
         source = ctx.source
         return (
             source is not None
             and output is ctx.answer
             and type(cn.kind) is AgentKind
-            and cn.id not in self.workflow.read
             and decoded_within(source, max_bytes=self.engine.limits.node_bytes)
         )
 
@@ -880,11 +898,11 @@ class _Execution:
             scope="workflow",
         )
         try:
-            known = self.sizes.entries
+            sizes = self.sizes
             return json_value(
-                template.render(self.scope, missing="null", budget=budget, sizes=known),
+                template.render(self.scope, missing="null", budget=budget, sizes=sizes),
                 max_bytes=self.engine.limits.workflow_bytes,
-                known=known,
+                known=sizes.entries,
             )
         except (BudgetExceeded, UnstorableValue) as exc:
             raise _OutputError(str(exc)) from exc

@@ -33,6 +33,7 @@ import orjson
 
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, KnownSizes, measure
 from orchestrator.dag.paths import PathError, json_type, resolve_segments, split_path
+from orchestrator.dag.values import ValueSizes
 from orchestrator.errors import EvaluationError
 
 __all__ = ["MAX_DEPTH", "Template", "TemplateError", "compile_template"]
@@ -237,16 +238,26 @@ def _lookup(
 class _Meter:
     """Charges a render to its budget: every placeholder's value by its size, once per
     distinct value (a value repeated N times is charged N times, measured once); a
-    value whose size is `known` already (a kept step output's) is not walked at all."""
+    value whose size is `known` already (a kept step output's) is not walked at all,
+    and one read from an adopted step output is measured as keeping it would have
+    (`lazy`: ValueSizes.learn)."""
 
-    __slots__ = ("budget", "known", "sizes")
+    __slots__ = ("budget", "known", "lazy", "scope", "sizes")
 
-    def __init__(self, budget: Budget, known: KnownSizes | None = None) -> None:
+    def __init__(
+        self,
+        budget: Budget,
+        known: KnownSizes | None = None,
+        lazy: ValueSizes | None = None,
+        scope: Mapping[str, Any] | None = None,
+    ) -> None:
         self.budget = budget
         self.known = known
+        self.lazy = lazy
+        self.scope = scope
         self.sizes: dict[int, int] = {}
 
-    def value(self, value: Any) -> None:
+    def value(self, value: Any, ref: _Ref) -> None:
         if value is None or isinstance(value, _SCALARS):
             self.budget.spend(1, 8)
             return
@@ -259,15 +270,22 @@ class _Meter:
             if entry is not None:
                 size = entry[1]
             else:
-                size = measure(value, max(0, self.budget.bytes_left), self.known)
+                size = self._learned(value, ref)
+                if size is None:
+                    size = measure(value, max(0, self.budget.bytes_left), self.known)
             self.sizes[id(value)] = size
         self.budget.spend(1 + size // 64, size)
+
+    def _learned(self, value: Any, ref: _Ref) -> int | None:
+        if self.lazy is None or self.scope is None:
+            return None
+        return self.lazy.learn(self.scope.get(ref.path.split(".", 1)[0]), value)
 
 
 def _render(node: _Node, scope: Mapping[str, Any], missing: _Missing, meter: _Meter) -> Any:
     if isinstance(node, _Whole):
         value = _lookup(scope, node, node, missing)[1]
-        meter.value(value)
+        meter.value(value, node)
         return value
     if isinstance(node, _Interpolated):
         pieces: list[str] = []
@@ -279,7 +297,7 @@ def _render(node: _Node, scope: Mapping[str, Any], missing: _Missing, meter: _Me
             found, value = _lookup(scope, part, node, missing)
             if found:
                 # Sized before it is formatted: str() of a big value is as big as the value.
-                meter.value(value)
+                meter.value(value, part)
                 pieces.append(_format(value))
         return "".join(pieces)
     if isinstance(node, dict):
@@ -397,7 +415,11 @@ def _resolve(scope: Mapping[str, Any], root: str, rest: tuple[str, ...]) -> Any:
 
 
 def _render_planned(
-    plan: _Plan, scope: Mapping[str, Any], budget: Budget, known: KnownSizes | None
+    plan: _Plan,
+    scope: Mapping[str, Any],
+    budget: Budget,
+    known: KnownSizes | None,
+    lazy: ValueSizes | None,
 ) -> Any:
     """The rendered value, or _GENERAL when `_render` must decide."""
     values: list[Any] = []
@@ -424,7 +446,10 @@ def _render_planned(
                     # Within what is left after everything else this render charges: a
                     # value bigger than that cannot fit (and `_render` says so).
                     room = budget.bytes_left - nbytes
-                    size = measure(value, max(0, room), known)
+                    # A part of an adopted step output: measured whole, as keeping it
+                    # would have, and remembered for the next template reading it.
+                    learned = None if lazy is None else lazy.learn(scope[root], value)
+                    size = measure(value, max(0, room), known) if learned is None else learned
                     if size > room:
                         return _GENERAL
                 measured[key] = size
@@ -463,7 +488,7 @@ class Template:
         *,
         missing: _Missing = "error",
         budget: Budget | None = None,
-        sizes: KnownSizes | None = None,
+        sizes: KnownSizes | ValueSizes | None = None,
     ) -> Any:
         """Render against `scope` (root name -> value), spending from `budget`.
 
@@ -474,7 +499,8 @@ class Template:
         stops with BudgetExceeded instead of growing the process; without a budget,
         a fresh one of the default node size. `sizes` are the sizes already known of
         values in the scope (orchestrator.dag.values.ValueSizes.entries): those are
-        charged without being walked again.
+        charged without being walked again; given the ValueSizes itself, parts of the
+        values it adopted are measured as keeping them would have (ValueSizes.learn).
         """
         if missing not in ("error", "null"):
             raise ValueError(f"missing must be 'error' or 'null', not {missing!r}")
@@ -484,9 +510,17 @@ class Template:
         if plan is None:
             plan = _plan(self._compiled)
             object.__setattr__(self, "_planned", plan)
-        rendered = _render_planned(plan, scope, budget, sizes)
+        lazy: ValueSizes | None = None
+        known: KnownSizes | None
+        if isinstance(sizes, ValueSizes):
+            known = sizes.entries
+            if sizes.adopting:
+                lazy = sizes
+        else:
+            known = sizes
+        rendered = _render_planned(plan, scope, budget, known, lazy)
         if rendered is _GENERAL:
-            return _render(self._compiled, scope, missing, _Meter(budget, sizes))
+            return _render(self._compiled, scope, missing, _Meter(budget, known, lazy, scope))
         return rendered
 
 

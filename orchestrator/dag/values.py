@@ -232,20 +232,67 @@ class ValueSizes:
     object while the entry exists. Values kept through here must not be changed.
     """
 
-    __slots__ = ("_entries", "max_entries", "min_size")
+    __slots__ = ("_adopted", "_entries", "max_entries", "min_size")
 
     def __init__(self, *, min_size: int = 16, max_entries: int = 1024) -> None:
         self.min_size = min_size
         self.max_entries = max_entries
         self._entries: dict[int, tuple[Any, int, int]] = {}
+        # Values kept without a walk (`adopt`), by id: (the value, the max_bytes its
+        # parts are measured within). Holding each one keeps its id from being reused.
+        self._adopted: dict[int, tuple[Any, int]] = {}
 
     def keep(self, value: Any, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
         """`json_value(value, ...)`, remembering the sizes of the value's big containers."""
         checked, survey = _checked(value, max_depth, max_bytes, self._entries)
-        if survey is None:
-            return checked
+        if survey is not None:
+            self._remember(survey.found)
+        return checked
+
+    def adopt(self, value: Any, *, max_bytes: int) -> Any:
+        """Keep `value` as it is, unwalked: the caller knows `keep(value, max_bytes=...)`
+        would return it unchanged, remembering what it found (an answer as our client
+        decoded it, within `decoded_within`'s bounds). What `keep` would have remembered
+        of it is found later, a part at a time, when a template reads that part
+        (`learn`): a chain's answers are read a part each, and most never whole."""
+        self._adopted[id(value)] = (value, max_bytes)
+        return value
+
+    @property
+    def adopting(self) -> bool:
+        """Whether any value was adopted (else `learn` has nothing to do)."""
+        return bool(self._adopted)
+
+    def learn(self, root: Any, part: Any) -> int | None:
+        """The size of `part`, a container read from `root` (a value in the scope), when
+        `root` was adopted: `part` is walked as `keep` would have walked it (the same size,
+        exact: the adopted value is within its max_bytes as a whole) and what the walk
+        found is remembered as `keep` remembers it, so the next read is not walked again.
+        None when `root` was not adopted, or `part` is smaller than `min_size`: the caller
+        measures `part` itself, as it would have after `keep`.
+
+        The one difference from `keep`: past `max_entries`, what each path remembers
+        differs (`keep` the outermost containers of the first values kept, this the parts
+        read first). Renders that fit their budget charge the same either way; one that
+        does not fails with the same error, though the budget it leaves (spent past
+        zero) may differ, as may the resource named when both run out at once.
+        """
+        adopted = self._adopted.get(id(root))
+        if adopted is None:
+            return None
+        survey = _Survey(adopted[1], MAX_JSON_DEPTH, self._entries)
+        try:
+            size = survey.size(part, 0)
+        except _NotPlain:  # not what adopt was promised: measure it as any other value
+            return None
+        self._remember(survey.found)
+        # One `keep` would not have remembered (too small to be worth it) is measured by
+        # the caller as it would have been: a render that cannot afford it then charges
+        # what `measure` counts within its budget, not the exact size.
+        return size if size >= self.min_size else None
+
+    def _remember(self, found: dict[int, tuple[Any, int, int]]) -> None:
         entries = self._entries
-        found = survey.found
         room = self.max_entries - len(entries)
         if len(found) <= room:  # the common case: all of it fits
             least = self.min_size
@@ -259,7 +306,6 @@ class ValueSizes:
                 if entry[1] >= self.min_size and key not in entries:
                     entries[key] = entry
                     room -= 1
-        return checked
 
     @property
     def entries(self) -> KnownSizes:

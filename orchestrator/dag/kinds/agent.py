@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, cast
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from orchestrator.dag.budget import NeedsOffload
 from orchestrator.dag.errors import NodeError
 from orchestrator.dag.kinds.base import BaseKind, Compiled, NodeContext, ProblemCollector
 from orchestrator.dag.model import Name, NodeDef, TemplateValue
@@ -100,12 +101,30 @@ class AgentKind(BaseKind):
             retry.overrides() if retry is not None else None,
         )
 
-    async def run(self, node: NodeDef, ctx: NodeContext) -> Any:
+    def run(self, node: NodeDef, ctx: NodeContext) -> Awaitable[Any]:
+        # A plain function handing back the agent call's coroutine: the input renders
+        # inline (NodeContext.inline) almost always, and a coroutine of this kind's own
+        # around the call would be one more frame built and unwound per node.
         params = cast(AgentParams, ctx.compiled)
         assert params.input is not None
         ctx.agent = params.agent
         template = params.input
-        payload = await ctx.compute(lambda: ctx.render(template))
+        try:
+            payload = ctx.inline(functools.partial(ctx.render, template))
+        except NeedsOffload:
+            return self._offloaded(node, ctx, params)
+        return self._call(node, ctx, params, payload)
+
+    async def _offloaded(self, node: NodeDef, ctx: NodeContext, params: AgentParams) -> Any:
+        """The input too big to render inline: rendered off the loop (ctx.compute)."""
+        template = params.input
+        assert template is not None
+        payload = await ctx.compute(functools.partial(ctx.render, template))
+        return await self._call(node, ctx, params, payload)
+
+    def _call(
+        self, node: NodeDef, ctx: NodeContext, params: AgentParams, payload: Any
+    ) -> Awaitable[Any]:
         ctx.input = payload
         if not isinstance(payload, Mapping):
             raise NodeError(
@@ -118,4 +137,4 @@ class AgentKind(BaseKind):
         # The node's timeout_s bounds the whole call, retries included: it reaches the
         # client as the deadline (NodeContext.deadline); each attempt keeps the agent's
         # own timeouts.
-        return await ctx.call_agent(params.agent, payload, retry=params.retry)
+        return ctx.call_agent(params.agent, payload, retry=params.retry)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -34,6 +34,7 @@ from orchestrator.dag.expressions import Expression, ExpressionError, compile_ex
 from orchestrator.dag.model import NodeDef
 from orchestrator.dag.paths import PathError, split_path
 from orchestrator.dag.templates import Template, TemplateError, compile_template
+from orchestrator.dag.values import ValueSizes
 
 _T = TypeVar("_T")
 
@@ -91,7 +92,8 @@ class NodeContext:
     `depends_on` order. The kind sets `input` (the rendered input, kept on a failed
     step) and the agent calls add to `attempts`. `sizes` are the sizes of the scope's
     values measured when they were kept (templates reading them are charged without
-    walking them again).
+    walking them again), or the run's ValueSizes itself, which also measures the parts
+    of the values it adopted unwalked when a template first reads them.
     """
 
     workflow_id: str
@@ -107,7 +109,7 @@ class NodeContext:
     agent: str | None = field(default=None)
     budget: Budget = field(default_factory=lambda: Budget.for_workflow().child())
     limits: Limits = DEFAULT_LIMITS
-    sizes: KnownSizes | None = None
+    sizes: KnownSizes | ValueSizes | None = None
     # The last answer `call_agent` returned, and the JSON body our client read it from
     # (None: a caller that does not say, or an A2A answer): the DAG engine keeps such an
     # answer without walking it when that body bounds it enough (dag/values.py).
@@ -170,6 +172,18 @@ class NodeContext:
                 node_id=self.node.id,
             ) from exc
 
+    def inline(self, work: Callable[[], _T]) -> _T:
+        """`work()` on the event loop within the inline slice of the budget (`compute`'s
+        first try); NeedsOffload when it does not fit: then `compute` it. A kind whose
+        run is a plain function returning its awaitable (AgentKind) renders its input
+        here, so the common case costs no coroutine of its own."""
+        budget = self.budget
+        budget.inline(self.limits.inline_ops, self.limits.inline_bytes)
+        try:
+            return work()
+        finally:
+            budget.offloaded()
+
     async def compute(self, work: Callable[[], _T]) -> _T:
         """Run pure CPU work (rendering, evaluating, checking) without stalling the loop.
 
@@ -181,14 +195,11 @@ class NodeContext:
         times out meanwhile (its timeout_s, its workflow's deadline),
         the budget is stopped so the thread ends at its next charge.
         """
-        budget = self.budget
-        budget.inline(self.limits.inline_ops, self.limits.inline_bytes)
         try:
-            return work()
+            return self.inline(work)
         except NeedsOffload:
             pass
-        finally:
-            budget.offloaded()
+        budget = self.budget
         future = asyncio.get_running_loop().run_in_executor(None, work)
         # The node's own timeout_s and its workflow's deadline cancel this await from
         # outside (the DAG engine's timeouts); `finally` then stops the thread's budget.
@@ -262,7 +273,9 @@ class NodeKind(Protocol):
       fields once; raise DefinitionError with Problems whose `path` is relative to
       the node ("input", "cases/0/when").
     - `run(node, ctx)`: produce the node's output (JSON); raise NodeError or
-      AgentError on failure. Cancellation must be allowed to propagate.
+      AgentError on failure. Cancellation must be allowed to propagate. Usually an
+      `async def`; a plain function returning an awaitable does too (it may raise
+      before returning one: the node fails the same way).
     """
 
     @property
@@ -273,7 +286,7 @@ class NodeKind(Protocol):
 
     def compile(self, node: NodeDef) -> Compiled: ...
 
-    async def run(self, node: NodeDef, ctx: NodeContext) -> Any: ...
+    def run(self, node: NodeDef, ctx: NodeContext) -> Awaitable[Any]: ...
 
 
 class BaseKind:

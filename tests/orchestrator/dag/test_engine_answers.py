@@ -1,5 +1,6 @@
-"""An agent's answer that nothing reads through a template is kept without the walk
-(its decoding by our client bounds it), and the run ends exactly as with the walk."""
+"""An agent's answer is kept without the walk when its decoding by our client bounds it:
+unread, it is never walked; read by templates, each part is measured when first read
+(ValueSizes.adopt / learn). Either way the run ends exactly as with the walk."""
 
 from __future__ import annotations
 
@@ -161,6 +162,65 @@ async def test_an_unread_answer_ends_its_node_as_the_walk_would(
         assert part.error is not None and part.error.type == expected
 
 
+READER = {
+    "name": "reader",
+    "options": {"on_failure": "continue"},
+    "nodes": [
+        {"id": "data", "kind": "agent", "agent": "data", "input": {"q": "{{ inputs.q }}"}},
+        {
+            "id": "twice",
+            "kind": "agent",
+            "agent": "viz",
+            "depends_on": ["data"],
+            "input": {"rows": "{{ data.rows }}", "again": "{{ data.rows }}"},
+        },
+        {
+            "id": "thrice",
+            "kind": "agent",
+            "agent": "viz",
+            "depends_on": ["data"],
+            "input": {
+                "a": ["{{ data.rows }}"] * 6,
+                "b": "rows: {{ data.rows }}",
+                "c": "{{ data.rows.1 }}",
+                "cols": "{{ data.columns }}",
+            },
+        },
+    ],
+    "output": {"rows": "{{ data.rows }}", "first": "{{ data.rows.0 }}", "all": "{{ data }}"},
+}
+
+
+@pytest.mark.parametrize("copies", [1, 4])
+@pytest.mark.parametrize("spare", [10**6, 900, 300, 60, 0])
+async def test_parts_read_by_templates_are_charged_as_the_walk_would(
+    copies: int, spare: int
+) -> None:
+    """Templates read parts of an answer (again and again); the node budget, from ample
+    to too small for the second or third read, fails or passes each node as with the
+    walk, and the workflow's output is the same."""
+    registry = mock_agent_registry()
+    workflow = compile_workflow(READER, agents=list(registry))
+    data_answer = {"columns": ["region", "avg"], "rows": ROWS * copies, "note": "x" * 50}
+    answers = {"data": body(data_answer), "viz": body({"spec": {"mark": "bar"}})}
+    # Just enough for the answer to be adopted (3 units per byte of its body), and `spare`.
+    limits = dataclasses.replace(
+        DEFAULT_LIMITS, node_bytes=3 * len(answers["data"]) + spare
+    )
+    fast = await run(registry, workflow, answers, silent=False, limits=limits)
+    slow = await run(registry, workflow, answers, silent=True, limits=limits)
+    assert outcome(fast) == outcome(slow)
+    assert fast.steps["data"].output == data_answer
+    statuses = {step: run.status.value for step, run in fast.steps.items()}
+    # Two reads of the rows always fit (the answer's body bounds them); eight of the
+    # longer rows do not once little is spare: that node fails, on both paths alike.
+    assert statuses["twice"] == "completed"
+    assert statuses["thrice"] == ("failed" if copies == 4 and spare <= 300 else "completed")
+    if statuses["thrice"] == "failed":
+        error = fast.steps["thrice"].error
+        assert error is not None and error.type == "template_budget_exceeded"
+
+
 def test_the_outputs_templates_read_are_known_at_compile_time() -> None:
     """Node params, fallback inputs and the output template all count as readers."""
     registry = mock_agent_registry()
@@ -180,3 +240,52 @@ def test_the_outputs_templates_read_are_known_at_compile_time() -> None:
     }
     workflow = compile_workflow(definition, agents=list(registry))
     assert "a" in workflow.read and "b" not in workflow.read
+
+
+@pytest.mark.parametrize(
+    ("second_input", "expected"),
+    [
+        ({"rows": "{{ first.rows }}", "q": "{{ inputs.q }}"}, None),
+        (["{{ first.rows }}"], "invalid_input"),
+        ({"many": ["{{ first.rows }}"] * 200}, "template_budget_exceeded"),
+        ({"missing": "{{ first.nope.deeper }}"}, "template_error"),
+    ],
+)
+async def test_an_agent_input_too_big_to_render_inline_ends_as_an_inline_one(
+    second_input: Any, expected: str | None
+) -> None:
+    """An agent node renders its input on the loop when it fits the inline slice, and in
+    a worker thread when not (AgentKind.run's two paths): the same node outcome, the same
+    recorded input, the same error."""
+    registry = mock_agent_registry()
+    definition = {
+        "name": "offload",
+        "options": {"on_failure": "continue"},
+        "nodes": [
+            {"id": "first", "kind": "agent", "agent": "data"},
+            {
+                "id": "second",
+                "kind": "agent",
+                "agent": "viz",
+                "depends_on": ["first"],
+                "input": second_input,
+            },
+        ],
+    }
+    workflow = compile_workflow(definition, agents=list(registry))
+    answers = {"data": body({"rows": ROWS}), "viz": body({"spec": {"mark": "bar"}})}
+    small = dataclasses.replace(DEFAULT_LIMITS, node_bytes=20_000)
+    inline = await run(registry, workflow, answers, silent=False, limits=small)
+    offloaded = await run(
+        registry,
+        workflow,
+        answers,
+        silent=False,
+        limits=dataclasses.replace(small, inline_ops=1, inline_bytes=1),
+    )
+    assert outcome(inline) == outcome(offloaded)
+    second = offloaded.steps["second"]
+    if expected is None:
+        assert second.status.value == "completed"
+    else:
+        assert second.error is not None and second.error.type == expected
