@@ -771,16 +771,14 @@ class WorkflowOrchestrator:
             recorded = True
             self.metrics.record_finished(state)
 
-        async def on_transition(current: WorkflowState) -> None:
+        def on_transition(current: WorkflowState) -> Awaitable[None] | None:
+            # A plain function: only the terminal transition has anything to wait for
+            # (its write), so the others cost the DAG engine no coroutine each.
             events.workflow(current)
             writer.mark_dirty()
             if current.status.is_terminal:
-                if self._write_failing(current.workflow_id):
-                    # The store is away: the outcome is known, waiting callers get it now.
-                    self._mark_finished(current.workflow_id)
-                await writer.flush()
-                record_end()
-                self._mark_finished(current.workflow_id)
+                return self._terminal_transition(current, writer, record_end)
+            return None
 
         async def before_start() -> None:
             await self._confirm_lease(state.workflow_id)
@@ -810,6 +808,16 @@ class WorkflowOrchestrator:
                 state.finished_at = time.time()
         finally:
             await self._finish(state, writer, events, record_end)
+
+    async def _terminal_transition(
+        self, state: WorkflowState, writer: StateWriter, record_end: Callable[[], None]
+    ) -> None:
+        if self._write_failing(state.workflow_id):
+            # The store is away: the outcome is known, waiting callers get it now.
+            self._mark_finished(state.workflow_id)
+        await writer.flush()
+        record_end()
+        self._mark_finished(state.workflow_id)
 
     def _writer(self, state: WorkflowState, token: int | None) -> StateWriter:
         def persist(current: WorkflowState) -> Awaitable[bool]:

@@ -72,7 +72,9 @@ from state.models import (
 __all__ = ["AgentCaller", "BuiltinFallback", "DagEngine", "OnNodeChange", "OnTransition"]
 
 BuiltinFallback = Callable[[Mapping[str, Any]], Awaitable[Any]]
-OnTransition = Callable[[WorkflowState], Awaitable[None]]
+# May return None: a transition with nothing to wait for (the lifecycle's, until the
+# terminal one) then costs no coroutine.
+OnTransition = Callable[[WorkflowState], Awaitable[None] | None]
 # Told which node just changed, before the `on_transition` of that change (progress events).
 OnNodeChange = Callable[[NodeRun], None]
 BeforeStart = Callable[[], Awaitable[None]]
@@ -259,13 +261,27 @@ class _Execution:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def emit(self, run: NodeRun | None = None) -> Awaitable[None]:
+    def emit(self, run: NodeRun | None = None) -> Awaitable[None] | None:
         """Record a transition: `on_node(run)` now, and `on_transition`'s awaitable (its
-        coroutine, handed back as it is: no frame of this method's own around it)."""
+        coroutine, handed back as it is: no frame of this method's own around it), or
+        None when it has nothing to wait for. The hot paths await it only when there is
+        one; the others go through `_emitted`."""
         self.state.updated_at = self.engine.clock()
         if run is not None and self.on_node is not None:
             self.on_node(run)
         return self.on_transition(self.state)
+
+    async def _emitted(self, run: NodeRun | None = None) -> None:
+        """`emit(run)`, awaited when it returns something to wait for."""
+        pending = self.emit(run)
+        if pending is not None:
+            await pending
+
+    async def _told(self) -> None:
+        """`on_transition(state)`, awaited when it returns something to wait for."""
+        pending = self.on_transition(self.state)
+        if pending is not None:
+            await pending
 
     def _init_runs(self) -> set[str]:
         """Fresh PENDING node runs, keeping the settled ones (completed, failed with
@@ -346,14 +362,16 @@ class _Execution:
             self.deadline = self.loop.time() + self.options.timeout_s
             # One timer for the whole run, not one per wait for a node.
             timer = self.loop.call_at(self.deadline, self._on_deadline)
-        await self.emit()
+        pending = self.emit()
+        if pending is not None:
+            await pending
         sorter = ReadyTracker(self.workflow.dependencies, self.workflow.dependents)
         try:
             try:
                 await self._schedule(sorter, done)
             except _Paused:
                 state.status = WorkflowStatus.PAUSED
-                await self.emit()
+                await self._emitted()
                 return
             except _StopWorkflow as stop:
                 await self._abort("workflow failed")
@@ -420,9 +438,11 @@ class _Execution:
         # goes on. Writing it again is safe: the transition callback is told the same
         # terminal state, and a store keeps the first terminal document it took.
         try:
-            await self.emit()
+            pending = self.emit()
+            if pending is not None:
+                await pending
         except asyncio.CancelledError:
-            await asyncio.shield(asyncio.ensure_future(self.emit()))
+            await asyncio.shield(asyncio.ensure_future(self._emitted()))
             raise
 
     async def _schedule(self, sorter: ReadyTracker, done: set[str]) -> None:
@@ -437,7 +457,7 @@ class _Execution:
                     continue
                 self._skip(node_id, reason)
                 sorter.done(node_id)
-                await self.emit(self.state.steps[node_id])
+                await self._emitted(self.state.steps[node_id])
             if not self.pause_requested():
                 await self._dispatch(sorter)
             elif self.runnable and not self.running:
@@ -461,7 +481,7 @@ class _Execution:
             pre_error: NodeError | None = None
             if untold and (cn.when is not None or self.before_start is not None):
                 untold = False
-                await self.on_transition(self.state)
+                await self._told()
             if cn.when is not None:
                 try:
                     go = await self._until_deadline(
@@ -475,7 +495,7 @@ class _Execution:
                     if not go:
                         self._skip(node_id, f"'when' is false: {cn.node.when}")
                         sorter.done(node_id)
-                        await self.emit(self.state.steps[node_id])
+                        await self._emitted(self.state.steps[node_id])
                         continue
             if self.before_start is not None:
                 await self.before_start()
@@ -486,7 +506,9 @@ class _Execution:
                 # The only node that can run now (a chain's every node, a fan-out's root
                 # and join): run it in this task. A task of its own would buy nothing but
                 # a task, a wake-up and a turn of the loop per node.
-                await self.emit(run)
+                pending = self.emit(run)
+                if pending is not None:
+                    await pending
                 await self._run_inline(cn, ctx, pre_error, sorter)
                 continue
             task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
@@ -498,7 +520,7 @@ class _Execution:
                 self.on_node(run)
             untold = True
         if untold:
-            await self.on_transition(self.state)
+            await self._told()
         self.current = None
 
     async def _run_inline(
@@ -640,7 +662,9 @@ class _Execution:
             run.fallback = outcome.fallback
             self.scope[node_id] = outcome.output
             self.degraded = self.degraded or outcome.fallback is not None
-            await self.emit(run)
+            pending = self.emit(run)
+            if pending is not None:
+                await pending
             return
         run.status = NodeStatus.FAILED
         self.failed.add(node_id)
@@ -658,7 +682,7 @@ class _Execution:
         )
         if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
             self.degraded = True
-            await self.emit(run)
+            await self._emitted(run)
             return
         agent = outcome.agent
         on_agent = f" (agent {agent!r})" if agent else ""
