@@ -205,6 +205,52 @@ def _keys_size(item: dict[Any, Any]) -> int:
     return total
 
 
+class _DecodedSizer:
+    """`_Survey.size` for a value orjson decoded within `decoded_within`'s bounds (an
+    adopted answer's part): plain JSON, str keys, no container shared, nested and sized
+    within bounds, so none of the walk's checks (what is plain, how deep, how big, what
+    was seen) is needed, and keys are counted at C speed. `height` as _Survey's."""
+
+    __slots__ = ("height",)
+
+    def __init__(self) -> None:
+        self.height = 0
+
+    def size(self, item: Any) -> int:
+        kind = type(item)
+        if kind is str:
+            return len(item) + 2
+        if kind is dict:
+            # Each key: its length, its quotes and its colon.
+            total = sum(map(len, item)) + 3 * len(item) + 2
+            children = item.values()
+        elif kind is list:
+            total = 2
+            children = item
+        else:
+            return _decoded_scalar(item, kind)
+        height = 0
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                total += len(child) + 3
+            elif kind is dict or kind is list:
+                total += self.size(child) + 1
+                if self.height > height:
+                    height = self.height
+            else:
+                total += _decoded_scalar(child, kind) + 1
+        self.height = height + 1
+        return total
+
+
+def _decoded_scalar(item: Any, kind: type) -> int:
+    if kind is int:
+        bits: int = item.bit_length()
+        return max(1, bits // 3)
+    return 8  # a float, null or a boolean
+
+
 def _scalar_size(item: Any, kind: type) -> int:
     """A scalar's size as `measure` counts it; _NotPlain for what plain JSON lacks."""
     if kind is int:
@@ -277,19 +323,20 @@ class ValueSizes:
         does not fails with the same error, though the budget it leaves (spent past
         zero) may differ, as may the resource named when both run out at once.
         """
-        adopted = self._adopted.get(id(root))
-        if adopted is None:
+        if id(root) not in self._adopted:
             return None
-        survey = _Survey(adopted[1], MAX_JSON_DEPTH, self._entries)
-        try:
-            size = survey.size(part, 0)
-        except _NotPlain:  # not what adopt was promised: measure it as any other value
+        sizer = _DecodedSizer()
+        size = sizer.size(part)
+        if size < self.min_size:
+            # One `keep` would not have remembered (too small to be worth it) is measured
+            # by the caller as it would have been: a render that cannot afford it then
+            # charges what `measure` counts within its budget, not the exact size.
             return None
-        self._remember(survey.found)
-        # One `keep` would not have remembered (too small to be worth it) is measured by
-        # the caller as it would have been: a render that cannot afford it then charges
-        # what `measure` counts within its budget, not the exact size.
-        return size if size >= self.min_size else None
+        if len(self._entries) < self.max_entries:
+            # The part alone (not the containers inside it: a later read of one of those
+            # is learned then, to the same size).
+            self._entries[id(part)] = (part, size, sizer.height)
+        return size
 
     def _remember(self, found: dict[int, tuple[Any, int, int]]) -> None:
         entries = self._entries

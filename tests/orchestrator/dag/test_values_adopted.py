@@ -18,9 +18,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.dag.budget import Budget, Limits
+from orchestrator.dag.budget import Budget, Limits, measure
 from orchestrator.dag.templates import Template, compile_template
-from orchestrator.dag.values import ValueSizes, json_value
+from orchestrator.dag.values import ValueSizes, json_depth, json_value
 
 _NAMES = ("a", "b", "c", "0", "1")
 
@@ -119,7 +119,7 @@ def test_a_part_is_walked_once_then_charged_from_what_was_learned() -> None:
     assert len(sizes) == 0  # nothing walked when adopted
     template = compile_template({"r": "{{ s.rows }}"})
     template.render({"s": answer}, budget=_budgets(10**6, 10**6)[0], sizes=sizes)
-    # The rows and each of their (big enough) items, not the columns nor the answer.
+    # The rows, not the columns nor the answer.
     assert id(answer["rows"]) in sizes.entries
     assert id(answer["columns"]) not in sizes.entries
     assert id(answer) not in sizes.entries
@@ -137,11 +137,17 @@ def test_what_is_learned_stays_within_the_entries_cap() -> None:
     answer = orjson.loads(orjson.dumps({"rows": [{"n": "x" * 20, "i": i} for i in range(50)]}))
     sizes = ValueSizes(max_entries=10)
     sizes.adopt(answer, max_bytes=10**6)
-    template = compile_template(["{{ s.rows }}", "{{ s }}"])
-    template.render({"s": answer}, budget=_budgets(10**6, 10**6)[0], sizes=sizes)
+    template = compile_template(["{{ s.rows }}", *(f"{{{{ s.rows.{i} }}}}" for i in range(30))])
+    budget = _budgets(10**6, 10**6)[0]
+    template.render({"s": answer}, budget=budget, sizes=sizes)
     assert len(sizes) == 10
-    # Outermost first: the rows list itself is among those kept.
+    # The first parts read are the ones remembered, and charged as the walk charges them.
     assert id(answer["rows"]) in sizes.entries
+    kept = ValueSizes()
+    kept.keep(answer, max_bytes=10**6)
+    again = _budgets(10**6, 10**6)[0]
+    template.render({"s": answer}, budget=again, sizes=kept.entries)
+    assert (budget.ops_left, budget.bytes_left) == (again.ops_left, again.bytes_left)
 
 
 def test_an_adopted_value_is_held_so_its_id_cannot_be_reused() -> None:
@@ -164,3 +170,16 @@ def test_a_value_not_adopted_is_not_learned() -> None:
     part = ["y" * 40]
     assert sizes.learn({"other": part}, part) is None
     assert len(sizes) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json)
+def test_a_learned_size_is_measures_and_its_height_the_values_depth(value: Any) -> None:
+    """The sizer for decoded values skips the walk's checks, not its arithmetic."""
+    decoded = orjson.loads(orjson.dumps(value))
+    if type(decoded) not in (dict, list):
+        return
+    sizes = ValueSizes(min_size=0)
+    sizes.adopt(decoded, max_bytes=2**30)
+    assert sizes.learn(decoded, decoded) == measure(decoded, 2**30)
+    assert sizes.entries[id(decoded)][1:] == (measure(decoded, 2**30), json_depth(decoded))
