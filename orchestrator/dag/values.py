@@ -238,8 +238,10 @@ class _DecodedSizer:
                 total += self.size(child) + 1
                 if self.height > height:
                     height = self.height
-            else:
-                total += _decoded_scalar(child, kind) + 1
+            elif kind is int:
+                total += max(1, child.bit_length() // 3) + 1
+            else:  # a float, null or a boolean
+                total += 9
         self.height = height + 1
         return total
 
