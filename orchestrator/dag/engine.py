@@ -785,7 +785,7 @@ class _Execution:
                 output = self._storable(cn, output)
             elif cn.id in self.workflow.read:
                 # Templates read its parts: each is measured when first read instead.
-                self.sizes.adopt(output, max_bytes=self.engine.limits.node_bytes)
+                self.sizes.adopt(output)
             return _Outcome(output=output, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc

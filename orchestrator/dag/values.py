@@ -280,15 +280,17 @@ class ValueSizes:
     object while the entry exists. Values kept through here must not be changed.
     """
 
-    __slots__ = ("_adopted", "_entries", "max_entries", "min_size")
+    __slots__ = ("_adopted", "_entries", "adopting", "max_entries", "min_size")
 
     def __init__(self, *, min_size: int = 16, max_entries: int = 1024) -> None:
         self.min_size = min_size
         self.max_entries = max_entries
         self._entries: dict[int, tuple[Any, int, int]] = {}
-        # Values kept without a walk (`adopt`), by id: (the value, the max_bytes its
-        # parts are measured within). Holding each one keeps its id from being reused.
-        self._adopted: dict[int, tuple[Any, int]] = {}
+        # Values kept without a walk (`adopt`), by id. Holding each one keeps its id from
+        # being reused.
+        self._adopted: dict[int, Any] = {}
+        # Whether any value was adopted (else `learn` has nothing to do): read per render.
+        self.adopting = False
 
     def keep(self, value: Any, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
         """`json_value(value, ...)`, remembering the sizes of the value's big containers."""
@@ -297,33 +299,30 @@ class ValueSizes:
             self._remember(survey.found)
         return checked
 
-    def adopt(self, value: Any, *, max_bytes: int) -> Any:
-        """Keep `value` as it is, unwalked: the caller knows `keep(value, max_bytes=...)`
-        would return it unchanged, remembering what it found (an answer as our client
-        decoded it, within `decoded_within`'s bounds). What `keep` would have remembered
-        of it is found later, a part at a time, when a template reads that part
-        (`learn`): a chain's answers are read a part each, and most never whole."""
-        self._adopted[id(value)] = (value, max_bytes)
+    def adopt(self, value: Any) -> Any:
+        """Keep `value` as it is, unwalked. Only for a value orjson decoded from a body
+        within `decoded_within`'s bounds (an agent's answer as our client read it): one
+        `keep` would return unchanged, and whose parts `learn` can size without the
+        walk's checks. What `keep` would have remembered of it is found later, a part at
+        a time, when a template reads that part: a chain's answers are read a part
+        each, and most never whole."""
+        self._adopted[id(value)] = value
+        self.adopting = True
         return value
-
-    @property
-    def adopting(self) -> bool:
-        """Whether any value was adopted (else `learn` has nothing to do)."""
-        return bool(self._adopted)
 
     def learn(self, root: Any, part: Any) -> int | None:
         """The size of `part`, a container read from `root` (a value in the scope), when
-        `root` was adopted: `part` is walked as `keep` would have walked it (the same size,
-        exact: the adopted value is within its max_bytes as a whole) and what the walk
-        found is remembered as `keep` remembers it, so the next read is not walked again.
-        None when `root` was not adopted, or `part` is smaller than `min_size`: the caller
-        measures `part` itself, as it would have after `keep`.
+        `root` was adopted: `part` is sized as `keep`'s walk sizes it (exactly: an adopted
+        value is plain JSON within its bounds, `_DecodedSizer`) and remembered, so the
+        next read is charged from the entry. None when `root` was not adopted, or `part`
+        is smaller than `min_size`: the caller measures `part` itself, as it would have
+        after `keep`.
 
-        The one difference from `keep`: past `max_entries`, what each path remembers
-        differs (`keep` the outermost containers of the first values kept, this the parts
-        read first). Renders that fit their budget charge the same either way; one that
-        does not fails with the same error, though the budget it leaves (spent past
-        zero) may differ, as may the resource named when both run out at once.
+        Renders charge exactly what they charge after `keep`. The one difference is past
+        `max_entries`, where the two remember different containers (`keep` the outermost
+        of the first values kept, this the parts read first): a render that cannot
+        afford a part then fails with the same error, though the budget it leaves (spent
+        past zero) may differ, as may the resource named when both run out at once.
         """
         if id(root) not in self._adopted:
             return None

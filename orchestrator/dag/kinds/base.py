@@ -240,7 +240,7 @@ class NodeContext:
                 payload,
                 workflow_id=self.workflow_id,
                 node_id=self.node.id,
-                retry=self.retry_for(agent, retry),
+                retry=self.retry_for(agent, retry) if retry else None,
                 timeout_s=timeout_s,
                 deadline=self.deadline,
             )

@@ -88,7 +88,7 @@ def test_an_adopted_value_is_charged_as_a_kept_one(
     eager = ValueSizes(min_size=min_size)
     assert eager.keep(decoded, max_bytes=2**30) is decoded
     lazy = ValueSizes(min_size=min_size)
-    assert lazy.adopt(decoded, max_bytes=2**30) is decoded
+    assert lazy.adopt(decoded) is decoded
     compiled = [compile_template(t) for t in templates]
     (fast, fast_workflow), (slow, slow_workflow) = (_budgets(ops, nbytes) for _ in range(2))
     for template in compiled:
@@ -115,7 +115,7 @@ def test_a_part_is_walked_once_then_charged_from_what_was_learned() -> None:
     rows = [{"region": f"r{i}", "total": i} for i in range(30)]
     answer = orjson.loads(orjson.dumps({"columns": ["region", "total"], "rows": rows}))
     sizes = ValueSizes()
-    sizes.adopt(answer, max_bytes=10**6)
+    sizes.adopt(answer)
     assert len(sizes) == 0  # nothing walked when adopted
     template = compile_template({"r": "{{ s.rows }}"})
     template.render({"s": answer}, budget=_budgets(10**6, 10**6)[0], sizes=sizes)
@@ -136,7 +136,7 @@ def test_a_part_is_walked_once_then_charged_from_what_was_learned() -> None:
 def test_what_is_learned_stays_within_the_entries_cap() -> None:
     answer = orjson.loads(orjson.dumps({"rows": [{"n": "x" * 20, "i": i} for i in range(50)]}))
     sizes = ValueSizes(max_entries=10)
-    sizes.adopt(answer, max_bytes=10**6)
+    sizes.adopt(answer)
     template = compile_template(["{{ s.rows }}", *(f"{{{{ s.rows.{i} }}}}" for i in range(30))])
     budget = _budgets(10**6, 10**6)[0]
     template.render({"s": answer}, budget=budget, sizes=sizes)
@@ -157,7 +157,7 @@ def test_an_adopted_value_is_held_so_its_id_cannot_be_reused() -> None:
     sizes = ValueSizes()
     adopted, dropped = Answer(rows=[[1, 2, 3]] * 4), Answer(rows=[])
     alive, gone = weakref.ref(adopted), weakref.ref(dropped)
-    sizes.adopt(adopted, max_bytes=10**6)
+    sizes.adopt(adopted)
     del adopted, dropped
     gc.collect()
     assert alive() is not None  # held by the ValueSizes, as its entries hold theirs
@@ -166,7 +166,7 @@ def test_an_adopted_value_is_held_so_its_id_cannot_be_reused() -> None:
 
 def test_a_value_not_adopted_is_not_learned() -> None:
     sizes = ValueSizes()
-    sizes.adopt({"x": [1]}, max_bytes=10**6)
+    sizes.adopt({"x": [1]})
     part = ["y" * 40]
     assert sizes.learn({"other": part}, part) is None
     assert len(sizes) == 0
@@ -180,6 +180,6 @@ def test_a_learned_size_is_measures_and_its_height_the_values_depth(value: Any) 
     if type(decoded) not in (dict, list):
         return
     sizes = ValueSizes(min_size=0)
-    sizes.adopt(decoded, max_bytes=2**30)
+    sizes.adopt(decoded)
     assert sizes.learn(decoded, decoded) == measure(decoded, 2**30)
     assert sizes.entries[id(decoded)][1:] == (measure(decoded, 2**30), json_depth(decoded))
