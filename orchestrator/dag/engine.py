@@ -241,6 +241,10 @@ class _Execution:
         self.finished: list[asyncio.Task[_Outcome]] = []
         self.wakeup: asyncio.Future[None] | None = None
         self.timed_out = False
+        # The deadline's timer: one for the whole run, armed when it first waits for node
+        # tasks (`_wait_one`, the only reader of `timed_out`). Inline nodes are bounded by
+        # their own cap, so a run that never waits for a task (a chain) arms none.
+        self.timer: asyncio.TimerHandle | None = None
         self.runnable: deque[str] = deque()
         self.degraded = False
         self.deadline: float | None = None
@@ -357,11 +361,8 @@ class _Execution:
         state.status = WorkflowStatus.RUNNING
         state.error = None
         state.finished_at = None
-        timer: asyncio.TimerHandle | None = None
         if self.options.timeout_s is not None:
             self.deadline = self.loop.time() + self.options.timeout_s
-            # One timer for the whole run, not one per wait for a node.
-            timer = self.loop.call_at(self.deadline, self._on_deadline)
         pending = self.emit()
         if pending is not None:
             await pending
@@ -396,8 +397,8 @@ class _Execution:
             await self._emit_final()
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            if self.timer is not None:
+                self.timer.cancel()
             await self._reap()
         await self._emit_final()
 
@@ -613,6 +614,10 @@ class _Execution:
     async def _wait_one(self, sorter: ReadyTracker) -> None:
         # Cheaper than asyncio.wait(FIRST_COMPLETED), which adds and removes a callback
         # on every running task (and arms a timer) each time it is called.
+        if self.timer is None and self.deadline is not None:
+            if self.loop.time() >= self.deadline:
+                self.timed_out = True  # what the timer, armed at the start, had said
+            self.timer = self.loop.call_at(self.deadline, self._on_deadline)
         if not self.finished and not self.timed_out:
             self.wakeup = self.loop.create_future()
             try:

@@ -301,3 +301,43 @@ async def test_a_node_that_waited_gave_the_loop_its_turn_so_the_next_starts_at_o
     b_done = log.index(("running", "completed", "completed"))
     assert ("tick",) in log[a_done + 1 : b_done]
     assert log[b_done + 1] == ("completed", "completed", "completed")
+
+
+async def test_a_deadline_passed_before_the_run_first_waits_for_node_tasks_ends_it(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """The deadline's timer is armed when the run first waits for node tasks (a chain run
+    inline never does); a deadline already past by then ends the run at once, as a timer
+    armed at the start would have."""
+    fake.gate("b")
+    fake.gate("c")
+    compiled = compile_def(
+        {
+            "options": {"timeout_s": 0.05},
+            "nodes": [agent("a"), agent("b", depends_on=["a"]), agent("c", depends_on=["a"])],
+        }
+    )
+    state = new_state(compiled.name)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def before_start() -> None:
+        if state.steps["a"].status is NodeStatus.COMPLETED:
+            # The time the deadline measures passes here, outside any node's own cap.
+            await asyncio.sleep(max(0.0, started + 0.06 - loop.time()))
+
+    async def on_transition(_: WorkflowState) -> None:
+        return None
+
+    runner = harness.runner()
+    await asyncio.wait_for(
+        runner.run(compiled, state, on_transition=on_transition, before_start=before_start),
+        timeout=10,
+    )
+    assert state.status is WorkflowStatus.FAILED
+    assert state.error is not None and state.error.code == "workflow_timeout"
+    assert {k: v.status.value for k, v in state.steps.items()} == {
+        "a": "completed",
+        "b": "cancelled",
+        "c": "cancelled",
+    }
