@@ -30,16 +30,6 @@ each wait for bytes of the answer, `pool` the wait for a free connection when
 `max_connections` are busy, `write` sending the request. aiohttp has no write
 timeout: over aiohttp `write` is not enforced (agent requests are small, and
 `AgentClient`'s per-attempt cap still bounds a whole attempt when one is set).
-
-Over aiohttp, `read` is kept by our own caps (circuit/cap.py), not aiohttp's
-`sock_read`: that arms a timer of the event loop when the request is sent and
-re-arms it on every chunk received (two timers and their cancels per call, ~3 % of
-a chain's instructions), where one `CapTimer` serves every request in flight and
-costs no timer at all for a request that ends before the earliest armed limit. The
-wait for the answer's head is one cap of `read` from the moment the request is
-made: when a connection has to be opened first (rare: connections are kept alive),
-opening it counts towards that wait, itself bounded by `connect`. Then each wait
-for a piece of a body not yet all received is a cap of `read` of its own.
 """
 
 from __future__ import annotations
@@ -57,7 +47,6 @@ import aiohttp
 
 from agents.registry import AgentTimeouts
 from circuit.bulkhead import Bulkhead
-from circuit.cap import CapTimer
 
 __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY_S",
@@ -229,8 +218,6 @@ class AiohttpTransport:
         # its key alive, so an id is never reused while it is in here.
         self._timeouts: dict[AgentTimeouts, aiohttp.ClientTimeout] = {}
         self._by_id: dict[int, tuple[AgentTimeouts, aiohttp.ClientTimeout]] = {}
-        # The read timeouts of every request in flight, on one timer (module docstring).
-        self._caps = CapTimer()
 
     def _open(self) -> aiohttp.ClientSession:
         # Made inside the running loop: aiohttp binds a session to the loop it is made in.
@@ -254,9 +241,8 @@ class AiohttpTransport:
         if cached is None:
             if len(self._timeouts) >= 256:  # bounded: overrides could be many
                 self._timeouts.clear()
-            # No sock_read: `read` is our caps' (request, _read).
             cached = self._timeouts[timeouts] = aiohttp.ClientTimeout(
-                total=None, connect=None, sock_connect=timeouts.connect, sock_read=None
+                total=None, connect=None, sock_connect=timeouts.connect, sock_read=timeouts.read
             )
         if len(self._by_id) >= 256:
             self._by_id.clear()
@@ -286,7 +272,7 @@ class AiohttpTransport:
             # manager's two around it (resumed with it each time the request waits) and
             # the three of its exit; `release` in `finally` is what the exit does once the
             # body is read (the writer task has ended by then), and after an error.
-            request = session.request(
+            response = await session.request(
                 method,
                 url,
                 data=body,
@@ -294,30 +280,18 @@ class AiohttpTransport:
                 allow_redirects=False,
                 timeout=self._client_timeout(timeouts),
             )
-            # The wait for the answer's head, under `read` (the module docstring says why
-            # a cap and not aiohttp's sock_read; asyncio.timeout's semantics).
-            cap = self._caps.start(timeouts.read)
-            try:
-                response = await request
-            except BaseException as exc:
-                if cap.stop(exc):
-                    raise TransportTimeout("read", timeouts.read) from None
-                raise
-            cap.stop(None)
             try:
                 declared = response.content_length
                 if (
                     declared is not None
                     and declared <= max_body_bytes
                     and "Content-Encoding" not in response.headers
-                    and response.content.is_eof()
                 ):
-                    # The common answer: its whole body came with its head, so reading
-                    # it waits for nothing (no cap), in one buffer, without `_read`'s
+                    # The common answer, read here: `_read`'s one buffer without its
                     # coroutine (a frame made and resumed per request for nothing).
                     content = await response.read()
                 else:
-                    content = await self._read(response, max_body_bytes, timeouts.read)
+                    content = await self._read(response, max_body_bytes)
                 return TransportResponse(response.status, response.headers, content)
             finally:
                 response.release()
@@ -326,34 +300,25 @@ class AiohttpTransport:
         finally:
             slots.release()
 
-    async def _read(self, response: aiohttp.ClientResponse, limit: int, read_s: float) -> bytes:
-        """The body, each wait for a piece of it under `read_s`, at most `limit` bytes."""
+    @staticmethod
+    async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
+        declared = response.content_length
         try:
-            too_large(response.content_length, limit)
+            too_large(declared, limit)
         except ResponseTooLarge:
             response.close()  # drop the connection rather than drain the body
             raise
-        content = response.content
-        caps = self._caps
+        if declared is not None and "Content-Encoding" not in response.headers:
+            return await response.read()  # within the cap: one read, one buffer
         parts: list[bytes] = []
         size = 0
-        while True:
-            cap = caps.start(read_s)
-            try:
-                chunk = await content.readany()
-            except BaseException as exc:
-                if cap.stop(exc):
-                    response.close()  # the rest may never come: drop the connection
-                    raise TransportTimeout("read", read_s) from None
-                raise
-            cap.stop(None)
-            if not chunk:
-                return b"".join(parts)
+        while chunk := await response.content.readany():
             size += len(chunk)
             if size > limit:
                 response.close()
                 raise ResponseTooLarge(limit)
             parts.append(chunk)
+        return b"".join(parts)
 
     async def aclose(self) -> None:
         if self._session is not None:
