@@ -34,7 +34,7 @@ import os
 import resource
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -56,7 +56,7 @@ from bench.chain import (
 
 QUERY = "average revenue by region in 2024"
 # What `--only` can pick: the in-process engine rows (with their floors), the service
-# rows, CPU per node with the fake transport, state writes per chain, peak RSS.
+# rows, CPU per node with the fake transport, state writes per workflow, peak RSS.
 ROW_GROUPS = ("engine", "service", "cpu", "writes", "rss")
 FANOUT_WIDTH = 18
 
@@ -243,7 +243,22 @@ async def _engine_row(
 
 async def _saves_per_chain(delay_s: float, conc: int, n: int) -> float:
     """State writes per chain workflow with write-behind `delay_s`, fake instant agents."""
+    saves, _ = await _writes_per_workflow(delay_s, conc, n)
+    return saves
+
+
+async def _writes_per_workflow(
+    delay_s: float,
+    conc: int,
+    n: int,
+    *,
+    stub_port: int | None = None,
+    definition: Mapping[str, Any] | None = None,
+) -> tuple[float, float]:
+    """(state writes, event appends) per workflow with write-behind `delay_s`: the chain
+    (or `definition`) against fake instant agents, or the stub agents at `stub_port`."""
     from agents.client import AgentClient
+    from agents.transport import create_transport
     from orchestrator.builtins import BUILTIN_FALLBACKS
     from orchestrator.dag.compiler import compile_workflow
     from orchestrator.dag.engine import DagEngine
@@ -255,14 +270,23 @@ async def _saves_per_chain(delay_s: float, conc: int, n: int) -> float:
     class Counting(MemoryStateStore):
         saves = 0
 
+        appends = 0
+
         async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
             self.saves += 1
             return await super().save(state, token=token)
 
-    registry = _registry(1)
+        async def append_events(
+            self, workflow_id: str, events: Sequence[Mapping[str, Any]]
+        ) -> int:
+            self.appends += 1
+            return await super().append_events(workflow_id, events)
+
+    registry = _registry(1 if stub_port is None else stub_port)
     kinds = default_kinds()
+    transport: Any = FakeTransport() if stub_port is None else create_transport()
     runner = DagEngine(
-        agents=AgentClient(registry, FakeTransport()),
+        agents=AgentClient(registry, transport),
         registry=registry,
         kinds=kinds,
         builtins=BUILTIN_FALLBACKS,
@@ -270,7 +294,10 @@ async def _saves_per_chain(delay_s: float, conc: int, n: int) -> float:
     store = Counting()
     orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner, write_delay_s=delay_s)
     chain = compile_workflow(
-        _chain_definition(), agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
+        _chain_definition() if definition is None else definition,
+        agents=list(registry),
+        kinds=kinds,
+        builtins=list(BUILTIN_FALLBACKS),
     )
     await orchestrator.start()
     try:
@@ -280,9 +307,11 @@ async def _saves_per_chain(delay_s: float, conc: int, n: int) -> float:
             await orchestrator.wait(state.workflow_id)
 
         await _drive("saves", one, concurrency=conc, count=n)
-        return store.saves / (n + min(50, n))
+        total = n + min(50, n)
+        return store.saves / total, store.appends / total
     finally:
         await orchestrator.close()
+        await transport.aclose()
 
 
 # -- peak RSS in a fresh process ---------------------------------------------------------
@@ -391,6 +420,31 @@ async def _one_run(
             cpu_per_node.setdefault(label, []).append(cpu / nodes * 1000.0)
 
 
+async def _writes_rows(
+    workflows: int, stub_port: int
+) -> tuple[dict[tuple[int, float], float], dict[tuple[str, int, float], tuple[float, float]]]:
+    """State writes per chain with fake agents; writes and event appends per workflow with
+    the stub agents (real HTTP), chain and fan-out: each at 1 and 50 in flight, without
+    and with the write-behind delay."""
+    saves = {
+        (conc, delay): await _saves_per_chain(delay, conc, workflows // 2)
+        for conc in (1, 50)
+        for delay in (0.0, 0.005)
+    }
+    http_writes = {}
+    for label, definition in (("chain", _chain_definition()), ("fan-out", FANOUT_DEFINITION)):
+        for conc in (1, 50):
+            for delay in (0.0, 0.005):
+                http_writes[(label, conc, delay)] = await _writes_per_workflow(
+                    delay,
+                    conc,
+                    workflows // (2 if label == "chain" else 4),
+                    stub_port=stub_port,
+                    definition=definition,
+                )
+    return saves, http_writes
+
+
 async def main(args: argparse.Namespace) -> None:
     import logging
 
@@ -404,6 +458,7 @@ async def main(args: argparse.Namespace) -> None:
     rows: dict[str, list[Row]] = {}
     cpu_per_node: dict[str, list[float]] = {}
     saves: dict[tuple[int, float], float] = {}
+    http_writes: dict[tuple[str, int, float], tuple[float, float]] = {}
     rss: dict[str, list[float]] = {}
 
     def keep(row: Row) -> None:
@@ -426,11 +481,7 @@ async def main(args: argparse.Namespace) -> None:
         for _ in range(args.runs):
             await _one_run(args, only, stub_port, ports, keep, cpu_per_node)
         if "writes" in only:
-            saves = {
-                (conc, delay): await _saves_per_chain(delay, conc, args.workflows // 2)
-                for conc in (1, 50)
-                for delay in (0.0, 0.005)
-            }
+            saves, http_writes = await _writes_rows(args.workflows, stub_port)
         if "rss" in only:
             for _ in range(args.runs if only == {"rss"} else 1):
                 for kind in ("floor", "engine"):
@@ -444,10 +495,22 @@ async def main(args: argparse.Namespace) -> None:
     _print_rows(rows)
     _print_targets(rows, cpu_per_node, rss, redis=bool(redis_url))
     print()
+    _print_writes(saves, http_writes)
+
+
+def _print_writes(
+    saves: dict[tuple[int, float], float],
+    http_writes: dict[tuple[str, int, float], tuple[float, float]],
+) -> None:
     for (conc, delay), per_chain in saves.items():
         print(
             f"state writes per chain, {conc:>2} in flight, ORCH_STATE_WRITE_DELAY_S={delay:g}: "
             f"{per_chain:.2f}"
+        )
+    for (label, conc, delay), (writes, appends) in http_writes.items():
+        print(
+            f"real HTTP, {label:<7} {conc:>2} in flight, ORCH_STATE_WRITE_DELAY_S={delay:g}: "
+            f"state writes per workflow {writes:.2f}, event appends {appends:.2f}"
         )
 
 

@@ -145,7 +145,7 @@ class WorkflowOrchestrator:
         handoff_on_shutdown: bool = False,
         clock: Clock | None = None,
         write_pace: float = 4.0,
-        write_delay_s: float = 0.0,
+        write_delay_s: float = DEFAULTS.state_write_delay_s,
         tracer: Tracer | None = None,
     ) -> None:
         self.store = store
@@ -153,6 +153,8 @@ class WorkflowOrchestrator:
         # StateWriter pacing (see there): keeps writing linear in a workflow's size.
         self._write_pace = write_pace
         # StateWriter write-behind delay (see there): transitions of a burst coalesce.
+        # Its default is the service's (Settings.state_write_delay_s): one source, and an
+        # in-process engine coalesces its writes as the service does.
         self._write_delay_s = write_delay_s
         self.dag_engine = dag_engine
         self.metrics = metrics or WorkflowMetrics()

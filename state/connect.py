@@ -70,9 +70,11 @@ class HiredisPackingConnection(Connection):
     def pack_command(self, *args: EncodableT) -> list[bytes]:
         first = args[0]
         # A command name of several words ("CLIENT SETINFO") goes as separate arguments,
-        # as redis-py's packers send it.
+        # as redis-py's packers send it. A name of letters only (every command we send)
+        # has no whitespace even once encoded: hiredis encodes it as it is.
         if isinstance(first, str):
-            args = (*first.encode().split(), *args[1:])
+            if not first.isalpha():
+                args = (*first.encode().split(), *args[1:])
         elif isinstance(first, bytes) and b" " in first:
             args = (*first.split(), *args[1:])
         try:
@@ -82,6 +84,11 @@ class HiredisPackingConnection(Connection):
             packed: list[bytes] = self._fallback.pack(*args)
             return packed
 
+    def pack_commands(self, commands: Iterable[Iterable[EncodableT]]) -> list[bytes]:
+        """The commands' packed pieces, in order, as they are: redis-py's own joins them
+        into ~6 KB buffers in a Python loop per piece, and the write joins or gathers
+        them again anyway (same bytes on the wire)."""
+        return [piece for command in commands for piece in self.pack_command(*command)]
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True

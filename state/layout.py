@@ -54,10 +54,12 @@ class WriteStats:
     fields: int = 0
     nbytes: int = 0
 
-    def add(self, fields: Mapping[str, bytes]) -> None:
+    def add(self, fields: Mapping[str, bytes], nbytes: int | None = None) -> None:
+        """Count one save of `fields`; `nbytes` (names and values) when the caller has
+        summed them already, as the memory store does while merging them in."""
         self.saves += 1
         self.fields += len(fields)
-        self.nbytes += sum(len(k) + len(v) for k, v in fields.items())
+        self.nbytes += sum(len(k) + len(v) for k, v in fields.items()) if nbytes is None else nbytes
 
 
 def _run_print(run: NodeRun) -> tuple[Any, ...]:

@@ -183,10 +183,10 @@ class MemoryStateStore:
             return False
         terminal = state.status.is_terminal
         if terminal:
-            fields = self._write_finished(state, now)
+            fields, nbytes = self._write_finished(state, now)
         else:
-            fields = self._write_running(state, stored, now)
-        self.write_stats.add(fields)
+            fields, nbytes = self._write_running(state, stored, now)
+        self.write_stats.add(fields, nbytes)
         if terminal and stored is not None and stored.watched:
             for subscriber in self._finish_subscribers:
                 subscriber.queue.put_nowait(workflow_id)
@@ -210,8 +210,8 @@ class MemoryStateStore:
         await self.save(state, token=token)
         return token
 
-    def _write_finished(self, state: WorkflowState, now: float) -> dict[str, bytes]:
-        """Compact the workflow: its final document, kept for the retention."""
+    def _write_finished(self, state: WorkflowState, now: float) -> tuple[dict[str, bytes], int]:
+        """Compact the workflow: its final document, kept for the retention (and its size)."""
         workflow_id = state.workflow_id
         fields = compacted(state, compress_from=COMPRESS_FROM)
         self._fields.forget(workflow_id)
@@ -230,12 +230,13 @@ class MemoryStateStore:
         if state.submit_key is not None and submit in self._submits:
             wid, digest, _ = self._submits[submit]
             self._submits[submit] = (wid, digest, expires_at)
-        return fields
+        return fields, size
 
     def _write_running(
         self, state: WorkflowState, stored: _Doc | None, now: float
-    ) -> dict[str, bytes]:
-        """Merge the changed fields in; every key of the workflow gets the running TTL."""
+    ) -> tuple[dict[str, bytes], int]:
+        """Merge the changed fields in; every key of the workflow gets the running TTL.
+        Returns the fields written and their bytes (names and values)."""
         workflow_id = state.workflow_id
         full = stored is None or keys.DOC_SPEC_FIELD not in stored.fields
         changes = self._fields.changes(state, full=full)
@@ -244,9 +245,12 @@ class MemoryStateStore:
             stored = self._docs[workflow_id] = _Doc({}, False, expires_at)
         merged = stored.fields
         grown = 0
+        sent = 0
         for name, blob in changes.fields.items():
             old = merged.get(name)
-            grown += len(blob) - len(old) if old is not None else len(name) + len(blob)
+            size = len(blob)
+            sent += len(name) + size
+            grown += size - len(old) if old is not None else len(name) + size
             merged[name] = blob  # msgspec's bytes are right-sized: kept as they are
         stored.size += grown
         stored.expires_at = expires_at
@@ -260,7 +264,7 @@ class MemoryStateStore:
         log = self._live_events(workflow_id, now)
         if log is not None:
             log.expires_at = expires_at
-        return changes.fields
+        return changes.fields, sent
 
     async def get(self, workflow_id: str) -> WorkflowState | None:
         stored = self._live_doc(workflow_id, self._clock())

@@ -316,6 +316,67 @@ async def test_many_distinct_timeouts_each_keep_their_own_limits(
         assert (caught.value.phase, caught.value.timeout_s) == ("read", 0.05)
 
 
+def _head(length: int) -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+async def test_a_body_that_stops_coming_is_a_read_timeout(transport: AgentTransport) -> None:
+    """The head arrives, part of the body, then nothing: `read` bounds that wait too, and
+    the half-read connection is not used again (the next request opens another)."""
+    connections = 0
+    stalled = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        if connections == 1:
+            writer.write(_head(10) + b"12345")  # half the body, then silence
+            await writer.drain()
+            await stalled.wait()
+        else:
+            writer.write(_head(2) + b"ok")
+            await writer.drain()
+            await reader.read()  # until the client closes
+        writer.close()
+
+    timeouts = AgentTimeouts(connect=5.0, read=0.05, write=5.0, pool=5.0)
+    async with raw_server(stall) as url:
+        try:
+            with pytest.raises(TransportTimeout) as caught:
+                await get(transport, f"{url}/x", timeouts=timeouts)
+            assert (caught.value.phase, caught.value.timeout_s) == ("read", 0.05)
+            response = await get(transport, f"{url}/x", timeouts=timeouts)
+            assert response.body == b"ok"  # type: ignore[attr-defined]
+            assert connections == 2
+        finally:
+            stalled.set()
+
+
+async def test_read_bounds_each_wait_for_the_body_not_the_whole_body(
+    transport: AgentTransport,
+) -> None:
+    """A body sent in pieces, each gap well under `read` but all of them together over it,
+    is read whole: `read` is a limit on silence, not on the answer's length."""
+    pieces, gap_s, read_s = 5, 0.3, 1.0  # 1.5 s of pieces against a 1 s read limit
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(_head(pieces))
+        await writer.drain()
+        for i in range(pieces):
+            await asyncio.sleep(gap_s)  # the pace under test: an agent's, in time
+            writer.write(str(i).encode())
+            await writer.drain()
+        await reader.read()
+        writer.close()
+
+    timeouts = AgentTimeouts(connect=5.0, read=read_s, write=5.0, pool=5.0)
+    async with raw_server(trickle) as url:
+        response = await get(transport, f"{url}/x", timeouts=timeouts)
+    assert response.body == b"01234"  # type: ignore[attr-defined]
+
+
 async def test_pool_timeout(served: tuple[Agent, str], transport_name: TransportName) -> None:
     """With every connection busy, a request waits `pool` at most: TransportTimeout('pool')."""
     agent, base = served

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -59,12 +59,28 @@ class Agents:
 
 
 class OutageStore(MemoryStateStore):
-    """The memory store, with a switch that makes every call fail like an unreachable Redis."""
+    """The memory store, with a switch that makes every call fail like an unreachable Redis,
+    and a way to await a document the engines write behind (`stored`)."""
 
     def __init__(self, *, clock: FakeClock) -> None:
         super().__init__(clock=clock)
         self.down = False
         self.refused_while_down = 0
+        # Set (and replaced) after every save: `stored` waits on saves, not on time.
+        self._saved = asyncio.Event()
+
+    async def stored(
+        self, workflow_id: str, holds: Callable[[WorkflowState], bool]
+    ) -> WorkflowState:
+        """The stored document once a save made it satisfy `holds`. Transitions are written
+        behind (ORCH_STATE_WRITE_DELAY_S, real time): a test that needs one in the store
+        before the fake clock moves waits for it here."""
+        while True:
+            saved = self._saved
+            state = await super().get(workflow_id)
+            if state is not None and holds(state):
+                return state
+            await saved.wait()
 
     def _check(self, operation: str) -> None:
         if self.down:
@@ -73,7 +89,11 @@ class OutageStore(MemoryStateStore):
 
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         self._check("save")
-        return await super().save(state, token=token)
+        try:
+            return await super().save(state, token=token)
+        finally:
+            saved, self._saved = self._saved, asyncio.Event()
+            saved.set()
 
     async def get(self, workflow_id: str) -> WorkflowState | None:
         self._check("get")
@@ -101,6 +121,11 @@ def store(clock: FakeClock) -> OutageStore:
 @pytest.fixture
 def fake_agents() -> Agents:
     return Agents()
+
+
+def nlp_done(state: WorkflowState) -> bool:
+    nlp = state.steps.get("nlp")
+    return nlp is not None and nlp.status is NodeStatus.COMPLETED
 
 
 @pytest.fixture
@@ -175,13 +200,18 @@ async def test_the_heartbeat_keeps_a_running_workflows_lease(
 
 
 async def test_a_silent_owners_workflow_is_resumed_after_its_lease(
-    make_engine: Any, chain: CompiledWorkflow, clock: FakeClock, fake_agents: Agents
+    make_engine: Any,
+    chain: CompiledWorkflow,
+    clock: FakeClock,
+    fake_agents: Agents,
+    store: OutageStore,
 ) -> None:
     """No heartbeat (the owner froze): just before lease_s nothing happens; after, the
     other replica's reconciler resumes it, keeping the completed NLP step."""
     frozen, survivor = make_engine("frozen"), make_engine("survivor")
     state = await frozen.submit(chain, {"query": "revenue by region"})  # frozen never beats
     await fake_agents.data_waiting.wait()
+    await store.stored(state.workflow_id, nlp_done)  # written behind: it froze after that
     await survivor.start()  # reconciles at once, then every lease_s / 2
     await settle()
     assert survivor.running == {}
@@ -210,6 +240,7 @@ async def test_a_frozen_owner_that_comes_back_starts_nothing_and_writes_nothing(
     frozen, survivor = make_engine("frozen"), make_engine("survivor")
     state = await frozen.submit(chain, {"query": "revenue by region"})
     await fake_agents.data_waiting.wait()
+    await store.stored(state.workflow_id, nlp_done)  # written behind: it froze after that
     clock.advance(LEASE_S + 0.01)
     assert await survivor.reconcile() == [state.workflow_id]
 
@@ -235,8 +266,12 @@ async def test_a_lost_lease_found_by_the_heartbeat_stops_the_workflow(
     await owner.start()
     state = await owner.submit(chain, {"query": "revenue by region"})
     await fake_agents.data_waiting.wait()
+    await store.stored(state.workflow_id, nlp_done)  # written behind
     clock.advance(LEASE_S + 0.01)  # owner's heartbeat is due but has not run yet
     assert await thief.reconcile() == [state.workflow_id]
+    # The thief's resumed document is written behind too: await it, then let the owner's
+    # heartbeat run; the owner stops and writes nothing over it (its token is stale).
+    await store.stored(state.workflow_id, lambda s: s.owner == "thief")
     await clock.tick(0)
     await settle()
     assert state.workflow_id not in owner.running

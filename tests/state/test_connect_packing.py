@@ -25,7 +25,10 @@ _ARGS = st.lists(
 )
 
 
-@given(name=st.sampled_from(["SET", "EVALSHA", "CLIENT SETINFO", b"HSET"]), args=_ARGS)
+_NAMES = st.sampled_from(["SET", "EVALSHA", "CLIENT SETINFO", b"HSET", "ÉCHO", "GET\t", " SREM"])
+
+
+@given(name=_NAMES, args=_ARGS)
 def test_packs_every_command_to_the_same_bytes_as_redis_py(
     name: str | bytes, args: list[str | bytes | int | float | bytearray | memoryview]
 ) -> None:
@@ -34,6 +37,18 @@ def test_packs_every_command_to_the_same_bytes_as_redis_py(
     pure-Python packer produces."""
     ours = b"".join(HiredisPackingConnection().pack_command(name, *args))
     theirs = b"".join(Connection().pack_command(name, *args))
+    assert ours == theirs
+
+
+@given(commands=st.lists(st.tuples(_NAMES, _ARGS), min_size=1, max_size=5))
+def test_packs_a_batch_to_the_same_bytes_as_redis_py(
+    commands: list[tuple[str | bytes, list[str | bytes | int | float | bytearray | memoryview]]],
+) -> None:
+    """A batch (the pipeline a batcher sends) is the same bytes, in the same order, as
+    redis-py's `pack_commands` writes, however redis-py cuts them into buffers."""
+    batch = [(name, *args) for name, args in commands]
+    ours = b"".join(HiredisPackingConnection().pack_commands(batch))
+    theirs = b"".join(Connection().pack_commands(batch))
     assert ours == theirs
 
 

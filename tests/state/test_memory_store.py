@@ -6,9 +6,9 @@ import msgspec
 import pytest
 
 from state import keys
-from state.layout import compacted
+from state.layout import FieldCache, WriteStats, compacted
 from state.memory import COMPRESS_FROM, MemoryStateStore
-from state.models import WorkflowStatus, encode
+from state.models import NodeStatus, WorkflowStatus, encode
 from tests.fakes import FakeClock
 from tests.state.conftest import make_state, new_id
 
@@ -181,3 +181,28 @@ async def test_bytes_bound_evicts_uncompressed_documents_by_their_plain_size() -
     assert count == 3 and used <= one * 3
     kept = [await store.get(s.workflow_id) is not None for s in states]
     assert kept == [False, False, False, True, True, True]
+
+
+async def test_write_stats_count_the_fields_and_bytes_each_save_sends() -> None:
+    """The store sums a save's bytes while merging the fields in: the counts are those of
+    the fields themselves (a first save whole, a transition its changes, the compaction)."""
+    store = MemoryStateStore()
+    state = make_state(status=WorkflowStatus.RUNNING)
+    expected = WriteStats()
+    cache = FieldCache()
+
+    for status in (NodeStatus.RUNNING, NodeStatus.COMPLETED):
+        if state.steps:
+            run = next(iter(state.steps.values()))
+            run.status = status
+            run.output = {"rows": [1, 2, 3]} if status is NodeStatus.COMPLETED else None
+        changes = cache.changes(state, full=not cache.knows(state.workflow_id))
+        cache.remember(changes)
+        expected.add(changes.fields)
+        assert await store.save(state)
+        assert store.write_stats == expected
+
+    state.status = WorkflowStatus.COMPLETED
+    expected.add(compacted(state, compress_from=COMPRESS_FROM))
+    assert await store.save(state)
+    assert store.write_stats == expected
