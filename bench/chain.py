@@ -88,23 +88,30 @@ def _registry(stub_port: int) -> Any:
     )
 
 
+def service_env(port: int, stub_port: int, redis_url: str | None) -> dict[str, str]:
+    """What `orchestrator serve` is told for a bench run: its port, quiet logs, a key
+    prefix of its own, the stub agents, and Redis only when `redis_url` is given."""
+    base = f"http://127.0.0.1:{stub_port}"
+    env = {
+        "ORCH_PORT": str(port),
+        "ORCH_LOG_LEVEL": "error",
+        "ORCH_KEY_PREFIX": f"bench:{uuid.uuid4().hex[:6]}:",
+        "NLP_AGENT_URL": f"{base}/nlp",
+        "DATA_AGENT_URL": f"{base}/data",
+        "VIZ_AGENT_URL": f"{base}/viz",
+    }
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
 def _serve_api(port: int, stub_port: int, redis_url: str | None) -> None:
     """Child process: the whole service, run by `orchestrator serve` as users run it
     (its event loop choice, ORCH_EVENT_LOOP, and its start-up included)."""
     from orchestrator.cli import main as cli_main
 
-    base = f"http://127.0.0.1:{stub_port}"
-    os.environ.update(
-        ORCH_PORT=str(port),
-        ORCH_LOG_LEVEL="error",
-        ORCH_KEY_PREFIX=f"bench:{uuid.uuid4().hex[:6]}:",
-        NLP_AGENT_URL=f"{base}/nlp",
-        DATA_AGENT_URL=f"{base}/data",
-        VIZ_AGENT_URL=f"{base}/viz",
-    )
     os.environ.pop("REDIS_URL", None)
-    if redis_url:
-        os.environ["REDIS_URL"] = redis_url
+    os.environ.update(service_env(port, stub_port, redis_url))
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         cli_main(["serve"])
 

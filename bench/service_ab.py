@@ -29,14 +29,13 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
 import orjson
 
-from bench.chain import _free_port, _serve_stubs, _start, _wait_listening
+from bench.chain import _free_port, _serve_stubs, _start, _wait_listening, service_env
 from bench.targets import QUERY, _serve_floor_service
 
 _BODY = orjson.dumps({"query": QUERY})
@@ -59,20 +58,9 @@ def _service(
     tree: Path, port: int, stub_port: int, redis_url: str | None
 ) -> subprocess.Popen[bytes]:
     """`orchestrator serve` with `tree`'s code (its own module search path, this venv)."""
-    base = f"http://127.0.0.1:{stub_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_") or k in _PASSED_ON}
     env.pop("REDIS_URL", None)
-    env.update(
-        PYTHONPATH=str(tree),
-        ORCH_PORT=str(port),
-        ORCH_LOG_LEVEL="error",
-        ORCH_KEY_PREFIX=f"bench:{uuid.uuid4().hex[:6]}:",
-        NLP_AGENT_URL=f"{base}/nlp",
-        DATA_AGENT_URL=f"{base}/data",
-        VIZ_AGENT_URL=f"{base}/viz",
-    )
-    if redis_url:
-        env["REDIS_URL"] = redis_url
+    env.update(service_env(port, stub_port, redis_url), PYTHONPATH=str(tree))
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "serve"],
         cwd=tree,
