@@ -101,7 +101,6 @@ class SystemClock:
 
 @dataclass(slots=True)
 class _Running:
-    task: asyncio.Task[None]
     state: WorkflowState
     # The lease generation this replica's writes carry (None: no leases in use).
     token: int | None
@@ -121,6 +120,10 @@ class _Running:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     # Whether anyone ever waited: its answer goes before the finished run's housekeeping.
     waited: bool = False
+    # The task running the workflow (`_start`), and its done callback: that one acts only
+    # for a task cancelled before its body ran; a body that ran removes it (`_run`).
+    task: asyncio.Task[None] = field(init=False)
+    never_ran: Callable[[asyncio.Task[None]], None] = field(init=False)
 
     def mark_finished(self) -> None:
         if not self.finished.done():
@@ -185,6 +188,9 @@ class WorkflowOrchestrator:
         # Workflows being accepted (`submit`, an id made here): whether a control message
         # (cancel, pause) for one came before its task existed.
         self._accepting: dict[str, bool] = {}
+        # An in-process store (the memory store): its operations never suspend, so none
+        # can be interrupted half-way and none has I/O to put behind a waiting answer.
+        self._in_turn = store.completes_in_turn
 
     async def start(self) -> None:
         """Start listening and the background loops. Works with the store unreachable:
@@ -279,6 +285,18 @@ class WorkflowOrchestrator:
         # The claim and the first document in one operation (one round trip on Redis):
         # a sync request waits on the store here and at the end only.
         lease_s = self._lease_s if self._leases is not None else None
+        if self._in_turn:
+            # Nothing suspends (`completes_in_turn`): no cancel of the caller can land in
+            # the accept, and no control message can arrive before the task exists. An
+            # id made here cannot have a cancel flag yet: nobody could name it before.
+            token = await self.store.accept(state, lease_s=lease_s)
+            cancelled = (
+                await self._cancel_requested(state.workflow_id) if workflow_id is not None
+                else False
+            )
+            self.metrics.record_started(state)
+            self._start(workflow, state, token, cancelled=cancelled)
+            return state
         if workflow_id is not None:
             # An id named before this accept (an Idempotency-Key's): a cancel may stand
             # already. Its flag is read in the same turn, so in the same round trip.
@@ -390,17 +408,19 @@ class WorkflowOrchestrator:
         cancelled: bool | None = None,
     ) -> None:
         """Run `workflow` in a task of its own; `cancelled`: its cancel flag, if already read."""
-        task = asyncio.create_task(
-            self._run(workflow, state, token, cancelled), name=f"workflow-{state.workflow_id}"
+        running = _Running(state, token, confirmed_at=self._clock())
+        running.task = task = asyncio.create_task(
+            self._run(workflow, running, cancelled), name=f"workflow-{state.workflow_id}"
         )
-        running = _Running(task, state, token, confirmed_at=self._clock())
         self._running[state.workflow_id] = running
-        task.add_done_callback(lambda _: self._on_done(running))
+        running.never_ran = never_ran = lambda _: self._on_done(running, cancelled=True)
+        task.add_done_callback(never_ran)
 
-    def _on_done(self, running: _Running) -> None:
+    def _on_done(self, running: _Running, *, cancelled: bool) -> None:
+        """The end of a workflow's task: `cancelled` if it ends by a cancel."""
         self._running.pop(running.state.workflow_id, None)
         state = running.state
-        if running.task.cancelled() and not running.fenced and not state.status.is_terminal:
+        if cancelled and not running.fenced and not state.status.is_terminal:
             # Cancelled before `_run` got to run at all (same event-loop turn as submit):
             # its finally never ran, but the store is still owed a terminal state.
             _mark_cancelled(state)
@@ -724,16 +744,33 @@ class WorkflowOrchestrator:
         self._start(workflow, state, token)
 
     async def _run(
+        self, workflow: CompiledWorkflow, running: _Running, cancelled: bool | None
+    ) -> None:
+        # The body ran: its end is handled here, in this task, not by the task's done
+        # callback (a loop callback more per workflow), which only a task cancelled before
+        # it first ran needs. Removed before the task is done, so it is never scheduled.
+        ended_by_cancel = False
+        try:
+            if self._tracer is None:
+                await self._run_workflow(workflow, running.state, running.token, cancelled)
+            else:
+                await self._traced(self._tracer, workflow, running.state, running.token, cancelled)
+        except asyncio.CancelledError:
+            ended_by_cancel = True
+            raise
+        finally:
+            running.task.remove_done_callback(running.never_ran)
+            self._on_done(running, cancelled=ended_by_cancel)
+
+    async def _traced(
         self,
+        tracer: Tracer,
         workflow: CompiledWorkflow,
         state: WorkflowState,
         token: int | None,
         cancelled: bool | None,
     ) -> None:
-        if self._tracer is None:
-            await self._run_workflow(workflow, state, token, cancelled)
-            return
-        with self._tracer.start_as_current_span(
+        with tracer.start_as_current_span(
             "workflow",
             attributes={
                 "workflow.id": state.workflow_id,
@@ -861,11 +898,12 @@ class WorkflowOrchestrator:
             await self._release(state.workflow_id)
         elif writer.final:
             log.info("workflow_finished", status=state.status.value)
-            if waited:
+            if waited and not self._in_turn:
                 # The callers `_mark_finished` woke answer first: the last events and the
                 # lease release are housekeeping, off the response's path. Their Redis
                 # commands were sent before a sync answer otherwise (its CPU on the path).
-                # With nobody waiting there is no answer to let go first.
+                # With nobody waiting there is no answer to let go first; with an
+                # in-process store the housekeeping has no I/O, only a few µs of CPU.
                 for _ in range(_ANSWER_TURNS):
                     await asyncio.sleep(0)
             # After the terminal document: a reader told "finished" finds it so.

@@ -52,6 +52,11 @@ class MeteredStore:
     def write_stats(self) -> WriteStats:
         return self.inner.write_stats
 
+    @property
+    def completes_in_turn(self) -> bool:
+        # Timing adds no await of its own: the inner store's answer holds.
+        return self.inner.completes_in_turn
+
     def leases(self) -> LeaseStore:
         return self.inner.leases()
 

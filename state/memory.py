@@ -157,6 +157,11 @@ class MemoryStateStore:
     def backend(self) -> str:
         return "memory"
 
+    @property
+    def completes_in_turn(self) -> bool:
+        # Every method runs without awaiting anything that suspends (the module's docstring).
+        return True
+
     def leases(self) -> MemoryLeases:
         """Owner leases on the same clock (always the same table: saves are fenced by it)."""
         return self._leases

@@ -319,6 +319,10 @@ class RedisStateStore:
         return "redis-cluster" if self._cluster else "redis"
 
     @property
+    def completes_in_turn(self) -> bool:
+        return False  # every operation waits on the network
+
+    @property
     def prefix(self) -> str:
         return self._prefix
 

@@ -25,6 +25,8 @@ implementation):
   generation): one operation, so accepting a workflow costs one round trip. It
   refuses (`LeaseLost`) an id of which anything exists.
 - `get` returns None for an unknown or expired workflow.
+- `completes_in_turn`: when True, no operation but the subscriptions' streams ever
+  suspends its caller (the contract suite drives each one's coroutine a single step).
 - `request_cancel` sets a cancel flag (readable with `cancel_requested`, expiring
   with the workflow's document, or after `ttl_s` if there is none) and notifies
   the workflow's owner only — the subscribers of `subscribe_cancellations(owner)`
@@ -140,6 +142,19 @@ class StateStore(Protocol):
     @property
     def write_stats(self) -> WriteStats:
         """What saves sent (fields, bytes): for tests and bench/."""
+        ...
+
+    @property
+    def completes_in_turn(self) -> bool:
+        """True when every operation (all but the subscriptions' streams) completes in its
+        caller's turn of the event loop, never suspending: an in-process store, no I/O.
+
+        Nothing can then interrupt an operation half-way (a cancel lands only where a
+        coroutine suspends), so the lifecycle awaits `accept` directly instead of carrying
+        it through its caller's cancel in a task of its own, and yields no loop turns
+        before a finished workflow's housekeeping (it has no I/O to put behind an answer).
+        A store that may suspend (any network store; a test fake that waits) says False.
+        """
         ...
 
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:

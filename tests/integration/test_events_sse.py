@@ -240,6 +240,10 @@ class LateEndStore(MemoryStateStore):
         super().__init__()
         self.release = asyncio.Event()
 
+    @property
+    def completes_in_turn(self) -> bool:
+        return False  # its terminal append waits
+
     async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
         if any(event.get("type") in TERMINAL_EVENTS for event in events):
             await self.release.wait()

@@ -399,6 +399,10 @@ class SlowAcceptStore(OutageStore):
         self.accept_entered = asyncio.Event()
         self.release_accept = asyncio.Event()
 
+    @property
+    def completes_in_turn(self) -> bool:
+        return False  # its accepts wait
+
     async def accept(self, state: WorkflowState, *, lease_s: float | None = None) -> int | None:
         self.accepting.append(state.workflow_id)
         self.accept_entered.set()

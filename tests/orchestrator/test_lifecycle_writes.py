@@ -47,6 +47,10 @@ class RecordingStore(MemoryStateStore):
         self.all_cancelled = all_cancelled
         self.flag_reads = 0
 
+    @property
+    def completes_in_turn(self) -> bool:
+        return False  # its saves yield to the loop
+
     async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
         self.saved.append(state.status)
         written = await super().save(state, token=token)

@@ -140,6 +140,10 @@ class GatedStore(MemoryStateStore):
         self.arrived = asyncio.Event()
         self.appends: list[int] = []
 
+    @property
+    def completes_in_turn(self) -> bool:
+        return False  # its appends wait
+
     async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
         self.arrived.set()
         await self.gate.wait()
