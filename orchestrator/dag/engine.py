@@ -177,6 +177,9 @@ class DagEngine:
         # The awaits every run bounds (node timeouts, inline nodes under the workflow's
         # deadline) on one timer of the event loop: a later deadline arms nothing.
         self.caps = CapTimer()
+        # Whether a run's task gave the loop a turn (`_Execution.turn`): one callback
+        # per turn of the loop for all the runs, not one per run.
+        self.turns = LoopTurns()
 
     async def run(
         self,
@@ -203,6 +206,39 @@ class DagEngine:
         await _Execution(
             self, workflow, state, on_transition, before_start, pause_requested, on_node
         ).run()
+
+
+class LoopTurns:
+    """Tells a task whether it gave the event loop a turn since a mark, for many tasks at
+    once with one callback per turn of the loop (a callback per task cost a handle and
+    its turn each: one per workflow run and per inline stretch of its nodes).
+
+    `mark` returns the count and makes sure a tick is scheduled; the count has moved
+    once that tick ran. The loop runs ready callbacks in order and the marking task is
+    running, so the tick (scheduled now, or pending from an earlier mark) runs only once
+    that task has yielded, and before anything its yield scheduled: the count moved if,
+    and only if, the task gave the loop a turn since its mark.
+    """
+
+    __slots__ = ("_armed", "_loop", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._armed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def mark(self, loop: asyncio.AbstractEventLoop) -> int:
+        if loop is not self._loop:  # a new loop (tests run one per test): start afresh
+            self._loop = loop
+            self._armed = False
+        if not self._armed:
+            self._armed = True
+            loop.call_soon(self._tick)
+        return self.count
+
+    def _tick(self) -> None:
+        self._armed = False
+        self.count += 1
 
 
 class _Execution:
@@ -257,11 +293,11 @@ class _Execution:
         # The node being dispatched or settled: where an escaping error is pinned.
         self.current: str | None = None
         # When nodes run inline, the last time this run made sure the loop had a turn,
-        # and whether it has had one since (`_saw_turn`, run by the loop once this task
-        # waits: a node that awaited I/O gave it one, and needs no turn of its own).
+        # and the loop's turn count then (`LoopTurns`: it moves once this task has waited;
+        # a node that awaited I/O gave the loop a turn, and needs no turn of its own).
         self.yielded_at = self.loop.time()
-        self.turned = False
-        self.loop.call_soon(self._saw_turn)
+        self.turns = engine.turns
+        self.turn = self.turns.mark(self.loop)
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -574,12 +610,11 @@ class _Execution:
             # A node that waited (an agent call) gave it one already: a turn more would
             # cost a resume of this task and, with the write-behind's delay at 0, a
             # state write more per node (the settled node, on its own).
-            if not self.turned:
+            if self.turns.count == self.turn:  # no turn of the loop since the mark
                 await asyncio.sleep(0)
                 now = self.loop.time()
             self.yielded_at = now
-            self.turned = False
-            self.loop.call_soon(self._saw_turn)
+            self.turn = self.turns.mark(self.loop)
 
     async def _until_deadline(self, work: Awaitable[Any]) -> Any:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
@@ -594,9 +629,6 @@ class _Execution:
             raise
         cap.stop(None)
         return result
-
-    def _saw_turn(self) -> None:
-        self.turned = True
 
     def _node_done(self, task: asyncio.Task[_Outcome]) -> None:
         self.finished.append(task)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Coroutine
+from typing import Any, TypeVar, cast
 
 import msgspec
 import pytest
@@ -17,6 +19,7 @@ from state.store import LeaseLost, StateStore
 from tests.state.conftest import Backend, make_state, new_id
 
 TERMINAL = [s for s in WorkflowStatus if s.is_terminal]
+T = TypeVar("T")
 
 # Upper bound on waiting for an event that must happen; a hang fails, not a slow run.
 # Generous: a hang fails, a slow (loaded) machine does not; 5 s was too tight under load.
@@ -892,3 +895,59 @@ async def test_pause_flag_expires_with_its_document_and_saves_refresh_it(backend
     await backend.elapse(store, state.workflow_id, 41)
     assert await store.pause_requested(state.workflow_id) is False
     assert await store.get(state.workflow_id) is None
+
+
+# --- completes_in_turn -------------------------------------------------------------------
+
+
+def _one_step(operation: Coroutine[Any, Any, T]) -> T:
+    """Drive `operation` a single step: it must finish without suspending (raising
+    StopIteration with its result) — what `completes_in_turn` promises."""
+    try:
+        operation.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    operation.close()
+    raise AssertionError(f"{operation!r} suspended its caller")
+
+
+async def test_a_store_completing_in_turn_never_suspends_its_caller(store: StateStore) -> None:
+    """`completes_in_turn` is a promise the lifecycle relies on (it awaits accept without a
+    shield, and puts no turns before housekeeping): every operation, driven one step, is
+    finished. A store that may suspend says False, and its operations do suspend."""
+    if not store.completes_in_turn:
+        # A network store: its operations wait on I/O, so a callback scheduled before
+        # one is awaited runs before it returns.
+        ran: list[bool] = []
+        asyncio.get_running_loop().call_soon(ran.append, True)
+        await store.get(new_id())
+        assert ran == [True]
+        return
+    state = make_state(status=WorkflowStatus.PENDING)
+    state.owner = "owner"
+    wid = state.workflow_id
+    leases = store.leases()
+    assert _one_step(store.accept(state, lease_s=LEASE_S)) == 1
+    running = msgspec.structs.replace(state, status=WorkflowStatus.RUNNING)
+    assert _one_step(store.save(running, token=1)) is True
+    assert _one_step(store.get(wid)) == running
+    _one_step(store.request_cancel(wid))
+    assert _one_step(store.cancel_requested(wid)) is True
+    _one_step(store.set_pause(wid, True))
+    assert _one_step(store.pause_requested(wid)) is True
+    _one_step(store.watch_finish(wid))
+    assert _one_step(store.append_event(wid, {"type": "a"})) == 1
+    assert _one_step(store.append_events(wid, [{"type": "b"}, {"type": "c"}])) == 3
+    assert [e["type"] for _, e in _one_step(store.events_since(wid))] == ["a", "b", "c"]
+    assert _one_step(store.reserve_submit(None, "k", workflow_id=wid, digest="d")) is None
+    _one_step(store.release_submit(None, "k", workflow_id=wid))
+    assert _one_step(store.history(HistoryQuery())).entries
+    assert _one_step(leases.renew({wid: 1}, "owner", lease_s=LEASE_S)) == {wid}
+    assert _one_step(leases.orphans(lease_s=LEASE_S)) == []
+    _one_step(leases.release(wid, "owner"))
+    _one_step(leases.bury("nobody"))
+    other = make_state()
+    assert _one_step(leases.claim(other.workflow_id, "owner", lease_s=LEASE_S)) is not None
+    finished = msgspec.structs.replace(running, status=WorkflowStatus.COMPLETED)
+    assert _one_step(store.save(finished, token=1)) is True
+    assert _one_step(store.ping()) is True
