@@ -110,13 +110,12 @@ class _Running:
     confirmed_at: float = 0.0
     # True while the store refuses this workflow's writes (an outage): they are retried.
     write_failing: bool = False
-    # Resolved once the state is terminal in memory (its write may still be pending).
-    finished: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    # One future per caller of `wait`, resolved with `finished`: set directly, it wakes
-    # its caller on the next turn of the loop (a `shield` over `finished` took two), and
-    # cancelling one caller's future cancels nobody else's wait.
+    # Set once the state is terminal in memory (its write may still be pending). A flag,
+    # not a future: most workflows are never waited for by anyone but `wait`'s callers.
+    finished: bool = False
+    # One future per caller of `wait` (and of `cancel`), resolved when `finished` is set:
+    # set directly, it wakes its caller on the next turn of the loop, and cancelling one
+    # caller's future cancels nobody else's wait.
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     # Whether anyone ever waited: its answer goes before the finished run's housekeeping.
     waited: bool = False
@@ -126,11 +125,27 @@ class _Running:
     never_ran: Callable[[asyncio.Task[None]], None] = field(init=False)
 
     def mark_finished(self) -> None:
-        if not self.finished.done():
-            self.finished.set_result(None)
+        if not self.finished:
+            self.finished = True
             for waiter in self.waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    async def until_finished(self, *, waited: bool = True) -> None:
+        """Wait until `finished`; `waited`: a caller that will answer with the outcome
+        (its answer then goes before the housekeeping)."""
+        if self.finished:
+            return
+        # A future of this caller's own: a client that disconnects cancels this wait,
+        # never the workflow (nor another caller's wait).
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        if waited:
+            self.waited = True
+        try:
+            await waiter
+        finally:
+            self.waiters.remove(waiter)
 
 
 class WorkflowOrchestrator:
@@ -449,16 +464,8 @@ class WorkflowOrchestrator:
         running = self._running.get(workflow_id)
         if running is None:
             return await self.status(workflow_id)
-        if not running.finished.done():
-            # A future of this caller's own: a client that disconnects cancels this
-            # wait, never the workflow (nor another caller's wait).
-            waiter = asyncio.get_running_loop().create_future()
-            running.waiters.append(waiter)
-            running.waited = True
-            try:
-                await waiter
-            finally:
-                running.waiters.remove(waiter)
+        if not running.finished:
+            await running.until_finished()
         if running.fenced:
             return await self.status(workflow_id)  # another replica owns it now
         return running.state
@@ -505,7 +512,9 @@ class WorkflowOrchestrator:
             log.warning("cancel_flag_not_stored", workflow_id=workflow_id)
         if running is not None:
             self._cancel_local(workflow_id, reason="cancel requested")
-            await asyncio.wait({running.finished}, timeout=_CANCEL_WAIT_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CANCEL_WAIT_S):
+                    await running.until_finished(waited=False)
             if not running.fenced:
                 return running.state
         if state.status is WorkflowStatus.PAUSED:

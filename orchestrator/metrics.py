@@ -13,9 +13,9 @@ several apps in one process stay apart. Three sources feed it:
 - `StoreMetrics` (filled by `orchestrator.metered_store.MeteredStore`): latency and
   errors of every state-store operation.
 
-Histograms are `orchestrator.histograms.LoopHistogram`s: the same exposition as
-prometheus_client's, without a lock per observation (everything observes on the
-event loop).
+Histograms are `orchestrator.histograms.LoopHistogram`s, and the per-workflow counters
+`orchestrator.counters.LoopCounter`s: the same exposition as prometheus_client's,
+without a lock per observation (everything observes on the event loop).
 
 Label values stay bounded whatever clients send: a definition name is a label only
 if it is the built-in chain or listed in `ORCH_METRICS_DEFINITIONS` (else "(other)");
@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from orchestrator.counters import LoopCounter
 from orchestrator.histograms import HistogramChild, LoopHistogram
 from state.models import NodeStatus, WorkflowState, WorkflowStatus
 
@@ -105,10 +106,11 @@ class WorkflowMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.labels = LabelCap(definitions, max_nodes=max_node_labels, max_series=max_series)
         r = self.registry
-        self.started = Counter(
+        # Counted twice a workflow: loop counters (no lock per increment).
+        self.started = LoopCounter(
             "orch_workflows_started", "Workflows started (or resumed)", ["definition"], registry=r
         )
-        self.finished = Counter(
+        self.finished = LoopCounter(
             "orch_workflows_finished",
             "Workflows that reached a terminal status",
             ["definition", "status"],
@@ -349,7 +351,9 @@ class _Hist:
         self.sum += other.sum
 
 
-def _samples(metric: Counter | Gauge, suffix: str) -> Iterator[tuple[Mapping[str, str], float]]:
+def _samples(
+    metric: Counter | Gauge | LoopCounter, suffix: str
+) -> Iterator[tuple[Mapping[str, str], float]]:
     for family in metric.collect():
         for sample in family.samples:
             if sample.name.endswith(suffix):
