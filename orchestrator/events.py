@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -197,7 +197,9 @@ class EventRecorder:
         for run in state.steps.values():
             self.node(run)
         self._push(workflow_event(state, self._clock()))
-        await self.write_behind()
+        pending = self.write_behind()
+        if pending is not None:
+            await pending
         if self._failed:
             log.warning("events_dropped", count=self._failed)
 
@@ -207,11 +209,16 @@ class EventRecorder:
             self._queued = True
             self._flusher.add(self, asyncio.get_running_loop().time() + self._delay_s)
 
-    async def write_behind(self) -> None:
-        """Append every event queued so far, in order (the flusher's turn, or `finish`)."""
+    def write_behind(self) -> Awaitable[None] | None:
+        """Append every event queued so far, in order (the flusher's turn, or `finish`):
+        the append to await, or None when nothing is owed (the flusher's turn after
+        `finish` appended it all): no coroutine made for nothing."""
         self._queued = False
         if not self._queue and self._appending is None:
-            return  # nothing owed (the flusher's turn after `finish` appended it all)
+            return None
+        return self._append_queued()
+
+    async def _append_queued(self) -> None:
         while self._appending is not None:
             # shield: the workflow task may be cancelled while its last events are written.
             await asyncio.shield(self._appending)

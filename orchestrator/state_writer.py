@@ -95,9 +95,15 @@ class StateWriter:
         if self._dirty:
             await self._write()
 
-    async def write_behind(self) -> None:
-        """The flusher's turn: write the latest snapshot, unless a pacing pause is owed."""
+    def write_behind(self) -> Awaitable[None] | None:
+        """The flusher's turn: write the latest snapshot, unless a pacing pause is owed.
+        None when nothing is owed (the terminal write came first): no coroutine made."""
         self._queued = False
+        if self._writing is None and (not self._dirty or self.final):
+            return None
+        return self._write_behind()
+
+    async def _write_behind(self) -> None:
         if self._writing is not None:  # (the check first: no coroutine made for nothing)
             await self._idle()
         if not self._dirty or self.final:

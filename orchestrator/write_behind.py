@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections.abc import Awaitable
 from typing import Protocol
 
 import structlog
@@ -27,9 +28,12 @@ log = structlog.get_logger(__name__)
 
 
 class Behind(Protocol):
-    """Something with writes owed: `write_behind` writes what is owed now."""
+    """Something with writes owed: `write_behind` writes what is owed now.
 
-    async def write_behind(self) -> None: ...
+    It returns the write to await, or None when nothing is owed any more (a workflow
+    that ended within the delay wrote everything itself): no coroutine for nothing."""
+
+    def write_behind(self) -> Awaitable[None] | None: ...
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -80,7 +84,9 @@ class WriteBehind:
                     continue  # a job due earlier may have come meanwhile
                 heapq.heappop(self._due)
                 try:
-                    await job.write_behind()
+                    pending = job.write_behind()
+                    if pending is not None:
+                        await pending
                 except Exception:  # a bug in one job must not strand the others
                     log.exception("write_behind_failed")
         finally:

@@ -178,3 +178,26 @@ def test_a_workflow_event_names_its_status_as_a_plain_string(status: WorkflowSta
     assert ("finished_at" in event) is status.is_terminal
     if status.is_terminal:
         assert event["duration_ms"] == 1000.0
+
+
+async def test_the_flushers_turn_after_finish_has_nothing_to_await() -> None:
+    """`finish` appended every event in the workflow's task: the flusher's later turn for
+    the queued ones returns nothing to await and appends nothing; with events owed it
+    returns the append, which appends them in order."""
+    store = MemoryStateStore()
+    state = workflow()
+    events = EventRecorder(store, state, clock=lambda: 200.0, delay_s=3600.0)
+    state.status = WorkflowStatus.RUNNING
+    events.workflow(state)  # queued behind, for the flusher's turn
+    owed = events.write_behind()  # that turn, taken now
+    assert owed is not None
+    await owed
+    assert [e["type"] for _, e in await store.events_since("w1")] == ["workflow.running"]
+    assert events.write_behind() is None  # nothing queued: nothing made to await
+    state.status, state.finished_at = WorkflowStatus.COMPLETED, 201.0
+    await events.finish(state)
+    assert events.write_behind() is None
+    assert [e["type"] for _, e in await store.events_since("w1")] == [
+        "workflow.running",
+        "workflow.completed",
+    ]

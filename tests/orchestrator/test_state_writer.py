@@ -69,3 +69,43 @@ async def test_without_a_delay_the_first_transition_is_written_at_once() -> None
         await asyncio.sleep(0)
     assert persist.saved == [WorkflowStatus.RUNNING]
     await writer.flush()
+
+
+async def test_the_flushers_turn_after_the_terminal_write_has_nothing_to_await() -> None:
+    """A workflow that ended within the delay wrote its terminal document itself: the
+    flusher's later turn for its first transition returns nothing to await and writes
+    nothing; a turn with a transition owed returns the write, which writes it."""
+    persist, state = Persist(), a_state()
+    writer = StateWriter(persist, state, delay_s=3600.0)
+    state.status = WorkflowStatus.RUNNING
+    writer.mark_dirty()  # queued behind, for the flusher's turn
+    owed = writer.write_behind()  # that turn, taken now: the RUNNING state is owed
+    assert owed is not None
+    await owed
+    assert persist.saved == [WorkflowStatus.RUNNING]
+    assert writer.write_behind() is None  # nothing dirty: nothing made to await
+    state.status = WorkflowStatus.COMPLETED
+    writer.mark_dirty()
+    await writer.flush()
+    assert writer.write_behind() is None  # final: nothing more is ever written
+    assert persist.saved == [WorkflowStatus.RUNNING, WorkflowStatus.COMPLETED]
+
+
+async def test_the_flushers_turn_during_a_write_waits_for_it_then_writes_what_is_owed() -> None:
+    """A write in flight: the turn is an awaitable (never None) that waits for it, then
+    writes the state marked dirty meanwhile, as the coroutine always did."""
+    persist, state = Persist(), a_state()
+    writer = StateWriter(persist, state, delay_s=3600.0)
+    state.status = WorkflowStatus.RUNNING
+    writer.mark_dirty()
+    first = writer.write_behind()
+    assert first is not None
+    in_flight = asyncio.ensure_future(first)
+    await persist.written.wait()  # the first write is in flight
+    state.status = WorkflowStatus.PAUSED
+    writer.mark_dirty()
+    second = writer.write_behind()
+    assert second is not None
+    await second
+    await in_flight
+    assert persist.saved == [WorkflowStatus.RUNNING, WorkflowStatus.PAUSED]
