@@ -916,8 +916,12 @@ class WorkflowOrchestrator:
                 for _ in range(_ANSWER_TURNS):
                     await asyncio.sleep(0)
             # After the terminal document: a reader told "finished" finds it so.
-            if self._leases is None:
-                await events.finish(state)  # nothing to release: no tasks for a gather
+            if self._leases is None or self._in_turn:
+                # Nothing to release, or nothing to gain from one turn for both (no
+                # round trips): no tasks for a gather.
+                await events.finish(state)
+                if self._leases is not None:
+                    await self._release(state.workflow_id)
                 return
             # The last events and the release are issued in one turn: one round trip to
             # Redis, not two (at 1 in flight the second landed on the next request's path).

@@ -134,7 +134,10 @@ def compacted(state: WorkflowState, *, compress_from: int = 0) -> dict[str, byte
     The document is zlib-compressed (`docz`) when its JSON is at least `compress_from`
     bytes long (always, by default: what Redis stores), else kept as it is (`doc`).
     """
-    final = encode(msgspec.structs.replace(state, definition=None))
+    # A copy without the definition only when there is one (a built-in has none).
+    final = encode(
+        state if state.definition is None else msgspec.structs.replace(state, definition=None)
+    )
     head = encode(WorkflowHeader.of(state))
     if len(final) < compress_from:
         return {keys.DOC_FINAL_FIELD: final, keys.DOC_HEADER_FIELD: head}

@@ -86,19 +86,26 @@ def chain(registry: AgentRegistry) -> CompiledWorkflow:
     return compiled_chain(registry)
 
 
-@pytest.fixture(params=["in_turn", "suspending"])
+@pytest.fixture(
+    params=[("in_turn", False), ("suspending", False), ("in_turn", True), ("suspending", True)],
+    ids=["in_turn", "suspending", "in_turn-leases", "suspending-leases"],
+)
 async def engine(
     request: pytest.FixtureRequest, http: httpx.AsyncClient, registry: AgentRegistry
 ) -> AsyncIterator[tuple[WorkflowOrchestrator, MemoryStateStore]]:
-    store = MemoryStateStore() if request.param == "in_turn" else SuspendingStore()
-    assert store.completes_in_turn is (request.param == "in_turn")
+    """A replica on either store, with leases (as the service runs) or without."""
+    kind, leased = request.param
+    store = MemoryStateStore() if kind == "in_turn" else SuspendingStore()
+    assert store.completes_in_turn is (kind == "in_turn")
     runner = DagEngine(
         agents=AgentClient(registry, HttpxTransport(http)),
         registry=registry,
         kinds=default_kinds(),
         builtins=BUILTIN_FALLBACKS,
     )
-    orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner)
+    orchestrator = WorkflowOrchestrator(
+        store=store, dag_engine=runner, leases=store.leases() if leased else None
+    )
     await orchestrator.start()
     yield orchestrator, store
     await orchestrator.close()
@@ -142,6 +149,8 @@ async def test_a_waited_workflow_ends_with_the_same_document_events_and_metrics(
     assert types.count("step.completed") == 3
     snapshot = orchestrator.metrics.snapshot()["workflows"]
     assert snapshot["by_status"]["completed"] == 1
+    # With leases, the finished workflow's lease was released: anyone may take it now.
+    assert await store.leases().claim(state.workflow_id, "another", lease_s=30.0) is not None
 
 
 async def test_an_idempotent_submit_with_a_standing_cancel_ends_cancelled_unrun(
