@@ -78,6 +78,8 @@ _CANCEL_WAIT_S = 5.0
 # it: a waiter is woken (one turn: `wait` gives each its own future, set directly),
 # then its request task writes the answer (one or two).
 _ANSWER_TURNS = 3
+# Each status's text: reading a StrEnum member's `.value` is a descriptor call each time.
+_STATUS_TEXT = {status: status.value for status in WorkflowStatus}
 # Backoff of a write the store did not take: full jitter, doubling, capped.
 _WRITE_BACKOFF_BASE_S = 0.05
 _WRITE_BACKOFF_CAP_S = 2.0
@@ -761,9 +763,9 @@ class WorkflowOrchestrator:
         ended_by_cancel = False
         try:
             if self._tracer is None:
-                await self._run_workflow(workflow, running.state, running.token, cancelled)
+                await self._run_workflow(workflow, running, cancelled)
             else:
-                await self._traced(self._tracer, workflow, running.state, running.token, cancelled)
+                await self._traced(self._tracer, workflow, running, cancelled)
         except asyncio.CancelledError:
             ended_by_cancel = True
             raise
@@ -775,10 +777,10 @@ class WorkflowOrchestrator:
         self,
         tracer: Tracer,
         workflow: CompiledWorkflow,
-        state: WorkflowState,
-        token: int | None,
+        running: _Running,
         cancelled: bool | None,
     ) -> None:
+        state = running.state
         with tracer.start_as_current_span(
             "workflow",
             attributes={
@@ -788,21 +790,20 @@ class WorkflowOrchestrator:
         ) as span:
             # Current in this task: the node tasks it spawns copy it, so nodes are children.
             try:
-                await self._run_workflow(workflow, state, token, cancelled)
+                await self._run_workflow(workflow, running, cancelled)
             finally:
                 span.set_attribute("workflow.status", state.status.value)
 
     async def _run_workflow(
-        self,
-        workflow: CompiledWorkflow,
-        state: WorkflowState,
-        token: int | None,
-        cancelled: bool | None,
+        self, workflow: CompiledWorkflow, running: _Running, cancelled: bool | None
     ) -> None:
+        # `running` is this workflow's entry in `_running` for as long as this runs: read
+        # directly, not looked up by id at every step of the way.
+        state = running.state
         # Bound once, in this workflow's own task: every line and every agent call made
         # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
-        writer = self._writer(state, token)
+        writer = self._writer(running)
         events = EventRecorder(
             self.store, state, delay_s=self._write_delay_s, flusher=self._write_behind
         )
@@ -814,7 +815,7 @@ class WorkflowOrchestrator:
             # Once, as soon as the terminal document is written: a caller woken by
             # `_mark_finished` then finds the workflow counted in the metrics.
             nonlocal recorded
-            if recorded or not writer.final or self._is_fenced(state.workflow_id):
+            if recorded or not writer.final or running.fenced:
                 return
             recorded = True
             self.metrics.record_finished(state)
@@ -825,7 +826,7 @@ class WorkflowOrchestrator:
             events.workflow(current)
             writer.mark_dirty()
             if current.status.is_terminal:
-                return self._terminal_transition(current, writer, record_end)
+                return self._terminal_transition(running, writer, record_end)
             return None
 
         async def before_start() -> None:
@@ -855,28 +856,30 @@ class WorkflowOrchestrator:
                 state.error = WorkflowError(code="internal_error", message=f"internal error: {exc}")
                 state.finished_at = time.time()
         finally:
-            await self._finish(state, writer, events, record_end)
+            await self._finish(running, writer, events, record_end)
 
     async def _terminal_transition(
-        self, state: WorkflowState, writer: StateWriter, record_end: Callable[[], None]
+        self, running: _Running, writer: StateWriter, record_end: Callable[[], None]
     ) -> None:
-        if self._write_failing(state.workflow_id):
+        if running.write_failing:
             # The store is away: the outcome is known, waiting callers get it now.
-            self._mark_finished(state.workflow_id)
+            running.mark_finished()
         await writer.flush()
         record_end()
-        self._mark_finished(state.workflow_id)
+        running.mark_finished()
 
-    def _writer(self, state: WorkflowState, token: int | None) -> StateWriter:
+    def _writer(self, running: _Running) -> StateWriter:
+        token = running.token
+
         def persist(current: WorkflowState) -> Awaitable[bool]:
             # `_persist`'s own coroutine, handed back: no frame of this one around every write.
-            if self._is_fenced(current.workflow_id):
+            if running.fenced:
                 return _not_written()
             return self._persist(current, token)
 
         return StateWriter(
             persist,
-            state,
+            running.state,
             pace=self._write_pace,
             delay_s=self._write_delay_s,
             flusher=self._write_behind,
@@ -884,30 +887,29 @@ class WorkflowOrchestrator:
 
     async def _finish(
         self,
-        state: WorkflowState,
+        running: _Running,
         writer: StateWriter,
         events: EventRecorder,
         record_end: Callable[[], None],
     ) -> None:
+        state = running.state
         # The DAG engine writes the terminal document itself; write it here only if it
         # did not (a cancel before the DAG engine started, a crash, a write still owed).
         if not writer.final:
             writer.mark_dirty()
             await writer.flush()
         record_end()
-        running = self._running.get(state.workflow_id)
-        waited = running is not None and running.waited
-        self._mark_finished(state.workflow_id)
+        running.mark_finished()
         self._pausing.discard(state.workflow_id)
-        if self._is_fenced(state.workflow_id):
+        if running.fenced:
             return
         if state.status is WorkflowStatus.PAUSED:
             # Off the running index: no replica resumes it until asked to.
             log.info("workflow_paused")
             await self._release(state.workflow_id)
         elif writer.final:
-            log.info("workflow_finished", status=state.status.value)
-            if waited and not self._in_turn:
+            log.info("workflow_finished", status=_STATUS_TEXT[state.status])
+            if running.waited and not self._in_turn:
                 # The callers `_mark_finished` woke answer first: the last events and the
                 # lease release are housekeeping, off the response's path. Their Redis
                 # commands were sent before a sync answer otherwise (its CPU on the path).
@@ -961,10 +963,6 @@ class WorkflowOrchestrator:
         except StateStoreError:
             return False  # the store is away: run; the poller and listener catch up later
 
-    def _write_failing(self, workflow_id: str) -> bool:
-        running = self._running.get(workflow_id)
-        return running is not None and running.write_failing
-
     def _set_write_failing(self, workflow_id: str, failing: bool) -> None:
         running = self._running.get(workflow_id)
         if running is not None:
@@ -982,10 +980,6 @@ class WorkflowOrchestrator:
             await self._leases.release(workflow_id, self.replica_id)
         except Exception:  # the lease then lapses and the reconciler tidies the index
             log.warning("lease_release_failed", workflow_id=workflow_id, exc_info=True)
-
-    def _is_fenced(self, workflow_id: str) -> bool:
-        running = self._running.get(workflow_id)
-        return running is not None and running.fenced
 
     async def _persist(self, state: WorkflowState, token: int | None) -> bool:
         """Save `state` until the store holds it (or an already terminal copy).
