@@ -435,7 +435,8 @@ class _Execution:
         finally:
             if self.timer is not None:
                 self.timer.cancel()
-            await self._reap()
+            if self.running:  # (a chain's nodes ran inline: no task, no coroutine for none)
+                await self._reap()
         await self._emit_final()
 
     async def _crash(self, exc: Exception) -> None:
