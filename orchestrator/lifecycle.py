@@ -43,6 +43,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Protocol
 
 import structlog
@@ -133,17 +134,14 @@ class _Running:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    async def until_finished(self, *, waited: bool = True) -> None:
-        """Wait until `finished`; `waited`: a caller that will answer with the outcome
-        (its answer then goes before the housekeeping)."""
+    async def until_finished(self) -> None:
+        """Wait until `finished` (`cancel`'s wait: it answers with no outcome to hurry)."""
         if self.finished:
             return
-        # A future of this caller's own: a client that disconnects cancels this wait,
+        # A future of this caller's own: a caller that goes away cancels this wait,
         # never the workflow (nor another caller's wait).
         waiter = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
-        if waited:
-            self.waited = True
         try:
             await waiter
         finally:
@@ -467,7 +465,16 @@ class WorkflowOrchestrator:
         if running is None:
             return await self.status(workflow_id)
         if not running.finished:
-            await running.until_finished()
+            # A future of this caller's own (as `until_finished`, written out: no frame of
+            # its own around every sync request's wait): a client that disconnects cancels
+            # this wait, never the workflow (nor another caller's wait).
+            waiter = asyncio.get_running_loop().create_future()
+            running.waiters.append(waiter)
+            running.waited = True
+            try:
+                await waiter
+            finally:
+                running.waiters.remove(waiter)
         if running.fenced:
             return await self.status(workflow_id)  # another replica owns it now
         return running.state
@@ -516,7 +523,7 @@ class WorkflowOrchestrator:
             self._cancel_local(workflow_id, reason="cancel requested")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CANCEL_WAIT_S):
-                    await running.until_finished(waited=False)
+                    await running.until_finished()
             if not running.fenced:
                 return running.state
         if state.status is WorkflowStatus.PAUSED:
@@ -829,9 +836,6 @@ class WorkflowOrchestrator:
                 return self._terminal_transition(running, writer, record_end)
             return None
 
-        async def before_start() -> None:
-            await self._confirm_lease(state.workflow_id)
-
         try:
             if cancelled or (cancelled is None and await self._cancel_requested(state.workflow_id)):
                 raise asyncio.CancelledError
@@ -840,7 +844,11 @@ class WorkflowOrchestrator:
                 state,
                 on_transition=on_transition,
                 # Without leases there is nothing to confirm: no call per node.
-                before_start=before_start if self._leases is not None else None,
+                before_start=(
+                    partial(self._confirm_lease, state.workflow_id)
+                    if self._leases is not None
+                    else None
+                ),
                 on_node=events.node,
                 pause_requested=lambda: state.workflow_id in self._pausing,
             )
