@@ -433,6 +433,9 @@ class WorkflowOrchestrator:
 
     def _on_done(self, running: _Running, *, cancelled: bool) -> None:
         """The end of a workflow's task: `cancelled` if it ends by a cancel."""
+        # The callback refers to `running`, which refers to it: dropped here, that cycle
+        # does not keep every finished workflow (its state and steps) for the collector.
+        running.never_ran = _ignore
         self._running.pop(running.state.workflow_id, None)
         state = running.state
         if cancelled and not running.fenced and not state.status.is_terminal:
@@ -1035,6 +1038,10 @@ class WorkflowOrchestrator:
 
 async def _not_written() -> bool:
     return False
+
+
+def _ignore(_: object) -> None:
+    """A done callback that no longer has anything to do."""
 
 
 class _Ids:
