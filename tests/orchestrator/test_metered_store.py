@@ -48,3 +48,23 @@ async def test_operations_are_timed_and_failures_counted() -> None:
     await store.close()
     assert await store.ping() is False
     assert sample(registry, errors, backend="memory", operation="ping") == 1
+
+
+class SuspendingStore(MemoryStateStore):
+    @property
+    def completes_in_turn(self) -> bool:
+        return False
+
+
+async def test_metering_keeps_the_inner_stores_completes_in_turn() -> None:
+    """Timing adds no await: a metered in-process store still completes in its caller's
+    turn (its accept, driven one step, is done), and a suspending one still says so."""
+    registry = CollectorRegistry()
+    metered = MeteredStore(MemoryStateStore(), StoreMetrics(registry))
+    assert metered.completes_in_turn is True
+    accepting = metered.accept(WorkflowState(workflow_id="w1", definition_name="chain"))
+    with pytest.raises(StopIteration):
+        accepting.send(None)
+    assert await metered.get("w1") is not None
+    other = MeteredStore(SuspendingStore(), StoreMetrics(CollectorRegistry()))
+    assert other.completes_in_turn is False
