@@ -133,10 +133,11 @@ class Budget:
     def offloaded(self) -> None:
         self._inline = None
 
-    def affords(self, ops: int, nbytes: int) -> bool:
-        """Whether `spend(ops, nbytes)` would raise nothing (this budget, its inline
-        slice and every parent): work that can price itself before it starts charges
-        once, and is the same as charging piece by piece when this holds."""
+    def spend_if_affords(self, ops: int, nbytes: int) -> bool:
+        """`spend(ops, nbytes)` if it would raise nothing (this budget, its inline slice
+        and every parent), else nothing; whether it spent. Work that can price itself
+        before it starts charges once, and is the same as charging piece by piece when
+        this spends (charges never go negative), in one call, not one per budget."""
         budget: Budget | None = self
         while budget is not None:
             if budget._stopped or budget.ops_left < ops or budget.bytes_left < nbytes:
@@ -144,6 +145,15 @@ class Budget:
             inline = budget._inline
             if inline is not None and (inline[0] < ops or inline[1] < nbytes):
                 return False
+            budget = budget._parent
+        budget = self
+        while budget is not None:
+            inline = budget._inline
+            if inline is not None:
+                inline[0] -= ops
+                inline[1] -= nbytes
+            budget.ops_left -= ops
+            budget.bytes_left -= nbytes
             budget = budget._parent
         return True
 
