@@ -103,7 +103,7 @@ class Budget:
     __slots__ = ("_inline", "_limits", "_parent", "_stopped", "bytes_left", "ops_left", "scope")
 
     def __init__(
-        self, *, ops: int, nbytes: int, scope: Scope = "node", parent: Budget | None = None
+        self, ops: int, nbytes: int, scope: Scope = "node", parent: Budget | None = None
     ) -> None:
         self.ops_left = ops
         self.bytes_left = nbytes
@@ -120,7 +120,8 @@ class Budget:
 
     def child(self, limits: Limits = DEFAULT_LIMITS) -> Budget:
         """A node's budget drawing on this (the workflow's) one."""
-        return Budget(ops=limits.node_ops, nbytes=limits.node_bytes, scope="node", parent=self)
+        # Positional: one per node run, and keywords cost a third more.
+        return Budget(limits.node_ops, limits.node_bytes, "node", self)
 
     def stop(self) -> None:
         """Make the next charge raise EvaluationStopped (from any thread)."""

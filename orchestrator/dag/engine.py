@@ -704,19 +704,24 @@ class _Execution:
 
     def _context(self, cn: CompiledNode, deadline: float | None) -> NodeContext:
         engine = self.engine
+        limits = engine.limits
+        # Positional, in NodeContext's field order (mypy checks each type): one per node
+        # run, and twelve keywords cost it twice the time.
         return NodeContext(
-            workflow_id=self.state.workflow_id,
-            node=cn.node,
-            compiled=cn.compiled,
-            scope=self.scope_view,
-            unavailable=self.unavailable,
-            caller=engine.agents,
-            registry=engine.registry,
-            deadline=deadline,
-            agent=cn.agent,
-            budget=self.budget.child(engine.limits),
-            limits=engine.limits,
-            sizes=self.sizes,
+            self.state.workflow_id,
+            cn.node,
+            cn.compiled,
+            self.scope_view,
+            self.unavailable,
+            engine.agents,
+            engine.registry,
+            deadline,
+            None,  # input: the kind sets it
+            0,  # attempts
+            cn.agent,
+            self.budget.child(limits),
+            limits,
+            self.sizes,
         )
 
     def _timeout_s(self, cn: CompiledNode) -> float | None:

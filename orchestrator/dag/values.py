@@ -146,7 +146,8 @@ class _Survey:
     def __init__(self, limit: int, max_depth: int, known: KnownSizes | None) -> None:
         self.limit = limit
         self.max_depth = max_depth
-        self.known = known
+        # (Entries are non-empty tuples: `found.get(k) or known.get(k)` finds either.)
+        self.known: KnownSizes = known if known is not None else {}
         self.found: dict[int, tuple[Any, int, int]] = {}
         self.height = 0
 
@@ -161,9 +162,7 @@ class _Survey:
     def _container(self, item: Any, is_dict: bool, depth: int) -> int:
         """A dict's or list's size; sets `height` to its height (1: nothing nested)."""
         key = id(item)
-        seen = self.found.get(key)
-        if seen is None and self.known is not None:
-            seen = self.known.get(key)
+        seen = self.found.get(key) or self.known.get(key)
         if seen is not None:
             if depth + seen[2] > self.max_depth:
                 raise _NotPlain
@@ -174,6 +173,9 @@ class _Survey:
         total = _keys_size(item) + 2 if is_dict else 2
         height = 0
         limit = self.limit
+        found = self.found
+        known = self.known
+        max_depth = self.max_depth
         deeper = depth + 1
         # The walk, inlined for its commonest cases (strings, nested containers, floats,
         # null and booleans): a call per scalar was a third of the walk.
@@ -182,9 +184,17 @@ class _Survey:
             if kind is str:
                 total += len(child) + 3
             elif kind is dict or kind is list:
-                total += self._container(child, kind is dict, deeper) + 1
-                if self.height > height:
-                    height = self.height
+                # A container walked already (or known) is looked up here, not in a
+                # call of its own: a kept template output is mostly such values.
+                seen = found.get(id(child)) or known.get(id(child))
+                if seen is not None and deeper + seen[2] <= max_depth:
+                    total += seen[1] + 1
+                    below = seen[2]
+                else:  # not seen yet; or too deep, which `_container` raises
+                    total += self._container(child, kind is dict, deeper) + 1
+                    below = self.height
+                if below > height:
+                    height = below
             elif (kind is float and _isfinite(child)) or child is None or kind is bool:
                 total += 9
             else:  # ints, and what is refused (a NaN among them)
