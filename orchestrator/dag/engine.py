@@ -647,21 +647,21 @@ class _Execution:
             raise stop
 
     async def _settle(self, node_id: str, outcome: _Outcome) -> None:
-        cn = self.workflow.nodes[node_id]
         run = self.state.steps[node_id]
         run.finished_at = self.engine.clock()
         run.attempts = outcome.attempts
         if outcome.agent is not None:
             run.agent = run.agent or outcome.agent
-        if outcome.error is not None:
+        error = outcome.error
+        if error is not None:
             run.error = NodeFailure(
-                type=error_code(outcome.error),
-                message=error_message(outcome.error),
+                type=error_code(error),
+                message=error_message(error),
                 agent=outcome.agent,
                 attempts=outcome.attempts,
                 input=outcome.input,
             )
-        if not outcome.failed:
+        if error is None or outcome.fallback is not None:  # not `outcome.failed`'s call
             run.status = NodeStatus.COMPLETED
             run.output = outcome.output
             run.fallback = outcome.fallback
@@ -675,7 +675,6 @@ class _Execution:
         self.failed.add(node_id)
         self.unavailable.add(node_id)
         self.scope[node_id] = None
-        assert outcome.error is not None
         log.info(
             "node_failed",
             # Settled in the workflow's task, not the node's: its context is given here.
@@ -683,8 +682,9 @@ class _Execution:
             node=node_id,
             agent=outcome.agent,
             attempt=outcome.attempts,
-            error=error_code(outcome.error),
+            error=error_code(error),
         )
+        cn = self.workflow.nodes[node_id]
         if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
             self.degraded = True
             await self._emitted(run)
@@ -693,8 +693,8 @@ class _Execution:
         on_agent = f" (agent {agent!r})" if agent else ""
         raise _StopWorkflow(
             WorkflowError(
-                code=error_code(outcome.error),
-                message=f"node {node_id!r}{on_agent} failed: {error_message(outcome.error)}",
+                code=error_code(error),
+                message=f"node {node_id!r}{on_agent} failed: {error_message(error)}",
                 step_id=node_id,
                 agent=agent,
             )
