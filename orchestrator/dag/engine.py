@@ -191,7 +191,8 @@ class DagEngine:
         """Run `workflow`, recording into `state` and calling `on_transition` after
         each change (see the module docstring; node starts dispatched with no wait
         between them, a fan-out's branches, are one call after the last of them, each
-        told to `on_node` first); returns when the state is terminal,
+        told to `on_node` first, and so are the nodes settled in one wake-up, branches
+        whose calls ended together); returns when the state is terminal,
         or PAUSED: while `pause_requested()` is true no new node starts, and once the
         running ones have ended the run stops there (run it again to resume).
 
@@ -632,21 +633,38 @@ class _Execution:
             return
         # Settle in definition order so transitions are recorded deterministically, and
         # all of them: a node that finished with the one that stops the workflow keeps
-        # its result.
+        # its result. Each settle is told to `on_node` as it is made, and all of them to
+        # `on_transition` once, after the last (as a burst of starts is: nothing can
+        # run between them, so a call each showed nothing more).
         stop: _StopWorkflow | None = None
+        untold = False
         for task in sorted(finished, key=lambda t: self.workflow.nodes[self.running[t]].index):
             node_id = self.running.pop(task)
             self.current = node_id
             try:
-                await self._settle(node_id, task.result())
+                self._settled(node_id, task.result())
+                untold = True
             except _StopWorkflow as exc:
                 stop = stop or exc
             sorter.done(node_id)
+        if untold:
+            pending = self.on_transition(self.state)
+            if pending is not None:
+                await pending
         self.current = None
         if stop is not None:
             raise stop
 
     async def _settle(self, node_id: str, outcome: _Outcome) -> None:
+        """Record how a node ended (`_settled`) and hand it to `on_transition`."""
+        self._settled(node_id, outcome)
+        pending = self.on_transition(self.state)
+        if pending is not None:
+            await pending
+
+    def _settled(self, node_id: str, outcome: _Outcome) -> None:
+        """Record how a node ended, told to `on_node` (`on_transition` is the caller's);
+        raises _StopWorkflow, without telling, for a failure that stops the workflow."""
         run = self.state.steps[node_id]
         run.finished_at = self.engine.clock()
         run.attempts = outcome.attempts
@@ -667,9 +685,10 @@ class _Execution:
             run.fallback = outcome.fallback
             self.scope[node_id] = outcome.output
             self.degraded = self.degraded or outcome.fallback is not None
-            pending = self.emit(run)
-            if pending is not None:
-                await pending
+            # emit(run) without its on_transition: the caller's.
+            self.state.updated_at = self.engine.clock()
+            if self.on_node is not None:
+                self.on_node(run)
             return
         run.status = NodeStatus.FAILED
         self.failed.add(node_id)
@@ -687,7 +706,9 @@ class _Execution:
         cn = self.workflow.nodes[node_id]
         if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
             self.degraded = True
-            await self._emitted(run)
+            self.state.updated_at = self.engine.clock()
+            if self.on_node is not None:
+                self.on_node(run)
             return
         agent = outcome.agent
         on_agent = f" (agent {agent!r})" if agent else ""
