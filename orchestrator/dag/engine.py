@@ -559,7 +559,9 @@ class _Execution:
             log_node.reset(node_token)
         self.current = cn.id
         try:
-            await self._settle(cn.id, outcome)
+            pending = self._settle(cn.id, outcome)
+            if pending is not None:
+                await pending
         finally:
             sorter.done(cn.id)
         self.current = None
@@ -655,12 +657,11 @@ class _Execution:
         if stop is not None:
             raise stop
 
-    async def _settle(self, node_id: str, outcome: _Outcome) -> None:
-        """Record how a node ended (`_settled`) and hand it to `on_transition`."""
+    def _settle(self, node_id: str, outcome: _Outcome) -> Awaitable[None] | None:
+        """Record how a node ended (`_settled`) and hand it to `on_transition`: its
+        awaitable, as `emit` returns it (no coroutine of this method's own per node)."""
         self._settled(node_id, outcome)
-        pending = self.on_transition(self.state)
-        if pending is not None:
-            await pending
+        return self.on_transition(self.state)
 
     def _settled(self, node_id: str, outcome: _Outcome) -> None:
         """Record how a node ended, told to `on_node` (`on_transition` is the caller's);

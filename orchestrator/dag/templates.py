@@ -389,14 +389,30 @@ def _builder(node: _Node, holes: list[_Hole], cost: list[int]) -> _Build:
             for key, item in pairs
         )
         if isinstance(node, dict):
-            if items and all(b is next for _, b, _ in items):
-                # Only whole placeholders ({"a": "{{ x }}", "b": "{{ y.z }}"}: most node
-                # inputs): the dict is built at C speed, in the template's key order.
-                keys = tuple(k for k, _, _ in items)
-                return lambda values: dict(zip(keys, values))  # noqa: B905 (one value per key)
+            if items and all(b is next or b is None for _, b, _ in items):
+                return _flat_dict(items)
             return lambda values: {k: c if b is None else b(values) for k, b, c in items}
         return lambda values: [c if b is None else b(values) for _, b, c in items]
     return lambda values: node
+
+
+def _flat_dict(items: tuple[tuple[Any, _Build | None, Any], ...]) -> _Build:
+    """The builder of a dict of whole placeholders and constants only (most node
+    inputs: {"a": "{{ x }}", "b": "{{ y.z }}", "n": 3}), in the template's key order."""
+    holes = tuple(k for k, b, _ in items if b is not None)
+    if len(holes) == len(items):
+        # Placeholders only: built at C speed.
+        return lambda values: dict(zip(holes, values))  # noqa: B905 (one value per key)
+    # A copy of the constants (placeholders' keys in their places), then each value.
+    constants = {k: c for k, _, c in items}
+
+    def build(values: Iterator[Any]) -> dict[str, Any]:
+        built = constants.copy()
+        for key in holes:
+            built[key] = next(values)
+        return built
+
+    return build
 
 
 def _constant(node: _Node) -> bool:
