@@ -112,6 +112,8 @@ class _Lane:
     bulkhead: Bulkhead
     budget: RetryBudget
     stats: AgentStats
+    # spec.process_url, worked out once (a property building the string every call).
+    process_url: str
 
 
 @dataclass(slots=True)
@@ -175,6 +177,7 @@ class AgentClient:
                 bulkhead=Bulkhead(spec.concurrency),
                 budget=RetryBudget(spec.retry_budget, clock=clock),
                 stats=self._stats[name],
+                process_url=spec.process_url,
             )
             for name, spec in registry.items()
         }
@@ -289,7 +292,9 @@ class AgentClient:
             _encode(payload)
             body = b""
         else:
-            body = _encode({"workflow_id": workflow_id, "step_id": node_id, "input": payload})
+            body = _ENCODER.encode(
+                {"workflow_id": workflow_id, "step_id": node_id, "input": payload}
+            )
         call = _Call(
             lane=lane,
             spec=spec,
@@ -403,14 +408,20 @@ class AgentClient:
 
     def _attempt(self, call: _Call) -> Coroutine[Any, Any, dict[str, Any]]:
         # A plain function, not a coroutine: it picks the attempt's coroutine (one frame
-        # less per attempt) after the one check that needs none.
-        if call.deadline is not None and self._clock() >= call.deadline:
-            raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        # less per attempt) after the one check that needs none. The time it finds left
+        # is the attempt's cap (`_attempt_cap`): the clock is read once per attempt.
+        remaining = 0.0
+        if call.deadline is not None:
+            remaining = call.deadline - self._clock()
+            if remaining <= 0:
+                raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
         if self._tracer is not None:
-            return self._traced_attempt(call, self._tracer)
-        return self._gated(call)
+            return self._traced_attempt(call, self._tracer, remaining)
+        return self._gated(call, remaining)
 
-    async def _traced_attempt(self, call: _Call, tracer: Tracer) -> dict[str, Any]:
+    async def _traced_attempt(
+        self, call: _Call, tracer: Tracer, remaining: float
+    ) -> dict[str, Any]:
         name = call.spec.name
         attributes: dict[str, str | int | float] = {
             "agent": name,
@@ -431,7 +442,7 @@ class AgentClient:
             # The span is current: the agent gets it as its parent.
             _PROPAGATOR.inject(call.headers)
             try:
-                data = await self._gated(call)
+                data = await self._gated(call, remaining)
             except AgentError as exc:
                 span.set_attribute("outcome", exc.code)
                 span.set_attribute("error.type", exc.code)
@@ -443,7 +454,7 @@ class AgentClient:
             span.set_attribute("http.response.status_code", 200)
             return data
 
-    async def _gated(self, call: _Call) -> dict[str, Any]:
+    async def _gated(self, call: _Call, remaining: float) -> dict[str, Any]:
         lane = call.lane
         breaker = lane.breaker
         # Every line logged from here on in this task (the node's own) carries the number of
@@ -458,17 +469,24 @@ class AgentClient:
         try:
             bulkhead = lane.bulkhead
             if not bulkhead.try_acquire():
-                await self._wait_for_slot(call)
+                remaining = await self._wait_for_slot(call)
             stats = lane.stats
             stats.in_flight += 1
             try:
-                cap_s, cap_phase = self._attempt_cap(call)
+                cap_s, cap_phase = _attempt_cap(call, remaining)
                 stats.attempts += 1
                 if call.payload is not None:
                     data = await self._a2a.send(call, cap_s, cap_phase)
                 else:
                     call.attempts += 1
-                    request = self._request(call)
+                    request = self._transport.request(
+                        "POST",
+                        lane.process_url,
+                        body=call.body,
+                        headers=call.headers,
+                        timeouts=call.timeouts,
+                        max_body_bytes=call.spec.max_response_bytes,
+                    )
                     try:
                         if cap_s is None:
                             response = await request
@@ -500,8 +518,9 @@ class AgentClient:
         finally:
             breaker.release(ticket)
 
-    async def _wait_for_slot(self, call: _Call) -> None:
-        """The bulkhead is full: wait in line for a slot, at most until the deadline."""
+    async def _wait_for_slot(self, call: _Call) -> float:
+        """The bulkhead is full: wait in line for a slot, at most until the deadline.
+        Returns the time then left until the deadline (0.0 without one)."""
         stats = call.lane.stats
         bulkhead = call.lane.bulkhead
         stats.bulkhead_waits += 1
@@ -509,7 +528,7 @@ class AgentClient:
         try:
             if call.deadline is None:
                 await bulkhead.acquire()
-                return
+                return 0.0
             # asyncio.timeout's semantics on the client's one timer (circuit/cap.py): a
             # fan-out wider than the bulkhead waits here on most of its calls, and a timer
             # of the loop per wait (armed, then cancelled) was a heap push and pop each.
@@ -522,30 +541,10 @@ class AgentClient:
                     raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
                 raise
             cap.stop(None)
+            waited_to = self._clock()
+            return call.deadline - waited_to
         finally:
             stats.bulkhead_wait_s += self._clock() - waited_from
-
-    def _request(self, call: _Call) -> Coroutine[Any, Any, TransportResponse]:
-        spec = call.spec
-        return self._transport.request(
-            "POST",
-            spec.process_url,
-            body=call.body,
-            headers=call.headers,
-            timeouts=call.timeouts,
-            max_body_bytes=spec.max_response_bytes,
-        )
-
-    def _attempt_cap(self, call: _Call) -> tuple[float | None, TimeoutPhase]:
-        """The whole attempt's time limit: `timeout_s`, or less if the deadline is nearer.
-        Raises the deadline's `AgentTimeout` when it has passed (nothing is sent)."""
-        if call.deadline is not None:
-            remaining = call.deadline - self._clock()
-            if remaining <= 0:
-                raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
-            if call.timeout_s is None or remaining < call.timeout_s:
-                return remaining, "deadline"
-        return call.timeout_s, "attempt"
 
     def _on_state_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
         self._stats[name].transitions[(old.value, new.value)] += 1
@@ -563,6 +562,18 @@ class AgentClient:
 
 
 # -- translation and classification -----------------------------------------------------
+
+
+def _attempt_cap(call: _Call, remaining: float) -> tuple[float | None, TimeoutPhase]:
+    """The whole attempt's time limit: `timeout_s`, or less if the deadline is nearer
+    (`remaining`: the time left until it). Raises the deadline's `AgentTimeout` when it
+    has passed (nothing is sent)."""
+    if call.deadline is not None:
+        if remaining <= 0:
+            raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        if call.timeout_s is None or remaining < call.timeout_s:
+            return remaining, "deadline"
+    return call.timeout_s, "attempt"
 
 
 def _ctx(call: _Call) -> dict[str, Any]:
@@ -614,7 +625,8 @@ def _check_status(response: TransportResponse, call: _Call) -> None:
 
 def _parse(response: TransportResponse, call: _Call) -> dict[str, Any]:
     """Check an answer against the agent contract: 2xx `{"status": "success", "data": {...}}`."""
-    _check_status(response, call)
+    if not 200 <= response.status < 300:
+        _check_status(response, call)  # raises
     try:
         document = orjson.loads(response.body)
     except orjson.JSONDecodeError as exc:

@@ -321,9 +321,16 @@ class AsyncCircuitBreaker:
             # pybreaker would reset a counter that is already 0 and tell no one: skip it.
             self._successes += 1
             if self._rate:
-                slow = self._clock() - ticket.started >= self.config.slow_call_duration_s
-                self._window.record(failed=False, slow=slow)
-                if self._window_says_open():
+                config = self.config
+                slow = self._clock() - ticket.started >= config.slow_call_duration_s
+                window = self._window
+                window.record(failed=False, slow=slow)
+                # _window_says_open, written out: asked after every call.
+                if window.exceeds(
+                    config.minimum_calls,
+                    config.failure_rate_threshold,
+                    config.slow_call_rate_threshold,
+                ):
                     self._breaker.open()
                     self._flush()
             return

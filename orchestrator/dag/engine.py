@@ -538,7 +538,8 @@ class _Execution:
         (_TimedOut, as the deadline timer does for node tasks); cancelling the
         workflow's task cancels the node where it is, and `_run` records it.
         """
-        node_token = log_node.set((cn.id, cn.agent))
+        node_id = cn.id
+        node_token = log_node.set((node_id, cn.agent))
         attempt_token = log_attempt.set(0)
         try:
             if self.deadline is None:
@@ -556,11 +557,11 @@ class _Execution:
         finally:
             log_attempt.reset(attempt_token)
             log_node.reset(node_token)
-        self.current = cn.id
+        self.current = node_id
         try:
-            await self._settle(cn.id, outcome)
+            await self._settle(node_id, outcome)
         finally:
-            sorter.done(cn.id)
+            sorter.done(node_id)
         self.current = None
         if not sorter.is_active():
             # The last node: the terminal transition is next. A turn of the loop here
@@ -723,9 +724,11 @@ class _Execution:
         return cn.node.timeout_s if cn.node.timeout_s is not None else self.engine.node_timeout_s
 
     def _node_deadline(self, cn: CompiledNode) -> float | None:
-        timeout_s = self._timeout_s(cn)
+        timeout_s = cn.node.timeout_s  # _timeout_s, written out (once per node)
         if timeout_s is None:
-            return self.deadline
+            timeout_s = self.engine.node_timeout_s
+            if timeout_s is None:
+                return self.deadline
         own = self.loop.time() + timeout_s
         return own if self.deadline is None else min(self.deadline, own)
 
@@ -770,9 +773,12 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            work = cn.kind.run(cn.node, ctx)
-            # _bounded, written out: one coroutine less around every node.
-            timeout_s = self._timeout_s(cn)
+            node = cn.node
+            work = cn.kind.run(node, ctx)
+            # _bounded (and _timeout_s), written out: one coroutine less around every node.
+            timeout_s = node.timeout_s
+            if timeout_s is None:
+                timeout_s = self.engine.node_timeout_s
             if timeout_s is None:
                 output = await work
             else:
