@@ -88,6 +88,8 @@ _FOREIGN_ERRORS = (TransportError, TimeoutError, CircuitOpenError)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
+_new_tuple = tuple.__new__
+
 
 class AgentCallResult(NamedTuple):
     """An agent's `data` object, how many attempts it took, and how long in all;
@@ -331,7 +333,8 @@ class AgentClient:
         # (its lazy proxy, the keywords), more than the rest of the breaker. The step's
         # state, events and metrics say it; failures and retries are logged below.
         duration_s = self._clock() - started
-        return AgentCallResult(data, call.attempts, duration_s, call.source)
+        # AgentCallResult(...), built in C (its NamedTuple __new__ is a Python frame).
+        return _new_tuple(AgentCallResult, (data, call.attempts, duration_s, call.source))
 
     async def _retry(
         self, call: _Call, first_error: AgentError, retry: RetryConfig | None

@@ -156,6 +156,11 @@ class BreakerSnapshot:
         return data
 
 
+# tuple.__new__: builds a NamedTuple from its fields in C, where calling the class
+# runs its generated Python-level __new__ (a frame more on the hot path).
+_new_tuple = tuple.__new__
+
+
 class Ticket(NamedTuple):
     """An admitted call: the generation it was admitted under, whether it holds a
     half-open probe slot, and when it started (on the breaker's clock)."""
@@ -302,7 +307,8 @@ class AsyncCircuitBreaker:
             # The happy path: closed needs no refresh (only OPEN has a timer), and a
             # closed call takes no probe slot.
             self._calls += 1
-            return Ticket(self._generation, False, self._clock())
+            # Ticket(...) without the NamedTuple's Python-level __new__ (every call).
+            return _new_tuple(Ticket, (self._generation, False, self._clock()))
         return self._admit()
 
     def record(self, ticket: Ticket, outcome: Outcome, exc: Exception | None) -> None:
