@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 __all__ = ["Cap", "CapTimer"]
 
@@ -114,12 +115,16 @@ class CapTimer:
         """Cancel the current task `delay_s` seconds from now unless the cap is stopped."""
         return self.start_at(None, delay_s)
 
-    def start_at(self, when: float | None, delay_s: float = 0.0) -> Cap:
+    def start_at(
+        self, when: float | None, delay_s: float = 0.0, *, task: asyncio.Task[Any] | None = None
+    ) -> Cap:
         """`start`, at `when` on the loop's clock (`loop.time()`) when it is given: a
-        deadline shared by several awaits (a workflow's, in the DAG engine)."""
-        task = asyncio.current_task()
+        deadline shared by several awaits (a workflow's, in the DAG engine). `task`: the
+        current task, when the caller holds it (saves looking it up on every await)."""
         if task is None:
-            raise RuntimeError("a cap works inside a task")
+            task = asyncio.current_task()
+            if task is None:
+                raise RuntimeError("a cap works inside a task")
         loop = task.get_loop()
         if when is None:
             when = loop.time() + delay_s

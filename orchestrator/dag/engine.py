@@ -227,6 +227,9 @@ class _Execution:
         self.before_start = before_start
         self.options = workflow.definition.options
         self.loop = asyncio.get_running_loop()
+        # The workflow's task (run() builds this in it): where inline nodes run, the
+        # task every cap of this run's own awaits is on.
+        self.task = asyncio.current_task()
         inputs = {**workflow.definition.inputs, **(state.inputs or {})}
         state.inputs = inputs
         self.scope: dict[str, Any] = {INPUTS: inputs}
@@ -546,7 +549,7 @@ class _Execution:
                 outcome = await self._node(cn, ctx, pre_error)
             else:
                 # _until_deadline, written out: one coroutine less around every node.
-                cap = self.caps.start_at(self.deadline)
+                cap = self.caps.start_at(self.deadline, task=self.task)
                 try:
                     outcome = await self._node(cn, ctx, pre_error)
                 except BaseException as exc:
@@ -586,7 +589,7 @@ class _Execution:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
         if self.deadline is None:
             return await work
-        cap = self.caps.start_at(self.deadline)
+        cap = self.caps.start_at(self.deadline, task=self.task)
         try:
             result = await work
         except BaseException as exc:

@@ -66,10 +66,25 @@ async def with_cap_at(work: Awaitable[str], delay_s: float) -> str:
     return result
 
 
+async def with_cap_at_on_task(work: Awaitable[str], delay_s: float) -> str:
+    """start_at told the current task (the DAG engine holds its workflow's)."""
+    timer = CapTimer()
+    when = asyncio.get_running_loop().time() + delay_s
+    cap = timer.start_at(when, task=asyncio.current_task())
+    try:
+        result = await work
+    except BaseException as exc:
+        if cap.stop(exc):
+            return "timeout"
+        raise
+    cap.stop(None)
+    return result
+
+
 RUNNERS = pytest.mark.parametrize(
     "runner",
-    [with_timeout, with_cap, with_shared_cap, with_cap_at],
-    ids=["timeout", "cap", "shared-cap", "cap-at"],
+    [with_timeout, with_cap, with_shared_cap, with_cap_at, with_cap_at_on_task],
+    ids=["timeout", "cap", "shared-cap", "cap-at", "cap-at-on-task"],
 )
 
 
