@@ -57,7 +57,7 @@ from agents.errors import (
     TimeoutPhase,
     UnknownAgent,
 )
-from agents.observe import AgentStats, log_attempt, retry_listener
+from agents.observe import AgentStats, log_attempt, log_node, retry_listener
 from agents.registry import AgentRegistry, AgentSpec, AgentTimeouts
 from agents.transport import (
     AgentTransport,
@@ -462,7 +462,7 @@ class AgentClient:
         breaker = lane.breaker
         # Every line logged from here on in this task (the node's own) carries the number of
         # the attempt it is about, up to the call's final result.
-        log_attempt.set(call.attempts + 1)
+        log_attempt.set((log_node.get(), call.attempts + 1))
         try:
             ticket = breaker.admit()
         except CircuitOpenError as exc:

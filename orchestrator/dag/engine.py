@@ -48,7 +48,7 @@ import structlog
 from opentelemetry.trace import Tracer
 
 from agents.errors import AgentError
-from agents.observe import log_attempt, log_node
+from agents.observe import log_node
 from agents.registry import AgentRegistry
 from circuit.cap import CapTimer
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits
@@ -542,8 +542,9 @@ class _Execution:
         workflow's task cancels the node where it is, and `_run` records it.
         """
         node_id = cn.id
+        # A tuple of this node run's own: attempts logged in an earlier node are not this
+        # one's (agents/observe.py), so log_attempt needs no set and reset per node.
         node_token = log_node.set((node_id, cn.agent))
-        attempt_token = log_attempt.set(0)
         try:
             if self.deadline is None:
                 outcome = await self._node(cn, ctx, pre_error)
@@ -558,7 +559,6 @@ class _Execution:
                     raise
                 cap.stop(None)
         finally:
-            log_attempt.reset(attempt_token)
             log_node.reset(node_token)
         self.current = node_id
         try:
@@ -741,7 +741,6 @@ class _Execution:
         # This node's own task: every line logged inside it carries the node and agent.
         # (`attempt` is 0 until the agent client makes one.)
         log_node.set((cn.id, cn.agent))
-        log_attempt.set(0)
         return await self._node(cn, ctx, pre_error)
 
     def _node(
