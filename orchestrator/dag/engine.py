@@ -35,11 +35,12 @@ failed with `continue`, skipped) are not run again: their outcome is reused.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import functools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -515,7 +516,14 @@ class _Execution:
                     await pending
                 await self._run_inline(cn, ctx, pre_error, sorter)
                 continue
-            task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
+            # The node's own task, in a context whose every log line carries the node and
+            # its agent (`attempt` 0 until the agent client makes one): set here, in the
+            # copy the task runs in, not by a coroutine of its own around the node.
+            context = contextvars.copy_context()
+            context.run(log_node.set, (node_id, cn.agent))
+            task = asyncio.create_task(
+                self._node(cn, ctx, pre_error), name=f"dag:{node_id}", context=context
+            )
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
             # emit(run), its on_transition deferred to the end of the burst (above).
@@ -735,17 +743,9 @@ class _Execution:
         own = self.loop.time() + timeout_s
         return own if self.deadline is None else min(self.deadline, own)
 
-    async def _execute(
-        self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
-    ) -> _Outcome:
-        # This node's own task: every line logged inside it carries the node and agent.
-        # (`attempt` is 0 until the agent client makes one.)
-        log_node.set((cn.id, cn.agent))
-        return await self._node(cn, ctx, pre_error)
-
     def _node(
         self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
-    ) -> Awaitable[_Outcome]:
+    ) -> Coroutine[Any, Any, _Outcome]:
         # The node's coroutine, in a span only when there is a tracer: without one a
         # layer that only passes the node through would wrap every node.
         tracer = self.engine.tracer
