@@ -494,8 +494,9 @@ class AgentClient:
                         if cap_s is None:
                             response = await request
                         else:
-                            # asyncio.timeout's semantics, on the client's one timer.
-                            cap = self._caps.start(cap_s)
+                            # asyncio.timeout's semantics, on the client's one timer
+                            # (start_at itself: `start` is one frame more around it).
+                            cap = self._caps.start_at(None, cap_s)
                             try:
                                 response = await request
                             except BaseException as exc:
