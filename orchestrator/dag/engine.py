@@ -35,11 +35,12 @@ failed with `continue`, skipped) are not run again: their outcome is reused.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import functools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -48,7 +49,7 @@ import structlog
 from opentelemetry.trace import Tracer
 
 from agents.errors import AgentError
-from agents.observe import log_attempt, log_node
+from agents.observe import log_node
 from agents.registry import AgentRegistry
 from circuit.cap import CapTimer
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits
@@ -228,6 +229,9 @@ class _Execution:
         self.before_start = before_start
         self.options = workflow.definition.options
         self.loop = asyncio.get_running_loop()
+        # The workflow's task (run() builds this in it): where inline nodes run, the
+        # task every cap of this run's own awaits is on.
+        self.task = asyncio.current_task()
         inputs = {**workflow.definition.inputs, **(state.inputs or {})}
         state.inputs = inputs
         self.scope: dict[str, Any] = {INPUTS: inputs}
@@ -513,7 +517,14 @@ class _Execution:
                     await pending
                 await self._run_inline(cn, ctx, pre_error, sorter)
                 continue
-            task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
+            # The node's own task, in a context whose every log line carries the node and
+            # its agent (`attempt` 0 until the agent client makes one): set here, in the
+            # copy the task runs in, not by a coroutine of its own around the node.
+            context = contextvars.copy_context()
+            context.run(log_node.set, (node_id, cn.agent))
+            task = asyncio.create_task(
+                self._node(cn, ctx, pre_error), name=f"dag:{node_id}", context=context
+            )
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
             # emit(run), its on_transition deferred to the end of the burst (above).
@@ -539,14 +550,16 @@ class _Execution:
         (_TimedOut, as the deadline timer does for node tasks); cancelling the
         workflow's task cancels the node where it is, and `_run` records it.
         """
-        node_token = log_node.set((cn.id, cn.agent))
-        attempt_token = log_attempt.set(0)
+        node_id = cn.id
+        # A tuple of this node run's own: attempts logged in an earlier node are not this
+        # one's (agents/observe.py), so log_attempt needs no set and reset per node.
+        node_token = log_node.set((node_id, cn.agent))
         try:
             if self.deadline is None:
                 outcome = await self._node(cn, ctx, pre_error)
             else:
                 # _until_deadline, written out: one coroutine less around every node.
-                cap = self.caps.start_at(self.deadline)
+                cap = self.caps.start_at(self.deadline, task=self.task)
                 try:
                     outcome = await self._node(cn, ctx, pre_error)
                 except BaseException as exc:
@@ -555,15 +568,14 @@ class _Execution:
                     raise
                 cap.stop(None)
         finally:
-            log_attempt.reset(attempt_token)
             log_node.reset(node_token)
-        self.current = cn.id
+        self.current = node_id
         try:
-            pending = self._settle(cn.id, outcome)
+            pending = self._settle(node_id, outcome)
             if pending is not None:
                 await pending
         finally:
-            sorter.done(cn.id)
+            sorter.done(node_id)
         self.current = None
         if not sorter.is_active():
             # The last node: the terminal transition is next. A turn of the loop here
@@ -588,7 +600,7 @@ class _Execution:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
         if self.deadline is None:
             return await work
-        cap = self.caps.start_at(self.deadline)
+        cap = self.caps.start_at(self.deadline, task=self.task)
         try:
             result = await work
         except BaseException as exc:
@@ -750,24 +762,17 @@ class _Execution:
         return cn.node.timeout_s if cn.node.timeout_s is not None else self.engine.node_timeout_s
 
     def _node_deadline(self, cn: CompiledNode) -> float | None:
-        timeout_s = self._timeout_s(cn)
+        timeout_s = cn.node.timeout_s  # _timeout_s, written out (once per node)
         if timeout_s is None:
-            return self.deadline
+            timeout_s = self.engine.node_timeout_s
+            if timeout_s is None:
+                return self.deadline
         own = self.loop.time() + timeout_s
         return own if self.deadline is None else min(self.deadline, own)
 
-    async def _execute(
-        self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
-    ) -> _Outcome:
-        # This node's own task: every line logged inside it carries the node and agent.
-        # (`attempt` is 0 until the agent client makes one.)
-        log_node.set((cn.id, cn.agent))
-        log_attempt.set(0)
-        return await self._node(cn, ctx, pre_error)
-
     def _node(
         self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
-    ) -> Awaitable[_Outcome]:
+    ) -> Coroutine[Any, Any, _Outcome]:
         # The node's coroutine, in a span only when there is a tracer: without one a
         # layer that only passes the node through would wrap every node.
         tracer = self.engine.tracer
@@ -797,9 +802,12 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            work = cn.kind.run(cn.node, ctx)
-            # _bounded, written out: one coroutine less around every node.
-            timeout_s = self._timeout_s(cn)
+            node = cn.node
+            work = cn.kind.run(node, ctx)
+            # _bounded (and _timeout_s), written out: one coroutine less around every node.
+            timeout_s = node.timeout_s
+            if timeout_s is None:
+                timeout_s = self.engine.node_timeout_s
             if timeout_s is None:
                 output = await work
             else:
