@@ -57,7 +57,7 @@ from agents.errors import (
     TimeoutPhase,
     UnknownAgent,
 )
-from agents.observe import AgentStats, log_attempt, retry_listener
+from agents.observe import AgentStats, log_attempt, log_node, retry_listener
 from agents.registry import AgentRegistry, AgentSpec, AgentTimeouts
 from agents.transport import (
     AgentTransport,
@@ -88,6 +88,8 @@ _FOREIGN_ERRORS = (TransportError, TimeoutError, CircuitOpenError)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
+_new_tuple = tuple.__new__
+
 
 class AgentCallResult(NamedTuple):
     """An agent's `data` object, how many attempts it took, and how long in all;
@@ -112,6 +114,8 @@ class _Lane:
     bulkhead: Bulkhead
     budget: RetryBudget
     stats: AgentStats
+    # spec.process_url, worked out once (a property building the string every call).
+    process_url: str
 
 
 @dataclass(slots=True)
@@ -175,6 +179,7 @@ class AgentClient:
                 bulkhead=Bulkhead(spec.concurrency),
                 budget=RetryBudget(spec.retry_budget, clock=clock),
                 stats=self._stats[name],
+                process_url=spec.process_url,
             )
             for name, spec in registry.items()
         }
@@ -289,7 +294,9 @@ class AgentClient:
             _encode(payload)
             body = b""
         else:
-            body = _encode({"workflow_id": workflow_id, "step_id": node_id, "input": payload})
+            body = _ENCODER.encode(
+                {"workflow_id": workflow_id, "step_id": node_id, "input": payload}
+            )
         call = _Call(
             lane=lane,
             spec=spec,
@@ -326,7 +333,8 @@ class AgentClient:
         # (its lazy proxy, the keywords), more than the rest of the breaker. The step's
         # state, events and metrics say it; failures and retries are logged below.
         duration_s = self._clock() - started
-        return AgentCallResult(data, call.attempts, duration_s, call.source)
+        # AgentCallResult(...), built in C (its NamedTuple __new__ is a Python frame).
+        return _new_tuple(AgentCallResult, (data, call.attempts, duration_s, call.source))
 
     async def _retry(
         self, call: _Call, first_error: AgentError, retry: RetryConfig | None
@@ -403,14 +411,20 @@ class AgentClient:
 
     def _attempt(self, call: _Call) -> Coroutine[Any, Any, dict[str, Any]]:
         # A plain function, not a coroutine: it picks the attempt's coroutine (one frame
-        # less per attempt) after the one check that needs none.
-        if call.deadline is not None and self._clock() >= call.deadline:
-            raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        # less per attempt) after the one check that needs none. The time it finds left
+        # is the attempt's cap (`_attempt_cap`): the clock is read once per attempt.
+        remaining = 0.0
+        if call.deadline is not None:
+            remaining = call.deadline - self._clock()
+            if remaining <= 0:
+                raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
         if self._tracer is not None:
-            return self._traced_attempt(call, self._tracer)
-        return self._gated(call)
+            return self._traced_attempt(call, self._tracer, remaining)
+        return self._gated(call, remaining)
 
-    async def _traced_attempt(self, call: _Call, tracer: Tracer) -> dict[str, Any]:
+    async def _traced_attempt(
+        self, call: _Call, tracer: Tracer, remaining: float
+    ) -> dict[str, Any]:
         name = call.spec.name
         attributes: dict[str, str | int | float] = {
             "agent": name,
@@ -431,7 +445,7 @@ class AgentClient:
             # The span is current: the agent gets it as its parent.
             _PROPAGATOR.inject(call.headers)
             try:
-                data = await self._gated(call)
+                data = await self._gated(call, remaining)
             except AgentError as exc:
                 span.set_attribute("outcome", exc.code)
                 span.set_attribute("error.type", exc.code)
@@ -443,12 +457,12 @@ class AgentClient:
             span.set_attribute("http.response.status_code", 200)
             return data
 
-    async def _gated(self, call: _Call) -> dict[str, Any]:
+    async def _gated(self, call: _Call, remaining: float) -> dict[str, Any]:
         lane = call.lane
         breaker = lane.breaker
         # Every line logged from here on in this task (the node's own) carries the number of
         # the attempt it is about, up to the call's final result.
-        log_attempt.set(call.attempts + 1)
+        log_attempt.set((log_node.get(), call.attempts + 1))
         try:
             ticket = breaker.admit()
         except CircuitOpenError as exc:
@@ -458,23 +472,31 @@ class AgentClient:
         try:
             bulkhead = lane.bulkhead
             if not bulkhead.try_acquire():
-                await self._wait_for_slot(call)
+                remaining = await self._wait_for_slot(call)
             stats = lane.stats
             stats.in_flight += 1
             try:
-                cap_s, cap_phase = self._attempt_cap(call)
+                cap_s, cap_phase = _attempt_cap(call, remaining)
                 stats.attempts += 1
                 if call.payload is not None:
                     data = await self._a2a.send(call, cap_s, cap_phase)
                 else:
                     call.attempts += 1
-                    request = self._request(call)
+                    request = self._transport.request(
+                        "POST",
+                        lane.process_url,
+                        body=call.body,
+                        headers=call.headers,
+                        timeouts=call.timeouts,
+                        max_body_bytes=call.spec.max_response_bytes,
+                    )
                     try:
                         if cap_s is None:
                             response = await request
                         else:
-                            # asyncio.timeout's semantics, on the client's one timer.
-                            cap = self._caps.start(cap_s)
+                            # asyncio.timeout's semantics, on the client's one timer
+                            # (start_at itself: `start` is one frame more around it).
+                            cap = self._caps.start_at(None, cap_s)
                             try:
                                 response = await request
                             except BaseException as exc:
@@ -500,8 +522,9 @@ class AgentClient:
         finally:
             breaker.release(ticket)
 
-    async def _wait_for_slot(self, call: _Call) -> None:
-        """The bulkhead is full: wait in line for a slot, at most until the deadline."""
+    async def _wait_for_slot(self, call: _Call) -> float:
+        """The bulkhead is full: wait in line for a slot, at most until the deadline.
+        Returns the time then left until the deadline (0.0 without one)."""
         stats = call.lane.stats
         bulkhead = call.lane.bulkhead
         stats.bulkhead_waits += 1
@@ -509,7 +532,7 @@ class AgentClient:
         try:
             if call.deadline is None:
                 await bulkhead.acquire()
-                return
+                return 0.0
             # asyncio.timeout's semantics on the client's one timer (circuit/cap.py): a
             # fan-out wider than the bulkhead waits here on most of its calls, and a timer
             # of the loop per wait (armed, then cancelled) was a heap push and pop each.
@@ -522,30 +545,10 @@ class AgentClient:
                     raise AgentTimeout(phase="bulkhead", timeout_s=wait_s, **_ctx(call)) from exc
                 raise
             cap.stop(None)
+            waited_to = self._clock()
+            return call.deadline - waited_to
         finally:
             stats.bulkhead_wait_s += self._clock() - waited_from
-
-    def _request(self, call: _Call) -> Coroutine[Any, Any, TransportResponse]:
-        spec = call.spec
-        return self._transport.request(
-            "POST",
-            spec.process_url,
-            body=call.body,
-            headers=call.headers,
-            timeouts=call.timeouts,
-            max_body_bytes=spec.max_response_bytes,
-        )
-
-    def _attempt_cap(self, call: _Call) -> tuple[float | None, TimeoutPhase]:
-        """The whole attempt's time limit: `timeout_s`, or less if the deadline is nearer.
-        Raises the deadline's `AgentTimeout` when it has passed (nothing is sent)."""
-        if call.deadline is not None:
-            remaining = call.deadline - self._clock()
-            if remaining <= 0:
-                raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
-            if call.timeout_s is None or remaining < call.timeout_s:
-                return remaining, "deadline"
-        return call.timeout_s, "attempt"
 
     def _on_state_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
         self._stats[name].transitions[(old.value, new.value)] += 1
@@ -563,6 +566,18 @@ class AgentClient:
 
 
 # -- translation and classification -----------------------------------------------------
+
+
+def _attempt_cap(call: _Call, remaining: float) -> tuple[float | None, TimeoutPhase]:
+    """The whole attempt's time limit: `timeout_s`, or less if the deadline is nearer
+    (`remaining`: the time left until it). Raises the deadline's `AgentTimeout` when it
+    has passed (nothing is sent)."""
+    if call.deadline is not None:
+        if remaining <= 0:
+            raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        if call.timeout_s is None or remaining < call.timeout_s:
+            return remaining, "deadline"
+    return call.timeout_s, "attempt"
 
 
 def _ctx(call: _Call) -> dict[str, Any]:
@@ -614,7 +629,8 @@ def _check_status(response: TransportResponse, call: _Call) -> None:
 
 def _parse(response: TransportResponse, call: _Call) -> dict[str, Any]:
     """Check an answer against the agent contract: 2xx `{"status": "success", "data": {...}}`."""
-    _check_status(response, call)
+    if not 200 <= response.status < 300:
+        _check_status(response, call)  # raises
     try:
         document = orjson.loads(response.body)
     except orjson.JSONDecodeError as exc:

@@ -11,10 +11,14 @@ reports its retries to it (step progress events). Unset, a retry costs one
 
 `log_node` and `log_attempt` are what every log line inside a node carries (merged
 into it by `orchestrator.logs.merge_node_context`): the DAG engine sets the node and
-its agent, and attempt 0, for each node; the client sets the attempt it makes. Two
-context variables of our own, set on the hot path, where binding the same three keys
-through `structlog.contextvars` (a ContextVar, an f-string and a token each, bound
-then reset) cost ~7 us a node.
+its agent for each node; the client sets the attempt it makes, paired with the node it
+is made in (the `log_node` value, None outside any node). A line takes the attempt
+only when its pair's node is the line's own: a node that has made none yet says
+attempt 0, and an attempt of an earlier node (a chain's nodes run one after the other
+in one task) never leaks into the next one's lines, with no reset of `log_attempt`
+per node. Two context variables of our own, set on the hot path, where binding the
+same three keys through `structlog.contextvars` (a ContextVar, an f-string and a token
+each, bound then reset) cost ~7 us a node.
 """
 
 from __future__ import annotations
@@ -51,7 +55,21 @@ RetryListener = Callable[[str, str, int, float, str], None]
 
 retry_listener: ContextVar[RetryListener | None] = ContextVar("retry_listener", default=None)
 
-# (node id, its agent or None): the node the current line is about.
-log_node: ContextVar[tuple[str, str | None] | None] = ContextVar("log_node", default=None)
-# The number of the agent attempt the current line is about (0: none made yet).
-log_attempt: ContextVar[int | None] = ContextVar("log_attempt", default=None)
+# (node id, its agent or None): the node the current line is about. A tuple of its own
+# per node run: `log_attempt` tells nodes apart by its identity.
+LogNode = tuple[str, str | None]
+log_node: ContextVar[LogNode | None] = ContextVar("log_node", default=None)
+# (the `log_node` value it was made under, the number of the agent attempt): the attempt
+# the current line is about, when that node is still the line's own.
+log_attempt: ContextVar[tuple[LogNode | None, int] | None] = ContextVar(
+    "log_attempt", default=None
+)
+
+
+def attempt_of(node: LogNode | None) -> int | None:
+    """The attempt a line logged in `node` (None: outside any node) is about: the
+    client's latest one made in it; 0 in a node that has made none; None outside one."""
+    attempt = log_attempt.get()
+    if attempt is not None and attempt[0] is node:
+        return attempt[1]
+    return None if node is None else 0

@@ -156,6 +156,11 @@ class BreakerSnapshot:
         return data
 
 
+# tuple.__new__: builds a NamedTuple from its fields in C, where calling the class
+# runs its generated Python-level __new__ (a frame more on the hot path).
+_new_tuple = tuple.__new__
+
+
 class Ticket(NamedTuple):
     """An admitted call: the generation it was admitted under, whether it holds a
     half-open probe slot, and when it started (on the breaker's clock)."""
@@ -302,7 +307,8 @@ class AsyncCircuitBreaker:
             # The happy path: closed needs no refresh (only OPEN has a timer), and a
             # closed call takes no probe slot.
             self._calls += 1
-            return Ticket(self._generation, False, self._clock())
+            # Ticket(...) without the NamedTuple's Python-level __new__ (every call).
+            return _new_tuple(Ticket, (self._generation, False, self._clock()))
         return self._admit()
 
     def record(self, ticket: Ticket, outcome: Outcome, exc: Exception | None) -> None:
@@ -321,9 +327,16 @@ class AsyncCircuitBreaker:
             # pybreaker would reset a counter that is already 0 and tell no one: skip it.
             self._successes += 1
             if self._rate:
-                slow = self._clock() - ticket.started >= self.config.slow_call_duration_s
-                self._window.record(failed=False, slow=slow)
-                if self._window_says_open():
+                config = self.config
+                slow = self._clock() - ticket.started >= config.slow_call_duration_s
+                window = self._window
+                window.record(failed=False, slow=slow)
+                # _window_says_open, written out: asked after every call.
+                if window.exceeds(
+                    config.minimum_calls,
+                    config.failure_rate_threshold,
+                    config.slow_call_rate_threshold,
+                ):
                     self._breaker.open()
                     self._flush()
             return

@@ -25,6 +25,14 @@ Use a cap around exactly one await, in the task that awaits::
         raise
     cap.stop(None)
 
+A cap nested in an earlier (or equal) one of the same task, of any `CapTimer`, is
+covered: the outer one's cancel comes first (or in the same turn of the loop, and
+`stop` then gives the `TimeoutError` to the outer one, as nested `asyncio.timeout`s
+do), so the inner one could never be the one that fires. `start` then hands back a
+cap that costs nothing and whose `stop` is always False: the DAG engine bounds an
+inline node by its workflow's deadline, and the agent call inside it by the same
+deadline; one cap does for both.
+
 One `CapTimer` serves one event loop at a time (a new loop starts it afresh).
 """
 
@@ -32,20 +40,30 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 __all__ = ["Cap", "CapTimer"]
+
+
+# The innermost (so the earliest) cap each task is awaiting under, of any CapTimer.
+# Keyed by the task: only that task's own thread and loop touch its entry.
+_innermost: dict[asyncio.Task[object], Cap] = {}
 
 
 class Cap:
     """The limit on one task's await (see `CapTimer.start`)."""
 
-    __slots__ = ("_cancelling", "_expired", "_task", "_timer", "when")
+    __slots__ = ("_cancelling", "_expired", "_outer", "_task", "_timer", "when")
 
-    def __init__(self, timer: CapTimer, task: asyncio.Task[object], when: float) -> None:
+    def __init__(
+        self, timer: CapTimer, task: asyncio.Task[object], when: float, outer: Cap | None
+    ) -> None:
         self._timer = timer
         self._task = task
         self.when = when
         self._expired = False
+        # The cap this one is nested in (None: the task's outermost).
+        self._outer = outer
         # As asyncio.Timeout: the cancel requests pending when the cap began.
         self._cancelling = task.cancelling()
 
@@ -57,10 +75,29 @@ class Cap:
         """End the cap. True when its limit came and `exc` (what the await raised, None
         if it returned) is the cancellation it caused: raise `TimeoutError`."""
         self._timer._caps.discard(self)
+        if self._outer is None:
+            _innermost.pop(self._task, None)
+        else:
+            _innermost[self._task] = self._outer
         if not self._expired:
             return False
         # The cap's cancel request is withdrawn whatever happened, as Timeout does.
         return self._task.uncancel() <= self._cancelling and type(exc) is asyncio.CancelledError
+
+
+class _Covered(Cap):
+    """A cap nested in one that ends no later: nothing to arm, nothing to stop."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.when = math.inf
+
+    def stop(self, exc: BaseException | None) -> bool:
+        return False
+
+
+_COVERED = _Covered()
 
 
 class CapTimer:
@@ -78,16 +115,25 @@ class CapTimer:
         """Cancel the current task `delay_s` seconds from now unless the cap is stopped."""
         return self.start_at(None, delay_s)
 
-    def start_at(self, when: float | None, delay_s: float = 0.0) -> Cap:
+    def start_at(
+        self, when: float | None, delay_s: float = 0.0, *, task: asyncio.Task[Any] | None = None
+    ) -> Cap:
         """`start`, at `when` on the loop's clock (`loop.time()`) when it is given: a
-        deadline shared by several awaits (a workflow's, in the DAG engine)."""
-        task = asyncio.current_task()
+        deadline shared by several awaits (a workflow's, in the DAG engine). `task`: the
+        current task, when the caller holds it (saves looking it up on every await)."""
         if task is None:
-            raise RuntimeError("a cap works inside a task")
+            task = asyncio.current_task()
+            if task is None:
+                raise RuntimeError("a cap works inside a task")
         loop = task.get_loop()
+        if when is None:
+            when = loop.time() + delay_s
+        outer = _innermost.get(task)
+        if outer is not None and outer.when <= when and not outer._expired:
+            return _COVERED
         if loop is not self._loop:
             self._restart(loop)
-        cap = Cap(self, task, loop.time() + delay_s if when is None else when)
+        cap = _innermost[task] = Cap(self, task, when, outer)
         self._caps.add(cap)
         if cap.when < self._armed:
             self._arm(loop, cap.when)

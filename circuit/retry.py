@@ -68,7 +68,13 @@ class RetryBudget:
 
     def record_call(self) -> None:
         """Count a first attempt."""
-        self._calls.add(self._clock(), self._bucket_s)
+        # _WindowCounter.add, written out: one call less on every agent call.
+        now = self._clock()
+        buckets = self._calls._buckets
+        if buckets and now - buckets[-1][0] < self._bucket_s:
+            buckets[-1][1] += 1
+        else:
+            buckets.append([now, 1])
 
     def try_spend(self) -> bool:
         """Consume one retry and return True if the budget allows it; else False."""

@@ -5,8 +5,8 @@ Configured once at start-up (`configure_logging`); modules call
 once where the work starts, so every line inside it carries it without passing
 it around: the request middleware binds `request_id` (api/middleware.py), the
 lifecycle binds `workflow_id` in the workflow's task. Per node, on the hot path, the
-DAG engine sets `node` and `agent` (and `attempt` 0) and the agent client `attempt`
-around each attempt in two context variables of their own (agents/observe.py), which
+DAG engine sets `node` and `agent` and the agent client `attempt` around each attempt
+(0 before the first) in two context variables of their own (agents/observe.py), which
 `merge_node_context` adds to every line. Event names are snake_case
 (`workflow_finished`, `agent_retry`).
 """
@@ -21,7 +21,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from agents.observe import log_attempt, log_node
+from agents.observe import attempt_of, log_node
 
 
 def merge_node_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
@@ -31,7 +31,7 @@ def merge_node_context(logger: WrappedLogger, method_name: str, event_dict: Even
     if node is not None:
         event_dict.setdefault("node", node[0])
         event_dict.setdefault("agent", node[1])
-    attempt = log_attempt.get()
+    attempt = attempt_of(node)
     if attempt is not None:
         event_dict.setdefault("attempt", attempt)
     return event_dict

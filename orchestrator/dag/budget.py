@@ -103,7 +103,7 @@ class Budget:
     __slots__ = ("_inline", "_limits", "_parent", "_stopped", "bytes_left", "ops_left", "scope")
 
     def __init__(
-        self, *, ops: int, nbytes: int, scope: Scope = "node", parent: Budget | None = None
+        self, ops: int, nbytes: int, scope: Scope = "node", parent: Budget | None = None
     ) -> None:
         self.ops_left = ops
         self.bytes_left = nbytes
@@ -120,7 +120,8 @@ class Budget:
 
     def child(self, limits: Limits = DEFAULT_LIMITS) -> Budget:
         """A node's budget drawing on this (the workflow's) one."""
-        return Budget(ops=limits.node_ops, nbytes=limits.node_bytes, scope="node", parent=self)
+        # Positional: one per node run, and keywords cost a third more.
+        return Budget(limits.node_ops, limits.node_bytes, "node", self)
 
     def stop(self) -> None:
         """Make the next charge raise EvaluationStopped (from any thread)."""
@@ -133,10 +134,11 @@ class Budget:
     def offloaded(self) -> None:
         self._inline = None
 
-    def affords(self, ops: int, nbytes: int) -> bool:
-        """Whether `spend(ops, nbytes)` would raise nothing (this budget, its inline
-        slice and every parent): work that can price itself before it starts charges
-        once, and is the same as charging piece by piece when this holds."""
+    def spend_if_affords(self, ops: int, nbytes: int) -> bool:
+        """`spend(ops, nbytes)` if it would raise nothing (this budget, its inline slice
+        and every parent), else nothing; whether it spent. Work that can price itself
+        before it starts charges once, and is the same as charging piece by piece when
+        this spends (charges never go negative), in one call, not one per budget."""
         budget: Budget | None = self
         while budget is not None:
             if budget._stopped or budget.ops_left < ops or budget.bytes_left < nbytes:
@@ -144,6 +146,15 @@ class Budget:
             inline = budget._inline
             if inline is not None and (inline[0] < ops or inline[1] < nbytes):
                 return False
+            budget = budget._parent
+        budget = self
+        while budget is not None:
+            inline = budget._inline
+            if inline is not None:
+                inline[0] -= ops
+                inline[1] -= nbytes
+            budget.ops_left -= ops
+            budget.bytes_left -= nbytes
             budget = budget._parent
         return True
 

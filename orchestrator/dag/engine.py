@@ -35,11 +35,12 @@ failed with `continue`, skipped) are not run again: their outcome is reused.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import functools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -48,7 +49,7 @@ import structlog
 from opentelemetry.trace import Tracer
 
 from agents.errors import AgentError
-from agents.observe import log_attempt, log_node
+from agents.observe import log_node
 from agents.registry import AgentRegistry
 from circuit.cap import CapTimer
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, BudgetExceeded, Limits
@@ -194,7 +195,8 @@ class DagEngine:
         """Run `workflow`, recording into `state` and calling `on_transition` after
         each change (see the module docstring; node starts dispatched with no wait
         between them, a fan-out's branches, are one call after the last of them, each
-        told to `on_node` first); returns when the state is terminal,
+        told to `on_node` first, and so are the nodes settled in one wake-up, branches
+        whose calls ended together); returns when the state is terminal,
         or PAUSED: while `pause_requested()` is true no new node starts, and once the
         running ones have ended the run stops there (run it again to resume).
 
@@ -263,6 +265,9 @@ class _Execution:
         self.before_start = before_start
         self.options = workflow.definition.options
         self.loop = asyncio.get_running_loop()
+        # The workflow's task (run() builds this in it): where inline nodes run, the
+        # task every cap of this run's own awaits is on.
+        self.task = asyncio.current_task()
         inputs = {**workflow.definition.inputs, **(state.inputs or {})}
         state.inputs = inputs
         self.scope: dict[str, Any] = {INPUTS: inputs}
@@ -549,7 +554,14 @@ class _Execution:
                     await pending
                 await self._run_inline(cn, ctx, pre_error, sorter)
                 continue
-            task = asyncio.create_task(self._execute(cn, ctx, pre_error), name=f"dag:{node_id}")
+            # The node's own task, in a context whose every log line carries the node and
+            # its agent (`attempt` 0 until the agent client makes one): set here, in the
+            # copy the task runs in, not by a coroutine of its own around the node.
+            context = contextvars.copy_context()
+            context.run(log_node.set, (node_id, cn.agent))
+            task = asyncio.create_task(
+                self._node(cn, ctx, pre_error), name=f"dag:{node_id}", context=context
+            )
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
             # emit(run), its on_transition deferred to the end of the burst (above).
@@ -575,14 +587,16 @@ class _Execution:
         (_TimedOut, as the deadline timer does for node tasks); cancelling the
         workflow's task cancels the node where it is, and `_run` records it.
         """
-        node_token = log_node.set((cn.id, cn.agent))
-        attempt_token = log_attempt.set(0)
+        node_id = cn.id
+        # A tuple of this node run's own: attempts logged in an earlier node are not this
+        # one's (agents/observe.py), so log_attempt needs no set and reset per node.
+        node_token = log_node.set((node_id, cn.agent))
         try:
             if self.deadline is None:
                 outcome = await self._node(cn, ctx, pre_error)
             else:
                 # _until_deadline, written out: one coroutine less around every node.
-                cap = self.caps.start_at(self.deadline)
+                cap = self.caps.start_at(self.deadline, task=self.task)
                 try:
                     outcome = await self._node(cn, ctx, pre_error)
                 except BaseException as exc:
@@ -591,13 +605,14 @@ class _Execution:
                     raise
                 cap.stop(None)
         finally:
-            log_attempt.reset(attempt_token)
             log_node.reset(node_token)
-        self.current = cn.id
+        self.current = node_id
         try:
-            await self._settle(cn.id, outcome)
+            pending = self._settle(node_id, outcome)
+            if pending is not None:
+                await pending
         finally:
-            sorter.done(cn.id)
+            sorter.done(node_id)
         self.current = None
         if not sorter.is_active():
             # The last node: the terminal transition is next. A turn of the loop here
@@ -621,7 +636,7 @@ class _Execution:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
         if self.deadline is None:
             return await work
-        cap = self.caps.start_at(self.deadline)
+        cap = self.caps.start_at(self.deadline, task=self.task)
         try:
             result = await work
         except BaseException as exc:
@@ -665,50 +680,66 @@ class _Execution:
             return
         # Settle in definition order so transitions are recorded deterministically, and
         # all of them: a node that finished with the one that stops the workflow keeps
-        # its result.
+        # its result. Each settle is told to `on_node` as it is made, and all of them to
+        # `on_transition` once, after the last (as a burst of starts is: nothing can
+        # run between them, so a call each showed nothing more).
         stop: _StopWorkflow | None = None
+        untold = False
         for task in sorted(finished, key=lambda t: self.workflow.nodes[self.running[t]].index):
             node_id = self.running.pop(task)
             self.current = node_id
             try:
-                await self._settle(node_id, task.result())
+                self._settled(node_id, task.result())
+                untold = True
             except _StopWorkflow as exc:
                 stop = stop or exc
             sorter.done(node_id)
+        if untold:
+            pending = self.on_transition(self.state)
+            if pending is not None:
+                await pending
         self.current = None
         if stop is not None:
             raise stop
 
-    async def _settle(self, node_id: str, outcome: _Outcome) -> None:
-        cn = self.workflow.nodes[node_id]
+    def _settle(self, node_id: str, outcome: _Outcome) -> Awaitable[None] | None:
+        """Record how a node ended (`_settled`) and hand it to `on_transition`: its
+        awaitable, as `emit` returns it (no coroutine of this method's own per node)."""
+        self._settled(node_id, outcome)
+        return self.on_transition(self.state)
+
+    def _settled(self, node_id: str, outcome: _Outcome) -> None:
+        """Record how a node ended, told to `on_node` (`on_transition` is the caller's);
+        raises _StopWorkflow, without telling, for a failure that stops the workflow."""
         run = self.state.steps[node_id]
         run.finished_at = self.engine.clock()
         run.attempts = outcome.attempts
         if outcome.agent is not None:
             run.agent = run.agent or outcome.agent
-        if outcome.error is not None:
+        error = outcome.error
+        if error is not None:
             run.error = NodeFailure(
-                type=error_code(outcome.error),
-                message=error_message(outcome.error),
+                type=error_code(error),
+                message=error_message(error),
                 agent=outcome.agent,
                 attempts=outcome.attempts,
                 input=outcome.input,
             )
-        if not outcome.failed:
+        if error is None or outcome.fallback is not None:  # not `outcome.failed`'s call
             run.status = NodeStatus.COMPLETED
             run.output = outcome.output
             run.fallback = outcome.fallback
             self.scope[node_id] = outcome.output
             self.degraded = self.degraded or outcome.fallback is not None
-            pending = self.emit(run)
-            if pending is not None:
-                await pending
+            # emit(run) without its on_transition: the caller's.
+            self.state.updated_at = self.engine.clock()
+            if self.on_node is not None:
+                self.on_node(run)
             return
         run.status = NodeStatus.FAILED
         self.failed.add(node_id)
         self.unavailable.add(node_id)
         self.scope[node_id] = None
-        assert outcome.error is not None
         log.info(
             "node_failed",
             # Settled in the workflow's task, not the node's: its context is given here.
@@ -716,18 +747,21 @@ class _Execution:
             node=node_id,
             agent=outcome.agent,
             attempt=outcome.attempts,
-            error=error_code(outcome.error),
+            error=error_code(error),
         )
+        cn = self.workflow.nodes[node_id]
         if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
             self.degraded = True
-            await self._emitted(run)
+            self.state.updated_at = self.engine.clock()
+            if self.on_node is not None:
+                self.on_node(run)
             return
         agent = outcome.agent
         on_agent = f" (agent {agent!r})" if agent else ""
         raise _StopWorkflow(
             WorkflowError(
-                code=error_code(outcome.error),
-                message=f"node {node_id!r}{on_agent} failed: {error_message(outcome.error)}",
+                code=error_code(error),
+                message=f"node {node_id!r}{on_agent} failed: {error_message(error)}",
                 step_id=node_id,
                 agent=agent,
             )
@@ -737,43 +771,41 @@ class _Execution:
 
     def _context(self, cn: CompiledNode, deadline: float | None) -> NodeContext:
         engine = self.engine
+        limits = engine.limits
+        # Positional, in NodeContext's field order (mypy checks each type): one per node
+        # run, and twelve keywords cost it twice the time.
         return NodeContext(
-            workflow_id=self.state.workflow_id,
-            node=cn.node,
-            compiled=cn.compiled,
-            scope=self.scope_view,
-            unavailable=self.unavailable,
-            caller=engine.agents,
-            registry=engine.registry,
-            deadline=deadline,
-            agent=cn.agent,
-            budget=self.budget.child(engine.limits),
-            limits=engine.limits,
-            sizes=self.sizes,
+            self.state.workflow_id,
+            cn.node,
+            cn.compiled,
+            self.scope_view,
+            self.unavailable,
+            engine.agents,
+            engine.registry,
+            deadline,
+            None,  # input: the kind sets it
+            0,  # attempts
+            cn.agent,
+            self.budget.child(limits),
+            limits,
+            self.sizes,
         )
 
     def _timeout_s(self, cn: CompiledNode) -> float | None:
         return cn.node.timeout_s if cn.node.timeout_s is not None else self.engine.node_timeout_s
 
     def _node_deadline(self, cn: CompiledNode) -> float | None:
-        timeout_s = self._timeout_s(cn)
+        timeout_s = cn.node.timeout_s  # _timeout_s, written out (once per node)
         if timeout_s is None:
-            return self.deadline
+            timeout_s = self.engine.node_timeout_s
+            if timeout_s is None:
+                return self.deadline
         own = self.loop.time() + timeout_s
         return own if self.deadline is None else min(self.deadline, own)
 
-    async def _execute(
-        self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
-    ) -> _Outcome:
-        # This node's own task: every line logged inside it carries the node and agent.
-        # (`attempt` is 0 until the agent client makes one.)
-        log_node.set((cn.id, cn.agent))
-        log_attempt.set(0)
-        return await self._node(cn, ctx, pre_error)
-
     def _node(
         self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
-    ) -> Awaitable[_Outcome]:
+    ) -> Coroutine[Any, Any, _Outcome]:
         # The node's coroutine, in a span only when there is a tracer: without one a
         # layer that only passes the node through would wrap every node.
         tracer = self.engine.tracer
@@ -803,9 +835,12 @@ class _Execution:
         try:
             if pre_error is not None:
                 raise pre_error
-            work = cn.kind.run(cn.node, ctx)
-            # _bounded, written out: one coroutine less around every node.
-            timeout_s = self._timeout_s(cn)
+            node = cn.node
+            work = cn.kind.run(node, ctx)
+            # _bounded (and _timeout_s), written out: one coroutine less around every node.
+            timeout_s = node.timeout_s
+            if timeout_s is None:
+                timeout_s = self.engine.node_timeout_s
             if timeout_s is None:
                 output = await work
             else:

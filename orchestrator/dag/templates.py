@@ -325,10 +325,15 @@ _GENERAL: Any = object()
 _Build = Callable[[Iterator[Any]], Any]
 
 
+# A placeholder's path: its root name, then each other segment with the list index it
+# names (None: not a number, so no list has it).
+_Hole = tuple[str, tuple[tuple[str, int | None], ...]]
+
+
 @dataclass(slots=True)
 class _Plan:
-    # Each placeholder in the order `_render` reaches it: (root name, the other segments).
-    holes: tuple[tuple[str, tuple[str, ...]], ...]
+    # Each placeholder in the order `_render` reaches it.
+    holes: tuple[_Hole, ...]
     # What `_render` charges for the template's own structure (containers, literal text).
     ops: int
     nbytes: int
@@ -339,18 +344,19 @@ class _Plan:
 
 
 def _plan(node: _Node) -> _Plan:
-    holes: list[tuple[str, tuple[str, ...]]] = []
+    holes: list[_Hole] = []
     cost = [0, 0, 0]  # ops, bytes, charges
     build = _builder(node, holes, cost)
     return _Plan(tuple(holes), cost[0], cost[1], bool(cost[2]), build)
 
 
-def _hole(path: str) -> tuple[str, tuple[str, ...]]:
+def _hole(path: str) -> _Hole:
+    # Segments are [A-Za-z0-9_-] (split_path's rule): isdigit() means int() takes it.
     root, *rest = path.split(".")
-    return root, tuple(rest)
+    return root, tuple((segment, int(segment) if segment.isdigit() else None) for segment in rest)
 
 
-def _builder(node: _Node, holes: list[tuple[str, tuple[str, ...]]], cost: list[int]) -> _Build:
+def _builder(node: _Node, holes: list[_Hole], cost: list[int]) -> _Build:
     if isinstance(node, _Whole):
         holes.append(_hole(node.path))
         cost[2] += 1
@@ -383,9 +389,30 @@ def _builder(node: _Node, holes: list[tuple[str, tuple[str, ...]]], cost: list[i
             for key, item in pairs
         )
         if isinstance(node, dict):
+            if items and all(b is next or b is None for _, b, _ in items):
+                return _flat_dict(items)
             return lambda values: {k: c if b is None else b(values) for k, b, c in items}
         return lambda values: [c if b is None else b(values) for _, b, c in items]
     return lambda values: node
+
+
+def _flat_dict(items: tuple[tuple[Any, _Build | None, Any], ...]) -> _Build:
+    """The builder of a dict of whole placeholders and constants only (most node
+    inputs: {"a": "{{ x }}", "b": "{{ y.z }}", "n": 3}), in the template's key order."""
+    holes = tuple(k for k, b, _ in items if b is not None)
+    if len(holes) == len(items):
+        # Placeholders only: built at C speed.
+        return lambda values: dict(zip(holes, values))  # noqa: B905 (one value per key)
+    # A copy of the constants (placeholders' keys in their places), then each value.
+    constants = {k: c for k, _, c in items}
+
+    def build(values: Iterator[Any]) -> dict[str, Any]:
+        built = constants.copy()
+        for key in holes:
+            built[key] = next(values)
+        return built
+
+    return build
 
 
 def _constant(node: _Node) -> bool:
@@ -394,24 +421,36 @@ def _constant(node: _Node) -> bool:
     return node is None or isinstance(node, str | bool | int | float)
 
 
-def _resolve(scope: Mapping[str, Any], root: str, rest: tuple[str, ...]) -> Any:
-    """resolve_segments for plain dicts and lists; _GENERAL for anything else."""
-    try:
-        value = scope[root]
-    except KeyError:
-        return _GENERAL
-    for segment in rest:
-        kind = type(value)
-        if kind is dict:
-            try:
-                value = value[segment]
-            except KeyError:
-                return _GENERAL
-        elif kind is list and segment.isdigit() and int(segment) < len(value):
-            value = value[int(segment)]
-        else:
-            return _GENERAL
-    return value
+def _size(
+    value: Any, root: Any, room: int, known: KnownSizes | None, lazy: ValueSizes | None
+) -> int:
+    """The size of a container not measured yet, read from `root` (a value in the
+    scope): a part of an adopted step output is measured whole, as keeping it would
+    have, and remembered for the next template reading it; any other is measured up
+    to `room` (more than `room` when it is bigger)."""
+    learned = None if lazy is None else lazy.learn(root, value)
+    return measure(value, max(0, room), known) if learned is None else learned
+
+
+def _resolved(plan: _Plan, scope: Mapping[str, Any]) -> list[Any] | None:
+    """Each placeholder's value (resolve_segments for plain dicts and lists), or None
+    when one does not resolve so (a missing path, another kind of container)."""
+    values: list[Any] = []
+    for root, rest in plan.holes:
+        try:
+            value = scope[root]
+            for segment, index in rest:
+                kind = type(value)
+                if kind is dict:
+                    value = value[segment]
+                elif kind is list and index is not None and index < len(value):
+                    value = value[index]
+                else:
+                    return None
+        except KeyError:
+            return None
+        values.append(value)
+    return values
 
 
 def _render_planned(
@@ -422,12 +461,13 @@ def _render_planned(
     lazy: ValueSizes | None,
 ) -> Any:
     """The rendered value, or _GENERAL when `_render` must decide."""
-    values: list[Any] = []
+    values = _resolved(plan, scope)
+    if values is None:
+        return _GENERAL
     ops = plan.ops
     nbytes = plan.nbytes
-    measured: dict[int, int] = {}
-    for root, rest in plan.holes:
-        value = _resolve(scope, root, rest)
+    measured: dict[int, int] | None = None
+    for position, value in enumerate(values):
         kind = type(value)
         if kind is str:
             ops += 1
@@ -437,7 +477,7 @@ def _render_planned(
             nbytes += 8
         elif kind is dict or kind is list:
             key = id(value)
-            size = measured.get(key)
+            size = None if measured is None else measured.get(key)
             if size is None:
                 entry = None if known is None else known.get(key)
                 if entry is not None:
@@ -446,22 +486,18 @@ def _render_planned(
                     # Within what is left after everything else this render charges: a
                     # value bigger than that cannot fit (and `_render` says so).
                     room = budget.bytes_left - nbytes
-                    # A part of an adopted step output: measured whole, as keeping it
-                    # would have, and remembered for the next template reading it.
-                    learned = None if lazy is None else lazy.learn(scope[root], value)
-                    size = measure(value, max(0, room), known) if learned is None else learned
+                    size = _size(value, scope[plan.holes[position][0]], room, known, lazy)
                     if size > room:
                         return _GENERAL
+                if measured is None:
+                    measured = {}
                 measured[key] = size
             ops += 1 + size // 64
             nbytes += size
-        else:  # _GENERAL too: a path that did not resolve
+        else:
             return _GENERAL
-        values.append(value)
-    if plan.charges:
-        if not budget.affords(ops, nbytes):
-            return _GENERAL
-        budget.spend(ops, nbytes)
+    if plan.charges and not budget.spend_if_affords(ops, nbytes):
+        return _GENERAL
     return plan.build(iter(values))
 
 

@@ -146,7 +146,8 @@ class _Survey:
     def __init__(self, limit: int, max_depth: int, known: KnownSizes | None) -> None:
         self.limit = limit
         self.max_depth = max_depth
-        self.known = known
+        # (Entries are non-empty tuples: `found.get(k) or known.get(k)` finds either.)
+        self.known: KnownSizes = known if known is not None else {}
         self.found: dict[int, tuple[Any, int, int]] = {}
         self.height = 0
 
@@ -161,9 +162,7 @@ class _Survey:
     def _container(self, item: Any, is_dict: bool, depth: int) -> int:
         """A dict's or list's size; sets `height` to its height (1: nothing nested)."""
         key = id(item)
-        seen = self.found.get(key)
-        if seen is None and self.known is not None:
-            seen = self.known.get(key)
+        seen = self.found.get(key) or self.known.get(key)
         if seen is not None:
             if depth + seen[2] > self.max_depth:
                 raise _NotPlain
@@ -174,6 +173,9 @@ class _Survey:
         total = _keys_size(item) + 2 if is_dict else 2
         height = 0
         limit = self.limit
+        found = self.found
+        known = self.known
+        max_depth = self.max_depth
         deeper = depth + 1
         # The walk, inlined for its commonest cases (strings, nested containers, floats,
         # null and booleans): a call per scalar was a third of the walk.
@@ -182,9 +184,17 @@ class _Survey:
             if kind is str:
                 total += len(child) + 3
             elif kind is dict or kind is list:
-                total += self._container(child, kind is dict, deeper) + 1
-                if self.height > height:
-                    height = self.height
+                # A container walked already (or known) is looked up here, not in a
+                # call of its own: a kept template output is mostly such values.
+                seen = found.get(id(child)) or known.get(id(child))
+                if seen is not None and deeper + seen[2] <= max_depth:
+                    total += seen[1] + 1
+                    below = seen[2]
+                else:  # not seen yet; or too deep, which `_container` raises
+                    total += self._container(child, kind is dict, deeper) + 1
+                    below = self.height
+                if below > height:
+                    height = below
             elif (kind is float and _isfinite(child)) or child is None or kind is bool:
                 total += 9
             else:  # ints, and what is refused (a NaN among them)
@@ -205,45 +215,34 @@ def _keys_size(item: dict[Any, Any]) -> int:
     return total
 
 
-class _DecodedSizer:
-    """`_Survey.size` for a value orjson decoded within `decoded_within`'s bounds (an
-    adopted answer's part): plain JSON, str keys, no container shared, nested and sized
-    within bounds, so none of the walk's checks (what is plain, how deep, how big, what
-    was seen) is needed, and keys are counted at C speed. `height` as _Survey's."""
-
-    __slots__ = ("height",)
-
-    def __init__(self) -> None:
-        self.height = 0
-
-    def size(self, item: Any) -> int:
-        kind = type(item)
+def _decoded_size(item: Any) -> tuple[int, int]:
+    """`_Survey.size` of a dict or list orjson decoded within `decoded_within`'s bounds
+    (an adopted answer's part), and its height as `_Survey` counts it (1: nothing nested):
+    plain JSON, str keys, no container shared, nested and sized within bounds, so none
+    of the walk's checks (what is plain, how deep, how big, what was seen) is needed,
+    and keys are counted at C speed."""
+    if type(item) is dict:
+        # Each key: its length, its quotes and its colon.
+        total = sum(map(len, item)) + 3 * len(item) + 2
+        children: Any = item.values()
+    else:
+        total = 2
+        children = item
+    height = 1
+    for child in children:
+        kind = type(child)
         if kind is str:
-            return len(item) + 2
-        if kind is dict:
-            # Each key: its length, its quotes and its colon.
-            total = sum(map(len, item)) + 3 * len(item) + 2
-            children = item.values()
-        elif kind is list:
-            total = 2
-            children = item
-        else:
-            return _decoded_scalar(item, kind)
-        height = 0
-        for child in children:
-            kind = type(child)
-            if kind is str:
-                total += len(child) + 3
-            elif kind is dict or kind is list:
-                total += self.size(child) + 1
-                if self.height > height:
-                    height = self.height
-            elif kind is int:
-                total += max(1, child.bit_length() // 3) + 1
-            else:  # a float, null or a boolean
-                total += 9
-        self.height = height + 1
-        return total
+            total += len(child) + 3
+        elif kind is dict or kind is list:
+            size, below = _decoded_size(child)
+            total += size + 1
+            if below >= height:
+                height = below + 1
+        elif kind is int:
+            total += max(1, child.bit_length() // 3) + 1
+        else:  # a float, null or a boolean
+            total += 9
+    return total, height
 
 
 def _decoded_scalar(item: Any, kind: type) -> int:
@@ -313,7 +312,7 @@ class ValueSizes:
     def learn(self, root: Any, part: Any) -> int | None:
         """The size of `part`, a container read from `root` (a value in the scope), when
         `root` was adopted: `part` is sized as `keep`'s walk sizes it (exactly: an adopted
-        value is plain JSON within its bounds, `_DecodedSizer`) and remembered, so the
+        value is plain JSON within its bounds, `_decoded_size`) and remembered, so the
         next read is charged from the entry. None when `root` was not adopted, or `part`
         is smaller than `min_size`: the caller measures `part` itself, as it would have
         after `keep`.
@@ -326,8 +325,13 @@ class ValueSizes:
         """
         if id(root) not in self._adopted:
             return None
-        sizer = _DecodedSizer()
-        size = sizer.size(part)
+        kind = type(part)
+        if kind is dict or kind is list:
+            size, height = _decoded_size(part)
+        elif kind is str:
+            size, height = len(part) + 2, 0
+        else:
+            size, height = _decoded_scalar(part, kind), 0
         if size < self.min_size:
             # One `keep` would not have remembered (too small to be worth it) is measured
             # by the caller as it would have been: a render that cannot afford it then
@@ -336,7 +340,7 @@ class ValueSizes:
         if len(self._entries) < self.max_entries:
             # The part alone (not the containers inside it: a later read of one of those
             # is learned then, to the same size).
-            self._entries[id(part)] = (part, size, sizer.height)
+            self._entries[id(part)] = (part, size, height)
         return size
 
     def _remember(self, found: dict[int, tuple[Any, int, int]]) -> None:

@@ -66,10 +66,25 @@ async def with_cap_at(work: Awaitable[str], delay_s: float) -> str:
     return result
 
 
+async def with_cap_at_on_task(work: Awaitable[str], delay_s: float) -> str:
+    """start_at told the current task (the DAG engine holds its workflow's)."""
+    timer = CapTimer()
+    when = asyncio.get_running_loop().time() + delay_s
+    cap = timer.start_at(when, task=asyncio.current_task())
+    try:
+        result = await work
+    except BaseException as exc:
+        if cap.stop(exc):
+            return "timeout"
+        raise
+    cap.stop(None)
+    return result
+
+
 RUNNERS = pytest.mark.parametrize(
     "runner",
-    [with_timeout, with_cap, with_shared_cap, with_cap_at],
-    ids=["timeout", "cap", "shared-cap", "cap-at"],
+    [with_timeout, with_cap, with_shared_cap, with_cap_at, with_cap_at_on_task],
+    ids=["timeout", "cap", "shared-cap", "cap-at", "cap-at-on-task"],
 )
 
 
@@ -178,3 +193,99 @@ def test_a_timer_serves_one_loop_after_another() -> None:
     for _ in range(2):
         assert asyncio.run(with_cap(_never(), 0.0, timer)) == "timeout"
         assert asyncio.run(with_cap(_at_once(), 60.0, timer)) == "done"
+
+
+# -- nested caps: one nested in an earlier (or equal) one of the same task is covered ----
+
+
+async def nested_timeouts(outer_at: float, inner_at: float, work: Awaitable[str]) -> str:
+    """Nested `asyncio.timeout_at`s: which of them ended the work (the reference)."""
+    try:
+        async with asyncio.timeout_at(outer_at):
+            try:
+                async with asyncio.timeout_at(inner_at):
+                    return await work
+            except TimeoutError:
+                return "inner"
+    except TimeoutError:
+        return "outer"
+
+
+async def nested_caps(outer_at: float, inner_at: float, work: Awaitable[str]) -> str:
+    """The same with caps of two timers (the DAG engine's, around the agent client's)."""
+    outer = CapTimer().start_at(outer_at)
+    try:
+        inner = CapTimer().start_at(inner_at)
+        try:
+            result = await work
+        except BaseException as exc:
+            if inner.stop(exc):
+                result = "inner"
+            else:
+                raise
+        else:
+            inner.stop(None)
+    except BaseException as exc:
+        if outer.stop(exc):
+            return "outer"
+        raise
+    outer.stop(None)
+    return result
+
+
+@pytest.mark.parametrize("nest", [nested_timeouts, nested_caps], ids=["timeout", "cap"])
+@pytest.mark.parametrize(
+    ("outer_s", "inner_s", "ended_by"),
+    [
+        (0.0, 3600.0, "outer"),  # the inner cap is covered: the outer one fires
+        (0.0, 0.0, "outer"),  # the same instant: the outer one, as asyncio.timeout says
+        (3600.0, 0.0, "inner"),  # nearer than the outer one: the inner one fires
+        (3600.0, 7200.0, "done"),
+    ],
+)
+async def test_nested_caps_end_as_nested_timeouts_do(
+    nest: Callable[[float, float, Awaitable[str]], Coroutine[Any, Any, str]],
+    outer_s: float,
+    inner_s: float,
+    ended_by: str,
+) -> None:
+    """Whichever limit is nearer ends the work; at the same instant the outer one does."""
+    now = asyncio.get_running_loop().time()
+    work = _at_once() if ended_by == "done" else _never()
+    assert await nest(now + outer_s, now + inner_s, work) == ended_by
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_a_stopped_inner_cap_covers_nothing_after_it() -> None:
+    """After an inner cap ends, the one around it is the task's innermost again: a cap
+    started next is compared with that one, not with the one that ended."""
+    now = asyncio.get_running_loop().time()
+    outer = CapTimer().start_at(now + 3600.0)
+    assert await with_cap_at_when(_at_once(), now) == "done"
+    # Later than the ended cap, earlier than the outer one: it must fire itself.
+    assert await with_cap_at_when(_never(), now + 0.001) == "timeout"
+    assert not outer.stop(None)
+
+
+async def test_a_cap_that_has_fired_covers_nothing() -> None:
+    """A cancel of a cap that fired was swallowed (not our code's way, but possible): a
+    cap started after it still ends its own await."""
+    outer = CapTimer().start_at(asyncio.get_running_loop().time())
+    try:
+        await _never()
+    except asyncio.CancelledError:
+        assert await with_cap_at_when(_never(), asyncio.get_running_loop().time()) == "timeout"
+    assert not outer.stop(None)
+    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+
+async def with_cap_at_when(work: Awaitable[str], when: float) -> str:
+    cap = CapTimer().start_at(when)
+    try:
+        result = await work
+    except BaseException as exc:
+        if cap.stop(exc):
+            return "timeout"
+        raise
+    cap.stop(None)
+    return result

@@ -12,7 +12,7 @@ import orjson
 import pytest
 import structlog
 
-from agents.observe import log_attempt, log_node
+from agents.observe import attempt_of, log_attempt, log_node
 from orchestrator.logs import configure_logging
 from orchestrator.settings import ConfigError, Settings
 
@@ -53,8 +53,9 @@ def test_lines_logged_in_a_node_carry_its_node_agent_and_attempt(
     before = structlog.get_config()
 
     def in_node() -> None:
-        log_node.set(("viz", "viz"))
-        log_attempt.set(2)
+        node = ("viz", "viz")
+        log_node.set(node)
+        log_attempt.set((node, 2))
         logger = structlog.get_logger("test.node")
         logger.info("agent_call_failed", error="agent_timeout")
         logger.info("node_failed", attempt=3)
@@ -208,3 +209,26 @@ def test_the_event_style_check_catches_what_it_forbids() -> None:
     ]
     assert found == ["breaker_forced_open", None, "Workflow finished."]
     assert [n for n in found if EVENT.fullmatch(n or "")] == ["breaker_forced_open"]
+
+
+def test_an_attempt_is_told_only_in_the_node_that_made_it() -> None:
+    """A chain's nodes run one after another in one task with no reset of the attempt:
+    the next node's lines say attempt 0 until its own; outside any node, an attempt made
+    there (a call without the engine) is told, and a node's is not."""
+
+    def lines() -> list[object]:
+        told: list[object] = []
+        first = ("a", "nlp")
+        log_node.set(first)
+        told.append(attempt_of(log_node.get()))  # none made yet
+        log_attempt.set((log_node.get(), 2))
+        told.append(attempt_of(log_node.get()))
+        log_node.set(("b", "nlp"))  # the next node, same task
+        told.append(attempt_of(log_node.get()))
+        log_node.set(None)  # back in the workflow's own code
+        told.append(attempt_of(log_node.get()))
+        log_attempt.set((None, 1))  # a call made outside any node
+        told.append(attempt_of(log_node.get()))
+        return told
+
+    assert contextvars.copy_context().run(lines) == [0, 2, 0, None, 1]

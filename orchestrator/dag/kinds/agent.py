@@ -105,14 +105,19 @@ class AgentKind(BaseKind):
         # A plain function handing back the agent call's coroutine: the input renders
         # inline (NodeContext.inline) almost always, and a coroutine of this kind's own
         # around the call would be one more frame built and unwound per node.
-        params = cast(AgentParams, ctx.compiled)
-        assert params.input is not None
-        ctx.agent = params.agent
+        params = ctx.compiled
+        assert isinstance(params, AgentParams)  # compile() made it (no typing.cast call)
+        ctx.agent = agent = params.agent
         template = params.input
+        assert template is not None
         try:
             payload = ctx.inline(functools.partial(ctx.render, template))
         except NeedsOffload:
             return self._offloaded(node, ctx, params)
+        if type(payload) is dict:
+            # The common case (`_call`'s check, passed): what the template rendered.
+            ctx.input = payload
+            return ctx.call_agent(agent, payload, retry=params.retry)
         return self._call(node, ctx, params, payload)
 
     async def _offloaded(self, node: NodeDef, ctx: NodeContext, params: AgentParams) -> Any:

@@ -248,8 +248,13 @@ class NodeContext:
             self.attempts += exc.attempts
             raise
         self.attempts += result.attempts
+        if type(result) is ClientResult:
+            # Our client's `data` is a dict of its own, fresh from the JSON decoder.
+            answer = self.answer = result.data
+            self.source = result.source
+            return answer
         answer = self.answer = dict(result.data)
-        self.source = result.source if isinstance(result, ClientResult) else None
+        self.source = None
         return answer
 
     def dependency_output(self) -> Any:

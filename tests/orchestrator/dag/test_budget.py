@@ -7,6 +7,8 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.dag.budget import (
     Budget,
@@ -51,6 +53,71 @@ def test_the_inline_slice_asks_for_offloading_and_a_stop_ends_the_work() -> None
     budget.stop()
     with pytest.raises(EvaluationStopped):
         budget.spend(1)
+
+
+def _chain(
+    ops: int, nbytes: int, stopped: str, inline: tuple[int, int] | None, on: str
+) -> tuple[Budget, Budget]:
+    """(a node's budget, the workflow's it draws on); `stopped` / `inline` on the
+    budget `on` names ("node", "workflow" or neither)."""
+    workflow = Budget(ops=ops + 5, nbytes=nbytes - 5, scope="workflow")
+    node = Budget(ops=ops, nbytes=nbytes, parent=workflow)
+    for name, budget in (("node", node), ("workflow", workflow)):
+        if stopped == name:
+            budget.stop()
+        if inline is not None and on == name:
+            budget.inline(*inline)
+    return node, workflow
+
+
+def _state(budget: Budget) -> tuple[int, int]:
+    return budget.ops_left, budget.bytes_left
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.integers(0, 30),
+    nbytes=st.integers(5, 300),
+    spend=st.tuples(st.integers(0, 40), st.integers(0, 320)),
+    stopped=st.sampled_from(["", "node", "workflow"]),
+    inline=st.none() | st.tuples(st.integers(0, 30), st.integers(0, 300)),
+    on=st.sampled_from(["node", "workflow"]),
+)
+def test_spend_if_affords_spends_what_spend_would_or_nothing(
+    ops: int,
+    nbytes: int,
+    spend: tuple[int, int],
+    stopped: str,
+    inline: tuple[int, int] | None,
+    on: str,
+) -> None:
+    """It spends exactly when `spend` raises nothing (node, workflow, inline slice,
+    stop), and then leaves every budget as `spend` does; otherwise nothing changes."""
+    node, workflow = _chain(ops, nbytes, stopped, inline, on)
+    twin, twin_workflow = _chain(ops, nbytes, stopped, inline, on)
+    try:
+        twin.spend(*spend)
+    except (BudgetExceeded, EvaluationStopped, NeedsOffload):
+        fits = False
+    else:
+        fits = True
+    before = _state(node), _state(workflow)
+    assert node.spend_if_affords(*spend) is fits
+    if fits:
+        assert (_state(node), _state(workflow)) == (_state(twin), _state(twin_workflow))
+        # The inline slice too: what is left of it is what `spend` left (it runs out
+        # after as many more charges on both).
+        for step in ((1, 0), (0, 1), (1, 7)):
+            assert _charges_left(node, step) == _charges_left(twin, step)
+    else:
+        assert (_state(node), _state(workflow)) == before
+
+
+def _charges_left(budget: Budget, step: tuple[int, int]) -> int:
+    count = 0
+    while count < 400 and budget.spend_if_affords(*step):
+        count += 1
+    return count
 
 
 def test_measure_counts_shared_values_each_time_but_walks_them_once() -> None:

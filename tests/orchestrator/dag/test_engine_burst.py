@@ -2,14 +2,17 @@
 `on_node` start by start and to `on_transition` once, before any branch runs: the
 same states a call per start showed, since nothing can run between the starts.
 Where the dispatcher may wait between starts (`before_start`, a `when`), each start
-is handed on before that wait, as it was with a call per start."""
+is handed on before that wait, as it was with a call per start. Nodes settled in one
+wake-up (branches whose calls ended together) are told the same way: to `on_node`
+one by one, then to `on_transition` once."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from agents.errors import AgentHTTPError
 from orchestrator.dag.engine import DagEngine
-from state.models import NodeRun, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 
 from .conftest import FakeAgents, Harness, agent, compile_def, new_state
 
@@ -128,3 +131,59 @@ async def test_a_when_between_starts_hands_the_earlier_starts_on_first(
     between = [e for e in log[b1 + 1 : b2] if e[0] == "transition"]
     assert len(between) == 1
     assert between[0][1]["b1"] == "running" and between[0][1]["b2"] == "pending"
+
+
+async def test_nodes_that_end_together_are_one_transition_after_every_settle_was_told(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """Branches whose calls end in the same turn of the loop are settled together: each
+    told to on_node, in definition order, then one on_transition showing them all."""
+    recorder, state, _ = await _run(harness, fake, FANOUT, confirm=False)
+    assert state.status is WorkflowStatus.COMPLETED
+    ends = [
+        i
+        for i, e in enumerate(recorder.log)
+        if e[0] == "node" and e[1] in BRANCHES and e[2] == "completed"
+    ]
+    assert [recorder.log[i][1] for i in ends] == BRANCHES
+    assert all(recorder.log[i][0] == "node" for i in range(ends[0], ends[-1] + 1))
+    after = recorder.log[ends[-1] + 1]
+    assert after[0] == "transition"
+    assert all(after[1][b] == "completed" for b in BRANCHES)
+    assert after[1]["join"] == "pending"
+
+
+async def test_settles_together_keep_every_outcome_and_the_stop(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """In one batch of settles a failure that continues and one that stops are recorded
+    as they were one by one: the others keep their results, the workflow fails on the
+    stopping node, and every settled node but that one was told."""
+    definition: dict[str, Any] = {
+        "nodes": [
+            agent("root"),
+            agent("b1", depends_on=["root"]),
+            agent("b2", depends_on=["root"], on_failure="continue"),
+            agent("b3", depends_on=["root"]),
+            agent("b4", depends_on=["root"]),
+            agent("join", depends_on=BRANCHES),
+        ]
+    }
+    fake.behaviours["b2"] = AgentHTTPError(agent="a", status=500, body="down")
+    fake.behaviours["b3"] = AgentHTTPError(agent="a", status=500, body="down")
+    recorder, state, _ = await _run(harness, fake, definition, confirm=False)
+    assert state.status is WorkflowStatus.FAILED
+    assert state.error is not None and state.error.step_id == "b3"
+    steps = state.steps
+    assert [steps[b].status for b in BRANCHES] == [
+        NodeStatus.COMPLETED,
+        NodeStatus.FAILED,
+        NodeStatus.FAILED,
+        NodeStatus.COMPLETED,
+    ]
+    assert steps["b4"].output is not None and steps["join"].status is NodeStatus.CANCELLED
+    told = [(e[1], e[2]) for e in recorder.nodes() if e[1] in BRANCHES and e[2] != "running"]
+    assert told == [("b1", "completed"), ("b2", "failed"), ("b4", "completed")]
+    # One transition for the batch, after the last told settle.
+    last = recorder.log.index(("node", "b4", "completed"))
+    assert recorder.log[last + 1][0] == "transition"

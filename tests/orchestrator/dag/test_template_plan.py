@@ -163,3 +163,26 @@ def test_a_whole_placeholder_is_the_scope_value_itself() -> None:
     """A whole-value placeholder is not copied by the plan either."""
     rows = [{"region": "eu"}]
     assert compile_template({"rows": "{{ d.rows }}"}).render({"d": {"rows": rows}})["rows"] is rows
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        {"a": "{{ s }}", "n": 3, "b": "{{ t.1 }}", "c": None, "d": "x"},
+        {"n": 3, "a": "{{ s }}"},
+        {"a": "{{ s }}", "b": "{{ t }}"},
+    ],
+)
+def test_a_flat_object_keeps_its_key_order_and_is_new_each_time(template: Any) -> None:
+    """Objects of placeholders and constants only (built from a copy of the constants,
+    or zipped): the template's key order, a new dict on every render, values as is."""
+    scope = {"s": {"x": [1]}, "t": ["u", "v"]}
+    compiled = compile_template(template)
+    first = compiled.render(scope)
+    second = compiled.render(scope)
+    want = _render(compiled._compiled, scope, "error", _Meter(Budget(ops=99, nbytes=999)))
+    assert first == second == want
+    assert list(first) == list(template)
+    assert first is not second
+    if "a" in template:
+        assert first["a"] is scope["s"]
