@@ -68,13 +68,7 @@ class RetryBudget:
 
     def record_call(self) -> None:
         """Count a first attempt."""
-        # _WindowCounter.add, written out: one call less on every agent call.
-        now = self._clock()
-        buckets = self._calls._buckets
-        if buckets and now - buckets[-1][0] < self._bucket_s:
-            buckets[-1][1] += 1
-        else:
-            buckets.append([now, 1])
+        self._calls.add(self._clock(), self._bucket_s, self.config.window_s)
 
     def try_spend(self) -> bool:
         """Consume one retry and return True if the budget allows it; else False."""
@@ -85,7 +79,7 @@ class RetryBudget:
         if retries >= self.config.floor + self.config.ratio * calls:
             self.refusals += 1
             return False
-        self._retries.add(now, self._bucket_s)
+        self._retries.add(now, self._bucket_s, self.config.window_s)
         return True
 
 
@@ -95,11 +89,18 @@ class _WindowCounter:
     def __init__(self) -> None:
         self._buckets: deque[list[float]] = deque()
 
-    def add(self, now: float, bucket_s: float) -> None:
-        if self._buckets and now - self._buckets[-1][0] < bucket_s:
-            self._buckets[-1][1] += 1
-        else:
-            self._buckets.append([now, 1])
+    def add(self, now: float, bucket_s: float, window_s: float) -> None:
+        buckets = self._buckets
+        if buckets and now - buckets[-1][0] < bucket_s:
+            buckets[-1][1] += 1
+            return
+        # A new bucket: drop those out of the window here too, not only in `total`. An
+        # agent that never fails never asks for a total, and its calls would otherwise
+        # keep a bucket per `bucket_s` for as long as the service runs.
+        horizon = now - window_s
+        while buckets and buckets[0][0] <= horizon:
+            buckets.popleft()
+        buckets.append([now, 1])
 
     def total(self, horizon: float) -> float:
         while self._buckets and self._buckets[0][0] <= horizon:

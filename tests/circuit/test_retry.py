@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -314,6 +316,33 @@ async def test_a_retry_that_would_stop_anyway_costs_no_budget(run: Run, clock: F
         await run(Agent(failures=1, make_error=lambda a: BadRequest()), budget=budget)
     assert budget.try_spend() is True
     assert budget.try_spend() is False
+
+
+def test_budget_memory_stays_bounded_when_no_retry_is_ever_asked(clock: FakeClock) -> None:
+    """Calls spread over a long run, with no retry ever asking for a total, do not pile
+    up: the window's old time buckets go as new ones start."""
+
+    def held_after(calls: int) -> int:
+        for _ in range(calls):
+            budget.record_call()
+            clock.advance(1.0)  # every call in a time bucket of its own (0.5 s each)
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0]
+
+    budget = RetryBudget(RetryBudgetConfig(ratio=0.2, floor=1, window_s=10.0), clock=clock)
+    tracemalloc.start()
+    try:
+        warm = held_after(1_000)
+        later = held_after(20_000)
+    finally:
+        tracemalloc.stop()
+    # A bucket held per call would be ~2 MB more here; a bounded window, nothing.
+    assert later - warm < 16_384
+    # And the budget still counts the window's calls: 10 s of calls, 1 a second.
+    assert budget.try_spend() is True
+    assert budget.try_spend() is True
+    assert budget.try_spend() is True
+    assert budget.try_spend() is False  # 1 + 0.2 * 10 allows three
 
 
 def test_budget_allows_ratio_of_recent_calls_plus_floor(clock: FakeClock) -> None:
