@@ -113,21 +113,21 @@ class AgentKind(BaseKind):
         try:
             payload = ctx.inline(functools.partial(ctx.render, template))
         except NeedsOffload:
-            return self._offloaded(node, ctx, params)
+            return self.offloaded(node, ctx, params)
         if type(payload) is dict:
-            # The common case (`_call`'s check, passed): what the template rendered.
+            # The common case (`call`'s check, passed): what the template rendered.
             ctx.input = payload
             return ctx.call_agent(agent, payload, retry=params.retry)
-        return self._call(node, ctx, params, payload)
+        return self.call(node, ctx, params, payload)
 
-    async def _offloaded(self, node: NodeDef, ctx: NodeContext, params: AgentParams) -> Any:
+    async def offloaded(self, node: NodeDef, ctx: NodeContext, params: AgentParams) -> Any:
         """The input too big to render inline: rendered off the loop (ctx.compute)."""
         template = params.input
         assert template is not None
         payload = await ctx.compute(functools.partial(ctx.render, template))
-        return await self._call(node, ctx, params, payload)
+        return await self.call(node, ctx, params, payload)
 
-    def _call(
+    def call(
         self, node: NodeDef, ctx: NodeContext, params: AgentParams, payload: Any
     ) -> Awaitable[Any]:
         ctx.input = payload
