@@ -18,8 +18,9 @@ One call is `deadline( retry( breaker( bulkhead( timeout( HTTP ) ) ) ) )`:
   or a deadline, and the agent's cap on the answer's size.
 
 The layers cost (nearly) nothing on the happy path, and add no coroutine of their
-own: an attempt is one frame (`_gated`) around the transport's request. tenacity is
-entered only after a first failure; the breaker, closed, is a field read and two
+own: an attempt is one frame (`_gated`) around the transport's request, and so is a
+whole call that succeeds at once (`call` hands back its first attempt's coroutine).
+tenacity is entered only after a first failure; the breaker, closed, is a field read and two
 counters; the bulkhead, free, is a counter (its wait and its timer only when it is
 full); the attempt cap (only when the caller gives a timeout or a deadline) shares
 one timer of the event loop with every other attempt in flight, so it usually arms
@@ -70,7 +71,7 @@ from agents.transport import (
 )
 from circuit.breaker import AsyncCircuitBreaker, BreakerState, CircuitOpenError, Outcome
 from circuit.bulkhead import Bulkhead
-from circuit.cap import CapTimer
+from circuit.cap import NO_CAP, Cap, CapTimer
 from circuit.config import RetryConfig
 from circuit.retry import RetryBudget, is_retried, parse_retry_after, retry_after_failure
 
@@ -138,6 +139,10 @@ class _Call:
     retry_delay_s: float | None = None
     # The body the successful attempt's answer was read from (AgentCallResult.source).
     source: bytes | None = None
+    # The node's retry policy, when it replaces the agent's for this call.
+    retry: RetryConfig | None = None
+    # When the call began (on `clock`): its duration is measured from here.
+    started: float = 0.0
 
 
 class AgentClient:
@@ -257,7 +262,7 @@ class AgentClient:
                 log.info("a2a_card_read", agent=name, **outcome.summary())
         return found
 
-    async def call(
+    def call(
         self,
         agent: str,
         payload: Mapping[str, Any],
@@ -267,7 +272,7 @@ class AgentClient:
         retry: RetryConfig | None = None,
         timeout_s: float | None = None,
         deadline: float | None = None,
-    ) -> AgentCallResult:
+    ) -> Coroutine[Any, Any, AgentCallResult]:
         """POST `payload` to the agent's `/process`; return its `data`.
 
         `retry` replaces the agent's retry policy for this call; `timeout_s` replaces its
@@ -275,11 +280,17 @@ class AgentClient:
         every attempt and every backoff. Raises an `AgentError` whose `attempts` is the
         number of attempts sent, `TypeError` if `payload` is not JSON-serialisable, and
         lets `asyncio.CancelledError` through untouched.
+
+        A plain function handing back the call's coroutine (awaited, it raises what an
+        `async def` would): without a tracer that coroutine is the first attempt's own
+        (`_gated`, the whole call when it succeeds), one coroutine fewer per call.
         """
         lane = self._lanes.get(agent)
         if lane is None:
-            raise UnknownAgent(
-                agent=agent, known=self.registry, workflow_id=workflow_id, node_id=node_id
+            return _raising(
+                UnknownAgent(
+                    agent=agent, known=self.registry, workflow_id=workflow_id, node_id=node_id
+                )
             )
         spec = lane.spec
         timeouts = spec.timeouts
@@ -288,51 +299,68 @@ class AgentClient:
                 connect=timeouts.connect, read=timeout_s, write=timeouts.write, pool=timeouts.pool
             )
         a2a_agent = spec.protocol == "a2a"
-        if a2a_agent:
-            # Built per attempt (the agent's card decides the version); a payload that is
-            # not JSON still fails here, before anything is sent.
-            _encode(payload)
-            body = b""
-        else:
-            body = _ENCODER.encode(
-                {"workflow_id": workflow_id, "step_id": node_id, "input": payload}
-            )
+        try:
+            if a2a_agent:
+                # Built per attempt (the agent's card decides the version); a payload that
+                # is not JSON still fails here, before anything is sent.
+                _encode(payload)
+                body = b""
+            else:
+                body = _ENCODER.encode(
+                    {"workflow_id": workflow_id, "step_id": node_id, "input": payload}
+                )
+        except Exception as exc:  # TypeError: not JSON (awaited, the call raises it)
+            return _raising(exc)
+        # Positional, in _Call's field order (mypy checks each type): one per call.
         call = _Call(
-            lane=lane,
-            spec=spec,
-            workflow_id=workflow_id,
-            node_id=node_id,
-            body=body,
-            headers={
-                "content-type": "application/json",
-                "idempotency-key": f"{workflow_id}:{node_id}",
-            },
-            timeouts=timeouts,
-            timeout_s=timeout_s,
-            deadline=deadline,
-            payload=payload if a2a_agent else None,
+            lane,
+            spec,
+            workflow_id,
+            node_id,
+            body,
+            {"content-type": "application/json", "idempotency-key": f"{workflow_id}:{node_id}"},
+            timeouts,
+            timeout_s,
+            deadline,
+            0,  # attempts
+            payload if a2a_agent else None,
+            None,  # retry_delay_s
+            None,  # source
+            retry,
         )
-        started = self._clock()
-        stats = lane.stats
-        # The first attempt is made here, not through call_with_retry: one coroutine less,
-        # and tenacity only after a failure that may be retried (retry_after_failure).
-        lane.budget.record_call()
+        if self._tracer is not None:
+            return self._traced_call(call)
+        return self._gated(call, None)
+
+    async def _traced_call(self, call: _Call) -> AgentCallResult:
+        """A call with a tracer: each attempt in a span of its own (`_traced_attempt`)."""
+        call.started = self._clock()
+        # The first attempt is made here, not through call_with_retry: tenacity only
+        # after a failure that may be retried (retry_after_failure).
+        call.lane.budget.record_call()
         try:
             data = await self._attempt(call)
         except AgentError as exc:
-            if not is_retried(exc, _is_retryable):
-                self._failed(call, exc)
-                raise
-            try:
-                data = await self._retry(call, exc, retry)
-            except AgentError as final:
-                self._failed(call, final)
-                raise
-        stats.outcomes["success"] += 1
+            data = await self._after_first_failure(call, exc)
+        return self._succeeded(call, data)
+
+    async def _after_first_failure(self, call: _Call, exc: AgentError) -> dict[str, Any]:
+        """The first attempt failed with `exc`: the retries' data, or the final error."""
+        if not is_retried(exc, _is_retryable):
+            self._failed(call, exc)
+            raise exc
+        try:
+            return await self._retry(call, exc, call.retry)
+        except AgentError as final:
+            self._failed(call, final)
+            raise
+
+    def _succeeded(self, call: _Call, data: dict[str, Any]) -> AgentCallResult:
+        call.lane.stats.outcomes["success"] += 1
         # No log line for a success: even filtered out, a structlog call costs ~2.7 us
         # (its lazy proxy, the keywords), more than the rest of the breaker. The step's
         # state, events and metrics say it; failures and retries are logged below.
-        duration_s = self._clock() - started
+        duration_s = self._clock() - call.started
         # AgentCallResult(...), built in C (its NamedTuple __new__ is a Python frame).
         return _new_tuple(AgentCallResult, (data, call.attempts, duration_s, call.source))
 
@@ -445,7 +473,7 @@ class AgentClient:
             # The span is current: the agent gets it as its parent.
             _PROPAGATOR.inject(call.headers)
             try:
-                data = await self._gated(call, remaining)
+                data: dict[str, Any] = await self._gated(call, remaining)
             except AgentError as exc:
                 span.set_attribute("outcome", exc.code)
                 span.set_attribute("error.type", exc.code)
@@ -457,70 +485,89 @@ class AgentClient:
             span.set_attribute("http.response.status_code", 200)
             return data
 
-    async def _gated(self, call: _Call, remaining: float) -> dict[str, Any]:
-        lane = call.lane
-        breaker = lane.breaker
-        # Every line logged from here on in this task (the node's own) carries the number of
-        # the attempt it is about, up to the call's final result.
-        log_attempt.set((log_node.get(), call.attempts + 1))
+    async def _gated(self, call: _Call, remaining: float | None) -> Any:
+        """One attempt, `remaining` its time left until the deadline (0.0 without one):
+        its `data`. `remaining` None: the first attempt of an untraced call, made in this
+        frame as the whole call (`call` hands back this coroutine): it retries after a
+        failure that may be retried and returns the `AgentCallResult`, as `_traced_call`
+        does around `_attempt`. One frame either way: per attempt the layers add no
+        coroutine of their own, and a call that succeeds at once is this one frame."""
+        whole = remaining is None
         try:
-            ticket = breaker.admit()
-        except CircuitOpenError as exc:
-            raise _translate(exc, **_ctx(call)) from exc
-        # What breaker.call does, in this frame: record the outcome after the await,
-        # nothing on cancellation, free the probe slot in any case.
-        try:
-            bulkhead = lane.bulkhead
-            if not bulkhead.try_acquire():
-                remaining = await self._wait_for_slot(call)
-            stats = lane.stats
-            stats.in_flight += 1
+            if remaining is None:
+                remaining = self._begun(call)
+            lane = call.lane
+            breaker = lane.breaker
+            # Every line logged from here on in this task (the node's own) carries the
+            # number of the attempt it is about, up to the call's final result.
+            log_attempt.set((log_node.get(), call.attempts + 1))
             try:
-                cap_s, cap_phase = _attempt_cap(call, remaining)
-                stats.attempts += 1
-                if call.payload is not None:
-                    data = await self._a2a.send(call, cap_s, cap_phase)
-                else:
-                    call.attempts += 1
-                    request = self._transport.request(
-                        "POST",
-                        lane.process_url,
-                        body=call.body,
-                        headers=call.headers,
-                        timeouts=call.timeouts,
-                        max_body_bytes=call.spec.max_response_bytes,
-                    )
-                    try:
-                        if cap_s is None:
+                ticket = breaker.admit()
+            except CircuitOpenError as exc:
+                raise _translate(exc, **_ctx(call)) from exc
+            # What breaker.call does, in this frame: record the outcome after the await,
+            # nothing on cancellation, free the probe slot in any case.
+            try:
+                bulkhead = lane.bulkhead
+                if not bulkhead.try_acquire():
+                    remaining = await self._wait_for_slot(call)
+                stats = lane.stats
+                stats.in_flight += 1
+                try:
+                    cap_s, cap_phase = _attempt_cap(call, remaining)
+                    stats.attempts += 1
+                    if call.payload is not None:
+                        data = await self._a2a.send(call, cap_s, cap_phase)
+                    else:
+                        call.attempts += 1
+                        request = self._transport.request(
+                            "POST",
+                            lane.process_url,
+                            body=call.body,
+                            headers=call.headers,
+                            timeouts=call.timeouts,
+                            max_body_bytes=call.spec.max_response_bytes,
+                        )
+                        # asyncio.timeout's semantics, on the client's one timer (start_at
+                        # itself: `start` is one frame more around it); none without a cap.
+                        cap = NO_CAP if cap_s is None else self._caps.start_at(None, cap_s)
+                        try:
                             response = await request
-                        else:
-                            # asyncio.timeout's semantics, on the client's one timer
-                            # (start_at itself: `start` is one frame more around it).
-                            cap = self._caps.start_at(None, cap_s)
-                            try:
-                                response = await request
-                            except BaseException as exc:
-                                if cap.stop(exc):
-                                    raise TimeoutError from exc
-                                raise
-                            cap.stop(None)
-                    except _FOREIGN_ERRORS as exc:
-                        ctx = _ctx(call)
-                        raise _translate(exc, **ctx, cap_s=cap_s, cap_phase=cap_phase) from exc
-                    data = _parse(response, call)
+                        except BaseException as exc:
+                            raise _request_failed(exc, cap, call, cap_s, cap_phase)  # noqa: B904
+                        cap.stop(None)
+                        data = _parse(response, call)
+                finally:
+                    stats.in_flight -= 1
+                    bulkhead.release()
+            except asyncio.CancelledError:
+                raise  # says nothing about the agent's health: record nothing
+            except Exception as exc:
+                breaker.record(ticket, _classify(exc), exc)
+                raise
+            else:
+                breaker.record_success(ticket)
             finally:
-                stats.in_flight -= 1
-                bulkhead.release()
-        except asyncio.CancelledError:
-            raise  # says nothing about the agent's health: record nothing
-        except Exception as exc:
-            breaker.record(ticket, _classify(exc), exc)
-            raise
-        else:
-            breaker.record_success(ticket)
-            return data
-        finally:
-            breaker.release(ticket)
+                breaker.release(ticket)
+        except AgentError as exc:
+            if not whole:
+                raise
+            data = await self._after_first_failure(call, exc)
+        if whole:
+            return self._succeeded(call, data)
+        return data
+
+    def _begun(self, call: _Call) -> float:
+        """A call's start, before its first attempt: the time it had left until its
+        deadline (0.0 without one), or the deadline's `AgentTimeout` (nothing sent)."""
+        started = call.started = self._clock()
+        call.lane.budget.record_call()
+        if call.deadline is None:
+            return 0.0
+        remaining = call.deadline - started
+        if remaining <= 0:
+            raise AgentTimeout(phase="deadline", timeout_s=None, **_ctx(call))
+        return remaining
 
     async def _wait_for_slot(self, call: _Call) -> float:
         """The bulkhead is full: wait in line for a slot, at most until the deadline.
@@ -578,6 +625,23 @@ def _attempt_cap(call: _Call, remaining: float) -> tuple[float | None, TimeoutPh
         if call.timeout_s is None or remaining < call.timeout_s:
             return remaining, "deadline"
     return call.timeout_s, "attempt"
+
+
+def _request_failed(
+    exc: BaseException, cap: Cap, call: _Call, cap_s: float | None, cap_phase: TimeoutPhase
+) -> BaseException:
+    """What to raise for a request that raised `exc`: ours for what came from below, a
+    `TimeoutError` (as asyncio.timeout's) when it is the attempt's cap that ended it,
+    `exc` itself otherwise (a cancellation from outside, a bug). Its cause is `exc`."""
+    error = exc
+    if cap.stop(exc):
+        error = TimeoutError()
+        error.__cause__ = exc
+    if isinstance(error, _FOREIGN_ERRORS):
+        translated = _translate(error, **_ctx(call), cap_s=cap_s, cap_phase=cap_phase)
+        translated.__cause__ = error
+        return translated
+    return error
 
 
 def _ctx(call: _Call) -> dict[str, Any]:
@@ -648,9 +712,7 @@ def _parse(response: TransportResponse, call: _Call) -> dict[str, Any]:
         reason = f"status is {document.get('status')!r}, not 'success'"
     else:
         reason = "`data` is missing or not an object"
-    raise AgentBadResponse(
-        reason=reason, status=response.status, body=response.body, **_ctx(call)
-    )
+    raise AgentBadResponse(reason=reason, status=response.status, body=response.body, **_ctx(call))
 
 
 def _classify(exc: BaseException) -> Outcome:
@@ -684,6 +746,12 @@ def _encode(document: Mapping[str, Any]) -> bytes:
     # bytes, and a request body lives as long as its call: 50 fan-outs in flight held
     # 3.6 MB of bodies of ~150 bytes (bench.targets' peak RSS row). msgspec's are sized.
     return _ENCODER.encode(document)
+
+
+async def _raising(exc: BaseException) -> AgentCallResult:
+    """A call that fails before anything is sent, failing when awaited (as an
+    `async def call` would), not when made."""
+    raise exc
 
 
 def _json_default(value: object) -> object:

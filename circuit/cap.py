@@ -42,7 +42,7 @@ import asyncio
 import math
 from typing import Any
 
-__all__ = ["Cap", "CapTimer"]
+__all__ = ["NO_CAP", "Cap", "CapTimer"]
 
 
 # The innermost (so the earliest) cap each task is awaiting under, of any CapTimer.
@@ -98,6 +98,10 @@ class _Covered(Cap):
 
 
 _COVERED = _Covered()
+
+# A cap for an await that has none: `stop` costs a call and is always False (callers
+# that cap some awaits and not others need no branch around the await for it).
+NO_CAP: Cap = _COVERED
 
 
 class CapTimer:

@@ -15,7 +15,9 @@ Per node, in order:
   is not met (dag/triggers.py: by default a node with one dependency needs it to
   succeed, a join of several needs none failed and one succeeded), or if its
   `when` is false;
-- otherwise run by its kind under its `timeout_s`; a failure (agent error, node
+- otherwise run by its kind under its `timeout_s` (an agent node, the engine's own
+  kind, on a path of its own that calls the agent client directly: `_agent_node`,
+  step for step what the general path does with it); a failure (agent error, node
   error, any exception of the kind) goes to the node's `fallback` when it has one
   (the node completes with `fallback` = the reason, the workflow ends degraded);
 - a failure without fallback: `on_failure: continue` marks the node failed, its
