@@ -246,6 +246,41 @@ class LoopTurns:
 class _Execution:
     """One run of one workflow: the scheduler loop and the bookkeeping."""
 
+    # Slots: one of these is made per run, and its ~30 attributes then live in the object,
+    # not in a dict of its own made and filled for every workflow.
+    __slots__ = (
+        "before_start",
+        "budget",
+        "caps",
+        "current",
+        "deadline",
+        "degraded",
+        "engine",
+        "failed",
+        "finished",
+        "loop",
+        "on_node",
+        "on_transition",
+        "options",
+        "pause_requested",
+        "runnable",
+        "running",
+        "scope",
+        "scope_view",
+        "sizes",
+        "skipped",
+        "state",
+        "task",
+        "timed_out",
+        "timer",
+        "turn",
+        "turns",
+        "unavailable",
+        "wakeup",
+        "workflow",
+        "yielded_at",
+    )
+
     def __init__(
         self,
         engine: DagEngine,
@@ -268,7 +303,13 @@ class _Execution:
         # The workflow's task (run() builds this in it): where inline nodes run, the
         # task every cap of this run's own awaits is on.
         self.task = asyncio.current_task()
-        inputs = {**workflow.definition.inputs, **(state.inputs or {})}
+        defaults = workflow.definition.inputs
+        given = state.inputs
+        # The definition's defaults under what was given; with no defaults, the state's
+        # own dict as it is (submit copied the client's): no second copy per run.
+        inputs = (
+            {**defaults, **(given or {})} if defaults else given if given is not None else {}
+        )
         state.inputs = inputs
         self.scope: dict[str, Any] = {INPUTS: inputs}
         # What nodes see of it: one read-only view for the whole run.
