@@ -198,19 +198,17 @@ class EventRecorder:
             }
         )
 
-    async def finish(self, state: WorkflowState) -> None:
-        """Tell what is left, then the terminal event; returns once all were appended.
+    def finish(self, state: WorkflowState) -> Awaitable[None]:
+        """Tell what is left, then the terminal event, now; the append of them all to await.
 
-        Appended in the caller's task: neither the delay nor the flusher's queue is waited."""
+        Appended in the caller's task: neither the delay nor the flusher's queue is waited.
+        The append's own coroutine is handed back: no coroutine of this method's around it."""
         self._queued = True  # what is pushed from here on is appended below, not queued
         for run in state.steps.values():
             self.node(run)
         self._push(workflow_event(state, self._clock()))
-        pending = self.write_behind()
-        if pending is not None:
-            await pending
-        if self._failed:
-            log.warning("events_dropped", count=self._failed)
+        self._queued = False
+        return self._append_queued(last=True)
 
     def _push(self, event: Event) -> None:
         self._queue.append(event)
@@ -227,7 +225,9 @@ class EventRecorder:
             return None
         return self._append_queued()
 
-    async def _append_queued(self) -> None:
+    async def _append_queued(self, *, last: bool = False) -> None:
+        """Append what is queued (`last`: the run's final append, which reports what was
+        dropped)."""
         while self._busy:
             if self._appending is None:
                 self._appending = asyncio.get_running_loop().create_future()
@@ -252,3 +252,5 @@ class EventRecorder:
             appending, self._appending = self._appending, None
             if appending is not None:
                 appending.set_result(None)
+        if last and self._failed:
+            log.warning("events_dropped", count=self._failed)
