@@ -753,7 +753,8 @@ class _Execution:
         """Record how a node ended, told to `on_node` (`on_transition` is the caller's);
         raises _StopWorkflow, without telling, for a failure that stops the workflow."""
         run = self.state.steps[node_id]
-        run.finished_at = self.engine.clock()
+        # One reading of the clock: the node's end is the state's last change.
+        now = run.finished_at = self.engine.clock()
         run.attempts = outcome.attempts
         if outcome.agent is not None:
             run.agent = run.agent or outcome.agent
@@ -773,7 +774,7 @@ class _Execution:
             self.scope[node_id] = outcome.output
             self.degraded = self.degraded or outcome.fallback is not None
             # emit(run) without its on_transition: the caller's.
-            self.state.updated_at = self.engine.clock()
+            self.state.updated_at = now
             if self.on_node is not None:
                 self.on_node(run)
             return
@@ -793,7 +794,7 @@ class _Execution:
         cn = self.workflow.nodes[node_id]
         if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
             self.degraded = True
-            self.state.updated_at = self.engine.clock()
+            self.state.updated_at = now
             if self.on_node is not None:
                 self.on_node(run)
             return
