@@ -19,16 +19,9 @@ from orchestrator.access.keys import Authenticator, KeyStore, StaticKeyStore
 from orchestrator.access.principal import OPEN_TENANT, Principal, Role
 from orchestrator.api import events as event_routes
 from orchestrator.api import ops as ops_routes
-from orchestrator.api.access import (
-    ACCESS,
-    Access,
-    auth_middleware,
-    browser_middleware,
-    json_body_middleware,
-)
+from orchestrator.api.access import ACCESS, Access
 from orchestrator.api.admission import ADMISSION, Admission
-from orchestrator.api.errors import error_middleware
-from orchestrator.api.middleware import request_id_middleware
+from orchestrator.api.middleware import edge_middleware
 from orchestrator.api.redact import REDACTOR, AddressRedactor
 from orchestrator.api.requests import parse_query_request
 from orchestrator.api.routes import routes
@@ -198,16 +191,11 @@ def create_app(
     kind_registry = default_kinds(kinds)
     builtin_fallbacks: Mapping[str, BuiltinFallback] = {**BUILTIN_FALLBACKS, **(builtins or {})}
     app = web.Application(
-        # Outermost first: the request id (every response carries it, every line of the
-        # request logs it), browser checks (their headers reach every response), errors
-        # to JSON, then who is calling, then the body's media type.
-        middlewares=[
-            request_id_middleware,
-            browser_middleware,
-            error_middleware,
-            auth_middleware,
-            json_body_middleware,
-        ],
+        # One middleware (api/middleware.py): outermost first, the request id (every
+        # response carries it, every line of the request logs it), browser checks (their
+        # headers reach every response), errors to JSON, then who is calling, then the
+        # body's media type.
+        middlewares=[edge_middleware],
         client_max_size=settings.max_body_bytes,
         # Passed to every connection's handler: idle keep-alive connections are closed,
         # and request lines and header fields stay within aiohttp's defaults.

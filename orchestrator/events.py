@@ -138,6 +138,12 @@ class EventRecorder:
     waits for the delay.
     """
 
+    # One per workflow run: slots, not a dict per instance.
+    __slots__ = (
+        "_appending", "_busy", "_clock", "_delay_s", "_failed", "_flusher", "_queue",
+        "_queued", "_status", "_store", "_told", "_workflow_id",
+    )
+
     def __init__(
         self,
         store: StateStore,
@@ -156,8 +162,11 @@ class EventRecorder:
         self._told: dict[str, NodeStatus] = {sid: s.status for sid, s in state.steps.items()}
         self._status: WorkflowStatus | None = None
         self._queue: deque[Event] = deque()
-        # In the flusher's queue (at most once), and set while an append is in flight.
+        # In the flusher's queue (at most once), and True while an append is in flight.
         self._queued = False
+        self._busy = False
+        # Resolved when the append in flight ends; made only once someone waits for it
+        # (most appends are waited for by nobody: no future made and resolved for each).
         self._appending: asyncio.Future[None] | None = None
         self._failed = 0
 
@@ -189,23 +198,21 @@ class EventRecorder:
             }
         )
 
-    async def finish(self, state: WorkflowState) -> None:
-        """Tell what is left, then the terminal event; returns once all were appended.
+    def finish(self, state: WorkflowState) -> Awaitable[None]:
+        """Tell what is left, then the terminal event, now; the append of them all to await.
 
-        Appended in the caller's task: neither the delay nor the flusher's queue is waited."""
+        Appended in the caller's task: neither the delay nor the flusher's queue is waited.
+        The append's own coroutine is handed back: no coroutine of this method's around it."""
         self._queued = True  # what is pushed from here on is appended below, not queued
         for run in state.steps.values():
             self.node(run)
         self._push(workflow_event(state, self._clock()))
-        pending = self.write_behind()
-        if pending is not None:
-            await pending
-        if self._failed:
-            log.warning("events_dropped", count=self._failed)
+        self._queued = False
+        return self._append_queued(last=True)
 
     def _push(self, event: Event) -> None:
         self._queue.append(event)
-        if not self._queued and self._appending is None:
+        if not self._queued and not self._busy:
             self._queued = True
             self._flusher.add(self, asyncio.get_running_loop().time() + self._delay_s)
 
@@ -214,15 +221,19 @@ class EventRecorder:
         the append to await, or None when nothing is owed (the flusher's turn after
         `finish` appended it all): no coroutine made for nothing."""
         self._queued = False
-        if not self._queue and self._appending is None:
+        if not self._queue and not self._busy:
             return None
         return self._append_queued()
 
-    async def _append_queued(self) -> None:
-        while self._appending is not None:
+    async def _append_queued(self, *, last: bool = False) -> None:
+        """Append what is queued (`last`: the run's final append, which reports what was
+        dropped)."""
+        while self._busy:
+            if self._appending is None:
+                self._appending = asyncio.get_running_loop().create_future()
             # shield: the workflow task may be cancelled while its last events are written.
             await asyncio.shield(self._appending)
-        appending = self._appending = asyncio.get_running_loop().create_future()
+        self._busy = True
         try:
             while self._queue:
                 # Every event queued so far in one append (one Redis command), in order.
@@ -237,5 +248,9 @@ class EventRecorder:
                             "event_write_failed", event_type=batch[0]["type"], exc_info=True
                         )
         finally:
-            self._appending = None
-            appending.set_result(None)
+            self._busy = False
+            appending, self._appending = self._appending, None
+            if appending is not None:
+                appending.set_result(None)
+        if last and self._failed:
+            log.warning("events_dropped", count=self._failed)

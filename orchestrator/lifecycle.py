@@ -423,10 +423,16 @@ class WorkflowOrchestrator:
         cancelled: bool | None = None,
     ) -> None:
         """Run `workflow` in a task of its own; `cancelled`: its cancel flag, if already read."""
-        running = _Running(state, token, confirmed_at=self._clock())
-        running.task = task = asyncio.create_task(
-            self._run(workflow, running, cancelled), name=f"workflow-{state.workflow_id}"
+        # Only the lease check reads `confirmed_at`: no clock call per run without leases.
+        running = _Running(
+            state, token, confirmed_at=self._clock() if self._leases is not None else 0.0
         )
+        body = (
+            self._run(workflow, running, cancelled)
+            if self._tracer is None
+            else self._traced(self._tracer, workflow, running, cancelled)
+        )
+        running.task = task = asyncio.create_task(body, name=f"workflow-{state.workflow_id}")
         self._running[state.workflow_id] = running
         running.never_ran = never_ran = lambda _: self._on_done(running, cancelled=True)
         task.add_done_callback(never_ran)
@@ -764,25 +770,6 @@ class WorkflowOrchestrator:
             return
         self._start(workflow, state, token)
 
-    async def _run(
-        self, workflow: CompiledWorkflow, running: _Running, cancelled: bool | None
-    ) -> None:
-        # The body ran: its end is handled here, in this task, not by the task's done
-        # callback (a loop callback more per workflow), which only a task cancelled before
-        # it first ran needs. Removed before the task is done, so it is never scheduled.
-        ended_by_cancel = False
-        try:
-            if self._tracer is None:
-                await self._run_workflow(workflow, running, cancelled)
-            else:
-                await self._traced(self._tracer, workflow, running, cancelled)
-        except asyncio.CancelledError:
-            ended_by_cancel = True
-            raise
-        finally:
-            running.task.remove_done_callback(running.never_ran)
-            self._on_done(running, cancelled=ended_by_cancel)
-
     async def _traced(
         self,
         tracer: Tracer,
@@ -800,13 +787,19 @@ class WorkflowOrchestrator:
         ) as span:
             # Current in this task: the node tasks it spawns copy it, so nodes are children.
             try:
-                await self._run_workflow(workflow, running, cancelled)
+                await self._run(workflow, running, cancelled)
             finally:
                 span.set_attribute("workflow.status", state.status.value)
 
-    async def _run_workflow(
+    async def _run(
         self, workflow: CompiledWorkflow, running: _Running, cancelled: bool | None
     ) -> None:
+        # The workflow task's body (`_start`; inside `_traced`'s span with a tracer): no
+        # coroutine of its own around it for the common, untraced case.
+        # The body ran: its end is handled here, in this task, not by the task's done
+        # callback (a loop callback more per workflow), which only a task cancelled before
+        # it first ran needs. Removed before the task is done, so it is never scheduled.
+        ended_by_cancel = False
         # `running` is this workflow's entry in `_running` for as long as this runs: read
         # directly, not looked up by id at every step of the way.
         state = running.state
@@ -840,34 +833,45 @@ class WorkflowOrchestrator:
             return None
 
         try:
-            if cancelled or (cancelled is None and await self._cancel_requested(state.workflow_id)):
-                raise asyncio.CancelledError
-            await self.dag_engine.run(
-                workflow,
-                state,
-                on_transition=on_transition,
-                # Without leases there is nothing to confirm: no call per node.
-                before_start=(
-                    partial(self._confirm_lease, state.workflow_id)
-                    if self._leases is not None
-                    else None
-                ),
-                on_node=events.node,
-                pause_requested=lambda: state.workflow_id in self._pausing,
-            )
+            try:
+                if cancelled or (
+                    cancelled is None and await self._cancel_requested(state.workflow_id)
+                ):
+                    raise asyncio.CancelledError
+                await self.dag_engine.run(
+                    workflow,
+                    state,
+                    on_transition=on_transition,
+                    # Without leases there is nothing to confirm: no call per node.
+                    before_start=(
+                        partial(self._confirm_lease, state.workflow_id)
+                        if self._leases is not None
+                        else None
+                    ),
+                    on_node=events.node,
+                    pause_requested=lambda: state.workflow_id in self._pausing,
+                )
+            except asyncio.CancelledError:
+                # The DAG engine marks CANCELLED itself; this covers a cancel that arrived
+                # before the DAG engine started.
+                if not state.status.is_terminal:
+                    _mark_cancelled(state)
+            except Exception as exc:  # a bug in a node kind must still end the workflow
+                log.exception("workflow_crashed")
+                if not state.status.is_terminal:
+                    state.status = WorkflowStatus.FAILED
+                    state.error = WorkflowError(
+                        code="internal_error", message=f"internal error: {exc}"
+                    )
+                    state.finished_at = time.time()
+            finally:
+                await self._finish(running, writer, events, record_end)
         except asyncio.CancelledError:
-            # The DAG engine marks CANCELLED itself; this covers a cancel that arrived
-            # before the DAG engine started.
-            if not state.status.is_terminal:
-                _mark_cancelled(state)
-        except Exception as exc:  # a bug in a node kind must still end the workflow
-            log.exception("workflow_crashed")
-            if not state.status.is_terminal:
-                state.status = WorkflowStatus.FAILED
-                state.error = WorkflowError(code="internal_error", message=f"internal error: {exc}")
-                state.finished_at = time.time()
+            ended_by_cancel = True
+            raise
         finally:
-            await self._finish(running, writer, events, record_end)
+            running.task.remove_done_callback(running.never_ran)
+            self._on_done(running, cancelled=ended_by_cancel)
 
     async def _terminal_transition(
         self, running: _Running, writer: StateWriter, record_end: Callable[[], None]

@@ -50,6 +50,12 @@ class StateWriter:
     write itself); this replica answers status from memory meanwhile.
     """
 
+    # One per workflow run: slots, not a dict per instance.
+    __slots__ = (
+        "_busy", "_clock", "_delay_s", "_dirty", "_flusher", "_not_before", "_pace",
+        "_persist", "_queued", "_state", "_writing", "final",
+    )
+
     def __init__(
         self,
         persist: Callable[[WorkflowState], Awaitable[bool]],
@@ -65,7 +71,10 @@ class StateWriter:
         self._dirty = False
         # In the flusher's queue (at most once: a burst of transitions is one job).
         self._queued = False
-        # Set while a write is in flight: writes of one workflow never overlap.
+        # True while a write is in flight: writes of one workflow never overlap.
+        self._busy = False
+        # Resolved when the write in flight ends; made only once someone waits for it
+        # (most writes are waited for by nobody: no future made and resolved for each).
         self._writing: asyncio.Future[None] | None = None
         self._pace = pace
         self._delay_s = delay_s
@@ -79,7 +88,7 @@ class StateWriter:
             return
         self._dirty = True
         # A terminal state is not queued: its caller writes it now (`flush`, awaited).
-        if not self._queued and self._writing is None and not self._state.status.is_terminal:
+        if not self._queued and not self._busy and not self._state.status.is_terminal:
             # Write behind: the first transition of a burst waits `delay_s` for the
             # ones that follow it, so they cost one write between them.
             self._queue(self._delay_s)
@@ -88,10 +97,19 @@ class StateWriter:
         self._queued = True
         self._flusher.add(self, asyncio.get_running_loop().time() + after_s)
 
-    async def flush(self) -> None:
-        """Write what is owed now, in this task: neither the delay nor the queue is waited."""
-        if self._writing is not None:
-            await self._idle()
+    def flush(self) -> Awaitable[None]:
+        """Write what is owed now, in this task: neither the delay nor the queue is waited.
+
+        The write's own coroutine when none is in flight (the terminal write, as a rule):
+        no coroutine of this method's around it."""
+        if self._busy:
+            return self._flush_after_idle()
+        if self._dirty:
+            return self._write()
+        return _nothing()
+
+    async def _flush_after_idle(self) -> None:
+        await self._idle()
         if self._dirty:
             await self._write()
 
@@ -99,12 +117,12 @@ class StateWriter:
         """The flusher's turn: write the latest snapshot, unless a pacing pause is owed.
         None when nothing is owed (the terminal write came first): no coroutine made."""
         self._queued = False
-        if self._writing is None and (not self._dirty or self.final):
+        if not self._busy and (not self._dirty or self.final):
             return None
         return self._write_behind()
 
     async def _write_behind(self) -> None:
-        if self._writing is not None:  # (the check first: no coroutine made for nothing)
+        if self._busy:  # (the check first: no coroutine made for nothing)
             await self._idle()
         if not self._dirty or self.final:
             return
@@ -118,7 +136,9 @@ class StateWriter:
         self._not_before = ended + min((ended - started) * self._pace, _MAX_PAUSE_S)
 
     async def _idle(self) -> None:
-        while self._writing is not None:
+        while self._busy:
+            if self._writing is None:
+                self._writing = asyncio.get_running_loop().create_future()
             # shield: the workflow task may be cancelled while its final write is in flight.
             await asyncio.shield(self._writing)
 
@@ -126,7 +146,7 @@ class StateWriter:
         self._dirty = False
         if self.final:
             return  # marked dirty while the terminal write was in flight
-        writing = self._writing = asyncio.get_running_loop().create_future()
+        self._busy = True
         try:
             # Both stores serialise the document before their first await, so the status
             # read here is the one written.
@@ -134,7 +154,13 @@ class StateWriter:
             if await self._persist(self._state) and terminal:
                 self.final = True
         finally:
-            self._writing = None
-            writing.set_result(None)
+            self._busy = False
+            writing, self._writing = self._writing, None
+            if writing is not None:
+                writing.set_result(None)
             if self._dirty and not self._queued and not self.final:
                 self._queue(0.0)  # transitions while the write was in flight: no second delay
+
+
+async def _nothing() -> None:
+    """`flush` with nothing owed."""

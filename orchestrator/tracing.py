@@ -52,16 +52,25 @@ def tracer_of(provider: TracerProvider | None) -> Tracer | None:
     return None if provider is None else provider.get_tracer(INSTRUMENTATION)
 
 
-@contextlib.contextmanager
-def incoming_context(headers: Mapping[str, str], *, enabled: bool) -> Iterator[None]:
+def incoming_context(
+    headers: Mapping[str, str], *, enabled: bool
+) -> contextlib.AbstractContextManager[None]:
     """Make an incoming W3C `traceparent` the current context while the block runs.
 
     Tasks created inside (a submitted workflow) copy it, so their spans join the
-    caller's trace. Does nothing when tracing is off or no header came.
+    caller's trace. Does nothing when tracing is off or no header came (then a shared
+    null context: no generator made and run per request).
     """
     if not enabled or "traceparent" not in headers:
-        yield
-        return
+        return _NO_CONTEXT
+    return _attached(headers)
+
+
+_NO_CONTEXT: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _attached(headers: Mapping[str, str]) -> Iterator[None]:
     token = otel_context.attach(_PROPAGATOR.extract(carrier=dict(headers)))
     try:
         yield

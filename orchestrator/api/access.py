@@ -1,28 +1,27 @@
-"""The access middlewares: browsers first (CORS, origin), then who is calling and may they.
+"""The access checks: browsers first (CORS, origin), then who is calling and may they.
 
-`browser_middleware` (outermost, so its headers reach error responses too):
-- a preflight (`OPTIONS` + `Access-Control-Request-Method`) is answered 204 for an
-  origin on the allowlist and 403 `origin_not_allowed` otherwise;
-- an unsafe method (POST...) carrying an `Origin` that is neither the service's own
-  nor allowed is refused 403 before anything runs: a page elsewhere cannot act, even
-  with a body-less POST that needs no preflight;
-- responses to an allowed origin get `Access-Control-Allow-Origin` (exact, never `*`).
+The service's one middleware (api/middleware.py) runs them in this order:
 
-`auth_middleware` (inside the error middleware): finds the route's role in the
-catalog, authenticates the key (`Authorization: Bearer` or `X-API-Key`; never a
-query string or a cookie), answers 401 / 403, spends a token of the key's bucket
-(429 with Retry-After), and puts the `Principal` on the request (`principal(request)`).
-With no keys configured, every request acts as the open principal (loopback only:
-see access/exposure.py).
-
-`json_body_middleware`: a POST with a body must say `application/json` (415
-otherwise); a body-less one may send no Content-Type.
+- browsers, outermost (`browser_refusal`, `preflight_answer`, and `add_cors_headers`
+  on every answer, error answers too): a preflight (`OPTIONS` +
+  `Access-Control-Request-Method`) is answered 204 for an origin on the allowlist and
+  403 `origin_not_allowed` otherwise; an unsafe method (POST...) carrying an `Origin`
+  that is neither the service's own nor allowed is refused 403 before anything runs: a
+  page elsewhere cannot act, even with a body-less POST that needs no preflight;
+  responses to an allowed origin get `Access-Control-Allow-Origin` (exact, never `*`).
+- who (inside the error mapping): `required_role` finds the route's role in the
+  catalog, `authenticate` the key (`Authorization: Bearer` or `X-API-Key`; never a
+  query string or a cookie), answering 401; `check_role` answers 403; `spend_token`
+  spends a token of the key's bucket (429 with Retry-After); the `Principal` goes on
+  the request (`principal(request)`). With no keys configured, every request acts as
+  the open principal (loopback only: see access/exposure.py).
+- the body (`check_media_type`): a POST with a body must say `application/json` (415
+  otherwise); a body-less one may send no Content-Type.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -31,7 +30,7 @@ from aiohttp import web
 
 from orchestrator.access.config import AccessConfig
 from orchestrator.access.keys import Authenticator, hash_key
-from orchestrator.access.principal import OPEN_PRINCIPAL, Principal, Role
+from orchestrator.access.principal import Principal, Role
 from orchestrator.api.catalog import endpoint
 from orchestrator.api.errors import (
     Forbidden,
@@ -46,7 +45,6 @@ from state.store import StateStoreError
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key, Idempotency-Key"
@@ -73,55 +71,69 @@ def principal(request: web.Request) -> Principal:
     return request[_PRINCIPAL]
 
 
-@web.middleware
-async def browser_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    origins = request.app[ACCESS].config.cors_origins
-    origin = request.headers.get("Origin")
-    allowed = origin is not None and origin in origins
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        if not allowed:
-            return _origin_refused(origin)
-        response: web.StreamResponse = web.Response(status=204)
-        response.headers.update(
-            {
-                "Access-Control-Allow-Methods": "GET, POST",
-                "Access-Control-Allow-Headers": _ALLOWED_HEADERS,
-                "Access-Control-Max-Age": "600",
-            }
-        )
-    else:
-        if (
-            request.method not in _SAFE_METHODS
-            and origin is not None
-            and not allowed
-            and not _same_origin(origin, request)
-        ):
-            return _origin_refused(origin)
-        response = await handler(request)
-    if allowed and origin is not None:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
-    if origins:
-        response.headers.add("Vary", "Origin")
+def browser_refusal(
+    request: web.Request, origin: str | None, allowed: bool
+) -> web.Response | None:
+    """The 403 a browser's request gets before anything runs, else None: a preflight
+    from an origin off the allowlist, an unsafe method from a foreign origin. It goes
+    out as it is (no CORS headers for an origin refused)."""
+    if is_preflight(request):
+        return None if allowed else _origin_refused(origin)
+    if (
+        request.method not in _SAFE_METHODS
+        and origin is not None
+        and not allowed
+        and not _same_origin(origin, request)
+    ):
+        return _origin_refused(origin)
+    return None
+
+
+def is_preflight(request: web.Request) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
+def preflight_answer() -> web.Response:
+    """The 204 to an allowed origin's preflight (the CORS headers of any answer follow)."""
+    response = web.Response(status=204)
+    response.headers.update(
+        {
+            "Access-Control-Allow-Methods": "GET, POST",
+            "Access-Control-Allow-Headers": _ALLOWED_HEADERS,
+            "Access-Control-Max-Age": "600",
+        }
+    )
     return response
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def add_cors_headers(
+    response: web.StreamResponse, origin: str | None, allowed: bool, *, cors: bool
+) -> None:
+    """Responses to an allowed origin say so (exact, never `*`); with CORS on (`cors`:
+    an allowlist is configured) every answer varies by Origin."""
+    if allowed and origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = _EXPOSED_HEADERS
+    if cors:
+        response.headers.add("Vary", "Origin")
+
+
+def required_role(request: web.Request) -> Role | None:
+    """The role the matched route needs (None: public, or no such route: the router's
+    404/405 answers). A route missing from the catalog needs ADMIN: it fails closed
+    (tests/api keep that from shipping)."""
     resource = request.match_info.route.resource
-    if resource is None:  # no such route: the router's 404/405
-        return await handler(request)
+    if resource is None:
+        return None
     entry = endpoint(request.method, resource.canonical)
     if entry is None:
-        # A route missing from the catalog fails closed (tests/api keep this from shipping).
         log.error("route_not_in_catalog", method=request.method, path=resource.canonical)
-        role: Role | None = Role.ADMIN
-    else:
-        role = entry.role
-    if role is None:
-        return await handler(request)
-    access = request.app[ACCESS]
-    who = OPEN_PRINCIPAL if not access.config.enabled else await _authenticate(request, access)
+        return Role.ADMIN
+    return entry.role
+
+
+def check_role(request: web.Request, who: Principal, role: Role) -> None:
+    """403 unless `who` holds `role`."""
     if not who.has(role):
         log.warning(
             "auth_failed",
@@ -136,26 +148,27 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             f"this key lacks the {role.value!r} role",
             details={"required_role": role.value, "roles": sorted(r.value for r in who.roles)},
         )
-    await _spend_token(access, who)
+
+
+def set_principal(request: web.Request, who: Principal) -> None:
     request[_PRINCIPAL] = who
-    return await handler(request)
 
 
-@web.middleware
-async def json_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def check_media_type(request: web.Request) -> None:
+    """A body must be JSON (415 otherwise). With no body, only what HTTP clients send by
+    default passes (no type, or octet-stream): an HTML form's empty submission is
+    refused too."""
     if request.method not in _SAFE_METHODS:
-        # A body must be JSON. With no body, only what HTTP clients send by default passes
-        # (no type, or octet-stream): an HTML form's empty submission is refused too.
         accepted = _JSON if request.body_exists else _JSON | _NO_BODY_TYPES
         if request.content_type not in accepted:
             raise UnsupportedMediaType(
                 f"expected Content-Type application/json, got {request.content_type!r}",
                 details={"content_type": request.content_type},
             )
-    return await handler(request)
 
 
-async def _authenticate(request: web.Request, access: Access) -> Principal:
+async def authenticate(request: web.Request, access: Access) -> Principal:
+    """Who presents the request's key (401 without a valid one)."""
     key = _presented_key(request)
     if key is None:
         _audit_failure(request, reason="missing_key")
@@ -188,10 +201,10 @@ def _presented_key(request: web.Request) -> str | None:
     return key or None
 
 
-async def _spend_token(access: Access, who: Principal) -> None:
+async def spend_token(access: Access, who: Principal) -> None:
+    """A token of the key's bucket (429 with Retry-After when it is empty); callers skip
+    this for a key without a rate (`who.limits.requests_per_s <= 0`)."""
     limits = who.limits
-    if limits.requests_per_s <= 0:
-        return
     try:
         wait = await access.quotas.take(
             f"key:{who.key_id}", rate=limits.requests_per_s, burst=limits.burst

@@ -1,11 +1,12 @@
-"""The HTTP layer's own errors, and the one middleware that turns every exception into JSON.
+"""The HTTP layer's own errors, and the one function that turns every exception into JSON.
 
 ApiError is the HTTP layer's branch of the orchestrator's tree (orchestrator/errors.py
 draws all of it): a raise site may pick the `code`, and `details`/`headers` are given
 when it is raised.
 
-The middleware maps an exception by walking its MRO through `_HANDLERS` (starlette's
-way), so no route needs a try/except: lower layers' errors are first translated into
+`error_answer` (run by the service's one middleware, api/middleware.py) maps an
+exception by walking its MRO through `_HANDLERS` (starlette's way), so no route
+needs a try/except: lower layers' errors are first translated into
 ours (`orchestrator.errors.translate`), a `RequestError` is answered with its own
 status, code, details and headers, and anything else — the orchestrator's other
 branches, a lower layer's error that should have been caught below, any other
@@ -15,7 +16,7 @@ the log, never into the response.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -142,18 +143,15 @@ def _internal_error(request: web.Request) -> web.Response:
     return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
 
 
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Exception as caught:
-        exc = translate(caught)
-        for cls in type(exc).__mro__:
-            mapper = _HANDLERS.get(cls)
-            if mapper is not None:
-                if isinstance(exc, web.HTTPException) and exc.status < 400:
-                    raise  # redirects and other non-errors pass through untouched
-                return mapper(exc)
-        return _internal_error(request)
+def error_answer(request: web.Request, caught: Exception) -> web.Response:
+    """The JSON answer to an exception a handler raised (call it in its `except` block:
+    a redirect or other non-error HTTPException is raised again, untouched)."""
+    exc = translate(caught)
+    for cls in type(exc).__mro__:
+        mapper = _HANDLERS.get(cls)
+        if mapper is not None:
+            if isinstance(exc, web.HTTPException) and exc.status < 400:
+                raise caught  # redirects and other non-errors pass through untouched
+            return mapper(exc)
+    return _internal_error(request)
+

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import msgspec
@@ -88,9 +87,11 @@ async def query(request: web.Request) -> web.Response:
         wait_s = services.settings.sync_wait_s if req.wait_s is None else req.wait_s
         # Never outlive the caller's gateway: past wait_s the answer is async's 202,
         # and the workflow goes on (wait() shields it from this timeout).
-        with contextlib.suppress(TimeoutError):
+        try:  # try/except rather than contextlib.suppress: no object per request
             async with asyncio.timeout(wait_s):
                 state = await orchestrator.wait(workflow_id)
+        except TimeoutError:
+            pass
         if state.status.is_terminal:
             reply = replies.Workflow.of(state)
             return _workflow_response(request, reply, status=_status_code(state))

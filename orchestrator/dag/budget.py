@@ -100,7 +100,16 @@ class Budget:
     (inline, or in a worker while the node awaits it).
     """
 
-    __slots__ = ("_inline", "_limits", "_parent", "_stopped", "bytes_left", "ops_left", "scope")
+    __slots__ = (
+        "_bytes_limit",
+        "_inline",
+        "_ops_limit",
+        "_parent",
+        "_stopped",
+        "bytes_left",
+        "ops_left",
+        "scope",
+    )
 
     def __init__(
         self, ops: int, nbytes: int, scope: Scope = "node", parent: Budget | None = None
@@ -108,7 +117,9 @@ class Budget:
         self.ops_left = ops
         self.bytes_left = nbytes
         self.scope: Scope = scope
-        self._limits = (ops, nbytes)
+        # Two slots, not a tuple: one object less per node run (only errors read them).
+        self._ops_limit = ops
+        self._bytes_limit = nbytes
         self._parent = parent
         self._stopped = False
         # [ops, bytes] still allowed before the inline slice runs out; None off the loop.
@@ -171,9 +182,9 @@ class Budget:
         self.ops_left -= ops
         self.bytes_left -= nbytes
         if self.ops_left < 0:
-            raise BudgetExceeded(resource="operations", scope=self.scope, limit=self._limits[0])
+            raise BudgetExceeded(resource="operations", scope=self.scope, limit=self._ops_limit)
         if self.bytes_left < 0:
-            raise BudgetExceeded(resource="bytes", scope=self.scope, limit=self._limits[1])
+            raise BudgetExceeded(resource="bytes", scope=self.scope, limit=self._bytes_limit)
         if self._parent is not None:
             self._parent.spend(ops, nbytes)
 

@@ -257,6 +257,41 @@ class LoopTurns:
 class _Execution:
     """One run of one workflow: the scheduler loop and the bookkeeping."""
 
+    # Slots: one of these is made per run, and its ~30 attributes then live in the object,
+    # not in a dict of its own made and filled for every workflow.
+    __slots__ = (
+        "before_start",
+        "budget",
+        "caps",
+        "current",
+        "deadline",
+        "degraded",
+        "engine",
+        "failed",
+        "finished",
+        "loop",
+        "on_node",
+        "on_transition",
+        "options",
+        "pause_requested",
+        "runnable",
+        "running",
+        "scope",
+        "scope_view",
+        "sizes",
+        "skipped",
+        "state",
+        "task",
+        "timed_out",
+        "timer",
+        "turn",
+        "turns",
+        "unavailable",
+        "wakeup",
+        "workflow",
+        "yielded_at",
+    )
+
     def __init__(
         self,
         engine: DagEngine,
@@ -279,7 +314,13 @@ class _Execution:
         # The workflow's task (run() builds this in it): where inline nodes run, the
         # task every cap of this run's own awaits is on.
         self.task = asyncio.current_task()
-        inputs = {**workflow.definition.inputs, **(state.inputs or {})}
+        defaults = workflow.definition.inputs
+        given = state.inputs
+        # The definition's defaults under what was given; with no defaults, the state's
+        # own dict as it is (submit copied the client's): no second copy per run.
+        inputs = (
+            {**defaults, **(given or {})} if defaults else given if given is not None else {}
+        )
         state.inputs = inputs
         self.scope: dict[str, Any] = {INPUTS: inputs}
         # What nodes see of it: one read-only view for the whole run.
@@ -723,7 +764,8 @@ class _Execution:
         """Record how a node ended, told to `on_node` (`on_transition` is the caller's);
         raises _StopWorkflow, without telling, for a failure that stops the workflow."""
         run = self.state.steps[node_id]
-        run.finished_at = self.engine.clock()
+        # One reading of the clock: the node's end is the state's last change.
+        now = run.finished_at = self.engine.clock()
         run.attempts = outcome.attempts
         if outcome.agent is not None:
             run.agent = run.agent or outcome.agent
@@ -743,7 +785,7 @@ class _Execution:
             self.scope[node_id] = outcome.output
             self.degraded = self.degraded or outcome.fallback is not None
             # emit(run) without its on_transition: the caller's.
-            self.state.updated_at = self.engine.clock()
+            self.state.updated_at = now
             if self.on_node is not None:
                 self.on_node(run)
             return
@@ -763,7 +805,7 @@ class _Execution:
         cn = self.workflow.nodes[node_id]
         if cn.node.effective_on_failure(self.options) is OnFailure.CONTINUE:
             self.degraded = True
-            self.state.updated_at = self.engine.clock()
+            self.state.updated_at = now
             if self.on_node is not None:
                 self.on_node(run)
             return

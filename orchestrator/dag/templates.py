@@ -320,6 +320,8 @@ def _render(node: _Node, scope: Mapping[str, Any], missing: _Missing, meter: _Me
 # budget that does not afford it, a value that is not plain JSON) goes to `_render`,
 # which decides as it always did, errors and their order included.
 
+# What `_render` charges 8 bytes for (exact types: a subclass is `_render`'s to decide).
+_SCALAR_KINDS = frozenset((type(None), bool, int, float))
 # _render_planned's answer when `_render` must decide.
 _GENERAL: Any = object()
 _Build = Callable[[Iterator[Any]], Any]
@@ -467,28 +469,32 @@ def _render_planned(
     ops = plan.ops
     nbytes = plan.nbytes
     measured: dict[int, int] | None = None
-    for position, value in enumerate(values):
+    position = -1
+    for value in values:
+        position += 1
         kind = type(value)
         if kind is str:
             ops += 1
             nbytes += len(value)
-        elif value is None or kind is int or kind is float or kind is bool:
+        elif kind in _SCALAR_KINDS:
             ops += 1
             nbytes += 8
         elif kind is dict or kind is list:
             key = id(value)
-            size = None if measured is None else measured.get(key)
-            if size is None:
-                entry = None if known is None else known.get(key)
-                if entry is not None:
-                    size = entry[1]
-                else:
-                    # Within what is left after everything else this render charges: a
-                    # value bigger than that cannot fit (and `_render` says so).
-                    room = budget.bytes_left - nbytes
-                    size = _size(value, scope[plan.holes[position][0]], room, known, lazy)
-                    if size > room:
-                        return _GENERAL
+            # A known size first (a kept or learned step output's: most reads), then one
+            # measured earlier in this render (a value read twice is walked once).
+            entry = None if known is None else known.get(key)
+            if entry is not None:
+                size = entry[1]
+            elif measured is not None and key in measured:
+                size = measured[key]
+            else:
+                # Within what is left after everything else this render charges: a
+                # value bigger than that cannot fit (and `_render` says so).
+                room = budget.bytes_left - nbytes
+                size = _size(value, scope[plan.holes[position][0]], room, known, lazy)
+                if size > room:
+                    return _GENERAL
                 if measured is None:
                     measured = {}
                 measured[key] = size

@@ -57,6 +57,13 @@ class RecordingStore(MemoryStateStore):
         await asyncio.sleep(0)
         return written
 
+    async def accept(self, state: WorkflowState, *, lease_s: float | None = None) -> int | None:
+        # The first document, written by the accept (which no longer goes through `save`).
+        self.saved.append(state.status)
+        token = await super().accept(state, lease_s=lease_s)
+        await asyncio.sleep(0)
+        return token
+
     async def cancel_requested(self, workflow_id: str) -> bool:
         self.flag_reads += 1
         return self.all_cancelled or await super().cancel_requested(workflow_id)

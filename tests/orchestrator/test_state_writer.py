@@ -109,3 +109,25 @@ async def test_the_flushers_turn_during_a_write_waits_for_it_then_writes_what_is
     await second
     await in_flight
     assert persist.saved == [WorkflowStatus.RUNNING, WorkflowStatus.PAUSED]
+
+
+async def test_a_flush_during_a_write_waits_for_it_then_writes_the_terminal_state() -> None:
+    """`flush` with a write in flight (no future exists for it until someone waits): it
+    waits for that write, then writes the terminal state, last; two waiters at once are
+    both released, and a flush with nothing owed writes nothing."""
+    persist, state = Persist(), a_state()
+    writer = StateWriter(persist, state, delay_s=3600.0)
+    state.status = WorkflowStatus.RUNNING
+    writer.mark_dirty()
+    first = writer.write_behind()
+    assert first is not None
+    in_flight = asyncio.ensure_future(first)
+    await persist.written.wait()  # the RUNNING write is in flight
+    state.status = WorkflowStatus.COMPLETED
+    writer.mark_dirty()
+    flushes = [asyncio.ensure_future(writer.flush()) for _ in range(2)]
+    await asyncio.gather(in_flight, *flushes)
+    assert persist.saved == [WorkflowStatus.RUNNING, WorkflowStatus.COMPLETED]
+    assert writer.final
+    await writer.flush()  # nothing owed
+    assert persist.saved == [WorkflowStatus.RUNNING, WorkflowStatus.COMPLETED]

@@ -9,6 +9,7 @@ from state import keys
 from state.layout import FieldCache, WriteStats, compacted
 from state.memory import COMPRESS_FROM, MemoryStateStore
 from state.models import NodeStatus, WorkflowStatus, encode
+from state.store import LeaseLost
 from tests.fakes import FakeClock
 from tests.state.conftest import make_state, new_id
 
@@ -206,3 +207,59 @@ async def test_write_stats_count_the_fields_and_bytes_each_save_sends() -> None:
     expected.add(compacted(state, compress_from=COMPRESS_FROM))
     assert await store.save(state)
     assert store.write_stats == expected
+
+
+@pytest.mark.parametrize("leased", [False, True])
+async def test_accept_stores_what_a_first_save_stores(leased: bool) -> None:
+    """`accept` writes its new document itself (not through `save`): the same fields,
+    sizes, write stats and expiry of the workflow's other keys as a first `save`, and
+    the document goes on like one (partial saves, then the terminal one)."""
+    clock = FakeClock()
+    by_accept = MemoryStateStore(ttl_s=100, clock=clock)
+    by_save = MemoryStateStore(ttl_s=100, clock=clock)
+    state = make_state(status=WorkflowStatus.PENDING)
+    state.owner = "replica-a"
+    for store in (by_accept, by_save):
+        # Flags and events that exist before the document: the write refreshes their TTL.
+        await store.request_cancel(state.workflow_id)
+        await store.set_pause(state.workflow_id, True)
+        await store.append_events(state.workflow_id, [{"type": "early"}])
+    clock.advance(60)
+    token = await by_accept.accept(state, lease_s=30.0 if leased else None)
+    if leased:
+        assert token is not None
+        # The same claim, then the save `accept` used to make.
+        assert await by_save.leases().claim(state.workflow_id, "replica-a", lease_s=30.0) == token
+    await by_save.save(state, token=token)
+
+    async def held(store: MemoryStateStore) -> tuple[object, ...]:
+        return (store.size, store.write_stats, await store.get(state.workflow_id))
+
+    assert await held(by_accept) == await held(by_save)
+    clock.advance(60)  # past the flags' own TTL, within the document's
+    for store in (by_accept, by_save):
+        assert await store.cancel_requested(state.workflow_id)
+        assert await store.pause_requested(state.workflow_id)
+        assert await store.events_since(state.workflow_id) != []
+    state.status = WorkflowStatus.RUNNING
+    state.steps["nlp"].output = {"intent": "changed"}
+    for store in (by_accept, by_save):
+        assert await store.save(state, token=token) is True
+    assert await held(by_accept) == await held(by_save)
+    state.status = WorkflowStatus.COMPLETED
+    for store in (by_accept, by_save):
+        assert await store.save(state, token=token) is True
+    assert await held(by_accept) == await held(by_save)
+
+
+async def test_accept_refuses_an_existing_workflow_and_a_terminal_one_goes_through_save() -> None:
+    store = MemoryStateStore()
+    state = make_state(status=WorkflowStatus.PENDING)
+    await store.accept(state)
+    with pytest.raises(LeaseLost):
+        await store.accept(state)
+    done = make_state(status=WorkflowStatus.COMPLETED)
+    assert await store.accept(done) is None
+    stored = await store.get(done.workflow_id)
+    assert stored is not None and stored.status is WorkflowStatus.COMPLETED
+    assert await store.save(done) is False  # terminal already: as a save would have left it

@@ -44,7 +44,8 @@ from agents.transport import (
 from circuit.errors import BreakerBoardError, CircuitError, CircuitOpenError
 from orchestrator.access.config import AccessConfigError
 from orchestrator.access.exposure import UnsafeExposure
-from orchestrator.api.errors import INTERNAL_ERROR_MESSAGE, ApiError, error_middleware
+from orchestrator.api.errors import INTERNAL_ERROR_MESSAGE, ApiError, error_answer
+from orchestrator.api.middleware import Handler
 from orchestrator.api.openapi import openapi_document
 from orchestrator.dag.budget import BudgetExceeded, EvaluationStopped, NeedsOffload
 from orchestrator.dag.errors import DefinitionError, NodeError, NodeTimeout, Problem
@@ -315,7 +316,15 @@ async def _answer(aiohttp_client: ClientFactory, exc: BaseException) -> Any:
     async def handler(request: web.Request) -> web.Response:
         raise exc
 
-    app = web.Application(middlewares=[error_middleware])
+    # The error mapping alone, as the service's middleware (api/middleware.py) runs it.
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Exception as caught:
+            return error_answer(request, caught)
+
+    app = web.Application(middlewares=[errors])
     app.router.add_get("/raise", handler)
     client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
     return await client.get("/raise")

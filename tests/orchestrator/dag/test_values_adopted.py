@@ -183,3 +183,24 @@ def test_a_learned_size_is_measures_and_its_height_the_values_depth(value: Any) 
     sizes.adopt(decoded)
     assert sizes.learn(decoded, decoded) == measure(decoded, 2**30)
     assert sizes.entries[id(decoded)][1:] == (measure(decoded, 2**30), json_depth(decoded))
+
+
+def test_a_part_read_before_a_path_that_does_not_resolve_is_charged_as_kept() -> None:
+    """The planned render prices each placeholder as it reaches it: a part it learned
+    before finding a missing path (and handing the render to the general one) is
+    charged, and remembered, exactly as after `keep`."""
+    answer = orjson.loads(orjson.dumps({"rows": [{"region": f"r{i}", "n": i} for i in range(9)]}))
+    template = compile_template({"a": "{{ s.rows }}", "b": "{{ s.missing }}", "c": "{{ s.rows }}"})
+    eager, lazy = ValueSizes(), ValueSizes()
+    eager.keep(answer, max_bytes=10**6)
+    lazy.adopt(answer)
+    (fast, fast_workflow), (slow, slow_workflow) = (_budgets(10**6, 10**6) for _ in range(2))
+    want = _outcome(template, {"s": answer}, slow, eager.entries)
+    got = _outcome(template, {"s": answer}, fast, lazy)
+    assert got == want == ("value", {"a": answer["rows"], "b": None, "c": answer["rows"]})
+    assert (fast.ops_left, fast.bytes_left) == (slow.ops_left, slow.bytes_left)
+    assert (fast_workflow.ops_left, fast_workflow.bytes_left) == (
+        slow_workflow.ops_left,
+        slow_workflow.bytes_left,
+    )
+    assert lazy.entries[id(answer["rows"])] == eager.entries[id(answer["rows"])]
