@@ -91,9 +91,10 @@ async def test_the_flushers_turn_after_the_terminal_write_has_nothing_to_await()
     assert persist.saved == [WorkflowStatus.RUNNING, WorkflowStatus.COMPLETED]
 
 
-async def test_the_flushers_turn_during_a_write_waits_for_it_then_writes_what_is_owed() -> None:
-    """A write in flight: the turn is an awaitable (never None) that waits for it, then
-    writes the state marked dirty meanwhile, as the coroutine always did."""
+async def a_running_write_in_flight() -> tuple[
+    Persist, WorkflowState, StateWriter, asyncio.Future[None]
+]:
+    """A writer whose RUNNING write the flusher started and that is still in flight."""
     persist, state = Persist(), a_state()
     writer = StateWriter(persist, state, delay_s=3600.0)
     state.status = WorkflowStatus.RUNNING
@@ -101,7 +102,14 @@ async def test_the_flushers_turn_during_a_write_waits_for_it_then_writes_what_is
     first = writer.write_behind()
     assert first is not None
     in_flight = asyncio.ensure_future(first)
-    await persist.written.wait()  # the first write is in flight
+    await persist.written.wait()  # the RUNNING write is in flight
+    return persist, state, writer, in_flight
+
+
+async def test_the_flushers_turn_during_a_write_waits_for_it_then_writes_what_is_owed() -> None:
+    """A write in flight: the turn is an awaitable (never None) that waits for it, then
+    writes the state marked dirty meanwhile, as the coroutine always did."""
+    persist, state, writer, in_flight = await a_running_write_in_flight()
     state.status = WorkflowStatus.PAUSED
     writer.mark_dirty()
     second = writer.write_behind()
@@ -115,14 +123,7 @@ async def test_a_flush_during_a_write_waits_for_it_then_writes_the_terminal_stat
     """`flush` with a write in flight (no future exists for it until someone waits): it
     waits for that write, then writes the terminal state, last; two waiters at once are
     both released, and a flush with nothing owed writes nothing."""
-    persist, state = Persist(), a_state()
-    writer = StateWriter(persist, state, delay_s=3600.0)
-    state.status = WorkflowStatus.RUNNING
-    writer.mark_dirty()
-    first = writer.write_behind()
-    assert first is not None
-    in_flight = asyncio.ensure_future(first)
-    await persist.written.wait()  # the RUNNING write is in flight
+    persist, state, writer, in_flight = await a_running_write_in_flight()
     state.status = WorkflowStatus.COMPLETED
     writer.mark_dirty()
     flushes = [asyncio.ensure_future(writer.flush()) for _ in range(2)]
