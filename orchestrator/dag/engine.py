@@ -892,8 +892,9 @@ class _Execution:
         `NodeContext.call_agent` written out in one frame, calling the agent client
         directly. Per agent node that is one coroutine fewer (and a resume fewer per
         wait for an answer) and five calls fewer. What it does is theirs, step for step
-        (tests/test_agent_node_path.py runs the same definitions both ways); an input
-        that renders to no object, or too big to render inline, takes their path."""
+        (tests/orchestrator/dag/test_agent_node_path.py runs the same definitions both
+        ways); an input that renders to no object, or too big to render inline, takes
+        their path."""
         params = cn.compiled
         assert isinstance(params, AgentParams)  # AgentKind.compile made it
         node = cn.node
