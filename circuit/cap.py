@@ -39,6 +39,7 @@ One `CapTimer` serves one event loop at a time (a new loop starts it afresh).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 from typing import Any
 
@@ -48,6 +49,13 @@ __all__ = ["NO_CAP", "Cap", "CapTimer"]
 # The innermost (so the earliest) cap each task is awaiting under, of any CapTimer.
 # Keyed by the task: only that task's own thread and loop touch its entry.
 _innermost: dict[asyncio.Task[object], Cap] = {}
+
+# The context the shared timer runs in. `call_at` would otherwise copy the context of
+# whichever task armed it: one workflow's (its event recorder, and through that the
+# store with every document in it), kept alive by the loop until the timer fires, up
+# to a workflow's whole deadline later, long after that workflow and even its
+# orchestrator are gone. `_fire` reads no context variable, so an empty one will do.
+_TIMER_CONTEXT = contextvars.Context()
 
 
 class Cap:
@@ -156,7 +164,7 @@ class CapTimer:
         if self._handle is not None:
             self._handle.cancel()
         self._armed = when
-        self._handle = loop.call_at(when, self._fire)
+        self._handle = loop.call_at(when, self._fire, context=_TIMER_CONTEXT)
 
     def _fire(self) -> None:
         # Every cap due by the time this timer was armed for has come (the loop runs a

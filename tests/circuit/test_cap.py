@@ -4,6 +4,9 @@ client's attempt cap), and many caps share the one timer correctly."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -289,3 +292,30 @@ async def with_cap_at_when(work: Awaitable[str], when: float) -> str:
         raise
     cap.stop(None)
     return result
+
+
+_HELD: contextvars.ContextVar[object] = contextvars.ContextVar("held")
+
+
+class _Workflow:
+    """Stands for what a workflow's context holds (its event recorder, its store)."""
+
+
+async def test_the_armed_timer_keeps_nothing_of_the_task_that_armed_it_alive() -> None:
+    """A cap that ends early leaves the shared timer armed (up to a whole deadline): the
+    timer must not hold the context of the task that armed it, or that task's workflow,
+    and everything it reaches, lives on until the timer fires."""
+    timer = CapTimer()
+
+    async def one_call(workflow: _Workflow) -> str:
+        _HELD.set(workflow)
+        return await with_cap(_at_once(), 3600.0, timer)
+
+    workflow = _Workflow()
+    gone = weakref.ref(workflow)
+    assert await asyncio.create_task(one_call(workflow)) == "done"
+    assert timer._handle is not None  # still armed for the cap's limit, an hour away
+    del workflow
+    await asyncio.sleep(0)  # the ended task's own callbacks (in its context) have run
+    gc.collect()
+    assert gone() is None
