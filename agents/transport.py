@@ -289,7 +289,16 @@ class AiohttpTransport:
                 ):
                     # The common answer, read here: `_read`'s one buffer without its
                     # coroutine (a frame made and resumed per request for nothing).
-                    content = await response.read()
+                    stream = response.content
+                    if stream.is_eof():
+                        # All of it came with the head (an agent's small answer in one
+                        # packet): taken from the buffer, without `read`'s four
+                        # coroutines (`read`, the stream's `read`, its two `readany`s)
+                        # and its wait for the writer task, long done (the agent has
+                        # read the request to answer it; `release` waits for it anyway).
+                        content = stream.read_nowait()
+                    else:
+                        content = await response.read()
                 else:
                     content = await self._read(response, max_body_bytes)
                 return TransportResponse(response.status, response.headers, content)

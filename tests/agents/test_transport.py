@@ -377,6 +377,43 @@ async def test_read_bounds_each_wait_for_the_body_not_the_whole_body(
     assert response.body == b"01234"  # type: ignore[attr-defined]
 
 
+async def test_a_body_with_its_head_and_one_after_it_are_read_alike(
+    transport_name: TransportName,
+) -> None:
+    """On one kept-alive connection: a body that comes in the same packet as its head (read
+    from the buffer at once over aiohttp) and one that comes after it (waited for) are
+    read whole, and each leaves the connection to the next request."""
+    connections = 0
+
+    async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        for body, apart in ((b"first", False), (b"second", True), (b"third", False)):
+            await reader.readuntil(b"\r\n\r\n")
+            if apart:
+                writer.write(_head(len(body)))
+                await writer.drain()
+                await asyncio.sleep(0.05)  # the pace under test: the body after its head
+                writer.write(body)
+            else:
+                writer.write(_head(len(body)) + body)
+            await writer.drain()
+        await reader.read()
+        writer.close()
+
+    transport = create_transport(transport_name, max_connections=1)
+    try:
+        async with raw_server(answers) as url:
+            bodies = [
+                (await get(transport, f"{url}/x")).body  # type: ignore[attr-defined]
+                for _ in range(3)
+            ]
+    finally:
+        await transport.aclose()
+    assert bodies == [b"first", b"second", b"third"]
+    assert connections == 1
+
+
 async def test_pool_timeout(served: tuple[Agent, str], transport_name: TransportName) -> None:
     """With every connection busy, a request waits `pool` at most: TransportTimeout('pool')."""
     agent, base = served
