@@ -29,7 +29,9 @@ Timeouts per phase (`AgentTimeouts`): `connect` bounds opening a connection, `re
 each wait for bytes of the answer, `pool` the wait for a free connection when
 `max_connections` are busy, `write` sending the request. aiohttp has no write
 timeout: over aiohttp `write` is not enforced (agent requests are small, and
-`AgentClient`'s per-attempt cap still bounds a whole attempt when one is set).
+`AgentClient`'s per-attempt cap still bounds a whole attempt when one is set). Over
+aiohttp `read` is kept on one shared timer rather than aiohttp's `sock_read` (see
+`_AnswerWatch`): each wait for the body as before, the answer's head as a whole.
 """
 
 from __future__ import annotations
@@ -39,14 +41,14 @@ import errno
 import socket
 import ssl
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Coroutine, Mapping
+from typing import Any, Literal, NamedTuple, Protocol
 
 import aiohttp
 
 from agents.registry import AgentTimeouts
 from circuit.bulkhead import Bulkhead
+from circuit.cap import NO_CAP, Cap, CapTimer
 
 __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY_S",
@@ -117,13 +119,19 @@ class ResponseTooLarge(TransportError):
         self.declared_bytes = declared_bytes
 
 
-@dataclass(frozen=True, slots=True)
-class TransportResponse:
-    """An answer: status, case-insensitive headers, the whole body (within the cap)."""
+class TransportResponse(NamedTuple):
+    """An answer: status, case-insensitive headers, the whole body (within the cap).
+
+    A NamedTuple, as immutable as the frozen dataclass it was: one per request, and a
+    transport builds it in C (`_new_tuple`), at a third of the dataclass's cost."""
 
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+# TransportResponse(...) without its NamedTuple __new__ (a Python frame).
+_new_tuple = tuple.__new__
 
 
 class AgentTransport(Protocol):
@@ -218,6 +226,11 @@ class AiohttpTransport:
         # its key alive, so an id is never reused while it is in here.
         self._timeouts: dict[AgentTimeouts, aiohttp.ClientTimeout] = {}
         self._by_id: dict[int, tuple[AgentTimeouts, aiohttp.ClientTimeout]] = {}
+        # The `read` limits, on one timer of the event loop (circuit/cap.py), not
+        # aiohttp's `sock_read`: see `_AnswerWatch`.
+        self._reads = CapTimer()
+        # The request each task is waiting on the head of an answer for (`_AnswerWatch`).
+        self._watches: dict[asyncio.Task[Any], _AnswerWatch] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         # Made inside the running loop: aiohttp binds a session to the loop it is made in.
@@ -230,6 +243,7 @@ class AiohttpTransport:
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             headers={"Accept-Encoding": IDENTITY},
+            response_class=_watched_response(self._reads, self._watches),
         )
         return self._session
 
@@ -242,7 +256,7 @@ class AiohttpTransport:
             if len(self._timeouts) >= 256:  # bounded: overrides could be many
                 self._timeouts.clear()
             cached = self._timeouts[timeouts] = aiohttp.ClientTimeout(
-                total=None, connect=None, sock_connect=timeouts.connect, sock_read=timeouts.read
+                total=None, connect=None, sock_connect=timeouts.connect, sock_read=None
             )
         if len(self._by_id) >= 256:
             self._by_id.clear()
@@ -267,41 +281,47 @@ class AiohttpTransport:
                     await slots.acquire()
             except TimeoutError:
                 raise TransportTimeout("pool", timeouts.pool) from None
+        task = asyncio.current_task()
+        assert task is not None  # a transport is used from a task: its caps need one
+        watch = self._watches[task] = _AnswerWatch(timeouts.read)
         try:
             # Awaited, not `async with`: the request's own coroutine, without the context
             # manager's two around it (resumed with it each time the request waits) and
             # the three of its exit; `release` in `finally` is what the exit does once the
             # body is read (the writer task has ended by then), and after an error.
-            response = await session.request(
-                method,
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=self._client_timeout(timeouts),
-            )
+            try:
+                response = await session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=self._client_timeout(timeouts),
+                )
+            except BaseException as exc:
+                if watch.cap.stop(exc):
+                    raise TransportTimeout("read", timeouts.read) from None
+                raise
+            finally:
+                del self._watches[task]
+            watch.cap.stop(None)
             try:
                 declared = response.content_length
+                stream = response.content
                 if (
                     declared is not None
                     and declared <= max_body_bytes
+                    and stream.is_eof()
                     and "Content-Encoding" not in response.headers
                 ):
-                    # The common answer, read here: `_read`'s one buffer without its
-                    # coroutine (a frame made and resumed per request for nothing).
-                    stream = response.content
-                    if stream.is_eof():
-                        # All of it came with the head (an agent's small answer in one
-                        # packet): taken from the buffer, without `read`'s four
-                        # coroutines (`read`, the stream's `read`, its two `readany`s)
-                        # and its wait for the writer task, long done (the agent has
-                        # read the request to answer it; `release` waits for it anyway).
-                        content = stream.read_nowait()
-                    else:
-                        content = await response.read()
+                    # The common answer: all of it came with the head (an agent's small
+                    # answer, one packet), taken from the stream's buffer at once, with no
+                    # coroutine (`read` makes four) and no wait (for the writer task, long
+                    # done: the agent read the request to answer it; `release` waits).
+                    content = stream.read_nowait()
                 else:
-                    content = await self._read(response, max_body_bytes)
-                return TransportResponse(response.status, response.headers, content)
+                    content = await self._read(response, max_body_bytes, timeouts.read)
+                return _new_tuple(TransportResponse, (response.status, response.headers, content))
             finally:
                 response.release()
         except aiohttp.ClientError as exc:
@@ -309,25 +329,35 @@ class AiohttpTransport:
         finally:
             slots.release()
 
-    @staticmethod
-    async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
-        declared = response.content_length
+    async def _read(self, response: aiohttp.ClientResponse, limit: int, read_s: float) -> bytes:
+        """The body still to come (or compressed), chunk by chunk within the cap: `read_s`
+        bounds each wait for the next chunk, as aiohttp's `sock_read` would."""
         try:
-            too_large(declared, limit)
+            too_large(response.content_length, limit)
         except ResponseTooLarge:
             response.close()  # drop the connection rather than drain the body
             raise
-        if declared is not None and "Content-Encoding" not in response.headers:
-            return await response.read()  # within the cap: one read, one buffer
+        stream = response.content
+        reads = self._reads
         parts: list[bytes] = []
         size = 0
-        while chunk := await response.content.readany():
+        while True:
+            cap = reads.start(read_s)
+            try:
+                chunk = await stream.readany()
+            except BaseException as exc:
+                if cap.stop(exc):
+                    response.close()  # half an answer: the connection is not reused
+                    raise TransportTimeout("read", read_s) from None
+                raise
+            cap.stop(None)
+            if not chunk:
+                return b"".join(parts)
             size += len(chunk)
             if size > limit:
                 response.close()
                 raise ResponseTooLarge(limit)
             parts.append(chunk)
-        return b"".join(parts)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -335,12 +365,52 @@ class AiohttpTransport:
             self._session = None
 
 
+class _AnswerWatch:
+    """The `read` limit of one request, from the moment it is sent until its head is in.
+
+    aiohttp's own `sock_read` arms a timer of the event loop when a request is sent and
+    arms it again (cancelling the last) at every chunk that comes in: two timers per
+    answer, each a handle, a heap push and a cancelled entry the loop pops later, one
+    timer comparison (a Python call) at a time. Instead, aiohttp is given no `sock_read`;
+    the wait for the head is capped on the transport's one `CapTimer`, from when the
+    response starts to be read (`_watched_response`: after the connection is made and
+    the request written, where `sock_read` starts, so `connect` stays its own phase),
+    and each wait for more of the body in `_read`. One difference, on the head alone:
+    it must all come within `read` (aiohttp let each of its chunks restart the count;
+    a head is a few hundred bytes, sent at once)."""
+
+    __slots__ = ("cap", "read_s")
+
+    def __init__(self, read_s: float) -> None:
+        self.read_s = read_s
+        self.cap: Cap = NO_CAP
+
+
+def _watched_response(
+    reads: CapTimer, watches: dict[asyncio.Task[Any], _AnswerWatch]
+) -> type[aiohttp.ClientResponse]:
+    """aiohttp's response class (the session's public `response_class`), starting the
+    `read` cap of its request (`_AnswerWatch`) when aiohttp starts reading the answer."""
+
+    class WatchedResponse(aiohttp.ClientResponse):
+        def start(
+            self, connection: aiohttp.connector.Connection
+        ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
+            # A plain method handing back aiohttp's coroutine: no frame of its own.
+            task = asyncio.current_task()
+            watch = None if task is None else watches.get(task)
+            if watch is not None:
+                watch.cap = reads.start_at(None, watch.read_s, task=task)
+            return super().start(connection)
+
+    return WatchedResponse
+
+
 def _from_aiohttp(exc: aiohttp.ClientError, timeouts: AgentTimeouts) -> TransportError:
     """The one place aiohttp's errors become ours."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return TransportTimeout("connect", timeouts.connect)
-    if isinstance(exc, aiohttp.ServerTimeoutError):  # SocketTimeoutError: a read waited too long
-        return TransportTimeout("read", timeouts.read)
+    # No ServerTimeoutError (aiohttp's `sock_read`): `read` is ours (`_AnswerWatch`).
     if isinstance(exc, aiohttp.ClientResponseError):  # the answer was not HTTP
         return TransportConnectionError("the agent's answer is not valid HTTP", detail=repr(exc))
     return TransportConnectionError(connection_reason(exc), detail=repr(exc))

@@ -433,6 +433,61 @@ async def test_pool_timeout(served: tuple[Agent, str], transport_name: Transport
         await transport.aclose()
 
 
+async def test_read_counts_from_the_request_sent_not_from_the_wait_for_a_connection(
+    served: tuple[Agent, str], transport_name: TransportName
+) -> None:
+    """A request that waits for the pool longer than its `read` limit, then is answered at
+    once, succeeds: `read` bounds the wait for the answer, not the wait before sending."""
+    agent, base = served
+    transport = create_transport(transport_name, max_connections=1)
+    try:
+        busy = asyncio.create_task(
+            transport.request("GET", f"{base}/slow", timeouts=FAST, max_body_bytes=LIMIT)
+        )
+        await agent.entered.wait()
+        short_read = AgentTimeouts(connect=5.0, read=0.05, write=5.0, pool=5.0)
+        waiting = asyncio.create_task(
+            transport.request(
+                "POST", f"{base}/echo", body=b"x", timeouts=short_read, max_body_bytes=LIMIT
+            )
+        )
+        await asyncio.sleep(0.2)  # the pace under test: four read limits in the pool
+        assert not waiting.done()
+        agent.release.set()
+        assert (await busy).body == b"late"
+        assert (await waiting).body == b"x"
+    finally:
+        await transport.aclose()
+
+
+async def test_the_aiohttp_read_limit_leaves_nothing_behind(served: tuple[Agent, str]) -> None:
+    """After answers, a read timeout and a refused connection, the aiohttp transport keeps
+    no watch of a request and no time cap of the task (circuit/cap.py) behind."""
+    from circuit import cap
+
+    _, base = served
+    transport = AiohttpTransport()
+    task = asyncio.current_task()
+    assert task is not None
+    try:
+        await transport.request(
+            "POST", f"{base}/echo", body=b"x", timeouts=FAST, max_body_bytes=LIMIT
+        )
+        await transport.request("GET", f"{base}/chunked", timeouts=FAST, max_body_bytes=LIMIT)
+        short = AgentTimeouts(connect=5.0, read=0.05, write=5.0, pool=5.0)
+        with pytest.raises(TransportTimeout):
+            await transport.request("GET", f"{base}/slow", timeouts=short, max_body_bytes=LIMIT)
+        with pytest.raises(TransportConnectionError):
+            await transport.request(
+                "GET", f"http://127.0.0.1:{free_port()}/", timeouts=FAST, max_body_bytes=LIMIT
+            )
+        assert transport._watches == {}
+        assert task not in cap._innermost
+        assert task.cancelling() == 0  # every cancel of a read limit was withdrawn
+    finally:
+        await transport.aclose()
+
+
 @contextlib.contextmanager
 def full_accept_queue() -> Iterator[str]:
     """A port whose accept queue is full: the kernel drops further SYNs, connects hang."""
