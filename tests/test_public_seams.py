@@ -41,8 +41,6 @@ ALLOWED: dict[str, str] = {
         "a leak check: a request's read watch left behind is invisible to every public call",
     "tests/agents/test_transport.py:_innermost":
         "a leak check: a read cap left on the task is invisible to every public call",
-    "tests/circuit/test_cap.py:_handle":
-        "the shared timer still armed after its arming task is gone: no public call shows it",
     "tests/integration/test_hostile.py:_announcement":
         "the start-up line `orchestrator serve` prints, checked without starting a process",
 }  # fmt: skip
