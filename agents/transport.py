@@ -400,6 +400,9 @@ def _watched_response(
             task = asyncio.current_task()
             watch = None if task is None else watches.get(task)
             if watch is not None:
+                # An earlier start's cap, when aiohttp sends an idempotent request again
+                # after its kept-alive connection dropped: this attempt has its own.
+                watch.cap.stop(None)
                 watch.cap = reads.start_at(None, watch.read_s, task=task)
             return super().start(connection)
 

@@ -488,6 +488,41 @@ async def test_the_aiohttp_read_limit_leaves_nothing_behind(served: tuple[Agent,
         await transport.aclose()
 
 
+async def test_a_request_sent_again_on_a_new_connection_keeps_one_read_limit() -> None:
+    """aiohttp sends an idempotent request once more when its kept-alive connection was
+    dropped: the answer comes, and the first try's read limit is not left behind on the
+    task (it would cancel it later, out of nowhere)."""
+    from circuit import cap
+
+    connections = 0
+
+    async def drop_the_second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(_head(2) + b"ok")
+        await writer.drain()
+        if connections == 1:
+            await reader.readuntil(b"\r\n\r\n")  # the second request: hang up instead
+        else:
+            await reader.read()
+        writer.close()
+
+    transport = AiohttpTransport()
+    task = asyncio.current_task()
+    assert task is not None
+    try:
+        async with raw_server(drop_the_second) as url:
+            for _ in range(2):
+                response = await get(transport, f"{url}/x")
+                assert response.body == b"ok"  # type: ignore[attr-defined]
+        assert connections == 2
+        assert task not in cap._innermost
+        assert task.cancelling() == 0
+    finally:
+        await transport.aclose()
+
+
 @contextlib.contextmanager
 def full_accept_queue() -> Iterator[str]:
     """A port whose accept queue is full: the kernel drops further SYNs, connects hang."""
