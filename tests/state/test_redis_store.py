@@ -435,9 +435,12 @@ async def test_backend_failures_become_state_store_errors(closed_port_url: str) 
     workflow_id = new_id()
     operations: dict[str, Callable[[], Awaitable[object]]] = {
         "save": lambda: store.save(make_state(workflow_id)),
+        "accept": lambda: store.accept(make_state(workflow_id)),
         "get": lambda: store.get(workflow_id),
         "request_cancel": lambda: store.request_cancel(workflow_id),
         "cancel_requested": lambda: store.cancel_requested(workflow_id),
+        "pause_requested": lambda: store.pause_requested(workflow_id),
+        "append_events": lambda: store.append_events(workflow_id, [{"type": "x"}]),
     }
     try:
         for operation, call in operations.items():
