@@ -120,7 +120,8 @@ if terminal[ARGV[2]] then
   -- Compaction: the per-step fields give way to the final document.
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])  -- the hash and the flags; events stay
   if stored[2] then redis.call('HSET', KEYS[1], '{keys.DOC_LEASE_GEN_FIELD}', stored[2]) end
-  if stored[3] then redis.call('HSET', KEYS[1], '{keys.DOC_OWNER_FIELD}', stored[3]) end
+  -- The owner's hold ends with its workflow: the ownership goes with the compaction
+  -- (what the lease release that follows would drop; see RedisLeases.release).
 end
 local n = #ARGV  -- the status is the first pair (the client puts it there)
 for i = 8, n, 1000 do  -- chunks: unpack() of a 10,000-step first write would overflow the stack
@@ -372,6 +373,8 @@ class RedisStateStore:
         if written == -1:
             self._fields.forget(workflow_id)
             raise LeaseLost(workflow_id, token=token)
+        if terminal and written == 1 and token is not None:
+            self._leases.ended(workflow_id)  # its ownership went with the write
         self.write_stats.add(fields)
         if changes is None:
             self._fields.forget(workflow_id)
