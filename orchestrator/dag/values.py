@@ -215,31 +215,47 @@ def _keys_size(item: dict[Any, Any]) -> int:
     return total
 
 
-def _decoded_size(item: Any) -> tuple[int, int]:
-    """`_Survey.size` of a dict or list orjson decoded within `decoded_within`'s bounds
-    (an adopted answer's part), and its height as `_Survey` counts it (1: nothing nested):
+def _decoded_dict(item: dict[str, Any]) -> tuple[int, int]:
+    """`_Survey.size` of a dict orjson decoded within `decoded_within`'s bounds (an
+    adopted answer's part), and its height as `_Survey` counts it (1: nothing nested):
     plain JSON, str keys, no container shared, nested and sized within bounds, so none
-    of the walk's checks (what is plain, how deep, how big, what was seen) is needed,
-    and keys are counted at C speed."""
-    if type(item) is dict:
-        # Each key: its length, its quotes and its colon.
-        total = sum(map(len, item)) + 3 * len(item) + 2
-        children: Any = item.values()
-    else:
-        total = 2
-        children = item
+    of the walk's checks (what is plain, how deep, how big, what was seen) is needed.
+    `_decoded_list` is the same for a list; each calls the right one for a nested
+    container directly (no call to pick it)."""
+    # Each key counted as its item is read (its length, its quotes, its colon): for the
+    # few keys of a row, cheaper than a pass over the keys of their own.
+    total = 2
     height = 1
-    for child in children:
+    for key, child in item.items():
+        kind = type(child)
+        if kind is str:
+            total += len(key) + len(child) + 6
+        elif kind is dict or kind is list:
+            size, below = _decoded_dict(child) if kind is dict else _decoded_list(child)
+            total += len(key) + size + 4
+            if below >= height:
+                height = below + 1
+        elif kind is int:
+            total += len(key) + (child.bit_length() // 3 or 1) + 4
+        else:  # a float, null or a boolean
+            total += len(key) + 12
+    return total, height
+
+
+def _decoded_list(item: list[Any]) -> tuple[int, int]:
+    total = 2
+    height = 1
+    for child in item:
         kind = type(child)
         if kind is str:
             total += len(child) + 3
         elif kind is dict or kind is list:
-            size, below = _decoded_size(child)
+            size, below = _decoded_dict(child) if kind is dict else _decoded_list(child)
             total += size + 1
             if below >= height:
                 height = below + 1
         elif kind is int:
-            total += max(1, child.bit_length() // 3) + 1
+            total += (child.bit_length() // 3 or 1) + 1
         else:  # a float, null or a boolean
             total += 9
     return total, height
@@ -312,7 +328,7 @@ class ValueSizes:
     def learn(self, root: Any, part: Any) -> int | None:
         """The size of `part`, a container read from `root` (a value in the scope), when
         `root` was adopted: `part` is sized as `keep`'s walk sizes it (exactly: an adopted
-        value is plain JSON within its bounds, `_decoded_size`) and remembered, so the
+        value is plain JSON within its bounds, `_decoded_dict`) and remembered, so the
         next read is charged from the entry. None when `root` was not adopted, or `part`
         is smaller than `min_size`: the caller measures `part` itself, as it would have
         after `keep`.
@@ -326,8 +342,10 @@ class ValueSizes:
         if id(root) not in self._adopted:
             return None
         kind = type(part)
-        if kind is dict or kind is list:
-            size, height = _decoded_size(part)
+        if kind is dict:
+            size, height = _decoded_dict(part)
+        elif kind is list:
+            size, height = _decoded_list(part)
         elif kind is str:
             size, height = len(part) + 2, 0
         else:
