@@ -69,7 +69,7 @@ from orchestrator.dag.kinds import (
 from orchestrator.dag.kinds.agent import AgentKind, AgentParams
 from orchestrator.dag.model import FallbackKind, OnFailure
 from orchestrator.dag.triggers import Outcome, unmet_reason
-from orchestrator.dag.values import UnstorableValue, ValueSizes, decoded_within, json_value
+from orchestrator.dag.values import UnstorableValue, ValueSizes, decoded_within
 from state.models import (
     NodeFailure,
     NodeRun,
@@ -1151,11 +1151,13 @@ class _Execution:
             scope="workflow",
         )
         try:
-            sizes = self.sizes
-            return json_value(
-                template.render(self.scope, missing="null", budget=budget, sizes=sizes),
+            # render, then json_value: the walk skipped when the render proves it needless.
+            return template.render_json(
+                self.scope,
+                missing="null",
+                budget=budget,
+                sizes=self.sizes,
                 max_bytes=self.engine.limits.workflow_bytes,
-                known=sizes.entries,
             )
         except (BudgetExceeded, UnstorableValue) as exc:
             raise _OutputError(str(exc)) from exc

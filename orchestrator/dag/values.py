@@ -39,6 +39,7 @@ ValueError
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from orchestrator.dag.budget import DEFAULT_LIMITS, KnownSizes, measure
@@ -51,6 +52,7 @@ __all__ = [
     "decoded_within",
     "json_depth",
     "json_value",
+    "sized_within",
 ]
 
 # Deeper than any real document; far below orjson's own limit (1024) and the
@@ -103,6 +105,31 @@ def decoded_within(source: bytes, *, max_bytes: int, max_depth: int = MAX_JSON_D
     if 3 * len(source) > max_bytes:
         return False
     return source.count(b"[") + source.count(b"{") <= max_depth
+
+
+def sized_within(
+    parts: Iterable[Any], depths: Iterable[int], known: KnownSizes, max_depth: int
+) -> int | None:
+    """What `json_value`'s walk counts for `parts`, values placed at `depths` in a value
+    being built (orchestrator.dag.templates' `render_json`), when each is a str, a plain
+    scalar, or a dict or list `known` holds (its size and height, found when it was kept
+    or learned) nested within `max_depth`; None when one of them needs the walk."""
+    total = 0
+    for part, depth in zip(parts, depths, strict=True):
+        kind = type(part)
+        if kind is str:
+            total += len(part) + 2
+        elif kind is dict or kind is list:
+            entry = known.get(id(part))
+            if entry is None or depth + entry[2] > max_depth:
+                return None
+            total += entry[1]
+        else:
+            try:
+                total += _scalar_size(part, kind)
+            except _NotPlain:
+                return None
+    return total
 
 
 def _checked(
