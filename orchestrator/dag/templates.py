@@ -469,17 +469,6 @@ def _constant(node: _Node) -> bool:
     return node is None or isinstance(node, str | bool | int | float)
 
 
-def _size(
-    value: Any, root: Any, room: int, known: KnownSizes | None, lazy: ValueSizes | None
-) -> int:
-    """The size of a container not measured yet, read from `root` (a value in the
-    scope): a part of an adopted step output is measured whole, as keeping it would
-    have, and remembered for the next template reading it; any other is measured up
-    to `room` (more than `room` when it is bigger)."""
-    learned = None if lazy is None else lazy.learn(root, value)
-    return measure(value, max(0, room), known) if learned is None else learned
-
-
 def _resolved(plan: _Plan, scope: Mapping[str, Any]) -> list[Any] | None:
     """Each placeholder's value (resolve_segments for plain dicts and lists), or None
     when one does not resolve so (a missing path, another kind of container)."""
@@ -539,7 +528,12 @@ def _priced(
                 # Within what is left after everything else this render charges: a
                 # value bigger than that cannot fit (and `_render` says so).
                 room = budget.bytes_left - nbytes
-                size = _size(value, scope[plan.holes[position][0]], room, known, lazy)
+                # A part of an adopted step output (read from `root`) is measured whole,
+                # as keeping it would have, and remembered for the next template reading
+                # it; any other is measured up to `room` (more when it is bigger).
+                root = scope[plan.holes[position][0]]
+                learned = None if lazy is None else lazy.learn(root, value)
+                size = measure(value, max(0, room), known) if learned is None else learned
                 if size > room:
                     return None
                 if measured is None:
