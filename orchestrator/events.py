@@ -165,7 +165,10 @@ class EventRecorder:
         self._delay_s = delay_s
         self._flusher = flusher if flusher is not None else WriteBehind()
         # What the log already says about each step, so nothing is told twice.
-        self._told: dict[str, NodeStatus] = {sid: s.status for sid, s in state.steps.items()}
+        # (A new run's steps are made later, by the DAG engine: most start with none.)
+        self._told: dict[str, NodeStatus] = (
+            {sid: s.status for sid, s in state.steps.items()} if state.steps else {}
+        )
         self._status: WorkflowStatus | None = None
         self._queue: deque[Event] = deque()
         # In the flusher's queue (at most once), and True while an append is in flight.

@@ -398,6 +398,13 @@ class _Execution:
         `continue`, skipped) of a resumed run; returns those."""
         done: set[str] = set()
         previous = self.state.steps
+        if not previous:
+            # A first run (most): every node fresh, with no run to look up for each.
+            self.state.steps = {
+                node_id: NodeRun(node_id, cn.node.kind, cn.agent)
+                for node_id, cn in self.workflow.nodes.items()
+            }
+            return done
         runs: dict[str, NodeRun] = {}
         for node_id, cn in self.workflow.nodes.items():
             old = previous.get(node_id)
