@@ -322,12 +322,14 @@ class ValueSizes:
     object while the entry exists. Values kept through here must not be changed.
     """
 
-    __slots__ = ("_adopted", "_entries", "adopting", "max_entries", "min_size")
+    __slots__ = ("_adopted", "adopting", "entries", "max_entries", "min_size")
 
     def __init__(self, *, min_size: int = 16, max_entries: int = 1024) -> None:
         self.min_size = min_size
         self.max_entries = max_entries
-        self._entries: dict[int, tuple[Any, int, int]] = {}
+        # (container, size, height) of each remembered container, by its id: read by
+        # every render (an attribute, not a property: no call each), changed only here.
+        self.entries: dict[int, tuple[Any, int, int]] = {}
         # Values kept without a walk (`adopt`), by id. Holding each one keeps its id from
         # being reused.
         self._adopted: dict[int, Any] = {}
@@ -336,7 +338,7 @@ class ValueSizes:
 
     def keep(self, value: Any, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
         """`json_value(value, ...)`, remembering the sizes of the value's big containers."""
-        checked, survey = _checked(value, max_depth, max_bytes, self._entries)
+        checked, survey = _checked(value, max_depth, max_bytes, self.entries)
         if survey is not None:
             self._remember(survey.found)
         return checked
@@ -382,14 +384,14 @@ class ValueSizes:
             # by the caller as it would have been: a render that cannot afford it then
             # charges what `measure` counts within its budget, not the exact size.
             return None
-        if len(self._entries) < self.max_entries:
+        if len(self.entries) < self.max_entries:
             # The part alone (not the containers inside it: a later read of one of those
             # is learned then, to the same size).
-            self._entries[id(part)] = (part, size, height)
+            self.entries[id(part)] = (part, size, height)
         return size
 
     def _remember(self, found: dict[int, tuple[Any, int, int]]) -> None:
-        entries = self._entries
+        entries = self.entries
         room = self.max_entries - len(entries)
         if len(found) <= room:  # the common case: all of it fits
             least = self.min_size
@@ -404,13 +406,8 @@ class ValueSizes:
                     entries[key] = entry
                     room -= 1
 
-    @property
-    def entries(self) -> KnownSizes:
-        """(container, size, height) of each remembered container, by its id (read only)."""
-        return self._entries
-
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
 
 def _convert(value: Any, max_depth: int, depth: int) -> Any:
