@@ -247,9 +247,14 @@ class EventRecorder:
             await asyncio.shield(self._appending)
         self._busy = True
         try:
-            while self._queue:
+            queue = self._queue
+            while queue:
                 # Every event queued so far in one append (one Redis command), in order.
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH))]
+                if len(queue) <= _BATCH:
+                    batch = list(queue)  # all of them (as a rule): no Python step per event
+                    queue.clear()
+                else:
+                    batch = [queue.popleft() for _ in range(_BATCH)]
                 try:
                     await self._store.append_events(self._workflow_id, batch)
                 except Exception:

@@ -117,8 +117,13 @@ class StateWriter:
         """The flusher's turn: write the latest snapshot, unless a pacing pause is owed.
         None when nothing is owed (the terminal write came first): no coroutine made."""
         self._queued = False
-        if not self._busy and (not self._dirty or self.final):
-            return None
+        if not self._busy:
+            if not self._dirty or self.final:
+                return None
+            if len(self._state.steps) < PACE_FROM_NODES:
+                # Never paced: the write itself, with no pacing coroutine and no clock
+                # readings around it (most workflows; a turn of the flusher per write).
+                return self._write()
         return self._write_behind()
 
     async def _write_behind(self) -> None:

@@ -39,7 +39,8 @@ changed: `DOC_HEADER_FIELD` plus one `step:<id>` per changed step):
 A terminal write **compacts** the hash to `DOC_COMPACT_FIELD` (the whole final
 document without the client's definition, which only a resume needed, as
 zlib-compressed JSON) and the header, plus
-`status`, `lease_gen` and `owner`, and gives it the terminal *retention*
+`status` and `lease_gen` (not `owner`: the ownership ends with the workflow, as the
+release that follows would end it), and gives it the terminal *retention*
 (`ORCH_RETENTION_S`) instead of the running TTL. The memory store keeps a small
 final document uncompressed instead, as `DOC_FINAL_FIELD` (state/memory.py says why);
 Redis never writes that field.

@@ -69,15 +69,15 @@ def _run_print(run: NodeRun) -> tuple[Any, ...]:
     )
 
 
-@dataclass(slots=True)
-class _Written:
-    order: tuple[str, ...] = ()
-    steps: dict[str, tuple[Any, ...]] | None = None
-    result_id: int | None = None
+# Made on every save, so msgspec Structs rather than dataclasses: built in C, without a
+# Python `__init__` frame each (two per save).
+class _Written(msgspec.Struct, gc=False):
+    order: tuple[str, ...]
+    steps: dict[str, tuple[Any, ...]]
+    result_id: int
 
 
-@dataclass(slots=True)
-class Changes:
+class Changes(msgspec.Struct, gc=False):
     """What one save sends, and the fingerprints to remember once the backend took it.
 
     Both are taken in the same instant: the state may change while the write is in
@@ -106,7 +106,7 @@ class FieldCache:
             fields[keys.DOC_SPEC_FIELD] = encode(WorkflowSpec(state.inputs, state.definition))
         if written is None or written.order != order:
             fields[keys.DOC_ORDER_FIELD] = encode(order)
-        old_prints = written.steps if written is not None and written.steps else {}
+        old_prints = written.steps if written is not None else {}
         for sid, run in state.steps.items():
             if old_prints.get(sid) != prints[sid]:
                 fields[keys.DOC_NODE_PREFIX + sid] = encode(run)

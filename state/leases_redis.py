@@ -139,6 +139,10 @@ class RedisLeases:
         self._batcher = batcher if batcher is not None else Batcher(client)
         self._cluster = isinstance(client, aioredis.RedisCluster)
         self._replicas = (keys.replicas_key(prefix), keys.dead_replicas_key(prefix))
+        # Workflows whose terminal write (the store's, on this batcher) dropped their
+        # ownership already: their release only unlists them. Insertion-ordered, bounded:
+        # one forgotten (never released, or past the bound) costs a full release, no more.
+        self._ended: dict[str, None] = {}
 
     async def claim(
         self, workflow_id: str, owner: str, *, lease_s: float, previous: str | None = None
@@ -184,8 +188,11 @@ class RedisLeases:
             alive = await self._beat(owner, lease_s, heartbeat=True)
             if alive or not held:
                 return set(held)
-            # Declared dead since the last beat: keep only what nobody took over.
-            ids = list(held)
+            # Declared dead since the last beat: keep only what nobody took over. One
+            # whose terminal write (fenced by its token) went through is finished, its
+            # ownership dropped (`ended`): nothing to take over, its housekeeping is ours.
+            finished = {wid for wid in held if wid in self._ended}
+            ids = [wid for wid in held if wid not in finished]
             ours = await asyncio.gather(
                 *(
                     self._batcher.eval(
@@ -196,7 +203,7 @@ class RedisLeases:
                     for wid in ids
                 )
             )
-            kept = {wid for wid, mine in zip(ids, ours, strict=True) if mine}
+            kept = finished | {wid for wid, mine in zip(ids, ours, strict=True) if mine}
             if kept:  # listed again (the list may have been lost with the rest)
                 listed = keys.replica_workflows_key(self._prefix, owner)
                 await self._batcher.call(("SADD", listed, *sorted(kept)))
@@ -225,8 +232,21 @@ class RedisLeases:
         reply.add_done_callback(note)
         return reply
 
+    def ended(self, workflow_id: str) -> None:
+        """The store's terminal write of `workflow_id` (fenced by its owner's token)
+        dropped the ownership from its hash, as `_RELEASE` would: its release then only
+        unlists it, one script less per finished workflow."""
+        self._ended[workflow_id] = None
+        if len(self._ended) > _ENDED_BOUND:
+            del self._ended[next(iter(self._ended))]
+
     async def release(self, workflow_id: str, owner: str) -> None:
         try:
+            unlisting = ("SREM", keys.replica_workflows_key(self._prefix, owner), workflow_id)
+            if self._ended.pop(workflow_id, _NOT_ENDED) is None:
+                # Owned no more since its terminal write (`ended`): only the list is left.
+                await self._batcher.call(unlisting)
+                return
             # Owned, then unlisted (never the other way round): in order, in one round trip
             # on one Redis; on a Cluster (other slots, other nodes) one after the other.
             released = self._batcher.eval(
@@ -234,10 +254,7 @@ class RedisLeases:
             )
             if self._cluster:
                 await released
-            unlisted = self._batcher.call(
-                ("SREM", keys.replica_workflows_key(self._prefix, owner), workflow_id)
-            )
-            await in_order(released, unlisted)
+            await in_order(released, self._batcher.call(unlisting))
         except (RedisError, OSError) as exc:
             raise _error("release", workflow_id, exc) from exc
 
@@ -267,6 +284,12 @@ class RedisLeases:
             await self._batcher.call(("ZREM", keys.reaping_key(self._prefix), dead))
         except (RedisError, OSError) as exc:
             raise _error("bury", None, exc) from exc
+
+
+# Workflows `RedisLeases.ended` remembers until their release (the running ones of a
+# busy replica, with room to spare).
+_ENDED_BOUND = 10_000
+_NOT_ENDED = object()
 
 
 def _ms(seconds: float) -> int:

@@ -197,7 +197,8 @@ class MemoryStateStore:
                 subscriber.queue.put_nowait(workflow_id)
         if terminal:
             self._evict()
-        self._maybe_sweep(now)
+        if now >= self._next_sweep:  # (checked here: no call on every write)
+            self._maybe_sweep(now)
         return True
 
     async def accept(self, state: WorkflowState, *, lease_s: float | None = None) -> int | None:
@@ -273,10 +274,11 @@ class MemoryStateStore:
             stored.expires_at = expires_at
         self._bytes += grown
         self._fields.remember(changes)
-        # Keys of one workflow share one expiry, as the Redis save script does.
-        if self._live_flag(workflow_id, now):
+        # Keys of one workflow share one expiry, as the Redis save script does. (Flags are
+        # rare: with none set, no lookup of this workflow's.)
+        if self._cancel_flags and self._live_flag(workflow_id, now):
             self._cancel_flags[workflow_id] = expires_at
-        if self._live_flag(workflow_id, now, self._pause_flags):
+        if self._pause_flags and self._live_flag(workflow_id, now, self._pause_flags):
             self._pause_flags[workflow_id] = expires_at
         log = self._live_events(workflow_id, now)
         if log is not None:
@@ -408,7 +410,8 @@ class MemoryStateStore:
         for queue in self._event_subscribers.get(workflow_id, ()):
             for seq, event in enumerate(orjson.loads(blob), start=first):
                 queue.put_nowait((seq, event))
-        self._maybe_sweep(now)
+        if now >= self._next_sweep:
+            self._maybe_sweep(now)
         return log.count
 
     async def events_since(self, workflow_id: str, after: int = 0) -> list[StoredEvent]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgspec
@@ -86,12 +85,18 @@ async def query(request: web.Request) -> web.Response:
     if req.mode == "sync":
         wait_s = services.settings.sync_wait_s if req.wait_s is None else req.wait_s
         # Never outlive the caller's gateway: past wait_s the answer is async's 202,
-        # and the workflow goes on (wait() shields it from this timeout).
-        try:  # try/except rather than contextlib.suppress: no object per request
-            async with asyncio.timeout(wait_s):
-                state = await orchestrator.wait(workflow_id)
-        except TimeoutError:
-            pass
+        # and the workflow goes on (wait() shields it from this limit). A cap of the
+        # shared timer, with asyncio.timeout's semantics (a cancel from outside, e.g.
+        # the client gone, stays a cancel).
+        cap = services.sync_waits.start(wait_s)
+        try:
+            state = await orchestrator.wait(workflow_id)
+        except BaseException as exc:
+            if not cap.stop(exc):
+                raise
+            # (past wait_s: `state` is still the accepted one, answered 202 below)
+        else:
+            cap.stop(None)
         if state.status.is_terminal:
             reply = replies.Workflow.of(state)
             return _workflow_response(request, reply, status=_status_code(state))

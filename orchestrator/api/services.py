@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from agents.client import AgentClient
+from circuit.cap import CapTimer
 from circuit.sharing import BreakerSync
 from orchestrator.api.bodies import QueryRequest, ScheduleRequest
 from orchestrator.api.errors import Unprocessable
@@ -48,6 +49,9 @@ class Services:
     # Whether traces are on (an incoming traceparent is then honoured).
     tracing: bool = False
     compiled: CompileCache = field(init=False)
+    # The limits of sync queries' waits, on one timer of the loop (circuit.cap): an
+    # asyncio.timeout per request armed and cancelled a loop timer of its own each time.
+    sync_waits: CapTimer = field(init=False, default_factory=CapTimer)
 
     def __post_init__(self) -> None:
         self.compiled = CompileCache(self._compile)

@@ -3,6 +3,7 @@ a hanging agent ends its step at the step deadline, retries included."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from orchestrator.api.services import SERVICES
@@ -43,6 +44,24 @@ async def test_default_wait_comes_from_settings(api: Any, agents: Agents) -> Non
     done = await client.post("/api/query", json={"query": QUESTION, "wait_s": 60})
     assert done.status == 200
     assert (await done.json())["status"] == "completed"
+
+
+async def test_sync_waits_share_one_timer_each_ending_at_its_own_wait_s(
+    api: Any, agents: Agents
+) -> None:
+    """The sync waits' limits live on one shared timer (api/services.py): a short wait
+    beside a long one ends at its own wait_s (202), and its end leaves the long one
+    waiting for the workflow's end (here the step deadline: a 502 failed)."""
+    await agents["data"].control(delay_ms=60_000)
+    client = await api(step_timeout_s=0.5)
+    answered, short = await asyncio.gather(
+        client.post("/api/query", json={"query": QUESTION, "wait_s": 60}),
+        client.post("/api/query", json={"query": QUESTION, "wait_s": 0.05}),
+    )
+    assert short.status == 202
+    assert (await short.json())["status"] == "running"
+    assert answered.status == 502
+    assert (await answered.json())["status"] == "failed"
 
 
 async def test_bad_wait_s_is_a_400(api: Any) -> None:

@@ -201,3 +201,34 @@ async def test_the_flushers_turn_after_finish_has_nothing_to_await() -> None:
         "workflow.running",
         "workflow.completed",
     ]
+
+
+class BatchLog(MemoryStateStore):
+    """Records the length of every batch appended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        self.batches.append(len(events))
+        return await super().append_events(workflow_id, events)
+
+
+@pytest.mark.parametrize("count", [1, 500, 501, 1234])
+async def test_queued_events_are_appended_all_in_order_in_batches_of_at_most_500(
+    count: int,
+) -> None:
+    """What a turn owes goes in one append when it fits (the queue taken whole) and in
+    batches of 500 otherwise: every event, in the order recorded."""
+    store = BatchLog()
+    state = workflow()
+    events = EventRecorder(store, state, clock=lambda: 200.0, delay_s=3600.0)
+    for attempt in range(count):
+        events.retrying("nlp", "a", attempt, 0.0, "agent_timeout")
+    owed = events.write_behind()
+    assert owed is not None
+    await owed
+    assert store.batches == [500] * (count // 500) + ([count % 500] if count % 500 else [])
+    logged = await store.events_since("w1")
+    assert [e["attempt"] for _, e in logged] == list(range(count))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator.state_writer import StateWriter
-from state.models import WorkflowState, WorkflowStatus
+from orchestrator.state_writer import PACE_FROM_NODES, StateWriter
+from state.models import NodeRun, WorkflowState, WorkflowStatus
 
 
 class Persist:
@@ -132,3 +132,65 @@ async def test_a_flush_during_a_write_waits_for_it_then_writes_the_terminal_stat
     assert writer.final
     await writer.flush()  # nothing owed
     assert persist.saved == [WorkflowStatus.RUNNING, WorkflowStatus.COMPLETED]
+
+
+class SlowStore(Persist):
+    """A Persist whose every write takes `write_s` more on the writer's clock (the loop's
+    clock, ahead by what the writes took)."""
+
+    def __init__(self, write_s: float) -> None:
+        super().__init__()
+        self.ahead = 0.0
+        self.write_s = write_s
+
+    def clock(self) -> float:
+        return asyncio.get_running_loop().time() + self.ahead
+
+    async def __call__(self, state: WorkflowState) -> bool:
+        self.ahead += self.write_s
+        return await super().__call__(state)
+
+
+def a_workflow_of(nodes: int) -> WorkflowState:
+    state = a_state()
+    state.steps = {f"n{i}": NodeRun(step_id=f"n{i}", kind="agent") for i in range(nodes)}
+    state.status = WorkflowStatus.RUNNING
+    return state
+
+
+async def next_write(persist: Persist) -> None:
+    persist.written.clear()
+    async with asyncio.timeout(10):  # a hang guard, not a timing claim
+        await persist.written.wait()
+
+
+async def test_a_workflow_of_pace_from_nodes_waits_after_a_slow_write() -> None:
+    """From PACE_FROM_NODES nodes on, the write after one that took d waits pace * d: a
+    transition then is not written on the flusher's next turns, but after the pause."""
+    persist = SlowStore(write_s=0.01)  # pace 4: a 40 ms pause
+    state = a_workflow_of(PACE_FROM_NODES)
+    writer = StateWriter(persist, state, clock=persist.clock)
+    writer.mark_dirty()
+    await next_write(persist)
+    writer.mark_dirty()
+    for _ in range(5):
+        await asyncio.sleep(0)  # the flusher's turns: the pause is owed first
+    assert len(persist.saved) == 1
+    await next_write(persist)
+    assert len(persist.saved) == 2
+    await writer.flush()
+
+
+async def test_a_smaller_workflow_is_never_paced_however_slow_its_writes() -> None:
+    """Under PACE_FROM_NODES nodes (the flusher's direct write, no pacing around it), every
+    transition is written on the flusher's next turn, as with writes that take no time."""
+    persist = SlowStore(write_s=3600.0)  # a pause of hours, were it paced
+    state = a_workflow_of(PACE_FROM_NODES - 1)
+    writer = StateWriter(persist, state, clock=persist.clock)
+    for written in range(1, 4):
+        writer.mark_dirty()
+        await next_write(persist)
+        await asyncio.sleep(0)  # the write's end: it resets the in-flight mark
+        assert len(persist.saved) == written
+    await writer.flush()
+    assert persist.saved == [WorkflowStatus.RUNNING] * 3

@@ -120,8 +120,9 @@ async def test_wire_layout_matches_state_keys(
 ) -> None:
     """A running workflow is a hash of a header, its spec, one field per step and its
     result; a finished one is compacted to the final document (zlib, however small: only
-    the memory store keeps small ones plain) and its header; cancels go to the owner's
-    channel as bare ids."""
+    the memory store keeps small ones plain), its header and its lease generation (its
+    ownership ends with it, as a release would end it); cancels go to the owner's channel
+    as bare ids, and to every replica's once nobody owns the workflow."""
     store = await redis_backend.new(prefix="wire:")
     prefix = store.prefix
     state = make_state(status=WorkflowStatus.RUNNING)
@@ -144,22 +145,90 @@ async def test_wire_layout_matches_state_keys(
         dict[bytes, bytes], await redis_client.hgetall(keys.workflow_key(prefix, state.workflow_id))
     )
     assert {k.decode() for k in stored} == {
-        keys.DOC_STATUS_FIELD, keys.DOC_LEASE_GEN_FIELD, keys.DOC_OWNER_FIELD,
+        keys.DOC_STATUS_FIELD, keys.DOC_LEASE_GEN_FIELD,
         keys.DOC_HEADER_FIELD, keys.DOC_COMPACT_FIELD,
     }
     final = orjson.loads(zlib.decompress(stored[keys.DOC_COMPACT_FIELD.encode()]))
     assert final["definition"] is None and final["status"] == "degraded"
 
     async with redis_client.pubsub() as pubsub:
-        await pubsub.subscribe(keys.replica_cancel_channel(prefix, "owner-1"))
+        await pubsub.subscribe(keys.cancel_channel(prefix))
         await store.request_cancel(state.workflow_id)
         async with asyncio.timeout(EVENT_TIMEOUT_S):
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     break
     assert message["data"] == state.workflow_id.encode()
-    flag = await redis_client.get(keys.cancel_flag_key(prefix, state.workflow_id))
-    assert flag == keys.CANCEL_FLAG_VALUE.encode()
+
+    running = make_state(status=WorkflowStatus.RUNNING)
+    token = await store.leases().claim(running.workflow_id, "owner-1", lease_s=60)
+    await store.save(running, token=token)
+    async with redis_client.pubsub() as pubsub:
+        await pubsub.subscribe(keys.replica_cancel_channel(prefix, "owner-1"))
+        await store.request_cancel(running.workflow_id)
+        async with asyncio.timeout(EVENT_TIMEOUT_S):
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    break
+    assert message["data"] == running.workflow_id.encode()
+    for workflow_id in (state.workflow_id, running.workflow_id):
+        flag = await redis_client.get(keys.cancel_flag_key(prefix, workflow_id))
+        assert flag == keys.CANCEL_FLAG_VALUE.encode()
+
+
+async def test_a_release_after_the_terminal_write_only_unlists_and_leaves_what_a_full_one_does(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """The terminal write drops the ownership (fenced by the owner's token), so the
+    release that follows sends one command (the unlisting), not the release script as
+    well; Redis then holds what a release after a write that kept the owner leaves: the
+    generation, no owner, the workflow unlisted. A release with no terminal write
+    before it (a pause) still drops the ownership itself."""
+    store = await redis_backend.new(prefix="fold:")
+    prefix, leases = store.prefix, store.leases()
+    listed = keys.replica_workflows_key(prefix, "owner-1")
+
+    ended = make_state(status=WorkflowStatus.RUNNING)
+    token = await store.leases().claim(ended.workflow_id, "owner-1", lease_s=60)
+    await store.save(ended, token=token)
+    await store.save(msgspec.structs.replace(ended, status=WorkflowStatus.COMPLETED), token=token)
+    sent = store.commands_sent
+    await leases.release(ended.workflow_id, "owner-1")
+    assert store.commands_sent - sent == 1
+
+    paused = make_state(status=WorkflowStatus.RUNNING)
+    paused_token = await store.leases().claim(paused.workflow_id, "owner-1", lease_s=60)
+    await store.save(msgspec.structs.replace(paused, status=WorkflowStatus.PAUSED),
+                     token=paused_token)
+    sent = store.commands_sent
+    await leases.release(paused.workflow_id, "owner-1")
+    assert store.commands_sent - sent == 2
+
+    for workflow_id, generation in ((ended.workflow_id, token), (paused.workflow_id, paused_token)):
+        doc = keys.workflow_key(prefix, workflow_id)
+        assert await redis_client.hget(doc, keys.DOC_OWNER_FIELD) is None
+        assert await redis_client.hget(doc, keys.DOC_LEASE_GEN_FIELD) == str(generation).encode()
+        assert not await redis_client.sismember(listed, workflow_id)
+    # Taken again by anyone, as after any release (the next generation).
+    assert await leases.claim(ended.workflow_id, "owner-2", lease_s=60) == (token or 0) + 1
+
+
+async def test_a_finished_workflow_stays_its_owners_to_finish_after_a_presumed_death(
+    redis_backend: RedisBackend,
+) -> None:
+    """Its terminal write went through (fenced) and dropped its ownership; its owner,
+    declared dead before it released it, keeps it on the next beat (its last events and
+    the release are still its to do): nothing is left for another replica to take over."""
+    store = await redis_backend.new(prefix="ended:")
+    leases = store.leases()
+    state = make_state(status=WorkflowStatus.RUNNING)
+    token = await leases.claim(state.workflow_id, "me", lease_s=60)
+    assert token is not None
+    await store.save(msgspec.structs.replace(state, status=WorkflowStatus.FAILED), token=token)
+    assert await leases.renew({state.workflow_id: token}, "me", lease_s=0.05)
+    await asyncio.sleep(0.1)  # "me" dies: a real heartbeat deadline has to pass
+    assert await leases.orphans(lease_s=1)  # declared dead (its list reserved for reaping)
+    assert await leases.renew({state.workflow_id: token}, "me", lease_s=60) == {state.workflow_id}
 
 
 async def test_events_are_published_only_once_someone_listens(
@@ -435,9 +504,12 @@ async def test_backend_failures_become_state_store_errors(closed_port_url: str) 
     workflow_id = new_id()
     operations: dict[str, Callable[[], Awaitable[object]]] = {
         "save": lambda: store.save(make_state(workflow_id)),
+        "accept": lambda: store.accept(make_state(workflow_id)),
         "get": lambda: store.get(workflow_id),
         "request_cancel": lambda: store.request_cancel(workflow_id),
         "cancel_requested": lambda: store.cancel_requested(workflow_id),
+        "pause_requested": lambda: store.pause_requested(workflow_id),
+        "append_events": lambda: store.append_events(workflow_id, [{"type": "x"}]),
     }
     try:
         for operation, call in operations.items():
