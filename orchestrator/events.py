@@ -82,6 +82,8 @@ def node_event(workflow_id: str, run: NodeRun, at: float) -> Event | None:
         }
     if status is NodeStatus.COMPLETED and run.fallback is not None:
         name = "step.fell_back"
+    # `run.duration_ms`, written out: no property call per event.
+    started, finished = run.started_at, run.finished_at
     event: Event = {
         "type": name,
         "workflow_id": workflow_id,
@@ -91,9 +93,13 @@ def node_event(workflow_id: str, run: NodeRun, at: float) -> Event | None:
         "status": value,
         "at": at,
         "attempts": run.attempts,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "duration_ms": run.duration_ms,
+        "started_at": started,
+        "finished_at": finished,
+        "duration_ms": (
+            None
+            if started is None or finished is None
+            else round((finished - started) * 1000.0, 3)
+        ),
     }
     if run.error is not None:
         event["error"] = {"type": run.error.type, "message": run.error.message}
@@ -159,7 +165,10 @@ class EventRecorder:
         self._delay_s = delay_s
         self._flusher = flusher if flusher is not None else WriteBehind()
         # What the log already says about each step, so nothing is told twice.
-        self._told: dict[str, NodeStatus] = {sid: s.status for sid, s in state.steps.items()}
+        # (A new run's steps are made later, by the DAG engine: most start with none.)
+        self._told: dict[str, NodeStatus] = (
+            {sid: s.status for sid, s in state.steps.items()} if state.steps else {}
+        )
         self._status: WorkflowStatus | None = None
         self._queue: deque[Event] = deque()
         # In the flusher's queue (at most once), and True while an append is in flight.
@@ -204,8 +213,11 @@ class EventRecorder:
         Appended in the caller's task: neither the delay nor the flusher's queue is waited.
         The append's own coroutine is handed back: no coroutine of this method's around it."""
         self._queued = True  # what is pushed from here on is appended below, not queued
+        told = self._told
         for run in state.steps.values():
-            self.node(run)
+            # `node(run)`'s own check first: most steps were told already (no call each).
+            if told.get(run.step_id) is not run.status:
+                self.node(run)
         self._push(workflow_event(state, self._clock()))
         self._queued = False
         return self._append_queued(last=True)

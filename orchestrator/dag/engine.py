@@ -69,7 +69,7 @@ from orchestrator.dag.kinds import (
 from orchestrator.dag.kinds.agent import AgentKind, AgentParams
 from orchestrator.dag.model import FallbackKind, OnFailure
 from orchestrator.dag.triggers import Outcome, unmet_reason
-from orchestrator.dag.values import UnstorableValue, ValueSizes, decoded_within, json_value
+from orchestrator.dag.values import UnstorableValue, ValueSizes, decoded_within
 from state.models import (
     NodeFailure,
     NodeRun,
@@ -216,9 +216,22 @@ class DagEngine:
         `on_node(run)` is called with the node run each change was about (not for the
         nodes an abort cancels at once: the terminal state shows those).
         """
-        await _Execution(
+        execution = _Execution(
             self, workflow, state, on_transition, before_start, pause_requested, on_node
-        ).run()
+        )
+        # To a terminal state, whatever happens: the one place that guarantees it (or to
+        # PAUSED). Any exception escaping the scheduler, a node's bookkeeping, a
+        # transition callback or the output template (a bug, a value no store can hold, a
+        # failed write) ends the workflow FAILED with an `internal_error` on the node it
+        # concerned (DESIGN.md "Untrusted input"). Cancellation is re-raised after the
+        # CANCELLED state is recorded. (Here, not in a coroutine of the run's own: one
+        # coroutine less per workflow.)
+        try:
+            await execution.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await execution.crash(exc)
 
 
 class LoopTurns:
@@ -385,6 +398,13 @@ class _Execution:
         `continue`, skipped) of a resumed run; returns those."""
         done: set[str] = set()
         previous = self.state.steps
+        if not previous:
+            # A first run (most): every node fresh, with no run to look up for each.
+            self.state.steps = {
+                node_id: NodeRun(node_id, cn.node.kind, cn.agent)
+                for node_id, cn in self.workflow.nodes.items()
+            }
+            return done
         runs: dict[str, NodeRun] = {}
         for node_id, cn in self.workflow.nodes.items():
             old = previous.get(node_id)
@@ -401,7 +421,8 @@ class _Execution:
                     self.unavailable.add(node_id)
                 done.add(node_id)
             else:
-                runs[node_id] = NodeRun(step_id=node_id, kind=cn.node.kind, agent=cn.agent)
+                # Positional (NodeRun's first three fields): one per node run.
+                runs[node_id] = NodeRun(node_id, cn.node.kind, cn.agent)
         self.state.steps = runs
         return done
 
@@ -432,30 +453,13 @@ class _Execution:
     # -- the scheduler -------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run to a terminal state, whatever happens: the one place that guarantees it
-        (or to PAUSED, when a pause was requested: see `DagEngine.run`).
-
-        Any exception escaping the scheduler, a node's bookkeeping, a transition
-        callback or the output template (a bug, a value no store can hold, a failed
-        write) ends the workflow FAILED with an `internal_error` on the node it
-        concerned (DESIGN.md "Untrusted input"). Cancellation is re-raised after
-        the CANCELLED state is recorded.
-        """
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._crash(exc)
-
-    async def _run(self) -> None:
         state = self.state
         done = self._init_runs()
         state.status = WorkflowStatus.RUNNING
         state.error = None
         state.finished_at = None
-        if self.options.timeout_s is not None:
-            self.deadline = self.loop.time() + self.options.timeout_s
+        timeout_s = self.options.timeout_s
+        self.deadline = None if timeout_s is None else self.loop.time() + timeout_s
         pending = self.emit()
         if pending is not None:
             await pending
@@ -494,9 +498,16 @@ class _Execution:
                 self.timer.cancel()
             if self.running:  # (a chain's nodes ran inline: no task, no coroutine for none)
                 await self._reap()
-        await self._emit_final()
+        # `_emit_final`, written out for the common ending: no coroutine of its own.
+        pending = self.emit()
+        if pending is not None:
+            try:
+                await pending
+            except asyncio.CancelledError:
+                await asyncio.shield(asyncio.ensure_future(self._emitted()))
+                raise
 
-    async def _crash(self, exc: Exception) -> None:
+    async def crash(self, exc: Exception) -> None:
         state = self.state
         node_id = self.current
         log.error(
@@ -1151,11 +1162,13 @@ class _Execution:
             scope="workflow",
         )
         try:
-            sizes = self.sizes
-            return json_value(
-                template.render(self.scope, missing="null", budget=budget, sizes=sizes),
+            # render, then json_value: the walk skipped when the render proves it needless.
+            return template.render_json(
+                self.scope,
+                missing="null",
+                budget=budget,
+                sizes=self.sizes,
                 max_bytes=self.engine.limits.workflow_bytes,
-                known=sizes.entries,
             )
         except (BudgetExceeded, UnstorableValue) as exc:
             raise _OutputError(str(exc)) from exc

@@ -33,7 +33,7 @@ import orjson
 
 from orchestrator.dag.budget import DEFAULT_LIMITS, Budget, KnownSizes, measure
 from orchestrator.dag.paths import PathError, json_type, resolve_segments, split_path
-from orchestrator.dag.values import ValueSizes
+from orchestrator.dag.values import MAX_JSON_DEPTH, ValueSizes, json_value, sized_within
 from orchestrator.errors import EvaluationError
 
 __all__ = ["MAX_DEPTH", "Template", "TemplateError", "compile_template"]
@@ -322,8 +322,6 @@ def _render(node: _Node, scope: Mapping[str, Any], missing: _Missing, meter: _Me
 
 # What `_render` charges 8 bytes for (exact types: a subclass is `_render`'s to decide).
 _SCALAR_KINDS = frozenset((type(None), bool, int, float))
-# _render_planned's answer when `_render` must decide.
-_GENERAL: Any = object()
 _Build = Callable[[Iterator[Any]], Any]
 
 
@@ -343,13 +341,61 @@ class _Plan:
     charges: bool
     # Builds the result from the placeholders' values, in `holes` order.
     build: _Build
+    # What `json_value` would count of the result's own structure (None: it must walk it).
+    shape: _Shape | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What `json_value`'s walk finds of a rendered template's own structure (containers,
+    keys, constants; placeholders' values not counted): its size, its height (containers
+    nested; a value placed at depth d must nest at most MAX_JSON_DEPTH - d more), and
+    each placeholder's depth, in `holes` order. Only for a template of whole placeholders
+    and plain JSON constants: an interpolation's length is known only once built."""
+
+    size: int
+    height: int
+    depths: tuple[int, ...]
 
 
 def _plan(node: _Node) -> _Plan:
     holes: list[_Hole] = []
     cost = [0, 0, 0]  # ops, bytes, charges
     build = _builder(node, holes, cost)
-    return _Plan(tuple(holes), cost[0], cost[1], bool(cost[2]), build)
+    depths: list[int] = []
+    measured = _shape(node, 0, depths)
+    shape = None if measured is None else _Shape(measured[0], measured[1], tuple(depths))
+    return _Plan(tuple(holes), cost[0], cost[1], bool(cost[2]), build, shape)
+
+
+def _shape(node: _Node, depth: int, depths: list[int]) -> tuple[int, int] | None:
+    """(size, height) of `node`'s own structure as `json_value`'s walk counts it (the
+    placeholders' values left out, their depths appended to `depths` in `_builder`'s
+    order), or None when the walk must decide (an interpolation, a constant that is not
+    plain JSON: an int beyond 64 bits, a float that is not finite, a subclass)."""
+    kind = type(node)
+    if kind is _Whole:
+        depths.append(depth)
+        return 0, 0
+    if kind is dict or kind is list:
+        assert isinstance(node, dict | list)  # (for mypy: `kind is` does not narrow)
+        size, height = 2, 0
+        items: list[tuple[str | None, _Node]] = (
+            list(node.items()) if isinstance(node, dict) else [(None, item) for item in node]
+        )
+        for key, item in items:
+            if key is not None:
+                if type(key) is not str:
+                    return None
+                size += len(key) + 3
+            inner = _shape(item, depth + 1, depths)
+            if inner is None:
+                return None
+            size += inner[0] + 1
+            height = max(height, inner[1])
+        return size, height + 1
+    parts = sized_within([node], (depth,), {}, MAX_JSON_DEPTH)
+    return None if parts is None else (parts, 0)
 
 
 def _hole(path: str) -> _Hole:
@@ -423,17 +469,6 @@ def _constant(node: _Node) -> bool:
     return node is None or isinstance(node, str | bool | int | float)
 
 
-def _size(
-    value: Any, root: Any, room: int, known: KnownSizes | None, lazy: ValueSizes | None
-) -> int:
-    """The size of a container not measured yet, read from `root` (a value in the
-    scope): a part of an adopted step output is measured whole, as keeping it would
-    have, and remembered for the next template reading it; any other is measured up
-    to `room` (more than `room` when it is bigger)."""
-    learned = None if lazy is None else lazy.learn(root, value)
-    return measure(value, max(0, room), known) if learned is None else learned
-
-
 def _resolved(plan: _Plan, scope: Mapping[str, Any]) -> list[Any] | None:
     """Each placeholder's value (resolve_segments for plain dicts and lists), or None
     when one does not resolve so (a missing path, another kind of container)."""
@@ -455,17 +490,18 @@ def _resolved(plan: _Plan, scope: Mapping[str, Any]) -> list[Any] | None:
     return values
 
 
-def _render_planned(
+def _priced(
     plan: _Plan,
     scope: Mapping[str, Any],
     budget: Budget,
     known: KnownSizes | None,
     lazy: ValueSizes | None,
-) -> Any:
-    """The rendered value, or _GENERAL when `_render` must decide."""
+) -> list[Any] | None:
+    """Each placeholder's value, the whole render charged to `budget` (`plan.build` makes
+    the result from them), or None, nothing charged, when `_render` must decide."""
     values = _resolved(plan, scope)
     if values is None:
-        return _GENERAL
+        return None
     ops = plan.ops
     nbytes = plan.nbytes
     measured: dict[int, int] | None = None
@@ -492,19 +528,24 @@ def _render_planned(
                 # Within what is left after everything else this render charges: a
                 # value bigger than that cannot fit (and `_render` says so).
                 room = budget.bytes_left - nbytes
-                size = _size(value, scope[plan.holes[position][0]], room, known, lazy)
+                # A part of an adopted step output (read from `root`) is measured whole,
+                # as keeping it would have, and remembered for the next template reading
+                # it; any other is measured up to `room` (more when it is bigger).
+                root = scope[plan.holes[position][0]]
+                learned = None if lazy is None else lazy.learn(root, value)
+                size = measure(value, max(0, room), known) if learned is None else learned
                 if size > room:
-                    return _GENERAL
+                    return None
                 if measured is None:
                     measured = {}
                 measured[key] = size
             ops += 1 + size // 64
             nbytes += size
         else:
-            return _GENERAL
+            return None
     if plan.charges and not budget.spend_if_affords(ops, nbytes):
-        return _GENERAL
-    return plan.build(iter(values))
+        return None
+    return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,10 +601,50 @@ class Template:
                 lazy = sizes
         else:
             known = sizes
-        rendered = _render_planned(plan, scope, budget, known, lazy)
-        if rendered is _GENERAL:
+        values = _priced(plan, scope, budget, known, lazy)
+        if values is None:
             return _render(self._compiled, scope, missing, _Meter(budget, known, lazy, scope))
-        return rendered
+        return plan.build(iter(values))
+
+    def render_json(
+        self,
+        scope: Mapping[str, Any],
+        *,
+        missing: _Missing = "error",
+        budget: Budget,
+        sizes: ValueSizes,
+        max_bytes: int,
+    ) -> Any:
+        """`json_value(self.render(scope, ...), max_bytes=max_bytes, known=sizes.entries)`:
+        the same value, the same errors, the same budget spent; the value's walk is
+        skipped when the render itself proves it plain JSON within `max_bytes` and
+        MAX_JSON_DEPTH (every placeholder's value a string, a plain scalar or a container
+        whose size and height `sizes` holds, in a template of plain constants without
+        interpolations: `_Shape`). For a workflow's output, built from its steps' outputs.
+        """
+        if missing not in ("error", "null"):
+            raise ValueError(f"missing must be 'error' or 'null', not {missing!r}")
+        plan = self._planned
+        if plan is None:
+            plan = _plan(self._compiled)
+            object.__setattr__(self, "_planned", plan)
+        known = sizes.entries
+        values = _priced(plan, scope, budget, known, sizes if sizes.adopting else None)
+        if values is None:
+            rendered = _render(
+                self._compiled,
+                scope,
+                missing,
+                _Meter(budget, known, sizes if sizes.adopting else None, scope),
+            )
+        else:
+            rendered = plan.build(iter(values))
+            shape = plan.shape
+            if shape is not None and shape.height <= MAX_JSON_DEPTH:
+                size = sized_within(values, shape.depths, known, MAX_JSON_DEPTH)
+                if size is not None and size + shape.size <= max_bytes:
+                    return rendered
+        return json_value(rendered, max_bytes=max_bytes, known=known)
 
 
 def compile_template(value: Any) -> Template:

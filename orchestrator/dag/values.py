@@ -39,6 +39,7 @@ ValueError
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from orchestrator.dag.budget import DEFAULT_LIMITS, KnownSizes, measure
@@ -51,6 +52,7 @@ __all__ = [
     "decoded_within",
     "json_depth",
     "json_value",
+    "sized_within",
 ]
 
 # Deeper than any real document; far below orjson's own limit (1024) and the
@@ -103,6 +105,31 @@ def decoded_within(source: bytes, *, max_bytes: int, max_depth: int = MAX_JSON_D
     if 3 * len(source) > max_bytes:
         return False
     return source.count(b"[") + source.count(b"{") <= max_depth
+
+
+def sized_within(
+    parts: Iterable[Any], depths: Iterable[int], known: KnownSizes, max_depth: int
+) -> int | None:
+    """What `json_value`'s walk counts for `parts`, values placed at `depths` in a value
+    being built (orchestrator.dag.templates' `render_json`), when each is a str, a plain
+    scalar, or a dict or list `known` holds (its size and height, found when it was kept
+    or learned) nested within `max_depth`; None when one of them needs the walk."""
+    total = 0
+    for part, depth in zip(parts, depths, strict=False):  # (one depth per part: no check)
+        kind = type(part)
+        if kind is str:
+            total += len(part) + 2
+        elif kind is dict or kind is list:
+            entry = known.get(id(part))
+            if entry is None or depth + entry[2] > max_depth:
+                return None
+            total += entry[1]
+        else:
+            try:
+                total += _scalar_size(part, kind)
+            except _NotPlain:
+                return None
+    return total
 
 
 def _checked(
@@ -215,31 +242,47 @@ def _keys_size(item: dict[Any, Any]) -> int:
     return total
 
 
-def _decoded_size(item: Any) -> tuple[int, int]:
-    """`_Survey.size` of a dict or list orjson decoded within `decoded_within`'s bounds
-    (an adopted answer's part), and its height as `_Survey` counts it (1: nothing nested):
+def _decoded_dict(item: dict[str, Any]) -> tuple[int, int]:
+    """`_Survey.size` of a dict orjson decoded within `decoded_within`'s bounds (an
+    adopted answer's part), and its height as `_Survey` counts it (1: nothing nested):
     plain JSON, str keys, no container shared, nested and sized within bounds, so none
-    of the walk's checks (what is plain, how deep, how big, what was seen) is needed,
-    and keys are counted at C speed."""
-    if type(item) is dict:
-        # Each key: its length, its quotes and its colon.
-        total = sum(map(len, item)) + 3 * len(item) + 2
-        children: Any = item.values()
-    else:
-        total = 2
-        children = item
+    of the walk's checks (what is plain, how deep, how big, what was seen) is needed.
+    `_decoded_list` is the same for a list; each calls the right one for a nested
+    container directly (no call to pick it)."""
+    # Each key counted as its item is read (its length, its quotes, its colon): for the
+    # few keys of a row, cheaper than a pass over the keys of their own.
+    total = 2
     height = 1
-    for child in children:
+    for key, child in item.items():
+        kind = type(child)
+        if kind is str:
+            total += len(key) + len(child) + 6
+        elif kind is dict or kind is list:
+            size, below = _decoded_dict(child) if kind is dict else _decoded_list(child)
+            total += len(key) + size + 4
+            if below >= height:
+                height = below + 1
+        elif kind is int:
+            total += len(key) + (child.bit_length() // 3 or 1) + 4
+        else:  # a float, null or a boolean
+            total += len(key) + 12
+    return total, height
+
+
+def _decoded_list(item: list[Any]) -> tuple[int, int]:
+    total = 2
+    height = 1
+    for child in item:
         kind = type(child)
         if kind is str:
             total += len(child) + 3
         elif kind is dict or kind is list:
-            size, below = _decoded_size(child)
+            size, below = _decoded_dict(child) if kind is dict else _decoded_list(child)
             total += size + 1
             if below >= height:
                 height = below + 1
         elif kind is int:
-            total += max(1, child.bit_length() // 3) + 1
+            total += (child.bit_length() // 3 or 1) + 1
         else:  # a float, null or a boolean
             total += 9
     return total, height
@@ -279,12 +322,14 @@ class ValueSizes:
     object while the entry exists. Values kept through here must not be changed.
     """
 
-    __slots__ = ("_adopted", "_entries", "adopting", "max_entries", "min_size")
+    __slots__ = ("_adopted", "adopting", "entries", "max_entries", "min_size")
 
     def __init__(self, *, min_size: int = 16, max_entries: int = 1024) -> None:
         self.min_size = min_size
         self.max_entries = max_entries
-        self._entries: dict[int, tuple[Any, int, int]] = {}
+        # (container, size, height) of each remembered container, by its id: read by
+        # every render (an attribute, not a property: no call each), changed only here.
+        self.entries: dict[int, tuple[Any, int, int]] = {}
         # Values kept without a walk (`adopt`), by id. Holding each one keeps its id from
         # being reused.
         self._adopted: dict[int, Any] = {}
@@ -293,7 +338,7 @@ class ValueSizes:
 
     def keep(self, value: Any, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
         """`json_value(value, ...)`, remembering the sizes of the value's big containers."""
-        checked, survey = _checked(value, max_depth, max_bytes, self._entries)
+        checked, survey = _checked(value, max_depth, max_bytes, self.entries)
         if survey is not None:
             self._remember(survey.found)
         return checked
@@ -312,7 +357,7 @@ class ValueSizes:
     def learn(self, root: Any, part: Any) -> int | None:
         """The size of `part`, a container read from `root` (a value in the scope), when
         `root` was adopted: `part` is sized as `keep`'s walk sizes it (exactly: an adopted
-        value is plain JSON within its bounds, `_decoded_size`) and remembered, so the
+        value is plain JSON within its bounds, `_decoded_dict`) and remembered, so the
         next read is charged from the entry. None when `root` was not adopted, or `part`
         is smaller than `min_size`: the caller measures `part` itself, as it would have
         after `keep`.
@@ -326,8 +371,10 @@ class ValueSizes:
         if id(root) not in self._adopted:
             return None
         kind = type(part)
-        if kind is dict or kind is list:
-            size, height = _decoded_size(part)
+        if kind is dict:
+            size, height = _decoded_dict(part)
+        elif kind is list:
+            size, height = _decoded_list(part)
         elif kind is str:
             size, height = len(part) + 2, 0
         else:
@@ -337,14 +384,14 @@ class ValueSizes:
             # by the caller as it would have been: a render that cannot afford it then
             # charges what `measure` counts within its budget, not the exact size.
             return None
-        if len(self._entries) < self.max_entries:
+        if len(self.entries) < self.max_entries:
             # The part alone (not the containers inside it: a later read of one of those
             # is learned then, to the same size).
-            self._entries[id(part)] = (part, size, height)
+            self.entries[id(part)] = (part, size, height)
         return size
 
     def _remember(self, found: dict[int, tuple[Any, int, int]]) -> None:
-        entries = self._entries
+        entries = self.entries
         room = self.max_entries - len(entries)
         if len(found) <= room:  # the common case: all of it fits
             least = self.min_size
@@ -359,13 +406,8 @@ class ValueSizes:
                     entries[key] = entry
                     room -= 1
 
-    @property
-    def entries(self) -> KnownSizes:
-        """(container, size, height) of each remembered container, by its id (read only)."""
-        return self._entries
-
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
 
 def _convert(value: Any, max_depth: int, depth: int) -> Any:

@@ -185,6 +185,29 @@ def test_a_learned_size_is_measures_and_its_height_the_values_depth(value: Any) 
     assert sizes.entries[id(decoded)][1:] == (measure(decoded, 2**30), json_depth(decoded))
 
 
+_SHAPES = [
+    # Flat, two levels, three and more; dicts in lists in dicts and the reverse.
+    {"region": "APAC", "n": 7, "avg": 1000.5, "ok": True, "none": None},
+    [{"region": f"r{i}", "n": i, "big": 2**63 + i, "neg": -(2**63)} for i in range(4)],
+    {"spec": {"mark": "bar", "data": {"values": [{"x": "é", "y": [1, [2, {"z": []}]]}]}}},
+    {"a": [[[], {}], [[{}], {"k": [[[1]]]}]], "": {"": [{"": ""}]}},
+    [[], {}, [[]], [{}], {"k": {}}, {"k": []}, 0, -1, 1.5, "", False],
+]
+
+
+def test_a_learned_size_is_measures_whatever_the_nesting() -> None:
+    """The sizers (a dict's, a list's, each calling the other's for a nested container)
+    give `measure`'s size and the depth: containers at every level, empty ones, keys of
+    any length (counted per item read) and ints at both ends of 64 bits."""
+    for shape in _SHAPES:
+        decoded = orjson.loads(orjson.dumps(shape))
+        for part in (decoded, {"wrapped": decoded}, [decoded, decoded]):
+            sizes = ValueSizes(min_size=0)
+            sizes.adopt(part)
+            assert sizes.learn(part, part) == measure(part, 2**30), part
+            assert sizes.entries[id(part)][2] == json_depth(part), part
+
+
 def test_a_part_read_before_a_path_that_does_not_resolve_is_charged_as_kept() -> None:
     """The planned render prices each placeholder as it reaches it: a part it learned
     before finding a missing path (and handing the render to the general one) is
