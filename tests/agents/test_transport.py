@@ -25,6 +25,7 @@ from agents.transport import (
     ResponseTooLarge,
     TransportConnectionError,
     TransportName,
+    TransportResponse,
     TransportTimeout,
     create_transport,
 )
@@ -414,15 +415,23 @@ async def test_a_body_with_its_head_and_one_after_it_are_read_alike(
     assert connections == 1
 
 
+async def _the_only_connection_held(
+    transport: AgentTransport, agent: Agent, base: str
+) -> asyncio.Task[TransportResponse]:
+    """A request to /slow holding a one-connection pool until `agent.release` is set."""
+    busy = asyncio.create_task(
+        transport.request("GET", f"{base}/slow", timeouts=FAST, max_body_bytes=LIMIT)
+    )
+    await agent.entered.wait()
+    return busy
+
+
 async def test_pool_timeout(served: tuple[Agent, str], transport_name: TransportName) -> None:
     """With every connection busy, a request waits `pool` at most: TransportTimeout('pool')."""
     agent, base = served
     transport = create_transport(transport_name, max_connections=1)
     try:
-        busy = asyncio.create_task(
-            transport.request("GET", f"{base}/slow", timeouts=FAST, max_body_bytes=LIMIT)
-        )
-        await agent.entered.wait()
+        busy = await _the_only_connection_held(transport, agent, base)
         timeouts = AgentTimeouts(connect=5.0, read=5.0, write=5.0, pool=0.05)
         with pytest.raises(TransportTimeout) as caught:
             await transport.request("GET", f"{base}/big", timeouts=timeouts, max_body_bytes=LIMIT)
@@ -441,10 +450,7 @@ async def test_read_counts_from_the_request_sent_not_from_the_wait_for_a_connect
     agent, base = served
     transport = create_transport(transport_name, max_connections=1)
     try:
-        busy = asyncio.create_task(
-            transport.request("GET", f"{base}/slow", timeouts=FAST, max_body_bytes=LIMIT)
-        )
-        await agent.entered.wait()
+        busy = await _the_only_connection_held(transport, agent, base)
         short_read = AgentTimeouts(connect=5.0, read=0.05, write=5.0, pool=5.0)
         waiting = asyncio.create_task(
             transport.request(

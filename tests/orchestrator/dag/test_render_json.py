@@ -38,6 +38,17 @@ _json = st.recursive(
     ),
     max_leaves=20,
 )
+
+
+def _unkept_containers(children: Any) -> Any:
+    """Lists, tuples and dicts with int keys among str ones: what only the walk converts."""
+    return (
+        st.lists(children, max_size=3)
+        | st.lists(children, max_size=2).map(tuple)
+        | st.dictionaries(st.sampled_from(_NAMES) | st.integers(0, 2), children, max_size=3)
+    )
+
+
 # What no store holds as it is: kept (converted), or an input nobody kept (which the
 # walk converts or refuses).
 _keepable = st.recursive(
@@ -45,20 +56,12 @@ _keepable = st.recursive(
     | st.integers(-(2**70), 2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=4),
-    lambda children: (
-        st.lists(children, max_size=3)
-        | st.lists(children, max_size=2).map(tuple)
-        | st.dictionaries(st.sampled_from(_NAMES) | st.integers(0, 2), children, max_size=3)
-    ),
+    _unkept_containers,
     max_leaves=10,
 )
 _raw = st.recursive(
     st.none() | st.integers() | st.floats() | st.text(max_size=4),
-    lambda children: (
-        st.lists(children, max_size=3)
-        | st.lists(children, max_size=2).map(tuple)
-        | st.dictionaries(st.sampled_from(_NAMES) | st.integers(0, 2), children, max_size=3)
-    ),
+    _unkept_containers,
     max_leaves=10,
 )
 _paths = st.tuples(
