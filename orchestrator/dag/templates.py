@@ -565,6 +565,16 @@ class Template:
     # definition (the definition cache), and many are never rendered (a skipped node).
     _planned: _Plan | None = field(default=None, repr=False, compare=False)
 
+    def _plan_for(self, missing: _Missing) -> _Plan:
+        """The render plan (made on the first render), once `missing` is checked."""
+        if missing not in ("error", "null"):
+            raise ValueError(f"missing must be 'error' or 'null', not {missing!r}")
+        plan = self._planned
+        if plan is None:
+            plan = _plan(self._compiled)
+            object.__setattr__(self, "_planned", plan)
+        return plan
+
     def render(
         self,
         scope: Mapping[str, Any],
@@ -585,14 +595,9 @@ class Template:
         charged without being walked again; given the ValueSizes itself, parts of the
         values it adopted are measured as keeping them would have (ValueSizes.learn).
         """
-        if missing not in ("error", "null"):
-            raise ValueError(f"missing must be 'error' or 'null', not {missing!r}")
+        plan = self._plan_for(missing)
         if budget is None:
             budget = Budget(ops=DEFAULT_LIMITS.node_ops, nbytes=DEFAULT_LIMITS.node_bytes)
-        plan = self._planned
-        if plan is None:
-            plan = _plan(self._compiled)
-            object.__setattr__(self, "_planned", plan)
         lazy: ValueSizes | None = None
         known: KnownSizes | None
         if isinstance(sizes, ValueSizes):
@@ -622,21 +627,12 @@ class Template:
         whose size and height `sizes` holds, in a template of plain constants without
         interpolations: `_Shape`). For a workflow's output, built from its steps' outputs.
         """
-        if missing not in ("error", "null"):
-            raise ValueError(f"missing must be 'error' or 'null', not {missing!r}")
-        plan = self._planned
-        if plan is None:
-            plan = _plan(self._compiled)
-            object.__setattr__(self, "_planned", plan)
+        plan = self._plan_for(missing)
         known = sizes.entries
-        values = _priced(plan, scope, budget, known, sizes if sizes.adopting else None)
+        lazy = sizes if sizes.adopting else None
+        values = _priced(plan, scope, budget, known, lazy)
         if values is None:
-            rendered = _render(
-                self._compiled,
-                scope,
-                missing,
-                _Meter(budget, known, sizes if sizes.adopting else None, scope),
-            )
+            rendered = _render(self._compiled, scope, missing, _Meter(budget, known, lazy, scope))
         else:
             rendered = plan.build(iter(values))
             shape = plan.shape
