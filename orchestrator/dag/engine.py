@@ -498,14 +498,7 @@ class _Execution:
                 self.timer.cancel()
             if self.running:  # (a chain's nodes ran inline: no task, no coroutine for none)
                 await self._reap()
-        # `_emit_final`, written out for the common ending: no coroutine of its own.
-        pending = self.emit()
-        if pending is not None:
-            try:
-                await pending
-            except asyncio.CancelledError:
-                await asyncio.shield(asyncio.ensure_future(self._emitted()))
-                raise
+        await self._emit_final()
 
     async def crash(self, exc: Exception) -> None:
         state = self.state
