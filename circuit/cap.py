@@ -134,17 +134,24 @@ class CapTimer:
         deadline shared by several awaits (a workflow's, in the DAG engine). `task`: the
         current task, when the caller holds it (saves looking it up on every await)."""
         if task is None:
-            task = asyncio.current_task()
+            # The task running on the loop this timer serves, looked up without asking
+            # for the running loop: `asyncio.get_running_loop` makes a system call
+            # (getpid, ~0.4 us) on every call. A loop that is not running (the timer's
+            # first, or a new loop since) has no current task: asked then.
+            task = asyncio.current_task(self._loop) if self._loop is not None else None
             if task is None:
-                raise RuntimeError("a cap works inside a task")
+                task = asyncio.current_task()
+                if task is None:
+                    raise RuntimeError("a cap works inside a task")
         loop = task.get_loop()
         if when is None:
             when = loop.time() + delay_s
+        if loop is not self._loop:
+            # (Before a covered cap returns too: the lookup above needs the loop known.)
+            self._restart(loop)
         outer = _innermost.get(task)
         if outer is not None and outer.when <= when and not outer._expired:
             return _COVERED
-        if loop is not self._loop:
-            self._restart(loop)
         cap = _innermost[task] = Cap(self, task, when, outer)
         self._caps.add(cap)
         if cap.when < self._armed:

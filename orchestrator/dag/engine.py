@@ -326,7 +326,7 @@ class _Execution:
         self.loop = asyncio.get_running_loop()
         # The workflow's task (run() builds this in it): where inline nodes run, the
         # task every cap of this run's own awaits is on.
-        self.task = asyncio.current_task()
+        self.task = asyncio.current_task(self.loop)  # (with its loop: no second getpid)
         defaults = workflow.definition.inputs
         given = state.inputs
         # The definition's defaults under what was given; with no defaults, the state's
