@@ -119,9 +119,9 @@ class _Lane:
     process_url: str
 
 
-@dataclass(slots=True)
-class _Call:
-    """One `AgentClient.call`: what every attempt sends, and the attempts so far."""
+class _Call(msgspec.Struct):
+    """One `AgentClient.call`: what every attempt sends, and the attempts so far. (A
+    Struct, one per call: built in C, with no Python `__init__` frame.)"""
 
     lane: _Lane
     spec: AgentSpec
