@@ -215,6 +215,7 @@ def create_app(
     app.on_shutdown.append(event_routes.close_open_streams)
     injected_provider = tracer_provider
     app.add_routes(schedule_routes)
+    app.on_response_prepare.append(_plain_server_header)
     # One bounded client for the board and the access layer; the store keeps its own pool
     # (its pub/sub connections must not starve the checks every request makes).
     shared_redis = create_redis_client(settings)
@@ -363,3 +364,7 @@ def create_app(
     app.on_shutdown.append(stop_workflows)
     return app
 
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would announce "Python/3.x aiohttp/3.x": versions help nobody but attackers.
+    response.headers["Server"] = "orchestrator"

@@ -28,7 +28,7 @@ import orjson
 from aiohttp import web
 
 from orchestrator.api.errors import ApiError, BadRequest
-from orchestrator.api.middleware import REQUEST_ID_HEADER, SERVER, request_id
+from orchestrator.api.middleware import REQUEST_ID_HEADER, request_id
 from orchestrator.api.routes import visible_state
 from orchestrator.api.services import SERVICES
 from orchestrator.errors import RETRY_AFTER_S
@@ -105,7 +105,6 @@ async def workflow_events(request: web.Request) -> web.StreamResponse:
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",  # proxies must not buffer a live stream
                 REQUEST_ID_HEADER: request_id(request),
-                "Server": SERVER,  # sent before the middleware sees the response
             }
         )
         await response.prepare(request)

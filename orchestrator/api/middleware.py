@@ -12,9 +12,8 @@ The id is the client's `X-Request-ID` when it is a sane token (1-128 characters 
 letters, digits and `._:-`), else a fresh one: a client can correlate, never
 inject into the logs. It is bound with structlog's contextvars for the request's
 task (and copied into any task the request starts, such as the workflow it
-submits), and echoed as `X-Request-ID`, beside `Server: orchestrator`. Streaming
-handlers, which send their headers themselves, read it with `request_id(request)` and
-send both.
+submits), and echoed as `X-Request-ID`. Streaming handlers, which send their
+headers themselves, read it with `request_id(request)`.
 
 A fresh id is 32 hex digits, like a uuid4's: a random 64-bit prefix per process
 (drawn again in a forked child) and a 64-bit counter. Unique without a uuid4 per
@@ -49,9 +48,6 @@ from orchestrator.api.access import (
 from orchestrator.api.errors import error_answer
 
 REQUEST_ID_HEADER = "X-Request-ID"
-# The Server header of every answer: aiohttp would announce "Python/3.x aiohttp/3.x",
-# and versions help nobody but attackers.
-SERVER = "orchestrator"
 _VALID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _KEY: web.RequestKey[str] = web.RequestKey("request_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -109,7 +105,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         allowed = origin is not None and origin in origins
         refusal = browser_refusal(request, origin, allowed)
         if refusal is not None:
-            _label(refusal, rid)
+            refusal.headers[REQUEST_ID_HEADER] = rid
             return refusal
         response: web.StreamResponse
         if is_preflight(request):
@@ -134,14 +130,6 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         add_cors_headers(response, origin, allowed, cors=bool(origins))
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
-    if not response.prepared:  # a stream sends its headers itself (api/events.py)
-        _label(response, rid)
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = rid
     return response
-
-
-def _label(response: web.StreamResponse, rid: str) -> None:
-    # Here rather than in an on_response_prepare signal, which cost every answer a
-    # coroutine and the signal's walk of its receivers (~8 us a request).
-    headers = response.headers
-    headers[REQUEST_ID_HEADER] = rid
-    headers["Server"] = SERVER

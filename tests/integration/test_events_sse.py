@@ -94,16 +94,6 @@ async def test_a_late_subscriber_gets_everything_then_the_stream_ends(api: Any) 
     assert first[-1].event == "workflow.completed"
 
 
-async def test_a_stream_names_no_server_version(api: Any) -> None:
-    """A stream sends its own headers, before the middleware sees it: they say Server too."""
-    client = await api()
-    body = await (await client.post("/api/query", json={"query": QUESTION})).json()
-    response = await client.get(f"/api/workflow/{body['workflow_id']}/events")
-    assert response.headers["Server"] == "orchestrator"
-    assert response.headers["X-Request-ID"]
-    await read_events(response)
-
-
 async def test_last_event_id_resumes_without_loss_or_duplicates(api: Any, agents: Agents) -> None:
     """Read three events, reconnect with Last-Event-ID: 3, get 4..end exactly once."""
     await agents["viz"].control(delay_ms=100)
