@@ -5,7 +5,7 @@
 
 Runs `--workflows` workflows of the chain or the fan-out (bench.targets' shapes) through
 the engine in-process on the memory store, `--concurrency` in flight, against the stub
-agents (a child process on 127.0.0.1, not traced by valgrind), with the real aiohttp
+agents (a child process on 127.0.0.1, counted apart by valgrind), with the real aiohttp
 transport or `--transport fake`. Run it twice, with N and with M workflows: the
 difference of the two instruction counts over M - N is the cost of one workflow, start-up
 and warm-up left out. On a shared machine that count is stable to about half a per cent
@@ -14,6 +14,11 @@ where CPU time moves by tens of per cent.
 `--read-timeout-s` replaces every agent's timeouts for the count only: under valgrind the
 loop runs ~50x slower, and the 6 s default read timeout would fire (and retries run) at 50
 in flight, which never happens natively.
+
+`--write-delay-s` sets the write-behind delay (the service's default otherwise). Set
+past the run's length (`--write-delay-s 60`), a workflow writes only its accept and its
+terminal document: the difference with the default is what the running writes and event
+appends cost over real HTTP (the fake transport ends a chain within one turn, with none).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ async def main(args: argparse.Namespace) -> None:
             args.concurrency,
             args.workflows,
             fake=args.transport == "fake",
+            write_delay_s=args.write_delay_s,
         )
     finally:
         stubs.terminate()
@@ -81,6 +87,13 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--transport", choices=["http", "fake"], default="http")
     parser.add_argument("--read-timeout-s", type=float, default=None)
+    parser.add_argument(
+        "--write-delay-s",
+        type=float,
+        default=None,
+        help="the write-behind delay (default: the service's); one longer than a run "
+        "leaves only the accept and terminal writes, to count what the running ones cost",
+    )
     parsed = parser.parse_args()
     tune_collector(Settings().gc_threshold)  # the collector as `orchestrator serve` sets it
     asyncio.run(asyncio.wait_for(main(parsed), timeout=1_500))

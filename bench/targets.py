@@ -197,9 +197,17 @@ class FakeTransport:
 
 
 async def _engine_row(
-    name: str, stub_port: int, definition: Mapping[str, Any], conc: int, n: int, *, fake: bool
+    name: str,
+    stub_port: int,
+    definition: Mapping[str, Any],
+    conc: int,
+    n: int,
+    *,
+    fake: bool,
+    write_delay_s: float | None = None,
 ) -> tuple[Row, float, int]:
-    """(row, CPU seconds, nodes run) for the engine in-process on the memory store."""
+    """(row, CPU seconds, nodes run) for the engine in-process on the memory store
+    (`write_delay_s`: the write-behind delay, when not the service's default)."""
     from agents.client import AgentClient
     from agents.transport import create_transport
     from orchestrator.builtins import BUILTIN_FALLBACKS
@@ -219,7 +227,11 @@ async def _engine_row(
         builtins=BUILTIN_FALLBACKS,
     )
     store = MemoryStateStore()
-    orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner)
+    orchestrator = (
+        WorkflowOrchestrator(store=store, dag_engine=runner)
+        if write_delay_s is None
+        else WorkflowOrchestrator(store=store, dag_engine=runner, write_delay_s=write_delay_s)
+    )
     compiled = compile_workflow(
         definition, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
     )
