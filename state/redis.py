@@ -652,6 +652,11 @@ class RedisStateStore:
         event_subscriptions, self._event_subscriptions = self._event_subscriptions, set()
         for event_subscription in event_subscriptions:
             await event_subscription.stop()
+        try:
+            await self._leases.flush()  # the finished workflows its releases left listed
+        except StateStoreError as exc:
+            # Left listed: whoever reaps this replica finds them finished and skips them.
+            log.warning("unlisting_failed", error=str(exc))
         await self._batcher.release()
         if self._owns_client:
             await self._client.aclose()
