@@ -119,8 +119,8 @@ async def test_wire_layout_matches_state_keys(
     redis_backend: RedisBackend, redis_client: aioredis.Redis
 ) -> None:
     """A running workflow is a hash of a header, its spec, one field per step and its
-    result; a finished one is compacted to the final document (zlib, however small: only
-    the memory store keeps small ones plain), its header and its lease generation (its
+    result; a finished one is compacted to the final document (plain JSON when small,
+    zlib from 4 KiB written out), its header and its lease generation (its
     ownership ends with it, as a release would end it); cancels go to the owner's channel
     as bare ids, and to every replica's once nobody owns the workflow."""
     store = await redis_backend.new(prefix="wire:")
@@ -146,10 +146,22 @@ async def test_wire_layout_matches_state_keys(
     )
     assert {k.decode() for k in stored} == {
         keys.DOC_STATUS_FIELD, keys.DOC_LEASE_GEN_FIELD,
-        keys.DOC_HEADER_FIELD, keys.DOC_COMPACT_FIELD,
+        keys.DOC_HEADER_FIELD, keys.DOC_FINAL_FIELD,
     }
-    final = orjson.loads(zlib.decompress(stored[keys.DOC_COMPACT_FIELD.encode()]))
+    final = orjson.loads(stored[keys.DOC_FINAL_FIELD.encode()])
     assert final["definition"] is None and final["status"] == "degraded"
+    big = make_state(status=WorkflowStatus.COMPLETED)
+    big.result = {"text": "x" * 4096}
+    await store.save(big)
+    stored = cast(
+        dict[bytes, bytes], await redis_client.hgetall(keys.workflow_key(prefix, big.workflow_id))
+    )
+    assert set(stored) >= {keys.DOC_COMPACT_FIELD.encode(), keys.DOC_HEADER_FIELD.encode()}
+    assert keys.DOC_FINAL_FIELD.encode() not in stored
+    assert orjson.loads(zlib.decompress(stored[keys.DOC_COMPACT_FIELD.encode()]))["result"] == {
+        "text": "x" * 4096
+    }
+    assert await store.get(big.workflow_id) == big
 
     async with redis_client.pubsub() as pubsub:
         await pubsub.subscribe(keys.cancel_channel(prefix))
