@@ -262,8 +262,9 @@ class RedisLeases:
                 # for the owner's next listing or beat to drop (`_unlisting`).
                 finished = self._unlisting.setdefault(owner, [])
                 finished.append(workflow_id)
-                if len(finished) >= _UNLIST_BOUND:
-                    await self._unlist(owner)
+                unlisted = self._unlist(owner) if len(finished) >= _UNLIST_BOUND else None
+                if unlisted is not None:
+                    await unlisted
                 return
             # Owned, then unlisted (never the other way round): in order, in one round trip
             # on one Redis; on a Cluster (other slots, other nodes) one after the other.
