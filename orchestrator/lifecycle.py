@@ -932,17 +932,13 @@ class WorkflowOrchestrator:
                 # in-process store the housekeeping has no I/O, only a few µs of CPU.
                 for _ in range(_ANSWER_TURNS):
                     await asyncio.sleep(0)
-            # After the terminal document: a reader told "finished" finds it so.
-            if self._leases is None or self._in_turn:
-                # Nothing to release, or nothing to gain from one turn for both (no
-                # round trips): no tasks for a gather.
-                await events.finish(state)
-                if self._leases is not None:
-                    await self._release(state.workflow_id)
-                return
-            # The last events and the release are issued in one turn: one round trip to
-            # Redis, not two (at 1 in flight the second landed on the next request's path).
-            await asyncio.gather(events.finish(state), self._release(state.workflow_id))
+            # After the terminal document: a reader told "finished" finds it so. The release
+            # then sends nothing of its own when the terminal write ended the ownership (the
+            # leases unlist the workflow with their next command): no gather to share a
+            # round trip with the events.
+            await events.finish(state)
+            if self._leases is not None:
+                await self._release(state.workflow_id)
 
     async def _confirm_lease(self, workflow_id: str) -> None:
         """Before a step starts: make sure the lease is still ours if the heartbeat is late.

@@ -41,9 +41,9 @@ document without the client's definition, which only a resume needed, as
 zlib-compressed JSON) and the header, plus
 `status` and `lease_gen` (not `owner`: the ownership ends with the workflow, as the
 release that follows would end it), and gives it the terminal *retention*
-(`ORCH_RETENTION_S`) instead of the running TTL. The memory store keeps a small
-final document uncompressed instead, as `DOC_FINAL_FIELD` (state/memory.py says why);
-Redis never writes that field.
+(`ORCH_RETENTION_S`) instead of the running TTL. Both stores keep a small final
+document uncompressed instead, as `DOC_FINAL_FIELD` (state/memory.py and state/redis.py
+say why and under what size).
 
 Every ``{...}`` is a Redis Cluster hash tag: the keys one script touches share one
 tag (one workflow, one replica, the replica table, one history shard), so every

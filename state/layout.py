@@ -13,8 +13,8 @@ msgspec there. A terminal state is written *compacted*: the whole final document
 without the client's definition (only a resume needed it), as zlib-compressed JSON (workflow
 documents are repetitive JSON: a 3-step chain shrinks about 3x), and the header
 uncompressed (history reads it), in place of the per-step fields. A store may ask
-for documents under a size to be kept as plain JSON instead (`compress_from`): the
-memory store does, where zlib costs CPU in-process for little saved. The two forms
+for documents under a size to be kept as plain JSON instead (`compress_from`): both
+stores do, as zlib costs more CPU than a small document is worth saving. The two forms
 go under two field names (`docz`, `doc`), so a reader never guesses an encoding
 from the bytes and a dump of the hash says which one it holds.
 """

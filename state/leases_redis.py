@@ -92,9 +92,11 @@ if stored[1] == ARGV[1] and stored[2] == ARGV[2] then return 1 end
 return 0
 """)
 
-# KEYS[1] a replica's list. ARGV[1] workflow id, ARGV[2] the list's TTL (s).
+# KEYS[1] a replica's list. ARGV[1] workflow id, ARGV[2] the list's TTL (s), ARGV[3...] the
+# ids of finished workflows to unlist (their releases since the last listing, `release`).
 _LIST = LuaScript("""
 redis.call('SADD', KEYS[1], ARGV[1])
+if #ARGV > 2 then redis.call('SREM', KEYS[1], unpack(ARGV, 3)) end
 return redis.call('EXPIRE', KEYS[1], ARGV[2])
 """)
 
@@ -143,6 +145,11 @@ class RedisLeases:
         # ownership already: their release only unlists them. Insertion-ordered, bounded:
         # one forgotten (never released, or past the bound) costs a full release, no more.
         self._ended: dict[str, None] = {}
+        # Per owner: finished workflows released (`release` after `ended`) and still listed.
+        # Their unlisting rides on the owner's next listing (a claim's script) or beat: no
+        # command of its own per workflow. A finished workflow listed meanwhile is harmless:
+        # a reaper skips it (its document is terminal), a replay reads its flags for nothing.
+        self._unlisting: dict[str, list[str]] = {}
 
     async def claim(
         self, workflow_id: str, owner: str, *, lease_s: float, previous: str | None = None
@@ -175,7 +182,11 @@ class RedisLeases:
         where one pipeline gives no order: there they are answered before this returns.
         """
         listed = keys.replica_workflows_key(self._prefix, owner)
-        replies: Awaitable[Any] = self._batcher.eval(_LIST, (listed,), (workflow_id, self._ttl_s))
+        # (Unlisted even if this listing fails: left listed, they are skipped as above.)
+        finished = self._unlisting.pop(owner, ())
+        replies: Awaitable[Any] = self._batcher.eval(
+            _LIST, (listed,), (workflow_id, self._ttl_s, *finished)
+        )
         if self._alive_until.get(owner, 0.0) - self._clock() <= lease_s * 2 / 3:
             # (Only then a gather: most claims need no beat, and one reply needs no wrapper.)
             replies = asyncio.gather(replies, self._beat(owner, lease_s, heartbeat=False))
@@ -185,7 +196,10 @@ class RedisLeases:
 
     async def renew(self, held: Mapping[str, int], owner: str, *, lease_s: float) -> set[str]:
         try:
+            unlisted = self._unlist(owner)  # in the beat's round trip
             alive = await self._beat(owner, lease_s, heartbeat=True)
+            if unlisted is not None:
+                await unlisted
             if alive or not held:
                 return set(held)
             # Declared dead since the last beat: keep only what nobody took over. One
@@ -244,8 +258,13 @@ class RedisLeases:
         try:
             unlisting = ("SREM", keys.replica_workflows_key(self._prefix, owner), workflow_id)
             if self._ended.pop(workflow_id, _NOT_ENDED) is None:
-                # Owned no more since its terminal write (`ended`): only the list is left.
-                await self._batcher.call(unlisting)
+                # Owned no more since its terminal write (`ended`): only the list is left,
+                # for the owner's next listing or beat to drop (`_unlisting`).
+                finished = self._unlisting.setdefault(owner, [])
+                finished.append(workflow_id)
+                unlisted = self._unlist(owner) if len(finished) >= _UNLIST_BOUND else None
+                if unlisted is not None:
+                    await unlisted
                 return
             # Owned, then unlisted (never the other way round): in order, in one round trip
             # on one Redis; on a Cluster (other slots, other nodes) one after the other.
@@ -257,6 +276,22 @@ class RedisLeases:
             await in_order(released, self._batcher.call(unlisting))
         except (RedisError, OSError) as exc:
             raise _error("release", workflow_id, exc) from exc
+
+    def _unlist(self, owner: str) -> Awaitable[Any] | None:
+        """Queue the unlisting of `owner`'s finished workflows (None: there are none)."""
+        finished = self._unlisting.pop(owner, None)
+        if not finished:
+            return None
+        return self._batcher.call(
+            ("SREM", keys.replica_workflows_key(self._prefix, owner), *finished)
+        )
+
+    async def flush(self) -> None:
+        """Unlist every finished workflow released so far (the store's `close`)."""
+        try:
+            await in_order(*filter(None, map(self._unlist, list(self._unlisting))))
+        except (RedisError, OSError) as exc:
+            raise _error("flush", None, exc) from exc
 
     async def orphans(self, *, lease_s: float = keys.DEFAULT_LEASE_S) -> list[Orphan]:
         try:
@@ -290,6 +325,9 @@ class RedisLeases:
 # busy replica, with room to spare).
 _ENDED_BOUND = 10_000
 _NOT_ENDED = object()
+# Finished workflows a release leaves for the next listing or beat to unlist, at most
+# (then unlisted at once): one command's worth, far from Lua's unpack() limit.
+_UNLIST_BOUND = 1000
 
 
 def _ms(seconds: float) -> int:

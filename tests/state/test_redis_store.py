@@ -119,8 +119,8 @@ async def test_wire_layout_matches_state_keys(
     redis_backend: RedisBackend, redis_client: aioredis.Redis
 ) -> None:
     """A running workflow is a hash of a header, its spec, one field per step and its
-    result; a finished one is compacted to the final document (zlib, however small: only
-    the memory store keeps small ones plain), its header and its lease generation (its
+    result; a finished one is compacted to the final document (plain JSON when small,
+    zlib from 4 KiB written out), its header and its lease generation (its
     ownership ends with it, as a release would end it); cancels go to the owner's channel
     as bare ids, and to every replica's once nobody owns the workflow."""
     store = await redis_backend.new(prefix="wire:")
@@ -146,10 +146,22 @@ async def test_wire_layout_matches_state_keys(
     )
     assert {k.decode() for k in stored} == {
         keys.DOC_STATUS_FIELD, keys.DOC_LEASE_GEN_FIELD,
-        keys.DOC_HEADER_FIELD, keys.DOC_COMPACT_FIELD,
+        keys.DOC_HEADER_FIELD, keys.DOC_FINAL_FIELD,
     }
-    final = orjson.loads(zlib.decompress(stored[keys.DOC_COMPACT_FIELD.encode()]))
+    final = orjson.loads(stored[keys.DOC_FINAL_FIELD.encode()])
     assert final["definition"] is None and final["status"] == "degraded"
+    big = make_state(status=WorkflowStatus.COMPLETED)
+    big.result = {"text": "x" * 4096}
+    await store.save(big)
+    stored = cast(
+        dict[bytes, bytes], await redis_client.hgetall(keys.workflow_key(prefix, big.workflow_id))
+    )
+    assert set(stored) >= {keys.DOC_COMPACT_FIELD.encode(), keys.DOC_HEADER_FIELD.encode()}
+    assert keys.DOC_FINAL_FIELD.encode() not in stored
+    assert orjson.loads(zlib.decompress(stored[keys.DOC_COMPACT_FIELD.encode()]))["result"] == {
+        "text": "x" * 4096
+    }
+    assert await store.get(big.workflow_id) == big
 
     async with redis_client.pubsub() as pubsub:
         await pubsub.subscribe(keys.cancel_channel(prefix))
@@ -176,14 +188,14 @@ async def test_wire_layout_matches_state_keys(
         assert flag == keys.CANCEL_FLAG_VALUE.encode()
 
 
-async def test_a_release_after_the_terminal_write_only_unlists_and_leaves_what_a_full_one_does(
+async def test_a_release_after_the_terminal_write_sends_nothing_and_the_next_listing_unlists(
     redis_backend: RedisBackend, redis_client: aioredis.Redis
 ) -> None:
     """The terminal write drops the ownership (fenced by the owner's token), so the
-    release that follows sends one command (the unlisting), not the release script as
-    well; Redis then holds what a release after a write that kept the owner leaves: the
-    generation, no owner, the workflow unlisted. A release with no terminal write
-    before it (a pause) still drops the ownership itself."""
+    release that follows sends no command of its own: the owner's next claim unlists the
+    workflow in its listing script (one command, as a claim sends anyway). Redis then
+    holds what a full release leaves: the generation, no owner, the workflow unlisted. A
+    release with no terminal write before it (a pause) still drops the ownership itself."""
     store = await redis_backend.new(prefix="fold:")
     prefix, leases = store.prefix, store.leases()
     listed = keys.replica_workflows_key(prefix, "owner-1")
@@ -194,10 +206,14 @@ async def test_a_release_after_the_terminal_write_only_unlists_and_leaves_what_a
     await store.save(msgspec.structs.replace(ended, status=WorkflowStatus.COMPLETED), token=token)
     sent = store.commands_sent
     await leases.release(ended.workflow_id, "owner-1")
-    assert store.commands_sent - sent == 1
+    assert store.commands_sent - sent == 0
+    assert await redis_client.sismember(listed, ended.workflow_id)  # until the next listing
 
     paused = make_state(status=WorkflowStatus.RUNNING)
+    sent = store.commands_sent
     paused_token = await store.leases().claim(paused.workflow_id, "owner-1", lease_s=60)
+    assert store.commands_sent - sent == 2  # the listing (which unlists), the claim
+    assert not await redis_client.sismember(listed, ended.workflow_id)
     await store.save(msgspec.structs.replace(paused, status=WorkflowStatus.PAUSED),
                      token=paused_token)
     sent = store.commands_sent
@@ -211,6 +227,31 @@ async def test_a_release_after_the_terminal_write_only_unlists_and_leaves_what_a
         assert not await redis_client.sismember(listed, workflow_id)
     # Taken again by anyone, as after any release (the next generation).
     assert await leases.claim(ended.workflow_id, "owner-2", lease_s=60) == (token or 0) + 1
+
+
+@pytest.mark.parametrize("by", ["beat", "close"])
+async def test_finished_workflows_left_listed_are_unlisted_by_the_next_beat_or_on_close(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis, by: str
+) -> None:
+    """Without a claim after them, the owner's heartbeat unlists its released finished
+    workflows in the beat's round trip, and closing the store unlists what is left."""
+    store = await redis_backend.new(prefix=f"unlist-{by}:")
+    leases = store.leases()
+    listed = keys.replica_workflows_key(store.prefix, "owner-1")
+    ended = [make_state(status=WorkflowStatus.RUNNING) for _ in range(3)]
+    for state in ended:
+        token = await leases.claim(state.workflow_id, "owner-1", lease_s=60)
+        await store.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED),
+                         token=token)
+        await leases.release(state.workflow_id, "owner-1")
+    assert await redis_client.scard(listed) == 1  # each claim unlisted the one before it
+    if by == "beat":
+        trips = store.round_trips
+        assert await leases.renew({}, "owner-1", lease_s=60) == set()
+        assert store.round_trips - trips == 1
+    else:
+        await store.close()
+    assert await redis_client.scard(listed) == 0
 
 
 async def test_a_finished_workflow_stays_its_owners_to_finish_after_a_presumed_death(
