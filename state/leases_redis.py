@@ -197,9 +197,9 @@ class RedisLeases:
     async def renew(self, held: Mapping[str, int], owner: str, *, lease_s: float) -> set[str]:
         try:
             unlisted = self._unlist(owner)  # in the beat's round trip
-            alive = await self._beat(owner, lease_s, heartbeat=True)
-            if unlisted is not None:
-                await unlisted
+            beat = self._beat(owner, lease_s, heartbeat=True)
+            # (in_order: the unlisting's reply is read even when the beat fails.)
+            alive = await beat if unlisted is None else (await in_order(beat, unlisted))[0]
             if alive or not held:
                 return set(held)
             # Declared dead since the last beat: keep only what nobody took over. One
@@ -262,9 +262,9 @@ class RedisLeases:
                 # for the owner's next listing or beat to drop (`_unlisting`).
                 finished = self._unlisting.setdefault(owner, [])
                 finished.append(workflow_id)
-                unlisted = self._unlist(owner) if len(finished) >= _UNLIST_BOUND else None
-                if unlisted is not None:
-                    await unlisted
+                if len(finished) >= _UNLIST_BOUND:
+                    # (Taken off before the await: releases meanwhile start a new list.)
+                    await self._batcher.call(("SREM", unlisting[1], *self._unlisting.pop(owner)))
                 return
             # Owned, then unlisted (never the other way round): in order, in one round trip
             # on one Redis; on a Cluster (other slots, other nodes) one after the other.

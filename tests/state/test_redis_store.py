@@ -254,6 +254,34 @@ async def test_finished_workflows_left_listed_are_unlisted_by_the_next_beat_or_o
     assert await redis_client.scard(listed) == 0
 
 
+async def test_a_thousand_finished_workflows_waiting_to_be_unlisted_are_unlisted_at_once(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """Releases with no listing or beat after them leave at most 1000 finished workflows
+    listed: the 1000th release unlists them all in one command of its own."""
+    store = await redis_backend.new(prefix="unlist-bound:")
+    leases = store.leases()
+    listed = keys.replica_workflows_key(store.prefix, "owner-1")
+    ended = [make_state(status=WorkflowStatus.RUNNING) for _ in range(1000)]
+    tokens = await asyncio.gather(
+        *(leases.claim(state.workflow_id, "owner-1", lease_s=60) for state in ended)
+    )
+    await asyncio.gather(
+        *(
+            store.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED), token=t)
+            for state, t in zip(ended, tokens, strict=True)
+        )
+    )
+    sent = store.commands_sent
+    for state in ended[:-1]:
+        await leases.release(state.workflow_id, "owner-1")
+    assert store.commands_sent == sent
+    assert await redis_client.scard(listed) == 1000
+    await leases.release(ended[-1].workflow_id, "owner-1")
+    assert store.commands_sent - sent == 1
+    assert await redis_client.scard(listed) == 0
+
+
 async def test_a_finished_workflow_stays_its_owners_to_finish_after_a_presumed_death(
     redis_backend: RedisBackend,
 ) -> None:
