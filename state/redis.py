@@ -366,12 +366,12 @@ class RedisStateStore:
         )
         mode = _WHOLE if terminal or first else _PARTIAL
         try:  # (not `_translate`: a context manager per save costs ~1.6 µs; see there)
-            if first or terminal:
-                written, _ = await in_order(
-                    self._write(state, fields, token, mode=mode), self._index(state)
-                )
+            write = self._write(state, fields, token, mode=mode)
+            indexed = self._index(state) if first or terminal else None
+            if indexed is None:
+                written = await write
             else:
-                written = await self._write(state, fields, token, mode=mode)
+                written, _ = await in_order(write, indexed)
             if written == -2:  # the document expired (or another replica wrote it): send it whole
                 changes = self._fields.changes(state, full=True)
                 fields = changes.fields
@@ -402,10 +402,12 @@ class RedisStateStore:
                 token = FIRST_GENERATION
                 listed = await self._leases.listing(workflow_id, state.owner, lease_s=lease_s)
             write = self._write(state, changes.fields, token, mode=_NEW)
+            indexed = self._index(state)
+            assert indexed is not None  # (a running workflow's first write always lists it)
             if listed is None:
-                written, _ = await in_order(write, self._index(state))
+                written, _ = await in_order(write, indexed)
             else:
-                written, _, _ = await in_order(write, listed, self._index(state))
+                written, _, _ = await in_order(write, listed, indexed)
             if written != 1 and token is not None and state.owner:
                 owned = keys.replica_workflows_key(self._prefix, state.owner)
                 await self._batcher.call(("SREM", owned, workflow_id))
@@ -417,10 +419,11 @@ class RedisStateStore:
         self._fields.remember(changes)
         return token
 
-    def _index(self, state: WorkflowState) -> Awaitable[Any]:
+    def _index(self, state: WorkflowState) -> Awaitable[Any] | None:
         """Queue the history index writes (and a finished workflow's submit key expiry):
         other slots, so commands of their own, in the round trip of the document write
-        queued just before them.
+        queued just before them. None when there is nothing to send (a workflow that ends
+        soon after its first write is indexed once: `state.redis_history`).
 
         They are sent whether or not that write is taken: an entry (or a submit key's
         expiry) for a document another writer holds is what that writer sends too, and
@@ -431,7 +434,8 @@ class RedisStateStore:
         if not (terminal and state.submit_key is not None):
             return indexed  # (no gather of one: a wrapper, and a task when it is a coroutine)
         key = keys.submit_key(self._prefix, state.tenant, state.submit_key)
-        return in_order(indexed, self._batcher.call(("EXPIRE", key, self._retention_s)))
+        expiry = self._batcher.call(("EXPIRE", key, self._retention_s))
+        return expiry if indexed is None else in_order(indexed, expiry)
 
     def _write(
         self, state: WorkflowState, fields: dict[str, bytes], token: int | None, *, mode: str

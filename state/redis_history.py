@@ -3,14 +3,26 @@
 Each shard is two sorted sets under one hash tag (state/keys.py): members
 "<created ms>:<id>" at score 0, read in reverse lexical order (newest first), and
 the same members scored by when the workflow expires. A workflow is indexed at
-its first write (expiring with the running TTL) and again when it ends (expiring
-with the retention), by commands of their own: never in a script with the
-workflow's keys, which live in another slot.
+its first write, by commands of their own: never in a script with the workflow's
+keys, which live in another slot.
 
-No entry outlives its document: a page drops (and deletes) an entry whose
-document is gone, and before reading a shard removes the entries whose expiry
-passed — after checking, since a workflow that runs longer than the TTL keeps its
-document alive by writing (its entry's expiry is then pushed on).
+The expiry score is when to check an entry, not a verdict: no entry outlives its
+document, because a page drops (and deletes) an entry whose document is gone, and
+before reading a shard removes the entries whose expiry passed — after checking
+(EXISTS), since a workflow that runs longer than the TTL keeps its document alive by
+writing (its entry's expiry is then pushed on). So a score earlier than the
+document's expiry costs a check more, one later keeps a dead entry a while longer.
+
+The first write scores the entry the running TTL plus a slack (`_SLACK_S`, at most
+the TTL). A workflow whose finished document then expires within that slack (with a
+retention as long as the TTL, the usual one, answered within seconds of its accept)
+needs no second index: its terminal write sends none, and its entry lingers at most
+the slack after its document. Any other is indexed again when it ends, with the
+retention as its expiry.
+
+Each first write also lists its shard's entries whose expiry passed (at most
+`_PRUNE_BATCH`) and prunes them: a shard is swept at the rate it is written, so the
+index stays bounded when nobody lists history.
 """
 
 from __future__ import annotations
@@ -27,8 +39,12 @@ from state.layout import summary
 from state.models import HistoryEntry, WorkflowState
 from state.redis_batch import Batcher, LuaScript
 
-# Expired entries one page prunes per shard (the rest wait for the next page).
+# Expired entries one page (or one first write) prunes per shard (the rest wait for the next).
 _PRUNE_BATCH = 200
+
+# How much later than the running TTL a first write's entry is due for its check (capped
+# at the TTL, so the index's own TTL, twice the longer of TTL and retention, covers it).
+_SLACK_S = 60
 
 # KEYS[1] a shard's index, KEYS[2] its expiry set. ARGV[1] member, ARGV[2] its expiry (ms),
 # ARGV[3] the sets' own TTL (s), ARGV[4] now (ms) to list expired entries ("" not to),
@@ -50,26 +66,41 @@ class RedisHistory:
         self._shards = shards
         self._ttl_s = ttl_s
 
-    def index(self, state: WorkflowState, *, terminal: bool, retention_s: int) -> Awaitable[None]:
-        """List `state` (again, when it ends: with the retention as its expiry).
+    def index(
+        self, state: WorkflowState, *, terminal: bool, retention_s: int
+    ) -> Awaitable[None] | None:
+        """List `state` (again, when it ends: with the retention as its expiry, unless the
+        first write's entry is due for its check no earlier than the finished document
+        expires: then None, nothing is sent).
 
         Queued at once, so it joins the round trip of the document write queued just
-        before it (after it, in order, on one Redis); the result is awaited. A finished
-        workflow's shard is pruned too: only when entries expired does that take a
-        round trip of its own.
+        before it (after it, in order, on one Redis); the result is awaited. A first
+        write sweeps its shard too: only when entries expired does that take a round
+        trip of its own.
         """
+        now = _now_ms()
+        slack_s = min(_SLACK_S, self._ttl_s)
+        if terminal:
+            expires_ms = now + 1000 * retention_s
+            # The first write scored the entry at least `due` (its clock read after created_at):
+            # a document expiring within the slack before that needs no new score.
+            due = int(state.created_at * 1000) + 1000 * (self._ttl_s + slack_s)
+            if due - 1000 * slack_s <= expires_ms <= due:
+                return None
+            swept: int | str = ""  # (a first write sweeps: nothing to prune after this one)
+        else:
+            expires_ms = now + 1000 * (self._ttl_s + slack_s)
+            swept = now
         shard = keys.history_shard(state.workflow_id, self._shards)
         member = member_of(state.created_at, state.workflow_id)
-        now = _now_ms()
-        expires_ms = now + 1000 * (retention_s if terminal else self._ttl_s)
-        # An idle deployment's index goes away whole; busy ones are pruned as they finish.
+        # An idle deployment's index goes away whole; busy ones are pruned as they are written.
         horizon_s = max(retention_s, self._ttl_s) * 2
         expired = self._batcher.eval(
             _INDEX,
             (keys.history_key(self._prefix, shard), keys.history_expiry_key(self._prefix, shard)),
-            (member, expires_ms, horizon_s, now if terminal else "", _PRUNE_BATCH),
+            (member, expires_ms, horizon_s, swept, _PRUNE_BATCH),
         )
-        if not terminal:
+        if terminal:
             return expired  # lists nothing expired (ARGV[4] ""): nothing to prune after it
         return self._indexed(shard, expired)
 

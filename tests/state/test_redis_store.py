@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from state import keys
 from state.cancellations import CancellationStream
-from state.history import HistoryPage, HistoryQuery
+from state.history import HistoryPage, HistoryQuery, member_of
 from state.models import HistoryEntry, WorkflowStatus
 from state.redis import RedisStateStore
 from state.store import LeaseLost, StateStoreError
@@ -670,3 +670,75 @@ async def test_a_heartbeat_after_redis_lost_everything_takes_the_workflow_back(
     assert await store.save(state, token=token)  # the restored generation is the token
     with pytest.raises(LeaseLost):
         await store.save(state, token=token + 1)
+
+
+async def _expiry_score(
+    redis_client: aioredis.Redis, store: RedisStateStore, state: Any
+) -> float | None:
+    member = member_of(state.created_at, state.workflow_id)
+    score: float | None = await redis_client.zscore(
+        keys.history_expiry_key(store.prefix, 0), member
+    )
+    return score
+
+
+async def test_a_workflow_ending_soon_after_its_accept_is_indexed_once(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """Its accept's history entry is due for its check no earlier than the finished
+    document expires (and at most the slack later): the terminal write sends the save
+    only, and the history still lists it."""
+    store = await redis_backend.new(prefix="hist-once:", history_shards=1)
+    state = make_state(status=WorkflowStatus.RUNNING)
+    state.created_at = time.time()
+    await store.accept(state)
+    sent = store.commands_sent
+    assert await store.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED))
+    assert store.commands_sent - sent == 1
+    doc_pttl = await redis_client.pttl(keys.workflow_key(store.prefix, state.workflow_id))
+    doc_expires_ms = time.time() * 1000 + doc_pttl
+    score = await _expiry_score(redis_client, store, state)
+    assert score is not None
+    assert doc_expires_ms - 1000 <= score <= doc_expires_ms + 61_000
+    page = await store.history(HistoryQuery())
+    assert [e.workflow_id for e in page.entries] == [state.workflow_id]
+
+
+async def test_a_workflow_ending_long_after_its_accept_is_indexed_again(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """Ended later than the slack after its entry's first due time, it is indexed again
+    with the retention as its expiry, in the terminal write's round trip."""
+    store = await redis_backend.new(prefix="hist-again:", ttl_s=100, history_shards=1)
+    state = make_state(status=WorkflowStatus.RUNNING)
+    state.created_at = time.time() - 200  # accepted long ago (its entry due at +160 s)
+    await store.accept(state)
+    sent, trips = store.commands_sent, store.round_trips
+    assert await store.save(msgspec.structs.replace(state, status=WorkflowStatus.COMPLETED))
+    assert (store.commands_sent - sent, store.round_trips - trips) == (2, 1)
+    score = await _expiry_score(redis_client, store, state)
+    assert score is not None
+    assert abs(score - (time.time() + store.retention_s) * 1000) < 5_000
+
+
+async def test_a_first_write_prunes_its_shards_expired_entries(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """An accept sweeps its shard as a terminal write did: an entry whose expiry passed is
+    dropped when its document is gone, and pushed on by the TTL when it still lives."""
+    store = await redis_backend.new(prefix="hist-sweep:", ttl_s=100, history_shards=1)
+    index = keys.history_key(store.prefix, 0)
+    expiry = keys.history_expiry_key(store.prefix, 0)
+    alive = make_state(status=WorkflowStatus.RUNNING)
+    await store.accept(alive)
+    alive_member = member_of(alive.created_at, alive.workflow_id)
+    dead_member = keys.history_member(int(time.time() * 1000), new_id())  # no document
+    past_ms = int(time.time() * 1000) - 1000
+    await redis_client.zadd(index, {dead_member: 0})
+    await redis_client.zadd(expiry, {dead_member: past_ms, alive_member: past_ms})
+
+    await store.accept(make_state(status=WorkflowStatus.RUNNING))
+    assert await redis_client.zscore(index, dead_member) is None
+    assert await redis_client.zscore(expiry, dead_member) is None
+    pushed = await redis_client.zscore(expiry, alive_member)
+    assert pushed is not None and pushed > time.time() * 1000 + 90_000
