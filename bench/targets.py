@@ -284,9 +284,15 @@ async def _writes_per_workflow(
 
         appends = 0
 
-        async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+        async def save(
+            self,
+            state: WorkflowState,
+            *,
+            token: int | None = None,
+            events: Sequence[Mapping[str, Any]] = (),
+        ) -> bool:
             self.saves += 1
-            return await super().save(state, token=token)
+            return await super().save(state, token=token, events=events)
 
         async def append_events(
             self, workflow_id: str, events: Sequence[Mapping[str, Any]]

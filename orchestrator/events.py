@@ -13,7 +13,10 @@ the lifecycle:
   `step.retrying` with the next attempt and the delay before it;
 - `finish(state)` once the terminal document is written: an event for every step
   whose last change was not told (e.g. the steps an abort cancelled), then the
-  terminal `workflow.<status>` event, always the last one.
+  terminal `workflow.<status>` event, always the last one;
+- or, instead, `last(state)` just before the terminal write: the same events, handed to
+  the write to carry (`StateStore.save(events=...)`), so they cost no operation of
+  their own after the answer (on Redis a script and a round trip per workflow).
 
 Events are progress, not state: the document stays the truth. An event the store
 fails to take is logged and dropped; the terminal event is still attempted.
@@ -141,7 +144,7 @@ class EventRecorder:
     # One per workflow run: slots, not a dict per instance.
     __slots__ = (
         "_appending", "_busy", "_clock", "_delay_s", "_failed", "_flusher", "_queue",
-        "_queued", "_status", "_store", "_told", "_workflow_id",
+        "_last", "_queued", "_status", "_store", "_told", "_workflow_id",
     )
 
     def __init__(
@@ -172,6 +175,8 @@ class EventRecorder:
         # (most appends are waited for by nobody: no future made and resolved for each).
         self._appending: asyncio.Future[None] | None = None
         self._failed = 0
+        # What `last` handed to the terminal write (handed again if that write is retried).
+        self._last: list[Event] | None = None
 
     def workflow(self, state: WorkflowState) -> None:
         if state.status is self._status or state.status.is_terminal:
@@ -215,6 +220,33 @@ class EventRecorder:
         self._push(workflow_event(state, self._clock()))
         self._queued = False
         return self._append_queued(last=True)
+
+    def last(self, state: WorkflowState) -> list[Event] | None:
+        """The run's last events (what is queued, what is left untold, then the terminal
+        event), taken for the terminal write to carry: `finish` then has nothing to do.
+
+        None while an append is in flight: the events follow it, by `finish` (an append
+        sent later on another connection could reach Redis first)."""
+        if self._last is not None:
+            return self._last
+        if self._busy:
+            return None
+        queued, self._queued = self._queued, True  # (as in `finish`: nothing queued anew)
+        told = self._told
+        for run in state.steps.values():
+            if told.get(run.step_id) is not run.status:
+                self.node(run)
+        self._queued = queued
+        queue = self._queue
+        last = self._last = list(queue)
+        queue.clear()
+        last.append(workflow_event(state, self._clock()))
+        return last
+
+    @property
+    def carried(self) -> bool:
+        """True once `last` handed the run's last events to the terminal write."""
+        return self._last is not None
 
     def _push(self, event: Event) -> None:
         self._queue.append(event)

@@ -41,7 +41,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -806,10 +806,10 @@ class WorkflowOrchestrator:
         # Bound once, in this workflow's own task: every line and every agent call made
         # from here on, in any node task it spawns, carries / reports to them.
         structlog.contextvars.bind_contextvars(workflow_id=state.workflow_id)
-        writer = self._writer(running)
         events = EventRecorder(
             self.store, state, delay_s=self._write_delay_s, flusher=self._write_behind
         )
+        writer = self._writer(running, events)
         retry_listener.set(events.retrying)
 
         recorded = False
@@ -883,13 +883,21 @@ class WorkflowOrchestrator:
         record_end()
         running.mark_finished()
 
-    def _writer(self, running: _Running) -> StateWriter:
+    def _writer(self, running: _Running, events: EventRecorder) -> StateWriter:
         token = running.token
 
         def persist(current: WorkflowState) -> Awaitable[bool]:
             # `_persist`'s own coroutine, handed back: no frame of this one around every write.
             if running.fenced:
                 return _not_written()
+            if current.status.is_terminal:
+                # The run's last events go with its terminal document (one operation, on
+                # Redis one script): nothing is left to append after the answer. They are
+                # appended after the document in that operation, so a reader told of the
+                # terminal event finds the document finished.
+                last = events.last(current)
+                if last is not None:
+                    return self._persist(current, token, last)
             return self._persist(current, token)
 
         return StateWriter(
@@ -924,6 +932,12 @@ class WorkflowOrchestrator:
             await self._release(state.workflow_id)
         elif writer.final:
             log.info("workflow_finished", status=_STATUS_TEXT[state.status])
+            if events.carried:
+                # Its last events went with the terminal write; the release sends nothing
+                # of its own as a rule: no I/O to let the answer go before.
+                if self._leases is not None:
+                    await self._release(state.workflow_id)
+                return
             if running.waited and not self._in_turn:
                 # The callers `_mark_finished` woke answer first: the last events and the
                 # lease release are housekeeping, off the response's path. Their Redis
@@ -992,8 +1006,11 @@ class WorkflowOrchestrator:
         except Exception:  # the lease then lapses and the reconciler tidies the index
             log.warning("lease_release_failed", workflow_id=workflow_id, exc_info=True)
 
-    async def _persist(self, state: WorkflowState, token: int | None) -> bool:
-        """Save `state` until the store holds it (or an already terminal copy).
+    async def _persist(
+        self, state: WorkflowState, token: int | None, events: Sequence[Mapping[str, Any]] = ()
+    ) -> bool:
+        """Save `state` (with `events`, a terminal write's last ones) until the store holds
+        it (or an already terminal copy).
 
         A store error is retried with jittered backoff for as long as it lasts: a
         running workflow's writes are kept, never dropped. False when this replica
@@ -1005,7 +1022,7 @@ class WorkflowOrchestrator:
             state.updated_at = time.time()
             try:
                 # False: the stored copy is terminal already, which is just as final.
-                await self.store.save(state, token=token)
+                await self.store.save(state, token=token, events=events)
                 self._set_write_failing(state.workflow_id, False)
                 return True
             except LeaseLost:

@@ -63,10 +63,16 @@ class MeteredStore:
     def schedules(self) -> ScheduleStore:
         return self.inner.schedules()
 
-    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+    async def save(
+        self,
+        state: WorkflowState,
+        *,
+        token: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
         started = time.perf_counter()
         try:
-            return await self.inner.save(state, token=token)
+            return await self.inner.save(state, token=token, events=events)
         except Exception:
             self._errors["save"].inc()
             raise

@@ -173,7 +173,13 @@ class MemoryStateStore:
     def _sweep_interval(self) -> float:
         return min(float(self._ttl_s), _MAX_SWEEP_INTERVAL_S)
 
-    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+    async def save(
+        self,
+        state: WorkflowState,
+        *,
+        token: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
         now = self._clock()
         workflow_id = state.workflow_id
         stored = self._live_doc(workflow_id, now)
@@ -195,6 +201,11 @@ class MemoryStateStore:
         if terminal and stored is not None and stored.watched:
             for subscriber in self._finish_subscribers:
                 subscriber.queue.put_nowait(workflow_id)
+        if events:
+            # After the document, expiring with it, as on Redis (before an eviction, which
+            # drops the log with the document).
+            expires_at = now + (self._retention_s if terminal else self._ttl_s)
+            self._append(workflow_id, events, now, expires_at)
         if terminal:
             self._evict()
         if now >= self._next_sweep:  # (checked here: no call on every write)
@@ -398,14 +409,19 @@ class MemoryStateStore:
         if not events:
             raise ValueError("append_events needs at least one event")
         now = self._clock()
+        return self._append(workflow_id, events, now, now + self._ttl_s)
+
+    def _append(
+        self, workflow_id: str, events: Sequence[Mapping[str, Any]], now: float, expires_at: float
+    ) -> int:
         # A right-sized copy: orjson (3.12 on) hands back its whole write buffer, 4 KB or
         # more whatever the batch's length (a 300-byte event would hold 4 KB while kept).
         # Document fields need no copy: msgspec and zlib return bytes of their length.
         blob = bytes(memoryview(orjson.dumps(events if type(events) is list else list(events))))
         log = self._live_events(workflow_id, now)
         if log is None:
-            log = self._events[workflow_id] = _EventLog(expires_at=now + self._ttl_s)
-        log.expires_at = now + self._ttl_s
+            log = self._events[workflow_id] = _EventLog(expires_at=expires_at)
+        log.expires_at = expires_at
         first = log.add(blob, len(events))
         for queue in self._event_subscribers.get(workflow_id, ()):
             for seq, event in enumerate(orjson.loads(blob), start=first):

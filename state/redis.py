@@ -14,8 +14,10 @@ one expiry and a reader never sees half a transition:
   and the workflow's spec is not there; otherwise write the fields sent (the
   header and the changed steps, or the compacted final document) and (re)set the
   TTL of every key of the workflow (the retention, for a finished one), and when
-  a *watched* workflow ends PUBLISH its id on the finished channel. The fence is
-  checked inside the writing script: no claim can slip in between.
+  a *watched* workflow ends PUBLISH its id on the finished channel. A terminal
+  write carries the run's last events too (appended after the document, as the
+  events script appends them): no command of their own after the answer. The fence
+  is checked inside the writing script: no claim can slip in between.
 - cancel, pause, resume: set (or clear) the flag with the document's remaining
   TTL, then publish the id to the owner's channel only (SPUBLISH on a Cluster),
   or to the prefix's channel when nobody claimed the workflow. The flag is set
@@ -97,11 +99,15 @@ _COMPRESS_FROM = 4 * 1024
 # What a new workflow's first claim gives: CLAIM's HINCRBY on a fresh hash (state.leases).
 FIRST_GENERATION = 1
 
-# KEYS[1] workflow hash, KEYS[2] cancel flag.
+# KEYS: `keys.refreshed_keys` (the hash, the cancel and pause flags, the event log and its
+# watched flag).
 # ARGV[1] the writer's lease token ("" for none), ARGV[2] status, ARGV[3] TTL seconds,
 # ARGV[4] _WHOLE, _PARTIAL or _NEW (above), ARGV[5] finished channel, ARGV[6] workflow id,
-# ARGV[7] owner, then field/value pairs. A _NEW write with a token is the workflow's
-# first claim too: the token becomes its generation and ARGV[7] its owner.
+# ARGV[7] owner, ARGV[8] how many events end ARGV (E), ARGV[9] the events' channel, then
+# field/value pairs, then the E events' JSON. A _NEW write with a token is the workflow's
+# first claim too: the token becomes its generation and ARGV[7] its owner. The events (a
+# terminal write's last ones) are appended as `_APPEND_EVENTS` appends them, after the
+# document and only when it is written: a reader told of them finds the document written.
 # Returns -1 stale token, 0 already terminal, -2 partial write of a missing document,
 # -3 a new workflow's id is taken, 1 written.
 _SAVE = LuaScript(f"""
@@ -129,12 +135,22 @@ if terminal[ARGV[2]] then
   -- The owner's hold ends with its workflow: the ownership goes with the compaction
   -- (what the lease release that follows would drop; see RedisLeases.release).
 end
-local n = #ARGV  -- the status is the first pair (the client puts it there)
-for i = 8, n, 1000 do  -- chunks: unpack() of a 10,000-step first write would overflow the stack
+local last = #ARGV
+local n = last - tonumber(ARGV[8])  -- the status is the first pair (the client puts it there)
+for i = 10, n, 1000 do  -- chunks: unpack() of a 10,000-step first write would overflow the stack
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, n)))
+end
+local seq = 0
+for i = n + 1, last, 1000 do
+  seq = redis.call('RPUSH', KEYS[4], unpack(ARGV, i, math.min(i + 999, last)))
 end
 for i = 1, #KEYS do
   redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+if seq > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+  for i = n + 1, last do
+    redis.call('PUBLISH', ARGV[9], (seq - last + i) .. ' ' .. ARGV[i])
+  end
 end
 if terminal[ARGV[2]] and stored[4] then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
@@ -355,7 +371,13 @@ class RedisStateStore:
         """Schedules on the same Redis and prefix (shared by every replica)."""
         return self._schedule_store
 
-    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+    async def save(
+        self,
+        state: WorkflowState,
+        *,
+        token: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
         workflow_id = state.workflow_id
         terminal = state.status.is_terminal
         first = not self._fields.knows(workflow_id)
@@ -366,7 +388,7 @@ class RedisStateStore:
         )
         mode = _WHOLE if terminal or first else _PARTIAL
         try:  # (not `_translate`: a context manager per save costs ~1.6 µs; see there)
-            write = self._write(state, fields, token, mode=mode)
+            write = self._write(state, fields, token, mode=mode, events=events)
             indexed = self._index(state) if first or terminal else None
             if indexed is None:
                 written = await write
@@ -375,7 +397,7 @@ class RedisStateStore:
             if written == -2:  # the document expired (or another replica wrote it): send it whole
                 changes = self._fields.changes(state, full=True)
                 fields = changes.fields
-                written = await self._write(state, fields, token, mode=_WHOLE)
+                written = await self._write(state, fields, token, mode=_WHOLE, events=events)
         except (RedisError, OSError) as exc:
             raise _store_error("save", workflow_id, exc) from exc
         if written == -1:
@@ -438,7 +460,13 @@ class RedisStateStore:
         return expiry if indexed is None else in_order(indexed, expiry)
 
     def _write(
-        self, state: WorkflowState, fields: dict[str, bytes], token: int | None, *, mode: str
+        self,
+        state: WorkflowState,
+        fields: dict[str, bytes],
+        token: int | None,
+        *,
+        mode: str,
+        events: Sequence[Mapping[str, Any]] = (),
     ) -> Awaitable[Any]:
         """Queue the save script now (`_SAVE` says what it answers); await the reply."""
         workflow_id = state.workflow_id
@@ -451,11 +479,15 @@ class RedisStateStore:
             keys.finished_channel(self._prefix),
             workflow_id,
             state.owner or "",
+            len(events),
+            keys.events_channel(self._prefix, workflow_id) if events else "",
             keys.DOC_STATUS_FIELD,
             state.status.value,
         ]
         for name, value in fields.items():
             args += (name, value)
+        if events:
+            args += map(orjson.dumps, events)
         script_keys = keys.refreshed_keys(self._prefix, workflow_id)
         return self._batcher.eval(_SAVE, script_keys, args)
 

@@ -157,8 +157,20 @@ class StateStore(Protocol):
         """
         ...
 
-    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+    async def save(
+        self,
+        state: WorkflowState,
+        *,
+        token: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
         """Write the document and refresh the workflow's TTL; False if already terminal.
+
+        `events` (a terminal write's last events) are appended to the workflow's event log
+        in the same operation, after the document, as `append_events` would append them,
+        and only when the document is written (True): an already terminal one had its
+        last events told by whoever ended it (or by this very write, when its answer was
+        lost and it is sent again). On Redis that is one script, not a command more.
 
         Raises `LeaseLost` (writing nothing) when `token` is not the current lease
         generation of the workflow.

@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator.events import TERMINAL_EVENTS
 from state.memory import MemoryStateStore
+from state.models import WorkflowState
 from state.redis import RedisStateStore
 from state.store import StateStoreError
 from tests.integration.conftest import Agents
@@ -212,7 +213,17 @@ async def test_a_client_that_has_the_end_gets_204(api: Any) -> None:
 
 
 class LosingStore(MemoryStateStore):
-    """Keeps documents but loses every event (as a store outage during the run would)."""
+    """Keeps documents but loses every event (as a store outage during the run would),
+    those a terminal write carries too."""
+
+    async def save(
+        self,
+        state: WorkflowState,
+        *,
+        token: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
+        return await super().save(state, token=token)
 
     async def append_event(self, workflow_id: str, event: Mapping[str, Any]) -> int:
         raise StateStoreError("lost", backend="memory", operation="append_event")
@@ -234,11 +245,28 @@ async def test_a_finished_workflow_without_events_ends_from_its_document(api: An
 
 
 class LateEndStore(MemoryStateStore):
-    """Holds the terminal event's write until `release` is set (a slow last write)."""
+    """Holds the terminal event's write until `release` is set (a slow last write). The
+    events a terminal write carries land after it, once released (as when the run's last
+    events follow an append still in flight at its end)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
+        self.late: set[asyncio.Task[int]] = set()
+
+    async def save(
+        self,
+        state: WorkflowState,
+        *,
+        token: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
+        written = await super().save(state, token=token)
+        if written and events:
+            late = asyncio.create_task(self.append_events(state.workflow_id, events))
+            self.late.add(late)
+            late.add_done_callback(self.late.discard)
+        return written
 
     @property
     def completes_in_turn(self) -> bool:

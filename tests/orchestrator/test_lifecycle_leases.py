@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -87,10 +87,16 @@ class OutageStore(MemoryStateStore):
             self.refused_while_down += 1
             raise StateStoreError("store down", backend="memory", operation=operation)
 
-    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+    async def save(
+        self,
+        state: WorkflowState,
+        *,
+        token: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
         self._check("save")
         try:
-            return await super().save(state, token=token)
+            return await super().save(state, token=token, events=events)
         finally:
             saved, self._saved = self._saved, asyncio.Event()
             saved.set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -44,6 +44,9 @@ class RecordingStore(MemoryStateStore):
     def __init__(self, *, all_cancelled: bool = False) -> None:
         super().__init__()
         self.saved: list[WorkflowStatus] = []
+        # The event types each terminal save carried, and how many appends came apart.
+        self.carried: list[list[str]] = []
+        self.appends = 0
         self.all_cancelled = all_cancelled
         self.flag_reads = 0
 
@@ -51,9 +54,17 @@ class RecordingStore(MemoryStateStore):
     def completes_in_turn(self) -> bool:
         return False  # its saves yield to the loop
 
-    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+    async def save(
+        self,
+        state: WorkflowState,
+        *,
+        token: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
         self.saved.append(state.status)
-        written = await super().save(state, token=token)
+        if state.status.is_terminal:
+            self.carried.append([e["type"] for e in events])
+        written = await super().save(state, token=token, events=events)
         await asyncio.sleep(0)
         return written
 
@@ -63,6 +74,10 @@ class RecordingStore(MemoryStateStore):
         token = await super().accept(state, lease_s=lease_s)
         await asyncio.sleep(0)
         return token
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        self.appends += 1
+        return await super().append_events(workflow_id, events)
 
     async def cancel_requested(self, workflow_id: str) -> bool:
         self.flag_reads += 1
@@ -177,6 +192,31 @@ async def test_a_finished_workflow_is_written_terminal_exactly_once(
     stored = await store.get(state.workflow_id)
     assert stored is not None
     assert {**stored.to_dict(), "updated_at": None} == {**done.to_dict(), "updated_at": None}
+
+
+async def test_the_terminal_write_carries_the_runs_last_events(
+    http: httpx.AsyncClient, registry: AgentRegistry, chain: CompiledWorkflow
+) -> None:
+    """A workflow that ends within the write-behind delay appends no events of its own:
+    every event of its run goes with its terminal document (one store operation, after
+    the document), in order, the terminal event last."""
+    store = RecordingStore()
+    runner = DagEngine(
+        agents=AgentClient(registry, HttpxTransport(http)),
+        registry=registry,
+        kinds=default_kinds(),
+        builtins=BUILTIN_FALLBACKS,
+    )
+    orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner, write_delay_s=3600.0)
+    await orchestrator.start()
+    state = await orchestrator.submit(chain, {"query": "revenue by region"})
+    await orchestrator.wait(state.workflow_id)
+    await orchestrator.close()  # (its housekeeping done)
+    logged = [e["type"] for _, e in await store.events_since(state.workflow_id)]
+    assert store.carried == [logged]
+    assert store.appends == 0
+    assert logged[0] == "workflow.running" and logged[-1] == "workflow.completed"
+    assert logged.count("step.completed") == len(chain.nodes)
 
 
 @pytest.mark.parametrize("store", [True], indirect=True)

@@ -153,3 +153,49 @@ async def test_reading_from_any_number_gives_the_same_tail_whatever_the_batches(
     assert n == sum(sizes)
     for after in range(n + 2):
         assert await store.events_since(workflow_id, after) == every[after:]
+
+
+async def test_a_terminal_write_appends_the_events_it_carries_after_its_document(
+    backend: Backend,
+) -> None:
+    """`save(events=...)` appends them after the document in one operation, numbered after
+    the log's; a subscriber (on any replica) told of them finds the document written."""
+    store = await backend.new()
+    peer = await backend.peer(store)
+    state = make_state(status=WorkflowStatus.RUNNING)
+    assert await store.save(state)
+    await store.append_event(state.workflow_id, {"n": 1})
+    state.status = WorkflowStatus.COMPLETED
+    async with await peer.subscribe_events(state.workflow_id) as stream:
+        assert await store.save(state, events=[{"n": 2}, {"type": "workflow.completed"}])
+        assert await next_event(stream) == (2, {"n": 2})
+        stored = await peer.get(state.workflow_id)
+        assert stored is not None and stored.status is WorkflowStatus.COMPLETED
+        assert await next_event(stream) == (3, {"type": "workflow.completed"})
+    assert await store.events_since(state.workflow_id) == [
+        (1, {"n": 1}),
+        (2, {"n": 2}),
+        (3, {"type": "workflow.completed"}),
+    ]
+
+
+async def test_an_already_terminal_document_takes_no_events(store: StateStore) -> None:
+    """A save refused as already terminal appends nothing: whoever ended the workflow
+    told its end (or this very write did, when its answer was lost and it is sent again)."""
+    state = make_state(status=WorkflowStatus.FAILED)
+    assert await store.save(state, events=[{"type": "workflow.failed"}])
+    assert not await store.save(state, events=[{"type": "workflow.failed"}])
+    assert await store.events_since(state.workflow_id) == [(1, {"type": "workflow.failed"})]
+
+
+async def test_the_events_a_terminal_write_carries_expire_with_its_document(
+    backend: Backend,
+) -> None:
+    """Carried by the terminal write, the log gets the retention, as the document does."""
+    store = await backend.new(ttl_s=100, retention_s=10)
+    state = make_state(status=WorkflowStatus.COMPLETED)
+    assert await store.save(state, events=[{"type": "workflow.completed"}])
+    await backend.elapse(store, state.workflow_id, 9)
+    assert len(await store.events_since(state.workflow_id)) == 1
+    await backend.elapse(store, state.workflow_id, 2)
+    assert await store.events_since(state.workflow_id) == []

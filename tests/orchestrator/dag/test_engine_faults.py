@@ -11,7 +11,7 @@ faults) that it says `internal_error`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import pytest
@@ -223,12 +223,18 @@ class FlakyStore(MemoryStateStore):
         self.saves = 0
         self.fail_at = fail_at
 
-    async def save(self, state: WorkflowState, *, token: int | None = None) -> bool:
+    async def save(
+        self,
+        state: WorkflowState,
+        *,
+        token: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
         self.saves += 1
         await asyncio.sleep(0)
         if self.saves == self.fail_at:
             raise ConnectionError("store away")
-        return await super().save(state, token=token)
+        return await super().save(state, token=token, events=events)
 
 
 async def test_a_failed_state_write_at_every_point_still_leaves_a_terminal_document() -> None:
