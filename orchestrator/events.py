@@ -210,7 +210,10 @@ class EventRecorder:
         """Tell what is left, then the terminal event, now; the append of them all to await.
 
         Appended in the caller's task: neither the delay nor the flusher's queue is waited.
-        The append's own coroutine is handed back: no coroutine of this method's around it."""
+        The append's own coroutine is handed back: no coroutine of this method's around it.
+        Nothing to do once `last` handed them to the terminal write."""
+        if self._last is not None:
+            return _nothing()
         self._queued = True  # what is pushed from here on is appended below, not queued
         told = self._told
         for run in state.steps.values():
@@ -297,3 +300,7 @@ class EventRecorder:
                 appending.set_result(None)
         if last and self._failed:
             log.warning("events_dropped", count=self._failed)
+
+
+async def _nothing() -> None:
+    """`finish` once the terminal write carried the run's last events."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -232,3 +233,61 @@ async def test_queued_events_are_appended_all_in_order_in_batches_of_at_most_500
     assert store.batches == [500] * (count // 500) + ([count % 500] if count % 500 else [])
     logged = await store.events_since("w1")
     assert [e["attempt"] for _, e in logged] == list(range(count))
+
+
+class HeldAppends(MemoryStateStore):
+    """Holds every append until `release` is set (an append in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        self.started.set()
+        await self.release.wait()
+        return await super().append_events(workflow_id, events)
+
+
+async def test_last_hands_over_what_is_queued_untold_and_the_terminal_event() -> None:
+    """`last` takes the queue, the steps not told yet and the terminal event, in that
+    order, for the terminal write; the same list again if asked again (a retried write),
+    and neither the flusher's turn nor `finish` appends anything after it."""
+    store = MemoryStateStore()
+    state = workflow()
+    events = EventRecorder(store, state, clock=lambda: 200.0, delay_s=3600.0)
+    state.status = WorkflowStatus.RUNNING
+    events.workflow(state)
+    state.steps["a"].status = NodeStatus.CANCELLED
+    state.status, state.finished_at = WorkflowStatus.CANCELLED, 201.0
+    last = events.last(state)
+    assert last is not None and events.carried
+    assert [e["type"] for e in last] == ["workflow.running", "step.cancelled",
+                                         "workflow.cancelled"]
+    assert events.last(state) is last
+    assert events.write_behind() is None
+    await events.finish(state)
+    assert await store.events_since("w1") == []  # (the terminal write would carry them)
+
+
+async def test_last_leaves_the_end_to_finish_while_an_append_is_in_flight() -> None:
+    """With an append in flight, `last` hands over nothing: the run's last events follow
+    that append, by `finish`, in order."""
+    store = HeldAppends()
+    state = workflow()
+    events = EventRecorder(store, state, clock=lambda: 200.0, delay_s=3600.0)
+    state.status = WorkflowStatus.RUNNING
+    events.workflow(state)
+    owed = events.write_behind()
+    assert owed is not None
+    appending = asyncio.ensure_future(owed)
+    await store.started.wait()  # the append is in flight, held
+    state.status, state.finished_at = WorkflowStatus.COMPLETED, 201.0
+    assert events.last(state) is None and not events.carried
+    store.release.set()
+    await appending
+    await events.finish(state)
+    assert [e["type"] for _, e in await store.events_since("w1")] == [
+        "workflow.running",
+        "workflow.completed",
+    ]
