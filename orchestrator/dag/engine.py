@@ -401,7 +401,7 @@ class _Execution:
         if not previous:
             # A first run (most): every node fresh, with no run to look up for each.
             self.state.steps = {
-                node_id: NodeRun(node_id, cn.node.kind, cn.agent)
+                node_id: NodeRun(node_id, cn.kind_name, cn.agent)
                 for node_id, cn in self.workflow.nodes.items()
             }
             return done
@@ -422,7 +422,7 @@ class _Execution:
                 done.add(node_id)
             else:
                 # Positional (NodeRun's first three fields): one per node run.
-                runs[node_id] = NodeRun(node_id, cn.node.kind, cn.agent)
+                runs[node_id] = NodeRun(node_id, cn.kind_name, cn.agent)
         self.state.steps = runs
         return done
 
@@ -550,7 +550,11 @@ class _Execution:
                 if node_id in done:
                     sorter.done(node_id)
                     continue
-                reason = self._skip_reason(self.workflow.nodes[node_id])
+                # With no node failed or skipped (most runs) every trigger rule is met:
+                # no call per node to find no reason.
+                reason = (
+                    self._skip_reason(self.workflow.nodes[node_id]) if self.unavailable else None
+                )
                 if reason is None:
                     self.runnable.append(node_id)
                     continue
@@ -664,7 +668,9 @@ class _Execution:
             log_node.reset(node_token)
         self.current = node_id
         try:
-            pending = self._settle(node_id, outcome)
+            # How it ended, told to `on_node`, then to `on_transition` (its awaitable).
+            self._settled(node_id, outcome)
+            pending = self.on_transition(self.state)
             if pending is not None:
                 await pending
         finally:
@@ -757,12 +763,6 @@ class _Execution:
         self.current = None
         if stop is not None:
             raise stop
-
-    def _settle(self, node_id: str, outcome: _Outcome) -> Awaitable[None] | None:
-        """Record how a node ended (`_settled`) and hand it to `on_transition`: its
-        awaitable, as `emit` returns it (no coroutine of this method's own per node)."""
-        self._settled(node_id, outcome)
-        return self.on_transition(self.state)
 
     def _settled(self, node_id: str, outcome: _Outcome) -> None:
         """Record how a node ended, told to `on_node` (`on_transition` is the caller's);
