@@ -192,6 +192,9 @@ class DagEngine:
         # Whether a run's task gave the loop a turn (`_Execution.turn`): one callback
         # per turn of the loop for all the runs, not one per run.
         self.turns = LoopTurns()
+        # The loop the last run ran on: a run on it finds its task without asking for
+        # the running loop (`asyncio.get_running_loop` makes a system call, getpid).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def run(
         self,
@@ -323,10 +326,17 @@ class _Execution:
         self.on_transition = on_transition
         self.before_start = before_start
         self.options = workflow.definition.options
-        self.loop = asyncio.get_running_loop()
         # The workflow's task (run() builds this in it): where inline nodes run, the
-        # task every cap of this run's own awaits is on.
-        self.task = asyncio.current_task(self.loop)  # (with its loop: no second getpid)
+        # task every cap of this run's own awaits is on. Looked up on the loop the
+        # engine last ran on: a task current there is this one, on a running loop. Only
+        # a run on another loop (the first, a new loop since) asks for the running one.
+        loop = engine.loop
+        task = None if loop is None else asyncio.current_task(loop)
+        if loop is None or task is None:
+            loop = engine.loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)  # (with its loop: no second getpid)
+        self.loop = loop
+        self.task = task
         defaults = workflow.definition.inputs
         given = state.inputs
         # The definition's defaults under what was given; with no defaults, the state's
