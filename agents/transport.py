@@ -233,7 +233,7 @@ class AiohttpTransport:
         self._watches: dict[asyncio.Task[Any], _AnswerWatch] = {}
         # The loop the session was made in (the only one it serves): a request finds its
         # task there, without `asyncio.current_task()` asking for the running loop (a
-        # system call, getpid, ~0.5 us: two per request).
+        # system call, getpid: two per request).
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _open(self) -> aiohttp.ClientSession:

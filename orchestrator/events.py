@@ -173,7 +173,7 @@ class EventRecorder:
         self._appending: asyncio.Future[None] | None = None
         self._failed = 0
         # The loop this run's events are queued on, looked up at the first burst and
-        # kept: `asyncio.get_running_loop` makes a system call (getpid, ~0.5 us) each
+        # kept: `asyncio.get_running_loop` makes a system call (getpid) each
         # time, and a run starts a burst at every node boundary. A recorder serves one
         # run, in one task: its loop never changes.
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -628,7 +628,7 @@ class _Execution:
             # its agent (`attempt` 0 until the agent client makes one): set here, in the
             # copy the task runs in, not by a coroutine of its own around the node. Made
             # on the run's loop (`asyncio.create_task` would ask for the running loop: a
-            # getpid system call per node task, ~0.5 us of a fan-out branch's ~30).
+            # getpid system call per node task).
             context = contextvars.copy_context()
             context.run(log_node.set, (node_id, cn.agent))
             task = self.loop.create_task(
