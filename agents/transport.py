@@ -231,9 +231,14 @@ class AiohttpTransport:
         self._reads = CapTimer()
         # The request each task is waiting on the head of an answer for (`_AnswerWatch`).
         self._watches: dict[asyncio.Task[Any], _AnswerWatch] = {}
+        # The loop the session was made in (the only one it serves): a request finds its
+        # task there, without `asyncio.current_task()` asking for the running loop (a
+        # system call, getpid: two per request).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         # Made inside the running loop: aiohttp binds a session to the loop it is made in.
+        loop = self._loop = asyncio.get_running_loop()
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=self._max_connections,
@@ -243,7 +248,7 @@ class AiohttpTransport:
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             headers={"Accept-Encoding": IDENTITY},
-            response_class=_watched_response(self._reads, self._watches),
+            response_class=_watched_response(self._reads, self._watches, loop),
         )
         return self._session
 
@@ -281,7 +286,7 @@ class AiohttpTransport:
                     await slots.acquire()
             except TimeoutError:
                 raise TransportTimeout("pool", timeouts.pool) from None
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop) or asyncio.current_task()
         assert task is not None  # a transport is used from a task: its caps need one
         watch = self._watches[task] = _AnswerWatch(timeouts.read)
         try:
@@ -387,7 +392,9 @@ class _AnswerWatch:
 
 
 def _watched_response(
-    reads: CapTimer, watches: dict[asyncio.Task[Any], _AnswerWatch]
+    reads: CapTimer,
+    watches: dict[asyncio.Task[Any], _AnswerWatch],
+    loop: asyncio.AbstractEventLoop,
 ) -> type[aiohttp.ClientResponse]:
     """aiohttp's response class (the session's public `response_class`), starting the
     `read` cap of its request (`_AnswerWatch`) when aiohttp starts reading the answer."""
@@ -396,8 +403,9 @@ def _watched_response(
         def start(
             self, connection: aiohttp.connector.Connection
         ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
-            # A plain method handing back aiohttp's coroutine: no frame of its own.
-            task = asyncio.current_task()
+            # A plain method handing back aiohttp's coroutine: no frame of its own. Its
+            # task, found on the session's loop (`loop`: no getpid of get_running_loop).
+            task = asyncio.current_task(loop) or asyncio.current_task()
             watch = None if task is None else watches.get(task)
             if watch is not None:
                 # An earlier start's cap, when aiohttp sends an idempotent request again

@@ -53,14 +53,17 @@ class CompiledNode:
     # The agent the node calls, when it calls exactly one (agent nodes): read three times
     # per node run (its state, its context, its log context), so worked out once here.
     agent: str | None = field(init=False)
+    # The node's id and its kind's name (`node.id`, `node.kind`), read several times per
+    # node run: plain fields, set once per definition, where properties were a Python
+    # call at every read (twelve per chain run).
+    id: str = field(init=False)
+    kind_name: str = field(init=False)
 
     def __post_init__(self) -> None:
         agents = self.compiled.agents
         self.agent = next(iter(agents)) if len(agents) == 1 else None
-
-    @property
-    def id(self) -> str:
-        return self.node.id
+        self.id = self.node.id
+        self.kind_name = self.node.kind
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,6 +192,9 @@ class DagEngine:
         # Whether a run's task gave the loop a turn (`_Execution.turn`): one callback
         # per turn of the loop for all the runs, not one per run.
         self.turns = LoopTurns()
+        # The loop the last run ran on: a run on it finds its task without asking for
+        # the running loop (`asyncio.get_running_loop` makes a system call, getpid).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def run(
         self,
@@ -323,10 +326,17 @@ class _Execution:
         self.on_transition = on_transition
         self.before_start = before_start
         self.options = workflow.definition.options
-        self.loop = asyncio.get_running_loop()
         # The workflow's task (run() builds this in it): where inline nodes run, the
-        # task every cap of this run's own awaits is on.
-        self.task = asyncio.current_task(self.loop)  # (with its loop: no second getpid)
+        # task every cap of this run's own awaits is on. Looked up on the loop the
+        # engine last ran on: a task current there is this one, on a running loop. Only
+        # a run on another loop (the first, a new loop since) asks for the running one.
+        loop = engine.loop
+        task = None if loop is None else asyncio.current_task(loop)
+        if loop is None or task is None:
+            loop = engine.loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)  # (with its loop: no second getpid)
+        self.loop = loop
+        self.task = task
         defaults = workflow.definition.inputs
         given = state.inputs
         # The definition's defaults under what was given; with no defaults, the state's
@@ -401,7 +411,7 @@ class _Execution:
         if not previous:
             # A first run (most): every node fresh, with no run to look up for each.
             self.state.steps = {
-                node_id: NodeRun(node_id, cn.node.kind, cn.agent)
+                node_id: NodeRun(node_id, cn.kind_name, cn.agent)
                 for node_id, cn in self.workflow.nodes.items()
             }
             return done
@@ -422,7 +432,7 @@ class _Execution:
                 done.add(node_id)
             else:
                 # Positional (NodeRun's first three fields): one per node run.
-                runs[node_id] = NodeRun(node_id, cn.node.kind, cn.agent)
+                runs[node_id] = NodeRun(node_id, cn.kind_name, cn.agent)
         self.state.steps = runs
         return done
 
@@ -550,7 +560,11 @@ class _Execution:
                 if node_id in done:
                     sorter.done(node_id)
                     continue
-                reason = self._skip_reason(self.workflow.nodes[node_id])
+                # With no node failed or skipped (most runs) every trigger rule is met:
+                # no call per node to find no reason.
+                reason = (
+                    self._skip_reason(self.workflow.nodes[node_id]) if self.unavailable else None
+                )
                 if reason is None:
                     self.runnable.append(node_id)
                     continue
@@ -612,10 +626,12 @@ class _Execution:
                 continue
             # The node's own task, in a context whose every log line carries the node and
             # its agent (`attempt` 0 until the agent client makes one): set here, in the
-            # copy the task runs in, not by a coroutine of its own around the node.
+            # copy the task runs in, not by a coroutine of its own around the node. Made
+            # on the run's loop (`asyncio.create_task` would ask for the running loop: a
+            # getpid system call per node task).
             context = contextvars.copy_context()
             context.run(log_node.set, (node_id, cn.agent))
-            task = asyncio.create_task(
+            task = self.loop.create_task(
                 self._node(cn, ctx, pre_error), name=f"dag:{node_id}", context=context
             )
             task.add_done_callback(self._node_done)
@@ -664,7 +680,9 @@ class _Execution:
             log_node.reset(node_token)
         self.current = node_id
         try:
-            pending = self._settle(node_id, outcome)
+            # How it ended, told to `on_node`, then to `on_transition` (its awaitable).
+            self._settled(node_id, outcome)
+            pending = self.on_transition(self.state)
             if pending is not None:
                 await pending
         finally:
@@ -757,12 +775,6 @@ class _Execution:
         self.current = None
         if stop is not None:
             raise stop
-
-    def _settle(self, node_id: str, outcome: _Outcome) -> Awaitable[None] | None:
-        """Record how a node ended (`_settled`) and hand it to `on_transition`: its
-        awaitable, as `emit` returns it (no coroutine of this method's own per node)."""
-        self._settled(node_id, outcome)
-        return self.on_transition(self.state)
 
     def _settled(self, node_id: str, outcome: _Outcome) -> None:
         """Record how a node ended, told to `on_node` (`on_transition` is the caller's);

@@ -595,7 +595,9 @@ class Template:
         charged without being walked again; given the ValueSizes itself, parts of the
         values it adopted are measured as keeping them would have (ValueSizes.learn).
         """
-        plan = self._plan_for(missing)
+        plan = self._planned
+        if plan is None or (missing != "error" and missing != "null"):
+            plan = self._plan_for(missing)  # the first render, or a bad `missing`
         if budget is None:
             budget = Budget(ops=DEFAULT_LIMITS.node_ops, nbytes=DEFAULT_LIMITS.node_bytes)
         lazy: ValueSizes | None = None

@@ -341,3 +341,41 @@ async def test_a_deadline_passed_before_the_run_first_waits_for_node_tasks_ends_
         "b": "cancelled",
         "c": "cancelled",
     }
+
+
+def test_one_engine_runs_chains_on_one_loop_after_another(
+    harness: Harness, fake: FakeAgents
+) -> None:
+    """An engine finds a run's task on the loop it last ran on: on a new loop (a second
+    `asyncio.run`) it looks the loop up again, and the run's caps (the workflow's deadline,
+    a node's timeout) are on that run's own task."""
+    engine = harness.runner()
+    definition = {
+        "options": {"timeout_s": 30},
+        "nodes": [
+            agent("a"),
+            agent("b", depends_on=["a"], timeout_s=0.02, fallback={"value": {"v": 1}}),
+            agent("c", depends_on=["b"]),
+        ],
+    }
+    compiled = compile_def(definition)
+
+    async def one(gated: bool) -> WorkflowState:
+        if gated:
+            fake.gate("b")
+        state = new_state(compiled.name)
+
+        async def on_transition(_: WorkflowState) -> None:
+            return None
+
+        run = engine.run(compiled, state, on_transition=on_transition)
+        await asyncio.wait_for(run, timeout=10)  # a guard against a hang only
+        return state
+
+    first = asyncio.run(one(gated=False))
+    second = asyncio.run(one(gated=True))
+    assert first.status is WorkflowStatus.COMPLETED
+    assert second.status is WorkflowStatus.DEGRADED
+    assert second.steps["b"].error is not None
+    assert second.steps["b"].error.type == "node_timeout"
+    assert second.steps["c"].status is NodeStatus.COMPLETED
