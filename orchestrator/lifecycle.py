@@ -41,10 +41,10 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import structlog
 from opentelemetry.trace import Tracer
@@ -325,18 +325,77 @@ class WorkflowOrchestrator:
         # An id made here: nobody could name it, so nobody could cancel it, before the
         # accept wrote it; no flag to read. A control message for it that arrives while
         # the accept is answered is noted (`_on_control`) and acted on once it runs.
+        # The accept runs in the workflow's own task (`_accept_then_run`), which goes on
+        # to run it: carried through a cancel of this caller as `_accept` does, without
+        # a task and a shield of its own.
         self._accepting[state.workflow_id] = False
-        try:
-            token = await self._accept(workflow, state, lease_s)
-        finally:
-            heard = self._accepting.pop(state.workflow_id)
-        self.metrics.record_started(state)
-        # Heard of: its task reads the cancel flag before the first node, and the
-        # control read (as the listener does for a running one) catches a pause too.
-        self._start(workflow, state, token, cancelled=None if heard else False)
-        if heard:
-            self._spawn_control(state.workflow_id)
+        accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(
+            self._accept_then_run(workflow, state, lease_s, accepted),
+            name=f"workflow-{state.workflow_id}",
+        )
+        # Held, and waited for by close(), until it is a running workflow (`_running`).
+        self._finishers.add(task)
+        await accepted
         return state
+
+    async def _accept_then_run(
+        self,
+        workflow: CompiledWorkflow,
+        state: WorkflowState,
+        lease_s: float | None,
+        accepted: asyncio.Future[None],
+    ) -> None:
+        """`submit`'s accept and then the workflow, in the workflow's task.
+
+        `accepted` is the caller's: it learns the accept's outcome from it, and it is
+        only that future, never this task, that a cancel of the caller cancels (aiohttp
+        cancels a request's handler when its client goes away). Redis may take the
+        write all the same, and a workflow accepted but run nowhere would stay pending
+        until its TTL, so an accept that lands after its caller was cancelled starts
+        the workflow cancelled, and it ends so at once, calling no agent: nobody was
+        told its id.
+        """
+        task = cast("asyncio.Task[None]", asyncio.current_task())
+        try:
+            try:
+                token = await self.store.accept(state, lease_s=lease_s)
+            finally:
+                heard = self._accepting.pop(state.workflow_id)
+        except BaseException as exc:
+            self._finishers.discard(task)
+            if not accepted.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    accepted.cancel()
+                else:
+                    accepted.set_exception(exc)
+            if isinstance(exc, Exception):
+                return  # told to the caller (or nothing was accepted for nobody)
+            raise
+        self.metrics.record_started(state)
+        caller_gone = accepted.cancelled()
+        if not caller_gone:
+            accepted.set_result(None)
+        running = self._enter(state, token)
+        running.task = task
+        # Until `_run` runs, a cancel of this task ends it as one of `_start`'s that never
+        # ran: written cancelled by `_on_done`.
+        running.never_ran = never_ran = lambda _: self._on_done(running, cancelled=True)
+        task.add_done_callback(never_ran)
+        self._finishers.discard(task)
+        if caller_gone:
+            cancelled: bool | None = True
+        else:
+            # Heard of: this task reads the cancel flag before the first node, and the
+            # control read (as the listener does for a running one) catches a pause too.
+            cancelled = None if heard else False
+            if heard:
+                self._spawn_control(state.workflow_id)
+            # The caller first, as when its workflow started in a task of its own: `submit`
+            # returns the accepted state before anything runs (a 202 says pending), and
+            # what the caller does in that turn (a cancel) finds the workflow not started.
+            await asyncio.sleep(0)
+        await self._body(workflow, running, cancelled)
 
     async def _accept(
         self, workflow: CompiledWorkflow, state: WorkflowState, lease_s: float | None
@@ -423,19 +482,29 @@ class WorkflowOrchestrator:
         cancelled: bool | None = None,
     ) -> None:
         """Run `workflow` in a task of its own; `cancelled`: its cancel flag, if already read."""
+        running = self._enter(state, token)
+        body = self._body(workflow, running, cancelled)
+        running.task = task = asyncio.create_task(body, name=f"workflow-{state.workflow_id}")
+        running.never_ran = never_ran = lambda _: self._on_done(running, cancelled=True)
+        task.add_done_callback(never_ran)
+
+    def _enter(self, state: WorkflowState, token: int | None) -> _Running:
+        """`state` as a running workflow of this replica (its caller sets its task)."""
         # Only the lease check reads `confirmed_at`: no clock call per run without leases.
         running = _Running(
             state, token, confirmed_at=self._clock() if self._leases is not None else 0.0
         )
-        body = (
+        self._running[state.workflow_id] = running
+        return running
+
+    def _body(
+        self, workflow: CompiledWorkflow, running: _Running, cancelled: bool | None
+    ) -> Coroutine[Any, Any, None]:
+        return (
             self._run(workflow, running, cancelled)
             if self._tracer is None
             else self._traced(self._tracer, workflow, running, cancelled)
         )
-        running.task = task = asyncio.create_task(body, name=f"workflow-{state.workflow_id}")
-        self._running[state.workflow_id] = running
-        running.never_ran = never_ran = lambda _: self._on_done(running, cancelled=True)
-        task.add_done_callback(never_ran)
 
     def _on_done(self, running: _Running, *, cancelled: bool) -> None:
         """The end of a workflow's task: `cancelled` if it ends by a cancel."""
