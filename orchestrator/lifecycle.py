@@ -75,10 +75,6 @@ log = structlog.get_logger(__name__)
 
 # How long a cancel request waits for the workflow to reach its terminal state.
 _CANCEL_WAIT_S = 5.0
-# Loop turns a finished workflow yields before its housekeeping when someone waits for
-# it: a waiter is woken (one turn: `wait` gives each its own future, set directly),
-# then its request task writes the answer (one or two).
-_ANSWER_TURNS = 3
 # Each status's text: reading a StrEnum member's `.value` is a descriptor call each time.
 _STATUS_TEXT = {status: status.value for status in WorkflowStatus}
 # Backoff of a write the store did not take: full jitter, doubling, capped.
@@ -999,8 +995,11 @@ class WorkflowOrchestrator:
                 # commands were sent before a sync answer otherwise (its CPU on the path).
                 # With nobody waiting there is no answer to let go first; with an
                 # in-process store the housekeeping has no I/O, only a few µs of CPU.
-                for _ in range(_ANSWER_TURNS):
-                    await asyncio.sleep(0)
+                # One turn is enough: each waiter's wake-up was queued when the workflow
+                # was marked finished, before this yield queues ours, and a sync request's
+                # task writes its answer in that wake-up's step (aiohttp finishes the
+                # response in the handler's task). tests/integration/test_answer_first.py
+                await asyncio.sleep(0)
             # After the terminal document: a reader told "finished" finds it so. The release
             # then sends nothing of its own when the terminal write ended the ownership (the
             # leases unlist the workflow with their next command): no gather to share a
