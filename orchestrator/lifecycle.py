@@ -332,7 +332,15 @@ class WorkflowOrchestrator:
         )
         # Held, and waited for by close(), until it is a running workflow (`_running`).
         self._finishers.add(task)
-        await accepted
+        try:
+            await accepted
+        except asyncio.CancelledError:
+            # Cancelled after the accept landed, before this caller resumed: the workflow
+            # has not started (its task lets this caller go first), so it ends cancelled
+            # as one whose caller went away mid-accept does.
+            if accepted.done() and not accepted.cancelled() and accepted.exception() is None:
+                task.cancel()
+            raise
         return state
 
     async def _accept_then_run(
