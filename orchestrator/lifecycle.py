@@ -41,10 +41,10 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import structlog
 from opentelemetry.trace import Tracer
@@ -75,10 +75,6 @@ log = structlog.get_logger(__name__)
 
 # How long a cancel request waits for the workflow to reach its terminal state.
 _CANCEL_WAIT_S = 5.0
-# Loop turns a finished workflow yields before its housekeeping when someone waits for
-# it: a waiter is woken (one turn: `wait` gives each its own future, set directly),
-# then its request task writes the answer (one or two).
-_ANSWER_TURNS = 3
 # Each status's text: reading a StrEnum member's `.value` is a descriptor call each time.
 _STATUS_TEXT = {status: status.value for status in WorkflowStatus}
 # Backoff of a write the store did not take: full jitter, doubling, capped.
@@ -325,18 +321,85 @@ class WorkflowOrchestrator:
         # An id made here: nobody could name it, so nobody could cancel it, before the
         # accept wrote it; no flag to read. A control message for it that arrives while
         # the accept is answered is noted (`_on_control`) and acted on once it runs.
+        # The accept runs in the workflow's own task (`_accept_then_run`), which goes on
+        # to run it: carried through a cancel of this caller as `_accept` does, without
+        # a task and a shield of its own.
         self._accepting[state.workflow_id] = False
+        accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(
+            self._accept_then_run(workflow, state, lease_s, accepted),
+            name=f"workflow-{state.workflow_id}",
+        )
+        # Held, and waited for by close(), until it is a running workflow (`_running`).
+        self._finishers.add(task)
         try:
-            token = await self._accept(workflow, state, lease_s)
-        finally:
-            heard = self._accepting.pop(state.workflow_id)
-        self.metrics.record_started(state)
-        # Heard of: its task reads the cancel flag before the first node, and the
-        # control read (as the listener does for a running one) catches a pause too.
-        self._start(workflow, state, token, cancelled=None if heard else False)
-        if heard:
-            self._spawn_control(state.workflow_id)
+            await accepted
+        except asyncio.CancelledError:
+            # Cancelled after the accept landed, before this caller resumed: the workflow
+            # has not started (its task lets this caller go first), so it ends cancelled
+            # as one whose caller went away mid-accept does.
+            if accepted.done() and not accepted.cancelled() and accepted.exception() is None:
+                task.cancel()
+            raise
         return state
+
+    async def _accept_then_run(
+        self,
+        workflow: CompiledWorkflow,
+        state: WorkflowState,
+        lease_s: float | None,
+        accepted: asyncio.Future[None],
+    ) -> None:
+        """`submit`'s accept and then the workflow, in the workflow's task.
+
+        `accepted` is the caller's: it learns the accept's outcome from it, and it is
+        only that future, never this task, that a cancel of the caller cancels (aiohttp
+        cancels a request's handler when its client goes away). Redis may take the
+        write all the same, and a workflow accepted but run nowhere would stay pending
+        until its TTL, so an accept that lands after its caller was cancelled starts
+        the workflow cancelled, and it ends so at once, calling no agent: nobody was
+        told its id.
+        """
+        task = cast("asyncio.Task[None]", asyncio.current_task())
+        try:
+            try:
+                token = await self.store.accept(state, lease_s=lease_s)
+            finally:
+                heard = self._accepting.pop(state.workflow_id)
+        except BaseException as exc:
+            self._finishers.discard(task)
+            if not accepted.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    accepted.cancel()
+                else:
+                    accepted.set_exception(exc)
+            if isinstance(exc, Exception):
+                return  # told to the caller (or nothing was accepted for nobody)
+            raise
+        self.metrics.record_started(state)
+        caller_gone = accepted.cancelled()
+        if not caller_gone:
+            accepted.set_result(None)
+        running = self._enter(state, token)
+        running.task = task
+        # Until `_run` runs, a cancel of this task ends it as one of `_start`'s that never
+        # ran: written cancelled by `_on_done`.
+        running.never_ran = never_ran = lambda _: self._on_done(running, cancelled=True)
+        task.add_done_callback(never_ran)
+        self._finishers.discard(task)
+        if caller_gone:
+            cancelled: bool | None = True
+        else:
+            # Heard of: this task reads the cancel flag before the first node, and the
+            # control read (as the listener does for a running one) catches a pause too.
+            cancelled = None if heard else False
+            if heard:
+                self._spawn_control(state.workflow_id)
+            # The caller first, as when its workflow started in a task of its own: `submit`
+            # returns the accepted state before anything runs (a 202 says pending), and
+            # what the caller does in that turn (a cancel) finds the workflow not started.
+            await asyncio.sleep(0)
+        await self._body(workflow, running, cancelled)
 
     async def _accept(
         self, workflow: CompiledWorkflow, state: WorkflowState, lease_s: float | None
@@ -423,19 +486,29 @@ class WorkflowOrchestrator:
         cancelled: bool | None = None,
     ) -> None:
         """Run `workflow` in a task of its own; `cancelled`: its cancel flag, if already read."""
+        running = self._enter(state, token)
+        body = self._body(workflow, running, cancelled)
+        running.task = task = asyncio.create_task(body, name=f"workflow-{state.workflow_id}")
+        running.never_ran = never_ran = lambda _: self._on_done(running, cancelled=True)
+        task.add_done_callback(never_ran)
+
+    def _enter(self, state: WorkflowState, token: int | None) -> _Running:
+        """`state` as a running workflow of this replica (its caller sets its task)."""
         # Only the lease check reads `confirmed_at`: no clock call per run without leases.
         running = _Running(
             state, token, confirmed_at=self._clock() if self._leases is not None else 0.0
         )
-        body = (
+        self._running[state.workflow_id] = running
+        return running
+
+    def _body(
+        self, workflow: CompiledWorkflow, running: _Running, cancelled: bool | None
+    ) -> Coroutine[Any, Any, None]:
+        return (
             self._run(workflow, running, cancelled)
             if self._tracer is None
             else self._traced(self._tracer, workflow, running, cancelled)
         )
-        running.task = task = asyncio.create_task(body, name=f"workflow-{state.workflow_id}")
-        self._running[state.workflow_id] = running
-        running.never_ran = never_ran = lambda _: self._on_done(running, cancelled=True)
-        task.add_done_callback(never_ran)
 
     def _on_done(self, running: _Running, *, cancelled: bool) -> None:
         """The end of a workflow's task: `cancelled` if it ends by a cancel."""
@@ -944,8 +1017,11 @@ class WorkflowOrchestrator:
                 # commands were sent before a sync answer otherwise (its CPU on the path).
                 # With nobody waiting there is no answer to let go first; with an
                 # in-process store the housekeeping has no I/O, only a few µs of CPU.
-                for _ in range(_ANSWER_TURNS):
-                    await asyncio.sleep(0)
+                # One turn is enough: each waiter's wake-up was queued when the workflow
+                # was marked finished, before this yield queues ours, and a sync request's
+                # task writes its answer in that wake-up's step (aiohttp finishes the
+                # response in the handler's task). tests/integration/test_answer_first.py
+                await asyncio.sleep(0)
             # After the terminal document: a reader told "finished" finds it so. The release
             # then sends nothing of its own when the terminal write ended the ownership (the
             # leases unlist the workflow with their next command): no gather to share a

@@ -31,6 +31,7 @@ from agents.registry import AgentRegistry, AgentSpec
 from circuit.config import BreakerConfig, RetryConfig
 from orchestrator.app import create_app
 from orchestrator.cli import _announcement
+from orchestrator.dag.values import MAX_JSON_DEPTH
 from orchestrator.settings import Settings, default_registry
 from tests.ports import free_port
 
@@ -316,6 +317,23 @@ async def test_a_deeply_nested_request_is_a_400(service: Any) -> None:
         )
     assert response.status == 400
     assert (await response.json())["error"]["code"] == "nesting_too_deep"
+
+
+@pytest.mark.parametrize(
+    ("depth", "refused"), [(MAX_JSON_DEPTH, False), (MAX_JSON_DEPTH + 1, True)]
+)
+@pytest.mark.parametrize("braces_in_strings", [0, 2 * MAX_JSON_DEPTH])
+async def test_a_request_nested_to_the_limit_passes_and_one_level_more_is_a_400(
+    service: Any, depth: int, refused: bool, braces_in_strings: int
+) -> None:
+    """The depth limit holds to the level, whether or not braces inside strings make the
+    body look deeper than it is (its `{`/`[` count only spares the walk when within it)."""
+    client = await service()
+    inputs: Any = {"noise": "{[" * braces_in_strings, "deep": _nested(depth - 3)}
+    body = {"query": "q", "workflow": {"name": "w", "inputs": inputs}}
+    response = await client.post("/api/query", json=body)
+    code = (await response.json())["error"]["code"]
+    assert (code == "nesting_too_deep") is refused
 
 
 async def test_a_deeply_nested_agent_answer_is_a_step_error(service: Any, evil: Any) -> None:

@@ -42,7 +42,7 @@ QUERY = {"query": "revenue by region"}
 
 class SuspendingStore(MemoryStateStore):
     """The memory store, saying it may suspend: the lifecycle takes its general path
-    (accept in a task behind a shield, answer turns before housekeeping)."""
+    (the accept in the workflow's own task, an answer turn before housekeeping)."""
 
     @property
     def completes_in_turn(self) -> bool:

@@ -481,6 +481,56 @@ async def test_an_accept_that_lands_after_its_caller_was_cancelled_ends_the_work
         await store.close()
 
 
+class CancelOnAcceptStore(OutageStore):
+    """Cancels `caller` right as an accept lands: before the caller could resume."""
+
+    caller: asyncio.Task[Any] | None = None
+
+    def __init__(self, *, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.accepted: list[str] = []
+
+    @property
+    def completes_in_turn(self) -> bool:
+        return False
+
+    async def accept(self, state: WorkflowState, *, lease_s: float | None = None) -> int | None:
+        token = await super().accept(state, lease_s=lease_s)
+        self.accepted.append(state.workflow_id)
+        assert self.caller is not None
+        # Runs in the loop's next turn, ahead of whatever the accept's answer wakes.
+        asyncio.get_running_loop().call_soon(self.caller.cancel)
+        return token
+
+
+async def test_a_caller_cancelled_as_its_accept_lands_gets_its_workflow_ended_cancelled(
+    http: httpx.AsyncClient,
+    registry: AgentRegistry,
+    clock: FakeClock,
+    chain: CompiledWorkflow,
+    fake_agents: Agents,
+) -> None:
+    """The accept landed, but its caller is cancelled before it resumes (nobody is told
+    the id): the workflow ends cancelled without calling an agent, as mid-accept."""
+    store = CancelOnAcceptStore(clock=clock)
+    engine = engine_on(store, http, registry, clock)
+    try:
+        store.caller = caller = asyncio.create_task(engine.submit(chain, {"query": "q"}))
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        [workflow_id] = store.accepted
+        async with asyncio.timeout(30):  # a hang guard, not a timing claim
+            done = await engine.wait(workflow_id)
+        assert done.status is WorkflowStatus.CANCELLED
+        await settle()
+        stored = await store.get(workflow_id)
+        assert stored is not None and stored.status is WorkflowStatus.CANCELLED
+        assert sum(fake_agents.calls.values()) == 0
+    finally:
+        await engine.close()
+        await store.close()
+
+
 async def test_close_waits_for_an_accept_whose_caller_was_cancelled(
     http: httpx.AsyncClient, registry: AgentRegistry, clock: FakeClock, chain: CompiledWorkflow
 ) -> None:

@@ -912,8 +912,8 @@ def _one_step(operation: Coroutine[Any, Any, T]) -> T:
 
 
 async def test_a_store_completing_in_turn_never_suspends_its_caller(store: StateStore) -> None:
-    """`completes_in_turn` is a promise the lifecycle relies on (it awaits accept without a
-    shield, and puts no turns before housekeeping): every operation, driven one step, is
+    """`completes_in_turn` is a promise the lifecycle relies on (it awaits accept in its
+    caller's task, and puts no turn before housekeeping): every operation, driven one step, is
     finished. A store that may suspend says False, and its operations do suspend."""
     if not store.completes_in_turn:
         # A network store: its operations wait on I/O, so a callback scheduled before
