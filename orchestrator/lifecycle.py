@@ -1012,15 +1012,15 @@ class WorkflowOrchestrator:
                     await self._release(state.workflow_id)
                 return
             if running.waited and not self._in_turn:
-                # The callers `_mark_finished` woke answer first: the last events and the
-                # lease release are housekeeping, off the response's path. Their Redis
-                # commands were sent before a sync answer otherwise (its CPU on the path).
-                # With nobody waiting there is no answer to let go first; with an
-                # in-process store the housekeeping has no I/O, only a few µs of CPU.
-                # One turn is enough: each waiter's wake-up was queued when the workflow
-                # was marked finished, before this yield queues ours, and a sync request's
-                # task writes its answer in that wake-up's step (aiohttp finishes the
-                # response in the handler's task). tests/integration/test_answer_first.py
+                # (Rare: an event append was in flight when the workflow ended, so its
+                # last events could not go with the terminal write.) The callers
+                # `_mark_finished` woke answer first: the last events and the lease
+                # release are housekeeping, off the response's path. With nobody waiting
+                # there is no answer to let go first; with an in-process store the
+                # housekeeping has no I/O, only a few µs of CPU. One turn is enough: each
+                # waiter's wake-up was queued when the workflow was marked finished,
+                # before this yield queues ours, and a sync request's task writes its
+                # answer in that wake-up's step (aiohttp finishes the response there).
                 await asyncio.sleep(0)
             # After the terminal document: a reader told "finished" finds it so. The release
             # then sends nothing of its own when the terminal write ended the ownership (the
