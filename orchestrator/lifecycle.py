@@ -325,8 +325,10 @@ class WorkflowOrchestrator:
         # to run it: carried through a cancel of this caller as `_accept` does, without
         # a task and a shield of its own.
         self._accepting[state.workflow_id] = False
-        accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(
+        # One loop look-up for both (`asyncio.create_task` makes its own: a getpid each).
+        loop = asyncio.get_running_loop()
+        accepted: asyncio.Future[None] = loop.create_future()
+        task = loop.create_task(
             self._accept_then_run(workflow, state, lease_s, accepted),
             name=f"workflow-{state.workflow_id}",
         )
@@ -360,7 +362,8 @@ class WorkflowOrchestrator:
         the workflow cancelled, and it ends so at once, calling no agent: nobody was
         told its id.
         """
-        task = cast("asyncio.Task[None]", asyncio.current_task())
+        # (Looked up on the caller's loop, the one this runs on: no getpid to find it.)
+        task = cast("asyncio.Task[None]", asyncio.current_task(accepted.get_loop()))
         try:
             try:
                 token = await self.store.accept(state, lease_s=lease_s)
@@ -550,7 +553,8 @@ class WorkflowOrchestrator:
             # A future of this caller's own (as `until_finished`, written out: no frame of
             # its own around every sync request's wait): a client that disconnects cancels
             # this wait, never the workflow (nor another caller's wait).
-            waiter = asyncio.get_running_loop().create_future()
+            # (On the workflow task's loop, which is this caller's: no getpid to look it up.)
+            waiter = running.task.get_loop().create_future()
             running.waiters.append(waiter)
             running.waited = True
             try:

@@ -120,14 +120,17 @@ def refreshed_keys(prefix: str, workflow_id: str) -> tuple[str, ...]:
     `save` (re)sets the TTL of all of them in the same atomic write, so none of
     them outlives or predeceases the others.
     """
+    # The others spelled from the document's key, made once (as the functions above do):
+    # two of these per workflow, where each of them made the document's key anew.
+    doc = workflow_key(prefix, workflow_id)
     return (
-        workflow_key(prefix, workflow_id),
-        cancel_flag_key(prefix, workflow_id),
-        pause_flag_key(prefix, workflow_id),
+        doc,
+        f"{doc}:cancel",
+        f"{doc}:pause",
         # After the flags: a terminal write drops the flags but keeps the events (SSE
         # replays them) and whether anyone listens to them (the last events follow it).
-        events_key(prefix, workflow_id),
-        events_watched_key(prefix, workflow_id),
+        f"{doc}:events",
+        f"{doc}:events:watched",
     )
 
 

@@ -256,16 +256,18 @@ class RedisLeases:
 
     async def release(self, workflow_id: str, owner: str) -> None:
         try:
-            unlisting = ("SREM", keys.replica_workflows_key(self._prefix, owner), workflow_id)
             if self._ended.pop(workflow_id, _NOT_ENDED) is None:
                 # Owned no more since its terminal write (`ended`): only the list is left,
-                # for the owner's next listing or beat to drop (`_unlisting`).
+                # for the owner's next listing or beat to drop (`_unlisting`). (No key
+                # made for that: most finished workflows send nothing here.)
                 finished = self._unlisting.setdefault(owner, [])
                 finished.append(workflow_id)
                 if len(finished) >= _UNLIST_BOUND:
                     # (Taken off before the await: releases meanwhile start a new list.)
-                    await self._batcher.call(("SREM", unlisting[1], *self._unlisting.pop(owner)))
+                    listed = keys.replica_workflows_key(self._prefix, owner)
+                    await self._batcher.call(("SREM", listed, *self._unlisting.pop(owner)))
                 return
+            unlisting = ("SREM", keys.replica_workflows_key(self._prefix, owner), workflow_id)
             # Owned, then unlisted (never the other way round): in order, in one round trip
             # on one Redis; on a Cluster (other slots, other nodes) one after the other.
             released = self._batcher.eval(

@@ -59,6 +59,7 @@ class Batcher:
         self._client = client
         self._cluster = isinstance(client, aioredis.RedisCluster)
         self._open: list[_Queued] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sending: set[asyncio.Task[None]] = set()
         # The connection batches use when it is free (None: not taken from the pool yet).
         self._own: AbstractConnection | None = None
@@ -77,7 +78,13 @@ class Batcher:
         return self._queue(command, None)
 
     def _queue(self, command: tuple[Any, ...], script: LuaScript | None) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        # The loop of the last command, kept while it runs: `asyncio.get_running_loop`
+        # makes a system call (getpid) each time, and every workflow queues four or more
+        # commands. A loop that is not running is not this command's (one loop runs per
+        # thread): the running one is looked up then.
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._open is None:
             self._open = []

@@ -28,6 +28,14 @@ def test_every_key_of_a_workflow_shares_its_prefix_and_slot(
     for key in all_keys:
         assert key.startswith(doc)
         assert _slot(key) == _slot(doc)
+    # Spelled out from the document's key there: the same keys every other caller names.
+    assert all_keys == (
+        doc,
+        keys.cancel_flag_key(prefix, workflow_id),
+        keys.pause_flag_key(prefix, workflow_id),
+        keys.events_key(prefix, workflow_id),
+        keys.events_watched_key(prefix, workflow_id),
+    )
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
