@@ -143,7 +143,7 @@ class EventRecorder:
 
     # One per workflow run: slots, not a dict per instance.
     __slots__ = (
-        "_appending", "_busy", "_clock", "_delay_s", "_failed", "_flusher", "_last", "_loop",
+        "_appending", "_busy", "_clock", "_delay_s", "_failed", "_flusher", "_last",
         "_queue", "_queued", "_status", "_store", "_told", "_workflow_id",
     )
 
@@ -177,11 +177,6 @@ class EventRecorder:
         self._failed = 0
         # What `last` handed to the terminal write (handed again if that write is retried).
         self._last: list[Event] | None = None
-        # The loop this run's events are queued on, looked up at the first burst and
-        # kept: `asyncio.get_running_loop` makes a system call (getpid) each
-        # time, and a run starts a burst at every node boundary. A recorder serves one
-        # run, in one task: its loop never changes.
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def workflow(self, state: WorkflowState) -> None:
         if state.status is self._status or state.status.is_terminal:
@@ -260,10 +255,7 @@ class EventRecorder:
         self._queue.append(event)
         if not self._queued and not self._busy:
             self._queued = True
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
-            self._flusher.add(self, loop.time() + self._delay_s)
+            self._flusher.add_after(self, self._delay_s)
 
     def write_behind(self) -> Awaitable[None] | None:
         """Append every event queued so far, in order (the flusher's turn, or `finish`):

@@ -52,7 +52,7 @@ class StateWriter:
 
     # One per workflow run: slots, not a dict per instance.
     __slots__ = (
-        "_busy", "_clock", "_delay_s", "_dirty", "_flusher", "_loop", "_not_before",
+        "_busy", "_clock", "_delay_s", "_dirty", "_flusher", "_not_before",
         "_pace", "_persist", "_queued", "_state", "_writing", "final",
     )
 
@@ -78,10 +78,6 @@ class StateWriter:
         self._writing: asyncio.Future[None] | None = None
         self._pace = pace
         self._delay_s = delay_s
-        # The loop the writes are queued on, looked up at the first one and kept:
-        # `asyncio.get_running_loop` makes a system call (getpid) each time. A writer
-        # serves one run, on one loop.
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._clock = clock
         self._flusher = flusher if flusher is not None else WriteBehind()
         self._not_before = 0.0
@@ -99,10 +95,7 @@ class StateWriter:
 
     def _queue(self, after_s: float) -> None:
         self._queued = True
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        self._flusher.add(self, loop.time() + after_s)
+        self._flusher.add_after(self, after_s)
 
     def flush(self) -> Awaitable[None]:
         """Write what is owed now, in this task: neither the delay nor the queue is waited.

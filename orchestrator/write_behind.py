@@ -2,7 +2,7 @@
 
 A workflow's transitions (StateWriter) and progress events (EventRecorder) are
 written behind its nodes. Each of them, when it has something to write, hands
-itself to the orchestrator's `WriteBehind` with the time it is due; one task
+itself to the orchestrator's `WriteBehind` with its delay (`add_after`); one task
 takes the due ones in order (earliest first, ties first come first served) and
 awaits each one's write. So a transition costs a heap push, not a task of its
 own: the flusher task runs while there is work and ends when the queue is empty
@@ -48,6 +48,10 @@ class WriteBehind:
         self._due: list[tuple[float, int, Behind]] = []
         self._order = itertools.count()
         self._task: asyncio.Task[None] | None = None
+        # The loop jobs are due on, kept while it runs: `asyncio.get_running_loop` makes a
+        # system call (getpid) each time, and every workflow adds a job or two. A loop
+        # that is not running is not the caller's (one loop runs per thread).
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Set while the flusher sleeps until the first job is due.
         self._waiter: asyncio.Future[None] | None = None
 
@@ -61,12 +65,22 @@ class WriteBehind:
 
     def add(self, job: Behind, due: float) -> None:
         """Write `job` once the loop's clock reaches `due` (a job is added once until it ran)."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
         earlier = not self._due or due < self._due[0][0]
         heapq.heappush(self._due, (due, next(self._order), job))
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="write-behind")
+            self._task = loop.create_task(self._run(), name="write-behind")
         elif earlier and self._waiter is not None:
             _wake(self._waiter)
+
+    def add_after(self, job: Behind, delay_s: float) -> None:
+        """`add`, due `delay_s` from now on the loop's clock: its adders need no loop."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._loop = asyncio.get_running_loop()
+        self.add(job, loop.time() + delay_s)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

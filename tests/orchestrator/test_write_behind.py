@@ -71,6 +71,22 @@ async def test_a_failing_job_does_not_strand_the_others() -> None:
     assert ran == ["after"]
 
 
+def test_a_flusher_writes_under_whichever_loop_runs_now() -> None:
+    """One flusher under one loop, then under another (a loop per `asyncio.run`): the jobs
+    added after the first loop closed run on the second (the loop it keeps is the running
+    one's, not the closed one's)."""
+    flusher = WriteBehind()
+
+    async def one_job(name: str) -> list[str]:
+        ran = Ran()
+        flusher.add_after(Job(name, ran), 0.0)
+        await ran.until(1)
+        return ran
+
+    assert asyncio.run(one_job("first loop")) == ["first loop"]
+    assert asyncio.run(one_job("second loop")) == ["second loop"]
+
+
 class Persist:
     """Records each write; `gate` holds the writes of one workflow while clear."""
 
