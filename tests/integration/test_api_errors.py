@@ -67,6 +67,22 @@ async def test_body_over_the_size_limit_is_413(api: Any) -> None:
     assert error["code"] == "payload_too_large"
 
 
+async def test_a_body_at_the_size_limit_is_read_and_one_byte_more_is_413(api: Any) -> None:
+    """The limit is inclusive whichever way the body is read (the whole body already
+    here with its Content-Length, or read as it comes)."""
+    client = await api(max_body_bytes=2_048)
+    padding = 2_048 - len(b'{"query": ""}')
+    at_limit = b'{"query": "' + b"x" * padding + b'"}'
+    response = await client.post(
+        "/api/query", data=at_limit, headers={"Content-Type": "application/json"}
+    )
+    assert (await _error(response, 400))["code"] == "query_too_long"  # read and parsed
+    response = await client.post(
+        "/api/query", data=at_limit + b" ", headers={"Content-Type": "application/json"}
+    )
+    assert (await _error(response, 413))["code"] == "payload_too_large"
+
+
 async def test_wrong_content_type_is_415(api: Any) -> None:
     client = await api()
     response = await client.post(
