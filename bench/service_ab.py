@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -109,9 +110,15 @@ async def _rounds(
     return latencies, cpu
 
 
-async def main(args: argparse.Namespace, trees: Mapping[str, Path]) -> None:
-    redis_url = os.environ.get("REDIS_URL") if args.store == "redis" else None
-    if args.store == "redis" and not redis_url:
+@contextlib.asynccontextmanager
+async def serving(
+    trees: Mapping[str, Path], store: str
+) -> AsyncIterator[tuple[dict[str, int], dict[str, int]]]:
+    """The stub agents, floor_service and `orchestrator serve` of each tree (on Redis with
+    `store` "redis"), listening; yields each server's port and pid by name (floor_service
+    first), and stops them all on the way out. Shared by bench.service_cpu."""
+    redis_url = os.environ.get("REDIS_URL") if store == "redis" else None
+    if store == "redis" and not redis_url:
         raise SystemExit("--store redis needs REDIS_URL")
     stub_port = _free_port()
     children = [_start(_serve_stubs, stub_port)]
@@ -130,7 +137,7 @@ async def main(args: argparse.Namespace, trees: Mapping[str, Path]) -> None:
         await _wait_listening(stub_port)
         for port in ports.values():
             await _wait_listening(port)
-        latencies, cpu = await _rounds(ports, pids, args.requests, args.concurrency)
+        yield ports, pids
     finally:
         for server in servers:
             server.terminate()
@@ -138,6 +145,11 @@ async def main(args: argparse.Namespace, trees: Mapping[str, Path]) -> None:
         for child in children:
             child.terminate()
             child.join(timeout=5)
+
+
+async def main(args: argparse.Namespace, trees: Mapping[str, Path]) -> None:
+    async with serving(trees, args.store) as (ports, pids):
+        latencies, cpu = await _rounds(ports, pids, args.requests, args.concurrency)
     floor_p50 = statistics.median(latencies["floor_service"])
     floor_cpu = cpu["floor_service"] / len(latencies["floor_service"]) * 1000.0
     print(

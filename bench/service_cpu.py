@@ -38,9 +38,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.chain import _free_port, _serve_stubs, _start, _wait_listening
-from bench.service_ab import _BODY, _cpu_s, _service
-from bench.targets import _serve_floor_service
+from bench.service_ab import _BODY, _cpu_s, serving
 from orchestrator.settings import Settings
 
 # The pause around a block: the previous server's housekeeping ends before the next
@@ -93,34 +91,8 @@ async def _blocks(
 
 
 async def main(args: argparse.Namespace, trees: Mapping[str, Path]) -> None:
-    redis_url = os.environ.get("REDIS_URL") if args.store == "redis" else None
-    if args.store == "redis" and not redis_url:
-        raise SystemExit("--store redis needs REDIS_URL")
-    stub_port = _free_port()
-    children = [_start(_serve_stubs, stub_port)]
-    ports: dict[str, int] = {"floor_service": _free_port()}
-    pids: dict[str, int] = {}
-    servers = []
-    try:
-        floor = _start(_serve_floor_service, ports["floor_service"], stub_port)
-        children.append(floor)
-        pids["floor_service"] = floor.pid or 0
-        for name, tree in trees.items():
-            ports[name] = _free_port()
-            server = _service(tree, ports[name], stub_port, redis_url)
-            servers.append(server)
-            pids[name] = server.pid
-        await _wait_listening(stub_port)
-        for port in ports.values():
-            await _wait_listening(port)
+    async with serving(trees, args.store) as (ports, pids):
         cpu_ms, per_s = await _blocks(ports, pids, args)
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(timeout=10)
-        for child in children:
-            child.terminate()
-            child.join(timeout=5)
     print(
         f"{args.store} store, {args.concurrency} in flight, steady, {args.blocks} blocks of "
         f"{args.requests} requests per server, interleaved; medians\n"
