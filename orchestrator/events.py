@@ -215,11 +215,7 @@ class EventRecorder:
         if self._last is not None:
             return _nothing()
         self._queued = True  # what is pushed from here on is appended below, not queued
-        told = self._told
-        for run in state.steps.values():
-            # `node(run)`'s own check first: most steps were told already (no call each).
-            if told.get(run.step_id) is not run.status:
-                self.node(run)
+        self._tell_untold(state)
         self._push(workflow_event(state, self._clock()))
         self._queued = False
         return self._append_queued(last=True)
@@ -235,16 +231,22 @@ class EventRecorder:
         if self._busy:
             return None
         queued, self._queued = self._queued, True  # (as in `finish`: nothing queued anew)
-        told = self._told
-        for run in state.steps.values():
-            if told.get(run.step_id) is not run.status:
-                self.node(run)
+        self._tell_untold(state)
         self._queued = queued
         queue = self._queue
         last = self._last = list(queue)
         queue.clear()
         last.append(workflow_event(state, self._clock()))
         return last
+
+    def _tell_untold(self, state: WorkflowState) -> None:
+        """An event for every step whose last change was not told (e.g. the steps an
+        abort cancelled)."""
+        told = self._told
+        for run in state.steps.values():
+            # `node(run)`'s own check first: most steps were told already (no call each).
+            if told.get(run.step_id) is not run.status:
+                self.node(run)
 
     @property
     def carried(self) -> bool:
