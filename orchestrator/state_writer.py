@@ -148,6 +148,13 @@ class StateWriter:
             await asyncio.shield(self._writing)
 
     async def _write(self) -> None:
+        if self._busy:
+            # The flusher's write, started after a flush's began (the flusher takes every
+            # due job's write before it starts any): never two at once, and the flush
+            # may have written all that was owed.
+            await self._idle()
+            if not self._dirty:
+                return
         self._dirty = False
         if self.final:
             return  # marked dirty while the terminal write was in flight

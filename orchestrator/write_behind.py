@@ -8,10 +8,18 @@ awaits each one's write. So a transition costs a heap push, not a task of its
 own: the flusher task runs while there is work and ends when the queue is empty
 (the next job starts it again), so nothing is left pending when the loop closes.
 
-Jobs are written one after the other: a job's own writes stay in order (it is in
-the queue at most once), and a slow or failing write holds the queue up, not the
-workflows (their nodes never wait on it, and their terminal writes are made in
-their own task, never queued here).
+Every job due when the flusher wakes is written together: the flusher takes them
+all (up to `_MOST_AT_ONCE`), starts their writes in the same turn and awaits them
+together, so a batching store (Redis: state/redis_batch.py) sends them in one
+exchange. One write per exchange would fall behind under load (at 50 chains in
+flight a chain's nodes are ~10 ms apart: thousands of writes a second) until
+running workflows ended before their progress reached the store, and status read
+on another replica would trail by far more than the delay. A job's own writes
+stay in order and never overlap (it is in the queue at most once, and a write
+that starts while another of its workflow's is in flight waits for it: see
+StateWriter._write and EventRecorder._append_queued); a slow or failing write
+holds up the jobs due after its turn, not the workflows (their nodes never wait
+on it, and their terminal writes are made in their own task, never queued here).
 """
 
 from __future__ import annotations
@@ -26,12 +34,19 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+# The most jobs one turn of the flusher writes together: a bound on one exchange's
+# size (and on the tasks awaited at once); the rest are written in the next turn.
+_MOST_AT_ONCE = 256
+
 
 class Behind(Protocol):
     """Something with writes owed: `write_behind` writes what is owed now.
 
     It returns the write to await, or None when nothing is owed any more (a workflow
-    that ended within the delay wrote everything itself): no coroutine for nothing."""
+    that ended within the delay wrote everything itself): no coroutine for nothing.
+    The write may start a little after this call (the flusher takes every due job's
+    write, then starts them together), so it must look, once it starts, for a write
+    of its own begun meanwhile (a terminal flush) and wait for that one first."""
 
     def write_behind(self) -> Awaitable[None] | None: ...
 
@@ -86,7 +101,7 @@ class WriteBehind:
         loop = asyncio.get_running_loop()
         try:
             while self._due:
-                due, _, job = self._due[0]
+                due = self._due[0][0]
                 if due > loop.time():
                     self._waiter = loop.create_future()
                     timer = loop.call_at(due, _wake, self._waiter)
@@ -96,12 +111,33 @@ class WriteBehind:
                         timer.cancel()
                         self._waiter = None
                     continue  # a job due earlier may have come meanwhile
-                heapq.heappop(self._due)
-                try:
-                    pending = job.write_behind()
-                    if pending is not None:
-                        await pending
-                except Exception:  # a bug in one job must not strand the others
-                    log.exception("write_behind_failed")
+                writes = self._take_due(loop.time())
+                if len(writes) == 1:
+                    # (Most turns when idle-ish: the write itself, no task around it.)
+                    try:
+                        await writes[0]
+                    except Exception:  # a bug in one job must not strand the others
+                        log.exception("write_behind_failed")
+                elif writes:
+                    # Started together: their commands reach the store in one turn, so
+                    # a batching store sends them in one exchange.
+                    for outcome in await asyncio.gather(*writes, return_exceptions=True):
+                        if isinstance(outcome, Exception):
+                            log.error("write_behind_failed", exc_info=outcome)
         finally:
             self._task = None
+
+    def _take_due(self, now: float) -> list[Awaitable[None]]:
+        """The writes of every job due by `now` (at most `_MOST_AT_ONCE`), in due order."""
+        due = self._due
+        writes: list[Awaitable[None]] = []
+        while due and due[0][0] <= now and len(writes) < _MOST_AT_ONCE:
+            job = heapq.heappop(due)[2]
+            try:
+                pending = job.write_behind()
+            except Exception:  # a bug in one job must not strand the others
+                log.exception("write_behind_failed")
+                continue
+            if pending is not None:
+                writes.append(pending)
+        return writes

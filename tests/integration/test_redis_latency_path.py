@@ -7,6 +7,7 @@ Agents are instant fakes (httpx MockTransport), the store a real Redis.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,9 @@ from orchestrator.dag.compiler import CompiledWorkflow
 from orchestrator.dag.engine import DagEngine
 from orchestrator.dag.kinds import default_kinds
 from orchestrator.lifecycle import WorkflowOrchestrator
-from state.models import WorkflowStatus
+from orchestrator.state_writer import StateWriter
+from orchestrator.write_behind import WriteBehind
+from state.models import WorkflowState, WorkflowStatus
 from state.redis import RedisStateStore
 from tests.chain_fixtures import compiled_chain, mock_agent_registry
 from tests.redis_scripts import load_scripts
@@ -114,3 +117,36 @@ async def test_a_run_within_the_write_delay_is_written_at_accept_and_end_only(
             assert set(stored.steps) == {"nlp", "data", "viz"}
         finally:
             await orchestrator.close()
+
+
+async def test_running_writes_due_together_share_one_round_trip(store: RedisStateStore) -> None:
+    """Many workflows' transitions written behind at once reach Redis in one exchange, not
+    one each: under load the flusher keeps up, so status on any replica trails each
+    workflow by about the delay."""
+    await load_scripts(store.client)
+    states = [
+        WorkflowState(workflow_id=f"w{n}", definition_name="chain", inputs={}) for n in range(20)
+    ]
+    for state in states:
+        await store.accept(state)
+    flusher, written, all_written = WriteBehind(), [], asyncio.Event()
+
+    async def save(state: WorkflowState) -> bool:
+        saved = await store.save(state)
+        written.append(state.workflow_id)
+        if len(written) == len(states):
+            all_written.set()
+        return saved
+
+    writers = [StateWriter(save, state, flusher=flusher) for state in states]
+    saves, trips = store.write_stats.saves, store.round_trips
+    for state, writer in zip(states, writers, strict=True):
+        state.status = WorkflowStatus.RUNNING
+        writer.mark_dirty()  # all due at once (no delay)
+    async with asyncio.timeout(10):  # a hang guard, not a timing claim
+        await all_written.wait()
+    assert store.write_stats.saves - saves == 20
+    assert store.round_trips - trips == 1
+    for state in states:
+        stored = await store.get(state.workflow_id)
+        assert stored is not None and stored.status is WorkflowStatus.RUNNING
