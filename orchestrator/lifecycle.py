@@ -192,8 +192,9 @@ class WorkflowOrchestrator:
         # Set at the end of shutdown: writes still failing then are abandoned.
         self._abandon_writes = False
         # One flusher for every workflow's writes behind (documents and events): a
-        # transition costs a place in its queue, not a task of its own.
-        self._write_behind = WriteBehind()
+        # transition costs a place in its queue, not a task of its own. A store whose
+        # writes complete in turn has no exchange for writes to share: written one by one.
+        self._write_behind = WriteBehind(together=not store.completes_in_turn)
         # Workflows this replica runs whose pause was requested (here or through the store).
         self._pausing: set[str] = set()
         # Workflows being accepted (`submit`, an id made here): whether a control message

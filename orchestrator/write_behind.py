@@ -4,22 +4,23 @@ A workflow's transitions (StateWriter) and progress events (EventRecorder) are
 written behind its nodes. Each of them, when it has something to write, hands
 itself to the orchestrator's `WriteBehind` with its delay (`add_after`); one task
 takes the due ones in order (earliest first, ties first come first served) and
-awaits each one's write. So a transition costs a heap push, not a task of its
+writes them. So a transition costs a heap push, not a task of its
 own: the flusher task runs while there is work and ends when the queue is empty
 (the next job starts it again), so nothing is left pending when the loop closes.
 
-Every job due when the flusher wakes is written together: the flusher takes them
-all (up to `_MOST_AT_ONCE`), starts their writes in the same turn and awaits them
-together, so a batching store (Redis: state/redis_batch.py) sends them in one
-exchange. One write per exchange would fall behind under load (at 50 chains in
-flight a chain's nodes are ~10 ms apart: thousands of writes a second) until
-running workflows ended before their progress reached the store, and status read
-on another replica would trail by far more than the delay. A job's own writes
-stay in order and never overlap (it is in the queue at most once, and a write
-that starts while another of its workflow's is in flight waits for it: see
-StateWriter._write and EventRecorder._append_queued); a slow or failing write
-holds up the jobs due after its turn, not the workflows (their nodes never wait
-on it, and their terminal writes are made in their own task, never queued here).
+Every job due when the flusher wakes is written together (unless the store's writes
+complete in turn: `together=False`): the flusher takes them all (up to
+`_MOST_AT_ONCE`), starts their writes in the same turn and awaits them together, so
+a batching store (Redis: state/redis_batch.py) sends them in one exchange. One write
+per exchange would fall behind under load (at 50 chains in flight a chain's nodes
+are ~10 ms apart: thousands of writes a second) until running workflows ended before
+their progress reached the store, and status read on another replica would trail by
+far more than the delay. A job's own writes stay in order and never overlap (it is
+in the queue at most once, and a write that starts while another of its workflow's
+is in flight waits for it: see StateWriter._write and EventRecorder._append_queued);
+a slow or failing write holds up the jobs due after its turn, not the workflows
+(their nodes never wait on it, and their terminal writes are made in their own task,
+never queued here).
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 class WriteBehind:
     """The queue of jobs due, and the one task that writes them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, together: bool = True) -> None:
+        """`together=False` for a store whose writes complete in the turn they are made
+        (the memory store): nothing to share, so each due write is awaited in turn, with
+        no task around it."""
+        self._most_at_once = _MOST_AT_ONCE if together else 1
         self._due: list[tuple[float, int, Behind]] = []
         self._order = itertools.count()
         self._task: asyncio.Task[None] | None = None
@@ -128,10 +133,12 @@ class WriteBehind:
             self._task = None
 
     def _take_due(self, now: float) -> list[Awaitable[None]]:
-        """The writes of every job due by `now` (at most `_MOST_AT_ONCE`), in due order."""
+        """The writes of every job due by `now` (at most `_MOST_AT_ONCE`; one when not
+        `together`), in due order."""
         due = self._due
         writes: list[Awaitable[None]] = []
-        while due and due[0][0] <= now and len(writes) < _MOST_AT_ONCE:
+        most = self._most_at_once
+        while due and due[0][0] <= now and len(writes) < most:
             job = heapq.heappop(due)[2]
             try:
                 pending = job.write_behind()

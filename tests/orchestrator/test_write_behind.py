@@ -282,3 +282,17 @@ async def test_the_flushers_write_started_after_a_terminal_flush_writes_nothing_
     assert log == [("a", WorkflowStatus.COMPLETED)]
     assert persist.most_in_flight == 1
     assert writer.final
+
+
+async def test_a_flusher_for_a_store_writing_in_turn_writes_one_job_at_a_time() -> None:
+    """`together=False` (the memory store's: nothing to share): each due write is awaited
+    before the next starts, in due order."""
+    flusher, started, gate = WriteBehind(together=False), Ran(), asyncio.Event()
+    now = asyncio.get_running_loop().time()
+    flusher.add(Held("a", started, gate), now)
+    flusher.add(Held("b", started, gate), now)
+    await settle()
+    assert started == ["a"]
+    gate.set()
+    await started.until(2)
+    assert started == ["a", "b"]
