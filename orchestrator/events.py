@@ -269,8 +269,10 @@ class EventRecorder:
         return self._append_queued()
 
     async def _append_queued(self, *, last: bool = False) -> None:
-        """Append what is queued (`last`: the run's final append, which reports what was
-        dropped)."""
+        """Append what is queued (`last`: all of it, the run's final append, which reports
+        what was dropped). The flusher's turn appends one batch: what is pushed while it is
+        in flight is queued anew for the flusher's next turn, so one workflow's stream of
+        events never holds the flusher's turn (and every job written with it) open."""
         while self._busy:
             if self._appending is None:
                 self._appending = asyncio.get_running_loop().create_future()
@@ -295,11 +297,17 @@ class EventRecorder:
                         log.warning(
                             "event_write_failed", event_type=batch[0]["type"], exc_info=True
                         )
+                if not last:
+                    break
         finally:
             self._busy = False
             appending, self._appending = self._appending, None
             if appending is not None:
                 appending.set_result(None)
+            if self._queue and not self._queued and not last:
+                # Pushed while the append was in flight: no second delay.
+                self._queued = True
+                self._flusher.add_after(self, 0.0)
         if last and self._failed:
             log.warning("events_dropped", count=self._failed)
 

@@ -15,6 +15,7 @@ from orchestrator.events import EventRecorder, node_event, workflow_event
 from state.memory import MemoryStateStore
 from state.models import NodeFailure, NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.store import StateStoreError
+from tests.fakes import settle
 
 
 class DownStore(MemoryStateStore):
@@ -221,7 +222,8 @@ async def test_queued_events_are_appended_all_in_order_in_batches_of_at_most_500
     count: int,
 ) -> None:
     """What a turn owes goes in one append when it fits (the queue taken whole) and in
-    batches of 500 otherwise: every event, in the order recorded."""
+    batches of 500 otherwise, one per turn of the flusher (the rest queued anew, with no
+    second delay): every event, in the order recorded."""
     store = BatchLog()
     state = workflow()
     events = EventRecorder(store, state, clock=lambda: 200.0, delay_s=3600.0)
@@ -230,6 +232,8 @@ async def test_queued_events_are_appended_all_in_order_in_batches_of_at_most_500
     owed = events.write_behind()
     assert owed is not None
     await owed
+    assert store.batches == [min(count, 500)]
+    await settle()
     assert store.batches == [500] * (count // 500) + ([count % 500] if count % 500 else [])
     logged = await store.events_since("w1")
     assert [e["attempt"] for _, e in logged] == list(range(count))

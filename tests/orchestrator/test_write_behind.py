@@ -296,3 +296,43 @@ async def test_a_flusher_for_a_store_writing_in_turn_writes_one_job_at_a_time() 
     gate.set()
     await started.until(2)
     assert started == ["a", "b"]
+
+
+class OneAtATime(MemoryStateStore):
+    """Holds each append until the test lets one through (`release.release()`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Semaphore(0)
+        self.arrived = Ran()
+
+    @property
+    def completes_in_turn(self) -> bool:
+        return False  # its appends wait
+
+    async def append_events(self, workflow_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        self.arrived.append(workflow_id)
+        await self.release.acquire()
+        return await super().append_events(workflow_id, events)
+
+
+async def test_a_workflows_stream_of_events_does_not_hold_the_flushers_turn_open() -> None:
+    """Events told while a workflow's append is in flight wait for the flusher's next turn
+    (no second delay), not appended by the same turn back to back: a job that fell due
+    meanwhile is written then, beside them, not after the workflow stops telling."""
+    store, flusher, ran = OneAtATime(), WriteBehind(), Ran()
+    state = a_state("w")
+    events = EventRecorder(store, state, clock=lambda: 1.0, flusher=flusher)
+    state.status = WorkflowStatus.RUNNING
+    events.workflow(state)
+    await store.arrived.until(1)  # the first append, in flight
+    events.node(NodeRun(step_id="a", kind="agent", agent="nlp", status=NodeStatus.RUNNING))
+    flusher.add_after(Job("other", ran), 0.0)
+    store.release.release()  # the first append ends
+    await ran.until(1)  # "other" written while the workflow's next append is held
+    await store.arrived.until(2)
+    store.release.release()
+    await settle()
+    told = [e["type"] for _, e in await store.events_since("w")]
+    assert told == ["workflow.running", "step.started"]
+    assert not flusher.running
