@@ -264,7 +264,9 @@ class EventRecorder:
         the append to await, or None when nothing is owed (the flusher's turn after
         `finish` appended it all): no coroutine made for nothing."""
         self._queued = False
-        if not self._queue and not self._busy:
+        if not self._queue:
+            # (With an append in flight too: it queues this recorder again when it ends,
+            # if anything was told meanwhile.)
             return None
         return self._append_queued()
 

@@ -115,19 +115,20 @@ class StateWriter:
 
     def write_behind(self) -> Awaitable[None] | None:
         """The flusher's turn: write the latest snapshot, unless a pacing pause is owed.
-        None when nothing is owed (the terminal write came first): no coroutine made."""
+        None when nothing is owed (the terminal write came first) and while a write is in
+        flight (a flush's: it queues this writer again when it ends, if anything is owed
+        then): no coroutine made, none waiting in the flusher's turn."""
         self._queued = False
-        if not self._busy:
-            if not self._dirty or self.final:
-                return None
-            if len(self._state.steps) < PACE_FROM_NODES:
-                # Never paced: the write itself, with no pacing coroutine and no clock
-                # readings around it (most workflows; a turn of the flusher per write).
-                return self._write()
+        if self._busy or not self._dirty or self.final:
+            return None
+        if len(self._state.steps) < PACE_FROM_NODES:
+            # Never paced: the write itself, with no pacing coroutine and no clock
+            # readings around it (most workflows; a turn of the flusher per write).
+            return self._write()
         return self._write_behind()
 
     async def _write_behind(self) -> None:
-        if self._busy:  # (the check first: no coroutine made for nothing)
+        if self._busy:  # a flush began since the flusher took this turn
             await self._idle()
         if not self._dirty or self.final:
             return

@@ -326,6 +326,7 @@ async def test_a_workflows_stream_of_events_does_not_hold_the_flushers_turn_open
     state.status = WorkflowStatus.RUNNING
     events.workflow(state)
     await store.arrived.until(1)  # the first append, in flight
+    assert events.write_behind() is None  # nothing told since: nothing to wait for
     events.node(NodeRun(step_id="a", kind="agent", agent="nlp", status=NodeStatus.RUNNING))
     flusher.add_after(Job("other", ran), 0.0)
     store.release.release()  # the first append ends
