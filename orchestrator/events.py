@@ -28,7 +28,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -128,6 +128,18 @@ def workflow_event(state: WorkflowState, at: float) -> Event:
     return event
 
 
+class Carrier(Protocol):
+    """A workflow's document writer (StateWriter), whose writes can carry its events."""
+
+    def write_due_by(self, when: float) -> bool: ...
+
+
+# Events due this close before a queued document write are left to it to carry: a
+# transition queues both in one go (microseconds apart), and the events then reach the
+# store at most this much later than their own delay.
+_CARRY_WITHIN_S = 0.001
+
+
 class EventRecorder:
     """Appends one workflow's events to the store in the order they were recorded.
 
@@ -143,8 +155,9 @@ class EventRecorder:
 
     # One per workflow run: slots, not a dict per instance.
     __slots__ = (
-        "_appending", "_busy", "_clock", "_delay_s", "_failed", "_flusher", "_last",
-        "_queue", "_queued", "_status", "_store", "_told", "_workflow_id",
+        "_appending", "_busy", "_carrier", "_clock", "_delay_s", "_due", "_failed",
+        "_flusher", "_last", "_queue", "_queued", "_status", "_store", "_told",
+        "_workflow_id",
     )
 
     def __init__(
@@ -168,8 +181,10 @@ class EventRecorder:
         )
         self._status: WorkflowStatus | None = None
         self._queue: deque[Event] = deque()
-        # In the flusher's queue (at most once), and True while an append is in flight.
+        # In the flusher's queue (at most once; due at `_due` on its clock), and True
+        # while an append is in flight.
         self._queued = False
+        self._due = 0.0
         self._busy = False
         # Resolved when the append in flight ends; made only once someone waits for it
         # (most appends are waited for by nobody: no future made and resolved for each).
@@ -177,6 +192,9 @@ class EventRecorder:
         self._failed = 0
         # What `last` handed to the terminal write (handed again if that write is retried).
         self._last: list[Event] | None = None
+        # The workflow's document writer, whose writes carry the events queued by then
+        # (`carry_with`).
+        self._carrier: Carrier | None = None
 
     def workflow(self, state: WorkflowState) -> None:
         if state.status is self._status or state.status.is_terminal:
@@ -257,16 +275,58 @@ class EventRecorder:
         self._queue.append(event)
         if not self._queued and not self._busy:
             self._queued = True
-            self._flusher.add_after(self, self._delay_s)
+            self._due = self._flusher.add_after(self, self._delay_s)
+
+    def carry_with(self, carrier: Carrier | None) -> None:
+        """Let `carrier`'s writes (the workflow's document writes) carry the events queued
+        by then: a flusher's turn that finds a document write queued leaves its events
+        to it (`carry`), one store operation (one Redis script) for both."""
+        self._carrier = carrier
+
+    def carry(self) -> list[Event] | None:
+        """The events queued (up to a batch), taken for a document write to carry; None
+        when there are none, or while an append is in flight (the events follow it).
+
+        Until `carry_ended` is called this recorder counts as appending: nothing is appended
+        (and `finish` waits) meanwhile, so the events stay in order."""
+        queue = self._queue
+        if self._busy or not queue or self._last is not None:
+            return None
+        if len(queue) <= _BATCH:
+            batch = list(queue)
+            queue.clear()
+        else:
+            batch = [queue.popleft() for _ in range(_BATCH)]
+        self._busy = True
+        return batch
+
+    def carry_ended(self, batch: list[Event], *, written: bool) -> None:
+        """`carry`'s write ended (`written`: the store took the document and `batch`)."""
+        self._busy = False
+        appending, self._appending = self._appending, None
+        if appending is not None:
+            appending.set_result(None)
+        if not written:
+            self._failed += len(batch)
+        if self._queue and not self._queued:
+            # Told while the write was in flight: no second delay.
+            self._queued = True
+            self._due = self._flusher.add_after(self, 0.0)
 
     def write_behind(self) -> Awaitable[None] | None:
         """Append every event queued so far, in order (the flusher's turn, or `finish`):
         the append to await, or None when nothing is owed (the flusher's turn after
-        `finish` appended it all): no coroutine made for nothing."""
+        `finish` appended it all) or when the document write queued will carry them: no
+        coroutine made for nothing."""
         self._queued = False
         if not self._queue:
             # (With an append in flight too: it queues this recorder again when it ends,
             # if anything was told meanwhile.)
+            return None
+        carrier = self._carrier
+        if carrier is not None and carrier.write_due_by(self._due + _CARRY_WITHIN_S):
+            # The workflow's document write is queued, due with these events (both were
+            # queued by the same transition, as a rule) and takes them (`carry`).
             return None
         return self._append_queued()
 
@@ -309,7 +369,7 @@ class EventRecorder:
             if self._queue and not self._queued and not last:
                 # Pushed while the append was in flight: no second delay.
                 self._queued = True
-                self._flusher.add_after(self, 0.0)
+                self._due = self._flusher.add_after(self, 0.0)
         if last and self._failed:
             log.warning("events_dropped", count=self._failed)
 

@@ -58,7 +58,7 @@ from orchestrator.errors import (
     WorkflowAlreadyFinished,
     WorkflowNotFound,
 )
-from orchestrator.events import EventRecorder
+from orchestrator.events import Event, EventRecorder
 from orchestrator.metrics import WorkflowMetrics
 from orchestrator.settings import DEFAULTS
 from orchestrator.state_writer import StateWriter
@@ -948,6 +948,9 @@ class WorkflowOrchestrator:
             ended_by_cancel = True
             raise
         finally:
+            # The recorder and the writer refer to each other (`carry_with`): unlinked, a
+            # finished workflow is freed by reference counting, not left to the collector.
+            events.carry_with(None)
             running.task.remove_done_callback(running.never_ran)
             self._on_done(running, cancelled=ended_by_cancel)
 
@@ -976,15 +979,35 @@ class WorkflowOrchestrator:
                 last = events.last(current)
                 if last is not None:
                     return self._persist(current, token, last)
-            return self._persist(current, token)
+                return self._persist(current, token)
+            # The events told since the last append go with the document too (one
+            # script on Redis, not one for each), appended after it: a reader told of a
+            # step's end finds the document saying so.
+            carried = events.carry()
+            if carried is None:
+                return self._persist(current, token)
+            return self._persist_carrying(current, token, carried, events)
 
-        return StateWriter(
+        writer = StateWriter(
             persist,
             running.state,
             pace=self._write_pace,
             delay_s=self._write_delay_s,
             flusher=self._write_behind,
         )
+        events.carry_with(writer)
+        return writer
+
+    async def _persist_carrying(
+        self, state: WorkflowState, token: int | None, carried: list[Event], events: EventRecorder
+    ) -> bool:
+        """`_persist` of a running document carrying `carried` (`EventRecorder.carry`)."""
+        written = False
+        try:
+            written = await self._persist(state, token, carried)
+        finally:
+            events.carry_ended(carried, written=written)
+        return written
 
     async def _finish(
         self,

@@ -52,7 +52,7 @@ class StateWriter:
 
     # One per workflow run: slots, not a dict per instance.
     __slots__ = (
-        "_busy", "_clock", "_delay_s", "_dirty", "_flusher", "_not_before",
+        "_busy", "_clock", "_delay_s", "_dirty", "_due", "_flusher", "_not_before",
         "_pace", "_persist", "_queued", "_state", "_writing", "final",
     )
 
@@ -69,8 +69,10 @@ class StateWriter:
         self._persist = persist
         self._state = state
         self._dirty = False
-        # In the flusher's queue (at most once: a burst of transitions is one job).
+        # In the flusher's queue (at most once: a burst of transitions is one job), due
+        # at `_due` on the flusher's clock.
         self._queued = False
+        self._due = 0.0
         # True while a write is in flight: writes of one workflow never overlap.
         self._busy = False
         # Resolved when the write in flight ends; made only once someone waits for it
@@ -95,7 +97,20 @@ class StateWriter:
 
     def _queue(self, after_s: float) -> None:
         self._queued = True
-        self._flusher.add_after(self, after_s)
+        self._due = self._flusher.add_after(self, after_s)
+
+    def write_due_by(self, when: float) -> bool:
+        """Whether a write of the document is queued, due by `when` on the flusher's clock,
+        and will be made at its turn (none in flight, not paced): what `EventRecorder`
+        asks before it leaves its events to this write to carry."""
+        return (
+            self._queued
+            and self._due <= when
+            and self._dirty
+            and not self._busy
+            and not self.final
+            and len(self._state.steps) < PACE_FROM_NODES
+        )
 
     def flush(self) -> Awaitable[None]:
         """Write what is owed now, in this task: neither the delay nor the queue is waited.

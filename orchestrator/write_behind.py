@@ -95,12 +95,15 @@ class WriteBehind:
         elif earlier and self._waiter is not None:
             _wake(self._waiter)
 
-    def add_after(self, job: Behind, delay_s: float) -> None:
-        """`add`, due `delay_s` from now on the loop's clock: its adders need no loop."""
+    def add_after(self, job: Behind, delay_s: float) -> float:
+        """`add`, due `delay_s` from now on the loop's clock (its adders need no loop);
+        returns when it is due, on that clock."""
         loop = self._loop
         if loop is None or not loop.is_running():
             loop = self._loop = asyncio.get_running_loop()
-        self.add(job, loop.time() + delay_s)
+        due = loop.time() + delay_s
+        self.add(job, due)
+        return due
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

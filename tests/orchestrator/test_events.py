@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from orchestrator.events import EventRecorder, node_event, workflow_event
+from orchestrator.state_writer import StateWriter
+from orchestrator.write_behind import WriteBehind
 from state.memory import MemoryStateStore
 from state.models import NodeFailure, NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 from state.store import StateStoreError
@@ -295,3 +297,43 @@ async def test_last_leaves_the_end_to_finish_while_an_append_is_in_flight() -> N
         "workflow.running",
         "workflow.completed",
     ]
+
+
+async def _persist_nothing(state: WorkflowState) -> bool:
+    return True
+
+
+async def test_events_due_with_a_queued_document_write_are_left_to_it_to_carry() -> None:
+    """One transition queues the document write and the events together: the events'
+    turn leaves them to the write (`carry`), which takes them whole; while carried, the
+    recorder counts as appending (nothing more is taken), and what is told meanwhile is
+    queued for the flusher once the write ends. Events due well before any document
+    write are appended on their own."""
+    store, flusher = MemoryStateStore(), WriteBehind()
+    state = workflow()
+    events = EventRecorder(store, state, clock=lambda: 1.0, delay_s=3600.0, flusher=flusher)
+    writer = StateWriter(_persist_nothing, state, delay_s=3600.0, flusher=flusher)
+    events.carry_with(writer)
+    state.status = WorkflowStatus.RUNNING
+    events.workflow(state)
+    writer.mark_dirty()
+    assert events.write_behind() is None  # left to the document write
+    carried = events.carry()
+    assert carried is not None and [e["type"] for e in carried] == ["workflow.running"]
+    assert events.carry() is None
+    events.retrying("nlp", "a", 2, 0.5, "AgentTimeout")
+    events.carry_ended(carried, written=True)
+    await settle()  # the flusher appends what was told meanwhile, with no second delay
+    assert [e["type"] for _, e in await store.events_since("w1")] == ["step.retrying"]
+
+    other = WorkflowState(workflow_id="w2", definition_name="chain", created_at=100.0)
+    early = EventRecorder(store, other, clock=lambda: 1.0, flusher=WriteBehind())
+    late = StateWriter(_persist_nothing, other, delay_s=3600.0, flusher=WriteBehind())
+    early.carry_with(late)
+    other.status = WorkflowStatus.RUNNING
+    early.workflow(other)
+    late.mark_dirty()  # the document write is due an hour after the events
+    appended = early.write_behind()
+    assert appended is not None
+    await appended
+    assert [e["type"] for _, e in await store.events_since("w2")] == ["workflow.running"]

@@ -46,6 +46,8 @@ class RecordingStore(MemoryStateStore):
         self.saved: list[WorkflowStatus] = []
         # The event types each terminal save carried, and how many appends came apart.
         self.carried: list[list[str]] = []
+        # ... and the event types each running save carried.
+        self.carried_running: list[list[str]] = []
         self.appends = 0
         self.all_cancelled = all_cancelled
         self.flag_reads = 0
@@ -62,8 +64,8 @@ class RecordingStore(MemoryStateStore):
         events: Sequence[Mapping[str, Any]] = (),
     ) -> bool:
         self.saved.append(state.status)
-        if state.status.is_terminal:
-            self.carried.append([e["type"] for e in events])
+        carried = self.carried if state.status.is_terminal else self.carried_running
+        carried.append([e["type"] for e in events])
         written = await super().save(state, token=token, events=events)
         await asyncio.sleep(0)
         return written
@@ -215,6 +217,64 @@ async def test_the_terminal_write_carries_the_runs_last_events(
     logged = [e["type"] for _, e in await store.events_since(state.workflow_id)]
     assert store.carried == [logged]
     assert store.appends == 0
+    assert logged[0] == "workflow.running" and logged[-1] == "workflow.completed"
+    assert logged.count("step.completed") == len(chain.nodes)
+
+
+class HeldRunningStore(RecordingStore):
+    """Sets `running_saved` on every running save."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running_saved = asyncio.Event()
+
+    async def save(
+        self,
+        state: WorkflowState,
+        *,
+        token: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
+        written = await super().save(state, token=token, events=events)
+        if not state.status.is_terminal:
+            self.running_saved.set()
+        return written
+
+
+async def test_running_writes_carry_the_events_told_with_them(
+    registry: AgentRegistry, chain: CompiledWorkflow
+) -> None:
+    """A running document write carries the events told since the last (one store
+    operation for both, on Redis one script): the run appends none of its own, and every
+    event reaches the store once, in order."""
+    release = asyncio.Event()
+
+    async def held_data_agent(request: httpx.Request) -> httpx.Response:
+        if request.url.host.startswith("data"):
+            await release.wait()  # the workflow is mid-run until the test lets it go on
+        return agent(request)
+
+    store = HeldRunningStore()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(held_data_agent)) as http:
+        runner = DagEngine(
+            agents=AgentClient(registry, HttpxTransport(http)),
+            registry=registry,
+            kinds=default_kinds(),
+            builtins=BUILTIN_FALLBACKS,
+        )
+        orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner, write_delay_s=0.0)
+        await orchestrator.start()
+        state = await orchestrator.submit(chain, {"query": "revenue by region"})
+        async with asyncio.timeout(10):  # a hang guard, not a timing claim
+            await store.running_saved.wait()
+        assert store.carried_running[0][0] == "workflow.running"
+        assert "step.started" in store.carried_running[0]
+        release.set()
+        await orchestrator.wait(state.workflow_id)
+        await orchestrator.close()
+    logged = [e["type"] for _, e in await store.events_since(state.workflow_id)]
+    assert store.appends == 0
+    assert [t for batch in store.carried_running for t in batch] + store.carried[0] == logged
     assert logged[0] == "workflow.running" and logged[-1] == "workflow.completed"
     assert logged.count("step.completed") == len(chain.nodes)
 

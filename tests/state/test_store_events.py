@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from state.events import EventStream, StoredEvent
-from state.models import WorkflowStatus
+from state.models import NodeRun, WorkflowStatus
 from state.store import StateStore
 from tests.state.conftest import Backend, make_state, new_id
 
@@ -176,6 +176,29 @@ async def test_a_terminal_write_appends_the_events_it_carries_after_its_document
         (1, {"n": 1}),
         (2, {"n": 2}),
         (3, {"type": "workflow.completed"}),
+    ]
+
+
+async def test_a_running_write_appends_the_events_it_carries_after_its_document(
+    backend: Backend,
+) -> None:
+    """A running document's write carries its events too (the write-behind's: one
+    operation for both), appended after it, numbered after the log's, told to a subscriber
+    on any replica; the partial writes that follow a first one carry theirs as well."""
+    store = await backend.new()
+    peer = await backend.peer(store)
+    state = make_state(status=WorkflowStatus.RUNNING)
+    async with await peer.subscribe_events(state.workflow_id) as stream:
+        assert await store.save(state, events=[{"type": "workflow.running"}])
+        assert await next_event(stream) == (1, {"type": "workflow.running"})
+        state.steps["a"] = NodeRun(step_id="a", kind="agent", agent="nlp")
+        assert await store.save(state, events=[{"type": "step.started"}])
+        assert await next_event(stream) == (2, {"type": "step.started"})
+        stored = await peer.get(state.workflow_id)
+        assert stored is not None and "a" in stored.steps
+    assert [e for _, e in await store.events_since(state.workflow_id)] == [
+        {"type": "workflow.running"},
+        {"type": "step.started"},
     ]
 
 
