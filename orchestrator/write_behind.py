@@ -4,23 +4,24 @@ A workflow's transitions (StateWriter) and progress events (EventRecorder) are
 written behind its nodes. Each of them, when it has something to write, hands
 itself to the orchestrator's `WriteBehind` with its delay (`add_after`); one task
 takes the due ones in order (earliest first, ties first come first served) and
-writes them. So a transition costs a heap push, not a task of its
-own: the flusher task runs while there is work and ends when the queue is empty
-(the next job starts it again), so nothing is left pending when the loop closes.
+starts their writes. So a transition costs a heap push, not a timer or a task of
+its own while it waits: the flusher task runs while there is work and ends when the
+queue is empty (the next job starts it again).
 
-Every job due when the flusher wakes is written together (unless the store's writes
-complete in turn: `together=False`): the flusher takes them all (up to
-`_MOST_AT_ONCE`), starts their writes in the same turn and awaits them together, so
-a batching store (Redis: state/redis_batch.py) sends them in one exchange. One write
-per exchange would fall behind under load (at 50 chains in flight a chain's nodes
-are ~10 ms apart: thousands of writes a second) until running workflows ended before
-their progress reached the store, and status read on another replica would trail by
-far more than the delay. A job's own writes stay in order and never overlap (it is
-in the queue at most once, and a write that starts while another of its workflow's
-is in flight waits for it: see StateWriter._write and EventRecorder._append_queued);
-a slow or failing write holds up the jobs due after its turn, not the workflows
-(their nodes never wait on it, and their terminal writes are made in their own task,
-never queued here).
+Every job due when the flusher wakes (up to `_MOST_AT_ONCE`) has its write started in
+that turn, each in a task, and the flusher goes on without awaiting them: a batching
+store (Redis: state/redis_batch.py) sends the writes started in one turn in one
+exchange, and a write is late only by the loop's own delay, never by another's. The
+flusher used to await one write per exchange, which fell behind under load (at 50
+chains in flight, thousands of writes a second): running workflows ended before
+their progress reached the store, and status read on another replica trailed by far
+more than the delay. A job's own writes stay in order and never overlap: it is in
+the queue at most once, it is not queued again while its write is in flight (that
+write queues it when it ends, if something is owed), and a write that starts while
+another of its workflow's is in flight (a terminal flush, made in the workflow's own
+task) waits for it: see StateWriter._write and EventRecorder._append_queued. A store
+whose writes complete in turn (the memory store: `together=False`) has nothing to
+share; its writes are awaited one at a time, with no task around them.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-# The most jobs one turn of the flusher writes together: a bound on one exchange's
-# size (and on the tasks awaited at once); the rest are written in the next turn.
+# The most jobs one turn of the flusher starts together: a bound on one exchange's size;
+# the rest are started in the next turn.
 _MOST_AT_ONCE = 256
 
 
@@ -52,6 +53,13 @@ class Behind(Protocol):
     def write_behind(self) -> Awaitable[None] | None: ...
 
 
+async def _logged(write: Awaitable[None]) -> None:
+    try:
+        await write
+    except Exception:  # a bug in one job must not strand the others
+        log.exception("write_behind_failed")
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -64,7 +72,11 @@ class WriteBehind:
         """`together=False` for a store whose writes complete in the turn they are made
         (the memory store): nothing to share, so each due write is awaited in turn, with
         no task around it."""
+        self._together = together
         self._most_at_once = _MOST_AT_ONCE if together else 1
+        # The writes started and not yet ended (`together`): held, so none is collected
+        # while in flight, and counted in `running`.
+        self._writing: set[asyncio.Task[None]] = set()
         self._due: list[tuple[float, int, Behind]] = []
         self._order = itertools.count()
         self._task: asyncio.Task[None] | None = None
@@ -80,8 +92,9 @@ class WriteBehind:
 
     @property
     def running(self) -> bool:
-        """Whether the flusher task exists (it ends once the queue is empty)."""
-        return self._task is not None
+        """Whether the flusher task exists (it ends once the queue is empty) or a write it
+        started is still in flight."""
+        return self._task is not None or bool(self._writing)
 
     def add(self, job: Behind, due: float) -> None:
         """Write `job` once the loop's clock reaches `due` (a job is added once until it ran)."""
@@ -120,18 +133,19 @@ class WriteBehind:
                         self._waiter = None
                     continue  # a job due earlier may have come meanwhile
                 writes = self._take_due(loop.time())
-                if len(writes) == 1:
-                    # (Most turns when idle-ish: the write itself, no task around it.)
-                    try:
-                        await writes[0]
-                    except Exception:  # a bug in one job must not strand the others
-                        log.exception("write_behind_failed")
-                elif writes:
-                    # Started together: their commands reach the store in one turn, so
-                    # a batching store sends them in one exchange.
-                    for outcome in await asyncio.gather(*writes, return_exceptions=True):
-                        if isinstance(outcome, Exception):
-                            log.error("write_behind_failed", exc_info=outcome)
+                if not self._together:
+                    # Writes that complete in turn: awaited here, one at a time, taskless.
+                    for write in writes:
+                        await _logged(write)
+                    continue
+                # Started, not awaited: each write runs in a task of its own, so the
+                # flusher goes straight on to the jobs due next. A slow write (a store
+                # away, its retries) holds up only its own workflow's next write (its
+                # job is queued again when it ends), never the others'.
+                for write in writes:
+                    task = loop.create_task(_logged(write))
+                    self._writing.add(task)
+                    task.add_done_callback(self._writing.discard)
         finally:
             self._task = None
 
