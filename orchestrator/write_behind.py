@@ -146,6 +146,9 @@ class WriteBehind:
                     task = loop.create_task(_logged(write))
                     self._writing.add(task)
                     task.add_done_callback(self._writing.discard)
+                if len(writes) == self._most_at_once:
+                    # More may be due: these go out (one exchange) before the next ones.
+                    await asyncio.sleep(0)
         finally:
             self._task = None
 
