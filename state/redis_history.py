@@ -22,7 +22,9 @@ retention as its expiry.
 
 Each first write also lists its shard's entries whose expiry passed (at most
 `_PRUNE_BATCH`) and prunes them: a shard is swept at the rate it is written, so the
-index stays bounded when nobody lists history.
+index stays bounded when nobody lists history. The first writes of one turn to a shard
+send their entries as one command, which sweeps once for all of them (up to
+`_PRUNE_BATCH` each).
 """
 
 from __future__ import annotations
@@ -47,10 +49,11 @@ _PRUNE_BATCH = 200
 _SLACK_S = 60
 
 # KEYS[1] a shard's index, KEYS[2] its expiry set. ARGV[1] the sets' own TTL (s), ARGV[2]
-# now (ms) to list expired entries ("" not to), ARGV[3] how many at most, then one or more
-# pairs of a member and its expiry (ms): the entries of one turn's writes to the shard share
-# one command (`Batcher.eval_joined`). Returns the expired entries (checked and pruned by the
-# caller).
+# now (ms) to list expired entries ("" not to), ARGV[3] how many at most per entry written,
+# then one or more pairs of a member and its expiry (ms): the entries of one turn's writes
+# to the shard share one command (`Batcher.eval_joined`), and the sweep lists as many as
+# their separate commands would have. Returns the expired entries (checked and pruned by
+# the caller).
 _INDEX = LuaScript("""
 for i = 4, #ARGV, 2 do
   redis.call('ZADD', KEYS[1], 0, ARGV[i])
@@ -59,7 +62,8 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 if ARGV[2] == '' then return {} end
-return redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+return redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0,
+  ARGV[3] * (#ARGV - 3) / 2)
 """)
 
 
@@ -117,7 +121,7 @@ class RedisHistory:
             at_end=True,
         )
         if terminal:
-            return expired  # lists nothing expired (ARGV[4] ""): nothing to prune after it
+            return expired  # lists nothing expired (ARGV[2] ""): nothing to prune after it
         return self._indexed(shard, expired)
 
     async def _indexed(self, shard: int, expired: Awaitable[Any]) -> None:
