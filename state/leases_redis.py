@@ -92,12 +92,15 @@ if stored[1] == ARGV[1] and stored[2] == ARGV[2] then return 1 end
 return 0
 """)
 
-# KEYS[1] a replica's list. ARGV[1] workflow id, ARGV[2] the list's TTL (s), ARGV[3...] the
-# ids of finished workflows to unlist (their releases since the last listing, `release`).
+# KEYS[1] a replica's list. ARGV[1] the list's TTL (s), ARGV[2] how many ids of finished
+# workflows to unlist follow (F: their releases since the last listing, `release`), then
+# those F ids, then the ids of the workflows to list: one or more (the claims of one turn
+# share one listing, `Batcher.eval_joined`).
 _LIST = LuaScript("""
-redis.call('SADD', KEYS[1], ARGV[1])
-if #ARGV > 2 then redis.call('SREM', KEYS[1], unpack(ARGV, 3)) end
-return redis.call('EXPIRE', KEYS[1], ARGV[2])
+local f = tonumber(ARGV[2])
+redis.call('SADD', KEYS[1], unpack(ARGV, 3 + f))
+if f > 0 then redis.call('SREM', KEYS[1], unpack(ARGV, 3, 2 + f)) end
+return redis.call('EXPIRE', KEYS[1], ARGV[1])
 """)
 
 # KEYS[1] the workflow hash. ARGV[1] owner. Drop the ownership only if it is ours.
@@ -184,9 +187,17 @@ class RedisLeases:
         listed = keys.replica_workflows_key(self._prefix, owner)
         # (Unlisted even if this listing fails: left listed, they are skipped as above.)
         finished = self._unlisting.pop(owner, ())
-        replies: Awaitable[Any] = self._batcher.eval(
-            _LIST, (listed,), (workflow_id, self._ttl_s, *finished)
-        )
+        head = (self._ttl_s, len(finished), *finished)
+        replies: Awaitable[Any]
+        if finished:
+            # (Its own command: the unlisting goes in the middle of the arguments.)
+            replies = self._batcher.eval(_LIST, (listed,), (*head, workflow_id))
+        else:
+            # One listing for this turn's claims of `owner`, where the first one was queued
+            # (before every claim of the turn: listed first, as each claim needs).
+            replies = self._batcher.eval_joined(
+                _LIST, (listed,), head, (workflow_id,), join=(_LIST.sha, listed)
+            )
         if self._alive_until.get(owner, 0.0) - self._clock() <= lease_s * 2 / 3:
             # (Only then a gather: most claims need no beat, and one reply needs no wrapper.)
             replies = asyncio.gather(replies, self._beat(owner, lease_s, heartbeat=False))

@@ -22,7 +22,9 @@ retention as its expiry.
 
 Each first write also lists its shard's entries whose expiry passed (at most
 `_PRUNE_BATCH`) and prunes them: a shard is swept at the rate it is written, so the
-index stays bounded when nobody lists history.
+index stays bounded when nobody lists history. The first writes of one turn to a shard
+send their entries as one command, which sweeps once for all of them (up to
+`_PRUNE_BATCH` each).
 """
 
 from __future__ import annotations
@@ -46,16 +48,22 @@ _PRUNE_BATCH = 200
 # at the TTL, so the index's own TTL, twice the longer of TTL and retention, covers it).
 _SLACK_S = 60
 
-# KEYS[1] a shard's index, KEYS[2] its expiry set. ARGV[1] member, ARGV[2] its expiry (ms),
-# ARGV[3] the sets' own TTL (s), ARGV[4] now (ms) to list expired entries ("" not to),
-# ARGV[5] how many at most. Returns the expired entries (checked and pruned by the caller).
+# KEYS[1] a shard's index, KEYS[2] its expiry set. ARGV[1] the sets' own TTL (s), ARGV[2]
+# now (ms) to list expired entries ("" not to), ARGV[3] how many at most per entry written,
+# then one or more pairs of a member and its expiry (ms): the entries of one turn's writes
+# to the shard share one command (`Batcher.eval_joined`), and the sweep lists as many as
+# their separate commands would have. Returns the expired entries (checked and pruned by
+# the caller).
 _INDEX = LuaScript("""
-redis.call('ZADD', KEYS[1], 0, ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-if ARGV[4] == '' then return {} end
-return redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, ARGV[5])
+for i = 4, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], 0, ARGV[i])
+  redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+if ARGV[2] == '' then return {} end
+return redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0,
+  ARGV[3] * (#ARGV - 3) / 2)
 """)
 
 
@@ -95,13 +103,25 @@ class RedisHistory:
         member = member_of(state.created_at, state.workflow_id)
         # An idle deployment's index goes away whole; busy ones are pruned as they are written.
         horizon_s = max(retention_s, self._ttl_s) * 2
-        expired = self._batcher.eval(
+        # The shard's entries of this turn's writes go as one command, after the last of
+        # their documents (at_end: an entry is never indexed before its document is
+        # written, which a page would take for a dead entry). Who joins a first write
+        # sweeps with it: the first one prunes what that sweep found, a joiner nothing.
+        index_keys = (
+            keys.history_key(self._prefix, shard),
+            keys.history_expiry_key(self._prefix, shard),
+        )
+        expired = self._batcher.eval_joined(
             _INDEX,
-            (keys.history_key(self._prefix, shard), keys.history_expiry_key(self._prefix, shard)),
-            (member, expires_ms, horizon_s, swept, _PRUNE_BATCH),
+            index_keys,
+            (horizon_s, swept, _PRUNE_BATCH),
+            (member, expires_ms),
+            join=(_INDEX.sha, index_keys[0], terminal),
+            joined_reply=[],
+            at_end=True,
         )
         if terminal:
-            return expired  # lists nothing expired (ARGV[4] ""): nothing to prune after it
+            return expired  # lists nothing expired (ARGV[2] ""): nothing to prune after it
         return self._indexed(shard, expired)
 
     async def _indexed(self, shard: int, expired: Awaitable[Any]) -> None:

@@ -212,3 +212,67 @@ async def test_a_batch_not_answered_within_the_command_timeout_fails_and_the_nex
         assert batcher.own_round_trips == batcher.round_trips == 2
     finally:
         await client.aclose()
+
+
+# Answers what it was called with: a key it reads (set earlier in the batch or not), then
+# every argument.
+READ_AND_ECHO = LuaScript(
+    f"-- {uuid.uuid4().hex}\nreturn {{redis.call('GET', KEYS[2]) or '', unpack(ARGV)}}"
+)
+FAIL = LuaScript(f"-- {uuid.uuid4().hex}\nreturn redis.error_reply('no')")
+
+
+async def test_joined_calls_are_one_command_with_every_callers_items(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Calls of one turn under one join key go as one command carrying every caller's
+    items after the first caller's arguments; the first caller gets the reply, the others
+    their `joined_reply`. A command of another key is not joined, and `at_end` puts the
+    joined command after what was queued before the last joiner."""
+    client = connect(redis_url)
+    try:
+        batcher = Batcher(client)
+        await batcher.call(("SCRIPT", "LOAD", READ_AND_ECHO.source))
+        k, flag = f"{redis_prefix}k", f"{redis_prefix}flag"
+        script_keys = (k, flag)
+        sent = batcher.commands_sent
+        replies = await asyncio.gather(
+            batcher.eval_joined(READ_AND_ECHO, script_keys, ("h",), ("a",), join=1, at_end=True),
+            batcher.call(("SET", flag, "set")),
+            batcher.eval_joined(
+                READ_AND_ECHO, script_keys, ("h2",), ("b", "c"), join=1, joined_reply="j",
+                at_end=True,
+            ),
+            batcher.eval_joined(READ_AND_ECHO, script_keys, ("o",), ("x",), join=2),
+        )
+        assert replies == [[b"set", b"h", b"a", b"b", b"c"], True, "j", [b"set", b"o", b"x"]]
+        assert batcher.commands_sent - sent == 3
+        # The next turn's batch joins nothing of this one's.
+        again = await batcher.eval_joined(READ_AND_ECHO, script_keys, ("h",), ("d",), join=1)
+        assert again == [b"set", b"h", b"d"]
+    finally:
+        await client.aclose()
+
+
+async def test_a_joined_command_answers_every_caller_even_when_the_first_is_gone(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Its error reaches each caller (an exception of their own); a cancelled first caller
+    leaves the others their answers; a script Redis lost is loaded and run for all."""
+    client = connect(redis_url)
+    try:
+        batcher = Batcher(client)
+        k = f"{redis_prefix}k"
+        failing = [batcher.eval_joined(FAIL, (k,), (), (i,), join="f") for i in range(3)]
+        errors = await asyncio.gather(*failing, return_exceptions=True)
+        assert all(isinstance(e, ResponseError) for e in errors)
+        assert len({id(e) for e in errors}) == 3
+        fresh = LuaScript(f"-- {uuid.uuid4().hex}\nreturn #ARGV")  # unknown to Redis: loaded
+        first = batcher.eval_joined(fresh, (k,), (), ("a",), join="g")
+        rest = [
+            batcher.eval_joined(fresh, (k,), (), ("b",), join="g", joined_reply=i) for i in (1, 2)
+        ]
+        first.cancel()
+        assert await asyncio.gather(*rest) == [1, 2]
+    finally:
+        await client.aclose()

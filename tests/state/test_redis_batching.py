@@ -12,6 +12,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from state import keys
+from state.connect import reply_text
 from state.history import HistoryQuery
 from state.models import WorkflowStatus
 from state.redis import RedisStateStore
@@ -166,3 +168,27 @@ async def test_a_batch_of_events_is_one_command(redis_backend: RedisBackend) -> 
     before = store.commands_sent
     assert await store.append_events(workflow_id, [{"n": n} for n in range(20)]) == 20
     assert store.commands_sent - before == 1
+
+
+async def test_accepts_of_one_turn_share_one_listing_and_one_history_command(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """Five claimed accepts issued together send five document writes, one listing of
+    their owner and one history command for their shard (not five of each): each is
+    listed under its owner, in the history, and its document is there."""
+    store = await redis_backend.new(prefix="joined:", history_shards=1)
+    await load_scripts(redis_backend.client)
+    first = make_state(status=WorkflowStatus.PENDING)
+    first.owner = "me"
+    await store.accept(first, lease_s=10)  # the owner's beat: not part of the count
+    states = [make_state(status=WorkflowStatus.PENDING) for _ in range(5)]
+    for state in states:
+        state.owner = "me"
+    sent = store.commands_sent
+    assert await asyncio.gather(*(store.accept(s, lease_s=10) for s in states)) == [1] * 5
+    assert store.commands_sent - sent == 5 + 1 + 1
+    listed = await redis_backend.client.smembers(keys.replica_workflows_key(store.prefix, "me"))
+    assert {reply_text(m) for m in listed} == {s.workflow_id for s in [first, *states]}
+    page = await store.history(HistoryQuery(limit=10))
+    assert {e.workflow_id for e in page.entries} == {s.workflow_id for s in [first, *states]}
+    assert all(await asyncio.gather(*(store.get(s.workflow_id) for s in states)))

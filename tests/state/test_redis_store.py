@@ -721,6 +721,27 @@ async def test_a_workflow_ending_long_after_its_accept_is_indexed_again(
     assert abs(score - (time.time() + store.retention_s) * 1000) < 5_000
 
 
+async def test_first_writes_of_one_turn_sweep_as_much_as_each_would_have(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """Two accepts issued together share one history command, whose sweep still takes up to
+    `_PRUNE_BATCH` expired entries per accept: 300 dead entries are gone after them."""
+    store = await redis_backend.new(prefix="hist-joined:", ttl_s=100, history_shards=1)
+    index = keys.history_key(store.prefix, 0)
+    expiry = keys.history_expiry_key(store.prefix, 0)
+    past_ms = int(time.time() * 1000) - 1000
+    dead = [keys.history_member(past_ms, new_id()) for _ in range(300)]  # no documents
+    await redis_client.zadd(index, dict.fromkeys(dead, 0))
+    await redis_client.zadd(expiry, dict.fromkeys(dead, past_ms))
+    states = [make_state(status=WorkflowStatus.RUNNING) for _ in range(2)]
+
+    await asyncio.gather(*(store.accept(s) for s in states))
+
+    assert await redis_client.zcard(expiry) == 2  # the two new entries, nothing dead
+    page = await store.history(HistoryQuery())
+    assert {e.workflow_id for e in page.entries} == {s.workflow_id for s in states}
+
+
 async def test_a_first_write_prunes_its_shards_expired_entries(
     redis_backend: RedisBackend, redis_client: aioredis.Redis
 ) -> None:
