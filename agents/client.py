@@ -195,6 +195,19 @@ class AgentClient:
         self.retries: Mapping[str, int] = MappingProxyType(self._retries)
         """Retries made so far per agent (metrics)."""
 
+    def deadline_bound(self) -> frozenset[str]:
+        """The agents whose every call made with a `deadline` ends by that deadline by
+        itself, however the agent answers or fails to: each wait of such a call (an
+        attempt, a wait for the bulkhead, a retry's backoff) is capped by it, on the
+        clock it is given on (the event loop's, i.e. monotonic; a cap's timer may come
+        a little late, as any timer of the loop). Not so for an A2A agent (its card is
+        read outside the attempt's cap), nor with an injected clock or sleep (neither
+        need keep the loop's time). The DAG engine arms no backstop of its own around
+        a call to one of these."""
+        if self._clock is not time.monotonic or self._sleep is not asyncio.sleep:
+            return frozenset()
+        return frozenset(name for name, spec in self.registry.items() if spec.protocol != "a2a")
+
     def breaker(self, agent: str) -> AsyncCircuitBreaker:
         """The breaker of a registered agent; `UnknownAgent` otherwise."""
         self._spec(agent)

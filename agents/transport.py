@@ -45,6 +45,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, Literal, NamedTuple, Protocol
 
 import aiohttp
+import msgspec
 
 from agents.registry import AgentTimeouts
 from circuit.bulkhead import Bulkhead
@@ -288,7 +289,7 @@ class AiohttpTransport:
                 raise TransportTimeout("pool", timeouts.pool) from None
         task = asyncio.current_task(self._loop) or asyncio.current_task()
         assert task is not None  # a transport is used from a task: its caps need one
-        watch = self._watches[task] = _AnswerWatch(timeouts.read)
+        watch = self._watches[task] = _AnswerWatch(timeouts.read, NO_CAP)
         try:
             # Awaited, not `async with`: the request's own coroutine, without the context
             # manager's two around it (resumed with it each time the request waits) and
@@ -370,7 +371,7 @@ class AiohttpTransport:
             self._session = None
 
 
-class _AnswerWatch:
+class _AnswerWatch(msgspec.Struct):
     """The `read` limit of one request, from the moment it is sent until its head is in.
 
     aiohttp's own `sock_read` arms a timer of the event loop when a request is sent and
@@ -384,11 +385,10 @@ class _AnswerWatch:
     it must all come within `read` (aiohttp let each of its chunks restart the count;
     a head is a few hundred bytes, sent at once)."""
 
-    __slots__ = ("cap", "read_s")
+    # (A Struct, one per request: built in C, with no Python `__init__` frame.)
 
-    def __init__(self, read_s: float) -> None:
-        self.read_s = read_s
-        self.cap: Cap = NO_CAP
+    read_s: float
+    cap: Cap  # NO_CAP until the answer starts to be read
 
 
 def _watched_response(
@@ -399,6 +399,8 @@ def _watched_response(
     """aiohttp's response class (the session's public `response_class`), starting the
     `read` cap of its request (`_AnswerWatch`) when aiohttp starts reading the answer."""
 
+    start = aiohttp.ClientResponse.start  # (not `super()`: an object made per call)
+
     class WatchedResponse(aiohttp.ClientResponse):
         def start(
             self, connection: aiohttp.connector.Connection
@@ -408,11 +410,12 @@ def _watched_response(
             task = asyncio.current_task(loop) or asyncio.current_task()
             watch = None if task is None else watches.get(task)
             if watch is not None:
-                # An earlier start's cap, when aiohttp sends an idempotent request again
-                # after its kept-alive connection dropped: this attempt has its own.
-                watch.cap.stop(None)
+                if watch.cap is not NO_CAP:
+                    # An earlier start's cap, when aiohttp sends an idempotent request
+                    # again after its kept-alive connection dropped: this try has its own.
+                    watch.cap.stop(None)
                 watch.cap = reads.start_at(None, watch.read_s, task=task)
-            return super().start(connection)
+            return start(self, connection)
 
     return WatchedResponse
 

@@ -41,7 +41,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
-from typing import Any
+from typing import Any, cast
+
+import msgspec
 
 __all__ = ["NO_CAP", "Cap", "CapTimer"]
 
@@ -58,22 +60,20 @@ _innermost: dict[asyncio.Task[object], Cap] = {}
 _TIMER_CONTEXT = contextvars.Context()
 
 
-class Cap:
-    """The limit on one task's await (see `CapTimer.start`)."""
+class Cap(msgspec.Struct, eq=False):
+    """The limit on one task's await (see `CapTimer.start`).
 
-    __slots__ = ("_cancelling", "_expired", "_outer", "_task", "_timer", "when")
+    A Struct (identity-hashed, `eq=False`): one is made for most awaits capped, and a
+    Struct is built in C, with no Python `__init__` frame."""
 
-    def __init__(
-        self, timer: CapTimer, task: asyncio.Task[object], when: float, outer: Cap | None
-    ) -> None:
-        self._timer = timer
-        self._task = task
-        self.when = when
-        self._expired = False
-        # The cap this one is nested in (None: the task's outermost).
-        self._outer = outer
-        # As asyncio.Timeout: the cancel requests pending when the cap began.
-        self._cancelling = task.cancelling()
+    _timer: CapTimer
+    _task: asyncio.Task[Any]
+    when: float
+    # The cap this one is nested in (None: the task's outermost).
+    _outer: Cap | None
+    # As asyncio.Timeout: the cancel requests pending when the cap began.
+    _cancelling: int
+    _expired: bool = False
 
     def _expire(self) -> None:
         self._expired = True
@@ -82,30 +82,28 @@ class Cap:
     def stop(self, exc: BaseException | None) -> bool:
         """End the cap. True when its limit came and `exc` (what the await raised, None
         if it returned) is the cancellation it caused: raise `TimeoutError`."""
+        task = self._task
         self._timer._caps.discard(self)
-        if self._outer is None:
-            _innermost.pop(self._task, None)
+        outer = self._outer
+        if outer is None:
+            _innermost.pop(task, None)
         else:
-            _innermost[self._task] = self._outer
+            _innermost[task] = outer
         if not self._expired:
             return False
         # The cap's cancel request is withdrawn whatever happened, as Timeout does.
-        return self._task.uncancel() <= self._cancelling and type(exc) is asyncio.CancelledError
+        return task.uncancel() <= self._cancelling and type(exc) is asyncio.CancelledError
 
 
 class _Covered(Cap):
     """A cap nested in one that ends no later: nothing to arm, nothing to stop."""
 
-    __slots__ = ()
-
-    def __init__(self) -> None:
-        self.when = math.inf
-
     def stop(self, exc: BaseException | None) -> bool:
         return False
 
 
-_COVERED = _Covered()
+# (Its stop reads neither its timer nor its task: it has none.)
+_COVERED = _Covered(cast("CapTimer", None), cast("asyncio.Task[Any]", None), math.inf, None, 0)
 
 # A cap for an await that has none: `stop` costs a call and is always False (callers
 # that cap some awaits and not others need no branch around the await for it).
@@ -152,10 +150,10 @@ class CapTimer:
         outer = _innermost.get(task)
         if outer is not None and outer.when <= when and not outer._expired:
             return _COVERED
-        cap = _innermost[task] = Cap(self, task, when, outer)
+        cap = _innermost[task] = Cap(self, task, when, outer, task.cancelling())
         self._caps.add(cap)
-        if cap.when < self._armed:
-            self._arm(loop, cap.when)
+        if when < self._armed:
+            self._arm(loop, when)
         return cap
 
     def _restart(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -49,6 +49,10 @@ class WindowCounts:
         }
 
 
+# A call that neither failed nor was slow, as the count window keeps it.
+_OK = (False, False)
+
+
 class SlidingWindow:
     """Counts of the last `size` calls (`kind="count"`) or `size` seconds (`kind="time"`).
 
@@ -91,6 +95,28 @@ class SlidingWindow:
         self._calls += 1
         self._failures += failed
         self._slow += slow
+
+    def record_success(self, slow: bool, minimum_calls: int) -> bool:
+        """`record(failed=False, slow=slow)`, and whether `exceeds(minimum_calls, ...)`
+        may now say yes where it said no before the call (False: it still says no).
+
+        A count window's success that is not slow lowers or keeps both rates: it adds a
+        call, or (the window full) replaces an older one, failed or slow, or not. Only
+        reaching `minimum_calls` with it can turn the answer. A slow success can raise
+        the slow rate, and a time window's expiry can raise either rate: always asked.
+        """
+        if slow or self.kind != "count":
+            self.record(failed=False, slow=slow)
+            return True
+        ring = self._ring
+        if len(ring) == self.size:
+            old_failed, old_slow = ring.popleft()
+            self._failures -= old_failed
+            self._slow -= old_slow
+        else:
+            self._calls += 1
+        ring.append(_OK)
+        return self._calls == minimum_calls
 
     def counts(self) -> WindowCounts:
         if self.kind == "time":

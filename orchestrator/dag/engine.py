@@ -51,6 +51,7 @@ import structlog
 from opentelemetry.trace import Tracer
 
 from agents.client import AgentCallResult as ClientResult
+from agents.client import AgentClient
 from agents.errors import AgentError
 from agents.observe import log_node
 from agents.registry import AgentRegistry
@@ -189,6 +190,11 @@ class DagEngine:
         # The awaits every run bounds (node timeouts, inline nodes under the workflow's
         # deadline) on one timer of the event loop: a later deadline arms nothing.
         self.caps = CapTimer()
+        # The agents whose calls end by their deadline by themselves (our client's
+        # `deadline_bound`): an agent node arms no backstop around a call to one.
+        self.deadline_bound = (
+            agents.deadline_bound() if isinstance(agents, AgentClient) else frozenset[str]()
+        )
         # Whether a run's task gave the loop a turn (`_Execution.turn`): one callback
         # per turn of the loop for all the runs, not one per run.
         self.turns = LoopTurns()
@@ -953,7 +959,10 @@ class _Execution:
             if timeout_s is None:
                 timeout_s = self.engine.node_timeout_s
             try:
-                if timeout_s is None:
+                if timeout_s is None or agent in self.engine.deadline_bound:
+                    # No backstop: no timeout, or the client ends the call by ctx.deadline
+                    # (the node's timeout, or the workflow's deadline if nearer) with its
+                    # own AgentTimeout, before a backstop `_BACKSTOP_GRACE_S` later could.
                     result = await call
                 else:
                     cap = self.caps.start(timeout_s + _BACKSTOP_GRACE_S)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from circuit.config import WindowType
 from circuit.window import SlidingWindow, WindowCounts
 from tests.fakes import FakeClock
 
@@ -60,3 +63,41 @@ def test_rates_and_dict_of_an_empty_window_are_zero() -> None:
 def test_rejects_an_empty_size(clock: FakeClock) -> None:
     with pytest.raises(ValueError, match="window_size"):
         SlidingWindow("count", 0, clock=clock)
+
+
+_CALLS = st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans()), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["count", "time"]),
+    size=st.integers(1, 8),
+    minimum_calls=st.integers(1, 10),
+    failure_rate=st.sampled_from([1.0, 33.4, 50.0, 60.0, 100.0]),
+    slow_rate=st.sampled_from([1.0, 50.0, 80.0, 100.0]),
+    calls=_CALLS,
+)
+def test_record_success_counts_as_record_and_says_when_exceeds_may_turn(
+    kind: WindowType,
+    size: int,
+    minimum_calls: int,
+    failure_rate: float,
+    slow_rate: float,
+    calls: list[tuple[bool, bool, bool]],
+) -> None:
+    """`record_success` leaves the counts `record(failed=False)` would, and when it
+    says False, an `exceeds` that said no before still says no (the breaker, which
+    opens on its first yes, then asks it not)."""
+    clock = FakeClock()
+    window = SlidingWindow(kind, size, clock=clock)
+    reference = SlidingWindow(kind, size, clock=clock)
+    for failed, slow, tick in calls:
+        if tick:
+            clock.advance(0.7)
+        before = window.exceeds(minimum_calls, failure_rate, slow_rate)
+        if failed:
+            window.record(failed=True, slow=slow)
+        elif not window.record_success(slow, minimum_calls) and not before:
+            assert not window.exceeds(minimum_calls, failure_rate, slow_rate)
+        reference.record(failed=failed, slow=slow)
+        assert window.counts() == reference.counts()

@@ -360,3 +360,62 @@ async def test_an_open_breaker_a_when_and_a_plain_caller_end_the_same_on_both_pa
     # A caller that is not our client: its answers are walked on both paths.
     end = await run_both_ways(CHAIN, silent=True)
     assert end["document"]["status"] == "completed"
+
+
+async def _hanging_node(client: AgentClient, registry: AgentRegistry) -> dict[str, Any]:
+    """Runs one agent node whose agent never answers, under a 0.05 s node timeout, on
+    the engine's own path: the step it ended with."""
+    workflow = compile_workflow(
+        {"name": "hang", "nodes": [agent("a", "nlp")]},
+        agents=list(registry),
+        kinds=default_kinds(),
+        builtins=list(BUILTIN_FALLBACKS),
+    )
+    engine = DagEngine(
+        agents=client, registry=registry, builtins=BUILTIN_FALLBACKS, node_timeout_s=0.05
+    )
+    state = WorkflowState(workflow_id="wf-1", definition_name=workflow.name, inputs={})
+
+    async def on_transition(_: WorkflowState) -> None:
+        return None
+
+    await asyncio.wait_for(engine.run(workflow, state, on_transition=on_transition), timeout=10)
+    step: dict[str, Any] = state.to_dict()["steps"]["a"]
+    return step
+
+
+async def test_a_client_that_keeps_the_deadline_ends_a_hanging_node_itself() -> None:
+    """With the real clock and sleep, the client's own deadline timeout ends the node
+    (the node's backstop, a moment later, is not armed for it)."""
+    registry = mock_agent_registry()
+    client = AgentClient(registry, ScriptedTransport({"a": [HANG]}))
+    assert client.deadline_bound() == frozenset(registry)
+    step = await _hanging_node(client, registry)
+    assert step["error"]["type"] == "agent_timeout"
+    assert "deadline" in step["error"]["message"]
+    assert step["attempts"] == 1
+
+
+async def test_a_client_on_a_clock_of_its_own_still_gets_the_nodes_backstop() -> None:
+    """A client whose clock is not the loop's cannot see the deadline come: the node's
+    backstop ends the node (node_timeout)."""
+    registry = mock_agent_registry()
+    client = AgentClient(registry, ScriptedTransport({"a": [HANG]}), clock=lambda: 0.0)
+    assert client.deadline_bound() == frozenset()
+    step = await _hanging_node(client, registry)
+    assert step["error"]["type"] == "node_timeout"
+
+
+def test_an_a2a_agent_or_an_injected_sleep_is_not_deadline_bound() -> None:
+    """An A2A agent's card is read outside its attempt's cap; an injected sleep may
+    outlast the backoff it is asked for."""
+    registry = mock_agent_registry()
+    a2a = AgentRegistry(
+        [
+            dataclasses.replace(spec, protocol="a2a") if spec.name == "viz" else spec
+            for spec in registry.values()
+        ]
+    )
+    transport = ScriptedTransport({})
+    assert AgentClient(a2a, transport).deadline_bound() == frozenset(registry) - {"viz"}
+    assert AgentClient(registry, transport, sleep=instant).deadline_bound() == frozenset()
