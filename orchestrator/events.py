@@ -34,7 +34,7 @@ import msgspec
 import structlog
 
 from orchestrator.write_behind import WriteBehind
-from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus, milliseconds
 from state.store import StateStore
 
 log = structlog.get_logger(__name__)
@@ -119,7 +119,7 @@ def workflow_event(state: WorkflowState, at: float) -> Event:
     if terminal:
         event["finished_at"] = state.finished_at
         event["duration_ms"] = (
-            round((state.finished_at - state.created_at) * 1000.0, 3)
+            milliseconds(state.finished_at - state.created_at)
             if state.finished_at is not None
             else None
         )

@@ -19,7 +19,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from orchestrator.chain import CHAIN_NAME
-from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus, milliseconds
 from state.schedules import Misfire
 
 __all__ = [
@@ -183,7 +183,7 @@ class Workflow(msgspec.Struct, frozen=True):
             state.created_at,
             state.updated_at,
             finished_at,
-            round((finished_at - state.created_at) * 1000.0, 3) if finished_at else None,
+            milliseconds(finished_at - state.created_at) if finished_at else None,
             state.owner,
             state.definition,
             state.schedule_id,
