@@ -167,23 +167,28 @@ class Workflow(msgspec.Struct, frozen=True):
             # bytes (msgspec.Raw) are written in both places. A value's JSON does not
             # depend on where it is nested, so the answer is the same bytes, for a third
             # less of its encoding (the values are most of a chain's answer).
-            result = {key: msgspec.Raw(_encode(value)) for key, value in result.items()}
+            encoded: dict[str, msgspec.Raw] = {}
+            for key, value in result.items():
+                encoded[key] = msgspec.Raw(_encode(value))
+            result = encoded
             intent, data, chart = result.get("intent"), result.get("data"), result.get("chart")
         else:
             intent = data = chart = UNSET
         finished_at = state.finished_at
-        steps = state.steps
+        # The steps and the fallbacks in one loop (a comprehension is a frame of its own).
+        steps: dict[str, Step] = {}
+        fallbacks: list[Fallback] = []
+        for sid, run in state.steps.items():
+            steps[sid] = Step.of(run)
+            if run.fallback is not None:
+                fallbacks.append(Fallback(step_id=run.step_id, reason=run.fallback))
         return cls(
             state.workflow_id,
             state.definition_name,
             state.status,
             state.inputs,
-            {sid: Step.of(run) for sid, run in steps.items()},
-            [
-                Fallback(step_id=s.step_id, reason=s.fallback)
-                for s in steps.values()
-                if s.fallback is not None
-            ],
+            steps,
+            fallbacks,
             result,
             None
             if error is None
