@@ -171,7 +171,9 @@ class Workflow(msgspec.Struct, frozen=True):
             for key, value in result.items():
                 encoded[key] = msgspec.Raw(_encode(value))
             result = encoded
-            intent, data, chart = result.get("intent"), result.get("data"), result.get("chart")
+            intent: Any = encoded.get("intent")
+            data: Any = encoded.get("data")
+            chart: Any = encoded.get("chart")
         else:
             intent = data = chart = UNSET
         finished_at = state.finished_at
