@@ -18,7 +18,7 @@ from orchestrator.api import replies
 from orchestrator.api.routes import json_response
 from orchestrator.api.services import SERVICES
 from state.history import HistoryQuery
-from state.models import HistoryEntry, WorkflowStatus
+from state.models import HistoryEntry, WorkflowStatus, milliseconds
 
 routes = web.RouteTableDef()
 
@@ -79,7 +79,7 @@ def _summary(entry: HistoryEntry) -> replies.WorkflowSummary:
         status=entry.status,
         created_at=created,
         finished_at=finished,
-        duration_ms=round((finished - created) * 1000.0, 3) if finished else None,
+        duration_ms=milliseconds(finished - created) if finished else None,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.api import replies
 from orchestrator.chain import CHAIN_NAME
@@ -76,3 +78,34 @@ def test_an_unfinished_workflow_has_no_duration() -> None:
     state = WorkflowState(workflow_id="w2", definition_name="d", created_at=1.0, updated_at=1.0)
     body = _served(replies.Workflow.of(state))
     assert body["duration_ms"] is None and body["finished_at"] is None and body["steps"] == {}
+
+
+# What a step's output or a workflow's result can hold (plain JSON, as stored).
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=4), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(result=st.dictionaries(st.sampled_from(["intent", "data", "chart", "other"]), _json))
+def test_the_chains_answer_is_the_bytes_of_its_values_written_out(result: dict[str, Any]) -> None:
+    """The chain's result and lifted fields, each encoded once (msgspec.Raw), are written
+    byte for byte as the values themselves would be."""
+    state = _state(CHAIN_NAME)
+    state.result = result
+    reply = replies.Workflow.of(state)
+    plain = msgspec.structs.replace(
+        reply,
+        result=result,
+        intent=result.get("intent"),
+        data=result.get("data"),
+        chart=result.get("chart"),
+    )
+    assert msgspec.json.encode(reply) == msgspec.json.encode(plain)
