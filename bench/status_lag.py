@@ -2,7 +2,7 @@
 
     REDIS_URL=redis://127.0.0.1:6390/14 .venv/bin/python -m bench.status_lag \
         [--vs /path/to/other/checkout ...] [--workflows 3000] [--concurrency 50] \
-        [--delay-s 0.005] [--loop asyncio|uvloop]
+        [--delay-s 0.005] [--agent-ms 0] [--loop asyncio|uvloop]
 
 Issue 11 asks that transitions be written behind "within a bounded delay" and that
 status still show progress within it. The replica running a workflow answers status
@@ -39,6 +39,24 @@ _SAMPLE_EVERY_S = 0.002
 _PER_SAMPLE = 8
 
 
+def _serve_slow_stubs(port: int, delay_s: float) -> None:
+    """Child process: bench.chain's stub agents, each answer `delay_s` late."""
+    import orjson
+    from aiohttp import web
+
+    from bench.chain import _ANSWERS
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(delay_s)
+        body = orjson.dumps(_ANSWERS[request.match_info["agent"]])
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/{agent}/process", handle)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
 def _unreflected_since(live: Any, stored: Any) -> float | None:
     """When the oldest step change of `live` that `stored` does not show happened."""
     oldest: float | None = None
@@ -52,7 +70,9 @@ def _unreflected_since(live: Any, stored: Any) -> float | None:
     return oldest
 
 
-async def _run(workflows: int, concurrency: int, delay_s: float, redis_url: str) -> None:
+async def _run(
+    workflows: int, concurrency: int, delay_s: float, agent_s: float, redis_url: str
+) -> None:
     from agents.client import AgentClient
     from agents.transport import create_transport
     from bench.chain import _free_port, _registry, _serve_stubs, _start, _wait_listening
@@ -69,7 +89,11 @@ async def _run(workflows: int, concurrency: int, delay_s: float, redis_url: str)
 
     configure_logging("error")
     stub_port = _free_port()
-    stubs = _start(_serve_stubs, stub_port)
+    stubs = (
+        _start(_serve_stubs, stub_port)
+        if agent_s <= 0
+        else _start(_serve_slow_stubs, stub_port, agent_s)
+    )
     prefix = f"lag:{uuid.uuid4().hex[:8]}:"
     client, reader_client = connect(redis_url), connect(redis_url)
     saves = 0
@@ -159,6 +183,9 @@ def main() -> None:
     parser.add_argument("--workflows", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--delay-s", type=float, default=0.005)
+    parser.add_argument(
+        "--agent-ms", type=float, default=0.0, help="each stub agent answers this much late"
+    )
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -170,12 +197,14 @@ def main() -> None:
             import uvloop
 
             uvloop.install()
-        asyncio.run(_run(args.workflows, args.concurrency, args.delay_s, redis_url))
+        asyncio.run(
+            _run(args.workflows, args.concurrency, args.delay_s, args.agent_ms / 1000, redis_url)
+        )
         return
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     print(
         f"status lag on another replica: chains at {args.concurrency} in flight, write delay "
-        f"{args.delay_s * 1000:g} ms, {args.loop}"
+        f"{args.delay_s * 1000:g} ms, agents answering {args.agent_ms:g} ms late, {args.loop}"
     )
     for tree in [*args.vs, here]:
         print(f"{tree}:", flush=True)
@@ -183,6 +212,7 @@ def main() -> None:
         child = [sys.executable, os.path.abspath(__file__), "--child"]
         child += ["--workflows", str(args.workflows), "--concurrency", str(args.concurrency)]
         child += ["--delay-s", str(args.delay_s), "--loop", args.loop]
+        child += ["--agent-ms", str(args.agent_ms)]
         env = {**os.environ, "PYTHONPATH": tree}
         subprocess.run(child, env=env, check=True, cwd=tree, timeout=600)
 
