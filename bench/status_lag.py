@@ -17,8 +17,8 @@ answer arrived (so an answer's own round trip counts against the store).
 Printed per tree: lag percentiles over all samples, the share of samples trailing by
 more than the delay, and the running document writes per chain. Each tree runs in a
 child process of its own (`--vs` trees in turn, then this one), so trees share nothing
-but the machine and the Redis server; every run uses a key prefix of its own and
-deletes nothing it did not write (the keys expire with their TTL).
+but the machine and the Redis server; every run uses a key prefix of its own and, at
+its end, deletes the keys under it (nothing else).
 """
 
 from __future__ import annotations
@@ -55,6 +55,17 @@ def _serve_slow_stubs(port: int, delay_s: float) -> None:
     app = web.Application()
     app.router.add_post("/{agent}/process", handle)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+async def _batches(keys: Any, size: int = 1000) -> Any:
+    batch: list[Any] = []
+    async for key in keys:
+        batch.append(key)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _unreflected_since(live: Any, stored: Any) -> float | None:
@@ -157,6 +168,10 @@ async def _run(
         await transport.aclose()
         await store.close()
         await reader.close()
+        # This run's keys only (its own prefix): a long bench session would otherwise
+        # leave hundreds of thousands behind until their TTL.
+        async for keys in _batches(client.scan_iter(match=f"{prefix}*", count=1000)):
+            await client.unlink(*keys)
         await client.aclose()
         await reader_client.aclose()
         stubs.terminate()
