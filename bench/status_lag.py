@@ -39,24 +39,6 @@ _SAMPLE_EVERY_S = 0.002
 _PER_SAMPLE = 8
 
 
-def _serve_slow_stubs(port: int, delay_s: float) -> None:
-    """Child process: bench.chain's stub agents, each answer `delay_s` late."""
-    import orjson
-    from aiohttp import web
-
-    from bench.chain import _ANSWERS
-
-    async def handle(request: web.Request) -> web.Response:
-        await request.read()
-        await asyncio.sleep(delay_s)
-        body = orjson.dumps(_ANSWERS[request.match_info["agent"]])
-        return web.Response(body=body, content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/{agent}/process", handle)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
 async def _batches(keys: Any, size: int = 1000) -> Any:
     batch: list[Any] = []
     async for key in keys:
@@ -87,6 +69,7 @@ async def _run(
     from agents.client import AgentClient
     from agents.transport import create_transport
     from bench.chain import _free_port, _registry, _serve_stubs, _start, _wait_listening
+    from bench.defaults import _serve_slow_stubs
     from bench.targets import QUERY, _chain_definition, _drive
     from orchestrator.builtins import BUILTIN_FALLBACKS
     from orchestrator.dag.compiler import compile_workflow

@@ -196,6 +196,25 @@ async def test_a_finished_workflow_is_written_terminal_exactly_once(
     assert {**stored.to_dict(), "updated_at": None} == {**done.to_dict(), "updated_at": None}
 
 
+async def started_on(
+    store: RecordingStore,
+    registry: AgentRegistry,
+    http: httpx.AsyncClient,
+    *,
+    write_delay_s: float,
+) -> WorkflowOrchestrator:
+    """An orchestrator on `store`, its agents answered through `http`, started."""
+    runner = DagEngine(
+        agents=AgentClient(registry, HttpxTransport(http)),
+        registry=registry,
+        kinds=default_kinds(),
+        builtins=BUILTIN_FALLBACKS,
+    )
+    orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner, write_delay_s=write_delay_s)
+    await orchestrator.start()
+    return orchestrator
+
+
 async def test_the_terminal_write_carries_the_runs_last_events(
     http: httpx.AsyncClient, registry: AgentRegistry, chain: CompiledWorkflow
 ) -> None:
@@ -203,14 +222,7 @@ async def test_the_terminal_write_carries_the_runs_last_events(
     every event of its run goes with its terminal document (one store operation, after
     the document), in order, the terminal event last."""
     store = RecordingStore()
-    runner = DagEngine(
-        agents=AgentClient(registry, HttpxTransport(http)),
-        registry=registry,
-        kinds=default_kinds(),
-        builtins=BUILTIN_FALLBACKS,
-    )
-    orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner, write_delay_s=3600.0)
-    await orchestrator.start()
+    orchestrator = await started_on(store, registry, http, write_delay_s=3600.0)
     state = await orchestrator.submit(chain, {"query": "revenue by region"})
     await orchestrator.wait(state.workflow_id)
     await orchestrator.close()  # (its housekeeping done)
@@ -256,14 +268,7 @@ async def test_running_writes_carry_the_events_told_with_them(
 
     store = HeldRunningStore()
     async with httpx.AsyncClient(transport=httpx.MockTransport(held_data_agent)) as http:
-        runner = DagEngine(
-            agents=AgentClient(registry, HttpxTransport(http)),
-            registry=registry,
-            kinds=default_kinds(),
-            builtins=BUILTIN_FALLBACKS,
-        )
-        orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner, write_delay_s=0.0)
-        await orchestrator.start()
+        orchestrator = await started_on(store, registry, http, write_delay_s=0.0)
         state = await orchestrator.submit(chain, {"query": "revenue by region"})
         async with asyncio.timeout(10):  # a hang guard, not a timing claim
             await store.running_saved.wait()
