@@ -22,22 +22,12 @@ from orchestrator.dag.values import (
     json_value,
     sized_within,
 )
+from tests.strategies import json_values
 
 _NAMES = ("a", "b", "0")
 
 # What orjson yields, nested a few levels (a step's output, kept or adopted).
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.sampled_from(_NAMES), children, max_size=4)
-    ),
-    max_leaves=20,
-)
+_json = json_values(st.sampled_from(_NAMES))
 
 
 def _unkept_containers(children: Any) -> Any:

@@ -21,22 +21,12 @@ from hypothesis import strategies as st
 from orchestrator.dag.budget import Budget, Limits, measure
 from orchestrator.dag.templates import Template, compile_template
 from orchestrator.dag.values import ValueSizes, json_depth, json_value
+from tests.strategies import json_values
 
 _NAMES = ("a", "b", "c", "0", "1")
 
 # What orjson yields (ints within 64 bits, finite floats), nested a few levels.
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12),
-    lambda children: (
-        st.lists(children, max_size=5)
-        | st.dictionaries(st.sampled_from(_NAMES), children, max_size=5)
-    ),
-    max_leaves=30,
-)
+_json = json_values(st.sampled_from(_NAMES), text_size=12, size=5, leaves=30)
 _paths = st.lists(st.sampled_from(_NAMES), min_size=0, max_size=3).map(
     lambda segments: ".".join(["s", *segments])
 )
