@@ -42,6 +42,18 @@ from bench.targets import QUERY, _serve_floor_service
 _BODY = orjson.dumps({"query": QUERY})
 
 
+async def post_query(session: aiohttp.ClientSession, port: int) -> None:
+    """One chain query to the server on `port`, its answer read; anything but 200 raises."""
+    async with session.post(
+        f"http://127.0.0.1:{port}/api/query",
+        data=_BODY,
+        headers={"Content-Type": "application/json"},
+    ) as r:
+        await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"answer {r.status} from port {port}")
+
+
 def _cpu_s(pid: int) -> float:
     """CPU seconds of process `pid` so far, every thread, to the nanosecond (schedstat:
     /proc/<pid>/stat counts in clock ticks of 10 ms, coarser than one request)."""
@@ -85,14 +97,7 @@ async def _rounds(
 
         async def one(port: int) -> float:
             start = time.perf_counter()
-            async with session.post(
-                f"http://127.0.0.1:{port}/api/query",
-                data=_BODY,
-                headers={"Content-Type": "application/json"},
-            ) as r:
-                await r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"answer {r.status} from port {port}")
+            await post_query(session, port)
             return (time.perf_counter() - start) * 1000.0
 
         names = list(ports)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.service_ab import _BODY, _cpu_s, serving
+from bench.service_ab import _cpu_s, post_query, serving
 from orchestrator.settings import Settings
 
 # The pause around a block: the previous server's housekeeping ends before the next
@@ -54,14 +54,7 @@ async def _steady(session: aiohttp.ClientSession, port: int, count: int, concurr
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            async with session.post(
-                f"http://127.0.0.1:{port}/api/query",
-                data=_BODY,
-                headers={"Content-Type": "application/json"},
-            ) as r:
-                await r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"answer {r.status} from port {port}")
+            await post_query(session, port)
 
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), timeout=300)
 
