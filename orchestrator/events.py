@@ -154,8 +154,9 @@ class EventRecorder:
     they are written behind like transitions: the first of a burst waits up to
     `delay_s` for the ones that follow, so a burst costs one append (one Redis
     command) instead of one per event, and a workflow that ends within the delay
-    appends all of its events at once, after its terminal write. `finish` never
-    waits for the delay.
+    appends all of its events at once, after its terminal write. Events due with a
+    document write of their workflow go with it (`carry_with`, `carry`, `last`): one
+    store operation for both. `finish` never waits for the delay.
     """
 
     # One per workflow run: slots, not a dict per instance.

@@ -385,11 +385,7 @@ class WorkflowOrchestrator:
         if not caller_gone:
             accepted.set_result(None)
         running = self._enter(state, token)
-        running.task = task
-        # Until `_run` runs, a cancel of this task ends it as one of `_start`'s that never
-        # ran: written cancelled by `_on_done`.
-        running.never_ran = never_ran = lambda _: self._on_done(running, cancelled=True)
-        task.add_done_callback(never_ran)
+        self._track(running, task)
         self._finishers.discard(task)
         if caller_gone:
             cancelled: bool | None = True
@@ -492,7 +488,12 @@ class WorkflowOrchestrator:
         """Run `workflow` in a task of its own; `cancelled`: its cancel flag, if already read."""
         running = self._enter(state, token)
         body = self._body(workflow, running, cancelled)
-        running.task = task = asyncio.create_task(body, name=f"workflow-{state.workflow_id}")
+        self._track(running, asyncio.create_task(body, name=f"workflow-{state.workflow_id}"))
+
+    def _track(self, running: _Running, task: asyncio.Task[None]) -> None:
+        """`task` runs `running`. Until its body (`_run`) runs, a cancel of it ends the
+        workflow as one that never ran: written cancelled by `_on_done`."""
+        running.task = task
         running.never_ran = never_ran = lambda _: self._on_done(running, cancelled=True)
         task.add_done_callback(never_ran)
 
@@ -1113,8 +1114,8 @@ class WorkflowOrchestrator:
     async def _persist(
         self, state: WorkflowState, token: int | None, events: Sequence[Mapping[str, Any]] = ()
     ) -> bool:
-        """Save `state` (with `events`, a terminal write's last ones) until the store holds
-        it (or an already terminal copy).
+        """Save `state` (with `events`: those told with it, appended after it in the same
+        operation) until the store holds it (or an already terminal copy).
 
         A store error is retried with jittered backoff for as long as it lasts: a
         running workflow's writes are kept, never dropped. False when this replica

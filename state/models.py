@@ -44,7 +44,7 @@ def milliseconds(seconds: float) -> float:
     a quarter-millionth of one when under 2**31 in magnitude), and divided by 1000.0
     it is the float nearest that decimal, as `round` returns. A number near a half,
     zero (round keeps the sign of a zero) or out of that range takes `round` itself.
-    tests/state/test_models.py holds the two to the same float.
+    tests/state/test_milliseconds.py holds the two to the same float.
     """
     ms = seconds * 1000.0
     scaled = ms * 1000.0

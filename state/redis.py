@@ -14,9 +14,10 @@ one expiry and a reader never sees half a transition:
   and the workflow's spec is not there; otherwise write the fields sent (the
   header and the changed steps, or the compacted final document) and (re)set the
   TTL of every key of the workflow (the retention, for a finished one), and when
-  a *watched* workflow ends PUBLISH its id on the finished channel. A terminal
-  write carries the run's last events too (appended after the document, as the
-  events script appends them): no command of their own after the answer. The fence
+  a *watched* workflow ends PUBLISH its id on the finished channel. A write carries
+  the events told with it too (appended after the document, as the events script
+  appends them): a terminal write the run's last ones, so no command of their own
+  follows the answer, and a running write those told since the last. The fence
   is checked inside the writing script: no claim can slip in between.
 - cancel, pause, resume: set (or clear) the flag with the document's remaining
   TTL, then publish the id to the owner's channel only (SPUBLISH on a Cluster),
@@ -105,8 +106,8 @@ FIRST_GENERATION = 1
 # ARGV[4] _WHOLE, _PARTIAL or _NEW (above), ARGV[5] finished channel, ARGV[6] workflow id,
 # ARGV[7] owner, ARGV[8] how many events end ARGV (E), ARGV[9] the events' channel, then
 # field/value pairs, then the E events' JSON. A _NEW write with a token is the workflow's
-# first claim too: the token becomes its generation and ARGV[7] its owner. The events (a
-# terminal write's last ones) are appended as `_APPEND_EVENTS` appends them, after the
+# first claim too: the token becomes its generation and ARGV[7] its owner. The events (told
+# with the document) are appended as `_APPEND_EVENTS` appends them, after the
 # document and only when it is written: a reader told of them finds the document written.
 # Returns -1 stale token, 0 already terminal, -2 partial write of a missing document,
 # -3 a new workflow's id is taken, 1 written.

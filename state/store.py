@@ -166,7 +166,8 @@ class StateStore(Protocol):
     ) -> bool:
         """Write the document and refresh the workflow's TTL; False if already terminal.
 
-        `events` (a terminal write's last events) are appended to the workflow's event log
+        `events` (those told with the document: a running write's since the last append,
+        a terminal write's last ones) are appended to the workflow's event log
         in the same operation, after the document, as `append_events` would append them,
         and only when the document is written (True): an already terminal one had its
         last events told by whoever ended it (or by this very write, when its answer was
