@@ -396,12 +396,13 @@ class _Execution:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def emit(self, run: NodeRun | None = None) -> Awaitable[None] | None:
-        """Record a transition: `on_node(run)` now, and `on_transition`'s awaitable (its
-        coroutine, handed back as it is: no frame of this method's own around it), or
-        None when it has nothing to wait for. The hot paths await it only when there is
-        one; the others go through `_emitted`."""
-        self.state.updated_at = self.engine.clock()
+    def emit(self, run: NodeRun | None = None, now: float | None = None) -> Awaitable[None] | None:
+        """Record a transition (made at `now`, when the caller read the clock for it):
+        `on_node(run)` now, and `on_transition`'s awaitable (its coroutine, handed back as
+        it is: no frame of this method's own around it), or None when it has nothing to
+        wait for. The hot paths await it only when there is one; the others go through
+        `_emitted`."""
+        self.state.updated_at = self.engine.clock() if now is None else now
         if run is not None and self.on_node is not None:
             self.on_node(run)
         return self.on_transition(self.state)
@@ -629,12 +630,13 @@ class _Execution:
                 await self.before_start()
             run = self.state.steps[node_id]
             run.status = _NODE_RUNNING
-            run.started_at = self.engine.clock()
+            # One reading of the clock: the node's start is the state's last change.
+            now = run.started_at = self.engine.clock()
             if not self.running and not self.runnable:
                 # The only node that can run now (a chain's every node, a fan-out's root
                 # and join): run it in this task. A task of its own would buy nothing but
                 # a task, a wake-up and a turn of the loop per node.
-                pending = self.emit(run)
+                pending = self.emit(run, now)
                 if pending is not None:
                     await pending
                 await self._run_inline(cn, ctx, pre_error, sorter)
@@ -652,7 +654,7 @@ class _Execution:
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
             # emit(run), its on_transition deferred to the end of the burst (above).
-            self.state.updated_at = self.engine.clock()
+            self.state.updated_at = now
             if self.on_node is not None:
                 self.on_node(run)
             untold = True
