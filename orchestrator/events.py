@@ -73,23 +73,26 @@ def is_terminal(event: Event) -> bool:
 
 def node_event(workflow_id: str, run: NodeRun, at: float) -> Event | None:
     status = run.status
-    named = _NODE_EVENT.get(status)
-    if named is None:
-        return None
-    name, value = named
     if status is _RUNNING:
         return {
-            "type": name,
+            "type": "step.started",
             "workflow_id": workflow_id,
             "step": run.step_id,
             "kind": run.kind,
             "agent": run.agent,
-            "status": value,
+            "status": "running",
             "at": at,
             "started_at": run.started_at,
         }
-    if status is _COMPLETED and run.fallback is not None:
+    named = _NODE_EVENT.get(status)
+    if named is None:
+        return None
+    name, value = named
+    fallback = run.fallback
+    if fallback is not None and status is _COMPLETED:
         name = "step.fell_back"
+    started_at = run.started_at
+    finished_at = run.finished_at
     event: Event = {
         "type": name,
         "workflow_id": workflow_id,
@@ -99,14 +102,20 @@ def node_event(workflow_id: str, run: NodeRun, at: float) -> Event | None:
         "status": value,
         "at": at,
         "attempts": run.attempts,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "duration_ms": run.duration_ms,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        # run.duration_ms, without its property's frame
+        "duration_ms": (
+            None
+            if started_at is None or finished_at is None
+            else milliseconds(finished_at - started_at)
+        ),
     }
-    if run.error is not None:
-        event["error"] = {"type": run.error.type, "message": run.error.message}
-    if run.fallback is not None:
-        event["fallback"] = run.fallback
+    error = run.error
+    if error is not None:
+        event["error"] = {"type": error.type, "message": error.message}
+    if fallback is not None:
+        event["fallback"] = fallback
     if run.skip_reason is not None:
         event["reason"] = run.skip_reason
     return event

@@ -396,12 +396,13 @@ class _Execution:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def emit(self, run: NodeRun | None = None) -> Awaitable[None] | None:
-        """Record a transition: `on_node(run)` now, and `on_transition`'s awaitable (its
-        coroutine, handed back as it is: no frame of this method's own around it), or
-        None when it has nothing to wait for. The hot paths await it only when there is
-        one; the others go through `_emitted`."""
-        self.state.updated_at = self.engine.clock()
+    def emit(self, run: NodeRun | None = None, now: float | None = None) -> Awaitable[None] | None:
+        """Record a transition (made at `now`, when the caller read the clock for it):
+        `on_node(run)` now, and `on_transition`'s awaitable (its coroutine, handed back as
+        it is: no frame of this method's own around it), or None when it has nothing to
+        wait for. The hot paths await it only when there is one; the others go through
+        `_emitted`."""
+        self.state.updated_at = self.engine.clock() if now is None else now
         if run is not None and self.on_node is not None:
             self.on_node(run)
         return self.on_transition(self.state)
@@ -629,12 +630,13 @@ class _Execution:
                 await self.before_start()
             run = self.state.steps[node_id]
             run.status = _NODE_RUNNING
-            run.started_at = self.engine.clock()
+            # One reading of the clock: the node's start is the state's last change.
+            now = run.started_at = self.engine.clock()
             if not self.running and not self.runnable:
                 # The only node that can run now (a chain's every node, a fan-out's root
                 # and join): run it in this task. A task of its own would buy nothing but
                 # a task, a wake-up and a turn of the loop per node.
-                pending = self.emit(run)
+                pending = self.emit(run, now)
                 if pending is not None:
                     await pending
                 await self._run_inline(cn, ctx, pre_error, sorter)
@@ -652,7 +654,7 @@ class _Execution:
             task.add_done_callback(self._node_done)
             self.running[task] = node_id
             # emit(run), its on_transition deferred to the end of the burst (above).
-            self.state.updated_at = self.engine.clock()
+            self.state.updated_at = now
             if self.on_node is not None:
                 self.on_node(run)
             untold = True
@@ -681,6 +683,9 @@ class _Execution:
         try:
             if self.deadline is None:
                 outcome = await self._node(cn, ctx, pre_error)
+            elif self._ends_in_time(cn, ctx, pre_error):
+                # No cap: the node ends before the workflow's deadline could come.
+                outcome = await self._agent_node(cn, ctx, capped=False)
             else:
                 # _until_deadline, written out: one coroutine less around every node.
                 cap = self.caps.start_at(self.deadline, task=self.task)
@@ -720,6 +725,31 @@ class _Execution:
                 now = self.loop.time()
             self.yielded_at = now
             self.turn = self.turns.mark(self.loop)
+
+    def _ends_in_time(
+        self, cn: CompiledNode, ctx: NodeContext, pre_error: NodeError | None
+    ) -> bool:
+        """Whether an inline node ends by itself before the workflow's deadline, so the
+        cap `_run_inline` arms for that deadline could never fire (one cap start and stop
+        per node, ~3.7 K instructions, and the client's cap then nested in nothing): an
+        agent node on the engine's own path, to an agent our client ends every call to by
+        the node's deadline (`deadline_bound`), that deadline its own (`timeout_s` or the
+        engine's `node_timeout_s`) and earlier than the workflow's by at least the grace a
+        backstop allows a late timer, and no fallback (which would run after it, until
+        its own timeout). The rest of the node is synchronous, but for an input rendered
+        off the loop: `_agent_node` caps that path itself (`capped=False`)."""
+        node_deadline = ctx.deadline
+        deadline = self.deadline
+        return (
+            pre_error is None
+            and node_deadline is not None
+            and deadline is not None
+            and node_deadline + _BACKSTOP_GRACE_S <= deadline
+            and cn.node.fallback is None
+            and type(cn.kind) is AgentKind
+            and self.engine.tracer is None
+            and cn.agent in self.engine.deadline_bound
+        )
 
     async def _until_deadline(self, work: Awaitable[Any]) -> Any:
         """Await scheduler-side work (a `when`) under the workflow's deadline: _TimedOut."""
@@ -918,14 +948,17 @@ class _Execution:
                 span.set_attribute("error.type", error_code(outcome.error))
             return outcome
 
-    async def _agent_node(self, cn: CompiledNode, ctx: NodeContext) -> _Outcome:
+    async def _agent_node(
+        self, cn: CompiledNode, ctx: NodeContext, *, capped: bool = True
+    ) -> _Outcome:
         """An agent node (the engine's own kind): `_execute_node`, `AgentKind.run` and
         `NodeContext.call_agent` written out in one frame, calling the agent client
         directly. Per agent node that is one coroutine fewer (and a resume fewer per
         wait for an answer) and five calls fewer. What it does is theirs, step for step
         (tests/orchestrator/dag/test_agent_node_path.py runs the same definitions both
         ways); an input that renders to no object, or too big to render inline, takes
-        their path."""
+        their path. `capped` False: the caller armed no cap for the workflow's deadline
+        (`_ends_in_time`); their path, which may render off the loop, is capped here."""
         params = cn.compiled
         assert isinstance(params, AgentParams)  # AgentKind.compile made it
         node = cn.node
@@ -945,14 +978,7 @@ class _Execution:
                 budget.offloaded()
             if type(payload) is not dict:
                 # Rendered off the loop, or not an object: the kind's own path.
-                kind = cn.kind
-                assert isinstance(kind, AgentKind)
-                work: Awaitable[Any]
-                if payload is _OFFLOAD:
-                    work = kind.offloaded(node, ctx, params)
-                else:
-                    work = kind.call(node, ctx, params, payload)
-                return await self._execute_node(cn, ctx, None, work)
+                return await self._kind_path(cn, ctx, params, payload, capped=capped)
             ctx.input = payload
             retry = params.retry
             call = self.engine.agents.call(
@@ -990,11 +1016,32 @@ class _Execution:
             ctx.attempts += result.attempts
             output = self._answer_kept(cn, ctx, result)
             return _Outcome(output=output, input=payload, attempts=ctx.attempts, agent=agent)
+        except _TimedOut:
+            raise  # (`capped` False: the workflow's deadline, from `_until_deadline`)
         except Exception as exc:  # any failure of the node is the node's, never the engine's
             error: BaseException = exc
         if node.fallback is None:
             return _Outcome(error=error, input=ctx.input, attempts=ctx.attempts, agent=ctx.agent)
         return await self._fallback(cn, ctx, error)
+
+    def _kind_path(
+        self, cn: CompiledNode, ctx: NodeContext, params: AgentParams, payload: Any, *, capped: bool
+    ) -> Awaitable[_Outcome]:
+        """`_agent_node`'s input rendered off the loop (`_OFFLOAD`), or to no object: the
+        node on the agent kind's own path, under the workflow's deadline unless `capped`
+        (the caller's cap bounds it)."""
+        kind = cn.kind
+        assert isinstance(kind, AgentKind)
+        work: Awaitable[Any]
+        if payload is _OFFLOAD:
+            work = kind.offloaded(cn.node, ctx, params)
+        else:
+            work = kind.call(cn.node, ctx, params, payload)
+        node_run = self._execute_node(cn, ctx, None, work)
+        if capped:
+            return node_run
+        outcome: Awaitable[_Outcome] = self._until_deadline(node_run)
+        return outcome
 
     def _answer_kept(self, cn: CompiledNode, ctx: NodeContext, result: AgentCallResult) -> Any:
         """An agent's answer as `call_agent` hands it back, kept as `_execute_node` keeps

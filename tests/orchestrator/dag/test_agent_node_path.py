@@ -79,9 +79,12 @@ async def run_both_ways(
     silent: bool = False,
     node_timeout_s: float | None = None,
     registry: AgentRegistry | None = None,
+    deadline_bound: bool = False,
 ) -> dict[str, Any]:
     """Run `definition` on the agent node's own path and on the general path; assert
-    they ended the same, and return what the own path ended with."""
+    they ended the same, and return what the own path ended with. `deadline_bound`: the
+    client keeps the loop's clock and sleep (`AgentClient.deadline_bound`), so a chain
+    node whose own deadline comes first runs under no cap for the workflow's."""
     registry = registry or mock_agent_registry()
     ends = []
     for general in (False, True):
@@ -92,7 +95,11 @@ async def run_both_ways(
             definition, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
         )
         transport = ScriptedTransport(scripts or {})
-        client = AgentClient(registry, transport, sleep=instant, rng=random.Random(7))
+        client = (
+            AgentClient(registry, transport, rng=random.Random(7))
+            if deadline_bound
+            else AgentClient(registry, transport, sleep=instant, rng=random.Random(7))
+        )
         engine = DagEngine(
             agents=SilentCaller(client) if silent else client,
             registry=registry,
@@ -296,6 +303,63 @@ async def test_inputs_end_the_same_on_both_paths(
         assert step["status"] == "completed"
     else:
         assert step["error"]["type"] == code
+
+
+@pytest.mark.parametrize(
+    ("node_input", "limits"),
+    [
+        ({"q": "{{ inputs.q }}"}, DEFAULT_LIMITS),
+        (["{{ inputs.q }}"], DEFAULT_LIMITS),
+        ({"x": "{{ a.nope.deeper }}"}, DEFAULT_LIMITS),
+        ({"x": "{{ a }}"}, dataclasses.replace(DEFAULT_LIMITS, inline_ops=1, inline_bytes=1)),
+    ],
+)
+async def test_nodes_due_before_the_workflow_end_the_same_on_both_paths(
+    node_input: Any, limits: Limits
+) -> None:
+    """Chain nodes whose own deadline (10 s) comes well before the workflow's (120 s),
+    calling agents the client ends by it: an answer, an input that is no object, a
+    missing reference, an input rendered off the loop, a hanging agent."""
+    definition = {
+        "name": "due",
+        "options": {"on_failure": "continue"},
+        "nodes": [
+            agent("a", "nlp"),
+            agent("b", "data", ["a"], input=node_input),
+            agent("c", "viz", ["b"], trigger="all_done", timeout_s=0.05),
+        ],
+    }
+    end = await run_both_ways(
+        definition, {"c": [HANG]}, limits=limits, node_timeout_s=10.0, deadline_bound=True
+    )
+    assert end["document"]["steps"]["a"]["status"] == "completed"
+    assert end["document"]["steps"]["c"]["error"]["type"] == "agent_timeout"
+    assert end["document"]["status"] == "degraded"
+
+
+@pytest.mark.parametrize("fallback", [None, {"value": {"fell": "back"}}])
+async def test_the_workflow_deadline_before_a_nodes_own_is_the_workflows_timeout(
+    fallback: dict[str, Any] | None,
+) -> None:
+    """A chain node calling an agent the client ends by the node's deadline, with the
+    workflow's deadline nearer: the workflow times out there, the node is cancelled and
+    no fallback is taken, on both paths."""
+    extra = {} if fallback is None else {"fallback": fallback}
+    definition = {
+        "name": "late",
+        "options": {"timeout_s": 0.05},
+        "nodes": [agent("a", "nlp"), agent("b", "data", ["a"], **extra), agent("c", "viz", ["b"])],
+    }
+    end = await run_both_ways(
+        definition, {"b": [HANG]}, node_timeout_s=10.0, deadline_bound=True
+    )
+    assert end["document"]["error"]["code"] == "workflow_timeout"
+    assert [s["status"] for s in end["document"]["steps"].values()] == [
+        "completed",
+        "cancelled",
+        "cancelled",
+    ]
+    assert end["stats"]["data"].outcomes == {}
 
 
 async def test_timeouts_and_a_retry_override_end_the_same_on_both_paths() -> None:

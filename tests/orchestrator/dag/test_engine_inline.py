@@ -14,7 +14,7 @@ from agents.errors import AgentHTTPError
 from agents.registry import AgentRegistry
 from orchestrator.dag.engine import DagEngine
 from orchestrator.logs import merge_node_context
-from state.models import NodeStatus, WorkflowState, WorkflowStatus
+from state.models import NodeRun, NodeStatus, WorkflowState, WorkflowStatus
 
 from .conftest import FakeAgents, Harness, agent, compile_def, new_state
 
@@ -379,3 +379,35 @@ def test_one_engine_runs_chains_on_one_loop_after_another(
     assert second.steps["b"].error is not None
     assert second.steps["b"].error.type == "node_timeout"
     assert second.steps["c"].status is NodeStatus.COMPLETED
+
+
+async def test_a_nodes_start_is_the_states_last_change_whether_inline_or_in_a_task(
+    fake: FakeAgents, registry: AgentRegistry
+) -> None:
+    """One reading of the clock per start: the state's `updated_at`, told with a node's
+    start, is that node's `started_at` (a chain's node inline, a fan-out's branches)."""
+    ticks = iter(range(1, 1_000))
+    runner = DagEngine(agents=fake, registry=registry, clock=lambda: float(next(ticks)))
+    definition = {
+        "nodes": [
+            agent("a"),
+            agent("b", depends_on=["a"]),
+            agent("c", depends_on=["a"]),
+            agent("d", depends_on=["b", "c"]),
+        ]
+    }
+    compiled = compile_def(definition)
+    state = new_state(compiled.name)
+    started: list[tuple[str, float | None, float | None]] = []
+
+    def on_node(run: NodeRun) -> None:
+        if run.status is NodeStatus.RUNNING:
+            started.append((run.step_id, run.started_at, state.updated_at))
+
+    async def on_transition(_: WorkflowState) -> None:
+        return None
+
+    await runner.run(compiled, state, on_transition=on_transition, on_node=on_node)
+    assert state.status is WorkflowStatus.COMPLETED
+    assert [s[0] for s in started] == ["a", "b", "c", "d"]
+    assert all(at is not None and at == updated for _, at, updated in started)
