@@ -14,12 +14,16 @@ import hashlib
 import inspect
 import math
 from collections.abc import Awaitable, Hashable, Sequence
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from state.redis_wire import OwnConnection, set_once
 
 # A queued command, the future its caller awaits, and the script to load when Redis
 # answers NOSCRIPT (None: no reload, the error is the reply).
@@ -67,11 +71,19 @@ class Batcher:
         self._joinable: dict[Hashable, tuple[int, list[tuple[asyncio.Future[Any], Any]]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        # The connection batches use when it is free (None: not taken from the pool yet).
+        # The pool's connection the batcher keeps (None: not taken yet). Batches use it when
+        # it is free; or, when `OwnConnection` speaks as it would, it only holds the
+        # connection's place under the pool's bound and lends its settings to `_wire`,
+        # which carries the batches instead.
         self._own: AbstractConnection | None = None
+        self._wire: OwnConnection | None = None
         # Set while a batch is on it; always set when the batcher may not keep one.
         pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", 0)
         self._own_busy = self._cluster or pool_size < _HOLD_MIN_POOL
+        # A batch is on `_wire` with no task waiting for it (its replies answer the callers
+        # from the socket's callback), and who waits for it in `drain`.
+        self._on_wire = False
+        self._drained: asyncio.Future[None] | None = None
         # Commands handed to Redis so far, and the round trips that took them (tests
         # and bench/ count them).
         self.commands_sent = 0
@@ -94,11 +106,96 @@ class Batcher:
         future: asyncio.Future[Any] = loop.create_future()
         if self._open is None:
             self._open = []
-            task = loop.create_task(self._send())
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            wire = self._wire
+            if wire is not None and not self._own_busy and wire.connected:
+                # Written by a callback at the end of this turn (no task): see `_flush`.
+                loop.call_soon(self._flush)
+            else:
+                self._start_send(loop)
         self._open.append((command, future, script))
         return future
+
+    def _start_send(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(self._send())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    def _flush(self) -> None:
+        """Write the open batch on the batcher's own connection now, in this callback; its
+        replies answer the callers where they are read (`OwnConnection`). When the
+        connection was taken or lost since the batch opened, a task sends it instead."""
+        wire = self._wire
+        if wire is None or self._own_busy or not wire.connected:
+            assert self._loop is not None
+            self._start_send(self._loop)
+            return
+        batch, joined = self._take()
+        commands = [command for command, _, _ in batch]
+        own: Any = self._own  # (set with the wire; redis-py's connection is untyped)
+        try:
+            packed = own.pack_commands(commands)
+        except Exception as exc:  # an argument Redis has no form for: nothing was sent
+            for _, future, _ in batch:
+                _fail(future, joined.get(future, ()), exc)
+            return
+        self._own_busy = self._on_wire = True
+        self.own_round_trips += 1
+        wire.send(packed, len(commands), partial(self._wire_answered, batch, joined, commands))
+
+    def _wire_answered(
+        self,
+        batch: list[_Queued],
+        joined: dict[asyncio.Future[Any], _Joiners],
+        commands: list[tuple[Any, ...]],
+        replies: list[Any] | Exception,
+    ) -> None:
+        if isinstance(replies, Exception):
+            # Lost or timed out: redis-py's retry policy decides what follows (a task:
+            # rare, and it may back off and reconnect).
+            assert self._loop is not None
+            task = self._loop.create_task(self._retry_wire(batch, joined, commands, replies))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+            return
+        self._own_busy = self._on_wire = False
+        parsed = self._parsed(commands, replies)
+        if isinstance(parsed, _Pending):  # a response callback to await (none of ours)
+            assert self._loop is not None
+            task = self._loop.create_task(self._answer_later(batch, joined, parsed))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        else:
+            self._answer(batch, joined, parsed)
+        self._wake_drain()
+
+    async def _retry_wire(
+        self,
+        batch: list[_Queued],
+        joined: dict[asyncio.Future[Any], _Joiners],
+        commands: list[tuple[Any, ...]],
+        error: Exception,
+    ) -> None:
+        first = True
+
+        async def attempt() -> list[Any]:
+            nonlocal first
+            if first:  # the attempt that failed, counted by the policy as any other
+                first = False
+                raise error
+            return await self._wire_attempt(commands)
+
+        try:
+            replies = await self._wire_retry().call_with_retry(attempt, self._wire_failed)
+        except BaseException as exc:
+            for _, future, _ in batch:
+                _fail(future, joined.get(future, ()), exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self._own_busy = self._on_wire = False
+            self._wake_drain()
+        self._answer(batch, joined, replies)
 
     def eval(
         self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
@@ -199,25 +296,48 @@ class Batcher:
 
     async def drain(self) -> None:
         """Wait until every batch queued so far has been answered."""
-        while self._sending:
-            await asyncio.wait(list(self._sending))
+        while True:
+            if self._sending:
+                await asyncio.wait(list(self._sending))
+            elif self._open is not None or self._on_wire:
+                # (a batch about to be flushed, or on the wire with no task of its own)
+                self._drained = asyncio.get_running_loop().create_future()
+                await self._drained
+            else:
+                return
+
+    def _wake_drain(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     async def release(self) -> None:
         """Drain, then give the batcher's own connection back to the pool (a store that
         closes over a client it shares must not keep one of its connections)."""
         await self.drain()
         conn, self._own = self._own, None
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
         if conn is not None and isinstance(self._client, aioredis.Redis):  # (never a Cluster)
             self._own_busy = True  # nothing more is sent on a connection given back
             await self._client.connection_pool.release(conn)
 
-    async def _send(self) -> None:
+    def _take(self) -> tuple[list[_Queued], dict[asyncio.Future[Any], _Joiners]]:
+        """The open batch, now closed, and the other callers of its joined commands by
+        their first caller's future."""
         batch, self._open = self._open or [], None
-        # The other callers of the batch's joined commands, by their first caller's future.
-        joined = {batch[at][1]: joiners for at, joiners in self._joinable.values() if joiners}
+        joined: dict[asyncio.Future[Any], _Joiners] = {
+            batch[at][1]: joiners for at, joiners in self._joinable.values() if joiners
+        }
         self._joinable = {}
         self.commands_sent += len(batch)
         self.round_trips += 1
+        self._wake_drain()
+        return batch, joined
+
+    async def _send(self) -> None:
+        batch, joined = self._take()
         try:
             replies = await self._round_trip(batch)
         except BaseException as exc:
@@ -226,6 +346,23 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
             return
+        self._answer(batch, joined, replies)
+
+    async def _answer_later(
+        self,
+        batch: list[_Queued],
+        joined: dict[asyncio.Future[Any], _Joiners],
+        replies: list[Any | Awaitable[Any]],
+    ) -> None:
+        self._answer(batch, joined, [await r if inspect.isawaitable(r) else r for r in replies])
+
+    def _answer(
+        self,
+        batch: list[_Queued],
+        joined: dict[asyncio.Future[Any], _Joiners],
+        replies: list[Any],
+    ) -> None:
+        """Each caller its reply or its command's error (a NOSCRIPT: load and go again)."""
         for (command, future, script), reply in zip(batch, replies, strict=True):
             joiners = joined.get(future, ()) if joined else ()
             if future.done() and not joiners:
@@ -244,7 +381,12 @@ class Batcher:
             self._own_busy = True
             self.own_round_trips += 1
             try:
-                return await self._exchange(await self._own_connection(), commands)
+                conn = await self._own_connection()
+                if self._wire is not None:
+                    return await self._wire_retry().call_with_retry(
+                        lambda: self._wire_attempt(commands), self._wire_failed
+                    )
+                return await self._exchange(conn, commands)
             finally:
                 self._own_busy = False
         if not self._cluster:
@@ -278,11 +420,71 @@ class Batcher:
         if conn is None:
             # Bounded by the pool's timeout, like any command's connection.
             conn = self._own = await pool.get_connection()
+            if OwnConnection.fits(conn):
+                # Its place under the pool's bound and its settings are kept; its socket
+                # is not needed (the wire opens its own).
+                await conn.disconnect()
+                self._wire = OwnConnection(conn)
+        elif self._wire is not None:
+            pass  # (the wire reconnects itself, in `_wire_attempt`)
         else:
             # The pool's check when it hands a connection out: connected, and nothing
             # unread on it (Redis closed it while idle: reconnect before sending).
             await pool.ensure_connection(conn)
         return conn
+
+    def _wire_retry(self) -> Retry:
+        own: Any = self._own  # redis-py's connection attributes are untyped
+        retry: Retry = own.retry
+        return retry
+
+    async def _wire_failed(self, _: Exception) -> None:
+        if self._wire is not None:
+            self._wire.close()  # what redis-py does before a retry: a fresh connection
+
+    async def _wire_attempt(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """One attempt at a batch on the wire (connecting first when it is not), awaited."""
+        wire = self._wire
+        assert wire is not None
+        lost = wire.take_lost()
+        if lost is not None:
+            raise lost
+        if not wire.connected:
+            await wire.connect()
+        own: Any = self._own
+        packed = own.pack_commands(commands)
+        answered: asyncio.Future[list[Any] | Exception] = (
+            asyncio.get_running_loop().create_future()
+        )
+        wire.send(packed, len(commands), partial(set_once, answered))
+        try:
+            replies = await answered
+        except BaseException:
+            wire.abandon()  # (its replies may still come: never reuse the stream)
+            raise
+        if isinstance(replies, Exception):
+            raise replies
+        parsed = self._parsed(commands, replies)
+        if isinstance(parsed, _Pending):
+            return [await r if inspect.isawaitable(r) else r for r in parsed]
+        return parsed
+
+    def _parsed(
+        self, commands: list[tuple[Any, ...]], replies: list[Any]
+    ) -> list[Any] | _Pending:
+        """Replies parsed as `Redis.parse_response` does (each command's response callback,
+        e.g. EXPIRE's bool); a `_Pending` when a callback answered something to await."""
+        callbacks = self._client.response_callbacks
+        pending = False
+        for i, command in enumerate(commands):
+            reply = replies[i]
+            if isinstance(reply, ResponseError):
+                continue
+            callback = callbacks.get(command[0])
+            if callback is not None:
+                reply = replies[i] = callback(reply)
+                pending = pending or inspect.isawaitable(reply)
+        return _Pending(replies) if pending else replies
 
     async def _exchange(
         self, conn: AbstractConnection, commands: list[tuple[Any, ...]]
@@ -368,6 +570,10 @@ async def in_order(*waits: Awaitable[Any]) -> list[Any]:
     if error is not None:
         raise error
     return results
+
+
+class _Pending(list[Any]):
+    """Replies of which some are still to be awaited (an async response callback)."""
 
 
 def _fail(first: asyncio.Future[Any], joiners: _Joiners, exc: BaseException) -> None:
