@@ -50,12 +50,16 @@ class LuaScript:
 class Batcher:
     """Sends the commands issued in one turn of the event loop to Redis together.
 
-    The first command of a turn opens a batch and a task that sends it once the
-    turn's other callbacks have run, so commands issued meanwhile join it. A batch
-    goes to Redis in one write on one connection (one round trip instead of one per
-    command): the batcher's own connection when it is free, else one of the pool's
-    (on a Cluster, redis-py's pipeline, which routes each command to its node); its
-    replies are read under one bound, the command timeout. Every caller awaits its own
+    The first command of a turn opens a batch, sent once the turn's other callbacks
+    have run, so commands issued meanwhile join it. A batch goes to Redis in one write
+    on one connection (one round trip instead of one per command): the batcher's own
+    connection when it is free, else one of the pool's (on a Cluster, redis-py's
+    pipeline, which routes each command to its node); its replies are read under one
+    bound, the command timeout. On its own open connection (`OwnConnection`, when it
+    speaks as the pool's would) a batch needs no task: a callback writes it and the
+    replies answer the callers from the socket's callback, so a caller wakes one loop
+    turn after its replies arrive, not two. Otherwise a task sends it (connecting,
+    retrying, or through the pool) and answers the callers. Every caller awaits its own
     command's future, so a cancelled caller never fails anyone else's command (its
     own may still run, as it could have before). Errors stay per command: a
     `ResponseError` fails only its command (a script's NOSCRIPT makes the batcher load

@@ -64,7 +64,9 @@ def reply_error(message: str) -> Exception:
     """The exception redis-py makes of the error reply `message` (a `ConnectionError` for
     those that mean the connection cannot serve, as LOADING)."""
     code, _, rest = message.partition(" ")
-    kind = _ERRORS.get(code) or (_ERR_ERRORS.get(rest) if code == "ERR" else None)
+    if code == "ERR":  # (its text without the code, as for every code redis-py knows)
+        return _ERR_ERRORS.get(rest, ResponseError)(rest, status_code=code)
+    kind = _ERRORS.get(code)
     if kind is None:
         return ResponseError(message)
     return kind(rest, status_code=code)
