@@ -111,7 +111,7 @@ class Batcher:
         if self._open is None:
             self._open = []
             wire = self._wire
-            if wire is not None and not self._own_busy and wire.connected:
+            if wire is not None and not self._own_busy and wire.connected and wire.loop is loop:
                 # Written by a callback at the end of this turn (no task): see `_flush`.
                 loop.call_soon(self._flush)
             else:
@@ -129,7 +129,7 @@ class Batcher:
         replies answer the callers where they are read (`OwnConnection`). When the
         connection was taken or lost since the batch opened, a task sends it instead."""
         wire = self._wire
-        if wire is None or self._own_busy or not wire.connected:
+        if wire is None or self._own_busy or not wire.connected or wire.loop is not self._loop:
             assert self._loop is not None
             self._start_send(self._loop)
             return
@@ -453,7 +453,7 @@ class Batcher:
         lost = wire.take_lost()
         if lost is not None:
             raise lost
-        if not wire.connected:
+        if not wire.connected or wire.loop is not asyncio.get_running_loop():
             await wire.connect()
         own: Any = self._own
         packed = own.pack_commands(commands)

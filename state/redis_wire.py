@@ -72,6 +72,10 @@ def reply_error(message: str) -> Exception:
     return kind(rest, status_code=code)
 
 
+# A RESP3 push's type (hiredis 3.2 on; before, pushes came as lists, and none is asked
+# for on this connection).
+_PUSH: type | None = getattr(hiredis, "PushNotification", None)
+
 # The protocol versions it speaks (redis-py 8 defaults to 3).
 _PROTOCOLS = ("2", "3")
 
@@ -122,6 +126,11 @@ class OwnConnection:
     @property
     def connected(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop its socket belongs to (a batcher used under another loop reconnects)."""
+        return self._loop
 
     @property
     def busy(self) -> bool:
@@ -195,7 +204,7 @@ class OwnConnection:
             if isinstance(reply, RedisConnectionError):  # (LOADING, max clients: as redis-py)
                 self._end(reply)
                 return
-            if isinstance(reply, hiredis.PushNotification):
+            if _PUSH is not None and isinstance(reply, _PUSH):
                 continue  # (RESP3 pushes, none asked for: skipped, as redis-py does)
             replies.append(reply)
         if self._answer is None:
@@ -250,8 +259,8 @@ class OwnConnection:
     def close(self) -> None:
         self._protocol = None
         transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.close()
+        if transport is not None and not (self._loop is not None and self._loop.is_closed()):
+            transport.close()  # (a closed loop's transport cannot be closed, nor used)
 
 
 def set_once(future: asyncio.Future[Any], result: Any) -> None:
