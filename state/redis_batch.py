@@ -19,11 +19,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from state.redis_wire import OwnConnection, set_once
+from state.redis_wire import OwnConnection
 
 # A queued command, the future its caller awaits, and the script to load when Redis
 # answers NOSCRIPT (None: no reload, the error is the reply).
@@ -35,6 +34,12 @@ _Joiners = Sequence[tuple[asyncio.Future[Any], Any]]
 
 # The smallest pool the batcher takes a connection of its own from (see `Batcher`).
 _HOLD_MIN_POOL = 8
+
+
+def _held(pool_size: int) -> int:
+    """How many of a pool's connections a batcher keeps: one per 16 (one from 8), at most
+    4, for the batches in flight at once at load (~1-2 at 50 workflows in flight)."""
+    return max(1, min(4, pool_size // 16))
 
 
 class LuaScript:
@@ -75,18 +80,22 @@ class Batcher:
         self._joinable: dict[Hashable, tuple[int, list[tuple[asyncio.Future[Any], Any]]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        # The pool's connection the batcher keeps (None: not taken yet). Batches use it when
-        # it is free; or, when `OwnConnection` speaks as it would, it only holds the
-        # connection's place under the pool's bound and lends its settings to `_wire`,
-        # which carries the batches instead.
-        self._own: AbstractConnection | None = None
-        self._wire: OwnConnection | None = None
-        # Set while a batch is on it; always set when the batcher may not keep one.
+        # The pool's connections the batcher keeps (`_held`), and how many more it may
+        # take (`_hold`: none on a Cluster or from a small pool). When `OwnConnection`
+        # speaks as they would (`_fits`), each only holds its place under the pool's bound
+        # and lends its settings to an `OwnConnection`, which carries batches (those free:
+        # `_wires`); otherwise the first one carries batches itself (`_own`, `_own_busy`
+        # while a batch is on it).
         pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", 0)
-        self._own_busy = self._cluster or pool_size < _HOLD_MIN_POOL
-        # A batch is on `_wire` with no task waiting for it (its replies answer the callers
-        # from the socket's callback), and who waits for it in `drain`.
-        self._on_wire = False
+        self._hold = 0 if self._cluster or pool_size < _HOLD_MIN_POOL else _held(pool_size)
+        self._held: list[AbstractConnection] = []
+        self._fits: bool | None = None  # (unknown until the first is taken)
+        self._wires: list[OwnConnection] = []
+        self._own: AbstractConnection | None = None
+        self._own_busy = True
+        # Batches on a wire with no task waiting for them (their replies answer the
+        # callers from the socket's callback), and who waits for them in `drain`.
+        self._on_wire = 0
         self._drained: asyncio.Future[None] | None = None
         # Commands handed to Redis so far, and the round trips that took them (tests
         # and bench/ count them).
@@ -110,8 +119,8 @@ class Batcher:
         future: asyncio.Future[Any] = loop.create_future()
         if self._open is None:
             self._open = []
-            wire = self._wire
-            if wire is not None and not self._own_busy and wire.connected and wire.loop is loop:
+            wires = self._wires
+            if wires and wires[-1].connected and wires[-1].loop is loop:
                 # Written by a callback at the end of this turn (no task): see `_flush`.
                 loop.call_soon(self._flush)
             else:
@@ -125,29 +134,31 @@ class Batcher:
         task.add_done_callback(self._sending.discard)
 
     def _flush(self) -> None:
-        """Write the open batch on the batcher's own connection now, in this callback; its
-        replies answer the callers where they are read (`OwnConnection`). When the
-        connection was taken or lost since the batch opened, a task sends it instead."""
-        wire = self._wire
-        if wire is None or self._own_busy or not wire.connected or wire.loop is not self._loop:
-            assert self._loop is not None
-            self._start_send(self._loop)
+        """Write the open batch on a free connection of the batcher's own now, in this
+        callback; its replies answer the callers where they are read (`OwnConnection`).
+        When none is free and open any more, a task sends it instead."""
+        wires, loop = self._wires, self._loop
+        assert loop is not None
+        if not wires or not wires[-1].connected or wires[-1].loop is not loop:
+            self._start_send(loop)
             return
+        wire = wires.pop()
         batch, joined = self._take()
         commands = [command for command, _, _ in batch]
-        own: Any = self._own  # (set with the wire; redis-py's connection is untyped)
+        answered = partial(self._wire_answered, wire, batch, joined, commands)
         try:
-            packed = own.pack_commands(commands)
+            wire.send(commands, answered)
         except Exception as exc:  # an argument Redis has no form for: nothing was sent
+            wires.append(wire)
             for _, future, _ in batch:
                 _fail(future, joined.get(future, ()), exc)
             return
-        self._own_busy = self._on_wire = True
+        self._on_wire += 1
         self.own_round_trips += 1
-        wire.send(packed, len(commands), partial(self._wire_answered, batch, joined, commands))
 
     def _wire_answered(
         self,
+        wire: OwnConnection,
         batch: list[_Queued],
         joined: dict[asyncio.Future[Any], _Joiners],
         commands: list[tuple[Any, ...]],
@@ -157,11 +168,13 @@ class Batcher:
             # Lost or timed out: redis-py's retry policy decides what follows (a task:
             # rare, and it may back off and reconnect).
             assert self._loop is not None
-            task = self._loop.create_task(self._retry_wire(batch, joined, commands, replies))
+            retried = self._wire_retried(wire, batch, joined, commands, replies)
+            task = self._loop.create_task(retried)
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
             return
-        self._own_busy = self._on_wire = False
+        self._on_wire -= 1
+        self._wires.append(wire)
         parsed = self._parsed(commands, replies)
         if isinstance(parsed, _Pending):  # a response callback to await (none of ours)
             assert self._loop is not None
@@ -172,24 +185,16 @@ class Batcher:
             self._answer(batch, joined, parsed)
         self._wake_drain()
 
-    async def _retry_wire(
+    async def _wire_retried(
         self,
+        wire: OwnConnection,
         batch: list[_Queued],
         joined: dict[asyncio.Future[Any], _Joiners],
         commands: list[tuple[Any, ...]],
         error: Exception,
     ) -> None:
-        first = True
-
-        async def attempt() -> list[Any]:
-            nonlocal first
-            if first:  # the attempt that failed, counted by the policy as any other
-                first = False
-                raise error
-            return await self._wire_attempt(commands)
-
         try:
-            replies = await self._wire_retry().call_with_retry(attempt, self._wire_failed)
+            replies = await wire.exchange(commands, failed=error)
         except BaseException as exc:
             for _, future, _ in batch:
                 _fail(future, joined.get(future, ()), exc)
@@ -197,9 +202,10 @@ class Batcher:
                 raise
             return
         finally:
-            self._own_busy = self._on_wire = False
+            self._on_wire -= 1
+            self._wires.append(wire)
             self._wake_drain()
-        self._answer(batch, joined, replies)
+        await self._answer_later(batch, joined, self._parsed(commands, replies))
 
     def eval(
         self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
@@ -319,13 +325,14 @@ class Batcher:
         """Drain, then give the batcher's own connection back to the pool (a store that
         closes over a client it shares must not keep one of its connections)."""
         await self.drain()
-        conn, self._own = self._own, None
-        wire, self._wire = self._wire, None
-        if wire is not None:
+        wires, self._wires = self._wires, []
+        for wire in wires:
             wire.close()
-        if conn is not None and isinstance(self._client, aioredis.Redis):  # (never a Cluster)
-            self._own_busy = True  # nothing more is sent on a connection given back
-            await self._client.connection_pool.release(conn)
+        held, self._held, self._hold = self._held, [], 0  # (nothing more is taken)
+        self._own, self._own_busy = None, True  # nothing more is sent on one given back
+        if isinstance(self._client, aioredis.Redis):  # (never a Cluster)
+            for conn in held:
+                await self._client.connection_pool.release(conn)
 
     def _take(self) -> tuple[list[_Queued], dict[asyncio.Future[Any], _Joiners]]:
         """The open batch, now closed, and the other callers of its joined commands by
@@ -381,16 +388,19 @@ class Batcher:
     async def _round_trip(self, batch: list[_Queued]) -> list[Any]:
         """The batch's replies, a `ResponseError` in the place of a command Redis refused."""
         commands = [command for command, _, _ in batch]
+        wire = await self._free_wire()
+        if wire is not None:
+            self.own_round_trips += 1
+            try:
+                parsed = self._parsed(commands, await wire.exchange(commands))
+            finally:
+                self._wires.append(wire)
+            return [await r if inspect.isawaitable(r) else r for r in parsed]
         if not self._own_busy:
             self._own_busy = True
             self.own_round_trips += 1
             try:
-                conn = await self._own_connection()
-                if self._wire is not None:
-                    return await self._wire_retry().call_with_retry(
-                        lambda: self._wire_attempt(commands), self._wire_failed
-                    )
-                return await self._exchange(conn, commands)
+                return await self._exchange(await self._own_connection(), commands)
             finally:
                 self._own_busy = False
         if not self._cluster:
@@ -417,61 +427,40 @@ class Batcher:
         replies: list[Any] = await pipeline.execute(raise_on_error=False)
         return replies
 
+    async def _free_wire(self) -> OwnConnection | None:
+        """A free connection of the batcher's own, or a new one while it holds fewer than
+        it may (its place taken from the pool, bounded by the pool's timeout); None when
+        there is none or they do not fit (then the first one taken is `_own`)."""
+        if self._wires:
+            return self._wires.pop()
+        if self._hold <= 0 or self._fits is False:
+            return None
+        self._hold -= 1  # (before the wait: batches waiting meanwhile take no more)
+        client: Any = self._client  # a single Redis here (untyped pool calls)
+        try:
+            conn = await client.connection_pool.get_connection()
+        except BaseException:
+            self._hold += 1
+            raise
+        self._held.append(conn)
+        if self._fits is None:
+            self._fits = OwnConnection.fits(conn)
+            if not self._fits:
+                self._own, self._own_busy = conn, False
+                return None
+        # Its place under the pool's bound and its settings are kept; its socket is not
+        # needed (the wire opens its own).
+        await conn.disconnect()
+        return OwnConnection(conn)
+
     async def _own_connection(self) -> AbstractConnection:
         client: Any = self._client  # a single Redis here (untyped pool calls)
-        pool = client.connection_pool
         conn = self._own
-        if conn is None:
-            # Bounded by the pool's timeout, like any command's connection.
-            conn = self._own = await pool.get_connection()
-            if OwnConnection.fits(conn):
-                # Its place under the pool's bound and its settings are kept; its socket
-                # is not needed (the wire opens its own).
-                await conn.disconnect()
-                self._wire = OwnConnection(conn)
-        elif self._wire is not None:
-            pass  # (the wire reconnects itself, in `_wire_attempt`)
-        else:
-            # The pool's check when it hands a connection out: connected, and nothing
-            # unread on it (Redis closed it while idle: reconnect before sending).
-            await pool.ensure_connection(conn)
+        assert conn is not None  # (set when the first connection taken did not fit)
+        # The pool's check when it hands a connection out: connected, and nothing unread
+        # on it (Redis closed it while idle: reconnect before sending).
+        await client.connection_pool.ensure_connection(conn)
         return conn
-
-    def _wire_retry(self) -> Retry:
-        own: Any = self._own  # redis-py's connection attributes are untyped
-        retry: Retry = own.retry
-        return retry
-
-    async def _wire_failed(self, _: Exception) -> None:
-        if self._wire is not None:
-            self._wire.close()  # what redis-py does before a retry: a fresh connection
-
-    async def _wire_attempt(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """One attempt at a batch on the wire (connecting first when it is not), awaited."""
-        wire = self._wire
-        assert wire is not None
-        lost = wire.take_lost()
-        if lost is not None:
-            raise lost
-        if not wire.connected or wire.loop is not asyncio.get_running_loop():
-            await wire.connect()
-        own: Any = self._own
-        packed = own.pack_commands(commands)
-        answered: asyncio.Future[list[Any] | Exception] = (
-            asyncio.get_running_loop().create_future()
-        )
-        wire.send(packed, len(commands), partial(set_once, answered))
-        try:
-            replies = await answered
-        except BaseException:
-            wire.abandon()  # (its replies may still come: never reuse the stream)
-            raise
-        if isinstance(replies, Exception):
-            raise replies
-        parsed = self._parsed(commands, replies)
-        if isinstance(parsed, _Pending):
-            return [await r if inspect.isawaitable(r) else r for r in parsed]
-        return parsed
 
     def _parsed(
         self, commands: list[tuple[Any, ...]], replies: list[Any]

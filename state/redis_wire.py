@@ -23,6 +23,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
@@ -158,7 +159,7 @@ class OwnConnection:
         if not hello:
             return
         answered: asyncio.Future[list[Any] | Exception] = loop.create_future()
-        self.send(conn.pack_commands(hello), len(hello), partial(set_once, answered))
+        self._send(conn.pack_commands(hello), len(hello), partial(set_once, answered))
         try:
             replies = await answered
         except BaseException:
@@ -177,9 +178,59 @@ class OwnConnection:
         lost, self._lost = self._lost, None
         return lost
 
-    def send(self, packed: list[bytes], count: int, answer: Answer) -> None:
-        """Write a batch's packed commands; `answer` gets its `count` replies, or the error
-        that ended the connection first. Not while another batch is on it (`busy`)."""
+    @property
+    def template(self) -> AbstractConnection:
+        """The pooled connection whose settings it copies (and whose place it holds)."""
+        return self._template
+
+    def send(self, commands: list[tuple[Any, ...]], answer: Answer) -> None:
+        """Write `commands` (packed first: an argument Redis has no form for raises
+        redis-py's DataError here, before anything is sent); `answer` gets their replies,
+        or the error that ended the connection first. One batch at a time."""
+        conn: Any = self._template  # (its packer: HiredisPackingConnection's)
+        self._send(conn.pack_commands(commands), len(commands), answer)
+
+    async def exchange(
+        self, commands: list[tuple[Any, ...]], *, failed: Exception | None = None
+    ) -> list[Any]:
+        """`commands`' replies, under redis-py's retry policy of the client (a lost
+        connection or a timeout: reconnect and send again, as often as it allows);
+        connecting first when it is not. `failed`: the error of an attempt already made
+        (`send`'s), counted by the policy as any other."""
+
+        async def attempt() -> list[Any]:
+            nonlocal failed
+            error, failed = failed, None
+            if error is None:
+                error = self.take_lost()
+            if error is not None:
+                raise error
+            return await self._attempt(commands)
+
+        async def reconnect(_: Exception) -> None:
+            self.close()  # what redis-py does before a retry: a fresh connection
+
+        conn: Any = self._template  # (redis-py's attributes are untyped)
+        retry: Retry = conn.retry
+        replies: list[Any] = await retry.call_with_retry(attempt, reconnect)
+        return replies
+
+    async def _attempt(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        if not self.connected or self._loop is not loop:
+            await self.connect()
+        answered: asyncio.Future[list[Any] | Exception] = loop.create_future()
+        self.send(commands, partial(set_once, answered))
+        try:
+            replies = await answered
+        except BaseException:
+            self.abandon()  # (its replies may still come: never reuse the stream)
+            raise
+        if isinstance(replies, Exception):
+            raise replies
+        return replies
+
+    def _send(self, packed: list[bytes], count: int, answer: Answer) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             lost, self._lost = self._lost, None

@@ -146,3 +146,35 @@ async def test_a_command_redis_has_no_form_for_fails_its_batch_and_the_next_one_
             assert await batcher.call(("EXISTS", f"{redis_prefix}k")) == 0
         finally:
             await client.aclose()
+
+
+async def test_a_batcher_keeps_at_most_four_connections_of_a_large_pool(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Batches on the wire at once each take a connection of the batcher's own, up to four
+    of a pool of 64; more go through the pool. `release` gives their places back."""
+    name = f"b{uuid.uuid4().hex[:10]}"
+    client = connect(redis_url, client_name=name, max_connections=64, pool_timeout_s=0.5)
+    admin = connect(redis_url)
+    try:
+        batcher = Batcher(client)
+        waiting = []
+        for i in range(6):  # one batch each, all held by Redis at once (empty lists)
+            waiting.append(batcher.call(("BLPOP", f"{redis_prefix}list{i}", 0.3)))
+            await asyncio.sleep(0)
+        assert [await w for w in waiting] == [None] * 6
+        assert (batcher.round_trips, batcher.own_round_trips) == (6, 4)
+        assert await _connections_named(admin, name) == 6
+        await batcher.release()
+        single: Any = client  # (a single Redis; its pool methods are untyped)
+        pool = single.connection_pool
+        taken = [await pool.get_connection() for _ in range(64)]  # every place is free
+        for conn in taken:
+            await pool.release(conn)
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+async def _connections_named(client: Any, name: str) -> int:
+    return sum(1 for c in await client.client_list() if c.get("name") == name)
