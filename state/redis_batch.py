@@ -101,7 +101,7 @@ class Batcher:
         # and bench/ count them).
         self.commands_sent = 0
         self.round_trips = 0
-        # ... and how many of those went over the batcher's own connection.
+        # ... and how many of those went over the batcher's own connections.
         self.own_round_trips = 0
 
     def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:

@@ -10,8 +10,8 @@ answer. Errors are redis-py's: a refusal is the exception redis-py's parser make
 `ConnectionError`, no replies within the command timeout a `TimeoutError`.
 
 It is used only where it speaks exactly what redis-py's connection would (`fits`: plain
-TCP, RESP2 or RESP3, bytes replies, a username and password or none); a batch goes through the
-pool otherwise.
+TCP, RESP2 or RESP3, bytes replies, a username and password or none); elsewhere batches
+go on redis-py's connections.
 """
 
 from __future__ import annotations
@@ -132,10 +132,6 @@ class OwnConnection:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The loop its socket belongs to (a batcher used under another loop reconnects)."""
         return self._loop
-
-    @property
-    def busy(self) -> bool:
-        return self._answer is not None
 
     async def connect(self) -> None:
         """Open the socket (within the connect timeout) and greet Redis as redis-py's
@@ -326,9 +322,12 @@ def _greeting(conn: Any) -> tuple[list[tuple[Any, ...]], int]:
     an error: the library name and version (an old server refuses them)."""
     hello: list[tuple[Any, ...]] = []
     optional = 0
-    auth = (conn.username or "default", conn.password) if conn.password else ()
+    auth: tuple[Any, ...] = ()
+    if conn.password:  # (redis-py's credentials: the password alone without a username)
+        auth = (conn.username, conn.password) if conn.username else (conn.password,)
     if str(conn.protocol) == "3":
-        hello.append(("HELLO", 3, *(("AUTH", *auth) if auth else ())))
+        user_and_password = ("default", *auth) if len(auth) == 1 else auth
+        hello.append(("HELLO", 3, *(("AUTH", *user_and_password) if auth else ())))
     elif auth:
         hello.append(("AUTH", *auth))
     if conn.client_name:

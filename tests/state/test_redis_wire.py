@@ -101,25 +101,29 @@ def test_the_own_connection_works_on_uvloop(redis_url: str, redis_prefix: str) -
         assert runner.run(batch()) == [True, 2, True, b"2"]
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
 async def test_a_username_and_password_are_sent_as_redis_py_sends_them(
-    redis_url: str, redis_prefix: str
+    redis_url: str, redis_prefix: str, protocol: int
 ) -> None:
-    """A client with credentials: the own connection logs in as that user (and keeps the
-    client's name and database)."""
+    """A client with credentials, on either protocol: the own connection logs in as that
+    user (and keeps the client's name and database), its replies parsed for it."""
     user, password = f"u{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
     name = f"n{uuid.uuid4().hex[:10]}"
     admin = connect(redis_url)
     await admin.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
     scheme, _, rest = redis_url.partition("://")
-    client = connect(f"{scheme}://{user}:{password}@{rest}", client_name=name)
+    client = connect(f"{scheme}://{user}:{password}@{rest}", client_name=name, protocol=protocol)
     try:
         batcher = Batcher(client)
         replies = await asyncio.gather(
             batcher.call(("ACL", "WHOAMI")),
             batcher.call(("CLIENT", "GETNAME")),
             batcher.call(("SET", f"{redis_prefix}k", "v")),
+            batcher.call(("HSET", f"{redis_prefix}h", "f", "1")),
+            batcher.call(("HGETALL", f"{redis_prefix}h")),
         )
-        assert replies == [user.encode(), name.encode(), True]
+        # (HGETALL: a dict on either protocol, through each one's response callbacks)
+        assert replies == [user.encode(), name.encode(), True, 1, {b"f": b"1"}]
         assert await admin.get(f"{redis_prefix}k") == b"v"  # the same database
         assert batcher.own_round_trips == batcher.round_trips == 1
     finally:
