@@ -322,8 +322,9 @@ class Batcher:
             drained.set_result(None)
 
     async def release(self) -> None:
-        """Drain, then give the batcher's own connection back to the pool (a store that
-        closes over a client it shares must not keep one of its connections)."""
+        """Drain, then close the batcher's own connections and give their places back to
+        the pool (a store that closes over a client it shares must not keep any; and the
+        client's `aclose` does not know the sockets `OwnConnection` opened)."""
         await self.drain()
         wires, self._wires = self._wires, []
         for wire in wires:
