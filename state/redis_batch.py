@@ -310,9 +310,11 @@ class Batcher:
             if self._sending:
                 await asyncio.wait(list(self._sending))
             elif self._open is not None or self._on_wire:
-                # (a batch about to be flushed, or on the wire with no task of its own)
-                self._drained = asyncio.get_running_loop().create_future()
-                await self._drained
+                # (a batch about to be flushed, or on the wire with no task of its own;
+                # one future for every drain waiting)
+                if self._drained is None:
+                    self._drained = asyncio.get_running_loop().create_future()
+                await asyncio.shield(self._drained)
             else:
                 return
 

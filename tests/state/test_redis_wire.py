@@ -182,3 +182,19 @@ async def test_a_batcher_keeps_at_most_four_connections_of_a_large_pool(
 
 async def _connections_named(client: Any, name: str) -> int:
     return sum(1 for c in await client.client_list() if c.get("name") == name)
+
+
+async def test_drains_waiting_at_once_all_return_once_the_batch_is_answered(
+    redis_url: str,
+) -> None:
+    """Two drains waiting on a batch with no task of its own (on the own connection) both
+    return when its replies are in."""
+    client = connect(redis_url)
+    try:
+        batcher = Batcher(client)
+        assert await batcher.call(("PING",)) is True
+        reply = batcher.call(("PING",))
+        await asyncio.gather(batcher.drain(), batcher.drain())
+        assert reply.done()
+    finally:
+        await client.aclose()
