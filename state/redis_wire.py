@@ -101,9 +101,6 @@ class OwnConnection:
         self._replies: list[Any] = []
         self._answer: Answer | None = None
         self._timer: asyncio.TimerHandle | None = None
-        # Why the connection went while no batch was on it: the next batch fails with it
-        # (once), as a command on a pooled connection Redis closed does.
-        self._lost: Exception | None = None
 
     @staticmethod
     def fits(template: AbstractConnection) -> bool:
@@ -168,12 +165,6 @@ class OwnConnection:
                 self.close()
                 raise reply
 
-    def take_lost(self) -> Exception | None:
-        """Why the connection went while idle (once): the next batch's first attempt fails
-        with it, as a command on a pooled connection Redis closed does."""
-        lost, self._lost = self._lost, None
-        return lost
-
     @property
     def template(self) -> AbstractConnection:
         """The pooled connection whose settings it copies (and whose place it holds)."""
@@ -197,8 +188,6 @@ class OwnConnection:
         async def attempt() -> list[Any]:
             nonlocal failed
             error, failed = failed, None
-            if error is None:
-                error = self.take_lost()
             if error is not None:
                 raise error
             return await self._attempt(commands)
@@ -229,8 +218,7 @@ class OwnConnection:
     def _send(self, packed: list[bytes], count: int, answer: Answer) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
-            lost, self._lost = self._lost, None
-            answer(lost or RedisConnectionError("Connection closed by server."))
+            answer(RedisConnectionError("Connection closed by server."))
             return
         self._expected, self._replies, self._answer = count, [], answer
         timeout_s = self._template.socket_timeout
@@ -270,13 +258,17 @@ class OwnConnection:
         if protocol is not self._protocol:
             return  # (a connection closed already)
         self._transport = self._protocol = None
-        error = RedisConnectionError(
-            "Connection closed by server." if exc is None else f"Error while reading: {exc}"
-        )
-        if self._answer is None:
-            self._lost = error
-        else:
-            self._end(error)
+        # Closed while idle (Redis restarted, or closed it as idle): the next batch opens a
+        # new one first, nothing of it sent on this one, so no attempt is lost (a pooled
+        # redis-py connection learns of it only when a command fails on it).
+        if self._answer is not None:
+            self._end(
+                RedisConnectionError(
+                    "Connection closed by server."
+                    if exc is None
+                    else f"Error while reading: {exc}"
+                )
+            )
 
     def _timed_out(self, count: int) -> None:
         self._timer = None
@@ -294,7 +286,6 @@ class OwnConnection:
             self._timer.cancel()
             self._timer = None
         self.close()
-        self._lost = None
         if answer is not None:
             answer(error)
 
