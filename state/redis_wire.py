@@ -258,17 +258,13 @@ class OwnConnection:
         if protocol is not self._protocol:
             return  # (a connection closed already)
         self._transport = self._protocol = None
-        # Closed while idle (Redis restarted, or closed it as idle): the next batch opens a
-        # new one first, nothing of it sent on this one, so no attempt is lost (a pooled
-        # redis-py connection learns of it only when a command fails on it).
-        if self._answer is not None:
-            self._end(
-                RedisConnectionError(
-                    "Connection closed by server."
-                    if exc is None
-                    else f"Error while reading: {exc}"
-                )
-            )
+        if self._answer is None:
+            # Closed while idle (Redis restarted, or dropped it as idle): the next batch
+            # opens a new one first, nothing of it sent on this one, so no attempt is lost
+            # (a pooled redis-py connection learns of it only when a command fails on it).
+            return
+        reason = "Connection closed by server." if exc is None else f"Error while reading: {exc}"
+        self._end(RedisConnectionError(reason))
 
     def _timed_out(self, count: int) -> None:
         self._timer = None
