@@ -14,12 +14,15 @@ import hashlib
 import inspect
 import math
 from collections.abc import Awaitable, Hashable, Sequence
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from state.redis_wire import OwnConnection
 
 # A queued command, the future its caller awaits, and the script to load when Redis
 # answers NOSCRIPT (None: no reload, the error is the reply).
@@ -31,6 +34,12 @@ _Joiners = Sequence[tuple[asyncio.Future[Any], Any]]
 
 # The smallest pool the batcher takes a connection of its own from (see `Batcher`).
 _HOLD_MIN_POOL = 8
+
+
+def _held(pool_size: int) -> int:
+    """How many of a pool's connections a batcher keeps: one per 16 (one from 8), at most
+    4, for the batches in flight at once at load (~1-2 at 50 workflows in flight)."""
+    return max(1, min(4, pool_size // 16))
 
 
 class LuaScript:
@@ -46,12 +55,16 @@ class LuaScript:
 class Batcher:
     """Sends the commands issued in one turn of the event loop to Redis together.
 
-    The first command of a turn opens a batch and a task that sends it once the
-    turn's other callbacks have run, so commands issued meanwhile join it. A batch
-    goes to Redis in one write on one connection (one round trip instead of one per
-    command): the batcher's own connection when it is free, else one of the pool's
-    (on a Cluster, redis-py's pipeline, which routes each command to its node); its
-    replies are read under one bound, the command timeout. Every caller awaits its own
+    The first command of a turn opens a batch, sent once the turn's other callbacks
+    have run, so commands issued meanwhile join it. A batch goes to Redis in one write
+    on one connection (one round trip instead of one per command): the batcher's own
+    connection when it is free, else one of the pool's (on a Cluster, redis-py's
+    pipeline, which routes each command to its node); its replies are read under one
+    bound, the command timeout. On its own open connection (`OwnConnection`, when it
+    speaks as the pool's would) a batch needs no task: a callback writes it and the
+    replies answer the callers from the socket's callback, so a caller wakes one loop
+    turn after its replies arrive, not two. Otherwise a task sends it (connecting,
+    retrying, or through the pool) and answers the callers. Every caller awaits its own
     command's future, so a cancelled caller never fails anyone else's command (its
     own may still run, as it could have before). Errors stay per command: a
     `ResponseError` fails only its command (a script's NOSCRIPT makes the batcher load
@@ -67,16 +80,28 @@ class Batcher:
         self._joinable: dict[Hashable, tuple[int, list[tuple[asyncio.Future[Any], Any]]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        # The connection batches use when it is free (None: not taken from the pool yet).
-        self._own: AbstractConnection | None = None
-        # Set while a batch is on it; always set when the batcher may not keep one.
+        # The pool's connections the batcher keeps (`_held`), and how many more it may
+        # take (`_hold`: none on a Cluster or from a small pool). When `OwnConnection`
+        # speaks as they would (`_fits`), each only holds its place under the pool's bound
+        # and lends its settings to an `OwnConnection`, which carries batches (those free:
+        # `_wires`); otherwise the first one carries batches itself (`_own`, `_own_busy`
+        # while a batch is on it).
         pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", 0)
-        self._own_busy = self._cluster or pool_size < _HOLD_MIN_POOL
+        self._hold = 0 if self._cluster or pool_size < _HOLD_MIN_POOL else _held(pool_size)
+        self._held: list[AbstractConnection] = []
+        self._fits: bool | None = None  # (unknown until the first is taken)
+        self._wires: list[OwnConnection] = []
+        self._own: AbstractConnection | None = None
+        self._own_busy = True
+        # Batches on a wire with no task waiting for them (their replies answer the
+        # callers from the socket's callback), and who waits for them in `drain`.
+        self._on_wire = 0
+        self._drained: asyncio.Future[None] | None = None
         # Commands handed to Redis so far, and the round trips that took them (tests
         # and bench/ count them).
         self.commands_sent = 0
         self.round_trips = 0
-        # ... and how many of those went over the batcher's own connection.
+        # ... and how many of those went over the batcher's own connections.
         self.own_round_trips = 0
 
     def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
@@ -94,11 +119,93 @@ class Batcher:
         future: asyncio.Future[Any] = loop.create_future()
         if self._open is None:
             self._open = []
-            task = loop.create_task(self._send())
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            wires = self._wires
+            if wires and wires[-1].connected and wires[-1].loop is loop:
+                # Written by a callback at the end of this turn (no task): see `_flush`.
+                loop.call_soon(self._flush)
+            else:
+                self._start_send(loop)
         self._open.append((command, future, script))
         return future
+
+    def _start_send(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(self._send())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    def _flush(self) -> None:
+        """Write the open batch on a free connection of the batcher's own now, in this
+        callback; its replies answer the callers where they are read (`OwnConnection`).
+        When none is free and open any more, a task sends it instead."""
+        wires, loop = self._wires, self._loop
+        assert loop is not None
+        if not wires or not wires[-1].connected or wires[-1].loop is not loop:
+            self._start_send(loop)
+            return
+        wire = wires.pop()
+        batch, joined = self._take()
+        commands = [command for command, _, _ in batch]
+        answered = partial(self._wire_answered, wire, batch, joined, commands)
+        try:
+            wire.send(commands, answered)
+        except Exception as exc:  # an argument Redis has no form for: nothing was sent
+            wires.append(wire)
+            for _, future, _ in batch:
+                _fail(future, joined.get(future, ()), exc)
+            return
+        self._on_wire += 1
+        self.own_round_trips += 1
+
+    def _wire_answered(
+        self,
+        wire: OwnConnection,
+        batch: list[_Queued],
+        joined: dict[asyncio.Future[Any], _Joiners],
+        commands: list[tuple[Any, ...]],
+        replies: list[Any] | Exception,
+    ) -> None:
+        if isinstance(replies, Exception):
+            # Lost or timed out: redis-py's retry policy decides what follows (a task:
+            # rare, and it may back off and reconnect).
+            assert self._loop is not None
+            retried = self._wire_retried(wire, batch, joined, commands, replies)
+            task = self._loop.create_task(retried)
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+            return
+        self._on_wire -= 1
+        self._wires.append(wire)
+        parsed = self._parsed(commands, replies)
+        if isinstance(parsed, _Pending):  # a response callback to await (none of ours)
+            assert self._loop is not None
+            task = self._loop.create_task(self._answer_later(batch, joined, parsed))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        else:
+            self._answer(batch, joined, parsed)
+        self._wake_drain()
+
+    async def _wire_retried(
+        self,
+        wire: OwnConnection,
+        batch: list[_Queued],
+        joined: dict[asyncio.Future[Any], _Joiners],
+        commands: list[tuple[Any, ...]],
+        error: Exception,
+    ) -> None:
+        try:
+            replies = await wire.exchange(commands, failed=error)
+        except BaseException as exc:
+            for _, future, _ in batch:
+                _fail(future, joined.get(future, ()), exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self._on_wire -= 1
+            self._wires.append(wire)
+            self._wake_drain()
+        await self._answer_later(batch, joined, self._parsed(commands, replies))
 
     def eval(
         self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
@@ -199,25 +306,52 @@ class Batcher:
 
     async def drain(self) -> None:
         """Wait until every batch queued so far has been answered."""
-        while self._sending:
-            await asyncio.wait(list(self._sending))
+        while True:
+            if self._sending:
+                await asyncio.wait(list(self._sending))
+            elif self._open is not None or self._on_wire:
+                # (a batch about to be flushed, or on the wire with no task of its own;
+                # one future for every drain waiting)
+                if self._drained is None:
+                    self._drained = asyncio.get_running_loop().create_future()
+                await asyncio.shield(self._drained)
+            else:
+                return
+
+    def _wake_drain(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     async def release(self) -> None:
-        """Drain, then give the batcher's own connection back to the pool (a store that
-        closes over a client it shares must not keep one of its connections)."""
+        """Drain, then close the batcher's own connections and give their places back to
+        the pool (a store that closes over a client it shares must not keep any; and the
+        client's `aclose` does not know the sockets `OwnConnection` opened)."""
         await self.drain()
-        conn, self._own = self._own, None
-        if conn is not None and isinstance(self._client, aioredis.Redis):  # (never a Cluster)
-            self._own_busy = True  # nothing more is sent on a connection given back
-            await self._client.connection_pool.release(conn)
+        wires, self._wires = self._wires, []
+        for wire in wires:
+            wire.close()
+        held, self._held, self._hold = self._held, [], 0  # (nothing more is taken)
+        self._own, self._own_busy = None, True  # nothing more is sent on one given back
+        if isinstance(self._client, aioredis.Redis):  # (never a Cluster)
+            for conn in held:
+                await self._client.connection_pool.release(conn)
 
-    async def _send(self) -> None:
+    def _take(self) -> tuple[list[_Queued], dict[asyncio.Future[Any], _Joiners]]:
+        """The open batch, now closed, and the other callers of its joined commands by
+        their first caller's future."""
         batch, self._open = self._open or [], None
-        # The other callers of the batch's joined commands, by their first caller's future.
-        joined = {batch[at][1]: joiners for at, joiners in self._joinable.values() if joiners}
+        joined: dict[asyncio.Future[Any], _Joiners] = {
+            batch[at][1]: joiners for at, joiners in self._joinable.values() if joiners
+        }
         self._joinable = {}
         self.commands_sent += len(batch)
         self.round_trips += 1
+        self._wake_drain()
+        return batch, joined
+
+    async def _send(self) -> None:
+        batch, joined = self._take()
         try:
             replies = await self._round_trip(batch)
         except BaseException as exc:
@@ -226,6 +360,23 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
             return
+        self._answer(batch, joined, replies)
+
+    async def _answer_later(
+        self,
+        batch: list[_Queued],
+        joined: dict[asyncio.Future[Any], _Joiners],
+        replies: list[Any | Awaitable[Any]],
+    ) -> None:
+        self._answer(batch, joined, [await r if inspect.isawaitable(r) else r for r in replies])
+
+    def _answer(
+        self,
+        batch: list[_Queued],
+        joined: dict[asyncio.Future[Any], _Joiners],
+        replies: list[Any],
+    ) -> None:
+        """Each caller its reply or its command's error (a NOSCRIPT: load and go again)."""
         for (command, future, script), reply in zip(batch, replies, strict=True):
             joiners = joined.get(future, ()) if joined else ()
             if future.done() and not joiners:
@@ -240,6 +391,14 @@ class Batcher:
     async def _round_trip(self, batch: list[_Queued]) -> list[Any]:
         """The batch's replies, a `ResponseError` in the place of a command Redis refused."""
         commands = [command for command, _, _ in batch]
+        wire = await self._free_wire()
+        if wire is not None:
+            self.own_round_trips += 1
+            try:
+                parsed = self._parsed(commands, await wire.exchange(commands))
+            finally:
+                self._wires.append(wire)
+            return [await r if inspect.isawaitable(r) else r for r in parsed]
         if not self._own_busy:
             self._own_busy = True
             self.own_round_trips += 1
@@ -271,18 +430,57 @@ class Batcher:
         replies: list[Any] = await pipeline.execute(raise_on_error=False)
         return replies
 
+    async def _free_wire(self) -> OwnConnection | None:
+        """A free connection of the batcher's own, or a new one while it holds fewer than
+        it may (its place taken from the pool, bounded by the pool's timeout); None when
+        there is none or they do not fit (then the first one taken is `_own`)."""
+        if self._wires:
+            return self._wires.pop()
+        if self._hold <= 0 or self._fits is False:
+            return None
+        self._hold -= 1  # (before the wait: batches waiting meanwhile take no more)
+        client: Any = self._client  # a single Redis here (untyped pool calls)
+        try:
+            conn = await client.connection_pool.get_connection()
+        except BaseException:
+            self._hold += 1
+            raise
+        self._held.append(conn)
+        if self._fits is None:
+            self._fits = OwnConnection.fits(conn)
+            if not self._fits:
+                self._own, self._own_busy = conn, False
+                return None
+        # Its place under the pool's bound and its settings are kept; its socket is not
+        # needed (the wire opens its own).
+        await conn.disconnect()
+        return OwnConnection(conn)
+
     async def _own_connection(self) -> AbstractConnection:
         client: Any = self._client  # a single Redis here (untyped pool calls)
-        pool = client.connection_pool
         conn = self._own
-        if conn is None:
-            # Bounded by the pool's timeout, like any command's connection.
-            conn = self._own = await pool.get_connection()
-        else:
-            # The pool's check when it hands a connection out: connected, and nothing
-            # unread on it (Redis closed it while idle: reconnect before sending).
-            await pool.ensure_connection(conn)
+        assert conn is not None  # (set when the first connection taken did not fit)
+        # The pool's check when it hands a connection out: connected, and nothing unread
+        # on it (Redis closed it while idle: reconnect before sending).
+        await client.connection_pool.ensure_connection(conn)
         return conn
+
+    def _parsed(
+        self, commands: list[tuple[Any, ...]], replies: list[Any]
+    ) -> list[Any] | _Pending:
+        """Replies parsed as `Redis.parse_response` does (each command's response callback,
+        e.g. EXPIRE's bool); a `_Pending` when a callback answered something to await."""
+        callbacks = self._client.response_callbacks
+        pending = False
+        for i, command in enumerate(commands):
+            reply = replies[i]
+            if isinstance(reply, ResponseError):
+                continue
+            callback = callbacks.get(command[0])
+            if callback is not None:
+                reply = replies[i] = callback(reply)
+                pending = pending or inspect.isawaitable(reply)
+        return _Pending(replies) if pending else replies
 
     async def _exchange(
         self, conn: AbstractConnection, commands: list[tuple[Any, ...]]
@@ -368,6 +566,10 @@ async def in_order(*waits: Awaitable[Any]) -> list[Any]:
     if error is not None:
         raise error
     return results
+
+
+class _Pending(list[Any]):
+    """Replies of which some are still to be awaited (an async response callback)."""
 
 
 def _fail(first: asyncio.Future[Any], joiners: _Joiners, exc: BaseException) -> None:
