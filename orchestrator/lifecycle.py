@@ -952,6 +952,11 @@ class WorkflowOrchestrator:
             # The recorder and the writer refer to each other (`carry_with`): unlinked, a
             # finished workflow is freed by reference counting, not left to the collector.
             events.carry_with(None)
+            # Neither owes anything now (the terminal write is done, or this replica lost
+            # the workflow): out of the flusher's queue, which then has no timer to fire
+            # for a workflow that ended within the delay (a write still owed is started).
+            self._write_behind.write_now(writer)
+            self._write_behind.write_now(events)
             running.task.remove_done_callback(running.never_ran)
             self._on_done(running, cancelled=ended_by_cancel)
 

@@ -5,7 +5,7 @@ nothing owed left unwritten."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from orchestrator.events import EventRecorder
@@ -336,3 +336,79 @@ async def test_a_workflows_stream_of_events_does_not_hold_the_flushers_turn_open
     told = [e["type"] for _, e in await store.events_since("w")]
     assert told == ["workflow.running", "step.started"]
     assert not flusher.running
+
+
+class Owes:
+    """A job that counts its turns; it owes a write (`ran`'s) while `owed`."""
+
+    def __init__(self, ran: Ran, *, owed: bool) -> None:
+        self._ran, self.owed, self.turns = ran, owed, 0
+
+    def write_behind(self) -> Awaitable[None] | None:
+        self.turns += 1
+        if not self.owed:
+            return None
+        self.owed = False
+        return Job("written", self._ran).write_behind()
+
+
+async def test_a_job_that_owes_nothing_leaves_the_queue_at_once_and_nothing_waits() -> None:
+    """`write_now` on a queued job owing nothing (a workflow ended within the delay): it
+    has its turn now, the queue is empty, and no timer or task waits for its due time."""
+    flusher, ran = WriteBehind(), Ran()
+    job = Owes(ran, owed=False)
+    flusher.add_after(job, 3600.0)
+    assert flusher.running and len(flusher) == 1
+    flusher.write_now(job)
+    assert job.turns == 1
+    assert len(flusher) == 0
+    assert not flusher.running  # on a flusher that sleeps until the job is due: still running
+    flusher.write_now(job)  # no longer queued: no second turn
+    assert job.turns == 1
+
+
+async def test_a_job_taken_early_with_a_write_owed_is_written_at_once_and_once() -> None:
+    """`write_now` starts what a job still owes without waiting for its due time, and the
+    job's place in the queue is gone: the others are written when due, it is not again."""
+    flusher, ran = WriteBehind(), Ran()
+    now = asyncio.get_running_loop().time()
+    job = Owes(ran, owed=True)
+    flusher.add(job, now + 3600.0)
+    flusher.add(Job("other", ran), now)
+    flusher.write_now(job)
+    await ran.until(2)
+    assert sorted(ran) == ["other", "written"]
+    await settle()
+    assert job.turns == 1
+    assert not flusher.running
+
+
+async def test_a_workflows_writer_and_recorder_leave_the_queue_after_its_terminal_write() -> None:
+    """A run that ends within the delay: its terminal flush writes everything, and
+    `write_now` then finds nothing owed by either: nothing more is written, none waits."""
+    store = MemoryStateStore()
+    flusher = WriteBehind(together=False)
+    state = a_state("w")
+    writes: list[WorkflowStatus] = []
+
+    async def persist(current: WorkflowState) -> bool:
+        writes.append(current.status)
+        return True
+
+    events = EventRecorder(store, state, flusher=flusher, delay_s=3600.0)
+    writer = StateWriter(persist, state, flusher=flusher, delay_s=3600.0)
+    state.status = WorkflowStatus.RUNNING
+    events.workflow(state)
+    writer.mark_dirty()
+    assert len(flusher) == 2
+    state.status = WorkflowStatus.COMPLETED
+    writer.mark_dirty()
+    await writer.flush()
+    await events.finish(state)
+    flusher.write_now(writer)
+    flusher.write_now(events)
+    await settle()
+    assert writes == [WorkflowStatus.COMPLETED]
+    assert not flusher.running and len(flusher) == 0
+    told = [e["type"] for _, e in await store.events_since("w")]
+    assert told == ["workflow.running", "workflow.completed"]
