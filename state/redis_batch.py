@@ -150,8 +150,7 @@ class Batcher:
             wire.send(commands, answered)
         except Exception as exc:  # an argument Redis has no form for: nothing was sent
             wires.append(wire)
-            for _, future, _ in batch:
-                _fail(future, joined.get(future, ()), exc)
+            _fail_batch(batch, joined, exc)
             return
         self._on_wire += 1
         self.own_round_trips += 1
@@ -196,8 +195,7 @@ class Batcher:
         try:
             replies = await wire.exchange(commands, failed=error)
         except BaseException as exc:
-            for _, future, _ in batch:
-                _fail(future, joined.get(future, ()), exc)
+            _fail_batch(batch, joined, exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -355,8 +353,7 @@ class Batcher:
         try:
             replies = await self._round_trip(batch)
         except BaseException as exc:
-            for _, future, _ in batch:
-                _fail(future, joined.get(future, ()), exc)
+            _fail_batch(batch, joined, exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -570,6 +567,14 @@ async def in_order(*waits: Awaitable[Any]) -> list[Any]:
 
 class _Pending(list[Any]):
     """Replies of which some are still to be awaited (an async response callback)."""
+
+
+def _fail_batch(
+    batch: list[_Queued], joined: dict[asyncio.Future[Any], _Joiners], exc: BaseException
+) -> None:
+    """`_fail` for every command of a batch that got no replies (and their joiners)."""
+    for _, future, _ in batch:
+        _fail(future, joined.get(future, ()), exc)
 
 
 def _fail(first: asyncio.Future[Any], joiners: _Joiners, exc: BaseException) -> None:
