@@ -12,16 +12,14 @@ import asyncio
 import copy
 import hashlib
 import inspect
-import math
 from collections.abc import Awaitable, Hashable, Sequence
 from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError
 
+from state.redis_routes import BatchRoutes, Pending
 from state.redis_wire import OwnConnection
 
 # A queued command, the future its caller awaits, and the script to load when Redis
@@ -31,16 +29,6 @@ _Queued = tuple[tuple[Any, ...], asyncio.Future[Any], "LuaScript | None"]
 # The callers that joined a queued command (`Batcher.eval_joined`): each one's future and
 # the reply it gets when the command succeeds.
 _Joiners = Sequence[tuple[asyncio.Future[Any], Any]]
-
-# The smallest pool the batcher takes a connection of its own from (see `Batcher`).
-_HOLD_MIN_POOL = 8
-
-
-def _held(pool_size: int) -> int:
-    """How many of a pool's connections a batcher keeps: one per 16 (one from 8), at most
-    4, for the batches in flight at once at load (~1-2 at 50 workflows in flight)."""
-    return max(1, min(4, pool_size // 16))
-
 
 class LuaScript:
     """A script's source and SHA1, computed once."""
@@ -59,8 +47,9 @@ class Batcher:
     have run, so commands issued meanwhile join it. A batch goes to Redis in one write
     on one connection (one round trip instead of one per command): the batcher's own
     connection when it is free, else one of the pool's (on a Cluster, redis-py's
-    pipeline, which routes each command to its node); its replies are read under one
-    bound, the command timeout. On its own open connection (`OwnConnection`, when it
+    pipeline, which routes each command to its node: `BatchRoutes`, state/redis_routes.py,
+    picks the route); its replies are read under one bound, the command timeout. On its
+    own open connection (`OwnConnection`, when it
     speaks as the pool's would) a batch needs no task: a callback writes it and the
     replies answer the callers from the socket's callback, so a caller wakes one loop
     turn after its replies arrive, not two. Otherwise a task sends it (connecting,
@@ -80,19 +69,8 @@ class Batcher:
         self._joinable: dict[Hashable, tuple[int, list[tuple[asyncio.Future[Any], Any]]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        # The pool's connections the batcher keeps (`_held`), and how many more it may
-        # take (`_hold`: none on a Cluster or from a small pool). When `OwnConnection`
-        # speaks as they would (`_fits`), each only holds its place under the pool's bound
-        # and lends its settings to an `OwnConnection`, which carries batches (those free:
-        # `_wires`); otherwise the first one carries batches itself (`_own`, `_own_busy`
-        # while a batch is on it).
-        pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", 0)
-        self._hold = 0 if self._cluster or pool_size < _HOLD_MIN_POOL else _held(pool_size)
-        self._held: list[AbstractConnection] = []
-        self._fits: bool | None = None  # (unknown until the first is taken)
-        self._wires: list[OwnConnection] = []
-        self._own: AbstractConnection | None = None
-        self._own_busy = True
+        # Where its batches go (kept connections, the pool's, a Cluster's pipeline).
+        self._routes = BatchRoutes(client)
         # Batches on a wire with no task waiting for them (their replies answer the
         # callers from the socket's callback), and who waits for them in `drain`.
         self._on_wire = 0
@@ -101,8 +79,11 @@ class Batcher:
         # and bench/ count them).
         self.commands_sent = 0
         self.round_trips = 0
-        # ... and how many of those went over the batcher's own connections.
-        self.own_round_trips = 0
+
+    @property
+    def own_round_trips(self) -> int:
+        """How many of `round_trips` went over a connection the batcher keeps."""
+        return self._routes.own_round_trips
 
     def call(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
         """Queue `command` (e.g. `("EXISTS", key)`); the future gets its reply."""
@@ -119,8 +100,7 @@ class Batcher:
         future: asyncio.Future[Any] = loop.create_future()
         if self._open is None:
             self._open = []
-            wires = self._wires
-            if wires and wires[-1].connected and wires[-1].loop is loop:
+            if self._routes.wire_ready(loop):
                 # Written by a callback at the end of this turn (no task): see `_flush`.
                 loop.call_soon(self._flush)
             else:
@@ -137,23 +117,23 @@ class Batcher:
         """Write the open batch on a free connection of the batcher's own now, in this
         callback; its replies answer the callers where they are read (`OwnConnection`).
         When none is free and open any more, a task sends it instead."""
-        wires, loop = self._wires, self._loop
+        loop = self._loop
         assert loop is not None
-        if not wires or not wires[-1].connected or wires[-1].loop is not loop:
+        wire = self._routes.take_wire(loop)
+        if wire is None:
             self._start_send(loop)
             return
-        wire = wires.pop()
         batch, joined = self._take()
         commands = [command for command, _, _ in batch]
         answered = partial(self._wire_answered, wire, batch, joined, commands)
         try:
             wire.send(commands, answered)
         except Exception as exc:  # an argument Redis has no form for: nothing was sent
-            wires.append(wire)
+            self._routes.give_back(wire)
             _fail_batch(batch, joined, exc)
             return
         self._on_wire += 1
-        self.own_round_trips += 1
+        self._routes.own_round_trips += 1
 
     def _wire_answered(
         self,
@@ -173,9 +153,9 @@ class Batcher:
             task.add_done_callback(self._sending.discard)
             return
         self._on_wire -= 1
-        self._wires.append(wire)
-        parsed = self._parsed(commands, replies)
-        if isinstance(parsed, _Pending):  # a response callback to await (none of ours)
+        self._routes.give_back(wire)
+        parsed = self._routes.parsed(commands, replies)
+        if isinstance(parsed, Pending):  # a response callback to await (none of ours)
             assert self._loop is not None
             task = self._loop.create_task(self._answer_later(batch, joined, parsed))
             self._sending.add(task)
@@ -201,9 +181,9 @@ class Batcher:
             return
         finally:
             self._on_wire -= 1
-            self._wires.append(wire)
+            self._routes.give_back(wire)
             self._wake_drain()
-        await self._answer_later(batch, joined, self._parsed(commands, replies))
+        await self._answer_later(batch, joined, self._routes.parsed(commands, replies))
 
     def eval(
         self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
@@ -323,17 +303,9 @@ class Batcher:
 
     async def release(self) -> None:
         """Drain, then close the batcher's own connections and give their places back to
-        the pool (a store that closes over a client it shares must not keep any; and the
-        client's `aclose` does not know the sockets `OwnConnection` opened)."""
+        the pool (`BatchRoutes.release`)."""
         await self.drain()
-        wires, self._wires = self._wires, []
-        for wire in wires:
-            wire.close()
-        held, self._held, self._hold = self._held, [], 0  # (nothing more is taken)
-        self._own, self._own_busy = None, True  # nothing more is sent on one given back
-        if isinstance(self._client, aioredis.Redis):  # (never a Cluster)
-            for conn in held:
-                await self._client.connection_pool.release(conn)
+        await self._routes.release()
 
     def _take(self) -> tuple[list[_Queued], dict[asyncio.Future[Any], _Joiners]]:
         """The open batch, now closed, and the other callers of its joined commands by
@@ -351,7 +323,7 @@ class Batcher:
     async def _send(self) -> None:
         batch, joined = self._take()
         try:
-            replies = await self._round_trip(batch)
+            replies = await self._routes.round_trip([command for command, _, _ in batch])
         except BaseException as exc:
             _fail_batch(batch, joined, exc)
             if not isinstance(exc, Exception):
@@ -385,153 +357,6 @@ class Batcher:
             else:
                 _settle(future, joiners, reply, None)
 
-    async def _round_trip(self, batch: list[_Queued]) -> list[Any]:
-        """The batch's replies, a `ResponseError` in the place of a command Redis refused."""
-        commands = [command for command, _, _ in batch]
-        wire = await self._free_wire()
-        if wire is not None:
-            self.own_round_trips += 1
-            try:
-                parsed = self._parsed(commands, await wire.exchange(commands))
-            finally:
-                self._wires.append(wire)
-            return [await r if inspect.isawaitable(r) else r for r in parsed]
-        if not self._own_busy:
-            self._own_busy = True
-            self.own_round_trips += 1
-            try:
-                return await self._exchange(await self._own_connection(), commands)
-            finally:
-                self._own_busy = False
-        if not self._cluster:
-            # A connection of the pool for this batch, exchanged with the same code as the
-            # batcher's own (redis-py's pipeline cost ~2x as much CPU per batch).
-            client: Any = self._client  # a single Redis here (untyped pool calls)
-            pool = client.connection_pool
-            conn = await pool.get_connection()  # bounded by the pool's timeout
-            try:
-                return await self._exchange(conn, commands)
-            finally:
-                await pool.release(conn)
-        # A Cluster: redis-py routes each command to its slot's node.
-        if len(commands) == 1:
-            # RedisCluster.execute_command is typed, Redis's untyped: Any covers both.
-            cluster: Any = self._client
-            try:
-                return [await cluster.execute_command(*commands[0])]
-            except ResponseError as exc:  # a refusal is its reply, as in a pipeline
-                return [exc]
-        pipeline = self._client.pipeline(transaction=False)
-        for command in commands:
-            pipeline.execute_command(*command)
-        replies: list[Any] = await pipeline.execute(raise_on_error=False)
-        return replies
-
-    async def _free_wire(self) -> OwnConnection | None:
-        """A free connection of the batcher's own, or a new one while it holds fewer than
-        it may (its place taken from the pool, bounded by the pool's timeout); None when
-        there is none or they do not fit (then the first one taken is `_own`)."""
-        if self._wires:
-            return self._wires.pop()
-        if self._hold <= 0 or self._fits is False:
-            return None
-        self._hold -= 1  # (before the wait: batches waiting meanwhile take no more)
-        client: Any = self._client  # a single Redis here (untyped pool calls)
-        try:
-            conn = await client.connection_pool.get_connection()
-        except BaseException:
-            self._hold += 1
-            raise
-        self._held.append(conn)
-        if self._fits is None:
-            self._fits = OwnConnection.fits(conn)
-            if not self._fits:
-                self._own, self._own_busy = conn, False
-                return None
-        # Its place under the pool's bound and its settings are kept; its socket is not
-        # needed (the wire opens its own).
-        await conn.disconnect()
-        return OwnConnection(conn)
-
-    async def _own_connection(self) -> AbstractConnection:
-        client: Any = self._client  # a single Redis here (untyped pool calls)
-        conn = self._own
-        assert conn is not None  # (set when the first connection taken did not fit)
-        # The pool's check when it hands a connection out: connected, and nothing unread
-        # on it (Redis closed it while idle: reconnect before sending).
-        await client.connection_pool.ensure_connection(conn)
-        return conn
-
-    def _parsed(
-        self, commands: list[tuple[Any, ...]], replies: list[Any]
-    ) -> list[Any] | _Pending:
-        """Replies parsed as `Redis.parse_response` does (each command's response callback,
-        e.g. EXPIRE's bool); a `_Pending` when a callback answered something to await."""
-        callbacks = self._client.response_callbacks
-        pending = False
-        for i, command in enumerate(commands):
-            reply = replies[i]
-            if isinstance(reply, ResponseError):
-                continue
-            callback = callbacks.get(command[0])
-            if callback is not None:
-                reply = replies[i] = callback(reply)
-                pending = pending or inspect.isawaitable(reply)
-        return _Pending(replies) if pending else replies
-
-    async def _exchange(
-        self, conn: AbstractConnection, commands: list[tuple[Any, ...]]
-    ) -> list[Any]:
-        """Send `commands` on `conn` (of a single Redis); their replies (a `ResponseError`
-        in the place of a command Redis refused), parsed as redis-py parses them."""
-        callbacks = self._client.response_callbacks
-
-        async def exchange() -> list[Any]:
-            replies: list[Any] = []
-            # One bound, the command timeout, for the batch's write and its replies
-            # (Redis answers a pipeline in one go), instead of a timer for the write
-            # (HiredisPackingConnection's, or redis-py's wait_for) and redis-py's armed
-            # and cancelled per reply; each reply then parsed as `Redis.parse_response`
-            # does (its response callback, e.g. EXPIRE's bool). With no socket timeout
-            # on the connection meanwhile, the write takes redis-py's plain path (its
-            # errors and its disconnect on a failed write unchanged).
-            timeout_s = conn.socket_timeout
-            conn.socket_timeout = None  # (one coroutine uses a connection at a time)
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await conn.send_packed_command(conn.pack_commands(commands))
-                    for command in commands:
-                        try:
-                            reply = await conn.read_response(timeout=math.inf)
-                        except ResponseError as exc:
-                            replies.append(exc)
-                            continue
-                        callback = callbacks.get(command[0])
-                        if callback is not None:
-                            reply = callback(reply)
-                            if inspect.isawaitable(reply):
-                                reply = await reply
-                        replies.append(reply)
-            except TimeoutError:
-                raise RedisTimeoutError(
-                    f"Timeout sending {len(commands)} command(s) to Redis or reading their replies"
-                ) from None
-            finally:
-                conn.socket_timeout = timeout_s
-            return replies
-
-        async def reconnect(_: Exception) -> None:
-            await conn.disconnect()  # what redis-py does before a retry
-
-        try:
-            replies: list[Any] = await conn.retry.call_with_retry(exchange, reconnect)
-        except BaseException:
-            # Replies may be left unread (a timeout, a cancel): never reuse the stream.
-            await conn.disconnect(nowait=True)
-            raise
-        return replies
-
-
 async def in_order(*waits: Awaitable[Any]) -> list[Any]:
     """The replies of `waits`, awaited one after another.
 
@@ -563,10 +388,6 @@ async def in_order(*waits: Awaitable[Any]) -> list[Any]:
     if error is not None:
         raise error
     return results
-
-
-class _Pending(list[Any]):
-    """Replies of which some are still to be awaited (an async response callback)."""
 
 
 def _fail_batch(
