@@ -46,11 +46,6 @@ log = structlog.get_logger(__name__)
 # The most jobs one turn of the flusher starts together: a bound on one exchange's size;
 # the rest are started in the next turn.
 _MOST_AT_ONCE = 256
-# The context the timer runs in, and so the writes it starts: `call_at` would otherwise
-# copy the context of the workflow that set it (its bound log fields, its event
-# recorder and through it the store) and keep it alive until it fires. Nothing the
-# timer runs reads a context variable of that workflow's.
-_TIMER_CONTEXT = contextvars.Context()
 
 
 class Behind(Protocol):
@@ -97,6 +92,13 @@ class WriteBehind:
         # task asleep, so a queue emptied early (`write_now`) costs a cancel, no wake-up.
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0
+        # The context the timer runs in, and so the writes it starts: `call_at` would
+        # otherwise copy the context of the workflow that set it (its bound log fields,
+        # its event recorder and through it the store) and keep it alive until it fires.
+        # Nothing the timer runs reads a context variable of that workflow's. One per
+        # flusher, not per module: a context is entered by one thread at a time, and
+        # each flusher serves one loop.
+        self._timer_context = contextvars.Context()
         # `together=False`: the task awaiting the due writes one at a time, while it runs.
         self._drainer: asyncio.Task[None] | None = None
 
@@ -170,7 +172,7 @@ class WriteBehind:
                 self._fire()
             else:
                 self._timer_at = at
-                self._timer = loop.call_at(at, self._fire, context=_TIMER_CONTEXT)
+                self._timer = loop.call_at(at, self._fire, context=self._timer_context)
 
     def _fire(self) -> None:
         # The due writes are taken in the loop's next turn, as the flusher task this timer
@@ -185,7 +187,7 @@ class WriteBehind:
             self._timer = None
             self._drainer = loop.create_task(self._drain(loop))
             return
-        self._timer = loop.call_soon(self._take, context=_TIMER_CONTEXT)
+        self._timer = loop.call_soon(self._take, context=self._timer_context)
         self._timer_at = -math.inf
 
     def _take(self) -> None:
