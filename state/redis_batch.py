@@ -12,7 +12,7 @@ import asyncio
 import copy
 import hashlib
 import inspect
-from collections.abc import Awaitable, Hashable, Sequence
+from collections.abc import Awaitable, Coroutine, Hashable, Sequence
 from functools import partial
 from typing import Any
 
@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from state.redis_routes import BatchRoutes, Pending
-from state.redis_wire import OwnConnection
+from state.redis_wire import OwnConnection, set_once
 
 # A queued command, the future its caller awaits, and the script to load when Redis
 # answers NOSCRIPT (None: no reload, the error is the reply).
@@ -109,7 +109,11 @@ class Batcher:
         return future
 
     def _start_send(self, loop: asyncio.AbstractEventLoop) -> None:
-        task = loop.create_task(self._send())
+        self._spawn(loop, self._send())
+
+    def _spawn(self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
+        """`work` in a task held until it ends, and waited for by `drain`."""
+        task = loop.create_task(work)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -147,19 +151,14 @@ class Batcher:
             # Lost or timed out: redis-py's retry policy decides what follows (a task:
             # rare, and it may back off and reconnect).
             assert self._loop is not None
-            retried = self._wire_retried(wire, batch, joined, commands, replies)
-            task = self._loop.create_task(retried)
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            self._spawn(self._loop, self._wire_retried(wire, batch, joined, commands, replies))
             return
         self._on_wire -= 1
         self._routes.give_back(wire)
         parsed = self._routes.parsed(commands, replies)
         if isinstance(parsed, Pending):  # a response callback to await (none of ours)
             assert self._loop is not None
-            task = self._loop.create_task(self._answer_later(batch, joined, parsed))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            self._spawn(self._loop, self._answer_later(batch, joined, parsed))
         else:
             self._answer(batch, joined, parsed)
         self._wake_drain()
@@ -278,9 +277,7 @@ class Batcher:
                 raise
             _settle(future, joiners, reply, None)
 
-        task = asyncio.get_running_loop().create_task(reload())
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._spawn(asyncio.get_running_loop(), reload())
 
     async def drain(self) -> None:
         """Wait until every batch queued so far has been answered."""
@@ -298,8 +295,8 @@ class Batcher:
 
     def _wake_drain(self) -> None:
         drained, self._drained = self._drained, None
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        if drained is not None:
+            set_once(drained, None)
 
     async def release(self) -> None:
         """Drain, then close the batcher's own connections and give their places back to

@@ -151,15 +151,7 @@ class OwnConnection:
         hello, optional = _greeting(conn)
         if not hello:
             return
-        answered: asyncio.Future[list[Any] | Exception] = loop.create_future()
-        self._send(conn.pack_commands(hello), len(hello), partial(set_once, answered))
-        try:
-            replies = await answered
-        except BaseException:
-            self.abandon()
-            raise
-        if isinstance(replies, Exception):
-            raise replies
+        replies = await self._sent(hello)
         for i, reply in enumerate(replies):
             if isinstance(reply, Exception) and not optional & (1 << i):
                 self.close()
@@ -204,7 +196,12 @@ class OwnConnection:
         loop = asyncio.get_running_loop()
         if not self.connected or self._loop is not loop:
             await self.connect()
-        answered: asyncio.Future[list[Any] | Exception] = loop.create_future()
+        return await self._sent(commands)
+
+    async def _sent(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """`send` `commands` and await their replies (their error raised)."""
+        assert self._loop is not None  # (set when it connected)
+        answered: asyncio.Future[list[Any] | Exception] = self._loop.create_future()
         self.send(commands, partial(set_once, answered))
         try:
             replies = await answered
