@@ -343,11 +343,12 @@ async def test_the_workflow_deadline_before_a_nodes_own_is_the_workflows_timeout
 ) -> None:
     """A chain node calling an agent the client ends by the node's deadline, with the
     workflow's deadline nearer: the workflow times out there, the node is cancelled and
-    no fallback is taken, on both paths."""
+    no fallback is taken, on both paths. (0.3 s, not less: node `a` must end before it
+    on a loaded machine too.)"""
     extra = {} if fallback is None else {"fallback": fallback}
     definition = {
         "name": "late",
-        "options": {"timeout_s": 0.05},
+        "options": {"timeout_s": 0.3},
         "nodes": [agent("a", "nlp"), agent("b", "data", ["a"], **extra), agent("c", "viz", ["b"])],
     }
     end = await run_both_ways(
@@ -363,14 +364,25 @@ async def test_the_workflow_deadline_before_a_nodes_own_is_the_workflows_timeout
 
 
 async def test_timeouts_and_a_retry_override_end_the_same_on_both_paths() -> None:
+    """A node's own timeout (a), the engine's default (c) and retry overrides (b, d).
+
+    The nodes that retry have a timeout of their own far above the 50 ms ones, and the
+    two that hang start only once they ended: a loaded machine that stalls the loop
+    for 50 ms (CI, under coverage) can then neither time out a retrying node nor
+    fire a hanging node's timer between its steps on one path and not on the other."""
     definition = {
         "name": "timeouts",
         "options": {"on_failure": "continue"},
         "nodes": [
-            agent("a", "nlp", timeout_s=0.05),
-            agent("b", "data", retry={"max_attempts": 2, "base_delay_s": 0}),
+            agent("b", "data", retry={"max_attempts": 2, "base_delay_s": 0}, timeout_s=30),
+            agent(
+                "d",
+                "nlp",
+                retry={"max_attempts": 4, "base_delay_s": 0, "max_delay_s": 0},
+                timeout_s=30,
+            ),
+            agent("a", "nlp", ["b", "d"], trigger="all_done", timeout_s=0.05),
             agent("c", "viz", ["a", "b"], trigger="all_done"),
-            agent("d", "nlp", retry={"max_attempts": 4, "base_delay_s": 0, "max_delay_s": 0}),
         ],
     }
     end = await run_both_ways(
