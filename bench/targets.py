@@ -18,7 +18,10 @@ collector's first threshold of each (the service's ORCH_GC_THRESHOLD, default 50
 see orchestrator/collector.py): ratios compare like with like.
 
 Rows: each the median of `--runs` runs (runs interleaved, so the machine's other
-work is shared out). CPU per node runs the engine with a fake transport that answers
+work is shared out); the service rows are driven from a fresh process of their own
+(`_service_rows` says why). To measure another checkout, start the
+run in it: `python -m` puts the current directory ahead of PYTHONPATH (the first line
+printed names the code measured). CPU per node runs the engine with a fake transport that answers
 at once (no network): process CPU time / nodes run. Peak RSS runs each fan-out at 50
 in flight in a fresh process and reads its ru_maxrss. Bounded: a fixed number of
 workflows per row, and the whole run by a time cap.
@@ -434,21 +437,58 @@ async def _one_run(
             cpu_per_node.setdefault(label, []).append(cpu / nodes * 1000.0)
 
 
-async def _service_runs(
-    args: argparse.Namespace, ports: Mapping[str, int], keep: Callable[[Row], None]
-) -> None:
-    """`--runs` runs of the service rows (floor_service and the services, in turn).
+def _service_rows(
+    runs: int, workflows: int, ports: Mapping[str, int], loop: str
+) -> list[Row]:
+    """`runs` runs of the service rows (floor_service and the services in turn), driven
+    from a fresh process (spawned: nothing inherited from this one).
 
-    They all come before any in-process row, so the process driving them has run no
-    engine of its own yet. floor_service is bound by the whole machine (this driver
-    and the stub agents included), not by its own core as the service is, and after
-    the in-process rows it ran slower from the same driver with its CPU per request
-    unchanged (on uvloop 3,400-3,900 wf/s against 4,100-4,650; on asyncio ~3 %
-    slower): that lifted the services' ratios to it."""
-    for _ in range(args.runs if ports else 0):
-        for conc, n in ((1, args.workflows // 5), (50, args.workflows)):
-            for label, port in ports.items():
-                keep(await _service(label, port, conc, n))
+    floor_service is bound by the whole machine (its driver and the stub agents
+    included), not by its own core as the service is, so it moves with the state of
+    the process driving it. Driven from this process after the in-process rows it ran
+    slower with its CPU per request unchanged (on uvloop 3,300-3,700 wf/s against
+    4,260-4,670 from a fresh driver, 7 runs each), which lifted the services' ratios
+    to it (0.58 against 0.46-0.48); and the in-process rows, run after the service
+    rows in this process, read the engine's p99 ratio at 1.9-2.0 against 1.3-2.0. So
+    neither group runs after the other in one process."""
+    if not ports:
+        return []
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    process = ctx.Process(
+        target=_service_driver, args=(runs, workflows, dict(ports), loop, child)
+    )
+    process.start()
+    try:
+        if not parent.poll(900):
+            raise RuntimeError("the service rows' driver did not finish")
+        rows: list[Row] = parent.recv()
+        return rows
+    finally:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()
+
+
+def _service_driver(
+    runs: int, workflows: int, ports: Mapping[str, int], loop: str, out: Any
+) -> None:
+    """Child process: drives the service rows (see `_service_rows`) and sends them back."""
+    from orchestrator.loop import loop_factory
+
+    _same_collector()
+    rows: list[Row] = []
+
+    async def drive() -> None:
+        for _ in range(runs):
+            for conc, n in ((1, workflows // 5), (50, workflows)):
+                for label, port in ports.items():
+                    rows.append(await _service(label, port, conc, n))
+
+    _, factory = loop_factory(loop)  # type: ignore[arg-type]
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(drive())
+    out.send(rows)
 
 
 async def _writes_rows(
@@ -509,7 +549,10 @@ async def main(args: argparse.Namespace) -> None:
             ports[label] = _free_port()
             children.append(_start(target, ports[label], stub_port, *extra))
             await _wait_listening(ports[label])
-        await _service_runs(args, ports, keep)
+        for row in await asyncio.to_thread(
+            _service_rows, args.runs, args.workflows, ports, args.loop
+        ):
+            keep(row)
         for _ in range(args.runs):
             await _one_run(args, only, stub_port, keep, cpu_per_node)
         if "writes" in only:
@@ -690,7 +733,13 @@ if __name__ == "__main__":
     os.environ["ORCH_GC_THRESHOLD"] = str(parsed.gc_threshold)
     thresholds = tune_collector(parsed.gc_threshold)
     loop_name, factory = loop_factory(parsed.loop)
+    import orchestrator
+
+    # Which checkout runs: `python -m` puts the current directory ahead of PYTHONPATH, so
+    # a run started in one checkout measures that one whatever PYTHONPATH names (to
+    # measure another tree, start the run in it).
     print(
+        f"code measured: {os.path.dirname(os.path.dirname(orchestrator.__file__))}; "
         f"event loop: {loop_name}; gc thresholds {thresholds} in every process; "
         f"{parsed.runs} runs per row, medians\n"
     )
