@@ -18,11 +18,12 @@ collector's first threshold of each (the service's ORCH_GC_THRESHOLD, default 50
 see orchestrator/collector.py): ratios compare like with like.
 
 Rows: each the median of `--runs` runs (runs interleaved, so the machine's other
-work is shared out); the service rows are driven from a fresh process of their own
-(`_service_rows` says why). To measure another checkout, start the
-run in it: `python -m` puts the current directory ahead of PYTHONPATH (the first line
-printed names the code measured). CPU per node runs the engine with a fake transport that answers
-at once (no network): process CPU time / nodes run. Peak RSS runs each fan-out at 50
+work is shared out); every in-process row runs in a fresh process of its own, and the
+service rows are driven from one (`_in_fresh_process` says why). To measure another
+checkout, start the run in it: `python -m` puts the current directory ahead of
+PYTHONPATH (the first line printed names the code measured). CPU per node runs the
+engine with a fake transport that answers at once (no network): process CPU time /
+nodes run. Peak RSS runs each fan-out at 50
 in flight in a fresh process and reads its ru_maxrss. Bounded: a fixed number of
 workflows per row, and the whole run by a time cap.
 """
@@ -38,7 +39,8 @@ import resource
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -58,6 +60,7 @@ from bench.chain import (
 )
 
 QUERY = "average revenue by region in 2024"
+T = TypeVar("T")
 # What `--only` can pick: the in-process engine rows (with their floors), the service
 # rows, CPU per node with the fake transport, state writes per workflow, peak RSS.
 ROW_GROUPS = ("engine", "service", "cpu", "writes", "rss")
@@ -414,81 +417,80 @@ async def _one_run(
     keep: Callable[[Row], None],
     cpu_per_node: dict[str, list[float]],
 ) -> None:
-    """One run of every in-process row `only` picks (runs are interleaved)."""
+    """One run of every in-process row `only` picks (runs are interleaved), each row
+    in a fresh process of its own (`_in_fresh_process` says why)."""
     chain_def = _chain_definition()
+    over_http, fake = partial(_engine_row, fake=False), partial(_engine_row, fake=True)
+
+    async def fresh(work: Callable[..., Awaitable[T]], *work_args: Any) -> T:
+        return await asyncio.to_thread(_in_fresh_process, args.loop, work, *work_args)
+
     if "engine" in only:
         for conc, n in ((1, args.workflows // 5), (50, args.workflows)):
-            keep(await _floor_row("floor, chain", stub_port, "chain", conc, n))
-            row, _, _ = await _engine_row(
-                "engine, chain", stub_port, chain_def, conc, n, fake=False
-            )
+            keep(await fresh(_floor_row, "floor, chain", stub_port, "chain", conc, n))
+            row, _, _ = await fresh(over_http, "engine, chain", stub_port, chain_def, conc, n)
             keep(row)
         n = args.workflows // 4
-        keep(await _floor_row("floor, fan-out", stub_port, "fanout", 50, n))
-        row, _, _ = await _engine_row(
-            "engine, fan-out", stub_port, FANOUT_DEFINITION, 50, n, fake=False
-        )
+        keep(await fresh(_floor_row, "floor, fan-out", stub_port, "fanout", 50, n))
+        row, _, _ = await fresh(over_http, "engine, fan-out", stub_port, FANOUT_DEFINITION, 50, n)
         keep(row)
     if "cpu" in only:
         for label, definition in (("chain", chain_def), ("fan-out", FANOUT_DEFINITION)):
-            _, cpu, nodes = await _engine_row(
-                "cpu", stub_port, definition, 50, args.workflows // 2, fake=True
+            _, cpu, nodes = await fresh(
+                fake, "cpu", stub_port, definition, 50, args.workflows // 2
             )
             cpu_per_node.setdefault(label, []).append(cpu / nodes * 1000.0)
 
 
-def _service_rows(
-    runs: int, workflows: int, ports: Mapping[str, int], loop: str
-) -> list[Row]:
-    """`runs` runs of the service rows (floor_service and the services in turn), driven
-    from a fresh process (spawned: nothing inherited from this one).
+async def _service_runs(runs: int, workflows: int, ports: Mapping[str, int]) -> list[Row]:
+    """`runs` runs of the service rows: floor_service and the services in turn."""
+    rows: list[Row] = []
+    for _ in range(runs):
+        for conc, n in ((1, workflows // 5), (50, workflows)):
+            for label, port in ports.items():
+                rows.append(await _service(label, port, conc, n))
+    return rows
 
-    floor_service is bound by the whole machine (its driver and the stub agents
-    included), not by its own core as the service is, so it moves with the state of
-    the process driving it. Driven from this process after the in-process rows it ran
-    slower with its CPU per request unchanged (on uvloop 3,300-3,700 wf/s against
-    4,260-4,670 from a fresh driver, 7 runs each), which lifted the services' ratios
-    to it (0.58 against 0.46-0.48); and the in-process rows, run after the service
-    rows in this process, read the engine's p99 ratio at 1.9-2.0 against 1.3-2.0. So
-    neither group runs after the other in one process."""
-    if not ports:
-        return []
+
+def _in_fresh_process(loop: str, work: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`work(*args)` run in a fresh process (spawned: nothing inherited from this one),
+    on `loop`, under the service's collector settings; its result sent back.
+
+    Every row is measured from a process that measured nothing before it. The ratios
+    moved with what the measuring process had run: driven from the process that had
+    run the in-process rows, floor_service (bound by the whole machine, its driver
+    and the stub agents included, not by its own core as the service is) ran slower
+    with its CPU per request unchanged (on uvloop 3,300-3,700 wf/s against 4,260-4,670,
+    7 runs each), which lifted the service's ratio to it from ~0.47 to ~0.56; and the
+    in-process rows read the engine's p99 ratio at 1.5 in a process that had driven
+    the services before, at 1.9-2.0 in one that had not."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(
-        target=_service_driver, args=(runs, workflows, dict(ports), loop, child)
-    )
+    process = ctx.Process(target=_fresh_child, args=(loop, work, args, child))
     process.start()
     try:
         if not parent.poll(900):
-            raise RuntimeError("the service rows' driver did not finish")
-        rows: list[Row] = parent.recv()
-        return rows
+            raise RuntimeError(f"{work.__name__} did not finish in its process")
+        result: T = parent.recv()
+        return result
     finally:
         process.join(timeout=10)
         if process.is_alive():
             process.terminate()
 
 
-def _service_driver(
-    runs: int, workflows: int, ports: Mapping[str, int], loop: str, out: Any
-) -> None:
-    """Child process: drives the service rows (see `_service_rows`) and sends them back."""
+def _fresh_child(loop: str, work: Callable[..., Awaitable[Any]], args: Any, out: Any) -> None:
+    import logging
+
+    from orchestrator.logs import configure_logging
     from orchestrator.loop import loop_factory
 
+    configure_logging("error")
+    logging.disable(logging.WARNING)
     _same_collector()
-    rows: list[Row] = []
-
-    async def drive() -> None:
-        for _ in range(runs):
-            for conc, n in ((1, workflows // 5), (50, workflows)):
-                for label, port in ports.items():
-                    rows.append(await _service(label, port, conc, n))
-
     _, factory = loop_factory(loop)  # type: ignore[arg-type]
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(drive())
-    out.send(rows)
+        out.send(runner.run(work(*args)))
 
 
 async def _writes_rows(
@@ -550,7 +552,8 @@ async def main(args: argparse.Namespace) -> None:
             children.append(_start(target, ports[label], stub_port, *extra))
             await _wait_listening(ports[label])
         for row in await asyncio.to_thread(
-            _service_rows, args.runs, args.workflows, ports, args.loop
+            _in_fresh_process, args.loop, _service_runs, args.runs if ports else 0,
+            args.workflows, ports,
         ):
             keep(row)
         for _ in range(args.runs):
