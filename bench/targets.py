@@ -452,6 +452,17 @@ async def _service_runs(runs: int, workflows: int, ports: Mapping[str, int]) -> 
     return rows
 
 
+async def _keep_service_rows(
+    args: argparse.Namespace, ports: Mapping[str, int], keep: Callable[[Row], None]
+) -> None:
+    """The service rows' runs, driven from a fresh process (`_in_fresh_process`)."""
+    rows = await asyncio.to_thread(
+        _in_fresh_process, args.loop, _service_runs, args.runs, args.workflows, ports
+    )
+    for row in rows:
+        keep(row)
+
+
 def _in_fresh_process(loop: str, work: Callable[..., Awaitable[T]], *args: Any) -> T:
     """`work(*args)` run in a fresh process (spawned: nothing inherited from this one),
     on `loop`, under the service's collector settings; its result sent back.
@@ -551,11 +562,8 @@ async def main(args: argparse.Namespace) -> None:
             ports[label] = _free_port()
             children.append(_start(target, ports[label], stub_port, *extra))
             await _wait_listening(ports[label])
-        for row in await asyncio.to_thread(
-            _in_fresh_process, args.loop, _service_runs, args.runs if ports else 0,
-            args.workflows, ports,
-        ):
-            keep(row)
+        if ports:
+            await _keep_service_rows(args, ports, keep)
         for _ in range(args.runs):
             await _one_run(args, only, stub_port, keep, cpu_per_node)
         if "writes" in only:
