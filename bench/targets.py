@@ -23,9 +23,8 @@ service rows are driven from one (`_in_fresh_process` says why). To measure anot
 checkout, start the run in it: `python -m` puts the current directory ahead of
 PYTHONPATH (the first line printed names the code measured). CPU per node runs the
 engine with a fake transport that answers at once (no network): process CPU time /
-nodes run. Peak RSS runs each fan-out at 50
-in flight in a fresh process and reads its ru_maxrss. Bounded: a fixed number of
-workflows per row, and the whole run by a time cap.
+nodes run. Peak RSS runs each fan-out at 50 in flight in a fresh process and reads its
+ru_maxrss. Bounded: a fixed number of workflows per row, and the whole run by a time cap.
 """
 
 from __future__ import annotations
@@ -61,6 +60,8 @@ from bench.chain import (
 
 QUERY = "average revenue by region in 2024"
 T = TypeVar("T")
+# The whole run's time cap (a bench must stop by itself), and so any one process's.
+_RUN_CAP_S = 1_500
 # What `--only` can pick: the in-process engine rows (with their floors), the service
 # rows, CPU per node with the fake transport, state writes per workflow, peak RSS.
 ROW_GROUPS = ("engine", "service", "cpu", "writes", "rss")
@@ -473,14 +474,15 @@ def _in_fresh_process(loop: str, work: Callable[..., Awaitable[T]], *args: Any) 
     and the stub agents included, not by its own core as the service is) ran slower
     with its CPU per request unchanged (on uvloop 3,300-3,700 wf/s against 4,260-4,670,
     7 runs each), which lifted the service's ratio to it from ~0.47 to ~0.56; and the
-    in-process rows read the engine's p99 ratio at 1.5 in a process that had driven
-    the services before, at 1.9-2.0 in one that had not."""
+    in-process rows read the engine's p99 ratio at 1.3-1.8 in a process that had driven
+    the services before, at 1.9-2.15 in a fresh one. (pyperf runs each benchmark in
+    fresh worker processes for the same reason.)"""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     process = ctx.Process(target=_fresh_child, args=(loop, work, args, child))
     process.start()
     try:
-        if not parent.poll(900):
+        if not parent.poll(_RUN_CAP_S):
             raise RuntimeError(f"{work.__name__} did not finish in its process")
         result: T = parent.recv()
         return result
@@ -491,6 +493,7 @@ def _in_fresh_process(loop: str, work: Callable[..., Awaitable[T]], *args: Any) 
 
 
 def _fresh_child(loop: str, work: Callable[..., Awaitable[Any]], args: Any, out: Any) -> None:
+    """Child process of `_in_fresh_process`: set up as this process is, then `work`."""
     import logging
 
     from orchestrator.logs import configure_logging
@@ -756,4 +759,4 @@ if __name__ == "__main__":
     )
     with asyncio.Runner(loop_factory=factory) as runner:
         # Bounded however the run goes: a bench must stop by itself.
-        runner.run(asyncio.wait_for(main(parsed), timeout=1_500))
+        runner.run(asyncio.wait_for(main(parsed), timeout=_RUN_CAP_S))
