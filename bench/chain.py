@@ -30,6 +30,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -254,21 +255,27 @@ async def _engine(name: str, stub_port: int, store: Any, concurrency: int, count
         await store.close()
 
 
+_QUERY_BODY = orjson.dumps({"query": "average revenue by region in 2024"})
+
+
+async def post_query(session: aiohttp.ClientSession, port: int) -> None:
+    """One chain query to the server on `port`, its answer read; anything but 200 raises."""
+    async with session.post(
+        f"http://127.0.0.1:{port}/api/query",
+        data=_QUERY_BODY,
+        headers={"Content-Type": "application/json"},
+    ) as r:
+        await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"answer {r.status} from port {port}")
+
+
 async def _service(name: str, api_port: int, concurrency: int, count: int) -> Row:
     connector = aiohttp.TCPConnector(limit=128)
-    body = orjson.dumps({"query": "average revenue by region in 2024"})
     async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def one() -> None:
-            async with session.post(
-                f"http://127.0.0.1:{api_port}/api/query",
-                data=body,
-                headers={"Content-Type": "application/json"},
-            ) as r:
-                await r.read()
-                assert r.status == 200, r.status
-
-        return await _drive(name, one, concurrency=concurrency, count=count)
+        return await _drive(
+            name, partial(post_query, session, api_port), concurrency=concurrency, count=count
+        )
 
 
 def _start(target: Callable[..., None], *args: Any) -> multiprocessing.Process:

@@ -34,24 +34,16 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
-import orjson
 
-from bench.chain import _free_port, _serve_stubs, _start, _wait_listening, service_env
-from bench.targets import QUERY, _serve_floor_service
-
-_BODY = orjson.dumps({"query": QUERY})
-
-
-async def post_query(session: aiohttp.ClientSession, port: int) -> None:
-    """One chain query to the server on `port`, its answer read; anything but 200 raises."""
-    async with session.post(
-        f"http://127.0.0.1:{port}/api/query",
-        data=_BODY,
-        headers={"Content-Type": "application/json"},
-    ) as r:
-        await r.read()
-        if r.status != 200:
-            raise RuntimeError(f"answer {r.status} from port {port}")
+from bench.chain import (
+    _free_port,
+    _serve_stubs,
+    _start,
+    _wait_listening,
+    post_query,
+    service_env,
+)
+from bench.targets import _serve_floor_service
 
 
 def _cpu_s(pid: int) -> float:

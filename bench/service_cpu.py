@@ -38,7 +38,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.service_ab import _cpu_s, post_query, serving
+from bench.chain import post_query
+from bench.service_ab import _cpu_s, serving
 from orchestrator.settings import Settings
 
 # The pause around a block: the previous server's housekeeping ends before the next

@@ -370,15 +370,23 @@ def _high_water_mb() -> float:
 
 
 def _peak_rss_mb(kind: str, stub_port: int, n: int) -> float:
-    ctx = multiprocessing.get_context("spawn")  # fresh: nothing inherited from this process
+    mb: float = _spawned(_rss_child, (kind, stub_port, n), f"RSS child {kind}", timeout_s=300)
+    return mb
+
+
+def _spawned(
+    target: Callable[..., None], args: tuple[Any, ...], what: str, *, timeout_s: float
+) -> Any:
+    """Run `target(*args, out)` in a fresh process (spawned: nothing inherited from this
+    one) and return what it sends on `out`; `what` names it if it does not finish."""
+    ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_rss_child, args=(kind, stub_port, n, child))
+    process = ctx.Process(target=target, args=(*args, child))
     process.start()
     try:
-        if not parent.poll(300):
-            raise RuntimeError(f"RSS child {kind} did not finish")
-        mb: float = parent.recv()
-        return mb
+        if not parent.poll(timeout_s):
+            raise RuntimeError(f"{what} did not finish")
+        return parent.recv()
     finally:
         process.join(timeout=10)
         if process.is_alive():
@@ -477,19 +485,9 @@ def _in_fresh_process(loop: str, work: Callable[..., Awaitable[T]], *args: Any) 
     in-process rows read the engine's p99 ratio at 1.3-1.8 in a process that had driven
     the services before, at 1.9-2.15 in a fresh one. (pyperf runs each benchmark in
     fresh worker processes for the same reason.)"""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_fresh_child, args=(loop, work, args, child))
-    process.start()
-    try:
-        if not parent.poll(_RUN_CAP_S):
-            raise RuntimeError(f"{work.__name__} did not finish in its process")
-        result: T = parent.recv()
-        return result
-    finally:
-        process.join(timeout=10)
-        if process.is_alive():
-            process.terminate()
+    what = f"{getattr(work, '__name__', work)} in its process"
+    result: T = _spawned(_fresh_child, (loop, work, args), what, timeout_s=_RUN_CAP_S)
+    return result
 
 
 def _fresh_child(loop: str, work: Callable[..., Awaitable[Any]], args: Any, out: Any) -> None:
