@@ -66,15 +66,10 @@ def _unreflected_since(live: Any, stored: Any) -> float | None:
 async def _run(
     workflows: int, concurrency: int, delay_s: float, agent_s: float, redis_url: str
 ) -> None:
-    from agents.client import AgentClient
     from agents.transport import create_transport
     from bench.chain import _free_port, _registry, _serve_stubs, _start, _wait_listening
     from bench.defaults import _serve_slow_stubs
-    from bench.targets import QUERY, _chain_definition, _drive
-    from orchestrator.builtins import BUILTIN_FALLBACKS
-    from orchestrator.dag.compiler import compile_workflow
-    from orchestrator.dag.engine import DagEngine
-    from orchestrator.dag.kinds import default_kinds
+    from bench.targets import QUERY, _chain_definition, _drive, _engine_and_workflow
     from orchestrator.lifecycle import WorkflowOrchestrator
     from orchestrator.logs import configure_logging
     from state.connect import connect
@@ -102,18 +97,9 @@ async def _run(
     store = Counting(client, prefix=prefix)
     reader = RedisStateStore(reader_client, prefix=prefix)
     registry = _registry(stub_port)
-    kinds = default_kinds()
     transport = create_transport()
-    engine = DagEngine(
-        agents=AgentClient(registry, transport),
-        registry=registry,
-        kinds=kinds,
-        builtins=BUILTIN_FALLBACKS,
-    )
+    engine, chain = _engine_and_workflow(registry, transport, _chain_definition())
     orchestrator = WorkflowOrchestrator(store=store, dag_engine=engine, write_delay_s=delay_s)
-    chain = compile_workflow(
-        _chain_definition(), agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
-    )
     lags: list[float] = []
     driving = True
 

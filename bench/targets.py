@@ -39,7 +39,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import orjson
@@ -57,6 +57,12 @@ from bench.chain import (
     _start,
     _wait_listening,
 )
+
+if TYPE_CHECKING:  # (imported where used: a spawned row process loads only what it runs)
+    from agents.registry import AgentRegistry
+    from agents.transport import AgentTransport
+    from orchestrator.dag.compiler import CompiledWorkflow
+    from orchestrator.dag.engine import DagEngine
 
 QUERY = "average revenue by region in 2024"
 T = TypeVar("T")
@@ -203,6 +209,30 @@ class FakeTransport:
         return None
 
 
+def _engine_and_workflow(
+    registry: AgentRegistry, transport: AgentTransport, definition: Mapping[str, Any]
+) -> tuple[DagEngine, CompiledWorkflow]:
+    """(a DAG engine calling `registry`'s agents over `transport`, `definition` compiled
+    for it): what every in-process row and bench.status_lag run the chain on."""
+    from agents.client import AgentClient
+    from orchestrator.builtins import BUILTIN_FALLBACKS
+    from orchestrator.dag.compiler import compile_workflow
+    from orchestrator.dag.engine import DagEngine
+    from orchestrator.dag.kinds import default_kinds
+
+    kinds = default_kinds()
+    runner = DagEngine(
+        agents=AgentClient(registry, transport),
+        registry=registry,
+        kinds=kinds,
+        builtins=BUILTIN_FALLBACKS,
+    )
+    compiled = compile_workflow(
+        definition, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
+    )
+    return runner, compiled
+
+
 async def _engine_row(
     name: str,
     stub_port: int,
@@ -215,32 +245,18 @@ async def _engine_row(
 ) -> tuple[Row, float, int]:
     """(row, CPU seconds, nodes run) for the engine in-process on the memory store
     (`write_delay_s`: the write-behind delay, when not the service's default)."""
-    from agents.client import AgentClient
     from agents.transport import create_transport
-    from orchestrator.builtins import BUILTIN_FALLBACKS
-    from orchestrator.dag.compiler import compile_workflow
-    from orchestrator.dag.engine import DagEngine
-    from orchestrator.dag.kinds import default_kinds
     from orchestrator.lifecycle import WorkflowOrchestrator
     from state.memory import MemoryStateStore
 
     registry = _registry(stub_port)
     transport: Any = FakeTransport() if fake else create_transport()
-    kinds = default_kinds()
-    runner = DagEngine(
-        agents=AgentClient(registry, transport),
-        registry=registry,
-        kinds=kinds,
-        builtins=BUILTIN_FALLBACKS,
-    )
+    runner, compiled = _engine_and_workflow(registry, transport, definition)
     store = MemoryStateStore()
     orchestrator = (
         WorkflowOrchestrator(store=store, dag_engine=runner)
         if write_delay_s is None
         else WorkflowOrchestrator(store=store, dag_engine=runner, write_delay_s=write_delay_s)
-    )
-    compiled = compile_workflow(
-        definition, agents=list(registry), kinds=kinds, builtins=list(BUILTIN_FALLBACKS)
     )
     await orchestrator.start()
     try:
@@ -276,12 +292,7 @@ async def _writes_per_workflow(
 ) -> tuple[float, float]:
     """(state writes, event appends) per workflow with write-behind `delay_s`: the chain
     (or `definition`) against fake instant agents, or the stub agents at `stub_port`."""
-    from agents.client import AgentClient
     from agents.transport import create_transport
-    from orchestrator.builtins import BUILTIN_FALLBACKS
-    from orchestrator.dag.compiler import compile_workflow
-    from orchestrator.dag.engine import DagEngine
-    from orchestrator.dag.kinds import default_kinds
     from orchestrator.lifecycle import WorkflowOrchestrator
     from state.memory import MemoryStateStore
     from state.models import WorkflowState
@@ -308,22 +319,12 @@ async def _writes_per_workflow(
             return await super().append_events(workflow_id, events)
 
     registry = _registry(1 if stub_port is None else stub_port)
-    kinds = default_kinds()
     transport: Any = FakeTransport() if stub_port is None else create_transport()
-    runner = DagEngine(
-        agents=AgentClient(registry, transport),
-        registry=registry,
-        kinds=kinds,
-        builtins=BUILTIN_FALLBACKS,
+    runner, chain = _engine_and_workflow(
+        registry, transport, _chain_definition() if definition is None else definition
     )
     store = Counting()
     orchestrator = WorkflowOrchestrator(store=store, dag_engine=runner, write_delay_s=delay_s)
-    chain = compile_workflow(
-        _chain_definition() if definition is None else definition,
-        agents=list(registry),
-        kinds=kinds,
-        builtins=list(BUILTIN_FALLBACKS),
-    )
     await orchestrator.start()
     try:
 
