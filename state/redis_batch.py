@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from state.redis_routes import BatchRoutes, Pending
+from state.redis_routes import BatchRoutes, Pending, settled
 from state.redis_wire import OwnConnection, set_once
 
 # A queued command, the future its caller awaits, and the script to load when Redis
@@ -334,7 +334,7 @@ class Batcher:
         joined: dict[asyncio.Future[Any], _Joiners],
         replies: list[Any | Awaitable[Any]],
     ) -> None:
-        self._answer(batch, joined, [await r if inspect.isawaitable(r) else r for r in replies])
+        self._answer(batch, joined, await settled(replies))
 
     def _answer(
         self,

@@ -39,6 +39,14 @@ class Pending(list[Any]):
     """Replies of which some are still to be awaited (an async response callback)."""
 
 
+async def settled(replies: list[Any]) -> list[Any]:
+    """`replies` as they end: a `Pending`'s awaitables awaited in order, any other list
+    as it is (`parsed` found nothing to await in it)."""
+    if not isinstance(replies, Pending):
+        return replies
+    return [await r if inspect.isawaitable(r) else r for r in replies]
+
+
 class BatchRoutes:
     """The connections one `Batcher` sends its batches on (see the module docstring)."""
 
@@ -114,7 +122,7 @@ class BatchRoutes:
                 parsed = self.parsed(commands, await wire.exchange(commands))
             finally:
                 self._wires.append(wire)
-            return [await r if inspect.isawaitable(r) else r for r in parsed]
+            return await settled(parsed)
         if not self._own_busy:
             self._own_busy = True
             self.own_round_trips += 1

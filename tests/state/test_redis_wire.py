@@ -54,6 +54,29 @@ async def test_a_batch_on_the_own_connection_has_no_task_of_its_own(redis_url: s
         await client.aclose()
 
 
+async def test_an_async_response_callback_is_awaited_on_both_paths(redis_url: str) -> None:
+    """A client whose response callback answers an awaitable (redis-py allows one): the
+    caller gets what it ends with, from the batch a task sends (the first: it opens the
+    connection) and from the batch written by a callback on the open connection."""
+
+    async def doubled(reply: bytes, **_: Any) -> bytes:
+        await asyncio.sleep(0)
+        return reply * 2
+
+    client = connect(redis_url)
+    try:
+        client.set_response_callback("ECHO", doubled)
+        batcher = Batcher(client)
+        assert await batcher.call(("ECHO", "x")) == b"xx"  # (a task: opens the connection)
+        assert await asyncio.gather(batcher.call(("ECHO", "y")), batcher.call(("PING",))) == [
+            b"yy",
+            True,
+        ]
+        assert batcher.own_round_trips == batcher.round_trips == 2
+    finally:
+        await client.aclose()
+
+
 @pytest.mark.parametrize("message", ERRORS)
 async def test_an_error_reply_is_the_exception_redis_py_makes_of_it(
     redis_url: str, redis_prefix: str, message: str
