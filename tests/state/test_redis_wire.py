@@ -59,9 +59,9 @@ async def test_an_async_response_callback_is_awaited_on_both_paths(redis_url: st
     caller gets what it ends with, from the batch a task sends (the first: it opens the
     connection) and from the batch written by a callback on the open connection."""
 
-    async def doubled(reply: bytes, **_: Any) -> bytes:
+    async def doubled(response: Any, **_: Any) -> Any:
         await asyncio.sleep(0)
-        return reply * 2
+        return response * 2
 
     client = connect(redis_url)
     try:
