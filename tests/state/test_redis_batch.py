@@ -144,6 +144,46 @@ async def test_a_dropped_idle_connection_costs_the_own_connection_no_attempt(
     assert pooled == ([1, RedisConnectionError, 2] if retries == 0 else [1, 2, 3])
 
 
+async def _blocked(client: Client, name: str) -> None:
+    """Until the connection named `name` is blocked in Redis (its BLPOP read and held)."""
+    for _ in range(500):  # bounded: 5 s
+        connections = await client.client_list()
+        if any(c.get("name") == name and "b" in c.get("flags", "") for c in connections):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no connection named {name} blocked")
+
+
+@pytest.mark.parametrize("retries", [0, 1], ids=["no-retries", "one-retry"])
+async def test_a_connection_dropped_under_a_batch_fails_it_or_sends_it_again(
+    redis_url: str, redis_prefix: str, retries: int
+) -> None:
+    """Redis drops the own connection while a batch waits for its replies: with no
+    retries its caller gets redis-py's ConnectionError; with one the batch goes again on
+    a fresh connection and is answered there. Either way the next batch is answered."""
+    name = f"b{uuid.uuid4().hex[:10]}"
+    client = connect(redis_url, client_name=name, retry=Retry(NoBackoff(), retries))
+    admin = connect(redis_url)
+    key = f"{redis_prefix}list"
+    try:
+        batcher = Batcher(client)
+        waiting = asyncio.ensure_future(batcher.call(("BLPOP", key, 30)))
+        await _blocked(admin, name)
+        await _kill(admin, name)
+        if retries == 0:
+            with pytest.raises(RedisConnectionError):
+                await waiting
+        else:
+            await _blocked(admin, name)  # sent again, on a connection of the same name
+            assert await admin.rpush(key, "v") == 1
+            assert await waiting == (key.encode(), b"v")
+        assert await batcher.call(("PING",)) is True
+        assert batcher.own_round_trips == batcher.round_trips
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
 async def test_a_closed_store_gives_its_batcher_connection_back_to_a_shared_pool(
     redis_url: str,
 ) -> None:
