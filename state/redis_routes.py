@@ -194,34 +194,25 @@ class BatchRoutes:
     ) -> list[Any]:
         """Send `commands` on `conn` (of a single Redis); their replies (a `ResponseError`
         in the place of a command Redis refused), parsed as redis-py parses them."""
-        callbacks = self._client.response_callbacks
 
         async def exchange() -> list[Any]:
             replies: list[Any] = []
             # One bound, the command timeout, for the batch's write and its replies
             # (Redis answers a pipeline in one go), instead of a timer for the write
             # (HiredisPackingConnection's, or redis-py's wait_for) and redis-py's armed
-            # and cancelled per reply; each reply then parsed as `Redis.parse_response`
-            # does (its response callback, e.g. EXPIRE's bool). With no socket timeout
-            # on the connection meanwhile, the write takes redis-py's plain path (its
-            # errors and its disconnect on a failed write unchanged).
+            # and cancelled per reply. With no socket timeout on the connection
+            # meanwhile, the write takes redis-py's plain path (its errors and its
+            # disconnect on a failed write unchanged).
             timeout_s = conn.socket_timeout
             conn.socket_timeout = None  # (one coroutine uses a connection at a time)
             try:
                 async with asyncio.timeout(timeout_s):
                     await conn.send_packed_command(conn.pack_commands(commands))
-                    for command in commands:
+                    for _ in commands:
                         try:
-                            reply = await conn.read_response(timeout=math.inf)
+                            replies.append(await conn.read_response(timeout=math.inf))
                         except ResponseError as exc:
                             replies.append(exc)
-                            continue
-                        callback = callbacks.get(command[0])
-                        if callback is not None:
-                            reply = callback(reply)
-                            if inspect.isawaitable(reply):
-                                reply = await reply
-                        replies.append(reply)
             except TimeoutError:
                 raise RedisTimeoutError(
                     f"Timeout sending {len(commands)} command(s) to Redis or reading their replies"
@@ -239,4 +230,5 @@ class BatchRoutes:
             # Replies may be left unread (a timeout, a cancel): never reuse the stream.
             await conn.disconnect(nowait=True)
             raise
-        return replies
+        # Each reply parsed as `Redis.parse_response` does, as on the own connection.
+        return await settled(self.parsed(commands, replies))

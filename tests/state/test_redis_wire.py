@@ -54,10 +54,11 @@ async def test_a_batch_on_the_own_connection_has_no_task_of_its_own(redis_url: s
         await client.aclose()
 
 
-async def test_an_async_response_callback_is_awaited_on_both_paths(redis_url: str) -> None:
+async def test_an_async_response_callback_is_awaited_on_every_path(redis_url: str) -> None:
     """A client whose response callback answers an awaitable (redis-py allows one): the
     caller gets what it ends with, from the batch a task sends (the first: it opens the
-    connection) and from the batch written by a callback on the open connection."""
+    connection), from the batch written by a callback on the open connection, and from a
+    batch sent on a connection of the pool."""
 
     async def doubled(response: Any, **_: Any) -> Any:
         await asyncio.sleep(0)
@@ -73,6 +74,15 @@ async def test_an_async_response_callback_is_awaited_on_both_paths(redis_url: st
             True,
         ]
         assert batcher.own_round_trips == batcher.round_trips == 2
+        # A pool too small to spare a connection: each batch on a connection of the pool.
+        pooled = connect(redis_url, max_connections=2)
+        try:
+            pooled.set_response_callback("ECHO", doubled)
+            through_pool = Batcher(pooled)
+            assert await through_pool.call(("ECHO", "z")) == b"zz"
+            assert through_pool.own_round_trips == 0
+        finally:
+            await pooled.aclose()
     finally:
         await client.aclose()
 
